@@ -1,0 +1,676 @@
+/* conf.c -- the llmcgi.conf INI file: parse with inih, validate every key with file:line, refcounted snapshots.
+ *
+ * Two passes. Pass 1 runs inih over the file through our own line reader,
+ * which counts lines (inih does not pass line numbers to the handler),
+ * reports every malformed line rather than the first, joins indented
+ * continuation lines and records section headers (even empty sections).
+ * Pass 2 checks each recorded key against the table of known keys below and
+ * converts it; the same table supplies the defaults, parsed by the same code. */
+#include "config.h"
+#include "conf.h"
+#include "listen.h"
+#include "util.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <ini.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+/* ------------------------------------------------------------------ errors */
+
+static void add_error(struct config_errors *e, const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void add_error(struct config_errors *e, const char *file, int line, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    char **grown = realloc(e->msg, (e->n + 1) * sizeof *grown);
+    if (!grown)
+        return;
+    e->msg = grown;
+    size_t len = strlen(file) + strlen(msg) + 16;
+    if ((e->msg[e->n] = malloc(len)) == NULL)
+        return;
+    if (line > 0)
+        snprintf(e->msg[e->n], len, "%s:%d: %s", file, line, msg);
+    else
+        snprintf(e->msg[e->n], len, "%s: %s", file, msg);
+    e->n++;
+}
+
+void config_errors_free(struct config_errors *e)
+{
+    for (size_t i = 0; i < e->n; i++)
+        free(e->msg[i]);
+    free(e->msg);
+    e->msg = NULL;
+    e->n = 0;
+}
+
+/* ------------------------------------------------------------------ pass 1: lines */
+
+struct raw_section {
+    char type[CONFIG_MAX_LINE + 1];     /* "server", "model", ... */
+    char name[CONFIG_MAX_LINE + 1];     /* "" when the header has none */
+    int line;
+};
+
+struct raw_entry {
+    size_t section;
+    char *key;
+    char *value;                        /* continuation lines joined with one space */
+    int line;
+};
+
+struct pass1 {
+    const char *file;
+    FILE *fp;
+    struct config_errors *errs;
+    char *linebuf;
+    size_t linecap;
+    int line;
+    bool continuation;                  /* the line inih is about to hand over continues a value */
+    bool have_key;                      /* a key line was seen since the last header */
+    long section;                       /* index of the current section, -1 before any */
+    struct raw_section *sections;
+    size_t n_sections;
+    struct raw_entry *entries;
+    size_t n_entries;
+    int first_bad_line;                 /* lines we already reported, so inih's own error is not repeated */
+    int last_bad_line;
+};
+
+static void bad_line(struct pass1 *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void bad_line(struct pass1 *p, const char *fmt, ...)
+{
+    char msg[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    add_error(p->errs, p->file, p->line, "%s", msg);
+    if (!p->first_bad_line)
+        p->first_bad_line = p->line;
+    p->last_bad_line = p->line;
+}
+
+static char *trim(char *s)
+{
+    while (isspace((unsigned char)*s))
+        s++;
+    char *e = s + strlen(s);
+    while (e > s && isspace((unsigned char)e[-1]))
+        *--e = '\0';
+    return s;
+}
+
+/* Records a "[type name]" header; returns false when malformed. */
+static bool record_section(struct pass1 *p, const char *header)
+{
+    char text[CONFIG_MAX_LINE + 1];
+    snprintf(text, sizeof text, "%s", header);
+    char *close = strchr(text, ']');
+    if (!close) {
+        bad_line(p, "section header without a closing ']'");
+        return false;
+    }
+    *close = '\0';
+    char *rest = trim(close + 1);
+    if (*rest && *rest != ';' && *rest != '#') {
+        bad_line(p, "unexpected text after the section header: \"%s\"", rest);
+        return false;
+    }
+    char *inside = trim(text + 1);
+    if (strlen(inside) >= 50) {                     /* inih keeps 50 bytes of a section name */
+        bad_line(p, "section header longer than 49 characters: [%s]", inside);
+        return false;
+    }
+    struct raw_section *grown = realloc(p->sections, (p->n_sections + 1) * sizeof *grown);
+    if (!grown)
+        return false;
+    p->sections = grown;
+    struct raw_section *s = &p->sections[p->n_sections];
+    memset(s, 0, sizeof *s);
+    s->line = p->line;
+    size_t tl = strcspn(inside, " \t");
+    memcpy(s->type, inside, tl);
+    snprintf(s->name, sizeof s->name, "%s", trim(inside + tl));
+    p->section = (long)p->n_sections++;
+    return true;
+}
+
+/* inih's line source: fgets-like. Lines we reject are handed over empty. */
+static char *reader(char *str, int num, void *stream)
+{
+    struct pass1 *p = stream;
+    ssize_t n = getline(&p->linebuf, &p->linecap, p->fp);
+    if (n < 0)
+        return NULL;
+    p->line++;
+    p->continuation = false;
+    char *buf = p->linebuf;
+    size_t len = (size_t)n;
+    while (len && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
+        len--;
+    if (memchr(buf, '\0', len)) {
+        bad_line(p, "NUL byte in line");
+        goto empty;
+    }
+    buf[len] = '\0';
+    if (len > CONFIG_MAX_LINE || (int)len + 3 > num) {
+        bad_line(p, "line longer than %d characters: continue long values on indented lines", CONFIG_MAX_LINE);
+        goto empty;
+    }
+    char *s = buf;
+    if (p->line == 1 && (unsigned char)s[0] == 0xEF && (unsigned char)s[1] == 0xBB && (unsigned char)s[2] == 0xBF)
+        s += 3;
+    char *t = s;
+    while (isspace((unsigned char)*t))
+        t++;
+    if (*t == '\0' || *t == ';' || *t == '#') {
+        /* blank or comment */
+    } else if (*t == '[') {
+        p->have_key = false;
+        if (!record_section(p, t))
+            goto empty;
+    } else if (t > s && p->have_key) {
+        p->continuation = true;
+    } else if (!strpbrk(t, "=:")) {
+        bad_line(p, "expected \"key = value\" or \"[section]\", got \"%s\"", t);
+        goto empty;
+    } else if (*t == '=' || *t == ':') {
+        bad_line(p, "missing key name before '='");
+        goto empty;
+    } else {
+        p->have_key = true;
+    }
+    memcpy(str, buf, len);
+    str[len] = '\n';
+    str[len + 1] = '\0';
+    return str;
+empty:
+    str[0] = '\n';
+    str[1] = '\0';
+    return str;
+}
+
+static int handler(void *user, const char *section, const char *name, const char *value)
+{
+    struct pass1 *p = user;
+    (void)section;                      /* we track sections ourselves, with their lines */
+    if (p->section < 0) {
+        bad_line(p, "\"%s\" is outside any section (keys of the server go under [server])", name);
+        return 1;
+    }
+    if (p->continuation && p->n_entries > 0) {
+        struct raw_entry *e = &p->entries[p->n_entries - 1];
+        size_t a = strlen(e->value), b = strlen(value);
+        char *joined = realloc(e->value, a + b + 2);
+        if (!joined)
+            return 0;
+        joined[a] = ' ';
+        memcpy(joined + a + 1, value, b + 1);
+        e->value = joined;
+        return 1;
+    }
+    for (size_t i = 0; i < p->n_entries; i++) {
+        struct raw_entry *e = &p->entries[i];
+        if (e->section == (size_t)p->section && strcmp(e->key, name) == 0) {
+            bad_line(p, "duplicate key \"%s\" (first set on line %d)", name, e->line);
+            return 1;
+        }
+    }
+    struct raw_entry *grown = realloc(p->entries, (p->n_entries + 1) * sizeof *grown);
+    if (!grown)
+        return 0;
+    p->entries = grown;
+    struct raw_entry *e = &p->entries[p->n_entries];
+    e->section = (size_t)p->section;
+    e->key = strdup(name);
+    e->value = strdup(value);
+    e->line = p->line;
+    if (!e->key || !e->value) {
+        free(e->key);
+        free(e->value);
+        return 0;
+    }
+    p->n_entries++;
+    return 1;
+}
+
+static void pass1_free(struct pass1 *p)
+{
+    for (size_t i = 0; i < p->n_entries; i++) {
+        free(p->entries[i].key);
+        free(p->entries[i].value);
+    }
+    free(p->entries);
+    free(p->sections);
+    free(p->linebuf);
+}
+
+/* ------------------------------------------------------------------ pass 2: keys */
+
+enum key_type {
+    K_LONG,         /* integer within [min, max] */
+    K_SIZE,         /* bytes with k/M/G suffix within [min, max] */
+    K_DURATION,     /* milliseconds with ms/s/m/h suffix within [min, max] */
+    K_BOOL,
+    K_MODE,         /* octal file mode */
+    K_LEVEL,        /* log level */
+    K_LISTEN,       /* listen address */
+    K_LOG,          /* "stderr" or a path */
+    K_ACCESS_LOG,   /* "stderr", "off" or a path */
+    K_PREFIX,       /* URL path prefix */
+    K_PATH,         /* a path, relative ones taken from the config file's directory */
+};
+
+struct key_def {
+    const char *name;
+    enum key_type type;
+    size_t offset;
+    int64_t min, max;
+    const char *def;        /* default, parsed like a value; NULL = unset */
+};
+
+#define S(field) offsetof(struct config, field)
+#define M(field) offsetof(struct config_model, field)
+
+static const struct key_def server_keys[] = {
+    {"listen", K_LISTEN, S(listen), 0, 0, NULL},
+    {"listen_backlog", K_LONG, S(listen_backlog), 1, 65535, "1024"},
+    {"socket_mode", K_MODE, S(socket_mode), 0, 0777, "0660"},
+    {"threads", K_LONG, S(threads), 1, 1024, "16"},
+    {"max_body", K_SIZE, S(max_body), 1, 1 << 30, "8M"},
+    {"shutdown_timeout", K_DURATION, S(shutdown_timeout_ms), 0, 3600000, "30s"},
+    {"sse_keepalive", K_DURATION, S(sse_keepalive_ms), 100, 3600000, "15s"},
+    {"path_prefix", K_PREFIX, S(path_prefix), 0, 0, ""},
+    {"error_log", K_LOG, S(error_log), 0, 0, "stderr"},
+    {"access_log", K_ACCESS_LOG, S(access_log), 0, 0, "stderr"},
+    {"log_level", K_LEVEL, S(log_level), 0, 0, "info"},
+    {"test_endpoints", K_BOOL, S(test_endpoints), 0, 0, "off"},
+};
+
+static const struct key_def model_keys[] = {
+    {"path", K_PATH, M(path), 0, 0, NULL},
+};
+
+static char *resolve_path(const char *dir, const char *value)
+{
+    if (value[0] == '/' || !dir)
+        return strdup(value);
+    size_t len = strlen(dir) + strlen(value) + 2;
+    char *out = malloc(len);
+    if (out)
+        snprintf(out, len, "%s/%s", dir, value);
+    return out;
+}
+
+/* Converts `value` for key `k` into the field at base+offset. Returns 0, or
+ * -1 with a message in err. Strings are malloc'ed and replace (and free) the
+ * previous value, so defaults can be overridden. */
+static int apply_key(const struct key_def *k, void *base, const char *value, const char *dir,
+                     char *err, size_t errlen)
+{
+    char *field = (char *)base + k->offset;
+    char *str = NULL;
+    char d1[32], d2[32];
+
+    switch (k->type) {
+    case K_LONG: {
+        long v;
+        if (util_parse_long(value, &v) < 0 || v < k->min || v > k->max) {
+            snprintf(err, errlen, "%s must be a whole number from %lld to %lld, got \"%s\"", k->name,
+                     (long long)k->min, (long long)k->max, value);
+            return -1;
+        }
+        *(long *)field = v;
+        return 0;
+    }
+    case K_SIZE: {
+        uint64_t v;
+        if (util_parse_size(value, &v) < 0 || v < (uint64_t)k->min || v > (uint64_t)k->max) {
+            snprintf(err, errlen, "%s must be a size like 512k, 8M or 1G, from %lld to %lld bytes, got \"%s\"",
+                     k->name, (long long)k->min, (long long)k->max, value);
+            return -1;
+        }
+        *(uint64_t *)field = v;
+        return 0;
+    }
+    case K_DURATION: {
+        int64_t v;
+        if (util_parse_duration_ms(value, &v) < 0 || v < k->min || v > k->max) {
+            util_format_duration(d1, sizeof d1, k->min);
+            util_format_duration(d2, sizeof d2, k->max);
+            snprintf(err, errlen, "%s must be a duration like 250ms, 15s, 2m or 1h, from %s to %s, got \"%s\"",
+                     k->name, d1, d2, value);
+            return -1;
+        }
+        *(int64_t *)field = v;
+        return 0;
+    }
+    case K_BOOL:
+        if (util_parse_bool(value, (bool *)field) < 0) {
+            snprintf(err, errlen, "%s must be on or off, got \"%s\"", k->name, value);
+            return -1;
+        }
+        return 0;
+    case K_MODE: {
+        unsigned v;
+        if (util_parse_octal(value, &v) < 0 || v > (unsigned)k->max) {
+            snprintf(err, errlen, "%s must be an octal file mode such as 0660, got \"%s\"", k->name, value);
+            return -1;
+        }
+        *(unsigned *)field = v;
+        return 0;
+    }
+    case K_LEVEL:
+        if (log_level_parse(value, (enum log_level *)field) < 0) {
+            snprintf(err, errlen, "%s must be one of error, warn, notice, info, debug; got \"%s\"", k->name, value);
+            return -1;
+        }
+        return 0;
+    case K_LISTEN: {
+        struct listen_spec sp;
+        char perr[200];
+        if (listen_parse(value, &sp, perr, sizeof perr) < 0) {
+            snprintf(err, errlen, "%s: %s", k->name, perr);
+            return -1;
+        }
+        str = strdup(value);
+        break;
+    }
+    case K_LOG:
+    case K_ACCESS_LOG:
+        if (!*value) {
+            snprintf(err, errlen, "%s must be stderr%s or a file path", k->name, k->type == K_ACCESS_LOG ? ", off" : "");
+            return -1;
+        }
+        if (strcmp(value, "stderr") == 0 || (k->type == K_ACCESS_LOG && strcmp(value, "off") == 0))
+            str = strdup(value);
+        else
+            str = resolve_path(dir, value);
+        break;
+    case K_PREFIX: {
+        size_t len = strlen(value);
+        while (len > 0 && value[len - 1] == '/')
+            len--;
+        if (len > 0 && (value[0] != '/' || strpbrk(value, "?#%\\ ") || strstr(value, "//"))) {
+            snprintf(err, errlen, "%s must be a path such as /llm (no ?, #, %%, spaces or //), got \"%s\"", k->name, value);
+            return -1;
+        }
+        str = strndup(value, len);
+        break;
+    }
+    case K_PATH:
+        if (!*value) {
+            snprintf(err, errlen, "%s must not be empty", k->name);
+            return -1;
+        }
+        str = resolve_path(dir, value);
+        break;
+    }
+    if (!str) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    free(*(char **)field);
+    *(char **)field = str;
+    return 0;
+}
+
+static const struct key_def *find_key(const struct key_def *keys, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(keys[i].name, name) == 0)
+            return &keys[i];
+    return NULL;
+}
+
+/* "listen_backlg" -> "listen_backlog": the known key at edit distance <= 2. */
+static const char *did_you_mean(const struct key_def *keys, size_t n, const char *name)
+{
+    size_t la = strlen(name);
+    if (la > 40)
+        return NULL;
+    for (size_t k = 0; k < n; k++) {
+        const char *b = keys[k].name;
+        size_t lb = strlen(b);
+        unsigned prev[48], cur[48];
+        for (size_t j = 0; j <= lb; j++)
+            prev[j] = (unsigned)j;
+        for (size_t i = 1; i <= la; i++) {
+            cur[0] = (unsigned)i;
+            for (size_t j = 1; j <= lb; j++) {
+                unsigned sub = prev[j - 1] + (name[i - 1] != b[j - 1]);
+                unsigned del = prev[j] + 1, ins = cur[j - 1] + 1;
+                cur[j] = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
+            }
+            memcpy(prev, cur, (lb + 1) * sizeof *prev);
+        }
+        if (prev[lb] <= 2)
+            return b;
+    }
+    return NULL;
+}
+
+static bool valid_model_name(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 128)
+        return false;
+    for (; *s; s++)
+        if (!isalnum((unsigned char)*s) && !strchr("._:/-", *s))
+            return false;
+    return true;
+}
+
+/* The directory holding `file`, absolute; NULL on failure. Caller frees. */
+static char *config_dir(const char *file)
+{
+    char *copy = strdup(file);
+    if (!copy)
+        return NULL;
+    char *dir = realpath(dirname(copy), NULL);
+    free(copy);
+    return dir;
+}
+
+static void model_free(struct config_model *m)
+{
+    free(m->name);
+    free(m->path);
+}
+
+static void config_free(struct config *c)
+{
+    for (size_t i = 0; i < c->n_models; i++)
+        model_free(&c->models[i]);
+    free(c->models);
+    for (size_t i = 0; i < ARRAY_LEN(server_keys); i++) {
+        enum key_type t = server_keys[i].type;
+        if (t == K_LISTEN || t == K_LOG || t == K_ACCESS_LOG || t == K_PREFIX || t == K_PATH)
+            free(*(char **)((char *)c + server_keys[i].offset));
+    }
+    free(c->file);
+    free(c);
+}
+
+static void apply_entries(struct config *c, struct pass1 *p, const char *dir, struct config_errors *errs)
+{
+    char err[400];
+    for (size_t i = 0; i < p->n_entries; i++) {
+        struct raw_entry *e = &p->entries[i];
+        struct raw_section *s = &p->sections[e->section];
+        const struct key_def *keys;
+        size_t nkeys;
+        void *base;
+        if (strcmp(s->type, "server") == 0) {
+            keys = server_keys, nkeys = ARRAY_LEN(server_keys), base = c;
+        } else if (strcmp(s->type, "model") == 0) {
+            base = NULL;
+            for (size_t m = 0; m < c->n_models; m++)
+                if (c->models[m].line == s->line)
+                    base = &c->models[m];
+            if (!base)
+                continue;               /* the section itself was rejected */
+            keys = model_keys, nkeys = ARRAY_LEN(model_keys);
+        } else {
+            continue;                   /* unknown section: reported once, at its header */
+        }
+        const struct key_def *k = find_key(keys, nkeys, e->key);
+        if (!k) {
+            const char *hint = did_you_mean(keys, nkeys, e->key);
+            add_error(errs, c->file, e->line, "unknown key \"%s\" in [%s]%s%s%s", e->key, s->type,
+                      hint ? " (did you mean \"" : "", hint ? hint : "", hint ? "\"?)" : "");
+            continue;
+        }
+        if (apply_key(k, base, e->value, dir, err, sizeof err) < 0)
+            add_error(errs, c->file, e->line, "%s", err);
+    }
+}
+
+static void collect_sections(struct config *c, struct pass1 *p, struct config_errors *errs)
+{
+    int server_line = 0;
+    for (size_t i = 0; i < p->n_sections; i++) {
+        struct raw_section *s = &p->sections[i];
+        if (strcmp(s->type, "server") == 0) {
+            if (s->name[0])
+                add_error(errs, c->file, s->line, "[server] takes no name (got \"%s\")", s->name);
+            else if (server_line)
+                add_error(errs, c->file, s->line, "second [server] section (the first is on line %d)", server_line);
+            else
+                server_line = s->line;
+        } else if (strcmp(s->type, "model") == 0) {
+            if (!valid_model_name(s->name)) {
+                add_error(errs, c->file, s->line,
+                          "[model NAME] needs a name of 1-128 letters, digits and . _ : / - (got \"%s\")", s->name);
+                continue;
+            }
+            const struct config_model *dup = config_find_model(c, s->name);
+            if (dup) {
+                add_error(errs, c->file, s->line, "model \"%s\" is already defined on line %d", s->name, dup->line);
+                continue;
+            }
+            struct config_model *grown = realloc(c->models, (c->n_models + 1) * sizeof *grown);
+            if (!grown)
+                return;
+            c->models = grown;
+            struct config_model *m = &c->models[c->n_models++];
+            memset(m, 0, sizeof *m);
+            m->name = strdup(s->name);
+            m->line = s->line;
+        } else if (strcmp(s->type, "upstream") == 0 || strcmp(s->type, "auth") == 0 ||
+                   strcmp(s->type, "limits") == 0) {
+            add_error(errs, c->file, s->line, "[%s] is not supported by llmcgi %s yet", s->type, PACKAGE_VERSION);
+        } else {
+            add_error(errs, c->file, s->line, "unknown section [%s] (known: [server], [model NAME])", s->type);
+        }
+    }
+}
+
+/* The line number in "file:LINE: message" (0 for file-wide messages). */
+static long error_line(const char *msg, size_t prefix)
+{
+    return strtol(msg + prefix, NULL, 10);
+}
+
+/* Puts errors[from..] in line order (stable), as a reader of the file expects. */
+static void sort_errors(struct config_errors *e, size_t from, const char *file)
+{
+    size_t prefix = strlen(file) + 1;
+    for (size_t i = from + 1; i < e->n; i++) {
+        char *m = e->msg[i];
+        long line = error_line(m, prefix);
+        size_t j = i;
+        for (; j > from && error_line(e->msg[j - 1], prefix) > line; j--)
+            e->msg[j] = e->msg[j - 1];
+        e->msg[j] = m;
+    }
+}
+
+int config_load(const char *file, struct config **out, struct config_errors *errs)
+{
+    *out = NULL;
+    struct pass1 p = {.file = file, .errs = errs, .section = -1};
+    size_t errs_before = errs->n;
+    char err[400];
+
+    p.fp = fopen(file, "r");
+    if (!p.fp) {
+        add_error(errs, file, 0, "cannot open: %s", strerror(errno));
+        return -1;
+    }
+    int rc = ini_parse_stream(reader, &p, handler, &p);
+    fclose(p.fp);
+    if (rc < 0) {
+        add_error(errs, file, 0, "out of memory while reading");
+    } else if (rc > 0 && (rc < p.first_bad_line || rc > p.last_bad_line || !p.first_bad_line)) {
+        add_error(errs, file, rc, "syntax error");
+    }
+
+    struct config *c = calloc(1, sizeof *c);
+    char *dir = config_dir(file);
+    if (!c || !(c->file = strdup(file)) || !dir) {
+        add_error(errs, file, 0, "cannot resolve the file's directory: %s", strerror(errno));
+        free(dir);
+        if (c)
+            config_free(c);
+        pass1_free(&p);
+        return -1;
+    }
+    atomic_init(&c->refs, 1);
+    c->loaded_at = time(NULL);
+    for (size_t i = 0; i < ARRAY_LEN(server_keys); i++) {
+        const struct key_def *k = &server_keys[i];
+        if (k->def && apply_key(k, c, k->def, dir, err, sizeof err) < 0)
+            add_error(errs, file, 0, "internal: bad default for %s: %s", k->name, err);
+    }
+    collect_sections(c, &p, errs);
+    apply_entries(c, &p, dir, errs);
+    for (size_t i = 0; i < c->n_models; i++)
+        if (!c->models[i].path)
+            add_error(errs, file, c->models[i].line, "[model %s] needs a path (the model's directory)",
+                      c->models[i].name);
+    free(dir);
+    pass1_free(&p);
+    if (errs->n > errs_before) {
+        sort_errors(errs, errs_before, file);
+        config_free(c);
+        return -1;
+    }
+    *out = c;
+    return 0;
+}
+
+struct config *config_ref(struct config *c)
+{
+    atomic_fetch_add(&c->refs, 1);
+    return c;
+}
+
+void config_unref(struct config *c)
+{
+    if (c && atomic_fetch_sub(&c->refs, 1) == 1)
+        config_free(c);
+}
+
+const struct config_model *config_find_model(const struct config *c, const char *name)
+{
+    for (size_t i = 0; i < c->n_models; i++)
+        if (c->models[i].name && strcmp(c->models[i].name, name) == 0)
+            return &c->models[i];
+    return NULL;
+}

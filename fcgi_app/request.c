@@ -1,0 +1,374 @@
+/* request.c -- one FastCGI request as handlers see it: method, path, query, headers, body, JSON body. */
+#include "config.h"
+#include "request.h"
+#include "conf.h"
+#include "response.h"
+#include "util.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+static const struct { const char *name; enum http_method m; } methods[] = {
+    {"GET", M_GET}, {"HEAD", M_HEAD}, {"POST", M_POST}, {"PUT", M_PUT},
+    {"DELETE", M_DELETE}, {"OPTIONS", M_OPTIONS}, {"PATCH", M_PATCH},
+};
+
+static bool valid_request_id(const char *s)
+{
+    size_t n = 0;
+    for (; s[n]; n++)
+        if (n >= REQ_ID_MAX || !(isalnum((unsigned char)s[n]) || strchr("-_.:", s[n])))
+            return false;
+    return n > 0;
+}
+
+int req_split_target(const char *uri, const char *prefix, char *buf, size_t buflen, const char **query)
+{
+    *query = NULL;
+    buf[0] = '\0';
+    if (strncasecmp(uri, "http://", 7) == 0 || strncasecmp(uri, "https://", 8) == 0) {
+        uri = strstr(uri, "//") + 2;            /* absolute-form: drop scheme and authority */
+        uri += strcspn(uri, "/?");
+        if (*uri == '\0')
+            uri = "/";
+        else if (*uri == '?')
+            return 400;
+    }
+    if (uri[0] != '/')
+        return 400;
+    size_t n = strcspn(uri, "?#");
+    if (n >= buflen)
+        return 414;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)uri[i] < 0x20 || uri[i] == 0x7f)
+            return 400;
+    if (uri[n] == '?')
+        *query = uri + n + 1;
+    size_t pl = strlen(prefix);
+    if (pl) {
+        if (strncmp(uri, prefix, pl) != 0 || (uri[pl] != '/' && uri[pl] != '?' && uri[pl] != '#' && pl != n))
+            return 404;
+        uri += pl;
+        n -= pl;
+        if (n == 0) {                           /* "/llm" itself is "/" of the app */
+            strcpy(buf, "/");
+            return 0;
+        }
+    }
+    memcpy(buf, uri, n);
+    buf[n] = '\0';
+    return 0;
+}
+
+int req_init(struct req *r, FCGX_Request *f, struct server *srv, const struct config *cfg)
+{
+    memset(r, 0, offsetof(struct req, extra_headers));
+    r->extra_len = 0;
+    r->extra_headers[0] = '\0';
+    r->fcgi = f;
+    r->srv = srv;
+    r->cfg = cfg;
+    r->start_ns = util_now_ns();
+    r->query = "";
+    char **env = f->envp;
+
+    const char *rid = FCGX_GetParam("HTTP_X_REQUEST_ID", env);
+    if (rid && valid_request_id(rid))
+        strcpy(r->id, rid);
+    else
+        util_random_hex(r->id, 16);
+
+    r->remote_addr = FCGX_GetParam("REMOTE_ADDR", env);
+    if (!r->remote_addr || !*r->remote_addr)
+        r->remote_addr = "-";
+    r->method_name = FCGX_GetParam("REQUEST_METHOD", env);
+    if (!r->method_name || !*r->method_name)
+        r->method_name = "-";
+    r->method = M_OTHER;
+    for (size_t i = 0; i < ARRAY_LEN(methods); i++)
+        if (strcmp(r->method_name, methods[i].name) == 0)
+            r->method = methods[i].m;
+
+    /* The request target: REQUEST_URI (nginx and Apache), else DOCUMENT_URI
+     * (nginx), else SCRIPT_NAME + PATH_INFO (CGI style). */
+    char joined[REQ_PATH_MAX];
+    const char *uri = FCGX_GetParam("REQUEST_URI", env);
+    if (!uri || !*uri)
+        uri = FCGX_GetParam("DOCUMENT_URI", env);
+    if (!uri || !*uri) {
+        const char *sn = FCGX_GetParam("SCRIPT_NAME", env), *pi = FCGX_GetParam("PATH_INFO", env);
+        if ((size_t)snprintf(joined, sizeof joined, "%s%s", sn ? sn : "", pi ? pi : "") >= sizeof joined)
+            return 414;
+        uri = joined;
+    }
+    const char *q = NULL;
+    int rc = req_split_target(uri, cfg->path_prefix, r->path, sizeof r->path, &q);
+    if (rc)
+        strcpy(r->path, "-");
+    const char *qs = FCGX_GetParam("QUERY_STRING", env);
+    if (qs)
+        r->query = qs;
+    else if (q)
+        r->query = q;
+    return rc;
+}
+
+void req_cleanup(struct req *r)
+{
+    free(r->body);
+    r->body = NULL;
+    r->body_len = 0;
+}
+
+const char *req_header(const struct req *r, const char *name)
+{
+    char key[128];
+    size_t pos = 0;
+    if (strcasecmp(name, "Content-Type") != 0 && strcasecmp(name, "Content-Length") != 0) {
+        memcpy(key, "HTTP_", 5);
+        pos = 5;
+    }
+    for (; *name && pos + 1 < sizeof key; name++)
+        key[pos++] = *name == '-' ? '_' : (char)toupper((unsigned char)*name);
+    key[pos] = '\0';
+    return FCGX_GetParam(key, r->fcgi->envp);
+}
+
+bool req_query(const struct req *r, const char *name, char *out, size_t outlen)
+{
+    size_t nl = strlen(name);
+    const char *p = r->query;
+    while (p && *p) {
+        const char *end = p + strcspn(p, "&");
+        if ((size_t)(end - p) >= nl && strncmp(p, name, nl) == 0 && (p[nl] == '=' || p + nl == end)) {
+            const char *v = p + nl + (p[nl] == '=');
+            size_t vl = (size_t)(end - v);
+            if (vl >= outlen)
+                return false;
+            char tmp[1024];
+            if (vl >= sizeof tmp)
+                return false;
+            for (size_t i = 0; i < vl; i++)
+                tmp[i] = v[i] == '+' ? ' ' : v[i];
+            return util_url_decode(out, tmp, vl) >= 0;
+        }
+        p = *end ? end + 1 : end;
+    }
+    return false;
+}
+
+const char *req_param(const struct req *r, const char *name)
+{
+    for (size_t i = 0; i < r->n_params; i++)
+        if (strcmp(r->params[i].name, name) == 0)
+            return r->params[i].value;
+    return NULL;
+}
+
+/* Reads and drops up to `limit` more body bytes, so that the web server can
+ * finish sending a request we refuse. */
+static void drain_body(struct req *r, uint64_t limit)
+{
+    char sink[16384];
+    while (limit > 0) {
+        int want = limit < sizeof sink ? (int)limit : (int)sizeof sink;
+        int n = FCGX_GetStr(sink, want, r->fcgi->in);
+        if (n <= 0)
+            break;
+        limit -= (uint64_t)n;
+    }
+}
+
+#define DRAIN_LIMIT (64ull << 20)
+
+int req_read_body(struct req *r)
+{
+    uint64_t max = r->cfg->max_body, want = 0;
+    const char *cl = req_header(r, "Content-Length");
+    bool sized = cl && *cl;
+    if (sized) {
+        char *end;
+        errno = 0;
+        if (!isdigit((unsigned char)cl[0]) || (want = strtoull(cl, &end, 10), errno) || *end) {
+            resp_error(r, 400, "Content-Length is not a number: \"%.40s\"", cl);
+            return -1;
+        }
+        if (want > max) {
+            drain_body(r, want < DRAIN_LIMIT ? want : DRAIN_LIMIT);
+            resp_error(r, 413, "request body of %llu bytes exceeds the limit of %llu bytes (max_body)",
+                       (unsigned long long)want, (unsigned long long)max);
+            return -1;
+        }
+    }
+    /* Unsized bodies grow up to max_body + 1 bytes: one byte more than
+     * allowed is how an oversized one shows. */
+    size_t limit = sized ? (size_t)want : (size_t)max + 1;
+    size_t cap = sized ? (size_t)want + 1 : (limit < 16384 ? limit + 1 : 16384);
+    char *buf = malloc(cap);
+    if (!buf) {
+        resp_error(r, 500, "out of memory reading the request body");
+        return -1;
+    }
+    size_t len = 0;
+    while (len < limit) {
+        if (len + 1 >= cap) {
+            size_t ncap = cap * 2 > limit + 1 ? limit + 1 : cap * 2;
+            char *grown = realloc(buf, ncap);
+            if (!grown) {
+                free(buf);
+                resp_error(r, 500, "out of memory reading the request body");
+                return -1;
+            }
+            buf = grown;
+            cap = ncap;
+        }
+        int n = FCGX_GetStr(buf + len, (int)(cap - 1 - len), r->fcgi->in);
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+    }
+    if (!sized && len > max) {
+        free(buf);
+        drain_body(r, DRAIN_LIMIT);
+        resp_error(r, 413, "request body exceeds the limit of %llu bytes (max_body)", (unsigned long long)max);
+        return -1;
+    }
+    if (sized && len < want) {
+        free(buf);
+        resp_error(r, 400, "request body ended after %zu of %llu bytes (Content-Length)", len,
+                   (unsigned long long)want);
+        return -1;
+    }
+    buf[len] = '\0';
+    free(r->body);
+    r->body = buf;
+    r->body_len = len;
+    return 0;
+}
+
+bool req_content_type_is_json(const char *ct)
+{
+    if (!ct)
+        return false;
+    while (*ct == ' ' || *ct == '\t')
+        ct++;
+    size_t n = strcspn(ct, ";");
+    while (n > 0 && (ct[n - 1] == ' ' || ct[n - 1] == '\t'))
+        n--;
+    bool json = (n == 16 && strncasecmp(ct, "application/json", 16) == 0) ||
+                (n > 17 && strncasecmp(ct, "application/", 12) == 0 && strncasecmp(ct + n - 5, "+json", 5) == 0);
+    if (!json)
+        return false;
+    /* Parameters: only a UTF-8 charset makes sense for JSON. */
+    for (const char *p = strchr(ct, ';'); p; p = strchr(p + 1, ';')) {
+        const char *a = p + 1;
+        while (*a == ' ' || *a == '\t')
+            a++;
+        if (strncasecmp(a, "charset=", 8) == 0) {
+            a += 8;
+            if (*a == '"')
+                a++;
+            if (strncasecmp(a, "utf-8", 5) != 0 && strncasecmp(a, "utf8", 4) != 0)
+                return false;
+        }
+    }
+    return true;
+}
+
+/* 1-based line and column (in bytes) of offset `off` in buf. */
+static void locate(const char *buf, size_t off, int *line, int *col)
+{
+    *line = 1;
+    *col = 1;
+    for (size_t i = 0; i < off; i++) {
+        if (buf[i] == '\n') {
+            (*line)++;
+            *col = 1;
+        } else {
+            (*col)++;
+        }
+    }
+}
+
+/* JSON's four whitespace bytes (not NUL, which strchr() would also find). */
+static bool json_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+json_object *json_parse_strict(const char *buf, size_t len, char *err, size_t errlen)
+{
+    int line, col;
+    err[0] = '\0';
+    size_t start = 0;
+    while (start < len && json_space(buf[start]))
+        start++;
+    if (start == len) {
+        snprintf(err, errlen, "the body is empty (expected a JSON value)");
+        return NULL;
+    }
+    if (len > (size_t)INT32_MAX) {
+        snprintf(err, errlen, "the body is too large to parse");
+        return NULL;
+    }
+    json_tokener *tok = json_tokener_new_ex(64);
+    if (!tok) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
+    json_object *obj = json_tokener_parse_ex(tok, buf, (int)len);
+    enum json_tokener_error jerr = json_tokener_get_error(tok);
+    size_t end = json_tokener_get_parse_end(tok);
+    json_tokener_free(tok);
+    if (jerr == json_tokener_continue) {
+        locate(buf, len, &line, &col);
+        snprintf(err, errlen, "invalid JSON at line %d, column %d: the input ends in the middle of a value", line, col);
+        return NULL;
+    }
+    if (jerr != json_tokener_success) {
+        /* parse_end is the offending byte's offset */
+        locate(buf, end, &line, &col);
+        snprintf(err, errlen, "invalid JSON at line %d, column %d: %s", line, col, json_tokener_error_desc(jerr));
+        json_object_put(obj);
+        return NULL;
+    }
+    for (size_t i = end; i < len; i++) {
+        if (!json_space(buf[i])) {
+            locate(buf, i, &line, &col);
+            snprintf(err, errlen, "invalid JSON at line %d, column %d: unexpected data after the JSON value", line, col);
+            json_object_put(obj);
+            return NULL;
+        }
+    }
+    return obj;
+}
+
+json_object *req_json_body(struct req *r)
+{
+    const char *ct = req_header(r, "Content-Type");
+    if (!req_content_type_is_json(ct)) {
+        resp_error(r, 415, "this endpoint takes a JSON body: send the header Content-Type: application/json "
+                   "(got %s%.60s%s)", ct ? "\"" : "", ct ? ct : "none", ct ? "\"" : "");
+        return NULL;
+    }
+    if (req_read_body(r) < 0)
+        return NULL;
+    char err[200];
+    json_object *obj = json_parse_strict(r->body, r->body_len, err, sizeof err);
+    if (!obj) {
+        resp_error(r, 400, "%s", err[0] ? err : "the request body must be a JSON object, got null");
+        return NULL;
+    }
+    if (!json_object_is_type(obj, json_type_object)) {
+        resp_error(r, 400, "the request body must be a JSON object, got %s",
+                   json_type_to_name(json_object_get_type(obj)));
+        json_object_put(obj);
+        return NULL;
+    }
+    return obj;
+}

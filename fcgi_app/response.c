@@ -1,0 +1,210 @@
+/* response.c -- writing the answer: status and headers, JSON bodies, errors in the OpenAI and TGI shapes. */
+#include "config.h"
+#include "response.h"
+#include "log.h"
+#include "util.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+static const struct { int status; const char *reason, *openai_type, *tgi_type; } statuses[] = {
+    {200, "OK", NULL, NULL},
+    {201, "Created", NULL, NULL},
+    {204, "No Content", NULL, NULL},
+    {400, "Bad Request", "invalid_request_error", "validation"},
+    {401, "Unauthorized", "authentication_error", "unauthorized"},
+    {403, "Forbidden", "permission_error", "forbidden"},
+    {404, "Not Found", "invalid_request_error", "not_found"},
+    {405, "Method Not Allowed", "invalid_request_error", "method_not_allowed"},
+    {408, "Request Timeout", "timeout_error", "timeout"},
+    {409, "Conflict", "invalid_request_error", "conflict"},
+    {413, "Payload Too Large", "invalid_request_error", "validation"},
+    {414, "URI Too Long", "invalid_request_error", "validation"},
+    {415, "Unsupported Media Type", "invalid_request_error", "validation"},
+    {422, "Unprocessable Entity", "invalid_request_error", "validation"},
+    {424, "Failed Dependency", "server_error", "generation"},
+    {429, "Too Many Requests", "rate_limit_error", "overloaded"},
+    {500, "Internal Server Error", "server_error", "internal"},
+    {502, "Bad Gateway", "server_error", "upstream"},
+    {503, "Service Unavailable", "server_error", "unavailable"},
+    {504, "Gateway Timeout", "timeout_error", "timeout"},
+};
+
+static int status_index(int status)
+{
+    for (size_t i = 0; i < ARRAY_LEN(statuses); i++)
+        if (statuses[i].status == status)
+            return (int)i;
+    return -1;
+}
+
+const char *http_reason(int status)
+{
+    int i = status_index(status);
+    return i < 0 ? "Unknown" : statuses[i].reason;
+}
+
+void resp_header(struct req *r, const char *name, const char *fmt, ...)
+{
+    char value[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(value, sizeof value, fmt, ap);
+    va_end(ap);
+    if (strpbrk(value, "\r\n") || strpbrk(name, "\r\n: ")) {
+        log_error("request %s: refused header %s with a line break in it", r->id, name);
+        return;
+    }
+    size_t room = sizeof r->extra_headers - r->extra_len;
+    int n = snprintf(r->extra_headers + r->extra_len, room, "%s: %s\r\n", name, value);
+    if (n < 0 || (size_t)n >= room) {
+        r->extra_headers[r->extra_len] = '\0';
+        log_error("request %s: no room for header %s", r->id, name);
+        return;
+    }
+    r->extra_len += (size_t)n;
+}
+
+static int put(struct req *r, const char *data, size_t len)
+{
+    if (r->client_gone)
+        return -1;
+    if (len && FCGX_PutStr(data, (int)len, r->fcgi->out) != (int)len) {
+        r->client_gone = true;
+        return -1;
+    }
+    return 0;
+}
+
+int resp_start(struct req *r, int status, const char *content_type, long long content_length)
+{
+    char head[2048];
+    if (r->status) {
+        log_error("request %s: response started twice (%d, then %d)", r->id, r->status, status);
+        return -1;
+    }
+    r->status = status;
+    int n = snprintf(head, sizeof head, "Status: %d %s\r\nContent-Type: %s\r\nX-Request-Id: %s\r\n",
+                     status, http_reason(status), content_type, r->id);
+    if (content_length >= 0)
+        n += snprintf(head + n, sizeof head - (size_t)n, "Content-Length: %lld\r\n", content_length);
+    if (put(r, head, (size_t)n) < 0 || put(r, r->extra_headers, r->extra_len) < 0 || put(r, "\r\n", 2) < 0)
+        return -1;
+    return 0;
+}
+
+int resp_write(struct req *r, const void *data, size_t len)
+{
+    if (r->method == M_HEAD)
+        return r->client_gone ? -1 : 0;
+    if (put(r, data, len) < 0)
+        return -1;
+    r->bytes_out += len;
+    return 0;
+}
+
+int resp_flush(struct req *r)
+{
+    if (r->client_gone)
+        return -1;
+    if (FCGX_FFlush(r->fcgi->out) < 0) {
+        r->client_gone = true;
+        return -1;
+    }
+    return 0;
+}
+
+int resp_send(struct req *r, int status, const char *content_type, const void *body, size_t len)
+{
+    if (resp_start(r, status, content_type, (long long)len) < 0)
+        return -1;
+    return resp_write(r, body, len);
+}
+
+int resp_json(struct req *r, int status, json_object *obj)
+{
+    size_t len;
+    const char *s = json_object_to_json_string_length(obj, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
+    if (!s) {
+        static const char oom[] = "{\"error\":\"out of memory\"}";
+        return resp_send(r, 500, "application/json", oom, sizeof oom - 1);
+    }
+    return resp_send(r, status, "application/json", s, len);
+}
+
+static int send_error_object(struct req *r, int status, json_object *obj)
+{
+    if (!obj)
+        return -1;
+    if (status >= 500)
+        log_error("request %s: %d %s", r->id, status, json_object_to_json_string(obj));
+    int rc = resp_json(r, status, obj);
+    json_object_put(obj);
+    return rc;
+}
+
+static json_object *openai_error(int status, const char *type, const char *param, const char *code, const char *msg)
+{
+    int i = status_index(status);
+    if (!type)
+        type = i >= 0 && statuses[i].openai_type ? statuses[i].openai_type : "server_error";
+    json_object *err = json_object_new_object(), *outer = json_object_new_object();
+    if (!err || !outer) {
+        json_object_put(err);
+        json_object_put(outer);
+        return NULL;
+    }
+    json_object_object_add(err, "message", json_object_new_string(msg));
+    json_object_object_add(err, "type", json_object_new_string(type));
+    json_object_object_add(err, "param", param ? json_object_new_string(param) : NULL);
+    json_object_object_add(err, "code", code ? json_object_new_string(code) : NULL);
+    json_object_object_add(outer, "error", err);
+    return outer;
+}
+
+static json_object *tgi_error(int status, const char *type, const char *msg)
+{
+    int i = status_index(status);
+    if (!type)
+        type = i >= 0 && statuses[i].tgi_type ? statuses[i].tgi_type : "internal";
+    json_object *obj = json_object_new_object();
+    if (!obj)
+        return NULL;
+    json_object_object_add(obj, "error", json_object_new_string(msg));
+    json_object_object_add(obj, "error_type", json_object_new_string(type));
+    return obj;
+}
+
+int resp_error_openai(struct req *r, int status, const char *type, const char *param, const char *code,
+                      const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return send_error_object(r, status, openai_error(status, type, param, code, msg));
+}
+
+int resp_error_tgi(struct req *r, int status, const char *error_type, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return send_error_object(r, status, tgi_error(status, error_type, msg));
+}
+
+int resp_error(struct req *r, int status, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    json_object *obj = r->dialect == DIALECT_OPENAI ? openai_error(status, NULL, NULL, NULL, msg)
+                                                    : tgi_error(status, NULL, msg);
+    return send_error_object(r, status, obj);
+}

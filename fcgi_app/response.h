@@ -1,0 +1,50 @@
+/* response.c -- writing the answer: status and headers, JSON bodies, errors in the OpenAI and TGI shapes.
+ *
+ * Every function writes to the request's FastCGI stream, which belongs to
+ * the calling responder thread. They return 0, or -1 once a write has failed
+ * (the client or the web server went away); r->client_gone is then set and
+ * later writes are skipped. Nothing here takes ownership of its arguments. */
+#ifndef LLMCGI_RESPONSE_H
+#define LLMCGI_RESPONSE_H
+
+#include <json-c/json.h>
+#include <stddef.h>
+
+#include "request.h"
+
+/* "Not Found" for 404; "Unknown" for codes we never send. */
+const char *http_reason(int status);
+
+/* Queues one header for the next resp_start(). A value with CR or LF is
+ * refused (logged, not sent): no header injection from data. */
+void resp_header(struct req *r, const char *name, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Writes the status line and headers: Content-Type, Content-Length when
+ * content_length >= 0, X-Request-Id, and the queued ones. */
+int resp_start(struct req *r, int status, const char *content_type, long long content_length);
+
+/* Body bytes (dropped for HEAD requests, whose headers stay exact). */
+int resp_write(struct req *r, const void *data, size_t len);
+
+/* Pushes buffered output through to the web server now. */
+int resp_flush(struct req *r);
+
+/* A whole response in one call. */
+int resp_send(struct req *r, int status, const char *content_type, const void *body, size_t len);
+
+/* `obj` serialised as the body (application/json). */
+int resp_json(struct req *r, int status, json_object *obj);
+
+/* An error in the dialect of the matched route (r->dialect), with the
+ * default type for the status. */
+int resp_error(struct req *r, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* {"error":{"message","type","param","code"}}; type NULL = default for status. */
+int resp_error_openai(struct req *r, int status, const char *type, const char *param, const char *code,
+                      const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+
+/* {"error","error_type"}; error_type NULL = default for status. */
+int resp_error_tgi(struct req *r, int status, const char *error_type, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+#endif

@@ -1,0 +1,119 @@
+/* router.c -- the route table: (method, path pattern) -> handler, with JSON 404 and 405 + Allow. */
+#include "config.h"
+#include "router.h"
+#include "conf.h"
+#include "response.h"
+#include "routes_admin.h"
+#include "routes_test.h"
+#include "util.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const struct route routes[] = {
+    {M_GET, "/health", route_health, DIALECT_TGI, 0},
+    {M_GET, "/v1/models", route_models, DIALECT_OPENAI, 0},
+    {M_GET, "/v1/models/{id*}", route_model, DIALECT_OPENAI, 0},
+
+    {M_GET, "/_test/sse", route_test_sse, DIALECT_TGI, ROUTE_TEST},
+    {M_POST, "/_test/release", route_test_release, DIALECT_TGI, ROUTE_TEST},
+    {M_GET, "/_test/state", route_test_state, DIALECT_TGI, ROUTE_TEST},
+    {M_GET, "/_test/slow", route_test_slow, DIALECT_TGI, ROUTE_TEST},
+    {M_POST, "/_test/echo", route_test_echo, DIALECT_TGI, ROUTE_TEST},
+};
+
+/* Matches `path` against `pattern`, capturing parameters into r. */
+static bool match_pattern(const char *pattern, const char *path, struct req *r)
+{
+    const char *p = pattern, *s = path;
+    size_t n_params = 0;
+    while (*p && *s) {
+        if (*p == '{') {
+            const char *close = strchr(p, '}');
+            bool rest = close[-1] == '*';
+            size_t seg = rest ? strlen(s) : strcspn(s, "/");
+            if (seg == 0 || n_params >= REQ_MAX_PARAMS || seg >= REQ_PARAM_MAX)
+                return false;
+            struct req_param *prm = &r->params[n_params];
+            if (util_url_decode(prm->value, s, seg) < 0)
+                return false;
+            size_t nl = (size_t)(close - p - 1) - rest;
+            if (nl >= sizeof prm->name)
+                return false;
+            memcpy(prm->name, p + 1, nl);
+            prm->name[nl] = '\0';
+            n_params++;
+            p = close + 1;
+            s += seg;
+            continue;
+        }
+        if (*p != *s)
+            return false;
+        p++;
+        s++;
+    }
+    if (*p || *s)
+        return false;
+    r->n_params = n_params;
+    return true;
+}
+
+static unsigned effective(unsigned methods)
+{
+    return methods & M_GET ? methods | M_HEAD : methods;
+}
+
+const struct route *router_match(struct req *r, bool test_endpoints, unsigned *allow)
+{
+    *allow = 0;
+    for (size_t i = 0; i < ARRAY_LEN(routes); i++) {
+        const struct route *rt = &routes[i];
+        if ((rt->flags & ROUTE_TEST) && !test_endpoints)
+            continue;
+        if (!match_pattern(rt->pattern, r->path, r))
+            continue;
+        if (effective(rt->methods) & r->method)
+            return rt;
+        *allow |= effective(rt->methods);
+    }
+    r->n_params = 0;
+    return NULL;
+}
+
+void router_allow_string(unsigned methods, char *buf, size_t len)
+{
+    static const struct { unsigned m; const char *name; } names[] = {
+        {M_GET, "GET"}, {M_HEAD, "HEAD"}, {M_POST, "POST"}, {M_PUT, "PUT"},
+        {M_PATCH, "PATCH"}, {M_DELETE, "DELETE"}, {M_OPTIONS, "OPTIONS"},
+    };
+    size_t pos = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < ARRAY_LEN(names); i++) {
+        if (!(methods & names[i].m))
+            continue;
+        int n = snprintf(buf + pos, len - pos, "%s%s", pos ? ", " : "", names[i].name);
+        if (n < 0 || (size_t)n >= len - pos)
+            break;
+        pos += (size_t)n;
+    }
+}
+
+int router_dispatch(struct req *r)
+{
+    unsigned allow;
+    const struct route *rt = router_match(r, r->cfg->test_endpoints, &allow);
+    if (rt) {
+        r->dialect = rt->dialect;
+        r->route = rt->pattern;
+        return rt->fn(r);
+    }
+    r->dialect = strncmp(r->path, "/v1/", 4) == 0 || strcmp(r->path, "/v1") == 0 ? DIALECT_OPENAI : DIALECT_TGI;
+    if (!allow)
+        return resp_error(r, 404, "no route for %s %s", r->method_name, r->path);
+    char list[96];
+    router_allow_string(allow | M_OPTIONS, list, sizeof list);
+    resp_header(r, "Allow", "%s", list);
+    if (r->method == M_OPTIONS)
+        return resp_send(r, 204, "text/plain", "", 0);
+    return resp_error(r, 405, "%s is not allowed on %s (allowed: %s)", r->method_name, r->path, list);
+}

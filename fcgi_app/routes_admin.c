@@ -1,0 +1,91 @@
+/* routes_admin.c -- the server's own endpoints: GET /health, GET /v1/models, GET /v1/models/{id}. */
+#include "config.h"
+#include "routes_admin.h"
+#include "conf.h"
+#include "response.h"
+#include "server.h"
+#include "util.h"
+
+#include <json-c/json.h>
+
+/* Sends obj (and frees it); a NULL obj means an allocation failed. */
+static int send_owned(struct req *r, json_object *obj)
+{
+    if (!obj)
+        return resp_error(r, 500, "out of memory");
+    int rc = resp_json(r, 200, obj);
+    json_object_put(obj);
+    return rc;
+}
+
+/* 200 with what a load balancer or an operator wants to know at a glance. */
+int route_health(struct req *r)
+{
+    struct server *srv = r->srv;
+    json_object *o = json_object_new_object(), *threads = json_object_new_object(),
+                *models = json_object_new_object(), *cuda = json_object_new_object();
+    if (!o || !threads || !models || !cuda) {
+        json_object_put(o);
+        json_object_put(threads);
+        json_object_put(models);
+        json_object_put(cuda);
+        return send_owned(r, NULL);
+    }
+    json_object_object_add(o, "status", json_object_new_string("ok"));
+    json_object_object_add(o, "version", json_object_new_string(PACKAGE_VERSION));
+    json_object_object_add(o, "uptime_seconds",
+                           json_object_new_int64((util_now_ns() - srv->started_ns) / 1000000000));
+    json_object_object_add(threads, "total", json_object_new_int(srv->threads));
+    json_object_object_add(threads, "busy", json_object_new_int(atomic_load(&srv->busy)));
+    json_object_object_add(o, "threads", threads);
+    json_object_object_add(o, "requests", json_object_new_uint64(atomic_load(&srv->requests)));
+    json_object_object_add(o, "connections", json_object_new_uint64(atomic_load(&srv->connections)));
+    json_object_object_add(models, "configured", json_object_new_int((int)r->cfg->n_models));
+    json_object_object_add(o, "models", models);
+    json_object_object_add(cuda, "built", json_object_new_boolean(srv->gpu.built));
+    json_object_object_add(cuda, "devices", json_object_new_int(srv->gpu.devices));
+    if (srv->gpu.devices > 0)
+        json_object_object_add(cuda, "device", json_object_new_string(srv->gpu.name));
+    else if (srv->gpu.error[0])
+        json_object_object_add(cuda, "error", json_object_new_string(srv->gpu.error));
+    json_object_object_add(o, "cuda", cuda);
+    return send_owned(r, o);
+}
+
+static json_object *model_object(const struct config *cfg, const struct config_model *m)
+{
+    json_object *o = json_object_new_object();
+    if (!o)
+        return NULL;
+    json_object_object_add(o, "id", json_object_new_string(m->name));
+    json_object_object_add(o, "object", json_object_new_string("model"));
+    json_object_object_add(o, "created", json_object_new_int64((int64_t)cfg->loaded_at));
+    json_object_object_add(o, "owned_by", json_object_new_string("llmcgi"));
+    return o;
+}
+
+/* The OpenAI model list, from the [model NAME] sections of the config. */
+int route_models(struct req *r)
+{
+    json_object *o = json_object_new_object(), *data = json_object_new_array();
+    if (!o || !data) {
+        json_object_put(o);
+        json_object_put(data);
+        return send_owned(r, NULL);
+    }
+    json_object_object_add(o, "object", json_object_new_string("list"));
+    for (size_t i = 0; i < r->cfg->n_models; i++)
+        json_object_array_add(data, model_object(r->cfg, &r->cfg->models[i]));
+    json_object_object_add(o, "data", data);
+    return send_owned(r, o);
+}
+
+int route_model(struct req *r)
+{
+    const char *id = req_param(r, "id");
+    const struct config_model *m = id ? config_find_model(r->cfg, id) : NULL;
+    if (!m)
+        return resp_error_openai(r, 404, NULL, "model", "model_not_found", "The model `%s` does not exist",
+                                 id ? id : "");
+    return send_owned(r, model_object(r->cfg, m));
+}

@@ -1,0 +1,49 @@
+/* server.c -- what all threads of one llmcgi process share: the live config snapshot, counters, lifecycle flags. */
+#include "config.h"
+#include "server.h"
+#include "routes_test.h"
+#include "util.h"
+
+#include <string.h>
+
+int server_init(struct server *s, struct config *cfg)
+{
+    memset(s, 0, sizeof *s);
+    if (pthread_mutex_init(&s->cfg_lock, NULL) != 0)
+        return -1;
+    s->cfg = cfg;
+    s->started_ns = util_now_ns();
+    s->started_at = time(NULL);
+    s->testing = testing_new();
+    if (!s->testing) {
+        pthread_mutex_destroy(&s->cfg_lock);
+        return -1;
+    }
+    return 0;
+}
+
+void server_destroy(struct server *s)
+{
+    config_unref(s->cfg);
+    s->cfg = NULL;
+    testing_free(s->testing);
+    s->testing = NULL;
+    pthread_mutex_destroy(&s->cfg_lock);
+}
+
+struct config *server_config_acquire(struct server *s)
+{
+    pthread_mutex_lock(&s->cfg_lock);
+    struct config *c = config_ref(s->cfg);
+    pthread_mutex_unlock(&s->cfg_lock);
+    return c;
+}
+
+void server_config_swap(struct server *s, struct config *next)
+{
+    pthread_mutex_lock(&s->cfg_lock);
+    struct config *old = s->cfg;
+    s->cfg = next;
+    pthread_mutex_unlock(&s->cfg_lock);
+    config_unref(old);
+}

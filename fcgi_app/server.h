@@ -1,0 +1,43 @@
+/* server.c -- what all threads of one llmcgi process share: the live config snapshot, counters, lifecycle flags. */
+#ifndef LLMCGI_SERVER_H
+#define LLMCGI_SERVER_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "conf.h"
+#include "gpu.h"
+
+struct testing;
+
+struct server {
+    pthread_mutex_t cfg_lock;
+    struct config *cfg;             /* the live snapshot; guarded by cfg_lock */
+    int threads;                    /* responder threads started */
+    atomic_int busy;                /* responder threads inside a request */
+    atomic_bool draining;           /* SIGTERM received: finishing in-flight requests */
+    atomic_ullong requests;         /* requests answered since start */
+    atomic_ullong connections;      /* FastCGI connections accepted since start */
+    int64_t started_ns;
+    time_t started_at;
+    struct gpu_info gpu;            /* probed once at start */
+    struct testing *testing;        /* state of the test-only endpoints, owned */
+};
+
+/* Sets up `s` around `cfg`, taking over the caller's reference. Returns 0 or -1. */
+int server_init(struct server *s, struct config *cfg);
+
+/* Releases the config and the test state. */
+void server_destroy(struct server *s);
+
+/* A new reference to the live snapshot; give it back with config_unref(). */
+struct config *server_config_acquire(struct server *s);
+
+/* Makes `next` the live snapshot, taking over the caller's reference to it.
+ * Requests still holding the old one finish with it. */
+void server_config_swap(struct server *s, struct config *next);
+
+#endif

@@ -1,0 +1,253 @@
+/* util.c -- small helpers shared by every module: clocks, unit parsing, random ids, escaping. */
+#include "config.h"
+#include "util.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+
+int64_t util_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+struct timespec util_deadline_ms(int64_t ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (ms % 1000) * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
+    return ts;
+}
+
+int util_parse_long(const char *s, long *out)
+{
+    char *end;
+    if (!s || !*s || isspace((unsigned char)*s))
+        return -1;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *end)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+int util_parse_bool(const char *s, bool *out)
+{
+    static const char *yes[] = {"on", "yes", "true", "1"};
+    static const char *no[] = {"off", "no", "false", "0"};
+    for (size_t i = 0; i < ARRAY_LEN(yes); i++) {
+        if (strcasecmp(s, yes[i]) == 0) { *out = true; return 0; }
+        if (strcasecmp(s, no[i]) == 0) { *out = false; return 0; }
+    }
+    return -1;
+}
+
+/* Splits "123unit" into a non-negative number and its unit suffix. */
+static int split_number(const char *s, uint64_t *num, const char **unit)
+{
+    if (!s || !isdigit((unsigned char)*s))
+        return -1;
+    uint64_t v = 0;
+    while (isdigit((unsigned char)*s)) {
+        unsigned d = (unsigned)(*s++ - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return -1;
+        v = v * 10 + d;
+    }
+    *num = v;
+    *unit = s;
+    return 0;
+}
+
+int util_parse_duration_ms(const char *s, int64_t *out)
+{
+    static const struct { const char *unit; uint64_t ms; } units[] = {
+        {"", 1000}, {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000},
+    };
+    uint64_t v;
+    const char *unit;
+    if (split_number(s, &v, &unit) < 0)
+        return -1;
+    for (size_t i = 0; i < ARRAY_LEN(units); i++) {
+        if (strcmp(unit, units[i].unit) == 0) {
+            if (v > (uint64_t)INT64_MAX / units[i].ms)
+                return -1;
+            *out = (int64_t)(v * units[i].ms);
+            return 0;
+        }
+    }
+    return -1;
+}
+
+int util_parse_size(const char *s, uint64_t *out)
+{
+    static const struct { const char *unit; unsigned shift; } units[] = {
+        {"", 0}, {"k", 10}, {"K", 10}, {"m", 20}, {"M", 20}, {"g", 30}, {"G", 30},
+    };
+    uint64_t v;
+    const char *unit;
+    if (split_number(s, &v, &unit) < 0)
+        return -1;
+    for (size_t i = 0; i < ARRAY_LEN(units); i++) {
+        if (strcmp(unit, units[i].unit) == 0) {
+            if (v > (UINT64_MAX >> units[i].shift))
+                return -1;
+            *out = v << units[i].shift;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+int util_parse_octal(const char *s, unsigned *out)
+{
+    unsigned v = 0;
+    if (!s || !*s)
+        return -1;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '7' || v > 07777)
+            return -1;
+        v = v * 8 + (unsigned)(*s - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+void util_format_duration(char *buf, size_t len, int64_t ms)
+{
+    if (ms % 3600000 == 0 && ms)
+        snprintf(buf, len, "%lldh", (long long)(ms / 3600000));
+    else if (ms % 60000 == 0 && ms)
+        snprintf(buf, len, "%lldm", (long long)(ms / 60000));
+    else if (ms % 1000 == 0)
+        snprintf(buf, len, "%llds", (long long)(ms / 1000));
+    else
+        snprintf(buf, len, "%lldms", (long long)ms);
+}
+
+/* xoshiro256** per thread, seeded once from getrandom(). */
+static _Thread_local uint64_t rng_state[4];
+static _Thread_local bool rng_seeded;
+
+static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+static uint64_t rng_next(void)
+{
+    if (!rng_seeded) {
+        if (getrandom(rng_state, sizeof rng_state, 0) != (ssize_t)sizeof rng_state) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            rng_state[0] = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 32);
+            rng_state[1] = (uint64_t)(uintptr_t)&ts;
+            rng_state[2] = 0x9e3779b97f4a7c15ull;
+            rng_state[3] = (uint64_t)util_now_ns();
+        }
+        rng_seeded = true;
+    }
+    uint64_t *s = rng_state;
+    uint64_t result = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return result;
+}
+
+void util_random_hex(char *out, size_t nbytes)
+{
+    static const char hex[] = "0123456789abcdef";
+    uint64_t v = 0;
+    for (size_t i = 0; i < nbytes; i++) {
+        if (i % 8 == 0)
+            v = rng_next();
+        unsigned b = v & 0xff;
+        v >>= 8;
+        out[2 * i] = hex[b >> 4];
+        out[2 * i + 1] = hex[b & 15];
+    }
+    out[2 * nbytes] = '\0';
+}
+
+void util_format_time(char *buf, size_t len, const struct timespec *ts)
+{
+    /* localtime_r and strftime run once a second per thread, not per line */
+    static _Thread_local time_t cached_sec = -1;
+    static _Thread_local char date[24], zone[8];
+    if (ts->tv_sec != cached_sec) {
+        struct tm tm;
+        localtime_r(&ts->tv_sec, &tm);
+        strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%S", &tm);
+        long off = tm.tm_gmtoff / 60;
+        snprintf(zone, sizeof zone, "%c%02ld:%02ld", off < 0 ? '-' : '+', labs(off) / 60, labs(off) % 60);
+        cached_sec = ts->tv_sec;
+    }
+    snprintf(buf, len, "%s.%03ld%s", date, ts->tv_nsec / 1000000, zone);
+}
+
+void util_escape_log(char *buf, size_t len, size_t *pos, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t p = *pos;
+    if (len == 0)
+        return;
+    for (; s && *s && p + 1 < len; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
+            buf[p++] = (char)c;
+        } else {
+            if (p + 5 >= len)
+                break;
+            buf[p++] = '\\';
+            buf[p++] = 'x';
+            buf[p++] = hex[c >> 4];
+            buf[p++] = hex[c & 15];
+        }
+    }
+    buf[p < len ? p : len - 1] = '\0';
+    *pos = p;
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+long util_url_decode(char *dst, const char *src, size_t n)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = src[i];
+        if (c == '%') {
+            if (i + 2 >= n)
+                return -1;
+            int hi = hexval(src[i + 1]), lo = hexval(src[i + 2]);
+            if (hi < 0 || lo < 0)
+                return -1;
+            c = (char)(hi * 16 + lo);
+            i += 2;
+        }
+        if (c == '\0')
+            return -1;
+        dst[o++] = c;
+    }
+    dst[o] = '\0';
+    return (long)o;
+}

@@ -1,0 +1,44 @@
+/* util.c -- small helpers shared by every module: clocks, unit parsing, random ids, escaping. */
+#ifndef LLMCGI_UTIL_H
+#define LLMCGI_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Monotonic clock in nanoseconds (for durations and deadlines). */
+int64_t util_now_ns(void);
+
+/* An absolute CLOCK_MONOTONIC timespec `ms` milliseconds from now. */
+struct timespec util_deadline_ms(int64_t ms);
+
+/* Parsers for config values. Each returns 0 and sets *out, or -1 when `s` is
+ * not a well-formed value (no partial parses, no trailing junk). */
+int util_parse_long(const char *s, long *out);              /* decimal */
+int util_parse_bool(const char *s, bool *out);              /* on/off yes/no true/false 1/0 */
+int util_parse_duration_ms(const char *s, int64_t *out);    /* 250ms 15s 2m 1h; bare = seconds */
+int util_parse_size(const char *s, uint64_t *out);          /* 512 64k 8M 1G (powers of 1024) */
+int util_parse_octal(const char *s, unsigned *out);         /* 0660 */
+
+/* Formats `ms` as the shortest exact unit ("15s", "250ms"). */
+void util_format_duration(char *buf, size_t len, int64_t ms);
+
+/* Fills `out` with 2*nbytes lowercase hex digits and a NUL (out must hold
+ * 2*nbytes+1). Fast per-thread generator seeded from getrandom(): ids, not keys. */
+void util_random_hex(char *out, size_t nbytes);
+
+/* Local time as "2026-11-22T15:04:05.123+01:00" into buf (>= 32 bytes). */
+void util_format_time(char *buf, size_t len, const struct timespec *ts);
+
+/* Appends `s` to buf[*pos..len) with ", \ and bytes outside 0x20..0x7e written
+ * as \xHH; always NUL-terminates; truncates when full. For log lines. */
+void util_escape_log(char *buf, size_t len, size_t *pos, const char *s);
+
+/* Decodes %XX escapes (and nothing else) from src[0..n) into dst (>= n+1 bytes).
+ * Returns the decoded length, or -1 on a malformed escape or a decoded NUL. */
+long util_url_decode(char *dst, const char *src, size_t n);
+
+#endif
