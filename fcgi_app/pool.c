@@ -1,0 +1,384 @@
+/* pool.c -- the responder threads: they accept FastCGI connections and answer requests until told to stop.
+ *
+ * All threads wait in one shared epoll set holding
+ *   - the listening socket (one-shot: one thread takes each connection, then re-arms it),
+ *   - idle kept connections (one-shot; nginx `fastcgi_keep_conn on` with an
+ *     upstream keepalive pool), and
+ *   - the pool's eventfd, which pool_stop() makes readable for every thread.
+ * libfcgi on its own blocks one thread per kept connection, idle or not; here
+ * an idle connection is parked in the epoll set and costs no thread, so
+ * nginx can keep as many as it likes and skip a connect/accept/close per
+ * request. Threads accept and hand connections to libfcgi themselves
+ * (FCGX_Request.ipcFd), so libfcgi never blocks in accept() and a stop never
+ * needs shutdown() on a socket that systemd or spawn-fcgi share with us.
+ *
+ * A connection belongs to one thread from the moment it takes it until it
+ * parks or closes it; only that thread writes to its FastCGI streams. */
+#include "config.h"
+#include "pool.h"
+#include "conf.h"
+#include "log.h"
+#include "request.h"
+#include "response.h"
+#include "router.h"
+#include "server.h"
+#include "util.h"
+
+#include <errno.h>
+#include <fcgiapp.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* How much of an unread request body is read and dropped to keep a
+ * connection reusable; a larger rest closes the connection instead. */
+#define KEEP_DRAIN_LIMIT (1 << 20)
+#define FD_TRACK_MAX (1 << 20)
+
+enum fd_state { FD_UNTRACKED = 0, FD_PARKED = 1 };
+
+struct worker {
+    struct pool *pool;
+    pthread_t thread;
+    bool started;
+    int index;
+};
+
+struct pool {
+    struct server *srv;
+    int listen_fd;
+    int epfd;                       /* shared by all threads */
+    int wake_fd;                    /* eventfd: readable once pool_stop() ran */
+    atomic_bool stopping;
+    atomic_uchar *fd_state;         /* FD_PARKED for kept connections waiting in epfd */
+    size_t fd_cap;
+    int64_t last_accept_error_ns;   /* rate limit for accept() error messages */
+    pthread_mutex_t lock;
+    pthread_cond_t exited;          /* CLOCK_MONOTONIC; signalled as each thread ends */
+    int running;                    /* guarded by lock */
+    int n;
+    struct worker workers[];
+};
+
+/* One access-log line: time, client, request, status, body bytes, seconds, id. */
+static void access_log(const struct req *r)
+{
+    if (!log_access_enabled())
+        return;
+    char line[2560], when[40];
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    util_format_time(when, sizeof when, &now);
+    int status = r->status ? r->status : (r->client_gone ? 499 : 0);
+    long long us = (util_now_ns() - r->start_ns) / 1000;
+    size_t pos = (size_t)snprintf(line, sizeof line, "%s %s \"", when, r->remote_addr);
+    util_escape_log(line, sizeof line, &pos, r->method_name);
+    if (pos + 1 < sizeof line)
+        line[pos++] = ' ';
+    util_escape_log(line, sizeof line, &pos, r->path);
+    if (pos < sizeof line - 200)
+        pos += (size_t)snprintf(line + pos, sizeof line - pos, "\" %d %llu %lld.%06lld %s\n", status,
+                                (unsigned long long)r->bytes_out, us / 1000000, us % 1000000, r->id);
+    log_access_line(line, pos);
+}
+
+/* A kept connection must be left at the start of the next request: libfcgi
+ * takes leftover records of this one for a protocol error. Reads what the
+ * handler left of the body; false when too much is left (close instead). */
+static bool finish_reading(FCGX_Request *freq)
+{
+    char sink[8192];
+    size_t total = 0;
+    int n;
+    while ((n = FCGX_GetStr(sink, sizeof sink, freq->in)) > 0)
+        if ((total += (size_t)n) > KEEP_DRAIN_LIMIT)
+            return false;
+    return FCGX_GetError(freq->in) == 0;
+}
+
+void pool_answer(struct server *srv, FCGX_Request *freq)
+{
+    atomic_fetch_add(&srv->busy, 1);
+    struct config *cfg = server_config_acquire(srv);
+    struct req r;
+    int st = req_init(&r, freq, srv, cfg);
+    if (st) {
+        r.dialect = DIALECT_TGI;
+        resp_error(&r, st, "%s", st == 414 ? "request target too long" :
+                                 st == 404 ? "not found (outside path_prefix)" : "malformed request target");
+    } else {
+        router_dispatch(&r);
+        if (!r.status && !r.client_gone) {
+            log_error("request %s: %s %s: the handler sent no response", r.id, r.method_name, r.path);
+            resp_error(&r, 500, "internal error: no response was produced");
+        }
+    }
+    access_log(&r);
+    req_cleanup(&r);
+    if (freq->keepConnection && (r.client_gone || !finish_reading(freq)))
+        freq->keepConnection = 0;
+    FCGX_Finish_r(freq);
+    config_unref(cfg);
+    atomic_fetch_add(&srv->requests, 1);
+    atomic_fetch_sub(&srv->busy, 1);
+}
+
+/* Puts a connection (kept, or accepted before its request arrived) into the
+ * epoll set, to be taken by whichever thread is free when it turns readable. */
+static void park(struct pool *p, int fd)
+{
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT, .data.fd = fd};
+    if ((size_t)fd < p->fd_cap)
+        atomic_store(&p->fd_state[fd], FD_PARKED);
+    /* MOD re-arms a connection parked before; a new one (or a reused fd
+     * number: close() removed the old registration) needs ADD */
+    if (epoll_ctl(p->epfd, EPOLL_CTL_MOD, fd, &ev) == 0 ||
+        (errno == ENOENT && epoll_ctl(p->epfd, EPOLL_CTL_ADD, fd, &ev) == 0))
+        return;
+    log_error("cannot park FastCGI connection %d: %s; closing it", fd, strerror(errno));
+    if ((size_t)fd < p->fd_cap)
+        atomic_store(&p->fd_state[fd], FD_UNTRACKED);
+    close(fd);
+}
+
+static void rearm_listener(struct pool *p)
+{
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLONESHOT, .data.fd = p->listen_fd};
+    if (epoll_ctl(p->epfd, EPOLL_CTL_MOD, p->listen_fd, &ev) < 0)
+        log_error("cannot re-arm the listening socket: %s", strerror(errno));
+}
+
+/* A new connection from the listening socket, or -1 when none is waiting. */
+static int accept_one(struct pool *p)
+{
+    int fd = accept4(p->listen_fd, NULL, NULL, SOCK_CLOEXEC);   /* blocking, as libfcgi reads it */
+    if (fd >= 0) {
+        atomic_fetch_add(&p->srv->connections, 1);
+        int one = 1;                                             /* no-op on unix sockets */
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        return fd;
+    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ECONNABORTED)
+        return -1;
+    /* EMFILE, ENFILE, ENOBUFS: say so (once a second) and back off instead of spinning */
+    int64_t now = util_now_ns();
+    if (now - p->last_accept_error_ns > 1000000000LL) {
+        log_error("accepting a FastCGI connection failed: %s", strerror(errno));
+        p->last_accept_error_ns = now;
+    }
+    poll(NULL, 0, 100);
+    return -1;
+}
+
+enum { NEXT_STOP = -1, NEXT_AGAIN = -2 };
+
+/* Waits for work: returns a connection to serve, NEXT_AGAIN, or NEXT_STOP. */
+static int next_connection(struct pool *p)
+{
+    struct epoll_event ev;
+    int n = epoll_wait(p->epfd, &ev, 1, -1);
+    if (n <= 0)
+        return NEXT_AGAIN;
+    int fd = ev.data.fd;
+    if (fd == p->wake_fd)
+        return NEXT_STOP;
+    if (fd == p->listen_fd) {
+        int c = accept_one(p);
+        rearm_listener(p);
+        return c >= 0 ? c : NEXT_AGAIN;
+    }
+    if ((size_t)fd < p->fd_cap)
+        atomic_store(&p->fd_state[fd], FD_UNTRACKED);
+    if (atomic_load(&p->stopping)) {
+        /* not served: leave it to pool_free, which closes parked connections */
+        if ((size_t)fd < p->fd_cap)
+            atomic_store(&p->fd_state[fd], FD_PARKED);
+        return NEXT_STOP;
+    }
+    return fd;
+}
+
+/* Web servers write the request right after connecting, so a new
+ * connection is nearly always readable at once or within microseconds;
+ * one that stays silent longer is parked rather than holding this thread. */
+#define FIRST_BYTES_WAIT_MS 20
+
+static bool readable_soon(int fd)
+{
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    return poll(&pfd, 1, FIRST_BYTES_WAIT_MS) > 0;
+}
+
+/* Answers the request waiting on fd; the connection is then closed by
+ * libfcgi or, when the web server keeps it, parked again. */
+static void serve(struct pool *p, FCGX_Request *freq, int fd)
+{
+    freq->ipcFd = fd;
+    freq->keepConnection = 1;       /* so that FCGX_Accept_r does not close fd before reading it */
+    if (FCGX_Accept_r(freq) != 0)
+        return;                     /* the web server closed the connection (libfcgi closed fd) */
+    pool_answer(p->srv, freq);
+    if (freq->ipcFd >= 0) {
+        int kept = freq->ipcFd;
+        freq->ipcFd = -1;
+        if (atomic_load(&p->stopping))
+            close(kept);
+        else
+            park(p, kept);
+    }
+}
+
+static void *responder(void *arg)
+{
+    struct worker *w = arg;
+    struct pool *p = w->pool;
+    FCGX_Request freq;
+    /* listen socket -1: libfcgi is only ever handed connections, never accepts */
+    if (FCGX_InitRequest(&freq, -1, 0) != 0) {
+        log_error("responder %d: FCGX_InitRequest failed", w->index);
+    } else {
+        while (!atomic_load(&p->stopping)) {
+            /* under load a connection is usually waiting: take it without epoll */
+            int fd = accept_one(p);
+            if (fd >= 0 && !readable_soon(fd)) {
+                park(p, fd);        /* its request is not here yet: no thread waits for it */
+                continue;
+            }
+            if (fd < 0)
+                fd = next_connection(p);
+            if (fd == NEXT_STOP)
+                break;
+            if (fd >= 0)
+                serve(p, &freq, fd);
+        }
+    }
+    pthread_mutex_lock(&p->lock);
+    p->running--;
+    pthread_cond_broadcast(&p->exited);
+    pthread_mutex_unlock(&p->lock);
+    return NULL;
+}
+
+static void pool_release(struct pool *p)
+{
+    if (p->epfd >= 0)
+        close(p->epfd);
+    if (p->wake_fd >= 0)
+        close(p->wake_fd);
+    free(p->fd_state);
+    pthread_cond_destroy(&p->exited);
+    pthread_mutex_destroy(&p->lock);
+    free(p);
+}
+
+int pool_start(struct pool **out, struct server *srv, int listen_fd, int n, char *err, size_t errlen)
+{
+    *out = NULL;
+    struct pool *p = calloc(1, sizeof *p + (size_t)n * sizeof p->workers[0]);
+    if (!p) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    p->srv = srv;
+    p->listen_fd = listen_fd;
+    p->n = n;
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_mutex_init(&p->lock, NULL);
+    pthread_cond_init(&p->exited, &attr);
+    pthread_condattr_destroy(&attr);
+
+    struct rlimit rl;
+    p->fd_cap = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < FD_TRACK_MAX ? rl.rlim_cur : FD_TRACK_MAX;
+    p->fd_state = calloc(p->fd_cap, sizeof *p->fd_state);
+    p->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    p->epfd = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event lev = {.events = EPOLLIN | EPOLLONESHOT, .data.fd = listen_fd};
+    struct epoll_event wev = {.events = EPOLLIN, .data.fd = p->wake_fd};
+    int fl = fcntl(listen_fd, F_GETFL);
+    if (!p->fd_state || p->wake_fd < 0 || p->epfd < 0 || fl < 0 || fcntl(listen_fd, F_SETFL, fl | O_NONBLOCK) < 0 ||
+        epoll_ctl(p->epfd, EPOLL_CTL_ADD, listen_fd, &lev) < 0 || epoll_ctl(p->epfd, EPOLL_CTL_ADD, p->wake_fd, &wev) < 0) {
+        snprintf(err, errlen, "pool set-up: %s", strerror(errno));
+        pool_release(p);
+        return -1;
+    }
+    for (int i = 0; i < n; i++) {
+        struct worker *w = &p->workers[i];
+        w->pool = p;
+        w->index = i;
+        pthread_mutex_lock(&p->lock);
+        p->running++;
+        pthread_mutex_unlock(&p->lock);
+        int rc = pthread_create(&w->thread, NULL, responder, w);
+        if (rc != 0) {
+            pthread_mutex_lock(&p->lock);
+            p->running--;
+            pthread_mutex_unlock(&p->lock);
+            snprintf(err, errlen, "cannot start responder thread %d of %d: %s", i + 1, n, strerror(rc));
+            pool_stop(p);
+            pool_wait(p, -1);
+            pool_free(p);
+            return -1;
+        }
+        w->started = true;
+    }
+    srv->threads = n;
+    *out = p;
+    return 0;
+}
+
+void pool_stop(struct pool *p)
+{
+    atomic_store(&p->stopping, true);
+    uint64_t one = 1;
+    if (write(p->wake_fd, &one, sizeof one) < 0)
+        log_error("waking the responder threads failed: %s", strerror(errno));
+}
+
+int pool_running(struct pool *p)
+{
+    pthread_mutex_lock(&p->lock);
+    int n = p->running;
+    pthread_mutex_unlock(&p->lock);
+    return n;
+}
+
+int pool_wait(struct pool *p, int64_t timeout_ms)
+{
+    struct timespec due = util_deadline_ms(timeout_ms < 0 ? 0 : timeout_ms);
+    pthread_mutex_lock(&p->lock);
+    while (p->running > 0) {
+        if (timeout_ms < 0)
+            pthread_cond_wait(&p->exited, &p->lock);
+        else if (pthread_cond_timedwait(&p->exited, &p->lock, &due) == ETIMEDOUT)
+            break;
+    }
+    int n = p->running;
+    pthread_mutex_unlock(&p->lock);
+    return n;
+}
+
+void pool_free(struct pool *p)
+{
+    if (!p)
+        return;
+    for (int i = 0; i < p->n; i++)
+        if (p->workers[i].started)
+            pthread_join(p->workers[i].thread, NULL);
+    for (size_t fd = 0; fd < p->fd_cap; fd++)   /* kept connections nobody will serve now */
+        if (atomic_load(&p->fd_state[fd]) == FD_PARKED)
+            close((int)fd);
+    pool_release(p);
+}
