@@ -1,0 +1,354 @@
+/* test_request.c -- the request layer (target, CGI variables, headers, query, body limits, JSON) and the
+ * response helpers (error shapes, header safety, SSE framing, disconnects), through real libfcgi. */
+#include "config.h"
+#include "harness.h"
+#include "response.h"
+#include "sse.h"
+#include "tap.h"
+
+#include <json-c/json.h>
+
+/* ---- handlers used as probes ---- */
+
+/* Reports what the request layer made of the request. */
+static int h_describe(struct req *r)
+{
+    char q[64] = "";
+    req_query(r, "q", q, sizeof q);
+    const char *ua = req_header(r, "User-Agent");
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "path", json_object_new_string(r->path));
+    json_object_object_add(o, "query", json_object_new_string(r->query));
+    json_object_object_add(o, "q", json_object_new_string(q));
+    json_object_object_add(o, "method", json_object_new_string(r->method_name));
+    json_object_object_add(o, "id", json_object_new_string(r->id));
+    json_object_object_add(o, "ua", ua ? json_object_new_string(ua) : NULL);
+    int rc = resp_json(r, 200, o);
+    json_object_put(o);
+    return rc;
+}
+
+static int h_body(struct req *r)
+{
+    if (req_read_body(r) < 0)
+        return 0;
+    char n[32];
+    snprintf(n, sizeof n, "%zu", r->body_len);
+    return resp_send(r, 200, "text/plain", n, strlen(n));
+}
+
+static int h_json(struct req *r)
+{
+    json_object *o = req_json_body(r);
+    if (!o)
+        return 0;
+    int rc = resp_json(r, 200, o);
+    json_object_put(o);
+    return rc;
+}
+
+static int h_openai_error(struct req *r)
+{
+    return resp_error_openai(r, 429, NULL, "messages", "rate_limit_exceeded", "slow down: %d", 7);
+}
+
+static int h_tgi_error(struct req *r)
+{
+    return resp_error_tgi(r, 422, NULL, "Input validation error: %s", "inputs must not be empty");
+}
+
+static int h_injection(struct req *r)
+{
+    resp_header(r, "X-Good", "fine");
+    resp_header(r, "X-Bad", "a\r\nSet-Cookie: evil=1");
+    return resp_send(r, 200, "text/plain", "x", 1);
+}
+
+static int h_sse(struct req *r)
+{
+    struct sse s;
+    if (sse_begin(&s, r, 100000) < 0)
+        return -1;
+    if (sse_event(&s, NULL, "one", 3) < 0 || sse_event(&s, "tick", "two\nlines", 9) < 0)
+        return -1;
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "k", json_object_new_string("v/w"));
+    int rc = sse_json(&s, NULL, o);
+    json_object_put(o);
+    if (rc < 0)
+        return -1;
+    s.last_write_ns -= s.keepalive_ns + 1;      /* pretend the stream idled */
+    if (sse_keepalive(&s) < 0)
+        return -1;
+    return sse_keepalive(&s);                   /* not due again: writes nothing */
+}
+
+/* Flushes (headers, then events) until one fails; returns which one did
+ * (1 = the headers), 0 when none failed. */
+static int h_sse_until_gone(struct req *r)
+{
+    struct sse s;
+    if (sse_begin(&s, r, 100000) < 0)
+        return 1;
+    for (int i = 2; i <= 1000; i++)
+        if (sse_event(&s, NULL, "x", 1) < 0)
+            return i;
+    return 0;
+}
+
+/* ---- helpers ---- */
+
+static struct harness H;
+
+static void run(const char *const *params, const char *body, size_t len, int (*fn)(struct req *),
+                struct fcgi_answer *a)
+{
+    if (harness_run(&H, params, body, len, fn, 0, a) < 0) {
+        memset(a, 0, sizeof *a);
+        a->head = strdup("");
+        a->body = strdup("");
+    }
+}
+
+static const char *field(json_object *o, const char *k)
+{
+    json_object *v;
+    return json_object_object_get_ex(o, k, &v) ? json_object_get_string(v) : NULL;
+}
+
+static void check_target(void)
+{
+    char p[64];
+    const char *q;
+    ok(req_split_target("/a/b?x=1", "", p, sizeof p, &q) == 0 && !strcmp(p, "/a/b") && !strcmp(q, "x=1"),
+       "target: path and query split");
+    ok(req_split_target("/a#frag", "", p, sizeof p, &q) == 0 && !strcmp(p, "/a") && !q, "target: fragment dropped");
+    ok(req_split_target("http://host:8080/v1/x?y", "", p, sizeof p, &q) == 0 && !strcmp(p, "/v1/x"),
+       "target: absolute-form accepted");
+    ok(req_split_target("http://host", "", p, sizeof p, &q) == 0 && !strcmp(p, "/"), "target: bare authority is /");
+    is_int(req_split_target("*", "", p, sizeof p, &q), 400, "target: asterisk-form refused");
+    is_int(req_split_target("/a\x01", "", p, sizeof p, &q), 400, "target: control characters refused");
+    is_int(req_split_target("/0123456789012345678901234567890123456789012345678901234567890123", "", p, sizeof p, &q),
+           414, "target: too long");
+    ok(req_split_target("/llm/v1/models", "/llm", p, sizeof p, &q) == 0 && !strcmp(p, "/v1/models"), "prefix removed");
+    ok(req_split_target("/llm", "/llm", p, sizeof p, &q) == 0 && !strcmp(p, "/"), "the prefix alone is /");
+    ok(req_split_target("/llm?a=b", "/llm", p, sizeof p, &q) == 0 && !strcmp(p, "/") && !strcmp(q, "a=b"),
+       "the prefix with a query");
+    is_int(req_split_target("/llmx/a", "/llm", p, sizeof p, &q), 404, "a longer first segment is outside the prefix");
+}
+
+static void check_json_parser(void)
+{
+    char err[200];
+    json_object *o = json_parse_strict("{\"a\": [1, 2]}", 13, err, sizeof err);
+    ok(o && json_object_is_type(o, json_type_object), "strict parser: a valid object");
+    json_object_put(o);
+    o = json_parse_strict("{\"a\": 1,}", 9, err, sizeof err);
+    ok(!o, "strict parser: trailing comma refused");
+    has_str(err, "invalid JSON at line 1, column", "  with the location");
+    o = json_parse_strict("{\n  \"a\": 1\n  \"b\": 2\n}", 21, err, sizeof err);
+    has_str(err, "line 3, column", "strict parser: error on the third line located there");
+    json_object_put(o);
+    o = json_parse_strict("{\"a\":1} x", 9, err, sizeof err);
+    ok(!o, "strict parser: data after the value refused");
+    has_str(err, "line 1, column 9", "  located at the junk");
+    o = json_parse_strict("{\"a\":", 5, err, sizeof err);
+    ok(!o, "strict parser: truncated input refused");
+    has_str(err, "ends in the middle of a value", "  and says so");
+    o = json_parse_strict("  \n ", 4, err, sizeof err);
+    ok(!o, "strict parser: blank input refused");
+    has_str(err, "empty", "  as empty");
+    o = json_parse_strict("{\"a\":\"\xff\xfe\"}", 9, err, sizeof err);
+    ok(!o, "strict parser: invalid UTF-8 refused");
+    o = json_parse_strict("{\"a\": 'b'}", 10, err, sizeof err);
+    ok(!o, "strict parser: single-quoted strings refused");
+    o = json_parse_strict("{\"a\":1}  \r\n", 11, err, sizeof err);
+    ok(o != NULL, "strict parser: whitespace after the value is fine");
+    json_object_put(o);
+    char deep[300];
+    memset(deep, '[', 100);
+    memset(deep + 100, ']', 100);
+    o = json_parse_strict(deep, 200, err, sizeof err);
+    ok(!o, "strict parser: nesting deeper than 64 refused");
+    o = json_parse_strict("{\"a\":\"x\\u0000y\"}", 16, err, sizeof err);
+    ok(o != NULL, "strict parser: escaped NUL inside a string is valid JSON");
+    json_object_put(o);
+    o = json_parse_strict("{\"a\":1}\0{", 9, err, sizeof err);
+    ok(!o, "strict parser: a raw NUL after the value is junk");
+    o = json_parse_strict("null\0\0\t", 7, err, sizeof err);
+    ok(!o && err[0], "strict parser: NUL bytes after a value are junk, not whitespace (found by fuzzing)");
+}
+
+int main(void)
+{
+    check_target();
+    check_json_parser();
+    if (harness_init(&H, "[server]\naccess_log = off\nmax_body = 1k\n") < 0)
+        return 1;
+    struct fcgi_answer a;
+    json_object *j;
+    char hv[256];
+
+    /* nginx-style variables */
+    const char *nginx[] = {"REQUEST_METHOD=GET", "REQUEST_URI=/v1/x%20y?q=a%20b+c&z", "QUERY_STRING=q=a%20b+c&z",
+                           "DOCUMENT_URI=/v1/x y", "SCRIPT_NAME=/v1/x y", "HTTP_USER_AGENT=test/1",
+                           "HTTP_X_REQUEST_ID=abc-123.X_y:z", NULL};
+    run(nginx, NULL, 0, h_describe, &a);
+    j = json_tokener_parse(a.body);
+    is_str(field(j, "path"), "/v1/x%20y", "nginx: path from REQUEST_URI, still encoded");
+    is_str(field(j, "query"), "q=a%20b+c&z", "nginx: QUERY_STRING");
+    is_str(field(j, "q"), "a b c", "query parameter decoded (%%20 and +)");
+    is_str(field(j, "ua"), "test/1", "header lookup via HTTP_ variables");
+    is_str(field(j, "id"), "abc-123.X_y:z", "a well-formed X-Request-Id is kept");
+    is_str(fcgi_answer_header(&a, "X-Request-Id", hv, sizeof hv), "abc-123.X_y:z", "  and echoed");
+    json_object_put(j);
+    fcgi_answer_free(&a);
+
+    /* Apache mod_proxy_fcgi style: REQUEST_URI plus its own SCRIPT_* values */
+    const char *apache[] = {"REQUEST_METHOD=POST", "REQUEST_URI=/v1/models?a=1", "QUERY_STRING=a=1",
+                            "SCRIPT_NAME=/v1/models", "SCRIPT_FILENAME=proxy:fcgi://llmcgi/v1/models",
+                            "HTTP_X_REQUEST_ID=bad id with spaces", NULL};
+    run(apache, NULL, 0, h_describe, &a);
+    j = json_tokener_parse(a.body);
+    is_str(field(j, "path"), "/v1/models", "apache: path from REQUEST_URI");
+    is_str(field(j, "method"), "POST", "apache: method");
+    ok(field(j, "id") && strlen(field(j, "id")) == 32, "a malformed X-Request-Id is replaced by a generated one");
+    json_object_put(j);
+    fcgi_answer_free(&a);
+
+    /* plain CGI style: no REQUEST_URI */
+    const char *cgi[] = {"REQUEST_METHOD=GET", "SCRIPT_NAME=/app", "PATH_INFO=/health", NULL};
+    run(cgi, NULL, 0, h_describe, &a);
+    j = json_tokener_parse(a.body);
+    is_str(field(j, "path"), "/app/health", "CGI: SCRIPT_NAME + PATH_INFO");
+    json_object_put(j);
+    fcgi_answer_free(&a);
+    const char *docuri[] = {"REQUEST_METHOD=GET", "DOCUMENT_URI=/only/doc", NULL};
+    run(docuri, NULL, 0, h_describe, &a);
+    j = json_tokener_parse(a.body);
+    is_str(field(j, "path"), "/only/doc", "nginx without REQUEST_URI: DOCUMENT_URI");
+    is_str(field(j, "query"), "", "no query");
+    json_object_put(j);
+    fcgi_answer_free(&a);
+
+    /* bodies */
+    const char *post100[] = {"REQUEST_METHOD=POST", "REQUEST_URI=/b", "CONTENT_LENGTH=100", NULL};
+    char body[4096];
+    memset(body, 'x', sizeof body);
+    run(post100, body, 100, h_body, &a);
+    ok(a.status == 200 && strcmp(a.body, "100") == 0, "a 100-byte body is read whole");
+    fcgi_answer_free(&a);
+    const char *nolen[] = {"REQUEST_METHOD=POST", "REQUEST_URI=/b", NULL};
+    run(nolen, body, 700, h_body, &a);
+    ok(a.status == 200 && strcmp(a.body, "700") == 0, "without Content-Length the body is read to its end");
+    fcgi_answer_free(&a);
+    const char *big[] = {"REQUEST_METHOD=POST", "REQUEST_URI=/b", "CONTENT_LENGTH=2048", NULL};
+    run(big, body, 2048, h_body, &a);
+    j = json_tokener_parse(a.body);
+    is_int(a.status, 413, "a body over max_body: 413");
+    has_str(field(j, "error"), "request body of 2048 bytes exceeds the limit of 1024 bytes (max_body)", "  saying the numbers");
+    json_object_put(j);
+    fcgi_answer_free(&a);
+    run(nolen, body, 2048, h_body, &a);
+    is_int(a.status, 413, "an unsized body over max_body: 413");
+    fcgi_answer_free(&a);
+    const char *short_cl[] = {"REQUEST_METHOD=POST", "REQUEST_URI=/b", "CONTENT_LENGTH=500", NULL};
+    run(short_cl, body, 100, h_body, &a);
+    j = json_tokener_parse(a.body);
+    is_int(a.status, 400, "a body shorter than Content-Length: 400");
+    has_str(field(j, "error"), "ended after 100 of 500 bytes", "  saying how short");
+    json_object_put(j);
+    fcgi_answer_free(&a);
+    const char *bad_cl[] = {"REQUEST_METHOD=POST", "REQUEST_URI=/b", "CONTENT_LENGTH=12abc", NULL};
+    run(bad_cl, body, 5, h_body, &a);
+    is_int(a.status, 400, "a non-numeric Content-Length: 400");
+    fcgi_answer_free(&a);
+
+    /* JSON bodies */
+    const char *json_ok[] = {"REQUEST_METHOD=POST", "REQUEST_URI=/j", "CONTENT_TYPE=application/json; charset=UTF-8", NULL};
+    run(json_ok, "{\"x\": [1, \"\\u00e9\"]}", 20, h_json, &a);
+    j = json_tokener_parse(a.body);
+    ok(a.status == 200 && json_object_object_get_ex(j, "x", NULL), "a JSON object body is parsed");
+    json_object_put(j);
+    fcgi_answer_free(&a);
+    const char *json_plus[] = {"REQUEST_METHOD=POST", "REQUEST_URI=/j", "CONTENT_TYPE=application/merge-patch+json", NULL};
+    run(json_plus, "{}", 2, h_json, &a);
+    is_int(a.status, 200, "application/*+json is JSON");
+    fcgi_answer_free(&a);
+    const char *no_ct[] = {"REQUEST_METHOD=POST", "REQUEST_URI=/j", NULL};
+    run(no_ct, "{}", 2, h_json, &a);
+    j = json_tokener_parse(a.body);
+    is_int(a.status, 415, "no Content-Type: 415");
+    has_str(field(j, "error"), "Content-Type: application/json (got none)", "  telling which header to send");
+    json_object_put(j);
+    fcgi_answer_free(&a);
+    const char *form[] = {"REQUEST_METHOD=POST", "REQUEST_URI=/j", "CONTENT_TYPE=application/x-www-form-urlencoded", NULL};
+    run(form, "{}", 2, h_json, &a);
+    is_int(a.status, 415, "a form Content-Type: 415");
+    fcgi_answer_free(&a);
+    const char *latin[] = {"REQUEST_METHOD=POST", "REQUEST_URI=/j", "CONTENT_TYPE=application/json; charset=latin1", NULL};
+    run(latin, "{}", 2, h_json, &a);
+    is_int(a.status, 415, "JSON in another charset: 415");
+    fcgi_answer_free(&a);
+    run(json_ok, "{\"x\": }", 7, h_json, &a);
+    j = json_tokener_parse(a.body);
+    is_int(a.status, 400, "malformed JSON: 400");
+    has_str(field(j, "error"), "invalid JSON at line 1, column 7", "  with line and column");
+    json_object_put(j);
+    fcgi_answer_free(&a);
+    run(json_ok, "[1,2]", 5, h_json, &a);
+    j = json_tokener_parse(a.body);
+    is_int(a.status, 400, "a JSON array where an object is needed: 400");
+    has_str(field(j, "error"), "must be a JSON object, got array", "  saying what came");
+    json_object_put(j);
+    fcgi_answer_free(&a);
+    run(json_ok, "", 0, h_json, &a);
+    is_int(a.status, 400, "an empty JSON body: 400");
+    fcgi_answer_free(&a);
+    run(json_ok, "null", 4, h_json, &a);
+    is_int(a.status, 400, "a JSON null body: 400");
+    fcgi_answer_free(&a);
+
+    /* error shapes and header safety */
+    const char *get[] = {"REQUEST_METHOD=GET", "REQUEST_URI=/e", NULL};
+    run(get, NULL, 0, h_openai_error, &a);
+    j = json_tokener_parse(a.body);
+    json_object *e = json_object_object_get(j, "error");
+    is_int(a.status, 429, "OpenAI error status");
+    is_str(field(e, "message"), "slow down: 7", "OpenAI error message");
+    is_str(field(e, "type"), "rate_limit_error", "OpenAI error default type for 429");
+    is_str(field(e, "param"), "messages", "OpenAI error param");
+    is_str(field(e, "code"), "rate_limit_exceeded", "OpenAI error code");
+    has_str(a.head, "Status: 429 Too Many Requests", "status line with its reason phrase");
+    json_object_put(j);
+    fcgi_answer_free(&a);
+    run(get, NULL, 0, h_tgi_error, &a);
+    j = json_tokener_parse(a.body);
+    is_int(a.status, 422, "TGI error status");
+    is_str(field(j, "error"), "Input validation error: inputs must not be empty", "TGI error message");
+    is_str(field(j, "error_type"), "validation", "TGI error_type for 422");
+    json_object_put(j);
+    fcgi_answer_free(&a);
+    run(get, NULL, 0, h_injection, &a);
+    is_str(fcgi_answer_header(&a, "X-Good", hv, sizeof hv), "fine", "a plain header is sent");
+    ok(!strstr(a.head, "X-Bad") && !strstr(a.head, "Set-Cookie"), "a header value with CR/LF is refused");
+    fcgi_answer_free(&a);
+
+    /* SSE */
+    run(get, NULL, 0, h_sse, &a);
+    is_str(fcgi_answer_header(&a, "Content-Type", hv, sizeof hv), "text/event-stream; charset=utf-8", "SSE content type");
+    is_str(fcgi_answer_header(&a, "X-Accel-Buffering", hv, sizeof hv), "no", "SSE asks nginx not to buffer");
+    is_str(fcgi_answer_header(&a, "Cache-Control", hv, sizeof hv), "no-cache", "SSE is not cached");
+    ok(!fcgi_answer_header(&a, "Content-Length", hv, sizeof hv), "SSE has no Content-Length");
+    is_str(a.body, "data: one\n\nevent: tick\ndata: two\ndata: lines\n\ndata: {\"k\":\"v/w\"}\n\n: keep-alive\n\n",
+           "SSE framing: events, multi-line data, JSON, one keep-alive when due");
+    ok(harness_last_rc == 0, "the stream reported no disconnect");
+    fcgi_answer_free(&a);
+    harness_run(&H, get, NULL, 0, h_sse_until_gone, 1, &a);
+    ok(harness_last_rc >= 1 && harness_last_rc <= 2 && harness_last_gone,
+       "a client that hung up is reported at the first flush (flush %d)", harness_last_rc);
+    fcgi_answer_free(&a);
+
+    harness_free(&H);
+    return tap_done();
+}
