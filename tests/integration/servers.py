@@ -211,8 +211,42 @@ def _site_socket_path(text):
     return m.group(1)
 
 
-class Nginx:
+class WebServer:
+    """A web server process in its own directory; subclasses write its
+    configuration and say how to start and stop it."""
+
+    stop_signal = signal.SIGTERM
+
+    def command(self):
+        raise NotImplementedError
+
+    def start(self):
+        self.out = open(self.dir / "stdout.log", "wb")
+        self.proc = subprocess.Popen(self.command(), stdout=self.out, stderr=subprocess.STDOUT)
+        wait_for(lambda: self.proc.poll() is not None or port_open(self.port), f"{self.name} to listen")
+        assert self.proc.poll() is None, \
+            f"{self.name} failed: {(self.dir / 'stdout.log').read_text(errors='replace')} {self.log()}"
+        return self
+
+    def log(self):
+        p = self.dir / "error.log"
+        return p.read_text(errors="replace") if p.exists() else ""
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(self.stop_signal)
+            try:
+                self.proc.wait(timeout=TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.out.close()
+        remove_tmpdir(self.dir)
+
+
+class Nginx(WebServer):
     name = "nginx"
+    stop_signal = signal.SIGQUIT          # graceful: finish open requests
 
     def __init__(self, sock):
         self.bin = require("nginx", "nginx")
@@ -243,32 +277,14 @@ http {{
 }}
 """)
 
-    def start(self):
-        self.proc = subprocess.Popen([self.bin, "-p", str(self.dir), "-c", str(self.dir / "nginx.conf")],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        wait_for(lambda: self.proc.poll() is not None or port_open(self.port), "nginx to listen")
-        assert self.proc.poll() is None, f"nginx failed: {self.log()}"
-        return self
-
-    def log(self):
-        p = self.dir / "error.log"
-        return p.read_text(errors="replace") if p.exists() else ""
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGQUIT)
-            try:
-                self.proc.wait(timeout=TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        remove_tmpdir(self.dir)
+    def command(self):
+        return [self.bin, "-p", str(self.dir), "-c", str(self.dir / "nginx.conf")]
 
 
 APACHE_MODULES = ["mpm_event", "authz_core", "unixd", "proxy", "proxy_fcgi"]
 
 
-class Apache:
+class Apache(WebServer):
     name = "apache"
 
     def __init__(self, sock):
@@ -299,29 +315,8 @@ Mutex file:{d} default
 Include {d}/site.conf
 """)
 
-    def start(self):
-        self.out = open(self.dir / "stdout.log", "wb")
-        self.proc = subprocess.Popen([self.bin, "-d", str(self.dir), "-f", str(self.dir / "httpd.conf"),
-                                      "-DFOREGROUND"], stdout=self.out, stderr=subprocess.STDOUT)
-        wait_for(lambda: self.proc.poll() is not None or port_open(self.port), "apache to listen")
-        assert self.proc.poll() is None, \
-            f"apache failed: {(self.dir / 'stdout.log').read_text(errors='replace')} {self.log()}"
-        return self
-
-    def log(self):
-        p = self.dir / "error.log"
-        return p.read_text(errors="replace") if p.exists() else ""
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.out.close()
-        remove_tmpdir(self.dir)
+    def command(self):
+        return [self.bin, "-d", str(self.dir), "-f", str(self.dir / "httpd.conf"), "-DFOREGROUND"]
 
 
 WEB_SERVERS = {"nginx": Nginx, "apache": Apache}
