@@ -82,6 +82,7 @@ struct pass1 {
     int line;
     bool continuation;                  /* the line inih is about to hand over continues a value */
     bool have_key;                      /* a key line was seen since the last header */
+    bool last_key_kept;                 /* the last key line became an entry (continuations join it) */
     long section;                       /* index of the current section, -1 before any */
     struct raw_section *sections;
     size_t n_sections;
@@ -100,6 +101,7 @@ static void bad_line(struct pass1 *p, const char *fmt, ...)
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     add_error(p->errs, p->file, p->line, "%s", msg);
+    p->last_key_kept = false;           /* indented lines after a refused line join nothing */
     if (!p->first_bad_line)
         p->first_bad_line = p->line;
     p->last_bad_line = p->line;
@@ -178,14 +180,18 @@ static char *reader(char *str, int num, void *stream)
     char *t = s;
     while (isspace((unsigned char)*t))
         t++;
+    /* The order of these tests is inih's own, so that both read a line alike. */
     if (*t == '\0' || *t == ';' || *t == '#') {
         /* blank or comment */
+    } else if (t > s && p->have_key && *t == '[') {
+        bad_line(p, "an indented line continues the value above; a section header must start the line");
+        goto empty;
+    } else if (t > s && p->have_key) {
+        p->continuation = true;
     } else if (*t == '[') {
         p->have_key = false;
         if (!record_section(p, t))
             goto empty;
-    } else if (t > s && p->have_key) {
-        p->continuation = true;
     } else if (!strpbrk(t, "=:")) {
         bad_line(p, "expected \"key = value\" or \"[section]\", got \"%s\"", t);
         goto empty;
@@ -209,11 +215,17 @@ static int handler(void *user, const char *section, const char *name, const char
 {
     struct pass1 *p = user;
     (void)section;                      /* we track sections ourselves, with their lines */
+    if (p->continuation) {
+        if (!p->last_key_kept)
+            return 1;                   /* the key it continues was refused (and reported) */
+    } else {
+        p->last_key_kept = false;
+    }
     if (p->section < 0) {
         bad_line(p, "\"%s\" is outside any section (keys of the server go under [server])", name);
         return 1;
     }
-    if (p->continuation && p->n_entries > 0) {
+    if (p->continuation) {
         struct raw_entry *e = &p->entries[p->n_entries - 1];
         size_t a = strlen(e->value), b = strlen(value);
         char *joined = realloc(e->value, a + b + 2);
@@ -246,6 +258,7 @@ static int handler(void *user, const char *section, const char *name, const char
         return 0;
     }
     p->n_entries++;
+    p->last_key_kept = true;
     return 1;
 }
 
@@ -294,6 +307,7 @@ static const struct key_def server_keys[] = {
     {"threads", K_LONG, S(threads), 1, 1024, "16"},
     {"max_body", K_SIZE, S(max_body), 1, 1 << 30, "8M"},
     {"shutdown_timeout", K_DURATION, S(shutdown_timeout_ms), 0, 3600000, "30s"},
+    {"read_timeout", K_DURATION, S(read_timeout_ms), 100, 3600000, "60s"},
     {"sse_keepalive", K_DURATION, S(sse_keepalive_ms), 100, 3600000, "15s"},
     {"path_prefix", K_PREFIX, S(path_prefix), 0, 0, ""},
     {"error_log", K_LOG, S(error_log), 0, 0, "stderr"},

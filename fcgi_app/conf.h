@@ -36,6 +36,7 @@ struct config {
     long threads;
     uint64_t max_body;
     int64_t shutdown_timeout_ms;
+    int64_t read_timeout_ms;
     int64_t sse_keepalive_ms;
     char *path_prefix;          /* "" or "/prefix" (no trailing slash) */
     char *error_log;            /* path or "stderr" */

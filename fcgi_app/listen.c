@@ -75,7 +75,7 @@ int listen_parse(const char *s, struct listen_spec *out, char *err, size_t errle
             break;
         }
     }
-    if (pl == 0 || pv < 1 || pv > 65535) {
+    if (pl == 0 || pl >= sizeof out->port || pv < 1 || pv > 65535) {
         snprintf(err, errlen, "bad port in \"%s\" (1-65535)", s);
         return -1;
     }
@@ -102,17 +102,23 @@ static int clear_stale_socket(const char *path, char *err, size_t errlen)
         snprintf(err, errlen, "%s exists and is not a socket", path);
         return -1;
     }
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    /* non-blocking: a live server with a full backlog answers EAGAIN instead of blocking us */
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0) {
         snprintf(err, errlen, "socket: %s", strerror(errno));
         return -1;
     }
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     strcpy(sa.sun_path, path);
-    int live = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+    int rc = connect(fd, (struct sockaddr *)&sa, sizeof sa), saved = errno;
     close(fd);
-    if (live) {
+    if (rc == 0) {
         snprintf(err, errlen, "%s is in use by a running process", path);
+        return -1;
+    }
+    if (saved != ECONNREFUSED) {
+        /* EACCES, EAGAIN (a full backlog): maybe alive; never delete it */
+        snprintf(err, errlen, "cannot tell whether %s is in use (%s); remove it if it is stale", path, strerror(saved));
         return -1;
     }
     if (unlink(path) < 0) {

@@ -117,6 +117,35 @@ def test_unix_socket_mode_and_in_use_detection(tmp):
         assert a.stop() == 0
 
 
+def test_live_socket_with_a_full_backlog_is_left_alone(tmp):
+    """A socket whose owner is alive but busy (its backlog full: connect says
+    EAGAIN) must not be taken for stale and deleted."""
+    sock = tmp / "busy.sock"
+    owner = socket.socket(socket.AF_UNIX)
+    owner.bind(str(sock))
+    owner.listen(0)
+    fillers = []
+    try:
+        while True:                              # fill the backlog without accepting
+            c = socket.socket(socket.AF_UNIX)
+            c.setblocking(False)
+            try:
+                c.connect(str(sock))
+            except BlockingIOError:
+                c.close()
+                break
+            fillers.append(c)
+        a = Llmcgi(sock, dir=tmp)
+        r = subprocess.run([str(LLMCGI), "-c", str(a.config)], capture_output=True, text=True, timeout=20)
+        assert r.returncode == 1
+        assert f"cannot tell whether {sock} is in use" in a.log()
+        assert sock.exists()
+    finally:
+        for c in fillers:
+            c.close()
+        owner.close()
+
+
 def test_stale_socket_file_is_replaced(tmp):
     sock = tmp / "s.sock"
     with socket.socket(socket.AF_UNIX) as s:

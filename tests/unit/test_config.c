@@ -58,6 +58,7 @@ int main(void)
         is_int(c->max_body, 8 << 20, "default max_body 8M");
         is_int(c->shutdown_timeout_ms, 30000, "default shutdown_timeout 30s");
         is_int(c->sse_keepalive_ms, 15000, "default sse_keepalive 15s");
+        is_int(c->read_timeout_ms, 60000, "default read_timeout 60s");
         is_int(c->socket_mode, 0660, "default socket_mode");
         is_str(c->access_log, "stderr", "default access log");
         ok(c->listen == NULL, "no default listen address");
@@ -144,6 +145,11 @@ int main(void)
     refused("[server]\ntest_endpoints = sometimes\n", want, "a bad boolean");
     snprintf(want, sizeof want, "%s:2: listen: bad port", path);
     refused("[server]\nlisten = 127.0.0.1:99999\n", want, "a port out of range");
+    snprintf(want, sizeof want, "%s:2: listen: bad port", path);
+    refused("[server]\nlisten = 127.0.0.1:0000000000000000000000009000\n", want,
+            "a port with 28 digits (once a stack overflow, found in review)");
+    snprintf(want, sizeof want, "%s:4: an indented line continues the value above; a section header must start the line", path);
+    refused("[model a]\npath = /a\n\n  [model b]\n", want, "an indented section header");
     snprintf(want, sizeof want, "%s:2: listen: unix socket path must be absolute", path);
     refused("[server]\nlisten = unix:relative.sock\n", want, "a relative unix socket");
     snprintf(want, sizeof want, "%s:2: socket_mode must be an octal file mode", path);
@@ -158,6 +164,16 @@ int main(void)
     refused(longline, want, "a line too long for the parser");
     snprintf(want, sizeof want, "%s:1: [upstream] is not supported", path);
     refused("[upstream a]\nurl = http://x\n", want, "a section of a later version");
+
+    c = load("[server]\nthreads = 8\nthreads = 9\n  16\nlisten_backlog = 10\n", err, sizeof err);
+    ok(c == NULL && strstr(err, ":3: duplicate key \"threads\"") && !strstr(err, "listen_backlog"),
+       "a continuation of a refused key joins nothing else");
+    if (!strstr(err, ":3:"))
+        tap_diag("%s", err);
+
+    c = load("[server]\nread_timeout = 1500ms\n", err, sizeof err);
+    ok(c && c->read_timeout_ms == 1500, "read_timeout");
+    config_unref(c);
 
     /* Several problems are all reported, in one pass. */
     c = load("[server]\nthreads = x\nmax_body = y\nbogus = 1\n", err, sizeof err);
