@@ -19,6 +19,7 @@
 struct log_dest {
     atomic_int fd;          /* -1: off; 2: stderr; else a file owned here */
     char path[PATH_MAX];    /* "" for stderr/off */
+    int spare;              /* a number once used for a file, now on /dev/null; reused by the next file */
 };
 
 static struct {
@@ -28,8 +29,8 @@ static struct {
     atomic_bool journal;    /* stderr is a journald stream: "<N>" prefixes, no time stamps */
 } L = {
     .lock = PTHREAD_MUTEX_INITIALIZER,
-    .err = {.fd = 2},
-    .acc = {.fd = -1},
+    .err = {.fd = 2, .spare = -1},
+    .acc = {.fd = -1, .spare = -1},
     .level = LL_INFO,
 };
 
@@ -67,58 +68,88 @@ static int open_log_file(const char *path, char *err, size_t errlen)
     return fd;
 }
 
-/* Points `d` at `spec`. The descriptor number of a file destination, once
- * chosen, is kept for the life of the process (see log.h). */
-static int dest_set(struct log_dest *d, const char *spec, bool allow_off, char *err, size_t errlen)
+/* What a destination is to become, with its file already open: both logs
+ * are prepared before either changes, so a failure changes nothing. */
+struct dest_plan {
+    enum { PLAN_FILE, PLAN_STDERR, PLAN_OFF } kind;
+    int newfd;
+    const char *path;
+};
+
+static int plan_dest(struct dest_plan *pl, const char *spec, bool allow_off, char *err, size_t errlen)
 {
-    int cur = atomic_load(&d->fd);
+    pl->newfd = -1;
+    pl->path = spec;
     if (allow_off && strcmp(spec, "off") == 0) {
-        if (cur > 2) {
-            int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
-            if (null >= 0) {
-                dup2(null, cur);
-                close(null);
-            }
-        }
-        atomic_store(&d->fd, -1);
-        d->path[0] = '\0';
+        pl->kind = PLAN_OFF;
         return 0;
     }
     if (strcmp(spec, "stderr") == 0) {
-        atomic_store(&d->fd, 2);
-        d->path[0] = '\0';
+        pl->kind = PLAN_STDERR;
         return 0;
     }
-    if (strlen(spec) >= sizeof d->path) {
+    if (strlen(spec) >= PATH_MAX) {
         snprintf(err, errlen, "log path too long: %s", spec);
         return -1;
     }
-    int fd = open_log_file(spec, err, errlen);
-    if (fd < 0)
-        return -1;
-    if (cur > 2) {                 /* keep the number: swap the file under it */
-        dup2(fd, cur);
-        close(fd);
-        fd = cur;
+    pl->kind = PLAN_FILE;
+    pl->newfd = open_log_file(spec, err, errlen);
+    return pl->newfd < 0 ? -1 : 0;
+}
+
+/* Applies a plan. The descriptor number of a file, once handed to writers,
+ * stays valid for the life of the process (see log.h): a new file is
+ * dup2()ed onto it, and a file given up leaves its number on /dev/null for
+ * the next file to take. */
+static void apply_dest(struct log_dest *d, const struct dest_plan *pl)
+{
+    int cur = atomic_load(&d->fd);
+    if (pl->kind == PLAN_FILE) {
+        int slot = cur > 2 ? cur : d->spare, fd = pl->newfd;
+        if (slot > 2) {
+            dup2(pl->newfd, slot);
+            close(pl->newfd);
+            fd = slot;
+            if (slot == d->spare)
+                d->spare = -1;
+        }
+        snprintf(d->path, sizeof d->path, "%s", pl->path);
+        atomic_store(&d->fd, fd);
+        return;
     }
-    snprintf(d->path, sizeof d->path, "%s", spec);
-    atomic_store(&d->fd, fd);
-    return 0;
+    atomic_store(&d->fd, pl->kind == PLAN_STDERR ? 2 : -1);
+    d->path[0] = '\0';
+    if (cur > 2) {
+        int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+        if (null >= 0) {
+            dup2(null, cur);
+            close(null);
+        }
+        d->spare = cur;
+    }
 }
 
 int log_configure(const char *error_log, const char *access_log, enum log_level level,
                   char *err, size_t errlen)
 {
-    int rc = 0;
+    struct dest_plan pe, pa;
     pthread_mutex_lock(&L.lock);
+    if (plan_dest(&pe, error_log, false, err, errlen) < 0) {
+        pthread_mutex_unlock(&L.lock);
+        return -1;
+    }
+    if (plan_dest(&pa, access_log, true, err, errlen) < 0) {
+        if (pe.newfd >= 0)
+            close(pe.newfd);
+        pthread_mutex_unlock(&L.lock);
+        return -1;
+    }
     atomic_store(&L.journal, stderr_is_journal());
-    if (dest_set(&L.err, error_log, false, err, errlen) < 0 ||
-        dest_set(&L.acc, access_log, true, err, errlen) < 0)
-        rc = -1;
-    else
-        atomic_store(&L.level, level);
+    apply_dest(&L.err, &pe);
+    apply_dest(&L.acc, &pa);
+    atomic_store(&L.level, level);
     pthread_mutex_unlock(&L.lock);
-    return rc;
+    return 0;
 }
 
 static int dest_reopen(struct log_dest *d)
@@ -153,6 +184,9 @@ void log_close(void)
         int fd = atomic_exchange(&d[i]->fd, i == 0 ? 2 : -1);
         if (fd > 2)
             close(fd);
+        if (d[i]->spare > 2)
+            close(d[i]->spare);
+        d[i]->spare = -1;
         d[i]->path[0] = '\0';
     }
     pthread_mutex_unlock(&L.lock);

@@ -2,6 +2,7 @@
 #include "config.h"
 #include "harness.h"
 #include "conf.h"
+#include "log.h"
 #include "pool.h"
 
 #include <fcgiapp.h>
@@ -35,6 +36,11 @@ int harness_init(struct harness *h, const char *config_text)
         return -1;
     }
     config_errors_free(&errs);
+    char err[300];
+    if (log_configure(cfg->error_log, cfg->access_log, cfg->log_level, err, sizeof err) < 0) {
+        fprintf(stderr, "%s\n", err);
+        return -1;
+    }
     if (server_init(&h->srv, cfg) < 0 || FCGX_Init() != 0)
         return -1;
     h->srv.threads = 1;
@@ -44,6 +50,7 @@ int harness_init(struct harness *h, const char *config_text)
 
 void harness_free(struct harness *h)
 {
+    log_close();
     fcgi_test_unlisten(h->listen_fd, h->sock);
     server_destroy(&h->srv);
     unlink(h->conf_path);
