@@ -85,8 +85,9 @@ int resp_start(struct req *r, int status, const char *content_type, long long co
         return -1;
     }
     r->status = status;
-    int n = snprintf(head, sizeof head, "Status: %d %s\r\nContent-Type: %s\r\nX-Request-Id: %s\r\n",
-                     status, http_reason(status), content_type, r->id);
+    int n = snprintf(head, sizeof head, "Status: %d %s\r\nX-Request-Id: %s\r\n", status, http_reason(status), r->id);
+    if (content_type)
+        n += snprintf(head + n, sizeof head - (size_t)n, "Content-Type: %s\r\n", content_type);
     if (content_length >= 0)
         n += snprintf(head + n, sizeof head - (size_t)n, "Content-Length: %lld\r\n", content_length);
     if (put(r, head, (size_t)n) < 0 || put(r, r->extra_headers, r->extra_len) < 0 || put(r, "\r\n", 2) < 0)

@@ -19,8 +19,8 @@ const char *http_reason(int status);
  * refused (logged, not sent): no header injection from data. */
 void resp_header(struct req *r, const char *name, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
-/* Writes the status line and headers: Content-Type, Content-Length when
- * content_length >= 0, X-Request-Id, and the queued ones. */
+/* Writes the status line and headers: X-Request-Id, Content-Type when not
+ * NULL, Content-Length when content_length >= 0, and the queued ones. */
 int resp_start(struct req *r, int status, const char *content_type, long long content_length);
 
 /* Body bytes (dropped for HEAD requests, whose headers stay exact). */

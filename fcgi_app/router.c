@@ -114,6 +114,6 @@ int router_dispatch(struct req *r)
     router_allow_string(allow | M_OPTIONS, list, sizeof list);
     resp_header(r, "Allow", "%s", list);
     if (r->method == M_OPTIONS)
-        return resp_send(r, 204, "text/plain", "", 0);
+        return resp_start(r, 204, NULL, -1);       /* a 204 carries no body headers */
     return resp_error(r, 405, "%s is not allowed on %s (allowed: %s)", r->method_name, r->path, list);
 }

@@ -1,6 +1,7 @@
 /* sse.c -- server-sent events over a FastCGI response: one flush per event, keep-alive comments, disconnect detection. */
 #include "config.h"
 #include "sse.h"
+#include "log.h"
 #include "response.h"
 #include "util.h"
 
@@ -27,20 +28,27 @@ static int finish(struct sse *s)
 int sse_event(struct sse *s, const char *event, const char *data, size_t len)
 {
     struct req *r = s->r;
+    if (event && strpbrk(event, "\r\n")) {
+        log_error("request %s: event name with a line break refused", r->id);
+        event = NULL;
+    }
     if (event) {
         if (resp_write(r, "event: ", 7) < 0 || resp_write(r, event, strlen(event)) < 0 || resp_write(r, "\n", 1) < 0)
             return -1;
     }
-    /* Each line of the payload becomes its own "data:" line (the SSE rule
-     * for multi-line data); an empty payload is one empty data line. */
-    for (size_t i = 0;;) {
-        const char *nl = len > i ? memchr(data + i, '\n', len - i) : NULL;
-        size_t end = nl ? (size_t)(nl - data) : len;
+    /* Each line of the payload becomes its own "data:" line. SSE ends lines
+     * at CR, LF or CRLF, so all three split here; none reaches the client
+     * raw, where it could end the event early or forge a field. */
+    size_t i = 0;
+    for (;;) {
+        size_t end = i;
+        while (end < len && data[end] != '\n' && data[end] != '\r')
+            end++;
         if (resp_write(r, "data: ", 6) < 0 || resp_write(r, data + i, end - i) < 0 || resp_write(r, "\n", 1) < 0)
             return -1;
-        if (!nl)
+        if (end == len)
             break;
-        i = end + 1;
+        i = end + 1 + (data[end] == '\r' && end + 1 < len && data[end + 1] == '\n');
     }
     if (resp_write(r, "\n", 1) < 0)
         return -1;

@@ -71,6 +71,8 @@ static int h_sse(struct req *r)
         return -1;
     if (sse_event(&s, NULL, "one", 3) < 0 || sse_event(&s, "tick", "two\nlines", 9) < 0)
         return -1;
+    if (sse_event(&s, "bad\nname", "a\rb\r\nc\r", 7) < 0)     /* CR, CRLF, trailing CR; a bad name */
+        return -1;
     json_object *o = json_object_new_object();
     json_object_object_add(o, "k", json_object_new_string("v/w"));
     int rc = sse_json(&s, NULL, o);
@@ -340,8 +342,11 @@ int main(void)
     is_str(fcgi_answer_header(&a, "X-Accel-Buffering", hv, sizeof hv), "no", "SSE asks nginx not to buffer");
     is_str(fcgi_answer_header(&a, "Cache-Control", hv, sizeof hv), "no-cache", "SSE is not cached");
     ok(!fcgi_answer_header(&a, "Content-Length", hv, sizeof hv), "SSE has no Content-Length");
-    is_str(a.body, "data: one\n\nevent: tick\ndata: two\ndata: lines\n\ndata: {\"k\":\"v/w\"}\n\n: keep-alive\n\n",
-           "SSE framing: events, multi-line data, JSON, one keep-alive when due");
+    is_str(a.body, "data: one\n\nevent: tick\ndata: two\ndata: lines\n\n"
+                   "data: a\ndata: b\ndata: c\ndata: \n\n"
+                   "data: {\"k\":\"v/w\"}\n\n: keep-alive\n\n",
+           "SSE framing: events, lines split at LF, CR and CRLF, an event name with a line break dropped, "
+           "JSON, one keep-alive when due");
     ok(harness_last_rc == 0, "the stream reported no disconnect");
     fcgi_answer_free(&a);
     harness_run(&H, get, NULL, 0, h_sse_until_gone, 1, &a);
