@@ -63,7 +63,7 @@ struct pool {
     atomic_bool stopping;
     atomic_uchar *fd_state;         /* FD_PARKED for kept connections waiting in epfd */
     size_t fd_cap;
-    int64_t last_accept_error_ns;   /* rate limit for accept() error messages */
+    atomic_llong last_accept_error_ns;  /* rate limit for accept() error messages */
     pthread_mutex_t lock;
     pthread_cond_t exited;          /* CLOCK_MONOTONIC; signalled as each thread ends */
     int running;                    /* guarded by lock */
@@ -71,26 +71,42 @@ struct pool {
     struct worker workers[];
 };
 
-/* One access-log line: time, client, request, status, body bytes, seconds, id. */
+/* One access-log line: time, client, "method path", status, body bytes,
+ * seconds, request id. Everything from the request is escaped (no forged
+ * lines), and the fields after the path always fit: a long path is cut. */
+static void append_raw(char *buf, size_t len, size_t *pos, const char *s)
+{
+    size_t n = strlen(s);
+    if (*pos + n < len) {
+        memcpy(buf + *pos, s, n);
+        *pos += n;
+    }
+}
+
 static void access_log(const struct req *r)
 {
     if (!log_access_enabled())
         return;
-    char line[2560], when[40];
+    char line[2048], tail[128], when[40];
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
     util_format_time(when, sizeof when, &now);
     int status = r->status ? r->status : (r->client_gone ? 499 : 0);
     long long us = (util_now_ns() - r->start_ns) / 1000;
-    size_t pos = (size_t)snprintf(line, sizeof line, "%s %s \"", when, r->remote_addr);
-    util_escape_log(line, sizeof line, &pos, r->method_name);
-    if (pos + 1 < sizeof line)
-        line[pos++] = ' ';
-    util_escape_log(line, sizeof line, &pos, r->path);
-    if (pos < sizeof line - 200)
-        pos += (size_t)snprintf(line + pos, sizeof line - pos, "\" %d %llu %lld.%06lld %s\n", status,
-                                (unsigned long long)r->bytes_out, us / 1000000, us % 1000000, r->id);
-    log_access_line(line, pos);
+    int tl = snprintf(tail, sizeof tail, "\" %d %llu %lld.%06lld %s\n", status,
+                      (unsigned long long)r->bytes_out, us / 1000000, us % 1000000, r->id);
+    if (tl < 0 || (size_t)tl >= sizeof tail)
+        return;
+    size_t room = sizeof line - (size_t)tl, pos = 0;   /* the head gets at most room-1 bytes */
+    append_raw(line, room, &pos, when);
+    append_raw(line, room, &pos, " ");
+    util_escape_log(line, room, &pos, r->remote_addr);
+    append_raw(line, room, &pos, " \"");
+    util_escape_log(line, room, &pos, r->method_name);
+    append_raw(line, room, &pos, " ");
+    util_escape_log(line, room, &pos, r->path);
+    memcpy(line + pos, tail, (size_t)tl);
+    log_access_line(line, pos + (size_t)tl);
 }
 
 /* A kept connection must be left at the start of the next request: libfcgi
@@ -159,35 +175,51 @@ static void rearm_listener(struct pool *p)
         log_error("cannot re-arm the listening socket: %s", strerror(errno));
 }
 
-/* A new connection from the listening socket, or -1 when none is waiting. */
-static int accept_one(struct pool *p)
-{
-    int fd = accept4(p->listen_fd, NULL, NULL, SOCK_CLOEXEC);   /* blocking, as libfcgi reads it */
-    if (fd >= 0) {
-        atomic_fetch_add(&p->srv->connections, 1);
-        int one = 1;                                             /* no-op on unix sockets */
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        return fd;
-    }
-    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ECONNABORTED)
-        return -1;
-    /* EMFILE, ENFILE, ENOBUFS: say so (once a second) and back off instead of spinning */
-    int64_t now = util_now_ns();
-    if (now - p->last_accept_error_ns > 1000000000LL) {
-        log_error("accepting a FastCGI connection failed: %s", strerror(errno));
-        p->last_accept_error_ns = now;
-    }
-    poll(NULL, 0, 100);
-    return -1;
-}
+/* Web servers write the request right after connecting, so a new
+ * connection is nearly always readable at once or within microseconds;
+ * one that stays silent longer is parked rather than holding this thread. */
+#define FIRST_BYTES_WAIT_MS 20
 
 enum { NEXT_STOP = -1, NEXT_AGAIN = -2 };
 
-/* Waits for work: returns a connection to serve, NEXT_AGAIN, or NEXT_STOP. */
-static int next_connection(struct pool *p)
+/* A new connection ready to serve: accepted from the listening socket and
+ * readable. NEXT_AGAIN when none is waiting (or it was parked). */
+static int accept_one(struct pool *p)
+{
+    int fd = accept4(p->listen_fd, NULL, NULL, SOCK_CLOEXEC);   /* blocking, as libfcgi reads it */
+    if (fd < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ECONNABORTED)
+            return NEXT_AGAIN;
+        /* EMFILE, ENFILE, ENOBUFS: say so (once a second) and back off instead of spinning */
+        int64_t now = util_now_ns();
+        if (now - atomic_exchange(&p->last_accept_error_ns, now) > 1000000000LL)
+            log_error("accepting a FastCGI connection failed: %s", strerror(errno));
+        poll(NULL, 0, 100);
+        return NEXT_AGAIN;
+    }
+    atomic_fetch_add(&p->srv->connections, 1);
+    int one = 1;                                                /* no-op on unix sockets */
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    /* a request that stops arriving half-way fails after read_timeout
+     * instead of holding a thread for ever */
+    int64_t ms = atomic_load(&p->srv->read_timeout_ms);
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    if (poll(&pfd, 1, FIRST_BYTES_WAIT_MS) <= 0) {
+        park(p, fd);                /* its request is not here yet: no thread waits for it */
+        return NEXT_AGAIN;
+    }
+    return fd;
+}
+
+/* Takes one event from the shared epoll set, waiting up to timeout_ms
+ * (-1: until one comes). Returns a connection to serve, NEXT_AGAIN or
+ * NEXT_STOP. */
+static int next_connection(struct pool *p, int timeout_ms)
 {
     struct epoll_event ev;
-    int n = epoll_wait(p->epfd, &ev, 1, -1);
+    int n = epoll_wait(p->epfd, &ev, 1, timeout_ms);
     if (n <= 0)
         return NEXT_AGAIN;
     int fd = ev.data.fd;
@@ -196,7 +228,7 @@ static int next_connection(struct pool *p)
     if (fd == p->listen_fd) {
         int c = accept_one(p);
         rearm_listener(p);
-        return c >= 0 ? c : NEXT_AGAIN;
+        return c;
     }
     if ((size_t)fd < p->fd_cap)
         atomic_store(&p->fd_state[fd], FD_UNTRACKED);
@@ -207,17 +239,6 @@ static int next_connection(struct pool *p)
         return NEXT_STOP;
     }
     return fd;
-}
-
-/* Web servers write the request right after connecting, so a new
- * connection is nearly always readable at once or within microseconds;
- * one that stays silent longer is parked rather than holding this thread. */
-#define FIRST_BYTES_WAIT_MS 20
-
-static bool readable_soon(int fd)
-{
-    struct pollfd pfd = {.fd = fd, .events = POLLIN};
-    return poll(&pfd, 1, FIRST_BYTES_WAIT_MS) > 0;
 }
 
 /* Answers the request waiting on fd; the connection is then closed by
@@ -249,14 +270,15 @@ static void *responder(void *arg)
         log_error("responder %d: FCGX_InitRequest failed", w->index);
     } else {
         while (!atomic_load(&p->stopping)) {
-            /* under load a connection is usually waiting: take it without epoll */
-            int fd = accept_one(p);
-            if (fd >= 0 && !readable_soon(fd)) {
-                park(p, fd);        /* its request is not here yet: no thread waits for it */
-                continue;
-            }
-            if (fd < 0)
-                fd = next_connection(p);
+            /* Kept connections with a request waiting come first (they are
+             * in the epoll set's ready list with the listener, in order);
+             * then, since under load a new connection is usually waiting,
+             * a direct accept saves the epoll round trip; then sleep. */
+            int fd = next_connection(p, 0);
+            if (fd == NEXT_AGAIN)
+                fd = accept_one(p);
+            if (fd == NEXT_AGAIN)
+                fd = next_connection(p, -1);
             if (fd == NEXT_STOP)
                 break;
             if (fd >= 0)
@@ -314,6 +336,7 @@ int pool_start(struct pool **out, struct server *srv, int listen_fd, int n, char
         pool_release(p);
         return -1;
     }
+    srv->threads = n;
     for (int i = 0; i < n; i++) {
         struct worker *w = &p->workers[i];
         w->pool = p;
@@ -334,7 +357,6 @@ int pool_start(struct pool **out, struct server *srv, int listen_fd, int n, char
         }
         w->started = true;
     }
-    srv->threads = n;
     *out = p;
     return 0;
 }

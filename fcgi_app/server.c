@@ -12,6 +12,7 @@ int server_init(struct server *s, struct config *cfg)
     if (pthread_mutex_init(&s->cfg_lock, NULL) != 0)
         return -1;
     s->cfg = cfg;
+    atomic_store(&s->read_timeout_ms, cfg->read_timeout_ms);
     s->started_ns = util_now_ns();
     s->started_at = time(NULL);
     s->testing = testing_new();
@@ -44,6 +45,7 @@ void server_config_swap(struct server *s, struct config *next)
     pthread_mutex_lock(&s->cfg_lock);
     struct config *old = s->cfg;
     s->cfg = next;
+    atomic_store(&s->read_timeout_ms, next->read_timeout_ms);
     pthread_mutex_unlock(&s->cfg_lock);
     config_unref(old);
 }

@@ -21,6 +21,7 @@ struct server {
     atomic_bool draining;           /* SIGTERM received: finishing in-flight requests */
     atomic_ullong requests;         /* requests answered since start */
     atomic_ullong connections;      /* FastCGI connections accepted since start */
+    atomic_llong read_timeout_ms;   /* the live config's read_timeout, for the accepting threads */
     int64_t started_ns;
     time_t started_at;
     struct gpu_info gpu;            /* probed once at start */

@@ -4,11 +4,13 @@ the handler never read leaves the connection usable."""
 
 import http.client
 import json
+import socket
 import threading
+import time
 
 import pytest
 
-from servers import TIMEOUT, request
+from servers import TIMEOUT, request, wait_for
 
 
 def accepted(web):
@@ -87,3 +89,30 @@ def test_unread_body_leaves_the_connection_usable(web, two_threads):
         assert grown == 0, f"{grown} new connection(s): the kept connection broke after the unread body"
     finally:
         conn.close()
+
+
+def test_silent_connections_pin_no_thread(web, llmcgi_factory):
+    """Connections that send nothing, or stop half-way through a record, must
+    not take llmcgi's threads away from the web server's requests: silent
+    ones are parked, stalled ones fail after read_timeout."""
+    app = llmcgi_factory(web.sock)
+    app.config.write_text(app.config.read_text().replace("threads = 8", "threads = 2")
+                          .replace("[server]", "[server]\nread_timeout = 500ms"))
+    app.start()
+    raw = []
+    for partial in (b"", b"", b"\x01\x01\x00", b"\x01\x01\x00"):   # 2 silent, 2 cut inside a header
+        c = socket.socket(socket.AF_UNIX)
+        c.settimeout(TIMEOUT)
+        c.connect(str(web.sock))
+        if partial:
+            c.sendall(partial)
+        raw.append(c)
+    try:
+        for _ in range(5):
+            assert request(web.port, "GET", "/health").status == 200
+        # the stalled ones are closed by llmcgi once read_timeout has passed
+        for c in raw[2:]:
+            assert c.recv(1) == b""
+    finally:
+        for c in raw:
+            c.close()

@@ -5,6 +5,7 @@
 #include "tap.h"
 
 #include <json-c/json.h>
+#include <unistd.h>
 
 static const struct route *match(const char *method_path, unsigned method, bool test, unsigned *allow, struct req *r)
 {
@@ -105,6 +106,8 @@ int main(void)
     run(&h, "OPTIONS", "/v1/models", &a);
     is_int(a.status, 204, "OPTIONS answers 204");
     is_str(fcgi_answer_header(&a, "Allow", hv, sizeof hv), "GET, HEAD, OPTIONS", "  with Allow");
+    ok(!fcgi_answer_header(&a, "Content-Type", hv, sizeof hv) && !fcgi_answer_header(&a, "Content-Length", hv, sizeof hv),
+       "  and no Content-Type or Content-Length (RFC 9110 for 204)");
     fcgi_answer_free(&a);
 
     run(&h, "GET", "/health", &a);
@@ -168,6 +171,53 @@ int main(void)
     is_int(a.status, 405, "an unknown method: 405");
     fcgi_answer_free(&a);
     harness_free(&h);
+
+    /* The access log: hostile REMOTE_ADDR and paths stay on one bounded line each. */
+    char logpath[] = "/tmp/llmcgi-access-XXXXXX", conf[256];
+    int lfd = mkstemp(logpath);
+    close(lfd);
+    snprintf(conf, sizeof conf, "[server]\naccess_log = %s\n", logpath);
+    if (harness_init(&h, conf) < 0)
+        return 1;
+    char big_addr[3100] = "REMOTE_ADDR=";
+    memset(big_addr + 12, '9', 3000);
+    big_addr[3012] = '\0';
+    char quotes[800] = "REQUEST_URI=/";
+    memset(quotes + 13, '"', 700);
+    quotes[713] = '\0';
+    const char *p1[] = {"REQUEST_METHOD=GET", "REQUEST_URI=/health", "REMOTE_ADDR=1.2.3.4\n2000-01-01 forged", NULL};
+    const char *p2[] = {"REQUEST_METHOD=GET", "REQUEST_URI=/health", big_addr, "HTTP_X_REQUEST_ID=long-addr", NULL};
+    const char *p3[] = {"REQUEST_METHOD=GET", quotes, "REMOTE_ADDR=::1", "HTTP_X_REQUEST_ID=many-quotes", NULL};
+    const char *const *reqs[] = {p1, p2, p3};
+    for (size_t i = 0; i < 3; i++) {
+        harness_run(&h, reqs[i], NULL, 0, NULL, 0, &a);
+        fcgi_answer_free(&a);
+    }
+    harness_free(&h);
+    FILE *lf = fopen(logpath, "r");
+    char lline[4096];
+    int lines = 0, bounded = 1, forged = 0;
+    while (lf && fgets(lline, sizeof lline, lf)) {
+        lines++;
+        bounded &= strlen(lline) < 2048 && lline[strlen(lline) - 1] == '\n';
+        forged |= strncmp(lline, "2000-01-01", 10) == 0;
+    }
+    if (lf)
+        fclose(lf);
+    is_int(lines, 3, "three requests, three access-log lines");
+    ok(bounded, "  each under 2 KiB and ending in a newline (a long client address or path is cut)");
+    ok(!forged, "  a newline in REMOTE_ADDR forges no line (it is escaped)");
+    lf = fopen(logpath, "r");
+    char all[16384] = "";
+    size_t got = lf ? fread(all, 1, sizeof all - 1, lf) : 0;
+    all[got] = '\0';
+    if (lf)
+        fclose(lf);
+    has_str(all, "\" 200 ", "  the status survives a cut");
+    has_str(all, " long-addr\n", "  so does the request id after a 3000-byte address");
+    has_str(all, " many-quotes\n", "  and after a path of 700 quotes");
+    has_str(all, "1.2.3.4\\x0a2000", "  the newline shows as \\x0a");
+    unlink(logpath);
 
     if (harness_init(&h, "[server]\naccess_log = off\npath_prefix = /llm\n") < 0)
         return 1;
