@@ -74,13 +74,13 @@ extern "C" int gpu_probe(struct gpu_info *info, bool run_kernel)
         cudaGetLastError();
         return 0;
     }
-    info->devices = n;
     if (n == 0) {
         snprintf(info->error, sizeof info->error, "no CUDA device");
         return 0;
     }
     cudaDeviceProp prop;
     CUDA_TRY(cudaGetDeviceProperties(&prop, 0));
+    info->devices = n;              /* only once device 0 has answered */
     snprintf(info->name, sizeof info->name, "%s", prop.name);
     info->cc_major = prop.major;
     info->cc_minor = prop.minor;
