@@ -62,6 +62,8 @@ struct pool {
     int wake_fd;                    /* eventfd: readable once pool_stop() ran */
     atomic_bool stopping;
     atomic_uchar *fd_state;         /* FD_PARKED for kept connections waiting in epfd */
+    atomic_int parked;              /* how many connections wait in epfd now */
+    bool tcp;                       /* the listening socket is TCP (not unix) */
     size_t fd_cap;
     atomic_llong last_accept_error_ns;  /* rate limit for accept() error messages */
     pthread_mutex_t lock;
@@ -157,12 +159,14 @@ static void park(struct pool *p, int fd)
     struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT, .data.fd = fd};
     if ((size_t)fd < p->fd_cap)
         atomic_store(&p->fd_state[fd], FD_PARKED);
+    atomic_fetch_add(&p->parked, 1);
     /* MOD re-arms a connection parked before; a new one (or a reused fd
      * number: close() removed the old registration) needs ADD */
     if (epoll_ctl(p->epfd, EPOLL_CTL_MOD, fd, &ev) == 0 ||
         (errno == ENOENT && epoll_ctl(p->epfd, EPOLL_CTL_ADD, fd, &ev) == 0))
         return;
     log_error("cannot park FastCGI connection %d: %s; closing it", fd, strerror(errno));
+    atomic_fetch_sub(&p->parked, 1);
     if ((size_t)fd < p->fd_cap)
         atomic_store(&p->fd_state[fd], FD_UNTRACKED);
     close(fd);
@@ -198,8 +202,10 @@ static int accept_one(struct pool *p)
         return NEXT_AGAIN;
     }
     atomic_fetch_add(&p->srv->connections, 1);
-    int one = 1;                                                /* no-op on unix sockets */
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (p->tcp) {
+        int one = 1;                /* answers go out whole: no Nagle delay */
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
     /* a request that stops arriving half-way fails after read_timeout
      * instead of holding a thread for ever */
     int64_t ms = atomic_load(&p->srv->read_timeout_ms);
@@ -213,13 +219,12 @@ static int accept_one(struct pool *p)
     return fd;
 }
 
-/* Takes one event from the shared epoll set, waiting up to timeout_ms
- * (-1: until one comes). Returns a connection to serve, NEXT_AGAIN or
- * NEXT_STOP. */
-static int next_connection(struct pool *p, int timeout_ms)
+/* Waits for one event of the shared epoll set. Returns a connection to
+ * serve, NEXT_AGAIN or NEXT_STOP. */
+static int next_connection(struct pool *p)
 {
     struct epoll_event ev;
-    int n = epoll_wait(p->epfd, &ev, 1, timeout_ms);
+    int n = epoll_wait(p->epfd, &ev, 1, -1);
     if (n <= 0)
         return NEXT_AGAIN;
     int fd = ev.data.fd;
@@ -230,6 +235,7 @@ static int next_connection(struct pool *p, int timeout_ms)
         rearm_listener(p);
         return c;
     }
+    atomic_fetch_sub(&p->parked, 1);
     if ((size_t)fd < p->fd_cap)
         atomic_store(&p->fd_state[fd], FD_UNTRACKED);
     if (atomic_load(&p->stopping)) {
@@ -270,15 +276,16 @@ static void *responder(void *arg)
         log_error("responder %d: FCGX_InitRequest failed", w->index);
     } else {
         while (!atomic_load(&p->stopping)) {
-            /* Kept connections with a request waiting come first (they are
-             * in the epoll set's ready list with the listener, in order);
-             * then, since under load a new connection is usually waiting,
-             * a direct accept saves the epoll round trip; then sleep. */
-            int fd = next_connection(p, 0);
-            if (fd == NEXT_AGAIN)
+            /* With connections parked, everything that can bring work (they
+             * and the listener) is in the epoll set, whose ready list is
+             * first come, first served. With none parked, new connections
+             * are all there is, and under load one is usually waiting: a
+             * direct accept saves the epoll round trip. */
+            int fd = NEXT_AGAIN;
+            if (atomic_load(&p->parked) == 0)
                 fd = accept_one(p);
             if (fd == NEXT_AGAIN)
-                fd = next_connection(p, -1);
+                fd = next_connection(p);
             if (fd == NEXT_STOP)
                 break;
             if (fd >= 0)
@@ -315,6 +322,9 @@ int pool_start(struct pool **out, struct server *srv, int listen_fd, int n, char
     p->srv = srv;
     p->listen_fd = listen_fd;
     p->n = n;
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    p->tcp = getsockname(listen_fd, (struct sockaddr *)&ss, &sl) == 0 && ss.ss_family != AF_UNIX;
     pthread_condattr_t attr;
     pthread_condattr_init(&attr);
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);

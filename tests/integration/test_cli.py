@@ -4,6 +4,7 @@
 import os
 import re
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -187,3 +188,50 @@ def test_systemd_units_verify(tmp):
                        capture_output=True, text=True, timeout=60)
     ours = [l for l in (r.stdout + r.stderr).splitlines() if "llmcgi" in l]
     assert r.returncode == 0 and not ours, r.stdout + r.stderr
+
+
+def test_sd_notify_ready_reloading_stopping(tmp):
+    """What systemd sees of a Type=notify service: a datagram socket stands in
+    for NOTIFY_SOCKET, as systemd's own is one."""
+    notify = tmp / "notify.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(notify))
+    listener.settimeout(20)
+    a = Llmcgi(tmp / "s.sock", dir=tmp)
+    env = dict(os.environ, NOTIFY_SOCKET=str(notify))
+    proc = subprocess.Popen([str(LLMCGI), "-c", str(a.config)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def next_message():
+        return listener.recv(4096).decode()
+
+    try:
+        first = next_message()
+        assert first.startswith("READY=1\nSTATUS=serving on unix:"), first
+        proc.send_signal(signal.SIGHUP)
+        assert next_message().startswith("RELOADING=1\nMONOTONIC_USEC=")
+        assert next_message() == "READY=1\nSTATUS=serving"
+        proc.send_signal(signal.SIGTERM)
+        assert next_message() == "STOPPING=1"
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        listener.close()
+
+
+def test_journal_priority_prefixes(tmp):
+    """Under systemd (JOURNAL_STREAM names stderr), messages carry <N> syslog
+    priorities for the journal instead of time stamps."""
+    conf = write(tmp, f"[server]\nerror_log = stderr\nlisten = unix:{tmp}/j.sock\n")
+    err_path = tmp / "stderr.txt"
+    with open(err_path, "wb") as err:
+        st = os.fstat(err.fileno())
+        env = dict(os.environ, JOURNAL_STREAM=f"{st.st_dev}:{st.st_ino}")
+        proc = subprocess.Popen([str(LLMCGI), "-c", str(conf)], env=env, stdout=subprocess.DEVNULL, stderr=err)
+        wait_for(lambda: "ready:" in err_path.read_text(), "llmcgi to start")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    lines = err_path.read_text().splitlines()
+    assert lines and all(re.match(r"<[3-7]>", l) for l in lines), lines
+    assert any(l.startswith("<5>llmcgi ") and "ready:" in l for l in lines), lines
