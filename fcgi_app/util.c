@@ -55,8 +55,14 @@ int util_parse_bool(const char *s, bool *out)
     return -1;
 }
 
-/* Splits "123unit" into a non-negative number and its unit suffix. */
-static int split_number(const char *s, uint64_t *num, const char **unit)
+struct unit {
+    const char *suffix;
+    uint64_t scale;
+};
+
+/* Parses "<digits><suffix>" where suffix is one of units[]; the result is
+ * digits * scale, refused when it does not fit below `max`. */
+static int parse_scaled(const char *s, const struct unit *units, size_t n, uint64_t max, uint64_t *out)
 {
     if (!s || !isdigit((unsigned char)*s))
         return -1;
@@ -67,49 +73,35 @@ static int split_number(const char *s, uint64_t *num, const char **unit)
             return -1;
         v = v * 10 + d;
     }
-    *num = v;
-    *unit = s;
-    return 0;
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(s, units[i].suffix) == 0) {
+            if (v > max / units[i].scale)
+                return -1;
+            *out = v * units[i].scale;
+            return 0;
+        }
+    }
+    return -1;
 }
 
 int util_parse_duration_ms(const char *s, int64_t *out)
 {
-    static const struct { const char *unit; uint64_t ms; } units[] = {
+    static const struct unit units[] = {
         {"", 1000}, {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000},
     };
     uint64_t v;
-    const char *unit;
-    if (split_number(s, &v, &unit) < 0)
+    if (parse_scaled(s, units, ARRAY_LEN(units), INT64_MAX, &v) < 0)
         return -1;
-    for (size_t i = 0; i < ARRAY_LEN(units); i++) {
-        if (strcmp(unit, units[i].unit) == 0) {
-            if (v > (uint64_t)INT64_MAX / units[i].ms)
-                return -1;
-            *out = (int64_t)(v * units[i].ms);
-            return 0;
-        }
-    }
-    return -1;
+    *out = (int64_t)v;
+    return 0;
 }
 
 int util_parse_size(const char *s, uint64_t *out)
 {
-    static const struct { const char *unit; unsigned shift; } units[] = {
-        {"", 0}, {"k", 10}, {"K", 10}, {"m", 20}, {"M", 20}, {"g", 30}, {"G", 30},
+    static const struct unit units[] = {
+        {"", 1}, {"k", 1 << 10}, {"K", 1 << 10}, {"m", 1 << 20}, {"M", 1 << 20}, {"g", 1 << 30}, {"G", 1 << 30},
     };
-    uint64_t v;
-    const char *unit;
-    if (split_number(s, &v, &unit) < 0)
-        return -1;
-    for (size_t i = 0; i < ARRAY_LEN(units); i++) {
-        if (strcmp(unit, units[i].unit) == 0) {
-            if (v > (UINT64_MAX >> units[i].shift))
-                return -1;
-            *out = v << units[i].shift;
-            return 0;
-        }
-    }
-    return -1;
+    return parse_scaled(s, units, ARRAY_LEN(units), UINT64_MAX, out);
 }
 
 int util_parse_octal(const char *s, unsigned *out)

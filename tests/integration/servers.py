@@ -77,6 +77,17 @@ def wait_for(predicate, what, timeout=TIMEOUT, interval=0.02):
         time.sleep(interval)
 
 
+def stop_process(proc, sig=signal.SIGTERM):
+    """Sends sig and waits; kills the process if it outlives TIMEOUT."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def connectable(path):
     try:
         with socket.socket(socket.AF_UNIX) as s:
@@ -176,16 +187,11 @@ class Llmcgi:
         return self.proc.wait(timeout=timeout)
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc:
-            self.out.close()
-        return self.proc.returncode if self.proc else None
+        if not self.proc:
+            return None
+        stop_process(self.proc)
+        self.out.close()
+        return self.proc.returncode
 
     def sanitizer_report(self):
         """ASan/UBSan output on stdout/stderr (empty in a clean run)."""
@@ -233,13 +239,7 @@ class WebServer:
         return p.read_text(errors="replace") if p.exists() else ""
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(self.stop_signal)
-            try:
-                self.proc.wait(timeout=TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, self.stop_signal)
         self.out.close()
         remove_tmpdir(self.dir)
 
