@@ -167,7 +167,6 @@ static int drain(struct server *srv, struct pool *pool, const sigset_t *set, int
     struct config *cfg = server_config_acquire(srv);
     int64_t deadline = util_now_ns() + cfg->shutdown_timeout_ms * 1000000;
     config_unref(cfg);
-    atomic_store(&srv->draining, true);
     sysd_notify("STOPPING=1");
     log_notice("%s: finishing %d request(s) in flight, then exiting", strsignal(signo), atomic_load(&srv->busy));
     pool_stop(pool);

@@ -67,8 +67,7 @@ struct pool {
     size_t fd_cap;
     atomic_llong last_accept_error_ns;  /* rate limit for accept() error messages */
     pthread_mutex_t lock;
-    pthread_cond_t exited;          /* CLOCK_MONOTONIC; signalled as each thread ends */
-    int running;                    /* guarded by lock */
+    int running;                    /* threads not yet exited; guarded by lock */
     int n;
     struct worker workers[];
 };
@@ -294,7 +293,6 @@ static void *responder(void *arg)
     }
     pthread_mutex_lock(&p->lock);
     p->running--;
-    pthread_cond_broadcast(&p->exited);
     pthread_mutex_unlock(&p->lock);
     return NULL;
 }
@@ -306,7 +304,6 @@ static void pool_release(struct pool *p)
     if (p->wake_fd >= 0)
         close(p->wake_fd);
     free(p->fd_state);
-    pthread_cond_destroy(&p->exited);
     pthread_mutex_destroy(&p->lock);
     free(p);
 }
@@ -325,12 +322,7 @@ int pool_start(struct pool **out, struct server *srv, int listen_fd, int n, char
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
     p->tcp = getsockname(listen_fd, (struct sockaddr *)&ss, &sl) == 0 && ss.ss_family != AF_UNIX;
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
     pthread_mutex_init(&p->lock, NULL);
-    pthread_cond_init(&p->exited, &attr);
-    pthread_condattr_destroy(&attr);
 
     struct rlimit rl;
     p->fd_cap = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < FD_TRACK_MAX ? rl.rlim_cur : FD_TRACK_MAX;
@@ -361,7 +353,6 @@ int pool_start(struct pool **out, struct server *srv, int listen_fd, int n, char
             pthread_mutex_unlock(&p->lock);
             snprintf(err, errlen, "cannot start responder thread %d of %d: %s", i + 1, n, strerror(rc));
             pool_stop(p);
-            pool_wait(p, -1);
             pool_free(p);
             return -1;
         }
@@ -382,21 +373,6 @@ void pool_stop(struct pool *p)
 int pool_running(struct pool *p)
 {
     pthread_mutex_lock(&p->lock);
-    int n = p->running;
-    pthread_mutex_unlock(&p->lock);
-    return n;
-}
-
-int pool_wait(struct pool *p, int64_t timeout_ms)
-{
-    struct timespec due = util_deadline_ms(timeout_ms < 0 ? 0 : timeout_ms);
-    pthread_mutex_lock(&p->lock);
-    while (p->running > 0) {
-        if (timeout_ms < 0)
-            pthread_cond_wait(&p->exited, &p->lock);
-        else if (pthread_cond_timedwait(&p->exited, &p->lock, &due) == ETIMEDOUT)
-            break;
-    }
     int n = p->running;
     pthread_mutex_unlock(&p->lock);
     return n;

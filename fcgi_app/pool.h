@@ -21,17 +21,14 @@ void pool_stop(struct pool *p);
 /* Threads that have not exited yet. */
 int pool_running(struct pool *p);
 
-/* Waits until every thread has exited or timeout_ms passed (-1: forever);
- * returns how many are still running. */
-int pool_wait(struct pool *p, int64_t timeout_ms);
-
 /* Answers one accepted request completely (parse, route, respond, access
  * log, finish): what each responder thread does per request. Exposed for
  * the unit tests, which drive it without threads. */
 struct FCGX_Request;
 void pool_answer(struct server *srv, struct FCGX_Request *freq);
 
-/* Joins the threads and frees the pool. Only once pool_wait returned 0. */
+/* Joins the threads (waiting for them) and frees the pool. Call it only
+ * when every thread is leaving: after pool_stop(), once pool_running() is 0. */
 void pool_free(struct pool *p);
 
 #endif

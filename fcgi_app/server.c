@@ -14,7 +14,6 @@ int server_init(struct server *s, struct config *cfg)
     s->cfg = cfg;
     atomic_store(&s->read_timeout_ms, cfg->read_timeout_ms);
     s->started_ns = util_now_ns();
-    s->started_at = time(NULL);
     s->testing = testing_new();
     if (!s->testing) {
         pthread_mutex_destroy(&s->cfg_lock);

@@ -18,12 +18,10 @@ struct server {
     struct config *cfg;             /* the live snapshot; guarded by cfg_lock */
     int threads;                    /* responder threads started */
     atomic_int busy;                /* responder threads inside a request */
-    atomic_bool draining;           /* SIGTERM received: finishing in-flight requests */
     atomic_ullong requests;         /* requests answered since start */
     atomic_ullong connections;      /* FastCGI connections accepted since start */
     atomic_llong read_timeout_ms;   /* the live config's read_timeout, for the accepting threads */
     int64_t started_ns;
-    time_t started_at;
     struct gpu_info gpu;            /* probed once at start */
     struct testing *testing;        /* state of the test-only endpoints, owned */
 };

@@ -12,9 +12,6 @@
 /* Monotonic clock in nanoseconds (for durations and deadlines). */
 int64_t util_now_ns(void);
 
-/* An absolute CLOCK_MONOTONIC timespec `ms` milliseconds from now. */
-struct timespec util_deadline_ms(int64_t ms);
-
 /* Parsers for config values. Each returns 0 and sets *out, or -1 when `s` is
  * not a well-formed value (no partial parses, no trailing junk). */
 int util_parse_long(const char *s, long *out);              /* decimal */
