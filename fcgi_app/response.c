@@ -134,17 +134,6 @@ int resp_json(struct req *r, int status, json_object *obj)
     return resp_send(r, status, "application/json", s, len);
 }
 
-static int send_error_object(struct req *r, int status, json_object *obj)
-{
-    if (!obj)
-        return -1;
-    if (status >= 500)
-        log_error("request %s: %d %s", r->id, status, json_object_to_json_string(obj));
-    int rc = resp_json(r, status, obj);
-    json_object_put(obj);
-    return rc;
-}
-
 static json_object *openai_error(int status, const char *type, const char *param, const char *code, const char *msg)
 {
     int i = status_index(status);
@@ -177,35 +166,48 @@ static json_object *tgi_error(int status, const char *type, const char *msg)
     return obj;
 }
 
+/* Formats the message, builds the error in the given dialect (type NULL:
+ * the default for the status), sends it. Every error answer goes through here. */
+static int send_error(struct req *r, int status, enum api_dialect dialect, const char *type, const char *param,
+                      const char *code, const char *fmt, va_list ap)
+{
+    char msg[1024];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    json_object *obj = dialect == DIALECT_OPENAI ? openai_error(status, type, param, code, msg)
+                                                 : tgi_error(status, type, msg);
+    if (!obj)
+        return -1;
+    if (status >= 500)
+        log_error("request %s: %d %s", r->id, status, json_object_to_json_string(obj));
+    int rc = resp_json(r, status, obj);
+    json_object_put(obj);
+    return rc;
+}
+
 int resp_error_openai(struct req *r, int status, const char *type, const char *param, const char *code,
                       const char *fmt, ...)
 {
-    char msg[1024];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    int rc = send_error(r, status, DIALECT_OPENAI, type, param, code, fmt, ap);
     va_end(ap);
-    return send_error_object(r, status, openai_error(status, type, param, code, msg));
+    return rc;
 }
 
 int resp_error_tgi(struct req *r, int status, const char *error_type, const char *fmt, ...)
 {
-    char msg[1024];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    int rc = send_error(r, status, DIALECT_TGI, error_type, NULL, NULL, fmt, ap);
     va_end(ap);
-    return send_error_object(r, status, tgi_error(status, error_type, msg));
+    return rc;
 }
 
 int resp_error(struct req *r, int status, const char *fmt, ...)
 {
-    char msg[1024];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    int rc = send_error(r, status, r->dialect, NULL, NULL, NULL, fmt, ap);
     va_end(ap);
-    json_object *obj = r->dialect == DIALECT_OPENAI ? openai_error(status, NULL, NULL, NULL, msg)
-                                                    : tgi_error(status, NULL, msg);
-    return send_error_object(r, status, obj);
+    return rc;
 }
