@@ -9,9 +9,11 @@
 #include "config.h"
 #include "conf.h"
 #include "listen.h"
+#include "router.h"
 #include "util.h"
 
 #include <ctype.h>
+#include <curl/curl.h>
 #include <errno.h>
 #include <ini.h>
 #include <libgen.h>
@@ -21,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 
 /* ------------------------------------------------------------------ errors */
@@ -211,6 +214,12 @@ empty:
     return str;
 }
 
+/* Keys that may be given several times in a section (each adds one item). */
+static bool key_repeatable(const char *name)
+{
+    return strcmp(name, "header") == 0;
+}
+
 static int handler(void *user, const char *section, const char *name, const char *value)
 {
     struct pass1 *p = user;
@@ -236,7 +245,7 @@ static int handler(void *user, const char *section, const char *name, const char
         e->value = joined;
         return 1;
     }
-    for (size_t i = 0; i < p->n_entries; i++) {
+    for (size_t i = 0; i < p->n_entries && !key_repeatable(name); i++) {
         struct raw_entry *e = &p->entries[i];
         if (e->section == (size_t)p->section && strcmp(e->key, name) == 0) {
             bad_line(p, "duplicate key \"%s\" (first set on line %d)", name, e->line);
@@ -287,6 +296,13 @@ enum key_type {
     K_ACCESS_LOG,   /* "stderr", "off" or a path */
     K_PREFIX,       /* URL path prefix */
     K_PATH,         /* a path, relative ones taken from the config file's directory */
+    K_STRING,       /* any non-empty text */
+    K_NAME,         /* a model name (letters, digits, . _ : / -) */
+    K_UPTYPE,       /* upstream type */
+    K_URLS,         /* one or more http(s) URLs */
+    K_MODELS,       /* model names, name=target aliases, or "*" */
+    K_HEADER,       /* "Name: value"; repeatable */
+    K_URLPATH,      /* an absolute URL path such as /health */
 };
 
 struct key_def {
@@ -299,6 +315,7 @@ struct key_def {
 
 #define S(field) offsetof(struct config, field)
 #define M(field) offsetof(struct config_model, field)
+#define U(field) offsetof(struct config_upstream, field)
 
 static const struct key_def server_keys[] = {
     {"listen", K_LISTEN, S(listen), 0, 0, NULL},
@@ -314,11 +331,258 @@ static const struct key_def server_keys[] = {
     {"access_log", K_ACCESS_LOG, S(access_log), 0, 0, "stderr"},
     {"log_level", K_LEVEL, S(log_level), 0, 0, "info"},
     {"test_endpoints", K_BOOL, S(test_endpoints), 0, 0, "off"},
+    {"default_model", K_NAME, S(default_model), 0, 0, NULL},
 };
 
 static const struct key_def model_keys[] = {
     {"path", K_PATH, M(path), 0, 0, NULL},
 };
+
+static const struct key_def upstream_keys[] = {
+    {"type", K_UPTYPE, U(type), 0, 0, NULL},
+    {"url", K_URLS, U(urls), 0, 0, NULL},
+    {"models", K_MODELS, U(models), 0, 0, NULL},
+    {"path_prefix", K_PREFIX, U(path_prefix), 0, 0, NULL},
+    {"connect_timeout", K_DURATION, U(connect_timeout_ms), 1, 600000, "5s"},
+    {"first_byte_timeout", K_DURATION, U(first_byte_timeout_ms), 1, 86400000, "120s"},
+    {"total_timeout", K_DURATION, U(total_timeout_ms), 1, 86400000, "30m"},
+    {"stream_idle_timeout", K_DURATION, U(stream_idle_timeout_ms), 1, 86400000, "120s"},
+    {"max_concurrent", K_LONG, U(max_concurrent), 1, 100000, "64"},
+    {"queue_timeout", K_DURATION, U(queue_timeout_ms), 0, 600000, "1s"},
+    {"retries", K_LONG, U(retries), 0, 10, "2"},
+    {"retry_backoff", K_DURATION, U(retry_backoff_ms), 0, 60000, "100ms"},
+    {"api_key", K_STRING, U(api_key), 0, 0, NULL},
+    {"header", K_HEADER, U(headers), 0, 0, NULL},
+    {"weight", K_LONG, U(weight), 1, 1000, "1"},
+    {"health_path", K_URLPATH, U(health_path), 0, 0, NULL},
+    {"health_interval", K_DURATION, U(health_interval_ms), 100, 3600000, "5s"},
+    {"health_timeout", K_DURATION, U(health_timeout_ms), 10, 600000, "2s"},
+    {"health_fall", K_LONG, U(health_fall), 1, 100, "3"},
+    {"health_rise", K_LONG, U(health_rise), 1, 100, "2"},
+    {"launch", K_STRING, U(launch), 0, 0, NULL},
+    {"launch_stop_timeout", K_DURATION, U(launch_stop_timeout_ms), 0, 600000, "10s"},
+    {"max_response", K_SIZE, U(max_response), 1024, (int64_t)1 << 34, "64M"},
+};
+
+static const char *const upstream_type_names[] = {
+    [UPSTREAM_TGI] = "tgi",
+    [UPSTREAM_TRANSFORMERS] = "transformers-serve",
+    [UPSTREAM_OPENAI] = "openai",
+    [UPSTREAM_HTTP] = "http",
+};
+
+const char *upstream_type_name(enum upstream_type t)
+{
+    return (unsigned)t < ARRAY_LEN(upstream_type_names) ? upstream_type_names[t] : "?";
+}
+
+static bool valid_model_name(const char *s);
+
+/* Checks one replica URL: http or https, a host, no credentials, query or
+ * fragment (credentials belong in api_key / header, where they are never
+ * logged). Returns 0, or -1 with the reason in err. */
+static int check_url(const char *url, char *err, size_t errlen)
+{
+    CURLU *u = curl_url();
+    if (!u) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    char *scheme = NULL, *host = NULL, *user = NULL, *query = NULL, *frag = NULL;
+    int rc = -1;
+    CURLUcode uc = curl_url_set(u, CURLUPART_URL, url, 0);
+    if (uc != CURLUE_OK) {
+        snprintf(err, errlen, "\"%s\" is not a URL (%s)", url, curl_url_strerror(uc));
+        goto out;
+    }
+    curl_url_get(u, CURLUPART_SCHEME, &scheme, 0);
+    curl_url_get(u, CURLUPART_HOST, &host, 0);
+    curl_url_get(u, CURLUPART_USER, &user, 0);
+    curl_url_get(u, CURLUPART_QUERY, &query, 0);
+    curl_url_get(u, CURLUPART_FRAGMENT, &frag, 0);
+    if (!scheme || (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0))
+        snprintf(err, errlen, "\"%s\": only http:// and https:// upstreams are supported", url);
+    else if (!host || !*host)
+        snprintf(err, errlen, "\"%s\" has no host", url);
+    else if (user)
+        snprintf(err, errlen, "\"%s\" carries credentials: put them in api_key or header instead", url);
+    else if (query || frag)
+        snprintf(err, errlen, "\"%s\": an upstream URL takes no query or fragment", url);
+    else
+        rc = 0;
+out:
+    curl_free(scheme);
+    curl_free(host);
+    curl_free(user);
+    curl_free(query);
+    curl_free(frag);
+    curl_url_cleanup(u);
+    return rc;
+}
+
+/* Splits `value` at spaces and commas into a new NULL-terminated array of
+ * copies (caller frees with free_strv). NULL when out of memory. */
+static char **split_words(const char *value, size_t *n)
+{
+    char **v = calloc(strlen(value) / 2 + 2, sizeof *v);
+    *n = 0;
+    if (!v)
+        return NULL;
+    const char *s = value;
+    for (;;) {
+        s += strspn(s, " \t,");
+        size_t len = strcspn(s, " \t,");
+        if (!len)
+            break;
+        if (!(v[*n] = strndup(s, len)))
+            break;
+        (*n)++;
+        s += len;
+    }
+    return v;
+}
+
+static void free_strv(char **v, size_t n)
+{
+    for (size_t i = 0; v && i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+/* url = URL [URL ...] */
+static int apply_urls(struct config_upstream *u, const char *value, char *err, size_t errlen)
+{
+    size_t n;
+    char **v = split_words(value, &n);
+    if (!v) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (n == 0 || n > 64) {
+        free_strv(v, n);
+        snprintf(err, errlen, "url needs 1 to 64 replica URLs such as http://127.0.0.1:8080");
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        size_t len = strlen(v[i]);
+        while (len > 0 && v[i][len - 1] == '/')
+            v[i][--len] = '\0';
+        if (check_url(v[i], err, errlen) < 0) {
+            free_strv(v, n);
+            return -1;
+        }
+    }
+    free_strv(u->urls, u->n_urls);
+    u->urls = v;
+    u->n_urls = n;
+    return 0;
+}
+
+/* models = NAME [ALIAS=TARGET ...] [*] */
+static int apply_models(struct config_upstream *u, const char *value, char *err, size_t errlen)
+{
+    size_t n;
+    char **v = split_words(value, &n);
+    if (!v) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    struct upstream_model *m = calloc(n + 1, sizeof *m);
+    size_t nm = 0;
+    bool all = false;
+    int rc = -1;
+    if (!m) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(v[i], "*") == 0) {
+            all = true;
+            continue;
+        }
+        char *eq = strchr(v[i], '=');
+        if (eq)
+            *eq = '\0';
+        const char *target = eq ? eq + 1 : v[i];
+        if (!valid_model_name(v[i]) || !valid_model_name(target)) {
+            snprintf(err, errlen, "models: \"%s%s%s\" is not a model name (1-128 letters, digits and . _ : / -)"
+                     " or NAME=UPSTREAM_NAME", v[i], eq ? "=" : "", eq ? eq + 1 : "");
+            goto out;
+        }
+        for (size_t j = 0; j < nm; j++)
+            if (strcmp(m[j].name, v[i]) == 0) {
+                snprintf(err, errlen, "models: \"%s\" is listed twice", v[i]);
+                goto out;
+            }
+        m[nm].name = strdup(v[i]);
+        m[nm].target = strdup(target);
+        nm++;
+        if (!m[nm - 1].name || !m[nm - 1].target) {
+            snprintf(err, errlen, "out of memory");
+            goto out;
+        }
+    }
+    if (nm == 0 && !all) {
+        snprintf(err, errlen, "models needs at least one model name, or * for every model");
+        goto out;
+    }
+    for (size_t i = 0; i < u->n_models; i++) {
+        free(u->models[i].name);
+        free(u->models[i].target);
+    }
+    free(u->models);
+    u->models = m;
+    u->n_models = nm;
+    u->catch_all = all;
+    m = NULL;
+    nm = 0;
+    rc = 0;
+out:
+    for (size_t i = 0; m && i < nm; i++) {
+        free(m[i].name);
+        free(m[i].target);
+    }
+    free(m);
+    free_strv(v, n);
+    return rc;
+}
+
+/* header = Name: value (repeatable) */
+static int apply_header(struct config_upstream *u, const char *value, char *err, size_t errlen)
+{
+    const char *colon = strchr(value, ':');
+    size_t nl = colon ? (size_t)(colon - value) : 0;
+    bool ok = nl > 0;
+    for (size_t i = 0; ok && i < nl; i++)
+        ok = isalnum((unsigned char)value[i]) || value[i] == '-' || value[i] == '_';
+    if (!ok) {
+        snprintf(err, errlen, "header must be \"Name: value\" with a name of letters, digits, - and _; got \"%s\"", value);
+        return -1;
+    }
+    static const char *const reserved[] = {"host", "content-length", "transfer-encoding", "connection",
+                                           "content-type", "accept"};
+    for (size_t i = 0; i < ARRAY_LEN(reserved); i++)
+        if (strlen(reserved[i]) == nl && strncasecmp(value, reserved[i], nl) == 0) {
+            snprintf(err, errlen, "header: %.*s is set by llmcgi itself", (int)nl, value);
+            return -1;
+        }
+    char **grown = realloc(u->headers, (u->n_headers + 1) * sizeof *grown);
+    if (!grown) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    u->headers = grown;
+    const char *v = colon + 1;
+    while (*v == ' ' || *v == '\t')
+        v++;
+    size_t len = nl + strlen(v) + 3;
+    if (!(u->headers[u->n_headers] = malloc(len))) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    snprintf(u->headers[u->n_headers++], len, "%.*s: %s", (int)nl, value, v);
+    return 0;
+}
 
 static char *resolve_path(const char *dir, const char *value)
 {
@@ -434,6 +698,45 @@ static int apply_key(const struct key_def *k, void *base, const char *value, con
         }
         str = resolve_path(dir, value);
         break;
+    case K_STRING:
+        if (!*value) {
+            snprintf(err, errlen, "%s must not be empty", k->name);
+            return -1;
+        }
+        str = strdup(value);
+        break;
+    case K_NAME:
+        if (!valid_model_name(value)) {
+            snprintf(err, errlen, "%s must be a model name (1-128 letters, digits and . _ : / -), got \"%s\"",
+                     k->name, value);
+            return -1;
+        }
+        str = strdup(value);
+        break;
+    case K_URLPATH:
+        if (value[0] != '/' || strpbrk(value, " \t#")) {
+            snprintf(err, errlen, "%s must be a URL path starting with /, got \"%s\"", k->name, value);
+            return -1;
+        }
+        str = strdup(value);
+        break;
+    case K_UPTYPE: {
+        struct config_upstream *u = base;
+        for (size_t i = 0; i < ARRAY_LEN(upstream_type_names); i++)
+            if (strcmp(value, upstream_type_names[i]) == 0) {
+                u->type = (enum upstream_type)i;
+                u->type_set = true;
+                return 0;
+            }
+        snprintf(err, errlen, "type must be one of tgi, transformers-serve, openai, http; got \"%s\"", value);
+        return -1;
+    }
+    case K_URLS:
+        return apply_urls(base, value, err, errlen);
+    case K_MODELS:
+        return apply_models(base, value, err, errlen);
+    case K_HEADER:
+        return apply_header(base, value, err, errlen);
     }
     if (!str) {
         snprintf(err, errlen, "out of memory");
@@ -507,16 +810,38 @@ static void model_free(struct config_model *m)
     free(m->path);
 }
 
+static bool key_is_string(enum key_type t)
+{
+    return t == K_LISTEN || t == K_LOG || t == K_ACCESS_LOG || t == K_PREFIX || t == K_PATH || t == K_STRING ||
+           t == K_NAME || t == K_URLPATH;
+}
+
+static void upstream_free(struct config_upstream *u)
+{
+    free(u->name);
+    free_strv(u->urls, u->n_urls);
+    for (size_t i = 0; i < u->n_models; i++) {
+        free(u->models[i].name);
+        free(u->models[i].target);
+    }
+    free(u->models);
+    free_strv(u->headers, u->n_headers);
+    for (size_t i = 0; i < ARRAY_LEN(upstream_keys); i++)
+        if (key_is_string(upstream_keys[i].type))
+            free(*(char **)((char *)u + upstream_keys[i].offset));
+}
+
 static void config_free(struct config *c)
 {
     for (size_t i = 0; i < c->n_models; i++)
         model_free(&c->models[i]);
     free(c->models);
-    for (size_t i = 0; i < ARRAY_LEN(server_keys); i++) {
-        enum key_type t = server_keys[i].type;
-        if (t == K_LISTEN || t == K_LOG || t == K_ACCESS_LOG || t == K_PREFIX || t == K_PATH)
+    for (size_t i = 0; i < c->n_upstreams; i++)
+        upstream_free(&c->upstreams[i]);
+    free(c->upstreams);
+    for (size_t i = 0; i < ARRAY_LEN(server_keys); i++)
+        if (key_is_string(server_keys[i].type))
             free(*(char **)((char *)c + server_keys[i].offset));
-    }
     free(c->file);
     free(c);
 }
@@ -540,6 +865,14 @@ static void apply_entries(struct config *c, struct pass1 *p, const char *dir, st
             if (!base)
                 continue;               /* the section itself was rejected */
             keys = model_keys, nkeys = ARRAY_LEN(model_keys);
+        } else if (strcmp(s->type, "upstream") == 0) {
+            base = NULL;
+            for (size_t u = 0; u < c->n_upstreams; u++)
+                if (c->upstreams[u].line == s->line)
+                    base = &c->upstreams[u];
+            if (!base)
+                continue;
+            keys = upstream_keys, nkeys = ARRAY_LEN(upstream_keys);
         } else {
             continue;                   /* unknown section: reported once, at its header */
         }
@@ -586,11 +919,34 @@ static void collect_sections(struct config *c, struct pass1 *p, struct config_er
             memset(m, 0, sizeof *m);
             m->name = strdup(s->name);
             m->line = s->line;
-        } else if (strcmp(s->type, "upstream") == 0 || strcmp(s->type, "auth") == 0 ||
-                   strcmp(s->type, "limits") == 0) {
+        } else if (strcmp(s->type, "upstream") == 0) {
+            if (!valid_model_name(s->name) || strchr(s->name, '/')) {
+                add_error(errs, c->file, s->line,
+                          "[upstream NAME] needs a name of 1-128 letters, digits and . _ : - (got \"%s\")", s->name);
+                continue;
+            }
+            const struct config_upstream *dup = config_find_upstream(c, s->name);
+            if (dup) {
+                add_error(errs, c->file, s->line, "upstream \"%s\" is already defined on line %d", s->name, dup->line);
+                continue;
+            }
+            struct config_upstream *grown = realloc(c->upstreams, (c->n_upstreams + 1) * sizeof *grown);
+            if (!grown)
+                return;
+            c->upstreams = grown;
+            struct config_upstream *u = &c->upstreams[c->n_upstreams++];
+            memset(u, 0, sizeof *u);
+            u->name = strdup(s->name);
+            u->line = s->line;
+            char err[400];
+            for (size_t k = 0; k < ARRAY_LEN(upstream_keys); k++)
+                if (upstream_keys[k].def && apply_key(&upstream_keys[k], u, upstream_keys[k].def, NULL, err, sizeof err) < 0)
+                    add_error(errs, c->file, 0, "internal: bad default for %s: %s", upstream_keys[k].name, err);
+        } else if (strcmp(s->type, "auth") == 0 || strcmp(s->type, "limits") == 0) {
             add_error(errs, c->file, s->line, "[%s] is not supported by llmcgi %s yet", s->type, PACKAGE_VERSION);
         } else {
-            add_error(errs, c->file, s->line, "unknown section [%s] (known: [server], [model NAME])", s->type);
+            add_error(errs, c->file, s->line,
+                      "unknown section [%s] (known: [server], [model NAME], [upstream NAME])", s->type);
         }
     }
 }
@@ -612,6 +968,62 @@ static void sort_errors(struct config_errors *e, size_t from, const char *file)
         for (; j > from && error_line(e->msg[j - 1], prefix) > line; j--)
             e->msg[j] = e->msg[j - 1];
         e->msg[j] = m;
+    }
+}
+
+/* The entry of `model` in u's models list, or NULL. */
+static const struct upstream_model *upstream_routes(const struct config_upstream *u, const char *model)
+{
+    for (size_t i = 0; i < u->n_models; i++)
+        if (strcmp(u->models[i].name, model) == 0)
+            return &u->models[i];
+    return NULL;
+}
+
+/* Checks what no single key can: required keys, and keys that fit the type. */
+static void check_upstream(const struct config *c, struct config_upstream *u, struct config_errors *errs)
+{
+    if (!u->type_set) {
+        add_error(errs, c->file, u->line, "[upstream %s] needs a type (tgi, transformers-serve, openai or http)", u->name);
+        return;
+    }
+    if (!u->n_urls)
+        add_error(errs, c->file, u->line, "[upstream %s] needs a url", u->name);
+    if (u->type == UPSTREAM_HTTP) {
+        if (!u->path_prefix || !*u->path_prefix)
+            add_error(errs, c->file, u->line,
+                      "[upstream %s] of type http needs a path_prefix such as /images (the requests it receives)",
+                      u->name);
+        else if (router_path_in_use(u->path_prefix))
+            add_error(errs, c->file, u->line,
+                      "[upstream %s]: path_prefix %s would hide llmcgi's own routes; choose another", u->name,
+                      u->path_prefix);
+        if (u->n_models || u->catch_all)
+            add_error(errs, c->file, u->line, "[upstream %s]: an http upstream is routed by path_prefix, not models",
+                      u->name);
+        for (size_t j = 0; j < c->n_upstreams; j++) {
+            const struct config_upstream *o = &c->upstreams[j];
+            if (o != u && o->line < u->line && o->path_prefix && u->path_prefix && o->type == UPSTREAM_HTTP &&
+                strcmp(o->path_prefix, u->path_prefix) == 0)
+                add_error(errs, c->file, u->line, "[upstream %s]: path_prefix %s is already used by [upstream %s]",
+                          u->name, u->path_prefix, o->name);
+        }
+    } else {
+        if (u->path_prefix)
+            add_error(errs, c->file, u->line,
+                      "[upstream %s]: path_prefix is for http upstreams; %s upstreams are routed by models", u->name,
+                      upstream_type_name(u->type));
+        for (size_t m = 0; m < u->n_models; m++)
+            if (config_find_model(c, u->models[m].name))
+                add_error(errs, c->file, u->line, "[upstream %s]: model \"%s\" is also a local [model]", u->name,
+                          u->models[m].name);
+    }
+    if (!u->health_path) {
+        static const char *const defaults[] = {
+            [UPSTREAM_TGI] = "/health", [UPSTREAM_TRANSFORMERS] = "/health",
+            [UPSTREAM_OPENAI] = "/v1/models", [UPSTREAM_HTTP] = "/",
+        };
+        u->health_path = strdup(defaults[u->type]);
     }
 }
 
@@ -658,6 +1070,16 @@ int config_load(const char *file, struct config **out, struct config_errors *err
         if (!c->models[i].path)
             add_error(errs, file, c->models[i].line, "[model %s] needs a path (the model's directory)",
                       c->models[i].name);
+    for (size_t i = 0; i < c->n_upstreams; i++)
+        check_upstream(c, &c->upstreams[i], errs);
+    if (c->default_model && !config_find_model(c, c->default_model)) {
+        bool routed = false;
+        for (size_t i = 0; i < c->n_upstreams && !routed; i++)
+            routed = upstream_routes(&c->upstreams[i], c->default_model) != NULL || c->upstreams[i].catch_all;
+        if (!routed)
+            add_error(errs, file, 0, "default_model \"%s\" is neither a [model] nor routed by any [upstream]",
+                      c->default_model);
+    }
     free(dir);
     pass1_free(&p);
     if (errs->n > errs_before) {
@@ -679,6 +1101,14 @@ void config_unref(struct config *c)
 {
     if (c && atomic_fetch_sub(&c->refs, 1) == 1)
         config_free(c);
+}
+
+const struct config_upstream *config_find_upstream(const struct config *c, const char *name)
+{
+    for (size_t i = 0; i < c->n_upstreams; i++)
+        if (c->upstreams[i].name && strcmp(c->upstreams[i].name, name) == 0)
+            return &c->upstreams[i];
+    return NULL;
 }
 
 const struct config_model *config_find_model(const struct config *c, const char *name)

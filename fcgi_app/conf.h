@@ -24,6 +24,52 @@ struct config_model {
     int line;                   /* line of the section header */
 };
 
+enum upstream_type {
+    UPSTREAM_TGI,               /* Hugging Face text-generation-inference */
+    UPSTREAM_TRANSFORMERS,      /* `transformers serve` (OpenAI chat API, strict about fields) */
+    UPSTREAM_OPENAI,            /* any OpenAI-compatible server (vLLM, llama.cpp, OpenAI) */
+    UPSTREAM_HTTP,              /* plain HTTP service: requests under path_prefix forwarded as they are */
+};
+
+/* One name a client may use, and the name the upstream knows it by. */
+struct upstream_model {
+    char *name;
+    char *target;               /* == name unless configured as name=target */
+};
+
+struct config_upstream {
+    char *name;                 /* [upstream NAME] */
+    int line;
+    enum upstream_type type;
+    bool type_set;
+    char **urls;                /* replicas: "http://host:port[/base]", no trailing slash */
+    size_t n_urls;
+    struct upstream_model *models;
+    size_t n_models;
+    bool catch_all;             /* models lists "*" */
+    char *path_prefix;          /* http upstreams: "/img"; NULL otherwise */
+    int64_t connect_timeout_ms;
+    int64_t first_byte_timeout_ms;
+    int64_t total_timeout_ms;
+    int64_t stream_idle_timeout_ms;
+    long max_concurrent;
+    int64_t queue_timeout_ms;   /* how long a request waits for a free slot before 503 */
+    long retries;
+    int64_t retry_backoff_ms;
+    char *api_key;              /* sent as Authorization: Bearer; never logged */
+    char **headers;             /* "Name: value", sent with every request */
+    size_t n_headers;
+    long weight;
+    char *health_path;          /* NULL until defaulted by type */
+    int64_t health_interval_ms;
+    int64_t health_timeout_ms;
+    long health_fall;
+    long health_rise;
+    char *launch;               /* managed child command, or NULL */
+    int64_t launch_stop_timeout_ms;
+    uint64_t max_response;      /* largest non-streamed answer buffered for translation */
+};
+
 struct config {
     atomic_int refs;
     char *file;                 /* the file it came from, as given */
@@ -44,8 +90,12 @@ struct config {
     enum log_level log_level;
     bool test_endpoints;
 
+    char *default_model;        /* for requests that name no model (TGI's API); NULL = none */
+
     struct config_model *models;
     size_t n_models;
+    struct config_upstream *upstreams;
+    size_t n_upstreams;
 };
 
 struct config_errors {
@@ -66,6 +116,12 @@ struct config *config_ref(struct config *c);
 void config_unref(struct config *c);
 
 void config_errors_free(struct config_errors *e);
+
+/* "tgi", "transformers-serve", "openai", "http". */
+const char *upstream_type_name(enum upstream_type t);
+
+/* The upstream called `name`, or NULL. */
+const struct config_upstream *config_find_upstream(const struct config *c, const char *name);
 
 /* The model called `name`, or NULL. */
 const struct config_model *config_find_model(const struct config *c, const char *name);

@@ -4,16 +4,25 @@
 #include "conf.h"
 #include "response.h"
 #include "routes_admin.h"
+#include "routes_gateway.h"
 #include "routes_test.h"
 #include "util.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const struct route routes[] = {
     {M_GET, "/health", route_health, DIALECT_TGI, 0},
     {M_GET, "/v1/models", route_models, DIALECT_OPENAI, 0},
     {M_GET, "/v1/models/{id*}", route_model, DIALECT_OPENAI, 0},
+    {M_POST, "/v1/chat/completions", route_gw_chat, DIALECT_OPENAI, 0},
+    {M_POST, "/v1/completions", route_gw_completions, DIALECT_OPENAI, 0},
+    {M_POST, "/generate", route_gw_generate, DIALECT_TGI, 0},
+    {M_POST, "/generate_stream", route_gw_generate_stream, DIALECT_TGI, 0},
+    {M_POST, "/", route_gw_compat, DIALECT_TGI, 0},
+    {M_GET, "/models", route_gw_models_legacy, DIALECT_TGI, 0},
+    {M_GET, "/models/{id}/health", route_gw_model_health, DIALECT_TGI, 0},
 
     {M_GET, "/_test/sse", route_test_sse, DIALECT_TGI, ROUTE_TEST},
     {M_POST, "/_test/release", route_test_release, DIALECT_TGI, ROUTE_TEST},
@@ -98,8 +107,26 @@ void router_allow_string(unsigned methods, char *buf, size_t len)
     }
 }
 
+bool router_path_in_use(const char *prefix)
+{
+    size_t len = strlen(prefix);
+    struct req *tmp = calloc(1, sizeof *tmp);
+    bool used = false;
+    for (size_t i = 0; i < ARRAY_LEN(routes) && !used; i++) {
+        const char *p = routes[i].pattern;
+        if (routes[i].flags & ROUTE_TEST)
+            continue;
+        used = (strncmp(p, prefix, len) == 0 && (p[len] == '\0' || p[len] == '/')) ||
+               (tmp && match_pattern(p, prefix, tmp));
+    }
+    free(tmp);
+    return used;
+}
+
 int router_dispatch(struct req *r)
 {
+    if (gateway_route_http(r))
+        return route_gw_http(r);
     unsigned allow;
     const struct route *rt = router_match(r, r->cfg->test_endpoints, &allow);
     if (rt) {

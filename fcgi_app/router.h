@@ -32,6 +32,10 @@ const struct route *router_match(struct req *r, bool test_endpoints, unsigned *a
  * OPTIONS (204 with Allow). Returns what the handler returned. */
 int router_dispatch(struct req *r);
 
+/* Would requests under `prefix` ("/images") reach one of llmcgi's own
+ * routes? (Config check for http upstreams, which take a whole prefix.) */
+bool router_path_in_use(const char *prefix);
+
 /* "GET, HEAD, POST" for a method mask. */
 void router_allow_string(unsigned methods, char *buf, size_t len);
 
