@@ -1,0 +1,794 @@
+/* dialect.c -- translation between the APIs clients speak and the APIs upstreams speak. */
+#include "config.h"
+#include "dialect.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum upstream_call dialect_call_for(enum client_kind k, enum upstream_type t)
+{
+    if (k == CK_CHAT || t == UPSTREAM_TRANSFORMERS)     /* transformers serve has no /v1/completions */
+        return UK_CHAT;
+    if (t == UPSTREAM_TGI)
+        return k == CK_COMPLETION ? UK_TGI : UK_TGI;
+    return UK_COMPLETION;
+}
+
+bool dialect_same(enum client_kind k, enum upstream_call c)
+{
+    return (k == CK_CHAT && c == UK_CHAT) || (k == CK_COMPLETION && c == UK_COMPLETION) ||
+           (k == CK_TGI && c == UK_TGI);
+}
+
+/* ------------------------------------------------------------------ reading client requests */
+
+static json_object *get(json_object *o, const char *key)
+{
+    json_object *v = NULL;
+    if (!o || !json_object_object_get_ex(o, key, &v) || json_object_is_type(v, json_type_null))
+        return NULL;
+    return v;
+}
+
+static bool is_number(json_object *v)
+{
+    return json_object_is_type(v, json_type_double) || json_object_is_type(v, json_type_int);
+}
+
+/* A number in [lo, hi] (or (lo, hi) when open), when present. */
+static int read_number(json_object *o, const char *key, bool *has, double *out, double lo, double hi, bool open,
+                       char *err, size_t errlen)
+{
+    json_object *v = get(o, key);
+    if (!v)
+        return 0;
+    double d = is_number(v) ? json_object_get_double(v) : NAN;
+    if (!is_number(v) || isnan(d) || (open ? (d <= lo || d >= hi) : (d < lo || d > hi))) {
+        snprintf(err, errlen, "`%s` must be a number %s %g %s %g%s", key, open ? "strictly between" : "from", lo,
+                 open ? "and" : "to", hi, open ? "" : " (inclusive)");
+        return -1;
+    }
+    *has = true;
+    *out = d;
+    return 0;
+}
+
+static int read_int(json_object *o, const char *key, bool *has, int64_t *out, int64_t lo, int64_t hi, char *err,
+                    size_t errlen)
+{
+    json_object *v = get(o, key);
+    if (!v)
+        return 0;
+    int64_t i = json_object_get_int64(v);
+    if (!json_object_is_type(v, json_type_int) || i < lo || i > hi) {
+        snprintf(err, errlen, "`%s` must be a whole number from %lld to %lld", key, (long long)lo, (long long)hi);
+        return -1;
+    }
+    *has = true;
+    *out = i;
+    return 0;
+}
+
+static int read_bool(json_object *o, const char *key, bool *has, bool *out, char *err, size_t errlen)
+{
+    json_object *v = get(o, key);
+    if (!v)
+        return 0;
+    if (!json_object_is_type(v, json_type_boolean)) {
+        snprintf(err, errlen, "`%s` must be true or false", key);
+        return -1;
+    }
+    if (has)
+        *has = true;
+    *out = json_object_get_boolean(v);
+    return 0;
+}
+
+/* stop: a string or an array of at most 4 strings; kept as an array. */
+static int read_stop(json_object *o, const char *key, struct gen *g, char *err, size_t errlen)
+{
+    json_object *v = get(o, key);
+    if (!v)
+        return 0;
+    if (json_object_is_type(v, json_type_string)) {
+        g->stop = json_object_new_array();      /* owned by the body: attached below */
+        if (!g->stop)
+            return -1;
+        json_object_array_add(g->stop, json_object_get(v));
+        json_object_object_add(o, "\x01stop", g->stop);     /* freed with the body */
+        return 0;
+    }
+    size_t n = json_object_is_type(v, json_type_array) ? json_object_array_length(v) : 0;
+    bool ok = json_object_is_type(v, json_type_array) && n <= 4;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = json_object_is_type(json_object_array_get_idx(v, i), json_type_string) &&
+             json_object_get_string_len(json_object_array_get_idx(v, i)) > 0;
+    if (!ok) {
+        snprintf(err, errlen, "`%s` must be a string or a list of at most 4 non-empty strings", key);
+        return -1;
+    }
+    g->stop = n ? v : NULL;
+    return 0;
+}
+
+static int read_common_openai(json_object *b, struct gen *g, char *err, size_t errlen)
+{
+    int64_t i;
+    bool has = false;
+    if (read_int(b, "max_tokens", &has, &i, 1, 1 << 30, err, errlen) < 0)
+        return -1;
+    if (has)
+        g->max_tokens = (long)i;
+    has = false;
+    if (read_int(b, "max_completion_tokens", &has, &i, 1, 1 << 30, err, errlen) < 0)
+        return -1;
+    if (has)
+        g->max_tokens = (long)i;
+    has = false;
+    if (read_int(b, "n", &has, &i, 1, 128, err, errlen) < 0)
+        return -1;
+    if (has)
+        g->n = (long)i;
+    if (read_number(b, "temperature", &g->has_temperature, &g->temperature, 0, 2, false, err, errlen) < 0 ||
+        read_number(b, "top_p", &g->has_top_p, &g->top_p, 0, 1, false, err, errlen) < 0 ||
+        read_number(b, "frequency_penalty", &g->has_freq, &g->freq, -2, 2, false, err, errlen) < 0 ||
+        read_number(b, "presence_penalty", &g->has_pres, &g->pres, -2, 2, false, err, errlen) < 0 ||
+        read_int(b, "seed", &g->has_seed, &g->seed, INT64_MIN, INT64_MAX, err, errlen) < 0 ||
+        read_bool(b, "stream", NULL, &g->stream, err, errlen) < 0 || read_stop(b, "stop", g, err, errlen) < 0)
+        return -1;
+    json_object *so = get(b, "stream_options");
+    if (so && (!json_object_is_type(so, json_type_object) ||
+               read_bool(so, "include_usage", NULL, &g->include_usage, err, errlen) < 0)) {
+        if (!err[0])
+            snprintf(err, errlen, "`stream_options` must be an object");
+        return -1;
+    }
+    return 0;
+}
+
+static int read_tgi_parameters(json_object *p, struct gen *g, char *err, size_t errlen)
+{
+    if (!p)
+        return 0;
+    if (!json_object_is_type(p, json_type_object)) {
+        snprintf(err, errlen, "`parameters` must be an object");
+        return -1;
+    }
+    int64_t i;
+    bool has = false;
+    if (read_int(p, "max_new_tokens", &has, &i, 1, 1 << 30, err, errlen) < 0)
+        return -1;
+    if (has)
+        g->max_tokens = (long)i;
+    has = false;
+    if (read_int(p, "top_k", &has, &i, 1, 1 << 30, err, errlen) < 0)
+        return -1;
+    if (has) {
+        g->has_top_k = true;
+        g->top_k = (long)i;
+    }
+    if (read_number(p, "temperature", &g->has_temperature, &g->temperature, 0, 1e6, true, err, errlen) < 0 ||
+        read_number(p, "top_p", &g->has_top_p, &g->top_p, 0, 1, true, err, errlen) < 0 ||
+        read_number(p, "repetition_penalty", &g->has_rep, &g->rep, 0, 1e6, true, err, errlen) < 0 ||
+        read_number(p, "frequency_penalty", &g->has_freq, &g->freq, -2, 2, false, err, errlen) < 0 ||
+        read_int(p, "seed", &g->has_seed, &g->seed, 0, INT64_MAX, err, errlen) < 0 ||
+        read_bool(p, "do_sample", &g->do_sample_given, &g->do_sample, err, errlen) < 0 ||
+        read_bool(p, "details", NULL, &g->details, err, errlen) < 0 ||
+        read_bool(p, "return_full_text", NULL, &g->return_full_text, err, errlen) < 0 ||
+        read_stop(p, "stop", g, err, errlen) < 0)
+        return -1;
+    return 0;
+}
+
+static int read_string(json_object *b, const char *key, const char **out, bool required, char *err, size_t errlen)
+{
+    json_object *v = get(b, key);
+    if (!v) {
+        if (required)
+            snprintf(err, errlen, "`%s` is required", key);
+        return required ? -1 : 0;
+    }
+    if (!json_object_is_type(v, json_type_string)) {
+        snprintf(err, errlen, "`%s` must be a string", key);
+        return -1;
+    }
+    *out = json_object_get_string(v);
+    return 0;
+}
+
+int dialect_read_request(enum client_kind k, json_object *b, struct gen *g, char *err, size_t errlen)
+{
+    memset(g, 0, sizeof *g);
+    g->max_tokens = -1;
+    g->n = 1;
+    err[0] = '\0';
+    json_object *v;
+    switch (k) {
+    case CK_CHAT:
+        v = get(b, "messages");
+        if (!v || !json_object_is_type(v, json_type_array) || json_object_array_length(v) == 0) {
+            snprintf(err, errlen, "`messages` must be a non-empty list of messages");
+            return -1;
+        }
+        for (size_t i = 0; i < json_object_array_length(v); i++)
+            if (!json_object_is_type(json_object_array_get_idx(v, i), json_type_object)) {
+                snprintf(err, errlen, "`messages[%zu]` must be an object with a role and content", i);
+                return -1;
+            }
+        g->messages = v;
+        return read_common_openai(b, g, err, errlen);
+    case CK_COMPLETION:
+        v = get(b, "prompt");
+        if (!v) {
+            snprintf(err, errlen, "`prompt` is required");
+            return -1;
+        }
+        if (json_object_is_type(v, json_type_string)) {
+            g->prompt = json_object_get_string(v);
+        } else if (json_object_is_type(v, json_type_array) && json_object_array_length(v) == 1 &&
+                   json_object_is_type(json_object_array_get_idx(v, 0), json_type_string)) {
+            g->prompt = json_object_get_string(json_object_array_get_idx(v, 0));
+        } else if (!json_object_is_type(v, json_type_array)) {
+            snprintf(err, errlen, "`prompt` must be a string or a list");
+            return -1;
+        }                               /* other lists: passed through to OpenAI upstreams only */
+        return read_common_openai(b, g, err, errlen);
+    case CK_TGI:
+        if (read_string(b, "inputs", &g->prompt, true, err, errlen) < 0)
+            return -1;
+        if (read_bool(b, "stream", NULL, &g->stream, err, errlen) < 0)
+            return -1;
+        return read_tgi_parameters(get(b, "parameters"), g, err, errlen);
+    case CK_LEGACY: {
+        if (read_string(b, "prompt", &g->prompt, true, err, errlen) < 0)
+            return -1;
+        int64_t i;
+        bool has = false;
+        if (read_int(b, "max_new_tokens", &has, &i, 1, 1 << 30, err, errlen) < 0)
+            return -1;
+        if (has)
+            g->max_tokens = (long)i;
+        if (read_number(b, "temperature", &g->has_temperature, &g->temperature, 0, 1e6, false, err, errlen) < 0 ||
+            read_number(b, "top_p", &g->has_top_p, &g->top_p, 0, 1, false, err, errlen) < 0 ||
+            read_number(b, "repetition_penalty", &g->has_rep, &g->rep, 0, 1e6, true, err, errlen) < 0)
+            return -1;
+        if (g->has_temperature && g->temperature == 0)
+            g->has_temperature = false, g->do_sample_given = true, g->do_sample = false;
+        if (g->has_top_p && g->top_p >= 1)
+            g->has_top_p = false;
+        return 0;
+    }
+    }
+    return -1;
+}
+
+/* ------------------------------------------------------------------ building upstream requests */
+
+static void add_str(json_object *o, const char *k, const char *v)
+{
+    json_object_object_add(o, k, json_object_new_string(v));
+}
+
+/* OpenAI's sampling, from a request in TGI's terms: TGI samples when
+ * do_sample is set or any warper (temperature, top_p, top_k) is given. */
+static bool tgi_samples(const struct gen *g)
+{
+    if (g->do_sample_given)
+        return g->do_sample;
+    return g->has_temperature || g->has_top_p || g->has_top_k;
+}
+
+/* Fields transformers serve accepts; it answers 422 to any other. */
+static const char *const transformers_fields[] = {
+    "model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens", "temperature",
+    "top_p", "seed", "stop", "frequency_penalty", "presence_penalty", "logit_bias", "logprobs", "top_logprobs",
+    "n", "response_format", "tools", "tool_choice", "user",
+};
+
+static void keep_only(json_object *o, const char *const *keep, size_t n)
+{
+    size_t nd;
+    do {                                        /* 64 at a time: a body may carry any number */
+        char *drop[64];
+        nd = 0;
+        json_object_object_foreach(o, key, val) {
+            (void)val;
+            bool known = false;
+            for (size_t i = 0; i < n && !known; i++)
+                known = strcmp(key, keep[i]) == 0;
+            if (!known && nd < 64)
+                drop[nd++] = key;
+        }
+        for (size_t i = 0; i < nd; i++)
+            json_object_object_del(o, drop[i]);
+    } while (nd == 64);
+}
+
+static json_object *passthrough(enum upstream_call c, enum upstream_type t, json_object *body, const char *model)
+{
+    json_object *o = NULL;
+    if (json_object_deep_copy(body, &o, NULL) != 0 || !o)
+        return NULL;
+    json_object_object_del(o, "\x01stop");
+    json_object *params = NULL;                 /* read_stop() hides TGI's string stop in parameters */
+    if (json_object_object_get_ex(o, "parameters", &params) && json_object_is_type(params, json_type_object))
+        json_object_object_del(params, "\x01stop");
+    if (c == UK_TGI) {
+        json_object_object_del(o, "model");     /* TGI requests name no model */
+        json_object_object_del(o, "stream");    /* the path says it: /generate or /generate_stream */
+        return o;
+    }
+    /* TGI takes a model other than its own for a LoRA adapter id and fails;
+     * "tgi" is the name its Messages API documents for the served model. */
+    add_str(o, "model", t == UPSTREAM_TGI ? "tgi" : model);
+    if (t == UPSTREAM_TRANSFORMERS)
+        keep_only(o, transformers_fields, sizeof transformers_fields / sizeof *transformers_fields);
+    return o;
+}
+
+static json_object *to_tgi(enum client_kind k, const struct gen *g, char *err, size_t errlen)
+{
+    if (g->n > 1) {
+        snprintf(err, errlen, "`n` greater than 1 is not supported by TGI upstreams");
+        return NULL;
+    }
+    json_object *o = json_object_new_object(), *p = json_object_new_object();
+    if (!o || !p) {
+        json_object_put(o);
+        json_object_put(p);
+        return NULL;
+    }
+    add_str(o, "inputs", g->prompt);
+    bool sample;
+    if (k == CK_COMPLETION)                     /* OpenAI: temperature 0 is greedy, the default is 1 */
+        sample = !(g->has_temperature && g->temperature == 0);
+    else
+        sample = tgi_samples(g);
+    long max = g->max_tokens > 0 ? g->max_tokens : (k == CK_COMPLETION ? 16 : -1);
+    if (max > 0)
+        json_object_object_add(p, "max_new_tokens", json_object_new_int64(max));
+    json_object_object_add(p, "do_sample", json_object_new_boolean(sample));
+    if (sample && g->has_temperature && g->temperature > 0)
+        json_object_object_add(p, "temperature", json_object_new_double(g->temperature));
+    if (sample && g->has_top_p && g->top_p > 0 && g->top_p < 1)
+        json_object_object_add(p, "top_p", json_object_new_double(g->top_p));
+    if (sample && g->has_top_k)
+        json_object_object_add(p, "top_k", json_object_new_int64(g->top_k));
+    if (g->has_rep)
+        json_object_object_add(p, "repetition_penalty", json_object_new_double(g->rep));
+    if (g->has_freq)
+        json_object_object_add(p, "frequency_penalty", json_object_new_double(g->freq));
+    if (g->stop)
+        json_object_object_add(p, "stop", json_object_get(g->stop));
+    if (g->has_seed && g->seed >= 0)
+        json_object_object_add(p, "seed", json_object_new_int64(g->seed));
+    json_object_object_add(p, "details", json_object_new_boolean(true));
+    json_object_object_add(p, "return_full_text", json_object_new_boolean(false));
+    if (!g->stream)                             /* the prompt's tokens, for usage (TGI refuses it on streams) */
+        json_object_object_add(p, "decoder_input_details", json_object_new_boolean(true));
+    json_object_object_add(o, "parameters", p);
+    return o;
+}
+
+static json_object *to_openai(enum client_kind k, enum upstream_call c, const struct gen *g, const char *model)
+{
+    json_object *o = json_object_new_object();
+    if (!o)
+        return NULL;
+    add_str(o, "model", model);
+    if (c == UK_CHAT) {
+        json_object *msgs = json_object_new_array(), *m = json_object_new_object();
+        add_str(m, "role", "user");
+        add_str(m, "content", g->prompt);
+        json_object_array_add(msgs, m);
+        json_object_object_add(o, "messages", msgs);
+    } else {
+        add_str(o, "prompt", g->prompt);
+    }
+    if (g->max_tokens > 0)
+        json_object_object_add(o, "max_tokens", json_object_new_int64(g->max_tokens));
+    if (k == CK_COMPLETION) {
+        if (g->has_temperature)
+            json_object_object_add(o, "temperature", json_object_new_double(g->temperature));
+        if (g->has_top_p)
+            json_object_object_add(o, "top_p", json_object_new_double(g->top_p));
+        if (g->n > 1)
+            json_object_object_add(o, "n", json_object_new_int64(g->n));
+        if (g->has_pres)
+            json_object_object_add(o, "presence_penalty", json_object_new_double(g->pres));
+    } else {                                    /* TGI terms: greedy unless sampling was asked for */
+        bool sample = tgi_samples(g);
+        json_object_object_add(o, "temperature",
+                               json_object_new_double(!sample ? 0.0 : g->has_temperature ? g->temperature : 1.0));
+        if (sample && g->has_top_p)
+            json_object_object_add(o, "top_p", json_object_new_double(g->top_p));
+    }
+    if (g->has_freq)
+        json_object_object_add(o, "frequency_penalty", json_object_new_double(g->freq));
+    if (g->stop)
+        json_object_object_add(o, "stop", json_object_get(g->stop));
+    if (g->has_seed)
+        json_object_object_add(o, "seed", json_object_new_int64(g->seed));
+    if (g->stream) {
+        json_object_object_add(o, "stream", json_object_new_boolean(true));
+        json_object *so = json_object_new_object();
+        json_object_object_add(so, "include_usage", json_object_new_boolean(true));
+        json_object_object_add(o, "stream_options", so);
+    }
+    return o;
+}
+
+json_object *dialect_upstream_request(enum client_kind k, enum upstream_call c, enum upstream_type t,
+                                      json_object *client_body, const struct gen *g, const char *model,
+                                      char *err, size_t errlen)
+{
+    err[0] = '\0';
+    json_object *o;
+    if (dialect_same(k, c))
+        o = passthrough(c, t, client_body, model);
+    else if (!g->prompt) {
+        snprintf(err, errlen, "a `prompt` list can only go to OpenAI-compatible upstreams; send one string");
+        return NULL;
+    } else if (c == UK_TGI)
+        o = to_tgi(k, g, err, errlen);
+    else
+        o = to_openai(k, c, g, model);
+    if (!o && !err[0])
+        snprintf(err, errlen, "out of memory");
+    return o;
+}
+
+/* ------------------------------------------------------------------ reading upstream answers */
+
+static enum finish finish_from(const char *s)
+{
+    if (!s)
+        return FIN_NONE;
+    if (strcmp(s, "length") == 0)
+        return FIN_LENGTH;
+    if (strcmp(s, "stop") == 0 || strcmp(s, "eos_token") == 0)
+        return FIN_EOS;
+    if (strcmp(s, "stop_sequence") == 0)
+        return FIN_STOP_SEQUENCE;
+    return FIN_OTHER;
+}
+
+static const char *str_of(json_object *v)
+{
+    return v && json_object_is_type(v, json_type_string) ? json_object_get_string(v) : NULL;
+}
+
+static long count_of(json_object *o, const char *key)
+{
+    json_object *v = get(o, key);
+    return v && json_object_is_type(v, json_type_int) ? (long)json_object_get_int64(v) : -1;
+}
+
+static void read_usage(json_object *o, long *prompt, long *completion)
+{
+    json_object *u = get(o, "usage");
+    if (!u || !json_object_is_type(u, json_type_object))
+        return;
+    *prompt = count_of(u, "prompt_tokens");
+    *completion = count_of(u, "completion_tokens");
+}
+
+static json_object *first_choice(json_object *o)
+{
+    json_object *ch = get(o, "choices");
+    if (!ch || !json_object_is_type(ch, json_type_array) || json_object_array_length(ch) == 0)
+        return NULL;
+    json_object *c = json_object_array_get_idx(ch, 0);
+    return json_object_is_type(c, json_type_object) ? c : NULL;
+}
+
+int dialect_read_result(enum upstream_call c, json_object *a, struct gen_result *res, char *err, size_t errlen)
+{
+    memset(res, 0, sizeof *res);
+    res->prompt_tokens = res->completion_tokens = -1;
+    const char *text = NULL;
+    if (c == UK_TGI && a && json_object_is_type(a, json_type_array) && json_object_array_length(a) == 1)
+        a = json_object_array_get_idx(a, 0);
+    if (!a || !json_object_is_type(a, json_type_object)) {
+        snprintf(err, errlen, "the answer is not a JSON object");
+        return -1;
+    }
+    if (c == UK_TGI) {
+        json_object *gt = get(a, "generated_text");
+        if (!gt || !json_object_is_type(gt, json_type_string)) {
+            snprintf(err, errlen, "the answer has no generated_text");
+            return -1;
+        }
+        text = json_object_get_string(gt);
+        json_object *d = get(a, "details");
+        if (d && json_object_is_type(d, json_type_object)) {
+            res->finish = finish_from(str_of(get(d, "finish_reason")));
+            res->completion_tokens = count_of(d, "generated_tokens");
+            json_object *seed = get(d, "seed"), *prefill = get(d, "prefill");
+            if (seed && json_object_is_type(seed, json_type_int))
+                res->has_seed = true, res->seed = json_object_get_int64(seed);
+            if (prefill && json_object_is_type(prefill, json_type_array) && json_object_array_length(prefill))
+                res->prompt_tokens = (long)json_object_array_length(prefill);
+            else
+                res->prompt_tokens = count_of(d, "input_length");
+        }
+    } else {
+        json_object *ch = first_choice(a);
+        if (!ch) {
+            snprintf(err, errlen, "the answer has no choices");
+            return -1;
+        }
+        if (c == UK_CHAT) {
+            json_object *m = get(ch, "message");
+            json_object *content = m ? get(m, "content") : NULL;
+            if (!m || (content && !json_object_is_type(content, json_type_string))) {
+                snprintf(err, errlen, "the answer's choice has no message content");
+                return -1;
+            }
+            text = content ? json_object_get_string(content) : "";
+        } else {
+            text = str_of(get(ch, "text"));
+            if (!text) {
+                snprintf(err, errlen, "the answer's choice has no text");
+                return -1;
+            }
+        }
+        res->finish = finish_from(str_of(get(ch, "finish_reason")));
+        read_usage(a, &res->prompt_tokens, &res->completion_tokens);
+    }
+    if (!(res->text = strdup(text))) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+void gen_result_free(struct gen_result *res)
+{
+    free(res->text);
+    res->text = NULL;
+}
+
+int dialect_read_delta(enum upstream_call c, json_object *e, struct gen_delta *d)
+{
+    memset(d, 0, sizeof *d);
+    d->token_id = -1;
+    d->prompt_tokens = d->completion_tokens = -1;
+    if (!e || !json_object_is_type(e, json_type_object))
+        return -1;
+    json_object *err = get(e, "error");
+    if (err) {
+        const char *msg = str_of(err);
+        if (!msg && json_object_is_type(err, json_type_object))
+            msg = str_of(get(err, "message"));
+        d->error = msg ? msg : "the upstream reported an error";
+        return 0;
+    }
+    if (c == UK_TGI) {
+        json_object *tok = get(e, "token"), *det = get(e, "details");
+        if (!tok || !json_object_is_type(tok, json_type_object))
+            return -1;
+        d->text = str_of(get(tok, "text"));
+        json_object *id = get(tok, "id"), *lp = get(tok, "logprob"), *sp = get(tok, "special");
+        if (id && json_object_is_type(id, json_type_int))
+            d->token_id = (long)json_object_get_int64(id);
+        if (lp && is_number(lp))
+            d->has_logprob = true, d->logprob = json_object_get_double(lp);
+        d->special = sp && json_object_get_boolean(sp);
+        if (det && json_object_is_type(det, json_type_object)) {
+            d->finish = finish_from(str_of(get(det, "finish_reason")));
+            if (d->finish == FIN_NONE)
+                d->finish = FIN_OTHER;
+            d->completion_tokens = count_of(det, "generated_tokens");
+            d->prompt_tokens = count_of(det, "input_length");
+            json_object *seed = get(det, "seed");
+            if (seed && json_object_is_type(seed, json_type_int))
+                d->has_seed = true, d->seed = json_object_get_int64(seed);
+        }
+        if (d->finish == FIN_NONE && str_of(get(e, "generated_text")))
+            d->finish = FIN_OTHER;      /* the last event, sent without details */
+        return 0;
+    }
+    read_usage(e, &d->prompt_tokens, &d->completion_tokens);
+    json_object *ch = first_choice(e);
+    if (!ch)
+        return get(e, "usage") || get(e, "choices") ? 0 : -1;   /* the usage chunk has no choices */
+    if (c == UK_CHAT) {
+        json_object *delta = get(ch, "delta");
+        d->text = delta ? str_of(get(delta, "content")) : NULL;
+    } else {
+        d->text = str_of(get(ch, "text"));
+    }
+    d->finish = finish_from(str_of(get(ch, "finish_reason")));
+    return 0;
+}
+
+/* ------------------------------------------------------------------ building client answers */
+
+const char *finish_openai(enum finish f)
+{
+    return f == FIN_NONE ? NULL : f == FIN_LENGTH ? "length" : "stop";
+}
+
+const char *finish_tgi(enum finish f)
+{
+    return f == FIN_LENGTH ? "length" : f == FIN_STOP_SEQUENCE ? "stop_sequence" : "eos_token";
+}
+
+static json_object *nullable_str(const char *s)
+{
+    return s ? json_object_new_string(s) : NULL;
+}
+
+static json_object *usage_object(long prompt, long completion)
+{
+    json_object *u = json_object_new_object();
+    if (!u)
+        return NULL;
+    prompt = prompt < 0 ? 0 : prompt;
+    completion = completion < 0 ? 0 : completion;
+    json_object_object_add(u, "prompt_tokens", json_object_new_int64(prompt));
+    json_object_object_add(u, "completion_tokens", json_object_new_int64(completion));
+    json_object_object_add(u, "total_tokens", json_object_new_int64(prompt + completion));
+    return u;
+}
+
+static json_object *tgi_details(const struct gen_result *res)
+{
+    json_object *d = json_object_new_object();
+    if (!d)
+        return NULL;
+    add_str(d, "finish_reason", finish_tgi(res->finish));
+    json_object_object_add(d, "generated_tokens", json_object_new_int64(res->completion_tokens < 0 ? 0 : res->completion_tokens));
+    json_object_object_add(d, "seed", res->has_seed ? json_object_new_int64(res->seed) : NULL);
+    return d;
+}
+
+json_object *dialect_client_answer(enum client_kind k, const struct gen *g, const struct gen_result *res,
+                                   const char *model, const char *id, int64_t created, bool tgi_compat_list)
+{
+    json_object *o = json_object_new_object();
+    if (!o)
+        return NULL;
+    if (k == CK_COMPLETION) {
+        char cid[96];
+        snprintf(cid, sizeof cid, "cmpl-%s", id);
+        add_str(o, "id", cid);
+        add_str(o, "object", "text_completion");
+        json_object_object_add(o, "created", json_object_new_int64(created));
+        add_str(o, "model", model);
+        json_object *choices = json_object_new_array(), *c = json_object_new_object();
+        json_object_object_add(c, "index", json_object_new_int(0));
+        add_str(c, "text", res->text);
+        json_object_object_add(c, "logprobs", NULL);
+        json_object_object_add(c, "finish_reason", nullable_str(finish_openai(res->finish == FIN_NONE ? FIN_EOS : res->finish)));
+        json_object_array_add(choices, c);
+        json_object_object_add(o, "choices", choices);
+        json_object_object_add(o, "usage", usage_object(res->prompt_tokens, res->completion_tokens));
+        return o;
+    }
+    if (k == CK_LEGACY) {
+        add_str(o, "generated_text", res->text);
+        add_str(o, "model_id", model);
+        return o;
+    }
+    if (k != CK_TGI) {
+        json_object_put(o);
+        return NULL;
+    }
+    if (g->return_full_text && g->prompt) {
+        size_t a = strlen(g->prompt), b = strlen(res->text);
+        char *full = malloc(a + b + 1);
+        if (full) {
+            memcpy(full, g->prompt, a);
+            memcpy(full + a, res->text, b + 1);
+            add_str(o, "generated_text", full);
+            free(full);
+        }
+    } else {
+        add_str(o, "generated_text", res->text);
+    }
+    if (g->details) {
+        json_object *d = tgi_details(res);
+        if (d) {
+            json_object_object_add(d, "prefill", json_object_new_array());
+            json_object_object_add(d, "tokens", json_object_new_array());
+        }
+        json_object_object_add(o, "details", d);
+    }
+    if (tgi_compat_list) {                      /* TGI's POST / answers a list */
+        json_object *list = json_object_new_array();
+        if (!list) {
+            json_object_put(o);
+            return NULL;
+        }
+        json_object_array_add(list, o);
+        return list;
+    }
+    return o;
+}
+
+json_object *dialect_completion_chunk(const char *id, int64_t created, const char *model, const char *text,
+                                      enum finish fin)
+{
+    json_object *o = json_object_new_object(), *choices = json_object_new_array(), *c = json_object_new_object();
+    if (!o || !choices || !c) {
+        json_object_put(o);
+        json_object_put(choices);
+        json_object_put(c);
+        return NULL;
+    }
+    char cid[96];
+    snprintf(cid, sizeof cid, "cmpl-%s", id);
+    add_str(o, "id", cid);
+    add_str(o, "object", "text_completion");
+    json_object_object_add(o, "created", json_object_new_int64(created));
+    add_str(o, "model", model);
+    json_object_object_add(c, "index", json_object_new_int(0));
+    add_str(c, "text", text ? text : "");
+    json_object_object_add(c, "logprobs", NULL);
+    json_object_object_add(c, "finish_reason", nullable_str(finish_openai(fin)));
+    json_object_array_add(choices, c);
+    json_object_object_add(o, "choices", choices);
+    return o;
+}
+
+json_object *dialect_usage_chunk(enum client_kind k, const char *id, int64_t created, const char *model,
+                                 long prompt_tokens, long completion_tokens)
+{
+    json_object *o = json_object_new_object();
+    if (!o)
+        return NULL;
+    char cid[96];
+    snprintf(cid, sizeof cid, "%s-%s", k == CK_CHAT ? "chatcmpl" : "cmpl", id);
+    add_str(o, "id", cid);
+    add_str(o, "object", k == CK_CHAT ? "chat.completion.chunk" : "text_completion");
+    json_object_object_add(o, "created", json_object_new_int64(created));
+    add_str(o, "model", model);
+    json_object_object_add(o, "choices", json_object_new_array());
+    json_object_object_add(o, "usage", usage_object(prompt_tokens, completion_tokens));
+    return o;
+}
+
+json_object *dialect_tgi_event(long index, const struct gen_delta *tok, const char *full_text,
+                               const struct gen_result *final)
+{
+    json_object *o = json_object_new_object(), *t = json_object_new_object();
+    if (!o || !t) {
+        json_object_put(o);
+        json_object_put(t);
+        return NULL;
+    }
+    json_object_object_add(o, "index", json_object_new_int64(index));
+    json_object_object_add(t, "id", json_object_new_int64(tok->token_id));
+    add_str(t, "text", tok->text ? tok->text : "");
+    json_object_object_add(t, "logprob", tok->has_logprob ? json_object_new_double(tok->logprob) : NULL);
+    json_object_object_add(t, "special", json_object_new_boolean(tok->special));
+    json_object_object_add(o, "token", t);
+    json_object_object_add(o, "generated_text", final ? json_object_new_string(full_text ? full_text : "") : NULL);
+    json_object_object_add(o, "details", final ? tgi_details(final) : NULL);
+    return o;
+}
+
+bool dialect_error_message(json_object *b, char *buf, size_t len)
+{
+    const char *msg = NULL;
+    json_object *e = get(b, "error"), *d;
+    if (e && json_object_is_type(e, json_type_object))
+        msg = str_of(get(e, "message"));
+    else if (e)
+        msg = str_of(e);
+    if (!msg && (d = get(b, "detail"))) {
+        msg = str_of(d);
+        if (!msg && json_object_is_type(d, json_type_array) && json_object_array_length(d) > 0)
+            msg = str_of(get(json_object_array_get_idx(d, 0), "msg"));
+    }
+    if (!msg)
+        msg = str_of(get(b, "message"));
+    if (!msg)
+        return false;
+    snprintf(buf, len, "%s", msg);
+    return true;
+}

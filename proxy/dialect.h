@@ -1,0 +1,129 @@
+/* dialect.c -- translation between the APIs clients speak (OpenAI chat and completions, TGI, the older model_id/prompt shape) and the APIs upstreams speak (OpenAI-compatible, transformers serve, TGI).
+ *
+ * Pure functions over json-c objects, no I/O: the gateway's routes read a
+ * client request into a struct gen, build the upstream's request from it,
+ * read the upstream's answer (whole, or one stream event at a time) into
+ * struct gen_result / struct gen_delta, and build the client's answer from
+ * those. When client and upstream speak the same API the request and the
+ * answer pass through with only the model name changed, so fields this
+ * module does not know about still reach the other side. */
+#ifndef LLMCGI_DIALECT_H
+#define LLMCGI_DIALECT_H
+
+#include <json-c/json.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "conf.h"
+
+/* What the client sent. */
+enum client_kind {
+    CK_CHAT,            /* POST /v1/chat/completions */
+    CK_COMPLETION,      /* POST /v1/completions */
+    CK_TGI,             /* POST /generate, /generate_stream, / with {"inputs","parameters"} */
+    CK_LEGACY,          /* POST /generate with {"model_id","prompt",...} -> {"generated_text","model_id"} */
+};
+
+/* What the upstream is asked. */
+enum upstream_call {
+    UK_CHAT,            /* POST /v1/chat/completions */
+    UK_COMPLETION,      /* POST /v1/completions */
+    UK_TGI,             /* POST /generate or /generate_stream */
+};
+
+/* Which call a client request becomes on an upstream of type t. */
+enum upstream_call dialect_call_for(enum client_kind k, enum upstream_type t);
+
+/* Do client and upstream speak the same API (pass-through)? */
+bool dialect_same(enum client_kind k, enum upstream_call c);
+
+enum finish { FIN_NONE, FIN_LENGTH, FIN_EOS, FIN_STOP_SEQUENCE, FIN_OTHER };
+
+/* A generation request, read from any client dialect. Pointers borrow from
+ * the client's JSON body, which must outlive it. */
+struct gen {
+    const char *prompt;         /* completions, TGI, legacy */
+    json_object *messages;      /* chat */
+    bool stream;
+    long max_tokens;            /* -1 = not given */
+    bool has_temperature, has_top_p, has_top_k, has_seed, has_freq, has_pres, has_rep;
+    double temperature, top_p, freq, pres, rep;
+    long top_k;
+    int64_t seed;
+    bool do_sample_given, do_sample;
+    json_object *stop;          /* array of strings, or NULL */
+    bool details;               /* TGI parameters.details */
+    bool return_full_text;
+    bool include_usage;         /* stream_options.include_usage */
+    long n;
+};
+
+/* Reads and checks a client request. Returns 0, or -1 with a message for a
+ * 400/422 answer in err ("`max_tokens` must be a whole number >= 1"). */
+int dialect_read_request(enum client_kind k, json_object *body, struct gen *g, char *err, size_t errlen);
+
+/* The upstream's request body for call c (a new object the caller owns),
+ * made from the client's body (pass-through) or from g (translation).
+ * `model` is the name the upstream knows the model by. NULL with err when
+ * the request cannot be expressed for this upstream (e.g. n > 1 on TGI). */
+json_object *dialect_upstream_request(enum client_kind k, enum upstream_call c, enum upstream_type t,
+                                      json_object *client_body, const struct gen *g, const char *model,
+                                      char *err, size_t errlen);
+
+/* A whole answer, read from the upstream. */
+struct gen_result {
+    char *text;                 /* owned */
+    enum finish finish;
+    long prompt_tokens, completion_tokens;      /* -1 = not known */
+    bool has_seed;
+    int64_t seed;
+};
+
+/* Reads an upstream's non-streamed answer. Returns 0, or -1 with err when
+ * it is not the shape call c answers with. */
+int dialect_read_result(enum upstream_call c, json_object *answer, struct gen_result *res, char *err, size_t errlen);
+void gen_result_free(struct gen_result *res);
+
+/* One streamed event, read from the upstream. */
+struct gen_delta {
+    const char *text;           /* borrowed from the event; NULL when none */
+    bool special;               /* TGI: a special token (its text is not shown) */
+    long token_id;              /* -1 when not known */
+    bool has_logprob;
+    double logprob;
+    enum finish finish;         /* FIN_NONE until the last event */
+    long prompt_tokens, completion_tokens;      /* -1 = not in this event */
+    bool has_seed;
+    int64_t seed;
+    const char *error;          /* the upstream reported an error in-stream */
+};
+
+/* Reads one upstream stream event (already parsed JSON). Returns 0, or -1
+ * when it is not an event of call c. */
+int dialect_read_delta(enum upstream_call c, json_object *event, struct gen_delta *d);
+
+/* The client's non-streamed answer (new object) from a translated result. */
+json_object *dialect_client_answer(enum client_kind k, const struct gen *g, const struct gen_result *res,
+                                   const char *model, const char *id, int64_t created, bool tgi_compat_list);
+
+/* OpenAI stream chunks for a translated stream (new objects). */
+json_object *dialect_completion_chunk(const char *id, int64_t created, const char *model, const char *text,
+                                      enum finish fin);
+json_object *dialect_usage_chunk(enum client_kind k, const char *id, int64_t created, const char *model,
+                                 long prompt_tokens, long completion_tokens);
+
+/* A TGI stream event (new object): a token, and on the last one the whole
+ * text and the details. */
+json_object *dialect_tgi_event(long index, const struct gen_delta *tok, const char *full_text,
+                               const struct gen_result *final);
+
+/* Map finish reasons to each API's words. */
+const char *finish_openai(enum finish f);
+const char *finish_tgi(enum finish f);
+
+/* An upstream's error body, in whatever shape, into a message. Returns
+ * false when the body holds none. */
+bool dialect_error_message(json_object *body, char *buf, size_t len);
+
+#endif

@@ -1,0 +1,82 @@
+/* gateway.c -- the live state of the configured upstreams: replica health (active checks in a background thread, passive failures, circuit breaking), concurrency slots, discovered models, managed children.
+ *
+ * Configuration lives in the config snapshot (struct config_upstream);
+ * what is learnt at run time lives here, in one struct upstream per
+ * [upstream NAME], kept across reloads while the name, type and URLs stay
+ * the same. Requests take a reference with gateway_get() for as long as
+ * they use one. */
+#ifndef LLMCGI_GATEWAY_H
+#define LLMCGI_GATEWAY_H
+
+#include <json-c/json.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "conf.h"
+
+struct gateway;
+struct upstream;
+
+/* Builds the gateway for `cfg` (taking a reference of its own), starts the
+ * health-check thread and the managed children. Returns 0, or -1 with err. */
+int gateway_start(struct gateway **out, struct config *cfg, char *err, size_t errlen);
+
+/* Adopts a reloaded config: keeps the state of unchanged upstreams, starts
+ * new ones, retires removed ones (their children are stopped). */
+void gateway_reconfigure(struct gateway *g, struct config *cfg);
+
+/* Stops the health thread and the children; frees everything. NULL ok. */
+void gateway_stop(struct gateway *g);
+
+/* Stops every managed child now (at exit, while requests may still hold
+ * upstreams). */
+void gateway_stop_children(struct gateway *g);
+
+/* The upstream called `name`, with a reference the caller gives back with
+ * upstream_put(); NULL when there is none. */
+struct upstream *gateway_get(struct gateway *g, const char *name);
+void upstream_put(struct upstream *u);
+
+/* Does upstream `u` (config c) route `model`? Sets *target to the name the
+ * upstream knows it by (borrowed from c or from u's discovered list,
+ * valid while the caller holds both). */
+bool upstream_routes_model(struct upstream *u, const struct config_upstream *c, const char *model, char **target,
+                           char *buf, size_t buflen);
+
+/* Is any replica of u up? */
+bool upstream_available(struct upstream *u);
+
+/* A replica to send to: the next one, round-robin, that is up and not in
+ * `tried` (bit i = replica i). -1 when none. */
+int upstream_pick(struct upstream *u, uint64_t tried);
+
+/* The replica's base URL (valid while the reference is held). */
+const char *upstream_replica_url(struct upstream *u, int replica);
+
+/* What a request learnt of a replica: ok, or a failure that counts towards
+ * taking it out of rotation (connect refused, 5xx, timeout). */
+void upstream_report(struct upstream *u, const struct config_upstream *c, int replica, bool ok, const char *what);
+
+/* Takes one of c->max_concurrent slots, waiting at most c->queue_timeout.
+ * Returns 0, or -1 when none came free. */
+int upstream_acquire(struct upstream *u, const struct config_upstream *c);
+void upstream_release(struct upstream *u);
+
+/* TGI's own model id (from /info) into buf; false when not known yet. */
+bool upstream_tgi_model_id(struct upstream *u, char *buf, size_t len);
+
+/* A new JSON object describing u for /health and /status: type, available,
+ * in flight, replicas with up/down, last error, latency. Caller owns it. */
+json_object *upstream_status_json(struct upstream *u);
+
+/* A new array of the model ids u reported (from /v1/models or /info); caller owns it. */
+json_object *upstream_discovered_models(struct upstream *u);
+
+/* Parses the answer of an upstream's /v1/models (OpenAI list) or /info
+ * (TGI: model_id) into a new NULL-terminated array of names (caller frees
+ * with gateway_free_names); NULL when it is neither. Pure: fuzzed. */
+char **gateway_parse_model_list(const char *body, size_t len, bool tgi_info);
+void gateway_free_names(char **names);
+
+#endif
