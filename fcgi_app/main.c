@@ -10,6 +10,7 @@
 #include "listen.h"
 #include "log.h"
 #include "pool.h"
+#include "gateway.h"
 #include "proxy.h"
 #include "server.h"
 #include "sysd.h"
@@ -154,6 +155,7 @@ static void reload(struct server *srv, const char *file)
     if (cur->threads != next->threads)
         log_warn("threads changed from %ld to %ld: takes effect after a restart", cur->threads, next->threads);
     config_unref(cur);
+    gateway_reconfigure(srv->gw, next);
     server_config_swap(srv, next);
     log_notice("configuration reloaded (%zu models)", next->n_models);
     sysd_notify("READY=1\nSTATUS=serving");
@@ -202,7 +204,8 @@ int main(int argc, char **argv)
     if (!cfg)
         return 1;
     if (opt.check) {
-        printf("%s: configuration is valid (%zu models)\n", opt.config, cfg->n_models);
+        printf("%s: configuration is valid (%zu models, %zu upstreams)\n", opt.config, cfg->n_models,
+               cfg->n_upstreams);
         config_unref(cfg);
         return 0;
     }
@@ -260,10 +263,19 @@ int main(int argc, char **argv)
     if (srv.gpu.built && srv.gpu.devices == 0)
         log_notice("CUDA backend built, but no GPU is usable (%s): running on the CPU", srv.gpu.error);
 
+    if (gateway_start(&srv.gw, cfg, err, sizeof err) < 0) {
+        log_error("%s", err);
+        listener_close(&lst);
+        server_destroy(&srv);
+        proxy_global_cleanup();
+        return 1;
+    }
+
     struct pool *pool;
     if (pool_start(&pool, &srv, lst.fd, (int)threads, err, sizeof err) < 0) {
         log_error("%s", err);
         listener_close(&lst);
+        gateway_stop(srv.gw);
         server_destroy(&srv);
         proxy_global_cleanup();
         return 1;
@@ -292,11 +304,15 @@ int main(int argc, char **argv)
     listener_close(&lst);
     if (left > 0) {
         /* Threads still inside requests use the server state: end the
-         * process without running destructors under their feet. */
+         * process without running destructors under their feet (but do
+         * not leave managed children behind). */
+        gateway_stop_children(srv.gw);
         log_notice("exiting");
         _exit(0);
     }
     pool_free(pool);
+    gateway_stop(srv.gw);
+    srv.gw = NULL;
     server_destroy(&srv);
     proxy_global_cleanup();
     log_notice("all requests finished; exiting");

@@ -95,6 +95,21 @@ int resp_start(struct req *r, int status, const char *content_type, long long co
     return 0;
 }
 
+int resp_start_raw(struct req *r, int status, const char *headers, size_t len)
+{
+    char head[160];
+    if (r->status) {
+        log_error("request %s: response started twice (%d, then %d)", r->id, r->status, status);
+        return -1;
+    }
+    r->status = status;
+    int n = snprintf(head, sizeof head, "Status: %d %s\r\nX-Request-Id: %s\r\n", status, http_reason(status), r->id);
+    if (put(r, head, (size_t)n) < 0 || put(r, headers, len) < 0 || put(r, r->extra_headers, r->extra_len) < 0 ||
+        put(r, "\r\n", 2) < 0)
+        return -1;
+    return 0;
+}
+
 int resp_write(struct req *r, const void *data, size_t len)
 {
     if (r->method == M_HEAD)

@@ -23,6 +23,10 @@ void resp_header(struct req *r, const char *name, const char *fmt, ...) __attrib
  * NULL, Content-Length when content_length >= 0, and the queued ones. */
 int resp_start(struct req *r, int status, const char *content_type, long long content_length);
 
+/* Like resp_start, with a block of header lines ("Name: value\r\n"...)
+ * the caller has already checked (relayed from an upstream). */
+int resp_start_raw(struct req *r, int status, const char *headers, size_t len);
+
 /* Body bytes (dropped for HEAD requests, whose headers stay exact). */
 int resp_write(struct req *r, const void *data, size_t len);
 

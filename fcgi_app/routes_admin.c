@@ -3,10 +3,12 @@
 #include "routes_admin.h"
 #include "conf.h"
 #include "response.h"
+#include "routes_gateway.h"
 #include "server.h"
 #include "util.h"
 
 #include <json-c/json.h>
+#include <string.h>
 
 /* Sends obj (and frees it); a NULL obj means an allocation failed. */
 static int send_owned(struct req *r, json_object *obj)
@@ -49,6 +51,12 @@ int route_health(struct req *r)
     else if (srv->gpu.error[0])
         json_object_object_add(cuda, "error", json_object_new_string(srv->gpu.error));
     json_object_object_add(o, "cuda", cuda);
+    if (!gateway_health(r, o)) {        /* upstreams configured, none reachable: not ready */
+        json_object_object_add(o, "status", json_object_new_string("unavailable"));
+        int rc = resp_json(r, 503, o);
+        json_object_put(o);
+        return rc;
+    }
     return send_owned(r, o);
 }
 
@@ -76,6 +84,7 @@ int route_models(struct req *r)
     json_object_object_add(o, "object", json_object_new_string("list"));
     for (size_t i = 0; i < r->cfg->n_models; i++)
         json_object_array_add(data, model_object(r->cfg, &r->cfg->models[i]));
+    gateway_list_models(r, data);
     json_object_object_add(o, "data", data);
     return send_owned(r, o);
 }
@@ -84,8 +93,20 @@ int route_model(struct req *r)
 {
     const char *id = req_param(r, "id");
     const struct config_model *m = id ? config_find_model(r->cfg, id) : NULL;
-    if (!m)
-        return resp_error_openai(r, 404, NULL, "model", "model_not_found", "The model `%s` does not exist",
-                                 id ? id : "");
-    return send_owned(r, model_object(r->cfg, m));
+    if (m)
+        return send_owned(r, model_object(r->cfg, m));
+    json_object *data = json_object_new_array();
+    if (!data)
+        return send_owned(r, NULL);
+    gateway_list_models(r, data);
+    for (size_t i = 0; id && i < json_object_array_length(data); i++) {
+        json_object *e = json_object_array_get_idx(data, i), *v;
+        if (json_object_object_get_ex(e, "id", &v) && strcmp(json_object_get_string(v), id) == 0) {
+            json_object *found = json_object_get(e);
+            json_object_put(data);
+            return send_owned(r, found);
+        }
+    }
+    json_object_put(data);
+    return resp_error_openai(r, 404, NULL, "model", "model_not_found", "The model `%s` does not exist", id ? id : "");
 }

@@ -12,6 +12,7 @@
 #include "gpu.h"
 
 struct testing;
+struct gateway;
 
 struct server {
     pthread_mutex_t cfg_lock;
@@ -24,6 +25,7 @@ struct server {
     int64_t started_ns;
     struct gpu_info gpu;            /* probed once at start */
     struct testing *testing;        /* state of the test-only endpoints, owned */
+    struct gateway *gw;             /* upstreams' live state, owned (set up by main) */
 };
 
 /* Sets up `s` around `cfg`, taking over the caller's reference. Returns 0 or -1. */

@@ -352,13 +352,17 @@ def request(port, method, path, body=None, headers=None, timeout=TIMEOUT):
 
 
 class Stream:
-    """A raw HTTP/1.1 GET whose body is read line by line as it arrives
+    """A raw HTTP/1.1 request (GET unless told) whose body is read line by line as it arrives
     (chunked or not), for event streams and slow answers."""
 
-    def __init__(self, port, path, headers=None, timeout=TIMEOUT):
+    def __init__(self, port, path, headers=None, timeout=TIMEOUT, method="GET", body=None):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
-        self.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\n{extra}\r\n".encode())
+        headers = dict(headers or {})
+        if body is not None:
+            body = body.encode() if isinstance(body, str) else body
+            headers["Content-Length"] = str(len(body))
+        extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        self.sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: localhost\r\n{extra}\r\n".encode() + (body or b""))
         self.f = self.sock.makefile("rb")
         status_line = self.f.readline().decode()
         assert status_line.startswith("HTTP/1."), f"bad status line {status_line!r}"
