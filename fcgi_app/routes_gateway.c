@@ -617,34 +617,15 @@ static enum outcome answer_error_status(struct relay *rl)
 
 static struct curl_slist *request_headers(struct req *r, const struct config_upstream *c, bool stream)
 {
-    struct curl_slist *h = NULL, *t;
-    char line[640];
-    const char *fixed[] = {"Content-Type: application/json", stream ? "Accept: text/event-stream" : "Accept: application/json",
-                           "Expect:"};
-    for (size_t i = 0; i < ARRAY_LEN(fixed); i++) {
-        if (!(t = curl_slist_append(h, fixed[i])))
-            goto fail;
-        h = t;
-    }
-    snprintf(line, sizeof line, "X-Request-Id: %s", r->id);
-    if (!(t = curl_slist_append(h, line)))
-        goto fail;
-    h = t;
-    if (c->api_key) {
-        snprintf(line, sizeof line, "Authorization: Bearer %s", c->api_key);
-        if (!(t = curl_slist_append(h, line)))
-            goto fail;
-        h = t;
-    }
-    for (size_t i = 0; i < c->n_headers; i++) {
-        if (!(t = curl_slist_append(h, c->headers[i])))
-            goto fail;
-        h = t;
-    }
-    return h;
-fail:
-    curl_slist_free_all(h);
-    return NULL;
+    struct curl_slist *h = NULL;
+    char id[REQ_ID_MAX + 32];
+    snprintf(id, sizeof id, "X-Request-Id: %s", r->id);
+    const char *fixed[] = {"Content-Type: application/json",
+                           stream ? "Accept: text/event-stream" : "Accept: application/json", "Expect:", id};
+    for (size_t i = 0; i < ARRAY_LEN(fixed); i++)
+        if (!slist_add(&h, fixed[i]))
+            return NULL;
+    return upstream_credentials(c, h);
 }
 
 static const char *call_path(enum upstream_call uc, bool stream)
@@ -1040,7 +1021,7 @@ static void header_name(const char *cgi, size_t len, char *out, size_t outlen)
 
 static struct curl_slist *pass_headers(struct req *r, const struct config_upstream *c)
 {
-    struct curl_slist *h = NULL, *t;
+    struct curl_slist *h = NULL;
     char line[8400], name[128];
     const char *xff = NULL;
     for (char **e = r->fcgi->envp; e && *e; e++) {
@@ -1060,15 +1041,14 @@ static struct curl_slist *pass_headers(struct req *r, const struct config_upstre
         if (strcasecmp(name, "x-forwarded-host") == 0 || strcasecmp(name, "x-forwarded-proto") == 0)
             continue;
         snprintf(line, sizeof line, "%s: %s", name, eq + 1);
-        if (!(t = curl_slist_append(h, line)))
-            goto fail;
-        h = t;
+        if (!slist_add(&h, line))
+            return NULL;
     }
     const char *ct = FCGX_GetParam("CONTENT_TYPE", r->fcgi->envp), *host = req_header(r, "Host"),
                *https = FCGX_GetParam("HTTPS", r->fcgi->envp);
     const char *extra[8];
     size_t ne = 0;
-    char xff_line[1200], host_line[600], ct_line[600], id_line[128], auth[600];
+    char xff_line[1200], host_line[600], ct_line[600], id_line[128];
     snprintf(xff_line, sizeof xff_line, "X-Forwarded-For: %s%s%s", xff ? xff : "", xff ? ", " : "", r->remote_addr);
     extra[ne++] = xff_line;
     extra[ne++] = https && strcasecmp(https, "on") == 0 ? "X-Forwarded-Proto: https" : "X-Forwarded-Proto: http";
@@ -1081,24 +1061,10 @@ static struct curl_slist *pass_headers(struct req *r, const struct config_upstre
     snprintf(id_line, sizeof id_line, "X-Request-Id: %s", r->id);
     extra[ne++] = id_line;
     extra[ne++] = "Expect:";
-    if (c->api_key) {
-        snprintf(auth, sizeof auth, "Authorization: Bearer %s", c->api_key);
-        extra[ne++] = auth;
-    }
-    for (size_t i = 0; i < ne; i++) {
-        if (!(t = curl_slist_append(h, extra[i])))
-            goto fail;
-        h = t;
-    }
-    for (size_t i = 0; i < c->n_headers; i++) {
-        if (!(t = curl_slist_append(h, c->headers[i])))
-            goto fail;
-        h = t;
-    }
-    return h;
-fail:
-    curl_slist_free_all(h);
-    return NULL;
+    for (size_t i = 0; i < ne; i++)
+        if (!slist_add(&h, extra[i]))
+            return NULL;
+    return upstream_credentials(c, h);
 }
 
 int route_gw_http(struct req *r)

@@ -113,24 +113,27 @@ static int read_stop(json_object *o, const char *key, struct gen *g, char *err, 
     return 0;
 }
 
+/* A whole number into *out, left alone when absent; sets *has when given. */
+static int read_long(json_object *o, const char *key, long *out, bool *has, int64_t lo, int64_t hi, char *err,
+                     size_t errlen)
+{
+    bool given = false;
+    int64_t i;
+    if (read_int(o, key, &given, &i, lo, hi, err, errlen) < 0)
+        return -1;
+    if (given)
+        *out = (long)i;
+    if (has)
+        *has |= given;
+    return 0;
+}
+
 static int read_common_openai(json_object *b, struct gen *g, char *err, size_t errlen)
 {
-    int64_t i;
-    bool has = false;
-    if (read_int(b, "max_tokens", &has, &i, 1, 1 << 30, err, errlen) < 0)
+    if (read_long(b, "max_tokens", &g->max_tokens, NULL, 1, 1 << 30, err, errlen) < 0 ||
+        read_long(b, "max_completion_tokens", &g->max_tokens, NULL, 1, 1 << 30, err, errlen) < 0 ||
+        read_long(b, "n", &g->n, NULL, 1, 128, err, errlen) < 0)
         return -1;
-    if (has)
-        g->max_tokens = (long)i;
-    has = false;
-    if (read_int(b, "max_completion_tokens", &has, &i, 1, 1 << 30, err, errlen) < 0)
-        return -1;
-    if (has)
-        g->max_tokens = (long)i;
-    has = false;
-    if (read_int(b, "n", &has, &i, 1, 128, err, errlen) < 0)
-        return -1;
-    if (has)
-        g->n = (long)i;
     if (read_number(b, "temperature", &g->has_temperature, &g->temperature, 0, 2, false, err, errlen) < 0 ||
         read_number(b, "top_p", &g->has_top_p, &g->top_p, 0, 1, false, err, errlen) < 0 ||
         read_number(b, "frequency_penalty", &g->has_freq, &g->freq, -2, 2, false, err, errlen) < 0 ||
@@ -156,19 +159,9 @@ static int read_tgi_parameters(json_object *p, struct gen *g, char *err, size_t 
         snprintf(err, errlen, "`parameters` must be an object");
         return -1;
     }
-    int64_t i;
-    bool has = false;
-    if (read_int(p, "max_new_tokens", &has, &i, 1, 1 << 30, err, errlen) < 0)
+    if (read_long(p, "max_new_tokens", &g->max_tokens, NULL, 1, 1 << 30, err, errlen) < 0 ||
+        read_long(p, "top_k", &g->top_k, &g->has_top_k, 1, 1 << 30, err, errlen) < 0)
         return -1;
-    if (has)
-        g->max_tokens = (long)i;
-    has = false;
-    if (read_int(p, "top_k", &has, &i, 1, 1 << 30, err, errlen) < 0)
-        return -1;
-    if (has) {
-        g->has_top_k = true;
-        g->top_k = (long)i;
-    }
     if (read_number(p, "temperature", &g->has_temperature, &g->temperature, 0, 1e6, true, err, errlen) < 0 ||
         read_number(p, "top_p", &g->has_top_p, &g->top_p, 0, 1, true, err, errlen) < 0 ||
         read_number(p, "repetition_penalty", &g->has_rep, &g->rep, 0, 1e6, true, err, errlen) < 0 ||
@@ -244,12 +237,8 @@ int dialect_read_request(enum client_kind k, json_object *b, struct gen *g, char
     case CK_LEGACY: {
         if (read_string(b, "prompt", &g->prompt, true, err, errlen) < 0)
             return -1;
-        int64_t i;
-        bool has = false;
-        if (read_int(b, "max_new_tokens", &has, &i, 1, 1 << 30, err, errlen) < 0)
+        if (read_long(b, "max_new_tokens", &g->max_tokens, NULL, 1, 1 << 30, err, errlen) < 0)
             return -1;
-        if (has)
-            g->max_tokens = (long)i;
         if (read_number(b, "temperature", &g->has_temperature, &g->temperature, 0, 1e6, false, err, errlen) < 0 ||
             read_number(b, "top_p", &g->has_top_p, &g->top_p, 0, 1, false, err, errlen) < 0 ||
             read_number(b, "repetition_penalty", &g->has_rep, &g->rep, 0, 1e6, true, err, errlen) < 0)
@@ -284,7 +273,9 @@ static bool tgi_samples(const struct gen *g)
 static const char *const transformers_fields[] = {
     "model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens", "temperature",
     "top_p", "seed", "stop", "frequency_penalty", "presence_penalty", "logit_bias", "logprobs", "top_logprobs",
-    "n", "response_format", "tools", "tool_choice", "user",
+    "n", "response_format", "tools", "tool_choice", "user", "generation_config", "chat_template_kwargs",
+    "parallel_tool_calls", "metadata", "store", "service_tier", "modalities", "audio",
+    "prediction", "reasoning_effort", "web_search_options", "functions", "function_call",
 };
 
 static void keep_only(json_object *o, const char *const *keep, size_t n)
@@ -387,8 +378,11 @@ static json_object *to_openai(enum client_kind k, enum upstream_call c, const st
     } else {
         add_str(o, "prompt", g->prompt);
     }
-    if (g->max_tokens > 0)
-        json_object_object_add(o, "max_tokens", json_object_new_int64(g->max_tokens));
+    /* TGI's classic default is 20 new tokens; OpenAI servers would take
+     * their own (transformers serve: 1024, past a small model's context). */
+    long max = g->max_tokens > 0 ? g->max_tokens : (k == CK_TGI || k == CK_LEGACY) ? 20 : -1;
+    if (max > 0)
+        json_object_object_add(o, "max_tokens", json_object_new_int64(max));
     if (k == CK_COMPLETION) {
         if (g->has_temperature)
             json_object_object_add(o, "temperature", json_object_new_double(g->temperature));
@@ -460,10 +454,13 @@ static const char *str_of(json_object *v)
     return v && json_object_is_type(v, json_type_string) ? json_object_get_string(v) : NULL;
 }
 
+/* A token count: a whole number from 0 to INT32_MAX, else -1 (not known), so
+ * that sums of counts from an upstream cannot overflow. */
 static long count_of(json_object *o, const char *key)
 {
     json_object *v = get(o, key);
-    return v && json_object_is_type(v, json_type_int) ? (long)json_object_get_int64(v) : -1;
+    int64_t n = v && json_object_is_type(v, json_type_int) ? json_object_get_int64(v) : -1;
+    return n >= 0 && n <= INT32_MAX ? (long)n : -1;
 }
 
 static void read_usage(json_object *o, long *prompt, long *completion)

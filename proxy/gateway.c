@@ -420,25 +420,30 @@ static size_t probe_body(char *data, size_t size, size_t n, void *ud)
     return len;
 }
 
-static struct curl_slist *upstream_headers(const struct config_upstream *c)
+bool slist_add(struct curl_slist **h, const char *line)
 {
-    struct curl_slist *h = NULL, *t;
+    struct curl_slist *t = curl_slist_append(*h, line);
+    if (!t) {
+        curl_slist_free_all(*h);
+        *h = NULL;
+        return false;
+    }
+    *h = t;
+    return true;
+}
+
+struct curl_slist *upstream_credentials(const struct config_upstream *c, struct curl_slist *h)
+{
     char auth[600];
     if (c->api_key) {
         snprintf(auth, sizeof auth, "Authorization: Bearer %s", c->api_key);
-        if (!(t = curl_slist_append(h, auth)))
-            goto fail;
-        h = t;
+        if (!slist_add(&h, auth))
+            return NULL;
     }
-    for (size_t i = 0; i < c->n_headers; i++) {
-        if (!(t = curl_slist_append(h, c->headers[i])))
-            goto fail;
-        h = t;
-    }
+    for (size_t i = 0; i < c->n_headers; i++)
+        if (!slist_add(&h, c->headers[i]))
+            return NULL;
     return h;
-fail:
-    curl_slist_free_all(h);
-    return NULL;
 }
 
 static struct probe *probe_new(struct upstream *u, struct config *cfg, const struct config_upstream *c, int replica,
@@ -468,7 +473,7 @@ static struct probe *probe_new(struct upstream *u, struct config *cfg, const str
         return NULL;
     }
     snprintf(p->url, len, "%s%s", base, path);
-    p->headers = upstream_headers(c);
+    p->headers = upstream_credentials(c, NULL);
     p->u = u;
     atomic_fetch_add(&u->refs, 1);
     p->cfg = config_ref(cfg);

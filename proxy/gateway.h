@@ -8,6 +8,7 @@
 #ifndef LLMCGI_GATEWAY_H
 #define LLMCGI_GATEWAY_H
 
+#include <curl/curl.h>
 #include <json-c/json.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -72,6 +73,15 @@ json_object *upstream_status_json(struct upstream *u);
 
 /* A new array of the model ids u reported (from /v1/models or /info); caller owns it. */
 json_object *upstream_discovered_models(struct upstream *u);
+
+/* Appends `line` to *h. On failure frees the whole list, sets *h NULL and
+ * returns false. */
+bool slist_add(struct curl_slist **h, const char *line);
+
+/* Appends what every request to upstream c carries -- Authorization:
+ * Bearer api_key and the configured extra headers -- to h (which it takes
+ * over). Returns the list, or NULL (h freed) when out of memory. */
+struct curl_slist *upstream_credentials(const struct config_upstream *c, struct curl_slist *h);
 
 /* Parses the answer of an upstream's /v1/models (OpenAI list) or /info
  * (TGI: model_id) into a new NULL-terminated array of names (caller frees
