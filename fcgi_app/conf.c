@@ -465,7 +465,9 @@ static int apply_urls(struct config_upstream *u, const char *value, char *err, s
     }
     for (size_t i = 0; i < n; i++) {
         size_t len = strlen(v[i]);
-        while (len > 0 && v[i][len - 1] == '/')
+        const char *sep = strstr(v[i], "://");  /* trailing slashes of the path only, not of "http://" */
+        size_t keep = sep ? (size_t)(sep - v[i]) + 3 : 0;
+        while (len > keep && v[i][len - 1] == '/')
             v[i][--len] = '\0';
         if (check_url(v[i], err, errlen) < 0) {
             free_strv(v, n);

@@ -12,7 +12,7 @@ enum upstream_call dialect_call_for(enum client_kind k, enum upstream_type t)
     if (k == CK_CHAT || t == UPSTREAM_TRANSFORMERS)     /* transformers serve has no /v1/completions */
         return UK_CHAT;
     if (t == UPSTREAM_TGI)
-        return k == CK_COMPLETION ? UK_TGI : UK_TGI;
+        return UK_TGI;
     return UK_COMPLETION;
 }
 
@@ -303,9 +303,12 @@ static json_object *passthrough(enum upstream_call c, enum upstream_type t, json
     if (json_object_deep_copy(body, &o, NULL) != 0 || !o)
         return NULL;
     json_object_object_del(o, "\x01stop");
-    json_object *params = NULL;                 /* read_stop() hides TGI's string stop in parameters */
-    if (json_object_object_get_ex(o, "parameters", &params) && json_object_is_type(params, json_type_object))
+    json_object *params = NULL, *list = NULL;   /* read_stop() keeps a string stop as a list here */
+    if (json_object_object_get_ex(o, "parameters", &params) && json_object_is_type(params, json_type_object) &&
+        json_object_object_get_ex(params, "\x01stop", &list)) {
+        json_object_object_add(params, "stop", json_object_get(list));  /* TGI takes only a list */
         json_object_object_del(params, "\x01stop");
+    }
     if (c == UK_TGI) {
         json_object_object_del(o, "model");     /* TGI requests name no model */
         json_object_object_del(o, "stream");    /* the path says it: /generate or /generate_stream */
@@ -573,7 +576,7 @@ int dialect_read_delta(enum upstream_call c, json_object *e, struct gen_delta *d
             d->token_id = (long)json_object_get_int64(id);
         if (lp && is_number(lp))
             d->has_logprob = true, d->logprob = json_object_get_double(lp);
-        d->special = sp && json_object_get_boolean(sp);
+        d->special = sp && json_object_is_type(sp, json_type_boolean) && json_object_get_boolean(sp);
         if (det && json_object_is_type(det, json_type_object)) {
             d->finish = finish_from(str_of(get(det, "finish_reason")));
             if (d->finish == FIN_NONE)

@@ -44,6 +44,263 @@ static void refused(const char *text, const char *want, const char *what)
     config_unref(c);
 }
 
+/* Expects `text` to be refused with an error on `line` (0: file-wide) containing `msg`. */
+static void refused_at(const char *text, int line, const char *msg, const char *what)
+{
+    char err[4096], prefix[300];
+    struct config *c = load(text, err, sizeof err);
+    ok(c == NULL, "refused: %s", what);
+    config_unref(c);
+    if (line)
+        snprintf(prefix, sizeof prefix, "%s:%d: ", path, line);
+    else
+        snprintf(prefix, sizeof prefix, "%s: ", path);
+    bool found = false;
+    for (char *l = err; *l && !found;) {
+        char *end = strchr(l, '\n');
+        if (end)
+            *end = '\0';
+        found = strncmp(l, prefix, strlen(prefix)) == 0 && strstr(l + strlen(prefix), msg);
+        l = end ? end + 1 : l + strlen(l);
+    }
+    if (!ok(found, "  line %d says \"%s\"", line, msg))
+        printf("#   got: %s\n", err);
+}
+
+/* [upstream NAME] sections: every key, the defaults per type, and each bad value at its line. */
+static void test_upstreams(void)
+{
+    char err[4096];
+    size_t errlen = sizeof err;
+    struct config *c = load("[upstream tgi1]\ntype = tgi\nurl = http://127.0.0.1:8080/ http://127.0.0.1:8081/base//\n"
+                            "models = llama alias=meta/llama-3\nconnect_timeout = 2s\nfirst_byte_timeout = 30s\n"
+                            "total_timeout = 10m\nstream_idle_timeout = 60s\nmax_concurrent = 8\nqueue_timeout = 500ms\n"
+                            "retries = 1\nretry_backoff = 50ms\napi_key = sk-secret\nheader = X-One: 1\n"
+                            "header = X-Two:two  words\nweight = 3\nhealth_path = /ready\nhealth_interval = 1s\n"
+                            "health_timeout = 500ms\nhealth_fall = 2\nhealth_rise = 1\n"
+                            "launch = /usr/bin/text-generation-launcher --port 8080\nlaunch_stop_timeout = 3s\n"
+                            "max_response = 1M\n",
+                            err, errlen);
+    ok(c != NULL, "a full tgi upstream loads");
+    if (!c)
+        tap_diag("%s", err);
+    const struct config_upstream *u = c ? config_find_upstream(c, "tgi1") : NULL;
+    ok(u != NULL, "found by name");
+    if (u) {
+        is_int(u->type, UPSTREAM_TGI, "type tgi");
+        is_str(upstream_type_name(u->type), "tgi", "its name");
+        is_int(u->line, 1, "line of the header");
+        is_int(u->n_urls, 2, "two replicas");
+        is_str(u->urls[0], "http://127.0.0.1:8080", "trailing slash dropped");
+        is_str(u->urls[1], "http://127.0.0.1:8081/base", "a base path kept, its slashes dropped");
+        is_int(u->n_models, 2, "two models");
+        ok(u->n_models == 2 && strcmp(u->models[0].name, "llama") == 0 && strcmp(u->models[0].target, "llama") == 0,
+           "a plain model is its own target");
+        ok(u->n_models == 2 && strcmp(u->models[1].name, "alias") == 0 &&
+               strcmp(u->models[1].target, "meta/llama-3") == 0,
+           "an alias NAME=TARGET");
+        ok(!u->catch_all, "no catch-all");
+        ok(u->path_prefix == NULL, "no path_prefix");
+        is_int(u->connect_timeout_ms, 2000, "connect_timeout");
+        is_int(u->first_byte_timeout_ms, 30000, "first_byte_timeout");
+        is_int(u->total_timeout_ms, 600000, "total_timeout");
+        is_int(u->stream_idle_timeout_ms, 60000, "stream_idle_timeout");
+        is_int(u->max_concurrent, 8, "max_concurrent");
+        is_int(u->queue_timeout_ms, 500, "queue_timeout");
+        is_int(u->retries, 1, "retries");
+        is_int(u->retry_backoff_ms, 50, "retry_backoff");
+        is_str(u->api_key, "sk-secret", "api_key");
+        is_int(u->n_headers, 2, "repeated header keys are all kept");
+        if (u->n_headers == 2) {
+            is_str(u->headers[0], "X-One: 1", "header one");
+            is_str(u->headers[1], "X-Two: two  words", "header two, normalised after the colon");
+        }
+        is_int(u->weight, 3, "weight");
+        is_str(u->health_path, "/ready", "health_path");
+        is_int(u->health_interval_ms, 1000, "health_interval");
+        is_int(u->health_timeout_ms, 500, "health_timeout");
+        is_int(u->health_fall, 2, "health_fall");
+        is_int(u->health_rise, 1, "health_rise");
+        is_str(u->launch, "/usr/bin/text-generation-launcher --port 8080", "launch");
+        is_int(u->launch_stop_timeout_ms, 3000, "launch_stop_timeout");
+        is_int(u->max_response, 1 << 20, "max_response");
+    }
+    ok(c && config_find_upstream(c, "nope") == NULL, "an unknown upstream is not found");
+    config_unref(c);
+
+    /* Defaults, and health_path by type. */
+    c = load("[server]\ndefault_model = gpt\n[upstream o]\ntype = openai\nurl = https://api.example.com/v1\n"
+             "models = gpt *\n[upstream t]\ntype = transformers-serve\nurl = http://[::1]:8000\nmodels = Qwen/Qwen2-0.5B\n"
+             "[upstream h]\ntype = http\nurl = http://localhost:9000\npath_prefix = /images/\n"
+             "[upstream g]\ntype = tgi\nurl = http://h:1\n",
+             err, errlen);
+    ok(c != NULL, "one upstream of each type loads");
+    if (!c)
+        tap_diag("%s", err);
+    if (c) {
+        is_int(c->n_upstreams, 4, "four upstreams");
+        is_str(c->default_model, "gpt", "default_model routed by an upstream");
+        const struct config_upstream *o = config_find_upstream(c, "o"), *t = config_find_upstream(c, "t"),
+                                     *h = config_find_upstream(c, "h"), *g = config_find_upstream(c, "g");
+        ok(o && t && h && g, "all four found");
+        if (o && t && h && g) {
+            is_int(o->type, UPSTREAM_OPENAI, "type openai");
+            is_int(t->type, UPSTREAM_TRANSFORMERS, "type transformers-serve");
+            is_int(h->type, UPSTREAM_HTTP, "type http");
+            is_str(o->urls[0], "https://api.example.com/v1", "https URL with a base path");
+            ok(o->catch_all && o->n_models == 1, "models with * is a catch-all besides its names");
+            is_str(h->path_prefix, "/images", "path_prefix without its trailing slash");
+            is_str(o->health_path, "/v1/models", "openai health_path default /v1/models");
+            is_str(t->health_path, "/health", "transformers-serve health_path default /health");
+            is_str(h->health_path, "/", "http health_path default /");
+            is_str(g->health_path, "/health", "tgi health_path default /health");
+            is_int(g->n_models, 0, "no models: whatever the upstream reports");
+            is_int(g->connect_timeout_ms, 5000, "default connect_timeout 5s");
+            is_int(g->first_byte_timeout_ms, 120000, "default first_byte_timeout 120s");
+            is_int(g->total_timeout_ms, 1800000, "default total_timeout 30m");
+            is_int(g->stream_idle_timeout_ms, 120000, "default stream_idle_timeout 120s");
+            is_int(g->max_concurrent, 64, "default max_concurrent 64");
+            is_int(g->queue_timeout_ms, 1000, "default queue_timeout 1s");
+            is_int(g->retries, 2, "default retries 2");
+            is_int(g->retry_backoff_ms, 100, "default retry_backoff 100ms");
+            is_int(g->weight, 1, "default weight 1");
+            is_int(g->health_interval_ms, 5000, "default health_interval 5s");
+            is_int(g->health_timeout_ms, 2000, "default health_timeout 2s");
+            is_int(g->health_fall, 3, "default health_fall 3");
+            is_int(g->health_rise, 2, "default health_rise 2");
+            is_int(g->launch_stop_timeout_ms, 10000, "default launch_stop_timeout 10s");
+            is_int(g->max_response, 64 << 20, "default max_response 64M");
+            ok(g->api_key == NULL && g->launch == NULL && g->n_headers == 0, "no api_key, launch or headers");
+        }
+    }
+    config_unref(c);
+
+    /* Errors, each at its line: key values at the key, section checks at the header. */
+#define UP_REFUSED(line, msg, text, what) refused_at(text, line, msg, what)
+    UP_REFUSED(2, "type must be one of tgi, transformers-serve, openai, http; got \"vllm\"",
+               "[upstream a]\ntype = vllm\nurl = http://h:1\n", "an unknown type");
+    UP_REFUSED(1, "[upstream a] needs a type", "[upstream a]\nurl = http://h:1\n", "no type");
+    UP_REFUSED(1, "[upstream a] needs a url", "[upstream a]\ntype = tgi\n", "no url");
+    UP_REFUSED(3, "\"ftp://h/x\": only http:// and https:// upstreams are supported",
+               "[upstream a]\ntype = tgi\nurl = ftp://h/x\n", "a URL that is not http");
+    UP_REFUSED(3, "\"localhost:8080\" is not a URL", "[upstream a]\ntype = tgi\nurl = localhost:8080\n",
+               "a URL without a scheme");
+    UP_REFUSED(3, "\"http://user:pw@h:1\" carries credentials: put them in api_key or header instead",
+               "[upstream a]\ntype = tgi\nurl = http://user:pw@h:1\n", "a URL with user:password");
+    UP_REFUSED(3, "carries credentials", "[upstream a]\ntype = tgi\nurl = http://user@h:1\n", "a URL with a user");
+    UP_REFUSED(3, "carries credentials", "[upstream a]\ntype = tgi\nurl = http://:pw@h:1\n",
+               "a URL with only a password");
+    UP_REFUSED(3, "\"http://h:1/x?key=1\": an upstream URL takes no query or fragment",
+               "[upstream a]\ntype = tgi\nurl = http://h:1/x?key=1\n", "a URL with a query");
+    UP_REFUSED(3, "takes no query or fragment", "[upstream a]\ntype = tgi\nurl = http://h:1/#top\n",
+               "a URL with a fragment");
+    UP_REFUSED(3, "is not a URL", "[upstream a]\ntype = tgi\nurl = http://h:99999\n", "a URL with a bad port");
+    UP_REFUSED(3, "\"http://\" is not a URL", "[upstream a]\ntype = tgi\nurl = http://\n", "a URL without a host");
+    UP_REFUSED(3, "carries credentials", "[upstream a]\ntype = tgi\nurl = http://ok:1 http://u:p@bad:2\n",
+               "a second replica URL checked too");
+    UP_REFUSED(3, "url needs 1 to 64 replica URLs", "[upstream a]\ntype = tgi\nurl = , ,\n", "an empty url list");
+    UP_REFUSED(4, "models: \"name!\" is not a model name",
+               "[upstream a]\ntype = tgi\nurl = http://h:1\nmodels = good bad name!\n", "a bad model name");
+    UP_REFUSED(4, "models: \"a=b?c\" is not a model name",
+               "[upstream a]\ntype = tgi\nurl = http://h:1\nmodels = a=b?c\n", "a bad alias target");
+    UP_REFUSED(4, "models: \"=x\" is not a model name",
+               "[upstream a]\ntype = tgi\nurl = http://h:1\nmodels = =x\n", "an alias without a name");
+    UP_REFUSED(4, "models: \"m\" is listed twice", "[upstream a]\ntype = tgi\nurl = http://h:1\nmodels = m m=n\n",
+               "a model listed twice");
+    UP_REFUSED(4, "header must be \"Name: value\"", "[upstream a]\ntype = tgi\nurl = http://h:1\nheader = NoColon\n",
+               "a header without a colon");
+    UP_REFUSED(4, "header must be \"Name: value\"", "[upstream a]\ntype = tgi\nurl = http://h:1\nheader = : v\n",
+               "a header without a name");
+    UP_REFUSED(4, "header must be \"Name: value\"", "[upstream a]\ntype = tgi\nurl = http://h:1\nheader = X Y: v\n",
+               "a header name with a space");
+    UP_REFUSED(5, "header: Host is set by llmcgi itself",
+               "[upstream a]\ntype = tgi\nurl = http://h:1\nheader = X-Ok: 1\nheader = Host: evil\n",
+               "the Host header is reserved");
+    UP_REFUSED(4, "header: content-length is set by llmcgi itself",
+               "[upstream a]\ntype = tgi\nurl = http://h:1\nheader = content-length: 5\n",
+               "Content-Length reserved, any case");
+    UP_REFUSED(1, "[upstream img] of type http needs a path_prefix",
+               "[upstream img]\ntype = http\nurl = http://h:1\n", "an http upstream without path_prefix");
+    UP_REFUSED(1, "[upstream img] of type http needs a path_prefix",
+               "[upstream img]\ntype = http\nurl = http://h:1\npath_prefix = /\n", "path_prefix / is no prefix");
+    UP_REFUSED(1, "[upstream img]: path_prefix /v1 would hide llmcgi's own routes",
+               "[upstream img]\ntype = http\nurl = http://h:1\npath_prefix = /v1\n", "path_prefix /v1");
+    UP_REFUSED(1, "[upstream img]: path_prefix /models would hide llmcgi's own routes",
+               "[upstream img]\ntype = http\nurl = http://h:1\npath_prefix = /models\n", "path_prefix /models");
+    UP_REFUSED(1, "path_prefix /health would hide", "[upstream img]\ntype = http\nurl = http://h:1\npath_prefix = /health\n",
+               "path_prefix /health");
+    UP_REFUSED(1, "path_prefix /v1/models/x would hide",
+               "[upstream img]\ntype = http\nurl = http://h:1\npath_prefix = /v1/models/x\n", "a path under a route");
+    UP_REFUSED(4, "path_prefix must be a path", "[upstream img]\ntype = http\nurl = http://h:1\npath_prefix = img\n",
+               "a path_prefix without a slash");
+    UP_REFUSED(1, "[upstream a]: path_prefix is for http upstreams; tgi upstreams are routed by models",
+               "[upstream a]\ntype = tgi\nurl = http://h:1\npath_prefix = /img\n", "path_prefix on a tgi upstream");
+    UP_REFUSED(1, "[upstream img]: an http upstream is routed by path_prefix, not models",
+               "[upstream img]\ntype = http\nurl = http://h:1\npath_prefix = /img\nmodels = m\n", "models on http");
+    UP_REFUSED(5, "[upstream b]: path_prefix /img is already used by [upstream a]",
+               "[upstream a]\ntype = http\nurl = http://h:1\npath_prefix = /img\n"
+               "[upstream b]\ntype = http\nurl = http://h:2\npath_prefix = /img/\n",
+               "two http upstreams on one prefix");
+    UP_REFUSED(4, "upstream \"a\" is already defined on line 1",
+               "[upstream a]\ntype = tgi\nurl = http://h:1\n[upstream a]\ntype = tgi\nurl = http://h:2\n",
+               "a duplicate upstream name");
+    UP_REFUSED(1, "[upstream NAME] needs a name", "[upstream a/b]\ntype = tgi\nurl = http://h:1\n",
+               "an upstream name with a slash");
+    UP_REFUSED(1, "[upstream NAME] needs a name", "[upstream]\ntype = tgi\nurl = http://h:1\n",
+               "an upstream without a name");
+    UP_REFUSED(3, "[upstream a]: model \"gpt2\" is also a local [model]",
+               "[model gpt2]\npath = /m\n[upstream a]\ntype = tgi\nurl = http://h:1\nmodels = gpt2\n",
+               "a model also a local [model]");
+    UP_REFUSED(0, "default_model \"nope\" is neither a [model] nor routed by any [upstream]",
+               "[server]\ndefault_model = nope\n[upstream a]\ntype = tgi\nurl = http://h:1\nmodels = m\n",
+               "default_model unknown");
+    UP_REFUSED(3, "unknown key \"modles\" in [upstream] (did you mean \"models\"?)",
+               "[upstream a]\ntype = tgi\nmodles = x\nurl = http://h:1\n", "a misspelt upstream key");
+    UP_REFUSED(4, "duplicate key \"url\" (first set on line 3)",
+               "[upstream a]\ntype = tgi\nurl = http://h:1\nurl = http://h:2\n", "a duplicate url");
+    UP_REFUSED(4, "connect_timeout must be a duration", "[upstream a]\ntype = tgi\nurl = http://h:1\nconnect_timeout = 0\n",
+               "connect_timeout 0");
+    UP_REFUSED(4, "retries must be a whole number from 0 to 10", "[upstream a]\ntype = tgi\nurl = http://h:1\nretries = 11\n",
+               "too many retries");
+    UP_REFUSED(4, "max_response must be a size", "[upstream a]\ntype = tgi\nurl = http://h:1\nmax_response = 10\n",
+               "max_response below 1k");
+    UP_REFUSED(4, "health_path must be a URL path starting with /",
+               "[upstream a]\ntype = tgi\nurl = http://h:1\nhealth_path = health\n", "a relative health_path");
+    UP_REFUSED(4, "api_key must not be empty", "[upstream a]\ntype = tgi\nurl = http://h:1\napi_key =\n", "an empty api_key");
+#undef UP_REFUSED
+
+    c = load("[upstream a]\ntype = tgi\nurl = http://h:1\nmodels = *\n[server]\ndefault_model = anything\n", err, errlen);
+    ok(c != NULL && config_find_upstream(c, "a")->catch_all, "models = * routes every model, default_model too");
+    config_unref(c);
+    c = load("[upstream a]\ntype = tgi\nurl = http://h:1\nmodels = x=y\n[server]\ndefault_model = x\n", err, errlen);
+    ok(c != NULL, "default_model routed by an alias");
+    config_unref(c);
+    c = load("[upstream a]\ntype = tgi\nurl = http://h:1\nmodels = x=y\n[server]\ndefault_model = y\n", err, errlen);
+    ok(c == NULL, "default_model naming only an alias's target is refused");
+    config_unref(c);
+    c = load("[upstream a]\ntype = openai\nurl = http://h:1\nmodels = gpt2\n[upstream b]\ntype = http\n"
+             "url = http://h:2\npath_prefix = /gpt2\n[model m]\npath = /m\n",
+             err, errlen);
+    ok(c != NULL, "a local model, an upstream model and an http upstream together");
+    if (!c)
+        tap_diag("%s", err);
+    config_unref(c);
+    c = load("[upstream a]\ntype = tgi\nurl = http://h:1\nheader = X-A: 1\nheader = X-A: 2\nheader = X-B:\n", err, errlen);
+    ok(c && config_find_upstream(c, "a")->n_headers == 3, "the same header name may repeat; an empty value is fine");
+    config_unref(c);
+    c = load("[upstream a]\ntype = tgi\nurl = http://h:1\n  http://h:2\n", err, errlen);
+    ok(c && config_find_upstream(c, "a")->n_urls == 2, "url continued on an indented line");
+    config_unref(c);
+
+    /* Every problem of an upstream is reported. */
+    c = load("[upstream a]\ntype = http\nurl = http://u:p@h:1\nmodels = m\nheader = Host: x\n", err, errlen);
+    ok(c == NULL && strstr(err, ":3:") && strstr(err, ":5:") && strstr(err, ":1: [upstream a] needs a url") &&
+           strstr(err, "needs a path_prefix") && strstr(err, "not models"),
+       "all of an upstream's problems are reported");
+    if (c == NULL && !strstr(err, ":5:"))
+        tap_diag("%s", err);
+}
+
 int main(void)
 {
     char err[4096], want[512];
@@ -162,8 +419,8 @@ int main(void)
     char longline[400];
     snprintf(longline, sizeof longline, "[server]\nerror_log = /%0250d\n", 0);
     refused(longline, want, "a line too long for the parser");
-    snprintf(want, sizeof want, "%s:1: [upstream] is not supported", path);
-    refused("[upstream a]\nurl = http://x\n", want, "a section of a later version");
+    snprintf(want, sizeof want, "%s:1: [auth] is not supported", path);
+    refused("[auth]\n", want, "a section of a later version");
 
     c = load("[server]\nthreads = 8\nthreads = 9\n  16\nlisten_backlog = 10\n", err, sizeof err);
     ok(c == NULL && strstr(err, ":3: duplicate key \"threads\"") && !strstr(err, "listen_backlog"),
@@ -185,6 +442,8 @@ int main(void)
            strstr(errs.msg[0], "/nonexistent/llmcgi.conf: cannot open: No such file or directory"),
        "a missing file: %s", errs.n ? errs.msg[0] : "-");
     config_errors_free(&errs);
+
+    test_upstreams();
 
     unlink(path);
     rmdir(dir);

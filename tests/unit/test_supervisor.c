@@ -253,7 +253,18 @@ static void test_start_and_output(const char *tmpdir, int leak_fd)
         ok(leak_fd > 2 && log_has("upstream wd: fd-closed\n", 2000),
            "descriptors other than 0..2 are closed in the child (%d)", leak_fd);
         ok(log_has("upstream wd: SigBlk:\t0000000000000000\n", 2000), "no signal blocked in the child");
-        ok(log_has("upstream wd: SigIgn:\t0000000000000000\n", 2000), "no signal ignored in the child");
+        /* Signals 32 and 33 are glibc's own (thread cancellation, setxid): sigaction()
+         * cannot reset them, and a child's libc installs its handlers anyway. make
+         * runs tests with 32 ignored. */
+        bool ign_ok = false;
+        if (log_has("upstream wd: SigIgn:\t", 2000)) {
+            char *l = read_log();
+            const char *p = l ? strstr(l, "upstream wd: SigIgn:\t") : NULL;
+            unsigned long long mask = p ? strtoull(p + strlen("upstream wd: SigIgn:\t"), NULL, 16) : ~0ULL;
+            ign_ok = (mask & ~((1ULL << 31) | (1ULL << 32))) == 0;
+            free(l);
+        }
+        ok(ign_ok, "no signal ignored in the child (beyond glibc's internal ones)");
         ok(log_has("upstream wd: no newline\n", 2000), "a last line without newline is logged at exit");
         ok(log_has("upstream wd: launch command exited with status 3; restarting in 10s", 2000),
            "the exit is logged with status and delay");

@@ -1,0 +1,671 @@
+/* test_dialect.c -- translations between client and upstream APIs: reading requests, building upstream
+ * requests (exact JSON), reading answers and stream events, building client answers, error bodies. */
+#include "config.h"
+#include "dialect.h"
+#include "tap.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static json_object *J(const char *text)
+{
+    json_object *o = json_tokener_parse(text);
+    if (!o && strcmp(text, "null") != 0)
+        printf("# bad test JSON: %s\n", text);
+    return o;
+}
+
+/* Plain JSON text of o, in a rotating static buffer ("(null)" for NULL). */
+static const char *S(json_object *o)
+{
+    static char bufs[4][4096];
+    static int next;
+    char *b = bufs[next++ % 4];
+    if (!o)
+        return strcpy(b, "(null)");
+    snprintf(b, 4096, "%s", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+    return b;
+}
+
+static const char *kind_name(enum client_kind k)
+{
+    static const char *const n[] = {"chat", "completion", "tgi", "legacy"};
+    return n[k];
+}
+
+/* The request `body` of kind k is refused with a message naming `field`. */
+static void refused(enum client_kind k, const char *body, const char *field)
+{
+    json_object *b = J(body);
+    struct gen g;
+    char err[256];
+    int rc = dialect_read_request(k, b, &g, err, sizeof err);
+    char want[64];
+    snprintf(want, sizeof want, "`%s", field);
+    if (!ok(rc == -1 && strstr(err, want), "%s refuses %s", kind_name(k), body))
+        printf("#   rc %d, err \"%s\"\n", rc, err);
+    json_object_put(b);
+}
+
+static void accepted(enum client_kind k, const char *body)
+{
+    json_object *b = J(body);
+    struct gen g;
+    char err[256];
+    int rc = dialect_read_request(k, b, &g, err, sizeof err);
+    if (!ok(rc == 0, "%s accepts %s", kind_name(k), body))
+        printf("#   err \"%s\"\n", err);
+    json_object_put(b);
+}
+
+/* Reads `body` as client kind k, translates it for an upstream of type t and
+ * checks the JSON that the upstream gets (NULL: refused with err containing `want_err`). */
+static void upstream(enum client_kind k, enum upstream_type t, const char *body, const char *want,
+                     const char *want_err, const char *what)
+{
+    json_object *b = J(body);
+    struct gen g;
+    char err[256];
+    if (dialect_read_request(k, b, &g, err, sizeof err) < 0) {
+        ok(0, "%s: the request reads (%s)", what, err);
+        json_object_put(b);
+        return;
+    }
+    enum upstream_call c = dialect_call_for(k, t);
+    json_object *o = dialect_upstream_request(k, c, t, b, &g, "target", err, sizeof err);
+    if (want) {
+        is_str(S(o), want, "%s", what);
+    } else {
+        ok(o == NULL, "%s: refused", what);
+        has_str(err, want_err, "  with a message");
+    }
+    json_object_put(o);
+    json_object_put(b);
+}
+
+static void result_bad(enum upstream_call c, const char *answer, const char *want, const char *what)
+{
+    json_object *a = J(answer);
+    struct gen_result r;
+    char err[256] = "";
+    int rc = dialect_read_result(c, a, &r, err, sizeof err);
+    ok(rc == -1 && r.text == NULL, "malformed answer refused: %s", what);
+    has_str(err, want, "  message for %s", what);
+    gen_result_free(&r);
+    json_object_put(a);
+}
+
+static void error_message(const char *body, const char *want)
+{
+    json_object *b = J(body);
+    char buf[128] = "unset";
+    bool found = dialect_error_message(b, buf, sizeof buf);
+    if (want) {
+        ok(found, "an error message in %s", body);
+        is_str(buf, want, "  is \"%s\"", want);
+    } else {
+        ok(!found, "no error message in %s", body);
+    }
+    json_object_put(b);
+}
+
+int main(void)
+{
+    struct gen g;
+    char err[256];
+    json_object *b, *o;
+
+    /* ------------------------------------------------------------ calls */
+    is_int(dialect_call_for(CK_CHAT, UPSTREAM_TGI), UK_CHAT, "chat on TGI: TGI's Messages API");
+    is_int(dialect_call_for(CK_CHAT, UPSTREAM_OPENAI), UK_CHAT, "chat on openai");
+    is_int(dialect_call_for(CK_COMPLETION, UPSTREAM_TRANSFORMERS), UK_CHAT, "completion on transformers: chat");
+    is_int(dialect_call_for(CK_COMPLETION, UPSTREAM_TGI), UK_TGI, "completion on TGI: generate");
+    is_int(dialect_call_for(CK_COMPLETION, UPSTREAM_OPENAI), UK_COMPLETION, "completion on openai");
+    is_int(dialect_call_for(CK_TGI, UPSTREAM_TGI), UK_TGI, "TGI on TGI");
+    is_int(dialect_call_for(CK_TGI, UPSTREAM_OPENAI), UK_COMPLETION, "TGI on openai: completions");
+    is_int(dialect_call_for(CK_LEGACY, UPSTREAM_TRANSFORMERS), UK_CHAT, "legacy on transformers: chat");
+    ok(dialect_same(CK_CHAT, UK_CHAT) && dialect_same(CK_COMPLETION, UK_COMPLETION) && dialect_same(CK_TGI, UK_TGI),
+       "same API: pass-through");
+    ok(!dialect_same(CK_LEGACY, UK_TGI) && !dialect_same(CK_COMPLETION, UK_CHAT) && !dialect_same(CK_TGI, UK_COMPLETION),
+       "different APIs: translation");
+
+    /* ------------------------------------------------------------ reading requests: chat */
+    b = J("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":5,"
+          "\"temperature\":0.5,\"top_p\":0.25,\"frequency_penalty\":0.5,\"presence_penalty\":-1,\"seed\":-3,"
+          "\"stream\":true,\"stop\":[\"a\",\"b\"],\"stream_options\":{\"include_usage\":true},\"n\":2}");
+    ok(dialect_read_request(CK_CHAT, b, &g, err, sizeof err) == 0, "a full chat request reads");
+    ok(g.messages && json_object_array_length(g.messages) == 1, "messages");
+    ok(g.max_tokens == 5 && g.n == 2 && g.stream && g.include_usage, "max_tokens, n, stream, include_usage");
+    ok(g.has_temperature && g.temperature == 0.5 && g.has_top_p && g.top_p == 0.25, "temperature, top_p");
+    ok(g.has_freq && g.freq == 0.5 && g.has_pres && g.pres == -1, "penalties");
+    ok(g.has_seed && g.seed == -3, "seed (any integer)");
+    is_str(S(g.stop), "[\"a\",\"b\"]", "stop list");
+    ok(g.prompt == NULL, "no prompt for chat");
+    json_object_put(b);
+
+    b = J("{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}");
+    ok(dialect_read_request(CK_CHAT, b, &g, err, sizeof err) == 0 && g.max_tokens == -1 && g.n == 1 && !g.stream &&
+           !g.has_temperature && !g.has_seed && g.stop == NULL,
+       "chat defaults");
+    json_object_put(b);
+    b = J("{\"messages\":[{}],\"max_tokens\":5,\"max_completion_tokens\":7,\"stop\":\"x\"}");
+    ok(dialect_read_request(CK_CHAT, b, &g, err, sizeof err) == 0 && g.max_tokens == 7,
+       "max_completion_tokens wins over max_tokens");
+    is_str(S(g.stop), "[\"x\"]", "a stop string becomes a list");
+    json_object_put(b);
+    accepted(CK_CHAT, "{\"messages\":[{}],\"temperature\":null,\"stop\":null,\"seed\":null}");
+    accepted(CK_CHAT, "{\"messages\":[{}],\"temperature\":0,\"top_p\":1,\"stop\":[]}");
+    accepted(CK_CHAT, "{\"messages\":[{}],\"temperature\":2,\"frequency_penalty\":-2,\"presence_penalty\":2}");
+
+    refused(CK_CHAT, "{}", "messages");
+    refused(CK_CHAT, "{\"messages\":[]}", "messages");
+    refused(CK_CHAT, "{\"messages\":\"hi\"}", "messages");
+    refused(CK_CHAT, "{\"messages\":[{},1]}", "messages[1]");
+    refused(CK_CHAT, "{\"messages\":[{}],\"max_tokens\":0}", "max_tokens");
+    refused(CK_CHAT, "{\"messages\":[{}],\"max_tokens\":1.5}", "max_tokens");
+    refused(CK_CHAT, "{\"messages\":[{}],\"max_tokens\":\"5\"}", "max_tokens");
+    refused(CK_CHAT, "{\"messages\":[{}],\"max_tokens\":2000000000}", "max_tokens");
+    refused(CK_CHAT, "{\"messages\":[{}],\"max_completion_tokens\":-1}", "max_completion_tokens");
+    refused(CK_CHAT, "{\"messages\":[{}],\"n\":0}", "n");
+    refused(CK_CHAT, "{\"messages\":[{}],\"n\":129}", "n");
+    refused(CK_CHAT, "{\"messages\":[{}],\"temperature\":2.5}", "temperature");
+    refused(CK_CHAT, "{\"messages\":[{}],\"temperature\":-0.5}", "temperature");
+    refused(CK_CHAT, "{\"messages\":[{}],\"temperature\":\"hot\"}", "temperature");
+    refused(CK_CHAT, "{\"messages\":[{}],\"top_p\":1.5}", "top_p");
+    refused(CK_CHAT, "{\"messages\":[{}],\"frequency_penalty\":3}", "frequency_penalty");
+    refused(CK_CHAT, "{\"messages\":[{}],\"presence_penalty\":-2.5}", "presence_penalty");
+    refused(CK_CHAT, "{\"messages\":[{}],\"seed\":1.5}", "seed");
+    refused(CK_CHAT, "{\"messages\":[{}],\"stream\":\"yes\"}", "stream");
+    refused(CK_CHAT, "{\"messages\":[{}],\"stream\":1}", "stream");
+    refused(CK_CHAT, "{\"messages\":[{}],\"stop\":5}", "stop");
+    refused(CK_CHAT, "{\"messages\":[{}],\"stop\":[1]}", "stop");
+    refused(CK_CHAT, "{\"messages\":[{}],\"stop\":[\"\"]}", "stop");
+    refused(CK_CHAT, "{\"messages\":[{}],\"stop\":[\"a\",\"b\",\"c\",\"d\",\"e\"]}", "stop");
+    refused(CK_CHAT, "{\"messages\":[{}],\"stream_options\":true}", "stream_options");
+    refused(CK_CHAT, "{\"messages\":[{}],\"stream_options\":{\"include_usage\":\"y\"}}", "include_usage");
+    b = J("{\"messages\":[{}],\"temperature\":3}");
+    dialect_read_request(CK_CHAT, b, &g, err, sizeof err);
+    is_str(err, "`temperature` must be a number from 0 to 2 (inclusive)", "a range message reads well");
+    json_object_put(b);
+
+    /* ------------------------------------------------------------ completion */
+    b = J("{\"model\":\"m\",\"prompt\":\"Once\",\"max_tokens\":3}");
+    ok(dialect_read_request(CK_COMPLETION, b, &g, err, sizeof err) == 0 && g.prompt && strcmp(g.prompt, "Once") == 0 &&
+           g.max_tokens == 3,
+       "a completion request reads");
+    json_object_put(b);
+    b = J("{\"prompt\":[\"One\"]}");
+    ok(dialect_read_request(CK_COMPLETION, b, &g, err, sizeof err) == 0 && g.prompt && strcmp(g.prompt, "One") == 0,
+       "a list of one prompt is that prompt");
+    json_object_put(b);
+    b = J("{\"prompt\":[1,2,3]}");
+    ok(dialect_read_request(CK_COMPLETION, b, &g, err, sizeof err) == 0 && g.prompt == NULL,
+       "a token list is read (for pass-through) with no prompt");
+    json_object_put(b);
+    refused(CK_COMPLETION, "{}", "prompt");
+    refused(CK_COMPLETION, "{\"prompt\":5}", "prompt");
+    refused(CK_COMPLETION, "{\"prompt\":{}}", "prompt");
+    refused(CK_COMPLETION, "{\"prompt\":\"x\",\"max_tokens\":-1}", "max_tokens");
+    refused(CK_COMPLETION, "{\"prompt\":\"x\",\"top_p\":-0.1}", "top_p");
+    refused(CK_COMPLETION, "{\"prompt\":\"x\",\"stop\":{}}", "stop");
+    refused(CK_COMPLETION, "{\"prompt\":\"x\",\"seed\":\"1\"}", "seed");
+
+    /* ------------------------------------------------------------ TGI */
+    b = J("{\"inputs\":\"Hello\",\"stream\":true,\"parameters\":{\"max_new_tokens\":20,\"top_k\":10,"
+          "\"temperature\":0.5,\"top_p\":0.75,\"repetition_penalty\":1.25,\"frequency_penalty\":0.5,\"seed\":7,"
+          "\"do_sample\":true,\"details\":true,\"return_full_text\":true,\"stop\":[\"\\n\"]}}");
+    ok(dialect_read_request(CK_TGI, b, &g, err, sizeof err) == 0, "a full TGI request reads");
+    ok(g.prompt && strcmp(g.prompt, "Hello") == 0 && g.stream && g.max_tokens == 20, "inputs, stream, max_new_tokens");
+    ok(g.has_top_k && g.top_k == 10 && g.temperature == 0.5 && g.top_p == 0.75 && g.has_rep && g.rep == 1.25 &&
+           g.has_freq && g.has_seed && g.seed == 7,
+       "sampling parameters");
+    ok(g.do_sample_given && g.do_sample && g.details && g.return_full_text, "do_sample, details, return_full_text");
+    json_object_put(b);
+    b = J("{\"inputs\":\"Hello\"}");
+    ok(dialect_read_request(CK_TGI, b, &g, err, sizeof err) == 0 && !g.do_sample_given && !g.details &&
+           g.max_tokens == -1,
+       "TGI defaults: no parameters");
+    json_object_put(b);
+    accepted(CK_TGI, "{\"inputs\":\"x\",\"parameters\":null}");
+    accepted(CK_TGI, "{\"inputs\":\"x\",\"parameters\":{\"stop\":\"x\",\"seed\":null}}");
+    refused(CK_TGI, "{}", "inputs");
+    refused(CK_TGI, "{\"inputs\":5}", "inputs");
+    refused(CK_TGI, "{\"inputs\":[\"x\"]}", "inputs");
+    refused(CK_TGI, "{\"inputs\":\"x\",\"stream\":\"y\"}", "stream");
+    refused(CK_TGI, "{\"inputs\":\"x\",\"parameters\":[]}", "parameters");
+    refused(CK_TGI, "{\"inputs\":\"x\",\"parameters\":{\"max_new_tokens\":0}}", "max_new_tokens");
+    refused(CK_TGI, "{\"inputs\":\"x\",\"parameters\":{\"top_k\":0}}", "top_k");
+    refused(CK_TGI, "{\"inputs\":\"x\",\"parameters\":{\"temperature\":0}}", "temperature");
+    refused(CK_TGI, "{\"inputs\":\"x\",\"parameters\":{\"top_p\":1}}", "top_p");
+    refused(CK_TGI, "{\"inputs\":\"x\",\"parameters\":{\"top_p\":0}}", "top_p");
+    refused(CK_TGI, "{\"inputs\":\"x\",\"parameters\":{\"repetition_penalty\":0}}", "repetition_penalty");
+    refused(CK_TGI, "{\"inputs\":\"x\",\"parameters\":{\"frequency_penalty\":9}}", "frequency_penalty");
+    refused(CK_TGI, "{\"inputs\":\"x\",\"parameters\":{\"seed\":-1}}", "seed");
+    refused(CK_TGI, "{\"inputs\":\"x\",\"parameters\":{\"do_sample\":1}}", "do_sample");
+    refused(CK_TGI, "{\"inputs\":\"x\",\"parameters\":{\"details\":\"yes\"}}", "details");
+    refused(CK_TGI, "{\"inputs\":\"x\",\"parameters\":{\"return_full_text\":0}}", "return_full_text");
+    refused(CK_TGI, "{\"inputs\":\"x\",\"parameters\":{\"stop\":[\"a\",2]}}", "stop");
+    b = J("{\"inputs\":\"x\",\"parameters\":{\"temperature\":0}}");
+    dialect_read_request(CK_TGI, b, &g, err, sizeof err);
+    is_str(err, "`temperature` must be a number strictly between 0 and 1e+06", "an open range message");
+    json_object_put(b);
+
+    /* ------------------------------------------------------------ legacy */
+    b = J("{\"model_id\":\"m\",\"prompt\":\"Hi\",\"max_new_tokens\":8,\"temperature\":0,\"top_p\":1}");
+    ok(dialect_read_request(CK_LEGACY, b, &g, err, sizeof err) == 0 && strcmp(g.prompt, "Hi") == 0 && g.max_tokens == 8,
+       "a legacy request reads");
+    ok(!g.has_temperature && g.do_sample_given && !g.do_sample, "legacy temperature 0 is greedy");
+    ok(!g.has_top_p, "legacy top_p 1 is no top_p");
+    json_object_put(b);
+    b = J("{\"prompt\":\"Hi\",\"temperature\":0.5,\"top_p\":0.5}");
+    ok(dialect_read_request(CK_LEGACY, b, &g, err, sizeof err) == 0 && g.has_temperature && g.temperature == 0.5 &&
+           g.has_top_p && !g.do_sample_given,
+       "legacy sampling");
+    json_object_put(b);
+    refused(CK_LEGACY, "{\"model_id\":\"m\"}", "prompt");
+    refused(CK_LEGACY, "{\"prompt\":1}", "prompt");
+    refused(CK_LEGACY, "{\"prompt\":\"x\",\"max_new_tokens\":0}", "max_new_tokens");
+    refused(CK_LEGACY, "{\"prompt\":\"x\",\"temperature\":-1}", "temperature");
+    refused(CK_LEGACY, "{\"prompt\":\"x\",\"top_p\":2}", "top_p");
+    refused(CK_LEGACY, "{\"prompt\":\"x\",\"repetition_penalty\":0}", "repetition_penalty");
+
+    /* ------------------------------------------------------------ upstream requests: chat clients */
+    upstream(CK_CHAT, UPSTREAM_OPENAI,
+             "{\"model\":\"alias\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"stop\":\"x\",\"foo\":1}",
+             "{\"model\":\"target\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"stop\":\"x\",\"foo\":1}",
+             NULL, "chat -> openai: passed through, model rewritten, unknown fields kept");
+    upstream(CK_CHAT, UPSTREAM_TGI, "{\"model\":\"alias\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"n\":3}",
+             "{\"model\":\"tgi\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"n\":3}", NULL,
+             "chat -> tgi: passed through with model \"tgi\"");
+    upstream(CK_CHAT, UPSTREAM_TGI, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}",
+             "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"model\":\"tgi\"}", NULL,
+             "chat -> tgi: a model added when the client named none");
+    upstream(CK_CHAT, UPSTREAM_TRANSFORMERS,
+             "{\"model\":\"a\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"top_k\":5,\"stream\":true,"
+             "\"stream_options\":{\"include_usage\":true},\"stop\":\"x\",\"repetition_penalty\":1.5,\"max_tokens\":4}",
+             "{\"model\":\"target\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"stream\":true,"
+             "\"stream_options\":{\"include_usage\":true},\"stop\":\"x\",\"max_tokens\":4}",
+             NULL, "chat -> transformers-serve: unknown keys dropped");
+    {
+        char big[8192];
+        size_t n = (size_t)snprintf(big, sizeof big, "{\"messages\":[{}]");
+        for (int i = 0; i < 150; i++)
+            n += (size_t)snprintf(big + n, sizeof big - n, ",\"x%d\":%d", i, i);
+        snprintf(big + n, sizeof big - n, ",\"seed\":1}");
+        upstream(CK_CHAT, UPSTREAM_TRANSFORMERS, big, "{\"messages\":[{}],\"seed\":1,\"model\":\"target\"}", NULL,
+                 "chat -> transformers-serve: 150 unknown keys all dropped");
+    }
+
+    /* completion clients */
+    upstream(CK_COMPLETION, UPSTREAM_OPENAI, "{\"model\":\"a\",\"prompt\":[1,2],\"echo\":true,\"stop\":\"s\"}",
+             "{\"model\":\"target\",\"prompt\":[1,2],\"echo\":true,\"stop\":\"s\"}", NULL,
+             "completion -> openai: passed through (token lists too)");
+    upstream(CK_COMPLETION, UPSTREAM_TGI, "{\"model\":\"a\",\"prompt\":\"p\"}",
+             "{\"inputs\":\"p\",\"parameters\":{\"max_new_tokens\":16,\"do_sample\":true,\"details\":true,"
+             "\"return_full_text\":false,\"decoder_input_details\":true}}",
+             NULL, "completion -> tgi: OpenAI's default samples, max_tokens defaults to 16");
+    upstream(CK_COMPLETION, UPSTREAM_TGI, "{\"prompt\":\"p\",\"temperature\":0,\"top_p\":0.5,\"max_tokens\":3}",
+             "{\"inputs\":\"p\",\"parameters\":{\"max_new_tokens\":3,\"do_sample\":false,\"details\":true,"
+             "\"return_full_text\":false,\"decoder_input_details\":true}}",
+             NULL, "completion -> tgi: temperature 0 is do_sample false, no warpers");
+    upstream(CK_COMPLETION, UPSTREAM_TGI,
+             "{\"prompt\":\"p\",\"temperature\":0.5,\"top_p\":0.25,\"max_tokens\":5,\"stop\":[\"x\",\"y\"],\"seed\":3,"
+             "\"frequency_penalty\":0.5,\"presence_penalty\":1,\"stream\":true}",
+             "{\"inputs\":\"p\",\"parameters\":{\"max_new_tokens\":5,\"do_sample\":true,\"temperature\":0.5,"
+             "\"top_p\":0.25,\"frequency_penalty\":0.5,\"stop\":[\"x\",\"y\"],\"seed\":3,\"details\":true,"
+             "\"return_full_text\":false}}",
+             NULL, "completion -> tgi: sampling, stop list, seed; no decoder_input_details when streaming");
+    upstream(CK_COMPLETION, UPSTREAM_TGI, "{\"prompt\":\"p\",\"stop\":\"end\",\"seed\":-1,\"top_p\":1}",
+             "{\"inputs\":\"p\",\"parameters\":{\"max_new_tokens\":16,\"do_sample\":true,\"stop\":[\"end\"],"
+             "\"details\":true,\"return_full_text\":false,\"decoder_input_details\":true}}",
+             NULL, "completion -> tgi: a stop string as a list, no negative seed, top_p 1 dropped");
+    upstream(CK_COMPLETION, UPSTREAM_TGI, "{\"prompt\":\"p\",\"n\":2}", NULL, "`n`", "completion -> tgi: n > 1 refused");
+    upstream(CK_COMPLETION, UPSTREAM_TGI, "{\"prompt\":[1,2]}", NULL, "`prompt`",
+             "completion -> tgi: a token list refused");
+    upstream(CK_COMPLETION, UPSTREAM_TRANSFORMERS, "{\"prompt\":[\"a\",\"b\"]}", NULL, "`prompt`",
+             "completion -> transformers-serve: a list of prompts refused");
+    upstream(CK_COMPLETION, UPSTREAM_TRANSFORMERS,
+             "{\"model\":\"a\",\"prompt\":\"p\",\"max_tokens\":4,\"temperature\":0.5,\"top_p\":0.5,\"n\":2,"
+             "\"presence_penalty\":0.5,\"frequency_penalty\":0.25,\"stop\":[\"s\"],\"seed\":9,\"stream\":true,"
+             "\"echo\":true}",
+             "{\"model\":\"target\",\"messages\":[{\"role\":\"user\",\"content\":\"p\"}],\"max_tokens\":4,"
+             "\"temperature\":0.5,\"top_p\":0.5,\"n\":2,\"presence_penalty\":0.5,\"frequency_penalty\":0.25,"
+             "\"stop\":[\"s\"],\"seed\":9,\"stream\":true,\"stream_options\":{\"include_usage\":true}}",
+             NULL, "completion -> transformers-serve: the prompt as a user message, stream asks for usage");
+    upstream(CK_COMPLETION, UPSTREAM_TRANSFORMERS, "{\"prompt\":\"p\"}",
+             "{\"model\":\"target\",\"messages\":[{\"role\":\"user\",\"content\":\"p\"}]}", NULL,
+             "completion -> transformers-serve: defaults left to the upstream");
+
+    /* TGI clients */
+    upstream(CK_TGI, UPSTREAM_TGI,
+             "{\"inputs\":\"x\",\"model\":\"m\",\"stream\":true,\"parameters\":{\"max_new_tokens\":5,\"top_n_tokens\":2}}",
+             "{\"inputs\":\"x\",\"parameters\":{\"max_new_tokens\":5,\"top_n_tokens\":2}}", NULL,
+             "tgi -> tgi: passed through without model and stream");
+    upstream(CK_TGI, UPSTREAM_TGI, "{\"inputs\":\"x\",\"parameters\":{\"stop\":\"s\"}}",
+             "{\"inputs\":\"x\",\"parameters\":{\"stop\":[\"s\"]}}", NULL,
+             "tgi -> tgi: a string stop goes as the list TGI takes, no internal key leaks");
+    upstream(CK_TGI, UPSTREAM_OPENAI, "{\"inputs\":\"x\"}",
+             "{\"model\":\"target\",\"prompt\":\"x\",\"max_tokens\":20,\"temperature\":0.0}", NULL,
+             "tgi -> openai: TGI's defaults: greedy (temperature 0), 20 new tokens");
+    upstream(CK_TGI, UPSTREAM_OPENAI,
+             "{\"inputs\":\"x\",\"stream\":true,\"parameters\":{\"max_new_tokens\":20,\"temperature\":0.5,"
+             "\"top_p\":0.5,\"top_k\":4,\"seed\":3,\"stop\":[\"s\"],\"repetition_penalty\":1.5,"
+             "\"frequency_penalty\":0.25}}",
+             "{\"model\":\"target\",\"prompt\":\"x\",\"max_tokens\":20,\"temperature\":0.5,\"top_p\":0.5,"
+             "\"frequency_penalty\":0.25,\"stop\":[\"s\"],\"seed\":3,\"stream\":true,"
+             "\"stream_options\":{\"include_usage\":true}}",
+             NULL, "tgi -> openai: warpers sample; stream asks for usage");
+    upstream(CK_TGI, UPSTREAM_OPENAI, "{\"inputs\":\"x\",\"parameters\":{\"do_sample\":true}}",
+             "{\"model\":\"target\",\"prompt\":\"x\",\"max_tokens\":20,\"temperature\":1.0}", NULL,
+             "tgi -> openai: do_sample alone is temperature 1");
+    upstream(CK_TGI, UPSTREAM_OPENAI, "{\"inputs\":\"x\",\"parameters\":{\"do_sample\":false,\"temperature\":0.5}}",
+             "{\"model\":\"target\",\"prompt\":\"x\",\"max_tokens\":20,\"temperature\":0.0}", NULL,
+             "tgi -> openai: do_sample false wins over a temperature");
+    upstream(CK_TGI, UPSTREAM_TRANSFORMERS, "{\"inputs\":\"x\",\"parameters\":{\"max_new_tokens\":2}}",
+             "{\"model\":\"target\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"max_tokens\":2,"
+             "\"temperature\":0.0}",
+             NULL, "tgi -> transformers-serve: chat");
+
+    /* legacy clients */
+    upstream(CK_LEGACY, UPSTREAM_TGI, "{\"model_id\":\"m\",\"prompt\":\"hi\",\"max_new_tokens\":8,\"temperature\":0}",
+             "{\"inputs\":\"hi\",\"parameters\":{\"max_new_tokens\":8,\"do_sample\":false,\"details\":true,"
+             "\"return_full_text\":false,\"decoder_input_details\":true}}",
+             NULL, "legacy -> tgi: greedy");
+    upstream(CK_LEGACY, UPSTREAM_TGI, "{\"prompt\":\"hi\",\"temperature\":0.5,\"repetition_penalty\":1.5}",
+             "{\"inputs\":\"hi\",\"parameters\":{\"do_sample\":true,\"temperature\":0.5,\"repetition_penalty\":1.5,"
+             "\"details\":true,\"return_full_text\":false,\"decoder_input_details\":true}}",
+             NULL, "legacy -> tgi: sampling, no max_new_tokens default");
+    upstream(CK_LEGACY, UPSTREAM_OPENAI, "{\"prompt\":\"hi\",\"max_new_tokens\":8}",
+             "{\"model\":\"target\",\"prompt\":\"hi\",\"max_tokens\":8,\"temperature\":0.0}", NULL,
+             "legacy -> openai: completions, greedy");
+    upstream(CK_LEGACY, UPSTREAM_TRANSFORMERS, "{\"prompt\":\"hi\",\"temperature\":0.5}",
+             "{\"model\":\"target\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":20,"
+             "\"temperature\":0.5}",
+             NULL, "legacy -> transformers-serve: chat, sampling, 20 new tokens by default");
+
+    /* The client's body is left as it was (pass-through copies it). */
+    b = J("{\"model\":\"a\",\"messages\":[{}],\"stop\":\"x\"}");
+    dialect_read_request(CK_CHAT, b, &g, err, sizeof err);
+    o = dialect_upstream_request(CK_CHAT, UK_CHAT, UPSTREAM_OPENAI, b, &g, "t", err, sizeof err);
+    json_object *m = NULL;
+    ok(json_object_object_get_ex(b, "model", &m) && strcmp(json_object_get_string(m), "a") == 0,
+       "pass-through leaves the client's body alone");
+    json_object_put(o);
+    json_object_put(b);
+
+    /* ------------------------------------------------------------ whole answers */
+    struct gen_result r;
+    b = J("{\"id\":\"x\",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"hi\"},"
+          "\"finish_reason\":\"length\"}],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2,\"total_tokens\":5}}");
+    ok(dialect_read_result(UK_CHAT, b, &r, err, sizeof err) == 0, "a chat answer reads");
+    ok(r.text && strcmp(r.text, "hi") == 0 && r.finish == FIN_LENGTH && r.prompt_tokens == 3 && r.completion_tokens == 2,
+       "  text, finish, usage");
+    gen_result_free(&r);
+    ok(r.text == NULL, "gen_result_free clears the text");
+    json_object_put(b);
+    b = J("{\"choices\":[{\"message\":{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[]},"
+          "\"finish_reason\":\"tool_calls\"}]}");
+    ok(dialect_read_result(UK_CHAT, b, &r, err, sizeof err) == 0 && strcmp(r.text, "") == 0 && r.finish == FIN_OTHER &&
+           r.prompt_tokens == -1 && r.completion_tokens == -1,
+       "a chat answer with null content: empty text, unknown finish, no usage");
+    gen_result_free(&r);
+    json_object_put(b);
+    result_bad(UK_CHAT, "[]", "not a JSON object", "chat: a list");
+    result_bad(UK_CHAT, "null", "not a JSON object", "chat: null");
+    result_bad(UK_CHAT, "{}", "no choices", "chat: no choices");
+    result_bad(UK_CHAT, "{\"choices\":[]}", "no choices", "chat: empty choices");
+    result_bad(UK_CHAT, "{\"choices\":[1]}", "no choices", "chat: a choice that is no object");
+    result_bad(UK_CHAT, "{\"choices\":{}}", "no choices", "chat: choices not a list");
+    result_bad(UK_CHAT, "{\"choices\":[{\"text\":\"t\"}]}", "no message content", "chat: no message");
+    result_bad(UK_CHAT, "{\"choices\":[{\"message\":{\"content\":5}}]}", "no message content", "chat: content a number");
+
+    b = J("{\"choices\":[{\"text\":\"t\",\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":\"3\"}}");
+    ok(dialect_read_result(UK_COMPLETION, b, &r, err, sizeof err) == 0 && strcmp(r.text, "t") == 0 &&
+           r.finish == FIN_EOS && r.prompt_tokens == -1,
+       "a completion answer reads; a usage count that is no integer is unknown");
+    gen_result_free(&r);
+    json_object_put(b);
+    b = J("{\"choices\":[{\"text\":\"t\"}],\"usage\":{\"prompt_tokens\":4,"
+          "\"completion_tokens\":9223372036854775807}}");
+    ok(dialect_read_result(UK_COMPLETION, b, &r, err, sizeof err) == 0 && r.prompt_tokens == 4 &&
+           r.completion_tokens == -1,
+       "an absurd token count is not known (found by fuzz_upstream: the usage sum overflowed)");
+    gen_result_free(&r);
+    json_object_put(b);
+    b = J("{\"choices\":[{\"text\":\"t\"}],\"usage\":{\"prompt_tokens\":-4,\"completion_tokens\":2147483647}}");
+    ok(dialect_read_result(UK_COMPLETION, b, &r, err, sizeof err) == 0 && r.prompt_tokens == -1 &&
+           r.completion_tokens == 2147483647,
+       "a negative count is not known either");
+    gen_result_free(&r);
+    json_object_put(b);
+    result_bad(UK_COMPLETION, "{\"choices\":[{\"text\":5}]}", "no text", "completion: text a number");
+    result_bad(UK_COMPLETION, "{\"choices\":[{\"message\":{\"content\":\"x\"}}]}", "no text", "completion: a chat answer");
+    result_bad(UK_COMPLETION, "\"text\"", "not a JSON object", "completion: a string");
+
+    b = J("{\"generated_text\":\"g\",\"details\":{\"finish_reason\":\"eos_token\",\"generated_tokens\":4,\"seed\":9,"
+          "\"prefill\":[{\"id\":1},{\"id\":2}],\"tokens\":[]}}");
+    ok(dialect_read_result(UK_TGI, b, &r, err, sizeof err) == 0 && strcmp(r.text, "g") == 0 && r.finish == FIN_EOS &&
+           r.completion_tokens == 4 && r.prompt_tokens == 2 && r.has_seed && r.seed == 9,
+       "a TGI answer with details: prompt tokens from prefill, seed");
+    gen_result_free(&r);
+    json_object_put(b);
+    b = J("[{\"generated_text\":\"g\",\"details\":{\"finish_reason\":\"stop_sequence\",\"input_length\":6,"
+          "\"prefill\":[],\"seed\":null}}]");
+    ok(dialect_read_result(UK_TGI, b, &r, err, sizeof err) == 0 && r.finish == FIN_STOP_SEQUENCE &&
+           r.prompt_tokens == 6 && r.completion_tokens == -1 && !r.has_seed,
+       "a TGI list of one answer; input_length when prefill is empty");
+    gen_result_free(&r);
+    json_object_put(b);
+    b = J("{\"generated_text\":\"\"}");
+    ok(dialect_read_result(UK_TGI, b, &r, err, sizeof err) == 0 && strcmp(r.text, "") == 0 && r.finish == FIN_NONE &&
+           r.prompt_tokens == -1,
+       "a TGI answer without details");
+    gen_result_free(&r);
+    json_object_put(b);
+    result_bad(UK_TGI, "{}", "no generated_text", "tgi: no generated_text");
+    result_bad(UK_TGI, "{\"generated_text\":5}", "no generated_text", "tgi: generated_text a number");
+    result_bad(UK_TGI, "[]", "not a JSON object", "tgi: an empty list");
+    result_bad(UK_TGI, "[{\"generated_text\":\"a\"},{\"generated_text\":\"b\"}]", "not a JSON object",
+               "tgi: a list of two");
+    result_bad(UK_TGI, "[5]", "not a JSON object", "tgi: a list of a number");
+    result_bad(UK_TGI, "{\"choices\":[{\"text\":\"x\"}]}", "no generated_text", "tgi: an OpenAI answer");
+
+    /* ------------------------------------------------------------ stream events */
+    struct gen_delta d;
+    b = J("{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"he\"},"
+          "\"finish_reason\":null}]}");
+    ok(dialect_read_delta(UK_CHAT, b, &d) == 0 && d.text && strcmp(d.text, "he") == 0 && d.finish == FIN_NONE &&
+           d.prompt_tokens == -1 && !d.error && d.token_id == -1,
+       "an OpenAI chat chunk");
+    json_object_put(b);
+    b = J("{\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}");
+    ok(dialect_read_delta(UK_CHAT, b, &d) == 0 && d.text == NULL && d.finish == FIN_EOS, "the last chat chunk");
+    json_object_put(b);
+    b = J("{\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":null}}]}");
+    ok(dialect_read_delta(UK_CHAT, b, &d) == 0 && d.text == NULL, "the first chat chunk (role only)");
+    json_object_put(b);
+    b = J("{\"choices\":[{\"text\":\"lo\",\"finish_reason\":\"length\"}]}");
+    ok(dialect_read_delta(UK_COMPLETION, b, &d) == 0 && strcmp(d.text, "lo") == 0 && d.finish == FIN_LENGTH,
+       "a completion chunk");
+    json_object_put(b);
+    b = J("{\"choices\":[],\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":9}}");
+    ok(dialect_read_delta(UK_CHAT, b, &d) == 0 && d.text == NULL && d.prompt_tokens == 4 && d.completion_tokens == 9 &&
+           d.finish == FIN_NONE,
+       "a usage-only chunk (chat)");
+    ok(dialect_read_delta(UK_COMPLETION, b, &d) == 0 && d.prompt_tokens == 4, "a usage-only chunk (completion)");
+    json_object_put(b);
+    b = J("{\"object\":\"x\"}");
+    ok(dialect_read_delta(UK_CHAT, b, &d) == -1 && dialect_read_delta(UK_COMPLETION, b, &d) == -1,
+       "an object that is no chunk");
+    json_object_put(b);
+    b = J("[1]");
+    ok(dialect_read_delta(UK_CHAT, b, &d) == -1 && dialect_read_delta(UK_TGI, b, &d) == -1 &&
+           dialect_read_delta(UK_TGI, NULL, &d) == -1,
+       "a list or nothing is no event");
+    json_object_put(b);
+    b = J("{\"index\":1,\"token\":{\"id\":5,\"text\":\"a\",\"logprob\":-0.5,\"special\":false},"
+          "\"generated_text\":null,\"details\":null}");
+    ok(dialect_read_delta(UK_TGI, b, &d) == 0 && strcmp(d.text, "a") == 0 && d.token_id == 5 && d.has_logprob &&
+           d.logprob == -0.5 && !d.special && d.finish == FIN_NONE,
+       "a TGI token event");
+    json_object_put(b);
+    b = J("{\"index\":2,\"token\":{\"id\":2,\"text\":\"</s>\",\"logprob\":null,\"special\":true},"
+          "\"generated_text\":\"abc\",\"details\":{\"finish_reason\":\"length\",\"generated_tokens\":3,\"seed\":11,"
+          "\"input_length\":4}}");
+    ok(dialect_read_delta(UK_TGI, b, &d) == 0 && d.special && !d.has_logprob && d.finish == FIN_LENGTH &&
+           d.completion_tokens == 3 && d.prompt_tokens == 4 && d.has_seed && d.seed == 11,
+       "the TGI final event with details");
+    json_object_put(b);
+    b = J("{\"token\":{\"id\":2,\"text\":\"\",\"special\":true},\"generated_text\":\"abc\",\"details\":null}");
+    ok(dialect_read_delta(UK_TGI, b, &d) == 0 && d.finish == FIN_OTHER && d.completion_tokens == -1,
+       "the TGI final event without details still finishes");
+    json_object_put(b);
+    b = J("{\"token\":{\"id\":2,\"text\":\"x\"},\"details\":{\"generated_tokens\":1}}");
+    ok(dialect_read_delta(UK_TGI, b, &d) == 0 && d.finish == FIN_OTHER, "TGI details without a finish reason finish");
+    json_object_put(b);
+    b = J("{\"generated_text\":\"abc\"}");
+    ok(dialect_read_delta(UK_TGI, b, &d) == -1, "a TGI event without a token");
+    json_object_put(b);
+    b = J("{\"token\":\"x\"}");
+    ok(dialect_read_delta(UK_TGI, b, &d) == -1, "a TGI token that is no object");
+    json_object_put(b);
+    {
+        static const enum upstream_call calls[] = {UK_CHAT, UK_COMPLETION, UK_TGI};
+        for (int i = 0; i < 3; i++) {
+            b = J("{\"error\":\"Request failed during generation: out of memory\",\"error_type\":\"generation\"}");
+            ok(dialect_read_delta(calls[i], b, &d) == 0 && d.error &&
+                   strcmp(d.error, "Request failed during generation: out of memory") == 0,
+               "a TGI error event (call %d)", i);
+            json_object_put(b);
+            b = J("{\"error\":{\"message\":\"bad\",\"type\":\"x\"}}");
+            ok(dialect_read_delta(calls[i], b, &d) == 0 && d.error && strcmp(d.error, "bad") == 0,
+               "an OpenAI error event (call %d)", i);
+            json_object_put(b);
+            b = J("{\"error\":{\"code\":500}}");
+            ok(dialect_read_delta(calls[i], b, &d) == 0 && d.error && strstr(d.error, "reported an error"),
+               "an error event without a message (call %d)", i);
+            json_object_put(b);
+        }
+        b = J("{\"error\":null,\"choices\":[{\"text\":\"x\"}]}");
+        ok(dialect_read_delta(UK_COMPLETION, b, &d) == 0 && !d.error && strcmp(d.text, "x") == 0,
+           "\"error\": null is no error");
+        json_object_put(b);
+    }
+
+    /* ------------------------------------------------------------ client answers */
+    struct gen_result res = {.text = "t", .finish = FIN_LENGTH, .prompt_tokens = 3, .completion_tokens = 2};
+    memset(&g, 0, sizeof g);
+    g.prompt = "p: ";
+    o = dialect_client_answer(CK_COMPLETION, &g, &res, "m", "abc", 100, false);
+    is_str(S(o),
+           "{\"id\":\"cmpl-abc\",\"object\":\"text_completion\",\"created\":100,\"model\":\"m\",\"choices\":[{\"index\":0,"
+           "\"text\":\"t\",\"logprobs\":null,\"finish_reason\":\"length\"}],\"usage\":{\"prompt_tokens\":3,"
+           "\"completion_tokens\":2,\"total_tokens\":5}}",
+           "a completion answer");
+    json_object_put(o);
+    res.finish = FIN_NONE;
+    res.prompt_tokens = res.completion_tokens = -1;
+    o = dialect_client_answer(CK_COMPLETION, &g, &res, "m", "abc", 100, false);
+    has_str(S(o), "\"finish_reason\":\"stop\"", "no finish reason known: stop");
+    has_str(S(o), "\"usage\":{\"prompt_tokens\":0,\"completion_tokens\":0,\"total_tokens\":0}", "unknown usage: zeros");
+    json_object_put(o);
+
+    res.finish = FIN_STOP_SEQUENCE;
+    res.completion_tokens = 2;
+    o = dialect_client_answer(CK_TGI, &g, &res, "m", "abc", 100, false);
+    is_str(S(o), "{\"generated_text\":\"t\"}", "a TGI answer");
+    json_object_put(o);
+    g.return_full_text = true;
+    g.details = true;
+    o = dialect_client_answer(CK_TGI, &g, &res, "m", "abc", 100, false);
+    is_str(S(o),
+           "{\"generated_text\":\"p: t\",\"details\":{\"finish_reason\":\"stop_sequence\",\"generated_tokens\":2,"
+           "\"seed\":null,\"prefill\":[],\"tokens\":[]}}",
+           "a TGI answer with return_full_text and details");
+    json_object_put(o);
+    res.has_seed = true;
+    res.seed = 42;
+    g.return_full_text = false;
+    o = dialect_client_answer(CK_TGI, &g, &res, "m", "abc", 100, true);
+    is_str(S(o),
+           "[{\"generated_text\":\"t\",\"details\":{\"finish_reason\":\"stop_sequence\",\"generated_tokens\":2,"
+           "\"seed\":42,\"prefill\":[],\"tokens\":[]}}]",
+           "TGI's POST / answers a list");
+    json_object_put(o);
+    o = dialect_client_answer(CK_LEGACY, &g, &res, "m", "abc", 100, false);
+    is_str(S(o), "{\"generated_text\":\"t\",\"model_id\":\"m\"}", "a legacy answer");
+    json_object_put(o);
+    ok(dialect_client_answer(CK_CHAT, &g, &res, "m", "abc", 100, false) == NULL, "chat answers are never translated");
+
+    /* stream pieces */
+    o = dialect_completion_chunk("abc", 7, "m", NULL, FIN_NONE);
+    is_str(S(o),
+           "{\"id\":\"cmpl-abc\",\"object\":\"text_completion\",\"created\":7,\"model\":\"m\",\"choices\":[{\"index\":0,"
+           "\"text\":\"\",\"logprobs\":null,\"finish_reason\":null}]}",
+           "a completion chunk");
+    json_object_put(o);
+    o = dialect_completion_chunk("abc", 7, "m", "x", FIN_LENGTH);
+    has_str(S(o), "\"text\":\"x\",\"logprobs\":null,\"finish_reason\":\"length\"", "the last completion chunk");
+    json_object_put(o);
+    o = dialect_usage_chunk(CK_CHAT, "abc", 7, "m", 2, 3);
+    is_str(S(o),
+           "{\"id\":\"chatcmpl-abc\",\"object\":\"chat.completion.chunk\",\"created\":7,\"model\":\"m\",\"choices\":[],"
+           "\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":3,\"total_tokens\":5}}",
+           "a chat usage chunk");
+    json_object_put(o);
+    o = dialect_usage_chunk(CK_COMPLETION, "abc", 7, "m", -1, 3);
+    has_str(S(o), "\"id\":\"cmpl-abc\",\"object\":\"text_completion\"", "a completion usage chunk");
+    json_object_put(o);
+    struct gen_delta tok = {.text = "a", .token_id = 5, .has_logprob = true, .logprob = -0.5, .finish = FIN_NONE};
+    o = dialect_tgi_event(0, &tok, NULL, NULL);
+    is_str(S(o),
+           "{\"index\":0,\"token\":{\"id\":5,\"text\":\"a\",\"logprob\":-0.5,\"special\":false},\"generated_text\":null,"
+           "\"details\":null}",
+           "a TGI token event");
+    json_object_put(o);
+    res.finish = FIN_EOS;
+    o = dialect_tgi_event(3, &tok, "abc", &res);
+    is_str(S(o),
+           "{\"index\":3,\"token\":{\"id\":5,\"text\":\"a\",\"logprob\":-0.5,\"special\":false},\"generated_text\":\"abc\","
+           "\"details\":{\"finish_reason\":\"eos_token\",\"generated_tokens\":2,\"seed\":42}}",
+           "the last TGI event");
+    json_object_put(o);
+
+    /* finish mappings */
+    ok(finish_openai(FIN_NONE) == NULL, "openai: no finish is null");
+    is_str(finish_openai(FIN_LENGTH), "length", "openai: length");
+    is_str(finish_openai(FIN_EOS), "stop", "openai: eos is stop");
+    is_str(finish_openai(FIN_STOP_SEQUENCE), "stop", "openai: stop sequence is stop");
+    is_str(finish_openai(FIN_OTHER), "stop", "openai: other is stop");
+    is_str(finish_tgi(FIN_LENGTH), "length", "tgi: length");
+    is_str(finish_tgi(FIN_EOS), "eos_token", "tgi: eos_token");
+    is_str(finish_tgi(FIN_STOP_SEQUENCE), "stop_sequence", "tgi: stop_sequence");
+    is_str(finish_tgi(FIN_OTHER), "eos_token", "tgi: other is eos_token");
+    is_str(finish_tgi(FIN_NONE), "eos_token", "tgi: none is eos_token");
+
+    /* ------------------------------------------------------------ error bodies */
+    error_message("{\"error\":{\"message\":\"model not found\",\"type\":\"invalid_request_error\"}}", "model not found");
+    error_message("{\"error\":\"Input validation error: max_new_tokens\",\"error_type\":\"validation\"}",
+                  "Input validation error: max_new_tokens");
+    error_message("{\"detail\":\"Not Found\"}", "Not Found");
+    error_message("{\"detail\":[{\"loc\":[\"body\",\"x\"],\"msg\":\"Extra inputs are not permitted\",\"type\":\"x\"}]}",
+                  "Extra inputs are not permitted");
+    error_message("{\"message\":\"plain\"}", "plain");
+    error_message("{\"error\":{\"code\":1},\"message\":\"fallback\"}", "fallback");
+    error_message("{\"error\":{\"message\":\"first\"},\"message\":\"second\"}", "first");
+    error_message("{\"detail\":[]}", NULL);
+    error_message("{\"detail\":[5]}", NULL);
+    error_message("{\"error\":5}", NULL);
+    error_message("{}", NULL);
+    error_message("[\"error\"]", NULL);
+    error_message("\"error\"", NULL);
+    ok(!dialect_error_message(NULL, err, sizeof err), "no body, no message");
+    {
+        char small[8];
+        b = J("{\"error\":\"a long message indeed\"}");
+        ok(dialect_error_message(b, small, sizeof small) && strcmp(small, "a long ") == 0,
+           "a long message is cut to the buffer");
+        json_object_put(b);
+    }
+    return tap_done();
+}
