@@ -980,6 +980,8 @@ static int pass_start(struct pass *p)
     if (p->started)
         return 0;
     p->started = true;
+    if (p->event_stream)        /* nginx would otherwise buffer the events */
+        resp_header(p->r, "X-Accel-Buffering", "no");
     return resp_start_raw(p->r, (int)p->res->status, p->headers ? p->headers : "", p->hlen);
 }
 

@@ -37,7 +37,20 @@ class Echo(http.server.BaseHTTPRequestHandler):
     def log_message(self, *a):
         pass
 
+    def _events(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        for i in range(4):
+            self.wfile.write(f"data: {i}\n\n".encode())
+            self.wfile.flush()
+            time.sleep(0.25)
+        self.close_connection = True
+
     def _answer(self):
+        if self.path.endswith("/events"):
+            return self._events()
         n = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(n) if n else b""
         if "/status/" in self.path:
@@ -554,6 +567,18 @@ def test_http_upstream_passes_requests_through(gw, web):
     assert request(port, "GET", "/img/status/201").status == 201
     assert request(port, "DELETE", "/img/status/404").status == 404
     assert request(port, "GET", "/imgx").status == 404     # only whole path segments match
+
+
+@pytest.mark.parametrize("web", ["nginx", "apache"])
+def test_http_upstream_event_streams_are_not_buffered(gw, web):
+    s = Stream(gw.server(web).port, "/img/events")
+    try:
+        assert s.status == 200
+        events = read_events(s)
+    finally:
+        s.close()
+    assert [d for _, d in events] == ["0", "1", "2", "3"]
+    assert events[-1][0] - events[0][0] >= 0.5
 
 
 def test_http_upstream_down_is_a_502(gw):
