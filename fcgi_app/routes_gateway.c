@@ -682,6 +682,7 @@ static enum outcome attempt(struct call *k, struct cand *cand, int replica)
             res.result = UC_ABORTED;
     }
     if (res.client_gone || r->client_gone) {
+        r->client_gone = true;              /* nothing more to send: the access log says 499 */
         log_info("request %s: the client went away; upstream %s transfer stopped", r->id, c->name);
         out = OUT_DONE;
         goto done;
@@ -838,8 +839,10 @@ static int generate(struct req *r, enum client_kind kind, int variant)
         }
         if (!cd)
             break;
-        if (tries > 0 && backoff(r, cd->c, tries) < 0)
-            goto out;                           /* the client hung up while we waited */
+        if (tries > 0 && backoff(r, cd->c, tries) < 0) {
+            r->client_gone = true;              /* the client hung up while we waited */
+            goto out;
+        }
         if (upstream_acquire(cd->u, cd->c) < 0) {
             cd->out = true;
             capped = true;
@@ -1102,8 +1105,10 @@ int route_gw_http(struct req *r)
         int replica = upstream_pick(u, tried);
         if (replica < 0)
             break;
-        if (tries > 0 && backoff(r, c, tries) < 0)
+        if (tries > 0 && backoff(r, c, tries) < 0) {
+            r->client_gone = true;
             break;
+        }
         tries++;
         tried |= replica < 64 ? 1ULL << replica : 0;
         char url[REQ_PATH_MAX + 600];
@@ -1124,8 +1129,10 @@ int route_gw_http(struct req *r)
             status = 500;
             break;
         }
-        if (res.client_gone || r->client_gone)
+        if (res.client_gone || r->client_gone) {
+            r->client_gone = true;
             break;
+        }
         if (p.started) {
             if (res.result != UC_OK) {
                 upstream_report(u, c, replica, false, res.error);
