@@ -44,7 +44,7 @@ def test_check_accepts_a_valid_file(tmp):
         """)
     r = run("--check", "-c", str(conf))
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == f"{conf}: configuration is valid (1 models)"
+    assert r.stdout.strip() == f"{conf}: configuration is valid (1 models, 0 upstreams)"
 
 
 def test_check_reports_every_error_with_file_and_line(tmp):
@@ -66,7 +66,7 @@ def test_check_reports_every_error_with_file_and_line(tmp):
         f"{conf}:4: listen: expected unix:/path or host:port, got \"nowhere\"",
         f"{conf}:5: unknown key \"colour\" in [server]",
         f"{conf}:6: [model x] needs a path (the model's directory)",
-        f"{conf}:7: unknown section [mystery] (known: [server], [model NAME])",
+        f"{conf}:7: unknown section [mystery] (known: [server], [model NAME], [upstream NAME])",
     ], r.stderr
 
 
