@@ -803,7 +803,6 @@ static int generate(struct req *r, enum client_kind kind, int variant)
         json_object_object_get_ex(body, "prompt", NULL))
         k.kind = CK_LEGACY;                     /* the older {"model_id","prompt",...} shape */
     char err[300];
-    int validation = r->dialect == DIALECT_OPENAI ? 400 : 422;
     int rc = 0;
     struct cand cands[MAX_CANDIDATES];
     size_t n = 0;
@@ -826,7 +825,6 @@ static int generate(struct req *r, enum client_kind kind, int variant)
                  : resp_error_tgi(r, 404, "not_found", "model %s is not served here", k.model);
         goto out;
     }
-    (void)validation;
     int attempts = 1 + (int)cands[0].c->retries, tries = 0;
     bool capped = false;
     while (tries < attempts) {
