@@ -8,7 +8,6 @@
 #include "util.h"
 
 #include <json-c/json.h>
-#include <string.h>
 
 /* Sends obj (and frees it); a NULL obj means an allocation failed. */
 static int send_owned(struct req *r, json_object *obj)
@@ -99,14 +98,9 @@ int route_model(struct req *r)
     if (!data)
         return send_owned(r, NULL);
     gateway_list_models(r, data);
-    for (size_t i = 0; id && i < json_object_array_length(data); i++) {
-        json_object *e = json_object_array_get_idx(data, i), *v;
-        if (json_object_object_get_ex(e, "id", &v) && strcmp(json_object_get_string(v), id) == 0) {
-            json_object *found = json_object_get(e);
-            json_object_put(data);
-            return send_owned(r, found);
-        }
-    }
+    json_object *found = json_object_get(model_list_find(data, id));
     json_object_put(data);
+    if (found)
+        return send_owned(r, found);
     return resp_error_openai(r, 404, NULL, "model", "model_not_found", "The model `%s` does not exist", id ? id : "");
 }

@@ -76,13 +76,6 @@ static void put_candidates(struct cand *cands, size_t n)
         upstream_put(cands[i].u);
 }
 
-static uint64_t rand64(void)
-{
-    char hex[17];
-    util_random_hex(hex, 8);
-    return strtoull(hex, NULL, 16);
-}
-
 /* Weighted choice among the candidates with a replica left to try; sets
  * *replica. NULL when none is left. */
 static struct cand *choose(struct cand *cands, size_t n, int *replica)
@@ -94,7 +87,7 @@ static struct cand *choose(struct cand *cands, size_t n, int *replica)
                 total += cands[i].c->weight;
         if (total == 0)
             return NULL;
-        long pick = (long)(rand64() % (uint64_t)total);
+        long pick = (long)(util_random_u64() % (uint64_t)total);
         struct cand *k = NULL;
         for (size_t i = 0; i < n && !k; i++) {
             if (cands[i].out)
@@ -118,7 +111,7 @@ static int backoff(struct req *r, const struct config_upstream *c, int n)
     int64_t ms = c->retry_backoff_ms;
     for (int i = 1; i < n && ms < 5000; i++)
         ms *= 2;
-    ms = ms / 2 + (int64_t)(rand64() % (uint64_t)(ms + 1));
+    ms = ms / 2 + (int64_t)(util_random_u64() % (uint64_t)(ms + 1));
     if (ms > 5000)
         ms = 5000;
     if (ms <= 0)
@@ -1198,14 +1191,14 @@ static void each_upstream_model(struct req *r, void (*fn)(void *ud, const char *
     }
 }
 
-static bool listed(json_object *data, const char *id)
+json_object *model_list_find(json_object *data, const char *id)
 {
-    for (size_t i = 0; i < json_object_array_length(data); i++) {
+    for (size_t i = 0; id && i < json_object_array_length(data); i++) {
         json_object *o = json_object_array_get_idx(data, i), *v;
         if (json_object_object_get_ex(o, "id", &v) && strcmp(json_object_get_string(v), id) == 0)
-            return true;
+            return o;
     }
-    return false;
+    return NULL;
 }
 
 struct list_ctx {
@@ -1218,7 +1211,7 @@ struct list_ctx {
 static void add_model(void *ud, const char *model, const struct config_upstream *c, bool available)
 {
     struct list_ctx *x = ud;
-    if (listed(x->data, model))
+    if (model_list_find(x->data, model))
         return;
     json_object *o = json_object_new_object();
     if (!o)

@@ -23,6 +23,10 @@ int route_gw_http(struct req *r);
  * names already in it; and the upstreams' state to a /health object.
  * Return false when no upstream is available although some are configured. */
 void gateway_list_models(struct req *r, json_object *data);
+
+/* The entry of an OpenAI model list (`data`) whose "id" is `id`, borrowed
+ * from data; NULL when none. */
+json_object *model_list_find(json_object *data, const char *id);
 bool gateway_health(struct req *r, json_object *health);
 
 #endif

@@ -123,7 +123,7 @@ static _Thread_local bool rng_seeded;
 
 static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 
-static uint64_t rng_next(void)
+uint64_t util_random_u64(void)
 {
     if (!rng_seeded) {
         if (getrandom(rng_state, sizeof rng_state, 0) != (ssize_t)sizeof rng_state) {
@@ -153,7 +153,7 @@ void util_random_hex(char *out, size_t nbytes)
     uint64_t v = 0;
     for (size_t i = 0; i < nbytes; i++) {
         if (i % 8 == 0)
-            v = rng_next();
+            v = util_random_u64();
         unsigned b = v & 0xff;
         v >>= 8;
         out[2 * i] = hex[b >> 4];

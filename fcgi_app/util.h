@@ -23,6 +23,10 @@ int util_parse_octal(const char *s, unsigned *out);         /* 0660 */
 /* Formats `ms` as the shortest exact unit ("15s", "250ms"). */
 void util_format_duration(char *buf, size_t len, int64_t ms);
 
+/* A random 64-bit number from the same per-thread generator (xoshiro256**
+ * seeded from getrandom()): for load-balancing picks and jitter, not keys. */
+uint64_t util_random_u64(void);
+
 /* Fills `out` with 2*nbytes lowercase hex digits and a NUL (out must hold
  * 2*nbytes+1). Fast per-thread generator seeded from getrandom(): ids, not keys. */
 void util_random_hex(char *out, size_t nbytes);

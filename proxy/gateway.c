@@ -157,12 +157,19 @@ static int start_child(struct upstream *u, const struct config_upstream *c, char
 
 /* ------------------------------------------------------------------ selection, slots, reports */
 
+/* Is any replica of u up? Lock held. */
+static bool any_replica_up(const struct upstream *u)
+{
+    for (size_t i = 0; i < u->n_replicas; i++)
+        if (u->replicas[i].up)
+            return true;
+    return false;
+}
+
 bool upstream_available(struct upstream *u)
 {
     pthread_mutex_lock(&u->lock);
-    bool any = false;
-    for (size_t i = 0; i < u->n_replicas && !any; i++)
-        any = u->replicas[i].up;
+    bool any = any_replica_up(u);
     pthread_mutex_unlock(&u->lock);
     return any;
 }
@@ -588,10 +595,7 @@ static int64_t start_due(struct gateway *g, struct config *cfg, CURLM *multi, st
         if (!c)
             continue;
         pthread_mutex_lock(&u->lock);
-        bool any_up = false;
-        for (size_t i = 0; i < u->n_replicas; i++)
-            any_up |= u->replicas[i].up;
-        bool models_due = c->type != UPSTREAM_HTTP && any_up && now - u->models_at_ns >= MODELS_REFRESH_NS;
+        bool models_due = c->type != UPSTREAM_HTTP && any_replica_up(u) && now - u->models_at_ns >= MODELS_REFRESH_NS;
         if (models_due)
             u->models_at_ns = now;       /* not twice while one is in flight */
         for (size_t i = 0; i < u->n_replicas; i++) {
