@@ -1,0 +1,23 @@
+/* backend.h -- what each backend (cpu/, cuda/) gives llm.c: load, free, forward; the checks common to all live in llm.c. */
+#ifndef LLMCGI_BACKEND_H
+#define LLMCGI_BACKEND_H
+
+#include "llm.h"
+
+struct llm_backend {
+    const char *name;
+    /* Builds the backend's model from ck; fills the backend's part of *info
+     * (weight_dtype, weight_bytes, step_weight_bytes, kv_block_bytes,
+     * device_name, threads); the sizes in *info (kv_block_tokens, kv_blocks,
+     * max_step_tokens, max_step_logits) are already decided. *impl is owned
+     * by the caller and freed with free_model. Returns 0 or -1 with err. */
+    int (*load)(const struct gpt2_checkpoint *ck, const struct llm_load_opts *o, struct llm_info *info,
+                void **impl, char *err, size_t errlen);
+    void (*free_model)(void *impl);
+    /* A step already checked by llm_forward. Returns 0 or -1 with err. */
+    int (*forward)(void *impl, const struct llm_seq *seqs, int n_seqs, float *logits, char *err, size_t errlen);
+};
+
+extern const struct llm_backend llm_cpu_backend;
+
+#endif

@@ -1,0 +1,489 @@
+/* gpt2_cpu.c -- the CPU backend: GPT-2's forward pass over a batch of sequences at different positions, with paged KV blocks, across a pool of threads.
+ *
+ * The reference every other backend is checked against. One step:
+ *
+ *   x = wte[token] + wpe[pos]                                  every new token
+ *   for each block:
+ *     h = LayerNorm_1(x);  q,k,v = h Wqkv + b                  (one product)
+ *     k, v -> KV blocks at the tokens' positions
+ *     a = softmax(q k^T * scale, causal) v                     per sequence and head
+ *     x = x + a Wproj + b
+ *     h = LayerNorm_2(x);  x = x + act(h Wfc + b) Wmp + b
+ *   logits = LayerNorm_f(x) wte^T                              only the rows asked for
+ *
+ * Matrices are kept output-major ([out][in], Hugging Face's Conv1D stores
+ * [in][out]) in the checkpoint's own type (F32, F16 or BF16), so a decode
+ * step streams each weight once for the whole batch and half-precision files
+ * read half the bytes. Activations, LayerNorm parameters, biases, position
+ * embeddings and the KV blocks are F32. */
+#include "backend.h"
+#include "cpu/ops.h"
+#include "cpu/threads.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct cpu_layer {
+    const float *ln_1_g, *ln_1_b, *ln_2_g, *ln_2_b;
+    const float *qkv_b, *proj_b, *fc_b, *mproj_b;
+    const void *qkv_w;      /* [3C][C] */
+    const void *proj_w;     /* [C][C] */
+    const void *fc_w;       /* [F][C] */
+    const void *mproj_w;    /* [C][F] */
+    float attn_scale;       /* 1/sqrt(head_dim), and / (layer+1) when the config asks */
+};
+
+struct cpu_model {
+    int L, C, H, hd, F, V, P;
+    float eps;
+    enum ops_act act;
+    enum ckpt_dtype wdt;            /* the matrices' type */
+
+    /* Weights: one allocation, carved below. */
+    void *wmem;
+    const void *wte;                /* [V][C] in wdt: embedding rows and the tied LM head */
+    const void *lm_head;            /* [V][C]; == wte when tied */
+    const float *wpe;               /* [P][C] */
+    const float *ln_f_g, *ln_f_b;
+    struct cpu_layer *layers;       /* L */
+
+    /* KV pool: block b holds, for each layer, K then V of B positions x C. */
+    float *kv;
+    int B, n_blocks;
+    size_t block_floats;
+
+    /* Activations: one allocation for the largest step. */
+    void *amem;
+    int S, R;                       /* most tokens, most logits rows per step */
+    float *x, *h, *qkv, *att, *ff;  /* [S][C], [S][C], [S][3C], [S][C], [S][F] */
+    float *hf;                      /* [R][C]: final-LayerNorm rows the logits are made from */
+    float *scores;                  /* [threads][P] */
+
+    struct tpool *pool;
+    int threads;
+};
+
+/* ------------------------------------------------------------------ parallel jobs */
+
+/* y = act(x W^T + b) (+ y), split over blocks of `block` outputs. */
+struct mm_job {
+    float *y;
+    const float *x;
+    const void *w;
+    enum ckpt_dtype wt;
+    const float *bias;
+    int T, I, O, block;
+    bool accumulate;
+    int act;                        /* -1: none, else enum ops_act */
+};
+
+static void mm_task(void *ctx, int task, int thread)
+{
+    (void)thread;
+    const struct mm_job *j = ctx;
+    int o0 = task * j->block, o1 = o0 + j->block < j->O ? o0 + j->block : j->O;
+    ops_matmul(j->y, j->x, j->w, j->wt, j->bias, j->T, j->I, j->O, o0, o1, j->accumulate);
+    if (j->act >= 0)
+        for (int t = 0; t < j->T; t++)
+            ops_activate(j->y + (size_t)t * j->O + o0, o1 - o0, (enum ops_act)j->act);
+}
+
+static void matmul(struct cpu_model *m, float *y, const float *x, const void *w, const float *bias,
+                   int T, int I, int O, bool accumulate, int act)
+{
+    /* Blocks of 16 outputs (a multiple of the 4-wide kernel tile), larger for
+     * the vocabulary-wide LM head so the task count stays reasonable. */
+    int block = O > 8192 ? 64 : 16;
+    struct mm_job j = {y, x, w, m->wdt, bias, T, I, O, block, accumulate, act};
+    tpool_run(m->pool, mm_task, &j, (O + block - 1) / block);
+}
+
+/* LayerNorm over rows, split in chunks of rows. */
+struct ln_job {
+    float *y;
+    const float *x;
+    const float *g, *b;
+    int C, rows;
+    float eps;
+};
+
+#define LN_ROWS 8
+static void ln_task(void *ctx, int task, int thread)
+{
+    (void)thread;
+    const struct ln_job *j = ctx;
+    int r1 = (task + 1) * LN_ROWS < j->rows ? (task + 1) * LN_ROWS : j->rows;
+    for (int r = task * LN_ROWS; r < r1; r++)
+        ops_layernorm(j->y + (size_t)r * j->C, j->x + (size_t)r * j->C, j->g, j->b, j->C, j->eps);
+}
+
+static void layernorm_rows(struct cpu_model *m, float *y, const float *x, const float *g, const float *b, int rows)
+{
+    struct ln_job j = {y, x, g, b, m->C, rows, m->eps};
+    tpool_run(m->pool, ln_task, &j, (rows + LN_ROWS - 1) / LN_ROWS);
+}
+
+/* Attention for one layer: a task per (sequence, head). */
+struct attn_job {
+    struct cpu_model *m;
+    const struct llm_seq *seqs;
+    const int *row0;                /* first row of each sequence */
+    int layer;
+};
+
+static float *kv_at(const struct cpu_model *m, const struct llm_seq *s, int layer, int which, int pos)
+{
+    size_t block = (size_t)s->blocks[pos / m->B];
+    return m->kv + block * m->block_floats + ((size_t)(layer * 2 + which) * m->B + (size_t)(pos % m->B)) * m->C;
+}
+
+/* For each new token j of the sequence (position p = pos + j), head h:
+ *   s_k = (q . K_k) * scale for k <= p;  a = softmax(s);  out = sum_k a_k V_k */
+static void attn_task(void *ctx, int task, int thread)
+{
+    const struct attn_job *j = ctx;
+    struct cpu_model *m = j->m;
+    int si = task / m->H, h = task % m->H, hd = m->hd, C = m->C;
+    const struct llm_seq *s = &j->seqs[si];
+    const struct cpu_layer *ly = &m->layers[j->layer];
+    float *scores = m->scores + (size_t)thread * m->P;
+
+    /* This head's K and V of the new tokens go to their blocks first, so the
+     * tokens of a prefill chunk see each other. */
+    for (int t = 0; t < s->n_tokens; t++) {
+        const float *row = m->qkv + (size_t)(j->row0[si] + t) * 3 * C;
+        memcpy(kv_at(m, s, j->layer, 0, s->pos + t) + h * hd, row + C + h * hd, (size_t)hd * sizeof(float));
+        memcpy(kv_at(m, s, j->layer, 1, s->pos + t) + h * hd, row + 2 * C + h * hd, (size_t)hd * sizeof(float));
+    }
+    for (int t = 0; t < s->n_tokens; t++) {
+        int r = j->row0[si] + t, p = s->pos + t;
+        const float *q = m->qkv + (size_t)r * 3 * C + h * hd;
+        for (int k = 0; k <= p; k++)
+            scores[k] = ops_dot(q, kv_at(m, s, j->layer, 0, k) + h * hd, hd) * ly->attn_scale;
+        ops_softmax(scores, p + 1);
+        float *out = m->att + (size_t)r * C + h * hd;
+        memset(out, 0, (size_t)hd * sizeof(float));
+        for (int k = 0; k <= p; k++)
+            ops_axpy(out, scores[k], kv_at(m, s, j->layer, 1, k) + h * hd, hd);
+    }
+}
+
+/* ------------------------------------------------------------------ forward */
+
+static void embed_row(const struct cpu_model *m, float *x, int token, int pos)
+{
+    ops_to_f32(x, (const char *)m->wte + (size_t)token * m->C * ckpt_dtype_size(m->wdt), m->wdt, (size_t)m->C);
+    const float *pe = m->wpe + (size_t)pos * m->C;
+    for (int i = 0; i < m->C; i++)
+        x[i] += pe[i];
+}
+
+static int cpu_forward(void *impl, const struct llm_seq *seqs, int n_seqs, float *logits, char *err, size_t errlen)
+{
+    (void)err;
+    (void)errlen;
+    struct cpu_model *m = impl;
+    int C = m->C, F = m->F;
+
+    /* Rows: the new tokens of all sequences, in order. */
+    int row0_small[64];
+    int *row0 = n_seqs <= 64 ? row0_small : malloc((size_t)n_seqs * sizeof *row0);
+    if (!row0) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    int T = 0;
+    for (int si = 0; si < n_seqs; si++) {
+        row0[si] = T;
+        for (int t = 0; t < seqs[si].n_tokens; t++, T++)
+            embed_row(m, m->x + (size_t)T * C, seqs[si].tokens[t], seqs[si].pos + t);
+    }
+
+    for (int l = 0; l < m->L; l++) {
+        const struct cpu_layer *ly = &m->layers[l];
+        layernorm_rows(m, m->h, m->x, ly->ln_1_g, ly->ln_1_b, T);
+        matmul(m, m->qkv, m->h, ly->qkv_w, ly->qkv_b, T, C, 3 * C, false, -1);
+        struct attn_job aj = {m, seqs, row0, l};
+        tpool_run(m->pool, attn_task, &aj, n_seqs * m->H);
+        matmul(m, m->x, m->att, ly->proj_w, ly->proj_b, T, C, C, true, -1);
+        layernorm_rows(m, m->h, m->x, ly->ln_2_g, ly->ln_2_b, T);
+        matmul(m, m->ff, m->h, ly->fc_w, ly->fc_b, T, C, F, false, (int)m->act);
+        matmul(m, m->x, m->ff, ly->mproj_w, ly->mproj_b, T, F, C, true, -1);
+    }
+
+    /* The rows asked for, through the final LayerNorm and the LM head. */
+    int R = 0;
+    for (int si = 0; si < n_seqs; si++) {
+        const struct llm_seq *s = &seqs[si];
+        int first = s->logits == LLM_LOGITS_ALL ? 0 : s->logits == LLM_LOGITS_LAST ? s->n_tokens - 1 : s->n_tokens;
+        for (int t = first; t < s->n_tokens; t++, R++)
+            memcpy(m->h + (size_t)R * C, m->x + (size_t)(row0[si] + t) * C, (size_t)C * sizeof(float));
+    }
+    if (row0 != row0_small)
+        free(row0);
+    if (R > 0) {
+        layernorm_rows(m, m->hf, m->h, m->ln_f_g, m->ln_f_b, R);
+        matmul(m, logits, m->hf, m->lm_head, NULL, R, C, m->V, false, -1);
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ load */
+
+/* Copies a checkpoint matrix into dst as [out][in] in type dt. Conv1D
+ * tensors are [in][out] (transpose); Linear ones (wte, lm_head) are already
+ * [out][in]. */
+static void put_matrix(void *dst, enum ckpt_dtype dt, const struct ckpt_tensor *src, bool transpose)
+{
+    size_t rows = (size_t)src->shape[0], cols = (size_t)src->shape[1];
+    size_t out = transpose ? cols : rows, in = transpose ? rows : cols;
+    size_t es = ckpt_dtype_size(dt);
+    bool raw = dt == src->dtype;
+    /* Tiles of 64 x 64 keep the transposed reads within a few cache lines. */
+    for (size_t o0 = 0; o0 < out; o0 += 64)
+        for (size_t i0 = 0; i0 < in; i0 += 64)
+            for (size_t o = o0; o < out && o < o0 + 64; o++)
+                for (size_t i = i0; i < in && i < i0 + 64; i++) {
+                    size_t si = transpose ? i * cols + o : o * cols + i;
+                    char *d = (char *)dst + (o * in + i) * es;
+                    if (raw) {
+                        memcpy(d, (const char *)src->data + si * es, es);
+                        continue;
+                    }
+                    float v = ckpt_get(src, si);
+                    if (dt == CKPT_F32)
+                        memcpy(d, &v, 4);
+                    else {
+                        uint16_t hv = dt == CKPT_F16 ? ckpt_f32_to_f16(v) : ckpt_f32_to_bf16(v);
+                        memcpy(d, &hv, 2);
+                    }
+                }
+}
+
+static void put_vector(float *dst, const struct ckpt_tensor *src)
+{
+    size_t n = src->nbytes / ckpt_dtype_size(src->dtype);
+    for (size_t i = 0; i < n; i++)
+        dst[i] = ckpt_get(src, i);
+}
+
+/* Copies, then lets the file's pages go so that the peak resident set is
+ * about one copy of the weights, not two. */
+static void take_matrix(const struct gpt2_checkpoint *ck, void *dst, enum ckpt_dtype dt,
+                        const struct ckpt_tensor *src, bool transpose)
+{
+    put_matrix(dst, dt, src, transpose);
+    ckpt_tensor_done(ck, src);
+}
+
+/* The matrices' type: the file's when all matrices share one, else F32. */
+static enum ckpt_dtype pick_wdt(const struct gpt2_checkpoint *ck, bool force_f32)
+{
+    enum ckpt_dtype t = ck->wte.dtype;
+    if (force_f32)
+        return CKPT_F32;
+    if (ck->lm_head.data && ck->lm_head.dtype != t)
+        return CKPT_F32;
+    for (int l = 0; l < ck->cfg.n_layer; l++) {
+        const struct gpt2_layer_tensors *lt = &ck->layers[l];
+        if (lt->c_attn_w.dtype != t || lt->c_proj_w.dtype != t || lt->c_fc_w.dtype != t || lt->mlp_proj_w.dtype != t)
+            return CKPT_F32;
+    }
+    return t;
+}
+
+static int parse_act(const char *a, enum ops_act *act)
+{
+    if (!strcmp(a, "gelu_new") || !strcmp(a, "gelu_pytorch_tanh") || !strcmp(a, "gelu_fast"))
+        *act = OPS_GELU_TANH;
+    else if (!strcmp(a, "gelu"))
+        *act = OPS_GELU_ERF;
+    else if (!strcmp(a, "relu"))
+        *act = OPS_RELU;
+    else if (!strcmp(a, "quick_gelu"))
+        *act = OPS_QUICK_GELU;
+    else
+        return -1;
+    return 0;
+}
+
+static void cpu_free(void *impl)
+{
+    struct cpu_model *m = impl;
+    if (!m)
+        return;
+    tpool_free(m->pool);
+    free(m->wmem);
+    free(m->kv);
+    free(m->amem);
+    free(m->layers);
+    free(m);
+}
+
+static void *alloc64(size_t bytes)
+{
+    void *p = NULL;
+    if (posix_memalign(&p, 64, bytes ? bytes : 64) != 0)
+        return NULL;
+    return p;
+}
+
+/* Carves the next `bytes` (rounded up to 64) out of *cursor. */
+static void *carve(char **cursor, size_t bytes)
+{
+    void *p = *cursor;
+    *cursor += (bytes + 63) & ~(size_t)63;
+    return p;
+}
+
+static int cpu_load(const struct gpt2_checkpoint *ck, const struct llm_load_opts *o, struct llm_info *info,
+                    void **impl, char *err, size_t errlen)
+{
+    const struct gpt2_config *cfg = &ck->cfg;
+    *impl = NULL;
+    ops_init(false);
+    struct cpu_model *m = calloc(1, sizeof *m);
+    if (!m) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    m->L = cfg->n_layer;
+    m->C = cfg->n_embd;
+    m->H = cfg->n_head;
+    m->hd = cfg->n_embd / cfg->n_head;
+    m->F = cfg->n_inner;
+    m->V = cfg->vocab_size;
+    m->P = cfg->n_positions;
+    m->eps = cfg->layer_norm_epsilon;
+    if (parse_act(cfg->activation, &m->act) != 0) {
+        snprintf(err, errlen, "%s: activation_function \"%s\" is not supported", ck->dir, cfg->activation);
+        cpu_free(m);
+        return -1;
+    }
+    m->wdt = pick_wdt(ck, o->weights_f32);
+    size_t L = (size_t)m->L, C = (size_t)m->C, F = (size_t)m->F, V = (size_t)m->V, P = (size_t)m->P;
+    size_t es = ckpt_dtype_size(m->wdt);
+    bool tied = ck->lm_head.data == NULL || ck->lm_head.data == ck->wte.data;
+
+    /* Weights. */
+    size_t layer_mat = (3 * C * C + C * C + C * F + F * C) * es;
+    size_t layer_vec = (4 * C + 3 * C + C + F + C) * sizeof(float);
+    size_t wbytes = 0;
+    wbytes += (V * C * es + 63) & ~(size_t)63;
+    if (!tied)
+        wbytes += (V * C * es + 63) & ~(size_t)63;
+    wbytes += (P * C * sizeof(float) + 63) & ~(size_t)63;
+    wbytes += 2 * ((C * sizeof(float) + 63) & ~(size_t)63);
+    wbytes += L * (layer_mat + layer_vec + 12 * 64);
+    m->wmem = alloc64(wbytes);
+    m->layers = calloc(L, sizeof *m->layers);
+    if (!m->wmem || !m->layers) {
+        snprintf(err, errlen, "%s: out of memory for %zu bytes of weights", ck->dir, wbytes);
+        cpu_free(m);
+        return -1;
+    }
+    char *cur = m->wmem;
+    void *wte = carve(&cur, V * C * es);
+    take_matrix(ck, wte, m->wdt, &ck->wte, false);
+    m->wte = wte;
+    m->lm_head = wte;
+    if (!tied) {
+        void *lm = carve(&cur, V * C * es);
+        take_matrix(ck, lm, m->wdt, &ck->lm_head, false);
+        m->lm_head = lm;
+    }
+    float *wpe = carve(&cur, P * C * sizeof(float));
+    put_vector(wpe, &ck->wpe);
+    m->wpe = wpe;
+    float *g = carve(&cur, C * sizeof(float)), *b = carve(&cur, C * sizeof(float));
+    put_vector(g, &ck->ln_f_w);
+    put_vector(b, &ck->ln_f_b);
+    m->ln_f_g = g;
+    m->ln_f_b = b;
+    for (size_t l = 0; l < L; l++) {
+        const struct gpt2_layer_tensors *lt = &ck->layers[l];
+        struct cpu_layer *ly = &m->layers[l];
+        struct {
+            const float **dst;
+            const struct ckpt_tensor *src;
+        } vecs[] = {
+            {&ly->ln_1_g, &lt->ln_1_w}, {&ly->ln_1_b, &lt->ln_1_b}, {&ly->ln_2_g, &lt->ln_2_w},
+            {&ly->ln_2_b, &lt->ln_2_b}, {&ly->qkv_b, &lt->c_attn_b}, {&ly->proj_b, &lt->c_proj_b},
+            {&ly->fc_b, &lt->c_fc_b},   {&ly->mproj_b, &lt->mlp_proj_b},
+        };
+        for (size_t k = 0; k < sizeof vecs / sizeof vecs[0]; k++) {
+            float *v = carve(&cur, vecs[k].src->nbytes / ckpt_dtype_size(vecs[k].src->dtype) * sizeof(float));
+            put_vector(v, vecs[k].src);
+            *vecs[k].dst = v;
+        }
+        struct {
+            const void **dst;
+            const struct ckpt_tensor *src;
+        } mats[] = {
+            {&ly->qkv_w, &lt->c_attn_w}, {&ly->proj_w, &lt->c_proj_w},
+            {&ly->fc_w, &lt->c_fc_w},    {&ly->mproj_w, &lt->mlp_proj_w},
+        };
+        for (size_t k = 0; k < sizeof mats / sizeof mats[0]; k++) {
+            size_t n = (size_t)mats[k].src->shape[0] * (size_t)mats[k].src->shape[1];
+            void *w = carve(&cur, n * es);
+            take_matrix(ck, w, m->wdt, mats[k].src, true);
+            *mats[k].dst = w;
+        }
+        ly->attn_scale = cfg->scale_attn_weights ? 1.0f / sqrtf((float)m->hd) : 1.0f;
+        if (cfg->scale_attn_by_inverse_layer_idx)
+            ly->attn_scale /= (float)(l + 1);
+    }
+
+    /* KV pool. */
+    m->B = info->kv_block_tokens;
+    m->n_blocks = info->kv_blocks;
+    m->block_floats = L * 2 * (size_t)m->B * C;
+    m->kv = alloc64((size_t)m->n_blocks * m->block_floats * sizeof(float));
+    if (!m->kv) {
+        snprintf(err, errlen, "%s: out of memory for %d KV blocks", ck->dir, m->n_blocks);
+        cpu_free(m);
+        return -1;
+    }
+
+    /* Threads and activations. */
+    m->threads = o->threads > 0 ? o->threads : tpool_online_cpus();
+    if (tpool_new(m->threads, &m->pool) != 0) {
+        snprintf(err, errlen, "cannot start %d threads", m->threads);
+        cpu_free(m);
+        return -1;
+    }
+    m->S = info->max_step_tokens;
+    m->R = info->max_step_logits;
+    size_t S = (size_t)m->S, R = (size_t)m->R;
+    size_t abytes = 0;
+    size_t sizes[] = {S * C, S * C, S * 3 * C, S * C, S * F, R * C, (size_t)m->threads * P};
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++)
+        abytes += (sizes[k] * sizeof(float) + 63) & ~(size_t)63;
+    m->amem = alloc64(abytes);
+    if (!m->amem) {
+        snprintf(err, errlen, "out of memory for %zu bytes of activations", abytes);
+        cpu_free(m);
+        return -1;
+    }
+    cur = m->amem;
+    m->x = carve(&cur, sizes[0] * sizeof(float));
+    m->h = carve(&cur, sizes[1] * sizeof(float));
+    m->qkv = carve(&cur, sizes[2] * sizeof(float));
+    m->att = carve(&cur, sizes[3] * sizeof(float));
+    m->ff = carve(&cur, sizes[4] * sizeof(float));
+    m->hf = carve(&cur, sizes[5] * sizeof(float));
+    m->scores = carve(&cur, sizes[6] * sizeof(float));
+
+    info->weight_dtype = m->wdt;
+    info->weight_bytes = wbytes;
+    info->step_weight_bytes = L * layer_mat + V * C * es + L * layer_vec;
+    info->kv_block_bytes = m->block_floats * sizeof(float);
+    info->threads = m->threads;
+    snprintf(info->device_name, sizeof info->device_name, "cpu, %d threads, %s", m->threads, ops_simd_name());
+    *impl = m;
+    return 0;
+}
+
+const struct llm_backend llm_cpu_backend = {"cpu", cpu_load, cpu_free, cpu_forward};

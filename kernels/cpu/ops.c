@@ -1,0 +1,553 @@
+/* ops.c -- the CPU backend's numeric kernels: matrix products over F32/F16/BF16 weights, LayerNorm, GELU, softmax, dot/axpy; AVX2+FMA chosen at run time, portable C otherwise. */
+#include "ops.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define OPS_HAVE_X86 1
+#include <cpuid.h>
+#include <immintrin.h>
+#endif
+
+/* ------------------------------------------------------------------ portable C */
+
+static float load_w(const void *w, enum ckpt_dtype t, size_t i)
+{
+    switch (t) {
+    case CKPT_F16: return ckpt_f16_to_f32(((const uint16_t *)w)[i]);
+    case CKPT_BF16: return ckpt_bf16_to_f32(((const uint16_t *)w)[i]);
+    case CKPT_F32: break;
+    }
+    return ((const float *)w)[i];
+}
+
+static void matmul_portable(float *y, const float *x, const void *w, enum ckpt_dtype wt, const float *bias,
+                            int T, int I, int O, int o0, int o1, bool accumulate)
+{
+    float wrow[4096];
+    for (int o = o0; o < o1; o++) {
+        const float *wf = NULL;
+        if (wt == CKPT_F32) {
+            wf = (const float *)w + (size_t)o * I;
+        } else if (I <= 4096) {
+            ops_to_f32(wrow, (const uint16_t *)w + (size_t)o * I, wt, (size_t)I);
+            wf = wrow;
+        }
+        for (int t = 0; t < T; t++) {
+            const float *xr = x + (size_t)t * I;
+            float s = 0.0f;
+            if (wf) {
+                for (int i = 0; i < I; i++)
+                    s += xr[i] * wf[i];
+            } else {
+                for (int i = 0; i < I; i++)
+                    s += xr[i] * load_w(w, wt, (size_t)o * I + i);
+            }
+            float *dst = y + (size_t)t * O + o;
+            *dst = (accumulate ? *dst : 0.0f) + (bias ? bias[o] : 0.0f) + s;
+        }
+    }
+}
+
+static void layernorm_portable(float *y, const float *x, const float *g, const float *b, int n, float eps)
+{
+    float mean = 0.0f;
+    for (int i = 0; i < n; i++)
+        mean += x[i];
+    mean /= (float)n;
+    float var = 0.0f;
+    for (int i = 0; i < n; i++) {
+        float d = x[i] - mean;
+        var += d * d;
+    }
+    var /= (float)n;
+    float rstd = 1.0f / sqrtf(var + eps);
+    for (int i = 0; i < n; i++)
+        y[i] = (x[i] - mean) * rstd * g[i] + b[i];
+}
+
+static float act1(float v, enum ops_act act)
+{
+    switch (act) {
+    case OPS_GELU_TANH: {
+        const float k = 0.7978845608028654f; /* sqrt(2/pi) */
+        return 0.5f * v * (1.0f + tanhf(k * (v + 0.044715f * v * v * v)));
+    }
+    case OPS_GELU_ERF: return 0.5f * v * (1.0f + erff(v * 0.7071067811865476f));
+    case OPS_RELU: return v > 0.0f ? v : 0.0f;
+    case OPS_QUICK_GELU: return v / (1.0f + expf(-1.702f * v));
+    }
+    return v;
+}
+
+static void activate_portable(float *x, int n, enum ops_act act)
+{
+    for (int i = 0; i < n; i++)
+        x[i] = act1(x[i], act);
+}
+
+static float dot_portable(const float *a, const float *b, int n)
+{
+    float s = 0.0f;
+    for (int i = 0; i < n; i++)
+        s += a[i] * b[i];
+    return s;
+}
+
+static void axpy_portable(float *y, float a, const float *x, int n)
+{
+    for (int i = 0; i < n; i++)
+        y[i] += a * x[i];
+}
+
+static void softmax_portable(float *x, int n)
+{
+    float mx = x[0];
+    for (int i = 1; i < n; i++)
+        if (x[i] > mx)
+            mx = x[i];
+    float s = 0.0f;
+    for (int i = 0; i < n; i++) {
+        x[i] = expf(x[i] - mx);
+        s += x[i];
+    }
+    float inv = 1.0f / s;
+    for (int i = 0; i < n; i++)
+        x[i] *= inv;
+}
+
+void ops_to_f32(float *dst, const void *src, enum ckpt_dtype t, size_t n)
+{
+    if (t == CKPT_F32) {
+        memcpy(dst, src, n * sizeof(float));
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        dst[i] = load_w(src, t, i);
+}
+
+/* ------------------------------------------------------------------ AVX2 + FMA */
+#ifdef OPS_HAVE_X86
+#define AVX2 __attribute__((target("avx2,fma,f16c")))
+
+AVX2 static inline __m256 load8_f32(const void *w, size_t i)
+{
+    return _mm256_loadu_ps((const float *)w + i);
+}
+AVX2 static inline __m256 load8_f16(const void *w, size_t i)
+{
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)w + i)));
+}
+/* bf16 is the top half of an f32: widen to 32 bits and shift into place. */
+AVX2 static inline __m256 load8_bf16(const void *w, size_t i)
+{
+    __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)w + i));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+/* The four sums of a0..a3 in one vector: {sum a0, sum a1, sum a2, sum a3}. */
+AVX2 static inline __m128 hsum4(__m256 a0, __m256 a1, __m256 a2, __m256 a3)
+{
+    __m256 s01 = _mm256_hadd_ps(a0, a1);       /* a0 pairs, a1 pairs, per 128-bit lane */
+    __m256 s23 = _mm256_hadd_ps(a2, a3);
+    __m256 s = _mm256_hadd_ps(s01, s23);       /* per lane: a0 a1 a2 a3 partial sums */
+    return _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+}
+
+AVX2 static inline float hsum1(__m256 a)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* Stores four outputs o..o+3 of row t: y = (acc ? y : 0) + bias + s. */
+AVX2 static inline void store4(float *y, __m128 s, const float *bias, int o, bool accumulate)
+{
+    if (bias)
+        s = _mm_add_ps(s, _mm_loadu_ps(bias + o));
+    if (accumulate)
+        s = _mm_add_ps(s, _mm_loadu_ps(y + o));
+    _mm_storeu_ps(y + o, s);
+}
+
+/* Rows of x processed together per pass over a 4-row tile of W, sized so the
+ * chunk of x stays in L2 while the tile's rows stream through L1. */
+static int t_chunk(int I)
+{
+    int c = (int)(96 * 1024 / ((size_t)I * sizeof(float)));
+    c = c / 3 * 3;
+    return c < 3 ? 3 : c;
+}
+
+/* The register tiles, one set per weight type. A tile computes the dot
+ * products of 4 rows of W (w, w+I, w+2I, w+3I) with R rows of x (stride I)
+ * into s[r] = {4 sums}: R x 4 accumulators of 8 lanes, each W vector loaded
+ * (and widened) once for the R rows. The tiles are separate functions so the
+ * compiler keeps their few pointers in registers (inlined into the driver it
+ * spilled them and reloaded them every iteration). I8 = I rounded down to 8;
+ * the driver adds the tail. */
+#define DEFINE_TILES_AVX2(SUF, LOAD8, ELEM)                                                        \
+    __attribute__((noinline)) AVX2 static void tile3_##SUF(const void *wp, const float *x, size_t I, \
+                                                           size_t I8, __m128 *s)                 \
+    {                                                                                              \
+        const ELEM *w = (const ELEM *)wp, *w1 = w + I, *w2 = w1 + I, *w3 = w2 + I;                 \
+        const float *x1 = x + I, *x2 = x1 + I;                                                     \
+        __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a10 = a00, a11 = a00, a12 = a00;   \
+        __m256 a20 = a00, a21 = a00, a22 = a00, a30 = a00, a31 = a00, a32 = a00;                   \
+        for (size_t i = 0; i < I8; i += 8) {                                                       \
+            __m256 v0 = _mm256_loadu_ps(x + i), v1 = _mm256_loadu_ps(x1 + i);                      \
+            __m256 v2 = _mm256_loadu_ps(x2 + i);                                                   \
+            __m256 wv = LOAD8(w, i);                                                               \
+            a00 = _mm256_fmadd_ps(wv, v0, a00);                                                    \
+            a01 = _mm256_fmadd_ps(wv, v1, a01);                                                    \
+            a02 = _mm256_fmadd_ps(wv, v2, a02);                                                    \
+            wv = LOAD8(w1, i);                                                                     \
+            a10 = _mm256_fmadd_ps(wv, v0, a10);                                                    \
+            a11 = _mm256_fmadd_ps(wv, v1, a11);                                                    \
+            a12 = _mm256_fmadd_ps(wv, v2, a12);                                                    \
+            wv = LOAD8(w2, i);                                                                     \
+            a20 = _mm256_fmadd_ps(wv, v0, a20);                                                    \
+            a21 = _mm256_fmadd_ps(wv, v1, a21);                                                    \
+            a22 = _mm256_fmadd_ps(wv, v2, a22);                                                    \
+            wv = LOAD8(w3, i);                                                                     \
+            a30 = _mm256_fmadd_ps(wv, v0, a30);                                                    \
+            a31 = _mm256_fmadd_ps(wv, v1, a31);                                                    \
+            a32 = _mm256_fmadd_ps(wv, v2, a32);                                                    \
+        }                                                                                          \
+        s[0] = hsum4(a00, a10, a20, a30);                                                          \
+        s[1] = hsum4(a01, a11, a21, a31);                                                          \
+        s[2] = hsum4(a02, a12, a22, a32);                                                          \
+    }                                                                                              \
+    __attribute__((noinline)) AVX2 static void tile2_##SUF(const void *wp, const float *x, size_t I, \
+                                                           size_t I8, __m128 *s)                 \
+    {                                                                                              \
+        const ELEM *w = (const ELEM *)wp, *w1 = w + I, *w2 = w1 + I, *w3 = w2 + I;                 \
+        const float *x1 = x + I;                                                                   \
+        __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00;                         \
+        __m256 a20 = a00, a21 = a00, a30 = a00, a31 = a00;                                         \
+        for (size_t i = 0; i < I8; i += 8) {                                                       \
+            __m256 v0 = _mm256_loadu_ps(x + i), v1 = _mm256_loadu_ps(x1 + i);                      \
+            __m256 wv = LOAD8(w, i);                                                               \
+            a00 = _mm256_fmadd_ps(wv, v0, a00);                                                    \
+            a01 = _mm256_fmadd_ps(wv, v1, a01);                                                    \
+            wv = LOAD8(w1, i);                                                                     \
+            a10 = _mm256_fmadd_ps(wv, v0, a10);                                                    \
+            a11 = _mm256_fmadd_ps(wv, v1, a11);                                                    \
+            wv = LOAD8(w2, i);                                                                     \
+            a20 = _mm256_fmadd_ps(wv, v0, a20);                                                    \
+            a21 = _mm256_fmadd_ps(wv, v1, a21);                                                    \
+            wv = LOAD8(w3, i);                                                                     \
+            a30 = _mm256_fmadd_ps(wv, v0, a30);                                                    \
+            a31 = _mm256_fmadd_ps(wv, v1, a31);                                                    \
+        }                                                                                          \
+        s[0] = hsum4(a00, a10, a20, a30);                                                          \
+        s[1] = hsum4(a01, a11, a21, a31);                                                          \
+    }                                                                                              \
+    /* One row of x: two accumulators per row of W, so 8 independent chains. */                  \
+    __attribute__((noinline)) AVX2 static void tile1_##SUF(const void *wp, const float *x, size_t I, \
+                                                           size_t I8, __m128 *s)                 \
+    {                                                                                              \
+        const ELEM *w = (const ELEM *)wp, *w1 = w + I, *w2 = w1 + I, *w3 = w2 + I;                 \
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0;     \
+        __m256 b3 = a0;                                                                            \
+        size_t i = 0;                                                                              \
+        for (; i + 16 <= I8; i += 16) {                                                            \
+            __m256 v0 = _mm256_loadu_ps(x + i), u0 = _mm256_loadu_ps(x + i + 8);                   \
+            a0 = _mm256_fmadd_ps(LOAD8(w, i), v0, a0);                                             \
+            a1 = _mm256_fmadd_ps(LOAD8(w1, i), v0, a1);                                            \
+            a2 = _mm256_fmadd_ps(LOAD8(w2, i), v0, a2);                                            \
+            a3 = _mm256_fmadd_ps(LOAD8(w3, i), v0, a3);                                            \
+            b0 = _mm256_fmadd_ps(LOAD8(w, i + 8), u0, b0);                                         \
+            b1 = _mm256_fmadd_ps(LOAD8(w1, i + 8), u0, b1);                                        \
+            b2 = _mm256_fmadd_ps(LOAD8(w2, i + 8), u0, b2);                                        \
+            b3 = _mm256_fmadd_ps(LOAD8(w3, i + 8), u0, b3);                                        \
+        }                                                                                          \
+        for (; i < I8; i += 8) {                                                                   \
+            __m256 v0 = _mm256_loadu_ps(x + i);                                                    \
+            a0 = _mm256_fmadd_ps(LOAD8(w, i), v0, a0);                                             \
+            a1 = _mm256_fmadd_ps(LOAD8(w1, i), v0, a1);                                            \
+            a2 = _mm256_fmadd_ps(LOAD8(w2, i), v0, a2);                                            \
+            a3 = _mm256_fmadd_ps(LOAD8(w3, i), v0, a3);                                            \
+        }                                                                                          \
+        s[0] = hsum4(_mm256_add_ps(a0, b0), _mm256_add_ps(a1, b1), _mm256_add_ps(a2, b2),          \
+                     _mm256_add_ps(a3, b3));                                                       \
+    }                                                                                              \
+    __attribute__((noinline)) AVX2 static float dot1_##SUF(const void *wp, const float *x, size_t I8) \
+    {                                                                                              \
+        const ELEM *w = (const ELEM *)wp;                                                          \
+        __m256 a0 = _mm256_setzero_ps();                                                           \
+        for (size_t i = 0; i < I8; i += 8)                                                         \
+            a0 = _mm256_fmadd_ps(LOAD8(w, i), _mm256_loadu_ps(x + i), a0);                         \
+        return hsum1(a0);                                                                          \
+    }
+
+typedef uint16_t f16_t;
+typedef uint16_t bf16_t;
+DEFINE_TILES_AVX2(f32, load8_f32, float)
+DEFINE_TILES_AVX2(f16, load8_f16, f16_t)
+DEFINE_TILES_AVX2(bf16, load8_bf16, bf16_t)
+
+typedef void (*tile_fn)(const void *w, const float *x, size_t I, size_t I8, __m128 *s);
+typedef float (*dot1_fn)(const void *w, const float *x, size_t I8);
+
+/* The driver: blocks of x rows that stay in L2, 4 outputs at a time, rows of
+ * x in tiles of 3 (then 2 or 1), the I % 8 tail in scalar code, then bias,
+ * accumulate and store. */
+AVX2 static void matmul_avx2(float *y, const float *x, const void *w, enum ckpt_dtype wt, const float *bias,
+                             int T, int I, int O, int o0, int o1, bool accumulate)
+{
+    tile_fn tiles[4];
+    dot1_fn dot1;
+    switch (wt) {
+    case CKPT_F16:
+        tiles[1] = tile1_f16, tiles[2] = tile2_f16, tiles[3] = tile3_f16;
+        dot1 = dot1_f16;
+        break;
+    case CKPT_BF16:
+        tiles[1] = tile1_bf16, tiles[2] = tile2_bf16, tiles[3] = tile3_bf16;
+        dot1 = dot1_bf16;
+        break;
+    case CKPT_F32:
+    default:
+        tiles[1] = tile1_f32, tiles[2] = tile2_f32, tiles[3] = tile3_f32;
+        dot1 = dot1_f32;
+        break;
+    }
+    size_t es = ckpt_dtype_size(wt), I8 = (size_t)I & ~(size_t)7;
+    int chunk = t_chunk(I);
+    for (int tc = 0; tc < T; tc += chunk) {
+        int te = tc + chunk < T ? tc + chunk : T;
+        int o = o0;
+        for (; o + 4 <= o1; o += 4) {
+            const char *wo = (const char *)w + (size_t)o * I * es;
+            for (int t = tc; t < te;) {
+                int r = te - t >= 3 ? 3 : te - t;
+                __m128 s[3];
+                const float *xt = x + (size_t)t * I;
+                tiles[r](wo, xt, (size_t)I, I8, s);
+                for (int k = 0; k < r; k++) {
+                    if (I8 < (size_t)I) {
+                        float tail[4] = {0};
+                        for (int q = 0; q < 4; q++)
+                            for (int i = (int)I8; i < I; i++)
+                                tail[q] += load_w(w, wt, (size_t)(o + q) * I + i) * xt[(size_t)k * I + i];
+                        s[k] = _mm_add_ps(s[k], _mm_loadu_ps(tail));
+                    }
+                    store4(y + (size_t)(t + k) * O, s[k], bias, o, accumulate);
+                }
+                t += r;
+            }
+        }
+        for (; o < o1; o++) { /* the last 1-3 outputs of the block */
+            const char *wo = (const char *)w + (size_t)o * I * es;
+            for (int t = tc; t < te; t++) {
+                const float *xt = x + (size_t)t * I;
+                float s = dot1(wo, xt, I8);
+                for (int i = (int)I8; i < I; i++)
+                    s += load_w(w, wt, (size_t)o * I + i) * xt[i];
+                float *dst = y + (size_t)t * O + o;
+                *dst = (accumulate ? *dst : 0.0f) + (bias ? bias[o] : 0.0f) + s;
+            }
+        }
+    }
+}
+
+
+/* exp(x) for 8 floats, relative error ~1e-7 over the float range:
+ * exp(x) = 2^n * exp(r), n = round(x / ln 2), r = x - n ln 2 (ln 2 split in two
+ * parts so r is exact), exp(r) by a degree-6 polynomial on |r| <= ln2 / 2. */
+AVX2 static inline __m256 exp8(__m256 x)
+{
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.33654f)), _mm256_set1_ps(88.37626f));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    /* 2^n: n + 127 into the exponent field. n = 128 (x near 88.37) is split
+     * in two halves so the scale does not overflow the field. */
+    __m256 h = _mm256_mul_ps(n, _mm256_set1_ps(0.5f));
+    __m256 n1 = _mm256_floor_ps(h), n2 = _mm256_sub_ps(n, n1);
+    __m256i e1 = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n1), _mm256_set1_epi32(127)), 23);
+    __m256i e2 = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n2), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(e1)), _mm256_castsi256_ps(e2));
+}
+
+/* tanh(u) = sign(u) (1 - 2 / (exp(2|u|) + 1)) */
+AVX2 static inline __m256 tanh8(__m256 u)
+{
+    __m256 sign = _mm256_and_ps(u, _mm256_set1_ps(-0.0f));
+    __m256 a = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), u);
+    __m256 e = exp8(_mm256_mul_ps(a, _mm256_set1_ps(2.0f)));
+    __m256 t = _mm256_sub_ps(_mm256_set1_ps(1.0f),
+                             _mm256_div_ps(_mm256_set1_ps(2.0f), _mm256_add_ps(e, _mm256_set1_ps(1.0f))));
+    return _mm256_or_ps(t, sign);
+}
+
+AVX2 static void activate_avx2(float *x, int n, enum ops_act act)
+{
+    int i = 0;
+    if (act == OPS_GELU_TANH) {
+        const __m256 k = _mm256_set1_ps(0.7978845608028654f), c = _mm256_set1_ps(0.044715f);
+        const __m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f);
+        for (; i + 8 <= n; i += 8) {
+            __m256 v = _mm256_loadu_ps(x + i);
+            __m256 inner = _mm256_mul_ps(k, _mm256_fmadd_ps(_mm256_mul_ps(c, v), _mm256_mul_ps(v, v), v));
+            __m256 g = _mm256_mul_ps(_mm256_mul_ps(half, v), _mm256_add_ps(one, tanh8(inner)));
+            _mm256_storeu_ps(x + i, g);
+        }
+    } else if (act == OPS_RELU) {
+        for (; i + 8 <= n; i += 8)
+            _mm256_storeu_ps(x + i, _mm256_max_ps(_mm256_loadu_ps(x + i), _mm256_setzero_ps()));
+    }
+    for (; i < n; i++)
+        x[i] = act1(x[i], act);
+}
+
+AVX2 static float dot_avx2(const float *a, const float *b, int n)
+{
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0;
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+    }
+    for (; i + 8 <= n; i += 8)
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    float s = hsum1(_mm256_add_ps(s0, s1));
+    for (; i < n; i++)
+        s += a[i] * b[i];
+    return s;
+}
+
+AVX2 static void axpy_avx2(float *y, float a, const float *x, int n)
+{
+    __m256 av = _mm256_set1_ps(a);
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++)
+        y[i] += a * x[i];
+}
+
+AVX2 static void softmax_avx2(float *x, int n)
+{
+    float mx = x[0];
+    for (int i = 1; i < n; i++)
+        if (x[i] > mx)
+            mx = x[i];
+    __m256 m = _mm256_set1_ps(mx), s8 = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), m));
+        _mm256_storeu_ps(x + i, e);
+        s8 = _mm256_add_ps(s8, e);
+    }
+    float s = hsum1(s8);
+    for (; i < n; i++) {
+        x[i] = expf(x[i] - mx);
+        s += x[i];
+    }
+    float inv = 1.0f / s;
+    __m256 iv = _mm256_set1_ps(inv);
+    for (i = 0; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), iv));
+    for (; i < n; i++)
+        x[i] *= inv;
+}
+#endif /* OPS_HAVE_X86 */
+
+/* ------------------------------------------------------------------ dispatch */
+
+static struct {
+    const char *name;
+    void (*matmul)(float *, const float *, const void *, enum ckpt_dtype, const float *, int, int, int, int, int, bool);
+    void (*activate)(float *, int, enum ops_act);
+    float (*dot)(const float *, const float *, int);
+    void (*axpy)(float *, float, const float *, int);
+    void (*softmax)(float *, int);
+} K = {"portable", matmul_portable, activate_portable, dot_portable, axpy_portable, softmax_portable};
+
+static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
+
+void ops_init(bool force_portable)
+{
+    static bool done, done_portable;
+    pthread_mutex_lock(&init_lock);
+    if (done && done_portable == force_portable) {
+        pthread_mutex_unlock(&init_lock);
+        return;
+    }
+    done = true;
+    done_portable = force_portable;
+    K.name = "portable";
+    K.matmul = matmul_portable;
+    K.activate = activate_portable;
+    K.dot = dot_portable;
+    K.axpy = axpy_portable;
+    K.softmax = softmax_portable;
+#ifdef OPS_HAVE_X86
+    /* F16C is CPUID leaf 1, ECX bit 29 (not every compiler's builtin knows it). */
+    unsigned a, b, c, d;
+    bool f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
+    __builtin_cpu_init();
+    if (!force_portable && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c) {
+        K.name = "avx2+fma+f16c";
+        K.matmul = matmul_avx2;
+        K.activate = activate_avx2;
+        K.dot = dot_avx2;
+        K.axpy = axpy_avx2;
+        K.softmax = softmax_avx2;
+    }
+#else
+    (void)force_portable;
+#endif
+    pthread_mutex_unlock(&init_lock);
+}
+
+const char *ops_simd_name(void)
+{
+    return K.name;
+}
+
+void ops_matmul(float *y, const float *x, const void *w, enum ckpt_dtype wt, const float *bias,
+                int T, int I, int O, int o0, int o1, bool accumulate)
+{
+    K.matmul(y, x, w, wt, bias, T, I, O, o0, o1, accumulate);
+}
+
+void ops_layernorm(float *y, const float *x, const float *g, const float *b, int n, float eps)
+{
+    layernorm_portable(y, x, g, b, n, eps);
+}
+
+void ops_activate(float *x, int n, enum ops_act act)
+{
+    K.activate(x, n, act);
+}
+
+float ops_dot(const float *a, const float *b, int n)
+{
+    return K.dot(a, b, n);
+}
+
+void ops_axpy(float *y, float a, const float *x, int n)
+{
+    K.axpy(y, a, x, n);
+}
+
+void ops_softmax(float *x, int n)
+{
+    K.softmax(x, n);
+}

@@ -1,0 +1,147 @@
+/* llm.c -- the backend-independent half of llm.h: picks the backend, sizes the KV pool and scratch, and checks every step before a backend sees it. */
+#include "backend.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct llm_model {
+    const struct llm_backend *be;
+    void *impl;
+    struct llm_info info;
+};
+
+int llm_device_parse(const char *s, enum llm_device *dev, int *index)
+{
+    *index = 0;
+    if (!strcmp(s, "auto"))
+        *dev = LLM_DEVICE_AUTO;
+    else if (!strcmp(s, "cpu"))
+        *dev = LLM_DEVICE_CPU;
+    else if (!strcmp(s, "cuda"))
+        *dev = LLM_DEVICE_CUDA;
+    else if (!strncmp(s, "cuda:", 5) && s[5] >= '0' && s[5] <= '9') {
+        char *end;
+        long n = strtol(s + 5, &end, 10);
+        if (*end || n > 64)
+            return -1;
+        *dev = LLM_DEVICE_CUDA;
+        *index = (int)n;
+    } else
+        return -1;
+    return 0;
+}
+
+int llm_load(const struct gpt2_checkpoint *ck, const struct llm_load_opts *o, struct llm_model **out,
+             char *err, size_t errlen)
+{
+    static const struct llm_load_opts defaults;
+    if (!o)
+        o = &defaults;
+    *out = NULL;
+    const struct gpt2_config *cfg = &ck->cfg;
+    if (o->device == LLM_DEVICE_CUDA) {
+        snprintf(err, errlen, "%s: device cuda: this build has no CUDA backend for models yet; use device = cpu or auto",
+                 ck->dir);
+        return -1;
+    }
+    struct llm_model *m = calloc(1, sizeof *m);
+    if (!m) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    m->be = &llm_cpu_backend;
+    struct llm_info *in = &m->info;
+    in->cfg = *cfg;
+    in->backend = m->be->name;
+    in->kv_block_tokens = o->kv_block_tokens > 0 ? o->kv_block_tokens : 16;
+    in->kv_blocks = o->kv_blocks > 0 ? o->kv_blocks
+                                     : (cfg->n_positions + in->kv_block_tokens - 1) / in->kv_block_tokens;
+    in->max_step_tokens = o->max_step_tokens > 0 ? o->max_step_tokens : cfg->n_positions;
+    in->max_step_logits = o->max_step_logits > 0 ? o->max_step_logits : in->max_step_tokens;
+    if (in->max_step_logits > in->max_step_tokens)
+        in->max_step_logits = in->max_step_tokens;
+    if (m->be->load(ck, o, in, &m->impl, err, errlen) != 0) {
+        free(m);
+        return -1;
+    }
+    *out = m;
+    return 0;
+}
+
+void llm_free(struct llm_model *m)
+{
+    if (!m)
+        return;
+    m->be->free_model(m->impl);
+    free(m);
+}
+
+const struct llm_info *llm_get_info(const struct llm_model *m)
+{
+    return &m->info;
+}
+
+/* Everything a backend relies on, checked once here. */
+static int check_step(const struct llm_info *in, const struct llm_seq *seqs, int n_seqs, char *err, size_t errlen)
+{
+    long tokens = 0, rows = 0;
+    if (n_seqs < 1) {
+        snprintf(err, errlen, "a step needs at least one sequence");
+        return -1;
+    }
+    for (int i = 0; i < n_seqs; i++) {
+        const struct llm_seq *s = &seqs[i];
+        if (s->n_tokens < 1 || !s->tokens) {
+            snprintf(err, errlen, "sequence %d: no tokens", i);
+            return -1;
+        }
+        if (s->pos < 0 || (long)s->pos + s->n_tokens > in->cfg.n_positions) {
+            snprintf(err, errlen, "sequence %d: positions %d..%d are past the model's context of %d", i, s->pos,
+                     s->pos + s->n_tokens - 1, in->cfg.n_positions);
+            return -1;
+        }
+        if (!s->blocks || (long)s->n_blocks * in->kv_block_tokens < (long)s->pos + s->n_tokens) {
+            snprintf(err, errlen, "sequence %d: %d KV blocks of %d positions do not cover %d positions", i,
+                     s->n_blocks, in->kv_block_tokens, s->pos + s->n_tokens);
+            return -1;
+        }
+        int used = (s->pos + s->n_tokens + in->kv_block_tokens - 1) / in->kv_block_tokens;
+        for (int b = 0; b < used; b++)
+            if (s->blocks[b] < 0 || s->blocks[b] >= in->kv_blocks) {
+                snprintf(err, errlen, "sequence %d: KV block %d is not in the pool of %d", i, s->blocks[b],
+                         in->kv_blocks);
+                return -1;
+            }
+        for (int t = 0; t < s->n_tokens; t++)
+            if (s->tokens[t] < 0 || s->tokens[t] >= in->cfg.vocab_size) {
+                snprintf(err, errlen, "sequence %d: token id %d is outside the vocabulary of %d", i, s->tokens[t],
+                         in->cfg.vocab_size);
+                return -1;
+            }
+        if (s->logits != LLM_LOGITS_NONE && s->logits != LLM_LOGITS_LAST && s->logits != LLM_LOGITS_ALL) {
+            snprintf(err, errlen, "sequence %d: logits mode %d is unknown", i, s->logits);
+            return -1;
+        }
+        tokens += s->n_tokens;
+        rows += s->logits == LLM_LOGITS_ALL ? s->n_tokens : s->logits == LLM_LOGITS_LAST ? 1 : 0;
+    }
+    if (tokens > in->max_step_tokens) {
+        snprintf(err, errlen, "a step of %ld tokens is more than the %d this model was loaded for", tokens,
+                 in->max_step_tokens);
+        return -1;
+    }
+    if (rows > in->max_step_logits) {
+        snprintf(err, errlen, "a step asking for %ld logits rows is more than the %d this model was loaded for",
+                 rows, in->max_step_logits);
+        return -1;
+    }
+    return 0;
+}
+
+int llm_forward(struct llm_model *m, const struct llm_seq *seqs, int n_seqs, float *logits, char *err, size_t errlen)
+{
+    if (check_step(&m->info, seqs, n_seqs, err, errlen) != 0)
+        return -1;
+    return m->be->forward(m->impl, seqs, n_seqs, logits, err, errlen);
+}

@@ -1,0 +1,102 @@
+/* llm.h -- the numerics interface the engine calls: load a GPT-2 model onto a backend, run one batched forward step over paged KV blocks.
+ *
+ * A model lives on one backend (the CPU one in kernels/cpu/, the CUDA one in
+ * kernels/cuda/); both implement this header the same way and the CPU one is
+ * the reference the others are tested against.
+ *
+ * KV memory is a pool of fixed-size blocks owned by the model, allocated once
+ * at load. Which block holds which positions of which sequence is the
+ * engine's business: each sequence in a step brings its block table (block
+ * i holds positions [i*block_tokens, (i+1)*block_tokens)). The backend only
+ * reads and writes the blocks it is given, so sequences come and go between
+ * steps without the backend keeping any per-sequence state.
+ *
+ * One step takes any mix of sequences: some prefilling a chunk of prompt,
+ * some decoding one token, each at its own position. The weights are read
+ * once per step for the whole batch. */
+#ifndef LLMCGI_LLM_H
+#define LLMCGI_LLM_H
+
+#include "checkpoint.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum llm_device { LLM_DEVICE_AUTO, LLM_DEVICE_CPU, LLM_DEVICE_CUDA };
+
+/* How to load. Zero means "the default" for every field. */
+struct llm_load_opts {
+    enum llm_device device;
+    int device_index;          /* cuda:N */
+    int threads;               /* CPU worker threads; 0 = one per online core */
+    int kv_block_tokens;       /* positions per KV block; 0 = 16 */
+    int kv_blocks;             /* blocks in the pool; 0 = enough for one full context */
+    int max_step_tokens;       /* most tokens one step may carry (scratch size); 0 = n_positions */
+    int max_step_logits;       /* most logits rows one step may return; 0 = max_step_tokens */
+    bool weights_f32;          /* CPU: widen F16/BF16 matrices to F32 at load (default: keep the file's type) */
+};
+
+/* What a loaded model is. */
+struct llm_info {
+    struct gpt2_config cfg;
+    const char *backend;       /* "cpu", "cuda" */
+    char device_name[128];     /* e.g. "AMD EPYC, 2 threads, avx2+fma" */
+    enum ckpt_dtype weight_dtype;   /* what the matrices are stored in */
+    size_t weight_bytes;       /* bytes of weights the backend holds */
+    size_t step_weight_bytes;  /* bytes of weights one decode step reads (the bandwidth floor's numerator) */
+    int kv_block_tokens, kv_blocks;
+    size_t kv_block_bytes;     /* all layers, K and V */
+    int max_step_tokens, max_step_logits;
+    int threads;
+};
+
+struct llm_model;
+
+/* One sequence in a step. */
+enum { LLM_LOGITS_NONE = 0, LLM_LOGITS_LAST = 1, LLM_LOGITS_ALL = 2 };
+struct llm_seq {
+    const int32_t *tokens;     /* the new tokens of this step */
+    int n_tokens;              /* >= 1 */
+    int pos;                   /* positions already in the KV blocks = position of tokens[0] */
+    const int32_t *blocks;     /* block table; must cover pos + n_tokens positions */
+    int n_blocks;
+    int logits;                /* LLM_LOGITS_*: none, the last new token's row, or one row per new token */
+};
+
+/* Loads the checkpoint onto the backend o->device picks (auto: CUDA when
+ * built and a device is usable, else the CPU). The backend copies what it
+ * needs; ck may be closed after this returns. On success *out is a new model
+ * (free with llm_free) and 0 is returned; on failure -1 with a message in err. */
+int llm_load(const struct gpt2_checkpoint *ck, const struct llm_load_opts *o,
+             struct llm_model **out, char *err, size_t errlen);
+
+/* Frees the model, its KV pool and its threads (NULL is fine). */
+void llm_free(struct llm_model *m);
+
+/* Borrowed; valid while m lives. */
+const struct llm_info *llm_get_info(const struct llm_model *m);
+
+/* Runs one forward step over n_seqs sequences. Writes the K and V of every
+ * new token into its blocks, and the logits rows asked for into `logits`
+ * (caller-owned, vocab_size floats per row), in sequence order. Returns 0,
+ * or -1 with a message in err when the step is malformed (bad token id,
+ * position past n_positions, block table too short or naming blocks outside
+ * the pool, too many tokens or rows for the scratch) or the device failed;
+ * nothing is written on a malformed step. Not thread-safe per model: one
+ * engine thread drives a model. */
+int llm_forward(struct llm_model *m, const struct llm_seq *seqs, int n_seqs,
+                float *logits, char *err, size_t errlen);
+
+/* "auto", "cpu", "cuda" (also "cuda:N"): parses a device name. Returns 0 or -1. */
+int llm_device_parse(const char *s, enum llm_device *dev, int *index);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,242 @@
+/* cpu_bench.c -- times the CPU backend on one model directory (prefill, decode at batch 1 and N) and the machine's copy bandwidth; prints one JSON object for tests/bench/cpu_decode. */
+#include "config.h"
+#include "checkpoint.h"
+#include "cpu/threads.h"
+#include "llm.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+static double now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+/* STREAM-like copy over `threads` threads: bytes read per second (a copy
+ * reads n and writes n; the read side is what a decode step is bound by). */
+struct copy_job {
+    char *dst;
+    const char *src;
+    size_t chunk;
+};
+static void copy_task(void *ctx, int task, int thread)
+{
+    (void)thread;
+    struct copy_job *j = ctx;
+    memcpy(j->dst + (size_t)task * j->chunk, j->src + (size_t)task * j->chunk, j->chunk);
+}
+
+/* Read-only: each task sums its part of a buffer (AVX2 where there is one),
+ * the access pattern of a decode step reading weights. */
+struct read_job {
+    const float *src;
+    size_t chunk;      /* floats per task */
+    float sums[64];
+};
+#if defined(__x86_64__)
+#include <immintrin.h>
+__attribute__((target("avx2"))) static float read_sum(const float *p, size_t n)
+{
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    for (size_t i = 0; i + 32 <= n; i += 32) {
+        s0 = _mm256_add_ps(s0, _mm256_loadu_ps(p + i));
+        s1 = _mm256_add_ps(s1, _mm256_loadu_ps(p + i + 8));
+        s2 = _mm256_add_ps(s2, _mm256_loadu_ps(p + i + 16));
+        s3 = _mm256_add_ps(s3, _mm256_loadu_ps(p + i + 24));
+    }
+    float o[8];
+    _mm256_storeu_ps(o, _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+    return o[0] + o[1] + o[2] + o[3] + o[4] + o[5] + o[6] + o[7];
+}
+#else
+static float read_sum(const float *p, size_t n)
+{
+    float a[32] = {0}, s = 0;
+    for (size_t i = 0; i + 32 <= n; i += 32)
+        for (int k = 0; k < 32; k++)
+            a[k] += p[i + k];
+    for (int k = 0; k < 32; k++)
+        s += a[k];
+    return s;
+}
+#endif
+
+static void read_task(void *ctx, int task, int thread)
+{
+    (void)thread;
+    struct read_job *j = ctx;
+    j->sums[task] = read_sum(j->src + (size_t)task * j->chunk, j->chunk);
+}
+
+/* Bytes read per second by all threads at once, best of 5 over 512 MiB. */
+static double read_bandwidth(struct tpool *pool)
+{
+    size_t n = (size_t)1 << 29;
+    float *a = malloc(n);
+    if (!a)
+        return 0;
+    memset(a, 1, n);   /* not 0: malloc + memset 0 may become calloc, and untouched pages read as one */
+    struct read_job j = {a, n / sizeof(float) / 64, {0}};
+    double best = 0;
+    for (int r = 0; r < 5; r++) {
+        double t0 = now();
+        tpool_run(pool, read_task, &j, 64);
+        double dt = now() - t0;
+        if (n / dt > best)
+            best = (double)n / dt;
+    }
+    free(a);
+    return best;
+}
+
+static double copy_bandwidth(struct tpool *pool)
+{
+    size_t n = (size_t)1 << 29;   /* 512 MiB each way: far past the caches */
+    char *a = malloc(n), *b = malloc(n);
+    if (!a || !b) {
+        free(a);
+        free(b);
+        return 0;
+    }
+    memset(a, 1, n);
+    memset(b, 2, n);
+    struct copy_job j = {b, a, n / 64};
+    double best = 0;
+    for (int r = 0; r < 5; r++) {
+        double t0 = now();
+        tpool_run(pool, copy_task, &j, 64);
+        double dt = now() - t0;
+        if (n / dt > best)
+            best = (double)n / dt;
+    }
+    free(a);
+    free(b);
+    return best;
+}
+
+static int32_t *block_table(int seq, int blocks_per_seq)
+{
+    int32_t *b = malloc(sizeof *b * (size_t)blocks_per_seq);
+    for (int i = 0; i < blocks_per_seq; i++)
+        b[i] = seq * blocks_per_seq + i;
+    return b;
+}
+
+/* Decode tokens/s at batch `batch` from a context of `ctx` positions:
+ * prefill each sequence, then `steps` steps of one token per sequence. */
+static double decode_rate(struct llm_model *m, float *logits, int batch, int ctx, int steps, int blocks_per_seq,
+                          char *err, size_t errlen)
+{
+    const struct llm_info *in = llm_get_info(m);
+    int V = in->cfg.vocab_size;
+    int32_t *toks = malloc(sizeof *toks * (size_t)ctx);
+    int32_t **tables = malloc(sizeof *tables * (size_t)batch);
+    for (int i = 0; i < ctx; i++)
+        toks[i] = (int32_t)((i * 7919 + 13) % V);
+    for (int b = 0; b < batch; b++) {
+        tables[b] = block_table(b, blocks_per_seq);
+        struct llm_seq s = {toks, ctx, 0, tables[b], blocks_per_seq, LLM_LOGITS_LAST};
+        if (llm_forward(m, &s, 1, logits, err, errlen) != 0)
+            return -1;
+    }
+    struct llm_seq *seqs = calloc((size_t)batch, sizeof *seqs);
+    int32_t *next = malloc(sizeof *next * (size_t)batch);
+    double t0 = now();
+    for (int step = 0; step < steps; step++) {
+        for (int b = 0; b < batch; b++) {
+            next[b] = (int32_t)((step * 31 + b * 17) % V);
+            seqs[b] = (struct llm_seq){&next[b], 1, ctx + step, tables[b], blocks_per_seq, LLM_LOGITS_LAST};
+        }
+        if (llm_forward(m, seqs, batch, logits, err, errlen) != 0)
+            return -1;
+    }
+    double dt = now() - t0;
+    for (int b = 0; b < batch; b++)
+        free(tables[b]);
+    free(tables);
+    free(seqs);
+    free(next);
+    free(toks);
+    return (double)batch * steps / dt;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: cpu_bench MODEL_DIR [THREADS] [PROMPT_TOKENS] [BATCH] [STEPS]\n");
+        return 2;
+    }
+    int threads = argc > 2 ? atoi(argv[2]) : 0;
+    int prompt = argc > 3 ? atoi(argv[3]) : 512;
+    int batch = argc > 4 ? atoi(argv[4]) : 8;
+    int steps = argc > 5 ? atoi(argv[5]) : 32;
+    int ctx = 128;   /* decode context */
+    char err[512];
+    struct gpt2_checkpoint *ck;
+    double t0 = now();
+    if (gpt2_checkpoint_open(argv[1], &ck, err, sizeof err) != 0) {
+        fprintf(stderr, "cpu_bench: %s\n", err);
+        return 1;
+    }
+    int B = 16, blocks_per_seq = (prompt > ctx + steps ? prompt : ctx + steps) / B + 1;
+    struct llm_load_opts o = {.device = LLM_DEVICE_CPU, .threads = threads, .kv_block_tokens = B,
+                              .kv_blocks = blocks_per_seq * batch, .max_step_tokens = (prompt > ctx ? prompt : ctx) + batch,
+                              .max_step_logits = batch};
+    struct llm_model *m;
+    if (llm_load(ck, &o, &m, err, sizeof err) != 0) {
+        fprintf(stderr, "cpu_bench: %s\n", err);
+        return 1;
+    }
+    gpt2_checkpoint_close(ck);
+    double load_s = now() - t0;
+    const struct llm_info *in = llm_get_info(m);
+    float *logits = malloc(sizeof(float) * (size_t)in->cfg.vocab_size * (size_t)batch);
+
+    /* prefill: best of 3 */
+    int32_t *toks = malloc(sizeof *toks * (size_t)prompt);
+    for (int i = 0; i < prompt; i++)
+        toks[i] = (int32_t)((i * 104729 + 7) % in->cfg.vocab_size);
+    int32_t *table = block_table(0, blocks_per_seq);
+    double best = 1e30;
+    for (int r = 0; r < 3; r++) {
+        struct llm_seq s = {toks, prompt, 0, table, blocks_per_seq, LLM_LOGITS_LAST};
+        double s0 = now();
+        if (llm_forward(m, &s, 1, logits, err, sizeof err) != 0) {
+            fprintf(stderr, "cpu_bench: %s\n", err);
+            return 1;
+        }
+        if (now() - s0 < best)
+            best = now() - s0;
+    }
+    double prefill = prompt / best;
+    double d1 = decode_rate(m, logits, 1, ctx, steps, blocks_per_seq, err, sizeof err);
+    double dn = decode_rate(m, logits, batch, ctx, steps, blocks_per_seq, err, sizeof err);
+    if (d1 < 0 || dn < 0) {
+        fprintf(stderr, "cpu_bench: %s\n", err);
+        return 1;
+    }
+    struct rusage ru;   /* before the copy test's own buffers */
+    getrusage(RUSAGE_SELF, &ru);
+    struct tpool *pool;
+    if (tpool_new(in->threads, &pool) != 0)
+        return 1;
+    double bw = copy_bandwidth(pool), rbw = read_bandwidth(pool);
+    tpool_free(pool);
+    printf("{\"backend\": \"%s\", \"device\": \"%s\", \"dtype\": \"%s\", \"threads\": %d, \"load_s\": %.3f, "
+           "\"prefill_tokens\": %d, \"prefill_tok_s\": %.2f, \"decode_ctx\": %d, \"decode1_tok_s\": %.3f, "
+           "\"batch\": %d, \"decodeN_tok_s\": %.3f, \"step_weight_bytes\": %zu, \"copy_read_bytes_s\": %.0f, "
+           "\"read_bytes_s\": %.0f, "
+           "\"peak_rss_kb\": %ld}\n",
+           in->backend, in->device_name, ckpt_dtype_name(in->weight_dtype), in->threads, load_s, prompt, prefill, ctx,
+           d1, batch, dn, in->step_weight_bytes, bw, rbw, ru.ru_maxrss);
+    free(table);
+    free(toks);
+    free(logits);
+    llm_free(m);
+    return 0;
+}

@@ -1,0 +1,266 @@
+/* test_cpu_ops.c -- the CPU kernels (SIMD and portable) against double-precision references on random inputs, and the thread pool. */
+#include "config.h"
+#include "cpu/ops.h"
+#include "cpu/threads.h"
+#include "tap.h"
+
+#include <math.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <unistd.h>
+
+static uint64_t rng = 0x9E3779B97F4A7C15ull;
+static float frand(void)  /* uniform in [-1, 1) */
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (float)((rng >> 40) * (1.0 / (1 << 24))) * 2.0f - 1.0f;
+}
+
+/* Poisoned outputs: a kernel that skips an element leaves a NaN behind. */
+static void poison(float *y, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        y[i] = NAN;
+}
+
+/* Max |got - want| / max(max|want|, 1e-30) over n values; NaN counts as failure. */
+static double rel_err(const float *got, const double *want, size_t n)
+{
+    double scale = 1e-30, err = 0.0;
+    for (size_t i = 0; i < n; i++)
+        if (fabs(want[i]) > scale)
+            scale = fabs(want[i]);
+    for (size_t i = 0; i < n; i++) {
+        if (isnan(got[i]))
+            return INFINITY;
+        double e = fabs((double)got[i] - want[i]);
+        if (e > err)
+            err = e;
+    }
+    return err / scale;
+}
+
+static void check_matmul(enum ckpt_dtype wt, int T, int I, int O, int o0, int o1, bool acc, bool bias_on)
+{
+    float *x = malloc(sizeof(float) * (size_t)T * I);
+    float *wf = malloc(sizeof(float) * (size_t)O * I);     /* the exact values W holds */
+    void *w = malloc(sizeof(float) * (size_t)O * I);
+    float *bias = malloc(sizeof(float) * (size_t)O);
+    float *y = malloc(sizeof(float) * (size_t)T * O);
+    double *want = malloc(sizeof(double) * (size_t)T * O);
+    for (int i = 0; i < T * I; i++)
+        x[i] = frand();
+    for (int i = 0; i < O * I; i++) {
+        float v = frand() * 0.5f;
+        if (wt == CKPT_F16) {
+            ((uint16_t *)w)[i] = ckpt_f32_to_f16(v);
+            wf[i] = ckpt_f16_to_f32(((uint16_t *)w)[i]);
+        } else if (wt == CKPT_BF16) {
+            ((uint16_t *)w)[i] = ckpt_f32_to_bf16(v);
+            wf[i] = ckpt_bf16_to_f32(((uint16_t *)w)[i]);
+        } else {
+            ((float *)w)[i] = v;
+            wf[i] = v;
+        }
+    }
+    for (int o = 0; o < O; o++)
+        bias[o] = frand();
+    /* Outside [o0, o1) nothing may change; inside, y starts as a known value when accumulating. */
+    for (int i = 0; i < T * O; i++)
+        y[i] = 0.25f * (float)(i % 7);
+    if (!acc)
+        for (int t = 0; t < T; t++)
+            poison(y + (size_t)t * O + o0, (size_t)(o1 - o0));
+    for (int t = 0; t < T; t++)
+        for (int o = 0; o < O; o++) {
+            double s = 0.0;
+            for (int i = 0; i < I; i++)
+                s += (double)x[t * I + i] * wf[o * I + i];
+            if (o < o0 || o >= o1)
+                want[t * O + o] = 0.25 * ((t * O + o) % 7);
+            else
+                want[t * O + o] = s + (bias_on ? bias[o] : 0.0) + (acc ? 0.25 * ((t * O + o) % 7) : 0.0);
+        }
+    ops_matmul(y, x, w, wt, bias_on ? bias : NULL, T, I, O, o0, o1, acc);
+    double e = rel_err(y, want, (size_t)T * O);
+    ok(e <= 1e-5, "%s matmul %s T=%d I=%d O=%d [%d,%d)%s%s: rel err %.2g", ops_simd_name(), ckpt_dtype_name(wt), T,
+       I, O, o0, o1, acc ? " accumulate" : "", bias_on ? " bias" : "", e);
+    free(x);
+    free(wf);
+    free(w);
+    free(bias);
+    free(y);
+    free(want);
+}
+
+static double ref_act(double v, enum ops_act act)
+{
+    switch (act) {
+    case OPS_GELU_TANH: return 0.5 * v * (1.0 + tanh(sqrt(2.0 / M_PI) * (v + 0.044715 * v * v * v)));
+    case OPS_GELU_ERF: return 0.5 * v * (1.0 + erf(v / sqrt(2.0)));
+    case OPS_RELU: return v > 0 ? v : 0;
+    case OPS_QUICK_GELU: return v / (1.0 + exp(-1.702 * v));
+    }
+    return v;
+}
+
+static void check_small_ops(void)
+{
+    enum { N = 1037 };
+    float x[N], y[N], g[N], b[N];
+    double want[N];
+    for (int i = 0; i < N; i++) {
+        x[i] = frand() * 3.0f + 0.5f;
+        g[i] = 1.0f + 0.1f * frand();
+        b[i] = 0.1f * frand();
+    }
+    for (int n = 1; n <= N; n += 97) {
+        double mean = 0, var = 0;
+        for (int i = 0; i < n; i++)
+            mean += x[i];
+        mean /= n;
+        for (int i = 0; i < n; i++)
+            var += (x[i] - mean) * (x[i] - mean);
+        var /= n;
+        for (int i = 0; i < n; i++)
+            want[i] = (x[i] - mean) / sqrt(var + 1e-5) * g[i] + b[i];
+        poison(y, N);
+        ops_layernorm(y, x, g, b, n, 1e-5f);
+        double e = rel_err(y, want, (size_t)n);
+        ok(e <= 1e-5, "%s layernorm n=%d: rel err %.2g", ops_simd_name(), n, e);
+    }
+
+    const char *names[] = {"gelu_new", "gelu", "relu", "quick_gelu"};
+    for (int a = 0; a < 4; a++) {
+        /* Absolute error relative to |x|: the activations are ~x for large x. */
+        double worst = 0;
+        for (int rep = 0; rep < 4; rep++) {
+            float scale = rep == 0 ? 0.001f : rep == 1 ? 1.0f : rep == 2 ? 5.0f : 40.0f;
+            for (int i = 0; i < N; i++)
+                y[i] = x[i] * scale - 0.5f * scale;
+            float in[N];
+            memcpy(in, y, sizeof in);
+            ops_activate(y, N, (enum ops_act)a);
+            for (int i = 0; i < N; i++) {
+                double w = ref_act(in[i], (enum ops_act)a);
+                double e = fabs(y[i] - w) / (fabs(in[i]) + 1e-30);
+                if (isnan(y[i]))
+                    e = INFINITY;
+                if (e > worst)
+                    worst = e;
+            }
+        }
+        ok(worst <= 2e-6, "%s %s over 4 scales: error / |x| %.2g", ops_simd_name(), names[a], worst);
+    }
+
+    for (int n = 1; n <= N; n += 101) {
+        double s = 0;
+        for (int i = 0; i < n; i++)
+            s += (double)x[i] * g[i];
+        float got = ops_dot(x, g, n);
+        ok(fabs(got - s) <= 1e-5 * fabs(s) + 1e-6, "%s dot n=%d: %g vs %g", ops_simd_name(), n, got, s);
+
+        for (int i = 0; i < n; i++) {
+            y[i] = b[i];
+            want[i] = (double)b[i] + 0.75 * x[i];
+        }
+        ops_axpy(y, 0.75f, x, n);
+        double e = rel_err(y, want, (size_t)n);
+        ok(e <= 1e-6, "%s axpy n=%d: rel err %.2g", ops_simd_name(), n, e);
+
+        /* softmax, also with a wide range (exp8's clamping) */
+        double mx = -INFINITY, z = 0;
+        for (int i = 0; i < n; i++) {
+            y[i] = x[i] * (n % 2 ? 30.0f : 1.0f);
+            if (y[i] > mx)
+                mx = y[i];
+        }
+        for (int i = 0; i < n; i++)
+            z += exp(y[i] - mx);
+        for (int i = 0; i < n; i++)
+            want[i] = exp(y[i] - mx) / z;
+        ops_softmax(y, n);
+        double maxabs = 0;
+        for (int i = 0; i < n; i++) {
+            double d = fabs(y[i] - want[i]) / (want[i] + 1e-30);
+            if (want[i] > 1e-30 && d > maxabs)
+                maxabs = d;
+            if (isnan(y[i]))
+                maxabs = INFINITY;
+        }
+        ok(maxabs <= 1e-5, "%s softmax n=%d: max relative error per element %.2g", ops_simd_name(), n, maxabs);
+    }
+}
+
+static void run_kernels(void)
+{
+    enum ckpt_dtype types[] = {CKPT_F32, CKPT_F16, CKPT_BF16};
+    for (int k = 0; k < 3; k++) {
+        /* tile edges: T across the 3-row tile, I across 8 lanes, O across the 4-output tile */
+        check_matmul(types[k], 1, 64, 16, 0, 16, false, true);
+        check_matmul(types[k], 2, 64, 16, 0, 16, false, false);
+        check_matmul(types[k], 3, 72, 20, 4, 20, true, true);
+        check_matmul(types[k], 7, 37, 13, 1, 12, false, true);
+        check_matmul(types[k], 8, 768, 48, 16, 32, true, true);
+        check_matmul(types[k], 5, 5, 3, 0, 3, false, true);
+    }
+    check_matmul(CKPT_F32, 200, 512, 40, 0, 40, false, true);   /* several row chunks */
+    check_small_ops();
+}
+
+struct pool_ctx {
+    atomic_int hits[1000];
+    atomic_int bad_thread;
+    int threads;
+};
+
+static void pool_task(void *ctx, int task, int thread)
+{
+    struct pool_ctx *c = ctx;
+    atomic_fetch_add(&c->hits[task], 1);
+    if (thread < 0 || thread >= c->threads)
+        atomic_fetch_add(&c->bad_thread, 1);
+}
+
+static void check_pool(int threads)
+{
+    struct tpool *p;
+    ok(tpool_new(threads, &p) == 0, "pool of %d threads starts", threads);
+    is_int(tpool_threads(p), threads, "it has %d threads", threads);
+    struct pool_ctx *c = calloc(1, sizeof *c);
+    c->threads = threads;
+    int all_once = 1;
+    for (int round = 0; round < 200; round++) {
+        int n = 1 + (round * 37) % 1000;
+        for (int i = 0; i < 1000; i++)
+            atomic_store(&c->hits[i], 0);
+        tpool_run(p, pool_task, c, n);
+        for (int i = 0; i < 1000; i++)
+            if (atomic_load(&c->hits[i]) != (i < n))
+                all_once = 0;
+        if (round == 100)
+            usleep(5000);   /* the workers fall asleep and must wake for the next loop */
+    }
+    ok(all_once, "%d threads: 200 loops ran every task exactly once", threads);
+    is_int(atomic_load(&c->bad_thread), 0, "thread numbers are in range");
+    free(c);
+    tpool_free(p);
+}
+
+int main(void)
+{
+    ops_init(true);
+    is_str(ops_simd_name(), "portable", "portable kernels can be forced");
+    run_kernels();
+    ops_init(false);
+    if (strcmp(ops_simd_name(), "portable") != 0)
+        run_kernels();
+    else
+        printf("# no AVX2+FMA+F16C on this CPU: the portable kernels are the only ones\n");
+    check_pool(1);
+    check_pool(2);
+    check_pool(4);
+    return tap_done();
+}

@@ -1,0 +1,350 @@
+/* test_gpt2_cpu.c -- the CPU backend against Hugging Face transformers' golden outputs (tests/golden/gpt2_golden.json), batched against one-at-a-time, chunked prefill, and malformed steps.
+ *
+ * The checkpoints are regenerated here with the same generator the golden
+ * script used (tools/gen_gpt2_lib.c), so the test needs no network and no torch.
+ * Logits are compared as max |ours - theirs| / max |theirs| over the row
+ * (the golden file holds 256 fixed entries, the top 16 and whole-row
+ * statistics): <= 1e-4. Greedy tokens must be identical for 64 steps. */
+#include "config.h"
+#include "checkpoint.h"
+#include "llm.h"
+#include "tap.h"
+#include "../../tools/gen_gpt2.h"
+
+#include <json-c/json.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define TOL 1e-4
+#define MAX_PROMPTS 32
+
+struct prompt {
+    int32_t ids[1024];
+    int n;
+    json_object *rec;
+};
+
+static int32_t argmax(const float *z, int n)
+{
+    int32_t best = 0;
+    for (int i = 1; i < n; i++)
+        if (z[i] > z[best])
+            best = i;
+    return best;
+}
+
+static char tmpdir_root[256];
+
+static void rm_rf(const char *dir)
+{
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "# could not remove %s\n", dir);
+}
+
+/* Compares one logits row with its golden record; returns the relative error. */
+static double row_error(const float *z, int V, json_object *rec, json_object *indices)
+{
+    double absmax = json_object_get_double(json_object_object_get(rec, "absmax"));
+    double err = 0;
+    json_object *at = json_object_object_get(rec, "at_idx");
+    for (size_t k = 0; k < json_object_array_length(at); k++) {
+        int i = json_object_get_int(json_object_array_get_idx(indices, k));
+        double e = fabs(z[i] - json_object_get_double(json_object_array_get_idx(at, k)));
+        if (e > err || isnan(z[i]))
+            err = isnan(z[i]) ? INFINITY : e;
+    }
+    json_object *top = json_object_object_get(rec, "top");
+    for (size_t k = 0; k < json_object_array_length(top); k++) {
+        json_object *pair = json_object_array_get_idx(top, k);
+        int i = json_object_get_int(json_object_array_get_idx(pair, 0));
+        double e = fabs(z[i] - json_object_get_double(json_object_array_get_idx(pair, 1)));
+        if (e > err)
+            err = e;
+    }
+    /* whole-row statistics: an error anywhere in the row moves them */
+    double mx = 0, mean = 0, ss = 0, lse = 0, zmax = -INFINITY;
+    for (int i = 0; i < V; i++) {
+        if (fabs(z[i]) > mx)
+            mx = fabs(z[i]);
+        if (z[i] > zmax)
+            zmax = z[i];
+        mean += z[i];
+        ss += (double)z[i] * z[i];
+    }
+    for (int i = 0; i < V; i++)
+        lse += exp(z[i] - zmax);
+    lse = zmax + log(lse);
+    mean /= V;
+    double rms = sqrt(ss / V);
+    double stats[4][2] = {{mx, absmax},
+                          {mean, json_object_get_double(json_object_object_get(rec, "mean"))},
+                          {rms, json_object_get_double(json_object_object_get(rec, "rms"))},
+                          {lse, json_object_get_double(json_object_object_get(rec, "lse"))}};
+    for (int k = 0; k < 4; k++)
+        if (fabs(stats[k][0] - stats[k][1]) > err)
+            err = fabs(stats[k][0] - stats[k][1]);
+    return err / absmax;
+}
+
+/* Runs n prompts as one batch (prefill in one step, then `steps` greedy
+ * steps); out[p][0..steps) receives the greedy tokens and, when rows is not
+ * NULL, rows[p] the prefill's last logits row. Block tables: prompt p owns
+ * blocks [p*bps, (p+1)*bps). chunk > 0 prefills in chunks of that size. */
+static int run_batch(struct llm_model *m, struct prompt *ps, const int *which, int n, int steps, int chunk,
+                     int32_t out[][64], float *rows, int bps)
+{
+    const struct llm_info *in = llm_get_info(m);
+    int V = in->cfg.vocab_size;
+    char err[256];
+    struct llm_seq seqs[MAX_PROMPTS];
+    int32_t tables[MAX_PROMPTS][128];
+    float *logits = malloc(sizeof(float) * (size_t)V * MAX_PROMPTS);
+    int32_t next[MAX_PROMPTS];
+    for (int k = 0; k < n; k++)
+        for (int b = 0; b < bps; b++)
+            tables[k][b] = which[k] * bps + b;
+    /* prefill, chunked or whole */
+    int done[MAX_PROMPTS] = {0};
+    for (;;) {
+        int ns = 0;
+        int32_t map[MAX_PROMPTS];
+        for (int k = 0; k < n; k++) {
+            struct prompt *p = &ps[which[k]];
+            if (done[k] >= p->n)
+                continue;
+            int len = chunk > 0 && p->n - done[k] > chunk ? chunk : p->n - done[k];
+            seqs[ns] = (struct llm_seq){p->ids + done[k], len, done[k], tables[k], bps,
+                                        done[k] + len == p->n ? LLM_LOGITS_LAST : LLM_LOGITS_NONE};
+            map[ns++] = k;
+            done[k] += len;
+        }
+        if (ns == 0)
+            break;
+        if (llm_forward(m, seqs, ns, logits, err, sizeof err) != 0) {
+            printf("# forward: %s\n", err);
+            free(logits);
+            return -1;
+        }
+        int r = 0;
+        for (int s = 0; s < ns; s++)
+            if (seqs[s].logits == LLM_LOGITS_LAST) {
+                int k = map[s];
+                if (rows)
+                    memcpy(rows + (size_t)k * V, logits + (size_t)r * V, sizeof(float) * (size_t)V);
+                next[k] = argmax(logits + (size_t)r * V, V);
+                r++;
+            }
+    }
+    for (int step = 0; step < steps; step++) {
+        for (int k = 0; k < n; k++) {
+            out[k][step] = next[k];
+            seqs[k] = (struct llm_seq){&out[k][step], 1, ps[which[k]].n + step, tables[k], bps, LLM_LOGITS_LAST};
+        }
+        if (step == steps - 1)
+            break;
+        if (llm_forward(m, seqs, n, logits, err, sizeof err) != 0) {
+            printf("# forward: %s\n", err);
+            free(logits);
+            return -1;
+        }
+        for (int k = 0; k < n; k++)
+            next[k] = argmax(logits + (size_t)k * V, V);
+    }
+    free(logits);
+    return 0;
+}
+
+static void check_bad_steps(struct llm_model *m)
+{
+    char err[256];
+    const struct llm_info *in = llm_get_info(m);
+    float *logits = malloc(sizeof(float) * (size_t)in->cfg.vocab_size);
+    int32_t tok[2] = {1, 2}, bad_tok = in->cfg.vocab_size, blocks[2] = {0, 1}, bad_blocks[1] = {in->kv_blocks};
+    struct {
+        struct llm_seq s;
+        const char *want;
+    } cases[] = {
+        {{&bad_tok, 1, 0, blocks, 2, LLM_LOGITS_LAST}, "outside the vocabulary"},
+        {{tok, 2, in->cfg.n_positions - 1, blocks, 2, LLM_LOGITS_LAST}, "past the model's context"},
+        {{tok, 1, in->kv_block_tokens * 2, blocks, 2, LLM_LOGITS_LAST}, "do not cover"},
+        {{tok, 1, 0, bad_blocks, 1, LLM_LOGITS_LAST}, "is not in the pool"},
+        {{tok, 0, 0, blocks, 2, LLM_LOGITS_LAST}, "no tokens"},
+        {{tok, 1, -1, blocks, 2, LLM_LOGITS_LAST}, "past the model's context"},
+        {{tok, 1, 0, blocks, 2, 7}, "logits mode"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        err[0] = 0;
+        int rc = llm_forward(m, &cases[i].s, 1, logits, err, sizeof err);
+        ok(rc == -1 && strstr(err, cases[i].want), "malformed step %zu refused: %s", i, err);
+    }
+    ok(llm_forward(m, &cases[0].s, 0, logits, err, sizeof err) == -1,
+       "a step of no sequences is refused");
+    free(logits);
+}
+
+static void test_model(json_object *g, json_object *indices, struct prompt *ps, int n_prompts, bool heavy)
+{
+    const char *name = json_object_get_string(json_object_object_get(g, "name"));
+    const char *dtype = json_object_get_string(json_object_object_get(g, "dtype"));
+    struct gen_gpt2_opts o;
+    gen_gpt2_defaults(&o);
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/%s-%s", tmpdir_root, name, dtype);
+    o.out_dir = dir;
+    o.n_layer = json_object_get_int(json_object_object_get(g, "layers"));
+    o.n_head = json_object_get_int(json_object_object_get(g, "heads"));
+    o.n_embd = json_object_get_int(json_object_object_get(g, "embd"));
+    o.n_positions = json_object_get_int(json_object_object_get(g, "positions"));
+    o.vocab_size = json_object_get_int(json_object_object_get(g, "vocab"));
+    o.seed = (uint64_t)json_object_get_int64(json_object_object_get(g, "seed"));
+    o.std = json_object_get_double(json_object_object_get(g, "std"));
+    o.dtype = !strcmp(dtype, "f16") ? CKPT_F16 : !strcmp(dtype, "bf16") ? CKPT_BF16 : CKPT_F32;
+    char err[512];
+    if (!ok(gen_gpt2_write(&o, err, sizeof err) == 0, "%s %s: checkpoint generated", name, dtype)) {
+        printf("# %s\n", err);
+        return;
+    }
+    struct gpt2_checkpoint *ck;
+    if (!ok(gpt2_checkpoint_open(dir, &ck, err, sizeof err) == 0, "%s %s: checkpoint opens", name, dtype)) {
+        printf("# %s\n", err);
+        return;
+    }
+    int new_tokens = 64, max_len = 0, total = 0;
+    for (int p = 0; p < n_prompts; p++) {
+        total += ps[p].n;
+        if (ps[p].n > max_len)
+            max_len = ps[p].n;
+    }
+    int B = 16, bps = (max_len + new_tokens + B - 1) / B;
+    struct llm_load_opts lo = {.device = LLM_DEVICE_CPU, .kv_block_tokens = B, .kv_blocks = bps * n_prompts,
+                               .max_step_tokens = total, .max_step_logits = n_prompts};
+    struct llm_model *m;
+    int rc = llm_load(ck, &lo, &m, err, sizeof err);
+    gpt2_checkpoint_close(ck);
+    if (!ok(rc == 0, "%s %s: loads on the CPU backend", name, dtype)) {
+        printf("# %s\n", err);
+        return;
+    }
+    const struct llm_info *in = llm_get_info(m);
+    printf("# %s %s: %s, weights %s\n", name, dtype, in->device_name, ckpt_dtype_name(in->weight_dtype));
+    is_str(ckpt_dtype_name(in->weight_dtype), ckpt_dtype_name(o.dtype), "%s %s: matrices kept in the file's type",
+           name, dtype);
+
+    int V = in->cfg.vocab_size;
+    float *rows = malloc(sizeof(float) * (size_t)V * (size_t)n_prompts);
+    int32_t (*greedy)[64] = calloc((size_t)n_prompts, sizeof *greedy);
+    int which[MAX_PROMPTS];
+    for (int p = 0; p < n_prompts; p++)
+        which[p] = p;
+    rc = run_batch(m, ps, which, n_prompts, new_tokens, 0, greedy, rows, bps);
+    ok(rc == 0, "%s %s: %d prompts prefilled and decoded as one batch", name, dtype, n_prompts);
+    double worst = 0;
+    int worst_p = 0;
+    for (int p = 0; p < n_prompts && rc == 0; p++) {
+        double e = row_error(rows + (size_t)p * V, V, ps[p].rec, indices);
+        if (e > worst || isnan(e)) {
+            worst = isnan(e) ? INFINITY : e;
+            worst_p = p;
+        }
+    }
+    ok(rc == 0 && worst <= TOL, "%s %s: last-position logits of %d prompts within %g of transformers (worst %.2g, prompt %d)",
+       name, dtype, n_prompts, TOL, worst, worst_p);
+    int same = 0;
+    for (int p = 0; p < n_prompts && rc == 0; p++) {
+        json_object *want = json_object_object_get(ps[p].rec, "greedy");
+        int k = 0;
+        while (k < new_tokens && greedy[p][k] == json_object_get_int(json_object_array_get_idx(want, k)))
+            k++;
+        if (k == new_tokens)
+            same++;
+        else
+            printf("# prompt %d: greedy token %d is %d, transformers says %d\n", p, k, greedy[p][k],
+                   json_object_get_int(json_object_array_get_idx(want, k)));
+    }
+    is_int(same, n_prompts, "%s %s: %d greedy tokens identical to transformers for every prompt", name, dtype,
+           new_tokens);
+
+    if (heavy) {
+        /* 8 prompts of different lengths, each alone, against the batch */
+        int eight[8] = {0, 1, 3, 5, 9, 12, 15, 17};
+        int alone_same = 0;
+        int32_t (*alone)[64] = calloc(1, sizeof *alone);
+        for (int k = 0; k < 8 && eight[k] < n_prompts; k++) {
+            if (run_batch(m, ps, &eight[k], 1, new_tokens, 0, alone, NULL, bps) == 0 &&
+                !memcmp(alone[0], greedy[eight[k]], sizeof alone[0]))
+                alone_same++;
+        }
+        is_int(alone_same, 8, "%s %s: 8 prompts run alone give the tokens they gave in the batch", name, dtype);
+        /* the same batch prefilled in chunks of 5 positions (the KV path of a chunked prefill) */
+        int32_t (*chunked)[64] = calloc((size_t)n_prompts, sizeof *chunked);
+        float *rows2 = malloc(sizeof(float) * (size_t)V * (size_t)n_prompts);
+        rc = run_batch(m, ps, which, n_prompts, 8, 5, chunked, rows2, bps);
+        double d = 0, scale = 0;
+        for (size_t i = 0; rc == 0 && i < (size_t)V * n_prompts; i++) {
+            d = fmax(d, fabs(rows2[i] - rows[i]));
+            scale = fmax(scale, fabs(rows[i]));
+        }
+        int same8 = 0;
+        for (int p = 0; p < n_prompts; p++)
+            same8 += !memcmp(chunked[p], greedy[p], 8 * sizeof(int32_t));
+        ok(rc == 0 && d / scale <= 1e-5 && same8 == n_prompts,
+           "%s %s: prefill in chunks of 5 gives the same logits (%.2g) and tokens", name, dtype, d / scale);
+        free(rows2);
+        free(chunked);
+        free(alone);
+        check_bad_steps(m);
+    }
+    free(greedy);
+    free(rows);
+    llm_free(m);
+    rm_rf(dir);
+}
+
+int main(void)
+{
+    const char *src = getenv("LLMCGI_SRCDIR");
+    char path[1024];
+    snprintf(path, sizeof path, "%s/tests/golden/gpt2_golden.json", src ? src : ".");
+    json_object *root = json_object_from_file(path);
+    if (!ok(root != NULL, "golden file %s reads", path))
+        return tap_done();
+    json_object *indices = json_object_object_get(root, "indices");
+    json_object *models = json_object_object_get(root, "models");
+    /* Under the sanitizers the 124M shape runs once (F32); the tiny one everywhere. */
+    const char *san = getenv("LLMCGI_SANITIZERS");
+    bool sanitized = san && !strcmp(san, "yes");
+    snprintf(tmpdir_root, sizeof tmpdir_root, "%s/llmcgi-gpt2-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+    if (!mkdtemp(tmpdir_root))
+        return printf("Bail out! mkdtemp failed\n"), 1;
+    for (size_t k = 0; k < json_object_array_length(models); k++) {
+        json_object *g = json_object_array_get_idx(models, k);
+        const char *name = json_object_get_string(json_object_object_get(g, "name"));
+        const char *dtype = json_object_get_string(json_object_object_get(g, "dtype"));
+        bool tiny = !strcmp(name, "tiny");
+        if (sanitized && !tiny && strcmp(dtype, "f32") != 0) {
+            printf("ok %d - # SKIP %s %s under the sanitizers (the F32 one runs)\n", ++tap_count, name, dtype);
+            continue;
+        }
+        json_object *recs = json_object_object_get(g, "prompts");
+        static struct prompt ps[MAX_PROMPTS];
+        int n = (int)json_object_array_length(recs);
+        if (n > MAX_PROMPTS)
+            n = MAX_PROMPTS;
+        for (int p = 0; p < n; p++) {
+            json_object *rec = json_object_array_get_idx(recs, p), *ids = json_object_object_get(rec, "ids");
+            ps[p].rec = rec;
+            ps[p].n = (int)json_object_array_length(ids);
+            for (int i = 0; i < ps[p].n && i < 1024; i++)
+                ps[p].ids[i] = json_object_get_int(json_object_array_get_idx(ids, i));
+        }
+        test_model(g, indices, ps, n, tiny || !strcmp(dtype, "f32"));
+    }
+    rmdir(tmpdir_root);
+    json_object_put(root);
+    return tap_done();
+}
