@@ -1,0 +1,154 @@
+/* generation.c -- one sequence's generation on top of the engine parts: prompt and generated ids, sampler, streaming detokenizer, stop strings, finish reason. */
+#include "generation.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *gen_finish_name(enum gen_finish f)
+{
+    switch (f) {
+    case GEN_LENGTH: return "length";
+    case GEN_EOS: return "eos_token";
+    case GEN_STOP: return "stop_sequence";
+    case GEN_RUNNING: break;
+    }
+    return "";
+}
+
+int gen_seq_init(struct gen_seq *g, const struct tokenizer *tok, const int32_t *prompt, int n_prompt, int n_vocab,
+                 int context, const struct gen_params *p, char *err, size_t errlen)
+{
+    memset(g, 0, sizeof *g);
+    detok_init(&g->detok, tok);
+    if (n_prompt < 1) {
+        snprintf(err, errlen, "the prompt has no tokens");
+        return -1;
+    }
+    if (p->max_new_tokens < 1) {
+        snprintf(err, errlen, "max_new_tokens must be at least 1 (got %d)", p->max_new_tokens);
+        return -1;
+    }
+    if ((long)n_prompt + p->max_new_tokens > context) {
+        snprintf(err, errlen,
+                 "the prompt (%d tokens) plus max_new_tokens (%d) is %ld tokens, more than the model's context of %d",
+                 n_prompt, p->max_new_tokens, (long)n_prompt + p->max_new_tokens, context);
+        return -1;
+    }
+    if (sampler_params_check(&p->sampling, err, errlen) != SAMPLER_OK)
+        return -1;
+    if (stopseq_validate(p->stop, p->n_stop, err, errlen) != STOPSEQ_OK)
+        return -1;
+    g->ids = malloc(sizeof *g->ids * (size_t)(n_prompt + p->max_new_tokens));
+    g->sampler = sampler_new(&p->sampling, n_vocab);
+    g->stop = stopseq_new(p->stop, p->n_stop);
+    if (!g->ids || !g->sampler || !g->stop) {
+        snprintf(err, errlen, "out of memory");
+        gen_seq_free(g);
+        return -1;
+    }
+    memcpy(g->ids, prompt, sizeof *g->ids * (size_t)n_prompt);
+    g->n_prompt = g->n_ids = n_prompt;
+    g->max_new = p->max_new_tokens;
+    g->eos = tokenizer_eos_id(tok);
+    g->ignore_eos = p->ignore_eos;
+    return 0;
+}
+
+void gen_seq_free(struct gen_seq *g)
+{
+    free(g->ids);
+    sampler_free(g->sampler);
+    stopseq_free(g->stop);
+    if (g->detok.t)
+        detok_free(&g->detok);
+    free(g->out);
+    memset(g, 0, sizeof *g);
+}
+
+/* Appends to the event text (g->out). */
+static int out_add(struct gen_seq *g, size_t *len, const char *s, size_t n)
+{
+    if (*len + n + 1 > g->out_cap) {
+        size_t cap = g->out_cap ? g->out_cap : 64;
+        while (cap < *len + n + 1)
+            cap *= 2;
+        char *b = realloc(g->out, cap);
+        if (!b)
+            return -1;
+        g->out = b;
+        g->out_cap = cap;
+    }
+    memcpy(g->out + *len, s, n);
+    *len += n;
+    g->out[*len] = '\0';
+    return 0;
+}
+
+/* The text that ends the sequence: whatever the detokenizer and the stop
+ * matcher still hold. */
+static int drain(struct gen_seq *g, size_t *len)
+{
+    const char *t;
+    size_t n;
+    struct stopseq_result r;
+    if (detok_flush(&g->detok, &t, &n) != 0)
+        return -1;
+    if (n) {
+        if (stopseq_feed(g->stop, t, n, &r) != STOPSEQ_OK || out_add(g, len, r.text, r.len) != 0)
+            return -1;
+        if (r.stopped) {
+            g->finish = GEN_STOP;
+            return 0;
+        }
+    }
+    stopseq_finish(g->stop, &r);
+    return out_add(g, len, r.text, r.len);
+}
+
+int gen_seq_next(struct gen_seq *g, float *logits, struct gen_event *ev, char *err, size_t errlen)
+{
+    memset(ev, 0, sizeof *ev);
+    int rc = sampler_next(g->sampler, logits, g->ids, (size_t)g->n_ids, &ev->tok);
+    if (rc != SAMPLER_OK) {
+        snprintf(err, errlen, rc == SAMPLER_ERR_NO_TOKEN ? "no token can be sampled: every logit is -inf or NaN"
+                                                         : "the sampler failed (%d)", rc);
+        return -1;
+    }
+    int32_t id = ev->tok.id;
+    sampler_accept(g->sampler, id);
+    g->ids[g->n_ids++] = id;
+    size_t len = 0;
+    if (g->out_cap == 0 && out_add(g, &len, "", 0) != 0)
+        goto oom;
+
+    if (id == g->eos && !g->ignore_eos) {
+        /* The end-of-text token's own text is not part of the answer. */
+        g->finish = GEN_EOS;
+        if (drain(g, &len) != 0)
+            goto oom;
+    } else {
+        const char *t;
+        size_t n;
+        if (detok_push(&g->detok, id, &t, &n) != 0)
+            goto oom;
+        struct stopseq_result r;
+        if (stopseq_feed(g->stop, t, n, &r) != STOPSEQ_OK || out_add(g, &len, r.text, r.len) != 0)
+            goto oom;
+        if (r.stopped)
+            g->finish = GEN_STOP;
+        else if (gen_seq_generated(g) >= g->max_new) {
+            g->finish = GEN_LENGTH;
+            if (drain(g, &len) != 0)
+                goto oom;
+        }
+    }
+    ev->text = g->out;
+    ev->len = len;
+    ev->finish = g->finish;
+    return 0;
+oom:
+    snprintf(err, errlen, "out of memory");
+    return -1;
+}

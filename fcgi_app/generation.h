@@ -1,0 +1,74 @@
+/* generation.h -- one sequence's generation on top of the engine parts: prompt and generated ids, sampler, streaming detokenizer, stop strings, finish reason.
+ *
+ * The caller runs the model (llm_forward) and hands this sequence's logits
+ * row to gen_seq_next, which picks the token and says what text may be shown
+ * now. Text never splits a UTF-8 sequence and never shows any part of a stop
+ * string. Used by llmcgi-generate and by the server's scheduler. */
+#ifndef LLMCGI_GENERATION_H
+#define LLMCGI_GENERATION_H
+
+#include "sampler.h"
+#include "stopseq.h"
+#include "tokenizer.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum gen_finish { GEN_RUNNING = 0, GEN_LENGTH, GEN_EOS, GEN_STOP };
+
+/* TGI's names: "length", "eos_token", "stop_sequence" ("" while running). */
+const char *gen_finish_name(enum gen_finish f);
+
+struct gen_params {
+    struct sampler_params sampling;
+    int max_new_tokens;                 /* >= 1 */
+    const char *stop[STOPSEQ_MAX];      /* borrowed; copied by gen_seq_init */
+    size_t n_stop;
+    bool ignore_eos;                    /* keep going past the end-of-text token */
+};
+
+struct gen_seq {
+    int32_t *ids;           /* prompt then generated tokens; owned */
+    int n_prompt, n_ids;
+    int max_new;
+    int32_t eos;            /* -1: none */
+    bool ignore_eos;
+    struct sampler *sampler;    /* owned */
+    struct detok detok;
+    struct stopseq *stop;       /* owned */
+    enum gen_finish finish;
+    char *out;              /* the text of the last event; owned */
+    size_t out_cap;
+};
+
+/* One generated token and the text it lets through. */
+struct gen_event {
+    struct sample_out tok;  /* the token chosen, its logprob and alternatives */
+    const char *text;       /* may be empty; points into g, valid until the next call */
+    size_t len;
+    enum gen_finish finish; /* not GEN_RUNNING: the sequence is done, this was its last event */
+};
+
+/* Starts a sequence for prompt[0..n_prompt) (n_prompt >= 1) on a model
+ * with n_vocab tokens and a context of `context` positions; tok is borrowed
+ * and must outlive g. Refuses (-1, message in err) parameters out of range,
+ * bad stop strings, and n_prompt + max_new_tokens > context. */
+int gen_seq_init(struct gen_seq *g, const struct tokenizer *tok, const int32_t *prompt, int n_prompt, int n_vocab,
+                 int context, const struct gen_params *p, char *err, size_t errlen);
+
+/* Frees what g owns (a zeroed g is fine). */
+void gen_seq_free(struct gen_seq *g);
+
+/* Picks the next token from this sequence's logits row (overwritten),
+ * appends it and fills *ev. Returns 0, or -1 with err (nothing can be
+ * sampled, out of memory). Must not be called once ev->finish was set. */
+int gen_seq_next(struct gen_seq *g, float *logits, struct gen_event *ev, char *err, size_t errlen);
+
+/* Tokens generated so far. */
+static inline int gen_seq_generated(const struct gen_seq *g)
+{
+    return g->n_ids - g->n_prompt;
+}
+
+#endif
