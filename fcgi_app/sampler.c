@@ -1,6 +1,7 @@
 /* sampler.c -- next-token choice: HF repetition penalty, OpenAI penalties, HF warpers, seeded draw, logprobs. */
 #include "config.h"
 #include "sampler.h"
+#include "util.h"
 
 #include <errno.h>
 #include <float.h>
@@ -133,28 +134,11 @@ static uint64_t splitmix64(uint64_t *x)
     return z ^ (z >> 31);
 }
 
-static uint64_t rotl64(uint64_t x, int k)
-{
-    return (x << k) | (x >> (64 - k));
-}
-
-static uint64_t xoshiro_next(uint64_t st[4])
-{
-    uint64_t result = rotl64(st[1] * 5, 7) * 9;
-    uint64_t t = st[1] << 17;
-    st[2] ^= st[0];
-    st[3] ^= st[1];
-    st[1] ^= st[2];
-    st[0] ^= st[3];
-    st[2] ^= t;
-    st[3] = rotl64(st[3], 45);
-    return result;
-}
 
 /* Uniform in [0, 1): the top 53 bits scaled by 2^-53, exact in a double. */
 static double uniform01(uint64_t st[4])
 {
-    return (double)(xoshiro_next(st) >> 11) * 0x1.0p-53;
+    return (double)(util_xoshiro_next(st) >> 11) * 0x1.0p-53;
 }
 
 /* ------------------------------------------------------------------ life cycle */

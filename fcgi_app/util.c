@@ -136,7 +136,11 @@ uint64_t util_random_u64(void)
         }
         rng_seeded = true;
     }
-    uint64_t *s = rng_state;
+    return util_xoshiro_next(rng_state);
+}
+
+uint64_t util_xoshiro_next(uint64_t s[4])
+{
     uint64_t result = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
     s[2] ^= s[0];
     s[3] ^= s[1];

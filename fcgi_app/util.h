@@ -27,6 +27,11 @@ void util_format_duration(char *buf, size_t len, int64_t ms);
  * seeded from getrandom()): for load-balancing picks and jitter, not keys. */
 uint64_t util_random_u64(void);
 
+/* One step of xoshiro256** over state s (not all zero): the generator behind
+ * util_random_u64 and the sampler's seeded draws (integer-only, so the same
+ * stream on every machine). */
+uint64_t util_xoshiro_next(uint64_t s[4]);
+
 /* Fills `out` with 2*nbytes lowercase hex digits and a NUL (out must hold
  * 2*nbytes+1). Fast per-thread generator seeded from getrandom(): ids, not keys. */
 void util_random_hex(char *out, size_t nbytes);

@@ -155,17 +155,6 @@ float ckpt_get(const struct ckpt_tensor *t, size_t i)
 
 /* ------------------------------------------------------------------ helpers */
 
-static void errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void errf(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 /* dir + "/" + name, malloc-ed (caller frees), or NULL. */
 static char *path_join(const char *dir, const char *name)
 {
@@ -193,24 +182,24 @@ static struct json_object *read_json_file(const char *path, size_t max, char *er
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     if (fd < 0) {
-        errf(err, errlen, "%s: %s", path, errno == ENOENT ? "not found" : strerror(errno));
+        st_errf(err, errlen, "%s: %s", path, errno == ENOENT ? "not found" : strerror(errno));
         return NULL;
     }
     struct stat st;
     if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-        errf(err, errlen, "%s: not a regular file", path);
+        st_errf(err, errlen, "%s: not a regular file", path);
         close(fd);
         return NULL;
     }
     if ((uint64_t)st.st_size > max) {
-        errf(err, errlen, "%s: %lld bytes is more than the %zu accepted", path, (long long)st.st_size, max);
+        st_errf(err, errlen, "%s: %lld bytes is more than the %zu accepted", path, (long long)st.st_size, max);
         close(fd);
         return NULL;
     }
     size_t len = (size_t)st.st_size, got = 0;
     char *buf = malloc(len + 1);
     if (!buf) {
-        errf(err, errlen, "%s: out of memory", path);
+        st_errf(err, errlen, "%s: out of memory", path);
         close(fd);
         return NULL;
     }
@@ -224,13 +213,13 @@ static struct json_object *read_json_file(const char *path, size_t max, char *er
     }
     close(fd);
     if (got != len) {
-        errf(err, errlen, "%s: read error", path);
+        st_errf(err, errlen, "%s: read error", path);
         free(buf);
         return NULL;
     }
     struct json_tokener *tok = json_tokener_new();
     if (!tok) {
-        errf(err, errlen, "%s: out of memory", path);
+        st_errf(err, errlen, "%s: out of memory", path);
         free(buf);
         return NULL;
     }
@@ -239,12 +228,12 @@ static struct json_object *read_json_file(const char *path, size_t max, char *er
     size_t end = json_tokener_get_parse_end(tok);
     if (!o) {
         enum json_tokener_error je = json_tokener_get_error(tok);
-        errf(err, errlen, "%s: invalid JSON (%s at byte %zu)", path,
+        st_errf(err, errlen, "%s: invalid JSON (%s at byte %zu)", path,
              je == json_tokener_continue ? "it ends too early" : json_tokener_error_desc(je), end);
     } else {
         for (size_t i = end; i < len; i++) {
             if (buf[i] != ' ' && buf[i] != '\n' && buf[i] != '\r' && buf[i] != '\t') {
-                errf(err, errlen, "%s: invalid JSON (bytes after the value at byte %zu)", path, i);
+                st_errf(err, errlen, "%s: invalid JSON (bytes after the value at byte %zu)", path, i);
                 json_object_put(o);
                 o = NULL;
                 break;
@@ -291,16 +280,16 @@ static int cfg_int(struct json_object *root, const char *const *keys, long long 
             *is_null = true;
             return 0;
         }
-        errf(err, errlen, "%s: %s must be an integer, not null", path, k);
+        st_errf(err, errlen, "%s: %s must be an integer, not null", path, k);
         return -1;
     }
     if (!json_object_is_type(v, json_type_int)) {
-        errf(err, errlen, "%s: %s must be an integer, not %s", path, k, type_name(v));
+        st_errf(err, errlen, "%s: %s must be an integer, not %s", path, k, type_name(v));
         return -1;
     }
     int64_t x = json_object_get_int64(v);
     if (x < lo || x > hi) {
-        errf(err, errlen, "%s: %s = %s is out of range [%lld, %lld]", path, k, json_object_to_json_string(v), lo, hi);
+        st_errf(err, errlen, "%s: %s = %s is out of range [%lld, %lld]", path, k, json_object_to_json_string(v), lo, hi);
         return -1;
     }
     *out = (int)x;
@@ -313,7 +302,7 @@ static int cfg_bool(struct json_object *root, const char *key, bool *out, const 
     if (!json_object_object_get_ex(root, key, &v))
         return 0;
     if (!v || !json_object_is_type(v, json_type_boolean)) {
-        errf(err, errlen, "%s: %s must be true or false, not %s", path, key, v ? type_name(v) : "null");
+        st_errf(err, errlen, "%s: %s must be true or false, not %s", path, key, v ? type_name(v) : "null");
         return -1;
     }
     *out = json_object_get_boolean(v);
@@ -329,13 +318,13 @@ static int cfg_str(struct json_object *root, const char *key, char *out, size_t 
     if (!json_object_object_get_ex(root, key, &v) || !v)
         return 0;
     if (!json_object_is_type(v, json_type_string)) {
-        errf(err, errlen, "%s: %s must be a string, not %s", path, key, type_name(v));
+        st_errf(err, errlen, "%s: %s must be a string, not %s", path, key, type_name(v));
         return -1;
     }
     const char *s = json_object_get_string(v);
     if ((size_t)json_object_get_string_len(v) >= outlen || strlen(s) != (size_t)json_object_get_string_len(v)) {
         char pb[128];
-        errf(err, errlen, "%s: %s \"%s\" is not a value llmcgi knows", path, key, st_printable(s, pb, sizeof pb));
+        st_errf(err, errlen, "%s: %s \"%s\" is not a value llmcgi knows", path, key, st_printable(s, pb, sizeof pb));
         return -1;
     }
     memcpy(out, s, strlen(s) + 1);
@@ -378,7 +367,7 @@ int gpt2_config_load(const char *path, struct gpt2_config *cfg, char *err, size_
     int rc = -1;
     char pb2[128];
     if (!json_object_is_type(root, json_type_object)) {
-        errf(err, errlen, "%s: not a JSON object", path);
+        st_errf(err, errlen, "%s: not a JSON object", path);
         goto out;
     }
 
@@ -388,7 +377,7 @@ int gpt2_config_load(const char *path, struct gpt2_config *cfg, char *err, size_
     struct json_object *v;
     if (json_object_object_get_ex(root, "model_type", &v) && v) {
         if (!json_object_is_type(v, json_type_string)) {
-            errf(err, errlen, "%s: model_type must be a string, not %s", path, type_name(v));
+            st_errf(err, errlen, "%s: model_type must be a string, not %s", path, type_name(v));
             goto out;
         }
         st_printable(json_object_get_string(v), model_type, sizeof model_type);
@@ -397,13 +386,13 @@ int gpt2_config_load(const char *path, struct gpt2_config *cfg, char *err, size_
     char arch[128] = "";
     if (json_object_object_get_ex(root, "architectures", &v) && v) {
         if (!json_object_is_type(v, json_type_array)) {
-            errf(err, errlen, "%s: architectures must be a list, not %s", path, type_name(v));
+            st_errf(err, errlen, "%s: architectures must be a list, not %s", path, type_name(v));
             goto out;
         }
         if (json_object_array_length(v) > 0) {
             struct json_object *a0 = json_object_array_get_idx(v, 0);
             if (!a0 || !json_object_is_type(a0, json_type_string)) {
-                errf(err, errlen, "%s: architectures[0] must be a string", path);
+                st_errf(err, errlen, "%s: architectures[0] must be a string", path);
                 goto out;
             }
             st_printable(json_object_get_string(a0), arch, sizeof arch);
@@ -412,14 +401,14 @@ int gpt2_config_load(const char *path, struct gpt2_config *cfg, char *err, size_
     bool is_gpt2 = have_type ? strcmp(model_type, "gpt2") == 0 : (arch[0] == '\0' || strncmp(arch, "GPT2", 4) == 0);
     if (!is_gpt2) {
         if (arch[0])
-            errf(err, errlen, "%s: unsupported architecture %s (model_type %s): llmcgi runs GPT-2 models", path, arch,
+            st_errf(err, errlen, "%s: unsupported architecture %s (model_type %s): llmcgi runs GPT-2 models", path, arch,
                  have_type ? model_type : "not given");
         else
-            errf(err, errlen, "%s: unsupported model_type %s: llmcgi runs GPT-2 models", path, model_type);
+            st_errf(err, errlen, "%s: unsupported model_type %s: llmcgi runs GPT-2 models", path, model_type);
         goto out;
     }
     if (strlen(arch) >= sizeof cfg->architecture) {
-        errf(err, errlen, "%s: architectures[0] \"%s\" is too long", path, arch);
+        st_errf(err, errlen, "%s: architectures[0] \"%s\" is too long", path, arch);
         goto out;
     }
     strcpy(cfg->architecture, arch);
@@ -441,18 +430,18 @@ int gpt2_config_load(const char *path, struct gpt2_config *cfg, char *err, size_
     if (null_eos)
         cfg->eos_token_id = -1;
     if (cfg->n_embd % cfg->n_head != 0) {
-        errf(err, errlen, "%s: n_embd %d is not divisible by n_head %d", path, cfg->n_embd, cfg->n_head);
+        st_errf(err, errlen, "%s: n_embd %d is not divisible by n_head %d", path, cfg->n_embd, cfg->n_head);
         goto out;
     }
 
     if (json_object_object_get_ex(root, "layer_norm_epsilon", &v)) {
         if (!v || !(json_object_is_type(v, json_type_double) || json_object_is_type(v, json_type_int))) {
-            errf(err, errlen, "%s: layer_norm_epsilon must be a number, not %s", path, v ? type_name(v) : "null");
+            st_errf(err, errlen, "%s: layer_norm_epsilon must be a number, not %s", path, v ? type_name(v) : "null");
             goto out;
         }
         double e = json_object_get_double(v);
         if (!(e > 0.0 && e < 1.0)) {
-            errf(err, errlen, "%s: layer_norm_epsilon = %s is out of range (0, 1)", path, json_object_to_json_string(v));
+            st_errf(err, errlen, "%s: layer_norm_epsilon = %s is out of range (0, 1)", path, json_object_to_json_string(v));
             goto out;
         }
         cfg->layer_norm_epsilon = (float)e;
@@ -466,7 +455,7 @@ int gpt2_config_load(const char *path, struct gpt2_config *cfg, char *err, size_
         while (activations[i] && strcmp(activations[i], act) != 0)
             i++;
         if (!activations[i]) {
-            errf(err, errlen,
+            st_errf(err, errlen,
                  "%s: activation_function \"%s\" is not supported (gelu_new, gelu_pytorch_tanh, gelu, relu, quick_gelu)",
                  path, st_printable(act, pb2, sizeof pb2));
             goto out;
@@ -481,7 +470,7 @@ int gpt2_config_load(const char *path, struct gpt2_config *cfg, char *err, size_
     if (cfg_bool(root, "add_cross_attention", &cross, path, err, errlen) < 0)
         goto out;
     if (cross) {
-        errf(err, errlen, "%s: add_cross_attention (GPT-2 as an encoder-decoder half) is not supported", path);
+        st_errf(err, errlen, "%s: add_cross_attention (GPT-2 as an encoder-decoder half) is not supported", path);
         goto out;
     }
     rc = 0;
@@ -552,7 +541,7 @@ static int add_file(struct ckpt_priv *p, const char *path, char *err, size_t err
 {
     struct st_file **nf = realloc(p->files, (p->n_files + 1) * sizeof *nf);
     if (!nf) {
-        errf(err, errlen, "%s: out of memory", path);
+        st_errf(err, errlen, "%s: out of memory", path);
         return -1;
     }
     p->files = nf;
@@ -591,17 +580,17 @@ static int open_index(struct ckpt_priv *p, const char *dir, const char *index_pa
     if (!p->index_root)
         return -1;
     if (!json_object_is_type(p->index_root, json_type_object)) {
-        errf(err, errlen, "%s: not a JSON object", index_path);
+        st_errf(err, errlen, "%s: not a JSON object", index_path);
         return -1;
     }
     struct json_object *wm, *md;
     if (!json_object_object_get_ex(p->index_root, "weight_map", &wm) || !wm ||
         !json_object_is_type(wm, json_type_object)) {
-        errf(err, errlen, "%s: no \"weight_map\" object", index_path);
+        st_errf(err, errlen, "%s: no \"weight_map\" object", index_path);
         return -1;
     }
     if (json_object_object_get_ex(p->index_root, "metadata", &md) && md && !json_object_is_type(md, json_type_object)) {
-        errf(err, errlen, "%s: \"metadata\" is not an object", index_path);
+        st_errf(err, errlen, "%s: \"metadata\" is not an object", index_path);
         return -1;
     }
     p->weight_map = wm;
@@ -610,14 +599,14 @@ static int open_index(struct ckpt_priv *p, const char *dir, const char *index_pa
     const char **names = calloc(n + 1, sizeof *names);
     size_t nn = 0;
     if (!names) {
-        errf(err, errlen, "%s: out of memory", index_path);
+        st_errf(err, errlen, "%s: out of memory", index_path);
         return -1;
     }
     int rc = 0;
     json_object_object_foreach(wm, tname, v)
     {
         if (!plain_file_name(v)) {
-            errf(err, errlen, "%s: tensor %s: shard \"%s\" is not a plain file name in the model directory", index_path,
+            st_errf(err, errlen, "%s: tensor %s: shard \"%s\" is not a plain file name in the model directory", index_path,
                  st_printable(tname, pb, sizeof pb),
                  json_object_is_type(v, json_type_string) ? st_printable(json_object_get_string(v), pb2, sizeof pb2)
                                                           : type_name(v));
@@ -636,14 +625,14 @@ static int open_index(struct ckpt_priv *p, const char *dir, const char *index_pa
         }
         nn = u;
         if (nn > MAX_SHARDS) {
-            errf(err, errlen, "%s: %zu shards is more than the %d accepted", index_path, nn, MAX_SHARDS);
+            st_errf(err, errlen, "%s: %zu shards is more than the %d accepted", index_path, nn, MAX_SHARDS);
             rc = -1;
         }
     }
     for (size_t i = 0; rc == 0 && i < nn; i++) {
         char *sp = path_join(dir, names[i]);
         if (!sp) {
-            errf(err, errlen, "%s: out of memory", index_path);
+            st_errf(err, errlen, "%s: out of memory", index_path);
             rc = -1;
             break;
         }
@@ -687,7 +676,7 @@ static int load_tensor(struct ckpt_priv *p, const struct want *w, struct ckpt_te
             if (!t)
                 continue;
             if (ht) {
-                errf(err, errlen, "%s: tensor %s is stored twice (as %s in %s and as %s in %s)", p->label, w->name,
+                st_errf(err, errlen, "%s: tensor %s is stored twice (as %s in %s and as %s in %s)", p->label, w->name,
                      ht->name, hf->path, t->name, p->files[i]->path);
                 return -1;
             }
@@ -700,10 +689,10 @@ static int load_tensor(struct ckpt_priv *p, const struct want *w, struct ckpt_te
         if (p->weight_map && !json_object_object_get_ex(p->weight_map, w->name, &where))
             json_object_object_get_ex(p->weight_map, full, &where);
         if (where && json_object_is_type(where, json_type_string))
-            errf(err, errlen, "%s: missing tensor %s (the index places it in %s, which does not hold it)", p->label,
+            st_errf(err, errlen, "%s: missing tensor %s (the index places it in %s, which does not hold it)", p->label,
                  w->name, json_object_get_string(where));
         else
-            errf(err, errlen, "%s: missing tensor %s", p->label, w->name);
+            st_errf(err, errlen, "%s: missing tensor %s", p->label, w->name);
         return -1;
     }
     enum ckpt_dtype dt;
@@ -718,7 +707,7 @@ static int load_tensor(struct ckpt_priv *p, const struct want *w, struct ckpt_te
         dt = CKPT_BF16;
         break;
     default:
-        errf(err, errlen, "%s: tensor %s: dtype %s is not supported (llmcgi reads F32, F16 and BF16)", hf->path,
+        st_errf(err, errlen, "%s: tensor %s: dtype %s is not supported (llmcgi reads F32, F16 and BF16)", hf->path,
              ht->name, st_dtype_name(ht->dtype));
         return -1;
     }
@@ -729,7 +718,7 @@ static int load_tensor(struct ckpt_priv *p, const struct want *w, struct ckpt_te
         char got[128], want[64];
         fmt_shape(got, sizeof got, ht->ndim, ht->shape);
         fmt_shape(want, sizeof want, w->ndim, w->shape);
-        errf(err, errlen, "%s: tensor %s: shape %s, expected %s from config.json", hf->path, ht->name, got, want);
+        st_errf(err, errlen, "%s: tensor %s: shape %s, expected %s from config.json", hf->path, ht->name, got, want);
         return -1;
     }
     const void *data = st_tensor_data(hf, ht);
@@ -739,13 +728,13 @@ static int load_tensor(struct ckpt_priv *p, const struct want *w, struct ckpt_te
          * a multiple of 8): hand out an aligned copy instead. */
         void **nc = realloc(p->copies, (p->n_copies + 1) * sizeof *nc);
         if (!nc) {
-            errf(err, errlen, "%s: out of memory", hf->path);
+            st_errf(err, errlen, "%s: out of memory", hf->path);
             return -1;
         }
         p->copies = nc;
         void *copy = malloc(nbytes ? nbytes : 1);
         if (!copy) {
-            errf(err, errlen, "%s: tensor %s: out of memory for an aligned copy", hf->path, ht->name);
+            st_errf(err, errlen, "%s: tensor %s: out of memory for an aligned copy", hf->path, ht->name);
             return -1;
         }
         memcpy(copy, data, nbytes);
@@ -769,7 +758,7 @@ static int open_weights(struct ckpt_priv *p, const char *dir, char *err, size_t 
     char *index = path_join(dir, "model.safetensors.index.json");
     int rc = -1;
     if (!single || !index) {
-        errf(err, errlen, "%s: out of memory", dir);
+        st_errf(err, errlen, "%s: out of memory", dir);
         goto out;
     }
     if (exists(single)) {
@@ -786,7 +775,7 @@ static int open_weights(struct ckpt_priv *p, const char *dir, char *err, size_t 
         for (int i = 0; others[i]; i++) {
             char *o = path_join(dir, others[i]);
             if (o && exists(o)) {
-                errf(err, errlen,
+                st_errf(err, errlen,
                      "%s: llmcgi reads only safetensors weights (model.safetensors); convert this checkpoint, "
                      "e.g. with transformers: model.save_pretrained(dir, safe_serialization=True)",
                      o);
@@ -795,7 +784,7 @@ static int open_weights(struct ckpt_priv *p, const char *dir, char *err, size_t 
             }
             free(o);
         }
-        errf(err, errlen, "%s: not found (nor model.safetensors.index.json)", single);
+        st_errf(err, errlen, "%s: not found (nor model.safetensors.index.json)", single);
     }
 out:
     free(single);
@@ -810,7 +799,7 @@ int gpt2_checkpoint_open(const char *dir, struct gpt2_checkpoint **out, char *er
     struct ckpt_priv *p = calloc(1, sizeof *p);
     char *cfg_path = path_join(dir, "config.json");
     if (!ck || !p || !cfg_path || !(ck->dir = strdup(dir))) {
-        errf(err, errlen, "%s: out of memory", dir);
+        st_errf(err, errlen, "%s: out of memory", dir);
         free(cfg_path);
         free(p);
         gpt2_checkpoint_close(ck);
@@ -826,7 +815,7 @@ int gpt2_checkpoint_open(const char *dir, struct gpt2_checkpoint **out, char *er
     int64_t C = c->n_embd, I = c->n_inner, V = c->vocab_size, P = c->n_positions;
     ck->layers = calloc((size_t)c->n_layer, sizeof *ck->layers);
     if (!ck->layers) {
-        errf(err, errlen, "%s: out of memory", dir);
+        st_errf(err, errlen, "%s: out of memory", dir);
         goto fail;
     }
     struct {

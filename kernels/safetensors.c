@@ -78,8 +78,7 @@ const char *st_printable(const char *s, char *buf, size_t buflen)
     return buf;
 }
 
-static void errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void errf(char *err, size_t errlen, const char *fmt, ...)
+void st_errf(char *err, size_t errlen, const char *fmt, ...)
 {
     if (!err || errlen == 0)
         return;
@@ -243,26 +242,26 @@ static int parse_entry(const char *fname, const char *pname, struct json_object 
 {
     struct json_object *jd, *js, *jo;
     if (!json_object_is_type(val, json_type_object)) {
-        errf(err, errlen, "%s: tensor %s: entry is not a JSON object", fname, pname);
+        st_errf(err, errlen, "%s: tensor %s: entry is not a JSON object", fname, pname);
         return -1;
     }
     if (!json_object_object_get_ex(val, "dtype", &jd) || !json_object_is_type(jd, json_type_string)) {
-        errf(err, errlen, "%s: tensor %s: no \"dtype\" string", fname, pname);
+        st_errf(err, errlen, "%s: tensor %s: no \"dtype\" string", fname, pname);
         return -1;
     }
     if (st_dtype_parse(json_object_get_string(jd), &t->dtype) < 0) {
         char pb[128];
-        errf(err, errlen, "%s: tensor %s: unknown dtype \"%s\"", fname, pname,
+        st_errf(err, errlen, "%s: tensor %s: unknown dtype \"%s\"", fname, pname,
              st_printable(json_object_get_string(jd), pb, sizeof pb));
         return -1;
     }
     if (!json_object_object_get_ex(val, "shape", &js) || !json_object_is_type(js, json_type_array)) {
-        errf(err, errlen, "%s: tensor %s: no \"shape\" list", fname, pname);
+        st_errf(err, errlen, "%s: tensor %s: no \"shape\" list", fname, pname);
         return -1;
     }
     size_t nd = json_object_array_length(js);
     if (nd > ST_MAX_DIMS) {
-        errf(err, errlen, "%s: tensor %s: rank %zu is more than %d", fname, pname, nd, ST_MAX_DIMS);
+        st_errf(err, errlen, "%s: tensor %s: rank %zu is more than %d", fname, pname, nd, ST_MAX_DIMS);
         return -1;
     }
     t->ndim = (int)nd;
@@ -270,23 +269,23 @@ static int parse_entry(const char *fname, const char *pname, struct json_object 
     for (size_t i = 0; i < nd; i++) {
         uint64_t d;
         if (get_count(json_object_array_get_idx(js, i), &d) < 0) {
-            errf(err, errlen, "%s: tensor %s: shape[%zu] is not an integer in [0, 2^63)", fname, pname, i);
+            st_errf(err, errlen, "%s: tensor %s: shape[%zu] is not an integer in [0, 2^63)", fname, pname, i);
             return -1;
         }
         t->shape[i] = (int64_t)d;
         if (__builtin_mul_overflow(nelem, d, &nelem)) {
-            errf(err, errlen, "%s: tensor %s: the element count overflows", fname, pname);
+            st_errf(err, errlen, "%s: tensor %s: the element count overflows", fname, pname);
             return -1;
         }
     }
     t->nelem = nelem;
     uint64_t bits;
     if (__builtin_mul_overflow(nelem, (uint64_t)st_dtype_bits(t->dtype), &bits)) {
-        errf(err, errlen, "%s: tensor %s: the byte size overflows", fname, pname);
+        st_errf(err, errlen, "%s: tensor %s: the byte size overflows", fname, pname);
         return -1;
     }
     if (bits % 8) {
-        errf(err, errlen, "%s: tensor %s: %llu elements of %s do not fill whole bytes", fname, pname,
+        st_errf(err, errlen, "%s: tensor %s: %llu elements of %s do not fill whole bytes", fname, pname,
              (unsigned long long)nelem, st_dtype_name(t->dtype));
         return -1;
     }
@@ -294,17 +293,17 @@ static int parse_entry(const char *fname, const char *pname, struct json_object 
     if (!json_object_object_get_ex(val, "data_offsets", &jo) || !json_object_is_type(jo, json_type_array) ||
         json_object_array_length(jo) != 2 || get_count(json_object_array_get_idx(jo, 0), &b) < 0 ||
         get_count(json_object_array_get_idx(jo, 1), &e) < 0) {
-        errf(err, errlen, "%s: tensor %s: \"data_offsets\" is not a list [begin, end] of non-negative integers",
+        st_errf(err, errlen, "%s: tensor %s: \"data_offsets\" is not a list [begin, end] of non-negative integers",
              fname, pname);
         return -1;
     }
     if (b > e) {
-        errf(err, errlen, "%s: tensor %s: data_offsets [%llu, %llu] end before they begin", fname, pname,
+        st_errf(err, errlen, "%s: tensor %s: data_offsets [%llu, %llu] end before they begin", fname, pname,
              (unsigned long long)b, (unsigned long long)e);
         return -1;
     }
     if (e > data_len) {
-        errf(err, errlen,
+        st_errf(err, errlen,
              "%s: tensor %s: data_offsets [%llu, %llu] reach beyond the data region (%llu bytes): "
              "truncated file or bad offsets",
              fname, pname, (unsigned long long)b, (unsigned long long)e, (unsigned long long)data_len);
@@ -313,7 +312,7 @@ static int parse_entry(const char *fname, const char *pname, struct json_object 
     if (e - b != nbytes) {
         char sb[256];
         shape_str(t, sb, sizeof sb);
-        errf(err, errlen, "%s: tensor %s: data_offsets [%llu, %llu] hold %llu bytes, but shape %s of %s needs %llu",
+        st_errf(err, errlen, "%s: tensor %s: data_offsets [%llu, %llu] hold %llu bytes, but shape %s of %s needs %llu",
              fname, pname, (unsigned long long)b, (unsigned long long)e, (unsigned long long)(e - b), sb,
              st_dtype_name(t->dtype), (unsigned long long)nbytes);
         return -1;
@@ -328,7 +327,7 @@ static int parse_metadata(const char *fname, struct json_object *val, struct st_
     if (json_object_is_type(val, json_type_null))
         return ST_OK;
     if (!json_object_is_type(val, json_type_object)) {
-        errf(err, errlen, "%s: __metadata__ is not a JSON object", fname);
+        st_errf(err, errlen, "%s: __metadata__ is not a JSON object", fname);
         return ST_ERR_FORMAT;
     }
     size_t n = (size_t)json_object_object_length(val);
@@ -336,14 +335,14 @@ static int parse_metadata(const char *fname, struct json_object *val, struct st_
         return ST_OK;
     h->meta = calloc(n, sizeof *h->meta);
     if (!h->meta) {
-        errf(err, errlen, "%s: out of memory", fname);
+        st_errf(err, errlen, "%s: out of memory", fname);
         return ST_ERR_NOMEM;
     }
     json_object_object_foreach(val, k, v)
     {
         if (!json_object_is_type(v, json_type_string)) {
             char pb[128];
-            errf(err, errlen, "%s: __metadata__ value of \"%s\" is not a string", fname, st_printable(k, pb, sizeof pb));
+            st_errf(err, errlen, "%s: __metadata__ value of \"%s\" is not a string", fname, st_printable(k, pb, sizeof pb));
             return ST_ERR_FORMAT;
         }
         if (h->n_meta == n)
@@ -353,7 +352,7 @@ static int parse_metadata(const char *fname, struct json_object *val, struct st_
         m->key = strdup(k);
         m->value = malloc(vl + 1);
         if (!m->key || !m->value) {
-            errf(err, errlen, "%s: out of memory", fname);
+            st_errf(err, errlen, "%s: out of memory", fname);
             return ST_ERR_NOMEM;
         }
         memcpy(m->value, json_object_get_string(v), vl);
@@ -391,20 +390,20 @@ static int parse_json(const char *hdr, size_t n, const char *fname, struct st_he
     char pb[128], pb2[128];
 
     if (n < 2 || hdr[0] != '{') {
-        errf(err, errlen, "%s: the header does not start with '{'", fname);
+        st_errf(err, errlen, "%s: the header does not start with '{'", fname);
         return ST_ERR_FORMAT;
     }
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)hdr[i];
         if (c < 0x20 && !is_ws(c)) {
-            errf(err, errlen, "%s: the header has a control byte 0x%02x at offset %zu", fname, c, i + 8);
+            st_errf(err, errlen, "%s: the header has a control byte 0x%02x at offset %zu", fname, c, i + 8);
             return ST_ERR_FORMAT;
         }
     }
     tok = json_tokener_new();
     ktok = json_tokener_new();
     if (!tok || !ktok) {
-        errf(err, errlen, "%s: out of memory", fname);
+        st_errf(err, errlen, "%s: out of memory", fname);
         rc = ST_ERR_NOMEM;
         goto out;
     }
@@ -412,7 +411,7 @@ static int parse_json(const char *hdr, size_t n, const char *fname, struct st_he
     root = json_tokener_parse_ex(tok, hdr, (int)n);
     if (!root) {
         enum json_tokener_error je = json_tokener_get_error(tok);
-        errf(err, errlen, "%s: the header is not valid JSON (%s at offset %zu)", fname,
+        st_errf(err, errlen, "%s: the header is not valid JSON (%s at offset %zu)", fname,
              je == json_tokener_continue ? "it ends too early" : json_tokener_error_desc(je),
              json_tokener_get_parse_end(tok) + 8);
         goto out;
@@ -420,17 +419,17 @@ static int parse_json(const char *hdr, size_t n, const char *fname, struct st_he
     size_t end = json_tokener_get_parse_end(tok);
     for (size_t i = end; i < n; i++) {
         if (!is_ws((uint8_t)hdr[i])) {
-            errf(err, errlen, "%s: the header has bytes after the JSON object (offset %zu)", fname, i + 8);
+            st_errf(err, errlen, "%s: the header has bytes after the JSON object (offset %zu)", fname, i + 8);
             goto out;
         }
     }
     if (!json_object_is_type(root, json_type_object)) {
-        errf(err, errlen, "%s: the header is not a JSON object", fname);
+        st_errf(err, errlen, "%s: the header is not a JSON object", fname);
         goto out;
     }
     nkeys = scan_top_keys(hdr, end, &spans);
     if (nkeys < 0) {
-        errf(err, errlen, nkeys == -2 ? "%s: out of memory" : "%s: the header JSON could not be scanned", fname);
+        st_errf(err, errlen, nkeys == -2 ? "%s: out of memory" : "%s: the header JSON could not be scanned", fname);
         rc = nkeys == -2 ? ST_ERR_NOMEM : ST_ERR_FORMAT;
         nkeys = 0;
         goto out;
@@ -438,7 +437,7 @@ static int parse_json(const char *hdr, size_t n, const char *fname, struct st_he
     names = calloc((size_t)nkeys + 1, sizeof *names);
     sorted = calloc((size_t)nkeys + 1, sizeof *sorted);
     if (!names || !sorted) {
-        errf(err, errlen, "%s: out of memory", fname);
+        st_errf(err, errlen, "%s: out of memory", fname);
         rc = ST_ERR_NOMEM;
         goto out;
     }
@@ -446,17 +445,17 @@ static int parse_json(const char *hdr, size_t n, const char *fname, struct st_he
         size_t len = 0;
         names[i] = decode_key(ktok, hdr + spans[i].start, spans[i].end - spans[i].start, &len);
         if (!names[i]) {
-            errf(err, errlen, "%s: out of memory (or an unreadable key at offset %zu)", fname, spans[i].start + 8);
+            st_errf(err, errlen, "%s: out of memory (or an unreadable key at offset %zu)", fname, spans[i].start + 8);
             rc = ST_ERR_NOMEM;
             goto out;
         }
         if (strlen(names[i]) != len) {
-            errf(err, errlen, "%s: tensor %s: the name contains a NUL character", fname,
+            st_errf(err, errlen, "%s: tensor %s: the name contains a NUL character", fname,
                  st_printable(names[i], pb, sizeof pb));
             goto out;
         }
         if (len == 0) {
-            errf(err, errlen, "%s: a tensor has an empty name", fname);
+            st_errf(err, errlen, "%s: a tensor has an empty name", fname);
             goto out;
         }
         sorted[i] = names[i];
@@ -464,26 +463,26 @@ static int parse_json(const char *hdr, size_t n, const char *fname, struct st_he
     qsort(sorted, (size_t)nkeys, sizeof *sorted, cmp_str_ptr);
     for (long i = 1; i < nkeys; i++) {
         if (strcmp(sorted[i - 1], sorted[i]) == 0) {
-            errf(err, errlen, "%s: tensor %s: the name appears twice in the header", fname,
+            st_errf(err, errlen, "%s: tensor %s: the name appears twice in the header", fname,
                  st_printable(sorted[i], pb, sizeof pb));
             goto out;
         }
     }
     if ((long)json_object_object_length(root) != nkeys) {
-        errf(err, errlen, "%s: the header's keys could not be matched up", fname);
+        st_errf(err, errlen, "%s: the header's keys could not be matched up", fname);
         goto out;
     }
 
     out->tensors = calloc((size_t)nkeys + 1, sizeof *out->tensors);
     if (!out->tensors) {
-        errf(err, errlen, "%s: out of memory", fname);
+        st_errf(err, errlen, "%s: out of memory", fname);
         rc = ST_ERR_NOMEM;
         goto out;
     }
     for (long i = 0; i < nkeys; i++) {
         struct json_object *val;
         if (!json_object_object_get_ex(root, names[i], &val)) {
-            errf(err, errlen, "%s: tensor %s: not found again in the header", fname, st_printable(names[i], pb, sizeof pb));
+            st_errf(err, errlen, "%s: tensor %s: not found again in the header", fname, st_printable(names[i], pb, sizeof pb));
             goto out;
         }
         if (strcmp(names[i], "__metadata__") == 0) {
@@ -504,7 +503,7 @@ static int parse_json(const char *hdr, size_t n, const char *fname, struct st_he
     /* No two tensors with bytes share any (empty ones may sit anywhere). */
     ranges = malloc((out->n_tensors + 1) * sizeof *ranges);
     if (!ranges) {
-        errf(err, errlen, "%s: out of memory", fname);
+        st_errf(err, errlen, "%s: out of memory", fname);
         rc = ST_ERR_NOMEM;
         goto out;
     }
@@ -516,7 +515,7 @@ static int parse_json(const char *hdr, size_t n, const char *fname, struct st_he
     qsort(ranges, nr, sizeof *ranges, cmp_range);
     for (size_t i = 1; i < nr; i++) {
         if (ranges[i].begin < ranges[i - 1].end) {
-            errf(err, errlen, "%s: tensors %s and %s overlap in the file", fname,
+            st_errf(err, errlen, "%s: tensors %s and %s overlap in the file", fname,
                  st_printable(out->tensors[ranges[i - 1].idx].name, pb, sizeof pb),
                  st_printable(out->tensors[ranges[i].idx].name, pb2, sizeof pb2));
             goto out;
@@ -548,26 +547,26 @@ int st_parse_header(const uint8_t *buf, size_t buflen, uint64_t file_size, const
     if (!fname)
         fname = "(buffer)";
     if (file_size < 8) {
-        errf(err, errlen, "%s: %llu bytes is too short for a safetensors file", fname, (unsigned long long)file_size);
+        st_errf(err, errlen, "%s: %llu bytes is too short for a safetensors file", fname, (unsigned long long)file_size);
         return ST_ERR_FORMAT;
     }
     if (buflen < 8) {
-        errf(err, errlen, "%s: need the first 8 bytes", fname);
+        st_errf(err, errlen, "%s: need the first 8 bytes", fname);
         return ST_ERR_SHORT;
     }
     uint64_t n = le64(buf);
     if (n > ST_MAX_HEADER) {
-        errf(err, errlen, "%s: header length %llu is more than the limit of %u bytes", fname, (unsigned long long)n,
+        st_errf(err, errlen, "%s: header length %llu is more than the limit of %u bytes", fname, (unsigned long long)n,
              ST_MAX_HEADER);
         return ST_ERR_FORMAT;
     }
     if (n > file_size - 8) {
-        errf(err, errlen, "%s: header length %llu reaches beyond the end of the file (%llu bytes): truncated file?",
+        st_errf(err, errlen, "%s: header length %llu reaches beyond the end of the file (%llu bytes): truncated file?",
              fname, (unsigned long long)n, (unsigned long long)file_size);
         return ST_ERR_FORMAT;
     }
     if (buflen - 8 < n) {
-        errf(err, errlen, "%s: need the first %llu bytes for the header", fname, (unsigned long long)(n + 8));
+        st_errf(err, errlen, "%s: need the first %llu bytes for the header", fname, (unsigned long long)(n + 8));
         return ST_ERR_SHORT;
     }
     out->header_len = n;
@@ -601,27 +600,27 @@ int st_open(const char *path, struct st_file **out, char *err, size_t errlen)
     /* O_NONBLOCK: opening a FIFO planted in place of a model must not hang. */
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     if (fd < 0) {
-        errf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        st_errf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
         return ST_ERR_IO;
     }
     struct stat st;
     if (fstat(fd, &st) < 0) {
-        errf(err, errlen, "%s: cannot stat: %s", path, strerror(errno));
+        st_errf(err, errlen, "%s: cannot stat: %s", path, strerror(errno));
         close(fd);
         return ST_ERR_IO;
     }
     if (!S_ISREG(st.st_mode)) {
-        errf(err, errlen, "%s: not a regular file", path);
+        st_errf(err, errlen, "%s: not a regular file", path);
         close(fd);
         return ST_ERR_IO;
     }
     if (st.st_size < 8) {
-        errf(err, errlen, "%s: %lld bytes is too short for a safetensors file", path, (long long)st.st_size);
+        st_errf(err, errlen, "%s: %lld bytes is too short for a safetensors file", path, (long long)st.st_size);
         close(fd);
         return ST_ERR_FORMAT;
     }
     if ((uint64_t)st.st_size > (uint64_t)SIZE_MAX) {
-        errf(err, errlen, "%s: too large to map", path);
+        st_errf(err, errlen, "%s: too large to map", path);
         close(fd);
         return ST_ERR_IO;
     }
@@ -631,7 +630,7 @@ int st_open(const char *path, struct st_file **out, char *err, size_t errlen)
         free(f);
         free(p);
         close(fd);
-        errf(err, errlen, "%s: out of memory", path);
+        st_errf(err, errlen, "%s: out of memory", path);
         return ST_ERR_NOMEM;
     }
     f->path = p;
@@ -640,7 +639,7 @@ int st_open(const char *path, struct st_file **out, char *err, size_t errlen)
     int merr = errno;
     close(fd);
     if (m == MAP_FAILED) {
-        errf(err, errlen, "%s: cannot map: %s", path, strerror(merr));
+        st_errf(err, errlen, "%s: cannot map: %s", path, strerror(merr));
         free(f->path);
         free(f);
         return ST_ERR_IO;

@@ -117,6 +117,10 @@ void st_close(struct st_file *f);
  * file makes it. */
 const void *st_tensor_data(const struct st_file *f, const struct st_tensor *t);
 
+/* snprintf into err (nothing when err is NULL or errlen is 0): the error
+ * messages of the loaders in kernels/ and tools/. */
+void st_errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 /* Writes a printable rendering of s (at most 96 bytes of it; control bytes
  * as \xNN) into buf; returns buf. For messages. */
 const char *st_printable(const char *s, char *buf, size_t buflen);

@@ -20,17 +20,6 @@
 #define SQRT3 1.7320508075688772
 #define CHUNK 65536
 
-static void errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void errf(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 void gen_gpt2_defaults(struct gen_gpt2_opts *o)
 {
     memset(o, 0, sizeof *o);
@@ -353,14 +342,14 @@ static int write_shard(const struct gen_gpt2_opts *o, struct gtensor *t, size_t 
         sb_printf(&h, " ");             /* the data region starts 8-byte aligned */
     if (h.oom) {
         free(h.s);
-        errf(err, errlen, "%s: out of memory", path);
+        st_errf(err, errlen, "%s: out of memory", path);
         return -1;
     }
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     FILE *f = fopen(tmp, "wb");
     if (!f) {
-        errf(err, errlen, "%s: %s", tmp, strerror(errno));
+        st_errf(err, errlen, "%s: %s", tmp, strerror(errno));
         free(h.s);
         return -1;
     }
@@ -374,7 +363,7 @@ static int write_shard(const struct gen_gpt2_opts *o, struct gtensor *t, size_t 
     if (fclose(f) != 0)
         rc = -1;
     if (rc < 0 || rename(tmp, path) < 0) {
-        errf(err, errlen, "%s: write failed: %s", path, strerror(errno));
+        st_errf(err, errlen, "%s: write failed: %s", path, strerror(errno));
         unlink(tmp);
         return -1;
     }
@@ -386,19 +375,19 @@ static int write_json(const char *path, struct json_object *o, char *err, size_t
     const char *s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED |
                                                           JSON_C_TO_STRING_NOSLASHESCAPE);
     if (!s) {
-        errf(err, errlen, "%s: out of memory", path);
+        st_errf(err, errlen, "%s: out of memory", path);
         return -1;
     }
     FILE *f = fopen(path, "w");
     if (!f) {
-        errf(err, errlen, "%s: %s", path, strerror(errno));
+        st_errf(err, errlen, "%s: %s", path, strerror(errno));
         return -1;
     }
     int rc = fputs(s, f) < 0 || fputc('\n', f) == EOF ? -1 : 0;
     if (fclose(f) != 0)
         rc = -1;
     if (rc < 0)
-        errf(err, errlen, "%s: write failed", path);
+        st_errf(err, errlen, "%s: write failed", path);
     return rc;
 }
 
@@ -428,7 +417,7 @@ static int write_config(const struct gen_gpt2_opts *o, char *err, size_t errlen)
 {
     char path[4200];
     if (join(path, sizeof path, o->out_dir, "config.json") < 0) {
-        errf(err, errlen, "%s: path too long", o->out_dir);
+        st_errf(err, errlen, "%s: path too long", o->out_dir);
         return -1;
     }
     int eos = eos_id(o);
@@ -438,7 +427,7 @@ static int write_config(const struct gen_gpt2_opts *o, char *err, size_t errlen)
     if (!c || !arch || json_object_array_add(arch, json_object_new_string("GPT2LMHeadModel")) != 0) {
         json_object_put(c);
         json_object_put(arch);
-        errf(err, errlen, "%s: out of memory", path);
+        st_errf(err, errlen, "%s: out of memory", path);
         return -1;
     }
     /* Every key of transformers' GPT2Config, in sorted order. */
@@ -477,7 +466,7 @@ static int write_config(const struct gen_gpt2_opts *o, char *err, size_t errlen)
     put(c, "vocab_size", json_object_new_int(o->vocab_size), &bad);
     int rc = -1;
     if (bad)
-        errf(err, errlen, "%s: out of memory", path);
+        st_errf(err, errlen, "%s: out of memory", path);
     else
         rc = write_json(path, c, err, errlen);
     json_object_put(c);
@@ -485,12 +474,12 @@ static int write_config(const struct gen_gpt2_opts *o, char *err, size_t errlen)
         return -1;
 
     if (join(path, sizeof path, o->out_dir, "generation_config.json") < 0) {
-        errf(err, errlen, "%s: path too long", o->out_dir);
+        st_errf(err, errlen, "%s: path too long", o->out_dir);
         return -1;
     }
     struct json_object *g = json_object_new_object();
     if (!g) {
-        errf(err, errlen, "%s: out of memory", path);
+        st_errf(err, errlen, "%s: out of memory", path);
         return -1;
     }
     put(g, "_from_model_config", json_object_new_boolean(1), &bad);
@@ -498,7 +487,7 @@ static int write_config(const struct gen_gpt2_opts *o, char *err, size_t errlen)
     put(g, "eos_token_id", json_object_new_int(eos), &bad);
     rc = -1;
     if (bad)
-        errf(err, errlen, "%s: out of memory", path);
+        st_errf(err, errlen, "%s: out of memory", path);
     else
         rc = write_json(path, g, err, errlen);
     json_object_put(g);
@@ -510,7 +499,7 @@ static int write_index(const struct gen_gpt2_opts *o, struct gtensor *t, size_t 
 {
     char path[4200];
     if (join(path, sizeof path, o->out_dir, "model.safetensors.index.json") < 0) {
-        errf(err, errlen, "%s: path too long", o->out_dir);
+        st_errf(err, errlen, "%s: path too long", o->out_dir);
         return -1;
     }
     qsort(t, n, sizeof *t, cmp_name);
@@ -521,7 +510,7 @@ static int write_index(const struct gen_gpt2_opts *o, struct gtensor *t, size_t 
         json_object_put(root);
         json_object_put(md);
         json_object_put(wm);
-        errf(err, errlen, "%s: out of memory", path);
+        st_errf(err, errlen, "%s: out of memory", path);
         return -1;
     }
     put(md, "total_size", json_object_new_int64((int64_t)total), &bad);
@@ -531,7 +520,7 @@ static int write_index(const struct gen_gpt2_opts *o, struct gtensor *t, size_t 
     put(root, "weight_map", wm, &bad);
     int rc = -1;
     if (bad)
-        errf(err, errlen, "%s: out of memory", path);
+        st_errf(err, errlen, "%s: out of memory", path);
     else
         rc = write_json(path, root, err, errlen);
     json_object_put(root);
@@ -543,12 +532,12 @@ static int copy_file(const char *src, const char *dst, char *err, size_t errlen)
 {
     int in = open(src, O_RDONLY | O_CLOEXEC);
     if (in < 0) {
-        errf(err, errlen, "%s: %s", src, strerror(errno));
+        st_errf(err, errlen, "%s: %s", src, strerror(errno));
         return -1;
     }
     int out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (out < 0) {
-        errf(err, errlen, "%s: %s", dst, strerror(errno));
+        st_errf(err, errlen, "%s: %s", dst, strerror(errno));
         close(in);
         return -1;
     }
@@ -559,7 +548,7 @@ static int copy_file(const char *src, const char *dst, char *err, size_t errlen)
         if (r < 0 && errno == EINTR)
             continue;
         if (r < 0) {
-            errf(err, errlen, "%s: %s", src, strerror(errno));
+            st_errf(err, errlen, "%s: %s", src, strerror(errno));
             rc = -1;
             break;
         }
@@ -570,7 +559,7 @@ static int copy_file(const char *src, const char *dst, char *err, size_t errlen)
             if (w < 0 && errno == EINTR)
                 continue;
             if (w <= 0) {
-                errf(err, errlen, "%s: %s", dst, strerror(errno));
+                st_errf(err, errlen, "%s: %s", dst, strerror(errno));
                 rc = -1;
                 break;
             }
@@ -581,7 +570,7 @@ static int copy_file(const char *src, const char *dst, char *err, size_t errlen)
     }
     close(in);
     if (close(out) < 0 && rc == 0) {
-        errf(err, errlen, "%s: %s", dst, strerror(errno));
+        st_errf(err, errlen, "%s: %s", dst, strerror(errno));
         rc = -1;
     }
     return rc;
@@ -592,7 +581,7 @@ static int make_dirs(const char *dir, char *err, size_t errlen)
 {
     char p[4096];
     if (snprintf(p, sizeof p, "%s", dir) >= (int)sizeof p) {
-        errf(err, errlen, "%s: path too long", dir);
+        st_errf(err, errlen, "%s: path too long", dir);
         return -1;
     }
     for (char *s = p + 1;; s++) {
@@ -600,7 +589,7 @@ static int make_dirs(const char *dir, char *err, size_t errlen)
             char c = *s;
             *s = '\0';
             if (mkdir(p, 0755) < 0 && errno != EEXIST) {
-                errf(err, errlen, "%s: %s", p, strerror(errno));
+                st_errf(err, errlen, "%s: %s", p, strerror(errno));
                 return -1;
             }
             *s = c;
@@ -610,7 +599,7 @@ static int make_dirs(const char *dir, char *err, size_t errlen)
     }
     struct stat st;
     if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
-        errf(err, errlen, "%s: not a directory", dir);
+        st_errf(err, errlen, "%s: not a directory", dir);
         return -1;
     }
     return 0;
@@ -648,35 +637,35 @@ static bool known_activation(const char *a)
 int gen_gpt2_write(const struct gen_gpt2_opts *o, char *err, size_t errlen)
 {
     if (!o->out_dir || !*o->out_dir) {
-        errf(err, errlen, "no output directory");
+        st_errf(err, errlen, "no output directory");
         return -1;
     }
     if (o->n_layer < 1 || o->n_layer > 512 || o->n_head < 1 || o->n_head > 1024 || o->n_embd < 1 ||
         o->n_embd > 65536 || o->n_inner < 0 || o->n_inner > (1 << 20) || o->n_positions < 1 ||
         o->n_positions > (1 << 20) || o->vocab_size < 1 || o->vocab_size > (1 << 22)) {
-        errf(err, errlen, "sizes out of range (layers 1..512, heads 1..1024, embd 1..65536, inner 0..2^20, "
+        st_errf(err, errlen, "sizes out of range (layers 1..512, heads 1..1024, embd 1..65536, inner 0..2^20, "
                           "positions 1..2^20, vocab 1..2^22)");
         return -1;
     }
     if (o->n_embd % o->n_head != 0) {
-        errf(err, errlen, "embd %d is not divisible by heads %d", o->n_embd, o->n_head);
+        st_errf(err, errlen, "embd %d is not divisible by heads %d", o->n_embd, o->n_head);
         return -1;
     }
     if (!(o->std >= 0.0 && o->std <= 100.0)) {
-        errf(err, errlen, "std must be in [0, 100]");
+        st_errf(err, errlen, "std must be in [0, 100]");
         return -1;
     }
     if (!o->activation || !known_activation(o->activation)) {
-        errf(err, errlen, "unknown activation %s (gelu_new, gelu_pytorch_tanh, gelu, relu, quick_gelu)",
+        st_errf(err, errlen, "unknown activation %s (gelu_new, gelu_pytorch_tanh, gelu, relu, quick_gelu)",
              o->activation ? o->activation : "(null)");
         return -1;
     }
     if (o->dtype != CKPT_F32 && o->dtype != CKPT_F16 && o->dtype != CKPT_BF16) {
-        errf(err, errlen, "unknown dtype");
+        st_errf(err, errlen, "unknown dtype");
         return -1;
     }
     if (o->tokenizer_dir && o->vocab_size < 50257) {
-        errf(err, errlen, "the GPT-2 tokenizer produces ids up to 50256: a vocab of %d is too small for it",
+        st_errf(err, errlen, "the GPT-2 tokenizer produces ids up to 50256: a vocab of %d is too small for it",
              o->vocab_size);
         return -1;
     }
@@ -684,20 +673,20 @@ int gen_gpt2_write(const struct gen_gpt2_opts *o, char *err, size_t errlen)
     for (int i = 0; o->tokenizer_dir && tok_files[i]; i++) {
         char src[4200];
         if (join(src, sizeof src, o->tokenizer_dir, tok_files[i]) < 0 || access(src, R_OK) < 0) {
-            errf(err, errlen, "%s/%s: %s", o->tokenizer_dir, tok_files[i], strerror(errno));
+            st_errf(err, errlen, "%s/%s: %s", o->tokenizer_dir, tok_files[i], strerror(errno));
             return -1;
         }
     }
     struct plan p = {0};
     if (make_plan(o, &p) < 0) {
         free(p.t);
-        errf(err, errlen, "out of memory");
+        st_errf(err, errlen, "out of memory");
         return -1;
     }
     int shards = o->shards < 1 ? 1 : o->shards;
     if ((size_t)shards > p.n || shards > 99999) {
         free(p.t);
-        errf(err, errlen, "%d shards for %zu tensors: at most one shard per tensor", shards, p.n);
+        st_errf(err, errlen, "%d shards for %zu tensors: at most one shard per tensor", shards, p.n);
         return -1;
     }
     if (make_dirs(o->out_dir, err, errlen) < 0) {
@@ -726,7 +715,7 @@ int gen_gpt2_write(const struct gen_gpt2_opts *o, char *err, size_t errlen)
     void *buf = malloc(CHUNK * 6 > 1 << 20 ? CHUNK * 6 : 1 << 20);    /* see write_tensor */
     int rc = names && buf ? 0 : -1;
     if (rc < 0)
-        errf(err, errlen, "out of memory");
+        st_errf(err, errlen, "out of memory");
     size_t a = 0;
     for (int k = 0; k < shards && rc == 0; k++) {
         size_t b = a;
@@ -738,7 +727,7 @@ int gen_gpt2_write(const struct gen_gpt2_opts *o, char *err, size_t errlen)
             snprintf(names[k], sizeof names[k], "model-%05d-of-%05d.safetensors", k + 1, shards);
         char path[4200];
         if (join(path, sizeof path, o->out_dir, names[k]) < 0) {
-            errf(err, errlen, "%s: path too long", o->out_dir);
+            st_errf(err, errlen, "%s: path too long", o->out_dir);
             rc = -1;
             break;
         }
@@ -756,7 +745,7 @@ int gen_gpt2_write(const struct gen_gpt2_opts *o, char *err, size_t errlen)
         for (int i = 0; tok_files[i] && rc == 0; i++) {
             if (join(src, sizeof src, o->tokenizer_dir, tok_files[i]) < 0 ||
                 join(dst, sizeof dst, o->out_dir, tok_files[i]) < 0) {
-                errf(err, errlen, "path too long");
+                st_errf(err, errlen, "path too long");
                 rc = -1;
                 break;
             }
