@@ -13,8 +13,8 @@
  * encode, decode and detok consistently.
  *
  * GPT-2's tokenizer is found through $LLMCGI_TOKENIZER_DIR,
- * $LLMCGI_SRCDIR/../shared/models/gpt2-tokenizer or ../shared and
- * ../../shared from the working directory; without it a small built-in
+ * $LLMCGI_SRCDIR/tests/fixtures/gpt2-tokenizer or tests/fixtures and
+ * ../tests/fixtures from the working directory; without it a small built-in
  * byte-level vocabulary stands in, so the harness always runs. */
 #include "config.h"
 #include "fuzz.h"
@@ -75,13 +75,13 @@ static void init(void)
     const char *src = getenv("LLMCGI_SRCDIR");
     if (!main_tok && src) {
         char p[4096];
-        snprintf(p, sizeof p, "%s/../shared/models/gpt2-tokenizer", src);
+        snprintf(p, sizeof p, "%s/tests/fixtures/gpt2-tokenizer", src);
         main_tok = load_dir(p);
     }
     if (!main_tok)
-        main_tok = load_dir("../shared/models/gpt2-tokenizer");
+        main_tok = load_dir("tests/fixtures/gpt2-tokenizer");
     if (!main_tok)
-        main_tok = load_dir("../../shared/models/gpt2-tokenizer");
+        main_tok = load_dir("../tests/fixtures/gpt2-tokenizer");
     if (!main_tok) {
         char err[512];
         if (tokenizer_load_mem(fixed_vocab, strlen(fixed_vocab), "built-in vocab", fixed_merges,

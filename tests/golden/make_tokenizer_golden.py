@@ -35,7 +35,7 @@ import tempfile
 import unicodedata
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_TOKENIZER = os.path.normpath(os.path.join(HERE, "..", "..", "..", "shared", "models", "gpt2-tokenizer"))
+DEFAULT_TOKENIZER = os.path.normpath(os.path.join(HERE, "..", "fixtures", "gpt2-tokenizer"))
 
 # ---------------------------------------------------------------------------- corpus
 

@@ -12,7 +12,7 @@ from servers import BUILDDIR, SRCDIR, make_tmpdir
 
 GEN = BUILDDIR / "tools" / "gen-gpt2"
 CLI = BUILDDIR / "llmcgi-generate"
-TOKENIZER = SRCDIR.resolve().parent / "shared" / "models" / "gpt2-tokenizer"
+TOKENIZER = SRCDIR / "tests" / "fixtures" / "gpt2-tokenizer"
 GOLDEN = SRCDIR / "tests" / "golden" / "gpt2_golden.json"
 
 

@@ -8,7 +8,7 @@ neither can import them, every test here says SKIP. To run it:
     LLMCGI_TRANSFORMERS_PYTHON=/opt/ts/bin/python make check TESTS=tests/integration/test_transformers_serve.py
 
 A tiny GPT-2 directory is generated locally (make_tiny_gpt2.py, random
-weights, the real GPT-2 tokenizer from ../shared); no network is used.
+weights, the real GPT-2 tokenizer from tests/fixtures); no network is used.
 """
 
 import json
@@ -22,7 +22,7 @@ import pytest
 from servers import SRCDIR, WEB_SERVERS, Llmcgi, Stream, free_port, make_tmpdir, remove_tmpdir, request, wait_for
 
 HERE = Path(__file__).resolve().parent
-TOKENIZER = SRCDIR.parent / "shared" / "models" / "gpt2-tokenizer"
+TOKENIZER = SRCDIR / "tests" / "fixtures" / "gpt2-tokenizer"
 JSON = {"Content-Type": "application/json"}
 
 

@@ -917,7 +917,8 @@ int main(void)
 {
     const char *src = getenv("LLMCGI_SRCDIR");
     snprintf(srcdir, sizeof srcdir, "%s", src ? src : ".");
-    snprintf(gpt2dir, sizeof gpt2dir, "%s/../shared/models/gpt2-tokenizer", srcdir);
+    /* The committed copy (tests/fixtures), so a fresh clone runs every case. */
+    snprintf(gpt2dir, sizeof gpt2dir, "%s/tests/fixtures/gpt2-tokenizer", srcdir);
     snprintf(tmpdir, sizeof tmpdir, "/tmp/test_tokenizer.XXXXXX");
     if (!mkdtemp(tmpdir)) {
         printf("Bail out! mkdtemp: %s\n", strerror(errno));
