@@ -60,6 +60,7 @@ struct cpu_model {
     float *x, *h, *qkv, *att, *ff;  /* [S][C], [S][C], [S][3C], [S][C], [S][F] */
     float *hf;                      /* [R][C]: final-LayerNorm rows the logits are made from */
     float *scores;                  /* [threads][P] */
+    int *row0;                      /* [S] first row of each sequence (a step has at most S) */
 
     struct tpool *pool;
     int threads;
@@ -188,12 +189,7 @@ static int cpu_forward(void *impl, const struct llm_seq *seqs, int n_seqs, float
     int C = m->C, F = m->F;
 
     /* Rows: the new tokens of all sequences, in order. */
-    int row0_small[64];
-    int *row0 = n_seqs <= 64 ? row0_small : malloc((size_t)n_seqs * sizeof *row0);
-    if (!row0) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
+    int *row0 = m->row0;
     int T = 0;
     for (int si = 0; si < n_seqs; si++) {
         row0[si] = T;
@@ -221,8 +217,6 @@ static int cpu_forward(void *impl, const struct llm_seq *seqs, int n_seqs, float
         for (int t = first; t < s->n_tokens; t++, R++)
             memcpy(m->h + (size_t)R * C, m->x + (size_t)(row0[si] + t) * C, (size_t)C * sizeof(float));
     }
-    if (row0 != row0_small)
-        free(row0);
     if (R > 0) {
         layernorm_rows(m, m->hf, m->h, m->ln_f_g, m->ln_f_b, R);
         matmul(m, logits, m->hf, m->lm_head, NULL, R, C, m->V, false, -1);
@@ -461,6 +455,7 @@ static int cpu_load(const struct gpt2_checkpoint *ck, const struct llm_load_opts
     size_t sizes[] = {S * C, S * C, S * 3 * C, S * C, S * F, R * C, (size_t)m->threads * P};
     for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++)
         abytes += (sizes[k] * sizeof(float) + 63) & ~(size_t)63;
+    abytes += (S * sizeof(int) + 63) & ~(size_t)63;
     m->amem = alloc64(abytes);
     if (!m->amem) {
         snprintf(err, errlen, "out of memory for %zu bytes of activations", abytes);
@@ -475,6 +470,7 @@ static int cpu_load(const struct gpt2_checkpoint *ck, const struct llm_load_opts
     m->ff = carve(&cur, sizes[4] * sizeof(float));
     m->hf = carve(&cur, sizes[5] * sizeof(float));
     m->scores = carve(&cur, sizes[6] * sizeof(float));
+    m->row0 = carve(&cur, S * sizeof(int));
 
     info->weight_dtype = m->wdt;
     info->weight_bytes = wbytes;
