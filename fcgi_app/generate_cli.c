@@ -290,7 +290,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "llmcgi-generate: %s\n", err);
         goto out;
     }
-    const struct gpt2_config *cfg = &ck->cfg;
+    const struct gpt2_config cfgv = ck->cfg, *cfg = &cfgv;   /* a copy: ck is closed once the model has its weights */
     if (tokenizer_vocab_size(tok) > cfg->vocab_size) {
         fprintf(stderr, "llmcgi-generate: %s: the tokenizer has %d tokens but the model only %d\n", model_dir,
                 tokenizer_vocab_size(tok), cfg->vocab_size);
