@@ -3,6 +3,7 @@
 #include "checkpoint.h"
 #include "generation.h"
 #include "llm.h"
+#include "util.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -54,10 +55,8 @@ static double now(void)
 /* Strict number parsing: the whole argument, in range. */
 static int parse_long(const char *opt, const char *s, long lo, long hi, long *out)
 {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) {
+    long v;
+    if (util_parse_long(s, &v) != 0 || v < lo || v > hi) {
         fprintf(stderr, "llmcgi-generate: %s wants a whole number from %ld to %ld (got \"%s\")\n", opt, lo, hi, s);
         return -1;
     }
