@@ -1,0 +1,696 @@
+/* engine.c -- one loaded model's engine thread: continuous batching over paged KV blocks, chunked prefill, admission control, cancellation. */
+#include "config.h"
+#include "engine.h"
+#include "log.h"
+#include "util.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------------ channels */
+
+struct echan {
+    atomic_int refs;
+    atomic_bool cancelled;
+    pthread_mutex_t mu;
+    struct ebatch pending;      /* guarded by mu */
+    int efd;                    /* eventfd: non-zero while events wait */
+};
+
+struct echan *echan_new(void)
+{
+    struct echan *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (c->efd < 0) {
+        free(c);
+        return NULL;
+    }
+    atomic_init(&c->refs, 1);
+    atomic_init(&c->cancelled, false);
+    pthread_mutex_init(&c->mu, NULL);
+    return c;
+}
+
+static struct echan *echan_ref(struct echan *c)
+{
+    atomic_fetch_add(&c->refs, 1);
+    return c;
+}
+
+void echan_put(struct echan *c)
+{
+    if (!c || atomic_fetch_sub(&c->refs, 1) != 1)
+        return;
+    close(c->efd);
+    pthread_mutex_destroy(&c->mu);
+    ebatch_free(&c->pending);
+    free(c);
+}
+
+void echan_cancel(struct echan *c)
+{
+    atomic_store(&c->cancelled, true);
+}
+
+int echan_fd(const struct echan *c)
+{
+    return c->efd;
+}
+
+void ebatch_free(struct ebatch *b)
+{
+    free(b->ev);
+    free(b->text);
+    memset(b, 0, sizeof *b);
+}
+
+size_t echan_take(struct echan *c, struct ebatch *b)
+{
+    pthread_mutex_lock(&c->mu);
+    struct ebatch t = c->pending;
+    c->pending = *b;
+    c->pending.n = 0;
+    c->pending.text_len = 0;
+    *b = t;
+    uint64_t v;
+    ssize_t rd = read(c->efd, &v, sizeof v);   /* back to "nothing waits" */
+    (void)rd;
+    pthread_mutex_unlock(&c->mu);
+    return b->n;
+}
+
+/* Appends one event (and its text) for the responder and wakes it. Returns
+ * 0, or -1 when out of memory (the event is lost; the caller fails the
+ * sequence). Events for a cancelled channel are dropped. */
+static int echan_post(struct echan *c, const struct eevent *ev, const char *text, size_t len)
+{
+    if (atomic_load(&c->cancelled))
+        return 0;
+    pthread_mutex_lock(&c->mu);
+    struct ebatch *b = &c->pending;
+    int rc = 0;
+    if (b->n == b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 16;
+        struct eevent *g = realloc(b->ev, cap * sizeof *g);
+        if (!g) {
+            rc = -1;
+            goto out;
+        }
+        b->ev = g;
+        b->cap = cap;
+    }
+    if (b->text_len + len + 1 > b->text_cap) {
+        size_t cap = b->text_cap ? b->text_cap : 256;
+        while (cap < b->text_len + len + 1)
+            cap *= 2;
+        char *g = realloc(b->text, cap);
+        if (!g) {
+            rc = -1;
+            goto out;
+        }
+        b->text = g;
+        b->text_cap = cap;
+    }
+    struct eevent *e = &b->ev[b->n++];
+    *e = *ev;
+    e->text_off = b->text_len;
+    e->text_len = len;
+    if (len)
+        memcpy(b->text + b->text_len, text, len);
+    b->text[b->text_len + len] = '\0';
+    b->text_len += len + 1;
+    uint64_t one = 1;
+    ssize_t wr = write(c->efd, &one, sizeof one);
+    (void)wr;
+out:
+    pthread_mutex_unlock(&c->mu);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ sequences */
+
+struct eseq {
+    struct eseq *next;          /* in the queue */
+    struct echan *chan;         /* referenced */
+    int index;
+    struct gen_seq g;
+    int32_t *blocks;            /* block table; capacity max_blocks */
+    int n_blocks;
+    int n_cached;               /* tokens of g.ids whose K/V are in the blocks */
+    bool prompt_logprobs;
+    int prefill_reported;       /* prompt tokens reported with EV_PREFILL */
+    bool sent_first;            /* an EV_TOKEN went out */
+    int64_t deadline_ns, submitted_ns, admitted_ns;
+    uint64_t order;             /* admission order: the newest is preempted first */
+};
+
+struct engine {
+    char name[128];
+    struct llm_model *m;
+    const struct llm_info *info;
+    const struct tokenizer *tok;
+    struct engine_opts o;
+    int B;                      /* positions per KV block */
+    int max_blocks;             /* blocks one full context needs */
+
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool stopping;              /* guarded by mu */
+    struct eseq *qhead, *qtail; /* guarded by mu */
+    int n_queued;               /* guarded by mu */
+
+    /* the engine thread's own */
+    struct eseq **run;          /* running, in admission order */
+    int n_run;
+    int32_t *free_blocks;
+    int n_free;
+    uint64_t order;
+    struct llm_seq *step;       /* one step's sequences ... */
+    struct eseq **step_seq;     /* ... and whose they are */
+    float *logits;              /* max_batch_tokens rows */
+
+    atomic_int st_running, st_queued, st_used;
+    atomic_ullong st_steps, st_prompt, st_generated, st_requests, st_cancelled, st_rejected, st_preempted,
+        st_expired;
+};
+
+static void seq_free(struct eseq *s)
+{
+    if (!s)
+        return;
+    gen_seq_free(&s->g);
+    free(s->blocks);
+    echan_put(s->chan);
+    free(s);
+}
+
+static void give_blocks(struct engine *e, struct eseq *s)
+{
+    for (int i = 0; i < s->n_blocks; i++)
+        e->free_blocks[e->n_free++] = s->blocks[i];
+    s->n_blocks = 0;
+    s->n_cached = 0;
+    atomic_store(&e->st_used, e->info->kv_blocks - e->n_free);
+}
+
+/* Posts an error event for s (its last). */
+static void seq_fail(struct eseq *s, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void seq_fail(struct eseq *s, int status, const char *fmt, ...)
+{
+    char msg[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    struct eevent ev = {.kind = EV_ERROR, .index = s->index, .status = status, .at_ns = util_now_ns()};
+    echan_post(s->chan, &ev, msg, strlen(msg));
+}
+
+/* Takes s out of the running set (keeping the order of the others). */
+static void unrun(struct engine *e, struct eseq *s)
+{
+    for (int i = 0; i < e->n_run; i++)
+        if (e->run[i] == s) {
+            memmove(&e->run[i], &e->run[i + 1], sizeof *e->run * (size_t)(e->n_run - i - 1));
+            e->n_run--;
+            break;
+        }
+    atomic_store(&e->st_running, e->n_run);
+}
+
+static void finish_seq(struct engine *e, struct eseq *s)
+{
+    give_blocks(e, s);
+    unrun(e, s);
+    seq_free(s);
+}
+
+/* ------------------------------------------------------------------ submitting */
+
+/* Places in the running batch not taken (sequences submitted to an idle
+ * engine join it at once, so they do not count against max_queue). */
+static int free_slots(struct engine *e)
+{
+    int free = e->o.max_concurrent - atomic_load(&e->st_running);
+    return free > 0 ? free : 0;
+}
+
+int engine_submit(struct engine *e, struct echan *c, const struct eseq_req *reqs, int n, char *err, size_t errlen)
+{
+    err[0] = '\0';
+    if (n < 1)
+        return ENGINE_EINVAL;
+    struct eseq **made = calloc((size_t)n, sizeof *made);
+    if (!made)
+        return ENGINE_ENOMEM;
+    int rc = ENGINE_OK;
+    int64_t now = util_now_ns();
+    for (int i = 0; i < n && rc == ENGINE_OK; i++) {
+        const struct eseq_req *q = &reqs[i];
+        struct eseq *s = calloc(1, sizeof *s);
+        if (!s) {
+            rc = ENGINE_ENOMEM;
+            break;
+        }
+        made[i] = s;
+        s->chan = echan_ref(c);
+        s->index = q->index;
+        s->prompt_logprobs = q->prompt_logprobs;
+        s->deadline_ns = q->deadline_ns;
+        s->submitted_ns = now;
+        s->blocks = malloc(sizeof *s->blocks * (size_t)e->max_blocks);
+        if (!s->blocks) {
+            rc = ENGINE_ENOMEM;
+            break;
+        }
+        if (gen_seq_init(&s->g, e->tok, q->prompt, q->n_prompt, e->info->cfg.vocab_size, e->info->cfg.n_positions,
+                         &q->params, err, errlen) != 0)
+            rc = strcmp(err, "out of memory") == 0 ? ENGINE_ENOMEM : ENGINE_EINVAL;
+    }
+    if (rc == ENGINE_OK) {
+        pthread_mutex_lock(&e->mu);
+        if (e->stopping)
+            rc = ENGINE_ESTOPPED;
+        else if (e->n_queued + n > e->o.max_queue + free_slots(e))
+            rc = ENGINE_EFULL;
+        if (rc == ENGINE_OK) {
+            for (int i = 0; i < n; i++) {
+                if (e->qtail)
+                    e->qtail->next = made[i];
+                else
+                    e->qhead = made[i];
+                e->qtail = made[i];
+            }
+            e->n_queued += n;
+            atomic_store(&e->st_queued, e->n_queued);
+            pthread_cond_signal(&e->cv);
+        }
+        pthread_mutex_unlock(&e->mu);
+    }
+    if (rc == ENGINE_OK) {
+        atomic_fetch_add(&e->st_requests, (unsigned long long)n);
+    } else {
+        if (rc == ENGINE_EFULL)
+            atomic_fetch_add(&e->st_rejected, (unsigned long long)n);
+        for (int i = 0; i < n; i++)
+            seq_free(made[i]);
+    }
+    free(made);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ the engine thread */
+
+/* Is s to be dropped before this step: cancelled (silently) or past its
+ * deadline (with an error)? */
+static bool dropped(struct engine *e, struct eseq *s, int64_t now)
+{
+    if (atomic_load(&s->chan->cancelled)) {
+        atomic_fetch_add(&e->st_cancelled, 1);
+        return true;
+    }
+    if (s->deadline_ns && now > s->deadline_ns) {
+        atomic_fetch_add(&e->st_expired, 1);
+        seq_fail(s, 504, "the request ran past its deadline (the model's timeout) after %d generated tokens",
+                 gen_seq_generated(&s->g));
+        return true;
+    }
+    return false;
+}
+
+/* Sweeps the queue (under mu) and the running set for dropped sequences,
+ * then admits from the queue while the batch has room. */
+static void sweep_and_admit(struct engine *e)
+{
+    int64_t now = util_now_ns();
+    for (int i = e->n_run - 1; i >= 0; i--)
+        if (dropped(e, e->run[i], now))
+            finish_seq(e, e->run[i]);
+
+    struct eseq *gone = NULL;
+    pthread_mutex_lock(&e->mu);
+    for (struct eseq **pp = &e->qhead; *pp;) {
+        struct eseq *s = *pp;
+        if (atomic_load(&s->chan->cancelled) || (s->deadline_ns && now > s->deadline_ns)) {
+            *pp = s->next;
+            s->next = gone;
+            gone = s;
+            e->n_queued--;
+            continue;
+        }
+        pp = &s->next;
+    }
+    e->qtail = NULL;
+    for (struct eseq *s = e->qhead; s; s = s->next)
+        e->qtail = s;
+    while (e->qhead && e->n_run < e->o.max_concurrent) {
+        struct eseq *s = e->qhead;
+        /* Blocks for the first chunk, or the step would preempt it at once. */
+        int first = s->g.n_ids < e->o.max_batch_tokens ? s->g.n_ids : e->o.max_batch_tokens;
+        if (e->n_run > 0 && (first + e->B - 1) / e->B > e->n_free)
+            break;
+        e->qhead = s->next;
+        if (!e->qhead)
+            e->qtail = NULL;
+        s->next = NULL;
+        e->n_queued--;
+        if (!s->admitted_ns)
+            s->admitted_ns = now;
+        s->order = ++e->order;
+        e->run[e->n_run++] = s;
+    }
+    atomic_store(&e->st_queued, e->n_queued);
+    atomic_store(&e->st_running, e->n_run);
+    pthread_mutex_unlock(&e->mu);
+
+    while (gone) {
+        struct eseq *s = gone;
+        gone = s->next;
+        dropped(e, s, now);                 /* counts it and sends the deadline error */
+        seq_free(s);
+    }
+}
+
+/* Puts s back at the head of the queue with its blocks freed: it will be
+ * prefilled again (prompt and generated tokens) when there is room. */
+static void preempt(struct engine *e, struct eseq *s)
+{
+    give_blocks(e, s);
+    unrun(e, s);
+    atomic_fetch_add(&e->st_preempted, 1);
+    log_debug("model %s: KV pool full, sequence preempted after %d tokens", e->name, s->g.n_ids);
+    pthread_mutex_lock(&e->mu);
+    s->next = e->qhead;
+    e->qhead = s;
+    if (!e->qtail)
+        e->qtail = s;
+    e->n_queued++;
+    atomic_store(&e->st_queued, e->n_queued);
+    pthread_mutex_unlock(&e->mu);
+}
+
+static bool in_step(struct engine *e, int n_step, const struct eseq *s)
+{
+    for (int i = 0; i < n_step; i++)
+        if (e->step_seq[i] == s)
+            return true;
+    return false;
+}
+
+/* Makes sure s has blocks for `want` positions, preempting newer sequences
+ * that are not in this step when the pool is dry. Returns how many
+ * positions s can hold now (<= want). */
+static int reserve(struct engine *e, struct eseq *s, int want, int n_step)
+{
+    int need = (want + e->B - 1) / e->B - s->n_blocks;
+    while (need > e->n_free) {
+        struct eseq *victim = NULL;
+        for (int i = 0; i < e->n_run; i++) {
+            struct eseq *v = e->run[i];
+            if (v != s && v->order > s->order && !in_step(e, n_step, v) && (!victim || v->order > victim->order))
+                victim = v;
+        }
+        if (!victim)
+            break;
+        preempt(e, victim);
+    }
+    while (need > 0 && e->n_free > 0) {
+        s->blocks[s->n_blocks++] = e->free_blocks[--e->n_free];
+        need--;
+    }
+    atomic_store(&e->st_used, e->info->kv_blocks - e->n_free);
+    int cap = s->n_blocks * e->B;
+    return cap < want ? cap : want;
+}
+
+/* log p(token) under one row of logits: log_softmax(row)[token]. */
+static float row_logprob(const float *row, int n, int32_t token)
+{
+    float mx = -INFINITY;
+    for (int i = 0; i < n; i++)
+        if (row[i] > mx)
+            mx = row[i];
+    double sum = 0;
+    for (int i = 0; i < n; i++)
+        sum += exp((double)(row[i] - mx));
+    return (float)((double)(row[token] - mx) - log(sum));
+}
+
+static void post_prefill(struct eseq *s, int pos, float logprob)
+{
+    struct eevent ev = {.kind = EV_PREFILL, .index = s->index, .at_ns = util_now_ns()};
+    ev.tok.id = s->g.ids[pos];
+    ev.tok.logprob = logprob;
+    echan_post(s->chan, &ev, "", 0);
+}
+
+/* One step: plan it, run the model, sample, post. Returns false when there
+ * was nothing to run. */
+static bool step(struct engine *e)
+{
+    int budget = e->o.max_batch_tokens, n_step = 0, rows = 0;
+    /* Decoding sequences first (one token each), then prompt chunks. */
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < e->n_run && budget > 0; i++) {
+            struct eseq *s = e->run[i];
+            int feed = s->g.n_ids - s->n_cached;
+            if ((feed == 1) != (pass == 0) || in_step(e, n_step, s))
+                continue;
+            int n = feed < budget ? feed : budget;
+            int fit = reserve(e, s, s->n_cached + n, n_step) - s->n_cached;
+            if (fit < 1) {
+                if (pass == 0 || e->n_run == 1) {
+                    /* A decoder that cannot grow: nothing newer can make room. */
+                    preempt(e, s);
+                    i--;
+                }
+                continue;
+            }
+            n = fit;
+            bool report = s->prompt_logprobs && s->prefill_reported < s->g.n_prompt;
+            int mode = report ? LLM_LOGITS_ALL : n == feed ? LLM_LOGITS_LAST : LLM_LOGITS_NONE;
+            if (report && s->prefill_reported == 0) {
+                post_prefill(s, 0, NAN);
+                s->prefill_reported = 1;
+            }
+            e->step[n_step] = (struct llm_seq){s->g.ids + s->n_cached, n, s->n_cached, s->blocks, s->n_blocks, mode};
+            e->step_seq[n_step++] = s;
+            rows += mode == LLM_LOGITS_ALL ? n : mode == LLM_LOGITS_LAST;
+            budget -= n;
+        }
+    }
+    if (n_step == 0)
+        return false;
+
+    char err[300];
+    if (llm_forward(e->m, e->step, n_step, e->logits, err, sizeof err) != 0) {
+        log_error("model %s: forward step failed: %s", e->name, err);
+        for (int i = 0; i < n_step; i++) {
+            seq_fail(e->step_seq[i], 500, "the model failed: %s", err);
+            finish_seq(e, e->step_seq[i]);
+        }
+        return true;
+    }
+    atomic_fetch_add(&e->st_steps, 1);
+    int V = e->info->cfg.vocab_size, row = 0;
+    (void)rows;
+    for (int i = 0; i < n_step; i++) {
+        struct eseq *s = e->step_seq[i];
+        const struct llm_seq *q = &e->step[i];
+        int feed = s->g.n_ids - s->n_cached;
+        if (s->n_cached < s->g.n_prompt)
+            atomic_fetch_add(&e->st_prompt, (unsigned long long)(q->n_tokens < s->g.n_prompt - s->n_cached
+                                                                     ? q->n_tokens : s->g.n_prompt - s->n_cached));
+        if (q->logits == LLM_LOGITS_ALL) {
+            for (int j = 0; j < q->n_tokens; j++) {
+                int next = q->pos + j + 1;      /* the token row j predicts */
+                if (next == s->prefill_reported && next < s->g.n_prompt) {
+                    post_prefill(s, next, row_logprob(e->logits + (size_t)(row + j) * V, V, s->g.ids[next]));
+                    s->prefill_reported++;
+                }
+            }
+        }
+        float *last = q->logits == LLM_LOGITS_ALL ? e->logits + (size_t)(row + q->n_tokens - 1) * V
+                                                  : e->logits + (size_t)row * V;
+        row += q->logits == LLM_LOGITS_ALL ? q->n_tokens : q->logits == LLM_LOGITS_LAST;
+        s->n_cached += q->n_tokens;
+        if (q->n_tokens < feed)
+            continue;                           /* more prompt to read first */
+        struct gen_event ev;
+        if (gen_seq_next(&s->g, last, &ev, err, sizeof err) != 0) {
+            seq_fail(s, 500, "%s", err);
+            finish_seq(e, s);
+            continue;
+        }
+        atomic_fetch_add(&e->st_generated, 1);
+        struct eevent out = {.kind = EV_TOKEN, .index = s->index, .tok = ev.tok, .finish = ev.finish,
+                             .at_ns = util_now_ns()};
+        if (!s->sent_first) {
+            out.queued_ns = s->admitted_ns - s->submitted_ns;
+            s->sent_first = true;
+        }
+        if (echan_post(s->chan, &out, ev.text, ev.len) != 0) {
+            finish_seq(e, s);                   /* out of memory: the responder sees no end and times out */
+            continue;
+        }
+        if (ev.finish != GEN_RUNNING)
+            finish_seq(e, s);
+    }
+    return true;
+}
+
+static void *engine_main(void *arg)
+{
+    struct engine *e = arg;
+    for (;;) {
+        pthread_mutex_lock(&e->mu);
+        while (!e->stopping && e->n_run == 0 && !e->qhead)
+            pthread_cond_wait(&e->cv, &e->mu);
+        bool stop = e->stopping;
+        pthread_mutex_unlock(&e->mu);
+        if (stop)
+            break;
+        sweep_and_admit(e);
+        step(e);
+    }
+    /* Shutting down: every sequence left gets an error. */
+    while (e->n_run > 0) {
+        struct eseq *s = e->run[e->n_run - 1];
+        seq_fail(s, 503, "the model %s was unloaded", e->name);
+        finish_seq(e, s);
+    }
+    pthread_mutex_lock(&e->mu);
+    struct eseq *q = e->qhead;
+    e->qhead = e->qtail = NULL;
+    e->n_queued = 0;
+    pthread_mutex_unlock(&e->mu);
+    while (q) {
+        struct eseq *s = q;
+        q = s->next;
+        seq_fail(s, 503, "the model %s was unloaded", e->name);
+        seq_free(s);
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ lifecycle */
+
+int engine_start(struct engine **out, struct llm_model *m, const struct tokenizer *tok, const struct engine_opts *o,
+                 const char *name, char *err, size_t errlen)
+{
+    *out = NULL;
+    const struct llm_info *info = llm_get_info(m);
+    if (o->max_concurrent < 1 || o->max_queue < 0 || o->max_batch_tokens < o->max_concurrent) {
+        snprintf(err, errlen, "max_batch_tokens (%d) must be at least max_concurrent (%d)", o->max_batch_tokens,
+                 o->max_concurrent);
+        return -1;
+    }
+    if (info->max_step_tokens < o->max_batch_tokens || info->max_step_logits < o->max_batch_tokens) {
+        snprintf(err, errlen, "the model was loaded for steps of %d tokens, fewer than max_batch_tokens (%d)",
+                 info->max_step_tokens, o->max_batch_tokens);
+        return -1;
+    }
+    int max_blocks = (info->cfg.n_positions + info->kv_block_tokens - 1) / info->kv_block_tokens;
+    if (info->kv_blocks < max_blocks) {
+        snprintf(err, errlen, "the KV pool (%d blocks of %d tokens) cannot hold one full context of %d tokens",
+                 info->kv_blocks, info->kv_block_tokens, info->cfg.n_positions);
+        return -1;
+    }
+    struct engine *e = calloc(1, sizeof *e);
+    if (!e) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    snprintf(e->name, sizeof e->name, "%s", name);
+    e->m = m;
+    e->info = info;
+    e->tok = tok;
+    e->o = *o;
+    e->B = info->kv_block_tokens;
+    e->max_blocks = max_blocks;
+    e->run = calloc((size_t)o->max_concurrent, sizeof *e->run);
+    e->free_blocks = malloc(sizeof *e->free_blocks * (size_t)info->kv_blocks);
+    e->step = calloc((size_t)o->max_concurrent + 1, sizeof *e->step);
+    e->step_seq = calloc((size_t)o->max_concurrent + 1, sizeof *e->step_seq);
+    e->logits = malloc(sizeof *e->logits * (size_t)o->max_batch_tokens * (size_t)info->cfg.vocab_size);
+    if (!e->run || !e->free_blocks || !e->step || !e->step_seq || !e->logits) {
+        snprintf(err, errlen, "out of memory for the engine's scratch");
+        goto fail;
+    }
+    /* Hand out low block numbers first (pages of the pool stay untouched until needed). */
+    for (int i = 0; i < info->kv_blocks; i++)
+        e->free_blocks[i] = info->kv_blocks - 1 - i;
+    e->n_free = info->kv_blocks;
+    atomic_init(&e->st_used, 0);
+    pthread_mutex_init(&e->mu, NULL);
+    pthread_cond_init(&e->cv, NULL);
+    int rc = pthread_create(&e->thread, NULL, engine_main, e);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot start the engine thread: %s", strerror(rc));
+        pthread_mutex_destroy(&e->mu);
+        pthread_cond_destroy(&e->cv);
+        goto fail;
+    }
+    *out = e;
+    return 0;
+fail:
+    free(e->run);
+    free(e->free_blocks);
+    free(e->step);
+    free(e->step_seq);
+    free(e->logits);
+    free(e);
+    return -1;
+}
+
+void engine_stop(struct engine *e)
+{
+    if (!e)
+        return;
+    pthread_mutex_lock(&e->mu);
+    e->stopping = true;
+    pthread_cond_signal(&e->cv);
+    pthread_mutex_unlock(&e->mu);
+    pthread_join(e->thread, NULL);
+    pthread_mutex_destroy(&e->mu);
+    pthread_cond_destroy(&e->cv);
+    llm_free(e->m);
+    free(e->run);
+    free(e->free_blocks);
+    free(e->step);
+    free(e->step_seq);
+    free(e->logits);
+    free(e);
+}
+
+void engine_get_stats(struct engine *e, struct engine_stats *st)
+{
+    st->running = atomic_load(&e->st_running);
+    st->queued = atomic_load(&e->st_queued);
+    st->kv_blocks_used = atomic_load(&e->st_used);
+    st->kv_blocks_total = e->info->kv_blocks;
+    st->steps = atomic_load(&e->st_steps);
+    st->prompt_tokens = atomic_load(&e->st_prompt);
+    st->generated_tokens = atomic_load(&e->st_generated);
+    st->requests = atomic_load(&e->st_requests);
+    st->cancelled = atomic_load(&e->st_cancelled);
+    st->rejected = atomic_load(&e->st_rejected);
+    st->preempted = atomic_load(&e->st_preempted);
+    st->expired = atomic_load(&e->st_expired);
+}
+
+const struct llm_info *engine_info(const struct engine *e)
+{
+    return e->info;
+}
