@@ -9,6 +9,7 @@
 #include "config.h"
 #include "conf.h"
 #include "listen.h"
+#include "llm.h"
 #include "router.h"
 #include "util.h"
 
@@ -303,6 +304,8 @@ enum key_type {
     K_MODELS,       /* model names, name=target aliases, or "*" */
     K_HEADER,       /* "Name: value"; repeatable */
     K_URLPATH,      /* an absolute URL path such as /health */
+    K_DEVICE,       /* auto, cpu, cuda, cuda:N */
+    K_TEMPLATE,     /* a chat template name */
 };
 
 struct key_def {
@@ -332,10 +335,24 @@ static const struct key_def server_keys[] = {
     {"log_level", K_LEVEL, S(log_level), 0, 0, "info"},
     {"test_endpoints", K_BOOL, S(test_endpoints), 0, 0, "off"},
     {"default_model", K_NAME, S(default_model), 0, 0, NULL},
+    {"models_dir", K_PATH, S(models_dir), 0, 0, NULL},
+    {"max_loaded_models", K_LONG, S(max_loaded_models), 1, 1000, "4"},
+    {"models_memory", K_SIZE, S(models_memory), 0, (int64_t)1 << 50, "0"},
 };
 
 static const struct key_def model_keys[] = {
     {"path", K_PATH, M(path), 0, 0, NULL},
+    {"device", K_DEVICE, M(device), 0, 0, "auto"},
+    {"threads", K_LONG, M(threads), 0, 1024, "0"},
+    {"max_concurrent", K_LONG, M(max_concurrent), 1, 4096, "16"},
+    {"max_queue", K_LONG, M(max_queue), 0, 100000, "64"},
+    {"max_input_tokens", K_LONG, M(max_input_tokens), 0, 1 << 24, "0"},
+    {"max_total_tokens", K_LONG, M(max_total_tokens), 0, 1 << 24, "0"},
+    {"max_new_tokens", K_LONG, M(max_new_tokens), 1, 1 << 24, "256"},
+    {"max_batch_tokens", K_LONG, M(max_batch_tokens), 1, 1 << 20, "256"},
+    {"kv_cache", K_SIZE, M(kv_cache), 0, (int64_t)1 << 44, "0"},
+    {"chat_template", K_TEMPLATE, M(chat_template), 0, 0, "auto"},
+    {"timeout", K_DURATION, M(timeout_ms), 1, 86400000, "10m"},
 };
 
 static const struct key_def upstream_keys[] = {
@@ -715,6 +732,23 @@ static int apply_key(const struct key_def *k, void *base, const char *value, con
         }
         str = strdup(value);
         break;
+    case K_DEVICE: {
+        enum llm_device dev;
+        int index;
+        if (llm_device_parse(value, &dev, &index) != 0) {
+            snprintf(err, errlen, "%s must be auto, cpu, cuda or cuda:N, got \"%s\"", k->name, value);
+            return -1;
+        }
+        str = strdup(value);
+        break;
+    }
+    case K_TEMPLATE:
+        if (strcmp(value, "auto") != 0 && strcmp(value, "plain") != 0 && strcmp(value, "dialogpt") != 0) {
+            snprintf(err, errlen, "%s must be auto, plain or dialogpt, got \"%s\"", k->name, value);
+            return -1;
+        }
+        str = strdup(value);
+        break;
     case K_URLPATH:
         if (value[0] != '/' || strpbrk(value, " \t#")) {
             snprintf(err, errlen, "%s must be a URL path starting with /, got \"%s\"", k->name, value);
@@ -806,16 +840,27 @@ static char *config_dir(const char *file)
     return dir;
 }
 
-static void model_free(struct config_model *m)
-{
-    free(m->name);
-    free(m->path);
-}
-
 static bool key_is_string(enum key_type t)
 {
     return t == K_LISTEN || t == K_LOG || t == K_ACCESS_LOG || t == K_PREFIX || t == K_PATH || t == K_STRING ||
-           t == K_NAME || t == K_URLPATH;
+           t == K_NAME || t == K_URLPATH || t == K_DEVICE || t == K_TEMPLATE;
+}
+
+static void model_free(struct config_model *m)
+{
+    free(m->name);
+    for (size_t i = 0; i < ARRAY_LEN(model_keys); i++)
+        if (key_is_string(model_keys[i].type))
+            free(*(char **)((char *)m + model_keys[i].offset));
+}
+
+/* Sets every key of m that has a default. */
+static void model_defaults(const struct config *c, struct config_model *m, struct config_errors *errs)
+{
+    char err[400];
+    for (size_t k = 0; k < ARRAY_LEN(model_keys); k++)
+        if (model_keys[k].def && apply_key(&model_keys[k], m, model_keys[k].def, NULL, err, sizeof err) < 0)
+            add_error(errs, c->file, 0, "internal: bad default for %s: %s", model_keys[k].name, err);
 }
 
 static void upstream_free(struct config_upstream *u)
@@ -838,6 +883,7 @@ static void config_free(struct config *c)
     for (size_t i = 0; i < c->n_models; i++)
         model_free(&c->models[i]);
     free(c->models);
+    model_free(&c->model_defaults);
     for (size_t i = 0; i < c->n_upstreams; i++)
         upstream_free(&c->upstreams[i]);
     free(c->upstreams);
@@ -921,6 +967,7 @@ static void collect_sections(struct config *c, struct pass1 *p, struct config_er
             memset(m, 0, sizeof *m);
             m->name = strdup(s->name);
             m->line = s->line;
+            model_defaults(c, m, errs);
         } else if (strcmp(s->type, "upstream") == 0) {
             if (!valid_model_name(s->name) || strchr(s->name, '/')) {
                 add_error(errs, c->file, s->line,
@@ -1066,21 +1113,31 @@ int config_load(const char *file, struct config **out, struct config_errors *err
         if (k->def && apply_key(k, c, k->def, dir, err, sizeof err) < 0)
             add_error(errs, file, 0, "internal: bad default for %s: %s", k->name, err);
     }
+    model_defaults(c, &c->model_defaults, errs);
     collect_sections(c, &p, errs);
     apply_entries(c, &p, dir, errs);
-    for (size_t i = 0; i < c->n_models; i++)
-        if (!c->models[i].path)
-            add_error(errs, file, c->models[i].line, "[model %s] needs a path (the model's directory)",
-                      c->models[i].name);
+    for (size_t i = 0; i < c->n_models; i++) {
+        const struct config_model *m = &c->models[i];
+        if (!m->path)
+            add_error(errs, file, m->line, "[model %s] needs a path (the model's directory)", m->name);
+        if (m->max_batch_tokens < m->max_concurrent)
+            add_error(errs, file, m->line,
+                      "[model %s]: max_batch_tokens (%ld) must be at least max_concurrent (%ld): every running "
+                      "sequence takes one token of each step", m->name, m->max_batch_tokens, m->max_concurrent);
+        if (m->max_input_tokens && m->max_total_tokens && m->max_input_tokens >= m->max_total_tokens)
+            add_error(errs, file, m->line, "[model %s]: max_input_tokens (%ld) must be below max_total_tokens (%ld)",
+                      m->name, m->max_input_tokens, m->max_total_tokens);
+    }
     for (size_t i = 0; i < c->n_upstreams; i++)
         check_upstream(c, &c->upstreams[i], errs);
     if (c->default_model && !config_find_model(c, c->default_model)) {
         bool routed = false;
         for (size_t i = 0; i < c->n_upstreams && !routed; i++)
             routed = upstream_routes(&c->upstreams[i], c->default_model) != NULL || c->upstreams[i].catch_all;
-        if (!routed)
-            add_error(errs, file, 0, "default_model \"%s\" is neither a [model] nor routed by any [upstream]",
-                      c->default_model);
+        if (!routed && !(c->models_dir && config_model_relpath_ok(c->default_model)))
+            add_error(errs, file, 0,
+                      "default_model \"%s\" is neither a [model], nor routed by any [upstream], nor a directory "
+                      "name under models_dir", c->default_model);
     }
     free(dir);
     pass1_free(&p);
@@ -1111,6 +1168,25 @@ const struct config_upstream *config_find_upstream(const struct config *c, const
         if (c->upstreams[i].name && strcmp(c->upstreams[i].name, name) == 0)
             return &c->upstreams[i];
     return NULL;
+}
+
+bool config_model_relpath_ok(const char *name)
+{
+    size_t n = strlen(name);
+    if (n == 0 || n > 128 || name[0] == '/' || name[n - 1] == '/')
+        return false;
+    for (const char *seg = name; *seg;) {
+        size_t len = strcspn(seg, "/");
+        if (len == 0 || (len == 1 && seg[0] == '.') || (len == 2 && seg[0] == '.' && seg[1] == '.'))
+            return false;
+        for (size_t i = 0; i < len; i++)
+            if (!isalnum((unsigned char)seg[i]) && !strchr("._-", seg[i]))
+                return false;
+        seg += len;
+        if (*seg == '/')
+            seg++;
+    }
+    return true;
 }
 
 const struct config_model *config_find_model(const struct config *c, const char *name)

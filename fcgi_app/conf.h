@@ -22,6 +22,17 @@ struct config_model {
     char *name;                 /* [model NAME] */
     char *path;                 /* model directory, absolute */
     int line;                   /* line of the section header */
+    char *device;               /* "auto", "cpu", "cuda", "cuda:N" */
+    long threads;               /* CPU threads; 0 = one per core */
+    long max_concurrent;        /* sequences in the running batch */
+    long max_queue;             /* sequences waiting to join it */
+    long max_input_tokens;      /* 0 = context - 1 */
+    long max_total_tokens;      /* 0 = context */
+    long max_new_tokens;        /* when a request says none */
+    long max_batch_tokens;      /* tokens per engine step */
+    uint64_t kv_cache;          /* bytes of KV pool; 0 = automatic */
+    char *chat_template;        /* "auto", "plain", "dialogpt" */
+    int64_t timeout_ms;         /* per-request deadline */
 };
 
 enum upstream_type {
@@ -91,6 +102,10 @@ struct config {
     bool test_endpoints;
 
     char *default_model;        /* for requests that name no model (TGI's API); NULL = none */
+    char *models_dir;           /* implicit loading: model NAME is models_dir/NAME; NULL = off */
+    long max_loaded_models;     /* local models in memory at once */
+    uint64_t models_memory;     /* their weights + KV pools, bytes; 0 = no budget */
+    struct config_model model_defaults;     /* settings of models loaded from models_dir */
 
     struct config_model *models;
     size_t n_models;
@@ -125,5 +140,10 @@ const struct config_upstream *config_find_upstream(const struct config *c, const
 
 /* The model called `name`, or NULL. */
 const struct config_model *config_find_model(const struct config *c, const char *name);
+
+/* Is `name` a safe relative path below models_dir ("gpt2", "org/model"):
+ * segments of letters, digits, '.', '_', '-', none of them "." or "..",
+ * no empty segment, at most 128 bytes? */
+bool config_model_relpath_ok(const char *name);
 
 #endif

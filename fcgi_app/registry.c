@@ -1,0 +1,601 @@
+/* registry.c -- the local models: [model] sections preloaded in the background, directories under models_dir loaded on first use, the least recently used idle model unloaded under max_loaded_models / models_memory. */
+#include "config.h"
+#include "registry.h"
+#include "checkpoint.h"
+#include "log.h"
+#include "util.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <limits.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define KV_BLOCK_TOKENS 16
+#define LIST_MAX 256            /* model directories listed from models_dir */
+
+struct registry {
+    pthread_mutex_t mu;
+    pthread_cond_t changed;     /* a load finished */
+    struct lmodel *models;      /* guarded by mu */
+    bool stopping;
+};
+
+/* ------------------------------------------------------------------ settings */
+
+static void settings_free(struct config_model *s)
+{
+    free(s->name);
+    free(s->path);
+    free(s->device);
+    free(s->chat_template);
+    memset(s, 0, sizeof *s);
+}
+
+/* Copies a [model] section (or the defaults for models_dir) into dst. */
+static int settings_copy(struct config_model *dst, const struct config_model *src, const char *name, const char *dir)
+{
+    *dst = *src;
+    dst->name = strdup(name);
+    dst->path = strdup(dir);
+    dst->device = strdup(src->device ? src->device : "auto");
+    dst->chat_template = strdup(src->chat_template ? src->chat_template : "auto");
+    if (!dst->name || !dst->path || !dst->device || !dst->chat_template) {
+        settings_free(dst);
+        return -1;
+    }
+    return 0;
+}
+
+static bool str_eq(const char *a, const char *b)
+{
+    return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+static bool settings_same(const struct config_model *a, const struct config_model *b)
+{
+    return str_eq(a->path, b->path) && str_eq(a->device, b->device) && str_eq(a->chat_template, b->chat_template) &&
+           a->threads == b->threads && a->max_concurrent == b->max_concurrent && a->max_queue == b->max_queue &&
+           a->max_input_tokens == b->max_input_tokens && a->max_total_tokens == b->max_total_tokens &&
+           a->max_new_tokens == b->max_new_tokens && a->max_batch_tokens == b->max_batch_tokens &&
+           a->kv_cache == b->kv_cache && a->timeout_ms == b->timeout_ms;
+}
+
+/* ------------------------------------------------------------------ loading */
+
+static void lmodel_free(struct lmodel *m)
+{
+    if (m->loader_joinable)
+        pthread_join(m->loader, NULL);
+    engine_stop(m->engine);
+    tokenizer_free(m->tok);
+    settings_free(&m->set);
+    free(m->name);
+    free(m->dir);
+    free(m);
+}
+
+/* Loads m: tokenizer, weights onto the backend, the engine thread. Fills
+ * m's read-only fields; returns 0, or -1 with err. */
+static int load(struct lmodel *m, char *err, size_t errlen)
+{
+    struct gpt2_checkpoint *ck = NULL;
+    struct llm_model *lm = NULL;
+    if (tokenizer_load_dir(m->dir, &m->tok, err, errlen) != TOKENIZER_OK)
+        return -1;
+    if (gpt2_checkpoint_open(m->dir, &ck, err, errlen) != 0)
+        return -1;
+    const struct gpt2_config *cfg = &ck->cfg;
+    int ctx = cfg->n_positions;
+    if (tokenizer_vocab_size(m->tok) > cfg->vocab_size) {
+        snprintf(err, errlen, "%s: the tokenizer has %d tokens, more than the model's vocab_size %d", m->dir,
+                 tokenizer_vocab_size(m->tok), cfg->vocab_size);
+        gpt2_checkpoint_close(ck);
+        return -1;
+    }
+    struct llm_load_opts o = {.threads = (int)m->set.threads, .kv_block_tokens = KV_BLOCK_TOKENS,
+                              .max_step_tokens = (int)m->set.max_batch_tokens,
+                              .max_step_logits = (int)m->set.max_batch_tokens};
+    if (llm_device_parse(m->set.device, &o.device, &o.device_index) != 0)
+        o.device = LLM_DEVICE_AUTO;
+    /* KV pool: as configured, else room for every running sequence to
+     * reach min(context, 512) tokens; never less than one full context.
+     * Its pages are touched only as blocks are used. */
+    size_t block_bytes = (size_t)cfg->n_layer * 2 * KV_BLOCK_TOKENS * (size_t)cfg->n_embd * sizeof(float);
+    int per_ctx = (ctx + KV_BLOCK_TOKENS - 1) / KV_BLOCK_TOKENS;
+    long blocks = m->set.kv_cache ? (long)(m->set.kv_cache / block_bytes)
+                                  : m->set.max_concurrent * (((ctx < 512 ? ctx : 512) + KV_BLOCK_TOKENS - 1) / KV_BLOCK_TOKENS);
+    if (blocks < per_ctx) {
+        if (m->set.kv_cache)
+            log_warn("model %s: kv_cache %llu bytes holds fewer than one full context (%d tokens); using %d blocks",
+                     m->name, (unsigned long long)m->set.kv_cache, ctx, per_ctx);
+        blocks = per_ctx;
+    }
+    if (blocks > 1 << 24)
+        blocks = 1 << 24;
+    o.kv_blocks = (int)blocks;
+    if (ctx < o.max_step_tokens)
+        o.max_step_tokens = o.max_step_logits = ctx;
+    int rc = llm_load(ck, &o, &lm, err, errlen);
+    gpt2_checkpoint_close(ck);
+    if (rc != 0)
+        return -1;
+    const struct llm_info *info = llm_get_info(lm);
+    struct engine_opts eo = {.max_concurrent = (int)m->set.max_concurrent, .max_queue = (int)m->set.max_queue,
+                             .max_batch_tokens = info->max_step_tokens};
+    if (eo.max_concurrent > eo.max_batch_tokens)
+        eo.max_concurrent = eo.max_batch_tokens;
+    if (engine_start(&m->engine, lm, m->tok, &eo, m->name, err, errlen) != 0) {
+        llm_free(lm);
+        return -1;
+    }
+    m->info = engine_info(m->engine);
+    m->context = ctx;
+    m->max_total = m->set.max_total_tokens > 0 && m->set.max_total_tokens < ctx ? (int)m->set.max_total_tokens : ctx;
+    m->max_input = m->set.max_input_tokens > 0 && m->set.max_input_tokens < m->max_total ? (int)m->set.max_input_tokens
+                                                                                          : m->max_total - 1;
+    m->eos = tokenizer_eos_id(m->tok);
+    m->bytes = info->weight_bytes + (size_t)info->kv_blocks * info->kv_block_bytes;
+    return 0;
+}
+
+struct load_job {
+    struct registry *r;
+    struct lmodel *m;
+};
+
+static void *loader_main(void *arg)
+{
+    struct load_job *job = arg;
+    struct registry *r = job->r;
+    struct lmodel *m = job->m;
+    free(job);
+    char err[400] = "";
+    int64_t t0 = util_now_ns();
+    int rc = load(m, err, sizeof err);
+    pthread_mutex_lock(&r->mu);
+    m->load_ns = util_now_ns() - t0;
+    if (rc == 0) {
+        m->state = LM_READY;
+        const struct llm_info *in = m->info;
+        log_notice("model %s loaded from %s in %.1f s: %s on %s, context %d, %d KV blocks of %d tokens", m->name,
+                   m->dir, (double)m->load_ns / 1e9, ckpt_dtype_name(in->weight_dtype), in->device_name, m->context,
+                   in->kv_blocks, in->kv_block_tokens);
+    } else {
+        m->state = LM_FAILED;
+        snprintf(m->error, sizeof m->error, "%s", err);
+        log_error("model %s: cannot load %s: %s", m->name, m->dir, err);
+    }
+    pthread_cond_broadcast(&r->changed);
+    pthread_mutex_unlock(&r->mu);
+    registry_put(r, m);                         /* the loader's reference */
+    return NULL;
+}
+
+/* Sum of the sizes of the directory's *.safetensors files: what loading
+ * will take, before the KV pool. */
+static size_t weights_on_disk(const char *dir)
+{
+    size_t total = 0;
+    DIR *d = opendir(dir);
+    if (!d)
+        return 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        size_t n = strlen(de->d_name);
+        if (n < 12 || strcmp(de->d_name + n - 12, ".safetensors") != 0)
+            continue;
+        char p[PATH_MAX];
+        struct stat st;
+        if (snprintf(p, sizeof p, "%s/%s", dir, de->d_name) < (int)sizeof p && stat(p, &st) == 0)
+            total += (size_t)st.st_size;
+    }
+    closedir(d);
+    return total;
+}
+
+/* Unloads idle models, least recently used first, until one more model of
+ * `bytes` fits the limits. Called with mu held. Returns false when it
+ * cannot make room (every model in memory is busy). */
+static bool make_room(struct registry *r, const struct config *cfg, size_t bytes)
+{
+    for (;;) {
+        long n = 0;
+        size_t used = 0;
+        for (struct lmodel *m = r->models; m; m = m->next)
+            if (!m->retired) {
+                n++;
+                used += m->bytes;
+            }
+        bool over_count = n + 1 > cfg->max_loaded_models;
+        bool over_bytes = cfg->models_memory && used + bytes > cfg->models_memory;
+        if (!over_count && !over_bytes)
+            return true;
+        struct lmodel *lru = NULL;
+        for (struct lmodel *m = r->models; m; m = m->next)
+            if (!m->retired && m->refs == 0 && m->state != LM_LOADING && (!lru || m->last_used_ns < lru->last_used_ns))
+                lru = m;
+        if (!lru)
+            return !over_bytes || n == 0 ? !over_count : false;
+        log_notice("model %s unloaded (least recently used; %s)", lru->name,
+                   over_count ? "max_loaded_models reached" : "models_memory reached");
+        lru->retired = true;                    /* refs == 0: freed below, outside the list */
+        for (struct lmodel **pp = &r->models; *pp; pp = &(*pp)->next)
+            if (*pp == lru) {
+                *pp = lru->next;
+                break;
+            }
+        pthread_mutex_unlock(&r->mu);
+        lmodel_free(lru);
+        pthread_mutex_lock(&r->mu);
+    }
+}
+
+/* A new model entry, LOADING, with its loader thread started; in the list
+ * with one reference for the caller. Called with mu held. */
+static struct lmodel *start_load(struct registry *r, const struct config_model *set, const char *name, const char *dir,
+                                 bool configured, char *err, size_t errlen)
+{
+    struct lmodel *m = calloc(1, sizeof *m);
+    struct load_job *job = malloc(sizeof *job);
+    if (!m || !job || !(m->name = strdup(name)) || !(m->dir = strdup(dir)) ||
+        settings_copy(&m->set, set, name, dir) != 0) {
+        snprintf(err, errlen, "out of memory");
+        if (m) {
+            free(m->name);
+            free(m->dir);
+        }
+        free(m);
+        free(job);
+        return NULL;
+    }
+    m->configured = configured;
+    m->state = LM_LOADING;
+    m->refs = 2;                                /* the caller's and the loader's */
+    m->last_used_ns = m->load_started_ns = util_now_ns();
+    m->bytes = weights_on_disk(dir) + set->kv_cache;
+    m->eos = -1;
+    *job = (struct load_job){r, m};
+    int rc = pthread_create(&m->loader, NULL, loader_main, job);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot start a loader thread: %s", strerror(rc));
+        free(job);
+        settings_free(&m->set);
+        free(m->name);
+        free(m->dir);
+        free(m);
+        return NULL;
+    }
+    m->loader_joinable = true;
+    m->next = r->models;
+    r->models = m;
+    log_notice("model %s: loading %s", name, dir);
+    return m;
+}
+
+static struct lmodel *find(struct registry *r, const char *name)
+{
+    for (struct lmodel *m = r->models; m; m = m->next)
+        if (!m->retired && strcmp(m->name, name) == 0)
+            return m;
+    return NULL;
+}
+
+/* models_dir/name when it is a model directory (has config.json). */
+static bool implicit_dir(const struct config *cfg, const char *name, char *dir, size_t len)
+{
+    if (!cfg->models_dir || !config_model_relpath_ok(name))
+        return false;
+    if (snprintf(dir, len, "%s/%s", cfg->models_dir, name) >= (int)len)
+        return false;
+    char cj[PATH_MAX + 16];
+    struct stat st;
+    snprintf(cj, sizeof cj, "%s/config.json", dir);
+    return stat(cj, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+bool registry_is_local(const struct config *cfg, const char *name)
+{
+    char dir[PATH_MAX];
+    return config_find_model(cfg, name) || implicit_dir(cfg, name, dir, sizeof dir);
+}
+
+struct lmodel *registry_get(struct registry *r, const struct config *cfg, const char *name, int *status, char *err,
+                            size_t errlen)
+{
+    char dir[PATH_MAX];
+    const struct config_model *cm = config_find_model(cfg, name);
+    if (!cm && !implicit_dir(cfg, name, dir, sizeof dir)) {
+        *status = 404;
+        snprintf(err, errlen, "model %s is not served here", name);
+        return NULL;
+    }
+    pthread_mutex_lock(&r->mu);
+    struct lmodel *m = find(r, name);
+    if (m && m->configured != (cm != NULL)) {       /* a [model] now shadows a directory, or the reverse */
+        m->retired = true;
+        m = NULL;
+    }
+    if (m && m->state == LM_FAILED && m->refs == 0) {   /* try again: the files may have been fixed */
+        m->retired = true;
+        m = NULL;
+    }
+    if (!m) {
+        if (r->stopping) {
+            pthread_mutex_unlock(&r->mu);
+            *status = 503;
+            snprintf(err, errlen, "the server is shutting down");
+            return NULL;
+        }
+        const char *path = cm ? cm->path : dir;
+        if (!make_room(r, cfg, weights_on_disk(path))) {
+            pthread_mutex_unlock(&r->mu);
+            *status = 503;
+            snprintf(err, errlen,
+                     "cannot load model %s now: max_loaded_models (%ld) or models_memory is reached and every "
+                     "loaded model is busy; try again", name, cfg->max_loaded_models);
+            return NULL;
+        }
+        m = start_load(r, cm ? cm : &cfg->model_defaults, name, path, cm != NULL, err, errlen);
+        if (!m) {
+            pthread_mutex_unlock(&r->mu);
+            *status = 500;
+            return NULL;
+        }
+    } else {
+        m->refs++;
+    }
+    m->last_used_ns = util_now_ns();
+    pthread_mutex_unlock(&r->mu);
+    return m;
+}
+
+/* Unlinks retired models nobody holds; returns them as a list to free
+ * outside the lock. Called with mu held. */
+static struct lmodel *collect_retired(struct registry *r)
+{
+    struct lmodel *dead = NULL;
+    for (struct lmodel **pp = &r->models; *pp;) {
+        struct lmodel *m = *pp;
+        if (m->retired && m->refs == 0) {
+            *pp = m->next;
+            m->next = dead;
+            dead = m;
+            continue;
+        }
+        pp = &m->next;
+    }
+    return dead;
+}
+
+static void free_list(struct lmodel *m)
+{
+    while (m) {
+        struct lmodel *next = m->next;
+        if (m->state == LM_READY)
+            log_notice("model %s unloaded", m->name);
+        lmodel_free(m);
+        m = next;
+    }
+}
+
+void registry_put(struct registry *r, struct lmodel *m)
+{
+    if (!m)
+        return;
+    pthread_mutex_lock(&r->mu);
+    m->refs--;
+    m->last_used_ns = util_now_ns();
+    struct lmodel *dead = m->refs == 0 ? collect_retired(r) : NULL;
+    pthread_mutex_unlock(&r->mu);
+    free_list(dead);
+}
+
+int registry_wait(struct registry *r, struct lmodel *m, int64_t deadline_ns, int watch_fd)
+{
+    pthread_mutex_lock(&r->mu);
+    while (m->state == LM_LOADING) {
+        int64_t now = util_now_ns();
+        if (deadline_ns && now >= deadline_ns)
+            break;
+        int64_t until = now + 200000000;        /* look at the client every 200 ms */
+        if (deadline_ns && until > deadline_ns)
+            until = deadline_ns;
+        struct timespec ts = {.tv_sec = until / 1000000000, .tv_nsec = until % 1000000000};
+        pthread_cond_timedwait(&r->changed, &r->mu, &ts);
+        if (watch_fd >= 0 && m->state == LM_LOADING) {
+            struct pollfd p = {.fd = watch_fd, .events = POLLRDHUP};
+            if (poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)))
+                break;
+        }
+    }
+    int rc = m->state == LM_LOADING ? -1 : 0;
+    pthread_mutex_unlock(&r->mu);
+    return rc;
+}
+
+enum lmodel_state registry_state(struct registry *r, struct lmodel *m)
+{
+    pthread_mutex_lock(&r->mu);
+    enum lmodel_state s = m->state;
+    pthread_mutex_unlock(&r->mu);
+    return s;
+}
+
+/* ------------------------------------------------------------------ lifecycle */
+
+static void preload(struct registry *r, const struct config *cfg)
+{
+    char err[300];
+    pthread_mutex_lock(&r->mu);
+    for (size_t i = 0; i < cfg->n_models; i++) {
+        const struct config_model *cm = &cfg->models[i];
+        if (find(r, cm->name))
+            continue;
+        struct lmodel *m = start_load(r, cm, cm->name, cm->path, true, err, sizeof err);
+        if (!m)
+            log_error("model %s: %s", cm->name, err);
+        else
+            m->refs--;                          /* no caller holds it */
+    }
+    pthread_mutex_unlock(&r->mu);
+}
+
+int registry_start(struct registry **out, const struct config *cfg, char *err, size_t errlen)
+{
+    struct registry *r = calloc(1, sizeof *r);
+    if (!r) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&r->changed, &ca);
+    pthread_condattr_destroy(&ca);
+    preload(r, cfg);
+    *out = r;
+    return 0;
+}
+
+void registry_reconfigure(struct registry *r, const struct config *cfg)
+{
+    pthread_mutex_lock(&r->mu);
+    for (struct lmodel *m = r->models; m; m = m->next) {
+        if (m->retired)
+            continue;
+        const struct config_model *cm = config_find_model(cfg, m->name);
+        bool keep = m->configured ? cm && settings_same(&m->set, cm) : !cm && registry_is_local(cfg, m->name);
+        if (!keep) {
+            log_notice("model %s: its configuration changed; it is unloaded once its requests finish", m->name);
+            m->retired = true;
+        }
+    }
+    struct lmodel *dead = collect_retired(r);
+    pthread_mutex_unlock(&r->mu);
+    free_list(dead);
+    preload(r, cfg);
+}
+
+void registry_stop(struct registry *r)
+{
+    if (!r)
+        return;
+    pthread_mutex_lock(&r->mu);
+    r->stopping = true;
+    struct lmodel *all = r->models;
+    r->models = NULL;
+    pthread_mutex_unlock(&r->mu);
+    free_list(all);                             /* joins the loaders first */
+    pthread_cond_destroy(&r->changed);
+    pthread_mutex_destroy(&r->mu);
+    free(r);
+}
+
+/* ------------------------------------------------------------------ listing */
+
+static const char *state_name(enum lmodel_state s)
+{
+    return s == LM_LOADING ? "loading" : s == LM_READY ? "ready" : "failed";
+}
+
+json_object *registry_status_json(struct registry *r)
+{
+    json_object *all = json_object_new_object();
+    if (!all)
+        return NULL;
+    pthread_mutex_lock(&r->mu);
+    for (struct lmodel *m = r->models; m; m = m->next) {
+        if (m->retired)
+            continue;
+        json_object *o = json_object_new_object();
+        if (!o)
+            break;
+        json_object_object_add(o, "state", json_object_new_string(state_name(m->state)));
+        json_object_object_add(o, "path", json_object_new_string(m->dir));
+        json_object_object_add(o, "configured", json_object_new_boolean(m->configured));
+        json_object_object_add(o, "in_use", json_object_new_int(m->refs));
+        if (m->state == LM_FAILED)
+            json_object_object_add(o, "error", json_object_new_string(m->error));
+        if (m->state == LM_READY) {
+            struct engine_stats st;
+            engine_get_stats(m->engine, &st);
+            json_object_object_add(o, "backend", json_object_new_string(m->info->backend));
+            json_object_object_add(o, "device", json_object_new_string(m->info->device_name));
+            json_object_object_add(o, "dtype", json_object_new_string(ckpt_dtype_name(m->info->weight_dtype)));
+            json_object_object_add(o, "context", json_object_new_int(m->context));
+            json_object_object_add(o, "load_seconds", json_object_new_double((double)m->load_ns / 1e9));
+            json_object_object_add(o, "memory_bytes", json_object_new_uint64(m->bytes));
+            json_object_object_add(o, "running", json_object_new_int(st.running));
+            json_object_object_add(o, "queued", json_object_new_int(st.queued));
+            json_object_object_add(o, "kv_blocks_used", json_object_new_int(st.kv_blocks_used));
+            json_object_object_add(o, "kv_blocks_total", json_object_new_int(st.kv_blocks_total));
+            json_object_object_add(o, "requests", json_object_new_uint64(st.requests));
+            json_object_object_add(o, "cancelled", json_object_new_uint64(st.cancelled));
+            json_object_object_add(o, "rejected", json_object_new_uint64(st.rejected));
+            json_object_object_add(o, "expired", json_object_new_uint64(st.expired));
+            json_object_object_add(o, "preempted", json_object_new_uint64(st.preempted));
+            json_object_object_add(o, "steps", json_object_new_uint64(st.steps));
+            json_object_object_add(o, "prompt_tokens", json_object_new_uint64(st.prompt_tokens));
+            json_object_object_add(o, "generated_tokens", json_object_new_uint64(st.generated_tokens));
+        }
+        json_object_object_add(all, m->name, o);
+    }
+    pthread_mutex_unlock(&r->mu);
+    return all;
+}
+
+/* Model directories under models_dir: DIR/NAME/config.json and
+ * DIR/ORG/NAME/config.json. */
+static void scan_dir(const char *root, const char *rel, int depth, int *count,
+                     void (*fn)(void *ud, const char *name, int state), void *ud, struct registry *r)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s%s%s", root, *rel ? "/" : "", rel);
+    DIR *d = opendir(path);
+    if (!d)
+        return;
+    struct dirent *de;
+    while (*count < LIST_MAX && (de = readdir(d))) {
+        if (de->d_name[0] == '.')
+            continue;
+        char name[PATH_MAX];
+        if (snprintf(name, sizeof name, "%s%s%s", rel, *rel ? "/" : "", de->d_name) >= (int)sizeof name ||
+            !config_model_relpath_ok(name))
+            continue;
+        char cj[PATH_MAX + 32];
+        struct stat st;
+        snprintf(cj, sizeof cj, "%s/%s/config.json", root, name);
+        if (stat(cj, &st) == 0 && S_ISREG(st.st_mode)) {
+            pthread_mutex_lock(&r->mu);
+            struct lmodel *m = find(r, name);
+            int state = m ? (int)m->state : -1;
+            pthread_mutex_unlock(&r->mu);
+            fn(ud, name, state);
+            (*count)++;
+        } else if (depth == 0) {
+            scan_dir(root, name, 1, count, fn, ud, r);
+        }
+    }
+    closedir(d);
+}
+
+void registry_each(struct registry *r, const struct config *cfg, void (*fn)(void *ud, const char *name, int state),
+                   void *ud)
+{
+    for (size_t i = 0; i < cfg->n_models; i++) {
+        pthread_mutex_lock(&r->mu);
+        struct lmodel *m = find(r, cfg->models[i].name);
+        int state = m ? (int)m->state : -1;
+        pthread_mutex_unlock(&r->mu);
+        fn(ud, cfg->models[i].name, state);
+    }
+    if (cfg->models_dir) {
+        int count = 0;
+        scan_dir(cfg->models_dir, "", 0, &count, fn, ud, r);
+    }
+}

@@ -1,0 +1,97 @@
+/* registry.c -- the local models: [model] sections preloaded in the background, directories under models_dir loaded on first use, the least recently used idle model unloaded under max_loaded_models / models_memory.
+ *
+ * A model is loaded by a thread of its own, so loading one never holds up
+ * requests to another. Requests take a reference with registry_get() for as
+ * long as they use a model; only a model nobody holds is unloaded. Models
+ * outlive config reloads while their section (path and settings) stays the
+ * same; a changed or removed one is retired: it finishes the requests it has
+ * and is unloaded, and the next request loads the new one. */
+#ifndef LLMCGI_REGISTRY_H
+#define LLMCGI_REGISTRY_H
+
+#include <json-c/json.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "conf.h"
+#include "engine.h"
+#include "tokenizer.h"
+
+struct registry;
+
+enum lmodel_state { LM_LOADING, LM_READY, LM_FAILED };
+
+/* One local model. The settings are fixed when it is created; tok, engine
+ * and info are set once (state READY) and read-only from then on. */
+struct lmodel {
+    char *name;                 /* the name requests use */
+    char *dir;                  /* its directory */
+    bool configured;            /* from a [model] section */
+    struct config_model set;    /* its settings (strings owned) */
+
+    struct tokenizer *tok;
+    struct engine *engine;
+    const struct llm_info *info;
+    int context;                /* n_positions */
+    int max_input, max_total;   /* the limits, resolved against the context */
+    int32_t eos;                /* the end-of-text token, -1 when none */
+    size_t bytes;               /* weights + KV pool (estimated until loaded) */
+
+    /* the registry's, under its lock */
+    enum lmodel_state state;
+    char error[400];            /* why it failed to load */
+    int refs;
+    bool retired;               /* out of the lookup; freed when the last reference goes */
+    int64_t last_used_ns;
+    int64_t load_started_ns, load_ns;
+    pthread_t loader;
+    bool loader_joinable;
+    struct lmodel *next;
+};
+
+/* Creates the registry for cfg and starts loading its [model] sections.
+ * Returns 0, or -1 with err (out of memory). */
+int registry_start(struct registry **out, const struct config *cfg, char *err, size_t errlen);
+
+/* Adopts a reloaded config: unchanged models stay, changed and removed
+ * ones are retired, new ones start loading. */
+void registry_reconfigure(struct registry *r, const struct config *cfg);
+
+/* Waits for the loads in progress, stops every engine (requests still in
+ * them get a 503 event) and frees everything. NULL is fine. */
+void registry_stop(struct registry *r);
+
+/* Is `name` a local model of cfg: a [model] section, or a directory with a
+ * config.json under models_dir? */
+bool registry_is_local(const struct config *cfg, const char *name);
+
+/* The model `name` with a reference the caller gives back with
+ * registry_put(), loading it first when it is not in memory (it may come
+ * back LOADING: wait with registry_wait). NULL when it is not a local model
+ * (*status 404) or cannot be loaded now (*status 503, err says why). */
+struct lmodel *registry_get(struct registry *r, const struct config *cfg, const char *name, int *status, char *err,
+                            size_t errlen);
+void registry_put(struct registry *r, struct lmodel *m);
+
+/* Waits until m is READY or FAILED. Returns 0 then; -1 when deadline_ns
+ * (CLOCK_MONOTONIC) passed first or watch_fd (the client's connection, -1
+ * for none) hung up. */
+int registry_wait(struct registry *r, struct lmodel *m, int64_t deadline_ns, int watch_fd);
+
+/* m's state, read under the lock. */
+enum lmodel_state registry_state(struct registry *r, struct lmodel *m);
+
+/* A new object {NAME: {state, path, device, running, queued, kv_blocks_used,
+ * kv_blocks_total, requests, cancelled, ...}} of the models in memory
+ * (caller owns it). */
+json_object *registry_status_json(struct registry *r);
+
+/* Calls fn for every local model name: the [model] sections, the models in
+ * memory, and the model directories under models_dir (two levels deep,
+ * at most 256). `state` is the in-memory state, or -1 when not loaded. */
+void registry_each(struct registry *r, const struct config *cfg,
+                   void (*fn)(void *ud, const char *name, int state), void *ud);
+
+#endif
