@@ -7,6 +7,7 @@
 #include "config.h"
 #include "conf.h"
 #include "gpu.h"
+#include "registry.h"
 #include "listen.h"
 #include "log.h"
 #include "pool.h"
@@ -156,6 +157,7 @@ static void reload(struct server *srv, const char *file)
         log_warn("threads changed from %ld to %ld: takes effect after a restart", cur->threads, next->threads);
     config_unref(cur);
     gateway_reconfigure(srv->gw, next);
+    registry_reconfigure(srv->reg, next);
     server_config_swap(srv, next);
     log_notice("configuration reloaded (%zu models)", next->n_models);
     sysd_notify("READY=1\nSTATUS=serving");
@@ -271,10 +273,20 @@ int main(int argc, char **argv)
         return 1;
     }
 
+    if (registry_start(&srv.reg, cfg, err, sizeof err) < 0) {
+        log_error("%s", err);
+        listener_close(&lst);
+        gateway_stop(srv.gw);
+        server_destroy(&srv);
+        proxy_global_cleanup();
+        return 1;
+    }
+
     struct pool *pool;
     if (pool_start(&pool, &srv, lst.fd, (int)threads, err, sizeof err) < 0) {
         log_error("%s", err);
         listener_close(&lst);
+        registry_stop(srv.reg);
         gateway_stop(srv.gw);
         server_destroy(&srv);
         proxy_global_cleanup();
@@ -311,6 +323,8 @@ int main(int argc, char **argv)
         _exit(0);
     }
     pool_free(pool);
+    registry_stop(srv.reg);
+    srv.reg = NULL;
     gateway_stop(srv.gw);
     srv.gw = NULL;
     server_destroy(&srv);

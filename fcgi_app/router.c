@@ -5,6 +5,7 @@
 #include "response.h"
 #include "routes_admin.h"
 #include "routes_gateway.h"
+#include "routes_local.h"
 #include "routes_test.h"
 #include "util.h"
 
@@ -23,6 +24,8 @@ static const struct route routes[] = {
     {M_POST, "/", route_gw_compat, DIALECT_TGI, 0},
     {M_GET, "/models", route_gw_models_legacy, DIALECT_TGI, 0},
     {M_GET, "/models/{id}/health", route_gw_model_health, DIALECT_TGI, 0},
+    {M_GET, "/info", route_info, DIALECT_TGI, 0},
+    {M_POST, "/tokenize", route_tokenize, DIALECT_TGI, 0},
 
     {M_GET, "/_test/sse", route_test_sse, DIALECT_TGI, ROUTE_TEST},
     {M_POST, "/_test/release", route_test_release, DIALECT_TGI, ROUTE_TEST},

@@ -4,6 +4,7 @@
 #include "conf.h"
 #include "response.h"
 #include "routes_gateway.h"
+#include "routes_local.h"
 #include "server.h"
 #include "util.h"
 
@@ -43,6 +44,7 @@ int route_health(struct req *r)
     json_object_object_add(o, "connections", json_object_new_uint64(atomic_load(&srv->connections)));
     json_object_object_add(models, "configured", json_object_new_int((int)r->cfg->n_models));
     json_object_object_add(o, "models", models);
+    json_object_object_add(models, "dir", r->cfg->models_dir ? json_object_new_string(r->cfg->models_dir) : NULL);
     json_object_object_add(cuda, "built", json_object_new_boolean(srv->gpu.built));
     json_object_object_add(cuda, "devices", json_object_new_int(srv->gpu.devices));
     if (srv->gpu.devices > 0)
@@ -50,8 +52,11 @@ int route_health(struct req *r)
     else if (srv->gpu.error[0])
         json_object_object_add(cuda, "error", json_object_new_string(srv->gpu.error));
     json_object_object_add(o, "cuda", cuda);
-    if (!gateway_health(r, o)) {        /* upstreams configured, none reachable: not ready */
-        json_object_object_add(o, "status", json_object_new_string("unavailable"));
+    const char *why = "unavailable";
+    bool local_ok = local_health(r, o, &why);   /* the default model still loading: not ready */
+    if (!gateway_health(r, o) || !local_ok) {   /* upstreams configured, none reachable: not ready */
+        json_object_object_add(o, "status", json_object_new_string(why));
+        resp_header(r, "Retry-After", "1");
         int rc = resp_json(r, 503, o);
         json_object_put(o);
         return rc;
@@ -81,8 +86,7 @@ int route_models(struct req *r)
         return send_owned(r, NULL);
     }
     json_object_object_add(o, "object", json_object_new_string("list"));
-    for (size_t i = 0; i < r->cfg->n_models; i++)
-        json_object_array_add(data, model_object(r->cfg, &r->cfg->models[i]));
+    local_list_models(r, data, false);
     gateway_list_models(r, data);
     json_object_object_add(o, "data", data);
     return send_owned(r, o);
@@ -91,13 +95,19 @@ int route_models(struct req *r)
 int route_model(struct req *r)
 {
     const char *id = req_param(r, "id");
-    const struct config_model *m = id ? config_find_model(r->cfg, id) : NULL;
-    if (m)
-        return send_owned(r, model_object(r->cfg, m));
     json_object *data = json_object_new_array();
     if (!data)
         return send_owned(r, NULL);
-    gateway_list_models(r, data);
+    if (id && local_serves(r, id)) {
+        local_list_models(r, data, false);
+        if (!model_list_find(data, id)) {       /* a model directory beyond the listing's reach */
+            json_object *one = model_object(r->cfg, &(struct config_model){.name = (char *)id});
+            if (one)
+                json_object_array_add(data, one);
+        }
+    } else {
+        gateway_list_models(r, data);
+    }
     json_object *found = json_object_get(model_list_find(data, id));
     json_object_put(data);
     if (found)

@@ -18,6 +18,7 @@
 #include "gateway.h"
 #include "log.h"
 #include "response.h"
+#include "routes_local.h"
 #include "server.h"
 #include "sse.h"
 #include "sse_parse.h"
@@ -808,6 +809,10 @@ static int generate(struct req *r, enum client_kind kind, int variant)
         k.g.stream = true;                      /* /generate_stream */
     else if (variant == 0)
         k.g.stream = false;                     /* /generate */
+    if (local_serves(r, k.model)) {
+        rc = local_generate(r, k.kind, variant, body, &k.g, k.model);
+        goto out;
+    }
     util_random_hex(k.id, 12);
     k.created = (int64_t)time(NULL);
 
@@ -1243,6 +1248,7 @@ int route_gw_models_legacy(struct req *r)
     json_object *list = json_object_new_array();
     if (!list)
         return resp_error(r, 500, "out of memory");
+    local_list_models(r, list, true);
     struct list_ctx x = {.data = list, .legacy = true, .prefix = r->cfg->path_prefix};
     each_upstream_model(r, add_model, &x);
     int rc = resp_json(r, 200, list);
@@ -1253,6 +1259,9 @@ int route_gw_models_legacy(struct req *r)
 int route_gw_model_health(struct req *r)
 {
     const char *id = req_param(r, "id");
+    int lrc;
+    if (local_model_health(r, id, &lrc))
+        return lrc;
     json_object *ups = json_object_new_array(), *o = json_object_new_object();
     if (!ups || !o) {
         json_object_put(ups);

@@ -13,6 +13,7 @@
 
 struct testing;
 struct gateway;
+struct registry;
 
 struct server {
     pthread_mutex_t cfg_lock;
@@ -26,6 +27,7 @@ struct server {
     struct gpu_info gpu;            /* probed once at start */
     struct testing *testing;        /* state of the test-only endpoints, owned */
     struct gateway *gw;             /* upstreams' live state, owned (set up by main) */
+    struct registry *reg;           /* local models, owned (set up by main) */
 };
 
 /* Sets up `s` around `cfg`, taking over the caller's reference. Returns 0 or -1. */

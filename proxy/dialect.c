@@ -170,7 +170,11 @@ static int read_tgi_parameters(json_object *p, struct gen *g, char *err, size_t 
         read_bool(p, "do_sample", &g->do_sample_given, &g->do_sample, err, errlen) < 0 ||
         read_bool(p, "details", NULL, &g->details, err, errlen) < 0 ||
         read_bool(p, "return_full_text", NULL, &g->return_full_text, err, errlen) < 0 ||
-        read_stop(p, "stop", g, err, errlen) < 0)
+        read_stop(p, "stop", g, err, errlen) < 0 ||
+        read_number(p, "typical_p", &g->has_typical, &g->typical, 0, 1, true, err, errlen) < 0 ||
+        read_bool(p, "decoder_input_details", NULL, &g->decoder_input_details, err, errlen) < 0 ||
+        read_long(p, "top_n_tokens", &g->top_logprobs, NULL, 0, 20, err, errlen) < 0 ||
+        read_long(p, "truncate", &g->truncate, NULL, 1, 1 << 24, err, errlen) < 0)
         return -1;
     return 0;
 }
@@ -211,7 +215,16 @@ int dialect_read_request(enum client_kind k, json_object *b, struct gen *g, char
                 return -1;
             }
         g->messages = v;
-        return read_common_openai(b, g, err, errlen);
+        if (read_common_openai(b, g, err, errlen) < 0 || read_bool(b, "logprobs", NULL, &g->logprobs, err, errlen) < 0)
+            return -1;
+        bool has_top = false;
+        if (read_long(b, "top_logprobs", &g->top_logprobs, &has_top, 0, 20, err, errlen) < 0)
+            return -1;
+        if (has_top && !g->logprobs) {
+            snprintf(err, errlen, "`top_logprobs` needs `logprobs` set to true");
+            return -1;
+        }
+        return 0;
     case CK_COMPLETION:
         v = get(b, "prompt");
         if (!v) {
@@ -227,7 +240,12 @@ int dialect_read_request(enum client_kind k, json_object *b, struct gen *g, char
             snprintf(err, errlen, "`prompt` must be a string or a list");
             return -1;
         }                               /* other lists: passed through to OpenAI upstreams only */
-        return read_common_openai(b, g, err, errlen);
+        if (json_object_is_type(v, json_type_array))
+            g->prompts = v;
+        if (read_common_openai(b, g, err, errlen) < 0 || read_bool(b, "echo", NULL, &g->echo, err, errlen) < 0 ||
+            read_long(b, "logprobs", &g->top_logprobs, &g->logprobs, 0, 5, err, errlen) < 0)
+            return -1;
+        return 0;
     case CK_TGI:
         if (read_string(b, "inputs", &g->prompt, true, err, errlen) < 0)
             return -1;

@@ -57,6 +57,15 @@ struct gen {
     bool return_full_text;
     bool include_usage;         /* stream_options.include_usage */
     long n;
+    /* read for local models (upstreams get the client's body as it is) */
+    json_object *prompts;       /* completions: a list of prompts (strings, or lists of token ids) */
+    bool logprobs;              /* chat: logprobs true; completions: logprobs given */
+    long top_logprobs;          /* chat top_logprobs, completions logprobs, TGI top_n_tokens (0-20) */
+    bool echo;                  /* completions: the prompt before the completion */
+    bool has_typical;
+    double typical;             /* TGI typical_p */
+    bool decoder_input_details; /* TGI: the prompt's tokens with their logprobs */
+    long truncate;              /* TGI: keep only the last `truncate` prompt tokens; 0 = off */
 };
 
 /* Reads and checks a client request. Returns 0, or -1 with a message for a
