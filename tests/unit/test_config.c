@@ -67,6 +67,90 @@ static void refused_at(const char *text, int line, const char *msg, const char *
         printf("#   got: %s\n", err);
 }
 
+/* [model NAME] sections and the [server] keys of local models: defaults, every key, and each bad value at its line. */
+static void test_models(void)
+{
+    char err[4096];
+    struct config *c = load("[model a]\npath = /m/a\n", err, sizeof err);
+    ok(c != NULL, "a [model] with only a path loads");
+    if (c) {
+        const struct config_model *m = config_find_model(c, "a");
+        is_str(m->device, "auto", "default device auto");
+        is_int(m->threads, 0, "default threads 0 (every core)");
+        is_int(m->max_concurrent, 16, "default max_concurrent 16");
+        is_int(m->max_queue, 64, "default max_queue 64");
+        is_int(m->max_input_tokens, 0, "default max_input_tokens 0 (the context)");
+        is_int(m->max_total_tokens, 0, "default max_total_tokens 0 (the context)");
+        is_int(m->max_new_tokens, 256, "default max_new_tokens 256");
+        is_int(m->max_batch_tokens, 256, "default max_batch_tokens 256");
+        is_int((long long)m->kv_cache, 0, "default kv_cache 0 (automatic)");
+        is_str(m->chat_template, "auto", "default chat_template auto");
+        is_int(m->timeout_ms, 600000, "default timeout 10m");
+        ok(c->models_dir == NULL, "no models_dir by default");
+        is_int(c->max_loaded_models, 4, "default max_loaded_models 4");
+        is_int((long long)c->models_memory, 0, "no models_memory budget by default");
+        is_int(c->model_defaults.max_concurrent, 16, "models_dir models get the [model] defaults");
+    }
+    config_unref(c);
+
+    c = load("[server]\nmodels_dir = models\nmax_loaded_models = 2\nmodels_memory = 2G\ndefault_model = org/m\n"
+             "[model b]\npath = /m/b\ndevice = cuda:1\nthreads = 2\nmax_concurrent = 4\nmax_queue = 0\n"
+             "max_input_tokens = 100\nmax_total_tokens = 200\nmax_new_tokens = 50\nmax_batch_tokens = 8\n"
+             "kv_cache = 64M\nchat_template = dialogpt\ntimeout = 30s\n", err, sizeof err);
+    ok(c != NULL, "every model key loads");
+    if (!c)
+        printf("# %s", err);
+    if (c) {
+        const struct config_model *m = config_find_model(c, "b");
+        char want[300];
+        snprintf(want, sizeof want, "%s/models", dir);
+        is_str(c->models_dir, want, "models_dir relative to the file");
+        is_int(c->max_loaded_models, 2, "max_loaded_models");
+        is_int((long long)c->models_memory, 2LL << 30, "models_memory 2G");
+        is_str(c->default_model, "org/m", "a default_model under models_dir is accepted");
+        is_str(m->device, "cuda:1", "device cuda:1");
+        is_int(m->threads, 2, "threads");
+        is_int(m->max_concurrent, 4, "max_concurrent");
+        is_int(m->max_queue, 0, "max_queue 0");
+        is_int(m->max_input_tokens, 100, "max_input_tokens");
+        is_int(m->max_total_tokens, 200, "max_total_tokens");
+        is_int(m->max_new_tokens, 50, "max_new_tokens");
+        is_int(m->max_batch_tokens, 8, "max_batch_tokens");
+        is_int((long long)m->kv_cache, 64 << 20, "kv_cache 64M");
+        is_str(m->chat_template, "dialogpt", "chat_template");
+        is_int(m->timeout_ms, 30000, "timeout 30s");
+    }
+    config_unref(c);
+
+    refused_at("[model a]\npath = /m\ndevice = tpu\n", 3, "device must be auto, cpu, cuda or cuda:N, got \"tpu\"",
+               "an unknown device");
+    refused_at("[model a]\npath = /m\nchat_template = llama3\n", 3,
+               "chat_template must be auto, plain or dialogpt, got \"llama3\"", "an unknown chat template");
+    refused_at("[model a]\npath = /m\nmax_concurrent = 0\n", 3, "max_concurrent must be a whole number from 1",
+               "max_concurrent 0");
+    refused_at("[model a]\npath = /m\nmax_concurrent = 32\nmax_batch_tokens = 16\n", 1,
+               "max_batch_tokens (16) must be at least max_concurrent (32)", "max_batch_tokens below max_concurrent");
+    refused_at("[model a]\npath = /m\nmax_input_tokens = 300\nmax_total_tokens = 300\n", 1,
+               "max_input_tokens (300) must be below max_total_tokens (300)", "max_input_tokens >= max_total_tokens");
+    refused_at("[model a]\npath = /m\ntimeout = 0\n", 3, "timeout must be a duration", "timeout 0");
+    refused_at("[model a]\npath = /m\nkv_cache = lots\n", 3, "kv_cache must be a size", "a kv_cache that is no size");
+    refused_at("[model a]\npath = /m\nmax_concurent = 3\n", 3,
+               "unknown key \"max_concurent\" in [model] (did you mean \"max_concurrent\"?)", "a misspelt model key");
+    refused_at("[server]\nmax_loaded_models = 0\n", 2, "max_loaded_models must be a whole number from 1",
+               "max_loaded_models 0");
+    refused_at("[server]\ndefault_model = ../x\nmodels_dir = /m\n", 0, "default_model \"../x\" is neither",
+               "a default_model that is no safe directory name");
+
+    static const struct { const char *name; bool ok; } names[] = {
+        {"gpt2", true}, {"openai-community/gpt2", true}, {"a/b/c", true}, {"DialoGPT-small_v1.5", true},
+        {"", false}, {"/etc", false}, {"../x", false}, {"a/../../etc", false}, {"a//b", false}, {"a/", false},
+        {".", false}, {"a/./b", false}, {".hidden", false}, {"a b", false}, {"a:b", false}, {"a\\b", false},
+    };
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        ok(config_model_relpath_ok(names[i].name) == names[i].ok, "models_dir name \"%s\" %s", names[i].name,
+           names[i].ok ? "accepted" : "refused");
+}
+
 /* [upstream NAME] sections: every key, the defaults per type, and each bad value at its line. */
 static void test_upstreams(void)
 {
@@ -251,7 +335,8 @@ static void test_upstreams(void)
     UP_REFUSED(3, "[upstream a]: model \"gpt2\" is also a local [model]",
                "[model gpt2]\npath = /m\n[upstream a]\ntype = tgi\nurl = http://h:1\nmodels = gpt2\n",
                "a model also a local [model]");
-    UP_REFUSED(0, "default_model \"nope\" is neither a [model] nor routed by any [upstream]",
+    UP_REFUSED(0, "default_model \"nope\" is neither a [model], nor routed by any [upstream], nor a directory name "
+                  "under models_dir",
                "[server]\ndefault_model = nope\n[upstream a]\ntype = tgi\nurl = http://h:1\nmodels = m\n",
                "default_model unknown");
     UP_REFUSED(3, "unknown key \"modles\" in [upstream] (did you mean \"models\"?)",
@@ -444,6 +529,7 @@ int main(void)
     config_errors_free(&errs);
 
     test_upstreams();
+    test_models();
 
     unlink(path);
     rmdir(dir);
