@@ -1177,7 +1177,7 @@ bool config_model_relpath_ok(const char *name)
         return false;
     for (const char *seg = name; *seg;) {
         size_t len = strcspn(seg, "/");
-        if (len == 0 || (len == 1 && seg[0] == '.') || (len == 2 && seg[0] == '.' && seg[1] == '.'))
+        if (len == 0 || seg[0] == '.')      /* ".", ".." and hidden names */
             return false;
         for (size_t i = 0; i < len; i++)
             if (!isalnum((unsigned char)seg[i]) && !strchr("._-", seg[i]))

@@ -142,7 +142,7 @@ const struct config_upstream *config_find_upstream(const struct config *c, const
 const struct config_model *config_find_model(const struct config *c, const char *name);
 
 /* Is `name` a safe relative path below models_dir ("gpt2", "org/model"):
- * segments of letters, digits, '.', '_', '-', none of them "." or "..",
+ * segments of letters, digits, ".", "_", "-", none starting with "." (so no "." or ".."),
  * no empty segment, at most 128 bytes? */
 bool config_model_relpath_ok(const char *name);
 
