@@ -45,6 +45,7 @@ struct cand {
     char target[256];                   /* the model's name upstream */
     uint64_t tried;                     /* replicas already tried */
     bool out;                           /* nothing left to try here */
+    bool wild;                          /* routed only by "models = *" */
 };
 
 /* Fills cands with the upstreams that serve `model`; returns how many. */
@@ -64,11 +65,22 @@ static size_t find_candidates(struct req *r, const char *model, struct cand *can
             upstream_put(u);
             continue;
         }
-        cands[n] = (struct cand){.c = c, .u = u};
+        cands[n] = (struct cand){.c = c, .u = u, .wild = c->catch_all && target == buf};
         snprintf(cands[n].target, sizeof cands[n].target, "%s", target);
         n++;
     }
-    return n;
+    /* "*" takes only the names no upstream serves by name. */
+    bool named = false;
+    for (size_t i = 0; i < n; i++)
+        named |= !cands[i].wild;
+    size_t kept = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (named && cands[i].wild)
+            upstream_put(cands[i].u);
+        else
+            cands[kept++] = cands[i];
+    }
+    return kept;
 }
 
 static void put_candidates(struct cand *cands, size_t n)
