@@ -5,11 +5,20 @@ unregistered below, so stdout carries nothing but TAP; failures come out as
 TAP diagnostics ("# " lines) with pytest's own report.
 """
 
+import os
 import sys
+from pathlib import Path
 
 import pytest
 
-from servers import WEB_SERVERS, Llmcgi, make_tmpdir, remove_tmpdir
+# The Python client libraries of tests/requirements.txt, installed by tests/run-all
+# with pip --target into tests/.pydeps (LLMCGI_PYDEPS names another directory).
+# Tests that need one skip without it (servers.require_module).
+_pydeps = Path(os.environ.get("LLMCGI_PYDEPS") or Path(__file__).resolve().parent.parent / ".pydeps")
+if _pydeps.is_dir() and str(_pydeps) not in sys.path:
+    sys.path.insert(0, str(_pydeps))
+
+from servers import WEB_SERVERS, Llmcgi, make_tmpdir, remove_tmpdir  # noqa: E402
 
 _tap = {"count": 0}
 

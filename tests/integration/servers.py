@@ -46,6 +46,24 @@ def require(tool, package):
     pytest.skip(msg)
 
 
+def require_module(module, package):
+    """The Python module `module` (of pip package `package`, in tests/requirements.txt),
+    imported; skips the test when it is missing, unless LLMCGI_TESTS_REQUIRE_ALL is set
+    (CI), where a missing module fails, as require() does for tools."""
+    import importlib
+
+    import pytest
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        msg = (f"python module {module} not importable ({e}); install tests/requirements.txt "
+               f"(pip: {package}; tests/run-all puts it in tests/.pydeps)")
+    if os.environ.get("LLMCGI_TESTS_REQUIRE_ALL"):
+        pytest.fail(msg)
+    pytest.skip(msg)
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
