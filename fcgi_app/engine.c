@@ -150,6 +150,8 @@ struct eseq {
     bool prompt_logprobs;
     int prefill_reported;       /* prompt tokens reported with EV_PREFILL */
     bool sent_first;            /* an EV_TOKEN went out */
+    bool preempted;             /* was preempted at least once */
+    int prompt_counted;         /* prompt tokens counted in the stats (not again when recomputed) */
     int64_t deadline_ns, submitted_ns, admitted_ns;
     uint64_t order;             /* admission order: the newest is preempted first */
 };
@@ -274,8 +276,16 @@ int engine_submit(struct engine *e, struct echan *c, const struct eseq_req *reqs
             rc = ENGINE_ENOMEM;
             break;
         }
-        if (gen_seq_init(&s->g, e->tok, q->prompt, q->n_prompt, e->info->cfg.vocab_size, e->info->cfg.n_positions,
-                         &q->params, err, errlen) != 0)
+        for (int k = 0; k < q->n_prompt; k++)
+            if (q->prompt[k] < 0 || q->prompt[k] >= e->info->cfg.vocab_size) {
+                /* caught here, not by llm_forward, which would fail the whole step */
+                snprintf(err, errlen, "prompt token %d has id %d, outside the vocabulary of %d", k, (int)q->prompt[k],
+                         e->info->cfg.vocab_size);
+                rc = ENGINE_EINVAL;
+                break;
+            }
+        if (rc == ENGINE_OK && gen_seq_init(&s->g, e->tok, q->prompt, q->n_prompt, e->info->cfg.vocab_size,
+                                            e->info->cfg.n_positions, &q->params, err, errlen) != 0)
             rc = strcmp(err, "out of memory") == 0 ? ENGINE_ENOMEM : ENGINE_EINVAL;
     }
     if (rc == ENGINE_OK) {
@@ -356,9 +366,12 @@ static void sweep_and_admit(struct engine *e)
         e->qtail = s;
     while (e->qhead && e->n_run < e->o.max_concurrent) {
         struct eseq *s = e->qhead;
-        /* Blocks for the first chunk, or the step would preempt it at once. */
-        int first = s->g.n_ids < e->o.max_batch_tokens ? s->g.n_ids : e->o.max_batch_tokens;
-        if (e->n_run > 0 && (first + e->B - 1) / e->B > e->n_free)
+        /* Blocks for its first chunk and a block of growth for every running
+         * sequence, or the next steps would preempt it again at once. A
+         * preempted sequence waits until all its tokens fit, plus that growth. */
+        int first = s->preempted ? s->g.n_ids + 1 : s->g.n_ids < e->o.max_batch_tokens ? s->g.n_ids
+                                                                                       : e->o.max_batch_tokens;
+        if (e->n_run > 0 && (first + e->B - 1) / e->B + e->n_run > e->n_free)
             break;
         e->qhead = s->next;
         if (!e->qhead)
@@ -388,6 +401,7 @@ static void preempt(struct engine *e, struct eseq *s)
 {
     give_blocks(e, s);
     unrun(e, s);
+    s->preempted = true;
     atomic_fetch_add(&e->st_preempted, 1);
     log_debug("model %s: KV pool full, sequence preempted after %d tokens", e->name, s->g.n_ids);
     pthread_mutex_lock(&e->mu);
@@ -509,9 +523,11 @@ static bool step(struct engine *e)
         struct eseq *s = e->step_seq[i];
         const struct llm_seq *q = &e->step[i];
         int feed = s->g.n_ids - s->n_cached;
-        if (s->n_cached < s->g.n_prompt)
-            atomic_fetch_add(&e->st_prompt, (unsigned long long)(q->n_tokens < s->g.n_prompt - s->n_cached
-                                                                     ? q->n_tokens : s->g.n_prompt - s->n_cached));
+        int prompt_end = q->pos + q->n_tokens < s->g.n_prompt ? q->pos + q->n_tokens : s->g.n_prompt;
+        if (prompt_end > s->prompt_counted) {
+            atomic_fetch_add(&e->st_prompt, (unsigned long long)(prompt_end - s->prompt_counted));
+            s->prompt_counted = prompt_end;
+        }
         if (q->logits == LLM_LOGITS_ALL) {
             for (int j = 0; j < q->n_tokens; j++) {
                 int next = q->pos + j + 1;      /* the token row j predicts */
