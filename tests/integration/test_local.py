@@ -1191,3 +1191,44 @@ def test_a_model_that_fails_to_load(llmcgi_factory, models):
         if web:
             web.stop()
         remove_tmpdir(d)
+
+
+def test_health_is_503_while_the_default_model_loads(llmcgi_factory, models):
+    """The default model's vocab.json is a FIFO: its loader blocks in open() until the test opens the
+    other end, so "still loading" lasts exactly as long as the test wants, with no timing luck."""
+    d = make_tmpdir("llmcgi-slow-")
+    web = None
+    try:
+        slow = d / "slow"
+        copy_model(models["tiny"], slow)
+        (slow / "vocab.json").unlink()
+        os.mkfifo(slow / "vocab.json")
+        l = llmcgi_factory(d / "llmcgi.sock", extra="default_model = slow\n\n" + model_section("slow", slow))
+        l.start()
+        web = WEB_SERVERS["nginx"](l.sock).start()
+        port = web.port
+        r = request(port, "GET", "/health")
+        assert r.status == 503 and r.header("Retry-After")
+        assert r.json()["status"] == "loading"
+        assert r.json()["local_models"]["slow"]["state"] == "loading"
+        r = request(port, "GET", "/models/slow/health")
+        assert r.status == 503 and r.json()["available"] is False
+        # opening the FIFO lets the loader go on; it is no regular file, so the load fails
+        fd = os.open(slow / "vocab.json", os.O_WRONLY)
+        os.close(fd)
+        wait_for(lambda: local_models(port)["slow"]["state"] == "failed", "the load to fail")
+        r = request(port, "GET", "/health")
+        assert r.status == 503 and r.json()["status"] == "unavailable"
+        assert "not a regular file" in r.json()["local_models"]["slow"]["error"]
+        # with the file in place, the next request loads the model again and /health turns ready
+        (slow / "vocab.json").unlink()
+        shutil.copy(models["tiny"] / "vocab.json", slow / "vocab.json")
+        r = post(port, "/generate", {"inputs": P, "parameters": {"max_new_tokens": 2}})
+        assert r.status == 200, r.body
+        r = request(port, "GET", "/health")
+        assert r.status == 200 and r.json()["status"] == "ok"
+        assert r.json()["local_models"]["slow"]["state"] == "ready"
+    finally:
+        if web:
+            web.stop()
+        remove_tmpdir(d)
