@@ -556,12 +556,17 @@ static bool step(struct engine *e)
             out.queued_ns = s->admitted_ns - s->submitted_ns;
             s->sent_first = true;
         }
-        if (echan_post(s->chan, &out, ev.text, ev.len) != 0) {
+        bool ended = ev.finish != GEN_RUNNING;
+        if (ended) {                            /* free its place before the responder hears of the end */
+            give_blocks(e, s);
+            unrun(e, s);
+        }
+        if (echan_post(s->chan, &out, ev.text, ev.len) != 0 && !ended) {
             finish_seq(e, s);                   /* out of memory: the responder sees no end and times out */
             continue;
         }
-        if (ev.finish != GEN_RUNNING)
-            finish_seq(e, s);
+        if (ended)
+            seq_free(s);
     }
     return true;
 }
