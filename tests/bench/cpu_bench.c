@@ -1,4 +1,4 @@
-/* cpu_bench.c -- times the CPU backend on one model directory (prefill, decode at batch 1 and N) and the machine's copy bandwidth; prints one JSON object for tests/bench/cpu_decode. */
+/* cpu_bench.c -- times the CPU backend on one model directory (prefill, decode at batch 1 and N) and the machine's copy bandwidth; prints one JSON object for tests/bench/cpu_decode and serve_local. */
 #include "config.h"
 #include "checkpoint.h"
 #include "cpu/threads.h"
@@ -168,14 +168,18 @@ static double decode_rate(struct llm_model *m, float *logits, int batch, int ctx
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: cpu_bench MODEL_DIR [THREADS] [PROMPT_TOKENS] [BATCH] [STEPS]\n");
+        fprintf(stderr, "usage: cpu_bench MODEL_DIR [THREADS] [PROMPT_TOKENS] [BATCH] [STEPS] [DECODE_CONTEXT]\n");
         return 2;
     }
     int threads = argc > 2 ? atoi(argv[2]) : 0;
     int prompt = argc > 3 ? atoi(argv[3]) : 512;
     int batch = argc > 4 ? atoi(argv[4]) : 8;
     int steps = argc > 5 ? atoi(argv[5]) : 32;
-    int ctx = 128;   /* decode context */
+    int ctx = argc > 6 ? atoi(argv[6]) : 128;   /* decode context: positions before the first step */
+    if (ctx < 1 || steps < 1 || batch < 1 || prompt < 1) {
+        fprintf(stderr, "cpu_bench: PROMPT_TOKENS, BATCH, STEPS and DECODE_CONTEXT must be at least 1\n");
+        return 2;
+    }
     char err[512];
     struct gpt2_checkpoint *ck;
     double t0 = now();
