@@ -4,6 +4,7 @@
 #include "conf.h"
 #include "log.h"
 #include "pool.h"
+#include "registry.h"
 
 #include <fcgiapp.h>
 #include <signal.h>
@@ -43,6 +44,10 @@ int harness_init(struct harness *h, const char *config_text)
     }
     if (server_init(&h->srv, cfg) < 0 || FCGX_Init() != 0)
         return -1;
+    if (registry_start(&h->srv.reg, cfg, err, sizeof err) < 0) {    /* the local models, as main.c starts them */
+        fprintf(stderr, "%s\n", err);
+        return -1;
+    }
     h->srv.threads = 1;
     h->listen_fd = fcgi_test_listen(h->sock);
     return h->listen_fd < 0 ? -1 : 0;
@@ -52,6 +57,7 @@ void harness_free(struct harness *h)
 {
     log_close();
     fcgi_test_unlisten(h->listen_fd, h->sock);
+    registry_stop(h->srv.reg);
     server_destroy(&h->srv);
     unlink(h->conf_path);
     rmdir(h->conf_dir);
