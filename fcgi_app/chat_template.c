@@ -1,6 +1,7 @@
 /* chat_template.c -- renders an OpenAI `messages` list into the prompt text a GPT-2-class model continues: DialoGPT style (turns joined by the end-of-text token) or a plain transcript. */
 #include "config.h"
 #include "chat_template.h"
+#include "util.h"
 
 #include <ctype.h>
 #include <stdarg.h>
@@ -81,38 +82,6 @@ enum chat_template chat_template_resolve(enum chat_template t, const char *model
 /* ---------------------------------------------------------------- rendering */
 
 /* A growable string; p is NULL until the first append. */
-struct buf {
-    char *p;
-    size_t len, cap;
-    bool nomem;     /* an append failed: the buffer is frozen */
-};
-
-static void buf_add(struct buf *b, const char *s, size_t n)
-{
-    if (b->nomem)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) {
-            b->nomem = true;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void buf_puts(struct buf *b, const char *s)
-{
-    buf_add(b, s, strlen(s));
-}
-
 static void set_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
 {
@@ -126,7 +95,7 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...)
 
 /* Appends a JSON string's bytes to b; a NUL inside is refused (the prompt is
  * a C string). Returns 0 or -1 with err set, naming what. */
-static int add_text(struct buf *b, json_object *s, const char *what, char *err, size_t errlen)
+static int add_text(struct strbuf *b, json_object *s, const char *what, char *err, size_t errlen)
 {
     const char *p = json_object_get_string(s);
     size_t n = (size_t)json_object_get_string_len(s);
@@ -134,13 +103,13 @@ static int add_text(struct buf *b, json_object *s, const char *what, char *err, 
         set_err(err, errlen, "%s must not contain NUL characters", what);
         return -1;
     }
-    buf_add(b, p, n);
+    strbuf_add(b, p, n);
     return 0;
 }
 
 /* Appends the content of messages[i] (content may be NULL: JSON null or
  * absent) to b. Returns 0 or CHAT_TEMPLATE_EINVAL with err set. */
-static int add_content(struct buf *b, json_object *content, size_t i, enum role role, char *err, size_t errlen)
+static int add_content(struct strbuf *b, json_object *content, size_t i, enum role role, char *err, size_t errlen)
 {
     char what[96];
     if (!content || json_object_is_type(content, json_type_null)) {
@@ -217,7 +186,7 @@ int chat_template_render(enum chat_template t, json_object *messages, const char
         return CHAT_TEMPLATE_EINVAL;
     }
 
-    struct buf sys = {0}, turns = {0}, content = {0};
+    struct strbuf sys = {0}, turns = {0}, content = {0};
     int rc = CHAT_TEMPLATE_OK;
     bool any_sys = false;
     size_t n = json_object_array_length(messages);
@@ -233,51 +202,51 @@ int chat_template_render(enum chat_template t, json_object *messages, const char
             break;
         json_object_object_get_ex(msg, "content", &c);
         content.len = 0;
-        buf_add(&content, "", 0);
+        strbuf_add(&content, "", 0);
         if ((rc = add_content(&content, c, i, role, err, errlen)) != CHAT_TEMPLATE_OK)
             break;
         if (content.nomem)
             break;
         if (dialogpt) {
-            buf_add(&turns, content.p, content.len);
-            buf_puts(&turns, eos);
+            strbuf_add(&turns, content.s, content.len);
+            strbuf_puts(&turns, eos);
         } else if (role == ROLE_SYSTEM) {
             if (any_sys)
-                buf_puts(&sys, "\n");
-            buf_add(&sys, content.p, content.len);
+                strbuf_puts(&sys, "\n");
+            strbuf_add(&sys, content.s, content.len);
             any_sys = true;
         } else {
-            buf_puts(&turns, role == ROLE_USER ? "User:" : role == ROLE_ASSISTANT ? "Assistant:" : "Tool:");
+            strbuf_puts(&turns, role == ROLE_USER ? "User:" : role == ROLE_ASSISTANT ? "Assistant:" : "Tool:");
             if (content.len) {
-                buf_puts(&turns, " ");
-                buf_add(&turns, content.p, content.len);
+                strbuf_puts(&turns, " ");
+                strbuf_add(&turns, content.s, content.len);
             }
-            buf_puts(&turns, "\n");
+            strbuf_puts(&turns, "\n");
         }
     }
     if (rc == CHAT_TEMPLATE_OK) {
         bool nomem = turns.nomem || content.nomem;
         if (!dialogpt) {
             if (any_sys)
-                buf_puts(&sys, "\n\n");
-            buf_add(&sys, turns.p ? turns.p : "", turns.len);
-            buf_puts(&sys, "Assistant:");
-            free(turns.p);
+                strbuf_puts(&sys, "\n\n");
+            strbuf_add(&sys, turns.s ? turns.s : "", turns.len);
+            strbuf_puts(&sys, "Assistant:");
+            free(turns.s);
             turns = sys;
-            sys = (struct buf){0};
+            sys = (struct strbuf){0};
         }
-        if (nomem || turns.nomem || !turns.p) {
+        if (nomem || turns.nomem || !turns.s) {
             set_err(err, errlen, "out of memory");
             rc = CHAT_TEMPLATE_ENOMEM;
         }
     }
-    free(content.p);
-    free(sys.p);
+    free(content.s);
+    free(sys.s);
     if (rc != CHAT_TEMPLATE_OK) {
-        free(turns.p);
+        free(turns.s);
         return rc;
     }
-    *out = turns.p;
+    *out = turns.s;
     if (!dialogpt) {
         *stops = plain_stops;
         *n_stops = sizeof plain_stops / sizeof plain_stops[0];

@@ -607,6 +607,17 @@ static void *engine_main(void *arg)
 
 /* ------------------------------------------------------------------ lifecycle */
 
+/* Frees the engine's own memory (not the model, not the thread). */
+static void free_engine(struct engine *e)
+{
+    free(e->run);
+    free(e->free_blocks);
+    free(e->step);
+    free(e->step_seq);
+    free(e->logits);
+    free(e);
+}
+
 int engine_start(struct engine **out, struct llm_model *m, const struct tokenizer *tok, const struct engine_opts *o,
                  const char *name, char *err, size_t errlen)
 {
@@ -666,12 +677,7 @@ int engine_start(struct engine **out, struct llm_model *m, const struct tokenize
     *out = e;
     return 0;
 fail:
-    free(e->run);
-    free(e->free_blocks);
-    free(e->step);
-    free(e->step_seq);
-    free(e->logits);
-    free(e);
+    free_engine(e);
     return -1;
 }
 
@@ -687,12 +693,7 @@ void engine_stop(struct engine *e)
     pthread_mutex_destroy(&e->mu);
     pthread_cond_destroy(&e->cv);
     llm_free(e->m);
-    free(e->run);
-    free(e->free_blocks);
-    free(e->step);
-    free(e->step_seq);
-    free(e->logits);
-    free(e);
+    free_engine(e);
 }
 
 void engine_get_stats(struct engine *e, struct engine_stats *st)

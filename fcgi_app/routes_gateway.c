@@ -185,8 +185,8 @@ struct relay {
     long prompt_tokens, completion_tokens, tokens;
     bool has_seed;
     int64_t seed;
-    char *text;                     /* everything generated so far (TGI's final generated_text) */
-    size_t text_len, text_cap;
+    struct strbuf text;             /* everything generated so far (TGI's final generated_text) */
+
     bool have_held;                 /* a TGI token event waits: it may be the last */
     struct gen_delta held;
     char *held_text;
@@ -284,20 +284,8 @@ static int send_event(struct relay *rl, json_object *obj)
 
 static int append_text(struct relay *rl, const char *t)
 {
-    size_t n = strlen(t);
-    if (rl->text_len + n + 1 > rl->text_cap) {
-        size_t cap = rl->text_cap ? rl->text_cap * 2 : 1024;
-        while (cap < rl->text_len + n + 1)
-            cap *= 2;
-        char *grown = realloc(rl->text, cap);
-        if (!grown)
-            return -1;
-        rl->text = grown;
-        rl->text_cap = cap;
-    }
-    memcpy(rl->text + rl->text_len, t, n + 1);
-    rl->text_len += n;
-    return 0;
+    strbuf_puts(&rl->text, t);
+    return rl->text.nomem ? -1 : 0;
 }
 
 /* OpenAI client, OpenAI upstream: the chunk as it came, with the client's model name. */
@@ -502,12 +490,12 @@ static void finish_stream(struct relay *rl)
                              .seed = rl->seed};
     const char *prefix = k->g.return_full_text && k->g.prompt ? k->g.prompt : "";
     size_t a = strlen(prefix);
-    char *full = malloc(a + rl->text_len + 1);
+    char *full = malloc(a + rl->text.len + 1);
     if (!full)
         return;
     memcpy(full, prefix, a);
-    memcpy(full + a, rl->text ? rl->text : "", rl->text_len);
-    full[a + rl->text_len] = '\0';
+    memcpy(full + a, rl->text.s ? rl->text.s : "", rl->text.len);
+    full[a + rl->text.len] = '\0';
     send_event(rl, dialect_tgi_event(rl->index++, rl->have_held ? &rl->held : &none, full, &fin));
     free(full);
 }
@@ -758,7 +746,7 @@ static enum outcome attempt(struct call *k, struct cand *cand, int replica)
 done:
     sse_parser_free(&rl.parser);
     free(rl.buf);
-    free(rl.text);
+    strbuf_free(&rl.text);
     free(rl.held_text);
     curl_slist_free_all(headers);
     json_object_put(ub);

@@ -46,11 +46,6 @@ struct tokvec {
     size_t n, cap;
 };
 
-struct strbuf {
-    char *s;
-    size_t len, cap;
-};
-
 struct choice {
     int prompt;                 /* which of the request's prompts */
     struct strbuf text;         /* the text released so far */
@@ -105,24 +100,6 @@ struct lcall {
     struct echan *chan;
     struct ebatch eb;
 };
-
-static int sb_add(struct strbuf *b, const char *s, size_t n)
-{
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap * 2 : 256;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *g = realloc(b->s, cap);
-        if (!g)
-            return -1;
-        b->s = g;
-        b->cap = cap;
-    }
-    memcpy(b->s + b->len, s, n);
-    b->len += n;
-    b->s[b->len] = '\0';
-    return 0;
-}
 
 static int tv_add(struct tokvec *t, const struct sample_out *o)
 {
@@ -964,7 +941,8 @@ static int on_event(struct lcall *lc, const struct eevent *ev, const char *text)
         lc->queued_ns = ev->queued_ns;
     }
     c->generated++;
-    if (sb_add(&c->text, text, ev->text_len) < 0 || (lc->keep_tokens && tv_add(&c->toks, &ev->tok) < 0)) {
+    strbuf_add(&c->text, text, ev->text_len);
+    if (c->text.nomem || (lc->keep_tokens && tv_add(&c->toks, &ev->tok) < 0)) {
         c->err_status = 500;
         snprintf(c->err, sizeof c->err, "out of memory");
     }
@@ -1067,7 +1045,7 @@ static void lcall_free(struct lcall *lc)
     for (int i = 0; i < lc->n_prompts; i++)
         free(lc->prompts[i].ids);
     for (int i = 0; lc->ch && i < lc->n_seqs; i++) {
-        free(lc->ch[i].text.s);
+        strbuf_free(&lc->ch[i].text);
         free(lc->ch[i].toks.v);
         free(lc->ch[i].prefill.v);
     }

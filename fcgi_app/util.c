@@ -234,3 +234,35 @@ long util_url_decode(char *dst, const char *src, size_t n)
     dst[o] = '\0';
     return (long)o;
 }
+
+void strbuf_add(struct strbuf *b, const char *s, size_t n)
+{
+    if (b->nomem)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        char *p = realloc(b->s, cap);
+        if (!p) {
+            b->nomem = true;
+            return;
+        }
+        b->s = p;
+        b->cap = cap;
+    }
+    memcpy(b->s + b->len, s, n);
+    b->len += n;
+    b->s[b->len] = '\0';
+}
+
+void strbuf_puts(struct strbuf *b, const char *s)
+{
+    strbuf_add(b, s, strlen(s));
+}
+
+void strbuf_free(struct strbuf *b)
+{
+    free(b->s);
+    *b = (struct strbuf){0};
+}

@@ -47,4 +47,16 @@ void util_escape_log(char *buf, size_t len, size_t *pos, const char *s);
  * Returns the decoded length, or -1 on a malformed escape or a decoded NUL. */
 long util_url_decode(char *dst, const char *src, size_t n);
 
+/* A growable string. s is NUL-terminated once anything was added (NULL
+ * before). An append that runs out of memory sets nomem and freezes the
+ * buffer, so a builder checks once at the end. The buffer owns s. */
+struct strbuf {
+    char *s;
+    size_t len, cap;
+    bool nomem;
+};
+void strbuf_add(struct strbuf *b, const char *s, size_t n);
+void strbuf_puts(struct strbuf *b, const char *s);
+void strbuf_free(struct strbuf *b);
+
 #endif
