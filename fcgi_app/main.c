@@ -157,8 +157,9 @@ static void reload(struct server *srv, const char *file)
         log_warn("threads changed from %ld to %ld: takes effect after a restart", cur->threads, next->threads);
     config_unref(cur);
     gateway_reconfigure(srv->gw, next);
+    server_config_swap(srv, config_ref(next));  /* first, so no request reloads a model with the old settings */
     registry_reconfigure(srv->reg, next);
-    server_config_swap(srv, next);
+    config_unref(next);
     log_notice("configuration reloaded (%zu models)", next->n_models);
     sysd_notify("READY=1\nSTATUS=serving");
 }
@@ -314,6 +315,10 @@ int main(int argc, char **argv)
         }
     }
     listener_close(&lst);
+    if (left == 0 && registry_loading(srv.reg)) {
+        log_warn("a model is still loading; exiting without waiting for it");
+        left = 1;
+    }
     if (left > 0) {
         /* Threads still inside requests use the server state: end the
          * process without running destructors under their feet (but do

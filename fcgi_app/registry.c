@@ -68,8 +68,14 @@ static bool settings_same(const struct config_model *a, const struct config_mode
 
 static void lmodel_free(struct lmodel *m)
 {
-    if (m->loader_joinable)
-        pthread_join(m->loader, NULL);
+    if (m->loader_joinable) {
+        /* The loader itself drops the last reference of a model retired
+         * while it loaded: it cannot join itself, so it is detached. */
+        if (pthread_equal(m->loader, pthread_self()))
+            pthread_detach(m->loader);
+        else
+            pthread_join(m->loader, NULL);
+    }
     engine_stop(m->engine);
     tokenizer_free(m->tok);
     settings_free(&m->set);
@@ -78,9 +84,39 @@ static void lmodel_free(struct lmodel *m)
     free(m);
 }
 
+/* KV blocks of a model: as configured, else room for every running
+ * sequence to reach min(context, 512) tokens; never less than one full
+ * context. Their pages are touched only as blocks are used. */
+static long kv_blocks_for(const struct config_model *set, const struct gpt2_config *cfg, size_t *block_bytes)
+{
+    int ctx = cfg->n_positions;
+    *block_bytes = (size_t)cfg->n_layer * 2 * KV_BLOCK_TOKENS * (size_t)cfg->n_embd * sizeof(float);
+    long per_ctx = (ctx + KV_BLOCK_TOKENS - 1) / KV_BLOCK_TOKENS;
+    long blocks = set->kv_cache ? (long)(set->kv_cache / *block_bytes)
+                                : set->max_concurrent * (((ctx < 512 ? ctx : 512) + KV_BLOCK_TOKENS - 1) / KV_BLOCK_TOKENS);
+    if (blocks < per_ctx)
+        blocks = per_ctx;
+    return blocks > 1 << 24 ? 1 << 24 : blocks;
+}
+
+static size_t weights_on_disk(const char *dir);
+
+/* What loading the model in dir will take: its *.safetensors files and its
+ * KV pool (read from config.json). Called without the lock: it reads files. */
+static size_t estimate_bytes(const char *dir, const struct config_model *set)
+{
+    char path[PATH_MAX], err[200];
+    struct gpt2_config cfg;
+    size_t block_bytes = 0, kv = 0;
+    if (snprintf(path, sizeof path, "%s/config.json", dir) < (int)sizeof path &&
+        gpt2_config_load(path, &cfg, err, sizeof err) == 0)
+        kv = (size_t)kv_blocks_for(set, &cfg, &block_bytes) * block_bytes;
+    return weights_on_disk(dir) + kv;
+}
+
 /* Loads m: tokenizer, weights onto the backend, the engine thread. Fills
- * m's read-only fields; returns 0, or -1 with err. */
-static int load(struct lmodel *m, char *err, size_t errlen)
+ * m's read-only fields and *bytes; returns 0, or -1 with err. */
+static int load(struct lmodel *m, size_t *bytes, char *err, size_t errlen)
 {
     struct gpt2_checkpoint *ck = NULL;
     struct llm_model *lm = NULL;
@@ -101,22 +137,11 @@ static int load(struct lmodel *m, char *err, size_t errlen)
                               .max_step_logits = (int)m->set.max_batch_tokens};
     if (llm_device_parse(m->set.device, &o.device, &o.device_index) != 0)
         o.device = LLM_DEVICE_AUTO;
-    /* KV pool: as configured, else room for every running sequence to
-     * reach min(context, 512) tokens; never less than one full context.
-     * Its pages are touched only as blocks are used. */
-    size_t block_bytes = (size_t)cfg->n_layer * 2 * KV_BLOCK_TOKENS * (size_t)cfg->n_embd * sizeof(float);
-    int per_ctx = (ctx + KV_BLOCK_TOKENS - 1) / KV_BLOCK_TOKENS;
-    long blocks = m->set.kv_cache ? (long)(m->set.kv_cache / block_bytes)
-                                  : m->set.max_concurrent * (((ctx < 512 ? ctx : 512) + KV_BLOCK_TOKENS - 1) / KV_BLOCK_TOKENS);
-    if (blocks < per_ctx) {
-        if (m->set.kv_cache)
-            log_warn("model %s: kv_cache %llu bytes holds fewer than one full context (%d tokens); using %d blocks",
-                     m->name, (unsigned long long)m->set.kv_cache, ctx, per_ctx);
-        blocks = per_ctx;
-    }
-    if (blocks > 1 << 24)
-        blocks = 1 << 24;
-    o.kv_blocks = (int)blocks;
+    size_t block_bytes;
+    o.kv_blocks = (int)kv_blocks_for(&m->set, cfg, &block_bytes);
+    if (m->set.kv_cache && (size_t)o.kv_blocks * block_bytes > m->set.kv_cache)
+        log_warn("model %s: kv_cache %llu bytes holds fewer than one full context (%d tokens); using %d blocks",
+                 m->name, (unsigned long long)m->set.kv_cache, ctx, o.kv_blocks);
     if (ctx < o.max_step_tokens)
         o.max_step_tokens = o.max_step_logits = ctx;
     int rc = llm_load(ck, &o, &lm, err, errlen);
@@ -127,7 +152,8 @@ static int load(struct lmodel *m, char *err, size_t errlen)
     struct engine_opts eo = {.max_concurrent = (int)m->set.max_concurrent, .max_queue = (int)m->set.max_queue,
                              .max_batch_tokens = info->max_step_tokens};
     if (eo.max_concurrent > eo.max_batch_tokens)
-        eo.max_concurrent = eo.max_batch_tokens;
+        eo.max_concurrent = eo.max_batch_tokens;   /* a context shorter than max_batch_tokens */
+    m->max_concurrent = eo.max_concurrent;
     if (engine_start(&m->engine, lm, m->tok, &eo, m->name, err, errlen) != 0) {
         llm_free(lm);
         return -1;
@@ -138,7 +164,7 @@ static int load(struct lmodel *m, char *err, size_t errlen)
     m->max_input = m->set.max_input_tokens > 0 && m->set.max_input_tokens < m->max_total ? (int)m->set.max_input_tokens
                                                                                           : m->max_total - 1;
     m->eos = tokenizer_eos_id(m->tok);
-    m->bytes = info->weight_bytes + (size_t)info->kv_blocks * info->kv_block_bytes;
+    *bytes = info->weight_bytes + (size_t)info->kv_blocks * info->kv_block_bytes;
     return 0;
 }
 
@@ -155,10 +181,12 @@ static void *loader_main(void *arg)
     free(job);
     char err[400] = "";
     int64_t t0 = util_now_ns();
-    int rc = load(m, err, sizeof err);
+    size_t bytes = 0;
+    int rc = load(m, &bytes, err, sizeof err);
     pthread_mutex_lock(&r->mu);
     m->load_ns = util_now_ns() - t0;
     if (rc == 0) {
+        m->bytes = bytes;
         m->state = LM_READY;
         const struct llm_info *in = m->info;
         log_notice("model %s loaded from %s in %.1f s: %s on %s, context %d, %d KV blocks of %d tokens", m->name,
@@ -198,9 +226,10 @@ static size_t weights_on_disk(const char *dir)
 }
 
 /* Unloads idle models, least recently used first, until one more model of
- * `bytes` fits the limits. Called with mu held. Returns false when it
- * cannot make room (every model in memory is busy). */
-static bool make_room(struct registry *r, const struct config *cfg, size_t bytes)
+ * `bytes` fits the limits. Called with mu held; sets *dropped when it let go
+ * of mu meanwhile (to free a model), so the caller looks again. Returns
+ * false when it cannot make room (every model in memory is busy). */
+static bool make_room(struct registry *r, const struct config *cfg, size_t bytes, bool *dropped)
 {
     for (;;) {
         long n = 0;
@@ -231,13 +260,14 @@ static bool make_room(struct registry *r, const struct config *cfg, size_t bytes
         pthread_mutex_unlock(&r->mu);
         lmodel_free(lru);
         pthread_mutex_lock(&r->mu);
+        *dropped = true;
     }
 }
 
 /* A new model entry, LOADING, with its loader thread started; in the list
  * with one reference for the caller. Called with mu held. */
 static struct lmodel *start_load(struct registry *r, const struct config_model *set, const char *name, const char *dir,
-                                 bool configured, char *err, size_t errlen)
+                                 bool configured, size_t bytes, char *err, size_t errlen)
 {
     struct lmodel *m = calloc(1, sizeof *m);
     struct load_job *job = malloc(sizeof *job);
@@ -256,7 +286,7 @@ static struct lmodel *start_load(struct registry *r, const struct config_model *
     m->state = LM_LOADING;
     m->refs = 2;                                /* the caller's and the loader's */
     m->last_used_ns = m->load_started_ns = util_now_ns();
-    m->bytes = weights_on_disk(dir) + set->kv_cache;
+    m->bytes = bytes;
     m->eos = -1;
     *job = (struct load_job){r, m};
     int rc = pthread_create(&m->loader, NULL, loader_main, job);
@@ -303,6 +333,9 @@ bool registry_is_local(const struct config *cfg, const char *name)
     return config_find_model(cfg, name) || implicit_dir(cfg, name, dir, sizeof dir);
 }
 
+static struct lmodel *collect_retired(struct registry *r);
+static void free_list(struct lmodel *m);
+
 struct lmodel *registry_get(struct registry *r, const struct config *cfg, const char *name, int *status, char *err,
                             size_t errlen)
 {
@@ -313,25 +346,34 @@ struct lmodel *registry_get(struct registry *r, const struct config *cfg, const 
         snprintf(err, errlen, "model %s is not served here", name);
         return NULL;
     }
+    const struct config_model *set = cm ? cm : &cfg->model_defaults;
+    const char *path = cm ? cm->path : dir;
+    size_t bytes = 0;
+    bool estimated = false;
     pthread_mutex_lock(&r->mu);
-    struct lmodel *m = find(r, name);
-    if (m && m->configured != (cm != NULL)) {       /* a [model] now shadows a directory, or the reverse */
-        m->retired = true;
-        m = NULL;
-    }
-    if (m && m->state == LM_FAILED && m->refs == 0) {   /* try again: the files may have been fixed */
-        m->retired = true;
-        m = NULL;
-    }
-    if (!m) {
-        if (r->stopping) {
+    struct lmodel *m;
+    for (;;) {
+        m = find(r, name);
+        if (m && (m->configured != (cm != NULL) ||          /* a [model] now shadows a directory, or the reverse */
+                  (m->state == LM_FAILED && m->refs == 0))) { /* or try again: the files may have been fixed */
+            m->retired = true;
+            struct lmodel *dead = collect_retired(r);
             pthread_mutex_unlock(&r->mu);
-            *status = 503;
-            snprintf(err, errlen, "the server is shutting down");
-            return NULL;
+            free_list(dead);
+            pthread_mutex_lock(&r->mu);
+            continue;
         }
-        const char *path = cm ? cm->path : dir;
-        if (!make_room(r, cfg, weights_on_disk(path))) {
+        if (m || r->stopping)
+            break;
+        if (!estimated) {                       /* reads files: not under the lock */
+            pthread_mutex_unlock(&r->mu);
+            bytes = estimate_bytes(path, set);
+            estimated = true;
+            pthread_mutex_lock(&r->mu);
+            continue;
+        }
+        bool dropped = false;
+        if (!make_room(r, cfg, bytes, &dropped)) {
             pthread_mutex_unlock(&r->mu);
             *status = 503;
             snprintf(err, errlen,
@@ -339,15 +381,24 @@ struct lmodel *registry_get(struct registry *r, const struct config *cfg, const 
                      "loaded model is busy; try again", name, cfg->max_loaded_models);
             return NULL;
         }
-        m = start_load(r, cm ? cm : &cfg->model_defaults, name, path, cm != NULL, err, errlen);
+        if (dropped)
+            continue;                           /* another request may have started it meanwhile */
+        m = start_load(r, set, name, path, cm != NULL, bytes, err, errlen);
         if (!m) {
             pthread_mutex_unlock(&r->mu);
             *status = 500;
             return NULL;
         }
-    } else {
-        m->refs++;
+        m->refs--;                              /* the caller's reference is taken below */
+        break;
     }
+    if (!m) {
+        pthread_mutex_unlock(&r->mu);
+        *status = 503;
+        snprintf(err, errlen, "the server is shutting down");
+        return NULL;
+    }
+    m->refs++;
     m->last_used_ns = util_now_ns();
     pthread_mutex_unlock(&r->mu);
     return m;
@@ -417,6 +468,16 @@ int registry_wait(struct registry *r, struct lmodel *m, int64_t deadline_ns, int
     return rc;
 }
 
+bool registry_loading(struct registry *r)
+{
+    bool any = false;
+    pthread_mutex_lock(&r->mu);
+    for (struct lmodel *m = r->models; m && !any; m = m->next)
+        any = m->state == LM_LOADING;
+    pthread_mutex_unlock(&r->mu);
+    return any;
+}
+
 enum lmodel_state registry_state(struct registry *r, struct lmodel *m)
 {
     pthread_mutex_lock(&r->mu);
@@ -435,7 +496,7 @@ static void preload(struct registry *r, const struct config *cfg)
         const struct config_model *cm = &cfg->models[i];
         if (find(r, cm->name))
             continue;
-        struct lmodel *m = start_load(r, cm, cm->name, cm->path, true, err, sizeof err);
+        struct lmodel *m = start_load(r, cm, cm->name, cm->path, true, 0, err, sizeof err);
         if (!m)
             log_error("model %s: %s", cm->name, err);
         else

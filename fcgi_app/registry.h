@@ -36,6 +36,7 @@ struct lmodel {
     const struct llm_info *info;
     int context;                /* n_positions */
     int max_input, max_total;   /* the limits, resolved against the context */
+    int max_concurrent;         /* the batch size the engine really has (at most the context) */
     int32_t eos;                /* the end-of-text token, -1 when none */
     size_t bytes;               /* weights + KV pool (estimated until loaded) */
 
@@ -79,6 +80,10 @@ void registry_put(struct registry *r, struct lmodel *m);
  * (CLOCK_MONOTONIC) passed first or watch_fd (the client's connection, -1
  * for none) hung up. */
 int registry_wait(struct registry *r, struct lmodel *m, int64_t deadline_ns, int watch_fd);
+
+/* Is a model still loading? (Shutdown does not wait for a load: a stuck
+ * one would hold it forever.) */
+bool registry_loading(struct registry *r);
 
 /* m's state, read under the lock. */
 enum lmodel_state registry_state(struct registry *r, struct lmodel *m);
