@@ -253,6 +253,15 @@ int engine_submit(struct engine *e, struct echan *c, const struct eseq_req *reqs
     err[0] = '\0';
     if (n < 1)
         return ENGINE_EINVAL;
+    /* A first look at the room, before building n samplers (about 1.5 MB
+     * each for GPT-2) for a request that would be refused anyway. */
+    pthread_mutex_lock(&e->mu);
+    bool full = e->n_queued + n > e->o.max_queue + free_slots(e);
+    pthread_mutex_unlock(&e->mu);
+    if (full) {
+        atomic_fetch_add(&e->st_rejected, (unsigned long long)n);
+        return ENGINE_EFULL;
+    }
     struct eseq **made = calloc((size_t)n, sizeof *made);
     if (!made)
         return ENGINE_ENOMEM;

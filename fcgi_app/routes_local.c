@@ -294,7 +294,12 @@ static int read_prompts(struct lcall *lc)
         int rc = chat_template_render(t, g->messages, eos_text, &lc->chat_text, &stops, &n_stops, err, sizeof err);
         if (rc != CHAT_TEMPLATE_OK)
             return answer_error(lc, rc == CHAT_TEMPLATE_EINVAL ? 400 : 500, "messages", "%s", err), -1;
-        for (size_t i = 0; i < n_stops && lc->gp.n_stop < STOPSEQ_MAX; i++)
+        size_t user = g->stop ? json_object_array_length(g->stop) : 0;
+        if (user + n_stops > STOPSEQ_MAX)
+            return answer_error(lc, 400, "stop",
+                                "at most %zu stop strings with this model: its chat template adds %zu of its own",
+                                STOPSEQ_MAX - n_stops, n_stops), -1;
+        for (size_t i = 0; i < n_stops; i++)
             lc->gp.stop[lc->gp.n_stop++] = stops[i];
         lc->n_prompts = 1;
         return tokenize_prompt(lc, &lc->prompts[0], lc->chat_text);
@@ -347,18 +352,18 @@ static int read_sampling(struct lcall *lc)
         lc->sampling = !(g->has_temperature && g->temperature == 0);
         s->temperature = g->has_temperature && lc->sampling ? (float)g->temperature : 1.0f;
         if (g->has_top_p)
-            s->top_p = (float)g->top_p;
+            s->top_p = g->top_p > 0 ? (float)g->top_p : 1e-9f;    /* 0: only the most likely token */
         if (g->has_freq)
             s->frequency_penalty = (float)g->freq;
         if (g->has_pres)
             s->presence_penalty = (float)g->pres;
         lc->want_logprobs = g->logprobs;
         lc->top_n = g->logprobs ? (int)g->top_logprobs : 0;
-        lc->prompt_logprobs = lc->kind == CK_COMPLETION && g->echo && g->logprobs;
+        lc->prompt_logprobs = lc->kind == CK_COMPLETION && g->echo && g->logprobs && !lc->stream;
         break;
-    case CK_TGI:                        /* TGI: greedy unless do_sample or a warper is given */
-        lc->sampling = g->do_sample_given ? g->do_sample : (g->has_temperature || g->has_top_p || g->has_top_k ||
-                                                              g->has_typical);
+    case CK_TGI:                        /* TGI: sampling when do_sample or a warper that changes anything */
+        lc->sampling = (g->do_sample_given && g->do_sample) || (g->has_temperature && g->temperature != 1.0) ||
+                       g->has_top_k || (g->has_top_p && g->top_p < 1.0) || (g->has_typical && g->typical < 1.0);
         if (g->has_temperature)
             s->temperature = (float)g->temperature;
         if (g->has_top_k)
@@ -421,11 +426,12 @@ static int check_lengths(struct lcall *lc)
         }
         if (p->n > m->max_input) {
             if (openai)
-                return answer_error(lc, 400, lc->kind == CK_CHAT ? "messages" : "prompt",
-                                    "This model's maximum input length is %d tokens. However, your %s resulted in "
-                                    "%d tokens. Please reduce the length of the %s.", m->max_input,
-                                    lc->kind == CK_CHAT ? "messages" : "prompt", p->n,
-                                    lc->kind == CK_CHAT ? "messages" : "prompt"), -1;
+                return resp_error_openai(lc->r, 400, NULL, lc->kind == CK_CHAT ? "messages" : "prompt",
+                                         "context_length_exceeded",
+                                         "This model's maximum context length is %d tokens (%d for the input). "
+                                         "However, your %s resulted in %d tokens. Please reduce the length of the %s.",
+                                         m->max_total, m->max_input, lc->kind == CK_CHAT ? "messages" : "prompt",
+                                         p->n, lc->kind == CK_CHAT ? "messages" : "prompt"), -1;
             return answer_error(lc, 422, NULL, "`inputs` must have less than %d tokens. Given: %d", m->max_input + 1,
                                 p->n), -1;
         }
@@ -438,12 +444,12 @@ static int check_lengths(struct lcall *lc)
         max_new = g->max_tokens;
         if (longest + max_new > m->max_total) {
             if (openai)
-                return answer_error(lc, 400, "max_tokens",
-                                    "This model's maximum context length is %d tokens. However, you requested %ld "
-                                    "tokens (%d in the %s, %ld in the completion). Please reduce the length of the "
-                                    "%s or completion.", m->max_total, longest + max_new, longest,
-                                    lc->kind == CK_CHAT ? "messages" : "prompt", max_new,
-                                    lc->kind == CK_CHAT ? "messages" : "prompt"), -1;
+                return resp_error_openai(lc->r, 400, NULL, "max_tokens", "context_length_exceeded",
+                                         "This model's maximum context length is %d tokens. However, you requested "
+                                         "%ld tokens (%d in the %s, %ld in the completion). Please reduce the length "
+                                         "of the %s or completion.", m->max_total, longest + max_new, longest,
+                                         lc->kind == CK_CHAT ? "messages" : "prompt", max_new,
+                                         lc->kind == CK_CHAT ? "messages" : "prompt"), -1;
             return answer_error(lc, 422, NULL,
                                 "`inputs` tokens + `max_new_tokens` must be <= %d. Given: %d `inputs` tokens and "
                                 "%ld `max_new_tokens`", m->max_total, longest, max_new), -1;
@@ -1030,7 +1036,7 @@ static int submit(struct lcall *lc)
             return answer_error(lc, 429, NULL, "Model is overloaded"), -1;
         return answer_error(lc, 429, NULL,
                             "model %s is at capacity (max_concurrent %ld running, max_queue %ld waiting); retry "
-                            "after a moment", lc->model, lc->m->set.max_concurrent, lc->m->set.max_queue), -1;
+                            "after a moment", lc->model, (long)lc->m->max_concurrent, lc->m->set.max_queue), -1;
     case ENGINE_EINVAL:
         return answer_error(lc, 400, NULL, "%s", err), -1;
     case ENGINE_ESTOPPED:
@@ -1069,14 +1075,15 @@ static int run(struct lcall *lc, json_object *body)
         return 0;
     lc->tok = lc->m->tok;
     snprintf(lc->fingerprint, sizeof lc->fingerprint, "fp_llmcgi_%s_%s", PACKAGE_VERSION, lc->m->info->backend);
-    if (read_sampling(lc) < 0 || read_prompts(lc) < 0 || check_lengths(lc) < 0)
+    if (read_prompts(lc) < 0 || read_sampling(lc) < 0 || check_lengths(lc) < 0)
         return 0;
     lc->n_per_prompt = lc->kind == CK_CHAT || lc->kind == CK_COMPLETION ? (int)lc->g->n : 1;
     lc->n_seqs = lc->n_prompts * lc->n_per_prompt;
-    if (lc->n_seqs > MAX_SEQS || lc->n_seqs > lc->m->set.max_concurrent + lc->m->set.max_queue)
-        return answer_error(lc, 400, "n", "%d sequences (prompts x n) in one request; this model takes at most %ld",
-                            lc->n_seqs, (long)(lc->m->set.max_concurrent + lc->m->set.max_queue < MAX_SEQS
-                                                   ? lc->m->set.max_concurrent + lc->m->set.max_queue : MAX_SEQS));
+    /* One request takes at most the running batch, so it never holds the queue too. */
+    int cap = lc->m->max_concurrent < MAX_SEQS ? lc->m->max_concurrent : MAX_SEQS;
+    if (lc->n_seqs > cap)
+        return answer_error(lc, 400, "n", "%d sequences (prompts x n) in one request; this model takes at most %d",
+                            lc->n_seqs, cap);
     lc->ch = calloc((size_t)lc->n_seqs, sizeof *lc->ch);
     lc->chan = echan_new();
     if (!lc->ch || !lc->chan)
@@ -1178,14 +1185,14 @@ int route_info(struct req *r)
     add_str(o, "model_dtype", ckpt_dtype_name(m->info->weight_dtype));
     add_str(o, "model_device_type", m->info->backend);
     add_str(o, "model_pipeline_tag", "text-generation");
-    json_object_object_add(o, "max_concurrent_requests", json_object_new_int64(m->set.max_concurrent + m->set.max_queue));
+    json_object_object_add(o, "max_concurrent_requests", json_object_new_int64(m->max_concurrent + m->set.max_queue));
     json_object_object_add(o, "max_best_of", json_object_new_int(1));
     json_object_object_add(o, "max_stop_sequences", json_object_new_int(STOPSEQ_MAX));
     json_object_object_add(o, "max_input_tokens", json_object_new_int(m->max_input));
     json_object_object_add(o, "max_input_length", json_object_new_int(m->max_input));
     json_object_object_add(o, "max_total_tokens", json_object_new_int(m->max_total));
     json_object_object_add(o, "max_batch_total_tokens", json_object_new_int64(m->info->kv_blocks * (int64_t)m->info->kv_block_tokens));
-    json_object_object_add(o, "max_batch_size", json_object_new_int64(m->set.max_concurrent));
+    json_object_object_add(o, "max_batch_size", json_object_new_int64(m->max_concurrent));
     json_object_object_add(o, "max_client_batch_size", json_object_new_int(1));
     json_object_object_add(o, "max_waiting_tokens", json_object_new_int(0));
     json_object_object_add(o, "validation_workers", json_object_new_int(r->srv->threads));

@@ -279,12 +279,13 @@ static void add_str(json_object *o, const char *k, const char *v)
 }
 
 /* OpenAI's sampling, from a request in TGI's terms: TGI samples when
- * do_sample is set or any warper (temperature, top_p, top_k) is given. */
+ * do_sample is set or a warper would change anything (temperature other
+ * than 1, top_k, top_p below 1, typical_p below 1) -- also when do_sample is
+ * false, as the text-generation client always sends it. */
 static bool tgi_samples(const struct gen *g)
 {
-    if (g->do_sample_given)
-        return g->do_sample;
-    return g->has_temperature || g->has_top_p || g->has_top_k;
+    return (g->do_sample_given && g->do_sample) || (g->has_temperature && g->temperature != 1.0) || g->has_top_k ||
+           (g->has_top_p && g->top_p < 1.0) || (g->has_typical && g->typical < 1.0);
 }
 
 /* Fields transformers serve accepts; it answers 422 to any other. */

@@ -358,9 +358,14 @@ int main(void)
     upstream(CK_TGI, UPSTREAM_OPENAI, "{\"inputs\":\"x\",\"parameters\":{\"do_sample\":true}}",
              "{\"model\":\"target\",\"prompt\":\"x\",\"max_tokens\":20,\"temperature\":1.0}", NULL,
              "tgi -> openai: do_sample alone is temperature 1");
+    /* TGI samples when do_sample is set OR a warper changes anything (its NextTokenChooser), and the
+     * text-generation client always sends do_sample false. */
     upstream(CK_TGI, UPSTREAM_OPENAI, "{\"inputs\":\"x\",\"parameters\":{\"do_sample\":false,\"temperature\":0.5}}",
+             "{\"model\":\"target\",\"prompt\":\"x\",\"max_tokens\":20,\"temperature\":0.5}", NULL,
+             "tgi -> openai: a temperature samples even with do_sample false (as TGI does)");
+    upstream(CK_TGI, UPSTREAM_OPENAI, "{\"inputs\":\"x\",\"parameters\":{\"do_sample\":false,\"temperature\":1.0}}",
              "{\"model\":\"target\",\"prompt\":\"x\",\"max_tokens\":20,\"temperature\":0.0}", NULL,
-             "tgi -> openai: do_sample false wins over a temperature");
+             "tgi -> openai: temperature 1 changes nothing: still greedy");
     upstream(CK_TGI, UPSTREAM_TRANSFORMERS, "{\"inputs\":\"x\",\"parameters\":{\"max_new_tokens\":2}}",
              "{\"model\":\"target\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"max_tokens\":2,"
              "\"temperature\":0.0}",
