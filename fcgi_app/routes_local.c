@@ -885,7 +885,8 @@ static int stream_token(struct lcall *lc, int i, const struct eevent *ev, const 
     /* TGI: one event per token; the last carries generated_text and details. */
     json_object *o = json_object_new_object();
     json_object_object_add(o, "index", json_object_new_int(++lc->tgi_index));
-    json_object_object_add(o, "token", tgi_token(lc, ev->tok.id, ev->tok.logprob, text));
+    bool special = tokenizer_is_special(lc->tok, ev->tok.id);     /* TGI shows <|endoftext|> as its own text */
+    json_object_object_add(o, "token", tgi_token(lc, ev->tok.id, ev->tok.logprob, special ? NULL : text));
     json_object_object_add(o, "top_tokens", lc->top_n > 0 ? tgi_top_tokens(lc, &rec) : NULL);
     if (ev->finish != GEN_RUNNING) {
         char *full = full_text(lc, c);
