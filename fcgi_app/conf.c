@@ -324,7 +324,7 @@ static const struct key_def server_keys[] = {
     {"listen", K_LISTEN, S(listen), 0, 0, NULL},
     {"listen_backlog", K_LONG, S(listen_backlog), 1, 65535, "1024"},
     {"socket_mode", K_MODE, S(socket_mode), 0, 0777, "0660"},
-    {"threads", K_LONG, S(threads), 1, 1024, "16"},
+    {"threads", K_LONG, S(threads), 1, 1024, "96"},
     {"max_body", K_SIZE, S(max_body), 1, 1 << 30, "8M"},
     {"shutdown_timeout", K_DURATION, S(shutdown_timeout_ms), 0, 3600000, "30s"},
     {"read_timeout", K_DURATION, S(read_timeout_ms), 100, 3600000, "60s"},

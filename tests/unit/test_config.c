@@ -396,7 +396,7 @@ int main(void)
     struct config *c = load("[server]\n", err, sizeof err);
     ok(c != NULL, "an empty [server] section loads");
     if (c) {
-        is_int(c->threads, 16, "default threads");
+        is_int(c->threads, 96, "default threads: room for a default model's batch and queue (16 + 64)");
         is_int(c->max_body, 8 << 20, "default max_body 8M");
         is_int(c->shutdown_timeout_ms, 30000, "default shutdown_timeout 30s");
         is_int(c->sse_keepalive_ms, 15000, "default sse_keepalive 15s");
