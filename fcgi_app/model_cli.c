@@ -904,8 +904,11 @@ static int download(struct pull *p, const char *file, const struct expect *ex)
         }
         curl_slist_free_all(hl);
         p->hd = NULL;
-        if (rc == RC_OK)
-            p->downloaded++;
+    }
+    /* On disk before it is renamed into place, so a crash never installs a short file. */
+    if ((fflush(out) != 0 || fsync(fileno(out)) != 0) && rc == RC_OK) {
+        fprintf(stderr, "llmcgi-model: cannot write %s: %s\n", part, strerror(errno));
+        rc = RC_FAIL;
     }
     if (fclose(out) != 0 && rc == RC_OK) {
         fprintf(stderr, "llmcgi-model: cannot write %s: %s\n", part, strerror(errno));
@@ -940,6 +943,7 @@ static int download(struct pull *p, const char *file, const struct expect *ex)
         fprintf(stderr, "llmcgi-model: cannot rename %s: %s\n", part, strerror(errno));
         return RC_FAIL;
     }
+    p->downloaded++;
     file_line(p, file, have > 0 ? "resumed" : "downloaded", (long long)st.st_size, ex->sha256[0] != '\0');
     return RC_OK;
 }
@@ -959,6 +963,7 @@ static int fetch_one(struct pull *p, const char *file)
     snprintf(in_final, sizeof in_final, "%s/%s", p->final, file);
     if (file_matches(in_tmp, &ex)) {
         file_line(p, file, "already downloaded", ex.size, ex.sha256[0] != '\0');
+        p->downloaded++;        /* new relative to the installed copy, so the pull must install */
         return RC_OK;
     }
     /* The installed copy is right: link it into the new directory instead of fetching it. */

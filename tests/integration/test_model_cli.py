@@ -409,3 +409,20 @@ def test_usage_errors(models, args, message):
 def test_help():
     rc, out, _ = cli("--help")
     assert rc == 0 and "pull NAME" in out and "HF_TOKEN" in out
+
+
+def test_pull_of_a_changed_model_fetches_only_what_changed(hub, models, sources):
+    assert cli("pull", "org/tiny", "--dir", models, hub=hub)[0] == 0
+    old = hub.repos["org/tiny"]
+    changed = dict(old, **{"vocab.json": old["vocab.json"] + b" "})
+    hub.repos["org/tiny"] = changed
+    try:
+        hub.requests.clear()
+        rc, out, err = cli("pull", "org/tiny", "--dir", models, hub=hub)
+        assert rc == 0, err
+        assert "1 files downloaded" in out
+        assert not [p for p in hub.paths("GET") if p.startswith("/cdn/")]    # the weights were kept
+        assert read_dir(models / "org" / "tiny") == changed
+        assert sorted(os.listdir(models / "org")) == ["tiny"]
+    finally:
+        hub.repos["org/tiny"] = old
