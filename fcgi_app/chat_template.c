@@ -81,7 +81,6 @@ enum chat_template chat_template_resolve(enum chat_template t, const char *model
 
 /* ---------------------------------------------------------------- rendering */
 
-/* A growable string; p is NULL until the first append. */
 static void set_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
 {

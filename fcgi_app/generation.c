@@ -63,32 +63,20 @@ void gen_seq_free(struct gen_seq *g)
     stopseq_free(g->stop);
     if (g->detok.t)
         detok_free(&g->detok);
-    free(g->out);
+    strbuf_free(&g->out);
     memset(g, 0, sizeof *g);
 }
 
 /* Appends to the event text (g->out). */
-static int out_add(struct gen_seq *g, size_t *len, const char *s, size_t n)
+static int out_add(struct gen_seq *g, const char *s, size_t n)
 {
-    if (*len + n + 1 > g->out_cap) {
-        size_t cap = g->out_cap ? g->out_cap : 64;
-        while (cap < *len + n + 1)
-            cap *= 2;
-        char *b = realloc(g->out, cap);
-        if (!b)
-            return -1;
-        g->out = b;
-        g->out_cap = cap;
-    }
-    memcpy(g->out + *len, s, n);
-    *len += n;
-    g->out[*len] = '\0';
-    return 0;
+    strbuf_add(&g->out, s, n);
+    return g->out.nomem ? -1 : 0;
 }
 
 /* The text that ends the sequence: whatever the detokenizer and the stop
  * matcher still hold. */
-static int drain(struct gen_seq *g, size_t *len)
+static int drain(struct gen_seq *g)
 {
     const char *t;
     size_t n;
@@ -96,7 +84,7 @@ static int drain(struct gen_seq *g, size_t *len)
     if (detok_flush(&g->detok, &t, &n) != 0)
         return -1;
     if (n) {
-        if (stopseq_feed(g->stop, t, n, &r) != STOPSEQ_OK || out_add(g, len, r.text, r.len) != 0)
+        if (stopseq_feed(g->stop, t, n, &r) != STOPSEQ_OK || out_add(g, r.text, r.len) != 0)
             return -1;
         if (r.stopped) {
             g->finish = GEN_STOP;
@@ -104,7 +92,7 @@ static int drain(struct gen_seq *g, size_t *len)
         }
     }
     stopseq_finish(g->stop, &r);
-    return out_add(g, len, r.text, r.len);
+    return out_add(g, r.text, r.len);
 }
 
 int gen_seq_next(struct gen_seq *g, float *logits, struct gen_event *ev, char *err, size_t errlen)
@@ -119,14 +107,14 @@ int gen_seq_next(struct gen_seq *g, float *logits, struct gen_event *ev, char *e
     int32_t id = ev->tok.id;
     sampler_accept(g->sampler, id);
     g->ids[g->n_ids++] = id;
-    size_t len = 0;
-    if (g->out_cap == 0 && out_add(g, &len, "", 0) != 0)
+    g->out.len = 0;                         /* a new event's text */
+    if (out_add(g, "", 0) != 0)
         goto oom;
 
     if (id == g->eos && !g->ignore_eos) {
         /* The end-of-text token's own text is not part of the answer. */
         g->finish = GEN_EOS;
-        if (drain(g, &len) != 0)
+        if (drain(g) != 0)
             goto oom;
     } else {
         const char *t;
@@ -134,18 +122,18 @@ int gen_seq_next(struct gen_seq *g, float *logits, struct gen_event *ev, char *e
         if (detok_push(&g->detok, id, &t, &n) != 0)
             goto oom;
         struct stopseq_result r;
-        if (stopseq_feed(g->stop, t, n, &r) != STOPSEQ_OK || out_add(g, &len, r.text, r.len) != 0)
+        if (stopseq_feed(g->stop, t, n, &r) != STOPSEQ_OK || out_add(g, r.text, r.len) != 0)
             goto oom;
         if (r.stopped)
             g->finish = GEN_STOP;
         else if (gen_seq_generated(g) >= g->max_new) {
             g->finish = GEN_LENGTH;
-            if (drain(g, &len) != 0)
+            if (drain(g) != 0)
                 goto oom;
         }
     }
-    ev->text = g->out;
-    ev->len = len;
+    ev->text = g->out.s;
+    ev->len = g->out.len;
     ev->finish = g->finish;
     return 0;
 oom:

@@ -10,6 +10,7 @@
 #include "sampler.h"
 #include "stopseq.h"
 #include "tokenizer.h"
+#include "util.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -38,8 +39,7 @@ struct gen_seq {
     struct detok detok;
     struct stopseq *stop;       /* owned */
     enum gen_finish finish;
-    char *out;              /* the text of the last event; owned */
-    size_t out_cap;
+    struct strbuf out;      /* the text of the last event; owned */
 };
 
 /* One generated token and the text it lets through. */

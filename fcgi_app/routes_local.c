@@ -362,8 +362,7 @@ static int read_sampling(struct lcall *lc)
         lc->prompt_logprobs = lc->kind == CK_COMPLETION && g->echo && g->logprobs && !lc->stream;
         break;
     case CK_TGI:                        /* TGI: sampling when do_sample or a warper that changes anything */
-        lc->sampling = (g->do_sample_given && g->do_sample) || (g->has_temperature && g->temperature != 1.0) ||
-                       g->has_top_k || (g->has_top_p && g->top_p < 1.0) || (g->has_typical && g->typical < 1.0);
+        lc->sampling = dialect_tgi_samples(g);
         if (g->has_temperature)
             s->temperature = (float)g->temperature;
         if (g->has_top_k)
@@ -638,6 +637,22 @@ static char *prompt_text(const struct lcall *lc, int i)
     return s;
 }
 
+/* A choice's text, its prompt first when with_prompt (echo,
+ * return_full_text). New string. */
+static char *joined_text(struct lcall *lc, const struct choice *c, bool with_prompt)
+{
+    char *prefix = with_prompt ? prompt_text(lc, c->prompt) : NULL;
+    size_t a = prefix ? strlen(prefix) : 0;
+    char *s = malloc(a + c->text.len + 1);
+    if (s) {
+        memcpy(s, prefix ? prefix : "", a);
+        memcpy(s + a, c->text.s ? c->text.s : "", c->text.len);
+        s[a + c->text.len] = '\0';
+    }
+    free(prefix);
+    return s;
+}
+
 static json_object *whole_openai(struct lcall *lc)
 {
     bool chat = lc->kind == CK_CHAT;
@@ -661,17 +676,9 @@ static json_object *whole_openai(struct lcall *lc)
             }
             json_object_object_add(e, "logprobs", lp);
         } else {
-            char *echo = lc->g->echo ? prompt_text(lc, c->prompt) : NULL;
-            size_t a = echo ? strlen(echo) : 0;
-            char *full = malloc(a + c->text.len + 1);
-            if (full) {
-                memcpy(full, echo ? echo : "", a);
-                memcpy(full + a, c->text.s ? c->text.s : "", c->text.len);
-                full[a + c->text.len] = '\0';
-            }
+            char *full = joined_text(lc, c, lc->g->echo);
             add_str(e, "text", full);
             free(full);
-            free(echo);
             json_object *lp = NULL;
             if (lc->want_logprobs) {
                 long off = 0;
@@ -725,26 +732,11 @@ static json_object *tgi_details(struct lcall *lc, const struct choice *c, bool s
     return d;
 }
 
-/* generated_text: the prompt first when return_full_text. New string. */
-static char *full_text(struct lcall *lc, const struct choice *c)
-{
-    char *prefix = lc->g->return_full_text ? prompt_text(lc, c->prompt) : NULL;
-    size_t a = prefix ? strlen(prefix) : 0;
-    char *s = malloc(a + c->text.len + 1);
-    if (s) {
-        memcpy(s, prefix ? prefix : "", a);
-        memcpy(s + a, c->text.s ? c->text.s : "", c->text.len);
-        s[a + c->text.len] = '\0';
-    }
-    free(prefix);
-    return s;
-}
-
 static json_object *whole_tgi(struct lcall *lc)
 {
     struct choice *c = &lc->ch[0];
     json_object *o = json_object_new_object();
-    char *text = full_text(lc, c);
+    char *text = joined_text(lc, c, lc->g->return_full_text);
     add_str(o, "generated_text", text);
     free(text);
     if (lc->kind == CK_LEGACY) {
@@ -795,13 +787,16 @@ static int send_json(struct lcall *lc, json_object *o)
     return rc;
 }
 
-static json_object *chat_chunk(struct lcall *lc, int index, json_object *delta, json_object *logprobs,
-                               const char *finish)
+/* One OpenAI stream chunk with one choice: its "delta" (chat) or "text"
+ * (completions), taken over, with logprobs (taken over, may be NULL). */
+static json_object *chunk(struct lcall *lc, int index, json_object *content, json_object *logprobs,
+                          const char *finish)
 {
-    json_object *o = openai_head(lc, "chat.completion.chunk"), *choices = json_object_new_array(),
-                *c = json_object_new_object();
+    bool chat = lc->kind == CK_CHAT;
+    json_object *o = openai_head(lc, chat ? "chat.completion.chunk" : "text_completion"),
+                *choices = json_object_new_array(), *c = json_object_new_object();
     json_object_object_add(c, "index", json_object_new_int(index));
-    json_object_object_add(c, "delta", delta);
+    json_object_object_add(c, chat ? "delta" : "text", content);
     json_object_object_add(c, "logprobs", logprobs);
     json_object_object_add(c, "finish_reason", finish ? json_object_new_string(finish) : NULL);
     json_object_array_add(choices, c);
@@ -812,15 +807,7 @@ static json_object *chat_chunk(struct lcall *lc, int index, json_object *delta, 
 static json_object *completion_chunk(struct lcall *lc, int index, const char *text, json_object *logprobs,
                                      const char *finish)
 {
-    json_object *o = openai_head(lc, "text_completion"), *choices = json_object_new_array(),
-                *c = json_object_new_object();
-    json_object_object_add(c, "index", json_object_new_int(index));
-    add_str(c, "text", text);
-    json_object_object_add(c, "logprobs", logprobs);
-    json_object_object_add(c, "finish_reason", finish ? json_object_new_string(finish) : NULL);
-    json_object_array_add(choices, c);
-    json_object_object_add(o, "choices", choices);
-    return o;
+    return chunk(lc, index, json_object_new_string(text ? text : ""), logprobs, finish);
 }
 
 /* The stream's headers and opening events. */
@@ -836,7 +823,7 @@ static int stream_begin(struct lcall *lc)
             json_object *d = json_object_new_object();
             add_str(d, "role", "assistant");
             add_str(d, "content", "");
-            if (send_json(lc, chat_chunk(lc, i, d, NULL, NULL)) < 0)
+            if (send_json(lc, chunk(lc, i, d, NULL, NULL)) < 0)
                 return -1;
         } else if (lc->kind == CK_COMPLETION && lc->g->echo) {
             char *t = prompt_text(lc, lc->ch[i].prompt);
@@ -866,10 +853,10 @@ static int stream_token(struct lcall *lc, int i, const struct eevent *ev, const 
                 json_object_array_add(content, chat_logprob(lc, &rec));
                 json_object_object_add(lp, "content", content);
             }
-            if (send_json(lc, chat_chunk(lc, i, d, lp, NULL)) < 0)
+            if (send_json(lc, chunk(lc, i, d, lp, NULL)) < 0)
                 return -1;
         }
-        if (finish && send_json(lc, chat_chunk(lc, i, json_object_new_object(), NULL, finish)) < 0)
+        if (finish && send_json(lc, chunk(lc, i, json_object_new_object(), NULL, finish)) < 0)
             return -1;
         return 0;
     }
@@ -889,7 +876,7 @@ static int stream_token(struct lcall *lc, int i, const struct eevent *ev, const 
     json_object_object_add(o, "token", tgi_token(lc, ev->tok.id, ev->tok.logprob, special ? NULL : text));
     json_object_object_add(o, "top_tokens", lc->top_n > 0 ? tgi_top_tokens(lc, &rec) : NULL);
     if (ev->finish != GEN_RUNNING) {
-        char *full = full_text(lc, c);
+        char *full = joined_text(lc, c, lc->g->return_full_text);
         add_str(o, "generated_text", full);
         free(full);
         json_object_object_add(o, "details", tgi_details(lc, c, true));

@@ -278,11 +278,8 @@ static void add_str(json_object *o, const char *k, const char *v)
     json_object_object_add(o, k, json_object_new_string(v));
 }
 
-/* OpenAI's sampling, from a request in TGI's terms: TGI samples when
- * do_sample is set or a warper would change anything (temperature other
- * than 1, top_k, top_p below 1, typical_p below 1) -- also when do_sample is
- * false, as the text-generation client always sends it. */
-static bool tgi_samples(const struct gen *g)
+/* Also when do_sample is false: the text-generation client always sends it. */
+bool dialect_tgi_samples(const struct gen *g)
 {
     return (g->do_sample_given && g->do_sample) || (g->has_temperature && g->temperature != 1.0) || g->has_top_k ||
            (g->has_top_p && g->top_p < 1.0) || (g->has_typical && g->typical < 1.0);
@@ -358,7 +355,7 @@ static json_object *to_tgi(enum client_kind k, const struct gen *g, char *err, s
     if (k == CK_COMPLETION)                     /* OpenAI: temperature 0 is greedy, the default is 1 */
         sample = !(g->has_temperature && g->temperature == 0);
     else
-        sample = tgi_samples(g);
+        sample = dialect_tgi_samples(g);
     long max = g->max_tokens > 0 ? g->max_tokens : (k == CK_COMPLETION ? 16 : -1);
     if (max > 0)
         json_object_object_add(p, "max_new_tokens", json_object_new_int64(max));
@@ -415,7 +412,7 @@ static json_object *to_openai(enum client_kind k, enum upstream_call c, const st
         if (g->has_pres)
             json_object_object_add(o, "presence_penalty", json_object_new_double(g->pres));
     } else {                                    /* TGI terms: greedy unless sampling was asked for */
-        bool sample = tgi_samples(g);
+        bool sample = dialect_tgi_samples(g);
         json_object_object_add(o, "temperature",
                                json_object_new_double(!sample ? 0.0 : g->has_temperature ? g->temperature : 1.0));
         if (sample && g->has_top_p)

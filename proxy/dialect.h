@@ -68,6 +68,11 @@ struct gen {
     long truncate;              /* TGI: keep only the last `truncate` prompt tokens; 0 = off */
 };
 
+/* Does a request in TGI's terms sample? do_sample, or a warper that changes
+ * anything (temperature other than 1, top_k, top_p or typical_p below 1),
+ * as TGI's NextTokenChooser decides. */
+bool dialect_tgi_samples(const struct gen *g);
+
 /* Reads and checks a client request. Returns 0, or -1 with a message for a
  * 400/422 answer in err ("`max_tokens` must be a whole number >= 1"). */
 int dialect_read_request(enum client_kind k, json_object *body, struct gen *g, char *err, size_t errlen);
