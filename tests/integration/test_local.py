@@ -638,6 +638,43 @@ def test_openai_errors(site, models):
     assert c.completions.create(model="tiny", prompt=P, max_tokens=2, temperature=0).usage.completion_tokens == 2
 
 
+
+def test_what_local_models_cannot_do_is_refused_clearly(site):
+    """Inputs the local engine cannot honour get a 400/422 naming the field, in the route's own error
+    shape, instead of being ignored; the server answers normally afterwards."""
+    def oai(path, body, field, words):
+        r = post(site, path, dict({"model": "tiny"}, **body))
+        assert r.status == 400, (body, r.body)
+        err = r.json()["error"]
+        assert set(err) >= {"message", "type", "param", "code"} and err["type"] == "invalid_request_error"
+        assert err["param"] == field and words in err["message"], err
+    oai("/v1/completions", {"prompt": [1, 2, 50257]}, "prompt", "token id from 0 to 50256")
+    oai("/v1/completions", {"prompt": [[1, 2], "x", 3]}, "prompt", "`prompt[2]` must be a string or a list of token ids")
+    oai("/v1/completions", {"prompt": []}, "prompt", "must not be an empty list")
+    oai("/v1/completions", {"prompt": P, "logit_bias": {"50256": -100}}, "logit_bias", "not supported")
+    oai("/v1/completions", {"prompt": P, "suffix": "x"}, "suffix", "not supported")
+    oai("/v1/completions", {"prompt": P, "best_of": 3}, "best_of", "not supported")
+    oai("/v1/completions", {"prompt": P, "n": 64}, "n", "64 sequences")
+    oai("/v1/chat/completions", {"messages": [{"role": "bot", "content": "x"}]}, "messages", "role")
+    oai("/v1/chat/completions", {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
+        "messages", "only text parts are supported")
+    oai("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}],
+                                 "tools": [{"type": "function", "function": {"name": "f"}}]}, "tools", "not supported")
+    oai("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}],
+                                 "response_format": {"type": "json_object"}}, "response_format", "text")
+    # the plain template adds a stop string of its own: four more no longer fit
+    oai("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "stop": ["a", "b", "c", "d"]},
+        "stop", "at most 3 stop strings")
+    for params, words in (({"grammar": {"type": "json", "value": {}}}, "`grammar`"),
+                          ({"best_of": 2}, "`best_of`"), ({"watermark": True}, "`watermark`"),
+                          ({"adapter_id": "x"}, "`adapter_id`")):
+        r = post(site, "/generate", {"inputs": P, "parameters": params})
+        assert r.status == 422 and r.json()["error_type"] == "validation" and words in r.json()["error"], r.body
+    r = post(site, "/generate", {"inputs": "", "parameters": {"max_new_tokens": 2}})
+    assert r.status == 422 and "cannot be empty" in r.json()["error"], r.body
+    r = post(site, "/v1/completions", {"model": "tiny", "prompt": P, "max_tokens": 2, "temperature": 0})
+    assert r.status == 200 and r.json()["usage"]["completion_tokens"] == 2
+
 # ---------------------------------------------------------------------------- TGI client
 
 def test_tgi_generate_with_details(site, models):
