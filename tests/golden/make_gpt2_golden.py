@@ -14,6 +14,12 @@ generator and compares. Run (needs torch and transformers, e.g. from PyPI):
 
   python3 tests/golden/make_gpt2_golden.py --gen BUILD/tools/gen-gpt2 \
       --tokenizer ../shared/models/gpt2-tokenizer --out tests/golden/gpt2_golden.json
+
+With --model DIR it records a trained model instead (the shipped one, with its
+own tokenizer; tests/integration/test_shipped_model.py checks it):
+
+  python3 tests/golden/make_gpt2_golden.py --model models/llmcgi-tiny \
+      --out tests/golden/llmcgi_tiny_golden.json
 """
 import argparse
 import json
@@ -105,24 +111,55 @@ def run_model(model, ids, idx):
         "lse": f9(torch.logsumexp(z, 0)),
     }
     # Greedy, no EOS stop: argmax (first index on ties), one token at a time with the KV cache.
-    past, greedy, margin = out.past_key_values, [], math.inf
+    past, greedy, margins = out.past_key_values, [], []
     logits = out.logits[0, -1]
     for _ in range(NEW_TOKENS):
         top2 = torch.topk(logits, 2)
-        margin = min(margin, float(top2.values[0] - top2.values[1]))
+        margins.append(float(top2.values[0] - top2.values[1]))
         nxt = int(torch.argmax(logits))
         greedy.append(nxt)
         out = model(torch.tensor([[nxt]]), past_key_values=past, use_cache=True)
         past, logits = out.past_key_values, out.logits[0, -1]
     rec["greedy"] = greedy
-    rec["margin_min"] = f9(margin)
+    rec["margin_min"] = f9(min(margins))
+    # How many leading greedy tokens are certain: a trained model's path may
+    # pass a near-tie, after which float noise may pick either token.
+    rec["stable"] = next((i for i, m in enumerate(margins) if m < MIN_MARGIN), len(margins))
     return rec
+
+
+def trained_model(path, out):
+    """The same records for a trained model directory (its own tokenizer), e.g. models/llmcgi-tiny."""
+    tok = GPT2TokenizerFast.from_pretrained(path)
+    model = GPT2LMHeadModel.from_pretrained(path, dtype=torch.float32, attn_implementation="eager").eval()
+    cfg = model.config
+    idx = fixed_indices(cfg.vocab_size, N_IDX)
+    recs = [run_model(model, tok(p)["input_ids"], idx) for p in PROMPTS]
+    for p, r in zip(PROMPTS, recs):
+        r["prompt"] = p
+        r["text"] = tok.decode(r["greedy"])
+        print(f"{r['stable']:2d}/{NEW_TOKENS} certain: {p[:30]!r} -> {r['text'][:50]!r}", file=sys.stderr)
+    golden = {
+        "made_by": "tests/golden/make_gpt2_golden.py --model",
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "new_tokens": NEW_TOKENS,
+        "min_margin": MIN_MARGIN,
+        "indices": idx,
+        "models": [{"name": os.path.basename(os.path.normpath(path)), "layers": cfg.n_layer, "heads": cfg.n_head,
+                    "embd": cfg.n_embd, "positions": cfg.n_positions, "vocab": cfg.vocab_size,
+                    "dtype": str(cfg.dtype).replace("torch.", ""), "prompts": recs}],
+    }
+    with open(out, "w") as f:
+        json.dump(golden, f, separators=(",", ":"))
+        f.write("\n")
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--gen", required=True, help="path to the built tools/gen-gpt2")
-    ap.add_argument("--tokenizer", required=True, help="directory with GPT-2's vocab.json and merges.txt")
+    ap.add_argument("--model", help="a trained model directory: its records instead of the generated shapes")
+    ap.add_argument("--gen", help="path to the built tools/gen-gpt2")
+    ap.add_argument("--tokenizer", help="directory with GPT-2's vocab.json and merges.txt")
     ap.add_argument("--out", required=True)
     ap.add_argument("--shapes", default=",".join(s[0] for s in SHAPES))
     ap.add_argument("--dtypes", default=",".join(DTYPES))
@@ -131,6 +168,10 @@ def main():
     args = ap.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(os.cpu_count() or 1)
+    if args.model:
+        return trained_model(args.model, args.out)
+    if not args.gen or not args.tokenizer:
+        ap.error("--gen and --tokenizer are needed unless --model is given")
     tok = GPT2TokenizerFast.from_pretrained(args.tokenizer)
     prompt_ids = [tok(p)["input_ids"] for p in PROMPTS]
     idx = fixed_indices(50257, N_IDX)
