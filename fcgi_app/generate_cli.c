@@ -15,14 +15,20 @@
 #include <time.h>
 #include <unistd.h>
 
+/* The model shipped with llmcgi (models/llmcgi-tiny), where `make install` puts it. */
+#ifndef LLMCGI_DEFAULT_MODEL
+#define LLMCGI_DEFAULT_MODEL "/usr/local/share/llmcgi/models/llmcgi-tiny"
+#endif
+
 static const char usage_text[] =
-    "usage: llmcgi-generate -m MODEL_DIR [options] PROMPT...\n"
+    "usage: llmcgi-generate [-m MODEL_DIR] [options] PROMPT...\n"
     "       (PROMPT '-' reads the prompt from standard input)\n"
     "\n"
     "Runs a Hugging Face GPT-2 model directory (config.json, model.safetensors,\n"
     "vocab.json, merges.txt) on the CPU and streams the generated text.\n"
     "\n"
-    "  -m, --model DIR            the model directory (required)\n"
+    "  -m, --model DIR            the model directory (default: the shipped model,\n"
+    "                             " LLMCGI_DEFAULT_MODEL ")\n"
     "  -n, --max-tokens N         tokens to generate (default 128, fewer when the\n"
     "                             context is shorter)\n"
     "  -t, --temperature T        0 = greedy; default 1.0 (sampling)\n"
@@ -163,7 +169,7 @@ int main(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char *model_dir = NULL;
+    const char *model_dir = LLMCGI_DEFAULT_MODEL;
     struct gen_params gp = {.sampling = sampler_params_default(), .max_new_tokens = 128};
     gp.sampling.do_sample = true;
     gp.sampling.temperature = 1.0f;
@@ -253,9 +259,8 @@ int main(int argc, char **argv)
         default: fputs(usage_text, stderr); return 2;
         }
     }
-    if (!model_dir || optind >= argc) {
-        fprintf(stderr, "llmcgi-generate: %s\n\n%s", !model_dir ? "-m MODEL_DIR is required" : "no prompt given",
-                usage_text);
+    if (optind >= argc) {
+        fprintf(stderr, "llmcgi-generate: no prompt given\n\n%s", usage_text);
         return 2;
     }
     if (gp.sampling.temperature == 0.0f)

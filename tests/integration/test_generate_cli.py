@@ -121,7 +121,7 @@ def test_context_limit(model):
 
 
 @pytest.mark.parametrize("args,code,message", [
-    (["Hello"], 2, "-m MODEL_DIR is required"),
+    (["-m", "/nonexistent/model", "Hello"], 1, "/nonexistent/model"),
     (["-m", "{model}"], 2, "no prompt given"),
     (["-m", "{model}", "--top-p", "1.5", "x"], 2, "top_p"),
     (["-m", "{model}", "-t", "-1", "x"], 2, "temperature"),
