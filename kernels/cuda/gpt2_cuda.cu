@@ -136,15 +136,17 @@ static size_t build_meta(struct cuda_model *m, const struct llm_seq *seqs, int n
     return (size_t)3 * m->S + m->R + nt;
 }
 
-static int cuda_forward(void *impl, const struct llm_seq *seqs, int n_seqs, float *logits, char *err, size_t errlen)
+static int forward_step(struct cuda_model *m, const struct llm_seq *seqs, int n_seqs, float *logits, char *err,
+                        size_t errlen)
 {
-    struct cuda_model *m = (struct cuda_model *)impl;
     int C = m->C, F = m->F, T, R;
     enum ckpt_dtype dt = m->wdt;
     cudaStream_t st = m->st;
 
-    /* Block tables can be at most max_tab entries: each sequence has >= 1 of
-     * the S rows and covers <= ceil(P/B) blocks (llm_forward checked both). */
+    /* llm_forward checked what bounds these: at most S rows and R logits
+     * rows, and each sequence (>= 1 row) covers <= ceil(P/B) blocks, so the
+     * tables fit in max_tab = S * ceil(P/B). The test below only guards
+     * against the two sizings drifting apart. */
     size_t ints = build_meta(m, seqs, n_seqs, &T, &R);
     if (T > m->S || R > m->R || ints > m->meta_ints) {
         snprintf(err, errlen, "cuda: a step of %d rows and %d logits rows does not fit the scratch", T, R);
@@ -184,6 +186,17 @@ static int cuda_forward(void *impl, const struct llm_seq *seqs, int n_seqs, floa
     }
     CUDA_TRY(cudaStreamSynchronize(st));
     return 0;
+}
+
+static int cuda_forward(void *impl, const struct llm_seq *seqs, int n_seqs, float *logits, char *err, size_t errlen)
+{
+    struct cuda_model *m = (struct cuda_model *)impl;
+    if (forward_step(m, seqs, n_seqs, logits, err, errlen) == 0)
+        return 0;
+    /* A step that failed half-way may still have copies and kernels in
+     * flight (the next step rewrites the pinned metadata): let them end. */
+    cudaStreamSynchronize(m->st);
+    return -1;
 }
 
 /* ------------------------------------------------------------------ load */
