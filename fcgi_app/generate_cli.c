@@ -44,8 +44,8 @@ static const char usage_text[] =
     "      --logprobs N           print each token's logprob and N alternatives to stderr\n"
     "      --echo                 print the prompt before the generated text\n"
     "      --threads N            CPU threads (default: all cores)\n"
-    "      --device D             auto, cpu (default auto)\n"
-    "  -q, --quiet                no speeds on stderr\n"
+    "      --device D             auto, cpu, cuda, cuda:N (default auto: CUDA when usable)\n"
+    "  -q, --quiet                no speeds or notes on stderr\n"
     "  -h, --help                 this text\n"
     "\n"
     "The defaults are Hugging Face generate()'s with do_sample: temperature 1,\n"
@@ -345,6 +345,8 @@ int main(int argc, char **argv)
     gpt2_checkpoint_close(ck);
     ck = NULL;
     t_load = now() - t_load;
+    if (!quiet && llm_get_info(m)->fallback[0])
+        fprintf(stderr, "llmcgi-generate: %s\n", llm_get_info(m)->fallback);
     blocks = malloc(sizeof *blocks * (size_t)lo.kv_blocks);
     logits = malloc(sizeof *logits * (size_t)cfg->vocab_size);
     if (!blocks || !logits)

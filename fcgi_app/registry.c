@@ -189,6 +189,8 @@ static void *loader_main(void *arg)
         m->bytes = bytes;
         m->state = LM_READY;
         const struct llm_info *in = m->info;
+        if (in->fallback[0])
+            log_notice("model %s: %s", m->name, in->fallback);
         log_notice("model %s loaded from %s in %.1f s: %s on %s, context %d, %d KV blocks of %d tokens", m->name,
                    m->dir, (double)m->load_ns / 1e9, ckpt_dtype_name(in->weight_dtype), in->device_name, m->context,
                    in->kv_blocks, in->kv_block_tokens);

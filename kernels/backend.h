@@ -4,6 +4,10 @@
 
 #include "llm.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 struct llm_backend {
     const char *name;
     /* Builds the backend's model from ck; fills the backend's part of *info
@@ -19,5 +23,11 @@ struct llm_backend {
 };
 
 extern const struct llm_backend llm_cpu_backend;
+/* kernels/cuda/gpt2_cuda.cu: linked only when built with CUDA (HAVE_CUDA). */
+extern const struct llm_backend llm_cuda_backend;
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -1,9 +1,17 @@
 /* llm.c -- the backend-independent half of llm.h: picks the backend, sizes the KV pool and scratch, and checks every step before a backend sees it. */
+#include "config.h"
 #include "backend.h"
+#include "gpu.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* CUDA builds link the CUDA backend; `make fuzz` compiles the kernels' C
+ * sources alone (no .cu) and says so with LLMCGI_NO_CUDA_BACKEND. */
+#if defined(HAVE_CUDA) && !defined(LLMCGI_NO_CUDA_BACKEND)
+#define LLM_WITH_CUDA 1
+#endif
 
 struct llm_model {
     const struct llm_backend *be;
@@ -32,6 +40,34 @@ int llm_device_parse(const char *s, enum llm_device *dev, int *index)
     return 0;
 }
 
+/* Whether CUDA device `index` can take a model; when not, why (in why). */
+static bool cuda_usable(int index, char *why, size_t len)
+{
+#ifdef LLM_WITH_CUDA
+    struct gpu_info g;
+    if (gpu_probe(&g, false) != 0) {
+        snprintf(why, len, "the CUDA probe failed: %s", g.error);
+        return false;
+    }
+    if (g.devices == 0) {
+        if (!strcmp(g.error, "no CUDA device") || !g.error[0])
+            snprintf(why, len, "no CUDA device");
+        else
+            snprintf(why, len, "no CUDA device (%s)", g.error);
+        return false;
+    }
+    if (index >= g.devices) {
+        snprintf(why, len, "no CUDA device %d (%d device%s)", index, g.devices, g.devices == 1 ? "" : "s");
+        return false;
+    }
+    return true;
+#else
+    (void)index;
+    snprintf(why, len, "this build has no CUDA backend (configure --with-cuda)");
+    return false;
+#endif
+}
+
 int llm_load(const struct gpt2_checkpoint *ck, const struct llm_load_opts *o, struct llm_model **out,
              char *err, size_t errlen)
 {
@@ -40,20 +76,30 @@ int llm_load(const struct gpt2_checkpoint *ck, const struct llm_load_opts *o, st
         o = &defaults;
     *out = NULL;
     const struct gpt2_config *cfg = &ck->cfg;
+    const struct llm_backend *be = &llm_cpu_backend;
+    char why[160] = "";
     if (o->device == LLM_DEVICE_CUDA) {
-        snprintf(err, errlen, "%s: device cuda: this build has no CUDA backend for models yet; use device = cpu or auto",
-                 ck->dir);
-        return -1;
+        if (!cuda_usable(o->device_index, why, sizeof why)) {
+            snprintf(err, errlen, "%s: device cuda:%d: %s; use device = cpu or auto", ck->dir, o->device_index, why);
+            return -1;
+        }
+#ifdef LLM_WITH_CUDA
+        be = &llm_cuda_backend;
+#endif
     }
+#ifdef LLM_WITH_CUDA
+    /* auto: the GPU when one is usable; the reason it is not goes into
+     * info.fallback (a build without CUDA stays quietly on the CPU). */
+    if (o->device == LLM_DEVICE_AUTO && cuda_usable(o->device_index, why, sizeof why))
+        be = &llm_cuda_backend;
+#endif
     struct llm_model *m = calloc(1, sizeof *m);
     if (!m) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    m->be = &llm_cpu_backend;
     struct llm_info *in = &m->info;
     in->cfg = *cfg;
-    in->backend = m->be->name;
     in->kv_block_tokens = o->kv_block_tokens > 0 ? o->kv_block_tokens : 16;
     in->kv_blocks = o->kv_blocks > 0 ? o->kv_blocks
                                      : (cfg->n_positions + in->kv_block_tokens - 1) / in->kv_block_tokens;
@@ -61,10 +107,24 @@ int llm_load(const struct gpt2_checkpoint *ck, const struct llm_load_opts *o, st
     in->max_step_logits = o->max_step_logits > 0 ? o->max_step_logits : in->max_step_tokens;
     if (in->max_step_logits > in->max_step_tokens)
         in->max_step_logits = in->max_step_tokens;
-    if (m->be->load(ck, o, in, &m->impl, err, errlen) != 0) {
+    struct llm_info sizes = *in;
+    if (be == &llm_cpu_backend && o->device == LLM_DEVICE_AUTO && why[0])
+        snprintf(in->fallback, sizeof in->fallback, "%s; using the CPU", why);
+    int rc = be->load(ck, o, in, &m->impl, err, errlen);
+    if (rc != 0 && be != &llm_cpu_backend && o->device == LLM_DEVICE_AUTO) {
+        /* auto: a model the GPU cannot take (memory, a shape its kernels
+         * refuse) still runs, on the CPU, and says why. */
+        *in = sizes;
+        snprintf(in->fallback, sizeof in->fallback, "the CUDA backend cannot load it (%s); using the CPU", err);
+        be = &llm_cpu_backend;
+        rc = be->load(ck, o, in, &m->impl, err, errlen);
+    }
+    if (rc != 0) {
         free(m);
         return -1;
     }
+    m->be = be;
+    in->backend = be->name;
     *out = m;
     return 0;
 }

@@ -38,14 +38,15 @@ struct llm_load_opts {
     int kv_blocks;             /* blocks in the pool; 0 = enough for one full context */
     int max_step_tokens;       /* most tokens one step may carry (scratch size); 0 = n_positions */
     int max_step_logits;       /* most logits rows one step may return; 0 = max_step_tokens */
-    bool weights_f32;          /* CPU: widen F16/BF16 matrices to F32 at load (default: keep the file's type) */
+    bool weights_f32;          /* widen F16/BF16 matrices to F32 at load (default: keep the file's type) */
 };
 
 /* What a loaded model is. */
 struct llm_info {
     struct gpt2_config cfg;
     const char *backend;       /* "cpu", "cuda" */
-    char device_name[128];     /* e.g. "AMD EPYC, 2 threads, avx2+fma" */
+    char device_name[128];     /* e.g. "cpu, 2 threads, avx2+fma+f16c", "cuda:0 NVIDIA H100 ..." */
+    char fallback[160];        /* device auto landed on the CPU: why, e.g. "no CUDA device (...); using the CPU"; "" otherwise */
     enum ckpt_dtype weight_dtype;   /* what the matrices are stored in */
     size_t weight_bytes;       /* bytes of weights the backend holds */
     size_t step_weight_bytes;  /* bytes of weights one decode step reads (the bandwidth floor's numerator) */
@@ -68,8 +69,11 @@ struct llm_seq {
     int logits;                /* LLM_LOGITS_*: none, the last new token's row, or one row per new token */
 };
 
-/* Loads the checkpoint onto the backend o->device picks (auto: CUDA when
- * built and a device is usable, else the CPU). The backend copies what it
+/* Loads the checkpoint onto the backend o->device picks: cpu; cuda / cuda:N
+ * (an error when this build has no CUDA or the device is not usable, saying
+ * why); auto: CUDA device o->device_index when built with CUDA and the device
+ * is usable and the model loads there, else the CPU, with the reason in
+ * info.fallback for the caller to log. The backend copies what it
  * needs; ck may be closed after this returns. On success *out is a new model
  * (free with llm_free) and 0 is returned; on failure -1 with a message in err. */
 int llm_load(const struct gpt2_checkpoint *ck, const struct llm_load_opts *o,

@@ -1,0 +1,528 @@
+/* gpt2_cuda.cu -- the CUDA backend: GPT-2's forward pass over a batch of sequences at different positions, paged KV blocks in device memory, products through cuBLAS.
+ *
+ * The same step as kernels/cpu/gpt2_cpu.c (the reference it is tested
+ * against), with these device buffers (rows = the step's new tokens):
+ *
+ *   x = wte[token] + wpe[pos]                                   x: F32 residual stream
+ *   h = LayerNorm_1(x)                                          h: dt
+ *   for each block:
+ *     y = h Wqkv;  qkv = y + b                                  y: F32 product, qkv: dt
+ *     k, v -> KV blocks;  att = softmax(q k^T * scale, causal) v   att: dt
+ *     y = att Wproj;  x += y + b;  h = LayerNorm_2(x)           one fused kernel
+ *     y = h Wfc;  ff = act(y + b)                               ff: dt
+ *     y = ff Wmp;  x += y + b;  h = LayerNorm(x)                the next block's LN_1, or LN_f after the last
+ *   logits = h[rows asked for] wte^T                            F32, copied to the caller
+ *
+ * dt is the checkpoint's type (F32, F16 or BF16; F32 when its matrices
+ * disagree or weights_f32 is asked). Matrices, the activations that feed a
+ * product and the KV blocks are in dt; the residual stream and every
+ * product's output stay F32 so that half precision rounds each value once
+ * between products instead of accumulating rounding along the 2L residual
+ * adds. LayerNorm parameters, biases and wpe are F32 (small).
+ *
+ * Memory: three device allocations made at load and never during a step:
+ * the weights, the KV pool, and the step scratch (activations for
+ * max_step_tokens rows, logits for max_step_logits rows, the step's
+ * metadata, cuBLAS's workspace); plus one pinned host buffer for the
+ * metadata. A step is one host-to-device copy of its metadata, the kernels
+ * and products on the model's stream, one device-to-host copy of the logits
+ * and one synchronisation. */
+#include "backend.h"
+#include "cuda/kernels.h"
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct cuda_layer {
+    const float *ln_1_g, *ln_1_b, *ln_2_g, *ln_2_b;
+    const float *qkv_b, *proj_b, *fc_b, *mproj_b;
+    const void *qkv_w;      /* [C][3C] in dt: Conv1D [in][out], as the file stores it */
+    const void *proj_w;     /* [C][C] */
+    const void *fc_w;       /* [C][F] */
+    const void *mproj_w;    /* [F][C] */
+    float attn_scale;       /* 1/sqrt(head_dim), and / (layer+1) when the config asks */
+};
+
+struct cuda_model {
+    int device;
+    int L, C, H, hd, F, V, P;
+    float eps;
+    enum kcu_act act;
+    enum ckpt_dtype wdt;            /* dt above */
+
+    /* Weights: one device allocation, carved below. */
+    void *wmem;
+    size_t wbytes;
+    const void *wte;                /* [V][C]: embedding rows and the tied LM head */
+    const void *lm_head;            /* [V][C]; == wte when tied */
+    const float *wpe;               /* [P][C] */
+    const float *ln_f_g, *ln_f_b;
+    struct cuda_layer *layers;      /* host array (L) of device pointers */
+
+    /* KV pool: n_blocks blocks laid out as kernels.h says. */
+    void *kv;
+    struct kcu_kv_layout kl;
+    int n_blocks;
+
+    /* Step scratch: one device allocation for the largest step. */
+    void *amem;
+    int S, R;                       /* most rows, most logits rows per step */
+    size_t max_tab;                 /* most block-table entries per step */
+    float *x;                       /* [S][C] residual stream */
+    float *y;                       /* [S][max(3C, F)] product outputs */
+    void *h, *qkv, *att, *ff;       /* [S][C], [S][3C], [S][C], [S][F] in dt */
+    void *hf;                       /* [R][C] in dt: the rows the logits are made from */
+    float *logits;                  /* [R][V] */
+    int32_t *dmeta;                 /* the step's metadata on the device (layout of hmeta) */
+    void *ws;                       /* cuBLAS workspace */
+    size_t ws_bytes;
+
+    /* The step's metadata, built on the host and copied in one piece:
+     * tokens [S], pos [S], tab [S], logit rows [R], block tables [max_tab]. */
+    int32_t *hmeta;                 /* pinned */
+    size_t meta_ints;
+
+    cudaStream_t st;
+    cublasHandle_t blas;
+};
+
+/* Failed CUDA / cuBLAS calls become -1 with the call and the library's words in err. */
+#define CUDA_TRY(call)                                                                                       \
+    do {                                                                                                     \
+        cudaError_t e_ = (call);                                                                             \
+        if (e_ != cudaSuccess) {                                                                             \
+            snprintf(err, errlen, "cuda: %s: %s", #call, cudaGetErrorString(e_));                            \
+            return -1;                                                                                       \
+        }                                                                                                    \
+    } while (0)
+
+#define BLAS_TRY(call)                                                                                       \
+    do {                                                                                                     \
+        cublasStatus_t s_ = (call);                                                                          \
+        if (s_ != CUBLAS_STATUS_SUCCESS) {                                                                   \
+            snprintf(err, errlen, "cuda: %s: %s", #call, cublasGetStatusString(s_));                         \
+            return -1;                                                                                       \
+        }                                                                                                    \
+    } while (0)
+
+/* ------------------------------------------------------------------ forward */
+
+/* Fills the pinned metadata for the step; returns the ints to copy, with
+ * *T rows and *R logits rows. The sizes were checked by llm_forward. */
+static size_t build_meta(struct cuda_model *m, const struct llm_seq *seqs, int n_seqs, int *T_out, int *R_out)
+{
+    int32_t *tok = m->hmeta, *pos = tok + m->S, *tab = pos + m->S, *lrow = tab + m->S, *tables = lrow + m->R;
+    int T = 0, R = 0, nt = 0, B = m->kl.block_tokens;
+    for (int si = 0; si < n_seqs; si++) {
+        const struct llm_seq *s = &seqs[si];
+        int used = (s->pos + s->n_tokens + B - 1) / B;
+        memcpy(tables + nt, s->blocks, sizeof(int32_t) * (size_t)used);
+        int first = s->logits == LLM_LOGITS_ALL ? 0 : s->logits == LLM_LOGITS_LAST ? s->n_tokens - 1 : s->n_tokens;
+        for (int t = 0; t < s->n_tokens; t++, T++) {
+            tok[T] = s->tokens[t];
+            pos[T] = s->pos + t;
+            tab[T] = nt;
+            if (t >= first)
+                lrow[R++] = T;
+        }
+        nt += used;
+    }
+    *T_out = T;
+    *R_out = R;
+    return (size_t)3 * m->S + m->R + nt;
+}
+
+static int forward_step(struct cuda_model *m, const struct llm_seq *seqs, int n_seqs, float *logits, char *err,
+                        size_t errlen)
+{
+    int C = m->C, F = m->F, T, R;
+    enum ckpt_dtype dt = m->wdt;
+    cudaStream_t st = m->st;
+
+    /* llm_forward checked what bounds these: at most S rows and R logits
+     * rows, and each sequence (>= 1 row) covers <= ceil(P/B) blocks, so the
+     * tables fit in max_tab = S * ceil(P/B). The test below only guards
+     * against the two sizings drifting apart. */
+    size_t ints = build_meta(m, seqs, n_seqs, &T, &R);
+    if (T > m->S || R > m->R || ints > m->meta_ints) {
+        snprintf(err, errlen, "cuda: a step of %d rows and %d logits rows does not fit the scratch", T, R);
+        return -1;
+    }
+    const int32_t *d_tok = m->dmeta, *d_pos = d_tok + m->S, *d_tab = d_pos + m->S, *d_lrow = d_tab + m->S,
+                  *d_tables = d_lrow + m->R;
+
+    CUDA_TRY(cudaSetDevice(m->device));     /* the engine thread may not be the loading one */
+    CUDA_TRY(cudaMemcpyAsync(m->dmeta, m->hmeta, ints * sizeof(int32_t), cudaMemcpyHostToDevice, st));
+
+    CUDA_TRY(kcu_embed(m->x, d_tok, d_pos, m->wte, dt, m->wpe, T, C, st));
+    const float *g0 = m->L > 0 ? m->layers[0].ln_1_g : m->ln_f_g, *b0 = m->L > 0 ? m->layers[0].ln_1_b : m->ln_f_b;
+    CUDA_TRY(kcu_residual_layernorm(m->x, NULL, NULL, m->h, dt, g0, b0, T, C, m->eps, st));
+
+    for (int l = 0; l < m->L; l++) {
+        const struct cuda_layer *ly = &m->layers[l];
+        BLAS_TRY(kcu_gemm(m->blas, m->y, m->h, ly->qkv_w, dt, KCU_W_IN_OUT, T, C, 3 * C));
+        CUDA_TRY(kcu_bias_act(m->qkv, dt, m->y, ly->qkv_b, T, 3 * C, KCU_ACT_NONE, st));
+        CUDA_TRY(kcu_kv_store(m->kv, m->qkv, dt, d_pos, d_tab, d_tables, T, l, m->kl, st));
+        CUDA_TRY(kcu_attention(m->att, m->qkv, m->kv, dt, d_pos, d_tab, d_tables, T, l, m->kl, ly->attn_scale, st));
+        BLAS_TRY(kcu_gemm(m->blas, m->y, m->att, ly->proj_w, dt, KCU_W_IN_OUT, T, C, C));
+        CUDA_TRY(kcu_residual_layernorm(m->x, m->y, ly->proj_b, m->h, dt, ly->ln_2_g, ly->ln_2_b, T, C, m->eps, st));
+        BLAS_TRY(kcu_gemm(m->blas, m->y, m->h, ly->fc_w, dt, KCU_W_IN_OUT, T, C, F));
+        CUDA_TRY(kcu_bias_act(m->ff, dt, m->y, ly->fc_b, T, F, m->act, st));
+        BLAS_TRY(kcu_gemm(m->blas, m->y, m->ff, ly->mproj_w, dt, KCU_W_IN_OUT, T, F, C));
+        const float *g = l + 1 < m->L ? m->layers[l + 1].ln_1_g : m->ln_f_g;
+        const float *b = l + 1 < m->L ? m->layers[l + 1].ln_1_b : m->ln_f_b;
+        CUDA_TRY(kcu_residual_layernorm(m->x, m->y, ly->mproj_b, m->h, dt, g, b, T, C, m->eps, st));
+    }
+
+    /* h now holds LayerNorm_f of every row; the LM head runs on the rows asked for. */
+    if (R > 0) {
+        CUDA_TRY(kcu_gather_rows(m->hf, m->h, dt, d_lrow, R, C, st));
+        BLAS_TRY(kcu_gemm(m->blas, m->logits, m->hf, m->lm_head, dt, KCU_W_OUT_IN, R, C, m->V));
+        CUDA_TRY(cudaMemcpyAsync(logits, m->logits, sizeof(float) * (size_t)R * m->V, cudaMemcpyDeviceToHost, st));
+    }
+    CUDA_TRY(cudaStreamSynchronize(st));
+    return 0;
+}
+
+static int cuda_forward(void *impl, const struct llm_seq *seqs, int n_seqs, float *logits, char *err, size_t errlen)
+{
+    struct cuda_model *m = (struct cuda_model *)impl;
+    if (forward_step(m, seqs, n_seqs, logits, err, errlen) == 0)
+        return 0;
+    /* A step that failed half-way may still have copies and kernels in
+     * flight (the next step rewrites the pinned metadata): let them end. */
+    cudaStreamSynchronize(m->st);
+    return -1;
+}
+
+/* ------------------------------------------------------------------ load */
+
+/* Hands out 256-byte aligned pieces of one allocation. With base == NULL it
+ * only counts, so one carving function both sizes and fills an allocation. */
+struct carver {
+    char *base;
+    size_t off;
+};
+
+static void *carve(struct carver *c, size_t bytes)
+{
+    void *p = c->base ? c->base + c->off : NULL;
+    c->off += (bytes + 255) & ~(size_t)255;
+    return p;
+}
+
+/* A tensor to copy to the device, converted to dt on the way when its type differs. */
+struct upload {
+    const struct ckpt_tensor *src;
+    void *dst;
+    enum ckpt_dtype dt;
+};
+
+static size_t tensor_elems(const struct ckpt_tensor *t)
+{
+    return t->nbytes / ckpt_dtype_size(t->dtype);
+}
+
+static bool lm_head_tied(const struct gpt2_checkpoint *ck)
+{
+    return ck->lm_head.data == NULL || ck->lm_head.data == ck->wte.data;
+}
+
+/* Carves the weights out of c (in the order of the CPU backend) and lists
+ * the copies to make; *n counts them (up). */
+static void carve_weights(struct cuda_model *m, const struct gpt2_checkpoint *ck, struct carver *c,
+                          struct upload *jobs, int *n)
+{
+    *n = 0;
+#define PUT(dstp, srct, type)                                                                                \
+    do {                                                                                                     \
+        void *p_ = carve(c, tensor_elems(srct) * ckpt_dtype_size(type));                                     \
+        jobs[*n].src = (srct);                                                                               \
+        jobs[*n].dst = p_;                                                                                   \
+        jobs[*n].dt = (type);                                                                                \
+        (*n)++;                                                                                              \
+        dstp = (decltype(dstp))p_;                                                                           \
+    } while (0)
+    const void *p;
+    PUT(p, &ck->wte, m->wdt);
+    m->wte = m->lm_head = p;
+    if (!lm_head_tied(ck)) {
+        PUT(p, &ck->lm_head, m->wdt);
+        m->lm_head = p;
+    }
+    PUT(m->wpe, &ck->wpe, CKPT_F32);
+    PUT(m->ln_f_g, &ck->ln_f_w, CKPT_F32);
+    PUT(m->ln_f_b, &ck->ln_f_b, CKPT_F32);
+    for (int l = 0; l < m->L; l++) {
+        const struct gpt2_layer_tensors *lt = &ck->layers[l];
+        struct cuda_layer *ly = &m->layers[l];
+        PUT(ly->ln_1_g, &lt->ln_1_w, CKPT_F32);
+        PUT(ly->ln_1_b, &lt->ln_1_b, CKPT_F32);
+        PUT(ly->ln_2_g, &lt->ln_2_w, CKPT_F32);
+        PUT(ly->ln_2_b, &lt->ln_2_b, CKPT_F32);
+        PUT(ly->qkv_b, &lt->c_attn_b, CKPT_F32);
+        PUT(ly->proj_b, &lt->c_proj_b, CKPT_F32);
+        PUT(ly->fc_b, &lt->c_fc_b, CKPT_F32);
+        PUT(ly->mproj_b, &lt->mlp_proj_b, CKPT_F32);
+        PUT(ly->qkv_w, &lt->c_attn_w, m->wdt);
+        PUT(ly->proj_w, &lt->c_proj_w, m->wdt);
+        PUT(ly->fc_w, &lt->c_fc_w, m->wdt);
+        PUT(ly->mproj_w, &lt->mlp_proj_w, m->wdt);
+    }
+#undef PUT
+}
+
+/* Copies every listed tensor to the device, converting through one host
+ * staging buffer where the types differ, and lets the file's pages go. */
+static int upload_all(const struct gpt2_checkpoint *ck, const struct upload *jobs, int n, char *err, size_t errlen)
+{
+    size_t stage = 0;
+    for (int i = 0; i < n; i++)
+        if (jobs[i].src->dtype != jobs[i].dt && tensor_elems(jobs[i].src) * ckpt_dtype_size(jobs[i].dt) > stage)
+            stage = tensor_elems(jobs[i].src) * ckpt_dtype_size(jobs[i].dt);
+    char *buf = stage ? (char *)malloc(stage) : NULL;
+    if (stage && !buf) {
+        snprintf(err, errlen, "out of memory for a %zu-byte staging buffer", stage);
+        return -1;
+    }
+    int rc = 0;
+    for (int i = 0; i < n && rc == 0; i++) {
+        const struct ckpt_tensor *t = jobs[i].src;
+        size_t ne = tensor_elems(t), es = ckpt_dtype_size(jobs[i].dt);
+        const void *from = t->data;
+        if (t->dtype != jobs[i].dt) {
+            for (size_t k = 0; k < ne; k++) {
+                float v = ckpt_get(t, k);
+                if (jobs[i].dt == CKPT_F32)
+                    memcpy(buf + k * 4, &v, 4);
+                else {
+                    uint16_t hv = jobs[i].dt == CKPT_F16 ? ckpt_f32_to_f16(v) : ckpt_f32_to_bf16(v);
+                    memcpy(buf + k * 2, &hv, 2);
+                }
+            }
+            from = buf;
+        }
+        cudaError_t e = cudaMemcpy(jobs[i].dst, from, ne * es, cudaMemcpyHostToDevice);
+        if (e != cudaSuccess) {
+            snprintf(err, errlen, "cuda: copying the weights to the device: %s", cudaGetErrorString(e));
+            rc = -1;
+        }
+        ckpt_tensor_done(ck, t);
+    }
+    free(buf);
+    return rc;
+}
+
+/* Carves the step scratch out of c. */
+static void carve_scratch(struct cuda_model *m, struct carver *c)
+{
+    size_t S = (size_t)m->S, R = (size_t)m->R, C = (size_t)m->C, F = (size_t)m->F, V = (size_t)m->V;
+    size_t es = ckpt_dtype_size(m->wdt), ywide = 3 * C > F ? 3 * C : F;
+    m->x = (float *)carve(c, S * C * sizeof(float));
+    m->y = (float *)carve(c, S * ywide * sizeof(float));
+    m->h = carve(c, S * C * es);
+    m->qkv = carve(c, S * 3 * C * es);
+    m->att = carve(c, S * C * es);
+    m->ff = carve(c, S * F * es);
+    m->hf = carve(c, R * C * es);
+    m->logits = (float *)carve(c, R * V * sizeof(float));
+    m->dmeta = (int32_t *)carve(c, m->meta_ints * sizeof(int32_t));
+    m->ws = carve(c, m->ws_bytes);
+}
+
+/* The matrices' type: the file's when all matrices share one, else F32 (as the CPU backend). */
+static enum ckpt_dtype pick_wdt(const struct gpt2_checkpoint *ck, bool force_f32)
+{
+    enum ckpt_dtype t = ck->wte.dtype;
+    if (force_f32)
+        return CKPT_F32;
+    if (ck->lm_head.data && ck->lm_head.dtype != t)
+        return CKPT_F32;
+    for (int l = 0; l < ck->cfg.n_layer; l++) {
+        const struct gpt2_layer_tensors *lt = &ck->layers[l];
+        if (lt->c_attn_w.dtype != t || lt->c_proj_w.dtype != t || lt->c_fc_w.dtype != t || lt->mlp_proj_w.dtype != t)
+            return CKPT_F32;
+    }
+    return t;
+}
+
+static int parse_act(const char *a, enum kcu_act *act)
+{
+    if (!strcmp(a, "gelu_new") || !strcmp(a, "gelu_pytorch_tanh") || !strcmp(a, "gelu_fast"))
+        *act = KCU_ACT_GELU_TANH;
+    else if (!strcmp(a, "gelu"))
+        *act = KCU_ACT_GELU_ERF;
+    else if (!strcmp(a, "relu"))
+        *act = KCU_ACT_RELU;
+    else if (!strcmp(a, "quick_gelu"))
+        *act = KCU_ACT_QUICK_GELU;
+    else
+        return -1;
+    return 0;
+}
+
+/* Frees everything a (possibly half-built) model holds. */
+static void cuda_free(void *impl)
+{
+    struct cuda_model *m = (struct cuda_model *)impl;
+    if (!m)
+        return;
+    /* Nothing to report from here: errors (a context already broken) are ignored. */
+    cudaSetDevice(m->device);
+    if (m->blas)
+        cublasDestroy(m->blas);
+    if (m->st)
+        cudaStreamDestroy(m->st);
+    cudaFree(m->wmem);
+    cudaFree(m->kv);
+    cudaFree(m->amem);
+    cudaFreeHost(m->hmeta);
+    free(m->layers);
+    free(m);
+}
+
+/* cudaMalloc with a message that says what did not fit on which device. */
+static int dev_alloc(const struct cuda_model *m, void **p, size_t bytes, const char *what, char *err, size_t errlen)
+{
+    cudaError_t e = cudaMalloc(p, bytes ? bytes : 256);
+    if (e != cudaSuccess) {
+        *p = NULL;
+        cudaGetLastError();     /* an allocation failure is not sticky; clear it */
+        snprintf(err, errlen, "cuda:%d: cannot allocate %zu bytes of device memory for %s: %s", m->device, bytes,
+                 what, cudaGetErrorString(e));
+        return -1;
+    }
+    return 0;
+}
+
+/* Everything cuda_load does; on failure the caller frees the half-built m. */
+static int load_model(struct cuda_model *m, const struct gpt2_checkpoint *ck, const struct llm_load_opts *o,
+                      struct llm_info *info, char *err, size_t errlen)
+{
+    const struct gpt2_config *cfg = &ck->cfg;
+    m->device = o->device_index;
+    m->L = cfg->n_layer;
+    m->C = cfg->n_embd;
+    m->H = cfg->n_head;
+    m->F = cfg->n_inner;
+    m->V = cfg->vocab_size;
+    m->P = cfg->n_positions;
+    m->eps = cfg->layer_norm_epsilon;
+    if (m->H < 1 || m->C % m->H != 0) {
+        snprintf(err, errlen, "%s: n_embd %d is not a multiple of n_head %d", ck->dir, m->C, m->H);
+        return -1;
+    }
+    m->hd = m->C / m->H;
+    if (m->hd > KCU_MAX_HEAD_DIM) {
+        snprintf(err, errlen, "%s: head size %d is more than the CUDA attention kernel's %d", ck->dir, m->hd,
+                 KCU_MAX_HEAD_DIM);
+        return -1;
+    }
+    if (parse_act(cfg->activation, &m->act) != 0) {
+        snprintf(err, errlen, "%s: activation_function \"%s\" is not supported", ck->dir, cfg->activation);
+        return -1;
+    }
+    m->wdt = pick_wdt(ck, o->weights_f32);
+
+    cudaDeviceProp prop;
+    CUDA_TRY(cudaSetDevice(m->device));
+    CUDA_TRY(cudaGetDeviceProperties(&prop, m->device));
+    CUDA_TRY(cudaStreamCreateWithFlags(&m->st, cudaStreamNonBlocking));
+
+    /* Weights. */
+    m->layers = (struct cuda_layer *)calloc((size_t)m->L > 0 ? (size_t)m->L : 1, sizeof *m->layers);
+    int max_jobs = 5 + 12 * m->L;
+    struct upload *jobs = (struct upload *)calloc((size_t)max_jobs, sizeof *jobs);
+    if (!m->layers || !jobs) {
+        free(jobs);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    int n_jobs;
+    struct carver c = {NULL, 0};
+    carve_weights(m, ck, &c, jobs, &n_jobs);
+    m->wbytes = c.off;
+    if (dev_alloc(m, &m->wmem, m->wbytes, "the weights", err, errlen) != 0) {
+        free(jobs);
+        return -1;
+    }
+    c = carver{(char *)m->wmem, 0};
+    carve_weights(m, ck, &c, jobs, &n_jobs);
+    int rc = upload_all(ck, jobs, n_jobs, err, errlen);
+    free(jobs);
+    if (rc != 0)
+        return -1;
+    for (int l = 0; l < m->L; l++) {
+        struct cuda_layer *ly = &m->layers[l];
+        ly->attn_scale = cfg->scale_attn_weights ? 1.0f / sqrtf((float)m->hd) : 1.0f;
+        if (cfg->scale_attn_by_inverse_layer_idx)
+            ly->attn_scale /= (float)(l + 1);
+    }
+
+    /* KV pool. */
+    m->kl = kcu_kv_layout{m->L, m->H, m->hd, info->kv_block_tokens};
+    m->n_blocks = info->kv_blocks;
+    size_t es = ckpt_dtype_size(m->wdt), block_bytes = kcu_kv_block_elems(m->kl) * es;
+    if (dev_alloc(m, &m->kv, (size_t)m->n_blocks * block_bytes, "the KV blocks", err, errlen) != 0)
+        return -1;
+
+    /* Step scratch, metadata and cuBLAS's workspace (32 MiB on Hopper, 4
+     * MiB before, as cuBLAS's documentation recommends). */
+    m->S = info->max_step_tokens;
+    m->R = info->max_step_logits;
+    int blocks_per_seq = (m->P + m->kl.block_tokens - 1) / m->kl.block_tokens;
+    m->max_tab = (size_t)m->S * (size_t)blocks_per_seq;
+    m->meta_ints = (size_t)3 * m->S + (size_t)m->R + m->max_tab;
+    m->ws_bytes = (size_t)(prop.major >= 9 ? 32 : 4) << 20;
+    c = carver{NULL, 0};
+    carve_scratch(m, &c);
+    size_t abytes = c.off;
+    if (dev_alloc(m, &m->amem, abytes, "the step's activations", err, errlen) != 0)
+        return -1;
+    c = carver{(char *)m->amem, 0};
+    carve_scratch(m, &c);
+    CUDA_TRY(cudaMallocHost((void **)&m->hmeta, m->meta_ints * sizeof(int32_t)));
+
+    BLAS_TRY(cublasCreate(&m->blas));
+    BLAS_TRY(cublasSetStream(m->blas, m->st));
+    BLAS_TRY(cublasSetWorkspace(m->blas, m->ws, m->ws_bytes));
+    BLAS_TRY(cublasSetMathMode(m->blas, CUBLAS_DEFAULT_MATH));   /* no TF32: F32 models compute in F32 */
+
+    /* Whatever went wrong asynchronously in the copies shows here. */
+    CUDA_TRY(cudaDeviceSynchronize());
+
+    size_t L = (size_t)m->L, C = (size_t)m->C, F = (size_t)m->F, V = (size_t)m->V;
+    size_t layer_mat = (3 * C * C + C * C + C * F + F * C) * es;
+    size_t layer_vec = (4 * C + 3 * C + C + F + C) * sizeof(float);
+    info->weight_dtype = m->wdt;
+    info->weight_bytes = m->wbytes;
+    info->step_weight_bytes = L * layer_mat + V * C * es + L * layer_vec;
+    info->kv_block_bytes = block_bytes;
+    info->threads = 0;
+    snprintf(info->device_name, sizeof info->device_name, "cuda:%d %s (sm_%d%d, %.0f GiB)", m->device, prop.name,
+             prop.major, prop.minor, (double)prop.totalGlobalMem / (1 << 30));
+    return 0;
+}
+
+static int cuda_load(const struct gpt2_checkpoint *ck, const struct llm_load_opts *o, struct llm_info *info,
+                     void **impl, char *err, size_t errlen)
+{
+    *impl = NULL;
+    struct cuda_model *m = (struct cuda_model *)calloc(1, sizeof *m);
+    if (!m) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (load_model(m, ck, o, info, err, errlen) != 0) {
+        cuda_free(m);
+        return -1;
+    }
+    *impl = m;
+    return 0;
+}
+
+const struct llm_backend llm_cuda_backend = {"cuda", cuda_load, cuda_free, cuda_forward};

@@ -1,0 +1,354 @@
+/* kernels.cu -- the CUDA backend's kernels (embedding, residual + LayerNorm, bias + activation, paged-KV store and attention, row gather) and the cuBLAS product, with their C launch wrappers.
+ *
+ * First versions: each kernel is written to be plainly right and reasonably
+ * parallel, not tuned; kernels.h documents the types and layouts. Each
+ * template is instantiated for float, __half and __nv_bfloat16, picked at
+ * run time from the model's enum ckpt_dtype. */
+#include "cuda/kernels.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <math.h>
+
+/* ------------------------------------------------------------------ element types */
+
+static __device__ __forceinline__ float to_f(float v) { return v; }
+static __device__ __forceinline__ float to_f(__half v) { return __half2float(v); }
+static __device__ __forceinline__ float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+/* Round to nearest even, as ckpt_f32_to_f16 / ckpt_f32_to_bf16 do on the host. */
+template <typename T> static __device__ __forceinline__ T from_f(float v);
+template <> __device__ __forceinline__ float from_f<float>(float v) { return v; }
+template <> __device__ __forceinline__ __half from_f<__half>(float v) { return __float2half_rn(v); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+
+/* Runs the statement with E bound to the element type of dt; an unknown dt returns
+ * cudaErrorInvalidValue from the enclosing wrapper. */
+#define KCU_DISPATCH(dt, ...)                                                                                          \
+    switch (dt) {                                                                                                      \
+    case CKPT_F32: { typedef float E; __VA_ARGS__; } break;                                                            \
+    case CKPT_F16: { typedef __half E; __VA_ARGS__; } break;                                                           \
+    case CKPT_BF16: { typedef __nv_bfloat16 E; __VA_ARGS__; } break;                                                   \
+    default: return cudaErrorInvalidValue;                                                                             \
+    }
+
+/* Grid-stride launches: blocks of 256 threads, at most this many blocks. */
+enum { EW_THREADS = 256, EW_MAX_BLOCKS = 65535, ROW_THREADS = 128 };
+
+/* ------------------------------------------------------------------ reductions */
+
+/* The sum of v over the warp, in every lane. */
+static __device__ __forceinline__ float warp_sum(float v)
+{
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+/* The sum of v over the block (blockDim.x a multiple of 32), in every
+ * thread. sh holds 32 floats; the leading barrier makes it reusable. */
+static __device__ float block_sum(float v, float *sh)
+{
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nw = blockDim.x / 32;
+    v = warp_sum(v);
+    __syncthreads();
+    if (lane == 0)
+        sh[warp] = v;
+    __syncthreads();
+    v = lane < nw ? sh[lane] : 0.0f;
+    return warp_sum(v);
+}
+
+/* ------------------------------------------------------------------ embedding */
+
+/* x[t][c] = wte[tokens[t]][c] + wpe[pos[t]][c]: one block per row t. */
+template <typename T>
+static __global__ void embed_kernel(float *x, const int32_t *tokens, const int32_t *pos, const T *wte,
+                                    const float *wpe, int C)
+{
+    size_t t = blockIdx.x;
+    const T *e = wte + (size_t)tokens[t] * C;
+    const float *pe = wpe + (size_t)pos[t] * C;
+    for (int c = threadIdx.x; c < C; c += blockDim.x)
+        x[t * C + c] = to_f(e[c]) + pe[c];
+}
+
+extern "C" cudaError_t kcu_embed(float *x, const int32_t *tokens, const int32_t *pos, const void *wte,
+                                 enum ckpt_dtype wdt, const float *wpe, int T, int C, cudaStream_t st)
+{
+    if (T <= 0)
+        return cudaSuccess;
+    KCU_DISPATCH(wdt, embed_kernel<E><<<T, ROW_THREADS, 0, st>>>(x, tokens, pos, (const E *)wte, wpe, C));
+    return cudaGetLastError();
+}
+
+/* ------------------------------------------------------------------ residual + LayerNorm */
+
+/* One block per row:
+ *   v = x + (r + rbias)          (when r is given; x keeps v)
+ *   mean = sum v / C;  var = sum (v - mean)^2 / C      (two passes, F32)
+ *   out = (v - mean) / sqrt(var + eps) * g + b */
+template <typename T>
+static __global__ void residual_layernorm_kernel(float *x, const float *r, const float *rbias, T *out,
+                                                 const float *g, const float *b, int C, float eps)
+{
+    __shared__ float sh[32];
+    size_t row = blockIdx.x;
+    float *xr = x + row * C;
+    float s = 0.0f;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) {
+        float v = xr[c];
+        if (r) {
+            v += r[row * C + c] + (rbias ? rbias[c] : 0.0f);
+            xr[c] = v;          /* read back below by this same thread */
+        }
+        s += v;
+    }
+    float mean = block_sum(s, sh) / (float)C;
+    float ss = 0.0f;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) {
+        float d = xr[c] - mean;
+        ss += d * d;
+    }
+    float var = block_sum(ss, sh) / (float)C;
+    float rstd = 1.0f / sqrtf(var + eps);
+    T *o = out + row * C;
+    for (int c = threadIdx.x; c < C; c += blockDim.x)
+        o[c] = from_f<T>((xr[c] - mean) * rstd * g[c] + b[c]);
+}
+
+extern "C" cudaError_t kcu_residual_layernorm(float *x, const float *r, const float *rbias, void *out,
+                                              enum ckpt_dtype odt, const float *g, const float *b, int T, int C,
+                                              float eps, cudaStream_t st)
+{
+    if (T <= 0)
+        return cudaSuccess;
+    KCU_DISPATCH(odt, residual_layernorm_kernel<E><<<T, ROW_THREADS, 0, st>>>(x, r, rbias, (E *)out, g, b, C, eps));
+    return cudaGetLastError();
+}
+
+/* ------------------------------------------------------------------ bias + activation */
+
+/* The activations of kernels/cpu/ops.c, same formulas. */
+static __device__ __forceinline__ float act_f(float v, int act)
+{
+    switch (act) {
+    case KCU_ACT_GELU_TANH: {
+        const float k = 0.7978845608028654f; /* sqrt(2/pi) */
+        return 0.5f * v * (1.0f + tanhf(k * (v + 0.044715f * v * v * v)));
+    }
+    case KCU_ACT_GELU_ERF: return 0.5f * v * (1.0f + erff(v * 0.7071067811865476f));
+    case KCU_ACT_RELU: return v > 0.0f ? v : 0.0f;
+    case KCU_ACT_QUICK_GELU: return v / (1.0f + expf(-1.702f * v));
+    default: return v;
+    }
+}
+
+/* out[i] = act(in[i] + bias[i % N]) over n = T * N elements, grid-stride. */
+template <typename T>
+static __global__ void bias_act_kernel(T *out, const float *in, const float *bias, size_t n, int N, int act)
+{
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        float v = in[i] + (bias ? bias[i % N] : 0.0f);
+        out[i] = from_f<T>(act_f(v, act));
+    }
+}
+
+static unsigned ew_blocks(size_t n)
+{
+    size_t b = (n + EW_THREADS - 1) / EW_THREADS;
+    return (unsigned)(b < (size_t)EW_MAX_BLOCKS ? b : (size_t)EW_MAX_BLOCKS);
+}
+
+extern "C" cudaError_t kcu_bias_act(void *out, enum ckpt_dtype odt, const float *in, const float *bias, int T, int N,
+                                    enum kcu_act act, cudaStream_t st)
+{
+    size_t n = (size_t)T * N;
+    if (T <= 0 || N <= 0)
+        return cudaSuccess;
+    KCU_DISPATCH(odt, bias_act_kernel<E><<<ew_blocks(n), EW_THREADS, 0, st>>>((E *)out, in, bias, n, N, (int)act));
+    return cudaGetLastError();
+}
+
+/* ------------------------------------------------------------------ paged KV: store */
+
+/* One block per row r: its k and v (columns [C, 2C) and [2C, 3C) of qkv)
+ * go to position row_pos[r] of its sequence's blocks, head by head. */
+template <typename T>
+static __global__ void kv_store_kernel(T *kv, const T *qkv, const int32_t *row_pos, const int32_t *row_tab,
+                                       const int32_t *tables, int layer, struct kcu_kv_layout kl)
+{
+    size_t r = blockIdx.x;
+    int hd = kl.head_dim, C = kl.n_head * hd, p = row_pos[r];
+    int block = tables[row_tab[r] + p / kl.block_tokens], j = p % kl.block_tokens;
+    const T *k = qkv + r * 3 * C + C, *v = k + C;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) {
+        int h = c / hd, d = c % hd;
+        kv[kcu_kv_index(kl, block, layer, 0, h, j) + d] = k[c];
+        kv[kcu_kv_index(kl, block, layer, 1, h, j) + d] = v[c];
+    }
+}
+
+extern "C" cudaError_t kcu_kv_store(void *kv, const void *qkv, enum ckpt_dtype dt, const int32_t *row_pos,
+                                    const int32_t *row_tab, const int32_t *tables, int T, int layer,
+                                    struct kcu_kv_layout kl, cudaStream_t st)
+{
+    if (T <= 0)
+        return cudaSuccess;
+    KCU_DISPATCH(dt, kv_store_kernel<E><<<T, ROW_THREADS, 0, st>>>((E *)kv, (const E *)qkv, row_pos, row_tab, tables,
+                                                                    layer, kl));
+    return cudaGetLastError();
+}
+
+/* ------------------------------------------------------------------ paged KV: attention */
+
+enum { ATT_WARPS = 4, ATT_PER_LANE = KCU_MAX_HEAD_DIM / 32 };
+
+/* One block per (row r, head h), ATT_WARPS warps. Row r sits at position p.
+ * Warp w takes keys k = w, w + ATT_WARPS, ... <= p and keeps an online
+ * softmax over them (all F32):
+ *   s = (q * scale) . K_k            lanes split head_dim, then a warp sum
+ *   m' = max(m, s);  l = l e^(m - m') + e^(s - m');  acc = acc e^(m - m') + e^(s - m') V_k
+ * and the warps' (m, l, acc) are merged at the end:
+ *   M = max_w m_w;  out = sum_w acc_w e^(m_w - M) / sum_w l_w e^(m_w - M)
+ * which is softmax(s) . V exactly, up to rounding. Warp 0 always has key 0,
+ * so M is finite; a warp with no keys has m = -inf and adds nothing.
+ * Shared memory: q [hd], m [W], l [W], acc [W][hd] floats. */
+template <typename T>
+static __global__ void attention_kernel(T *out, const T *qkv, const T *kv, const int32_t *row_pos,
+                                        const int32_t *row_tab, const int32_t *tables, int layer,
+                                        struct kcu_kv_layout kl, float scale)
+{
+    extern __shared__ float sm[];
+    const int hd = kl.head_dim, C = kl.n_head * hd, B = kl.block_tokens;
+    const int h = blockIdx.y, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const size_t r = blockIdx.x;
+    float *q = sm, *wm = q + hd, *wl = wm + ATT_WARPS, *wacc = wl + ATT_WARPS;
+    const int p = row_pos[r];
+    const int32_t *tab = tables + row_tab[r];
+
+    const T *qrow = qkv + r * 3 * C + (size_t)h * hd;
+    for (int d = threadIdx.x; d < hd; d += blockDim.x)
+        q[d] = to_f(qrow[d]) * scale;
+    __syncthreads();
+
+    float m = -INFINITY, l = 0.0f, acc[ATT_PER_LANE];
+#pragma unroll
+    for (int i = 0; i < ATT_PER_LANE; i++)
+        acc[i] = 0.0f;
+    for (int k = warp; k <= p; k += ATT_WARPS) {
+        int block = tab[k / B], j = k % B;
+        const T *K = kv + kcu_kv_index(kl, block, layer, 0, h, j);
+        const T *V = kv + kcu_kv_index(kl, block, layer, 1, h, j);
+        float s = 0.0f;
+#pragma unroll
+        for (int i = 0; i < ATT_PER_LANE; i++) {
+            int d = lane + 32 * i;
+            if (d < hd)
+                s += q[d] * to_f(K[d]);
+        }
+        s = warp_sum(s);
+        float mn = fmaxf(m, s), corr = expf(m - mn), e = expf(s - mn);
+        l = l * corr + e;
+#pragma unroll
+        for (int i = 0; i < ATT_PER_LANE; i++) {
+            int d = lane + 32 * i;
+            if (d < hd)
+                acc[i] = acc[i] * corr + e * to_f(V[d]);
+        }
+        m = mn;
+    }
+    if (lane == 0) {
+        wm[warp] = m;
+        wl[warp] = l;
+    }
+#pragma unroll
+    for (int i = 0; i < ATT_PER_LANE; i++) {
+        int d = lane + 32 * i;
+        if (d < hd)
+            wacc[warp * hd + d] = acc[i];
+    }
+    __syncthreads();
+    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+        float M = -INFINITY, L = 0.0f, A = 0.0f;
+        for (int w = 0; w < ATT_WARPS; w++)
+            M = fmaxf(M, wm[w]);
+        for (int w = 0; w < ATT_WARPS; w++) {
+            float f = expf(wm[w] - M);
+            L += wl[w] * f;
+            A += wacc[w * hd + d] * f;
+        }
+        out[r * C + (size_t)h * hd + d] = from_f<T>(A / L);
+    }
+}
+
+extern "C" cudaError_t kcu_attention(void *out, const void *qkv, const void *kv, enum ckpt_dtype dt,
+                                     const int32_t *row_pos, const int32_t *row_tab, const int32_t *tables, int T,
+                                     int layer, struct kcu_kv_layout kl, float scale, cudaStream_t st)
+{
+    if (T <= 0)
+        return cudaSuccess;
+    if (kl.head_dim < 1 || kl.head_dim > KCU_MAX_HEAD_DIM || kl.n_head < 1 || kl.block_tokens < 1)
+        return cudaErrorInvalidValue;
+    dim3 grid((unsigned)T, (unsigned)kl.n_head);
+    size_t shared = sizeof(float) * ((size_t)kl.head_dim * (1 + ATT_WARPS) + 2 * ATT_WARPS);
+    KCU_DISPATCH(dt, attention_kernel<E><<<grid, ATT_WARPS * 32, shared, st>>>(
+                         (E *)out, (const E *)qkv, (const E *)kv, row_pos, row_tab, tables, layer, kl, scale));
+    return cudaGetLastError();
+}
+
+/* ------------------------------------------------------------------ row gather */
+
+/* dst[i] = src[rows[i]]: one block per output row. */
+template <typename T>
+static __global__ void gather_rows_kernel(T *dst, const T *src, const int32_t *rows, int C)
+{
+    size_t i = blockIdx.x, from = (size_t)rows[i];
+    for (int c = threadIdx.x; c < C; c += blockDim.x)
+        dst[i * C + c] = src[from * C + c];
+}
+
+extern "C" cudaError_t kcu_gather_rows(void *dst, const void *src, enum ckpt_dtype dt, const int32_t *rows, int R,
+                                       int C, cudaStream_t st)
+{
+    if (R <= 0)
+        return cudaSuccess;
+    KCU_DISPATCH(dt, gather_rows_kernel<E><<<R, ROW_THREADS, 0, st>>>((E *)dst, (const E *)src, rows, C));
+    return cudaGetLastError();
+}
+
+/* ------------------------------------------------------------------ matrix product (cuBLAS)
+ *
+ * cuBLAS is column-major; a row-major [R][N] matrix is, to cuBLAS, the
+ * column-major N x R matrix (its transpose) with leading dimension N. So the
+ * row-major y[T][O] = x[T][I] . W is computed as the column-major
+ *   y^T (O x T, ld O) = op(A) (O x I) . x^T (I x T, ld I)
+ * where op(A) must be W^T:
+ *   KCU_W_IN_OUT, W row-major [I][O]: column-major it already is W^T (O x I,
+ *     ld O), so A = W with CUBLAS_OP_N, lda = O. Hugging Face's Conv1D
+ *     weights are used as the file stores them, no transpose at load.
+ *   KCU_W_OUT_IN, W row-major [O][I] (wte as the LM head): column-major it is
+ *     W (I x O, ld I), so A = W with CUBLAS_OP_T, lda = I.
+ * Both are ordinary cuBLAS layouts (NN and TN); which one is faster for
+ * decode-sized T is for the benchmarks to say.
+ * The compute type is CUBLAS_COMPUTE_32F: F32 accumulation for every input
+ * type, and no TF32 for F32 inputs (the handle's math mode is
+ * CUBLAS_DEFAULT_MATH, which the backend sets). */
+static cudaDataType_t cuda_type(enum ckpt_dtype dt)
+{
+    return dt == CKPT_F16 ? CUDA_R_16F : dt == CKPT_BF16 ? CUDA_R_16BF : CUDA_R_32F;
+}
+
+extern "C" cublasStatus_t kcu_gemm(cublasHandle_t h, float *y, const void *x, const void *w, enum ckpt_dtype dt,
+                                   enum kcu_wlayout wl, int T, int I, int O)
+{
+    const float one = 1.0f, zero = 0.0f;
+    if (T <= 0)
+        return CUBLAS_STATUS_SUCCESS;
+    if (dt != CKPT_F32 && dt != CKPT_F16 && dt != CKPT_BF16)
+        return CUBLAS_STATUS_INVALID_VALUE;
+    cudaDataType_t t = cuda_type(dt);
+    bool in_out = wl == KCU_W_IN_OUT;
+    return cublasGemmEx(h, in_out ? CUBLAS_OP_N : CUBLAS_OP_T, CUBLAS_OP_N, O, T, I, &one, w, t, in_out ? O : I, x, t,
+                        I, &zero, y, CUDA_R_32F, O, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+}

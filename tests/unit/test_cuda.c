@@ -1,0 +1,919 @@
+/* test_cuda.c -- the CUDA backend: device selection (everywhere), then on a CUDA device each kernel against a CPU reference and the whole model against the CPU backend (logits, greedy tokens, batched vs one at a time).
+ *
+ * Without CUDA in the build or without a usable device only the device
+ * selection runs and the rest is a TAP skip saying why.
+ *
+ * Kernels run on fresh random inputs (the seed is printed; LLMCGI_TEST_SEED
+ * repeats a run) with every output buffer filled with 0xff bytes first, a NaN
+ * in F32, F16 and BF16 alike, so an element a kernel forgets to write fails
+ * the comparison. Errors are max |got - want| / max |want| over the output:
+ * F32 <= 1e-5, F16/BF16 <= 1e-2 (one rounding of the output to 8 or 11
+ * bits). Whole models: F32 <= 1e-4, F16/BF16 <= 2e-2 against the CPU
+ * backend, which computes in F32 from the same half-precision weights. */
+#include "config.h"
+#include "checkpoint.h"
+#include "gpu.h"
+#include "llm.h"
+#include "tap.h"
+#include "../../tools/gen_gpt2.h"
+#ifdef HAVE_CUDA
+#include "cuda/kernels.h"
+#endif
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static char tmp_root[256];
+
+static void rm_rf(const char *dir)
+{
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "# could not remove %s\n", dir);
+}
+
+/* Removes the model directory make_model wrote (they are large in the 124M shape). */
+static void drop_model(struct gpt2_checkpoint *ck)
+{
+    if (!ck)
+        return;
+    char dir[600];
+    snprintf(dir, sizeof dir, "%s", ck->dir);
+    gpt2_checkpoint_close(ck);
+    rm_rf(dir);
+}
+
+/* Writes a generated model under tmp_root/name and opens it (NULL on failure, reported). */
+static struct gpt2_checkpoint *make_model(const char *name, struct gen_gpt2_opts *o)
+{
+    char dir[512], err[512];
+    snprintf(dir, sizeof dir, "%s/%s", tmp_root, name);
+    o->out_dir = dir;
+    if (gen_gpt2_write(o, err, sizeof err) != 0) {
+        ok(0, "%s: checkpoint generated: %s", name, err);
+        return NULL;
+    }
+    struct gpt2_checkpoint *ck;
+    if (gpt2_checkpoint_open(dir, &ck, err, sizeof err) != 0) {
+        ok(0, "%s: checkpoint opens: %s", name, err);
+        return NULL;
+    }
+    return ck;
+}
+
+/* ------------------------------------------------------------------ device selection */
+
+static void test_device_selection(const struct gpu_info *g)
+{
+    struct gen_gpt2_opts o;
+    gen_gpt2_defaults(&o);
+    o.n_positions = 32;
+    o.vocab_size = 300;
+    struct gpt2_checkpoint *ck = make_model("select", &o);
+    if (!ck)
+        return;
+    char err[512] = "";
+    struct llm_model *m = NULL;
+    struct llm_load_opts lo = {.device = LLM_DEVICE_CPU};
+    int rc = llm_load(ck, &lo, &m, err, sizeof err);
+    ok(rc == 0 && !strcmp(llm_get_info(m)->backend, "cpu") && !llm_get_info(m)->fallback[0],
+       "device cpu: the CPU backend, no fallback note");
+    llm_free(m);
+    m = NULL;
+
+    lo.device = LLM_DEVICE_CUDA;
+    err[0] = 0;
+    rc = llm_load(ck, &lo, &m, err, sizeof err);
+#ifndef HAVE_CUDA
+    (void)g;
+    ok(rc == -1 && m == NULL, "device cuda in a build without CUDA is an error");
+    has_str(err, "no CUDA backend", "  that names the reason");
+#else
+    if (g->devices == 0) {
+        ok(rc == -1 && m == NULL, "device cuda without a usable device is an error");
+        has_str(err, "no CUDA device", "  that names the reason (%s)", err);
+    } else {
+        ok(rc == 0 && m && !strcmp(llm_get_info(m)->backend, "cuda"), "device cuda: the CUDA backend (%s)",
+           rc == 0 ? llm_get_info(m)->device_name : err);
+        ok(rc == 0 && !llm_get_info(m)->fallback[0], "  no fallback note");
+        llm_free(m);
+        m = NULL;
+        lo.device_index = g->devices;
+        rc = llm_load(ck, &lo, &m, err, sizeof err);
+        ok(rc == -1 && m == NULL, "device cuda:%d (past the last device) is an error", g->devices);
+        has_str(err, "no CUDA device", "  that names the reason (%s)", err);
+        lo.device_index = 0;
+    }
+#endif
+    llm_free(m);
+    m = NULL;
+
+    lo.device = LLM_DEVICE_AUTO;
+    rc = llm_load(ck, &lo, &m, err, sizeof err);
+    if (!ok(rc == 0, "device auto loads"))
+        printf("# %s\n", err);
+    if (rc == 0) {
+        const struct llm_info *in = llm_get_info(m);
+#ifndef HAVE_CUDA
+        ok(!strcmp(in->backend, "cpu") && !in->fallback[0], "device auto without CUDA: the CPU, quietly");
+#else
+        if (g->devices == 0) {
+            ok(!strcmp(in->backend, "cpu"), "device auto without a device: the CPU");
+            has_str(in->fallback, "using the CPU", "  and the fallback says so (%s)", in->fallback);
+            has_str(in->fallback, "no CUDA device", "  and why");
+        } else {
+            ok(!strcmp(in->backend, "cuda") && !in->fallback[0], "device auto with a device: CUDA (%s)",
+               in->device_name);
+        }
+#endif
+    }
+    llm_free(m);
+    drop_model(ck);
+}
+
+#ifdef HAVE_CUDA
+/* ------------------------------------------------------------------ helpers for the device tests */
+
+static uint64_t rng;
+
+static uint64_t rng_next(void)
+{
+    uint64_t z = (rng += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* Uniform on [-1, 1). */
+static float urand(void)
+{
+    return (float)((double)(rng_next() >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+}
+
+static int irand(int n)
+{
+    return (int)(rng_next() % (uint64_t)n);
+}
+
+/* perm = a random permutation of 0..n-1 (Fisher-Yates). */
+static void shuffle(int32_t *perm, int n)
+{
+    for (int i = 0; i < n; i++)
+        perm[i] = i;
+    for (int i = n - 1; i > 0; i--) {
+        int j = irand(i + 1);
+        int32_t t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+    }
+}
+
+static const char *dt_name(enum ckpt_dtype dt)
+{
+    return ckpt_dtype_name(dt);
+}
+
+static double kernel_tol(enum ckpt_dtype dt)
+{
+    return dt == CKPT_F32 ? 1e-5 : 1e-2;
+}
+
+/* Element i of a buffer of dt values, as the device stores them. */
+static void raw_put(void *raw, enum ckpt_dtype dt, size_t i, float v)
+{
+    if (dt == CKPT_F32)
+        ((float *)raw)[i] = v;
+    else
+        ((uint16_t *)raw)[i] = dt == CKPT_F16 ? ckpt_f32_to_f16(v) : ckpt_f32_to_bf16(v);
+}
+
+static float raw_get(const void *raw, enum ckpt_dtype dt, size_t i)
+{
+    if (dt == CKPT_F32)
+        return ((const float *)raw)[i];
+    uint16_t h = ((const uint16_t *)raw)[i];
+    return dt == CKPT_F16 ? ckpt_f16_to_f32(h) : ckpt_bf16_to_f32(h);
+}
+
+/* n random values in [-scale, scale) as dt (caller frees). */
+static void *rand_raw(enum ckpt_dtype dt, size_t n, float scale)
+{
+    void *raw = malloc(n * ckpt_dtype_size(dt));
+    for (size_t i = 0; i < n; i++)
+        raw_put(raw, dt, i, urand() * scale);
+    return raw;
+}
+
+static float *rand_f32(size_t n, float scale, float offset)
+{
+    float *v = malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++)
+        v[i] = offset + urand() * scale;
+    return v;
+}
+
+/* A failed CUDA call fails the test case that made it. */
+static int cu(cudaError_t e, const char *what)
+{
+    if (e == cudaSuccess)
+        return 1;
+    ok(0, "%s: %s", what, cudaGetErrorString(e));
+    return 0;
+}
+
+/* A device copy of bytes of host memory (NULL on failure, reported). */
+static void *dev_copy(const void *host, size_t bytes)
+{
+    void *d = NULL;
+    if (!cu(cudaMalloc(&d, bytes), "cudaMalloc"))
+        return NULL;
+    if (!cu(cudaMemcpy(d, host, bytes, cudaMemcpyHostToDevice), "cudaMemcpy to the device")) {
+        cudaFree(d);
+        return NULL;
+    }
+    return d;
+}
+
+/* A device buffer filled with 0xff bytes: NaN in every float type. */
+static void *dev_poison(size_t bytes)
+{
+    void *d = NULL;
+    if (!cu(cudaMalloc(&d, bytes), "cudaMalloc"))
+        return NULL;
+    if (!cu(cudaMemset(d, 0xff, bytes), "cudaMemset")) {
+        cudaFree(d);
+        return NULL;
+    }
+    return d;
+}
+
+/* Waits for the kernels and copies bytes back. */
+static int dev_get(void *host, const void *d, size_t bytes)
+{
+    return cu(cudaDeviceSynchronize(), "the kernel") && cu(cudaMemcpy(host, d, bytes, cudaMemcpyDeviceToHost), "cudaMemcpy back");
+}
+
+/* max |got - want| / max |want|; a NaN or infinity in got is infinitely wrong. */
+static double rel_err(const float *got, const double *want, size_t n)
+{
+    double e = 0, mx = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(got[i]))
+            return INFINITY;
+        e = fmax(e, fabs(got[i] - want[i]));
+        mx = fmax(mx, fabs(want[i]));
+    }
+    return mx > 0 ? e / mx : e;
+}
+
+/* The same over a dt buffer. */
+static double rel_err_raw(const void *got, enum ckpt_dtype dt, const double *want, size_t n)
+{
+    float *f = malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++)
+        f[i] = raw_get(got, dt, i);
+    double e = rel_err(f, want, n);
+    free(f);
+    return e;
+}
+
+/* ------------------------------------------------------------------ kernels */
+
+static void test_embed(enum ckpt_dtype dt)
+{
+    enum { V = 517, C = 100, P = 64, T = 37 };
+    void *wte = rand_raw(dt, (size_t)V * C, 1.0f);
+    float *wpe = rand_f32((size_t)P * C, 0.5f, 0.0f);
+    int32_t tok[T], pos[T];
+    for (int t = 0; t < T; t++) {
+        tok[t] = irand(V);
+        pos[t] = irand(P);
+    }
+    tok[0] = V - 1;
+    pos[1] = P - 1;
+    void *d_wte = dev_copy(wte, (size_t)V * C * ckpt_dtype_size(dt)), *d_wpe = dev_copy(wpe, sizeof(float) * P * C);
+    void *d_tok = dev_copy(tok, sizeof tok), *d_pos = dev_copy(pos, sizeof pos), *d_x = dev_poison(sizeof(float) * T * C);
+    static float x[T * C];
+    static double want[T * C];
+    if (d_wte && d_wpe && d_tok && d_pos && d_x &&
+        cu(kcu_embed(d_x, d_tok, d_pos, d_wte, dt, d_wpe, T, C, 0), "kcu_embed") && dev_get(x, d_x, sizeof x)) {
+        for (int t = 0; t < T; t++)
+            for (int c = 0; c < C; c++)
+                want[t * C + c] = (double)raw_get(wte, dt, (size_t)tok[t] * C + c) + wpe[pos[t] * C + c];
+        double e = rel_err(x, want, (size_t)T * C);
+        ok(e <= kernel_tol(dt), "embed %s: wte[token] + wpe[pos] (error %.2g)", dt_name(dt), e);
+    }
+    cudaFree(d_wte);
+    cudaFree(d_wpe);
+    cudaFree(d_tok);
+    cudaFree(d_pos);
+    cudaFree(d_x);
+    free(wte);
+    free(wpe);
+}
+
+static void test_layernorm(enum ckpt_dtype dt, int C, bool residual)
+{
+    enum { T = 13 };
+    size_t n = (size_t)T * C;
+    float eps = 1e-5f;
+    float *x = rand_f32(n, 3.0f, 0.5f), *r = rand_f32(n, 1.0f, 0.0f), *rb = rand_f32((size_t)C, 0.3f, 0.0f);
+    float *g = rand_f32((size_t)C, 0.2f, 1.0f), *b = rand_f32((size_t)C, 0.1f, 0.0f);
+    float *xs = malloc(n * sizeof(float));
+    void *out = malloc(n * ckpt_dtype_size(dt));
+    double *want = malloc(n * sizeof(double)), *want_x = malloc(n * sizeof(double));
+    float *d_x = dev_copy(x, n * sizeof(float)), *d_r = dev_copy(r, n * sizeof(float));
+    float *d_rb = dev_copy(rb, C * sizeof(float)), *d_g = dev_copy(g, C * sizeof(float)), *d_b = dev_copy(b, C * sizeof(float));
+    void *d_out = dev_poison(n * ckpt_dtype_size(dt));
+    if (d_x && d_r && d_rb && d_g && d_b && d_out &&
+        cu(kcu_residual_layernorm(d_x, residual ? d_r : NULL, residual ? d_rb : NULL, d_out, dt, d_g, d_b, T, C, eps, 0),
+           "kcu_residual_layernorm") &&
+        dev_get(out, d_out, n * ckpt_dtype_size(dt)) && dev_get(xs, d_x, n * sizeof(float))) {
+        for (int t = 0; t < T; t++) {
+            double mean = 0, var = 0;
+            for (int c = 0; c < C; c++) {
+                size_t i = (size_t)t * C + c;
+                want_x[i] = residual ? (double)x[i] + ((double)r[i] + rb[c]) : x[i];
+                mean += want_x[i];
+            }
+            mean /= C;
+            for (int c = 0; c < C; c++)
+                var += (want_x[(size_t)t * C + c] - mean) * (want_x[(size_t)t * C + c] - mean);
+            var /= C;
+            for (int c = 0; c < C; c++) {
+                size_t i = (size_t)t * C + c;
+                want[i] = (want_x[i] - mean) / sqrt(var + eps) * g[c] + b[c];
+            }
+        }
+        double e = rel_err_raw(out, dt, want, n), ex = rel_err(xs, want_x, n);
+        ok(e <= kernel_tol(dt) && ex <= 1e-6, "layernorm %s, C %d, %s: output error %.2g, residual error %.2g",
+           dt_name(dt), C, residual ? "x += r + bias first" : "no residual", e, ex);
+    }
+    cudaFree(d_x);
+    cudaFree(d_r);
+    cudaFree(d_rb);
+    cudaFree(d_g);
+    cudaFree(d_b);
+    cudaFree(d_out);
+    free(x);
+    free(r);
+    free(rb);
+    free(g);
+    free(b);
+    free(xs);
+    free(out);
+    free(want);
+    free(want_x);
+}
+
+static double act_ref(double v, enum kcu_act act)
+{
+    switch (act) {
+    case KCU_ACT_GELU_TANH: return 0.5 * v * (1.0 + tanh(sqrt(2.0 / M_PI) * (v + 0.044715 * v * v * v)));
+    case KCU_ACT_GELU_ERF: return 0.5 * v * (1.0 + erf(v / sqrt(2.0)));
+    case KCU_ACT_RELU: return v > 0 ? v : 0;
+    case KCU_ACT_QUICK_GELU: return v / (1.0 + exp(-1.702 * v));
+    default: return v;
+    }
+}
+
+static void test_bias_act(enum ckpt_dtype dt, enum kcu_act act)
+{
+    static const char *names[] = {"bias", "bias + gelu_new", "bias + gelu (erf)", "bias + relu", "bias + quick_gelu"};
+    enum { T = 7, N = 300 };
+    size_t n = (size_t)T * N;
+    float *in = rand_f32(n, 3.0f, 0.0f), *bias = rand_f32(N, 0.5f, 0.0f);
+    void *out = malloc(n * ckpt_dtype_size(dt));
+    static double want[T * N];
+    float *d_in = dev_copy(in, n * sizeof(float)), *d_bias = dev_copy(bias, N * sizeof(float));
+    void *d_out = dev_poison(n * ckpt_dtype_size(dt));
+    if (d_in && d_bias && d_out && cu(kcu_bias_act(d_out, dt, d_in, d_bias, T, N, act, 0), "kcu_bias_act") &&
+        dev_get(out, d_out, n * ckpt_dtype_size(dt))) {
+        for (size_t i = 0; i < n; i++)
+            want[i] = act_ref((double)in[i] + bias[i % N], act);
+        double e = rel_err_raw(out, dt, want, n);
+        ok(e <= kernel_tol(dt), "%s %s (error %.2g)", names[act], dt_name(dt), e);
+    }
+    cudaFree(d_in);
+    cudaFree(d_bias);
+    cudaFree(d_out);
+    free(in);
+    free(bias);
+    free(out);
+}
+
+static void test_gather(enum ckpt_dtype dt)
+{
+    enum { T = 20, R = 6, C = 70 };
+    size_t es = ckpt_dtype_size(dt);
+    void *src = rand_raw(dt, (size_t)T * C, 2.0f), *dst = malloc((size_t)R * C * es);
+    int32_t rows[R] = {19, 0, 7, 7, 3, 12};
+    void *d_src = dev_copy(src, (size_t)T * C * es), *d_rows = dev_copy(rows, sizeof rows);
+    void *d_dst = dev_poison((size_t)R * C * es);
+    if (d_src && d_rows && d_dst && cu(kcu_gather_rows(d_dst, d_src, dt, d_rows, R, C, 0), "kcu_gather_rows") &&
+        dev_get(dst, d_dst, (size_t)R * C * es)) {
+        int same = 1;
+        for (int i = 0; i < R; i++)
+            same &= !memcmp((char *)dst + (size_t)i * C * es, (char *)src + (size_t)rows[i] * C * es, C * es);
+        ok(same, "gather rows %s: exact copies", dt_name(dt));
+    }
+    cudaFree(d_src);
+    cudaFree(d_rows);
+    cudaFree(d_dst);
+    free(src);
+    free(dst);
+}
+
+static void test_gemm(cublasHandle_t h, enum ckpt_dtype dt, enum kcu_wlayout wl, int T)
+{
+    enum { I = 96, O = 80 };
+    size_t es = ckpt_dtype_size(dt);
+    void *x = rand_raw(dt, (size_t)T * I, 1.0f), *w = rand_raw(dt, (size_t)I * O, 0.2f);
+    float *y = malloc(sizeof(float) * T * O);
+    double *want = malloc(sizeof(double) * T * O);
+    void *d_x = dev_copy(x, (size_t)T * I * es), *d_w = dev_copy(w, (size_t)I * O * es);
+    float *d_y = dev_poison(sizeof(float) * T * O);
+    cublasStatus_t s = CUBLAS_STATUS_NOT_INITIALIZED;
+    if (d_x && d_w && d_y) {
+        s = kcu_gemm(h, d_y, d_x, d_w, dt, wl, T, I, O);
+        if (s != CUBLAS_STATUS_SUCCESS)
+            ok(0, "kcu_gemm: %s", cublasGetStatusString(s));
+    }
+    if (s == CUBLAS_STATUS_SUCCESS && dev_get(y, d_y, sizeof(float) * T * O)) {
+        for (int t = 0; t < T; t++)
+            for (int o = 0; o < O; o++) {
+                double acc = 0;
+                for (int i = 0; i < I; i++)
+                    acc += (double)raw_get(x, dt, (size_t)t * I + i) *
+                           raw_get(w, dt, wl == KCU_W_IN_OUT ? (size_t)i * O + o : (size_t)o * I + i);
+                want[t * O + o] = acc;
+            }
+        double e = rel_err(y, want, (size_t)T * O);
+        ok(e <= kernel_tol(dt), "gemm %s, W %s, %d rows (error %.2g)", dt_name(dt),
+           wl == KCU_W_IN_OUT ? "[in][out]" : "[out][in]", T, e);
+    }
+    cudaFree(d_x);
+    cudaFree(d_w);
+    cudaFree(d_y);
+    free(x);
+    free(w);
+    free(y);
+    free(want);
+}
+
+struct att_case {
+    const char *name;
+    int L, H, hd, B, n_blocks, layer;
+    int n_seqs;
+    int pos[6], n[6];
+};
+
+/* kcu_kv_store then kcu_attention for a batch of sequences (decodes and
+ * prefill chunks at different positions) with shuffled block tables,
+ * against a double-precision reference on a host copy of the pool. */
+static void test_attention(enum ckpt_dtype dt, const struct att_case *ac)
+{
+    struct kcu_kv_layout kl = {ac->L, ac->H, ac->hd, ac->B};
+    int C = ac->H * ac->hd, T = 0, nt = 0;
+    size_t es = ckpt_dtype_size(dt), pool_elems = (size_t)ac->n_blocks * kcu_kv_block_elems(kl);
+    int32_t *perm = malloc(sizeof(int32_t) * ac->n_blocks), row_pos[256], row_tab[256], tables[512];
+    shuffle(perm, ac->n_blocks);
+    for (int s = 0; s < ac->n_seqs; s++) {
+        int used = (ac->pos[s] + ac->n[s] + ac->B - 1) / ac->B;
+        for (int k = 0; k < used; k++)
+            tables[nt + k] = perm[nt + k];      /* distinct blocks across sequences */
+        for (int t = 0; t < ac->n[s]; t++, T++) {
+            row_pos[T] = ac->pos[s] + t;
+            row_tab[T] = nt;
+        }
+        nt += used;
+    }
+    void *qkv = rand_raw(dt, (size_t)T * 3 * C, 1.5f), *pool = rand_raw(dt, pool_elems, 1.0f);
+    void *pool_got = malloc(pool_elems * es), *out = malloc((size_t)T * C * es);
+    double *want = malloc(sizeof(double) * T * C), *sc = malloc(sizeof(double) * 4096);
+    void *d_qkv = dev_copy(qkv, (size_t)T * 3 * C * es), *d_pool = dev_copy(pool, pool_elems * es);
+    void *d_pos = dev_copy(row_pos, sizeof(int32_t) * T), *d_tab = dev_copy(row_tab, sizeof(int32_t) * T);
+    void *d_tables = dev_copy(tables, sizeof(int32_t) * nt), *d_out = dev_poison((size_t)T * C * es);
+    float scale = 1.0f / sqrtf((float)ac->hd);
+    if (d_qkv && d_pool && d_pos && d_tab && d_tables && d_out &&
+        cu(kcu_kv_store(d_pool, d_qkv, dt, d_pos, d_tab, d_tables, T, ac->layer, kl, 0), "kcu_kv_store") &&
+        cu(kcu_attention(d_out, d_qkv, d_pool, dt, d_pos, d_tab, d_tables, T, ac->layer, kl, scale, 0),
+           "kcu_attention") &&
+        dev_get(out, d_out, (size_t)T * C * es) && dev_get(pool_got, d_pool, pool_elems * es)) {
+        /* the reference store: raw elements, so the pool must match bit for bit */
+        for (int r = 0; r < T; r++) {
+            int p = row_pos[r], block = tables[row_tab[r] + p / ac->B], j = p % ac->B;
+            for (int c = 0; c < C; c++) {
+                int h = c / ac->hd, d = c % ac->hd;
+                memcpy((char *)pool + (kcu_kv_index(kl, block, ac->layer, 0, h, j) + d) * es,
+                       (char *)qkv + ((size_t)r * 3 * C + C + c) * es, es);
+                memcpy((char *)pool + (kcu_kv_index(kl, block, ac->layer, 1, h, j) + d) * es,
+                       (char *)qkv + ((size_t)r * 3 * C + 2 * C + c) * es, es);
+            }
+        }
+        ok(!memcmp(pool, pool_got, pool_elems * es), "kv store %s, %s: every new K and V in its block, nothing else moved",
+           dt_name(dt), ac->name);
+        for (int r = 0; r < T; r++) {
+            int p = row_pos[r];
+            const int32_t *tab = tables + row_tab[r];
+            for (int h = 0; h < ac->H; h++) {
+                double mx = -INFINITY, sum = 0;
+                for (int k = 0; k <= p; k++) {
+                    size_t ki = kcu_kv_index(kl, tab[k / ac->B], ac->layer, 0, h, k % ac->B);
+                    double s = 0;
+                    for (int d = 0; d < ac->hd; d++)
+                        s += (double)raw_get(qkv, dt, (size_t)r * 3 * C + (size_t)h * ac->hd + d) *
+                             raw_get(pool, dt, ki + d);
+                    sc[k] = s * scale;
+                    mx = fmax(mx, sc[k]);
+                }
+                for (int k = 0; k <= p; k++)
+                    sum += sc[k] = exp(sc[k] - mx);
+                for (int d = 0; d < ac->hd; d++) {
+                    double a = 0;
+                    for (int k = 0; k <= p; k++)
+                        a += sc[k] / sum *
+                             raw_get(pool, dt, kcu_kv_index(kl, tab[k / ac->B], ac->layer, 1, h, k % ac->B) + d);
+                    want[(size_t)r * C + (size_t)h * ac->hd + d] = a;
+                }
+            }
+        }
+        double e = rel_err_raw(out, dt, want, (size_t)T * C);
+        ok(e <= kernel_tol(dt), "attention %s, %s (error %.2g)", dt_name(dt), ac->name, e);
+    }
+    cudaFree(d_qkv);
+    cudaFree(d_pool);
+    cudaFree(d_pos);
+    cudaFree(d_tab);
+    cudaFree(d_tables);
+    cudaFree(d_out);
+    free(perm);
+    free(qkv);
+    free(pool);
+    free(pool_got);
+    free(out);
+    free(want);
+    free(sc);
+}
+
+static void test_kernels(void)
+{
+    static const enum ckpt_dtype dts[] = {CKPT_F32, CKPT_F16, CKPT_BF16};
+    static const struct att_case cases[] = {
+        {"2 layers, 3 heads of 40, blocks of 4, decodes and chunks", 2, 3, 40, 4, 48, 1, 5,
+         {9, 0, 7, 0, 30}, {1, 6, 5, 1, 3}},
+        {"heads of 64, blocks of 16, a decode at 500 and a chunk of 20", 1, 2, 64, 16, 80, 0, 3,
+         {500, 100, 0}, {1, 20, 17}},
+        {"one head of 256 (the largest), blocks of 1", 1, 1, 256, 1, 64, 0, 2, {40, 3}, {1, 5}},
+    };
+    cublasHandle_t h;
+    cublasStatus_t s = cublasCreate(&h);
+    if (!ok(s == CUBLAS_STATUS_SUCCESS, "cublasCreate"))
+        return;
+    cublasSetMathMode(h, CUBLAS_DEFAULT_MATH);
+    for (size_t k = 0; k < sizeof dts / sizeof dts[0]; k++) {
+        enum ckpt_dtype dt = dts[k];
+        test_embed(dt);
+        test_layernorm(dt, 100, false);
+        test_layernorm(dt, 100, true);
+        test_layernorm(dt, 768, true);
+        for (int a = KCU_ACT_NONE; a <= KCU_ACT_QUICK_GELU; a++)
+            test_bias_act(dt, (enum kcu_act)a);
+        test_gather(dt);
+        test_gemm(h, dt, KCU_W_IN_OUT, 1);
+        test_gemm(h, dt, KCU_W_IN_OUT, 7);
+        test_gemm(h, dt, KCU_W_OUT_IN, 1);
+        test_gemm(h, dt, KCU_W_OUT_IN, 7);
+        for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
+            test_attention(dt, &cases[c]);
+    }
+    cublasDestroy(h);
+}
+
+/* ------------------------------------------------------------------ whole models */
+
+static int32_t argmax(const float *z, int n)
+{
+    int32_t best = 0;
+    for (int i = 1; i < n; i++)
+        if (z[i] > z[best])
+            best = i;
+    return best;
+}
+
+/* Worst over rows of max |a - b| / max |b| (b the reference); NaN counts as infinite. */
+static double rows_err(const float *a, const float *b, int rows, int V)
+{
+    double worst = 0;
+    for (int r = 0; r < rows; r++) {
+        double e = 0, mx = 0;
+        for (int i = 0; i < V; i++) {
+            size_t k = (size_t)r * V + i;
+            if (!isfinite(a[k]))
+                return INFINITY;
+            e = fmax(e, fabs((double)a[k] - b[k]));
+            mx = fmax(mx, fabs((double)b[k]));
+        }
+        worst = fmax(worst, mx > 0 ? e / mx : e);
+    }
+    return worst;
+}
+
+static struct llm_model *load_on(const struct gpt2_checkpoint *ck, enum llm_device dev, int blocks, int S,
+                                 const char *what)
+{
+    char err[512];
+    struct llm_load_opts lo = {.device = dev, .kv_block_tokens = 16, .kv_blocks = blocks, .max_step_tokens = S,
+                               .max_step_logits = S};
+    struct llm_model *m = NULL;
+    if (llm_load(ck, &lo, &m, err, sizeof err) != 0) {
+        ok(0, "%s: loads on the %s: %s", what, dev == LLM_DEVICE_CPU ? "CPU" : "GPU", err);
+        return NULL;
+    }
+    return m;
+}
+
+/* One llm_forward; the logits rows it should write are NaN before it. */
+static int step(struct llm_model *m, const struct llm_seq *seqs, int n, float *logits, const char *what)
+{
+    char err[512];
+    size_t rows = 0;
+    for (int i = 0; i < n; i++)
+        rows += seqs[i].logits == LLM_LOGITS_ALL ? (size_t)seqs[i].n_tokens : seqs[i].logits == LLM_LOGITS_LAST;
+    memset(logits, 0xff, rows * sizeof(float) * (size_t)llm_get_info(m)->cfg.vocab_size);
+    if (llm_forward(m, seqs, n, logits, err, sizeof err) != 0) {
+        ok(0, "%s: step: %s", what, err);
+        return -1;
+    }
+    return 0;
+}
+
+/* (b) The same steps on both backends: one batch prefilling three prompts
+ * (one asking for every row), then three batched decode steps; every logits
+ * row compared. */
+static void compare_backends(const struct gpt2_checkpoint *ck, const char *what, double tol)
+{
+    enum { NS = 3, DECODE = 3, BPS = 8 };
+    int V = ck->cfg.vocab_size, P = ck->cfg.n_positions;
+    int lens[NS] = {5, 17, 33};
+    for (int s = 0; s < NS; s++)
+        if (lens[s] + DECODE > P)
+            lens[s] = P - DECODE;
+    int total = lens[0] + lens[1] + lens[2];
+    struct llm_model *cpu = load_on(ck, LLM_DEVICE_CPU, NS * BPS, total, what);
+    struct llm_model *gpu = load_on(ck, LLM_DEVICE_CUDA, NS * BPS, total, what);
+    int32_t prompt[NS][64], tables[NS][BPS], dec[DECODE][NS], perm[NS * BPS];
+    shuffle(perm, NS * BPS);
+    for (int s = 0; s < NS; s++) {
+        for (int t = 0; t < lens[s]; t++)
+            prompt[s][t] = irand(V);
+        for (int b = 0; b < BPS; b++)
+            tables[s][b] = perm[s * BPS + b];
+    }
+    for (int k = 0; k < DECODE; k++)
+        for (int s = 0; s < NS; s++)
+            dec[k][s] = irand(V);
+    if (!cpu || !gpu) {
+        llm_free(cpu);
+        llm_free(gpu);
+        return;
+    }
+    const struct llm_info *in = llm_get_info(gpu);
+    printf("# %s: %s, %s weights, %zu weight bytes, KV block %zu bytes\n", what, in->device_name,
+           ckpt_dtype_name(in->weight_dtype), in->weight_bytes, in->kv_block_bytes);
+    float *a = malloc(sizeof(float) * (size_t)V * total), *b = malloc(sizeof(float) * (size_t)V * total);
+    struct llm_seq seqs[NS];
+    for (int s = 0; s < NS; s++)
+        seqs[s] = (struct llm_seq){prompt[s], lens[s], 0, tables[s], BPS, s == 0 ? LLM_LOGITS_ALL : LLM_LOGITS_LAST};
+    int rows = lens[0] + NS - 1;
+    double worst = 0;
+    if (step(cpu, seqs, NS, a, what) == 0 && step(gpu, seqs, NS, b, what) == 0) {
+        worst = rows_err(b, a, rows, V);
+        for (int k = 0; k < DECODE; k++) {
+            for (int s = 0; s < NS; s++)
+                seqs[s] = (struct llm_seq){&dec[k][s], 1, lens[s] + k, tables[s], BPS, LLM_LOGITS_LAST};
+            if (step(cpu, seqs, NS, a, what) != 0 || step(gpu, seqs, NS, b, what) != 0) {
+                worst = INFINITY;
+                break;
+            }
+            worst = fmax(worst, rows_err(b, a, NS, V));
+        }
+        ok(worst <= tol, "%s: GPU logits within %g of the CPU's over a batched prefill and %d decode steps (%.2g)",
+           what, tol, DECODE, worst);
+    }
+    free(a);
+    free(b);
+    llm_free(cpu);
+    llm_free(gpu);
+}
+
+/* (c) Greedy decoding from one prompt on each backend: the same tokens. */
+static void compare_greedy(const struct gpt2_checkpoint *ck, const char *what, int steps)
+{
+    int V = ck->cfg.vocab_size, n0 = 8;
+    int blocks = (n0 + steps + 15) / 16;
+    int32_t ids[2][256], table[64];
+    for (int i = 0; i < blocks; i++)
+        table[i] = blocks - 1 - i;
+    for (int t = 0; t < n0; t++)
+        ids[0][t] = ids[1][t] = irand(V);
+    float *z = malloc(sizeof(float) * (size_t)V);
+    for (int k = 0; k < 2; k++) {
+        struct llm_model *m = load_on(ck, k == 0 ? LLM_DEVICE_CPU : LLM_DEVICE_CUDA, blocks, n0, what);
+        if (!m) {
+            free(z);
+            return;
+        }
+        struct llm_seq s = {ids[k], n0, 0, table, blocks, LLM_LOGITS_LAST};
+        for (int i = 0; i < steps; i++) {
+            if (step(m, &s, 1, z, what) != 0) {
+                llm_free(m);
+                free(z);
+                return;
+            }
+            ids[k][n0 + i] = argmax(z, V);
+            s = (struct llm_seq){&ids[k][n0 + i], 1, n0 + i, table, blocks, LLM_LOGITS_LAST};
+        }
+        llm_free(m);
+    }
+    int same = 0;
+    while (same < steps && ids[0][n0 + same] == ids[1][n0 + same])
+        same++;
+    is_int(same, steps, "%s: %d greedy tokens identical on the GPU and the CPU", what, steps);
+    free(z);
+}
+
+/* (d) On the GPU: one step mixing decodes and prefill chunks at different
+ * positions with scattered block tables gives what the same sequences give
+ * one per step, and so do the decode steps after it (which read the KV the
+ * mixed step wrote). */
+static void compare_batched(const struct gpt2_checkpoint *ck, const char *what, double tol)
+{
+    enum { NS = 4, BPS = 4, AFTER = 3 };
+    int V = ck->cfg.vocab_size;
+    /* phase 0 (alone, both worlds): prompt[0..pre); the mixed step: [pre, pre + n) */
+    int pre[NS] = {9, 21, 8, 0}, n[NS] = {1, 1, 6, 30};
+    int mode[NS] = {LLM_LOGITS_LAST, LLM_LOGITS_LAST, LLM_LOGITS_ALL, LLM_LOGITS_LAST};
+    int32_t toks[NS][64], perm[2 * NS * BPS], tab[2][NS][BPS];
+    for (int s = 0; s < NS; s++)
+        for (int t = 0; t < 64; t++)
+            toks[s][t] = irand(V);
+    shuffle(perm, 2 * NS * BPS);
+    for (int w = 0; w < 2; w++)
+        for (int s = 0; s < NS; s++)
+            for (int b = 0; b < BPS; b++)
+                tab[w][s][b] = perm[(w * NS + s) * BPS + b];
+    struct llm_model *m = load_on(ck, LLM_DEVICE_CUDA, 2 * NS * BPS, 64, what);
+    if (!m)
+        return;
+    float *za = malloc(sizeof(float) * (size_t)V * 64), *zb = malloc(sizeof(float) * (size_t)V * 64);
+    struct llm_seq seqs[NS];
+    int rc = 0;
+    /* phase 0, one sequence per step, in both worlds */
+    for (int w = 0; w < 2 && rc == 0; w++)
+        for (int s = 0; s < NS && rc == 0; s++)
+            if (pre[s] > 0) {
+                seqs[0] = (struct llm_seq){toks[s], pre[s], 0, tab[w][s], BPS, LLM_LOGITS_NONE};
+                rc = step(m, seqs, 1, za, what);
+            }
+    /* the mixed step: world 0 in one step, world 1 one sequence per step */
+    int rows = 0;
+    for (int s = 0; s < NS; s++)
+        seqs[s] = (struct llm_seq){toks[s] + pre[s], n[s], pre[s], tab[0][s], BPS, mode[s]};
+    if (rc == 0)
+        rc = step(m, seqs, NS, za, what);
+    for (int s = 0; s < NS && rc == 0; s++) {
+        struct llm_seq one = {toks[s] + pre[s], n[s], pre[s], tab[1][s], BPS, mode[s]};
+        rc = step(m, &one, 1, zb + (size_t)rows * V, what);
+        rows += mode[s] == LLM_LOGITS_ALL ? n[s] : 1;
+    }
+    double worst = 0;
+    int same_argmax = 1;
+    if (rc == 0) {
+        worst = rows_err(za, zb, rows, V);
+        for (int r = 0; r < rows; r++)
+            same_argmax &= argmax(za + (size_t)r * V, V) == argmax(zb + (size_t)r * V, V);
+    }
+    /* decode steps after it, batched in world 0 and one by one in world 1 */
+    for (int k = 0; k < AFTER && rc == 0; k++) {
+        for (int s = 0; s < NS; s++)
+            seqs[s] = (struct llm_seq){&toks[s][40 + k], 1, pre[s] + n[s] + k, tab[0][s], BPS, LLM_LOGITS_LAST};
+        rc = step(m, seqs, NS, za, what);
+        for (int s = 0; s < NS && rc == 0; s++) {
+            struct llm_seq one = {&toks[s][40 + k], 1, pre[s] + n[s] + k, tab[1][s], BPS, LLM_LOGITS_LAST};
+            rc = step(m, &one, 1, zb + (size_t)s * V, what);
+        }
+        if (rc == 0) {
+            worst = fmax(worst, rows_err(za, zb, NS, V));
+            for (int s = 0; s < NS; s++)
+                same_argmax &= argmax(za + (size_t)s * V, V) == argmax(zb + (size_t)s * V, V);
+        }
+    }
+    if (rc == 0) {
+        ok(worst <= tol, "%s: a step of 2 decodes and 2 prefill chunks, and 3 batched decodes after it, match one "
+                         "sequence per step (%.2g)", what, worst);
+        ok(same_argmax, "%s: and every row's argmax is the same", what);
+    }
+    free(za);
+    free(zb);
+    llm_free(m);
+}
+
+static void test_models(void)
+{
+    /* The 124M shape is left out under the sanitizers and LLMCGI_CUDA_QUICK
+     * (tools/gpu-check's compute-sanitizer run). */
+    const char *san = getenv("LLMCGI_SANITIZERS"), *quick = getenv("LLMCGI_CUDA_QUICK");
+    bool big = !(san && !strcmp(san, "yes")) && !(quick && *quick && strcmp(quick, "0"));
+    static const enum ckpt_dtype dts[] = {CKPT_F32, CKPT_F16, CKPT_BF16};
+    for (size_t k = 0; k < 3; k++) {
+        enum ckpt_dtype dt = dts[k];
+        double tol = dt == CKPT_F32 ? 1e-4 : 2e-2;
+        char name[64];
+        struct gen_gpt2_opts o;
+
+        /* the tiny default shape */
+        gen_gpt2_defaults(&o);
+        o.dtype = dt;
+        snprintf(name, sizeof name, "tiny-%s", dt_name(dt));
+        struct gpt2_checkpoint *ck = make_model(name, &o);
+        if (ck) {
+            compare_backends(ck, name, tol);
+            if (dt == CKPT_F32)
+                compare_greedy(ck, name, 48);
+            if (dt != CKPT_F16)
+                compare_batched(ck, name, dt == CKPT_F32 ? 1e-5 : 1e-2);
+            drop_model(ck);
+        }
+
+        /* odd sizes everywhere, untied head, erf GELU, prefixed names */
+        gen_gpt2_defaults(&o);
+        o.dtype = dt;
+        o.n_layer = 3;
+        o.n_head = 3;
+        o.n_embd = 96;
+        o.n_inner = 200;
+        o.n_positions = 80;
+        o.vocab_size = 1003;
+        o.untied = true;
+        o.prefix = true;
+        o.activation = "gelu";
+        o.seed = 77;
+        snprintf(name, sizeof name, "odd-%s", dt_name(dt));
+        ck = make_model(name, &o);
+        if (ck) {
+            compare_backends(ck, name, tol);
+            drop_model(ck);
+        }
+
+        /* the 124M shape, in half precision */
+        if (dt != CKPT_F32 && big) {
+            gen_gpt2_defaults(&o);
+            o.dtype = dt;
+            o.n_layer = 12;
+            o.n_head = 12;
+            o.n_embd = 768;
+            o.n_positions = 1024;
+            snprintf(name, sizeof name, "gpt2-124M-shape-%s", dt_name(dt));
+            ck = make_model(name, &o);
+            if (ck) {
+                compare_backends(ck, name, tol);
+                drop_model(ck);
+            }
+        }
+    }
+}
+#endif /* HAVE_CUDA */
+
+int main(void)
+{
+    snprintf(tmp_root, sizeof tmp_root, "%s/llmcgi-cuda-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+    if (!mkdtemp(tmp_root))
+        return printf("Bail out! mkdtemp failed\n"), 1;
+    struct gpu_info g;
+    gpu_probe(&g, false);
+    test_device_selection(&g);
+#ifndef HAVE_CUDA
+    printf("ok %d # SKIP kernels and models: %s\n", ++tap_count, g.error);
+#else
+    if (g.devices == 0) {
+        printf("ok %d # SKIP kernels: no CUDA device (%s)\n", ++tap_count, g.error);
+        printf("ok %d # SKIP whole models against the CPU: no CUDA device\n", ++tap_count);
+    } else {
+        const char *seed = getenv("LLMCGI_TEST_SEED");
+        rng = seed ? strtoull(seed, NULL, 0) : (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+        tap_diag("device %s (sm_%d%d); random seed %llu (LLMCGI_TEST_SEED repeats it)", g.name, g.cc_major,
+                 g.cc_minor, (unsigned long long)rng);
+        test_kernels();
+        test_models();
+    }
+#endif
+    rm_rf(tmp_root);
+    return tap_done();
+}
