@@ -8,8 +8,11 @@
  * converts it; the same table supplies the defaults, parsed by the same code. */
 #include "config.h"
 #include "conf.h"
+#include "auth.h"
+#include "cors.h"
 #include "listen.h"
 #include "llm.h"
+#include "ratelimit.h"
 #include "router.h"
 #include "util.h"
 
@@ -51,6 +54,16 @@ static void add_error(struct config_errors *e, const char *file, int line, const
     else
         snprintf(e->msg[e->n], len, "%s: %s", file, msg);
     e->n++;
+}
+
+void config_add_error(struct config_errors *e, const char *file, int line, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    add_error(e, file, line, "%s", msg);
 }
 
 void config_errors_free(struct config_errors *e)
@@ -306,6 +319,8 @@ enum key_type {
     K_URLPATH,      /* an absolute URL path such as /health */
     K_DEVICE,       /* auto, cpu, cuda, cuda:N */
     K_TEMPLATE,     /* a chat template name */
+    K_CIDRS,        /* addresses and CIDR blocks */
+    K_ORIGINS,      /* CORS origins, or "*" */
 };
 
 struct key_def {
@@ -379,6 +394,27 @@ static const struct key_def upstream_keys[] = {
     {"launch", K_STRING, U(launch), 0, 0, NULL},
     {"launch_stop_timeout", K_DURATION, U(launch_stop_timeout_ms), 0, 600000, "10s"},
     {"max_response", K_SIZE, U(max_response), 1024, (int64_t)1 << 34, "64M"},
+};
+
+static const struct key_def auth_keys[] = {
+    {"keys_file", K_PATH, S(keys_file), 0, 0, NULL},
+    {"protect_health", K_BOOL, S(protect_health), 0, 0, "off"},
+    {"protect_metrics", K_BOOL, S(protect_metrics), 0, 0, "on"},
+};
+
+static const struct key_def limits_keys[] = {
+    {"requests_per_minute", K_LONG, S(requests_per_minute), 0, 1000000000, "0"},
+    {"tokens_per_minute", K_LONG, S(tokens_per_minute), 0, 1000000000, "0"},
+    {"address_requests_per_minute", K_LONG, S(address_requests_per_minute), 0, 1000000000, "0"},
+    {"address_tokens_per_minute", K_LONG, S(address_tokens_per_minute), 0, 1000000000, "0"},
+    {"max_clients", K_LONG, S(max_clients), 1, 10000000, "100000"},
+    {"trusted_proxies", K_CIDRS, S(trusted_proxies), 0, 0, NULL},
+};
+
+static const struct key_def cors_keys[] = {
+    {"allow_origins", K_ORIGINS, S(cors_origins), 0, 0, NULL},
+    {"allow_credentials", K_BOOL, S(cors_credentials), 0, 0, "off"},
+    {"max_age", K_DURATION, S(cors_max_age_ms), 0, 86400000, "10m"},
 };
 
 static const char *const upstream_type_names[] = {
@@ -773,6 +809,16 @@ static int apply_key(const struct key_def *k, void *base, const char *value, con
         return apply_models(base, value, err, errlen);
     case K_HEADER:
         return apply_header(base, value, err, errlen);
+    case K_CIDRS: {
+        struct config *c = base;
+        free(c->trusted_proxies);
+        return cidr_parse_list(value, &c->trusted_proxies, &c->n_trusted_proxies, err, errlen);
+    }
+    case K_ORIGINS: {
+        struct config *c = base;
+        free_strv(c->cors_origins, c->n_cors_origins);
+        return cors_parse_origins(value, &c->cors_origins, &c->n_cors_origins, &c->cors_any, err, errlen);
+    }
     }
     if (!str) {
         snprintf(err, errlen, "out of memory");
@@ -890,6 +936,10 @@ static void config_free(struct config *c)
     for (size_t i = 0; i < ARRAY_LEN(server_keys); i++)
         if (key_is_string(server_keys[i].type))
             free(*(char **)((char *)c + server_keys[i].offset));
+    free(c->keys_file);
+    auth_keys_free(c->keys);
+    free(c->trusted_proxies);
+    free_strv(c->cors_origins, c->n_cors_origins);
     free(c->file);
     free(c);
 }
@@ -905,6 +955,12 @@ static void apply_entries(struct config *c, struct pass1 *p, const char *dir, st
         void *base;
         if (strcmp(s->type, "server") == 0) {
             keys = server_keys, nkeys = ARRAY_LEN(server_keys), base = c;
+        } else if (strcmp(s->type, "auth") == 0) {
+            keys = auth_keys, nkeys = ARRAY_LEN(auth_keys), base = c;
+        } else if (strcmp(s->type, "limits") == 0) {
+            keys = limits_keys, nkeys = ARRAY_LEN(limits_keys), base = c;
+        } else if (strcmp(s->type, "cors") == 0) {
+            keys = cors_keys, nkeys = ARRAY_LEN(cors_keys), base = c;
         } else if (strcmp(s->type, "model") == 0) {
             base = NULL;
             for (size_t m = 0; m < c->n_models; m++)
@@ -938,7 +994,8 @@ static void apply_entries(struct config *c, struct pass1 *p, const char *dir, st
 
 static void collect_sections(struct config *c, struct pass1 *p, struct config_errors *errs)
 {
-    int server_line = 0;
+    int server_line = 0, single_lines[3] = {0};
+    static const char *const singles[3] = {"auth", "limits", "cors"};
     for (size_t i = 0; i < p->n_sections; i++) {
         struct raw_section *s = &p->sections[i];
         if (strcmp(s->type, "server") == 0) {
@@ -991,11 +1048,19 @@ static void collect_sections(struct config *c, struct pass1 *p, struct config_er
             for (size_t k = 0; k < ARRAY_LEN(upstream_keys); k++)
                 if (upstream_keys[k].def && apply_key(&upstream_keys[k], u, upstream_keys[k].def, NULL, err, sizeof err) < 0)
                     add_error(errs, c->file, 0, "internal: bad default for %s: %s", upstream_keys[k].name, err);
-        } else if (strcmp(s->type, "auth") == 0 || strcmp(s->type, "limits") == 0) {
-            add_error(errs, c->file, s->line, "[%s] is not supported by llmcgi %s yet", s->type, PACKAGE_VERSION);
+        } else if (strcmp(s->type, "auth") == 0 || strcmp(s->type, "limits") == 0 || strcmp(s->type, "cors") == 0) {
+            int k = s->type[0] == 'a' ? 0 : s->type[0] == 'l' ? 1 : 2;
+            if (s->name[0])
+                add_error(errs, c->file, s->line, "[%s] takes no name (got \"%s\")", singles[k], s->name);
+            else if (single_lines[k])
+                add_error(errs, c->file, s->line, "second [%s] section (the first is on line %d)", singles[k],
+                          single_lines[k]);
+            else
+                single_lines[k] = s->line;
         } else {
             add_error(errs, c->file, s->line,
-                      "unknown section [%s] (known: [server], [model NAME], [upstream NAME])", s->type);
+                      "unknown section [%s] (known: [server], [model NAME], [upstream NAME], [auth], [limits], [cors])",
+                      s->type);
         }
     }
 }
@@ -1114,6 +1179,13 @@ int config_load(const char *file, struct config **out, struct config_errors *err
             add_error(errs, file, 0, "internal: bad default for %s: %s", k->name, err);
     }
     model_defaults(c, &c->model_defaults, errs);
+    static const struct { const struct key_def *k; size_t n; } more[] = {
+        {auth_keys, ARRAY_LEN(auth_keys)}, {limits_keys, ARRAY_LEN(limits_keys)}, {cors_keys, ARRAY_LEN(cors_keys)},
+    };
+    for (size_t t = 0; t < ARRAY_LEN(more); t++)
+        for (size_t i = 0; i < more[t].n; i++)
+            if (more[t].k[i].def && apply_key(&more[t].k[i], c, more[t].k[i].def, dir, err, sizeof err) < 0)
+                add_error(errs, file, 0, "internal: bad default for %s: %s", more[t].k[i].name, err);
     collect_sections(c, &p, errs);
     apply_entries(c, &p, dir, errs);
     for (size_t i = 0; i < c->n_models; i++) {
@@ -1130,6 +1202,10 @@ int config_load(const char *file, struct config **out, struct config_errors *err
     }
     for (size_t i = 0; i < c->n_upstreams; i++)
         check_upstream(c, &c->upstreams[i], errs);
+    if (c->cors_any && c->cors_credentials)
+        add_error(errs, file, 0, "[cors]: allow_origins = * cannot go with allow_credentials = on (browsers refuse "
+                  "credentials with a wildcard origin); list the origins");
+
     if (c->default_model && !config_find_model(c, c->default_model)) {
         bool routed = false;
         for (size_t i = 0; i < c->n_upstreams && !routed; i++)
@@ -1141,8 +1217,11 @@ int config_load(const char *file, struct config **out, struct config_errors *err
     }
     free(dir);
     pass1_free(&p);
-    if (errs->n > errs_before) {
+    if (errs->n > errs_before)
         sort_errors(errs, errs_before, file);
+    else if (c->keys_file)
+        auth_keys_load(c->keys_file, &c->keys, errs);     /* its errors name the keys file, in line order */
+    if (errs->n > errs_before) {
         config_free(c);
         return -1;
     }

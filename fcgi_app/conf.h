@@ -111,7 +111,32 @@ struct config {
     size_t n_models;
     struct config_upstream *upstreams;
     size_t n_upstreams;
+
+    /* [auth] (auth.c) */
+    char *keys_file;            /* NULL: no API keys, every request is let in */
+    struct auth_keys *keys;     /* read from keys_file with the config (so SIGHUP reloads it); owned */
+    bool protect_health;        /* GET /health needs a key too */
+    bool protect_metrics;       /* GET /metrics needs a key */
+
+    /* [limits] (ratelimit.c); 0 = no limit */
+    long requests_per_minute;   /* per key (per address when there are no keys) */
+    long tokens_per_minute;
+    long address_requests_per_minute;   /* per address on top of a key's limits */
+    long address_tokens_per_minute;
+    long max_clients;           /* buckets tracked at once (the least recently seen are forgotten) */
+    struct cidr *trusted_proxies;       /* X-Forwarded-For is believed from these; owned */
+    size_t n_trusted_proxies;
+
+    /* [cors] (cors.c) */
+    char **cors_origins;        /* exact origins ("https://a.example"); owned */
+    size_t n_cors_origins;
+    bool cors_any;              /* allow_origins has "*" */
+    bool cors_credentials;      /* Access-Control-Allow-Credentials: true */
+    int64_t cors_max_age_ms;
 };
+
+struct auth_keys;
+struct cidr;
 
 struct config_errors {
     char **msg;                 /* "file:line: message", owned */
@@ -131,6 +156,10 @@ struct config *config_ref(struct config *c);
 void config_unref(struct config *c);
 
 void config_errors_free(struct config_errors *e);
+
+/* Appends "file:line: message" (just "file: message" when line is 0) to e. */
+void config_add_error(struct config_errors *e, const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
 /* "tgi", "transformers-serve", "openai", "http". */
 const char *upstream_type_name(enum upstream_type t);

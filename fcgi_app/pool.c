@@ -16,6 +16,7 @@
  * parks or closes it; only that thread writes to its FastCGI streams. */
 #include "config.h"
 #include "pool.h"
+#include "auth.h"
 #include "conf.h"
 #include "log.h"
 #include "request.h"
@@ -88,14 +89,17 @@ static void access_log(const struct req *r)
 {
     if (!log_access_enabled())
         return;
-    char line[2048], tail[128], when[40];
+    char line[2048], tail[256], when[40];
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
     util_format_time(when, sizeof when, &now);
     int status = r->status ? r->status : (r->client_gone ? 499 : 0);
     long long us = (util_now_ns() - r->start_ns) / 1000;
-    int tl = snprintf(tail, sizeof tail, "\" %d %llu %lld.%06lld %s\n", status,
-                      (unsigned long long)r->bytes_out, us / 1000000, us % 1000000, r->id);
+    /* with [auth] keys_file: the key's name (never the key) last, "-" for none */
+    const char *key = r->cfg->keys ? (r->key ? r->key->name : "-") : NULL;
+    int tl = snprintf(tail, sizeof tail, "\" %d %llu %lld.%06lld %s%s%s\n", status,
+                      (unsigned long long)r->bytes_out, us / 1000000, us % 1000000, r->id, key ? " " : "",
+                      key ? key : "");
     if (tl < 0 || (size_t)tl >= sizeof tail)
         return;
     size_t room = sizeof line - (size_t)tl, pos = 0;   /* the head gets at most room-1 bytes */

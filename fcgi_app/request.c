@@ -69,6 +69,7 @@ int req_init(struct req *r, FCGX_Request *f, struct server *srv, const struct co
     memset(r, 0, offsetof(struct req, extra_headers));
     r->extra_len = 0;
     r->extra_headers[0] = '\0';
+    r->usage_prompt = r->usage_completion = -1;
     r->fcgi = f;
     r->srv = srv;
     r->cfg = cfg;

@@ -14,6 +14,7 @@
 
 struct server;
 struct config;
+struct auth_key;
 
 enum http_method {
     M_GET = 1 << 0, M_HEAD = 1 << 1, M_POST = 1 << 2, M_PUT = 1 << 3,
@@ -56,11 +57,19 @@ struct req {
     char *body;                     /* owned; NUL-terminated; NULL until req_read_body */
     size_t body_len;
 
+    /* the front door (auth.c, ratelimit.c) */
+    const struct auth_key *key;     /* the caller's API key, in cfg->keys; NULL when none */
+    char client[64];                /* the client's address for limits (REMOTE_ADDR or trusted X-Forwarded-For) */
+    long tokens_reserved;           /* tokens/min reserved at admission; 0 = none */
+    long prompt_estimate;           /* the prompt's part of that reservation */
+    long usage_prompt;              /* tokens the generation used, as counted; -1 = not known (set by handlers) */
+    long usage_completion;
+
     /* response state, kept by response.c */
     int status;                     /* 0 until the headers are written */
     uint64_t bytes_out;             /* body bytes written */
     bool client_gone;               /* a write failed: the client went away */
-    char extra_headers[1024];       /* queued with resp_header() */
+    char extra_headers[2048];       /* queued with resp_header() */
     size_t extra_len;
 };
 

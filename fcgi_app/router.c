@@ -1,7 +1,10 @@
 /* router.c -- the route table: (method, path pattern) -> handler, with JSON 404 and 405 + Allow. */
 #include "config.h"
 #include "router.h"
+#include "auth.h"
 #include "conf.h"
+#include "cors.h"
+#include "ratelimit.h"
 #include "response.h"
 #include "routes_admin.h"
 #include "routes_gateway.h"
@@ -126,24 +129,43 @@ bool router_path_in_use(const char *prefix)
     return used;
 }
 
+/* parse -> CORS -> auth -> rate limit -> route */
 int router_dispatch(struct req *r)
 {
-    if (gateway_route_http(r))
-        return route_gw_http(r);
-    unsigned allow;
-    const struct route *rt = router_match(r, r->cfg->test_endpoints, &allow);
-    if (rt) {
-        r->dialect = rt->dialect;
-        r->route = rt->pattern;
-        return rt->fn(r);
-    }
     r->dialect = strncmp(r->path, "/v1/", 4) == 0 || strcmp(r->path, "/v1") == 0 ? DIALECT_OPENAI : DIALECT_TGI;
-    if (!allow)
-        return resp_error(r, 404, "no route for %s %s", r->method_name, r->path);
-    char list[96];
-    router_allow_string(allow | M_OPTIONS, list, sizeof list);
-    resp_header(r, "Allow", "%s", list);
-    if (r->method == M_OPTIONS)
-        return resp_start(r, 204, NULL, -1);       /* a 204 carries no body headers */
-    return resp_error(r, 405, "%s is not allowed on %s (allowed: %s)", r->method_name, r->path, list);
+    ratelimit_client_addr(r->cfg, r->remote_addr, req_header(r, "X-Forwarded-For"), r->client, sizeof r->client);
+    int rc = cors_apply(r);
+    if (rc)
+        return rc < 0 ? -1 : 0;                 /* a preflight, answered */
+    bool http = gateway_route_http(r);
+    unsigned allow = 0;
+    const struct route *rt = http ? NULL : router_match(r, r->cfg->test_endpoints, &allow);
+    if (rt)
+        r->dialect = rt->dialect;
+    else if (http)
+        r->dialect = DIALECT_TGI;
+    if (auth_check(r) || ratelimit_admit(r)) {
+        rc = r->client_gone ? -1 : 0;
+    } else if (http) {
+        if (r->key && r->key->n_models) {
+            rc = resp_error(r, 403, "the API key \"%s\" may only use its models, not %s", r->key->name, r->path);
+        } else {
+            rc = route_gw_http(r);
+        }
+    } else if (rt) {
+        r->route = rt->pattern;
+        rc = rt->fn(r);
+    } else if (!allow) {
+        rc = resp_error(r, 404, "no route for %s %s", r->method_name, r->path);
+    } else {
+        char list[96];
+        router_allow_string(allow | M_OPTIONS, list, sizeof list);
+        resp_header(r, "Allow", "%s", list);
+        if (r->method == M_OPTIONS)
+            rc = resp_start(r, 204, NULL, -1);  /* a 204 carries no body headers */
+        else
+            rc = resp_error(r, 405, "%s is not allowed on %s (allowed: %s)", r->method_name, r->path, list);
+    }
+    ratelimit_finish(r);
+    return rc;
 }

@@ -12,11 +12,13 @@
  * libcurl's callbacks write the client's answer directly (client.c). */
 #include "config.h"
 #include "routes_gateway.h"
+#include "auth.h"
 #include "client.h"
 #include "conf.h"
 #include "dialect.h"
 #include "gateway.h"
 #include "log.h"
+#include "ratelimit.h"
 #include "response.h"
 #include "routes_local.h"
 #include "server.h"
@@ -288,6 +290,17 @@ static int append_text(struct relay *rl, const char *t)
     return rl->text.nomem ? -1 : 0;
 }
 
+/* Token counts of a relayed stream, for the tokens/min correction. */
+static void count(struct relay *rl, const struct gen_delta *d)
+{
+    if (d->prompt_tokens >= 0)
+        rl->prompt_tokens = d->prompt_tokens;
+    if (d->completion_tokens >= 0)
+        rl->completion_tokens = d->completion_tokens;
+    if (d->text && d->text[0])
+        rl->tokens++;
+}
+
 /* OpenAI client, OpenAI upstream: the chunk as it came, with the client's model name. */
 static int relay_openai(struct relay *rl, json_object *ev)
 {
@@ -303,6 +316,7 @@ static int relay_openai(struct relay *rl, json_object *ev)
     }
     if (d.finish != FIN_NONE)
         rl->saw_finish = true;
+    count(rl, &d);
     if (json_object_object_get_ex(ev, "model", NULL))
         json_object_object_add(ev, "model", json_object_new_string(rl->call->model));
     return send_event(rl, json_object_get(ev));
@@ -320,6 +334,7 @@ static int relay_tgi(struct relay *rl, json_object *ev)
         rl->saw_error = true;
     if (d.finish != FIN_NONE)
         rl->saw_finish = true;
+    count(rl, &d);
     return send_event(rl, json_object_get(ev));
 }
 
@@ -458,6 +473,8 @@ static void stream_error(struct relay *rl, const char *fmt, ...)
 static void finish_stream(struct relay *rl)
 {
     struct call *k = rl->call;
+    rl->r->usage_prompt = rl->prompt_tokens;
+    rl->r->usage_completion = rl->completion_tokens >= 0 ? rl->completion_tokens : rl->tokens;
     if (rl->saw_error)
         return;                                 /* the error event was the end */
     if (dialect_same(k->kind, rl->uc)) {
@@ -528,6 +545,12 @@ static enum outcome answer_whole(struct relay *rl)
         return OUT_FAIL;
     }
     json_object *out = NULL;
+    struct gen_result used;
+    if (dialect_read_result(rl->uc, a, &used, err, sizeof err) == 0) {
+        r->usage_prompt = used.prompt_tokens;
+        r->usage_completion = used.completion_tokens;
+        gen_result_free(&used);
+    }
     if (dialect_same(k->kind, rl->uc)) {
         if (rl->uc == UK_TGI) {
             struct gen_result check;
@@ -787,6 +810,21 @@ static int request_model(struct req *r, struct call *k, char *err, size_t errlen
     return -1;
 }
 
+/* Reserves tokens/min for the generation: the prompt estimated at 4 bytes
+ * a token from the body (OpenAI's rule of thumb; corrected at the end)
+ * plus the most it may generate. Returns 0, or 1 after answering 429. */
+static int admit_tokens(struct req *r, const struct call *k)
+{
+    long max_new = k->g.max_tokens;
+    if (max_new < 1) {
+        const struct config_model *m = config_find_model(r->cfg, k->model);
+        max_new = m ? m->max_new_tokens : r->cfg->model_defaults.max_new_tokens;
+    }
+    long n = k->g.n > 1 ? k->g.n : 1;
+    long prompt = (long)((r->body_len + 3) / 4);
+    return ratelimit_reserve(r, prompt, prompt + max_new * n);
+}
+
 static int generate(struct req *r, enum client_kind kind, int variant)
 {
     json_object *body = req_json_body(r);
@@ -803,6 +841,10 @@ static int generate(struct req *r, enum client_kind kind, int variant)
     if (dialect_read_request(k.kind, body, &k.g, err, sizeof err) < 0 || request_model(r, &k, err, sizeof err) < 0) {
         rc = r->dialect == DIALECT_OPENAI ? resp_error_openai(r, 400, NULL, NULL, NULL, "%s", err)
                                           : resp_error_tgi(r, 422, "validation", "%s", err);
+        goto out;
+    }
+    if (auth_check_model(r, k.model) || admit_tokens(r, &k)) {
+        rc = r->client_gone ? -1 : 0;
         goto out;
     }
     if (variant == 1)
@@ -1033,8 +1075,9 @@ static struct curl_slist *pass_headers(struct req *r, const struct config_upstre
             continue;
         header_name(*e + 5, (size_t)(eq - *e - 5), name, sizeof name);
         size_t nl = strlen(name);
-        if (hop_by_hop(name, nl) || (c->api_key && strcasecmp(name, "authorization") == 0))
-            continue;
+        if (hop_by_hop(name, nl) || ((c->api_key || r->cfg->keys) && strcasecmp(name, "authorization") == 0) ||
+            (r->cfg->keys && strcasecmp(name, "x-api-key") == 0))
+            continue;                   /* our clients' keys are ours; the upstream gets its own api_key */
         if (strcasecmp(name, "x-forwarded-for") == 0) {
             xff = eq + 1;
             continue;

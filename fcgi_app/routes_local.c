@@ -10,6 +10,7 @@
  * next step. Only this thread writes to the FastCGI stream. */
 #include "config.h"
 #include "routes_local.h"
+#include "auth.h"
 #include "chat_template.h"
 #include "conf.h"
 #include "engine.h"
@@ -1126,6 +1127,10 @@ int local_generate(struct req *r, enum client_kind kind, int variant, json_objec
                        .created = (int64_t)time(NULL), .stream = g->stream && kind != CK_LEGACY};
     util_random_hex(lc.id, 12);
     int rc = run(&lc, body);
+    if (lc.ch) {                                /* it reached the engine: report what it used */
+        r->usage_prompt = prompt_tokens(&lc);
+        r->usage_completion = completion_tokens(&lc);
+    }
     lcall_free(&lc);
     return r->client_gone ? -1 : rc;
 }
@@ -1159,6 +1164,8 @@ static struct lmodel *model_for(struct req *r, json_object *body)
         resp_error(r, 404, "model %s is not a local model of this server", name);
         return NULL;
     }
+    if (auth_check_model(r, name))
+        return NULL;
     return acquire_model(&lc);
 }
 

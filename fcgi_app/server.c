@@ -1,6 +1,7 @@
 /* server.c -- what all threads of one llmcgi process share: the live config snapshot, counters, lifecycle flags. */
 #include "config.h"
 #include "server.h"
+#include "ratelimit.h"
 #include "routes_test.h"
 #include "util.h"
 
@@ -15,7 +16,10 @@ int server_init(struct server *s, struct config *cfg)
     atomic_store(&s->read_timeout_ms, cfg->read_timeout_ms);
     s->started_ns = util_now_ns();
     s->testing = testing_new();
-    if (!s->testing) {
+    s->rl = ratelimit_new();
+    if (!s->testing || !s->rl) {
+        testing_free(s->testing);
+        ratelimit_free(s->rl);
         pthread_mutex_destroy(&s->cfg_lock);
         return -1;
     }
@@ -28,6 +32,8 @@ void server_destroy(struct server *s)
     s->cfg = NULL;
     testing_free(s->testing);
     s->testing = NULL;
+    ratelimit_free(s->rl);
+    s->rl = NULL;
     pthread_mutex_destroy(&s->cfg_lock);
 }
 

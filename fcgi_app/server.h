@@ -28,6 +28,7 @@ struct server {
     struct testing *testing;        /* state of the test-only endpoints, owned */
     struct gateway *gw;             /* upstreams' live state, owned (set up by main) */
     struct registry *reg;           /* local models, owned (set up by main) */
+    struct ratelimit *rl;           /* rate-limit buckets, owned; kept across reloads */
 };
 
 /* Sets up `s` around `cfg`, taking over the caller's reference. Returns 0 or -1. */

@@ -1,0 +1,147 @@
+/* cors.c -- CORS for browsers: an exact origin allowlist, preflight answers, Access-Control-* headers on answers.
+ *
+ * Origins are compared exactly (scheme, host and port, case-insensitively);
+ * "*" is accepted only without allow_credentials (the config refuses the
+ * pair), so "*" never goes out together with Access-Control-Allow-Credentials.
+ * An origin not on the list gets no CORS headers at all, and its preflight a 403. */
+#include "config.h"
+#include "cors.h"
+#include "conf.h"
+#include "response.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define ALLOW_METHODS "GET, HEAD, POST, OPTIONS"
+#define ALLOW_HEADERS "Authorization, Content-Type, x-api-key, X-Request-Id"
+#define EXPOSE_HEADERS "X-Request-Id, Retry-After, x-ratelimit-limit-requests, x-ratelimit-remaining-requests, " \
+                       "x-ratelimit-reset-requests, x-ratelimit-limit-tokens, x-ratelimit-remaining-tokens, " \
+                       "x-ratelimit-reset-tokens"
+
+/* "scheme://host[:port]": what a browser sends in Origin (no path, no trailing slash). */
+static bool origin_ok(const char *o)
+{
+    const char *p = strstr(o, "://");
+    if (!p || p == o || strlen(o) > 200)
+        return false;
+    for (const char *s = o; s < p; s++)
+        if (!isalpha((unsigned char)*s) && !(s > o && (isdigit((unsigned char)*s) || strchr("+.-", *s))))
+            return false;
+    p += 3;
+    if (!*p)
+        return false;
+    for (; *p; p++)
+        if (!isalnum((unsigned char)*p) && !strchr(".-:[]_", *p))
+            return false;
+    return true;
+}
+
+int cors_parse_origins(const char *value, char ***out, size_t *n, bool *any, char *err, size_t errlen)
+{
+    *out = NULL;
+    *n = 0;
+    *any = false;
+    size_t cap = 1;
+    for (const char *p = value; *p; p++)
+        cap += *p == ' ' || *p == '\t' || *p == ',';
+    char **v = calloc(cap, sizeof *v);
+    char *copy = strdup(value), *save = NULL;
+    if (!v || !copy) {
+        snprintf(err, errlen, "out of memory");
+        goto bad;
+    }
+    for (char *w = strtok_r(copy, " \t,", &save); w; w = strtok_r(NULL, " \t,", &save)) {
+        if (strcmp(w, "*") == 0) {
+            *any = true;
+            continue;
+        }
+        if (!origin_ok(w)) {
+            snprintf(err, errlen, "allow_origins: \"%s\" is not an origin like https://app.example or "
+                     "http://localhost:8080 (scheme://host[:port], no path)", w);
+            goto bad;
+        }
+        if (!(v[*n] = strdup(w))) {
+            snprintf(err, errlen, "out of memory");
+            goto bad;
+        }
+        (*n)++;
+    }
+    if (*any && *n) {
+        snprintf(err, errlen, "allow_origins: \"*\" allows every origin; list origins or \"*\", not both");
+        goto bad;
+    }
+    if (!*any && !*n) {
+        snprintf(err, errlen, "allow_origins needs one or more origins, or *");
+        goto bad;
+    }
+    free(copy);
+    *out = v;
+    return 0;
+bad:
+    for (size_t i = 0; v && i < *n; i++)
+        free(v[i]);
+    free(v);
+    free(copy);
+    *n = 0;
+    *any = false;
+    return -1;
+}
+
+bool cors_origin_allowed(const struct config *cfg, const char *origin)
+{
+    if (!origin || !*origin)
+        return false;
+    if (cfg->cors_any)
+        return true;
+    for (size_t i = 0; i < cfg->n_cors_origins; i++)
+        if (strcasecmp(cfg->cors_origins[i], origin) == 0)
+            return true;
+    return false;
+}
+
+static void allow_origin(struct req *r, const char *origin)
+{
+    if (r->cfg->cors_any && !r->cfg->cors_credentials) {
+        resp_header(r, "Access-Control-Allow-Origin", "*");
+    } else {
+        resp_header(r, "Access-Control-Allow-Origin", "%s", origin);
+        if (r->cfg->cors_credentials)
+            resp_header(r, "Access-Control-Allow-Credentials", "true");
+    }
+}
+
+int cors_apply(struct req *r)
+{
+    const struct config *c = r->cfg;
+    if (!c->cors_any && !c->n_cors_origins)
+        return 0;
+    const char *origin = req_header(r, "Origin");
+    bool listed = !c->cors_any || c->cors_credentials;
+    if (listed)
+        resp_header(r, "Vary", "Origin");       /* the answer depends on it, for caches */
+    bool preflight = r->method == M_OPTIONS && origin && req_header(r, "Access-Control-Request-Method");
+    if (!origin)
+        return 0;
+    bool allowed = cors_origin_allowed(c, origin);
+    if (preflight) {
+        int rc;
+        if (!allowed) {
+            rc = resp_error(r, 403, "origin %.200s is not allowed (CORS)", origin);
+        } else {
+            allow_origin(r, origin);
+            resp_header(r, "Access-Control-Allow-Methods", ALLOW_METHODS);
+            resp_header(r, "Access-Control-Allow-Headers", ALLOW_HEADERS);
+            resp_header(r, "Access-Control-Max-Age", "%lld", (long long)(c->cors_max_age_ms / 1000));
+            rc = resp_start(r, 204, NULL, -1);
+        }
+        return rc < 0 ? -1 : 1;
+    }
+    if (allowed) {
+        allow_origin(r, origin);
+        resp_header(r, "Access-Control-Expose-Headers", EXPOSE_HEADERS);
+    }
+    return 0;
+}

@@ -1,0 +1,25 @@
+/* cors.c -- CORS for browsers: an exact origin allowlist, preflight answers, Access-Control-* headers on answers. */
+#ifndef LLMCGI_CORS_H
+#define LLMCGI_CORS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "request.h"
+
+/* Parses [cors] allow_origins ("https://a.example http://localhost:8080", or
+ * "*") into a new array of strings (*out and its strings owned by the
+ * caller) and *any. Returns 0, or -1 with the reason in err. */
+int cors_parse_origins(const char *value, char ***out, size_t *n, bool *any, char *err, size_t errlen);
+
+/* Is `origin` allowed by the config? */
+bool cors_origin_allowed(const struct config *cfg, const char *origin);
+
+/* Runs first on every request when [cors] allow_origins is set. A preflight
+ * (OPTIONS with Origin and Access-Control-Request-Method) is answered here:
+ * 204 with the Access-Control-Allow-* headers, or 403 for an origin not
+ * allowed; returns 1 then (-1 when the client went away). Otherwise queues
+ * the CORS headers for an allowed origin (none for others) and returns 0. */
+int cors_apply(struct req *r);
+
+#endif

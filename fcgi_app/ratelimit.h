@@ -1,0 +1,85 @@
+/* ratelimit.c -- requests/min and tokens/min token buckets per API key and per client address, 429 + x-ratelimit-* headers. */
+#ifndef LLMCGI_RATELIMIT_H
+#define LLMCGI_RATELIMIT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "conf.h"
+#include "request.h"
+
+/* An address block of [limits] trusted_proxies. */
+struct cidr {
+    int family;                     /* AF_INET or AF_INET6 */
+    unsigned char addr[16];
+    int bits;
+};
+
+/* Parses "127.0.0.1 10.0.0.0/8 ::1 fd00::/8" into a new array (*out, owned
+ * by the caller, free()). Returns 0, or -1 with the reason in err. */
+int cidr_parse_list(const char *value, struct cidr **out, size_t *n, char *err, size_t errlen);
+
+/* Is the textual address `addr` inside one of v[0..n)? (IPv4-mapped IPv6 counts as IPv4.) */
+bool cidr_list_contains(const struct cidr *v, size_t n, const char *addr);
+
+/* The client's address as limits see it, into out: REMOTE_ADDR, or, when
+ * REMOTE_ADDR is a trusted proxy, the right-most X-Forwarded-For entry that
+ * is not one (xff may be NULL). */
+void ratelimit_client_addr(const struct config *cfg, const char *remote, const char *xff, char *out, size_t outlen);
+
+/* A token bucket holding at most per_minute, refilled at per_minute / 60
+ * per second. The arithmetic is pure (the time is passed in) for the tests. */
+struct bucket {
+    double level;
+    int64_t at_ns;                  /* time of level */
+};
+
+/* A full bucket at now. */
+void bucket_init(struct bucket *b, long per_minute, int64_t now_ns);
+
+/* Refills b up to now (and clamps it to per_minute, which may have shrunk). */
+void bucket_refill(struct bucket *b, long per_minute, int64_t now_ns);
+
+/* Takes n when the bucket holds min(n, per_minute) (a request larger than a
+ * whole minute's allowance needs a full bucket, then leaves it in debt).
+ * Returns true, or false with *wait_s the seconds until it would succeed. */
+bool bucket_take(struct bucket *b, long per_minute, double n, int64_t now_ns, double *wait_s);
+
+/* Adds n back (n < 0 takes more, going into debt if need be), clamped to per_minute. */
+void bucket_give(struct bucket *b, long per_minute, double n, int64_t now_ns);
+
+/* Seconds until b is full again. */
+double bucket_reset_s(const struct bucket *b, long per_minute, int64_t now_ns);
+
+/* "6m0s", "1s", "20ms": OpenAI's x-ratelimit-reset-* format (rounded up). */
+void ratelimit_format_reset(double seconds, char *out, size_t outlen);
+
+/* The buckets of every client, shared by the responder threads (one lock),
+ * at most max_clients of them: those idle long enough to be full again are
+ * dropped, and the least recently seen goes first when the table is full. */
+struct ratelimit;
+
+/* A new empty table; NULL when out of memory. Free with ratelimit_free. */
+struct ratelimit *ratelimit_new(void);
+void ratelimit_free(struct ratelimit *rl);
+
+/* Clients tracked now (for tests and /status). */
+size_t ratelimit_tracked(struct ratelimit *rl);
+
+/* Counts request r against its key and address (r->key must be set):
+ * returns 0 to go on (x-ratelimit-*-requests headers queued), or 1 after
+ * answering 429 with Retry-After. Public paths (auth_path_public) are not counted. */
+int ratelimit_admit(struct req *r);
+
+/* Reserves `tokens` (prompt estimate + max new tokens) for a generation.
+ * Returns 0 to go on (x-ratelimit-*-tokens headers queued), or 1 after
+ * answering 429. prompt_estimate is kept to correct the reservation. */
+int ratelimit_reserve(struct req *r, long prompt_estimate, long tokens);
+
+/* After the handler: replaces the reservation with what was used
+ * (r->usage_prompt / r->usage_completion; a failed request with no usage
+ * gets it all back). */
+void ratelimit_finish(struct req *r);
+
+#endif
