@@ -504,8 +504,10 @@ int main(void)
     char longline[400];
     snprintf(longline, sizeof longline, "[server]\nerror_log = /%0250d\n", 0);
     refused(longline, want, "a line too long for the parser");
-    snprintf(want, sizeof want, "%s:1: [auth] is not supported", path);
-    refused("[auth]\n", want, "a section of a later version");
+    snprintf(want, sizeof want, "%s:2: unknown key \"keys\" in [auth]", path);
+    refused("[auth]\nkeys = x\n", want, "an unknown key in [auth]");
+    snprintf(want, sizeof want, "%s:1: [limits] takes no name", path);
+    refused("[limits x]\n", want, "a named [limits]");
 
     c = load("[server]\nthreads = 8\nthreads = 9\n  16\nlisten_backlog = 10\n", err, sizeof err);
     ok(c == NULL && strstr(err, ":3: duplicate key \"threads\"") && !strstr(err, "listen_backlog"),
