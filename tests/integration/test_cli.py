@@ -66,8 +66,24 @@ def test_check_reports_every_error_with_file_and_line(tmp):
         f"{conf}:4: listen: expected unix:/path or host:port, got \"nowhere\"",
         f"{conf}:5: unknown key \"colour\" in [server]",
         f"{conf}:6: [model x] needs a path (the model's directory)",
-        f"{conf}:7: unknown section [mystery] (known: [server], [model NAME], [upstream NAME])",
+        f"{conf}:7: unknown section [mystery] (known: [server], [model NAME], [upstream NAME], [auth], [limits], [cors])",
     ], r.stderr
+
+
+def test_check_reports_keys_file_lines(tmp):
+    keys = write(tmp, "# keys\n" + "ab" * 32 + " web\nnot-a-hash x\n" + "cd" * 32 + " web\n", name="keys")
+    conf = write(tmp, f"""\
+        [server]
+        listen = unix:{tmp}/s.sock
+        [auth]
+        keys_file = {keys}
+        """)
+    r = run("-t", "-c", str(conf))
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 2, r.stderr
+    assert lines[0].startswith(f"{keys}:3: the first field must be the key's SHA-256"), lines[0]
+    assert lines[1] == f"{keys}:4: key name \"web\" is already used on line 2", lines[1]
 
 
 def test_check_missing_file(tmp):
