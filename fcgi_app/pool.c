@@ -18,6 +18,7 @@
 #include "pool.h"
 #include "conf.h"
 #include "log.h"
+#include "metrics.h"
 #include "request.h"
 #include "response.h"
 #include "router.h"
@@ -141,6 +142,8 @@ void pool_answer(struct server *srv, FCGX_Request *freq)
             resp_error(&r, 500, "internal error: no response was produced");
         }
     }
+    metrics_request(r.route, r.status ? r.status : r.client_gone ? 499 : 0, r.model_label,
+                    util_now_ns() - r.start_ns);
     access_log(&r);
     req_cleanup(&r);
     if (freq->keepConnection && (r.client_gone || !finish_reading(freq)))

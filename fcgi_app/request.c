@@ -74,6 +74,7 @@ int req_init(struct req *r, FCGX_Request *f, struct server *srv, const struct co
     r->cfg = cfg;
     r->start_ns = util_now_ns();
     r->query = "";
+    r->tokens_in = r->tokens_out = -1;
     char **env = f->envp;
 
     const char *rid = FCGX_GetParam("HTTP_X_REQUEST_ID", env);

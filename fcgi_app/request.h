@@ -50,6 +50,8 @@ struct req {
     char id[REQ_ID_MAX + 1];        /* the client's X-Request-Id when well-formed, else generated */
     enum api_dialect dialect;       /* set by the router */
     const char *route;              /* pattern of the matched route, NULL when none */
+    int model_label;                /* metrics_model_id() of the model that served it; 0: none (yet) */
+    long tokens_in, tokens_out;     /* prompt / generated tokens when known, else -1 (access log) */
     size_t n_params;
     struct req_param params[REQ_MAX_PARAMS];
 
