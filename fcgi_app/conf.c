@@ -308,6 +308,7 @@ enum key_type {
     K_LISTEN,       /* listen address */
     K_LOG,          /* "stderr" or a path */
     K_ACCESS_LOG,   /* "stderr", "off" or a path */
+    K_LOGFMT,       /* access log format: "text" or "json" (a bool: json) */
     K_PREFIX,       /* URL path prefix */
     K_PATH,         /* a path, relative ones taken from the config file's directory */
     K_STRING,       /* any non-empty text */
@@ -347,6 +348,7 @@ static const struct key_def server_keys[] = {
     {"path_prefix", K_PREFIX, S(path_prefix), 0, 0, ""},
     {"error_log", K_LOG, S(error_log), 0, 0, "stderr"},
     {"access_log", K_ACCESS_LOG, S(access_log), 0, 0, "stderr"},
+    {"access_log_format", K_LOGFMT, S(access_log_json), 0, 0, "text"},
     {"log_level", K_LEVEL, S(log_level), 0, 0, "info"},
     {"test_endpoints", K_BOOL, S(test_endpoints), 0, 0, "off"},
     {"default_model", K_NAME, S(default_model), 0, 0, NULL},
@@ -708,6 +710,13 @@ static int apply_key(const struct key_def *k, void *base, const char *value, con
         *(unsigned *)field = v;
         return 0;
     }
+    case K_LOGFMT:
+        if (strcmp(value, "text") != 0 && strcmp(value, "json") != 0) {
+            snprintf(err, errlen, "%s must be text or json; got \"%s\"", k->name, value);
+            return -1;
+        }
+        *(bool *)field = strcmp(value, "json") == 0;
+        return 0;
     case K_LEVEL:
         if (log_level_parse(value, (enum log_level *)field) < 0) {
             snprintf(err, errlen, "%s must be one of error, warn, notice, info, debug; got \"%s\"", k->name, value);

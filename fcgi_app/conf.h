@@ -98,6 +98,7 @@ struct config {
     char *path_prefix;          /* "" or "/prefix" (no trailing slash) */
     char *error_log;            /* path or "stderr" */
     char *access_log;           /* path, "stderr" or "off" */
+    bool access_log_json;       /* access_log_format = json: one JSON object per line */
     enum log_level log_level;
     bool test_endpoints;
 

@@ -2,6 +2,7 @@
 #include "config.h"
 #include "engine.h"
 #include "log.h"
+#include "metrics.h"
 #include "util.h"
 
 #include <errno.h>
@@ -158,6 +159,7 @@ struct eseq {
 
 struct engine {
     char name[128];
+    int metrics_model;          /* metrics_model_id(name) */
     struct llm_model *m;
     const struct llm_info *info;
     const struct tokenizer *tok;
@@ -526,6 +528,7 @@ static bool step(struct engine *e)
         return true;
     }
     atomic_fetch_add(&e->st_steps, 1);
+    metrics_batch(e->metrics_model, n_step);
     int V = e->info->cfg.vocab_size, row = 0;
     (void)rows;
     for (int i = 0; i < n_step; i++) {
@@ -654,6 +657,7 @@ int engine_start(struct engine **out, struct llm_model *m, const struct tokenize
         return -1;
     }
     snprintf(e->name, sizeof e->name, "%s", name);
+    e->metrics_model = metrics_model_id(name);
     e->m = m;
     e->info = info;
     e->tok = tok;

@@ -10,6 +10,7 @@
 #include "registry.h"
 #include "listen.h"
 #include "log.h"
+#include "metrics.h"
 #include "pool.h"
 #include "gateway.h"
 #include "proxy.h"
@@ -254,6 +255,7 @@ int main(int argc, char **argv)
         return 1;
     }
 
+    metrics_init();
     struct server srv;
     long threads = cfg->threads;
     if (server_init(&srv, cfg) < 0) {

@@ -19,6 +19,7 @@
 #include "auth.h"
 #include "conf.h"
 #include "log.h"
+#include "metrics.h"
 #include "request.h"
 #include "response.h"
 #include "router.h"
@@ -85,6 +86,77 @@ static void append_raw(char *buf, size_t len, size_t *pos, const char *s)
     }
 }
 
+/* A JSON string of s (quotes included) at buf+*pos: ", \ and bytes outside
+ * 0x20..0x7e as escapes (a byte >= 0x80 as \u00HH, so the line is always
+ * valid JSON, whatever the client sent). Leaves *pos where it was when s
+ * does not fit. */
+static bool json_str(char *buf, size_t len, size_t *pos, const char *s)
+{
+    size_t p = *pos;
+    if (p + 2 >= len)
+        return false;
+    buf[p++] = '"';
+    for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
+        if (p + 7 >= len)
+            return false;
+        if (*c == '"' || *c == '\\') {
+            buf[p++] = '\\';
+            buf[p++] = (char)*c;
+        } else if (*c < 0x20 || *c > 0x7e) {
+            p += (size_t)snprintf(buf + p, len - p, "\\u%04x", *c);
+        } else {
+            buf[p++] = (char)*c;
+        }
+    }
+    buf[p++] = '"';
+    *pos = p;
+    return true;
+}
+
+/* access_log_format = json: one object per line, keys always in this order;
+ * tokens_in/tokens_out only when known, model only when one served it. */
+static void access_log_json(const struct req *r, const char *when, int status, long long us)
+{
+    char line[4096], num[256];
+    size_t pos = 0;
+    append_raw(line, sizeof line, &pos, "{\"time\":");
+    json_str(line, sizeof line, &pos, when);
+    append_raw(line, sizeof line, &pos, ",\"request_id\":");
+    json_str(line, sizeof line, &pos, r->id);
+    append_raw(line, sizeof line, &pos, ",\"remote_addr\":");
+    json_str(line, sizeof line, &pos, r->remote_addr);
+    append_raw(line, sizeof line, &pos, ",\"method\":");
+    json_str(line, sizeof line, &pos, r->method_name);
+    append_raw(line, sizeof line, &pos, ",\"path\":");
+    if (!json_str(line, sizeof line - 600, &pos, r->path))
+        json_str(line, sizeof line, &pos, "(too long)");
+    if (r->route) {
+        append_raw(line, sizeof line, &pos, ",\"route\":");
+        json_str(line, sizeof line, &pos, r->route);
+    }
+    if (r->model_label) {
+        append_raw(line, sizeof line, &pos, ",\"model\":");
+        json_str(line, sizeof line, &pos, metrics_model_name(r->model_label));
+    }
+    snprintf(num, sizeof num, ",\"status\":%d,\"bytes\":%llu,\"duration\":%lld.%06lld", status,
+             (unsigned long long)r->bytes_out, us / 1000000, us % 1000000);
+    append_raw(line, sizeof line, &pos, num);
+    if (r->tokens_in >= 0) {
+        snprintf(num, sizeof num, ",\"tokens_in\":%ld", r->tokens_in);
+        append_raw(line, sizeof line, &pos, num);
+    }
+    if (r->tokens_out >= 0) {
+        snprintf(num, sizeof num, ",\"tokens_out\":%ld", r->tokens_out);
+        append_raw(line, sizeof line, &pos, num);
+    }
+    if (r->cfg && r->cfg->keys) {               /* the key's name, never the key */
+        append_raw(line, sizeof line, &pos, ",\"key\":");
+        json_str(line, sizeof line, &pos, r->key ? r->key->name : "-");
+    }
+    append_raw(line, sizeof line, &pos, "}\n");
+    log_access_line(line, pos);
+}
+
 static void access_log(const struct req *r)
 {
     if (!log_access_enabled())
@@ -95,6 +167,10 @@ static void access_log(const struct req *r)
     util_format_time(when, sizeof when, &now);
     int status = r->status ? r->status : (r->client_gone ? 499 : 0);
     long long us = (util_now_ns() - r->start_ns) / 1000;
+    if (r->cfg && r->cfg->access_log_json) {
+        access_log_json(r, when, status, us);
+        return;
+    }
     /* with [auth] keys_file: the key's name (never the key) last, "-" for none */
     const char *key = r->cfg->keys ? (r->key ? r->key->name : "-") : NULL;
     int tl = snprintf(tail, sizeof tail, "\" %d %llu %lld.%06lld %s%s%s\n", status,
@@ -145,6 +221,8 @@ void pool_answer(struct server *srv, FCGX_Request *freq)
             resp_error(&r, 500, "internal error: no response was produced");
         }
     }
+    metrics_request(r.route, r.status ? r.status : r.client_gone ? 499 : 0, r.model_label,
+                    util_now_ns() - r.start_ns);
     access_log(&r);
     req_cleanup(&r);
     if (freq->keepConnection && (r.client_gone || !finish_reading(freq)))

@@ -13,6 +13,7 @@
 #include "ratelimit.h"
 #include "auth.h"
 #include "log.h"
+#include "metrics.h"
 #include "response.h"
 #include "server.h"
 #include "util.h"
@@ -417,6 +418,7 @@ static int too_many(struct req *r, const struct subject *s, const char *kind, lo
         snprintf(msg, sizeof msg, "Rate limit reached for tokens: %s may use %ld per minute, this request needs "
                  "up to %.0f; try again in %lds", s->what, pm, asked, after);
     log_info("request %s: 429: %s", r->id, msg);
+    metrics_rate_limited(kind);                 /* "requests" or "tokens": a fixed label value */
     if (r->dialect == DIALECT_OPENAI)
         resp_error_openai(r, 429, "rate_limit_error", NULL, kind[0] == 'r' ? "rate_limit_exceeded" : "tokens_exceeded",
                           "%s", msg);
@@ -492,8 +494,8 @@ void ratelimit_finish(struct req *r)
     if (r->tokens_reserved <= 0 || !r->srv->rl)
         return;
     long used;
-    if (r->usage_completion >= 0)
-        used = (r->usage_prompt >= 0 ? r->usage_prompt : r->prompt_estimate) + r->usage_completion;
+    if (r->tokens_out >= 0)
+        used = (r->tokens_in >= 0 ? r->tokens_in : r->prompt_estimate) + r->tokens_out;
     else if (r->status >= 400)
         used = 0;                           /* refused or failed before generating */
     else

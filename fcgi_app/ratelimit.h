@@ -78,7 +78,7 @@ int ratelimit_admit(struct req *r);
 int ratelimit_reserve(struct req *r, long prompt_estimate, long tokens);
 
 /* After the handler: replaces the reservation with what was used
- * (r->usage_prompt / r->usage_completion; a failed request with no usage
+ * (r->tokens_in / r->tokens_out; a failed request with no usage
  * gets it all back). */
 void ratelimit_finish(struct req *r);
 

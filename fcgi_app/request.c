@@ -69,12 +69,12 @@ int req_init(struct req *r, FCGX_Request *f, struct server *srv, const struct co
     memset(r, 0, offsetof(struct req, extra_headers));
     r->extra_len = 0;
     r->extra_headers[0] = '\0';
-    r->usage_prompt = r->usage_completion = -1;
     r->fcgi = f;
     r->srv = srv;
     r->cfg = cfg;
     r->start_ns = util_now_ns();
     r->query = "";
+    r->tokens_in = r->tokens_out = -1;
     char **env = f->envp;
 
     const char *rid = FCGX_GetParam("HTTP_X_REQUEST_ID", env);

@@ -51,6 +51,9 @@ struct req {
     char id[REQ_ID_MAX + 1];        /* the client's X-Request-Id when well-formed, else generated */
     enum api_dialect dialect;       /* set by the router */
     const char *route;              /* pattern of the matched route, NULL when none */
+    int model_label;                /* metrics_model_id() of the model that served it; 0: none (yet) */
+    long tokens_in, tokens_out;     /* prompt / generated tokens used, as counted by the handler; -1 = not known
+                                     * (access log, metrics, tokens/min correction) */
     size_t n_params;
     struct req_param params[REQ_MAX_PARAMS];
 
@@ -62,8 +65,6 @@ struct req {
     char client[64];                /* the client's address for limits (REMOTE_ADDR or trusted X-Forwarded-For) */
     long tokens_reserved;           /* tokens/min reserved at admission; 0 = none */
     long prompt_estimate;           /* the prompt's part of that reservation */
-    long usage_prompt;              /* tokens the generation used, as counted; -1 = not known (set by handlers) */
-    long usage_completion;
 
     /* response state, kept by response.c */
     int status;                     /* 0 until the headers are written */

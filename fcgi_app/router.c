@@ -28,6 +28,8 @@ static const struct route routes[] = {
     {M_GET, "/models", route_gw_models_legacy, DIALECT_TGI, 0},
     {M_GET, "/models/{id}/health", route_gw_model_health, DIALECT_TGI, 0},
     {M_GET, "/info", route_info, DIALECT_TGI, 0},
+    {M_GET, "/metrics", route_metrics, DIALECT_TGI, ROUTE_OPS},
+    {M_GET, "/status", route_status, DIALECT_TGI, ROUTE_OPS},
     {M_POST, "/tokenize", route_tokenize, DIALECT_TGI, 0},
 
     {M_GET, "/_test/sse", route_test_sse, DIALECT_TGI, ROUTE_TEST},

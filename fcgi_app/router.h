@@ -13,6 +13,8 @@ typedef int (*route_fn)(struct req *r);
 
 enum route_flags {
     ROUTE_TEST = 1 << 0,            /* only when [server] test_endpoints = on */
+    ROUTE_OPS = 1 << 1,             /* operator endpoints (/metrics, /status): the hook for [auth]
+                                     * to require a key on them; nothing else treats them apart */
 };
 
 struct route {

@@ -1,7 +1,10 @@
-/* routes_admin.c -- the server's own endpoints: GET /health, GET /v1/models, GET /v1/models/{id}. */
+/* routes_admin.c -- the server's own endpoints: GET /health, GET /v1/models, GET /v1/models/{id}, GET /metrics, GET /status. */
 #include "config.h"
 #include "routes_admin.h"
 #include "conf.h"
+#include "gateway.h"
+#include "metrics.h"
+#include "registry.h"
 #include "response.h"
 #include "routes_gateway.h"
 #include "routes_local.h"
@@ -9,6 +12,9 @@
 #include "util.h"
 
 #include <json-c/json.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 /* Sends obj (and frees it); a NULL obj means an allocation failed. */
 static int send_owned(struct req *r, json_object *obj)
@@ -113,4 +119,133 @@ int route_model(struct req *r)
     if (found)
         return send_owned(r, found);
     return resp_error_openai(r, 404, NULL, "model", "model_not_found", "The model `%s` does not exist", id ? id : "");
+}
+
+/* ------------------------------------------------------------------ /metrics, /status
+ *
+ * Both are operator endpoints (ROUTE_OPS in the route table): whether they
+ * need an API key is decided by [auth] before the router runs; these
+ * handlers assume the caller may see them. Neither shows secrets: no API
+ * keys, no upstream URLs (replicas are numbered), no request contents. */
+
+/* Prometheus text exposition, version 0.0.4. */
+int route_metrics(struct req *r)
+{
+    struct strbuf b = {0};
+    metrics_render(&b, r->srv, r->cfg);
+    if (b.nomem || !b.s) {
+        strbuf_free(&b);
+        return resp_error(r, 500, "out of memory");
+    }
+    resp_header(r, "Cache-Control", "no-cache");
+    int rc = resp_send(r, 200, METRICS_CONTENT_TYPE, b.s, b.len);
+    strbuf_free(&b);
+    return rc;
+}
+
+/* Is the bare word (or word=...) `name` in the query string? */
+static bool query_has(const struct req *r, const char *name)
+{
+    size_t nl = strlen(name);
+    for (const char *p = r->query; p && *p;) {
+        size_t seg = strcspn(p, "&");
+        if (seg >= nl && strncmp(p, name, nl) == 0 && (seg == nl || p[nl] == '='))
+            return true;
+        p += seg + (p[seg] == '&');
+    }
+    return false;
+}
+
+static json_object *pick(json_object *from, const char *const *keys)
+{
+    json_object *o = json_object_new_object(), *v;
+    for (size_t i = 0; o && keys[i]; i++)
+        if (json_object_object_get_ex(from, keys[i], &v))
+            json_object_object_add(o, keys[i], json_object_get(v));
+    return o;
+}
+
+/* Local models in memory: the compact view, or (full) everything the
+ * registry says; both with kv_blocks_free. */
+static json_object *status_models(struct req *r, bool full)
+{
+    static const char *const keys[] = {"state", "device", "backend", "queued", "running", "kv_blocks_used",
+                                       "kv_blocks_total", "error", NULL};
+    json_object *all = r->srv->reg ? registry_status_json(r->srv->reg) : json_object_new_object();
+    if (!all)
+        return NULL;
+    json_object *out = full ? json_object_get(all) : json_object_new_object();
+    json_object_object_foreach(all, name, m) {
+        json_object *o = full ? m : pick(m, keys), *u, *t;
+        if (!o)
+            continue;
+        if (json_object_object_get_ex(m, "kv_blocks_used", &u) && json_object_object_get_ex(m, "kv_blocks_total", &t))
+            json_object_object_add(o, "kv_blocks_free",
+                                   json_object_new_int64(json_object_get_int64(t) - json_object_get_int64(u)));
+        if (!full)
+            json_object_object_add(out, name, o);
+    }
+    json_object_put(all);
+    return out;
+}
+
+/* The configured upstreams: replicas up/down and requests in flight, or
+ * (full) the gateway's whole view (per-replica state, probe latency, last
+ * error). */
+static json_object *status_upstreams(struct req *r, bool full)
+{
+    static const char *const keys[] = {"type", "available", "in_flight", NULL};
+    json_object *out = json_object_new_object();
+    for (size_t i = 0; out && r->srv->gw && i < r->cfg->n_upstreams; i++) {
+        struct upstream *u = gateway_get(r->srv->gw, r->cfg->upstreams[i].name);
+        if (!u)
+            continue;
+        json_object *st = upstream_status_json(u), *reps, *up;
+        upstream_put(u);
+        if (!st)
+            continue;
+        int n_up = 0, n = 0;
+        if (json_object_object_get_ex(st, "replicas", &reps))
+            for (size_t k = 0; k < json_object_array_length(reps); k++, n++)
+                n_up += json_object_object_get_ex(json_object_array_get_idx(reps, k), "up", &up) &&
+                        json_object_get_boolean(up);
+        json_object *o = full ? json_object_get(st) : pick(st, keys);
+        json_object_put(st);
+        if (!o)
+            continue;
+        json_object_object_add(o, "replicas_up", json_object_new_int(n_up));
+        json_object_object_add(o, "replicas_down", json_object_new_int(n - n_up));
+        json_object_object_add(out, r->cfg->upstreams[i].name, o);
+    }
+    return out;
+}
+
+/* A php-fpm-style status page, in JSON: ?full adds every detail the
+ * registry and the gateway have. requests_in_flight counts this request. */
+int route_status(struct req *r)
+{
+    struct server *srv = r->srv;
+    bool full = query_has(r, "full");
+    json_object *o = json_object_new_object(), *threads = json_object_new_object();
+    if (!o || !threads) {
+        json_object_put(o);
+        json_object_put(threads);
+        return send_owned(r, NULL);
+    }
+    int64_t up_ns = util_now_ns() - srv->started_ns;
+    int busy = atomic_load(&srv->busy);
+    json_object_object_add(o, "version", json_object_new_string(PACKAGE_VERSION));
+    json_object_object_add(o, "pid", json_object_new_int((int)getpid()));
+    json_object_object_add(o, "start_time", json_object_new_int64((int64_t)time(NULL) - up_ns / 1000000000));
+    json_object_object_add(o, "uptime_seconds", json_object_new_int64(up_ns / 1000000000));
+    json_object_object_add(threads, "total", json_object_new_int(srv->threads));
+    json_object_object_add(threads, "busy", json_object_new_int(busy));
+    json_object_object_add(threads, "idle", json_object_new_int(srv->threads > busy ? srv->threads - busy : 0));
+    json_object_object_add(o, "threads", threads);
+    json_object_object_add(o, "accepted_connections", json_object_new_uint64(atomic_load(&srv->connections)));
+    json_object_object_add(o, "requests_answered", json_object_new_uint64(atomic_load(&srv->requests)));
+    json_object_object_add(o, "requests_in_flight", json_object_new_int(busy));
+    json_object_object_add(o, "models", status_models(r, full));
+    json_object_object_add(o, "upstreams", status_upstreams(r, full));
+    return send_owned(r, o);
 }

@@ -18,6 +18,7 @@
 #include "dialect.h"
 #include "gateway.h"
 #include "log.h"
+#include "metrics.h"
 #include "ratelimit.h"
 #include "response.h"
 #include "routes_local.h"
@@ -473,8 +474,8 @@ static void stream_error(struct relay *rl, const char *fmt, ...)
 static void finish_stream(struct relay *rl)
 {
     struct call *k = rl->call;
-    rl->r->usage_prompt = rl->prompt_tokens;
-    rl->r->usage_completion = rl->completion_tokens >= 0 ? rl->completion_tokens : rl->tokens;
+    rl->r->tokens_in = rl->prompt_tokens;
+    rl->r->tokens_out = rl->completion_tokens >= 0 ? rl->completion_tokens : rl->tokens;
     if (rl->saw_error)
         return;                                 /* the error event was the end */
     if (dialect_same(k->kind, rl->uc)) {
@@ -547,8 +548,8 @@ static enum outcome answer_whole(struct relay *rl)
     json_object *out = NULL;
     struct gen_result used;
     if (dialect_read_result(rl->uc, a, &used, err, sizeof err) == 0) {
-        r->usage_prompt = used.prompt_tokens;
-        r->usage_completion = used.completion_tokens;
+        r->tokens_in = used.prompt_tokens;
+        r->tokens_out = used.completion_tokens;
         gen_result_free(&used);
     }
     if (dialect_same(k->kind, rl->uc)) {
@@ -687,10 +688,17 @@ static enum outcome attempt(struct call *k, struct cand *cand, int replica)
         .on_header = on_header, .on_body = on_body, .on_tick = on_tick, .ud = &rl,
     };
     enum outcome out = OUT_FAIL;
+    int64_t t_start = util_now_ns();
     if (!headers || uc_perform(&q, &res) < 0) {
         fail(k, 500, "cannot reach upstream %s: %s", c->name, headers ? res.error : "out of memory");
         goto done;
     }
+    metrics_upstream_attempt(metrics_upstream_id(c->name), res.result == UC_OK && res.status < 500,
+                             util_now_ns() - t_start);
+    if (rl.prompt_tokens >= 0)
+        r->tokens_in = rl.prompt_tokens;
+    if (rl.completion_tokens >= 0)
+        r->tokens_out = rl.completion_tokens;
     if (res.result == UC_OK && rl.want_stream && rl.is_sse && res.status >= 200 && res.status < 300) {
         int prc = sse_parser_finish(&rl.parser);
         if (prc != 0 && !rl.bad[0])
@@ -865,6 +873,7 @@ static int generate(struct req *r, enum client_kind kind, int variant)
                  : resp_error_tgi(r, 404, "not_found", "model %s is not served here", k.model);
         goto out;
     }
+    r->model_label = metrics_model_id(k.model);     /* a configured upstream serves it: a bounded label */
     int attempts = 1 + (int)cands[0].c->retries, tries = 0;
     bool capped = false;
     while (tries < attempts) {
@@ -886,6 +895,8 @@ static int generate(struct req *r, enum client_kind kind, int variant)
             capped = true;
             continue;
         }
+        if (tries > 0)
+            metrics_upstream_retry(metrics_upstream_id(cd->c->name));
         tries++;
         enum outcome o = attempt(&k, cd, replica);
         upstream_release(cd->u);
@@ -1148,6 +1159,8 @@ int route_gw_http(struct req *r)
             r->client_gone = true;
             break;
         }
+        if (tries > 0)
+            metrics_upstream_retry(metrics_upstream_id(c->name));
         tries++;
         tried |= replica < 64 ? 1ULL << replica : 0;
         char url[REQ_PATH_MAX + 600];
@@ -1163,11 +1176,14 @@ int route_gw_http(struct req *r)
             .watch_fd = body_size > 0 ? -1 : r->fcgi->ipcFd,
             .on_header = pass_header, .on_body = pass_body, .ud = &p,
         };
+        int64_t t_start = util_now_ns();
         if (uc_perform(&q, &res) < 0) {
             snprintf(msg, sizeof msg, "cannot reach upstream %s: %s", c->name, res.error);
             status = 500;
             break;
         }
+        metrics_upstream_attempt(metrics_upstream_id(c->name), res.result == UC_OK && res.status < 500,
+                                 util_now_ns() - t_start);
         if (res.client_gone || r->client_gone) {
             r->client_gone = true;
             break;

@@ -16,6 +16,7 @@
 #include "engine.h"
 #include "gateway.h"
 #include "log.h"
+#include "metrics.h"
 #include "registry.h"
 #include "response.h"
 #include "server.h"
@@ -53,6 +54,7 @@ struct choice {
     struct tokvec toks;         /* generated tokens (kept when logprobs or details are asked for) */
     struct tokvec prefill;      /* prompt tokens with their logprobs */
     int generated;
+    int64_t last_ns;            /* when its last token came (inter-token latency) */
     enum gen_finish finish;
     bool done;
     int err_status;
@@ -89,6 +91,7 @@ struct lcall {
     bool prompt_logprobs;
 
     bool stream;
+    bool submitted;             /* the engine took the sequences: their tokens count */
     struct sse sse;
     bool started;
     int tgi_index;
@@ -177,6 +180,7 @@ static struct lmodel *acquire_model(struct lcall *lc)
             answer_error(lc, status, NULL, "%s", err);
         return NULL;
     }
+    r->model_label = metrics_model_id(lc->model);  /* a local model: a bounded label value */
     int64_t deadline = util_now_ns() + m->set.timeout_ms * 1000000;
     if (registry_wait(r->srv->reg, m, deadline, r->fcgi->ipcFd) < 0) {
         registry_put(r->srv->reg, m);
@@ -934,7 +938,11 @@ static int on_event(struct lcall *lc, const struct eevent *ev, const char *text)
     if (!lc->t_first) {
         lc->t_first = ev->at_ns;
         lc->queued_ns = ev->queued_ns;
+        metrics_ttft(lc->r->model_label, ev->at_ns - lc->t0);
     }
+    if (c->last_ns)
+        metrics_itl(lc->r->model_label, ev->at_ns - c->last_ns);
+    c->last_ns = ev->at_ns;
     c->generated++;
     strbuf_add(&c->text, text, ev->text_len);
     if (c->text.nomem || (lc->keep_tokens && tv_add(&c->toks, &ev->tok) < 0)) {
@@ -1081,6 +1089,7 @@ static int run(struct lcall *lc, json_object *body)
     lc->deadline_ns = lc->t_validated + lc->m->set.timeout_ms * 1000000;
     if (submit(lc) < 0)
         return 0;
+    lc->submitted = true;
     if (lc->stream && stream_begin(lc) < 0)
         return -1;
     if (pump(lc) < 0) {
@@ -1127,9 +1136,10 @@ int local_generate(struct req *r, enum client_kind kind, int variant, json_objec
                        .created = (int64_t)time(NULL), .stream = g->stream && kind != CK_LEGACY};
     util_random_hex(lc.id, 12);
     int rc = run(&lc, body);
-    if (lc.ch) {                                /* it reached the engine: report what it used */
-        r->usage_prompt = prompt_tokens(&lc);
-        r->usage_completion = completion_tokens(&lc);
+    if (lc.submitted) {                         /* it reached the engine: report what it used */
+        r->tokens_in = prompt_tokens(&lc);
+        r->tokens_out = completion_tokens(&lc);
+        metrics_tokens(r->model_label, r->tokens_in, r->tokens_out);
     }
     lcall_free(&lc);
     return r->client_gone ? -1 : rc;
