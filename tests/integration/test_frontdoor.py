@@ -8,6 +8,7 @@ no key ever reaches the logs or an upstream.
 import hashlib
 import http.server
 import json
+import re
 import signal
 import threading
 
@@ -220,7 +221,16 @@ def test_a_broken_keys_file_keeps_the_running_keys(fd):
 
 # ---------------------------------------------------------------------------- rate limits
 
+def rate_limited(fd, scope):
+    """llmcgi_rate_limited_total{scope=...} from /metrics (which needs a key by default)."""
+    r = get(fd, "/metrics", KEYS["alice"])
+    assert r.status == 200, r.body
+    m = re.search(r'^llmcgi_rate_limited_total\{scope="%s"\} (\d+)$' % scope, r.body.decode(), re.M)
+    return int(m.group(1)) if m else 0
+
+
 def test_per_key_request_limit(fd):
+    refused = rate_limited(fd, "requests")
     for i in range(3):
         r = get(fd, "/v1/models", KEYS["slow"])
         assert r.status == 200, (i, r.body)
@@ -235,6 +245,7 @@ def test_per_key_request_limit(fd):
     r = post(fd, "/generate", TGI, key=KEYS["slow"])
     assert r.status == 429 and r.json()["error_type"] == "overloaded"
     assert get(fd, "/v1/models", KEYS["alice"]).status == 200, "other keys are not held back"
+    assert rate_limited(fd, "requests") == refused + 2, "both refusals are counted in /metrics"
 
 
 def test_tokens_per_minute_reserves_then_corrects(fd):
