@@ -305,18 +305,18 @@ static const char *presented_key(const struct req *r, bool *malformed)
 {
     *malformed = false;
     const char *a = req_header(r, "Authorization");
-    if (a && *a) {
-        if (strncasecmp(a, "Bearer ", 7) != 0) {
-            *malformed = true;
-            return NULL;
-        }
+    if (a && *a && strncasecmp(a, "Bearer ", 7) == 0) {
         a += 7;
         while (*a == ' ')
             a++;
         return *a ? a : NULL;
     }
+    /* not a Bearer (e.g. Basic from an auth_basic in front): x-api-key may still carry the key */
     const char *x = req_header(r, "x-api-key");
-    return x && *x ? x : NULL;
+    if (x && *x)
+        return x;
+    *malformed = a && *a;
+    return NULL;
 }
 
 static int unauthorized(struct req *r, bool presented)

@@ -496,8 +496,8 @@ void ratelimit_finish(struct req *r)
     long used;
     if (r->tokens_out >= 0)
         used = (r->tokens_in >= 0 ? r->tokens_in : r->prompt_estimate) + r->tokens_out;
-    else if (r->status >= 400)
-        used = 0;                           /* refused or failed before generating */
+    else if (r->status >= 400 || (r->client_gone && !r->status))
+        used = 0;                           /* refused, failed or abandoned before generating */
     else
         return;                             /* not known: the reservation stands */
     double back = (double)(r->tokens_reserved - used);

@@ -699,6 +699,8 @@ static enum outcome attempt(struct call *k, struct cand *cand, int replica)
         r->tokens_in = rl.prompt_tokens;
     if (rl.completion_tokens >= 0)
         r->tokens_out = rl.completion_tokens;
+    else if (r->tokens_out < 0 && (rl.started || rl.tokens > 0))
+        r->tokens_out = rl.tokens;              /* no usage reported (abort, failure, no include_usage): what we relayed */
     if (res.result == UC_OK && rl.want_stream && rl.is_sse && res.status >= 200 && res.status < 300) {
         int prc = sse_parser_finish(&rl.parser);
         if (prc != 0 && !rl.bad[0])
@@ -873,7 +875,8 @@ static int generate(struct req *r, enum client_kind kind, int variant)
                  : resp_error_tgi(r, 404, "not_found", "model %s is not served here", k.model);
         goto out;
     }
-    r->model_label = metrics_model_id(k.model);     /* a configured upstream serves it: a bounded label */
+    /* a bounded label: a name a configured upstream lists, or "*" for the catch-all (any client string) */
+    r->model_label = metrics_model_id(cands[0].wild ? "*" : k.model);
     int attempts = 1 + (int)cands[0].c->retries, tries = 0;
     bool capped = false;
     while (tries < attempts) {
@@ -1007,6 +1010,15 @@ static int pass_header(void *ud, const char *name, size_t nlen, const char *valu
     for (size_t i = 0; i < nlen; i++)
         if (!isalnum((unsigned char)name[i]) && name[i] != '-' && name[i] != '_')
             return 0;
+    /* llmcgi's own front door speaks for these: an upstream's CORS answer
+     * (say "Access-Control-Allow-Origin: *") or rate-limit headers beside
+     * llmcgi's would contradict them */
+    const struct config *cfg = p->r->cfg;
+    if ((cfg->n_cors_origins || cfg->cors_any) && nlen >= 15 && strncasecmp(name, "access-control-", 15) == 0)
+        return 0;
+    if ((cfg->requests_per_minute || cfg->tokens_per_minute || cfg->address_requests_per_minute ||
+         cfg->address_tokens_per_minute || cfg->keys) && nlen >= 12 && strncasecmp(name, "x-ratelimit-", 12) == 0)
+        return 0;
     if (nlen == 12 && strncasecmp(name, "content-type", 12) == 0)
         p->event_stream = vlen >= 17 && strncasecmp(value, "text/event-stream", 17) == 0;
     size_t need = p->hlen + nlen + vlen + 5;

@@ -6,6 +6,7 @@ no key ever reaches the logs or an upstream.
 """
 
 import hashlib
+import http.client
 import http.server
 import json
 import re
@@ -44,6 +45,9 @@ class Echo(http.server.BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(out)))
+        # what a careless upstream sends; llmcgi's front door must speak alone
+        self.send_header("Access-Control-Allow-Origin", "*")
+        self.send_header("x-ratelimit-limit-requests", "999")
         self.end_headers()
         self.wfile.write(out)
 
@@ -328,6 +332,29 @@ def test_simple_requests_get_cors_headers_only_for_allowed_origins(fd):
     r = get(fd, "/v1/models", KEYS["alice"], headers={"Origin": "https://evil.example"})
     assert r.status == 200
     assert not any(h.startswith("access-control-") for h in r.headers)
+
+
+def test_an_upstreams_cors_and_rate_limit_headers_do_not_pass(fd):
+    conn = http.client.HTTPConnection("127.0.0.1", fd.port, timeout=TIMEOUT)
+    try:
+        conn.request("GET", "/img/x", headers={"Host": "localhost", "Origin": ORIGIN,
+                                               "Authorization": f"Bearer {KEYS['alice']}"})
+        r = conn.getresponse()
+        r.read()
+        heads = [(k.lower(), v) for k, v in r.getheaders()]
+    finally:
+        conn.close()
+    assert r.status == 200
+    assert [v for k, v in heads if k == "access-control-allow-origin"] == [ORIGIN], heads
+    assert "999" not in [v for k, v in heads if k == "x-ratelimit-limit-requests"], heads
+
+
+def test_a_basic_authorization_does_not_hide_x_api_key(fd):
+    """nginx's auth_basic in front sends Authorization: Basic; the key then comes in x-api-key."""
+    r = get(fd, "/v1/models", KEYS["alice"], how="header", headers={"Authorization": "Basic dXNlcjpwYXNz"})
+    assert r.status == 200, r.body
+    r = get(fd, "/v1/models", headers={"Authorization": "Basic dXNlcjpwYXNz"})
+    assert r.status == 401
 
 
 # ---------------------------------------------------------------------------- secrecy
