@@ -102,6 +102,18 @@ bool cors_origin_allowed(const struct config *cfg, const char *origin)
     return false;
 }
 
+/* Access-Control-Request-Headers worth echoing: header names (RFC 9110
+ * token characters) separated by commas and spaces, of a sane length. The
+ * OpenAI JS SDK, for one, sends x-stainless-* headers a fixed list lacks. */
+static bool request_headers_ok(const char *h)
+{
+    size_t n = 0;
+    for (; h[n]; n++)
+        if (!isalnum((unsigned char)h[n]) && !strchr("!#$%&'*+-.^_`|~, ", h[n]))
+            return false;
+    return n > 0 && n <= 1000;
+}
+
 static void allow_origin(struct req *r, const char *origin)
 {
     if (r->cfg->cors_any && !r->cfg->cors_credentials) {
@@ -133,7 +145,11 @@ int cors_apply(struct req *r)
         } else {
             allow_origin(r, origin);
             resp_header(r, "Access-Control-Allow-Methods", ALLOW_METHODS);
-            resp_header(r, "Access-Control-Allow-Headers", ALLOW_HEADERS);
+            const char *asked = req_header(r, "Access-Control-Request-Headers");
+            if (asked && request_headers_ok(asked))
+                resp_header(r, "Access-Control-Allow-Headers", ALLOW_HEADERS ", %s", asked);
+            else
+                resp_header(r, "Access-Control-Allow-Headers", ALLOW_HEADERS);
             resp_header(r, "Access-Control-Max-Age", "%lld", (long long)(c->cors_max_age_ms / 1000));
             rc = resp_start(r, 204, NULL, -1);
         }

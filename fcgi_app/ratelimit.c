@@ -123,7 +123,21 @@ bool cidr_list_contains(const struct cidr *v, size_t n, const char *addr)
     return false;
 }
 
-void ratelimit_client_addr(const struct config *cfg, const char *remote, const char *xff, char *out, size_t outlen)
+/* An IPv6 client is its /64: one host usually holds a whole /64 and can
+ * take any address in it, so per-address limits count the prefix. */
+static void limit_identity(char *out, size_t outlen)
+{
+    int family;
+    unsigned char a[16];
+    char text[INET6_ADDRSTRLEN];
+    if (!parse_addr(out, &family, a) || family != AF_INET6)
+        return;
+    memset(a + 8, 0, 8);
+    if (inet_ntop(AF_INET6, a, text, sizeof text))
+        snprintf(out, outlen, "%s/64", text);
+}
+
+static void client_addr(const struct config *cfg, const char *remote, const char *xff, char *out, size_t outlen)
 {
     snprintf(out, outlen, "%s", remote && *remote ? remote : "-");
     if (!xff || !*xff || !cfg->n_trusted_proxies || !cidr_list_contains(cfg->trusted_proxies, cfg->n_trusted_proxies, remote))
@@ -153,6 +167,12 @@ void ratelimit_client_addr(const struct config *cfg, const char *remote, const c
             return;
         end = start > xff ? start - 1 : xff;
     }
+}
+
+void ratelimit_client_addr(const struct config *cfg, const char *remote, const char *xff, char *out, size_t outlen)
+{
+    client_addr(cfg, remote, xff, out, outlen);
+    limit_identity(out, outlen);
 }
 
 /* ------------------------------------------------------------------ bucket arithmetic */

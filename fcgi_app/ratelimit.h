@@ -25,7 +25,8 @@ bool cidr_list_contains(const struct cidr *v, size_t n, const char *addr);
 
 /* The client's address as limits see it, into out: REMOTE_ADDR, or, when
  * REMOTE_ADDR is a trusted proxy, the right-most X-Forwarded-For entry that
- * is not one (xff may be NULL). */
+ * is not one (xff may be NULL). An IPv6 address becomes its /64
+ * ("2001:db8:1:2::/64"): a host can take any address of its prefix. */
 void ratelimit_client_addr(const struct config *cfg, const char *remote, const char *xff, char *out, size_t outlen);
 
 /* A token bucket holding at most per_minute, refilled at per_minute / 60

@@ -315,6 +315,23 @@ def test_preflight_from_an_allowed_origin(fd):
     assert "Origin" in r.header("vary")
 
 
+def test_preflight_allows_the_headers_a_client_asks_for(fd):
+    """Browsers send the SDK's own headers (the OpenAI JS SDK's x-stainless-*); a preflight that names
+    them gets them back, and one naming something that is not a header name gets the fixed list."""
+    asked = "authorization, content-type, x-stainless-os, x-stainless-lang, openai-organization"
+    r = request(fd.port, "OPTIONS", "/v1/chat/completions",
+                headers={"Origin": ORIGIN, "Access-Control-Request-Method": "POST",
+                         "Access-Control-Request-Headers": asked})
+    assert r.status == 204, r.body
+    allowed = [h.strip().lower() for h in r.header("access-control-allow-headers").split(",")]
+    assert {"x-stainless-os", "x-stainless-lang", "openai-organization", "authorization"} <= set(allowed)
+    r = request(fd.port, "OPTIONS", "/v1/chat/completions",
+                headers={"Origin": ORIGIN, "Access-Control-Request-Method": "POST",
+                         "Access-Control-Request-Headers": "x-a; evil=1"})
+    assert r.status == 204
+    assert "evil" not in r.header("access-control-allow-headers")
+
+
 def test_preflight_from_another_origin_is_403_without_cors_headers(fd):
     r = request(fd.port, "OPTIONS", "/v1/chat/completions",
                 headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})

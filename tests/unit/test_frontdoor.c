@@ -186,6 +186,12 @@ static void test_addresses(void)
     is_str(out, "127.0.0.1", "an unparsable hop stops the walk");
     ratelimit_client_addr(&cfg, "127.0.0.1", NULL, out, sizeof out);
     is_str(out, "127.0.0.1", "no header: REMOTE_ADDR");
+    ratelimit_client_addr(&cfg, "2001:db8:1:2:aaaa:bbbb:cccc:dddd", NULL, out, sizeof out);
+    is_str(out, "2001:db8:1:2::/64", "an IPv6 client is counted by its /64");
+    ratelimit_client_addr(&cfg, "127.0.0.1", "2001:db8:1:2::9", out, sizeof out);
+    is_str(out, "2001:db8:1:2::/64", "  also when it comes through a trusted proxy");
+    ratelimit_client_addr(&cfg, "::ffff:192.0.2.7", NULL, out, sizeof out);
+    is_str(out, "::ffff:192.0.2.7", "an IPv4-mapped address stays itself");
     free(v);
 
     ok(cidr_parse_list("10.0.0.0/33", &v, &n, err, sizeof err) < 0 && strstr(err, "prefix"), "/33 refused: %s", err);
