@@ -153,6 +153,21 @@ float ckpt_get(const struct ckpt_tensor *t, size_t i)
     return 0.0f;
 }
 
+enum ckpt_dtype ckpt_matrix_dtype(const struct gpt2_checkpoint *ck, bool force_f32)
+{
+    enum ckpt_dtype t = ck->wte.dtype;
+    if (force_f32)
+        return CKPT_F32;
+    if (ck->lm_head.data && ck->lm_head.dtype != t)
+        return CKPT_F32;
+    for (int l = 0; l < ck->cfg.n_layer; l++) {
+        const struct gpt2_layer_tensors *lt = &ck->layers[l];
+        if (lt->c_attn_w.dtype != t || lt->c_proj_w.dtype != t || lt->c_fc_w.dtype != t || lt->mlp_proj_w.dtype != t)
+            return CKPT_F32;
+    }
+    return t;
+}
+
 /* ------------------------------------------------------------------ helpers */
 
 /* dir + "/" + name, malloc-ed (caller frees), or NULL. */
@@ -332,7 +347,13 @@ static int cfg_str(struct json_object *root, const char *key, char *out, size_t 
     return 0;
 }
 
-static const char *const activations[] = {"gelu_new", "gelu_pytorch_tanh", "gelu", "relu", "quick_gelu", NULL};
+static const struct {
+    const char *name;
+    enum ckpt_act act;
+} activations[] = {
+    {"gelu_new", CKPT_ACT_GELU_TANH}, {"gelu_pytorch_tanh", CKPT_ACT_GELU_TANH}, {"gelu", CKPT_ACT_GELU_ERF},
+    {"relu", CKPT_ACT_RELU},          {"quick_gelu", CKPT_ACT_QUICK_GELU},       {NULL, CKPT_ACT_GELU_TANH},
+};
 
 int gpt2_config_load(const char *path, struct gpt2_config *cfg, char *err, size_t errlen)
 {
@@ -355,6 +376,7 @@ int gpt2_config_load(const char *path, struct gpt2_config *cfg, char *err, size_
     cfg->vocab_size = 50257;
     cfg->layer_norm_epsilon = 1e-5f;
     strcpy(cfg->activation, "gelu_new");
+    cfg->act = CKPT_ACT_GELU_TANH;
     cfg->tie_word_embeddings = true;
     cfg->scale_attn_weights = true;
     cfg->scale_attn_by_inverse_layer_idx = false;
@@ -452,15 +474,16 @@ int gpt2_config_load(const char *path, struct gpt2_config *cfg, char *err, size_
         goto out;
     if (present) {
         int i = 0;
-        while (activations[i] && strcmp(activations[i], act) != 0)
+        while (activations[i].name && strcmp(activations[i].name, act) != 0)
             i++;
-        if (!activations[i]) {
+        if (!activations[i].name) {
             st_errf(err, errlen,
                  "%s: activation_function \"%s\" is not supported (gelu_new, gelu_pytorch_tanh, gelu, relu, quick_gelu)",
                  path, st_printable(act, pb2, sizeof pb2));
             goto out;
         }
         strcpy(cfg->activation, act);
+        cfg->act = activations[i].act;
     }
     if (cfg_bool(root, "tie_word_embeddings", &cfg->tie_word_embeddings, path, err, errlen) < 0 ||
         cfg_bool(root, "scale_attn_weights", &cfg->scale_attn_weights, path, err, errlen) < 0 ||

@@ -23,6 +23,14 @@ enum ckpt_dtype { CKPT_F32, CKPT_F16, CKPT_BF16 };
 const char *ckpt_dtype_name(enum ckpt_dtype t);
 size_t ckpt_dtype_size(enum ckpt_dtype t);
 
+/* The MLP's activation, as config.json's activation_function names it. */
+enum ckpt_act {
+    CKPT_ACT_GELU_TANH,           /* gelu_new, gelu_pytorch_tanh */
+    CKPT_ACT_GELU_ERF,            /* gelu */
+    CKPT_ACT_RELU,                /* relu */
+    CKPT_ACT_QUICK_GELU,          /* quick_gelu */
+};
+
 /* What config.json says, with Hugging Face's defaults for keys left out. */
 struct gpt2_config {
     char model_type[32];          /* "gpt2" */
@@ -33,6 +41,7 @@ struct gpt2_config {
     int vocab_size;
     float layer_norm_epsilon;     /* 1e-5 */
     char activation[32];          /* "gelu_new" (also "gelu_pytorch_tanh", "gelu", "relu", "quick_gelu") */
+    enum ckpt_act act;            /* what that name means (the only names accepted) */
     bool tie_word_embeddings;     /* true: the LM head is wte */
     bool scale_attn_weights;      /* true: scores / sqrt(head_dim) */
     bool scale_attn_by_inverse_layer_idx; /* false: also / (layer + 1) */
@@ -95,6 +104,10 @@ void ckpt_tensor_done(const struct gpt2_checkpoint *ck, const struct ckpt_tensor
 
 /* Converts element i of tensor t to float. */
 float ckpt_get(const struct ckpt_tensor *t, size_t i);
+
+/* The type a backend keeps the matrices in: the file's when every matrix
+ * (wte, lm_head, each layer's four) shares one, else F32; F32 with force_f32. */
+enum ckpt_dtype ckpt_matrix_dtype(const struct gpt2_checkpoint *ck, bool force_f32);
 
 /* Half-precision conversions shared by the backends (round to nearest even). */
 float ckpt_f16_to_f32(uint16_t h);

@@ -272,36 +272,11 @@ static void take_matrix(const struct gpt2_checkpoint *ck, void *dst, enum ckpt_d
     ckpt_tensor_done(ck, src);
 }
 
-/* The matrices' type: the file's when all matrices share one, else F32. */
-static enum ckpt_dtype pick_wdt(const struct gpt2_checkpoint *ck, bool force_f32)
-{
-    enum ckpt_dtype t = ck->wte.dtype;
-    if (force_f32)
-        return CKPT_F32;
-    if (ck->lm_head.data && ck->lm_head.dtype != t)
-        return CKPT_F32;
-    for (int l = 0; l < ck->cfg.n_layer; l++) {
-        const struct gpt2_layer_tensors *lt = &ck->layers[l];
-        if (lt->c_attn_w.dtype != t || lt->c_proj_w.dtype != t || lt->c_fc_w.dtype != t || lt->mlp_proj_w.dtype != t)
-            return CKPT_F32;
-    }
-    return t;
-}
-
-static int parse_act(const char *a, enum ops_act *act)
-{
-    if (!strcmp(a, "gelu_new") || !strcmp(a, "gelu_pytorch_tanh") || !strcmp(a, "gelu_fast"))
-        *act = OPS_GELU_TANH;
-    else if (!strcmp(a, "gelu"))
-        *act = OPS_GELU_ERF;
-    else if (!strcmp(a, "relu"))
-        *act = OPS_RELU;
-    else if (!strcmp(a, "quick_gelu"))
-        *act = OPS_QUICK_GELU;
-    else
-        return -1;
-    return 0;
-}
+/* ops.c's name for each activation config.json may name. */
+static const enum ops_act ops_act_of[] = {
+    [CKPT_ACT_GELU_TANH] = OPS_GELU_TANH, [CKPT_ACT_GELU_ERF] = OPS_GELU_ERF,
+    [CKPT_ACT_RELU] = OPS_RELU,           [CKPT_ACT_QUICK_GELU] = OPS_QUICK_GELU,
+};
 
 static void cpu_free(void *impl)
 {
@@ -351,12 +326,8 @@ static int cpu_load(const struct gpt2_checkpoint *ck, const struct llm_load_opts
     m->V = cfg->vocab_size;
     m->P = cfg->n_positions;
     m->eps = cfg->layer_norm_epsilon;
-    if (parse_act(cfg->activation, &m->act) != 0) {
-        snprintf(err, errlen, "%s: activation_function \"%s\" is not supported", ck->dir, cfg->activation);
-        cpu_free(m);
-        return -1;
-    }
-    m->wdt = pick_wdt(ck, o->weights_f32);
+    m->act = ops_act_of[cfg->act];
+    m->wdt = ckpt_matrix_dtype(ck, o->weights_f32);
     size_t L = (size_t)m->L, C = (size_t)m->C, F = (size_t)m->F, V = (size_t)m->V, P = (size_t)m->P;
     size_t es = ckpt_dtype_size(m->wdt);
     bool tied = ck->lm_head.data == NULL || ck->lm_head.data == ck->wte.data;

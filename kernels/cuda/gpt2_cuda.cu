@@ -334,35 +334,16 @@ static void carve_scratch(struct cuda_model *m, struct carver *c)
     m->ws = carve(c, m->ws_bytes);
 }
 
-/* The matrices' type: the file's when all matrices share one, else F32 (as the CPU backend). */
-static enum ckpt_dtype pick_wdt(const struct gpt2_checkpoint *ck, bool force_f32)
+/* The kernels' name for each activation config.json may name. */
+static enum kcu_act kcu_act_of(enum ckpt_act a)
 {
-    enum ckpt_dtype t = ck->wte.dtype;
-    if (force_f32)
-        return CKPT_F32;
-    if (ck->lm_head.data && ck->lm_head.dtype != t)
-        return CKPT_F32;
-    for (int l = 0; l < ck->cfg.n_layer; l++) {
-        const struct gpt2_layer_tensors *lt = &ck->layers[l];
-        if (lt->c_attn_w.dtype != t || lt->c_proj_w.dtype != t || lt->c_fc_w.dtype != t || lt->mlp_proj_w.dtype != t)
-            return CKPT_F32;
+    switch (a) {
+    case CKPT_ACT_GELU_ERF: return KCU_ACT_GELU_ERF;
+    case CKPT_ACT_RELU: return KCU_ACT_RELU;
+    case CKPT_ACT_QUICK_GELU: return KCU_ACT_QUICK_GELU;
+    case CKPT_ACT_GELU_TANH: break;
     }
-    return t;
-}
-
-static int parse_act(const char *a, enum kcu_act *act)
-{
-    if (!strcmp(a, "gelu_new") || !strcmp(a, "gelu_pytorch_tanh") || !strcmp(a, "gelu_fast"))
-        *act = KCU_ACT_GELU_TANH;
-    else if (!strcmp(a, "gelu"))
-        *act = KCU_ACT_GELU_ERF;
-    else if (!strcmp(a, "relu"))
-        *act = KCU_ACT_RELU;
-    else if (!strcmp(a, "quick_gelu"))
-        *act = KCU_ACT_QUICK_GELU;
-    else
-        return -1;
-    return 0;
+    return KCU_ACT_GELU_TANH;
 }
 
 /* Frees everything a (possibly half-built) model holds. */
@@ -422,11 +403,8 @@ static int load_model(struct cuda_model *m, const struct gpt2_checkpoint *ck, co
                  KCU_MAX_HEAD_DIM);
         return -1;
     }
-    if (parse_act(cfg->activation, &m->act) != 0) {
-        snprintf(err, errlen, "%s: activation_function \"%s\" is not supported", ck->dir, cfg->activation);
-        return -1;
-    }
-    m->wdt = pick_wdt(ck, o->weights_f32);
+    m->act = kcu_act_of(cfg->act);
+    m->wdt = ckpt_matrix_dtype(ck, o->weights_f32);
 
     cudaDeviceProp prop;
     CUDA_TRY(cudaSetDevice(m->device));

@@ -732,7 +732,7 @@ static void test_config(void)
     is_int(gpt2_config_load(p, &c, err, sizeof err), 0, "an empty config takes GPT2Config's defaults");
     ok(c.n_layer == 12 && c.n_head == 12 && c.n_embd == 768 && c.n_positions == 1024 && c.vocab_size == 50257 &&
            c.n_inner == 3072 && c.layer_norm_epsilon == 1e-5f && strcmp(c.activation, "gelu_new") == 0 &&
-           c.tie_word_embeddings && c.scale_attn_weights && !c.scale_attn_by_inverse_layer_idx &&
+           c.act == CKPT_ACT_GELU_TANH && c.tie_word_embeddings && c.scale_attn_weights && !c.scale_attn_by_inverse_layer_idx &&
            c.bos_token_id == 50256 && c.eos_token_id == 50256 && strcmp(c.model_type, "gpt2") == 0 &&
            c.architecture[0] == '\0',
        "  all of them");
@@ -743,7 +743,7 @@ static void test_config(void)
     is_int(gpt2_config_load(p, &c, err, sizeof err), 0, "a config with old and null keys");
     ok(c.n_positions == 77 && c.n_inner == 384 && c.bos_token_id == -1 && c.eos_token_id == 7 &&
            fabsf(c.layer_norm_epsilon - 1e-6f) < 1e-12f && strcmp(c.activation, "gelu") == 0 &&
-           !c.tie_word_embeddings && c.scale_attn_by_inverse_layer_idx && !c.scale_attn_weights &&
+           c.act == CKPT_ACT_GELU_ERF && !c.tie_word_embeddings && c.scale_attn_by_inverse_layer_idx && !c.scale_attn_weights &&
            strcmp(c.architecture, "GPT2LMHeadModel") == 0,
        "  n_ctx for n_positions, null n_inner = 4C, null bos = -1, and the flags");
     write_text(p, "{\"n_positions\":64,\"n_ctx\":32,\"hidden_size\":32,\"num_hidden_layers\":3,\"num_attention_heads\":2}");
