@@ -3,11 +3,11 @@
 
 #include "checkpoint.h"
 #include "safetensors.h"
+#include "scratch.h"
 #include "tap.h"
 #include "../../tools/gen_gpt2.h"
 
 #include <errno.h>
-#include <ftw.h>
 #include <json-c/json.h>
 #include <math.h>
 #include <stdint.h>
@@ -18,19 +18,6 @@ static char base[4096];
 static int dir_counter;
 
 /* ------------------------------------------------------------------ helpers */
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static void rm_rf(const char *path)
-{
-    nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
 
 /* A fresh empty directory under base; returns a static-ish buffer the caller copies. */
 static void new_dir(char *out, size_t len, const char *tag)
@@ -1231,9 +1218,7 @@ static void test_weights(void)
 
 int main(void)
 {
-    const char *tmp = getenv("TMPDIR");
-    snprintf(base, sizeof base, "%s/test_checkpoint.XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(base)) {
+    if (scratch_make(base, sizeof base, "test_checkpoint") != 0) {
         printf("1..0 # SKIP cannot create a temporary directory: %s\n", strerror(errno));
         return 0;
     }
@@ -1244,7 +1229,7 @@ int main(void)
     test_config();
     test_weights();
     if (tap_failures == 0)
-        rm_rf(base);
+        scratch_remove(base);
     else
         tap_diag("kept %s for inspection", base);
     return tap_done();

@@ -14,6 +14,7 @@
 #include "checkpoint.h"
 #include "gpu.h"
 #include "llm.h"
+#include "scratch.h"
 #include "tap.h"
 #include "../../tools/gen_gpt2.h"
 #ifdef HAVE_CUDA
@@ -30,14 +31,6 @@
 
 static char tmp_root[256];
 
-static void rm_rf(const char *dir)
-{
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "# could not remove %s\n", dir);
-}
-
 /* Removes the model directory make_model wrote (they are large in the 124M shape). */
 static void drop_model(struct gpt2_checkpoint *ck)
 {
@@ -46,7 +39,7 @@ static void drop_model(struct gpt2_checkpoint *ck)
     char dir[600];
     snprintf(dir, sizeof dir, "%s", ck->dir);
     gpt2_checkpoint_close(ck);
-    rm_rf(dir);
+    scratch_remove(dir);
 }
 
 /* Writes a generated model under tmp_root/name and opens it (NULL on failure, reported). */
@@ -893,8 +886,7 @@ static void test_models(void)
 
 int main(void)
 {
-    snprintf(tmp_root, sizeof tmp_root, "%s/llmcgi-cuda-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-    if (!mkdtemp(tmp_root))
+    if (scratch_make(tmp_root, sizeof tmp_root, "llmcgi-cuda") != 0)
         return printf("Bail out! mkdtemp failed\n"), 1;
     struct gpu_info g;
     gpu_probe(&g, false);
@@ -914,6 +906,6 @@ int main(void)
         test_models();
     }
 #endif
-    rm_rf(tmp_root);
+    scratch_remove(tmp_root);
     return tap_done();
 }

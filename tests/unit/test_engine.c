@@ -13,6 +13,7 @@
 #include "engine.h"
 #include "generation.h"
 #include "llm.h"
+#include "scratch.h"
 #include "tap.h"
 #include "tokenizer.h"
 #include "util.h"
@@ -934,8 +935,7 @@ int main(void)
         return tap_done();
     }
     EOS = tokenizer_eos_id(tok);
-    snprintf(tmpdir_root, sizeof tmpdir_root, "%s/llmcgi-engine-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-    if (!mkdtemp(tmpdir_root))
+    if (scratch_make(tmpdir_root, sizeof tmpdir_root, "llmcgi-engine") != 0)
         return printf("Bail out! mkdtemp failed\n"), 1;
     snprintf(model_dir, sizeof model_dir, "%s/tiny", tmpdir_root);
     struct gen_gpt2_opts go;
@@ -975,9 +975,6 @@ int main(void)
     llm_free(ref);
     tokenizer_free(tok);
     ebatch_free(&evb);
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir_root);
-    if (system(cmd) != 0)
-        printf("# could not remove %s\n", tmpdir_root);
+    scratch_remove(tmpdir_root);
     return tap_done();
 }

@@ -8,6 +8,7 @@
 #include "config.h"
 #include "checkpoint.h"
 #include "llm.h"
+#include "scratch.h"
 #include "tap.h"
 #include "../../tools/gen_gpt2.h"
 
@@ -37,14 +38,6 @@ static int32_t argmax(const float *z, int n)
 }
 
 static char tmpdir_root[256];
-
-static void rm_rf(const char *dir)
-{
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "# could not remove %s\n", dir);
-}
 
 /* Compares one logits row with its golden record; returns the relative error. */
 static double row_error(const float *z, int V, json_object *rec, json_object *indices)
@@ -302,7 +295,7 @@ static void test_model(json_object *g, json_object *indices, struct prompt *ps, 
     free(greedy);
     free(rows);
     llm_free(m);
-    rm_rf(dir);
+    scratch_remove(dir);
 }
 
 int main(void)
@@ -318,8 +311,7 @@ int main(void)
     /* Under the sanitizers the 124M shape runs once (F32); the tiny one everywhere. */
     const char *san = getenv("LLMCGI_SANITIZERS");
     bool sanitized = san && !strcmp(san, "yes");
-    snprintf(tmpdir_root, sizeof tmpdir_root, "%s/llmcgi-gpt2-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-    if (!mkdtemp(tmpdir_root))
+    if (scratch_make(tmpdir_root, sizeof tmpdir_root, "llmcgi-gpt2") != 0)
         return printf("Bail out! mkdtemp failed\n"), 1;
     for (size_t k = 0; k < json_object_array_length(models); k++) {
         json_object *g = json_object_array_get_idx(models, k);
@@ -344,7 +336,7 @@ int main(void)
         }
         test_model(g, indices, ps, n, tiny || !strcmp(dtype, "f32"));
     }
-    rmdir(tmpdir_root);
+    scratch_remove(tmpdir_root);
     json_object_put(root);
     return tap_done();
 }
