@@ -10,6 +10,8 @@
 #include "response.h"
 #include "util.h"
 
+#include <json-c/json.h>
+
 #include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
@@ -146,9 +148,17 @@ int auth_key_parse_line(char *line, struct auth_key *k, char *err, size_t errlen
             }
             continue;
         }
+        if (strcmp(w, "ops") == 0) {
+            if (k->ops) {
+                snprintf(err, errlen, "ops given twice");
+                goto bad;
+            }
+            k->ops = true;
+            continue;
+        }
         char *eq = strchr(w, '=');
         if (!eq) {
-            snprintf(err, errlen, "expected option=value (models=, requests_per_minute=, tokens_per_minute=), got \"%s\"", w);
+            snprintf(err, errlen, "expected ops or option=value (models=, requests_per_minute=, tokens_per_minute=), got \"%s\"", w);
             goto bad;
         }
         *eq = '\0';
@@ -173,7 +183,7 @@ int auth_key_parse_line(char *line, struct auth_key *k, char *err, size_t errlen
             if (parse_limit(w, v, &k->tokens_per_minute, err, errlen) < 0)
                 goto bad;
         } else {
-            snprintf(err, errlen, "unknown option \"%s\" (known: models, requests_per_minute, tokens_per_minute)", w);
+            snprintf(err, errlen, "unknown option \"%s\" (known: models, requests_per_minute, tokens_per_minute, ops)", w);
             goto bad;
         }
     }
@@ -291,6 +301,18 @@ bool auth_key_allows(const struct auth_key *k, const char *model)
     return false;
 }
 
+void auth_filter_models(const struct auth_key *k, json_object *list)
+{
+    if (!k || !k->n_models || !json_object_is_type(list, json_type_array))
+        return;
+    for (size_t i = json_object_array_length(list); i-- > 0;) {
+        json_object *id;
+        if (!json_object_object_get_ex(json_object_array_get_idx(list, i), "id", &id) ||
+            !auth_key_allows(k, json_object_get_string(id)))
+            json_object_array_del_idx(list, i, 1);
+    }
+}
+
 bool auth_path_public(const struct config *cfg, const char *path)
 {
     if (strcmp(path, "/health") == 0)
@@ -346,9 +368,19 @@ int auth_check(struct req *r)
     r->key = auth_keys_find(r->cfg->keys, k);
     if (!r->key) {
         log_info("request %s: refused an unknown API key from %s", r->id, r->remote_addr);
+        r->auth_failed = true;
         return unauthorized(r, true);
     }
     return 0;
+}
+
+int auth_check_ops(struct req *r)
+{
+    if (!r->key || r->key->ops)
+        return 0;                               /* no keys, a public path, or an operator */
+    resp_error_tgi(r, 403, "forbidden", "the API key \"%s\" is not an operator key: %s needs a key "
+                   "marked ops in the keys file", r->key->name, r->path);
+    return 1;
 }
 
 int auth_check_model(struct req *r, const char *model)

@@ -10,8 +10,10 @@
 #include "sha256.h"
 
 /* One line of the keys file:
- *   SHA256HEX NAME [models=a,b,...] [requests_per_minute=N] [tokens_per_minute=N]
- * Only the hash of a key is stored; the name identifies it in logs and limits. */
+ *   SHA256HEX NAME [models=a,b,...] [requests_per_minute=N] [tokens_per_minute=N] [ops]
+ * Only the hash of a key is stored; the name identifies it in logs and limits.
+ * `ops` marks an operator's key: only those read /status, and /metrics when
+ * it is protected. */
 struct auth_key {
     unsigned char hash[SHA256_LEN];
     char *name;                     /* owned */
@@ -19,6 +21,7 @@ struct auth_key {
     size_t n_models;
     long requests_per_minute;       /* -1: [limits] requests_per_minute; 0: none */
     long tokens_per_minute;         /* -1: [limits] tokens_per_minute; 0: none */
+    bool ops;                       /* may read the operator endpoints (ROUTE_OPS) */
     int line;
 };
 
@@ -50,6 +53,11 @@ const struct auth_key *auth_keys_find(const struct auth_keys *ks, const char *pr
 /* May key k use `model`? */
 bool auth_key_allows(const struct auth_key *k, const char *model);
 
+/* Removes from `list` (a json-c array of objects with an "id") the models
+ * key k may not use; NULL k (no keys) keeps everything. */
+struct json_object;
+void auth_filter_models(const struct auth_key *k, struct json_object *list);
+
 /* Does `path` answer without a key under this config ("/health", "/metrics" unless protected)? */
 bool auth_path_public(const struct config *cfg, const char *path);
 
@@ -57,6 +65,11 @@ bool auth_path_public(const struct config *cfg, const char *path);
  * has keys and the path is not public; sets r->key. Returns 0 to go on, or
  * 1 after answering 401 (with WWW-Authenticate) in r->dialect's shape. */
 int auth_check(struct req *r);
+
+/* For an operator endpoint (/status, a protected /metrics): returns 0 when
+ * there are no keys, the path is public, or r's key has `ops`; else 1 after
+ * answering 403. Call after auth_check. */
+int auth_check_ops(struct req *r);
 
 /* Returns 0 when r's key may use `model` (or there are no keys), or 1
  * after answering 403 in r->dialect's shape. */

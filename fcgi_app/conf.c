@@ -409,6 +409,7 @@ static const struct key_def limits_keys[] = {
     {"tokens_per_minute", K_LONG, S(tokens_per_minute), 0, 1000000000, "0"},
     {"address_requests_per_minute", K_LONG, S(address_requests_per_minute), 0, 1000000000, "0"},
     {"address_tokens_per_minute", K_LONG, S(address_tokens_per_minute), 0, 1000000000, "0"},
+    {"auth_failures_per_minute", K_LONG, S(auth_failures_per_minute), 0, 1000000000, "30"},
     {"max_clients", K_LONG, S(max_clients), 2, 10000000, "100000"},   /* >= 2: a request may hold two entries */
     {"trusted_proxies", K_CIDRS, S(trusted_proxies), 0, 0, NULL},
 };

@@ -124,6 +124,7 @@ struct config {
     long tokens_per_minute;
     long address_requests_per_minute;   /* per address on top of a key's limits */
     long address_tokens_per_minute;
+    long auth_failures_per_minute;  /* wrong API keys an address may send (then 429 until it refills) */
     long max_clients;           /* buckets tracked at once (the least recently seen are forgotten) */
     struct cidr *trusted_proxies;       /* X-Forwarded-For is believed from these; owned */
     size_t n_trusted_proxies;

@@ -424,6 +424,7 @@ static void limit_headers(struct req *r, const char *kind, long pm, const struct
     resp_header(r, kind[0] == 'r' ? "x-ratelimit-reset-requests" : "x-ratelimit-reset-tokens", "%s", reset);
 }
 
+/* kind: "requests", "tokens" or "auth_failures" (also the metrics label value) */
 static int too_many(struct req *r, const struct subject *s, const char *kind, long pm, double wait_s, double asked)
 {
     long after = (long)ceil(wait_s);
@@ -431,7 +432,10 @@ static int too_many(struct req *r, const struct subject *s, const char *kind, lo
         after = 1;
     resp_header(r, "Retry-After", "%ld", after);
     char msg[400];
-    if (kind[0] == 'r')
+    if (kind[0] == 'a')
+        snprintf(msg, sizeof msg, "Too many wrong API keys: %s may try %ld per minute; try again in %lds",
+                 s->what, pm, after);
+    else if (kind[0] == 'r')
         snprintf(msg, sizeof msg, "Rate limit reached for requests: %s may make %ld per minute; try again in %lds",
                  s->what, pm, after);
     else
@@ -440,7 +444,7 @@ static int too_many(struct req *r, const struct subject *s, const char *kind, lo
     log_info("request %s: 429: %s", r->id, msg);
     metrics_rate_limited(kind);                 /* "requests" or "tokens": a fixed label value */
     if (r->dialect == DIALECT_OPENAI)
-        resp_error_openai(r, 429, "rate_limit_error", NULL, kind[0] == 'r' ? "rate_limit_exceeded" : "tokens_exceeded",
+        resp_error_openai(r, 429, "rate_limit_error", NULL, kind[0] == 't' ? "tokens_exceeded" : "rate_limit_exceeded",
                           "%s", msg);
     else
         resp_error_tgi(r, 429, "overloaded", "%s", msg);
@@ -496,6 +500,57 @@ int ratelimit_admit(struct req *r)
     if (auth_path_public(r->cfg, r->path))
         return 0;
     return take_all(r, "requests", 1);
+}
+
+/* The address's bucket of wrong keys ("f:ADDR": its req bucket, no tokens);
+ * NULL when not limited. Lock held. */
+static struct entry *auth_entry(struct req *r, int64_t now)
+{
+    long pm = r->cfg->auth_failures_per_minute;
+    if (!pm || !r->cfg->keys || !r->srv->rl || auth_path_public(r->cfg, r->path))
+        return NULL;
+    char name[NAME_MAX_LEN + 8];
+    snprintf(name, sizeof name, "f:%s", r->client);
+    return get(r->srv->rl, name, pm, 0, r->cfg->max_clients, now);
+}
+
+int ratelimit_auth_blocked(struct req *r)
+{
+    if (!r->cfg->auth_failures_per_minute || !r->cfg->keys || !r->srv->rl)
+        return 0;
+    long pm = r->cfg->auth_failures_per_minute;
+    int64_t now = util_now_ns();
+    double wait = 0;
+    pthread_mutex_lock(&r->srv->rl->lock);
+    struct entry *e = auth_entry(r, now);
+    bool blocked = false;
+    if (e) {
+        bucket_refill(&e->req, pm, now);
+        if (e->req.level < 1.0 - 1e-9) {
+            blocked = true;
+            wait = (1.0 - e->req.level) * 60.0 / (double)pm;
+        }
+    }
+    pthread_mutex_unlock(&r->srv->rl->lock);
+    if (!blocked)
+        return 0;
+    struct subject s;
+    snprintf(s.what_buf, sizeof s.what_buf, "address %s", r->client);
+    s.what = s.what_buf;
+    return too_many(r, &s, "auth_failures", pm, wait, 1);
+}
+
+void ratelimit_auth_failed(struct req *r)
+{
+    if (!r->srv->rl)
+        return;
+    int64_t now = util_now_ns();
+    double wait;
+    pthread_mutex_lock(&r->srv->rl->lock);
+    struct entry *e = auth_entry(r, now);
+    if (e)
+        bucket_take(&e->req, r->cfg->auth_failures_per_minute, 1, now, &wait);
+    pthread_mutex_unlock(&r->srv->rl->lock);
 }
 
 int ratelimit_reserve(struct req *r, long prompt_estimate, long tokens)

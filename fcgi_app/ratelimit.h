@@ -73,6 +73,16 @@ size_t ratelimit_tracked(struct ratelimit *rl);
  * answering 429 with Retry-After. Public paths (auth_path_public) are not counted. */
 int ratelimit_admit(struct req *r);
 
+/* Guessing keys: an address whose wrong keys (r->auth_failed) used up
+ * [limits] auth_failures_per_minute gets 429 for everything that needs a
+ * key, valid keys included, until its bucket refills: the answer must not
+ * tell a right guess from a wrong one. Returns 0 to go on, or 1 after
+ * answering 429 with Retry-After. */
+int ratelimit_auth_blocked(struct req *r);
+
+/* Counts one wrong key against r's address. */
+void ratelimit_auth_failed(struct req *r);
+
 /* Reserves `tokens` (prompt estimate + max new tokens) for a generation.
  * Returns 0 to go on (x-ratelimit-*-tokens headers queued), or 1 after
  * answering 429. prompt_estimate is kept to correct the reservation. */

@@ -65,6 +65,7 @@ struct req {
     char client[64];                /* the client's address for limits (REMOTE_ADDR or trusted X-Forwarded-For) */
     long tokens_reserved;           /* tokens/min reserved at admission; 0 = none */
     long prompt_estimate;           /* the prompt's part of that reservation */
+    bool auth_failed;               /* presented a key that is not in the keys file (counted per address) */
 
     /* response state, kept by response.c */
     int status;                     /* 0 until the headers are written */

@@ -131,7 +131,7 @@ bool router_path_in_use(const char *prefix)
     return used;
 }
 
-/* parse -> CORS -> auth -> rate limit -> route */
+/* parse -> CORS -> (an address guessing keys: 429) -> auth -> rate limit -> route */
 int router_dispatch(struct req *r)
 {
     r->dialect = strncmp(r->path, "/v1/", 4) == 0 || strcmp(r->path, "/v1") == 0 ? DIALECT_OPENAI : DIALECT_TGI;
@@ -146,7 +146,8 @@ int router_dispatch(struct req *r)
         r->dialect = rt->dialect;
     else if (http)
         r->dialect = DIALECT_TGI;
-    if (auth_check(r) || ratelimit_admit(r)) {
+    if (ratelimit_auth_blocked(r) || auth_check(r) || (rt && (rt->flags & ROUTE_OPS) && auth_check_ops(r)) ||
+        ratelimit_admit(r)) {
         rc = r->client_gone ? -1 : 0;
     } else if (http) {
         if (r->key && r->key->n_models) {
@@ -168,6 +169,8 @@ int router_dispatch(struct req *r)
         else
             rc = resp_error(r, 405, "%s is not allowed on %s (allowed: %s)", r->method_name, r->path, list);
     }
+    if (r->auth_failed)
+        ratelimit_auth_failed(r);
     ratelimit_finish(r);
     return rc;
 }

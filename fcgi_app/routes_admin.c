@@ -1,6 +1,7 @@
 /* routes_admin.c -- the server's own endpoints: GET /health, GET /v1/models, GET /v1/models/{id}, GET /metrics, GET /status. */
 #include "config.h"
 #include "routes_admin.h"
+#include "auth.h"
 #include "conf.h"
 #include "gateway.h"
 #include "metrics.h"
@@ -94,6 +95,7 @@ int route_models(struct req *r)
     json_object_object_add(o, "object", json_object_new_string("list"));
     local_list_models(r, data, false);
     gateway_list_models(r, data);
+    auth_filter_models(r->key, data);           /* a key sees only the models it may use */
     json_object_object_add(o, "data", data);
     return send_owned(r, o);
 }
@@ -114,6 +116,7 @@ int route_model(struct req *r)
     } else {
         gateway_list_models(r, data);
     }
+    auth_filter_models(r->key, data);           /* another key's model "does not exist" for this one */
     json_object *found = json_object_get(model_list_find(data, id));
     json_object_put(data);
     if (found)

@@ -1322,6 +1322,7 @@ int route_gw_models_legacy(struct req *r)
     local_list_models(r, list, true);
     struct list_ctx x = {.data = list, .legacy = true, .prefix = r->cfg->path_prefix};
     each_upstream_model(r, add_model, &x);
+    auth_filter_models(r->key, list);
     int rc = resp_json(r, 200, list);
     json_object_put(list);
     return rc;

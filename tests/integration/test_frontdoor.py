@@ -70,7 +70,7 @@ class Front:
     def write_keys(self, extra=""):
         self.keys_file.write_text(f"""\
 # name, then what the key may do
-{sha(KEYS['alice'])} alice
+{sha(KEYS['alice'])} alice ops
 {sha(KEYS['bob'])} bob models=other
 {sha(KEYS['slow'])} slow requests_per_minute=3
 {sha(KEYS['tok'])} tok tokens_per_minute=100
@@ -201,6 +201,43 @@ def test_a_model_the_key_may_not_use_is_403(fd):
     assert r.status == 200, r.body
     r = get(fd, "/img/x", KEYS["bob"])
     assert r.status == 403, "a key limited to models may not use http pass-through"
+
+
+def test_operator_endpoints_need_an_ops_key(fd):
+    for path in ("/status", "/metrics"):
+        assert get(fd, path).status == 401, path
+        r = get(fd, path, KEYS["bob"])
+        assert r.status == 403, (path, r.body)
+        assert r.json()["error_type"] == "forbidden" and "ops" in r.json()["error"]
+        assert get(fd, path, KEYS["alice"]).status == 200, path
+
+
+def test_a_key_lists_only_its_models(fd):
+    ids = lambda r: sorted(m["id"] for m in (r.json()["data"] if isinstance(r.json(), dict) else r.json()))
+    assert ids(get(fd, "/v1/models", KEYS["alice"])) == ["gpt-x", "other"]
+    assert ids(get(fd, "/v1/models", KEYS["bob"])) == ["other"]
+    assert ids(get(fd, "/models", KEYS["bob"])) == ["other"], "the older listing too"
+    assert get(fd, "/v1/models/other", KEYS["bob"]).status == 200
+    r = get(fd, "/v1/models/gpt-x", KEYS["bob"])
+    assert r.status == 404 and r.json()["error"]["code"] == "model_not_found"
+    assert get(fd, "/v1/models/gpt-x", KEYS["alice"]).status == 200
+
+
+def test_an_address_guessing_keys_is_held_back(fd):
+    """[limits] auth_failures_per_minute (30 by default): then 429 for every key from that
+    address, the right one too, so that the answer tells nothing; other addresses go on."""
+    refused = rate_limited(fd, "auth_failures")
+    guesser = {"X-Forwarded-For": "203.0.113.7"}
+    statuses = [get(fd, "/v1/models", f"sk-guess-{i}", headers=guesser).status for i in range(31)]
+    assert statuses == [401] * 30 + [429], statuses
+    r = get(fd, "/v1/models", KEYS["alice"], headers=guesser)
+    assert r.status == 429 and int(r.header("retry-after")) >= 1
+    assert "wrong API keys" in r.json()["error"]["message"]
+    r = post(fd, "/generate", TGI, key=KEYS["alice"], headers=guesser)
+    assert r.status == 429 and r.json()["error_type"] == "overloaded"
+    assert get(fd, "/v1/models", KEYS["alice"], headers={"X-Forwarded-For": "203.0.113.8"}).status == 200
+    assert get(fd, "/health", headers=guesser).status in (200, 503), "public paths stay open"
+    assert rate_limited(fd, "auth_failures") == refused + 3, "the 31st guess and both tries with the right key"
 
 
 def test_sighup_reloads_the_keys_file(fd):

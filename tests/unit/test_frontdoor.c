@@ -65,12 +65,17 @@ static void test_key_lines(void)
     ok(auth_key_parse_line(line, &k, err, sizeof err) == 1 && k.n_models == 2 && strcmp(k.models[1], "org/m") == 0 &&
            k.requests_per_minute == 5 && k.tokens_per_minute == 0, "models and limits");
     ok(auth_key_allows(&k, "gpt-x") && !auth_key_allows(&k, "other"), "allowed models");
+    ok(!k.ops, "not an operator unless marked");
+    auth_key_clear(&k);
+    snprintf(line, sizeof line, "%s carol ops models=m\n", H1);
+    ok(auth_key_parse_line(line, &k, err, sizeof err) == 1 && k.ops && k.n_models == 1, "ops marks an operator key");
     auth_key_clear(&k);
 
     static const char *const bad[] = {
         "abc alice", H1, H1 " al/ice", H1 " alice models=", H1 " alice models=a,,b", H1 " alice rpm=3",
         H1 " alice requests_per_minute=-1", H1 " alice tokens_per_minute=x", H1 " alice stray",
         H1 " alice models=a models=b", H1 " alice models=*", H1 " alice requests_per_minute=1 requests_per_minute=2",
+        H1 " alice ops ops", H1 " alice ops=1",
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         snprintf(line, sizeof line, "%s", bad[i]);
