@@ -1,4 +1,4 @@
-"""The production front door through real nginx: API keys (401 in both error shapes, Bearer and
+"""The production front door through real nginx and Apache: API keys (401 in both error shapes, Bearer and
 x-api-key, 403 for a model the key may not use, keys reloaded on SIGHUP), rate limits (per key,
 per address, X-Forwarded-For only from a trusted proxy, tokens per minute with the reservation
 corrected by the usage reported), CORS (preflight and simple requests, allowed and not), and that
@@ -53,7 +53,7 @@ class Echo(http.server.BaseHTTPRequestHandler):
 
 
 class Front:
-    def __init__(self):
+    def __init__(self, web):
         self.oai = Standin("openai", model_ids=["gpt-x", "other"]).start()
         self.echo = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
         self.echo.daemon_threads = True
@@ -63,7 +63,7 @@ class Front:
         self.keys_file = self.dir / "keys"
         self.write_keys()
         self.llmcgi = Llmcgi(self.sock, dir=self.dir, extra=self.config()).start()
-        self.web = WEB_SERVERS["nginx"](self.sock).start()
+        self.web = WEB_SERVERS[web](self.sock).start()
         self.port = self.web.port
         self.reloads = 0
 
@@ -119,9 +119,9 @@ max_age = 1h
         return report
 
 
-@pytest.fixture(scope="module")
-def fd():
-    f = Front()
+@pytest.fixture(scope="module", params=sorted(WEB_SERVERS))
+def fd(request):
+    f = Front(request.param)
     yield f
     report = f.close()
     assert not report, report
