@@ -94,6 +94,7 @@ struct config {
     uint64_t max_body;
     int64_t shutdown_timeout_ms;
     int64_t read_timeout_ms;
+    int64_t body_timeout_ms;    /* the whole request body must arrive within this; 0 = no limit */
     int64_t sse_keepalive_ms;
     char *path_prefix;          /* "" or "/prefix" (no trailing slash) */
     char *error_log;            /* path or "stderr" */

@@ -7,10 +7,14 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 
 static const struct { const char *name; enum http_method m; } methods[] = {
     {"GET", M_GET}, {"HEAD", M_HEAD}, {"POST", M_POST}, {"PUT", M_PUT},
@@ -170,18 +174,77 @@ const char *req_param(const struct req *r, const char *name)
     return NULL;
 }
 
+/* How many bytes the next FCGX_GetStr may ask for without blocking much
+ * past deadline_ns (0: no deadline), or -1 when it has passed. What libfcgi
+ * has buffered of the current record comes at once; past that, one byte,
+ * with the socket's receive timeout cut to the time left, so that the one
+ * or two reads libfcgi makes for the next record end by the deadline. A web
+ * server that streams the client's body (Apache's mod_proxy_fcgi does; nginx
+ * buffers it first) would otherwise let a client that sends a byte now and
+ * then hold a thread for ever: read_timeout only bounds the silence between
+ * two reads. body_read_done puts read_timeout back. */
+static long body_ready(struct req *r, int64_t deadline_ns, size_t want)
+{
+    FCGX_Stream *in = r->fcgi->in;
+    size_t buffered = in->stop > in->rdNext ? (size_t)(in->stop - in->rdNext) : 0;
+    if (buffered || in->isClosed || !deadline_ns)
+        return (long)(buffered && buffered < want ? buffered : want);
+    int64_t left_ms = (deadline_ns - util_now_ns()) / 1000000;
+    if (left_ms <= 0)
+        return -1;
+    if (left_ms > r->cfg->read_timeout_ms)
+        left_ms = r->cfg->read_timeout_ms;
+    struct timeval tv = {.tv_sec = left_ms / 1000, .tv_usec = (left_ms % 1000) * 1000 + 1};
+    setsockopt(r->fcgi->ipcFd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    return 1;
+}
+
+static void body_read_done(struct req *r, int64_t deadline_ns)
+{
+    if (!deadline_ns)
+        return;
+    int64_t ms = r->cfg->read_timeout_ms;
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+    setsockopt(r->fcgi->ipcFd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+}
+
+static bool past(int64_t deadline_ns)
+{
+    return deadline_ns && util_now_ns() >= deadline_ns;
+}
+
+static int64_t body_deadline(const struct req *r)
+{
+    return r->cfg->body_timeout_ms > 0 ? util_now_ns() + r->cfg->body_timeout_ms * 1000000 : 0;
+}
+
+/* The body did not arrive in time: 408, and the connection is not kept
+ * (the rest of the body may still be on its way). */
+static int body_too_slow(struct req *r)
+{
+    r->fcgi->keepConnection = 0;
+    resp_error(r, 408, "the request body did not arrive within %lld ms (body_timeout)",
+               (long long)r->cfg->body_timeout_ms);
+    return -1;
+}
+
 /* Reads and drops up to `limit` more body bytes, so that the web server can
  * finish sending a request we refuse. */
 static void drain_body(struct req *r, uint64_t limit)
 {
     char sink[16384];
+    int64_t deadline = body_deadline(r);
     while (limit > 0) {
-        int want = limit < sizeof sink ? (int)limit : (int)sizeof sink;
-        int n = FCGX_GetStr(sink, want, r->fcgi->in);
-        if (n <= 0)
+        long want = body_ready(r, deadline, limit < sizeof sink ? (size_t)limit : sizeof sink);
+        int n = want < 0 ? -1 : FCGX_GetStr(sink, (int)want, r->fcgi->in);
+        if (n <= 0) {
+            if (past(deadline))
+                r->fcgi->keepConnection = 0;
             break;
+        }
         limit -= (uint64_t)n;
     }
+    body_read_done(r, deadline);
 }
 
 #define DRAIN_LIMIT (64ull << 20)
@@ -215,6 +278,7 @@ int req_read_body(struct req *r)
         return -1;
     }
     size_t len = 0;
+    int64_t deadline = body_deadline(r);
     while (len < limit) {
         if (len + 1 >= cap) {
             size_t ncap = cap * 2 > limit + 1 ? limit + 1 : cap * 2;
@@ -227,11 +291,18 @@ int req_read_body(struct req *r)
             buf = grown;
             cap = ncap;
         }
-        int n = FCGX_GetStr(buf + len, (int)(cap - 1 - len), r->fcgi->in);
+        long ask = body_ready(r, deadline, cap - 1 - len);
+        int n = ask < 0 ? -1 : FCGX_GetStr(buf + len, (int)ask, r->fcgi->in);
+        if (n <= 0 && past(deadline)) {
+            body_read_done(r, deadline);
+            free(buf);
+            return body_too_slow(r);
+        }
         if (n <= 0)
             break;
         len += (size_t)n;
     }
+    body_read_done(r, deadline);
     if (!sized && len > max) {
         free(buf);
         drain_body(r, DRAIN_LIMIT);
@@ -349,6 +420,123 @@ json_object *json_parse_strict(const char *buf, size_t len, char *err, size_t er
     return obj;
 }
 
+static int hex4(const char *p, const char *end)
+{
+    int v = 0;
+    for (int i = 0; i < 4; i++) {
+        if (p + i >= end || !isxdigit((unsigned char)p[i]))
+            return -1;
+        v = v * 16 + (isdigit((unsigned char)p[i]) ? p[i] - '0' : (tolower((unsigned char)p[i]) - 'a' + 10));
+    }
+    return v;
+}
+
+/* Counts the name separators (':' outside strings): one per object member
+ * in valid JSON. Refuses single quotes outside strings and unpaired
+ * surrogate escapes inside them. */
+static int scan_text(const char *buf, size_t len, size_t *colons, char *err, size_t errlen)
+{
+    const char *p = buf, *end = buf + len;
+    bool in_str = false;
+    *colons = 0;
+    for (; p < end; p++) {
+        if (!in_str) {
+            if (*p == '"')
+                in_str = true;
+            else if (*p == ':')
+                (*colons)++;
+            else if (*p == '\'') {
+                snprintf(err, errlen, "invalid JSON: strings and keys take double quotes, not single ones");
+                return -1;
+            }
+            continue;
+        }
+        if ((unsigned char)*p >= 0x80) {
+            size_t n = util_utf8_seq((const unsigned char *)p, (const unsigned char *)end);
+            if (!n) {
+                snprintf(err, errlen, "invalid JSON: the body is not well-formed UTF-8 at byte %zu", (size_t)(p - buf));
+                return -1;
+            }
+            p += n - 1;
+        } else if (*p == '"') {
+            in_str = false;
+        } else if (*p == '\\' && p + 1 < end) {
+            p++;
+            if (*p != 'u')
+                continue;
+            int u = hex4(p + 1, end);
+            p += 4;
+            if (u >= 0xdc00 && u <= 0xdfff) {
+                snprintf(err, errlen, "invalid JSON: \\u%04x is half of a surrogate pair without its first half", u);
+                return -1;
+            }
+            if (u >= 0xd800 && u <= 0xdbff) {
+                int lo = p + 2 < end && p[1] == '\\' && p[2] == 'u' ? hex4(p + 3, end) : -1;
+                if (lo < 0xdc00 || lo > 0xdfff) {
+                    snprintf(err, errlen, "invalid JSON: \\u%04x is half of a surrogate pair without its second half", u);
+                    return -1;
+                }
+                p += 6;
+            }
+        }
+    }
+    return 0;
+}
+
+/* Checks the values of the tree and adds up its object members. */
+static int walk_values(json_object *o, size_t *members, char *err, size_t errlen)
+{
+    switch (json_object_get_type(o)) {
+    case json_type_object: {
+        *members += (size_t)json_object_object_length(o);
+        json_object_object_foreach(o, k, v) {
+            (void)k;
+            if (walk_values(v, members, err, errlen) < 0)
+                return -1;
+        }
+        return 0;
+    }
+    case json_type_array:
+        for (size_t i = 0; i < json_object_array_length(o); i++)
+            if (walk_values(json_object_array_get_idx(o, i), members, err, errlen) < 0)
+                return -1;
+        return 0;
+    case json_type_double:
+        if (!isfinite(json_object_get_double(o))) {
+            snprintf(err, errlen, "invalid JSON: numbers must be finite (NaN, Infinity and numbers beyond "
+                     "1.8e308 are not accepted)");
+            return -1;
+        }
+        return 0;
+    case json_type_int:
+        if (json_object_get_int64(o) == INT64_MIN || json_object_get_uint64(o) > (uint64_t)INT64_MAX) {
+            snprintf(err, errlen, "invalid JSON: an integer is out of range (beyond +/-9223372036854775807)");
+            return -1;
+        }
+        return 0;
+    case json_type_string:
+        if (strlen(json_object_get_string(o)) != (size_t)json_object_get_string_len(o)) {
+            snprintf(err, errlen, "invalid JSON: strings may not contain \\u0000");
+            return -1;
+        }
+        return 0;
+    default:
+        return 0;
+    }
+}
+
+int json_check_request(const char *buf, size_t len, json_object *obj, char *err, size_t errlen)
+{
+    size_t colons = 0, members = 0;
+    if (scan_text(buf, len, &colons, err, errlen) < 0 || walk_values(obj, &members, err, errlen) < 0)
+        return -1;
+    if (colons != members) {
+        snprintf(err, errlen, "invalid JSON: an object has the same key twice");
+        return -1;
+    }
+    return 0;
+}
+
 json_object *req_json_body(struct req *r)
 {
     const char *ct = req_header(r, "Content-Type");
@@ -363,6 +551,11 @@ json_object *req_json_body(struct req *r)
     json_object *obj = json_parse_strict(r->body, r->body_len, err, sizeof err);
     if (!obj) {
         resp_error(r, 400, "%s", err[0] ? err : "the request body must be a JSON object, got null");
+        return NULL;
+    }
+    if (json_check_request(r->body, r->body_len, obj, err, sizeof err) < 0) {
+        resp_error(r, 400, "%s", err);
+        json_object_put(obj);
         return NULL;
     }
     if (!json_object_is_type(obj, json_type_object)) {

@@ -121,4 +121,17 @@ bool req_content_type_is_json(const char *ct);
  * "null" parses to NULL too; *err is then "". Pure: fuzzed directly. */
 json_object *json_parse_strict(const char *buf, size_t len, char *err, size_t errlen);
 
+/* What a client's request body must be beyond json_parse_strict's RFC
+ * 8259 (obj parsed from buf[0..len)): json-c accepts these, and each would
+ * make llmcgi act on something other than what the client wrote, or read a
+ * request differently from an upstream it is passed to. Refused: an object
+ * with the same key twice (json-c keeps the last, others the first); NaN,
+ * Infinity and numbers beyond a double (1e400 parses as inf); integers
+ * beyond int64 (json-c saturates them); \u0000 in a string (C strings stop
+ * there); an unpaired \ud800-\udfff escape (json-c makes it U+FFFD);
+ * UTF-8 that is overlong, a surrogate or above U+10FFFF (json-c lets those
+ * through); a single-quoted string. Returns 0, or -1 with "invalid JSON: ..." in err.
+ * Pure: unit-tested and fuzzed. */
+int json_check_request(const char *buf, size_t len, json_object *obj, char *err, size_t errlen);
+
 #endif

@@ -188,6 +188,7 @@ static int send_error(struct req *r, int status, enum api_dialect dialect, const
 {
     char msg[1024];
     vsnprintf(msg, sizeof msg, fmt, ap);
+    util_utf8_scrub(msg);                       /* names from URLs and bodies; a cut character */
     json_object *obj = dialect == DIALECT_OPENAI ? openai_error(status, type, param, code, msg)
                                                  : tgi_error(status, type, msg);
     if (!obj)

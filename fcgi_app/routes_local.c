@@ -214,10 +214,13 @@ static int check_unsupported(struct lcall *lc, json_object *body)
 {
     json_object *v;
     if (lc->kind == CK_CHAT || lc->kind == CK_COMPLETION) {
-        if ((v = field(body, "logit_bias")) && json_object_is_type(v, json_type_object) &&
-            json_object_object_length(v) > 0)
+        if ((v = field(body, "logit_bias")) && !json_object_is_type(v, json_type_object))
+            return answer_error(lc, 400, "logit_bias", "`logit_bias` must be an object of token ids to biases"), -1;
+        if (v && json_object_object_length(v) > 0)
             return answer_error(lc, 400, "logit_bias", "`logit_bias` is not supported by local models"), -1;
-        if ((v = field(body, "tools")) && json_object_is_type(v, json_type_array) && json_object_array_length(v) > 0)
+        if ((v = field(body, "tools")) && !json_object_is_type(v, json_type_array))
+            return answer_error(lc, 400, "tools", "`tools` must be an array"), -1;
+        if (v && json_object_array_length(v) > 0)
             return answer_error(lc, 400, "tools", "`tools` are not supported by local GPT-2 models"), -1;
         if ((v = field(body, "response_format"))) {
             json_object *t = field(v, "type");

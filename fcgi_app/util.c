@@ -266,3 +266,31 @@ void strbuf_free(struct strbuf *b)
     free(b->s);
     *b = (struct strbuf){0};
 }
+
+size_t util_utf8_seq(const unsigned char *p, const unsigned char *end)
+{
+    unsigned c = p[0];
+    size_t n = c < 0x80 ? 1 : c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+    if (!n || (size_t)(end - p) < n)
+        return 0;
+    for (size_t i = 1; i < n; i++)
+        if ((p[i] & 0xc0) != 0x80)
+            return 0;
+    if ((c == 0xe0 && p[1] < 0xa0) || (c == 0xed && p[1] > 0x9f) ||     /* overlong; a surrogate */
+        (c == 0xf0 && p[1] < 0x90) || (c == 0xf4 && p[1] > 0x8f))       /* overlong; above U+10FFFF */
+        return 0;
+    return n;
+}
+
+void util_utf8_scrub(char *s)
+{
+    const unsigned char *end = (const unsigned char *)s + strlen(s);
+    for (unsigned char *p = (unsigned char *)s; p < end;) {
+        size_t n = util_utf8_seq(p, end);
+        if (!n) {
+            *p++ = '?';
+            continue;
+        }
+        p += n;
+    }
+}

@@ -43,6 +43,16 @@ void util_format_time(char *buf, size_t len, const struct timespec *ts);
  * as \xHH; always NUL-terminates; truncates when full. For log lines. */
 void util_escape_log(char *buf, size_t len, size_t *pos, const char *s);
 
+/* The length of the well-formed UTF-8 sequence at p (RFC 3629: no overlong
+ * forms, no surrogates, nothing above U+10FFFF), or 0; p < end. json-c's
+ * own check lets overlong forms such as C0 AF ("/") through. */
+size_t util_utf8_seq(const unsigned char *p, const unsigned char *end);
+
+/* Replaces, in place, each byte of s that does not begin a well-formed
+ * UTF-8 sequence with '?' (e.g. a name from a URL, or a message cut
+ * mid-character), so that it can go into JSON. */
+void util_utf8_scrub(char *s);
+
 /* Decodes %XX escapes (and nothing else) from src[0..n) into dst (>= n+1 bytes).
  * Returns the decoded length, or -1 on a malformed escape or a decoded NUL. */
 long util_url_decode(char *dst, const char *src, size_t n);

@@ -141,6 +141,34 @@ static int read_common_openai(json_object *b, struct gen *g, char *err, size_t e
         read_int(b, "seed", &g->has_seed, &g->seed, INT64_MIN, INT64_MAX, err, errlen) < 0 ||
         read_bool(b, "stream", NULL, &g->stream, err, errlen) < 0 || read_stop(b, "stop", g, err, errlen) < 0)
         return -1;
+    /* not read here, but checked, so that an upstream never gets what llmcgi would refuse */
+    json_object *lb = get(b, "logit_bias");
+    if (lb && !json_object_is_type(lb, json_type_object)) {
+        snprintf(err, errlen, "`logit_bias` must be an object of token ids to biases from -100 to 100");
+        return -1;
+    }
+    if (lb) {
+        json_object_object_foreach(lb, tok, bias) {
+            double d = json_object_get_double(bias);
+            if (!*tok || strspn(tok, "0123456789") != strlen(tok) ||
+                !(json_object_is_type(bias, json_type_int) || json_object_is_type(bias, json_type_double)) ||
+                d < -100 || d > 100) {
+                snprintf(err, errlen, "`logit_bias` must be an object of token ids to biases from -100 to 100");
+                return -1;
+            }
+        }
+    }
+    static const struct { const char *key; json_type type; const char *what; } shapes[] = {
+        {"user", json_type_string, "a string"}, {"tools", json_type_array, "an array"},
+        {"response_format", json_type_object, "an object"}, {"metadata", json_type_object, "an object"},
+    };
+    for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) {
+        json_object *f = get(b, shapes[i].key);
+        if (f && !json_object_is_type(f, shapes[i].type)) {
+            snprintf(err, errlen, "`%s` must be %s", shapes[i].key, shapes[i].what);
+            return -1;
+        }
+    }
     json_object *so = get(b, "stream_options");
     if (so && (!json_object_is_type(so, json_type_object) ||
                read_bool(so, "include_usage", NULL, &g->include_usage, err, errlen) < 0)) {
@@ -159,6 +187,11 @@ static int read_tgi_parameters(json_object *p, struct gen *g, char *err, size_t 
         snprintf(err, errlen, "`parameters` must be an object");
         return -1;
     }
+    json_object *stop = get(p, "stop");
+    if (stop && !json_object_is_type(stop, json_type_array)) {   /* TGI takes a list only */
+        snprintf(err, errlen, "`stop` must be a list of at most 4 non-empty strings");
+        return -1;
+    }
     if (read_long(p, "max_new_tokens", &g->max_tokens, NULL, 1, 1 << 30, err, errlen) < 0 ||
         read_long(p, "top_k", &g->top_k, &g->has_top_k, 1, 1 << 30, err, errlen) < 0)
         return -1;
@@ -175,6 +208,11 @@ static int read_tgi_parameters(json_object *p, struct gen *g, char *err, size_t 
         read_bool(p, "decoder_input_details", NULL, &g->decoder_input_details, err, errlen) < 0 ||
         read_long(p, "top_n_tokens", &g->top_logprobs, NULL, 0, 20, err, errlen) < 0 ||
         read_long(p, "truncate", &g->truncate, NULL, 1, 1 << 24, err, errlen) < 0)
+        return -1;
+    long best_of = 1;                           /* checked only: TGI upstreams read it themselves */
+    bool wm = false;
+    if (read_long(p, "best_of", &best_of, NULL, 1, 128, err, errlen) < 0 ||
+        read_bool(p, "watermark", NULL, &wm, err, errlen) < 0)
         return -1;
     return 0;
 }
@@ -209,11 +247,22 @@ int dialect_read_request(enum client_kind k, json_object *b, struct gen *g, char
             snprintf(err, errlen, "`messages` must be a non-empty list of messages");
             return -1;
         }
-        for (size_t i = 0; i < json_object_array_length(v); i++)
-            if (!json_object_is_type(json_object_array_get_idx(v, i), json_type_object)) {
+        for (size_t i = 0; i < json_object_array_length(v); i++) {
+            json_object *m = json_object_array_get_idx(v, i), *role = NULL, *content = NULL;
+            if (!json_object_is_type(m, json_type_object)) {
                 snprintf(err, errlen, "`messages[%zu]` must be an object with a role and content", i);
                 return -1;
             }
+            if (!json_object_object_get_ex(m, "role", &role) || !json_object_is_type(role, json_type_string)) {
+                snprintf(err, errlen, "`messages[%zu].role` must be a string", i);
+                return -1;
+            }
+            if (json_object_object_get_ex(m, "content", &content) && content &&
+                !json_object_is_type(content, json_type_string) && !json_object_is_type(content, json_type_array)) {
+                snprintf(err, errlen, "`messages[%zu].content` must be a string or a list of content parts", i);
+                return -1;
+            }
+        }
         g->messages = v;
         if (read_common_openai(b, g, err, errlen) < 0 || read_bool(b, "logprobs", NULL, &g->logprobs, err, errlen) < 0)
             return -1;

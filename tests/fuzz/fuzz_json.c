@@ -1,4 +1,4 @@
-/* fuzz_json.c -- fuzzes the JSON body parser (json_parse_strict) and the Content-Type check on arbitrary bytes. */
+/* fuzz_json.c -- fuzzes the JSON body parser (json_parse_strict, json_check_request) and the Content-Type check on arbitrary bytes. */
 #include "config.h"
 #include "fuzz.h"
 #include "request.h"
@@ -11,6 +11,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char err[256];
     json_object *o = json_parse_strict((const char *)data, size, err, sizeof err);
     if (o) {
+        char err2[256];
+        (void)json_check_request((const char *)data, size, o, err2, sizeof err2);
         /* what the server does next with a body: walk it and print it */
         const char *s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
         if (!s)

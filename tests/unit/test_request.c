@@ -139,6 +139,56 @@ static void check_target(void)
     is_int(req_split_target("/llmx/a", "/llm", p, sizeof p, &q), 404, "a longer first segment is outside the prefix");
 }
 
+/* json_check_request on one body: 0 or -1 and the message. */
+static int check_body(const char *body, char *err, size_t errlen)
+{
+    char perr[200];
+    json_object *o = json_parse_strict(body, strlen(body), perr, sizeof perr);
+    if (!o) {
+        snprintf(err, errlen, "parse: %s", perr);
+        return -2;
+    }
+    int rc = json_check_request(body, strlen(body), o, err, errlen);
+    json_object_put(o);
+    return rc;
+}
+
+static void check_request_json(void)
+{
+    char err[200];
+    static const struct { const char *body, *why; } good[] = {
+        {"{\"a\": 1, \"b\": {\"a\": 2}, \"c\": [{\"a\": 3}, {\"a\": 4}]}", "the same key in different objects"},
+        {"{\"a\": \"x: y, \\\"b\\\": z\"}", "':' and escaped quotes inside a string"},
+        {"{\"a\": \"\\ud83d\\ude00 \xf0\x9f\x98\x80 \xc3\xa9\"}", "a surrogate pair, 4- and 2-byte UTF-8"},
+        {"{\"a\": -9223372036854775807, \"b\": 9223372036854775807, \"c\": 1.5e-400}", "int64 limits, underflow"},
+        {"{\"\": 0}", "an empty key"},
+    };
+    for (size_t i = 0; i < sizeof good / sizeof *good; i++)
+        is_int(check_body(good[i].body, err, sizeof err), 0, "request JSON accepted: %s", good[i].why);
+    static const struct { const char *body, *msg; } bad[] = {
+        {"{\"a\": 1, \"a\": 2}", "same key twice"},
+        {"{\"x\": [{\"b\": 1, \"c\": 2, \"b\": 3}]}", "same key twice"},
+        {"{\"a\": NaN}", "finite"},
+        {"{\"a\": -Infinity}", "finite"},
+        {"{\"a\": 1e400}", "finite"},
+        {"{\"a\": 99999999999999999999}", "out of range"},
+        {"{\"a\": -9223372036854775809}", "out of range"},
+        {"{\"a\": \"x\\u0000y\"}", "u0000"},
+        {"{\"a\": \"\\ud800\"}", "second half"},
+        {"{\"a\": \"\\udc00x\"}", "first half"},
+        {"{\"a\": \"\\ud800\\u0041\"}", "second half"},
+        {"{\"a\": \"\xc0\xaf\"}", "UTF-8"},
+        {"{\"a\": \"\xed\xa0\x80\"}", "UTF-8"},
+        {"{\"a\": \"\xf4\x90\x80\x80\"}", "UTF-8"},
+        {"{\"a\": \"\xe0\x80\xaf\"}", "UTF-8"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        err[0] = '\0';
+        int rc = check_body(bad[i].body, err, sizeof err);
+        ok(rc != 0 && (rc == -2 || strstr(err, bad[i].msg)), "request JSON refused (%s): %s", bad[i].msg, err);
+    }
+}
+
 static void check_json_parser(void)
 {
     char err[200];
@@ -185,6 +235,7 @@ int main(void)
 {
     check_target();
     check_json_parser();
+    check_request_json();
     if (harness_init(&H, "[server]\naccess_log = off\nmax_body = 1k\n") < 0)
         return 1;
     struct fcgi_answer a;
