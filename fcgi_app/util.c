@@ -251,7 +251,8 @@ void strbuf_add(struct strbuf *b, const char *s, size_t n)
         b->s = p;
         b->cap = cap;
     }
-    memcpy(b->s + b->len, s, n);
+    if (n)                                      /* s may be NULL when n is 0 */
+        memcpy(b->s + b->len, s, n);
     b->len += n;
     b->s[b->len] = '\0';
 }
