@@ -8,6 +8,7 @@
  * converts it; the same table supplies the defaults, parsed by the same code. */
 #include "config.h"
 #include "conf.h"
+#include "classify.h"
 #include "auth.h"
 #include "cors.h"
 #include "listen.h"
@@ -322,6 +323,9 @@ enum key_type {
     K_TEMPLATE,     /* a chat template name */
     K_CIDRS,        /* addresses and CIDR blocks */
     K_ORIGINS,      /* CORS origins, or "*" */
+    K_TASK,         /* a model's task */
+    K_FRACTION,     /* a number from 0 to 1 (double) */
+    K_CATEGORIES,   /* moderation categories: CATEGORY=LABEL[,LABEL] ... */
 };
 
 struct key_def {
@@ -356,6 +360,8 @@ static const struct key_def server_keys[] = {
     {"models_dir", K_PATH, S(models_dir), 0, 0, NULL},
     {"max_loaded_models", K_LONG, S(max_loaded_models), 1, 1000, "4"},
     {"models_memory", K_SIZE, S(models_memory), 0, (int64_t)1 << 50, "0"},
+    {"moderation_model", K_NAME, S(moderation_model), 0, 0, NULL},
+    {"classify_model", K_NAME, S(classify_model), 0, 0, NULL},
 };
 
 static const struct key_def model_keys[] = {
@@ -371,6 +377,11 @@ static const struct key_def model_keys[] = {
     {"kv_cache", K_SIZE, M(kv_cache), 0, (int64_t)1 << 44, "0"},
     {"chat_template", K_TEMPLATE, M(chat_template), 0, 0, "auto"},
     {"timeout", K_DURATION, M(timeout_ms), 1, 86400000, "10m"},
+    {"task", K_TASK, M(task), 0, 0, "auto"},
+    {"max_inputs", K_LONG, M(max_inputs), 1, 4096, "32"},
+    {"categories", K_CATEGORIES, M(categories), 0, 0, NULL},
+    {"safe_labels", K_STRING, M(safe_labels), 0, 0, NULL},
+    {"flag_threshold", K_FRACTION, M(flag_threshold), 0, 0, "0.5"},
 };
 
 static const struct key_def upstream_keys[] = {
@@ -814,6 +825,33 @@ static int apply_key(const struct key_def *k, void *base, const char *value, con
         snprintf(err, errlen, "type must be one of tgi, transformers-serve, openai, http; got \"%s\"", value);
         return -1;
     }
+    case K_TASK: {
+        static const enum model_task tasks[] = {TASK_AUTO, TASK_GENERATE, TASK_CLASSIFY, TASK_MODERATE};
+        for (size_t i = 0; i < ARRAY_LEN(tasks); i++)
+            if (strcmp(value, model_task_name(tasks[i])) == 0) {
+                *(enum model_task *)field = tasks[i];
+                return 0;
+            }
+        snprintf(err, errlen, "%s must be auto, generate, classify or moderate, got \"%s\"", k->name, value);
+        return -1;
+    }
+    case K_FRACTION: {
+        char *end;
+        double v = strtod(value, &end);
+        if (end == value || *end || !(v >= 0.0 && v <= 1.0)) {
+            snprintf(err, errlen, "%s must be a number from 0 to 1, got \"%s\"", k->name, value);
+            return -1;
+        }
+        *(double *)field = v;
+        return 0;
+    }
+    case K_CATEGORIES: {
+        struct clf_categories cats;
+        if (clf_categories_parse(value, NULL, NULL, 0, &cats, err, errlen) < 0)
+            return -1;
+        str = strdup(value);
+        break;
+    }
     case K_URLS:
         return apply_urls(base, value, err, errlen);
     case K_MODELS:
@@ -900,7 +938,7 @@ static char *config_dir(const char *file)
 static bool key_is_string(enum key_type t)
 {
     return t == K_LISTEN || t == K_LOG || t == K_ACCESS_LOG || t == K_PREFIX || t == K_PATH || t == K_STRING ||
-           t == K_NAME || t == K_URLPATH || t == K_DEVICE || t == K_TEMPLATE;
+           t == K_NAME || t == K_URLPATH || t == K_DEVICE || t == K_TEMPLATE || t == K_CATEGORIES;
 }
 
 static void model_free(struct config_model *m)
@@ -1152,6 +1190,48 @@ static void check_upstream(const struct config *c, struct config_upstream *u, st
     }
 }
 
+const char *model_task_name(enum model_task t)
+{
+    switch (t) {
+    case TASK_AUTO: return "auto";
+    case TASK_GENERATE: return "generate";
+    case TASK_CLASSIFY: return "classify";
+    case TASK_MODERATE: return "moderate";
+    }
+    return "?";
+}
+
+const char *config_classifier_default(const struct config *c, bool moderation)
+{
+    const char *set = moderation ? c->moderation_model : c->classify_model;
+    if (set)
+        return set;
+    if (!moderation && c->moderation_model)
+        return c->moderation_model;
+    for (size_t i = 0; i < c->n_models; i++)
+        if (c->models[i].task == TASK_MODERATE || (!moderation && c->models[i].task == TASK_CLASSIFY))
+            return c->models[i].name;
+    return NULL;
+}
+
+/* moderation_model must be a [model] with task = moderate; classify_model one
+ * with task classify or moderate. */
+static void check_classifier_defaults(const struct config *c, struct config_errors *errs)
+{
+    const char *names[2] = {c->moderation_model, c->classify_model};
+    for (int i = 0; i < 2; i++) {
+        if (!names[i])
+            continue;
+        const struct config_model *m = config_find_model(c, names[i]);
+        if (!m)
+            add_error(errs, c->file, 0, "%s \"%s\" is not a [model] of this file", i ? "classify_model" : "moderation_model",
+                      names[i]);
+        else if (m->task != TASK_MODERATE && (i == 0 || m->task != TASK_CLASSIFY))
+            add_error(errs, c->file, m->line, "[model %s] is the %s: set its task = %s", m->name,
+                      i ? "classify_model" : "moderation_model", i ? "classify (or moderate)" : "moderate");
+    }
+}
+
 int config_load(const char *file, struct config **out, struct config_errors *errs)
 {
     *out = NULL;
@@ -1210,7 +1290,14 @@ int config_load(const char *file, struct config **out, struct config_errors *err
         if (m->max_input_tokens && m->max_total_tokens && m->max_input_tokens >= m->max_total_tokens)
             add_error(errs, file, m->line, "[model %s]: max_input_tokens (%ld) must be below max_total_tokens (%ld)",
                       m->name, m->max_input_tokens, m->max_total_tokens);
+        if (m->task != TASK_MODERATE && (m->categories || m->safe_labels))
+            add_error(errs, file, m->line, "[model %s]: categories and safe_labels are for task = moderate", m->name);
+        if (m->categories && m->safe_labels)
+            add_error(errs, file, m->line,
+                      "[model %s]: safe_labels only applies when categories is not set (categories lists what counts)",
+                      m->name);
     }
+    check_classifier_defaults(c, errs);
     for (size_t i = 0; i < c->n_upstreams; i++)
         check_upstream(c, &c->upstreams[i], errs);
     if (c->cors_any && c->cors_credentials)

@@ -18,6 +18,14 @@
  * long values continue on indented lines. */
 #define CONFIG_MAX_LINE 196
 
+/* What a local model is for ([model] task). */
+enum model_task {
+    TASK_AUTO,                  /* from the checkpoint: generate, or classify for a sequence classifier */
+    TASK_GENERATE,              /* text generation (an LM head) */
+    TASK_CLASSIFY,              /* POST /classify (a GPT2ForSequenceClassification) */
+    TASK_MODERATE,              /* /classify, POST /v1/moderations, POST /generate {"input_text"} */
+};
+
 struct config_model {
     char *name;                 /* [model NAME] */
     char *path;                 /* model directory, absolute */
@@ -33,6 +41,11 @@ struct config_model {
     uint64_t kv_cache;          /* bytes of KV pool; 0 = automatic */
     char *chat_template;        /* "auto", "plain", "dialogpt" */
     int64_t timeout_ms;         /* per-request deadline */
+    enum model_task task;
+    long max_inputs;            /* texts in one classification request */
+    char *categories;           /* moderate: "CATEGORY=LABEL[,LABEL] ..."; NULL: one per label (classify.h) */
+    char *safe_labels;          /* moderate: labels that are no category when categories is not set */
+    double flag_threshold;      /* moderate: a category is flagged at this score */
 };
 
 enum upstream_type {
@@ -108,6 +121,9 @@ struct config {
     long max_loaded_models;     /* local models in memory at once */
     uint64_t models_memory;     /* their weights + KV pools, bytes; 0 = no budget */
     struct config_model model_defaults;     /* settings of models loaded from models_dir */
+    char *moderation_model;     /* /v1/moderations and /generate {"input_text"} naming no model; NULL: the
+                                 * first [model] with task = moderate */
+    char *classify_model;       /* /classify naming no model; NULL: the first classify or moderate [model] */
 
     struct config_model *models;
     size_t n_models;
@@ -172,6 +188,14 @@ const struct config_upstream *config_find_upstream(const struct config *c, const
 
 /* The model called `name`, or NULL. */
 const struct config_model *config_find_model(const struct config *c, const char *name);
+
+/* "auto", "generate", "classify", "moderate". */
+const char *model_task_name(enum model_task t);
+
+/* The model a classification route uses when the request names none:
+ * moderation (true: moderation_model) or /classify (classify_model), else
+ * the first [model] whose task fits; NULL when there is none. */
+const char *config_classifier_default(const struct config *c, bool moderation);
 
 /* Is `name` a safe relative path below models_dir ("gpt2", "org/model"):
  * segments of letters, digits, ".", "_", "-", none starting with "." (so no "." or ".."),

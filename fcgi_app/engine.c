@@ -68,6 +68,16 @@ int echan_fd(const struct echan *c)
     return c->efd;
 }
 
+int ebatch_scores(const struct ebatch *b, const struct eevent *ev, float *out, int n)
+{
+    int have = ev->kind == EV_SCORES ? (int)(ev->text_len / sizeof(float)) : 0;
+    if (have > n)
+        have = n;
+    if (have > 0)
+        memcpy(out, b->text + ev->text_off, (size_t)have * sizeof(float));
+    return have;
+}
+
 void ebatch_free(struct ebatch *b)
 {
     free(b->ev);
@@ -149,6 +159,7 @@ struct eseq {
     int n_blocks;
     int n_cached;               /* tokens of g.ids whose K/V are in the blocks */
     bool prompt_logprobs;
+    bool classify;              /* read the prompt, post its last row (EV_SCORES), done */
     int prefill_reported;       /* prompt tokens reported with EV_PREFILL */
     bool sent_first;            /* an EV_TOKEN went out */
     bool preempted;             /* was preempted at least once */
@@ -182,7 +193,7 @@ struct engine {
     uint64_t order;
     struct llm_seq *step;       /* one step's sequences ... */
     struct eseq **step_seq;     /* ... and whose they are */
-    float *logits;              /* max_batch_tokens rows */
+    float *logits;              /* max_batch_tokens rows of info->out_dim */
 
     atomic_int st_running, st_queued, st_used;
     atomic_ullong st_steps, st_prompt, st_generated, st_requests, st_cancelled, st_rejected, st_preempted,
@@ -279,7 +290,8 @@ int engine_submit(struct engine *e, struct echan *c, const struct eseq_req *reqs
         made[i] = s;
         s->chan = echan_ref(c);
         s->index = q->index;
-        s->prompt_logprobs = q->prompt_logprobs;
+        s->prompt_logprobs = q->prompt_logprobs && !q->classify;
+        s->classify = q->classify;
         s->deadline_ns = q->deadline_ns;
         s->submitted_ns = now;
         s->blocks = malloc(sizeof *s->blocks * (size_t)e->max_blocks);
@@ -295,8 +307,25 @@ int engine_submit(struct engine *e, struct echan *c, const struct eseq_req *reqs
                 rc = ENGINE_EINVAL;
                 break;
             }
-        if (rc == ENGINE_OK && gen_seq_init(&s->g, e->tok, q->prompt, q->n_prompt, e->info->cfg.vocab_size,
-                                            e->info->cfg.n_positions, &q->params, err, errlen) != 0)
+        if (rc == ENGINE_OK && q->classify != e->info->cfg.classifier) {
+            snprintf(err, errlen, q->classify ? "this model is not a sequence classifier"
+                                              : "this model is a sequence classifier: it does not generate");
+            rc = ENGINE_EINVAL;
+        } else if (rc == ENGINE_OK && q->classify) {
+            /* only the ids: no sampler, detokenizer or stop strings */
+            if (q->n_prompt < 1 || q->n_prompt > e->info->cfg.n_positions) {
+                snprintf(err, errlen, "a text of %d tokens does not fit the model's context of %d", q->n_prompt,
+                         e->info->cfg.n_positions);
+                rc = ENGINE_EINVAL;
+            } else if (!(s->g.ids = malloc(sizeof *s->g.ids * (size_t)q->n_prompt))) {
+                rc = ENGINE_ENOMEM;
+            } else {
+                memcpy(s->g.ids, q->prompt, sizeof *s->g.ids * (size_t)q->n_prompt);
+                s->g.n_prompt = s->g.n_ids = q->n_prompt;
+                s->g.eos = -1;
+            }
+        } else if (rc == ENGINE_OK && gen_seq_init(&s->g, e->tok, q->prompt, q->n_prompt, e->info->cfg.vocab_size,
+                                                   e->info->cfg.n_positions, &q->params, err, errlen) != 0)
             rc = strcmp(err, "out of memory") == 0 ? ENGINE_ENOMEM : ENGINE_EINVAL;
     }
     if (rc == ENGINE_OK) {
@@ -529,7 +558,7 @@ static bool step(struct engine *e)
     }
     atomic_fetch_add(&e->st_steps, 1);
     metrics_batch(e->metrics_model, n_step);
-    int V = e->info->cfg.vocab_size, row = 0;
+    int V = e->info->out_dim, row = 0;
     (void)rows;
     for (int i = 0; i < n_step; i++) {
         struct eseq *s = e->step_seq[i];
@@ -555,6 +584,16 @@ static bool step(struct engine *e)
         s->n_cached += q->n_tokens;
         if (q->n_tokens < feed)
             continue;                           /* more prompt to read first */
+        if (s->classify) {                      /* read: its row is the answer */
+            struct eevent out = {.kind = EV_SCORES, .index = s->index, .at_ns = util_now_ns(),
+                                 .queued_ns = s->admitted_ns - s->submitted_ns};
+            give_blocks(e, s);
+            unrun(e, s);
+            if (echan_post(s->chan, &out, (const char *)last, sizeof(float) * (size_t)V) != 0)
+                log_warn("model %s: out of memory posting a classification", e->name);
+            seq_free(s);
+            continue;
+        }
         struct gen_event ev;
         if (gen_seq_next(&s->g, last, &ev, err, sizeof err) != 0) {
             seq_fail(s, 500, "%s", err);
@@ -668,7 +707,7 @@ int engine_start(struct engine **out, struct llm_model *m, const struct tokenize
     e->free_blocks = malloc(sizeof *e->free_blocks * (size_t)info->kv_blocks);
     e->step = calloc((size_t)o->max_concurrent + 1, sizeof *e->step);
     e->step_seq = calloc((size_t)o->max_concurrent + 1, sizeof *e->step_seq);
-    e->logits = malloc(sizeof *e->logits * (size_t)o->max_batch_tokens * (size_t)info->cfg.vocab_size);
+    e->logits = malloc(sizeof *e->logits * (size_t)o->max_batch_tokens * (size_t)info->out_dim);
     if (!e->run || !e->free_blocks || !e->step || !e->step_seq || !e->logits) {
         snprintf(err, errlen, "out of memory for the engine's scratch");
         goto fail;

@@ -15,7 +15,12 @@
  * dry, the most recently admitted sequence is preempted: its blocks go back
  * and it returns to the head of the queue, to be prefilled again (prompt and
  * tokens so far) when there is room. Its sampler state is kept, so what it
- * generates does not change. */
+ * generates does not change.
+ *
+ * A sequence classifier's engine (the model's cfg.classifier) runs
+ * classification sequences instead: each is only read (prefilled, chunked
+ * like a prompt) and, once its last token is in, its score-head row is
+ * posted as one EV_SCORES event and it is over. */
 #ifndef LLMCGI_ENGINE_H
 #define LLMCGI_ENGINE_H
 
@@ -64,6 +69,9 @@ struct eseq_req {
     int index;                  /* tells the caller's sequences apart in events */
     bool prompt_logprobs;       /* post EV_PREFILL events: each prompt token's logprob */
     int64_t deadline_ns;        /* CLOCK_MONOTONIC; 0 = none */
+    bool classify;              /* a classifier's sequence: the prompt is read, its last row is the
+                                 * answer (EV_SCORES); params are not used. A classifier takes only
+                                 * these, a language model none of them (ENGINE_EINVAL). */
 };
 
 /* Queues n sequences whose events go to channel c (the engine takes a
@@ -93,6 +101,8 @@ enum eevent_kind {
     EV_PREFILL,         /* a prompt token and its logprob (NAN for the first) */
     EV_TOKEN,           /* a generated token, the text it lets through, maybe the finish */
     EV_ERROR,           /* the sequence failed; it is over */
+    EV_SCORES,          /* a classification sequence's score-head logits (out_dim floats, in the
+                         * event's text bytes: read them with ebatch_scores); it is over */
 };
 
 struct eevent {
@@ -138,5 +148,9 @@ static inline const char *ebatch_text(const struct ebatch *b, const struct eeven
 {
     return b->text + ev->text_off;
 }
+
+/* Copies the logits of an EV_SCORES event into out (at most n floats);
+ * returns how many it holds. */
+int ebatch_scores(const struct ebatch *b, const struct eevent *ev, float *out, int n);
 
 #endif

@@ -295,6 +295,11 @@ int main(int argc, char **argv)
         goto out;
     }
     const struct gpt2_config cfgv = ck->cfg, *cfg = &cfgv;   /* a copy: ck is closed once the model has its weights */
+    if (cfg->classifier) {
+        fprintf(stderr, "llmcgi-generate: %s is a sequence classifier (%s): it does not generate text; serve it "
+                "with task = classify and POST /classify\n", model_dir, cfg->architecture);
+        goto out;
+    }
     if (tokenizer_vocab_size(tok) > cfg->vocab_size) {
         fprintf(stderr, "llmcgi-generate: %s: the tokenizer has %d tokens but the model only %d\n", model_dir,
                 tokenizer_vocab_size(tok), cfg->vocab_size);

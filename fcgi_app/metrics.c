@@ -173,6 +173,7 @@ struct dur_slot {
 struct model_stats {
     struct hist ttft, itl, batch;
     atomic_ullong prompt_tokens, generated_tokens;
+    atomic_ullong classified, flagged;     /* texts through a classifier; of those, flagged by moderation */
 };
 
 struct upstream_stats {
@@ -284,6 +285,15 @@ void metrics_tokens(int model_id, long prompt, long generated)
         atomic_fetch_add_explicit(&s->prompt_tokens, (unsigned long long)prompt, memory_order_relaxed);
     if (generated > 0)
         atomic_fetch_add_explicit(&s->generated_tokens, (unsigned long long)generated, memory_order_relaxed);
+}
+
+void metrics_classified(int model_id, long texts, long flagged)
+{
+    struct model_stats *s = mstats(model_id);
+    if (texts > 0)
+        atomic_fetch_add_explicit(&s->classified, (unsigned long long)texts, memory_order_relaxed);
+    if (flagged > 0)
+        atomic_fetch_add_explicit(&s->flagged, (unsigned long long)flagged, memory_order_relaxed);
 }
 
 void metrics_batch(int model_id, int sequences)
@@ -514,6 +524,17 @@ static void render_models(struct strbuf *b)
     for (int i = 1; i < n; i++) {
         metrics_labels(lab, sizeof lab, (const char *const[]){"model", lt_name(&T_MODELS, i), NULL});
         metrics_sample_u64(b, "llmcgi_generation_tokens_total", lab, atomic_load(&M.model[i].generated_tokens));
+    }
+    metrics_family(b, "llmcgi_classified_texts_total", "counter",
+                   "Texts classified by local sequence classifiers (/classify, /v1/moderations, input_text).");
+    for (int i = 1; i < n; i++) {
+        metrics_labels(lab, sizeof lab, (const char *const[]){"model", lt_name(&T_MODELS, i), NULL});
+        metrics_sample_u64(b, "llmcgi_classified_texts_total", lab, atomic_load(&M.model[i].classified));
+    }
+    metrics_family(b, "llmcgi_flagged_texts_total", "counter", "Texts a local moderation model flagged.");
+    for (int i = 1; i < n; i++) {
+        metrics_labels(lab, sizeof lab, (const char *const[]){"model", lt_name(&T_MODELS, i), NULL});
+        metrics_sample_u64(b, "llmcgi_flagged_texts_total", lab, atomic_load(&M.model[i].flagged));
     }
 }
 

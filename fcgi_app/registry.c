@@ -32,6 +32,8 @@ static void settings_free(struct config_model *s)
     free(s->path);
     free(s->device);
     free(s->chat_template);
+    free(s->categories);
+    free(s->safe_labels);
     memset(s, 0, sizeof *s);
 }
 
@@ -43,7 +45,10 @@ static int settings_copy(struct config_model *dst, const struct config_model *sr
     dst->path = strdup(dir);
     dst->device = strdup(src->device ? src->device : "auto");
     dst->chat_template = strdup(src->chat_template ? src->chat_template : "auto");
-    if (!dst->name || !dst->path || !dst->device || !dst->chat_template) {
+    dst->categories = src->categories ? strdup(src->categories) : NULL;
+    dst->safe_labels = src->safe_labels ? strdup(src->safe_labels) : NULL;
+    if (!dst->name || !dst->path || !dst->device || !dst->chat_template || (src->categories && !dst->categories) ||
+        (src->safe_labels && !dst->safe_labels)) {
         settings_free(dst);
         return -1;
     }
@@ -61,7 +66,9 @@ static bool settings_same(const struct config_model *a, const struct config_mode
            a->threads == b->threads && a->max_concurrent == b->max_concurrent && a->max_queue == b->max_queue &&
            a->max_input_tokens == b->max_input_tokens && a->max_total_tokens == b->max_total_tokens &&
            a->max_new_tokens == b->max_new_tokens && a->max_batch_tokens == b->max_batch_tokens &&
-           a->kv_cache == b->kv_cache && a->timeout_ms == b->timeout_ms;
+           a->kv_cache == b->kv_cache && a->timeout_ms == b->timeout_ms && a->task == b->task &&
+           a->max_inputs == b->max_inputs && str_eq(a->categories, b->categories) &&
+           str_eq(a->safe_labels, b->safe_labels) && a->flag_threshold == b->flag_threshold;
 }
 
 /* ------------------------------------------------------------------ loading */
@@ -78,6 +85,8 @@ static void lmodel_free(struct lmodel *m)
     }
     engine_stop(m->engine);
     tokenizer_free(m->tok);
+    ckpt_labels_free(m->labels, m->n_labels);
+    clf_categories_free(&m->cats);
     settings_free(&m->set);
     free(m->name);
     free(m->dir);
@@ -126,6 +135,33 @@ static int load(struct lmodel *m, size_t *bytes, char *err, size_t errlen)
         return -1;
     const struct gpt2_config *cfg = &ck->cfg;
     int ctx = cfg->n_positions;
+    m->task = m->set.task != TASK_AUTO ? m->set.task : cfg->classifier ? TASK_CLASSIFY : TASK_GENERATE;
+    if ((m->task != TASK_GENERATE) != cfg->classifier) {
+        if (cfg->classifier)
+            snprintf(err, errlen, "%s is a sequence classifier (%s): it does not generate; set task = classify or "
+                     "moderate", m->dir, cfg->architecture);
+        else
+            snprintf(err, errlen, "%s is not a sequence classifier (architectures: %s) but task is %s; classify and "
+                     "moderate need a GPT2ForSequenceClassification model", m->dir,
+                     cfg->architecture[0] ? cfg->architecture : "none given", model_task_name(m->task));
+        gpt2_checkpoint_close(ck);
+        return -1;
+    }
+    if (cfg->classifier) {
+        char cerr[300];
+        if (m->task == TASK_MODERATE &&
+            clf_categories_parse(m->set.categories, m->set.safe_labels, ck->labels, cfg->num_labels, &m->cats, cerr,
+                                 sizeof cerr) < 0) {
+            snprintf(err, errlen, "[model %s] (line %d): %s", m->name, m->set.line, cerr);
+            gpt2_checkpoint_close(ck);
+            return -1;
+        }
+        m->labels = ck->labels;                 /* taken over */
+        ck->labels = NULL;
+        m->n_labels = cfg->num_labels;
+        m->pad = cfg->pad_token_id;
+        m->fn = clf_function(cfg);
+    }
     if (tokenizer_vocab_size(m->tok) > cfg->vocab_size) {
         snprintf(err, errlen, "%s: the tokenizer has %d tokens, more than the model's vocab_size %d", m->dir,
                  tokenizer_vocab_size(m->tok), cfg->vocab_size);
@@ -163,6 +199,13 @@ static int load(struct lmodel *m, size_t *bytes, char *err, size_t errlen)
     m->max_total = m->set.max_total_tokens > 0 && m->set.max_total_tokens < ctx ? (int)m->set.max_total_tokens : ctx;
     m->max_input = m->set.max_input_tokens > 0 && m->set.max_input_tokens < m->max_total ? (int)m->set.max_input_tokens
                                                                                           : m->max_total - 1;
+    if (m->task != TASK_GENERATE) {
+        /* a text is only read: it may fill the whole context */
+        m->max_input = m->set.max_input_tokens > 0 && m->set.max_input_tokens < m->max_total
+                           ? (int)m->set.max_input_tokens : m->max_total;
+        long room = (long)eo.max_concurrent + eo.max_queue;   /* one request's texts are queued together */
+        m->max_inputs = (int)(m->set.max_inputs < room ? m->set.max_inputs : room);
+    }
     m->eos = tokenizer_eos_id(m->tok);
     *bytes = info->weight_bytes + (size_t)info->kv_blocks * info->kv_block_bytes;
     return 0;
@@ -591,6 +634,9 @@ json_object *registry_status_json(struct registry *r)
             json_object_object_add(o, "device", json_object_new_string(m->info->device_name));
             json_object_object_add(o, "dtype", json_object_new_string(ckpt_dtype_name(m->info->weight_dtype)));
             json_object_object_add(o, "context", json_object_new_int(m->context));
+            json_object_object_add(o, "task", json_object_new_string(model_task_name(m->task)));
+            if (m->task != TASK_GENERATE)
+                json_object_object_add(o, "labels", json_object_new_int(m->n_labels));
             json_object_object_add(o, "load_seconds", json_object_new_double((double)m->load_ns / 1e9));
             json_object_object_add(o, "memory_bytes", json_object_new_uint64(m->bytes));
             json_object_object_add(o, "running", json_object_new_int(st.running));

@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "classify.h"
 #include "conf.h"
 #include "engine.h"
 #include "tokenizer.h"
@@ -39,6 +40,14 @@ struct lmodel {
     int max_concurrent;         /* the batch size the engine really has (at most the context) */
     int32_t eos;                /* the end-of-text token, -1 when none */
     size_t bytes;               /* weights + KV pool (estimated until loaded) */
+    enum model_task task;       /* once READY: generate, classify or moderate (never auto) */
+    /* classifiers (task classify or moderate): */
+    char **labels;              /* id2label, n_labels of them; owned */
+    int n_labels;
+    int pad;                    /* pad_token_id, -1 for none: where texts are pooled (classify.h) */
+    enum clf_fn fn;             /* logits -> scores */
+    struct clf_categories cats; /* moderate: the categories, resolved against the labels */
+    int max_inputs;             /* texts per request: max_inputs, at most what the engine can hold at once */
 
     /* the registry's, under its lock */
     enum lmodel_state state;

@@ -7,6 +7,7 @@
 #include "ratelimit.h"
 #include "response.h"
 #include "routes_admin.h"
+#include "routes_classify.h"
 #include "routes_gateway.h"
 #include "routes_local.h"
 #include "routes_test.h"
@@ -31,6 +32,8 @@ static const struct route routes[] = {
     {M_GET, "/metrics", route_metrics, DIALECT_TGI, ROUTE_OPS},
     {M_GET, "/status", route_status, DIALECT_TGI, ROUTE_OPS},
     {M_POST, "/tokenize", route_tokenize, DIALECT_TGI, 0},
+    {M_POST, "/v1/moderations", route_moderations, DIALECT_OPENAI, 0},
+    {M_POST, "/classify", route_classify, DIALECT_TGI, 0},
 
     {M_GET, "/_test/sse", route_test_sse, DIALECT_TGI, ROUTE_TEST},
     {M_POST, "/_test/release", route_test_release, DIALECT_TGI, ROUTE_TEST},

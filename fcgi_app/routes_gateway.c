@@ -22,6 +22,7 @@
 #include "ratelimit.h"
 #include "response.h"
 #include "routes_local.h"
+#include "routes_classify.h"
 #include "server.h"
 #include "sse.h"
 #include "sse_parse.h"
@@ -840,6 +841,11 @@ static int generate(struct req *r, enum client_kind kind, int variant)
     json_object *body = req_json_body(r);
     if (!body)
         return r->client_gone ? -1 : 0;
+    if (kind == CK_TGI && variant == 0 && classify_is_input_text(body)) {
+        int crc = classify_input_text(r, body);   /* the moderation service's shape */
+        json_object_put(body);
+        return r->client_gone ? -1 : crc;
+    }
     struct call k = {.r = r, .kind = kind, .body = body, .compat_list = variant == 2};
     if (kind == CK_TGI && variant == 0 && !json_object_object_get_ex(body, "inputs", NULL) &&
         json_object_object_get_ex(body, "prompt", NULL))

@@ -935,6 +935,8 @@ static int on_event(struct lcall *lc, const struct eevent *ev, const char *text)
         snprintf(c->err, sizeof c->err, "%s", text);
         log_warn("request %s: model %s: %s", lc->r->id, lc->model, text);
         return 0;
+    case EV_SCORES:                     /* a classifier's: never submitted from here */
+        return 0;
     case EV_TOKEN:
         break;
     }

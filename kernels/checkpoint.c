@@ -355,6 +355,125 @@ static const struct {
     {"relu", CKPT_ACT_RELU},          {"quick_gelu", CKPT_ACT_QUICK_GELU},       {NULL, CKPT_ACT_GELU_TANH},
 };
 
+#define MAX_LABELS 65536
+#define MAX_LABEL_BYTES 256
+
+void ckpt_labels_free(char **labels, int n)
+{
+    for (int i = 0; labels && i < n; i++)
+        free(labels[i]);
+    free(labels);
+}
+
+/* A sequence classifier's keys: id2label (keys "0".."n-1", string values),
+ * num_labels (must agree with id2label; alone it names LABEL_0..), and
+ * problem_type, as transformers' PretrainedConfig reads them. With labels
+ * not NULL, *labels gets the num_labels names (caller frees with
+ * ckpt_labels_free). Returns 0, or -1 with err naming path and key. */
+static int classifier_config(struct json_object *root, struct gpt2_config *cfg, char ***labels, const char *path,
+                             char *err, size_t errlen)
+{
+    static const char *const k_num[] = {"num_labels", NULL};
+    int num = 0;
+    bool null_num = false;
+    char pb[128];
+    if (cfg_int(root, k_num, 1, MAX_LABELS, &num, &null_num, path, err, errlen) < 0)
+        return -1;
+    struct json_object *map = NULL;
+    if (json_object_object_get_ex(root, "id2label", &map) && map && !json_object_is_type(map, json_type_object)) {
+        st_errf(err, errlen, "%s: id2label must be an object of \"index\": \"label\", not %s", path, type_name(map));
+        return -1;
+    }
+    int n = map ? json_object_object_length(map) : num ? num : 2;
+    if (map && (n < 1 || n > MAX_LABELS)) {
+        st_errf(err, errlen, "%s: id2label has %d labels (1 to %d are accepted)", path, n, MAX_LABELS);
+        return -1;
+    }
+    if (map && num && num != n) {
+        st_errf(err, errlen, "%s: num_labels = %d disagrees with the %d labels of id2label", path, num, n);
+        return -1;
+    }
+    char **names = labels ? calloc((size_t)n, sizeof *names) : NULL;
+    if (labels && !names) {
+        st_errf(err, errlen, "%s: out of memory", path);
+        return -1;
+    }
+    int rc = -1;
+    if (map) {
+        bool *seen = calloc((size_t)n, sizeof *seen);
+        if (!seen) {
+            st_errf(err, errlen, "%s: out of memory", path);
+            goto out;
+        }
+        json_object_object_foreach(map, key, val)
+        {
+            char *end;
+            long i = strtol(key, &end, 10);
+            if (!*key || *end || key[0] == '-' || key[0] == '+' || i < 0 || i >= n || seen[i]) {
+                st_errf(err, errlen, "%s: id2label key \"%s\" is not one of the indices 0 to %d (each once)", path,
+                        st_printable(key, pb, sizeof pb), n - 1);
+                free(seen);
+                goto out;
+            }
+            seen[i] = true;
+            if (!val || !json_object_is_type(val, json_type_string) || json_object_get_string_len(val) == 0 ||
+                json_object_get_string_len(val) > MAX_LABEL_BYTES ||
+                strlen(json_object_get_string(val)) != (size_t)json_object_get_string_len(val)) {
+                st_errf(err, errlen, "%s: id2label[\"%ld\"] must be a label of 1 to %d bytes", path, i,
+                        MAX_LABEL_BYTES);
+                free(seen);
+                goto out;
+            }
+            if (names && !(names[i] = strdup(json_object_get_string(val)))) {
+                st_errf(err, errlen, "%s: out of memory", path);
+                free(seen);
+                goto out;
+            }
+        }
+        free(seen);
+    } else {
+        for (int i = 0; names && i < n; i++) {
+            char b[32];
+            snprintf(b, sizeof b, "LABEL_%d", i);
+            if (!(names[i] = strdup(b))) {
+                st_errf(err, errlen, "%s: out of memory", path);
+                goto out;
+            }
+        }
+    }
+    cfg->num_labels = n;
+    char pt[64];
+    bool present;
+    if (cfg_str(root, "problem_type", pt, sizeof pt, &present, path, err, errlen) < 0)
+        goto out;
+    cfg->problem = CKPT_PROBLEM_NONE;
+    if (present) {
+        if (!strcmp(pt, "single_label_classification"))
+            cfg->problem = CKPT_PROBLEM_SINGLE;
+        else if (!strcmp(pt, "multi_label_classification"))
+            cfg->problem = CKPT_PROBLEM_MULTI;
+        else if (!strcmp(pt, "regression"))
+            cfg->problem = CKPT_PROBLEM_REGRESSION;
+        else {
+            st_errf(err, errlen,
+                    "%s: problem_type \"%s\" is not supported (single_label_classification, "
+                    "multi_label_classification, regression)", path, st_printable(pt, pb, sizeof pb));
+            goto out;
+        }
+    }
+    if (cfg->problem == CKPT_PROBLEM_SINGLE && n == 1) {
+        st_errf(err, errlen, "%s: problem_type single_label_classification needs at least 2 labels", path);
+        goto out;
+    }
+    rc = 0;
+out:
+    if (labels && rc == 0)
+        *labels = names;
+    else
+        ckpt_labels_free(names, n);
+    return rc;
+}
+
 int gpt2_config_load(const char *path, struct gpt2_config *cfg, char *err, size_t errlen)
 {
     static const char *const k_layer[] = {"n_layer", "num_hidden_layers", NULL};
@@ -492,6 +611,16 @@ int gpt2_config_load(const char *path, struct gpt2_config *cfg, char *err, size_
     bool cross = false;
     if (cfg_bool(root, "add_cross_attention", &cross, path, err, errlen) < 0)
         goto out;
+    static const char *const k_pad[] = {"pad_token_id", NULL};
+    bool null_pad = false;
+    cfg->pad_token_id = -1;
+    if (cfg_int(root, k_pad, 0, INT_MAX - 1, &cfg->pad_token_id, &null_pad, path, err, errlen) < 0)
+        goto out;
+    if (null_pad)
+        cfg->pad_token_id = -1;
+    cfg->classifier = strcmp(cfg->architecture, "GPT2ForSequenceClassification") == 0;
+    if (cfg->classifier && classifier_config(root, cfg, NULL, path, err, errlen) < 0)
+        goto out;
     if (cross) {
         st_errf(err, errlen, "%s: add_cross_attention (GPT-2 as an encoder-decoder half) is not supported", path);
         goto out;
@@ -534,6 +663,7 @@ void gpt2_checkpoint_close(struct gpt2_checkpoint *ck)
     if (!ck)
         return;
     priv_free(ck->priv);
+    ckpt_labels_free(ck->labels, ck->cfg.num_labels);
     free(ck->layers);
     free(ck->dir);
     free(ck);
@@ -830,6 +960,12 @@ int gpt2_checkpoint_open(const char *dir, struct gpt2_checkpoint **out, char *er
     }
     ck->priv = p;
     int rc = gpt2_config_load(cfg_path, &ck->cfg, err, errlen);
+    if (rc == 0 && ck->cfg.classifier) {
+        /* the labels: read again (config.json is small), now keeping the names */
+        struct json_object *root = read_json_file(cfg_path, MAX_CONFIG_BYTES, err, errlen);
+        rc = root ? classifier_config(root, &ck->cfg, &ck->labels, cfg_path, err, errlen) : -1;
+        json_object_put(root);
+    }
     free(cfg_path);
     if (rc < 0 || open_weights(p, dir, err, errlen) < 0)
         goto fail;
@@ -879,7 +1015,13 @@ int gpt2_checkpoint_open(const char *dir, struct gpt2_checkpoint **out, char *er
             ck->weight_bytes += lt[i].t->nbytes;
         }
     }
-    if (c->tie_word_embeddings) {
+    if (c->classifier) {
+        /* GPT2ForSequenceClassification: score = nn.Linear(n_embd, num_labels, bias=False); no LM head */
+        struct want w = {"score.weight", false, 2, {c->num_labels, C}};
+        if (load_tensor(p, &w, &ck->score, err, errlen) < 0)
+            goto fail;
+        ck->weight_bytes += ck->score.nbytes;
+    } else if (c->tie_word_embeddings) {
         ck->lm_head = ck->wte;
     } else {
         struct want w = {"lm_head.weight", false, 2, {V, C}};

@@ -31,6 +31,16 @@ enum ckpt_act {
     CKPT_ACT_QUICK_GELU,          /* quick_gelu */
 };
 
+/* How a classifier's logits become scores, as config.json's problem_type
+ * says (Hugging Face's text-classification pipeline picks its function from
+ * it: see classify.h). */
+enum ckpt_problem {
+    CKPT_PROBLEM_NONE,            /* null or absent */
+    CKPT_PROBLEM_SINGLE,          /* single_label_classification: softmax */
+    CKPT_PROBLEM_MULTI,           /* multi_label_classification: sigmoid per label */
+    CKPT_PROBLEM_REGRESSION,      /* regression: the raw logits */
+};
+
 /* What config.json says, with Hugging Face's defaults for keys left out. */
 struct gpt2_config {
     char model_type[32];          /* "gpt2" */
@@ -46,6 +56,12 @@ struct gpt2_config {
     bool scale_attn_weights;      /* true: scores / sqrt(head_dim) */
     bool scale_attn_by_inverse_layer_idx; /* false: also / (layer + 1) */
     int bos_token_id, eos_token_id;   /* 50256; -1 when null */
+    /* GPT2ForSequenceClassification (architectures[0]): a score head
+     * [num_labels, n_embd] instead of the LM head. */
+    bool classifier;
+    int num_labels;               /* classifiers: len(id2label), else num_labels, else 2; 0 otherwise */
+    enum ckpt_problem problem;    /* classifiers: problem_type */
+    int pad_token_id;             /* -1 when null or absent */
 };
 
 /* One tensor: a pointer into the mapping, its type and shape. data is always
@@ -74,7 +90,10 @@ struct gpt2_checkpoint {
     struct ckpt_tensor wte;       /* [vocab, C] */
     struct ckpt_tensor wpe;       /* [n_positions, C] */
     struct ckpt_tensor ln_f_w, ln_f_b;
-    struct ckpt_tensor lm_head;   /* [vocab, C]; equals wte when tied */
+    struct ckpt_tensor lm_head;   /* [vocab, C]; equals wte when tied; absent (data NULL) for a classifier */
+    struct ckpt_tensor score;     /* classifiers: score.weight [num_labels, C] (nn.Linear, no bias); else absent */
+    char **labels;                /* classifiers: id2label, num_labels strings; owned (a caller may take them
+                                   * over: set to NULL, free with ckpt_labels_free) */
     struct gpt2_layer_tensors *layers;   /* n_layer of them */
     size_t weight_bytes;          /* bytes of all model tensors above (lm_head counted once when tied) */
     void *priv;                   /* the mappings; owned */
@@ -85,9 +104,13 @@ struct gpt2_checkpoint {
  * every tensor (names with or without the "transformer." prefix; attn.bias /
  * attn.masked_bias buffers and other extra tensors are ignored).
  * On success *out is a new checkpoint (the caller frees it with
- * gpt2_checkpoint_close) and 0 is returned. On failure returns -1 and writes
+ * gpt2_checkpoint_close) and 0 is returned. A GPT2ForSequenceClassification
+ * directory has score.weight and its labels instead of an LM head. On failure returns -1 and writes
  * a message naming the file (and the tensor or key) into err. */
 int gpt2_checkpoint_open(const char *dir, struct gpt2_checkpoint **out, char *err, size_t errlen);
+
+/* Frees n labels and the array (NULL is fine). */
+void ckpt_labels_free(char **labels, int n);
 
 /* Unmaps the files and frees ck (NULL is fine). Pointers from it die with it. */
 void gpt2_checkpoint_close(struct gpt2_checkpoint *ck);

@@ -107,6 +107,12 @@ int llm_load(const struct gpt2_checkpoint *ck, const struct llm_load_opts *o, st
     in->max_step_logits = o->max_step_logits > 0 ? o->max_step_logits : in->max_step_tokens;
     if (in->max_step_logits > in->max_step_tokens)
         in->max_step_logits = in->max_step_tokens;
+    in->out_dim = cfg->classifier ? cfg->num_labels : cfg->vocab_size;
+    if (cfg->classifier && !ck->score.data) {
+        snprintf(err, errlen, "%s: a sequence classifier without its score head", ck->dir);
+        free(m);
+        return -1;
+    }
     struct llm_info sizes = *in;
     if (be == &llm_cpu_backend && o->device == LLM_DEVICE_AUTO && why[0])
         snprintf(in->fallback, sizeof in->fallback, "%s; using the CPU", why);

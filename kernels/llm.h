@@ -54,6 +54,11 @@ struct llm_info {
     size_t kv_block_bytes;     /* all layers, K and V */
     int max_step_tokens, max_step_logits;
     int threads;
+    /* Floats in one logits row: vocab_size for a language model; num_labels
+     * for a sequence classifier (cfg.classifier), whose rows are its score
+     * head's logits (score.weight applied to the final-LayerNormed hidden
+     * state) at the positions asked for. */
+    int out_dim;
 };
 
 struct llm_model;
@@ -87,7 +92,7 @@ const struct llm_info *llm_get_info(const struct llm_model *m);
 
 /* Runs one forward step over n_seqs sequences. Writes the K and V of every
  * new token into its blocks, and the logits rows asked for into `logits`
- * (caller-owned, vocab_size floats per row), in sequence order. Returns 0,
+ * (caller-owned, info.out_dim floats per row), in sequence order. Returns 0,
  * or -1 with a message in err when the step is malformed (bad token id,
  * position past n_positions, block table too short or naming blocks outside
  * the pool, too many tokens or rows for the scratch) or the device failed;

@@ -33,6 +33,11 @@ static void usage(FILE *f)
             "  --untied          tie_word_embeddings false and an own lm_head.weight\n"
             "  --activation A    gelu_new (default), gelu_pytorch_tanh, gelu, relu, quick_gelu\n"
             "  --tokenizer DIR   copy vocab.json and merges.txt from DIR\n"
+            "  --classifier N    GPT2ForSequenceClassification with N labels (score.weight)\n"
+            "  --labels A,B,..   the labels' names (default LABEL_0, LABEL_1, ...)\n"
+            "  --problem-type T  single_label_classification, multi_label_classification\n"
+            "                    or regression (default: null)\n"
+            "  --pad-token-id N  config.json's pad_token_id (default: null)\n"
             "\n"
             "124M shape: gen-gpt2 --out DIR --layers 12 --heads 12 --embd 768 --positions 1024\n");
 }
@@ -61,6 +66,8 @@ int main(int argc, char **argv)
         {"shards", required_argument, 0, 'n'},    {"prefix", no_argument, 0, 'P'},
         {"untied", no_argument, 0, 'u'},          {"activation", required_argument, 0, 'a'},
         {"tokenizer", required_argument, 0, 't'}, {"help", no_argument, 0, 'H'},
+        {"classifier", required_argument, 0, 'c'}, {"labels", required_argument, 0, 'L'},
+        {"problem-type", required_argument, 0, 'T'}, {"pad-token-id", required_argument, 0, 'D'},
         {0, 0, 0, 0},
     };
     struct gen_gpt2_opts o;
@@ -132,6 +139,18 @@ int main(int argc, char **argv)
             break;
         case 't':
             o.tokenizer_dir = optarg;
+            break;
+        case 'c':
+            rc |= parse_int(optarg, "--classifier", &o.num_labels);
+            break;
+        case 'L':
+            o.labels = optarg;
+            break;
+        case 'T':
+            o.problem_type = optarg;
+            break;
+        case 'D':
+            rc |= parse_int(optarg, "--pad-token-id", &o.pad_token_id);
             break;
         case 'H':
             usage(stdout);

@@ -38,10 +38,18 @@ struct gen_gpt2_opts {
     bool untied;                  /* tie_word_embeddings false and an lm_head.weight of its own */
     const char *activation;       /* activation_function */
     const char *tokenizer_dir;    /* copy vocab.json and merges.txt from here; NULL: none */
+    /* A GPT2ForSequenceClassification directory when num_labels > 0: a
+     * score.weight [num_labels, n_embd] (std X) instead of an LM head, and
+     * config.json's id2label/label2id, problem_type and pad_token_id. */
+    int num_labels;
+    const char *labels;           /* comma-separated names (num_labels of them); NULL: LABEL_0.. */
+    const char *problem_type;     /* "single_label_classification", ...; NULL: null */
+    int pad_token_id;             /* -1: null */
 };
 
 /* The defaults: 2 layers, 2 heads, 64 wide, 128 positions, vocab 50257,
- * F32, seed 1234, std 0.08, one file, no prefix, tied, gelu_new. */
+ * F32, seed 1234, std 0.08, one file, no prefix, tied, gelu_new, a
+ * language model (num_labels 0, pad_token_id -1). */
 void gen_gpt2_defaults(struct gen_gpt2_opts *o);
 
 /* Writes the model directory. Returns 0, or -1 with a message in err. */

@@ -34,6 +34,7 @@ void gen_gpt2_defaults(struct gen_gpt2_opts *o)
     o->std = 0.08;
     o->shards = 1;
     o->activation = "gelu_new";
+    o->pad_token_id = -1;
 }
 
 /* ------------------------------------------------------------------ values */
@@ -141,7 +142,7 @@ static int plan_add(struct plan *p, const struct gen_gpt2_opts *o, const char *c
     struct gtensor *t = &p->t[p->n++];
     memset(t, 0, sizeof *t);
     snprintf(t->canon, sizeof t->canon, "%s", canon);
-    bool pre = o->prefix && strcmp(canon, "lm_head.weight") != 0;
+    bool pre = o->prefix && strcmp(canon, "lm_head.weight") != 0 && strcmp(canon, "score.weight") != 0;
     snprintf(t->name, sizeof t->name, "%s%s", pre ? "transformer." : "", canon);
     t->dtype = dt;
     t->model = model;
@@ -199,7 +200,9 @@ static int make_plan(const struct gen_gpt2_opts *o, struct plan *p)
     }
     rc |= plan_add(p, o, "ln_f.weight", dt, true, 1, C, 0, 0, 0);
     rc |= plan_add(p, o, "ln_f.bias", dt, true, 1, C, 0, 0, 0);
-    if (o->untied)
+    if (o->num_labels > 0)
+        rc |= plan_add(p, o, "score.weight", dt, true, 2, o->num_labels, C, 0, 0);
+    else if (o->untied)
         rc |= plan_add(p, o, "lm_head.weight", dt, true, 2, V, C, 0, 0);
     return rc;
 }
@@ -413,6 +416,38 @@ static int eos_id(const struct gen_gpt2_opts *o)
     return o->vocab_size > 50256 ? 50256 : o->vocab_size - 1;
 }
 
+/* id2label {"0": name, ...} and label2id {name: 0, ...} from o->labels
+ * (comma-separated) or LABEL_i. Returns 0, or -1 (out of memory, too few names). */
+static int add_labels(struct json_object *c, const struct gen_gpt2_opts *o)
+{
+    bool bad = false;
+    struct json_object *id2 = json_object_new_object(), *l2i = json_object_new_object();
+    const char *s = o->labels;
+    for (int i = 0; i < o->num_labels && id2 && l2i; i++) {
+        char name[128], key[16];
+        if (s) {
+            size_t len = strcspn(s, ",");
+            if (len == 0 || len >= sizeof name) {
+                bad = true;
+                break;
+            }
+            memcpy(name, s, len);
+            name[len] = '\0';
+            s += len + (s[len] == ',');
+        } else {
+            snprintf(name, sizeof name, "LABEL_%d", i);
+        }
+        snprintf(key, sizeof key, "%d", i);
+        put(id2, key, json_object_new_string(name), &bad);
+        put(l2i, name, json_object_new_int(i), &bad);
+    }
+    if (!id2 || !l2i)
+        bad = true;
+    put(c, "id2label", id2, &bad);
+    put(c, "label2id", l2i, &bad);
+    return bad ? -1 : 0;
+}
+
 static int write_config(const struct gen_gpt2_opts *o, char *err, size_t errlen)
 {
     char path[4200];
@@ -424,7 +459,8 @@ static int write_config(const struct gen_gpt2_opts *o, char *err, size_t errlen)
     const char *dtname = o->dtype == CKPT_F32 ? "float32" : o->dtype == CKPT_F16 ? "float16" : "bfloat16";
     bool bad = false;
     struct json_object *c = json_object_new_object(), *arch = json_object_new_array();
-    if (!c || !arch || json_object_array_add(arch, json_object_new_string("GPT2LMHeadModel")) != 0) {
+    const char *arch_name = o->num_labels > 0 ? "GPT2ForSequenceClassification" : "GPT2LMHeadModel";
+    if (!c || !arch || json_object_array_add(arch, json_object_new_string(arch_name)) != 0) {
         json_object_put(c);
         json_object_put(arch);
         st_errf(err, errlen, "%s: out of memory", path);
@@ -439,6 +475,8 @@ static int write_config(const struct gen_gpt2_opts *o, char *err, size_t errlen)
     put(c, "dtype", json_object_new_string(dtname), &bad);
     put(c, "embd_pdrop", json_object_new_double_s(0.1, "0.1"), &bad);
     put(c, "eos_token_id", json_object_new_int(eos), &bad);
+    if (o->num_labels > 0 && add_labels(c, o) < 0)
+        bad = true;
     put(c, "initializer_range", json_object_new_double_s(0.02, "0.02"), &bad);
     put(c, "layer_norm_epsilon", json_object_new_double_s(1e-5, "1e-05"), &bad);
     put(c, "model_type", json_object_new_string("gpt2"), &bad);
@@ -451,6 +489,16 @@ static int write_config(const struct gen_gpt2_opts *o, char *err, size_t errlen)
         put_null(c, "n_inner", &bad);
     put(c, "n_layer", json_object_new_int(o->n_layer), &bad);
     put(c, "n_positions", json_object_new_int(o->n_positions), &bad);
+    if (o->num_labels > 0) {
+        if (o->pad_token_id >= 0)
+            put(c, "pad_token_id", json_object_new_int(o->pad_token_id), &bad);
+        else
+            put_null(c, "pad_token_id", &bad);
+        if (o->problem_type)
+            put(c, "problem_type", json_object_new_string(o->problem_type), &bad);
+        else
+            put_null(c, "problem_type", &bad);
+    }
     put(c, "reorder_and_upcast_attn", json_object_new_boolean(0), &bad);
     put(c, "resid_pdrop", json_object_new_double_s(0.1, "0.1"), &bad);
     put(c, "scale_attn_by_inverse_layer_idx", json_object_new_boolean(0), &bad);

@@ -10,6 +10,7 @@
  *     x = x + a Wproj + b
  *     h = LayerNorm_2(x);  x = x + act(h Wfc + b) Wmp + b
  *   logits = LayerNorm_f(x) wte^T                              only the rows asked for
+ *   (a sequence classifier: LayerNorm_f(x) score^T, num_labels wide)
  *
  * Matrices are kept output-major ([out][in], Hugging Face's Conv1D stores
  * [in][out]) in the checkpoint's own type (F32, F16 or BF16), so a decode
@@ -45,6 +46,8 @@ struct cpu_model {
     void *wmem;
     const void *wte;                /* [V][C] in wdt: embedding rows and the tied LM head */
     const void *lm_head;            /* [V][C]; == wte when tied */
+    const float *score;             /* classifiers: [NL][C] F32 (tiny), used instead of lm_head */
+    int NL;                         /* its rows (num_labels); 0 for a language model */
     const float *wpe;               /* [P][C] */
     const float *ln_f_g, *ln_f_b;
     struct cpu_layer *layers;       /* L */
@@ -97,7 +100,7 @@ static void matmul(struct cpu_model *m, float *y, const float *x, const void *w,
     /* Blocks of 16 outputs (a multiple of the 4-wide kernel tile), larger for
      * the vocabulary-wide LM head so the task count stays reasonable. */
     int block = O > 8192 ? 64 : 16;
-    struct mm_job j = {y, x, w, m->wdt, bias, T, I, O, block, accumulate, act};
+    struct mm_job j = {y, x, w, w == m->score ? CKPT_F32 : m->wdt, bias, T, I, O, block, accumulate, act};
     tpool_run(m->pool, mm_task, &j, (O + block - 1) / block);
 }
 
@@ -219,7 +222,10 @@ static int cpu_forward(void *impl, const struct llm_seq *seqs, int n_seqs, float
     }
     if (R > 0) {
         layernorm_rows(m, m->hf, m->h, m->ln_f_g, m->ln_f_b, R);
-        matmul(m, logits, m->hf, m->lm_head, NULL, R, C, m->V, false, -1);
+        if (m->NL)
+            matmul(m, logits, m->hf, m->score, NULL, R, C, m->NL, false, -1);
+        else
+            matmul(m, logits, m->hf, m->lm_head, NULL, R, C, m->V, false, -1);
     }
     return 0;
 }
@@ -342,6 +348,8 @@ static int cpu_load(const struct gpt2_checkpoint *ck, const struct llm_load_opts
     wbytes += (P * C * sizeof(float) + 63) & ~(size_t)63;
     wbytes += 2 * ((C * sizeof(float) + 63) & ~(size_t)63);
     wbytes += L * (layer_mat + layer_vec + 12 * 64);
+    size_t NL = cfg->classifier ? (size_t)cfg->num_labels : 0;
+    wbytes += (NL * C * sizeof(float) + 63) & ~(size_t)63;
     m->wmem = alloc64(wbytes);
     m->layers = calloc(L, sizeof *m->layers);
     if (!m->wmem || !m->layers) {
@@ -358,6 +366,13 @@ static int cpu_load(const struct gpt2_checkpoint *ck, const struct llm_load_opts
         void *lm = carve(&cur, V * C * es);
         take_matrix(ck, lm, m->wdt, &ck->lm_head, false);
         m->lm_head = lm;
+    }
+    if (NL) {
+        float *sc = carve(&cur, NL * C * sizeof(float));
+        put_vector(sc, &ck->score);         /* nn.Linear: [out][in] already */
+        ckpt_tensor_done(ck, &ck->score);
+        m->score = sc;
+        m->NL = (int)NL;
     }
     float *wpe = carve(&cur, P * C * sizeof(float));
     put_vector(wpe, &ck->wpe);
@@ -445,7 +460,7 @@ static int cpu_load(const struct gpt2_checkpoint *ck, const struct llm_load_opts
 
     info->weight_dtype = m->wdt;
     info->weight_bytes = wbytes;
-    info->step_weight_bytes = L * layer_mat + V * C * es + L * layer_vec;
+    info->step_weight_bytes = L * layer_mat + (NL ? NL * C * sizeof(float) : V * C * es) + L * layer_vec;
     info->kv_block_bytes = m->block_floats * sizeof(float);
     info->threads = m->threads;
     snprintf(info->device_name, sizeof info->device_name, "cpu, %d threads, %s", m->threads, ops_simd_name());

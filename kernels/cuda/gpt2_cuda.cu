@@ -12,6 +12,7 @@
  *     y = h Wfc;  ff = act(y + b)                               ff: dt
  *     y = ff Wmp;  x += y + b;  h = LayerNorm(x)                the next block's LN_1, or LN_f after the last
  *   logits = h[rows asked for] wte^T                            F32, copied to the caller
+ *   (a sequence classifier: h[rows] score^T, num_labels wide)
  *
  * dt is the checkpoint's type (F32, F16 or BF16; F32 when its matrices
  * disagree or weights_f32 is asked). Matrices, the activations that feed a
@@ -59,6 +60,9 @@ struct cuda_model {
     size_t wbytes;
     const void *wte;                /* [V][C]: embedding rows and the tied LM head */
     const void *lm_head;            /* [V][C]; == wte when tied */
+    const void *score;              /* classifiers: score.weight [NL][C] in dt, used instead of lm_head */
+    int NL;                         /* its rows (num_labels); 0 for a language model */
+    int O;                          /* floats per logits row: V, or NL for a classifier */
     const float *wpe;               /* [P][C] */
     const float *ln_f_g, *ln_f_b;
     struct cuda_layer *layers;      /* host array (L) of device pointers */
@@ -76,7 +80,7 @@ struct cuda_model {
     float *y;                       /* [S][max(3C, F)] product outputs */
     void *h, *qkv, *att, *ff;       /* [S][C], [S][3C], [S][C], [S][F] in dt */
     void *hf;                       /* [R][C] in dt: the rows the logits are made from */
-    float *logits;                  /* [R][V] */
+    float *logits;                  /* [R][O] */
     int32_t *dmeta;                 /* the step's metadata on the device (layout of hmeta) */
     void *ws;                       /* cuBLAS workspace */
     size_t ws_bytes;
@@ -181,8 +185,8 @@ static int forward_step(struct cuda_model *m, const struct llm_seq *seqs, int n_
     /* h now holds LayerNorm_f of every row; the LM head runs on the rows asked for. */
     if (R > 0) {
         CUDA_TRY(kcu_gather_rows(m->hf, m->h, dt, d_lrow, R, C, st));
-        BLAS_TRY(kcu_gemm(m->blas, m->logits, m->hf, m->lm_head, dt, KCU_W_OUT_IN, R, C, m->V));
-        CUDA_TRY(cudaMemcpyAsync(logits, m->logits, sizeof(float) * (size_t)R * m->V, cudaMemcpyDeviceToHost, st));
+        BLAS_TRY(kcu_gemm(m->blas, m->logits, m->hf, m->NL ? m->score : m->lm_head, dt, KCU_W_OUT_IN, R, C, m->O));
+        CUDA_TRY(cudaMemcpyAsync(logits, m->logits, sizeof(float) * (size_t)R * m->O, cudaMemcpyDeviceToHost, st));
     }
     CUDA_TRY(cudaStreamSynchronize(st));
     return 0;
@@ -254,6 +258,8 @@ static void carve_weights(struct cuda_model *m, const struct gpt2_checkpoint *ck
         PUT(p, &ck->lm_head, m->wdt);
         m->lm_head = p;
     }
+    if (m->NL)
+        PUT(m->score, &ck->score, m->wdt);      /* nn.Linear: [out][in] already */
     PUT(m->wpe, &ck->wpe, CKPT_F32);
     PUT(m->ln_f_g, &ck->ln_f_w, CKPT_F32);
     PUT(m->ln_f_b, &ck->ln_f_b, CKPT_F32);
@@ -320,7 +326,7 @@ static int upload_all(const struct gpt2_checkpoint *ck, const struct upload *job
 /* Carves the step scratch out of c. */
 static void carve_scratch(struct cuda_model *m, struct carver *c)
 {
-    size_t S = (size_t)m->S, R = (size_t)m->R, C = (size_t)m->C, F = (size_t)m->F, V = (size_t)m->V;
+    size_t S = (size_t)m->S, R = (size_t)m->R, C = (size_t)m->C, F = (size_t)m->F, O = (size_t)m->O;
     size_t es = ckpt_dtype_size(m->wdt), ywide = 3 * C > F ? 3 * C : F;
     m->x = (float *)carve(c, S * C * sizeof(float));
     m->y = (float *)carve(c, S * ywide * sizeof(float));
@@ -329,7 +335,7 @@ static void carve_scratch(struct cuda_model *m, struct carver *c)
     m->att = carve(c, S * C * es);
     m->ff = carve(c, S * F * es);
     m->hf = carve(c, R * C * es);
-    m->logits = (float *)carve(c, R * V * sizeof(float));
+    m->logits = (float *)carve(c, R * O * sizeof(float));
     m->dmeta = (int32_t *)carve(c, m->meta_ints * sizeof(int32_t));
     m->ws = carve(c, m->ws_bytes);
 }
@@ -393,6 +399,8 @@ static int load_model(struct cuda_model *m, const struct gpt2_checkpoint *ck, co
     m->V = cfg->vocab_size;
     m->P = cfg->n_positions;
     m->eps = cfg->layer_norm_epsilon;
+    m->NL = cfg->classifier ? cfg->num_labels : 0;
+    m->O = m->NL ? m->NL : m->V;
     if (m->H < 1 || m->C % m->H != 0) {
         snprintf(err, errlen, "%s: n_embd %d is not a multiple of n_head %d", ck->dir, m->C, m->H);
         return -1;
@@ -413,7 +421,7 @@ static int load_model(struct cuda_model *m, const struct gpt2_checkpoint *ck, co
 
     /* Weights. */
     m->layers = (struct cuda_layer *)calloc((size_t)m->L > 0 ? (size_t)m->L : 1, sizeof *m->layers);
-    int max_jobs = 5 + 12 * m->L;
+    int max_jobs = 6 + 12 * m->L;
     struct upload *jobs = (struct upload *)calloc((size_t)max_jobs, sizeof *jobs);
     if (!m->layers || !jobs) {
         free(jobs);
@@ -478,7 +486,7 @@ static int load_model(struct cuda_model *m, const struct gpt2_checkpoint *ck, co
     size_t layer_vec = (4 * C + 3 * C + C + F + C) * sizeof(float);
     info->weight_dtype = m->wdt;
     info->weight_bytes = m->wbytes;
-    info->step_weight_bytes = L * layer_mat + V * C * es + L * layer_vec;
+    info->step_weight_bytes = L * layer_mat + (m->NL ? (size_t)m->NL : V) * C * es + L * layer_vec;
     info->kv_block_bytes = block_bytes;
     info->threads = 0;
     snprintf(info->device_name, sizeof info->device_name, "cuda:%d %s (sm_%d%d, %.0f GiB)", m->device, prop.name,

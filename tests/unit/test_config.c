@@ -67,6 +67,59 @@ static void refused_at(const char *text, int line, const char *msg, const char *
         printf("#   got: %s\n", err);
 }
 
+/* The classification keys: task, max_inputs, categories, safe_labels, flag_threshold, moderation_model, classify_model. */
+static void test_classifier_keys(void)
+{
+    char err[4096];
+    struct config *c = load("[model a]\npath = /m/a\n", err, sizeof err);
+    if (ok(c != NULL, "defaults of the classification keys")) {
+        const struct config_model *m = config_find_model(c, "a");
+        is_str(model_task_name(m->task), "auto", "default task auto (from the checkpoint)");
+        is_int(m->max_inputs, 32, "default max_inputs 32");
+        ok(m->categories == NULL && m->safe_labels == NULL && m->flag_threshold == 0.5,
+           "no categories, no safe labels, flag_threshold 0.5");
+        ok(config_classifier_default(c, true) == NULL && config_classifier_default(c, false) == NULL,
+           "no classification default without a classifier section");
+    }
+    config_unref(c);
+    c = load("[server]\nmoderation_model = mod\n[model sent]\npath = /m/s\ntask = classify\nmax_inputs = 4\n"
+             "[model mod]\npath = /m/m\ntask = moderate\ncategories = hate=h,hh violence/graphic=v\n"
+             "flag_threshold = 0.25\n[model mod2]\npath = /m/m2\ntask = moderate\nsafe_labels = ok neutral\n",
+             err, sizeof err);
+    if (ok(c != NULL, "every classification key loads") || (printf("# %s", err), 0)) {
+        const struct config_model *m = config_find_model(c, "mod");
+        is_str(model_task_name(m->task), "moderate", "task moderate");
+        is_str(m->categories, "hate=h,hh violence/graphic=v", "categories kept as written");
+        ok(m->flag_threshold == 0.25, "flag_threshold 0.25");
+        is_int(config_find_model(c, "sent")->max_inputs, 4, "max_inputs 4");
+        is_str(config_find_model(c, "mod2")->safe_labels, "ok neutral", "safe_labels");
+        is_str(config_classifier_default(c, true), "mod", "moderation_model");
+        is_str(config_classifier_default(c, false), "mod", "/classify falls back to moderation_model");
+    }
+    config_unref(c);
+    c = load("[model g]\npath = /m/g\n[model s]\npath = /m/s\ntask = classify\n", err, sizeof err);
+    ok(c && config_classifier_default(c, false) && !strcmp(config_classifier_default(c, false), "s") &&
+           config_classifier_default(c, true) == NULL,
+       "without the [server] keys: the first classify section for /classify, none for moderation");
+    config_unref(c);
+    refused_at("[model a]\npath = /m\ntask = summarize\n", 3,
+               "task must be auto, generate, classify or moderate, got \"summarize\"", "an unknown task");
+    refused_at("[model a]\npath = /m\ntask = moderate\nflag_threshold = 1.5\n", 4,
+               "flag_threshold must be a number from 0 to 1, got \"1.5\"", "a threshold above 1");
+    refused_at("[model a]\npath = /m\ntask = moderate\ncategories = hate\n", 4,
+               "categories: \"hate\" is not CATEGORY=LABEL[,LABEL...]", "a category without labels");
+    refused_at("[model a]\npath = /m\ntask = classify\ncategories = hate=h\n", 1,
+               "categories and safe_labels are for task = moderate", "categories on a classify model");
+    refused_at("[model a]\npath = /m\ntask = moderate\ncategories = hate=h\nsafe_labels = ok\n", 1,
+               "safe_labels only applies when categories is not set", "both categories and safe_labels");
+    refused_at("[model a]\npath = /m\nmax_inputs = 0\n", 3, "max_inputs must be a whole number from 1",
+               "max_inputs 0");
+    refused_at("[server]\nmoderation_model = a\n[model a]\npath = /m\ntask = classify\n", 3,
+               "[model a] is the moderation_model: set its task = moderate", "a moderation_model that is no moderator");
+    refused_at("[server]\nclassify_model = zz\n", 0, "classify_model \"zz\" is not a [model] of this file",
+               "a classify_model that is not configured");
+}
+
 /* [model NAME] sections and the [server] keys of local models: defaults, every key, and each bad value at its line. */
 static void test_models(void)
 {
@@ -138,6 +191,7 @@ static void test_models(void)
                "unknown key \"max_concurent\" in [model] (did you mean \"max_concurrent\"?)", "a misspelt model key");
     refused_at("[server]\nmax_loaded_models = 0\n", 2, "max_loaded_models must be a whole number from 1",
                "max_loaded_models 0");
+    test_classifier_keys();
     refused_at("[server]\ndefault_model = ../x\nmodels_dir = /m\n", 0, "default_model \"../x\" is neither",
                "a default_model that is no safe directory name");
 
