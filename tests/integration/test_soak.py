@@ -1,4 +1,4 @@
-"""The soak's short version (tests/soak/soak): 40 connections through real nginx for 8 s, then the faults.
+"""The soak's short version (tests/soak/soak): 40 connections through real nginx, 4 s + 8 s, then the faults.
 
 The script starts its own llmcgi, nginx, stand-in upstreams and the shipped
 model, checks every answer and llmcgi's RSS and fds itself, and exits 0 only
@@ -27,7 +27,7 @@ def test_short_soak_with_faults():
     try:
         out = d / "summary.json"
         sanitizers = os.environ.get("LLMCGI_SANITIZERS") == "yes"
-        cmd = [sys.executable, "-B", str(SOAK), "--connections", "40", "--seconds", "8", "--faults",
+        cmd = [sys.executable, "-B", str(SOAK), "--connections", "40", "--warmup", "4", "--seconds", "8", "--faults",
                "--kill-seconds", "2", "--threads", "64", "--think-ms", "50", "--quiet",
                "--max-rss-growth", "1000" if sanitizers else "25",
                # 1 in 20 requests malformed and 1 in 20 aborted, so that a short run has dozens of each
