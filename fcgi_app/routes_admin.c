@@ -239,7 +239,7 @@ int route_status(struct req *r)
     int busy = atomic_load(&srv->busy);
     json_object_object_add(o, "version", json_object_new_string(PACKAGE_VERSION));
     json_object_object_add(o, "pid", json_object_new_int((int)getpid()));
-    json_object_object_add(o, "start_time", json_object_new_int64((int64_t)time(NULL) - up_ns / 1000000000));
+    json_object_object_add(o, "start_time", json_object_new_int64(srv->started_unix));  /* fixed: not now - uptime, which moves by a second */
     json_object_object_add(o, "uptime_seconds", json_object_new_int64(up_ns / 1000000000));
     json_object_object_add(threads, "total", json_object_new_int(srv->threads));
     json_object_object_add(threads, "busy", json_object_new_int(busy));

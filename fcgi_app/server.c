@@ -6,6 +6,7 @@
 #include "util.h"
 
 #include <string.h>
+#include <time.h>
 
 int server_init(struct server *s, struct config *cfg)
 {
@@ -15,6 +16,7 @@ int server_init(struct server *s, struct config *cfg)
     s->cfg = cfg;
     atomic_store(&s->read_timeout_ms, cfg->read_timeout_ms);
     s->started_ns = util_now_ns();
+    s->started_unix = (int64_t)time(NULL);
     s->testing = testing_new();
     s->rl = ratelimit_new();
     if (!s->testing || !s->rl) {

@@ -23,7 +23,8 @@ struct server {
     atomic_ullong requests;         /* requests answered since start */
     atomic_ullong connections;      /* FastCGI connections accepted since start */
     atomic_llong read_timeout_ms;   /* the live config's read_timeout, for the accepting threads */
-    int64_t started_ns;
+    int64_t started_ns;             /* monotonic clock at start, for uptimes */
+    int64_t started_unix;           /* wall clock at start (seconds), as /status reports it */
     struct gpu_info gpu;            /* probed once at start */
     struct testing *testing;        /* state of the test-only endpoints, owned */
     struct gateway *gw;             /* upstreams' live state, owned (set up by main) */

@@ -326,6 +326,21 @@ def test_status_page(site):
     assert r.status == 405
 
 
+def test_status_start_time_does_not_move(site):
+    """start_time is the moment the process started, the same in every answer (it was now - uptime, and
+    the two clocks' seconds do not turn over together, so it moved by one back and forth: the soak's
+    same-process check compares it)."""
+    seen, ups = set(), set()
+    first = request(site.port, "GET", "/status").json()["uptime_seconds"]
+    while len(ups) < 3:                 # across two turns of uptime_seconds, every 20 ms
+        s = request(site.port, "GET", "/status").json()
+        seen.add(s["start_time"])
+        ups.add(s["uptime_seconds"])
+        assert s["uptime_seconds"] <= first + 60, "uptime_seconds does not advance"
+        time.sleep(0.02)
+    assert len(seen) == 1, seen
+
+
 def test_request_id_access_log_and_upstream(site):
     rid = "metrics-test-0123456789"
     r = post(site, "/v1/chat/completions", {"model": "gpt-x", "messages": [{"role": "user", "content": "hi"}],
