@@ -53,8 +53,9 @@ const struct auth_key *auth_keys_find(const struct auth_keys *ks, const char *pr
 /* May key k use `model`? */
 bool auth_key_allows(const struct auth_key *k, const char *model);
 
-/* Removes from `list` (a json-c array of objects with an "id") the models
- * key k may not use; NULL k (no keys) keeps everything. */
+/* Removes from `list` (a json-c array of objects with an "id"; edited in
+ * place, the caller keeps it) the models key k may not use; NULL k (no
+ * keys) keeps everything. */
 struct json_object;
 void auth_filter_models(const struct auth_key *k, struct json_object *list);
 

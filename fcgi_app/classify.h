@@ -31,6 +31,7 @@ enum clf_fn { CLF_SOFTMAX, CLF_SIGMOID, CLF_NONE };
 
 /* The function the pipeline applies for this config; "softmax", ... */
 enum clf_fn clf_function(const struct gpt2_config *cfg);
+/* Its name, a static string. */
 const char *clf_function_name(enum clf_fn f);
 
 /* How many of the text's n tokens to feed so that the last one fed is the

@@ -189,12 +189,13 @@ const struct config_upstream *config_find_upstream(const struct config *c, const
 /* The model called `name`, or NULL. */
 const struct config_model *config_find_model(const struct config *c, const char *name);
 
-/* "auto", "generate", "classify", "moderate". */
+/* "auto", "generate", "classify", "moderate": a static string. */
 const char *model_task_name(enum model_task t);
 
 /* The model a classification route uses when the request names none:
  * moderation (true: moderation_model) or /classify (classify_model), else
- * the first [model] whose task fits; NULL when there is none. */
+ * the first [model] whose task fits; NULL when there is none. The name is
+ * the config's (valid while c is). */
 const char *config_classifier_default(const struct config *c, bool moderation);
 
 /* Is `name` a safe relative path below models_dir ("gpt2", "org/model"):

@@ -339,13 +339,21 @@ static bool idle_full(struct entry *e, int64_t now)
     return e->req.level >= (double)e->req_pm && e->tok.level >= (double)e->tok_pm;
 }
 
-/* The entry called name (made when missing), most recent now. Lock held. */
-static struct entry *get(struct ratelimit *rl, const char *name, long req_pm, long tok_pm, long max, int64_t now)
+/* The entry called name, or NULL; unlike get(), it makes none. Lock held. */
+static struct entry *find(struct ratelimit *rl, const char *name)
 {
     uint64_t h = hash_name(name);
     struct entry *e = rl->slots[h % SLOTS];
     while (e && (e->hash != h || strcmp(e->name, name) != 0))
         e = e->hnext;
+    return e;
+}
+
+/* The entry called name (made when missing), most recent now. Lock held. */
+static struct entry *get(struct ratelimit *rl, const char *name, long req_pm, long tok_pm, long max, int64_t now)
+{
+    uint64_t h = hash_name(name);
+    struct entry *e = find(rl, name);
     /* the least recent ones that refilled completely go (a few per call) */
     for (int i = 0; i < 4 && rl->tail && rl->tail != e && idle_full(rl->tail, now); i++)
         drop(rl, rl->tail);
@@ -502,16 +510,17 @@ int ratelimit_admit(struct req *r)
     return take_all(r, "requests", 1);
 }
 
-/* The address's bucket of wrong keys ("f:ADDR": its req bucket, no tokens);
- * NULL when not limited. Lock held. */
-static struct entry *auth_entry(struct req *r, int64_t now)
+/* The address's bucket of wrong keys ("f:ADDR": its req bucket, no tokens),
+ * made when `make` (a wrong key to count); NULL when not limited or, without
+ * `make`, when the address has sent none. Lock held. */
+static struct entry *auth_entry(struct req *r, int64_t now, bool make)
 {
     long pm = r->cfg->auth_failures_per_minute;
     if (!pm || !r->cfg->keys || !r->srv->rl || auth_path_public(r->cfg, r->path))
         return NULL;
     char name[NAME_MAX_LEN + 8];
     snprintf(name, sizeof name, "f:%s", r->client);
-    return get(r->srv->rl, name, pm, 0, r->cfg->max_clients, now);
+    return make ? get(r->srv->rl, name, pm, 0, r->cfg->max_clients, now) : find(r->srv->rl, name);
 }
 
 int ratelimit_auth_blocked(struct req *r)
@@ -522,7 +531,7 @@ int ratelimit_auth_blocked(struct req *r)
     int64_t now = util_now_ns();
     double wait = 0;
     pthread_mutex_lock(&r->srv->rl->lock);
-    struct entry *e = auth_entry(r, now);
+    struct entry *e = auth_entry(r, now, false);
     bool blocked = false;
     if (e) {
         bucket_refill(&e->req, pm, now);
@@ -547,7 +556,7 @@ void ratelimit_auth_failed(struct req *r)
     int64_t now = util_now_ns();
     double wait;
     pthread_mutex_lock(&r->srv->rl->lock);
-    struct entry *e = auth_entry(r, now);
+    struct entry *e = auth_entry(r, now, true);
     if (e)
         bucket_take(&e->req, r->cfg->auth_failures_per_minute, 1, now, &wait);
     pthread_mutex_unlock(&r->srv->rl->lock);

@@ -156,6 +156,13 @@ static int load(struct lmodel *m, size_t *bytes, char *err, size_t errlen)
             gpt2_checkpoint_close(ck);
             return -1;
         }
+        if (m->task == TASK_MODERATE && clf_function(cfg) == CLF_NONE) {
+            snprintf(err, errlen, "[model %s] (line %d): task = moderate needs scores from 0 to 1, but %s is a "
+                     "regression model (problem_type) whose scores are raw numbers; use task = classify",
+                     m->name, m->set.line, m->dir);
+            gpt2_checkpoint_close(ck);
+            return -1;
+        }
         m->labels = ck->labels;                 /* taken over */
         ck->labels = NULL;
         m->n_labels = cfg->num_labels;
@@ -205,6 +212,9 @@ static int load(struct lmodel *m, size_t *bytes, char *err, size_t errlen)
                            ? (int)m->set.max_input_tokens : m->max_total;
         long room = (long)eo.max_concurrent + eo.max_queue;   /* one request's texts are queued together */
         m->max_inputs = (int)(m->set.max_inputs < room ? m->set.max_inputs : room);
+        if (m->max_inputs < m->set.max_inputs)
+            log_info("model %s: max_inputs %ld is more than max_concurrent + max_queue; a request may have %d texts",
+                     m->name, m->set.max_inputs, m->max_inputs);
     }
     m->eos = tokenizer_eos_id(m->tok);
     *bytes = info->weight_bytes + (size_t)info->kv_blocks * info->kv_block_bytes;

@@ -189,9 +189,10 @@ static long body_ready(struct req *r, int64_t deadline_ns, size_t want)
     size_t buffered = in->stop > in->rdNext ? (size_t)(in->stop - in->rdNext) : 0;
     if (buffered || in->isClosed || !deadline_ns)
         return (long)(buffered && buffered < want ? buffered : want);
-    int64_t left_ms = (deadline_ns - util_now_ns()) / 1000000;
-    if (left_ms <= 0)
+    int64_t left_ns = deadline_ns - util_now_ns();
+    if (left_ns <= 0)
         return -1;
+    int64_t left_ms = (left_ns + 999999) / 1000000;    /* rounded up: 0 would mean no timeout */
     if (left_ms > r->cfg->read_timeout_ms)
         left_ms = r->cfg->read_timeout_ms;
     struct timeval tv = {.tv_sec = left_ms / 1000, .tv_usec = (left_ms % 1000) * 1000 + 1};
@@ -293,7 +294,7 @@ int req_read_body(struct req *r)
         }
         long ask = body_ready(r, deadline, cap - 1 - len);
         int n = ask < 0 ? -1 : FCGX_GetStr(buf + len, (int)ask, r->fcgi->in);
-        if (n <= 0 && past(deadline)) {
+        if (ask < 0 || (n <= 0 && past(deadline))) {
             body_read_done(r, deadline);
             free(buf);
             return body_too_slow(r);
@@ -303,6 +304,18 @@ int req_read_body(struct req *r)
         len += (size_t)n;
     }
     body_read_done(r, deadline);
+    int rerr = FCGX_GetError(r->fcgi->in);
+    if (rerr) {
+        /* the stream failed rather than ended: never take what came as the whole body */
+        free(buf);
+        r->fcgi->keepConnection = 0;
+        if (rerr == EAGAIN || rerr == EWOULDBLOCK)
+            resp_error(r, 408, "the request body stopped arriving for %lld ms (read_timeout)",
+                       (long long)r->cfg->read_timeout_ms);
+        else
+            resp_error(r, 400, "reading the request body failed after %zu bytes", len);
+        return -1;
+    }
     if (!sized && len > max) {
         free(buf);
         drain_body(r, DRAIN_LIMIT);

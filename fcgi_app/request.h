@@ -130,7 +130,8 @@ json_object *json_parse_strict(const char *buf, size_t len, char *err, size_t er
  * beyond int64 (json-c saturates them); \u0000 in a string (C strings stop
  * there); an unpaired \ud800-\udfff escape (json-c makes it U+FFFD);
  * UTF-8 that is overlong, a surrogate or above U+10FFFF (json-c lets those
- * through); a single-quoted string. Returns 0, or -1 with "invalid JSON: ..." in err.
+ * through); a single-quoted string. obj is only read (the caller keeps it).
+ * Returns 0, or -1 with "invalid JSON: ..." in err.
  * Pure: unit-tested and fuzzed. */
 int json_check_request(const char *buf, size_t len, json_object *obj, char *err, size_t errlen);
 

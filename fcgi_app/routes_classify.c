@@ -46,11 +46,12 @@ struct ccall {
 
     int n;                      /* texts */
     bool list;                  /* they came as a list */
-    const char **texts;         /* borrowed from the body; n */
+    const char **texts;         /* borrowed from the body (or `joined`); n; owned array */
+    char *joined;               /* owned: OpenAI content parts read as one text */
     int32_t **ids;              /* owned; n */
-    int *n_ids;
-    float *logits;              /* n x n_labels */
-    bool *got;
+    int *n_ids;                 /* owned; n */
+    float *logits;              /* owned; n x n_labels */
+    bool *got;                  /* owned; n */
     int n_got;
     long tokens;                /* tokens read (the texts, cut at their pooling positions) */
 
@@ -140,6 +141,40 @@ static int read_text(struct ccall *cc, json_object *v, size_t i, const char **ou
                 cc->list ? "" : " or a list of strings"), -1;
 }
 
+/* OpenAI's multi-modal input: a list of content parts is one input, with
+ * one result; its text parts are read as one text, joined by newlines.
+ * Strings and parts may not be mixed (OpenAI's schema takes one or the other). */
+static int read_parts(struct ccall *cc, json_object *v, size_t n)
+{
+    struct strbuf b = {0};
+    for (size_t i = 0; i < n; i++) {
+        json_object *part = json_object_array_get_idx(v, i);
+        const char *t;
+        if (!json_object_is_type(part, json_type_object)) {
+            free(b.s);
+            return fail(cc, 400, cc->param, NULL, "`%s` mixes strings and content parts: send a list of strings "
+                        "(one result each) or a list of parts (one input)", cc->param), -1;
+        }
+        if (read_text(cc, part, i, &t) < 0) {
+            free(b.s);
+            return -1;
+        }
+        if (i)
+            strbuf_add(&b, "\n", 1);
+        strbuf_puts(&b, t);
+    }
+    cc->texts = calloc(1, sizeof *cc->texts);
+    if (b.nomem || !b.s || !cc->texts) {
+        free(b.s);
+        return fail(cc, 500, NULL, NULL, "out of memory"), -1;
+    }
+    cc->joined = b.s;
+    cc->texts[0] = cc->joined;
+    cc->n = 1;
+    cc->list = false;                           /* one result */
+    return 0;
+}
+
 /* The texts of the request, checked for type and count (the model's
  * max_inputs is checked once the model is known). */
 static int read_texts(struct ccall *cc, json_object *body)
@@ -153,6 +188,8 @@ static int read_texts(struct ccall *cc, json_object *body)
         return fail(cc, 400, cc->param, NULL, "`%s` must not be an empty list", cc->param), -1;
     if (n > HARD_MAX_INPUTS)
         return fail(cc, 400, cc->param, NULL, "at most %d texts in one request (got %zu)", HARD_MAX_INPUTS, n), -1;
+    if (cc->shape == SH_OPENAI && cc->list && json_object_is_type(json_object_array_get_idx(v, 0), json_type_object))
+        return read_parts(cc, v, n);
     cc->texts = calloc(n, sizeof *cc->texts);
     if (!cc->texts)
         return fail(cc, 500, NULL, NULL, "out of memory"), -1;
@@ -169,10 +206,11 @@ static int read_options(struct ccall *cc, json_object *body)
     json_object *p = field(body, "parameters");
     if (p && !json_object_is_type(p, json_type_object))
         return fail(cc, 422, NULL, NULL, "`parameters` must be an object"), -1;
-    json_object *k = field(p, "top_k");
-    if (!k)
+    json_object *k = NULL;
+    bool in_params = p && json_object_object_get_ex(p, "top_k", &k);   /* present, maybe null: every label */
+    if (!in_params)
         k = field(body, "top_k");
-    if (k) {
+    if (k && !json_object_is_type(k, json_type_null)) {
         int64_t v = json_object_get_int64(k);
         if (!json_object_is_type(k, json_type_int) || v < 1 || v > 1 << 20)
             return fail(cc, 422, NULL, NULL, "`top_k` must be a positive integer (or null: every label)"), -1;
@@ -361,6 +399,8 @@ static int pump(struct ccall *cc)
 
 /* ------------------------------------------------------------------ answers */
 
+/* One text's labels and scores, best first, at most k (0: all): a new
+ * array the caller owns (NULL when out of memory). */
 static json_object *ranked(const struct ccall *cc, const double *s, int k)
 {
     int NL = cc->m->n_labels, *order = malloc(sizeof *order * (size_t)NL);
@@ -379,7 +419,8 @@ static json_object *ranked(const struct ccall *cc, const double *s, int k)
     return list;
 }
 
-/* The moderation verdict of one text: categories, their scores, flagged. */
+/* The moderation verdict of one text: whether it is flagged, and into
+ * *cats / *scores two new objects the caller owns. */
 static bool moderate(const struct ccall *cc, const double *s, json_object **cats, json_object **scores)
 {
     const struct clf_categories *c = &cc->m->cats;
@@ -416,6 +457,15 @@ static int answer(struct ccall *cc)
     enum clf_fn fn = cc->fn_set ? cc->fn : cc->m->fn;
     for (int i = 0; i < cc->n; i++) {
         clf_scores(fn, cc->logits + (size_t)i * NL, NL, s);
+        for (int j = 0; j < NL; j++)
+            if (!isfinite(s[j])) {              /* JSON has no NaN: an overflowing model is our error */
+                free(s);
+                json_object_put(out);
+                if (cc->shape == SH_OPENAI)
+                    json_object_put(results);
+                return fail(cc, 500, NULL, NULL, "model %s gave text %d a score that is not a finite number "
+                            "(its logits overflowed)", cc->m->name, i);
+            }
         if (cc->shape == SH_CLASSIFY) {
             json_object_array_add(results, ranked(cc, s, cc->top_k));
             continue;
@@ -474,6 +524,7 @@ static void ccall_free(struct ccall *cc)
     free(cc->logits);
     free(cc->got);
     free(cc->texts);
+    free(cc->joined);
     ebatch_free(&cc->eb);
     if (cc->chan) {
         echan_cancel(cc->chan);                 /* texts still queued or running stop */

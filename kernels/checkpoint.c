@@ -355,7 +355,7 @@ static const struct {
     {"relu", CKPT_ACT_RELU},          {"quick_gelu", CKPT_ACT_QUICK_GELU},       {NULL, CKPT_ACT_GELU_TANH},
 };
 
-#define MAX_LABELS 65536
+#define MAX_LABELS 4096         /* /classify ranks every label of every text */
 #define MAX_LABEL_BYTES 256
 
 void ckpt_labels_free(char **labels, int n)
@@ -611,14 +611,17 @@ int gpt2_config_load(const char *path, struct gpt2_config *cfg, char *err, size_
     bool cross = false;
     if (cfg_bool(root, "add_cross_attention", &cross, path, err, errlen) < 0)
         goto out;
+    /* pad_token_id matters to classifiers only (where the pooling stops); a
+     * negative one, which transformers accepts, matches no token: none */
     static const char *const k_pad[] = {"pad_token_id", NULL};
     bool null_pad = false;
     cfg->pad_token_id = -1;
-    if (cfg_int(root, k_pad, 0, INT_MAX - 1, &cfg->pad_token_id, &null_pad, path, err, errlen) < 0)
-        goto out;
-    if (null_pad)
-        cfg->pad_token_id = -1;
     cfg->classifier = strcmp(cfg->architecture, "GPT2ForSequenceClassification") == 0;
+    if (cfg->classifier &&
+        cfg_int(root, k_pad, INT_MIN + 1, INT_MAX - 1, &cfg->pad_token_id, &null_pad, path, err, errlen) < 0)
+        goto out;
+    if (null_pad || cfg->pad_token_id < 0)
+        cfg->pad_token_id = -1;
     if (cfg->classifier && classifier_config(root, cfg, NULL, path, err, errlen) < 0)
         goto out;
     if (cross) {

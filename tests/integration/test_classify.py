@@ -199,6 +199,9 @@ def test_classify_one_string_with_curl_and_options(site):
     same_ranking(got, pipe[1])
     got = curl(site.port, "/classify", {"inputs": [TEXTS[1]], "model": "sentiment", "parameters": {"top_k": 1}})
     assert len(got) == 1 and len(got[0]) == 1 and got[0][0]["label"] == pipe[1][0]["label"]
+    got = curl(site.port, "/classify", {"inputs": TEXTS[1], "model": "sentiment", "top_k": 1,
+                                        "parameters": {"top_k": None}})
+    assert len(got) == len(pipe[1]), "parameters.top_k = null: every label, whatever the top level says"
     got = curl(site.port, "/classify", {"inputs": TEXTS[2], "model": "sentiment", "top_k": 2,
                                         "parameters": {"function_to_apply": "none"}})
     logits = golden("single")["singles"][2]["logits"]
@@ -246,7 +249,7 @@ def test_moderations_with_the_openai_client(site):
 
 
 def test_moderations_raw_shape_and_text_parts(site):
-    r = post(site.port, "/v1/moderations", {"input": [{"type": "text", "text": TEXTS[0]}, TEXTS[1]]})
+    r = post(site.port, "/v1/moderations", {"input": [TEXTS[0], TEXTS[1]]})
     assert r.status == 200, r.body
     body = r.json()
     assert set(body) == {"id", "model", "results"}
@@ -254,6 +257,15 @@ def test_moderations_raw_shape_and_text_parts(site):
     for i in range(2):
         for cat, s in moderation_want(i).items():
             assert abs(body["results"][i]["category_scores"][cat] - s) <= 1e-4
+    # a list of content parts is one input with one result, as in OpenAI's API
+    r = post(site.port, "/v1/moderations", {"input": [{"type": "text", "text": TEXTS[0]}]})
+    assert r.status == 200 and len(r.json()["results"]) == 1, r.body
+    for cat, s in moderation_want(0).items():
+        assert abs(r.json()["results"][0]["category_scores"][cat] - s) <= 1e-4
+    r = post(site.port, "/v1/moderations", {"input": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]})
+    assert r.status == 200 and len(r.json()["results"]) == 1, r.body
+    r = post(site.port, "/v1/moderations", {"input": [{"type": "text", "text": TEXTS[0]}, TEXTS[1]]})
+    assert r.status == 400 and "mixes" in r.json()["error"]["message"], r.body
 
 
 # ---------------------------------------------------------------------------- the moderation service's shape

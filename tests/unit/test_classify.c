@@ -204,6 +204,12 @@ static void test_bad_configs(void)
        "num_labels alone: LABEL_0..LABEL_2");
     gpt2_checkpoint_close(ck);
     ck = NULL;
+    edit_config(dir, "pad_token_id", "-1");   /* transformers takes it: it matches no token */
+    ok(gpt2_checkpoint_open(dir, &ck, err, sizeof err) == 0 && ck->cfg.pad_token_id == -1,
+       "a negative pad_token_id is no pad token: %s", err);
+    gpt2_checkpoint_close(ck);
+    ck = NULL;
+    edit_config(dir, "pad_token_id", NULL);
     edit_config(dir, "num_labels", NULL);
     ok(gpt2_checkpoint_open(dir, &ck, err, sizeof err) == -1 && strstr(err, "score.weight") &&
            strstr(err, "expected [2, 16]"),
