@@ -370,3 +370,33 @@ def test_rate_limits_apply_in_each_routes_shape(models):
     finally:
         report = s.close()
     assert not report, report
+
+
+def test_moderation_refuses_a_regression_model():
+    """task = moderate compares scores with flag_threshold (0 to 1): a regression model's raw
+    outputs are not such scores, so the model refuses to load, saying why."""
+    d = make_tmpdir("llmcgi-classify-reg-")
+    s = web = None
+    try:
+        subprocess.run([str(GEN), "--out", str(d / "reg"), "--layers", "1", "--heads", "2", "--embd", "16",
+                        "--positions", "32", "--seed", "3", "--classifier", "1", "--problem-type", "regression",
+                        "--tokenizer", str(TOKENIZER)], check=True, capture_output=True, timeout=120)
+        s = Llmcgi(d / "llmcgi.sock", dir=d, extra=f"""\
+[model reg]
+path = {d / 'reg'}
+device = cpu
+task = moderate
+""").start()
+        web = WEB_SERVERS["nginx"](s.sock).start()
+        state = lambda: request(web.port, "GET", "/health").json().get("local_models", {}).get("reg", {})
+        r = post(web.port, "/v1/moderations", {"input": "a", "model": "reg"})
+        wait_for(lambda: state().get("state") == "failed", "the regression model to be refused")
+        assert "regression" in state().get("error", ""), state()
+        r = post(web.port, "/v1/moderations", {"input": "a", "model": "reg"})
+        assert 400 <= r.status < 600 and r.status != 200 and "regression" in r.json()["error"]["message"], r.body
+    finally:
+        if web:
+            web.stop()
+        report = s.cleanup() if s else ""
+        remove_tmpdir(d)
+    assert not report, report
