@@ -568,24 +568,25 @@ static int route(struct req *r, enum shape shape, const char *param, json_object
     return r->client_gone ? -1 : rc;
 }
 
-int route_classify(struct req *r)
+/* Reads the JSON body (answering 4xx when it is not one) and routes it. */
+static int route_body(struct req *r, enum shape shape, const char *param)
 {
     json_object *body = req_json_body(r);
     if (!body)
         return r->client_gone ? -1 : 0;
-    int rc = route(r, SH_CLASSIFY, "inputs", body);
+    int rc = route(r, shape, param, body);
     json_object_put(body);
     return rc;
 }
 
+int route_classify(struct req *r)
+{
+    return route_body(r, SH_CLASSIFY, "inputs");
+}
+
 int route_moderations(struct req *r)
 {
-    json_object *body = req_json_body(r);
-    if (!body)
-        return r->client_gone ? -1 : 0;
-    int rc = route(r, SH_OPENAI, "input", body);
-    json_object_put(body);
-    return rc;
+    return route_body(r, SH_OPENAI, "input");
 }
 
 bool classify_is_input_text(json_object *body)
