@@ -187,11 +187,6 @@ static int read_tgi_parameters(json_object *p, struct gen *g, char *err, size_t 
         snprintf(err, errlen, "`parameters` must be an object");
         return -1;
     }
-    json_object *stop = get(p, "stop");
-    if (stop && !json_object_is_type(stop, json_type_array)) {   /* TGI takes a list only */
-        snprintf(err, errlen, "`stop` must be a list of at most 4 non-empty strings");
-        return -1;
-    }
     if (read_long(p, "max_new_tokens", &g->max_tokens, NULL, 1, 1 << 30, err, errlen) < 0 ||
         read_long(p, "top_k", &g->top_k, &g->has_top_k, 1, 1 << 30, err, errlen) < 0)
         return -1;
@@ -253,7 +248,9 @@ int dialect_read_request(enum client_kind k, json_object *b, struct gen *g, char
                 snprintf(err, errlen, "`messages[%zu]` must be an object with a role and content", i);
                 return -1;
             }
-            if (!json_object_object_get_ex(m, "role", &role) || !json_object_is_type(role, json_type_string)) {
+            /* what a message must hold is the chat template's business (or the upstream's);
+             * the types of what it holds are checked here, before anything is passed on */
+            if (json_object_object_get_ex(m, "role", &role) && role && !json_object_is_type(role, json_type_string)) {
                 snprintf(err, errlen, "`messages[%zu].role` must be a string", i);
                 return -1;
             }

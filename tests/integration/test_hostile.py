@@ -187,7 +187,7 @@ WRONG = {
                              ("messages", [{"role": "user", "content": {"x": 1}}]), ("messages", [[]]),
                              ("stream_options", "x"), ("seed", "1"), ("stop", [1, 2])],
     "/generate": [("inputs", 5), ("inputs", None), ("parameters", []), ("parameters", {"max_new_tokens": "3"}),
-                  ("parameters", {"stop": "x"}), ("parameters", {"do_sample": "no"}), ("stream", 1)],
+                  ("parameters", {"stop": 7}), ("parameters", {"do_sample": "no"}), ("stream", 1)],
 }
 
 
