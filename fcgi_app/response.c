@@ -219,6 +219,19 @@ int resp_error_tgi(struct req *r, int status, const char *error_type, const char
     return rc;
 }
 
+int resp_error_model(struct req *r, enum api_dialect d, int status, const char *param, const char *code,
+                     const char *msg)
+{
+    if (status == 429 || status == 503)
+        resp_header(r, "Retry-After", "1");
+    if (d == DIALECT_OPENAI) {
+        if (!code)
+            code = status == 429 ? "rate_limit_exceeded" : status == 404 ? "model_not_found" : NULL;
+        return resp_error_openai(r, status, NULL, param, code, "%s", msg);
+    }
+    return resp_error_tgi(r, status == 400 ? 422 : status, NULL, "%s", msg);
+}
+
 int resp_error(struct req *r, int status, const char *fmt, ...)
 {
     va_list ap;

@@ -43,6 +43,13 @@ int resp_json(struct req *r, int status, json_object *obj);
  * default type for the status. */
 int resp_error(struct req *r, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
+/* An error of a model route (local generation, classification) in dialect
+ * d: Retry-After: 1 with 429 and 503; in OpenAI's shape, code (NULL: the
+ * one for 429 and 404) and param; in TGI's, a 400 is its validation error
+ * 422. msg is sent as it is. */
+int resp_error_model(struct req *r, enum api_dialect d, int status, const char *param, const char *code,
+                     const char *msg);
+
 /* {"error":{"message","type","param","code"}}; type NULL = default for status. */
 int resp_error_openai(struct req *r, int status, const char *type, const char *param, const char *code,
                       const char *fmt, ...) __attribute__((format(printf, 6, 7)));

@@ -78,22 +78,8 @@ static int fail(struct ccall *cc, int status, const char *param, const char *cod
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    struct req *r = cc->r;
-    if (status == 429 || status == 503)
-        resp_header(r, "Retry-After", "1");
-    int rc;
-    if (cc->shape == SH_OPENAI) {
-        const char *type = status == 429 ? "rate_limit_error" : NULL;
-        if (!code)
-            code = status == 429 ? "rate_limit_exceeded" : status == 404 ? "model_not_found" : NULL;
-        rc = resp_error_openai(r, status, type, param, code, "%s", msg);
-    } else {
-        if (status == 400)
-            status = 422;
-        const char *type = status == 422 ? "validation" : status == 429 ? "overloaded" : NULL;
-        rc = resp_error_tgi(r, status, type, "%s", msg);
-    }
-    return r->client_gone ? -1 : rc;
+    int rc = resp_error_model(cc->r, cc->shape == SH_OPENAI ? DIALECT_OPENAI : DIALECT_TGI, status, param, code, msg);
+    return cc->r->client_gone ? -1 : rc;
 }
 
 static json_object *field(json_object *o, const char *key)

@@ -135,19 +135,9 @@ static int answer_error(struct lcall *lc, int status, const char *param, const c
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    struct req *r = lc->r;
-    if (status == 429 || status == 503)
-        resp_header(r, "Retry-After", "1");
-    if (r->dialect == DIALECT_OPENAI) {
-        const char *type = status == 429 ? "rate_limit_error" : NULL;
-        const char *code = status == 429 ? "rate_limit_exceeded" : status == 404 ? "model_not_found" : NULL;
-        return resp_error_openai(r, status, type, param, code, "%s", msg);
-    }
-    if (status == 400)
-        status = 422;
-    if (status == 500)
-        status = 424;
-    return resp_error_tgi(r, status, status == 429 ? "overloaded" : NULL, "%s", msg);
+    if (lc->r->dialect != DIALECT_OPENAI && status == 500)
+        status = 424;                           /* TGI's "generation" error */
+    return resp_error_model(lc->r, lc->r->dialect, status, param, NULL, msg);
 }
 
 /* ------------------------------------------------------------------ routing */
