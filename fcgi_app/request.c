@@ -437,9 +437,10 @@ static int hex4(const char *p, const char *end)
 {
     int v = 0;
     for (int i = 0; i < 4; i++) {
-        if (p + i >= end || !isxdigit((unsigned char)p[i]))
+        int d = p + i < end ? util_hexval(p[i]) : -1;
+        if (d < 0)
             return -1;
-        v = v * 16 + (isdigit((unsigned char)p[i]) ? p[i] - '0' : (tolower((unsigned char)p[i]) - 'a' + 10));
+        v = v * 16 + d;
     }
     return v;
 }

@@ -5,6 +5,7 @@
  * hand-written one; the comparison is CRYPTO_memcmp. */
 #include "config.h"
 #include "sha256.h"
+#include "util.h"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -30,23 +31,12 @@ void sha256_hex(const unsigned char d[SHA256_LEN], char out[2 * SHA256_LEN + 1])
     out[2 * SHA256_LEN] = '\0';
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 int sha256_from_hex(const char *hex, unsigned char out[SHA256_LEN])
 {
     if (strlen(hex) != 2 * SHA256_LEN)
         return -1;
     for (size_t i = 0; i < SHA256_LEN; i++) {
-        int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
+        int hi = util_hexval(hex[2 * i]), lo = util_hexval(hex[2 * i + 1]);
         if (hi < 0 || lo < 0)
             return -1;
         out[i] = (unsigned char)(hi << 4 | lo);

@@ -205,7 +205,7 @@ void util_escape_log(char *buf, size_t len, size_t *pos, const char *s)
     *pos = p;
 }
 
-static int hexval(char c)
+int util_hexval(char c)
 {
     if (c >= '0' && c <= '9') return c - '0';
     if (c >= 'a' && c <= 'f') return c - 'a' + 10;
@@ -221,7 +221,7 @@ long util_url_decode(char *dst, const char *src, size_t n)
         if (c == '%') {
             if (i + 2 >= n)
                 return -1;
-            int hi = hexval(src[i + 1]), lo = hexval(src[i + 2]);
+            int hi = util_hexval(src[i + 1]), lo = util_hexval(src[i + 2]);
             if (hi < 0 || lo < 0)
                 return -1;
             c = (char)(hi * 16 + lo);

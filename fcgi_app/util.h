@@ -36,6 +36,9 @@ uint64_t util_xoshiro_next(uint64_t s[4]);
  * 2*nbytes+1). Fast per-thread generator seeded from getrandom(): ids, not keys. */
 void util_random_hex(char *out, size_t nbytes);
 
+/* The value of hex digit c (0-9, a-f, A-F), or -1. */
+int util_hexval(char c);
+
 /* Local time as "2026-11-22T15:04:05.123+01:00" into buf (>= 32 bytes). */
 void util_format_time(char *buf, size_t len, const struct timespec *ts);
 
