@@ -510,22 +510,26 @@ int ratelimit_admit(struct req *r)
     return take_all(r, "requests", 1);
 }
 
+/* Are wrong keys counted for r (a limit, keys, and a path that needs one)? */
+static bool auth_limited(const struct req *r)
+{
+    return r->cfg->auth_failures_per_minute && r->cfg->keys && r->srv->rl && !auth_path_public(r->cfg, r->path);
+}
+
 /* The address's bucket of wrong keys ("f:ADDR": its req bucket, no tokens),
- * made when `make` (a wrong key to count); NULL when not limited or, without
- * `make`, when the address has sent none. Lock held. */
+ * made when `make` (a wrong key to count); without `make`, NULL when the
+ * address has sent none. auth_limited(r); lock held. */
 static struct entry *auth_entry(struct req *r, int64_t now, bool make)
 {
-    long pm = r->cfg->auth_failures_per_minute;
-    if (!pm || !r->cfg->keys || !r->srv->rl || auth_path_public(r->cfg, r->path))
-        return NULL;
     char name[NAME_MAX_LEN + 8];
     snprintf(name, sizeof name, "f:%s", r->client);
-    return make ? get(r->srv->rl, name, pm, 0, r->cfg->max_clients, now) : find(r->srv->rl, name);
+    return make ? get(r->srv->rl, name, r->cfg->auth_failures_per_minute, 0, r->cfg->max_clients, now)
+                : find(r->srv->rl, name);
 }
 
 int ratelimit_auth_blocked(struct req *r)
 {
-    if (!r->cfg->auth_failures_per_minute || !r->cfg->keys || !r->srv->rl)
+    if (!auth_limited(r))
         return 0;
     long pm = r->cfg->auth_failures_per_minute;
     int64_t now = util_now_ns();
@@ -551,7 +555,7 @@ int ratelimit_auth_blocked(struct req *r)
 
 void ratelimit_auth_failed(struct req *r)
 {
-    if (!r->srv->rl)
+    if (!auth_limited(r))
         return;
     int64_t now = util_now_ns();
     double wait;
