@@ -562,6 +562,18 @@ int main(void)
     refused("[auth]\nkeys = x\n", want, "an unknown key in [auth]");
     snprintf(want, sizeof want, "%s:1: [limits] takes no name", path);
     refused("[limits x]\n", want, "a named [limits]");
+    snprintf(want, sizeof want, "%s:2: auth_failures_per_minute must be", path);
+    refused("[limits]\nauth_failures_per_minute = -1\n", want, "a negative auth_failures_per_minute");
+    refused("[limits]\nauth_failures_per_minute = many\n", want, "a word for auth_failures_per_minute");
+    snprintf(want, sizeof want, "%s:2: body_timeout must be a duration", path);
+    refused("[server]\nbody_timeout = 2d\n", want, "a body_timeout with an unknown unit");
+    refused("[server]\nbody_timeout = 2h\n", want, "a body_timeout above 1h");
+    struct config *d = load("[server]\nbody_timeout = 0\n[limits]\nauth_failures_per_minute = 0\n", err, sizeof err);
+    ok(d && d->body_timeout_ms == 0 && d->auth_failures_per_minute == 0, "body_timeout and auth_failures_per_minute 0: off");
+    config_unref(d);
+    d = load("[server]\n", err, sizeof err);
+    ok(d && d->body_timeout_ms == 60000 && d->auth_failures_per_minute == 30, "their defaults: 60s and 30");
+    config_unref(d);
 
     c = load("[server]\nthreads = 8\nthreads = 9\n  16\nlisten_backlog = 10\n", err, sizeof err);
     ok(c == NULL && strstr(err, ":3: duplicate key \"threads\"") && !strstr(err, "listen_backlog"),
