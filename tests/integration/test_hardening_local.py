@@ -4,6 +4,7 @@
   422 (refused before it is encoded when its length alone proves it too long), and llmcgi's peak
   resident memory while it answers stays under 20 times the body (VmHWM, reset before the request
   through /proc/PID/clear_refs: memory, not time). Before: a 200 of 50 MB and +1.2 GB.
+* A whole answer with top_logprobs holds its text, not a JSON tree per token (under 10x its size).
 * The configured (and default) model is pinned: on-demand loads from models_dir never unload it,
   /health stays 200 and says what each model is; when pinned models fill max_loaded_models an
   on-demand load is a clear 503.
@@ -15,6 +16,7 @@
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 
@@ -163,6 +165,30 @@ def test_an_openai_prompt_over_the_input_is_refused_before_encoding(node):
     assert r.status == 400
     e = r.json()["error"]
     assert e["code"] == "context_length_exceeded" and "at least" in e["message"], e
+
+
+def test_a_whole_answer_with_top_logprobs_costs_a_few_times_its_text(node):
+    """n x max_tokens x top_logprobs is bounded by existing limits (max_concurrent, the context, 20), but
+    each token's 20 alternatives were a tree of ~60 JSON objects: a 132-byte request for a 2.8 MB answer
+    took +61 MB (22x the answer). Now each token's tree is serialized as soon as it is built."""
+    chat = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "n": 16, "logprobs": True,
+            "top_logprobs": 20}
+    warm = node.post("/v1/chat/completions", dict(chat, max_tokens=2))   # the engine's own first-use buffers
+    assert warm.status == 200, warm.body
+    reset_peak(node.pid())
+    before = status_kb(node.pid(), "VmRSS")
+    r = node.post("/v1/chat/completions", dict(chat, max_tokens=100))
+    peak = status_kb(node.pid(), "VmHWM")
+    assert r.status == 200, r.body
+    choices = r.json()["choices"]
+    assert len(choices) == 16 and all(len(c["logprobs"]["content"]) == 100 for c in choices)
+    first = choices[0]["logprobs"]["content"][0]
+    assert set(first) == {"token", "logprob", "bytes", "top_logprobs"} and len(first["top_logprobs"]) == 20
+    assert first["top_logprobs"][0]["logprob"] >= first["top_logprobs"][1]["logprob"]
+    if os.environ.get("LLMCGI_SANITIZERS") == "yes":
+        return                      # AddressSanitizer keeps freed memory in quarantine: no peak to compare
+    grown = (peak - before) * 1024
+    assert grown < 10 * len(r.body), f"the peak grew by {grown} bytes for a {len(r.body)}-byte answer"
 
 
 # ---------------------------------------------------------------------------- item 5: a key's models
