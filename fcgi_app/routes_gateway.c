@@ -876,9 +876,7 @@ static int generate(struct req *r, enum client_kind kind, int variant)
 
     n = find_candidates(r, k.model, cands);
     if (n == 0) {
-        rc = r->dialect == DIALECT_OPENAI
-                 ? resp_error_openai(r, 404, NULL, "model", "model_not_found", "The model `%s` does not exist", k.model)
-                 : resp_error_tgi(r, 404, "not_found", "model %s is not served here", k.model);
+        rc = resp_model_not_found(r, k.model);
         goto out;
     }
     /* a bounded label: a name a configured upstream lists, or "*" for the catch-all (any client string) */
@@ -1338,6 +1336,8 @@ int route_gw_model_health(struct req *r)
 {
     const char *id = req_param(r, "id");
     int lrc;
+    if (!id || auth_check_model(r, id))
+        return r->client_gone ? -1 : 0;
     if (local_model_health(r, id, &lrc))
         return lrc;
     json_object *ups = json_object_new_array(), *o = json_object_new_object();
@@ -1367,7 +1367,7 @@ int route_gw_model_health(struct req *r)
     if (!found) {
         json_object_put(ups);
         json_object_put(o);
-        return resp_error(r, 404, "model %s is not served here", id);
+        return resp_model_not_found(r, id);
     }
     json_object_object_add(o, "model_id", json_object_new_string(id));
     json_object_object_add(o, "status", json_object_new_string(any ? "ok" : "unavailable"));
