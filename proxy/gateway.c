@@ -287,6 +287,7 @@ char **gateway_parse_model_list(const char *body, size_t len, bool tgi_info, siz
             goto out;
         if (!gateway_model_id_ok(json_object_get_string(v), (size_t)json_object_get_string_len(v))) {
             *dropped = 1;
+            names = calloc(1, sizeof *names);   /* no model: not the one it named before */
             goto out;
         }
         if ((names = calloc(2, sizeof *names)) && !(names[0] = strdup(json_object_get_string(v)))) {

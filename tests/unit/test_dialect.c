@@ -786,7 +786,9 @@ int main(void)
         gateway_free_names(names);
         snprintf(info, sizeof info, "{\"model_id\":\"%.250s\\n2026-01-01 [error] forged\"}", long_id);
         names = gateway_parse_model_list(info, strlen(info), true, &dropped);
-        ok(!names && dropped == 1, "TGI's /info: a model_id with a newline or over 256 bytes is not taken");
+        ok(names && !names[0] && dropped == 1,
+           "TGI's /info: a model_id with a newline or over 256 bytes is not taken (an empty list, not the last one)");
+        gateway_free_names(names);
         {
             const char *good = "{\"model_id\":\"bigscience/bloom-560m\"}";
             names = gateway_parse_model_list(good, strlen(good), true, &dropped);
