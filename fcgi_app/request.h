@@ -135,4 +135,11 @@ json_object *json_parse_strict(const char *buf, size_t len, char *err, size_t er
  * Pure: unit-tested and fuzzed. */
 int json_check_request(const char *buf, size_t len, json_object *obj, char *err, size_t errlen);
 
+/* json_check_request for what an upstream answers (a body or one stream
+ * event), so that llmcgi never relays or reads a value json-c changed:
+ * the same checks, but integers may reach 2^64-2 (TGI's seeds are u64;
+ * 2^64-1 is where json-c saturates) and strings may hold \u0000 (text a
+ * model generated). Pure: unit-tested and fuzzed. */
+int json_check_upstream(const char *buf, size_t len, json_object *obj, char *err, size_t errlen);
+
 #endif

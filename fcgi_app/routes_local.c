@@ -215,6 +215,22 @@ static int check_unsupported(struct lcall *lc, json_object *body)
             return answer_error(lc, 400, "tools", "`tools` must be an array"), -1;
         if (v && json_object_array_length(v) > 0)
             return answer_error(lc, 400, "tools", "`tools` are not supported by local GPT-2 models"), -1;
+        /* the legacy function calling fields, and the choice among tools, like tools: "none" asks for
+         * what a local model does anyway */
+        if ((v = field(body, "functions")) && !json_object_is_type(v, json_type_array))
+            return answer_error(lc, 400, "functions", "`functions` must be an array"), -1;
+        if (v && json_object_array_length(v) > 0)
+            return answer_error(lc, 400, "functions", "`functions` are not supported by local GPT-2 models"), -1;
+        static const char *const choices[] = {"tool_choice", "function_call"};
+        for (size_t i = 0; i < ARRAY_LEN(choices); i++) {
+            if (!(v = field(body, choices[i])))
+                continue;
+            if (!json_object_is_type(v, json_type_string) && !json_object_is_type(v, json_type_object))
+                return answer_error(lc, 400, choices[i], "`%s` must be a string or an object", choices[i]), -1;
+            if (!json_object_is_type(v, json_type_string) || strcmp(json_object_get_string(v), "none") != 0)
+                return answer_error(lc, 400, choices[i], "`%s` is not supported by local GPT-2 models (only \"none\")",
+                                    choices[i]), -1;
+        }
         if ((v = field(body, "response_format"))) {
             json_object *t = field(v, "type");
             if (!t || !json_object_is_type(t, json_type_string) || strcmp(json_object_get_string(t), "text") != 0)
