@@ -1,7 +1,9 @@
 /* test_cuda.c -- the CUDA backend: device selection (everywhere), then on a CUDA device each kernel against a CPU reference and the whole model against the CPU backend (logits, greedy tokens, batched vs one at a time).
  *
  * Without CUDA in the build or without a usable device only the device
- * selection runs and the rest is a TAP skip saying why.
+ * selection runs and the rest is a TAP skip saying why, or a failure when
+ * LLMCGI_REQUIRE_GPU=1 (tools/gpu-check sets it: on the GPU machine a skip
+ * would hide a device that was not seen).
  *
  * Kernels run on fresh random inputs (the seed is printed; LLMCGI_TEST_SEED
  * repeats a run) with every output buffer filled with 0xff bytes first, a NaN
@@ -891,10 +893,18 @@ int main(void)
     struct gpu_info g;
     gpu_probe(&g, false);
     test_device_selection(&g);
+    /* On the GPU machine (tools/gpu-check sets it) no device is a failure, not a skip. */
+    const char *req = getenv("LLMCGI_REQUIRE_GPU");
+    bool require = req && *req && strcmp(req, "0");
 #ifndef HAVE_CUDA
-    printf("ok %d # SKIP kernels and models: %s\n", ++tap_count, g.error);
+    if (require)
+        ok(0, "LLMCGI_REQUIRE_GPU is set, but this build has no CUDA backend (%s)", g.error);
+    else
+        printf("ok %d # SKIP kernels and models: %s\n", ++tap_count, g.error);
 #else
-    if (g.devices == 0) {
+    if (g.devices == 0 && require) {
+        ok(0, "LLMCGI_REQUIRE_GPU is set, but there is no usable CUDA device: %s", g.error);
+    } else if (g.devices == 0) {
         printf("ok %d # SKIP kernels: no CUDA device (%s)\n", ++tap_count, g.error);
         printf("ok %d # SKIP whole models against the CPU: no CUDA device\n", ++tap_count);
     } else {
@@ -907,5 +917,6 @@ int main(void)
     }
 #endif
     scratch_remove(tmp_root);
-    return tap_done();
+    int rc = tap_done();
+    return require && tap_failures ? 1 : rc;   /* and a failing exit status for scripts */
 }
