@@ -403,6 +403,31 @@ static void test_bias_act(enum ckpt_dtype dt, enum kcu_act act)
     free(out);
 }
 
+/* F16 outputs saturate at +-65504 instead of overflowing to infinity
+ * (kernels.h), and gelu_new of a huge input is the input or -0, not NaN. */
+static void test_f16_saturation(void)
+{
+    enum { N = 6 };
+    static const float in[N] = {1e5f, -1e5f, 7e4f, 65000.0f, 3e38f, -3e38f};
+    float *d_in = dev_copy(in, sizeof in);
+    void *d_out = dev_poison(N * 2);
+    uint16_t out[N];
+    for (int a = KCU_ACT_NONE; a <= KCU_ACT_GELU_TANH && d_in && d_out; a++) {
+        if (!cu(kcu_bias_act(d_out, CKPT_F16, d_in, NULL, 1, N, (enum kcu_act)a, 0), "kcu_bias_act") ||
+            !dev_get(out, d_out, sizeof out))
+            break;
+        int good = 1;
+        for (int i = 0; i < N; i++) {
+            float v = ckpt_f16_to_f32(out[i]);
+            float want = in[i] > 0 ? fminf(in[i], 65504.0f) : a == KCU_ACT_NONE ? fmaxf(in[i], -65504.0f) : 0.0f;
+            good &= isfinite(v) && fabsf(v - ckpt_f16_to_f32(ckpt_f32_to_f16(want))) <= 32.0f;
+        }
+        ok(good, "F16 %s of inputs past 65504: saturated, finite", a == KCU_ACT_NONE ? "bias" : "gelu_new");
+    }
+    cudaFree(d_in);
+    cudaFree(d_out);
+}
+
 static void test_gather(enum ckpt_dtype dt)
 {
     enum { T = 20, R = 6, C = 70 };
@@ -474,7 +499,7 @@ struct att_case {
  * against a double-precision reference on a host copy of the pool. */
 static void test_attention(enum ckpt_dtype dt, const struct att_case *ac)
 {
-    struct kcu_kv_layout kl = {ac->L, ac->H, ac->hd, ac->B};
+    struct kcu_kv_layout kl = {ac->L, ac->H, ac->hd, ac->B, NULL, NULL};
     int C = ac->H * ac->hd, T = 0, nt = 0;
     size_t es = ckpt_dtype_size(dt), pool_elems = (size_t)ac->n_blocks * kcu_kv_block_elems(kl);
     int32_t *perm = malloc(sizeof(int32_t) * ac->n_blocks), row_pos[256], row_tab[256], tables[512];
@@ -588,6 +613,7 @@ static void test_kernels(void)
         for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
             test_attention(dt, &cases[c]);
     }
+    test_f16_saturation();
     cublasDestroy(h);
 }
 
@@ -900,6 +926,46 @@ static void compare_long(const struct gpt2_checkpoint *ck, const char *what, dou
     llm_free(gpu);
 }
 
+/* The debug modes of the CUDA backend: LLMCGI_CUDA_CHECK_KV=1 fails a step
+ * whose attention reads KV positions no step wrote, and passes one that
+ * reads only what was written; LLMCGI_CUDA_SYNC=1 gives the same logits. */
+static void test_debug_modes(const struct gpt2_checkpoint *ck, const char *what)
+{
+    int V = ck->cfg.vocab_size;
+    int32_t toks[8], table[2] = {1, 0};
+    for (int i = 0; i < 8; i++)
+        toks[i] = irand(V);
+    float *a = malloc(sizeof(float) * (size_t)V), *b = malloc(sizeof(float) * (size_t)V);
+    char err[512] = "";
+    setenv("LLMCGI_CUDA_CHECK_KV", "1", 1);
+    struct llm_model *m = load_on(ck, LLM_DEVICE_CUDA, 2, 8, what);
+    unsetenv("LLMCGI_CUDA_CHECK_KV");
+    if (m) {
+        struct llm_seq s = {toks + 7, 1, 7, table, 2, LLM_LOGITS_LAST};
+        int rc = llm_forward(m, &s, 1, a, err, sizeof err);
+        ok(rc == -1, "%s: LLMCGI_CUDA_CHECK_KV=1: a decode at position 7 over blocks never written fails", what);
+        has_str(err, "no step wrote", "  saying what was read (%s)", err);
+        s = (struct llm_seq){toks, 7, 0, table, 2, LLM_LOGITS_NONE};
+        struct llm_seq d = {toks + 7, 1, 7, table, 2, LLM_LOGITS_LAST};
+        ok(llm_forward(m, &s, 1, a, err, sizeof err) == 0 && llm_forward(m, &d, 1, a, err, sizeof err) == 0,
+           "%s:   and the same decode after a prefill of positions 0-6 passes (%s)", what, err);
+        llm_free(m);
+    }
+    setenv("LLMCGI_CUDA_SYNC", "1", 1);
+    m = load_on(ck, LLM_DEVICE_CUDA, 2, 8, what);
+    unsetenv("LLMCGI_CUDA_SYNC");
+    struct llm_model *plain = load_on(ck, LLM_DEVICE_CUDA, 2, 8, what);
+    if (m && plain) {
+        struct llm_seq s = {toks, 8, 0, table, 2, LLM_LOGITS_LAST};
+        ok(step(m, &s, 1, a, what) == 0 && step(plain, &s, 1, b, what) == 0 && rows_err(a, b, 1, V) <= 1e-6,
+           "%s: LLMCGI_CUDA_SYNC=1 (a synchronisation after every launch): the same logits", what);
+    }
+    llm_free(m);
+    llm_free(plain);
+    free(a);
+    free(b);
+}
+
 static void test_models(void)
 {
     /* The 124M shape is left out under the sanitizers and LLMCGI_CUDA_QUICK
@@ -924,6 +990,8 @@ static void test_models(void)
                 compare_greedy(ck, name, 64);
             if (dt != CKPT_F16)
                 compare_batched(ck, name, dt == CKPT_F32 ? 1e-5 : 1e-2);
+            if (dt == CKPT_F32)
+                test_debug_modes(ck, name);
             drop_model(ck);
         }
 
