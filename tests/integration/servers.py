@@ -299,7 +299,7 @@ http {{
         return [self.bin, "-p", str(self.dir), "-c", str(self.dir / "nginx.conf")]
 
 
-APACHE_MODULES = ["mpm_event", "authz_core", "unixd", "proxy", "proxy_fcgi"]
+APACHE_MODULES = ["mpm_event", "authz_core", "unixd", "proxy", "proxy_fcgi", "rewrite", "headers"]
 
 
 class Apache(WebServer):
@@ -313,6 +313,8 @@ class Apache(WebServer):
         site = (BUILDDIR / "etc/apache/llmcgi.conf").read_text()
         site = site.replace(_site_socket_path(site), str(sock))
         site = site.replace("<VirtualHost *:80>", f"<VirtualHost 127.0.0.1:{self.port}>")
+        # the JSON error documents, from the source tree instead of their installed place
+        site = re.sub(r"/\S*/llmcgi/errors", str(SRCDIR / "etc/errors"), site)
         (self.dir / "site.conf").write_text(site)
         d = self.dir
         builtin = subprocess.run([self.bin, "-l"], capture_output=True, text=True).stdout

@@ -1,0 +1,99 @@
+"""Hardening of the shipped web server sites and of what llmcgi hands them (issue 19, items 7, 13, 14).
+
+The web servers run the project's own site files (servers.py): what a client
+gets here is what it gets from an installed site.
+"""
+
+import http.client
+import json
+import socket
+
+import pytest
+
+from servers import TIMEOUT, request, wait_for
+
+
+def assert_json_error(r, status, dialect, retry_after=False):
+    """r is the web server's JSON error in `dialect` ("openai" or "tgi")."""
+    assert r.status == status, (r.status, r.body[:300])
+    assert (r.header("content-type") or "").startswith("application/json"), (r.headers, r.body[:300])
+    body = r.json()
+    if dialect == "openai":
+        assert set(body) == {"error"}, body
+        assert set(body["error"]) == {"message", "type", "param", "code"}, body
+        assert body["error"]["message"] and body["error"]["type"], body
+    else:
+        assert set(body) == {"error", "error_type"}, body
+        assert isinstance(body["error"], str) and body["error"] and body["error_type"], body
+    if retry_after:
+        assert (r.header("retry-after") or "").isdigit(), r.headers
+    return body
+
+
+def raw_request(port, head, body=b""):
+    """Sends a request and reads the answer, also when the server answers
+    before the whole body is in (nginx) and stops reading it."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+    try:
+        try:
+            s.sendall(head + body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass                                # answered early: the answer is waiting
+        resp = http.client.HTTPResponse(s)
+        resp.begin()
+        data = resp.read()
+        from servers import Response
+        return Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, data)
+    finally:
+        s.close()
+
+
+@pytest.fixture
+def app(web, llmcgi_factory):
+    return llmcgi_factory(web.sock).start()
+
+
+# ---------------------------------------------------------------- item 14: the web server's own errors
+
+def test_llmcgi_down_is_json_with_retry_after(web, app):
+    assert request(web.port, "GET", "/health").status == 200
+    app.stop()
+    r = request(web.port, "GET", "/v1/models")
+    status = r.status
+    assert status in (502, 503), r.status
+    assert_json_error(r, status, "openai", retry_after=True)
+    assert_json_error(request(web.port, "GET", "/health"), status, "tgi", retry_after=True)
+    assert_json_error(request(web.port, "POST", "/v1/chat/completions", body="{}",
+                              headers={"Content-Type": "application/json"}), status, "openai", retry_after=True)
+    assert_json_error(request(web.port, "POST", "/generate", body="{}",
+                              headers={"Content-Type": "application/json"}), status, "tgi", retry_after=True)
+
+
+def test_url_too_long_is_json(web, app):
+    assert_json_error(request(web.port, "GET", "/v1/models/" + "a" * 9000), 414, "openai")
+    assert_json_error(request(web.port, "GET", "/info?" + "a" * 9000), 414, "tgi")
+
+
+def test_header_too_long_is_json(web, app):
+    big = {"X-Big": "b" * 9000}
+    assert_json_error(request(web.port, "GET", "/v1/models", headers=big), 400, "openai")
+    assert_json_error(request(web.port, "GET", "/health", headers=big), 400, "tgi")
+
+
+def test_body_over_the_sites_limit_is_json(web, app):
+    # Over the sites' 16 MiB. nginx refuses it on Content-Length alone; Apache
+    # passes it on and llmcgi refuses it (its max_body is lower): JSON either way.
+    size = 17 * 1024 * 1024
+    for path, dialect in (("/v1/completions", "openai"), ("/generate", "tgi")):
+        head = (f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {size}\r\nConnection: close\r\n\r\n").encode()
+        assert_json_error(raw_request(web.port, head, b"{" + b" " * (size - 1)), 413, dialect)
+
+
+def test_llmcgi_errors_pass_through_untouched(web, app):
+    r = request(web.port, "GET", "/v1/no-such-thing")
+    assert r.status == 404 and r.header("x-request-id"), r.headers
+    assert "no-such-thing" in r.json()["error"]["message"]     # llmcgi's message, not the site's
+    r = request(web.port, "POST", "/_test/echo", body="x" * 100_000, headers={"Content-Type": "application/json"})
+    assert r.status == 413 and r.header("x-request-id"), r.headers
+    assert "(max_body)" in r.json()["error"], r.body
