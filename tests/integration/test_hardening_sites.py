@@ -97,3 +97,50 @@ def test_llmcgi_errors_pass_through_untouched(web, app):
     r = request(web.port, "POST", "/_test/echo", body="x" * 100_000, headers={"Content-Type": "application/json"})
     assert r.status == 413 and r.header("x-request-id"), r.headers
     assert "(max_body)" in r.json()["error"], r.body
+
+
+# ---------------------------------------------------------------- item 7: big upstream headers
+
+@pytest.fixture
+def bigheads(web, llmcgi_factory):
+    """llmcgi behind `web` with an `http` pass-through to a TGI stand-in under /img."""
+    from standin import Standin
+    s = Standin("tgi").start()
+    app = llmcgi_factory(web.sock, extra=f"""
+[upstream img]
+type = http
+url = {s.url}
+path_prefix = /img
+""").start()
+    yield s, app
+    s.stop()
+
+
+def generate_img(web):
+    return request(web.port, "POST", "/img/generate", body='{"inputs": "x"}',
+                   headers={"Content-Type": "application/json"})
+
+
+def test_big_upstream_header_within_llmcgis_cap_gets_through(web, bigheads):
+    standin, app = bigheads
+    standin.set_fault("status", code=200, headers=[("X-Big", "a" * 7000)])
+    r = generate_img(web)
+    assert r.status == 200, (r.status, r.body[:300])       # nginx's HTML 502 with its default buffer
+    assert r.header("x-big") == "a" * 7000
+
+
+@pytest.mark.parametrize("heads", [[("X-Huge", "h" * 20000)],
+                                   [(f"X-Big-{i}", "b" * 5000) for i in range(4)]],
+                         ids=["one-20k-header", "four-5k-headers"])
+def test_upstream_headers_over_the_cap_are_a_json_502(web, bigheads, heads):
+    standin, app = bigheads
+    standin.set_fault("status", code=200, headers=heads)
+    r = generate_img(web)
+    body = assert_json_error(r, 502, "tgi")
+    assert "headers over llmcgi's limit" in body["error"], body
+    assert r.header("x-request-id")
+    rid = r.header("x-request-id")
+    line = [l for l in app.access_log().splitlines() if rid in l]
+    assert line and " 502 " in line[0], line          # the access log says what the client got
+    standin.set_fault("ok")
+    assert generate_img(web).status == 200              # the upstream is not marked down for it
