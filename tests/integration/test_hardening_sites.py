@@ -144,3 +144,36 @@ def test_upstream_headers_over_the_cap_are_a_json_502(web, bigheads, heads):
     assert line and " 502 " in line[0], line          # the access log says what the client got
     standin.set_fault("ok")
     assert generate_img(web).status == 200              # the upstream is not marked down for it
+
+
+# ---------------------------------------------------------------- item 13: operator-side edges
+
+def test_a_flooding_child_cannot_flood_the_log(llmcgi_factory):
+    import sys
+    import time
+    from servers import WEB_SERVERS, free_port, make_tmpdir
+    d = make_tmpdir("flood-")
+    (d / "flood.py").write_text("import sys, time\n"
+                                "for _ in range(300000):\n    sys.stdout.write('A' * 99 + '\\n')\n"
+                                "sys.stdout.flush()\ntime.sleep(1)\nprint('FLOOD-END', flush=True)\ntime.sleep(600)\n")
+    t0 = time.monotonic()
+    app = llmcgi_factory(d / "llmcgi.sock", dir=d, extra=f"""
+[upstream flood]
+type = openai
+url = http://127.0.0.1:{free_port()}
+models = flood
+launch = exec {sys.executable} {d}/flood.py
+launch_stop_timeout = 2s
+""").start()
+    web = WEB_SERVERS["nginx"](app.sock).start()
+    try:
+        assert request(web.port, "GET", "/health").status in (200, 503)    # serving while it floods
+        wait_for(lambda: "FLOOD-END" in app.log(), "the child's line after its 30 MB flood", timeout=120)
+        took = time.monotonic() - t0
+        assert request(web.port, "GET", "/health").status in (200, 503)
+    finally:
+        web.stop()
+    size = (d / "error.log").stat().st_size
+    # the bucket: 128 KiB at once, then 8 KiB a second (and llmcgi's own lines)
+    assert size < 128 * 1024 + 8192 * (took + 2) + 64 * 1024, (size, took)
+    assert "lines (" in app.log() and "of output dropped" in app.log()
