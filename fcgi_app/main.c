@@ -127,6 +127,28 @@ static struct config *load_config(const char *file, bool to_log)
     return cfg;
 }
 
+/* Tells what config_check_paths finds (a model path that is not there):
+ * to the log, or as "file:line: warning: ..." on stderr. Returns the count. */
+static size_t warn_paths(const struct config *cfg, bool to_log)
+{
+    struct config_errors warns = {0};
+    config_check_paths(cfg, &warns);
+    for (size_t i = 0; i < warns.n; i++) {
+        if (to_log) {
+            log_warn("%s", warns.msg[i]);
+            continue;
+        }
+        const char *rest = strstr(warns.msg[i], ": ");   /* "file:line" is before the first ": " */
+        if (rest)
+            fprintf(stderr, "%.*s: warning: %s\n", (int)(rest - warns.msg[i]), warns.msg[i], rest + 2);
+        else
+            fprintf(stderr, "warning: %s\n", warns.msg[i]);
+    }
+    size_t n = warns.n;
+    config_errors_free(&warns);
+    return n;
+}
+
 static bool str_differs(const char *a, const char *b)
 {
     return (a == NULL) != (b == NULL) || (a && strcmp(a, b) != 0);
@@ -160,8 +182,10 @@ static void reload(struct server *srv, const char *file)
     gateway_reconfigure(srv->gw, next);
     server_config_swap(srv, config_ref(next));  /* first, so no request reloads a model with the old settings */
     registry_reconfigure(srv->reg, next);
+    size_t warned = warn_paths(next, true);
+    log_notice("configuration reloaded (%zu models%s)", next->n_models,
+               warned ? "; see the warnings above" : "");
     config_unref(next);
-    log_notice("configuration reloaded (%zu models)", next->n_models);
     sysd_notify("READY=1\nSTATUS=serving");
 }
 
@@ -208,8 +232,9 @@ int main(int argc, char **argv)
     if (!cfg)
         return 1;
     if (opt.check) {
-        printf("%s: configuration is valid (%zu models, %zu upstreams)\n", opt.config, cfg->n_models,
-               cfg->n_upstreams);
+        size_t warned = warn_paths(cfg, false);
+        printf("%s: configuration is valid (%zu models, %zu upstreams)%s\n", opt.config, cfg->n_models,
+               cfg->n_upstreams, warned ? "; see the warnings" : "");
         config_unref(cfg);
         return 0;
     }
@@ -231,6 +256,7 @@ int main(int argc, char **argv)
         config_unref(cfg);
         return 1;
     }
+    warn_paths(cfg, true);
     int prc = proxy_global_init(err, sizeof err);
     if (prc < 0) {
         log_error("%s", err);

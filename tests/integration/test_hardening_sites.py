@@ -177,3 +177,29 @@ launch_stop_timeout = 2s
     # the bucket: 128 KiB at once, then 8 KiB a second (and llmcgi's own lines)
     assert size < 128 * 1024 + 8192 * (took + 2) + 64 * 1024, (size, took)
     assert "lines (" in app.log() and "of output dropped" in app.log()
+
+
+def test_a_missing_model_path_is_a_warning_at_reload_start_and_check(llmcgi_factory):
+    import signal
+    import subprocess
+    from servers import LLMCGI, make_tmpdir
+    d = make_tmpdir("ghost-")
+    app = llmcgi_factory(d / "llmcgi.sock", dir=d).start()
+    ghost = "\n[model ghost]\npath = /nonexistent/ghost-model\n"
+    app.write_config(extra=ghost)
+    line = app.config.read_text().splitlines().index("path = /nonexistent/ghost-model") + 1
+    want = f"llmcgi.conf:{line}: [model ghost]: path /nonexistent/ghost-model does not exist"
+    app.signal(signal.SIGHUP)
+    wait_for(lambda: "configuration reloaded" in app.log(), "the reload")
+    log = app.log()
+    assert want in log, log
+    assert log.index(want) < log.index("configuration reloaded"), log
+    assert "[warn]" in next(l for l in log.splitlines() if want in l)
+    # llmcgi -t says it too (a warning: the file is valid, as at start, where it is logged too)
+    r = subprocess.run([str(LLMCGI), "-t", "-c", str(app.config)], capture_output=True, text=True, timeout=20)
+    assert r.returncode == 0, r.stderr
+    assert f"llmcgi.conf:{line}: warning: [model ghost]: path /nonexistent/ghost-model does not exist" in r.stderr
+    app.stop()
+    (d / "error.log").unlink()
+    app.start()
+    assert want in app.log(), app.log()
