@@ -128,8 +128,8 @@ static struct config *load_config(const char *file, bool to_log)
 }
 
 /* Tells what config_check_paths finds (a model path that is not there):
- * to the log, or as "file:line: warning: ..." on stderr. Returns the count. */
-static size_t warn_paths(const struct config *cfg, bool to_log)
+ * to the log, or as "file:line: warning: ..." on stderr. */
+static void warn_paths(const struct config *cfg, bool to_log)
 {
     struct config_errors warns = {0};
     config_check_paths(cfg, &warns);
@@ -144,9 +144,7 @@ static size_t warn_paths(const struct config *cfg, bool to_log)
         else
             fprintf(stderr, "warning: %s\n", warns.msg[i]);
     }
-    size_t n = warns.n;
     config_errors_free(&warns);
-    return n;
 }
 
 static bool str_differs(const char *a, const char *b)
@@ -172,6 +170,7 @@ static void reload(struct server *srv, const char *file)
         sysd_notify("READY=1\nSTATUS=reload failed; running the previous configuration");
         return;
     }
+    warn_paths(next, true);
     struct config *cur = server_config_acquire(srv);
     if (str_differs(cur->listen, next->listen) || cur->listen_backlog != next->listen_backlog ||
         cur->socket_mode != next->socket_mode)
@@ -182,9 +181,7 @@ static void reload(struct server *srv, const char *file)
     gateway_reconfigure(srv->gw, next);
     server_config_swap(srv, config_ref(next));  /* first, so no request reloads a model with the old settings */
     registry_reconfigure(srv->reg, next);
-    size_t warned = warn_paths(next, true);
-    log_notice("configuration reloaded (%zu models%s)", next->n_models,
-               warned ? "; see the warnings above" : "");
+    log_notice("configuration reloaded (%zu models)", next->n_models);
     config_unref(next);
     sysd_notify("READY=1\nSTATUS=serving");
 }
@@ -232,9 +229,9 @@ int main(int argc, char **argv)
     if (!cfg)
         return 1;
     if (opt.check) {
-        size_t warned = warn_paths(cfg, false);
-        printf("%s: configuration is valid (%zu models, %zu upstreams)%s\n", opt.config, cfg->n_models,
-               cfg->n_upstreams, warned ? "; see the warnings" : "");
+        warn_paths(cfg, false);         /* on stderr; the file is valid all the same */
+        printf("%s: configuration is valid (%zu models, %zu upstreams)\n", opt.config, cfg->n_models,
+               cfg->n_upstreams);
         config_unref(cfg);
         return 0;
     }
