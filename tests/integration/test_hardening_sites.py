@@ -99,6 +99,11 @@ def test_llmcgi_errors_pass_through_untouched(web, app):
     assert "(max_body)" in r.json()["error"], r.body
 
 
+
+def test_the_error_documents_are_not_served_as_answers(web, app):
+    for path in ("/.llmcgi-error", "/.llmcgi-error/503.json"):
+        assert_json_error(request(web.port, "GET", path), 404, "tgi")
+
 # ---------------------------------------------------------------- item 7: big upstream headers
 
 @pytest.fixture
