@@ -986,8 +986,18 @@ bool gateway_route_http(struct req *r)
  *  - Access-Control-* when llmcgi answers CORS, X-RateLimit-* when llmcgi
  *    limits rates or checks keys;
  *  - names that are not tokens, values with a line break.
+ * A header line or a whole head past the caps below ends the answer as a
+ * JSON 502 instead.
  * Set-Cookie, Location, Content-Encoding, Cache-Control and the rest pass
  * unchanged: through them the upstream's application speaks to the client. */
+
+/* Caps on the headers relayed from an `http` upstream, so that what llmcgi
+ * relays is what the web server in front accepts: Apache refuses a header
+ * line over 8190 bytes, and the shipped nginx site's fastcgi_buffer_size
+ * (32k) must hold these plus llmcgi's own. An answer over them is a JSON 502
+ * (the web server's HTML 502 otherwise, while llmcgi would log a 200). */
+#define PASS_HEADER_MAX 8000            /* one header line, name and value */
+#define PASS_HEADERS_MAX 16384          /* all relayed headers together */
 
 /* Hop-by-hop headers (RFC 9110 7.6.1) and ones we set ourselves. */
 static bool hop_by_hop(const char *name, size_t len)
@@ -1034,6 +1044,7 @@ struct pass {
     char *headers;              /* the answer's headers, "Name: value\r\n"... */
     size_t hlen, hcap;
     bool started, event_stream;
+    bool too_big;               /* the upstream's headers are over the caps below */
     uint64_t body_read;         /* bytes of the client's body sent upstream */
     uint64_t body_left;
 };
@@ -1041,7 +1052,7 @@ struct pass {
 static int pass_header(void *ud, const char *name, size_t nlen, const char *value, size_t vlen)
 {
     struct pass *p = ud;
-    if (hop_by_hop(name, nlen) || web_server_header(name, nlen) || nlen == 0 || nlen > 100 || vlen > 8000 || memchr(value, '\r', vlen) ||
+    if (hop_by_hop(name, nlen) || web_server_header(name, nlen) || nlen == 0 || nlen > 100 || memchr(value, '\r', vlen) ||
         memchr(value, '\n', vlen))
         return 0;
     for (size_t i = 0; i < nlen; i++)
@@ -1059,8 +1070,10 @@ static int pass_header(void *ud, const char *name, size_t nlen, const char *valu
     if (nlen == 12 && strncasecmp(name, "content-type", 12) == 0)
         p->event_stream = vlen >= 17 && strncasecmp(value, "text/event-stream", 17) == 0;
     size_t need = p->hlen + nlen + vlen + 5;
-    if (need > 64 * 1024)
-        return 0;                               /* an absurd amount of headers: drop the rest */
+    if (nlen + vlen + 4 > PASS_HEADER_MAX || need > PASS_HEADERS_MAX) {
+        p->too_big = true;                      /* stops the transfer; the caller answers 502 */
+        return -1;
+    }
     if (need > p->hcap) {
         size_t cap = p->hcap ? p->hcap * 2 : 1024;
         while (cap < need)
@@ -1235,6 +1248,15 @@ int route_gw_http(struct req *r)
                                  util_now_ns() - t_start);
         if (res.client_gone || r->client_gone) {
             r->client_gone = true;
+            break;
+        }
+        if (p.too_big) {
+            upstream_report(u, c, replica, true, NULL);     /* it answered: the answer is the problem */
+            snprintf(msg, sizeof msg,
+                     "upstream %s answered with headers over llmcgi's limit (%d bytes a header, %d in all)",
+                     c->name, PASS_HEADER_MAX, PASS_HEADERS_MAX);
+            log_warn("request %s: %s", r->id, msg);
+            status = 502;
             break;
         }
         if (p.started) {

@@ -1018,6 +1018,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if mode == "status":
                 hdrs = [("Retry-After", str(p["retry_after"]))] if "retry_after" in p else []
+                hdrs += [(k, v) for k, v in p.get("headers", ())]       # extra answer headers
                 r = flavor.fault_error(p.get("code", 503), p.get("message"), p.get("error_type"))
                 r.headers += hdrs
                 raise r
