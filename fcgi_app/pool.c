@@ -157,6 +157,13 @@ static void access_log_json(const struct req *r, const char *when, int status, l
     log_access_line(line, pos);
 }
 
+/* A field of the text access log: quotes and backslashes escaped too, and
+ * everything outside ASCII, as web servers' logs do. */
+static void log_field(char *buf, size_t len, size_t *pos, const char *s)
+{
+    log_escape(buf, len, pos, s, strlen(s), LOG_ESC_QUOTED | LOG_ESC_ASCII);
+}
+
 static void access_log(const struct req *r)
 {
     if (!log_access_enabled())
@@ -181,11 +188,11 @@ static void access_log(const struct req *r)
     size_t room = sizeof line - (size_t)tl, pos = 0;   /* the head gets at most room-1 bytes */
     append_raw(line, room, &pos, when);
     append_raw(line, room, &pos, " ");
-    util_escape_log(line, room, &pos, r->remote_addr);
+    log_field(line, room, &pos, r->remote_addr);
     append_raw(line, room, &pos, " \"");
-    util_escape_log(line, room, &pos, r->method_name);
+    log_field(line, room, &pos, r->method_name);
     append_raw(line, room, &pos, " ");
-    util_escape_log(line, room, &pos, r->path);
+    log_field(line, room, &pos, r->path);
     memcpy(line + pos, tail, (size_t)tl);
     log_access_line(line, pos + (size_t)tl);
 }
