@@ -240,7 +240,7 @@ bool log_escape(char *buf, size_t len, size_t *pos, const char *s, size_t n, uns
         if (!u && (c < 0x20 || c >= 0x7f || ((flags & LOG_ESC_QUOTED) && (c == '"' || c == '\\')))) {
             out = esc;
             esc[0] = '\\';
-            if (c == '\n' || c == '\r' || c == '\t') {
+            if ((c == '\n' || c == '\r' || c == '\t') && !(flags & LOG_ESC_ASCII)) {
                 esc[1] = c == '\n' ? 'n' : c == '\r' ? 'r' : 't';
                 k = 2;
             } else {

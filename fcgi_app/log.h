@@ -50,7 +50,7 @@ void log_access_line(const char *line, size_t len);
 
 enum log_escape_flags {
     LOG_ESC_QUOTED = 1 << 0,    /* also '"' and '\\' as \xHH: the text goes between quotes */
-    LOG_ESC_ASCII = 1 << 1,     /* every byte >= 0x80 as \xHH, valid UTF-8 or not */
+    LOG_ESC_ASCII = 1 << 1,     /* every byte outside printable ASCII as \xHH (\n too), as nginx does */
 };
 
 /* The one escaper of log text. Appends s[0..n) to buf[*pos..len):

@@ -54,7 +54,7 @@ static void escaping(void)
            "NEL, line/paragraph separators and bidi overrides as bytes");
     esc_is("\"q\" \\", 5, 0, "\"q\" \\", "quotes and backslashes kept without LOG_ESC_QUOTED");
     esc_is("GET \"x\"\n\\", 9, LOG_ESC_QUOTED, "GET \\x22x\\x22\\n\\x5c", "LOG_ESC_QUOTED: quotes and backslash");
-    esc_is("\xc3\xa9", 2, LOG_ESC_ASCII, "\\xc3\\xa9", "LOG_ESC_ASCII: UTF-8 as bytes too");
+    esc_is("\xc3\xa9\n", 3, LOG_ESC_ASCII, "\\xc3\\xa9\\x0a", "LOG_ESC_ASCII: UTF-8 and newlines as bytes too");
 
     char buf[8];
     size_t pos = 0;
