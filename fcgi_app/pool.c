@@ -218,7 +218,6 @@ void pool_answer(struct server *srv, FCGX_Request *freq)
     struct req r;
     int st = req_init(&r, freq, srv, cfg);
     if (st) {
-        r.dialect = DIALECT_TGI;
         resp_error(&r, st, "%s", st == 414 ? "request target too long" :
                                  st == 404 ? "not found (outside path_prefix)" : "malformed request target");
     } else {
