@@ -13,11 +13,17 @@
  * needs shutdown() on a socket that systemd or spawn-fcgi share with us.
  *
  * A connection belongs to one thread from the moment it takes it until it
- * parks or closes it; only that thread writes to its FastCGI streams. */
+ * parks or closes it; only that thread writes to its FastCGI streams.
+ *
+ * What comes before a request (management records, other roles) is
+ * answered by fcgi_head.c; a request's head (FCGI_BEGIN_REQUEST and
+ * FCGI_PARAMS) must then arrive within head_timeout, which the head
+ * watchdog thread enforces while libfcgi reads it. */
 #include "config.h"
 #include "pool.h"
 #include "auth.h"
 #include "conf.h"
+#include "fcgi_head.h"
 #include "log.h"
 #include "metrics.h"
 #include "request.h"
@@ -55,6 +61,9 @@ struct worker {
     pthread_t thread;
     bool started;
     int index;
+    /* guarded by pool.wd_lock */
+    int head_fd;                    /* a dup of the connection whose head libfcgi is reading; -1: none */
+    int64_t head_deadline_ns;       /* when the watchdog shuts it down */
 };
 
 struct pool {
@@ -70,6 +79,13 @@ struct pool {
     atomic_llong last_accept_error_ns;  /* rate limit for accept() error messages */
     pthread_mutex_t lock;
     int running;                    /* threads not yet exited; guarded by lock */
+    /* the head watchdog */
+    pthread_t watchdog;
+    bool watchdog_started;
+    pthread_mutex_t wd_lock;
+    pthread_cond_t wd_cond;         /* on CLOCK_MONOTONIC, like util_now_ns */
+    bool wd_stop;                   /* guarded by wd_lock, like: */
+    int64_t wd_next_ns;             /* when the watchdog wakes next; INT64_MAX: when signalled */
     int n;
     struct worker workers[];
 };
@@ -334,14 +350,101 @@ static int next_connection(struct pool *p)
     return fd;
 }
 
-/* Answers the request waiting on fd; the connection is then closed by
- * libfcgi or, when the web server keeps it, parked again. */
-static void serve(struct pool *p, FCGX_Request *freq, int fd)
+/* The head watchdog. libfcgi reads a request's head inside FCGX_Accept_r
+ * with blocking reads, which SO_RCVTIMEO (read_timeout) bounds one at a
+ * time: a client that sends a byte now and then would hold the thread for
+ * as long as it likes. At a head's deadline this thread shuts the
+ * connection down, libfcgi's read returns, and FCGX_Accept_r fails. It
+ * shuts down a dup of the connection that the responder thread closes only
+ * after unwatch_head(), so the number is never a later connection's. */
+static void *head_watchdog(void *arg)
 {
+    struct pool *p = arg;
+    pthread_mutex_lock(&p->wd_lock);
+    while (!p->wd_stop) {
+        int64_t now = util_now_ns(), next = INT64_MAX;
+        for (int i = 0; i < p->n; i++) {
+            struct worker *w = &p->workers[i];
+            if (w->head_fd < 0)
+                continue;
+            if (w->head_deadline_ns <= now) {
+                shutdown(w->head_fd, SHUT_RDWR);
+                w->head_deadline_ns = INT64_MAX;
+            } else if (w->head_deadline_ns < next) {
+                next = w->head_deadline_ns;
+            }
+        }
+        p->wd_next_ns = next;
+        if (next == INT64_MAX) {
+            pthread_cond_wait(&p->wd_cond, &p->wd_lock);
+        } else {
+            struct timespec ts = {.tv_sec = next / 1000000000, .tv_nsec = next % 1000000000};
+            pthread_cond_timedwait(&p->wd_cond, &p->wd_lock, &ts);
+        }
+    }
+    pthread_mutex_unlock(&p->wd_lock);
+    return NULL;
+}
+
+/* Puts fd's head under the watchdog until unwatch_head(). Without a spare
+ * descriptor for the dup, only read_timeout bounds this one head. */
+static void watch_head(struct pool *p, struct worker *w, int fd, int64_t deadline_ns)
+{
+    int dup = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (dup < 0)
+        return;
+    pthread_mutex_lock(&p->wd_lock);
+    w->head_fd = dup;
+    w->head_deadline_ns = deadline_ns;
+    if (deadline_ns < p->wd_next_ns)
+        pthread_cond_signal(&p->wd_cond);
+    pthread_mutex_unlock(&p->wd_lock);
+}
+
+static void unwatch_head(struct pool *p, struct worker *w)
+{
+    pthread_mutex_lock(&p->wd_lock);
+    int dup = w->head_fd;
+    w->head_fd = -1;
+    pthread_mutex_unlock(&p->wd_lock);
+    if (dup >= 0)
+        close(dup);
+}
+
+/* Answers the request waiting on fd; the connection is then closed by
+ * libfcgi or, when the web server keeps it, parked again. What comes before
+ * the request and the request's head share one deadline, head_timeout. */
+static void serve(struct pool *p, struct worker *w, FCGX_Request *freq, int fd)
+{
+    int64_t deadline = util_now_ns() + atomic_load(&p->srv->head_timeout_ms) * 1000000;
+    enum head_result h = fcgi_head(fd, p->n, deadline);
+    if (h != HEAD_RESPONDER) {
+        if (h == HEAD_PARK && !atomic_load(&p->stopping))
+            park(p, fd);
+        else
+            close(fd);
+        return;
+    }
     freq->ipcFd = fd;
     freq->keepConnection = 1;       /* so that FCGX_Accept_r does not close fd before reading it */
-    if (FCGX_Accept_r(freq) != 0)
+    /* a head that fails is closed at once: libfcgi's own close first waits
+     * up to 2 s for the client's end of file, and for ever while the client
+     * keeps sending */
+    freq->detached = 1;
+    watch_head(p, w, fd, deadline);
+    int rc = FCGX_Accept_r(freq);
+    unwatch_head(p, w);
+    if (rc != 0)
         return;                     /* the web server closed the connection (libfcgi closed fd) */
+    if (FCGX_GetError(freq->in) != 0) {
+        /* libfcgi takes FCGI_PARAMS cut short by a read error (read_timeout,
+         * the watchdog) for the whole head: such a request was answered,
+         * to nobody, and its connection then lingered 2 s in libfcgi's
+         * close (stalled heads cost read_timeout + 2 s a round) */
+        FCGX_Free(freq, 1);
+        return;
+    }
+    freq->detached = 0;
     pool_answer(p->srv, freq);
     if (freq->ipcFd >= 0) {
         int kept = freq->ipcFd;
@@ -376,7 +479,7 @@ static void *responder(void *arg)
             if (fd == NEXT_STOP)
                 break;
             if (fd >= 0)
-                serve(p, &freq, fd);
+                serve(p, w, &freq, fd);
         }
     }
     pthread_mutex_lock(&p->lock);
@@ -387,6 +490,15 @@ static void *responder(void *arg)
 
 static void pool_release(struct pool *p)
 {
+    if (p->watchdog_started) {
+        pthread_mutex_lock(&p->wd_lock);
+        p->wd_stop = true;
+        pthread_cond_signal(&p->wd_cond);
+        pthread_mutex_unlock(&p->wd_lock);
+        pthread_join(p->watchdog, NULL);
+    }
+    pthread_cond_destroy(&p->wd_cond);
+    pthread_mutex_destroy(&p->wd_lock);
     if (p->epfd >= 0)
         close(p->epfd);
     if (p->wake_fd >= 0)
@@ -411,6 +523,15 @@ int pool_start(struct pool **out, struct server *srv, int listen_fd, int n, char
     socklen_t sl = sizeof ss;
     p->tcp = getsockname(listen_fd, (struct sockaddr *)&ss, &sl) == 0 && ss.ss_family != AF_UNIX;
     pthread_mutex_init(&p->lock, NULL);
+    pthread_mutex_init(&p->wd_lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&p->wd_cond, &ca);
+    pthread_condattr_destroy(&ca);
+    p->wd_next_ns = INT64_MAX;
+    for (int i = 0; i < n; i++)
+        p->workers[i].head_fd = -1;
 
     struct rlimit rl;
     p->fd_cap = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < FD_TRACK_MAX ? rl.rlim_cur : FD_TRACK_MAX;
@@ -426,6 +547,13 @@ int pool_start(struct pool **out, struct server *srv, int listen_fd, int n, char
         pool_release(p);
         return -1;
     }
+    int wrc = pthread_create(&p->watchdog, NULL, head_watchdog, p);
+    if (wrc != 0) {
+        snprintf(err, errlen, "cannot start the head watchdog thread: %s", strerror(wrc));
+        pool_release(p);
+        return -1;
+    }
+    p->watchdog_started = true;
     srv->threads = n;
     for (int i = 0; i < n; i++) {
         struct worker *w = &p->workers[i];
