@@ -19,41 +19,55 @@
 
 #define NAP_MAX_MS 50
 
-/* Waits until fd is readable; false once deadline_ns has passed or on error. */
-static bool wait_readable(int fd, int64_t deadline_ns)
+/* One connection's limits: everything by deadline_ns, and no silence
+ * longer than silence_ns (read_timeout), as libfcgi's reads have. */
+struct head_io {
+    int fd;
+    int64_t deadline_ns, silence_ns;
+};
+
+/* Waits until io->fd is readable; false on silence, at the deadline or on error. */
+static bool wait_readable(const struct head_io *io)
 {
     for (;;) {
-        int64_t left = deadline_ns - util_now_ns();
+        int64_t left = io->deadline_ns - util_now_ns();
         if (left <= 0)
             return false;
-        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        if (left > io->silence_ns)
+            left = io->silence_ns;
+        struct pollfd pfd = {.fd = io->fd, .events = POLLIN};
         int n = poll(&pfd, 1, (int)((left + 999999) / 1000000));
         if (n > 0)
             return true;
-        if (n < 0 && errno != EINTR)
+        if (n == 0 || errno != EINTR)
             return false;
     }
 }
 
-/* Copies the next `want` bytes of fd's input into buf without reading them.
- * False when the connection closed or failed, or at the deadline. */
-static bool peek_exact(int fd, unsigned char *buf, size_t want, int64_t deadline_ns)
+/* Copies the next `want` bytes of the input into buf without reading them.
+ * False when the connection closed or failed, on silence or at the deadline. */
+static bool peek_exact(const struct head_io *io, unsigned char *buf, size_t want)
 {
     int nap_ms = 1;
+    ssize_t seen = 0;
+    int64_t progress_ns = util_now_ns();
     for (;;) {
-        ssize_t n = recv(fd, buf, want, MSG_PEEK | MSG_DONTWAIT);
+        ssize_t n = recv(io->fd, buf, want, MSG_PEEK | MSG_DONTWAIT);
         if (n == (ssize_t)want)
             return true;
         if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
             return false;
         if (n < 0) {
-            if (!wait_readable(fd, deadline_ns))
+            if (!wait_readable(io))
                 return false;
             continue;
         }
         /* a part is there: poll() would say readable at once, so nap
          * (web servers send a record header whole; this is a slow client) */
-        if (util_now_ns() >= deadline_ns)
+        int64_t now = util_now_ns();
+        if (n > seen)
+            seen = n, progress_ns = now;
+        if (now >= io->deadline_ns || now - progress_ns >= io->silence_ns)
             return false;
         poll(NULL, 0, nap_ms);
         nap_ms = nap_ms * 2 > NAP_MAX_MS ? NAP_MAX_MS : nap_ms * 2;
@@ -61,19 +75,19 @@ static bool peek_exact(int fd, unsigned char *buf, size_t want, int64_t deadline
 }
 
 /* Reads exactly len bytes into buf, or drops them when buf is NULL. */
-static bool read_exact(int fd, unsigned char *buf, size_t len, int64_t deadline_ns)
+static bool read_exact(const struct head_io *io, unsigned char *buf, size_t len)
 {
     unsigned char sink[4096];
     while (len > 0) {
         size_t ask = buf || len < sizeof sink ? len : sizeof sink;
-        ssize_t n = recv(fd, buf ? buf : sink, ask, MSG_DONTWAIT);
+        ssize_t n = recv(io->fd, buf ? buf : sink, ask, MSG_DONTWAIT);
         if (n > 0) {
             len -= (size_t)n;
             if (buf)
                 buf += n;
         } else if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
             return false;
-        } else if (errno != EINTR && !wait_readable(fd, deadline_ns)) {
+        } else if (errno != EINTR && !wait_readable(io)) {
             return false;
         }
     }
@@ -156,51 +170,56 @@ static bool answer_get_values(int fd, const unsigned char *q, size_t len, int ma
 }
 
 /* Reads and answers one record of request id 0 (header h, peeked). */
-static bool management_record(int fd, const unsigned char *h, size_t clen, size_t plen, int max_reqs,
-                              int64_t deadline_ns)
+static bool management_record(const struct head_io *io, const unsigned char *h, size_t clen, size_t plen,
+                              int max_reqs)
 {
     if (h[1] != FCGI_GET_VALUES) {
         unsigned char body[8] = {h[1]};
-        return read_exact(fd, NULL, FCGI_HEADER_LEN + clen + plen, deadline_ns) &&
-               send_record(fd, FCGI_UNKNOWN_TYPE, 0, body, sizeof body);
+        return read_exact(io, NULL, FCGI_HEADER_LEN + clen + plen) &&
+               send_record(io->fd, FCGI_UNKNOWN_TYPE, 0, body, sizeof body);
     }
     unsigned char *q = malloc(clen + 1);
-    bool ok = q && read_exact(fd, NULL, FCGI_HEADER_LEN, deadline_ns) && read_exact(fd, q, clen, deadline_ns) &&
-              read_exact(fd, NULL, plen, deadline_ns) && answer_get_values(fd, q, clen, max_reqs);
+    bool ok = q && read_exact(io, NULL, FCGI_HEADER_LEN) && read_exact(io, q, clen) && read_exact(io, NULL, plen) &&
+              answer_get_values(io->fd, q, clen, max_reqs);
     free(q);
     return ok;
 }
 
-enum head_result fcgi_head(int fd, int max_reqs, int64_t deadline_ns)
+/* fcgi_head without the clean-up of a connection to be closed. */
+static enum head_result head(const struct head_io *io, int max_reqs)
 {
     for (;;) {
         unsigned char h[FCGI_HEADER_LEN + 8];
-        if (util_now_ns() >= deadline_ns || !peek_exact(fd, h, FCGI_HEADER_LEN, deadline_ns) ||
-            h[0] != FCGI_VERSION_1)
+        if (util_now_ns() >= io->deadline_ns || !peek_exact(io, h, FCGI_HEADER_LEN) || h[0] != FCGI_VERSION_1)
             return HEAD_CLOSE;
         unsigned id = (unsigned)h[2] << 8 | h[3];
         size_t clen = (size_t)h[4] << 8 | h[5], plen = h[6];
         if (h[1] == FCGI_BEGIN_REQUEST) {
-            if (id == 0 || clen != 8 || !peek_exact(fd, h, sizeof h, deadline_ns))
+            if (id == 0 || clen != 8 || !peek_exact(io, h, sizeof h))
                 return HEAD_CLOSE;
             if (((unsigned)h[8] << 8 | h[9]) == FCGI_RESPONDER)
                 return HEAD_RESPONDER;
             unsigned char end[8] = {0, 0, 0, 0, FCGI_UNKNOWN_ROLE};
-            if (!read_exact(fd, NULL, sizeof h + plen, deadline_ns) ||
-                !send_record(fd, FCGI_END_REQUEST, id, end, sizeof end))
-                return HEAD_CLOSE;
-            if (!(h[10] & FCGI_KEEP_CONN)) {    /* the web server expects a close */
-                drop_arrived(fd);
-                return HEAD_CLOSE;
-            }
+            if (!read_exact(io, NULL, sizeof h + plen) || !send_record(io->fd, FCGI_END_REQUEST, id, end, sizeof end) ||
+                !(h[10] & FCGI_KEEP_CONN))
+                return HEAD_CLOSE;              /* without FCGI_KEEP_CONN the web server expects a close */
         } else if (id == 0) {
-            if (!management_record(fd, h, clen, plen, max_reqs, deadline_ns))
+            if (!management_record(io, h, clen, plen, max_reqs))
                 return HEAD_CLOSE;
-        } else if (!read_exact(fd, NULL, FCGI_HEADER_LEN + clen + plen, deadline_ns)) {
+        } else if (!read_exact(io, NULL, FCGI_HEADER_LEN + clen + plen)) {
             return HEAD_CLOSE;                  /* (a record of no open request is dropped) */
         }
-        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        struct pollfd pfd = {.fd = io->fd, .events = POLLIN};
         if (poll(&pfd, 1, 0) <= 0)
             return HEAD_PARK;
     }
+}
+
+enum head_result fcgi_head(int fd, int max_reqs, int64_t deadline_ns, int64_t silence_ms)
+{
+    struct head_io io = {.fd = fd, .deadline_ns = deadline_ns, .silence_ns = silence_ms * 1000000};
+    enum head_result r = head(&io, max_reqs);
+    if (r == HEAD_CLOSE)
+        drop_arrived(fd);
+    return r;
 }

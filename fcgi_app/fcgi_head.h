@@ -20,7 +20,10 @@ enum head_result {
  *     with FCGI_UNKNOWN_ROLE; libfcgi would hand it on as a request;
  *   - a record of a request that is not open (the rest of one refused so):
  *     read and dropped.
- * Never blocks past deadline_ns (CLOCK_MONOTONIC, util_now_ns) nor on a write. */
-enum head_result fcgi_head(int fd, int max_reqs, int64_t deadline_ns);
+ * Never blocks past deadline_ns (CLOCK_MONOTONIC, util_now_ns), nor longer
+ * than silence_ms (read_timeout) without a byte, nor on a write. Before
+ * HEAD_CLOSE it reads what has already arrived, so that the close is not a
+ * reset that could cost the peer our last answer. */
+enum head_result fcgi_head(int fd, int max_reqs, int64_t deadline_ns, int64_t silence_ms);
 
 #endif

@@ -417,7 +417,7 @@ static void unwatch_head(struct pool *p, struct worker *w)
 static void serve(struct pool *p, struct worker *w, FCGX_Request *freq, int fd)
 {
     int64_t deadline = util_now_ns() + atomic_load(&p->srv->head_timeout_ms) * 1000000;
-    enum head_result h = fcgi_head(fd, p->n, deadline);
+    enum head_result h = fcgi_head(fd, p->n, deadline, atomic_load(&p->srv->read_timeout_ms));
     if (h != HEAD_RESPONDER) {
         if (h == HEAD_PARK && !atomic_load(&p->stopping))
             park(p, fd);
