@@ -227,6 +227,31 @@ static bool finish_reading(FCGX_Request *freq)
     return FCGX_GetError(freq->in) == 0;
 }
 
+/* How long a connection closed after its answer may go on sending: libfcgi's
+ * own close reads until the client's end of file, 2 s at a time, and so
+ * for ever while the client sends a byte now and then, holding the thread. */
+#define LINGER_MS 2000
+
+/* Closes a connection whose answer was sent: shuts our side, reads what
+ * the client still sends until its end of file but LINGER_MS at most in
+ * all (closing with unread input would reset the connection, and the client
+ * could lose the end of the answer), then closes. */
+static void linger_close(int fd)
+{
+    if (shutdown(fd, SHUT_WR) == 0) {
+        int64_t end = util_now_ns() + LINGER_MS * 1000000LL;
+        char sink[4096];
+        for (;;) {
+            int64_t left = end - util_now_ns();
+            struct pollfd pfd = {.fd = fd, .events = POLLIN};
+            if (left <= 0 || poll(&pfd, 1, (int)((left + 999999) / 1000000)) <= 0 ||
+                recv(fd, sink, sizeof sink, MSG_DONTWAIT) <= 0)
+                break;
+        }
+    }
+    close(fd);
+}
+
 void pool_answer(struct server *srv, FCGX_Request *freq)
 {
     atomic_fetch_add(&srv->busy, 1);
@@ -249,7 +274,17 @@ void pool_answer(struct server *srv, FCGX_Request *freq)
     req_cleanup(&r);
     if (freq->keepConnection && (r.client_gone || !finish_reading(freq)))
         freq->keepConnection = 0;
+    /* libfcgi is left to close only a connection that failed, and then at
+     * once (detached); a connection to close after its answer lingers here */
+    bool close_after = !freq->keepConnection;
+    freq->keepConnection = 1;
+    freq->detached = 1;
     FCGX_Finish_r(freq);
+    freq->detached = 0;
+    if (close_after && freq->ipcFd >= 0) {
+        linger_close(freq->ipcFd);
+        freq->ipcFd = -1;
+    }
     config_unref(cfg);
     atomic_fetch_add(&srv->requests, 1);
     atomic_fetch_sub(&srv->busy, 1);

@@ -263,6 +263,41 @@ def test_a_stalled_head_is_not_answered(raw):
     c.close()
 
 
+def test_a_client_sending_on_after_its_answer_does_not_hold_a_thread(raw):
+    """Closing a connection after its answer reads what the client still sends (so that the close
+    is no reset), but not for ever: three clients (more than the threads) that send a byte a second
+    after their answer are closed, and another client gets its answer."""
+    conns = [Conn(raw.sock) for _ in range(3)]
+    stop = threading.Event()
+
+    def trickle():
+        while not stop.is_set():
+            for c in conns:
+                try:
+                    c.send(b"\0")
+                except OSError:
+                    pass
+            stop.wait(1)
+
+    t = threading.Thread(target=trickle, daemon=True)
+    try:
+        for c in conns:
+            c.send(get_request(1))
+        t.start()
+        other = Conn(raw.sock)
+        other.send(get_request(1))
+        assert end_status(other.until_end(1), 1) == (0, 0)
+        other.close()
+        for c in conns:
+            assert end_status(c.until_end(1), 1) == (0, 0)
+            assert c.closed(), "closed although the client keeps sending"
+    finally:
+        stop.set()
+        t.join(TIMEOUT)
+        for c in conns:
+            c.close()
+
+
 # ---------------------------------------------------------------------------- item 13: roles, GET_VALUES
 
 @pytest.mark.parametrize("role", [AUTHORIZER, FILTER])
