@@ -379,6 +379,7 @@ static const struct key_def server_keys[] = {
     {"shutdown_timeout", K_DURATION, S(shutdown_timeout_ms), 0, 3600000, "30s"},
     {"read_timeout", K_DURATION, S(read_timeout_ms), 100, 3600000, "60s"},
     {"body_timeout", K_DURATION, S(body_timeout_ms), 0, 3600000, "60s"},
+    {"head_timeout", K_DURATION, S(head_timeout_ms), 100, 3600000, "10s"},
     {"sse_keepalive", K_DURATION, S(sse_keepalive_ms), 100, 3600000, "15s"},
     {"path_prefix", K_PREFIX, S(path_prefix), 0, 0, ""},
     {"error_log", K_LOG, S(error_log), 0, 0, "stderr"},

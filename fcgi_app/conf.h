@@ -109,6 +109,7 @@ struct config {
     int64_t shutdown_timeout_ms;
     int64_t read_timeout_ms;
     int64_t body_timeout_ms;    /* the whole request body must arrive within this; 0 = no limit */
+    int64_t head_timeout_ms;    /* a request's FastCGI head (BEGIN_REQUEST, PARAMS) must arrive within this */
     int64_t sse_keepalive_ms;
     char *path_prefix;          /* "" or "/prefix" (no trailing slash) */
     char *error_log;            /* path or "stderr" */

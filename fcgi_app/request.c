@@ -30,18 +30,41 @@ static bool valid_request_id(const char *s)
     return n > 0;
 }
 
+/* The origin-form part of a request target: absolute-form
+ * ("http://host/a?x") loses its scheme and authority ("/a?x"; "/" when
+ * nothing follows them). */
+static const char *origin_form(const char *uri)
+{
+    if (strncasecmp(uri, "http://", 7) == 0 || strncasecmp(uri, "https://", 8) == 0) {
+        uri = strstr(uri, "//") + 2;
+        uri += strcspn(uri, "/?");
+        if (*uri == '\0')
+            uri = "/";
+    }
+    return uri;
+}
+
+enum api_dialect req_path_dialect(const char *path)
+{
+    return strncmp(path, "/v1", 3) == 0 && strchr("/?#", path[3]) ? DIALECT_OPENAI : DIALECT_TGI;
+}
+
+/* The dialect of a request target that req_split_target may have refused
+ * (too long, outside the prefix): its path's, past the prefix when it has it. */
+static enum api_dialect target_dialect(const char *uri, const char *prefix)
+{
+    uri = origin_form(uri);
+    size_t pl = strlen(prefix);
+    if (pl && strncmp(uri, prefix, pl) == 0)
+        uri += pl;
+    return req_path_dialect(uri);
+}
+
 int req_split_target(const char *uri, const char *prefix, char *buf, size_t buflen, const char **query)
 {
     *query = NULL;
     buf[0] = '\0';
-    if (strncasecmp(uri, "http://", 7) == 0 || strncasecmp(uri, "https://", 8) == 0) {
-        uri = strstr(uri, "//") + 2;            /* absolute-form: drop scheme and authority */
-        uri += strcspn(uri, "/?");
-        if (*uri == '\0')
-            uri = "/";
-        else if (*uri == '?')
-            return 400;
-    }
+    uri = origin_form(uri);
     if (uri[0] != '/')
         return 400;
     size_t n = strcspn(uri, "?#");
@@ -106,10 +129,16 @@ int req_init(struct req *r, FCGX_Request *f, struct server *srv, const struct co
         uri = FCGX_GetParam("DOCUMENT_URI", env);
     if (!uri || !*uri) {
         const char *sn = FCGX_GetParam("SCRIPT_NAME", env), *pi = FCGX_GetParam("PATH_INFO", env);
-        if ((size_t)snprintf(joined, sizeof joined, "%s%s", sn ? sn : "", pi ? pi : "") >= sizeof joined)
-            return 414;
         uri = joined;
+        if ((size_t)snprintf(joined, sizeof joined, "%s%s", sn ? sn : "", pi ? pi : "") >= sizeof joined) {
+            r->dialect = target_dialect(joined, cfg->path_prefix);     /* from its first bytes */
+            strcpy(r->path, "-");
+            return 414;
+        }
     }
+    /* errors answered before routing take the path's dialect too; the
+     * router refines it per route */
+    r->dialect = target_dialect(uri, cfg->path_prefix);
     const char *q = NULL;
     int rc = req_split_target(uri, cfg->path_prefix, r->path, sizeof r->path, &q);
     if (rc)

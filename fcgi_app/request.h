@@ -77,8 +77,12 @@ struct req {
 
 /* Fills r from the FastCGI parameters of f. Returns 0, or an HTTP status
  * (400, 404, 414) for a request target that cannot be served; r is usable
- * for an error response either way. */
+ * for an error response either way, in the dialect of the target's path. */
 int req_init(struct req *r, FCGX_Request *f, struct server *srv, const struct config *cfg);
+
+/* The error shape of a path (past path_prefix, with or without its query):
+ * OpenAI's for "/v1" and everything under "/v1/", TGI's elsewhere. */
+enum api_dialect req_path_dialect(const char *path);
 
 /* Frees what the request owns (the body). */
 void req_cleanup(struct req *r);

@@ -617,6 +617,15 @@ int main(void)
     c = load("[server]\nread_timeout = 1500ms\n", err, sizeof err);
     ok(c && c->read_timeout_ms == 1500, "read_timeout");
     config_unref(c);
+    c = load("[server]\nhead_timeout = 2s\n", err, sizeof err);
+    ok(c && c->head_timeout_ms == 2000, "head_timeout");
+    config_unref(c);
+    c = load("[server]\n", err, sizeof err);
+    ok(c && c->head_timeout_ms == 10000, "head_timeout's default: 10s");
+    config_unref(c);
+    snprintf(want, sizeof want, "%s:2: head_timeout must be a duration", path);
+    refused("[server]\nhead_timeout = 0\n", want, "a head_timeout of 0 (a head is always bounded)");
+    refused("[server]\nhead_timeout = 2h\n", want, "a head_timeout above 1h");
 
     /* Several problems are all reported, in one pass. */
     c = load("[server]\nthreads = x\nmax_body = y\nbogus = 1\n", err, sizeof err);

@@ -134,6 +134,10 @@ static void check_target(void)
            414, "target: too long");
     ok(req_split_target("/llm/v1/models", "/llm", p, sizeof p, &q) == 0 && !strcmp(p, "/v1/models"), "prefix removed");
     ok(req_split_target("/llm", "/llm", p, sizeof p, &q) == 0 && !strcmp(p, "/"), "the prefix alone is /");
+    ok(req_path_dialect("/v1/models") == DIALECT_OPENAI && req_path_dialect("/v1") == DIALECT_OPENAI &&
+       req_path_dialect("/v1?x") == DIALECT_OPENAI, "dialect: /v1 and under it are OpenAI's");
+    ok(req_path_dialect("/v1x") == DIALECT_TGI && req_path_dialect("/generate") == DIALECT_TGI &&
+       req_path_dialect("/") == DIALECT_TGI && req_path_dialect("-") == DIALECT_TGI, "dialect: TGI's elsewhere");
     ok(req_split_target("/llm?a=b", "/llm", p, sizeof p, &q) == 0 && !strcmp(p, "/") && !strcmp(q, "a=b"),
        "the prefix with a query");
     is_int(req_split_target("/llmx/a", "/llm", p, sizeof p, &q), 404, "a longer first segment is outside the prefix");
