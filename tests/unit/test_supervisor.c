@@ -220,7 +220,7 @@ static void test_start_and_output(const char *tmpdir, int leak_fd)
     ok(log_has("upstream out: line-one\n", 2000) && log_has("upstream out: line-two\n", 100),
        "output lines are logged");
     ok(log_has("upstream out: bin\\x01ary \xc3\xa9 \\xff\n", 2000), "control and invalid bytes escaped, UTF-8 kept");
-    ok(log_has("upstream out: a\tb\n", 2000), "tab kept, CRLF ends a line");
+    ok(log_has("upstream out: a\\tb\n", 2000), "a tab written as \\t by the log, CRLF ends a line");
     ok(log_has("upstream out: progress 2\n", 2000) && count_in_log("upstream out: progress 1") == 0,
        "a bare CR overwrites the line");
     char xs[1100];
@@ -252,15 +252,15 @@ static void test_start_and_output(const char *tmpdir, int leak_fd)
         ok(log_has(want, 2000), "the command runs in the workdir");
         ok(leak_fd > 2 && log_has("upstream wd: fd-closed\n", 2000),
            "descriptors other than 0..2 are closed in the child (%d)", leak_fd);
-        ok(log_has("upstream wd: SigBlk:\t0000000000000000\n", 2000), "no signal blocked in the child");
+        ok(log_has("upstream wd: SigBlk:\\t0000000000000000\n", 2000), "no signal blocked in the child");
         /* Signals 32 and 33 are glibc's own (thread cancellation, setxid): sigaction()
          * cannot reset them, and a child's libc installs its handlers anyway. make
          * runs tests with 32 ignored. */
         bool ign_ok = false;
-        if (log_has("upstream wd: SigIgn:\t", 2000)) {
+        if (log_has("upstream wd: SigIgn:\\t", 2000)) {
             char *l = read_log();
-            const char *p = l ? strstr(l, "upstream wd: SigIgn:\t") : NULL;
-            unsigned long long mask = p ? strtoull(p + strlen("upstream wd: SigIgn:\t"), NULL, 16) : ~0ULL;
+            const char *p = l ? strstr(l, "upstream wd: SigIgn:\\t") : NULL;
+            unsigned long long mask = p ? strtoull(p + strlen("upstream wd: SigIgn:\\t"), NULL, 16) : ~0ULL;
             ign_ok = (mask & ~((1ULL << 31) | (1ULL << 32))) == 0;
             free(l);
         }
