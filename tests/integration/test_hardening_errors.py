@@ -15,6 +15,8 @@ The stand-ins (standin.py) play the upstreams; "comments" mode sends only keep-a
 
 import json
 import re
+import socket
+import struct
 
 import pytest
 
@@ -41,6 +43,8 @@ class Setup:
     def config(self):
         # idle: a short stream_idle_timeout, a long total one; total: the reverse; both never retry
         return f"""\
+read_timeout = 1s
+
 [upstream idle]
 type = tgi
 url = {self.slow.url}
@@ -265,3 +269,55 @@ def test_an_upstreams_5xx_words_stay_in_the_log(env):
     r = post(env.port, "/v1/chat/completions", {"model": "flip", "messages": [{"role": "user", "content": "x"}]})
     assert r.status == 200, r.body
     wait_for(lambda: "last_error" not in replica(env)["replicas"][0], "the last error to be cleared")
+
+
+def fcgi_record(kind, content, rid=1):
+    return struct.pack("!BBHHBx", 1, kind, rid, len(content), 0) + content
+
+
+def fcgi_params(params):
+    out = b""
+    for k, v in params.items():
+        k, v = k.encode(), v.encode()
+        out += bytes([len(k)]) + (bytes([len(v)]) if len(v) < 128 else struct.pack("!I", len(v) | 1 << 31)) + k + v
+    return fcgi_record(4, out) + fcgi_record(4, b"")
+
+
+def fcgi_answer(sock):
+    """STDOUT of request 1 until END_REQUEST: (status, headers dict, body bytes)."""
+    f = sock.makefile("rb")
+    out = b""
+    while True:
+        head = f.read(8)
+        assert len(head) == 8, "the connection closed before END_REQUEST"
+        _, kind, _, clen, plen = struct.unpack("!BBHHB", head[:7])
+        content = f.read(clen + plen)[:clen]
+        if kind == 6:
+            out += content
+        elif kind == 3:
+            break
+    head, _, body = out.partition(b"\r\n\r\n")
+    headers = dict(line.split(": ", 1) for line in head.decode().split("\r\n"))
+    return int(headers.get("Status", "200").split()[0]), headers, body
+
+
+def test_a_client_body_that_stops_is_a_408_not_the_upstreams_fault(env):
+    """A web server that streams the client's body (Apache's mod_proxy_fcgi does; nginx buffers it), here
+    on the raw FastCGI socket: the body announced as 40000 bytes stops after 20000 while llmcgi passes it
+    through to the http upstream; read_timeout (1s here) cuts it. That is the client's 408, not an
+    upstream failure (it used to be a 502 "upstream raw aborted" counted against the replica)."""
+    raw = request(env.port, "GET", "/health").json()["upstreams"]["raw"]["replicas"][0]
+    with socket.socket(socket.AF_UNIX) as c:
+        c.settimeout(30)
+        c.connect(str(env.sock))
+        c.sendall(fcgi_record(1, struct.pack("!HB5x", 1, 0)) + fcgi_params({
+            "REQUEST_METHOD": "POST", "REQUEST_URI": "/raw/generate", "DOCUMENT_URI": "/raw/generate",
+            "SCRIPT_NAME": "/raw/generate", "QUERY_STRING": "", "REMOTE_ADDR": "127.0.0.1",
+            "CONTENT_TYPE": "application/json", "CONTENT_LENGTH": "40000", "HTTP_HOST": "localhost"})
+            + fcgi_record(5, b'{"inputs": "' + b"x" * 20000))
+        status, headers, body = fcgi_answer(c)
+    err = json.loads(body)["error"]
+    assert status == 408, (status, body)
+    assert "read_timeout" in err and not ADDRESS.search(err), body
+    after = request(env.port, "GET", "/health").json()["upstreams"]["raw"]["replicas"][0]
+    assert after["failures"] == raw["failures"] and after.get("last_error") == raw.get("last_error"), after
