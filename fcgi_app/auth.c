@@ -387,10 +387,8 @@ int auth_check_model(struct req *r, const char *model)
 {
     if (auth_key_allows(r->key, model))
         return 0;
-    if (r->dialect == DIALECT_OPENAI)
-        resp_error_openai(r, 403, "permission_error", "model", "model_not_allowed",
-                          "The API key \"%s\" may not use the model `%s`", r->key->name, model);
-    else
-        resp_error_tgi(r, 403, "forbidden", "the API key \"%s\" may not use model %s", r->key->name, model);
+    log_info("request %s: the API key \"%s\" may not use model %s: answered as a model that does not exist", r->id,
+             r->key->name, model);
+    resp_model_not_found(r, model);
     return 1;
 }

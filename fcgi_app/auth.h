@@ -72,8 +72,11 @@ int auth_check(struct req *r);
  * answering 403. Call after auth_check. */
 int auth_check_ops(struct req *r);
 
-/* Returns 0 when r's key may use `model` (or there are no keys), or 1
- * after answering 403 in r->dialect's shape. */
+/* The one check of a key's models= list, called by every route that names
+ * a model (in its path, query or body) before it says anything about that
+ * model. Returns 0 when r's key may use `model` (or there are no keys), or
+ * 1 after answering exactly what a model that is not served gets
+ * (resp_model_not_found): a restricted key cannot learn that others exist. */
 int auth_check_model(struct req *r, const char *model);
 
 #endif

@@ -30,6 +30,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 /* ------------------------------------------------------------------ errors */
 
@@ -65,6 +66,35 @@ void config_add_error(struct config_errors *e, const char *file, int line, const
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     add_error(e, file, line, "%s", msg);
+}
+
+/* What is wrong with `path` as a model directory, in `out`; false when nothing. */
+static bool bad_dir(const char *path, char *out, size_t outlen)
+{
+    struct stat st;
+    if (stat(path, &st) < 0)
+        snprintf(out, outlen, "%s", errno == ENOENT ? "does not exist" : strerror(errno));
+    else if (!S_ISDIR(st.st_mode))
+        snprintf(out, outlen, "is not a directory");
+    else if (access(path, R_OK | X_OK) < 0)
+        snprintf(out, outlen, "cannot be read: %s", strerror(errno));
+    else
+        return false;
+    return true;
+}
+
+void config_check_paths(const struct config *c, struct config_errors *warns)
+{
+    char why[200];
+    for (size_t i = 0; i < c->n_models; i++) {
+        const struct config_model *m = &c->models[i];
+        if (m->path && bad_dir(m->path, why, sizeof why))
+            add_error(warns, c->file, m->path_line ? m->path_line : m->line,
+                      "[model %s]: path %s %s: the model cannot load until it is there", m->name, m->path, why);
+    }
+    if (c->models_dir && bad_dir(c->models_dir, why, sizeof why))
+        add_error(warns, c->file, 0, "models_dir %s %s: no model can load from it until it is there", c->models_dir,
+                  why);
 }
 
 void config_errors_free(struct config_errors *e)
@@ -349,6 +379,7 @@ static const struct key_def server_keys[] = {
     {"shutdown_timeout", K_DURATION, S(shutdown_timeout_ms), 0, 3600000, "30s"},
     {"read_timeout", K_DURATION, S(read_timeout_ms), 100, 3600000, "60s"},
     {"body_timeout", K_DURATION, S(body_timeout_ms), 0, 3600000, "60s"},
+    {"head_timeout", K_DURATION, S(head_timeout_ms), 100, 3600000, "10s"},
     {"sse_keepalive", K_DURATION, S(sse_keepalive_ms), 100, 3600000, "15s"},
     {"path_prefix", K_PREFIX, S(path_prefix), 0, 0, ""},
     {"error_log", K_LOG, S(error_log), 0, 0, "stderr"},
@@ -1038,6 +1069,8 @@ static void apply_entries(struct config *c, struct pass1 *p, const char *dir, st
         }
         if (apply_key(k, base, e->value, dir, err, sizeof err) < 0)
             add_error(errs, c->file, e->line, "%s", err);
+        else if (strcmp(s->type, "model") == 0 && strcmp(k->name, "path") == 0)
+            ((struct config_model *)base)->path_line = e->line;
     }
 }
 

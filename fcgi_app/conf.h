@@ -30,6 +30,7 @@ struct config_model {
     char *name;                 /* [model NAME] */
     char *path;                 /* model directory, absolute */
     int line;                   /* line of the section header */
+    int path_line;              /* line of its path key (0: none) */
     char *device;               /* "auto", "cpu", "cuda", "cuda:N" */
     long threads;               /* CPU threads; 0 = one per core */
     long max_concurrent;        /* sequences in the running batch */
@@ -108,6 +109,7 @@ struct config {
     int64_t shutdown_timeout_ms;
     int64_t read_timeout_ms;
     int64_t body_timeout_ms;    /* the whole request body must arrive within this; 0 = no limit */
+    int64_t head_timeout_ms;    /* a request's FastCGI head (BEGIN_REQUEST, PARAMS) must arrive within this */
     int64_t sse_keepalive_ms;
     char *path_prefix;          /* "" or "/prefix" (no trailing slash) */
     char *error_log;            /* path or "stderr" */
@@ -175,6 +177,12 @@ struct config *config_ref(struct config *c);
 void config_unref(struct config *c);
 
 void config_errors_free(struct config_errors *e);
+
+/* Appends to `warns` one "file:line: message" for each model whose path is
+ * not (yet) a readable directory, and for a models_dir that is not: not an
+ * error (the path may appear later, and the model then loads on demand), but
+ * worth telling at start, at reload and by --check. */
+void config_check_paths(const struct config *c, struct config_errors *warns);
 
 /* Appends "file:line: message" (just "file: message" when line is 0) to e. */
 void config_add_error(struct config_errors *e, const char *file, int line, const char *fmt, ...)

@@ -206,6 +206,63 @@ static void write_all(int fd, const char *buf, size_t len)
     }
 }
 
+/* Is the well-formed UTF-8 character p[0..n) one that must not reach a log
+ * as it is? C1 controls (U+0080..U+009F); U+2028 and U+2029, which some
+ * readers take for line breaks; the bidirectional embeddings, overrides
+ * (U+202A..U+202E) and isolates (U+2066..U+2069), which reorder what a
+ * reader sees. */
+static bool unprintable_char(const unsigned char *p, size_t n)
+{
+    if (n == 2)
+        return p[0] == 0xc2 && p[1] < 0xa0;
+    if (n != 3 || p[0] != 0xe2)
+        return false;
+    unsigned cp = 0x2000u | ((p[1] & 0x3fu) << 6) | (p[2] & 0x3fu);
+    return (p[1] == 0x80 && cp >= 0x2028 && cp <= 0x202e) || (p[1] == 0x81 && cp >= 0x2066 && cp <= 0x2069);
+}
+
+bool log_escape(char *buf, size_t len, size_t *pos, const char *s, size_t n, unsigned flags)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *p = (const unsigned char *)s, *end = p + n;
+    size_t o = *pos;
+    if (o >= len)
+        return n == 0;
+    bool whole = true;
+    while (p < end) {
+        unsigned c = *p;
+        size_t u = c >= 0x80 && !(flags & LOG_ESC_ASCII) ? util_utf8_seq(p, end) : 0;
+        if (u && unprintable_char(p, u))
+            u = 0;
+        char esc[4];
+        const char *out = (const char *)p;
+        size_t k = u ? u : 1;
+        if (!u && (c < 0x20 || c >= 0x7f || ((flags & LOG_ESC_QUOTED) && (c == '"' || c == '\\')))) {
+            out = esc;
+            esc[0] = '\\';
+            if ((c == '\n' || c == '\r' || c == '\t') && !(flags & LOG_ESC_ASCII)) {
+                esc[1] = c == '\n' ? 'n' : c == '\r' ? 'r' : 't';
+                k = 2;
+            } else {
+                esc[1] = 'x';
+                esc[2] = hex[c >> 4];
+                esc[3] = hex[c & 15];
+                k = 4;
+            }
+        }
+        if (o + k >= len) {
+            whole = false;
+            break;
+        }
+        memcpy(buf + o, out, k);
+        o += k;
+        p += u ? u : 1;
+    }
+    buf[o] = '\0';
+    *pos = o;
+    return whole;
+}
+
 void log_msg(enum log_level level, const char *fmt, ...)
 {
     static const char *names[] = {[LL_ERROR] = "error", [LL_WARN] = "warn", [LL_NOTICE] = "notice",
@@ -213,7 +270,7 @@ void log_msg(enum log_level level, const char *fmt, ...)
     if ((int)level > atomic_load(&L.level))
         return;
     int fd = atomic_load(&L.err.fd);
-    char line[2048];
+    char line[2048], msg[2048];
     size_t pos;
     if (fd == 2 && atomic_load(&L.journal)) {
         pos = (size_t)snprintf(line, sizeof line, "<%d>", (int)level);
@@ -226,13 +283,11 @@ void log_msg(enum log_level level, const char *fmt, ...)
     }
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(line + pos, sizeof line - pos - 1, fmt, ap);
+    int n = vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    if (n < 0)
-        n = 0;
-    pos += (size_t)n;
-    if (pos > sizeof line - 2)
-        pos = sizeof line - 2;
+    size_t mlen = n < 0 ? 0 : (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1;
+    /* the whole message, not only its arguments: no caller can forget one */
+    log_escape(line, sizeof line - 1, &pos, msg, mlen, 0);
     line[pos++] = '\n';
     write_all(fd, line, pos);
 }
@@ -245,6 +300,13 @@ bool log_access_enabled(void)
 void log_access_line(const char *line, size_t len)
 {
     int fd = atomic_load(&L.acc.fd);
-    if (fd >= 0)
-        write_all(fd, line, len);
+    if (fd < 0)
+        return;
+    char out[8192];
+    size_t pos = 0;
+    if (len > 0 && line[len - 1] == '\n')
+        len--;
+    log_escape(out, sizeof out - 1, &pos, line, len, 0);
+    out[pos++] = '\n';
+    write_all(fd, out, pos);
 }

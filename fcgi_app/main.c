@@ -127,6 +127,26 @@ static struct config *load_config(const char *file, bool to_log)
     return cfg;
 }
 
+/* Tells what config_check_paths finds (a model path that is not there):
+ * to the log, or as "file:line: warning: ..." on stderr. */
+static void warn_paths(const struct config *cfg, bool to_log)
+{
+    struct config_errors warns = {0};
+    config_check_paths(cfg, &warns);
+    for (size_t i = 0; i < warns.n; i++) {
+        if (to_log) {
+            log_warn("%s", warns.msg[i]);
+            continue;
+        }
+        const char *rest = strstr(warns.msg[i], ": ");   /* "file:line" is before the first ": " */
+        if (rest)
+            fprintf(stderr, "%.*s: warning: %s\n", (int)(rest - warns.msg[i]), warns.msg[i], rest + 2);
+        else
+            fprintf(stderr, "warning: %s\n", warns.msg[i]);
+    }
+    config_errors_free(&warns);
+}
+
 static bool str_differs(const char *a, const char *b)
 {
     return (a == NULL) != (b == NULL) || (a && strcmp(a, b) != 0);
@@ -150,6 +170,7 @@ static void reload(struct server *srv, const char *file)
         sysd_notify("READY=1\nSTATUS=reload failed; running the previous configuration");
         return;
     }
+    warn_paths(next, true);
     struct config *cur = server_config_acquire(srv);
     if (str_differs(cur->listen, next->listen) || cur->listen_backlog != next->listen_backlog ||
         cur->socket_mode != next->socket_mode)
@@ -160,8 +181,8 @@ static void reload(struct server *srv, const char *file)
     gateway_reconfigure(srv->gw, next);
     server_config_swap(srv, config_ref(next));  /* first, so no request reloads a model with the old settings */
     registry_reconfigure(srv->reg, next);
-    config_unref(next);
     log_notice("configuration reloaded (%zu models)", next->n_models);
+    config_unref(next);
     sysd_notify("READY=1\nSTATUS=serving");
 }
 
@@ -208,6 +229,7 @@ int main(int argc, char **argv)
     if (!cfg)
         return 1;
     if (opt.check) {
+        warn_paths(cfg, false);         /* on stderr; the file is valid all the same */
         printf("%s: configuration is valid (%zu models, %zu upstreams)\n", opt.config, cfg->n_models,
                cfg->n_upstreams);
         config_unref(cfg);
@@ -231,6 +253,7 @@ int main(int argc, char **argv)
         config_unref(cfg);
         return 1;
     }
+    warn_paths(cfg, true);
     int prc = proxy_global_init(err, sizeof err);
     if (prc < 0) {
         log_error("%s", err);

@@ -620,7 +620,7 @@ static const char *jstr(json_object *o, const char *key)
 /* The local models in memory, read from the registry now. */
 static void render_local(struct strbuf *b, struct server *srv)
 {
-    json_object *all = srv->reg ? registry_status_json(srv->reg) : NULL;
+    json_object *all = srv->reg ? registry_status_json(srv->reg, false) : NULL;
     char lab[600];
     static const struct {
         const char *name, *help, *key;

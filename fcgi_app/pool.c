@@ -13,11 +13,17 @@
  * needs shutdown() on a socket that systemd or spawn-fcgi share with us.
  *
  * A connection belongs to one thread from the moment it takes it until it
- * parks or closes it; only that thread writes to its FastCGI streams. */
+ * parks or closes it; only that thread writes to its FastCGI streams.
+ *
+ * What comes before a request (management records, other roles) is
+ * answered by fcgi_head.c; a request's head (FCGI_BEGIN_REQUEST and
+ * FCGI_PARAMS) must then arrive within head_timeout, which the head
+ * watchdog thread enforces while libfcgi reads it. */
 #include "config.h"
 #include "pool.h"
 #include "auth.h"
 #include "conf.h"
+#include "fcgi_head.h"
 #include "log.h"
 #include "metrics.h"
 #include "request.h"
@@ -55,6 +61,9 @@ struct worker {
     pthread_t thread;
     bool started;
     int index;
+    /* guarded by pool.wd_lock */
+    int head_fd;                    /* a dup of the connection whose head libfcgi is reading; -1: none */
+    int64_t head_deadline_ns;       /* when the watchdog shuts it down */
 };
 
 struct pool {
@@ -70,6 +79,13 @@ struct pool {
     atomic_llong last_accept_error_ns;  /* rate limit for accept() error messages */
     pthread_mutex_t lock;
     int running;                    /* threads not yet exited; guarded by lock */
+    /* the head watchdog */
+    pthread_t watchdog;
+    bool watchdog_started;
+    pthread_mutex_t wd_lock;
+    pthread_cond_t wd_cond;         /* on CLOCK_MONOTONIC, like util_now_ns */
+    bool wd_stop;                   /* guarded by wd_lock, like: */
+    int64_t wd_next_ns;             /* when the watchdog wakes next; INT64_MAX: when signalled */
     int n;
     struct worker workers[];
 };
@@ -157,6 +173,13 @@ static void access_log_json(const struct req *r, const char *when, int status, l
     log_access_line(line, pos);
 }
 
+/* A field of the text access log: quotes and backslashes escaped too, and
+ * everything outside ASCII, as web servers' logs do. */
+static void log_field(char *buf, size_t len, size_t *pos, const char *s)
+{
+    log_escape(buf, len, pos, s, strlen(s), LOG_ESC_QUOTED | LOG_ESC_ASCII);
+}
+
 static void access_log(const struct req *r)
 {
     if (!log_access_enabled())
@@ -181,11 +204,11 @@ static void access_log(const struct req *r)
     size_t room = sizeof line - (size_t)tl, pos = 0;   /* the head gets at most room-1 bytes */
     append_raw(line, room, &pos, when);
     append_raw(line, room, &pos, " ");
-    util_escape_log(line, room, &pos, r->remote_addr);
+    log_field(line, room, &pos, r->remote_addr);
     append_raw(line, room, &pos, " \"");
-    util_escape_log(line, room, &pos, r->method_name);
+    log_field(line, room, &pos, r->method_name);
     append_raw(line, room, &pos, " ");
-    util_escape_log(line, room, &pos, r->path);
+    log_field(line, room, &pos, r->path);
     memcpy(line + pos, tail, (size_t)tl);
     log_access_line(line, pos + (size_t)tl);
 }
@@ -204,6 +227,31 @@ static bool finish_reading(FCGX_Request *freq)
     return FCGX_GetError(freq->in) == 0;
 }
 
+/* How long a connection closed after its answer may go on sending: libfcgi's
+ * own close reads until the client's end of file, 2 s at a time, and so
+ * for ever while the client sends a byte now and then, holding the thread. */
+#define LINGER_MS 2000
+
+/* Closes a connection whose answer was sent: shuts our side, reads what
+ * the client still sends until its end of file but LINGER_MS at most in
+ * all (closing with unread input would reset the connection, and the client
+ * could lose the end of the answer), then closes. */
+static void linger_close(int fd)
+{
+    if (shutdown(fd, SHUT_WR) == 0) {
+        int64_t end = util_now_ns() + LINGER_MS * 1000000LL;
+        char sink[4096];
+        for (;;) {
+            int64_t left = end - util_now_ns();
+            struct pollfd pfd = {.fd = fd, .events = POLLIN};
+            if (left <= 0 || poll(&pfd, 1, (int)((left + 999999) / 1000000)) <= 0 ||
+                recv(fd, sink, sizeof sink, MSG_DONTWAIT) <= 0)
+                break;
+        }
+    }
+    close(fd);
+}
+
 void pool_answer(struct server *srv, FCGX_Request *freq)
 {
     atomic_fetch_add(&srv->busy, 1);
@@ -211,7 +259,6 @@ void pool_answer(struct server *srv, FCGX_Request *freq)
     struct req r;
     int st = req_init(&r, freq, srv, cfg);
     if (st) {
-        r.dialect = DIALECT_TGI;
         resp_error(&r, st, "%s", st == 414 ? "request target too long" :
                                  st == 404 ? "not found (outside path_prefix)" : "malformed request target");
     } else {
@@ -227,7 +274,17 @@ void pool_answer(struct server *srv, FCGX_Request *freq)
     req_cleanup(&r);
     if (freq->keepConnection && (r.client_gone || !finish_reading(freq)))
         freq->keepConnection = 0;
+    /* libfcgi is left to close only a connection that failed, and then at
+     * once (detached); a connection to close after its answer lingers here */
+    bool close_after = !freq->keepConnection;
+    freq->keepConnection = 1;
+    freq->detached = 1;
     FCGX_Finish_r(freq);
+    freq->detached = 0;
+    if (close_after && freq->ipcFd >= 0) {
+        linger_close(freq->ipcFd);
+        freq->ipcFd = -1;
+    }
     config_unref(cfg);
     atomic_fetch_add(&srv->requests, 1);
     atomic_fetch_sub(&srv->busy, 1);
@@ -328,14 +385,101 @@ static int next_connection(struct pool *p)
     return fd;
 }
 
-/* Answers the request waiting on fd; the connection is then closed by
- * libfcgi or, when the web server keeps it, parked again. */
-static void serve(struct pool *p, FCGX_Request *freq, int fd)
+/* The head watchdog. libfcgi reads a request's head inside FCGX_Accept_r
+ * with blocking reads, which SO_RCVTIMEO (read_timeout) bounds one at a
+ * time: a client that sends a byte now and then would hold the thread for
+ * as long as it likes. At a head's deadline this thread shuts the
+ * connection down, libfcgi's read returns, and FCGX_Accept_r fails. It
+ * shuts down a dup of the connection that the responder thread closes only
+ * after unwatch_head(), so the number is never a later connection's. */
+static void *head_watchdog(void *arg)
 {
+    struct pool *p = arg;
+    pthread_mutex_lock(&p->wd_lock);
+    while (!p->wd_stop) {
+        int64_t now = util_now_ns(), next = INT64_MAX;
+        for (int i = 0; i < p->n; i++) {
+            struct worker *w = &p->workers[i];
+            if (w->head_fd < 0)
+                continue;
+            if (w->head_deadline_ns <= now) {
+                shutdown(w->head_fd, SHUT_RDWR);
+                w->head_deadline_ns = INT64_MAX;
+            } else if (w->head_deadline_ns < next) {
+                next = w->head_deadline_ns;
+            }
+        }
+        p->wd_next_ns = next;
+        if (next == INT64_MAX) {
+            pthread_cond_wait(&p->wd_cond, &p->wd_lock);
+        } else {
+            struct timespec ts = {.tv_sec = next / 1000000000, .tv_nsec = next % 1000000000};
+            pthread_cond_timedwait(&p->wd_cond, &p->wd_lock, &ts);
+        }
+    }
+    pthread_mutex_unlock(&p->wd_lock);
+    return NULL;
+}
+
+/* Puts fd's head under the watchdog until unwatch_head(). Without a spare
+ * descriptor for the dup, only read_timeout bounds this one head. */
+static void watch_head(struct pool *p, struct worker *w, int fd, int64_t deadline_ns)
+{
+    int dup = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (dup < 0)
+        return;
+    pthread_mutex_lock(&p->wd_lock);
+    w->head_fd = dup;
+    w->head_deadline_ns = deadline_ns;
+    if (deadline_ns < p->wd_next_ns)
+        pthread_cond_signal(&p->wd_cond);
+    pthread_mutex_unlock(&p->wd_lock);
+}
+
+static void unwatch_head(struct pool *p, struct worker *w)
+{
+    pthread_mutex_lock(&p->wd_lock);
+    int dup = w->head_fd;
+    w->head_fd = -1;
+    pthread_mutex_unlock(&p->wd_lock);
+    if (dup >= 0)
+        close(dup);
+}
+
+/* Answers the request waiting on fd; the connection is then closed by
+ * libfcgi or, when the web server keeps it, parked again. What comes before
+ * the request and the request's head share one deadline, head_timeout. */
+static void serve(struct pool *p, struct worker *w, FCGX_Request *freq, int fd)
+{
+    int64_t deadline = util_now_ns() + atomic_load(&p->srv->head_timeout_ms) * 1000000;
+    enum head_result h = fcgi_head(fd, p->n, deadline, atomic_load(&p->srv->read_timeout_ms));
+    if (h != HEAD_RESPONDER) {
+        if (h == HEAD_PARK && !atomic_load(&p->stopping))
+            park(p, fd);
+        else
+            close(fd);
+        return;
+    }
     freq->ipcFd = fd;
     freq->keepConnection = 1;       /* so that FCGX_Accept_r does not close fd before reading it */
-    if (FCGX_Accept_r(freq) != 0)
+    /* a head that fails is closed at once: libfcgi's own close first waits
+     * up to 2 s for the client's end of file, and for ever while the client
+     * keeps sending */
+    freq->detached = 1;
+    watch_head(p, w, fd, deadline);
+    int rc = FCGX_Accept_r(freq);
+    unwatch_head(p, w);
+    if (rc != 0)
         return;                     /* the web server closed the connection (libfcgi closed fd) */
+    if (FCGX_GetError(freq->in) != 0) {
+        /* libfcgi takes FCGI_PARAMS cut short by a read error (read_timeout,
+         * the watchdog) for the whole head: such a request was answered,
+         * to nobody, and its connection then lingered 2 s in libfcgi's
+         * close (stalled heads cost read_timeout + 2 s a round) */
+        FCGX_Free(freq, 1);
+        return;
+    }
+    freq->detached = 0;
     pool_answer(p->srv, freq);
     if (freq->ipcFd >= 0) {
         int kept = freq->ipcFd;
@@ -370,7 +514,7 @@ static void *responder(void *arg)
             if (fd == NEXT_STOP)
                 break;
             if (fd >= 0)
-                serve(p, &freq, fd);
+                serve(p, w, &freq, fd);
         }
     }
     pthread_mutex_lock(&p->lock);
@@ -381,6 +525,15 @@ static void *responder(void *arg)
 
 static void pool_release(struct pool *p)
 {
+    if (p->watchdog_started) {
+        pthread_mutex_lock(&p->wd_lock);
+        p->wd_stop = true;
+        pthread_cond_signal(&p->wd_cond);
+        pthread_mutex_unlock(&p->wd_lock);
+        pthread_join(p->watchdog, NULL);
+    }
+    pthread_cond_destroy(&p->wd_cond);
+    pthread_mutex_destroy(&p->wd_lock);
     if (p->epfd >= 0)
         close(p->epfd);
     if (p->wake_fd >= 0)
@@ -405,6 +558,15 @@ int pool_start(struct pool **out, struct server *srv, int listen_fd, int n, char
     socklen_t sl = sizeof ss;
     p->tcp = getsockname(listen_fd, (struct sockaddr *)&ss, &sl) == 0 && ss.ss_family != AF_UNIX;
     pthread_mutex_init(&p->lock, NULL);
+    pthread_mutex_init(&p->wd_lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&p->wd_cond, &ca);
+    pthread_condattr_destroy(&ca);
+    p->wd_next_ns = INT64_MAX;
+    for (int i = 0; i < n; i++)
+        p->workers[i].head_fd = -1;
 
     struct rlimit rl;
     p->fd_cap = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < FD_TRACK_MAX ? rl.rlim_cur : FD_TRACK_MAX;
@@ -420,6 +582,13 @@ int pool_start(struct pool **out, struct server *srv, int listen_fd, int n, char
         pool_release(p);
         return -1;
     }
+    int wrc = pthread_create(&p->watchdog, NULL, head_watchdog, p);
+    if (wrc != 0) {
+        snprintf(err, errlen, "cannot start the head watchdog thread: %s", strerror(wrc));
+        pool_release(p);
+        return -1;
+    }
+    p->watchdog_started = true;
     srv->threads = n;
     for (int i = 0; i < n; i++) {
         struct worker *w = &p->workers[i];

@@ -73,6 +73,29 @@ static bool settings_same(const struct config_model *a, const struct config_mode
 
 /* ------------------------------------------------------------------ loading */
 
+bool registry_pinned(const struct config *cfg, const char *name)
+{
+    return config_find_model(cfg, name) || (cfg->default_model && strcmp(cfg->default_model, name) == 0);
+}
+
+/* Copies err into out[len] with every occurrence of dir written as name:
+ * a load error is shown by public endpoints, which name no paths (the
+ * whole message goes to the log). */
+static void redact_dir(char *out, size_t len, const char *err, const char *dir, const char *name)
+{
+    size_t dl = strlen(dir), o = 0;
+    for (const char *p = err; *p && o + 1 < len;) {
+        if (dl && strncmp(p, dir, dl) == 0) {
+            int n = snprintf(out + o, len - o, "%s", name);
+            o += n < 0 ? 0 : (size_t)n < len - o ? (size_t)n : len - o - 1;
+            p += dl;
+        } else {
+            out[o++] = *p++;
+        }
+    }
+    out[o] = '\0';
+}
+
 static void lmodel_free(struct lmodel *m)
 {
     if (m->loader_joinable) {
@@ -249,7 +272,7 @@ static void *loader_main(void *arg)
                    in->kv_blocks, in->kv_block_tokens);
     } else {
         m->state = LM_FAILED;
-        snprintf(m->error, sizeof m->error, "%s", err);
+        redact_dir(m->error, sizeof m->error, err, m->dir, m->name);
         log_error("model %s: cannot load %s: %s", m->name, m->dir, err);
     }
     pthread_cond_broadcast(&r->changed);
@@ -284,8 +307,9 @@ static size_t weights_on_disk(const char *dir)
  * `bytes` fits the limits. Called with mu held; sets *dropped when it let go
  * of mu meanwhile (to free a model), so the caller looks again. Returns
  * false when it cannot make room (every model in memory is busy). */
-static bool make_room(struct registry *r, const struct config *cfg, size_t bytes, bool *dropped)
+static bool make_room(struct registry *r, const struct config *cfg, size_t bytes, bool *dropped, bool *all_pinned)
 {
+    *all_pinned = false;
     for (;;) {
         long n = 0;
         size_t used = 0;
@@ -299,11 +323,18 @@ static bool make_room(struct registry *r, const struct config *cfg, size_t bytes
         if (!over_count && !over_bytes)
             return true;
         struct lmodel *lru = NULL;
-        for (struct lmodel *m = r->models; m; m = m->next)
-            if (!m->retired && m->refs == 0 && m->state != LM_LOADING && (!lru || m->last_used_ns < lru->last_used_ns))
+        bool unpinned = false;
+        for (struct lmodel *m = r->models; m; m = m->next) {
+            if (m->retired || m->pinned)
+                continue;                       /* configured or the default: never made room from */
+            unpinned = true;
+            if (m->refs == 0 && m->state != LM_LOADING && (!lru || m->last_used_ns < lru->last_used_ns))
                 lru = m;
-        if (!lru)
+        }
+        if (!lru) {
+            *all_pinned = !unpinned;
             return !over_bytes || n == 0 ? !over_count : false;
+        }
         log_notice("model %s unloaded (least recently used; %s)", lru->name,
                    over_count ? "max_loaded_models reached" : "models_memory reached");
         lru->retired = true;                    /* refs == 0: freed below, outside the list */
@@ -427,18 +458,25 @@ struct lmodel *registry_get(struct registry *r, const struct config *cfg, const 
             pthread_mutex_lock(&r->mu);
             continue;
         }
-        bool dropped = false;
-        if (!make_room(r, cfg, bytes, &dropped)) {
+        bool dropped = false, all_pinned = false;
+        if (!registry_pinned(cfg, name) && !make_room(r, cfg, bytes, &dropped, &all_pinned)) {
             pthread_mutex_unlock(&r->mu);
             *status = 503;
-            snprintf(err, errlen,
-                     "cannot load model %s now: max_loaded_models (%ld) or models_memory is reached and every "
-                     "loaded model is busy; try again", name, cfg->max_loaded_models);
+            if (all_pinned)
+                snprintf(err, errlen,
+                         "cannot load model %s: the configured models, which stay loaded, already fill "
+                         "max_loaded_models (%ld) or models_memory", name, cfg->max_loaded_models);
+            else
+                snprintf(err, errlen,
+                         "cannot load model %s now: max_loaded_models (%ld) or models_memory is reached and every "
+                         "model that may be unloaded is busy; try again", name, cfg->max_loaded_models);
             return NULL;
         }
         if (dropped)
             continue;                           /* another request may have started it meanwhile */
         m = start_load(r, set, name, path, cm != NULL, bytes, err, errlen);
+        if (m)
+            m->pinned = registry_pinned(cfg, name);
         if (!m) {
             pthread_mutex_unlock(&r->mu);
             *status = 500;
@@ -552,10 +590,12 @@ static void preload(struct registry *r, const struct config *cfg)
         if (find(r, cm->name))
             continue;
         struct lmodel *m = start_load(r, cm, cm->name, cm->path, true, 0, err, sizeof err);
-        if (!m)
+        if (!m) {
             log_error("model %s: %s", cm->name, err);
-        else
+        } else {
+            m->pinned = true;
             m->refs--;                          /* no caller holds it */
+        }
     }
     pthread_mutex_unlock(&r->mu);
 }
@@ -586,6 +626,7 @@ void registry_reconfigure(struct registry *r, const struct config *cfg)
             continue;
         const struct config_model *cm = config_find_model(cfg, m->name);
         bool keep = m->configured ? cm && settings_same(&m->set, cm) : !cm && registry_is_local(cfg, m->name);
+        m->pinned = registry_pinned(cfg, m->name);  /* the default may have changed */
         if (!keep) {
             log_notice("model %s: its configuration changed; it is unloaded once its requests finish", m->name);
             m->retired = true;
@@ -619,7 +660,7 @@ static const char *state_name(enum lmodel_state s)
     return s == LM_LOADING ? "loading" : s == LM_READY ? "ready" : "failed";
 }
 
-json_object *registry_status_json(struct registry *r)
+json_object *registry_status_json(struct registry *r, bool with_paths)
 {
     json_object *all = json_object_new_object();
     if (!all)
@@ -632,8 +673,10 @@ json_object *registry_status_json(struct registry *r)
         if (!o)
             break;
         json_object_object_add(o, "state", json_object_new_string(state_name(m->state)));
-        json_object_object_add(o, "path", json_object_new_string(m->dir));
+        if (with_paths)
+            json_object_object_add(o, "path", json_object_new_string(m->dir));
         json_object_object_add(o, "configured", json_object_new_boolean(m->configured));
+        json_object_object_add(o, "pinned", json_object_new_boolean(m->pinned));
         json_object_object_add(o, "in_use", json_object_new_int(m->refs));
         if (m->state == LM_FAILED)
             json_object_object_add(o, "error", json_object_new_string(m->error));

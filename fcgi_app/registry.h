@@ -1,5 +1,10 @@
 /* registry.c -- the local models: [model] sections preloaded in the background, directories under models_dir loaded on first use, the least recently used idle model unloaded under max_loaded_models / models_memory.
  *
+ * The models of [model] sections and the default model are pinned: they
+ * count against max_loaded_models and models_memory, but only models loaded
+ * on demand are ever unloaded to make room; when the pinned and busy ones
+ * fill the budget, an on-demand load is refused (503) instead.
+ *
  * A model is loaded by a thread of its own, so loading one never holds up
  * requests to another. Requests take a reference with registry_get() for as
  * long as they use a model; only a model nobody holds is unloaded. Models
@@ -30,6 +35,7 @@ struct lmodel {
     char *name;                 /* the name requests use */
     char *dir;                  /* its directory */
     bool configured;            /* from a [model] section */
+    bool pinned;                /* configured or the default model: never unloaded to make room (under mu) */
     struct config_model set;    /* its settings (strings owned) */
 
     struct tokenizer *tok;
@@ -51,7 +57,7 @@ struct lmodel {
 
     /* the registry's, under its lock */
     enum lmodel_state state;
-    char error[400];            /* why it failed to load */
+    char error[400];            /* why it failed to load, its directory named by the model's name (public) */
     int refs;
     bool retired;               /* out of the lookup; freed when the last reference goes */
     int64_t last_used_ns;
@@ -97,10 +103,15 @@ bool registry_loading(struct registry *r);
 /* m's state, read under the lock. */
 enum lmodel_state registry_state(struct registry *r, struct lmodel *m);
 
-/* A new object {NAME: {state, path, device, running, queued, kv_blocks_used,
- * kv_blocks_total, requests, cancelled, ...}} of the models in memory
- * (caller owns it). */
-json_object *registry_status_json(struct registry *r);
+/* A new object {NAME: {state, pinned, device, running, queued,
+ * kv_blocks_used, kv_blocks_total, requests, cancelled, ...}} of the models
+ * in memory (caller owns it). with_paths adds each model's directory: for
+ * the operator's /status only, never a public answer. */
+json_object *registry_status_json(struct registry *r, bool with_paths);
+
+/* Is `name` pinned under cfg: a [model] section or the default model?
+ * Pinned models are never unloaded to make room for another. */
+bool registry_pinned(const struct config *cfg, const char *name);
 
 /* Calls fn for every local model name: the [model] sections, the models in
  * memory, and the model directories under models_dir (two levels deep,

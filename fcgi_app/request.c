@@ -30,18 +30,41 @@ static bool valid_request_id(const char *s)
     return n > 0;
 }
 
+/* The origin-form part of a request target: absolute-form
+ * ("http://host/a?x") loses its scheme and authority ("/a?x"; "/" when
+ * nothing follows them). */
+static const char *origin_form(const char *uri)
+{
+    if (strncasecmp(uri, "http://", 7) == 0 || strncasecmp(uri, "https://", 8) == 0) {
+        uri = strstr(uri, "//") + 2;
+        uri += strcspn(uri, "/?");
+        if (*uri == '\0')
+            uri = "/";
+    }
+    return uri;
+}
+
+enum api_dialect req_path_dialect(const char *path)
+{
+    return strncmp(path, "/v1", 3) == 0 && strchr("/?#", path[3]) ? DIALECT_OPENAI : DIALECT_TGI;
+}
+
+/* The dialect of a request target that req_split_target may have refused
+ * (too long, outside the prefix): its path's, past the prefix when it has it. */
+static enum api_dialect target_dialect(const char *uri, const char *prefix)
+{
+    uri = origin_form(uri);
+    size_t pl = strlen(prefix);
+    if (pl && strncmp(uri, prefix, pl) == 0)
+        uri += pl;
+    return req_path_dialect(uri);
+}
+
 int req_split_target(const char *uri, const char *prefix, char *buf, size_t buflen, const char **query)
 {
     *query = NULL;
     buf[0] = '\0';
-    if (strncasecmp(uri, "http://", 7) == 0 || strncasecmp(uri, "https://", 8) == 0) {
-        uri = strstr(uri, "//") + 2;            /* absolute-form: drop scheme and authority */
-        uri += strcspn(uri, "/?");
-        if (*uri == '\0')
-            uri = "/";
-        else if (*uri == '?')
-            return 400;
-    }
+    uri = origin_form(uri);
     if (uri[0] != '/')
         return 400;
     size_t n = strcspn(uri, "?#");
@@ -106,10 +129,16 @@ int req_init(struct req *r, FCGX_Request *f, struct server *srv, const struct co
         uri = FCGX_GetParam("DOCUMENT_URI", env);
     if (!uri || !*uri) {
         const char *sn = FCGX_GetParam("SCRIPT_NAME", env), *pi = FCGX_GetParam("PATH_INFO", env);
-        if ((size_t)snprintf(joined, sizeof joined, "%s%s", sn ? sn : "", pi ? pi : "") >= sizeof joined)
-            return 414;
         uri = joined;
+        if ((size_t)snprintf(joined, sizeof joined, "%s%s", sn ? sn : "", pi ? pi : "") >= sizeof joined) {
+            r->dialect = target_dialect(joined, cfg->path_prefix);     /* from its first bytes */
+            strcpy(r->path, "-");
+            return 414;
+        }
     }
+    /* errors answered before routing take the path's dialect too; the
+     * router refines it per route */
+    r->dialect = target_dialect(uri, cfg->path_prefix);
     const char *q = NULL;
     int rc = req_split_target(uri, cfg->path_prefix, r->path, sizeof r->path, &q);
     if (rc)
@@ -497,39 +526,44 @@ static int scan_text(const char *buf, size_t len, size_t *colons, char *err, siz
     return 0;
 }
 
-/* Checks the values of the tree and adds up its object members. */
-static int walk_values(json_object *o, size_t *members, char *err, size_t errlen)
+/* Checks the values of the tree and adds up its object members. `key` is
+ * the member name o came under (for the message); `upstream` relaxes the
+ * checks for upstream answers (json_check_upstream). */
+static int walk_values(json_object *o, const char *key, bool upstream, size_t *members, char *err, size_t errlen)
 {
     switch (json_object_get_type(o)) {
     case json_type_object: {
         *members += (size_t)json_object_object_length(o);
         json_object_object_foreach(o, k, v) {
-            (void)k;
-            if (walk_values(v, members, err, errlen) < 0)
+            if (walk_values(v, k, upstream, members, err, errlen) < 0)
                 return -1;
         }
         return 0;
     }
     case json_type_array:
         for (size_t i = 0; i < json_object_array_length(o); i++)
-            if (walk_values(json_object_array_get_idx(o, i), members, err, errlen) < 0)
+            if (walk_values(json_object_array_get_idx(o, i), key, upstream, members, err, errlen) < 0)
                 return -1;
         return 0;
     case json_type_double:
         if (!isfinite(json_object_get_double(o))) {
             snprintf(err, errlen, "invalid JSON: numbers must be finite (NaN, Infinity and numbers beyond "
-                     "1.8e308 are not accepted)");
+                     "1.8e308 are not accepted)%s%.64s%s", key ? ", at `" : "", key ? key : "", key ? "`" : "");
             return -1;
         }
         return 0;
     case json_type_int:
-        if (json_object_get_int64(o) == INT64_MIN || json_object_get_uint64(o) > (uint64_t)INT64_MAX) {
-            snprintf(err, errlen, "invalid JSON: an integer is out of range (beyond +/-9223372036854775807)");
+        /* json-c saturates what it cannot hold: INT64_MIN and UINT64_MAX may stand for anything beyond */
+        if (json_object_get_int64(o) == INT64_MIN ||
+            json_object_get_uint64(o) > (upstream ? UINT64_MAX - 1 : (uint64_t)INT64_MAX)) {
+            snprintf(err, errlen, "invalid JSON: an integer is out of range (%s)%s%.64s%s",
+                     upstream ? "outside -9223372036854775807 to 18446744073709551614" : "beyond +/-9223372036854775807",
+                     key ? ", at `" : "", key ? key : "", key ? "`" : "");
             return -1;
         }
         return 0;
     case json_type_string:
-        if (strlen(json_object_get_string(o)) != (size_t)json_object_get_string_len(o)) {
+        if (!upstream && strlen(json_object_get_string(o)) != (size_t)json_object_get_string_len(o)) {
             snprintf(err, errlen, "invalid JSON: strings may not contain \\u0000");
             return -1;
         }
@@ -539,16 +573,26 @@ static int walk_values(json_object *o, size_t *members, char *err, size_t errlen
     }
 }
 
-int json_check_request(const char *buf, size_t len, json_object *obj, char *err, size_t errlen)
+static int json_check(const char *buf, size_t len, json_object *obj, bool upstream, char *err, size_t errlen)
 {
     size_t colons = 0, members = 0;
-    if (scan_text(buf, len, &colons, err, errlen) < 0 || walk_values(obj, &members, err, errlen) < 0)
+    if (scan_text(buf, len, &colons, err, errlen) < 0 || walk_values(obj, NULL, upstream, &members, err, errlen) < 0)
         return -1;
     if (colons != members) {
         snprintf(err, errlen, "invalid JSON: an object has the same key twice");
         return -1;
     }
     return 0;
+}
+
+int json_check_request(const char *buf, size_t len, json_object *obj, char *err, size_t errlen)
+{
+    return json_check(buf, len, obj, false, err, errlen);
+}
+
+int json_check_upstream(const char *buf, size_t len, json_object *obj, char *err, size_t errlen)
+{
+    return json_check(buf, len, obj, true, err, errlen);
 }
 
 json_object *req_json_body(struct req *r)

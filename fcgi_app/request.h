@@ -77,8 +77,12 @@ struct req {
 
 /* Fills r from the FastCGI parameters of f. Returns 0, or an HTTP status
  * (400, 404, 414) for a request target that cannot be served; r is usable
- * for an error response either way. */
+ * for an error response either way, in the dialect of the target's path. */
 int req_init(struct req *r, FCGX_Request *f, struct server *srv, const struct config *cfg);
+
+/* The error shape of a path (past path_prefix, with or without its query):
+ * OpenAI's for "/v1" and everything under "/v1/", TGI's elsewhere. */
+enum api_dialect req_path_dialect(const char *path);
 
 /* Frees what the request owns (the body). */
 void req_cleanup(struct req *r);
@@ -134,5 +138,12 @@ json_object *json_parse_strict(const char *buf, size_t len, char *err, size_t er
  * Returns 0, or -1 with "invalid JSON: ..." in err.
  * Pure: unit-tested and fuzzed. */
 int json_check_request(const char *buf, size_t len, json_object *obj, char *err, size_t errlen);
+
+/* json_check_request for what an upstream answers (a body or one stream
+ * event), so that llmcgi never relays or reads a value json-c changed:
+ * the same checks, but integers may reach 2^64-2 (TGI's seeds are u64;
+ * 2^64-1 is where json-c saturates) and strings may hold \u0000 (text a
+ * model generated). Pure: unit-tested and fuzzed. */
+int json_check_upstream(const char *buf, size_t len, json_object *obj, char *err, size_t errlen);
 
 #endif

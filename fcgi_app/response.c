@@ -232,6 +232,13 @@ int resp_error_model(struct req *r, enum api_dialect d, int status, const char *
     return resp_error_tgi(r, status == 400 ? 422 : status, NULL, "%s", msg);
 }
 
+int resp_model_not_found(struct req *r, const char *model)
+{
+    char msg[REQ_PARAM_MAX + 64];
+    snprintf(msg, sizeof msg, "The model `%s` does not exist", model ? model : "");
+    return resp_error_model(r, r->dialect, 404, "model", NULL, msg);
+}
+
 int resp_error(struct req *r, int status, const char *fmt, ...)
 {
     va_list ap;

@@ -50,6 +50,12 @@ int resp_error(struct req *r, int status, const char *fmt, ...) __attribute__((f
 int resp_error_model(struct req *r, enum api_dialect d, int status, const char *param, const char *code,
                      const char *msg);
 
+/* 404 "The model `model` does not exist" in r->dialect's shape (OpenAI:
+ * param "model", code model_not_found): the one answer for a model that is
+ * not served here and for one the request's API key may not use, so that a
+ * key cannot learn which models exist beyond its own. */
+int resp_model_not_found(struct req *r, const char *model);
+
 /* {"error":{"message","type","param","code"}}; type NULL = default for status. */
 int resp_error_openai(struct req *r, int status, const char *type, const char *param, const char *code,
                       const char *fmt, ...) __attribute__((format(printf, 6, 7)));

@@ -137,7 +137,7 @@ bool router_path_in_use(const char *prefix)
 /* parse -> CORS -> (an address guessing keys: 429) -> auth -> rate limit -> route */
 int router_dispatch(struct req *r)
 {
-    r->dialect = strncmp(r->path, "/v1/", 4) == 0 || strcmp(r->path, "/v1") == 0 ? DIALECT_OPENAI : DIALECT_TGI;
+    r->dialect = req_path_dialect(r->path);
     ratelimit_client_addr(r->cfg, r->remote_addr, req_header(r, "X-Forwarded-For"), r->client, sizeof r->client);
     int rc = cors_apply(r);
     if (rc)

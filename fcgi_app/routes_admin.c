@@ -51,7 +51,7 @@ int route_health(struct req *r)
     json_object_object_add(o, "connections", json_object_new_uint64(atomic_load(&srv->connections)));
     json_object_object_add(models, "configured", json_object_new_int((int)r->cfg->n_models));
     json_object_object_add(o, "models", models);
-    json_object_object_add(models, "dir", r->cfg->models_dir ? json_object_new_string(r->cfg->models_dir) : NULL);
+    json_object_object_add(models, "on_demand", json_object_new_boolean(r->cfg->models_dir != NULL));  /* not its path: /status has paths */
     json_object_object_add(cuda, "built", json_object_new_boolean(srv->gpu.built));
     json_object_object_add(cuda, "devices", json_object_new_int(srv->gpu.devices));
     if (srv->gpu.devices > 0)
@@ -121,7 +121,7 @@ int route_model(struct req *r)
     json_object_put(data);
     if (found)
         return send_owned(r, found);
-    return resp_error_openai(r, 404, NULL, "model", "model_not_found", "The model `%s` does not exist", id ? id : "");
+    return resp_model_not_found(r, id);
 }
 
 /* ------------------------------------------------------------------ /metrics, /status
@@ -174,7 +174,7 @@ static json_object *status_models(struct req *r, bool full)
 {
     static const char *const keys[] = {"state", "device", "backend", "queued", "running", "kv_blocks_used",
                                        "kv_blocks_total", "error", NULL};
-    json_object *all = r->srv->reg ? registry_status_json(r->srv->reg) : json_object_new_object();
+    json_object *all = r->srv->reg ? registry_status_json(r->srv->reg, true) : json_object_new_object();
     if (!all)
         return NULL;
     json_object *out = full ? json_object_get(all) : json_object_new_object();
@@ -248,6 +248,8 @@ int route_status(struct req *r)
     json_object_object_add(o, "accepted_connections", json_object_new_uint64(atomic_load(&srv->connections)));
     json_object_object_add(o, "requests_answered", json_object_new_uint64(atomic_load(&srv->requests)));
     json_object_object_add(o, "requests_in_flight", json_object_new_int(busy));
+    if (r->cfg->models_dir)
+        json_object_object_add(o, "models_dir", json_object_new_string(r->cfg->models_dir));
     json_object_object_add(o, "models", status_models(r, full));
     json_object_object_add(o, "upstreams", status_upstreams(r, full));
     return send_owned(r, o);

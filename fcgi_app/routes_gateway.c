@@ -308,13 +308,13 @@ static int relay_openai(struct relay *rl, json_object *ev)
 {
     struct gen_delta d;
     if (dialect_read_delta(rl->uc, ev, &d) < 0) {
-        snprintf(rl->bad, sizeof rl->bad, "an event that is not a %s chunk",
-                 rl->uc == UK_CHAT ? "chat completion" : "completion");
+        snprintf(rl->bad, sizeof rl->bad, "%s", d.bad);
         return -1;
     }
-    if (d.error) {
+    if (d.error) {              /* told in llmcgi's own words and shape, then [DONE], as translate() does */
+        snprintf(rl->bad, sizeof rl->bad, "%s", d.error);
         rl->saw_error = true;
-        return send_event(rl, json_object_get(ev));
+        return -1;
     }
     if (d.finish != FIN_NONE)
         rl->saw_finish = true;
@@ -329,7 +329,7 @@ static int relay_tgi(struct relay *rl, json_object *ev)
 {
     struct gen_delta d;
     if (dialect_read_delta(UK_TGI, ev, &d) < 0) {
-        snprintf(rl->bad, sizeof rl->bad, "an event that is not a TGI token event");
+        snprintf(rl->bad, sizeof rl->bad, "%s", d.bad);
         return -1;
     }
     if (d.error)
@@ -370,7 +370,7 @@ static int translate(struct relay *rl, json_object *ev)
 {
     struct gen_delta d;
     if (dialect_read_delta(rl->uc, ev, &d) < 0) {
-        snprintf(rl->bad, sizeof rl->bad, "an event of an unexpected shape");
+        snprintf(rl->bad, sizeof rl->bad, "%s", d.bad);
         return -1;
     }
     if (d.error) {
@@ -411,8 +411,9 @@ static int on_event(void *ud, const char *event, const char *data, size_t len)
     }
     char err[160];
     json_object *ev = json_parse_strict(data, len, err, sizeof err);
-    if (!ev) {
+    if (!ev || json_check_upstream(data, len, ev, err, sizeof err) < 0) {
         snprintf(rl->bad, sizeof rl->bad, "an event that is not JSON (%s)", err[0] ? err : "null");
+        json_object_put(ev);
         return -1;
     }
     int rc;
@@ -542,7 +543,8 @@ static enum outcome answer_whole(struct relay *rl)
     const char *name = rl->cand->c->name;
     char err[200];
     json_object *a = json_parse_strict(rl->buf ? rl->buf : "", rl->len, err, sizeof err);
-    if (!a) {
+    if (!a || json_check_upstream(rl->buf, rl->len, a, err, sizeof err) < 0) {
+        json_object_put(a);
         fail(k, 502, "upstream %s answered something that is not JSON (%s)", name, err[0] ? err : "null");
         return OUT_FAIL;
     }
@@ -551,50 +553,30 @@ static enum outcome answer_whole(struct relay *rl)
         fail(k, 502, "upstream %s answered a streaming request with a whole JSON document", name);
         return OUT_FAIL;
     }
-    json_object *out = NULL;
-    struct gen_result used;
-    if (dialect_read_result(rl->uc, a, &used, err, sizeof err) == 0) {
-        r->tokens_in = used.prompt_tokens;
-        r->tokens_out = used.completion_tokens;
-        gen_result_free(&used);
+    /* checked on every path, the pass-through ones too (dialect.c names the field) */
+    struct gen_result res;
+    if (dialect_read_result(rl->uc, a, &res, err, sizeof err) < 0) {
+        json_object_put(a);
+        fail(k, 502, "upstream %s gave a bad answer: %s", name, err);
+        return OUT_FAIL;
     }
+    r->tokens_in = res.prompt_tokens;
+    r->tokens_out = res.completion_tokens;
+    json_object *out = NULL;
     if (dialect_same(k->kind, rl->uc)) {
-        if (rl->uc == UK_TGI) {
-            struct gen_result check;
-            if (dialect_read_result(UK_TGI, a, &check, err, sizeof err) < 0) {
-                json_object_put(a);
-                fail(k, 502, "upstream %s gave a bad answer: %s", name, err);
-                return OUT_FAIL;
-            }
-            gen_result_free(&check);
-            if (k->compat_list && !json_object_is_type(a, json_type_array)) {
-                out = json_object_new_array();
-                json_object_array_add(out, a);
-                a = NULL;
-            } else {
-                out = a;
-                a = NULL;
-            }
+        if (rl->uc == UK_TGI && k->compat_list && !json_object_is_type(a, json_type_array)) {
+            out = json_object_new_array();
+            if (out)
+                json_object_array_add(out, json_object_get(a));
         } else {
-            if (!json_object_is_type(a, json_type_object) || !json_object_object_get_ex(a, "choices", NULL)) {
-                json_object_put(a);
-                fail(k, 502, "upstream %s gave a bad answer: no choices", name);
-                return OUT_FAIL;
-            }
-            json_object_object_add(a, "model", json_object_new_string(k->model));
-            out = a;
-            a = NULL;
+            if (rl->uc != UK_TGI)
+                json_object_object_add(a, "model", json_object_new_string(k->model));
+            out = json_object_get(a);
         }
     } else {
-        struct gen_result res;
-        if (dialect_read_result(rl->uc, a, &res, err, sizeof err) < 0) {
-            json_object_put(a);
-            fail(k, 502, "upstream %s gave a bad answer: %s", name, err);
-            return OUT_FAIL;
-        }
         out = dialect_client_answer(k->kind, &k->g, &res, k->model, k->id, k->created, k->compat_list);
-        gen_result_free(&res);
     }
+    gen_result_free(&res);
     json_object_put(a);
     if (!out) {
         fail(k, 500, "out of memory");
@@ -882,9 +864,7 @@ static int generate(struct req *r, enum client_kind kind, int variant)
 
     n = find_candidates(r, k.model, cands);
     if (n == 0) {
-        rc = r->dialect == DIALECT_OPENAI
-                 ? resp_error_openai(r, 404, NULL, "model", "model_not_found", "The model `%s` does not exist", k.model)
-                 : resp_error_tgi(r, 404, "not_found", "model %s is not served here", k.model);
+        rc = resp_model_not_found(r, k.model);
         goto out;
     }
     /* a bounded label: a name a configured upstream lists, or "*" for the catch-all (any client string) */
@@ -991,6 +971,40 @@ bool gateway_route_http(struct req *r)
     return r->cfg->n_upstreams && http_upstream(r, &rest) != NULL;
 }
 
+/* What passes through an http upstream, header by header.
+ *
+ * Client to upstream: every header of the client's but
+ *  - hop-by-hop ones (RFC 9110 7.6.1) and any the client's Connection names;
+ *  - Host, Content-Length, Expect: libcurl sets them for the upstream's URL
+ *    and the body it sends; Proxy (httpoxy);
+ *  - Authorization when llmcgi checks keys or the upstream has an api_key,
+ *    x-api-key when llmcgi checks keys: the client's keys are llmcgi's;
+ *  - X-Forwarded-For/-Host/-Proto and X-Request-Id, which llmcgi sets (the
+ *    client's X-Forwarded-For, with the client's address added).
+ * Then the upstream's api_key and `header =` lines replace every header of
+ * the same name, the client's and llmcgi's alike (upstream_credentials).
+ *
+ * Upstream to client: every header of the answer but
+ *  - hop-by-hop ones, Content-Length (the web server frames the body) and
+ *    X-Request-Id (llmcgi's own);
+ *  - those that instruct the web server instead of the client
+ *    (web_server_header): Status, X-Accel-*, X-Sendfile, X-Lighttpd-Send-*;
+ *  - Access-Control-* when llmcgi answers CORS, X-RateLimit-* when llmcgi
+ *    limits rates or checks keys;
+ *  - names that are not tokens, values with a line break.
+ * A header line or a whole head past the caps below ends the answer as a
+ * JSON 502 instead.
+ * Set-Cookie, Location, Content-Encoding, Cache-Control and the rest pass
+ * unchanged: through them the upstream's application speaks to the client. */
+
+/* Caps on the headers relayed from an `http` upstream, so that what llmcgi
+ * relays is what the web server in front accepts: Apache refuses a header
+ * line over 8190 bytes, and the shipped nginx site's fastcgi_buffer_size
+ * (32k) must hold these plus llmcgi's own. An answer over them is a JSON 502
+ * (the web server's HTML 502 otherwise, while llmcgi would log a 200). */
+#define PASS_HEADER_MAX 8000            /* one header line, name and value */
+#define PASS_HEADERS_MAX 16384          /* all relayed headers together */
+
 /* Hop-by-hop headers (RFC 9110 7.6.1) and ones we set ourselves. */
 static bool hop_by_hop(const char *name, size_t len)
 {
@@ -1003,6 +1017,33 @@ static bool hop_by_hop(const char *name, size_t len)
     return false;
 }
 
+/* An answer header that the web server in front reads as an order (nginx's
+ * X-Accel-Redirect serves any internal location, X-Sendfile any file) or
+ * as the status: an upstream must not give those. */
+static bool web_server_header(const char *name, size_t len)
+{
+    static const char *const names[] = {"status", "x-sendfile", "x-lighttpd-send-file", "x-lighttpd-send-tempfile"};
+    if (len >= 8 && strncasecmp(name, "x-accel-", 8) == 0)
+        return true;
+    for (size_t i = 0; i < ARRAY_LEN(names); i++)
+        if (strlen(names[i]) == len && strncasecmp(name, names[i], len) == 0)
+            return true;
+    return false;
+}
+
+/* Does the comma-separated list (a Connection header's value) name name[0..len)? */
+static bool listed_in(const char *list, const char *name, size_t len)
+{
+    for (const char *p = list; p && *p;) {
+        p += strspn(p, " \t,");
+        size_t n = strcspn(p, " \t,");
+        if (n && header_name_eq(p, n, name, len))
+            return true;
+        p += n;
+    }
+    return false;
+}
+
 struct pass {
     struct req *r;
     struct uc_response *res;
@@ -1010,6 +1051,7 @@ struct pass {
     size_t hlen, hcap;
     bool started, event_stream;
     bool body_failed;           /* the client's body ended before CONTENT_LENGTH */
+    bool too_big;               /* the upstream's headers are over the caps below */
     uint64_t body_read;         /* bytes of the client's body sent upstream */
     uint64_t body_left;
 };
@@ -1017,7 +1059,7 @@ struct pass {
 static int pass_header(void *ud, const char *name, size_t nlen, const char *value, size_t vlen)
 {
     struct pass *p = ud;
-    if (hop_by_hop(name, nlen) || nlen == 0 || nlen > 100 || vlen > 8000 || memchr(value, '\r', vlen) ||
+    if (hop_by_hop(name, nlen) || web_server_header(name, nlen) || nlen == 0 || nlen > 100 || memchr(value, '\r', vlen) ||
         memchr(value, '\n', vlen))
         return 0;
     for (size_t i = 0; i < nlen; i++)
@@ -1035,8 +1077,10 @@ static int pass_header(void *ud, const char *name, size_t nlen, const char *valu
     if (nlen == 12 && strncasecmp(name, "content-type", 12) == 0)
         p->event_stream = vlen >= 17 && strncasecmp(value, "text/event-stream", 17) == 0;
     size_t need = p->hlen + nlen + vlen + 5;
-    if (need > 64 * 1024)
-        return 0;                               /* an absurd amount of headers: drop the rest */
+    if (nlen + vlen + 4 > PASS_HEADER_MAX || need > PASS_HEADERS_MAX) {
+        p->too_big = true;                      /* stops the transfer; the caller answers 502 */
+        return -1;
+    }
     if (need > p->hcap) {
         size_t cap = p->hcap ? p->hcap * 2 : 1024;
         while (cap < need)
@@ -1104,7 +1148,7 @@ static struct curl_slist *pass_headers(struct req *r, const struct config_upstre
 {
     struct curl_slist *h = NULL;
     char line[8400], name[128];
-    const char *xff = NULL;
+    const char *xff = NULL, *connection = FCGX_GetParam("HTTP_CONNECTION", r->fcgi->envp);
     for (char **e = r->fcgi->envp; e && *e; e++) {
         if (strncmp(*e, "HTTP_", 5) != 0)
             continue;
@@ -1113,7 +1157,7 @@ static struct curl_slist *pass_headers(struct req *r, const struct config_upstre
             continue;
         header_name(*e + 5, (size_t)(eq - *e - 5), name, sizeof name);
         size_t nl = strlen(name);
-        if (hop_by_hop(name, nl) || ((c->api_key || r->cfg->keys) && strcasecmp(name, "authorization") == 0) ||
+        if (hop_by_hop(name, nl) || listed_in(connection, name, nl) || ((c->api_key || r->cfg->keys) && strcasecmp(name, "authorization") == 0) ||
             (r->cfg->keys && strcasecmp(name, "x-api-key") == 0))
             continue;                   /* our clients' keys are ours; the upstream gets its own api_key */
         if (strcasecmp(name, "x-forwarded-for") == 0) {
@@ -1220,6 +1264,15 @@ int route_gw_http(struct req *r)
                      r->id, (unsigned long long)p.body_read);
             snprintf(msg, sizeof msg, "the request body stopped arriving (read_timeout)");
             status = 408;
+            break;
+        }
+        if (p.too_big) {
+            upstream_report(u, c, replica, true, NULL);     /* it answered: the answer is the problem */
+            snprintf(msg, sizeof msg,
+                     "upstream %s answered with headers over llmcgi's limit (%d bytes a header, %d in all)",
+                     c->name, PASS_HEADER_MAX, PASS_HEADERS_MAX);
+            log_warn("request %s: %s", r->id, msg);
+            status = 502;
             break;
         }
         if (p.started) {
@@ -1350,6 +1403,8 @@ int route_gw_model_health(struct req *r)
 {
     const char *id = req_param(r, "id");
     int lrc;
+    if (!id || auth_check_model(r, id))
+        return r->client_gone ? -1 : 0;
     if (local_model_health(r, id, &lrc))
         return lrc;
     json_object *ups = json_object_new_array(), *o = json_object_new_object();
@@ -1379,7 +1434,7 @@ int route_gw_model_health(struct req *r)
     if (!found) {
         json_object_put(ups);
         json_object_put(o);
-        return resp_error(r, 404, "model %s is not served here", id);
+        return resp_model_not_found(r, id);
     }
     json_object_object_add(o, "model_id", json_object_new_string(id));
     json_object_object_add(o, "status", json_object_new_string(any ? "ok" : "unavailable"));

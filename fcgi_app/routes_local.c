@@ -23,6 +23,8 @@
 #include "sse.h"
 #include "util.h"
 
+#include <limits.h>
+#include <json-c/printbuf.h>
 #include <math.h>
 #include <poll.h>
 #include <stdarg.h>
@@ -62,8 +64,9 @@ struct choice {
 };
 
 struct prompt {
-    int32_t *ids;               /* owned */
+    int32_t *ids;               /* owned; NULL when refused unencoded (at_least) */
     int n;
+    bool at_least;              /* too long to encode: n is the least it makes */
     const char *text;           /* borrowed from the body, or the rendered chat; NULL for token-id prompts */
 };
 
@@ -165,7 +168,7 @@ static struct lmodel *acquire_model(struct lcall *lc)
     struct lmodel *m = registry_get(r->srv->reg, r->cfg, lc->model, &status, err, sizeof err);
     if (!m) {
         if (status == 404)
-            answer_error(lc, 404, "model", "The model `%s` does not exist", lc->model);
+            resp_model_not_found(r, lc->model);
         else
             answer_error(lc, status, NULL, "%s", err);
         return NULL;
@@ -212,6 +215,22 @@ static int check_unsupported(struct lcall *lc, json_object *body)
             return answer_error(lc, 400, "tools", "`tools` must be an array"), -1;
         if (v && json_object_array_length(v) > 0)
             return answer_error(lc, 400, "tools", "`tools` are not supported by local GPT-2 models"), -1;
+        /* the legacy function calling fields, and the choice among tools, like tools: "none" asks for
+         * what a local model does anyway */
+        if ((v = field(body, "functions")) && !json_object_is_type(v, json_type_array))
+            return answer_error(lc, 400, "functions", "`functions` must be an array"), -1;
+        if (v && json_object_array_length(v) > 0)
+            return answer_error(lc, 400, "functions", "`functions` are not supported by local GPT-2 models"), -1;
+        static const char *const choices[] = {"tool_choice", "function_call"};
+        for (size_t i = 0; i < ARRAY_LEN(choices); i++) {
+            if (!(v = field(body, choices[i])))
+                continue;
+            if (!json_object_is_type(v, json_type_string) && !json_object_is_type(v, json_type_object))
+                return answer_error(lc, 400, choices[i], "`%s` must be a string or an object", choices[i]), -1;
+            if (!json_object_is_type(v, json_type_string) || strcmp(json_object_get_string(v), "none") != 0)
+                return answer_error(lc, 400, choices[i], "`%s` is not supported by local GPT-2 models (only \"none\")",
+                                    choices[i]), -1;
+        }
         if ((v = field(body, "response_format"))) {
             json_object *t = field(v, "type");
             if (!t || !json_object_is_type(t, json_type_string) || strcmp(json_object_get_string(t), "text") != 0)
@@ -240,14 +259,36 @@ static int check_unsupported(struct lcall *lc, json_object *body)
     return 0;
 }
 
-/* Tokenizes text into prompt p. */
+/* Encodes text[0..len) for model m, unless it is sure to make more than
+ * `limit` tokens (0: no limit): a text longer than limit times the most
+ * bytes one token stands for is refused before it is encoded, so an
+ * oversized input costs its parse and nothing more (encoding peaks at
+ * under 20 times the text). Returns TOKENIZER_OK with *ids (the caller
+ * frees) and *n; 1 when refused, with *ids NULL and *n the fewest tokens
+ * the text makes; or a tokenizer error. */
+static int encode_bounded(const struct lmodel *m, const char *text, size_t len, int limit, int32_t **ids, size_t *n)
+{
+    size_t cover = tokenizer_max_cover(m->tok);
+    if (limit > 0 && cover && len / cover > (size_t)limit) {
+        *ids = NULL;
+        *n = (len + cover - 1) / cover;
+        return 1;
+    }
+    return tokenizer_encode(m->tok, text, len, true, ids, n);
+}
+
+/* Tokenizes text into prompt p; a text sure to exceed the model's input
+ * (with no TGI `truncate` to cut it) is left unencoded, at_least set. */
 static int tokenize_prompt(struct lcall *lc, struct prompt *p, const char *text)
 {
     size_t n = 0;
     p->text = text;
-    if (tokenizer_encode(lc->tok, text, strlen(text), true, &p->ids, &n) != TOKENIZER_OK)
+    int limit = lc->kind == CK_TGI && lc->g->truncate > 0 ? 0 : lc->m->max_input;
+    int rc = encode_bounded(lc->m, text, strlen(text), limit, &p->ids, &n);
+    if (rc < 0)
         return answer_error(lc, 500, NULL, "cannot tokenize the prompt"), -1;
-    p->n = (int)n;
+    p->at_least = rc == 1;
+    p->n = n > INT_MAX ? INT_MAX : (int)n;
     return 0;
 }
 
@@ -426,11 +467,12 @@ static int check_lengths(struct lcall *lc)
                 return resp_error_openai(lc->r, 400, NULL, lc->kind == CK_CHAT ? "messages" : "prompt",
                                          "context_length_exceeded",
                                          "This model's maximum context length is %d tokens (%d for the input). "
-                                         "However, your %s resulted in %d tokens. Please reduce the length of the %s.",
+                                         "However, your %s resulted in %s%d tokens. Please reduce the length of the %s.",
                                          m->max_total, m->max_input, lc->kind == CK_CHAT ? "messages" : "prompt",
-                                         p->n, lc->kind == CK_CHAT ? "messages" : "prompt"), -1;
-            return answer_error(lc, 422, NULL, "`inputs` must have less than %d tokens. Given: %d", m->max_input + 1,
-                                p->n), -1;
+                                         p->at_least ? "at least " : "", p->n,
+                                         lc->kind == CK_CHAT ? "messages" : "prompt"), -1;
+            return answer_error(lc, 422, NULL, "`inputs` must have less than %d tokens. Given: %s%d", m->max_input + 1,
+                                p->at_least ? "at least " : "", p->n), -1;
         }
     }
     int longest = 0;
@@ -496,6 +538,51 @@ static json_object *lp_value(float lp)
     return isfinite(lp) ? json_object_new_double(lp) : isnan(lp) ? NULL : json_object_new_double(-9999.0);
 }
 
+/* A whole answer with logprobs holds, per token, a tree of up to 60 JSON
+ * objects (top_logprobs 20, each with its bytes): n = 16 x 100 tokens took
+ * 69 MB for a 2.8 MB answer. frozen() replaces such a tree, once built, by
+ * one small node that prints the tree's text, so the answer's working
+ * memory is its text and not many times that. */
+struct frozen_text {
+    size_t len;
+    char s[];
+};
+
+static int frozen_print(json_object *o, struct printbuf *pb, int level, int flags)
+{
+    (void)level;
+    (void)flags;
+    const struct frozen_text *f = json_object_get_userdata(o);
+    return printbuf_memappend(pb, f->s, (int)f->len) < 0 ? -1 : 0;
+}
+
+static void frozen_free(json_object *o, void *ud)
+{
+    (void)o;
+    free(ud);
+}
+
+/* Takes o and returns a node that prints as o printed with the flags of
+ * resp_json and sse_json (plain, no slash escapes), o freed; o itself when out
+ * of memory, NULL for NULL. */
+static json_object *frozen(json_object *o)
+{
+    size_t len = 0;
+    const char *s = o ? json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE,
+                                                          &len) : NULL;
+    struct frozen_text *f = s && len < INT_MAX ? malloc(sizeof *f + len) : NULL;
+    json_object *n = f ? json_object_new_boolean(0) : NULL;
+    if (!n) {
+        free(f);
+        return o;
+    }
+    f->len = len;
+    memcpy(f->s, s, len);
+    json_object_set_serializer(n, frozen_print, f, frozen_free);
+    json_object_put(o);
+    return n;
+}
+
 /* OpenAI chat logprobs entry: {"token","logprob","bytes","top_logprobs":[...]} */
 static json_object *chat_logprob(const struct lcall *lc, const struct tokrec *t)
 {
@@ -541,7 +628,7 @@ static json_object *completion_logprobs(const struct lcall *lc, const struct tok
             json_object_object_add(d, ts, lp_value(recs[i].top[k].logprob));
             free(ts);
         }
-        json_object_array_add(tops, d);
+        json_object_array_add(tops, frozen(d));
     }
     json_object_object_add(o, "tokens", toks);
     json_object_object_add(o, "token_logprobs", lps);
@@ -669,7 +756,7 @@ static json_object *whole_openai(struct lcall *lc)
                 lp = json_object_new_object();
                 json_object *content = json_object_new_array();
                 for (size_t t = 0; t < c->toks.n; t++)
-                    json_object_array_add(content, chat_logprob(lc, &c->toks.v[t]));
+                    json_object_array_add(content, frozen(chat_logprob(lc, &c->toks.v[t])));
                 json_object_object_add(lp, "content", content);
             }
             json_object_object_add(e, "logprobs", lp);
@@ -716,15 +803,15 @@ static json_object *tgi_details(struct lcall *lc, const struct choice *c, bool s
     }
     json_object *prefill = json_object_new_array(), *tokens = json_object_new_array();
     for (size_t i = 0; i < c->prefill.n; i++)
-        json_object_array_add(prefill, tgi_token(lc, c->prefill.v[i].id, c->prefill.v[i].logprob, NULL));
+        json_object_array_add(prefill, frozen(tgi_token(lc, c->prefill.v[i].id, c->prefill.v[i].logprob, NULL)));
     for (size_t i = 0; i < c->toks.n; i++)
-        json_object_array_add(tokens, tgi_token(lc, c->toks.v[i].id, c->toks.v[i].logprob, NULL));
+        json_object_array_add(tokens, frozen(tgi_token(lc, c->toks.v[i].id, c->toks.v[i].logprob, NULL)));
     json_object_object_add(d, "prefill", prefill);
     json_object_object_add(d, "tokens", tokens);
     if (lc->top_n > 0) {
         json_object *tops = json_object_new_array();
         for (size_t i = 0; i < c->toks.n; i++)
-            json_object_array_add(tops, tgi_top_tokens(lc, &c->toks.v[i]));
+            json_object_array_add(tops, frozen(tgi_top_tokens(lc, &c->toks.v[i])));
         json_object_object_add(d, "top_tokens", tops);
     }
     return d;
@@ -1165,12 +1252,12 @@ static struct lmodel *model_for(struct req *r, json_object *body)
                    "name a model (?model=NAME); this server has no default_model");
         return NULL;
     }
-    if (!registry_is_local(r->cfg, name)) {
-        resp_error(r, 404, "model %s is not a local model of this server", name);
-        return NULL;
-    }
     if (auth_check_model(r, name))
         return NULL;
+    if (!registry_is_local(r->cfg, name)) {
+        resp_model_not_found(r, name);
+        return NULL;
+    }
     return acquire_model(&lc);
 }
 
@@ -1206,6 +1293,11 @@ int route_info(struct req *r)
     return rc;
 }
 
+/* POST /tokenize: the tokens of `inputs`, as TGI lists them. Bounded as
+ * generation is: an input over the model's max_input_tokens is TGI's 422
+ * (refused before encoding when its length alone proves it), so neither
+ * the working memory nor the answer (at most max_input_tokens entries)
+ * grows with what a client sends. */
 int route_tokenize(struct req *r)
 {
     json_object *body = req_json_body(r);
@@ -1224,13 +1316,16 @@ int route_tokenize(struct req *r)
     const char *text = json_object_get_string(in);
     size_t len = (size_t)json_object_get_string_len(in), n = 0;
     int32_t *ids = NULL;
-    int rc;
-    if (tokenizer_encode(m->tok, text, len, true, &ids, &n) != TOKENIZER_OK) {
+    int rc = encode_bounded(m, text, len, m->max_input, &ids, &n);
+    if (rc < 0) {
         rc = resp_error_tgi(r, 500, NULL, "cannot tokenize the input");
+    } else if (rc == 1 || n > (size_t)m->max_input) {
+        rc = resp_error_tgi(r, 422, "validation", "`inputs` must have less than %d tokens. Given: %s%zu",
+                            m->max_input + 1, rc == 1 ? "at least " : "", n);
     } else {
-        json_object *list = json_object_new_array();
+        json_object *list = json_object_new_array_ext((int)n);
         size_t at = 0;
-        for (size_t i = 0; i < n; i++) {
+        for (size_t i = 0; list && i < n; i++) {
             json_object *t = json_object_new_object();
             size_t bl = 0;
             tokenizer_token_bytes(m->tok, ids[i], &bl);
@@ -1244,7 +1339,7 @@ int route_tokenize(struct req *r)
             at = stop;
             json_object_array_add(list, t);
         }
-        rc = resp_json(r, 200, list);
+        rc = list ? resp_json(r, 200, list) : resp_error_tgi(r, 500, NULL, "out of memory");
         json_object_put(list);
     }
     free(ids);
@@ -1296,17 +1391,44 @@ void local_list_models(struct req *r, json_object *data, bool legacy)
     registry_each(r->srv->reg, r->cfg, add_listed, &x);
 }
 
+/* The public view of the local models (no paths): the ones in memory as the
+ * registry tells them, and the pinned ones (the [model] sections and a
+ * local default model) that are not, as "not_loaded" (a request loads
+ * them). Caller owns it; NULL when out of memory. */
+static json_object *public_models(struct req *r)
+{
+    json_object *st = registry_status_json(r->srv->reg, false);
+    const struct config *cfg = r->cfg;
+    for (size_t i = 0; st && i <= cfg->n_models; i++) {
+        const char *name = i < cfg->n_models ? cfg->models[i].name : cfg->default_model;
+        if (!name || json_object_object_get_ex(st, name, NULL) || (i == cfg->n_models && !local_serves(r, name)))
+            continue;
+        json_object *o = json_object_new_object();
+        if (!o)
+            break;
+        add_str(o, "state", "not_loaded");
+        json_object_object_add(o, "configured", json_object_new_boolean(i < cfg->n_models));
+        json_object_object_add(o, "pinned", json_object_new_boolean(true));
+        json_object_object_add(st, name, o);
+    }
+    return st;
+}
+
+/* A model's state in a public_models() object: "not_loaded" when absent. */
+static const char *state_in(json_object *models, const char *name)
+{
+    json_object *mine, *s;
+    if (models && json_object_object_get_ex(models, name, &mine) && json_object_object_get_ex(mine, "state", &s))
+        return json_object_get_string(s);
+    return "not_loaded";
+}
+
 bool local_model_health(struct req *r, const char *id, int *rc)
 {
     if (!id || !local_serves(r, id))
         return false;
-    json_object *st = registry_status_json(r->srv->reg), *mine = NULL;
-    const char *state = "not_loaded";
-    if (st && json_object_object_get_ex(st, id, &mine)) {
-        json_object *s;
-        if (json_object_object_get_ex(mine, "state", &s))
-            state = json_object_get_string(s);
-    }
+    json_object *st = public_models(r), *mine = NULL;
+    const char *state = state_in(st, id);
     bool ok = strcmp(state, "ready") == 0 || strcmp(state, "not_loaded") == 0;
     json_object *o = json_object_new_object();
     add_str(o, "model_id", id);
@@ -1314,7 +1436,7 @@ bool local_model_health(struct req *r, const char *id, int *rc)
     add_str(o, "state", state);
     json_object_object_add(o, "available", json_object_new_boolean(ok));
     json_object_object_add(o, "local", json_object_new_boolean(true));
-    if (mine)
+    if (st && json_object_object_get_ex(st, id, &mine))
         json_object_object_add(o, "details", json_object_get(mine));
     json_object_put(st);
     if (!ok)
@@ -1324,17 +1446,17 @@ bool local_model_health(struct req *r, const char *id, int *rc)
     return true;
 }
 
+/* Only the default model decides: loading or failed, the node cannot serve
+ * what clients send without naming a model; ready or not loaded (a request
+ * loads it) it can. Any other model's state is shown, not judged. */
 bool local_health(struct req *r, json_object *health, const char **why)
 {
-    json_object *st = registry_status_json(r->srv->reg);
+    json_object *st = public_models(r);
     bool ok = true;
     const char *def = r->cfg->default_model;
-    json_object *mine, *s;
-    if (st && def && config_find_model(r->cfg, def)) {
-        const char *state = "loading";
-        if (json_object_object_get_ex(st, def, &mine) && json_object_object_get_ex(mine, "state", &s))
-            state = json_object_get_string(s);
-        if (strcmp(state, "ready") != 0) {
+    if (def && local_serves(r, def)) {
+        const char *state = state_in(st, def);
+        if (strcmp(state, "loading") == 0 || strcmp(state, "failed") == 0) {
             ok = false;
             *why = strcmp(state, "failed") == 0 ? "unavailable" : "loading";
         }

@@ -15,6 +15,7 @@ int server_init(struct server *s, struct config *cfg)
         return -1;
     s->cfg = cfg;
     atomic_store(&s->read_timeout_ms, cfg->read_timeout_ms);
+    atomic_store(&s->head_timeout_ms, cfg->head_timeout_ms);
     s->started_ns = util_now_ns();
     s->started_unix = (int64_t)time(NULL);
     s->testing = testing_new();
@@ -53,6 +54,7 @@ void server_config_swap(struct server *s, struct config *next)
     struct config *old = s->cfg;
     s->cfg = next;
     atomic_store(&s->read_timeout_ms, next->read_timeout_ms);
+    atomic_store(&s->head_timeout_ms, next->head_timeout_ms);
     pthread_mutex_unlock(&s->cfg_lock);
     config_unref(old);
 }

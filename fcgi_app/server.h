@@ -23,6 +23,7 @@ struct server {
     atomic_ullong requests;         /* requests answered since start */
     atomic_ullong connections;      /* FastCGI connections accepted since start */
     atomic_llong read_timeout_ms;   /* the live config's read_timeout, for the accepting threads */
+    atomic_llong head_timeout_ms;   /* and its head_timeout */
     int64_t started_ns;             /* monotonic clock at start, for uptimes */
     int64_t started_unix;           /* wall clock at start (seconds), as /status reports it */
     struct gpu_info gpu;            /* probed once at start */

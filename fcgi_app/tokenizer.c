@@ -87,6 +87,7 @@ struct tokenizer {
     pcre2_code *re;             /* owned; shared read-only by all threads */
     bool jit;                   /* JIT compiled: a JIT stack overflow falls back to the interpreter */
     uint64_t serial;            /* unique per load: tags this tokenizer's entries in the word caches */
+    size_t max_cover;           /* the most input bytes one token stands for; 0: no bound */
 };
 
 /* Each thread that encodes keeps a small direct-mapped cache of short
@@ -800,6 +801,25 @@ static int compile_pattern(struct tokenizer *t, unsigned flags, char *err, size_
     return 0;
 }
 
+/* The most input bytes one token can stand for: its bytes, or an added
+ * token's text. 0 (no bound) when input bytes can vanish: an added token
+ * that absorbs the white space beside it, or a byte with no token (dropped). */
+static size_t max_cover(const struct tokenizer *t)
+{
+    size_t most = 1;
+    for (unsigned b = 0; b < 256; b++)
+        if (t->byte_id[b] == NO_ID)
+            return 0;
+    for (size_t i = 0; i < t->n_added; i++) {
+        if (t->added[i].lstrip || t->added[i].rstrip)
+            return 0;
+        most = t->added[i].len > most ? t->added[i].len : most;
+    }
+    for (int32_t i = 0; i < t->n_ids; i++)
+        most = t->off[i + 1] - t->off[i] > most ? t->off[i + 1] - t->off[i] : most;
+    return most;
+}
+
 int tokenizer_load_mem(const char *vocab_json, size_t vocab_len, const char *vocab_name, const char *merges_txt,
                        size_t merges_len, const char *merges_name, const char *config_json, size_t config_len,
                        const char *config_name, unsigned flags, struct tokenizer **out, char *err, size_t errlen)
@@ -839,6 +859,8 @@ int tokenizer_load_mem(const char *vocab_json, size_t vocab_len, const char *voc
     }
     if (rc == 0)
         rc = compile_pattern(t, flags, err, errlen);
+    if (rc == 0)
+        t->max_cover = max_cover(t);
     json_object_put(vocab);
     json_object_put(cfg);
     if (rc < 0) {
@@ -918,6 +940,11 @@ void tokenizer_free(struct tokenizer *t)
 
 /* ------------------------------------------------------------------ queries */
 
+size_t tokenizer_max_cover(const struct tokenizer *t)
+{
+    return t ? t->max_cover : 0;
+}
+
 int tokenizer_vocab_size(const struct tokenizer *t)
 {
     return t ? t->n_ids : 0;
@@ -960,11 +987,11 @@ bool tokenizer_is_special(const struct tokenizer *t, int32_t id)
 
 /* ------------------------------------------------------------------ encoding */
 
-struct sym {                    /* one symbol of a word being merged */
-    int32_t id;
+struct sym {                    /* one symbol of a word being merged: 12 bytes, the most a byte of a long word costs */
+    int32_t id;                 /* GONE once merged into its left neighbour */
     int32_t prev, next;         /* neighbours' indices, -1 at the ends */
-    bool gone;                  /* merged into its left neighbour */
 };
+#define GONE (-1)
 
 struct cand {                   /* a merge waiting in the queue */
     uint32_t rank;
@@ -1088,7 +1115,7 @@ static int bpe_piece(struct enc *e, const unsigned char *p, size_t n)
         int32_t id = t->byte_id[p[i]];
         if (id == NO_ID)
             continue;           /* no unknown token: Hugging Face drops the byte */
-        e->syms[ns] = (struct sym){id, (int32_t)ns - 1, (int32_t)ns + 1, false};
+        e->syms[ns] = (struct sym){id, (int32_t)ns - 1, (int32_t)ns + 1};
         ns++;
     }
     if (ns == 0)
@@ -1100,14 +1127,14 @@ static int bpe_piece(struct enc *e, const unsigned char *p, size_t n)
     while (nh) {
         struct cand c = heap_pop(e->heap, &nh);
         struct sym *l = &e->syms[c.pos];
-        if (l->gone || l->next < 0)
+        if (l->id == GONE || l->next < 0)
             continue;
         struct sym *r = &e->syms[l->next];
         const struct merge_slot *m = merge_find(t, l->id, r->id);
         if (!m || m->new_id != c.new_id)
             continue;           /* stale */
         l->id = c.new_id;
-        r->gone = true;
+        r->id = GONE;
         l->next = r->next;
         if (r->next >= 0)
             e->syms[r->next].prev = (int32_t)c.pos;

@@ -88,6 +88,13 @@ int tokenizer_decode(const struct tokenizer *t, const int32_t *ids, size_t n, ch
  * the vocabulary. */
 const char *tokenizer_token_bytes(const struct tokenizer *t, int32_t id, size_t *len);
 
+/* The most bytes of input text one token can stand for (GPT-2's: its
+ * longest token), so that a text of n bytes makes at least n / this many
+ * tokens: a cheap bound to refuse a text too long for a model before
+ * encoding it. 0 when there is no such bound (an added token that absorbs
+ * white space, a byte the vocabulary lacks and encoding drops). */
+size_t tokenizer_max_cover(const struct tokenizer *t);
+
 /* One more than the largest id (vocabulary and added tokens). Ids below it
  * may still be unused when the vocabulary has gaps. */
 int tokenizer_vocab_size(const struct tokenizer *t);

@@ -182,29 +182,6 @@ void util_format_time(char *buf, size_t len, const struct timespec *ts)
     snprintf(buf, len, "%s.%03ld%s", date, ts->tv_nsec / 1000000, zone);
 }
 
-void util_escape_log(char *buf, size_t len, size_t *pos, const char *s)
-{
-    static const char hex[] = "0123456789abcdef";
-    size_t p = *pos;
-    if (len == 0)
-        return;
-    for (; s && *s && p + 1 < len; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
-            buf[p++] = (char)c;
-        } else {
-            if (p + 5 >= len)
-                break;
-            buf[p++] = '\\';
-            buf[p++] = 'x';
-            buf[p++] = hex[c >> 4];
-            buf[p++] = hex[c & 15];
-        }
-    }
-    buf[p < len ? p : len - 1] = '\0';
-    *pos = p;
-}
-
 int util_hexval(char c)
 {
     if (c >= '0' && c <= '9') return c - '0';

@@ -42,10 +42,6 @@ int util_hexval(char c);
 /* Local time as "2026-11-22T15:04:05.123+01:00" into buf (>= 32 bytes). */
 void util_format_time(char *buf, size_t len, const struct timespec *ts);
 
-/* Appends `s` to buf[*pos..len) with ", \ and bytes outside 0x20..0x7e written
- * as \xHH; always NUL-terminates; truncates when full. For log lines. */
-void util_escape_log(char *buf, size_t len, size_t *pos, const char *s);
-
 /* The length of the well-formed UTF-8 sequence at p (RFC 3629: no overlong
  * forms, no surrogates, nothing above U+10FFFF), or 0; p < end. json-c's
  * own check lets overlong forms such as C0 AF ("/") through. */

@@ -160,12 +160,21 @@ static int read_common_openai(json_object *b, struct gen *g, char *err, size_t e
     }
     static const struct { const char *key; json_type type; const char *what; } shapes[] = {
         {"user", json_type_string, "a string"}, {"tools", json_type_array, "an array"},
+        {"functions", json_type_array, "an array"},
         {"response_format", json_type_object, "an object"}, {"metadata", json_type_object, "an object"},
     };
     for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) {
         json_object *f = get(b, shapes[i].key);
         if (f && !json_object_is_type(f, shapes[i].type)) {
             snprintf(err, errlen, "`%s` must be %s", shapes[i].key, shapes[i].what);
+            return -1;
+        }
+    }
+    static const char *const choices[] = {"tool_choice", "function_call"};
+    for (size_t i = 0; i < sizeof choices / sizeof *choices; i++) {
+        json_object *f = get(b, choices[i]);
+        if (f && !json_object_is_type(f, json_type_string) && !json_object_is_type(f, json_type_object)) {
+            snprintf(err, errlen, "`%s` must be a string or an object", choices[i]);
             return -1;
         }
     }
@@ -519,19 +528,234 @@ static const char *str_of(json_object *v)
     return v && json_object_is_type(v, json_type_string) ? json_object_get_string(v) : NULL;
 }
 
-/* A token count: a whole number from 0 to INT32_MAX, else -1 (not known), so
- * that sums of counts from an upstream cannot overflow. */
+/* ---------------------------------------------------- checking upstream answers
+ *
+ * Every answer and stream event from an upstream is checked here before
+ * anything of it is read or relayed, on the pass-through paths as on the
+ * translated ones: each field llmcgi reads or a client's API defines has
+ * its type and range checked, and the first one wrong is named in err
+ * ("`choices[0].message` must be an object"), for a 502 (or an error event
+ * once a stream has started). Fields the APIs do not define pass as they
+ * are. Token counts are whole numbers from 0 to INT32_MAX, so that sums of
+ * them cannot overflow and no client sees a negative or absurd count. */
+
+enum { T_STR = 1, T_INT = 2, T_NUM = 4, T_BOOL = 8, T_OBJ = 16, T_ARR = 32, T_NULL = 64 };
+
+static bool type_in(json_object *v, unsigned types)
+{
+    switch (json_object_get_type(v)) {
+    case json_type_null: return types & T_NULL;
+    case json_type_string: return types & T_STR;
+    case json_type_int: return types & (T_INT | T_NUM);
+    case json_type_double: return types & T_NUM;
+    case json_type_boolean: return types & T_BOOL;
+    case json_type_object: return types & T_OBJ;
+    case json_type_array: return types & T_ARR;
+    }
+    return false;
+}
+
+static const char *type_words(unsigned types)
+{
+    switch (types & ~(unsigned)T_NULL) {
+    case T_STR: return types & T_NULL ? "a string or null" : "a string";
+    case T_INT: return types & T_NULL ? "a whole number or null" : "a whole number";
+    case T_NUM: return types & T_NULL ? "a number or null" : "a number";
+    case T_BOOL: return "true or false";
+    case T_OBJ: return types & T_NULL ? "an object or null" : "an object";
+    case T_ARR: return types & T_NULL ? "a list or null" : "a list";
+    default: return "of another type";
+    }
+}
+
+/* o[key], when present, is of one of `types` (null counts as absent unless
+ * T_NULL is not in types and `required`). `at` prefixes the name. */
+static int check_field(json_object *o, const char *at, const char *key, unsigned types, bool required, char *err,
+                       size_t errlen)
+{
+    json_object *v = NULL;
+    bool there = json_object_object_get_ex(o, key, &v);
+    if (!there || (!v && !(types & T_NULL) && !required))
+        v = NULL, there = false;
+    if (!there) {
+        if (!required)
+            return 0;
+        snprintf(err, errlen, "`%s%s` is missing", at, key);
+        return -1;
+    }
+    if (!type_in(v, types)) {
+        snprintf(err, errlen, "`%s%s` must be %s", at, key, type_words(types));
+        return -1;
+    }
+    return 0;
+}
+
+/* o[key], when present and not null, is a whole number from lo to hi. */
+static int check_range(json_object *o, const char *at, const char *key, int64_t lo, uint64_t hi, char *err,
+                       size_t errlen)
+{
+    json_object *v = get(o, key);
+    if (!v)
+        return 0;
+    bool big = json_object_is_type(v, json_type_int) && json_object_get_int64(v) == INT64_MAX;
+    int64_t i = json_object_get_int64(v);
+    if (!json_object_is_type(v, json_type_int) || i < lo ||
+        (big ? json_object_get_uint64(v) > hi : i >= 0 && (uint64_t)i > hi)) {
+        snprintf(err, errlen, "`%s%s` must be a whole number from %lld to %llu", at, key, (long long)lo,
+                 (unsigned long long)hi);
+        return -1;
+    }
+    return 0;
+}
+
+static int check_count(json_object *o, const char *at, const char *key, char *err, size_t errlen)
+{
+    return check_range(o, at, key, 0, INT32_MAX, err, errlen);
+}
+
+static int check_usage(json_object *a, char *err, size_t errlen)
+{
+    json_object *u = get(a, "usage");
+    if (check_field(a, "", "usage", T_OBJ | T_NULL, false, err, errlen) < 0)
+        return -1;
+    return !u ? 0
+              : check_count(u, "usage.", "prompt_tokens", err, errlen) < 0 ||
+                        check_count(u, "usage.", "completion_tokens", err, errlen) < 0 ||
+                        check_count(u, "usage.", "total_tokens", err, errlen) < 0
+                    ? -1
+                    : 0;
+}
+
+/* One OpenAI choice: of a whole answer, or of a stream chunk. */
+static int check_choice(enum upstream_call c, bool chunk, json_object *ch, size_t i, char *err, size_t errlen)
+{
+    char at[48];
+    snprintf(at, sizeof at, "choices[%zu]", i);
+    if (!json_object_is_type(ch, json_type_object)) {
+        snprintf(err, errlen, "`%s` must be an object", at);
+        return -1;
+    }
+    strcat(at, ".");
+    if (check_range(ch, at, "index", 0, INT32_MAX, err, errlen) < 0 ||
+        check_field(ch, at, "finish_reason", T_STR | T_NULL, false, err, errlen) < 0 ||
+        check_field(ch, at, "logprobs", T_OBJ | T_NULL, false, err, errlen) < 0)
+        return -1;
+    if (c == UK_COMPLETION)
+        return check_field(ch, at, "text", T_STR, !chunk, err, errlen);
+    const char *key = chunk ? "delta" : "message";
+    if (check_field(ch, at, key, T_OBJ, !chunk, err, errlen) < 0)
+        return -1;
+    json_object *m = get(ch, key);
+    char mat[64];
+    snprintf(mat, sizeof mat, "%s%s.", at, key);
+    return !m ? 0
+              : check_field(m, mat, "content", T_STR | T_NULL, false, err, errlen) < 0 ||
+                        check_field(m, mat, "role", T_STR | T_NULL, false, err, errlen) < 0 ||
+                        check_field(m, mat, "tool_calls", T_ARR | T_NULL, false, err, errlen) < 0
+                    ? -1
+                    : 0;
+}
+
+/* An OpenAI answer (chunk = false) or stream chunk: choices and usage. */
+static int check_openai(enum upstream_call c, bool chunk, json_object *a, char *err, size_t errlen)
+{
+    if (check_field(a, "", "id", T_STR, false, err, errlen) < 0 ||
+        check_field(a, "", "object", T_STR, false, err, errlen) < 0 ||
+        check_range(a, "", "created", 0, INT64_MAX, err, errlen) < 0 ||
+        check_field(a, "", "model", T_STR, false, err, errlen) < 0 ||
+        check_field(a, "", "choices", T_ARR, !chunk, err, errlen) < 0 || check_usage(a, err, errlen) < 0)
+        return -1;
+    json_object *ch = get(a, "choices");
+    size_t n = ch ? json_object_array_length(ch) : 0;
+    if (!chunk && n == 0) {
+        snprintf(err, errlen, "`choices` is empty");
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (check_choice(c, chunk, json_object_array_get_idx(ch, i), i, err, errlen) < 0)
+            return -1;
+    return 0;
+}
+
+/* A TGI token: {"id","text","logprob","special"}; ids are u32 in TGI. */
+static int check_tgi_token(json_object *t, const char *at, char *err, size_t errlen)
+{
+    if (!json_object_is_type(t, json_type_object)) {
+        snprintf(err, errlen, "`%s` must be an object", at);
+        return -1;
+    }
+    char a[80];
+    snprintf(a, sizeof a, "%s.", at);
+    return check_range(t, a, "id", 0, UINT32_MAX, err, errlen) < 0 ||
+                   check_field(t, a, "text", T_STR, false, err, errlen) < 0 ||
+                   check_field(t, a, "logprob", T_NUM | T_NULL, false, err, errlen) < 0 ||
+                   check_field(t, a, "special", T_BOOL, false, err, errlen) < 0
+               ? -1
+               : 0;
+}
+
+static int check_tgi_tokens(json_object *o, const char *at, const char *key, char *err, size_t errlen)
+{
+    if (check_field(o, at, key, T_ARR | T_NULL, false, err, errlen) < 0)
+        return -1;
+    json_object *l = get(o, key);
+    for (size_t i = 0; l && i < json_object_array_length(l); i++) {
+        char name[80];
+        snprintf(name, sizeof name, "%s%s[%zu]", at, key, i);
+        if (check_tgi_token(json_object_array_get_idx(l, i), name, err, errlen) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* TGI's details, of a whole answer or of a stream's last event. */
+static int check_tgi_details(json_object *o, char *err, size_t errlen)
+{
+    if (check_field(o, "", "details", T_OBJ | T_NULL, false, err, errlen) < 0)
+        return -1;
+    json_object *d = get(o, "details");
+    if (!d)
+        return 0;
+    if (check_field(d, "details.", "finish_reason", T_STR, false, err, errlen) < 0 ||
+        check_count(d, "details.", "generated_tokens", err, errlen) < 0 ||
+        check_count(d, "details.", "input_length", err, errlen) < 0 ||
+        check_range(d, "details.", "seed", 0, UINT64_MAX - 1, err, errlen) < 0 ||
+        check_tgi_tokens(d, "details.", "prefill", err, errlen) < 0 ||
+        check_tgi_tokens(d, "details.", "tokens", err, errlen) < 0 ||
+        check_field(d, "details.", "top_tokens", T_ARR | T_NULL, false, err, errlen) < 0 ||
+        check_field(d, "details.", "best_of_sequences", T_ARR | T_NULL, false, err, errlen) < 0)
+        return -1;
+    return 0;
+}
+
+/* TGI's /generate answer (one object) or /generate_stream event. */
+static int check_tgi(bool event, json_object *a, char *err, size_t errlen)
+{
+    if (check_field(a, "", "generated_text", T_STR | (event ? T_NULL : 0), !event, err, errlen) < 0 ||
+        check_tgi_details(a, err, errlen) < 0)
+        return -1;
+    if (!event)
+        return 0;
+    if (check_range(a, "", "index", 0, INT32_MAX, err, errlen) < 0 ||
+        check_field(a, "", "token", T_OBJ, true, err, errlen) < 0 ||
+        check_tgi_token(get(a, "token"), "token", err, errlen) < 0 ||
+        check_field(a, "", "top_tokens", T_ARR | T_NULL, false, err, errlen) < 0)
+        return -1;
+    return 0;
+}
+
+/* A token count already checked: a whole number from 0 to INT32_MAX, or
+ * -1 when absent. */
 static long count_of(json_object *o, const char *key)
 {
     json_object *v = get(o, key);
-    int64_t n = v && json_object_is_type(v, json_type_int) ? json_object_get_int64(v) : -1;
-    return n >= 0 && n <= INT32_MAX ? (long)n : -1;
+    return v ? (long)json_object_get_int64(v) : -1;
 }
 
 static void read_usage(json_object *o, long *prompt, long *completion)
 {
     json_object *u = get(o, "usage");
-    if (!u || !json_object_is_type(u, json_type_object))
+    if (!u)
         return;
     *prompt = count_of(u, "prompt_tokens");
     *completion = count_of(u, "completion_tokens");
@@ -540,10 +764,14 @@ static void read_usage(json_object *o, long *prompt, long *completion)
 static json_object *first_choice(json_object *o)
 {
     json_object *ch = get(o, "choices");
-    if (!ch || !json_object_is_type(ch, json_type_array) || json_object_array_length(ch) == 0)
-        return NULL;
-    json_object *c = json_object_array_get_idx(ch, 0);
-    return json_object_is_type(c, json_type_object) ? c : NULL;
+    return ch && json_object_array_length(ch) ? json_object_array_get_idx(ch, 0) : NULL;
+}
+
+static void read_seed(json_object *d, bool *has, int64_t *seed)
+{
+    json_object *v = get(d, "seed");
+    if (v)     /* TGI's seeds are u64: kept as their bits */
+        *has = true, *seed = (int64_t)json_object_get_uint64(v);
 }
 
 int dialect_read_result(enum upstream_call c, json_object *a, struct gen_result *res, char *err, size_t errlen)
@@ -558,44 +786,29 @@ int dialect_read_result(enum upstream_call c, json_object *a, struct gen_result 
         return -1;
     }
     if (c == UK_TGI) {
-        json_object *gt = get(a, "generated_text");
-        if (!gt || !json_object_is_type(gt, json_type_string)) {
-            snprintf(err, errlen, "the answer has no generated_text");
+        if (check_tgi(false, a, err, errlen) < 0)
             return -1;
-        }
-        text = json_object_get_string(gt);
+        text = json_object_get_string(get(a, "generated_text"));
         json_object *d = get(a, "details");
-        if (d && json_object_is_type(d, json_type_object)) {
+        if (d) {
             res->finish = finish_from(str_of(get(d, "finish_reason")));
             res->completion_tokens = count_of(d, "generated_tokens");
-            json_object *seed = get(d, "seed"), *prefill = get(d, "prefill");
-            if (seed && json_object_is_type(seed, json_type_int))
-                res->has_seed = true, res->seed = json_object_get_int64(seed);
-            if (prefill && json_object_is_type(prefill, json_type_array) && json_object_array_length(prefill))
+            read_seed(d, &res->has_seed, &res->seed);
+            json_object *prefill = get(d, "prefill");
+            if (prefill && json_object_array_length(prefill))
                 res->prompt_tokens = (long)json_object_array_length(prefill);
             else
                 res->prompt_tokens = count_of(d, "input_length");
         }
     } else {
-        json_object *ch = first_choice(a);
-        if (!ch) {
-            snprintf(err, errlen, "the answer has no choices");
+        if (check_openai(c, false, a, err, errlen) < 0)
             return -1;
-        }
+        json_object *ch = first_choice(a);
         if (c == UK_CHAT) {
-            json_object *m = get(ch, "message");
-            json_object *content = m ? get(m, "content") : NULL;
-            if (!m || (content && !json_object_is_type(content, json_type_string))) {
-                snprintf(err, errlen, "the answer's choice has no message content");
-                return -1;
-            }
+            json_object *content = get(get(ch, "message"), "content");
             text = content ? json_object_get_string(content) : "";
         } else {
-            text = str_of(get(ch, "text"));
-            if (!text) {
-                snprintf(err, errlen, "the answer's choice has no text");
-                return -1;
-            }
+            text = json_object_get_string(get(ch, "text"));
         }
         res->finish = finish_from(str_of(get(ch, "finish_reason")));
         read_usage(a, &res->prompt_tokens, &res->completion_tokens);
@@ -618,8 +831,10 @@ int dialect_read_delta(enum upstream_call c, json_object *e, struct gen_delta *d
     memset(d, 0, sizeof *d);
     d->token_id = -1;
     d->prompt_tokens = d->completion_tokens = -1;
-    if (!e || !json_object_is_type(e, json_type_object))
+    if (!e || !json_object_is_type(e, json_type_object)) {
+        snprintf(d->bad, sizeof d->bad, "an event that is not a JSON object");
         return -1;
+    }
     json_object *err = get(e, "error");
     if (err) {
         const char *msg = str_of(err);
@@ -629,34 +844,43 @@ int dialect_read_delta(enum upstream_call c, json_object *e, struct gen_delta *d
         return 0;
     }
     if (c == UK_TGI) {
-        json_object *tok = get(e, "token"), *det = get(e, "details");
-        if (!tok || !json_object_is_type(tok, json_type_object))
+        if (!get(e, "token")) {
+            snprintf(d->bad, sizeof d->bad, "an event that is not a TGI token event");
             return -1;
+        }
+        if (check_tgi(true, e, d->bad, sizeof d->bad) < 0)
+            return -1;
+        json_object *tok = get(e, "token"), *det = get(e, "details");
         d->text = str_of(get(tok, "text"));
         json_object *id = get(tok, "id"), *lp = get(tok, "logprob"), *sp = get(tok, "special");
-        if (id && json_object_is_type(id, json_type_int))
+        if (id)
             d->token_id = (long)json_object_get_int64(id);
-        if (lp && is_number(lp))
+        if (lp)
             d->has_logprob = true, d->logprob = json_object_get_double(lp);
-        d->special = sp && json_object_is_type(sp, json_type_boolean) && json_object_get_boolean(sp);
-        if (det && json_object_is_type(det, json_type_object)) {
+        d->special = sp && json_object_get_boolean(sp);
+        if (det) {
             d->finish = finish_from(str_of(get(det, "finish_reason")));
             if (d->finish == FIN_NONE)
                 d->finish = FIN_OTHER;
             d->completion_tokens = count_of(det, "generated_tokens");
             d->prompt_tokens = count_of(det, "input_length");
-            json_object *seed = get(det, "seed");
-            if (seed && json_object_is_type(seed, json_type_int))
-                d->has_seed = true, d->seed = json_object_get_int64(seed);
+            read_seed(det, &d->has_seed, &d->seed);
         }
         if (d->finish == FIN_NONE && str_of(get(e, "generated_text")))
             d->finish = FIN_OTHER;      /* the last event, sent without details */
         return 0;
     }
+    if (!get(e, "choices") && !get(e, "usage")) {
+        snprintf(d->bad, sizeof d->bad, "an event that is not a %s chunk",
+                 c == UK_CHAT ? "chat completion" : "completion");
+        return -1;
+    }
+    if (check_openai(c, true, e, d->bad, sizeof d->bad) < 0)
+        return -1;
     read_usage(e, &d->prompt_tokens, &d->completion_tokens);
     json_object *ch = first_choice(e);
     if (!ch)
-        return get(e, "usage") || get(e, "choices") ? 0 : -1;   /* the usage chunk has no choices */
+        return 0;                       /* the usage chunk has no choices */
     if (c == UK_CHAT) {
         json_object *delta = get(ch, "delta");
         d->text = delta ? str_of(get(delta, "content")) : NULL;

@@ -94,8 +94,10 @@ struct gen_result {
     int64_t seed;
 };
 
-/* Reads an upstream's non-streamed answer. Returns 0, or -1 with err when
- * it is not the shape call c answers with. */
+/* Reads and checks an upstream's non-streamed answer. Returns 0, or -1
+ * with err when it is not the shape call c answers with or a field has
+ * the wrong type or an impossible value, named in err ("`choices` is
+ * empty", "`usage.prompt_tokens` must be a whole number from 0 to ..."). */
 int dialect_read_result(enum upstream_call c, json_object *answer, struct gen_result *res, char *err, size_t errlen);
 void gen_result_free(struct gen_result *res);
 
@@ -111,10 +113,12 @@ struct gen_delta {
     bool has_seed;
     int64_t seed;
     const char *error;          /* the upstream reported an error in-stream */
+    char bad[200];              /* why dialect_read_delta refused the event */
 };
 
 /* Reads one upstream stream event (already parsed JSON). Returns 0, or -1
- * when it is not an event of call c. */
+ * with d->bad saying why when it is not an event of call c, or a field of
+ * it has the wrong type or an impossible value ("`token.id` must be ..."). */
 int dialect_read_delta(enum upstream_call c, json_object *event, struct gen_delta *d);
 
 /* The client's non-streamed answer (new object) from a translated result. */

@@ -16,6 +16,7 @@
 #include "supervisor.h"
 #include "util.h"
 
+#include <ctype.h>
 #include <curl/curl.h>
 #include <errno.h>
 #include <poll.h>
@@ -291,16 +292,32 @@ void upstream_release(struct upstream *u)
 
 /* ------------------------------------------------------------------ models */
 
-char **gateway_parse_model_list(const char *body, size_t len, bool tgi_info)
+bool gateway_model_id_ok(const char *id, size_t len)
+{
+    if (len == 0 || len > GATEWAY_MODEL_ID_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (id[i] <= 0x20 || id[i] >= 0x7f || strchr("\"'\\`<>", id[i]))
+            return false;
+    return true;
+}
+
+char **gateway_parse_model_list(const char *body, size_t len, bool tgi_info, size_t *dropped)
 {
     char err[128];
     json_object *o = json_parse_strict(body, len, err, sizeof err), *v;
     char **names = NULL;
-    if (!o || !json_object_is_type(o, json_type_object))
+    *dropped = 0;
+    if (!o || json_check_upstream(body, len, o, err, sizeof err) < 0 || !json_object_is_type(o, json_type_object))
         goto out;
     if (tgi_info) {
         if (!json_object_object_get_ex(o, "model_id", &v) || !json_object_is_type(v, json_type_string))
             goto out;
+        if (!gateway_model_id_ok(json_object_get_string(v), (size_t)json_object_get_string_len(v))) {
+            *dropped = 1;
+            names = calloc(1, sizeof *names);   /* no model: not the one it named before */
+            goto out;
+        }
         if ((names = calloc(2, sizeof *names)) && !(names[0] = strdup(json_object_get_string(v)))) {
             free(names);
             names = NULL;
@@ -316,9 +333,11 @@ char **gateway_parse_model_list(const char *body, size_t len, bool tgi_info)
         goto out;
     for (size_t i = 0; i < n; i++) {
         json_object *m = json_object_array_get_idx(v, i), *id;
-        if (json_object_is_type(m, json_type_object) && json_object_object_get_ex(m, "id", &id) &&
-            json_object_is_type(id, json_type_string) && json_object_get_string_len(id) > 0 &&
-            json_object_get_string_len(id) <= 256 && (names[k] = strdup(json_object_get_string(id))))
+        if (!json_object_is_type(m, json_type_object) || !json_object_object_get_ex(m, "id", &id) ||
+            !json_object_is_type(id, json_type_string) ||
+            !gateway_model_id_ok(json_object_get_string(id), (size_t)json_object_get_string_len(id)))
+            ++*dropped;
+        else if ((names[k] = strdup(json_object_get_string(id))))
             k++;
     }
 out:
@@ -468,18 +487,58 @@ bool slist_add(struct curl_slist **h, const char *line)
     return true;
 }
 
+bool header_name_eq(const char *a, size_t alen, const char *b, size_t blen)
+{
+    if (alen != blen)
+        return false;
+    for (size_t i = 0; i < alen; i++) {
+        char x = a[i] == '_' ? '-' : (char)tolower((unsigned char)a[i]);
+        char y = b[i] == '_' ? '-' : (char)tolower((unsigned char)b[i]);
+        if (x != y)
+            return false;
+    }
+    return true;
+}
+
+/* The name of a header line "Name: value" (or curl's "Name;"): its length. */
+static size_t line_name_len(const char *line)
+{
+    return strcspn(line, ":;");
+}
+
+/* Is a header called name[0..len) one the upstream's configuration sets? */
+static bool configured_header(const struct config_upstream *c, const char *name, size_t len)
+{
+    if (c->api_key && header_name_eq(name, len, "Authorization", 13))
+        return true;
+    for (size_t i = 0; i < c->n_headers; i++)
+        if (header_name_eq(name, len, c->headers[i], line_name_len(c->headers[i])))
+            return true;
+    return false;
+}
+
 struct curl_slist *upstream_credentials(const struct config_upstream *c, struct curl_slist *h)
 {
+    struct curl_slist *out = NULL;
+    for (struct curl_slist *l = h; l; l = l->next) {
+        if (configured_header(c, l->data, line_name_len(l->data)))
+            continue;                   /* the operator's value replaces it */
+        if (!slist_add(&out, l->data)) {
+            curl_slist_free_all(h);
+            return NULL;
+        }
+    }
+    curl_slist_free_all(h);
     char auth[600];
     if (c->api_key) {
         snprintf(auth, sizeof auth, "Authorization: Bearer %s", c->api_key);
-        if (!slist_add(&h, auth))
+        if (!slist_add(&out, auth))
             return NULL;
     }
     for (size_t i = 0; i < c->n_headers; i++)
-        if (!slist_add(&h, c->headers[i]))
+        if (!slist_add(&out, c->headers[i]))
             return NULL;
-    return h;
+    return out;
 }
 
 static struct probe *probe_new(struct upstream *u, struct config *cfg, const struct config_upstream *c, int replica,
@@ -563,8 +622,14 @@ static void probe_done(struct probe *p, CURLcode code)
     int64_t now = util_now_ns();
     if (p->replica < 0) {
         char **names = NULL;
+        size_t dropped = 0;
         if (code == CURLE_OK && status == 200)
-            names = gateway_parse_model_list(p->body ? p->body : "", p->len, u->type == UPSTREAM_TGI);
+            names = gateway_parse_model_list(p->body ? p->body : "", p->len, u->type == UPSTREAM_TGI, &dropped);
+        if (dropped)
+            log_warn("upstream %s: ignored %zu model id%s in its %s that %s not 1-%d printable ASCII bytes without "
+                     "spaces, quotes, backslashes or <>", u->name, dropped, dropped == 1 ? "" : "s",
+                     u->type == UPSTREAM_TGI ? "/info" : "model list", dropped == 1 ? "is" : "are",
+                     GATEWAY_MODEL_ID_MAX);
         pthread_mutex_lock(&u->lock);
         u->models_at_ns = now;          /* a failed fetch is retried at the next refresh too */
         if (names) {

@@ -86,15 +86,34 @@ json_object *upstream_discovered_models(struct upstream *u);
  * returns false. */
 bool slist_add(struct curl_slist **h, const char *line);
 
-/* Appends what every request to upstream c carries -- Authorization:
- * Bearer api_key and the configured extra headers -- to h (which it takes
- * over). Returns the list, or NULL (h freed) when out of memory. */
+/* Adds what every request to upstream c carries -- Authorization: Bearer
+ * api_key and the configured `header =` lines -- to the headers h (which
+ * it takes over). The configuration's headers replace every line of h with
+ * the same name (header_name_eq), the client's and llmcgi's own alike, so
+ * that an upstream never gets two values of a header the operator set.
+ * Returns the new list, or NULL (h freed) when out of memory. */
 struct curl_slist *upstream_credentials(const struct config_upstream *c, struct curl_slist *h);
 
+/* Are a[0..alen) and b[0..blen) the same header name? Case-insensitive, and
+ * - and _ count as the same byte: CGI turns both into HTTP_X_Y. */
+bool header_name_eq(const char *a, size_t alen, const char *b, size_t blen);
+
+/* The longest model id taken from an upstream. */
+#define GATEWAY_MODEL_ID_MAX 256
+
+/* Is id[0..len) a model id llmcgi takes from an upstream: 1 to
+ * GATEWAY_MODEL_ID_MAX bytes of printable ASCII without spaces, quotes
+ * (" ' `), backslashes or < >? Such ids are safe in logs, headers, JSON
+ * and the config's lists, and are what model hubs and servers use
+ * ("org/name-1.5B", "llama3:8b", "/models/x"). */
+bool gateway_model_id_ok(const char *id, size_t len);
+
 /* Parses the answer of an upstream's /v1/models (OpenAI list) or /info
- * (TGI: model_id) into a new NULL-terminated array of names (caller frees
- * with gateway_free_names); NULL when it is neither. Pure: fuzzed. */
-char **gateway_parse_model_list(const char *body, size_t len, bool tgi_info);
+ * (TGI: model_id), strictly (json_check_upstream), into a new
+ * NULL-terminated array of names (caller frees with gateway_free_names);
+ * NULL when it is neither. Ids that fail gateway_model_id_ok are left out
+ * and counted in *dropped. Pure: fuzzed. */
+char **gateway_parse_model_list(const char *body, size_t len, bool tgi_info, size_t *dropped);
 void gateway_free_names(char **names);
 
 #endif

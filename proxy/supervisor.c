@@ -17,7 +17,12 @@
  * over like on a terminal (progress bars log their final state only). Lines
  * longer than 1 KiB are split (at a UTF-8 character boundary). Valid UTF-8
  * and tabs pass unchanged; other control bytes and invalid bytes are written
- * as \xHH, since log.c writes messages as they are. Empty lines are dropped. */
+ * as \xHH, since log.c writes messages as they are. Empty lines are dropped.
+ * A child's output may not flood the log: a token bucket lets through
+ * OUTPUT_BYTES_PER_S (and OUTPUT_LINES_PER_S) after a burst of
+ * OUTPUT_BYTES_BURST (OUTPUT_LINES_BURST); lines over it are dropped and
+ * counted, and the count is logged ("N lines of output dropped") once a
+ * second at most while it goes on, and when the child exits. */
 #include "config.h"
 #include "supervisor.h"
 #include "log.h"
@@ -26,6 +31,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <math.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -52,6 +58,11 @@ extern char **environ;
 #define WAIT_FALLBACK_MS 100        /* waitid() period without a pidfd */
 #define KILL_WAIT_MS 5000           /* how long a child gets to die of SIGKILL */
 #define CLOSE_LOOP_MAX 65536        /* fd limit for closing by loop (no close_range) */
+#define OUTPUT_LINES_PER_S 50       /* the child's output in the log, sustained... */
+#define OUTPUT_BYTES_PER_S 8192
+#define OUTPUT_LINES_BURST 1000     /* ...and at once (a start-up banner, a traceback) */
+#define OUTPUT_BYTES_BURST (128 * 1024)
+#define OUTPUT_LINE_COST 64         /* bytes a log line costs beyond the child's text */
 
 struct supervisor {
     char *name, *command, *workdir;
@@ -72,6 +83,10 @@ struct supervisor {
     char line[LINE_MAX_BYTES];      /* the output line being assembled */
     size_t line_len;
     bool cr;                        /* the last byte was a '\r' */
+    double line_tokens, byte_tokens;    /* the output's token bucket */
+    int64_t bucket_ns;              /* when it was last filled; 0: full, never used */
+    int64_t report_ns;              /* when drops were last reported */
+    uint64_t dropped_lines, dropped_bytes;  /* over the bucket, not yet reported */
 };
 
 /* One run of the child. */
@@ -143,10 +158,71 @@ static void emit_line(struct supervisor *s, const char *text, size_t n)
     }
 }
 
+/* Fills the output's token bucket for the time since it was last filled. */
+static void fill_bucket(struct supervisor *s)
+{
+    int64_t now = util_now_ns();
+    if (s->bucket_ns == 0) {
+        s->line_tokens = OUTPUT_LINES_BURST;
+        s->byte_tokens = OUTPUT_BYTES_BURST;
+    } else {
+        double secs = (double)(now - s->bucket_ns) / 1e9;
+        s->line_tokens = fmin(OUTPUT_LINES_BURST, s->line_tokens + secs * OUTPUT_LINES_PER_S);
+        s->byte_tokens = fmin(OUTPUT_BYTES_BURST, s->byte_tokens + secs * OUTPUT_BYTES_PER_S);
+    }
+    s->bucket_ns = now;
+}
+
+/* Takes a line of `n` bytes from the bucket: false when it is over it. */
+static bool take_tokens(struct supervisor *s, size_t n)
+{
+    double cost = (double)n + OUTPUT_LINE_COST;
+    if (s->line_tokens < 1 || s->byte_tokens < cost)
+        return false;
+    s->line_tokens -= 1;
+    s->byte_tokens -= cost;
+    return true;
+}
+
+/* Logs how many lines were dropped since the last report, if any. Reports
+ * cost the bucket nothing; relay_line() makes at most one a second. */
+static void report_dropped(struct supervisor *s)
+{
+    if (s->dropped_lines == 0)
+        return;
+    log_warn("upstream %s: %llu lines (%llu bytes) of output dropped: the launch command wrote more than "
+             "%d lines or %d bytes a second", s->name, (unsigned long long)s->dropped_lines,
+             (unsigned long long)s->dropped_bytes, OUTPUT_LINES_PER_S, OUTPUT_BYTES_PER_S);
+    s->dropped_lines = s->dropped_bytes = 0;
+    s->report_ns = util_now_ns();
+}
+
+/* Reports the drops if the last report is a second old. */
+static void report_dropped_now_and_then(struct supervisor *s)
+{
+    if (s->dropped_lines && util_now_ns() - s->report_ns >= 1000000000)
+        report_dropped(s);
+}
+
+/* Logs a line of the child's output, or counts it as dropped when the
+ * output is over its rate. */
+static void relay_line(struct supervisor *s, const char *text, size_t n)
+{
+    fill_bucket(s);
+    bool pass = take_tokens(s, n);
+    if (!pass) {
+        s->dropped_lines++;
+        s->dropped_bytes += n;
+    }
+    report_dropped_now_and_then(s);
+    if (pass)
+        emit_line(s, text, n);
+}
+
 static void flush_line(struct supervisor *s)
 {
     if (s->line_len > 0)
-        emit_line(s, s->line, s->line_len);
+        relay_line(s, s->line, s->line_len);
     s->line_len = 0;
     s->cr = false;
 }
@@ -167,7 +243,7 @@ static void split_full_line(struct supervisor *s)
         }
         break;
     }
-    emit_line(s, s->line, cut);
+    relay_line(s, s->line, cut);
     s->line_len = LINE_MAX_BYTES - cut;
     memmove(s->line, s->line + cut, s->line_len);
 }
@@ -456,6 +532,7 @@ static int finish_run(struct supervisor *s, struct run *r, bool gone)
     }
     read_output(s, r, true);
     flush_line(s);
+    report_dropped(s);                  /* the last of a flood, even with an empty bucket */
     if (r->out_fd >= 0)
         close(r->out_fd);
     if (r->pidfd >= 0)
@@ -500,6 +577,8 @@ static int watch(struct supervisor *s, struct run *r, int *status)
             {.fd = r->out_fd, .events = POLLIN},
         };
         int timeout = r->pidfd < 0 ? WAIT_FALLBACK_MS : -1;
+        if (s->dropped_lines && (timeout < 0 || timeout > 1000))
+            timeout = 1000;             /* a flood that went quiet is reported within about a second */
         if (phase != RUNNING) {
             int left = ms_until(deadline);
             if (timeout < 0 || left < timeout)
@@ -515,6 +594,7 @@ static int watch(struct supervisor *s, struct run *r, int *status)
         }
         if (pf[2].revents)
             read_output(s, r, false);
+        report_dropped_now_and_then(s);
         bool gone;
         if ((r->pidfd < 0 || pf[1].revents) && child_exited(s, r->pid, &gone)) {
             *status = finish_run(s, r, gone);

@@ -92,6 +92,16 @@ struct cuda_model {
 
     cudaStream_t st;
     cublasHandle_t blas;
+
+    /* Debug modes, read from the environment at load:
+     * LLMCGI_CUDA_SYNC=1: the stream is synchronised after every launch, so an
+     *   error a kernel or product causes asynchronously is reported against that
+     *   launch (and its layer) instead of against the step's final synchronisation;
+     * LLMCGI_CUDA_CHECK_KV=1: attention's reads of KV positions that no step wrote
+     *   fail the step, naming the row, position and block (kernels.h, kl.written). */
+    bool sync, check_kv;
+    uint8_t *kv_written;            /* [n_blocks][L][block_tokens], check_kv only */
+    int32_t *kv_fault;              /* 4 ints, check_kv only */
 };
 
 /* Failed CUDA / cuBLAS calls become -1 with the call and the library's words in err. */
@@ -112,6 +122,36 @@ struct cuda_model {
             return -1;                                                                                       \
         }                                                                                                    \
     } while (0)
+
+/* One launch of the step: its launch error at once; under LLMCGI_CUDA_SYNC=1
+ * also what it did asynchronously, reported against it (and the layer). */
+#define SYNC_AFTER(what)                                                                                     \
+    do {                                                                                                     \
+        if (m->sync) {                                                                                       \
+            cudaError_t e_ = cudaStreamSynchronize(st);                                                      \
+            if (e_ != cudaSuccess) {                                                                         \
+                snprintf(err, errlen, "cuda: %s (layer %d of the step): %s", what, at_layer,                 \
+                         cudaGetErrorString(e_));                                                            \
+                return -1;                                                                                   \
+            }                                                                                                \
+        }                                                                                                    \
+    } while (0)
+#define LAUNCH(call)                                                                                         \
+    do {                                                                                                     \
+        CUDA_TRY(call);                                                                                      \
+        SYNC_AFTER(#call);                                                                                   \
+    } while (0)
+#define BLAS_LAUNCH(call)                                                                                    \
+    do {                                                                                                     \
+        BLAS_TRY(call);                                                                                      \
+        SYNC_AFTER(#call);                                                                                   \
+    } while (0)
+
+static bool env_on(const char *name)
+{
+    const char *v = getenv(name);
+    return v && *v && strcmp(v, "0") != 0;
+}
 
 /* ------------------------------------------------------------------ forward */
 
@@ -160,35 +200,59 @@ static int forward_step(struct cuda_model *m, const struct llm_seq *seqs, int n_
                   *d_tables = d_lrow + m->R;
 
     CUDA_TRY(cudaSetDevice(m->device));     /* the engine thread may not be the loading one */
+    /* A launch wrapper returns cudaGetLastError(): clear what an earlier call
+     * left (not this step's doing) so that it is not reported against this
+     * step's first launch. An error that broke the context (sticky) comes back
+     * at the next call anyway. */
+    (void)cudaGetLastError();
+    int at_layer = -1;
     CUDA_TRY(cudaMemcpyAsync(m->dmeta, m->hmeta, ints * sizeof(int32_t), cudaMemcpyHostToDevice, st));
 
-    CUDA_TRY(kcu_embed(m->x, d_tok, d_pos, m->wte, dt, m->wpe, T, C, st));
+    LAUNCH(kcu_embed(m->x, d_tok, d_pos, m->wte, dt, m->wpe, T, C, st));
     const float *g0 = m->L > 0 ? m->layers[0].ln_1_g : m->ln_f_g, *b0 = m->L > 0 ? m->layers[0].ln_1_b : m->ln_f_b;
-    CUDA_TRY(kcu_residual_layernorm(m->x, NULL, NULL, m->h, dt, g0, b0, T, C, m->eps, st));
+    LAUNCH(kcu_residual_layernorm(m->x, NULL, NULL, m->h, dt, g0, b0, T, C, m->eps, st));
 
     for (int l = 0; l < m->L; l++) {
         const struct cuda_layer *ly = &m->layers[l];
-        BLAS_TRY(kcu_gemm(m->blas, m->y, m->h, ly->qkv_w, dt, KCU_W_IN_OUT, T, C, 3 * C));
-        CUDA_TRY(kcu_bias_act(m->qkv, dt, m->y, ly->qkv_b, T, 3 * C, KCU_ACT_NONE, st));
-        CUDA_TRY(kcu_kv_store(m->kv, m->qkv, dt, d_pos, d_tab, d_tables, T, l, m->kl, st));
-        CUDA_TRY(kcu_attention(m->att, m->qkv, m->kv, dt, d_pos, d_tab, d_tables, T, l, m->kl, ly->attn_scale, st));
-        BLAS_TRY(kcu_gemm(m->blas, m->y, m->att, ly->proj_w, dt, KCU_W_IN_OUT, T, C, C));
-        CUDA_TRY(kcu_residual_layernorm(m->x, m->y, ly->proj_b, m->h, dt, ly->ln_2_g, ly->ln_2_b, T, C, m->eps, st));
-        BLAS_TRY(kcu_gemm(m->blas, m->y, m->h, ly->fc_w, dt, KCU_W_IN_OUT, T, C, F));
-        CUDA_TRY(kcu_bias_act(m->ff, dt, m->y, ly->fc_b, T, F, m->act, st));
-        BLAS_TRY(kcu_gemm(m->blas, m->y, m->ff, ly->mproj_w, dt, KCU_W_IN_OUT, T, F, C));
+        at_layer = l;
+        BLAS_LAUNCH(kcu_gemm(m->blas, m->y, m->h, ly->qkv_w, dt, KCU_W_IN_OUT, T, C, 3 * C));
+        LAUNCH(kcu_bias_act(m->qkv, dt, m->y, ly->qkv_b, T, 3 * C, KCU_ACT_NONE, st));
+        LAUNCH(kcu_kv_store(m->kv, m->qkv, dt, d_pos, d_tab, d_tables, T, l, m->kl, st));
+        LAUNCH(kcu_attention(m->att, m->qkv, m->kv, dt, d_pos, d_tab, d_tables, T, l, m->kl, ly->attn_scale, st));
+        BLAS_LAUNCH(kcu_gemm(m->blas, m->y, m->att, ly->proj_w, dt, KCU_W_IN_OUT, T, C, C));
+        LAUNCH(kcu_residual_layernorm(m->x, m->y, ly->proj_b, m->h, dt, ly->ln_2_g, ly->ln_2_b, T, C, m->eps, st));
+        BLAS_LAUNCH(kcu_gemm(m->blas, m->y, m->h, ly->fc_w, dt, KCU_W_IN_OUT, T, C, F));
+        LAUNCH(kcu_bias_act(m->ff, dt, m->y, ly->fc_b, T, F, m->act, st));
+        BLAS_LAUNCH(kcu_gemm(m->blas, m->y, m->ff, ly->mproj_w, dt, KCU_W_IN_OUT, T, F, C));
         const float *g = l + 1 < m->L ? m->layers[l + 1].ln_1_g : m->ln_f_g;
         const float *b = l + 1 < m->L ? m->layers[l + 1].ln_1_b : m->ln_f_b;
-        CUDA_TRY(kcu_residual_layernorm(m->x, m->y, ly->mproj_b, m->h, dt, g, b, T, C, m->eps, st));
+        LAUNCH(kcu_residual_layernorm(m->x, m->y, ly->mproj_b, m->h, dt, g, b, T, C, m->eps, st));
     }
+    at_layer = -1;
 
     /* h now holds LayerNorm_f of every row; the LM head runs on the rows asked for. */
     if (R > 0) {
-        CUDA_TRY(kcu_gather_rows(m->hf, m->h, dt, d_lrow, R, C, st));
-        BLAS_TRY(kcu_gemm(m->blas, m->logits, m->hf, m->NL ? m->score : m->lm_head, dt, KCU_W_OUT_IN, R, C, m->O));
+        LAUNCH(kcu_gather_rows(m->hf, m->h, dt, d_lrow, R, C, st));
+        BLAS_LAUNCH(kcu_gemm(m->blas, m->logits, m->hf, m->NL ? m->score : m->lm_head, dt, KCU_W_OUT_IN, R, C, m->O));
         CUDA_TRY(cudaMemcpyAsync(logits, m->logits, sizeof(float) * (size_t)R * m->O, cudaMemcpyDeviceToHost, st));
     }
-    CUDA_TRY(cudaStreamSynchronize(st));
+    cudaError_t e = cudaStreamSynchronize(st);
+    if (e != cudaSuccess) {
+        /* Whichever kernel, product or copy of the step failed, it shows only here. */
+        snprintf(err, errlen, "cuda: a kernel, product or copy of this step failed: %s (LLMCGI_CUDA_SYNC=1 names "
+                 "the launch)", cudaGetErrorString(e));
+        return -1;
+    }
+    if (m->check_kv) {
+        int32_t f[4];
+        CUDA_TRY(cudaMemcpy(f, m->kv_fault, sizeof f, cudaMemcpyDeviceToHost));
+        if (f[0]) {
+            CUDA_TRY(cudaMemset(m->kv_fault, 0, sizeof f));
+            snprintf(err, errlen, "cuda: attention read position %d of row %d's sequence from KV block %d, which no "
+                     "step wrote (LLMCGI_CUDA_CHECK_KV)", f[2], f[1], f[3]);
+            return -1;
+        }
+    }
     return 0;
 }
 
@@ -367,6 +431,8 @@ static void cuda_free(void *impl)
     cudaFree(m->wmem);
     cudaFree(m->kv);
     cudaFree(m->amem);
+    cudaFree(m->kv_written);
+    cudaFree(m->kv_fault);
     cudaFreeHost(m->hmeta);
     free(m->layers);
     free(m);
@@ -455,6 +521,18 @@ static int load_model(struct cuda_model *m, const struct gpt2_checkpoint *ck, co
     size_t es = ckpt_dtype_size(m->wdt), block_bytes = kcu_kv_block_elems(m->kl) * es;
     if (dev_alloc(m, &m->kv, (size_t)m->n_blocks * block_bytes, "the KV blocks", err, errlen) != 0)
         return -1;
+    m->sync = env_on("LLMCGI_CUDA_SYNC");
+    m->check_kv = env_on("LLMCGI_CUDA_CHECK_KV");
+    if (m->check_kv) {
+        size_t wb = (size_t)m->n_blocks * m->L * m->kl.block_tokens;
+        if (dev_alloc(m, (void **)&m->kv_written, wb, "the KV check", err, errlen) != 0 ||
+            dev_alloc(m, (void **)&m->kv_fault, 4 * sizeof(int32_t), "the KV check", err, errlen) != 0)
+            return -1;
+        CUDA_TRY(cudaMemset(m->kv_written, 0, wb));
+        CUDA_TRY(cudaMemset(m->kv_fault, 0, 4 * sizeof(int32_t)));
+        m->kl.written = m->kv_written;
+        m->kl.fault = m->kv_fault;
+    }
 
     /* Step scratch, metadata and cuBLAS's workspace (32 MiB on Hopper, 4
      * MiB before, as cuBLAS's documentation recommends). */

@@ -19,7 +19,13 @@ static __device__ __forceinline__ float to_f(__nv_bfloat16 v) { return __bfloat1
 /* Round to nearest even, as ckpt_f32_to_f16 / ckpt_f32_to_bf16 do on the host. */
 template <typename T> static __device__ __forceinline__ T from_f(float v);
 template <> __device__ __forceinline__ float from_f<float>(float v) { return v; }
-template <> __device__ __forceinline__ __half from_f<__half>(float v) { return __float2half_rn(v); }
+template <> __device__ __forceinline__ __half from_f<__half>(float v)
+{
+    /* saturate rather than overflow to infinity (kernels.h); comparisons with NaN are false, so NaN stays NaN */
+    if (fabsf(v) > KCU_F16_MAX)
+        v = copysignf(KCU_F16_MAX, v);
+    return __float2half_rn(v);
+}
 template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
 
 /* Runs the statement with E bound to the element type of dt; an unknown dt returns
@@ -134,6 +140,10 @@ static __device__ __forceinline__ float act_f(float v, int act)
 {
     switch (act) {
     case KCU_ACT_GELU_TANH: {
+        /* Past |v| = 10, tanh(...) is +-1 in F32: GELU is v or -0 exactly, and v^3
+         * (which overflows F32 past |v| = 7e12, then inf * 0 = NaN) is not formed. */
+        if (fabsf(v) > 10.0f)
+            return v > 0.0f ? v : -0.0f;
         const float k = 0.7978845608028654f; /* sqrt(2/pi) */
         return 0.5f * v * (1.0f + tanhf(k * (v + 0.044715f * v * v * v)));
     }
@@ -187,6 +197,8 @@ static __global__ void kv_store_kernel(T *kv, const T *qkv, const int32_t *row_p
         kv[kcu_kv_index(kl, block, layer, 0, h, j) + d] = k[c];
         kv[kcu_kv_index(kl, block, layer, 1, h, j) + d] = v[c];
     }
+    if (kl.written && threadIdx.x == 0)
+        kl.written[((size_t)block * kl.n_layer + layer) * kl.block_tokens + j] = 1;
 }
 
 extern "C" cudaError_t kcu_kv_store(void *kv, const void *qkv, enum ckpt_dtype dt, const int32_t *row_pos,
@@ -238,6 +250,12 @@ static __global__ void attention_kernel(T *out, const T *qkv, const T *kv, const
         acc[i] = 0.0f;
     for (int k = warp; k <= p; k += ATT_WARPS) {
         int block = tab[k / B], j = k % B;
+        if (kl.written && lane == 0 && h == 0 && !kl.written[((size_t)block * kl.n_layer + layer) * B + j] &&
+            atomicCAS(kl.fault, 0, 1) == 0) {
+            kl.fault[1] = (int32_t)r;
+            kl.fault[2] = k;
+            kl.fault[3] = block;
+        }
         const T *K = kv + kcu_kv_index(kl, block, layer, 0, h, j);
         const T *V = kv + kcu_kv_index(kl, block, layer, 1, h, j);
         float s = 0.0f;

@@ -44,6 +44,14 @@ extern "C" {
  * at j = p % block_tokens (llm.h: block i holds positions [i*B, (i+1)*B)). */
 struct kcu_kv_layout {
     int n_layer, n_head, head_dim, block_tokens;
+    /* The debug check (NULL when off; gpt2_cuda sets them under
+     * LLMCGI_CUDA_CHECK_KV=1): written holds one byte per (block, layer,
+     * position in the block), [n_blocks][n_layer][block_tokens], zeroed at
+     * load; kcu_kv_store sets the bytes it writes, and kcu_attention, for
+     * every position it reads whose byte is 0, records the first such read in
+     * fault: fault[0] = 1, then the row, the position and the block. */
+    uint8_t *written;
+    int32_t *fault;
 };
 
 /* Elements in one block (all layers, K and V). */
@@ -80,6 +88,12 @@ cudaError_t kcu_embed(float *x, const int32_t *tokens, const int32_t *pos, const
  * x, r, rbias, g, b are F32; out is [T][C] in odt. x keeps the sum. */
 cudaError_t kcu_residual_layernorm(float *x, const float *r, const float *rbias, void *out, enum ckpt_dtype odt,
                                    const float *g, const float *b, int T, int C, float eps, cudaStream_t st);
+
+/* Half-precision outputs: every kernel that writes F16 saturates to
+ * +-65504 (F16's largest finite value) instead of rounding to infinity, as
+ * an activation the CPU backend keeps in F32 can outgrow F16 (NaN stays
+ * NaN). BF16 has F32's range. */
+#define KCU_F16_MAX 65504.0f
 
 /* Activations (the ones kernels/cpu supports). */
 enum kcu_act {

@@ -10,11 +10,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Names from a model list are 1-256 bytes; TGI's model_id is taken as it is. */
-static void check_names(char **names, bool list)
+/* Names from a model list or TGI's /info are safe ids (gateway_model_id_ok), at most 4096. */
+static void check_names(char **names)
 {
     for (size_t i = 0; names && names[i]; i++)
-        if (list && (!names[i][0] || strlen(names[i]) > 256 || i >= 4096))
+        if (!gateway_model_id_ok(names[i], strlen(names[i])) || i >= 4096)
             abort();
     gateway_free_names(names);
 }
@@ -67,7 +67,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     json_object_put(o);
 
-    check_names(gateway_parse_model_list((const char *)data, size, false), true);
-    check_names(gateway_parse_model_list((const char *)data, size, true), false);
+    size_t dropped;
+    check_names(gateway_parse_model_list((const char *)data, size, false, &dropped));
+    check_names(gateway_parse_model_list((const char *)data, size, true, &dropped));
     return 0;
 }

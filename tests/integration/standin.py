@@ -4,7 +4,9 @@ llmcgi proxies client requests to upstream model servers with libcurl. These
 stand-ins answer like the real ones, byte for byte where it matters to a
 proxy, but generate a fixed, deterministic token sequence instead of running
 a model, and can be told to misbehave (5xx, hang, slow, malformed, drop
-mid-body, huge, close at once, keep-alive comments and nothing else).
+mid-body, huge, close at once, keep-alive comments and nothing else), or
+answer exactly what a test gives (mode ``body``: ``body`` as a whole answer,
+or ``events`` as an event stream, with ``code`` and extra ``headers``).
 
 Flavors, each written from the documented public API of the real server:
 
@@ -63,7 +65,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 WORDS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta"]
 FLAVORS = ("tgi", "openai", "transformers-serve")
 FAULT_MODES = ("ok", "status", "hang", "delay", "trickle", "malformed", "drop",
-               "huge", "close", "error_event", "comments")
+               "huge", "close", "error_event", "body", "comments")
 MAX_WAIT = 60.0          # no wait anywhere lasts longer than this (seconds)
 TGI_VERSION = "2.4.0"
 TGI_MAX_STOP = 4
@@ -823,8 +825,9 @@ FLAVOR_CLASSES = {"tgi": Tgi, "openai": Flavor, "transformers-serve": Transforme
 # -------------------------------------------------------------------- server
 
 class _Request:
-    def __init__(self, method, path, headers, body):
+    def __init__(self, method, path, headers, body, header_list=()):
         self.method, self.path, self.headers, self.body = method, path, headers, body
+        self.header_list = list(header_list)   # [(name, value)] as received, repeats kept
         self.json = None
         if body:
             try:
@@ -911,8 +914,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _chunked(self):
         return self.request_version == "HTTP/1.1"
 
-    def _stream_head(self, ctype="text/event-stream"):
-        hdrs = [("Content-Type", ctype), ("Cache-Control", "no-cache")]
+    def _stream_head(self, ctype="text/event-stream", extra=()):
+        hdrs = [("Content-Type", ctype), ("Cache-Control", "no-cache")] + list(extra)
         if self._chunked():
             hdrs.append(("Transfer-Encoding", "chunked"))
         else:
@@ -968,7 +971,8 @@ class _Handler(BaseHTTPRequestHandler):
             if path in ("/_control", "/_requests"):
                 return self._control(path, body)
             req = _Request(self.command, self.path,
-                           {k.lower(): v for k, v in self.headers.items()}, body)
+                           {k.lower(): v for k, v in self.headers.items()}, body,
+                           self.headers.items())
             s._record(req)
             self._serve(s, req, path)
         except OSError:
@@ -1009,9 +1013,12 @@ class _Handler(BaseHTTPRequestHandler):
         if mode == "delay" and not self._sleep(p.get("seconds", 1.0)):
             self.close_connection = True
             return
+        if mode == "body":
+            return self._send_given(p)
         try:
             if mode == "status":
                 hdrs = [("Retry-After", str(p["retry_after"]))] if "retry_after" in p else []
+                hdrs += [(k, v) for k, v in p.get("headers", ())]       # extra answer headers
                 r = flavor.fault_error(p.get("code", 503), p.get("message"), p.get("error_type"))
                 r.headers += hdrs
                 raise r
@@ -1052,6 +1059,19 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send_huge(head.encode(), size, tail.encode())
         self._send_whole(200, dumps(job.whole(job.make_gen())).encode(),
                          "application/json", [], fault)
+
+    def _send_given(self, p):
+        """Mode "body": `events` (data payloads, str or JSON) as an event
+        stream, else `body` (str or JSON) whole; `code`, extra `headers`."""
+        hdrs = [tuple(h) for h in p.get("headers", ())]
+        if "events" not in p:
+            body = p.get("body", {})
+            body = body.encode() if isinstance(body, str) else body
+            return self._reply(int(p.get("code", 200)), body, p.get("ctype", "application/json"), hdrs)
+        self._stream_head(extra=hdrs)
+        for ev in p["events"]:
+            self._chunk(sse_event(self.server.standin._flavor.sse, ev))
+        self._stream_end()
 
     def _send_huge(self, head, size, tail):
         self._write(self._head(200, [("Content-Type", "application/json"),
@@ -1306,7 +1326,8 @@ class Standin:
     def _record(self, req):
         with self._lock:
             self._requests.append({"method": req.method, "path": req.path,
-                                   "headers": req.headers, "json": req.json,
+                                   "headers": req.headers, "header_list": req.header_list,
+                                   "json": req.json,
                                    "body": req.body})
 
     @property

@@ -1,5 +1,5 @@
 """The production front door through real nginx and Apache: API keys (401 in both error shapes, Bearer and
-x-api-key, 403 for a model the key may not use, keys reloaded on SIGHUP), rate limits (per key,
+x-api-key, 404 for a model the key may not use (as for one not served), keys reloaded on SIGHUP), rate limits (per key,
 per address, X-Forwarded-For only from a trusted proxy, tokens per minute with the reservation
 corrected by the usage reported), CORS (preflight and simple requests, allowed and not), and that
 no key ever reaches the logs or an upstream.
@@ -190,13 +190,16 @@ def test_health_needs_no_key_by_default(fd):
     assert get(fd, "/health").status in (200, 503)
 
 
-def test_a_model_the_key_may_not_use_is_403(fd):
+def test_a_model_the_key_may_not_use_does_not_exist_for_it(fd):
     r = post(fd, "/v1/chat/completions", CHAT, key=KEYS["bob"])
-    assert r.status == 403
+    assert r.status == 404
     e = r.json()["error"]
-    assert e["type"] == "permission_error" and e["code"] == "model_not_allowed" and "gpt-x" in e["message"]
+    assert e["code"] == "model_not_found" and e["param"] == "model" and "gpt-x" in e["message"]
+    other = post(fd, "/v1/chat/completions", dict(CHAT, model="no-such"), key=KEYS["bob"])
+    assert other.status == 404 and json.dumps(other.json()).replace("no-such", "gpt-x") == json.dumps(r.json()), \
+        "the same answer as for a model not served here"
     r = post(fd, "/generate", dict(TGI, model="gpt-x"), key=KEYS["bob"])
-    assert r.status == 403 and r.json()["error_type"] == "forbidden"
+    assert r.status == 404 and r.json()["error_type"] == "not_found"
     r = post(fd, "/v1/chat/completions", dict(CHAT, model="other"), key=KEYS["bob"])
     assert r.status == 200, r.body
     r = get(fd, "/img/x", KEYS["bob"])

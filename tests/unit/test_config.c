@@ -440,6 +440,39 @@ static void test_upstreams(void)
         tap_diag("%s", err);
 }
 
+/* config_check_paths: a model path (or models_dir) that is not a readable
+ * directory is a warning at its path line; a good one is none. */
+static void test_check_paths(void)
+{
+    char err[2048], text[1024], file[300];
+    snprintf(file, sizeof file, "%s/not-a-dir", dir);
+    write_file("");
+    FILE *f = fopen(file, "w");
+    if (f)
+        fclose(f);
+    snprintf(text, sizeof text,
+             "[model good]\npath = %s\n\n[model ghost]\nmax_concurrent = 2\npath = /nonexistent/ghost\n\n"
+             "[model flat]\npath = %s\n\n[server]\nmodels_dir = /nonexistent/models\n", dir, file);
+    write_file(text);
+    struct config *c = load(text, err, sizeof err);
+    ok(c != NULL, "missing model paths are no error: %s", err);
+    if (!c)
+        return;
+    struct config_errors w = {0};
+    config_check_paths(c, &w);
+    ok(w.n == 3, "three warnings (%zu)", w.n);
+    char want[400];
+    snprintf(want, sizeof want, "%s:6: [model ghost]: path /nonexistent/ghost does not exist", path);
+    ok(w.n > 0 && strstr(w.msg[0], want), "the missing path, at its line: %s", w.n ? w.msg[0] : "-");
+    snprintf(want, sizeof want, "%s:9: [model flat]: path %s is not a directory", path, file);
+    ok(w.n > 1 && strstr(w.msg[1], want), "a file is not a model directory: %s", w.n > 1 ? w.msg[1] : "-");
+    ok(w.n > 2 && strstr(w.msg[2], "models_dir /nonexistent/models does not exist"), "models_dir too: %s",
+       w.n > 2 ? w.msg[2] : "-");
+    config_errors_free(&w);
+    config_unref(c);
+    unlink(file);
+}
+
 int main(void)
 {
     char err[4096], want[512];
@@ -584,6 +617,15 @@ int main(void)
     c = load("[server]\nread_timeout = 1500ms\n", err, sizeof err);
     ok(c && c->read_timeout_ms == 1500, "read_timeout");
     config_unref(c);
+    c = load("[server]\nhead_timeout = 2s\n", err, sizeof err);
+    ok(c && c->head_timeout_ms == 2000, "head_timeout");
+    config_unref(c);
+    c = load("[server]\n", err, sizeof err);
+    ok(c && c->head_timeout_ms == 10000, "head_timeout's default: 10s");
+    config_unref(c);
+    snprintf(want, sizeof want, "%s:2: head_timeout must be a duration", path);
+    refused("[server]\nhead_timeout = 0\n", want, "a head_timeout of 0 (a head is always bounded)");
+    refused("[server]\nhead_timeout = 2h\n", want, "a head_timeout above 1h");
 
     /* Several problems are all reported, in one pass. */
     c = load("[server]\nthreads = x\nmax_body = y\nbogus = 1\n", err, sizeof err);
@@ -598,6 +640,7 @@ int main(void)
 
     test_upstreams();
     test_models();
+    test_check_paths();
 
     unlink(path);
     rmdir(dir);

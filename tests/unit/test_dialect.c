@@ -2,6 +2,7 @@
  * requests (exact JSON), reading answers and stream events, building client answers, error bodies. */
 #include "config.h"
 #include "dialect.h"
+#include "gateway.h"
 #include "tap.h"
 
 #include <stdlib.h>
@@ -157,6 +158,10 @@ int main(void)
     accepted(CK_CHAT, "{\"messages\":[{}],\"temperature\":0,\"top_p\":1,\"stop\":[]}");
     accepted(CK_CHAT, "{\"messages\":[{}],\"temperature\":2,\"frequency_penalty\":-2,\"presence_penalty\":2}");
 
+    refused(CK_CHAT, "{\"messages\":[{}],\"functions\":{}}", "functions");
+    refused(CK_CHAT, "{\"messages\":[{}],\"function_call\":5}", "function_call");
+    refused(CK_CHAT, "{\"messages\":[{}],\"tool_choice\":[]}", "tool_choice");
+    accepted(CK_CHAT, "{\"messages\":[{}],\"tool_choice\":\"auto\",\"function_call\":{\"name\":\"f\"},\"functions\":[]}");
     refused(CK_CHAT, "{}", "messages");
     refused(CK_CHAT, "{\"messages\":[]}", "messages");
     refused(CK_CHAT, "{\"messages\":\"hi\"}", "messages");
@@ -417,34 +422,51 @@ int main(void)
     json_object_put(b);
     result_bad(UK_CHAT, "[]", "not a JSON object", "chat: a list");
     result_bad(UK_CHAT, "null", "not a JSON object", "chat: null");
-    result_bad(UK_CHAT, "{}", "no choices", "chat: no choices");
-    result_bad(UK_CHAT, "{\"choices\":[]}", "no choices", "chat: empty choices");
-    result_bad(UK_CHAT, "{\"choices\":[1]}", "no choices", "chat: a choice that is no object");
-    result_bad(UK_CHAT, "{\"choices\":{}}", "no choices", "chat: choices not a list");
-    result_bad(UK_CHAT, "{\"choices\":[{\"text\":\"t\"}]}", "no message content", "chat: no message");
-    result_bad(UK_CHAT, "{\"choices\":[{\"message\":{\"content\":5}}]}", "no message content", "chat: content a number");
+    result_bad(UK_CHAT, "{}", "`choices` is missing", "chat: no choices");
+    result_bad(UK_CHAT, "{\"choices\":[]}", "`choices` is empty", "chat: empty choices");
+    result_bad(UK_CHAT, "{\"choices\":[1]}", "`choices[0]` must be an object", "chat: a choice that is no object");
+    result_bad(UK_CHAT, "{\"choices\":{}}", "`choices` must be a list", "chat: choices not a list");
+    result_bad(UK_CHAT, "{\"choices\":[{\"text\":\"t\"}]}", "`choices[0].message` is missing", "chat: no message");
+    result_bad(UK_CHAT, "{\"choices\":[{\"message\":{\"content\":5}}]}", "`choices[0].message.content` must be a string or null",
+               "chat: content a number");
 
-    b = J("{\"choices\":[{\"text\":\"t\",\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":\"3\"}}");
+    b = J("{\"choices\":[{\"text\":\"t\",\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":4,"
+          "\"completion_tokens\":2147483647,\"total_tokens\":0}}");
     ok(dialect_read_result(UK_COMPLETION, b, &r, err, sizeof err) == 0 && strcmp(r.text, "t") == 0 &&
-           r.finish == FIN_EOS && r.prompt_tokens == -1,
-       "a completion answer reads; a usage count that is no integer is unknown");
+           r.finish == FIN_EOS && r.prompt_tokens == 4 && r.completion_tokens == 2147483647,
+       "a completion answer reads; counts from 0 to INT32_MAX");
     gen_result_free(&r);
     json_object_put(b);
-    b = J("{\"choices\":[{\"text\":\"t\"}],\"usage\":{\"prompt_tokens\":4,"
-          "\"completion_tokens\":9223372036854775807}}");
-    ok(dialect_read_result(UK_COMPLETION, b, &r, err, sizeof err) == 0 && r.prompt_tokens == 4 &&
-           r.completion_tokens == -1,
-       "an absurd token count is not known (found by fuzz_upstream: the usage sum overflowed)");
-    gen_result_free(&r);
-    json_object_put(b);
-    b = J("{\"choices\":[{\"text\":\"t\"}],\"usage\":{\"prompt_tokens\":-4,\"completion_tokens\":2147483647}}");
-    ok(dialect_read_result(UK_COMPLETION, b, &r, err, sizeof err) == 0 && r.prompt_tokens == -1 &&
-           r.completion_tokens == 2147483647,
-       "a negative count is not known either");
-    gen_result_free(&r);
-    json_object_put(b);
-    result_bad(UK_COMPLETION, "{\"choices\":[{\"text\":5}]}", "no text", "completion: text a number");
-    result_bad(UK_COMPLETION, "{\"choices\":[{\"message\":{\"content\":\"x\"}}]}", "no text", "completion: a chat answer");
+    /* usage counts: anything but a whole number from 0 to INT32_MAX is a bad answer, named */
+    result_bad(UK_COMPLETION, "{\"choices\":[{\"text\":\"t\"}],\"usage\":{\"prompt_tokens\":\"3\"}}",
+               "`usage.prompt_tokens` must be a whole number from 0 to 2147483647", "a count that is a string");
+    result_bad(UK_COMPLETION, "{\"choices\":[{\"text\":\"t\"}],\"usage\":{\"completion_tokens\":9223372036854775807}}",
+               "`usage.completion_tokens` must be", "2^63-1 tokens (fuzz_upstream: the usage sum overflowed)");
+    result_bad(UK_CHAT, "{\"choices\":[{\"message\":{}}],\"usage\":{\"prompt_tokens\":-4}}",
+               "`usage.prompt_tokens` must be", "a negative count");
+    result_bad(UK_CHAT, "{\"choices\":[{\"message\":{}}],\"usage\":{\"total_tokens\":1.5}}",
+               "`usage.total_tokens` must be", "a count that is no integer");
+    result_bad(UK_CHAT, "{\"choices\":[{\"message\":{}}],\"usage\":{\"total_tokens\":2147483648}}",
+               "`usage.total_tokens` must be", "a count above INT32_MAX");
+    result_bad(UK_CHAT, "{\"choices\":[{\"message\":{}}],\"usage\":[]}", "`usage` must be an object", "usage a list");
+    /* every OpenAI answer's choices, messages and fields the API defines */
+    result_bad(UK_CHAT, "{\"choices\":[{\"message\":\"not-an-object\"}]}", "`choices[0].message` must be an object",
+               "a message that is a string");
+    result_bad(UK_CHAT, "{\"choices\":[{\"message\":{}},{\"message\":5}]}", "`choices[1].message` must be",
+               "the second choice checked too");
+    result_bad(UK_CHAT, "{\"choices\":[{\"message\":{\"role\":1}}]}", "`choices[0].message.role`", "a role number");
+    result_bad(UK_CHAT, "{\"choices\":[{\"message\":{\"tool_calls\":{}}}]}", "`choices[0].message.tool_calls`",
+               "tool_calls not a list");
+    result_bad(UK_CHAT, "{\"choices\":[{\"message\":{},\"finish_reason\":123}]}", "`choices[0].finish_reason`",
+               "a finish_reason number");
+    result_bad(UK_CHAT, "{\"choices\":[{\"message\":{},\"index\":-1}]}", "`choices[0].index`", "a negative index");
+    result_bad(UK_CHAT, "{\"id\":5,\"choices\":[{\"message\":{}}]}", "`id` must be a string", "an id number");
+    result_bad(UK_CHAT, "{\"created\":\"now\",\"choices\":[{\"message\":{}}]}", "`created` must be", "created a string");
+    result_bad(UK_CHAT, "{\"model\":[],\"choices\":[{\"message\":{}}]}", "`model` must be a string", "model a list");
+    result_bad(UK_COMPLETION, "{\"choices\":[{\"text\":\"t\",\"logprobs\":7}]}", "`choices[0].logprobs`",
+               "logprobs a number");
+    result_bad(UK_COMPLETION, "{\"choices\":[{\"text\":5}]}", "`choices[0].text` must be a string", "completion: text a number");
+    result_bad(UK_COMPLETION, "{\"choices\":[{\"message\":{\"content\":\"x\"}}]}", "`choices[0].text` is missing", "completion: a chat answer");
     result_bad(UK_COMPLETION, "\"text\"", "not a JSON object", "completion: a string");
 
     b = J("{\"generated_text\":\"g\",\"details\":{\"finish_reason\":\"eos_token\",\"generated_tokens\":4,\"seed\":9,"
@@ -467,13 +489,36 @@ int main(void)
        "a TGI answer without details");
     gen_result_free(&r);
     json_object_put(b);
-    result_bad(UK_TGI, "{}", "no generated_text", "tgi: no generated_text");
-    result_bad(UK_TGI, "{\"generated_text\":5}", "no generated_text", "tgi: generated_text a number");
+    result_bad(UK_TGI, "{}", "`generated_text` is missing", "tgi: no generated_text");
+    result_bad(UK_TGI, "{\"generated_text\":5}", "`generated_text` must be a string", "tgi: generated_text a number");
     result_bad(UK_TGI, "[]", "not a JSON object", "tgi: an empty list");
     result_bad(UK_TGI, "[{\"generated_text\":\"a\"},{\"generated_text\":\"b\"}]", "not a JSON object",
                "tgi: a list of two");
     result_bad(UK_TGI, "[5]", "not a JSON object", "tgi: a list of a number");
-    result_bad(UK_TGI, "{\"choices\":[{\"text\":\"x\"}]}", "no generated_text", "tgi: an OpenAI answer");
+    result_bad(UK_TGI, "{\"choices\":[{\"text\":\"x\"}]}", "`generated_text` is missing", "tgi: an OpenAI answer");
+    /* TGI's details: types and ranges, named */
+    result_bad(UK_TGI, "{\"generated_text\":\"g\",\"details\":{\"finish_reason\":123}}",
+               "`details.finish_reason` must be a string", "tgi: finish_reason 123");
+    result_bad(UK_TGI, "{\"generated_text\":\"g\",\"details\":{\"seed\":\"abc\"}}", "`details.seed` must be a whole number",
+               "tgi: seed \"abc\"");
+    result_bad(UK_TGI, "{\"generated_text\":\"g\",\"details\":{\"seed\":-1}}", "`details.seed`", "tgi: a negative seed");
+    result_bad(UK_TGI, "{\"generated_text\":\"g\",\"details\":{\"prefill\":\"x\"}}", "`details.prefill` must be a list",
+               "tgi: prefill \"x\"");
+    result_bad(UK_TGI, "{\"generated_text\":\"g\",\"details\":{\"prefill\":[{\"id\":1},5]}}",
+               "`details.prefill[1]` must be an object", "tgi: a prefill token that is no object");
+    result_bad(UK_TGI, "{\"generated_text\":\"g\",\"details\":{\"tokens\":[{\"id\":4294967296}]}}",
+               "`details.tokens[0].id` must be a whole number from 0 to 4294967295", "tgi: a token id beyond u32");
+    result_bad(UK_TGI, "{\"generated_text\":\"g\",\"details\":{\"tokens\":[{\"id\":1,\"logprob\":\"x\"}]}}",
+               "`details.tokens[0].logprob`", "tgi: a logprob string");
+    result_bad(UK_TGI, "{\"generated_text\":\"g\",\"details\":{\"generated_tokens\":-3}}",
+               "`details.generated_tokens`", "tgi: negative generated_tokens");
+    result_bad(UK_TGI, "{\"generated_text\":\"g\",\"details\":\"full\"}", "`details` must be an object", "tgi: details a string");
+    b = J("{\"generated_text\":\"g\",\"details\":{\"finish_reason\":\"length\",\"seed\":13418395476843003924}}");
+    ok(dialect_read_result(UK_TGI, b, &r, err, sizeof err) == 0 && r.has_seed &&
+           (uint64_t)r.seed == 13418395476843003924ULL,
+       "a TGI seed above INT64_MAX (TGI's seeds are u64) is taken");
+    gen_result_free(&r);
+    json_object_put(b);
 
     /* ------------------------------------------------------------ stream events */
     struct gen_delta d;
@@ -534,6 +579,32 @@ int main(void)
     b = J("{\"token\":\"x\"}");
     ok(dialect_read_delta(UK_TGI, b, &d) == -1, "a TGI token that is no object");
     json_object_put(b);
+    {
+        static const struct { enum upstream_call c; const char *event, *want; } bad_events[] = {
+            {UK_TGI, "{\"index\":1,\"token\":{\"id\":-5,\"text\":\"a\"}}", "`token.id` must be a whole number"},
+            {UK_TGI, "{\"token\":{\"id\":5,\"text\":7}}", "`token.text` must be a string"},
+            {UK_TGI, "{\"token\":{\"id\":5,\"special\":\"no\"}}", "`token.special` must be true or false"},
+            {UK_TGI, "{\"index\":\"1\",\"token\":{\"id\":5}}", "`index` must be"},
+            {UK_TGI, "{\"token\":{\"id\":5},\"generated_text\":5}", "`generated_text` must be a string or null"},
+            {UK_TGI, "{\"token\":{\"id\":5},\"details\":{\"finish_reason\":123}}", "`details.finish_reason`"},
+            {UK_TGI, "{\"token\":{\"id\":5},\"details\":{\"generated_tokens\":18446744073709551614}}",
+             "`details.generated_tokens`"},
+            {UK_CHAT, "{\"choices\":[{\"delta\":\"x\"}]}", "`choices[0].delta` must be an object"},
+            {UK_CHAT, "{\"choices\":[{\"delta\":{\"content\":5}}]}", "`choices[0].delta.content`"},
+            {UK_CHAT, "{\"choices\":{}}", "`choices` must be a list"},
+            {UK_CHAT, "{\"choices\":[],\"usage\":{\"prompt_tokens\":-1}}", "`usage.prompt_tokens` must be"},
+            {UK_COMPLETION, "{\"choices\":[{\"text\":[]}]}", "`choices[0].text` must be a string"},
+            {UK_COMPLETION, "{\"choices\":[5]}", "`choices[0]` must be an object"},
+        };
+        for (size_t i = 0; i < sizeof bad_events / sizeof *bad_events; i++) {
+            b = J(bad_events[i].event);
+            ok(dialect_read_delta(bad_events[i].c, b, &d) == -1 && strstr(d.bad, bad_events[i].want),
+               "a bad event is refused, naming the field: %s", bad_events[i].event);
+            if (!strstr(d.bad, bad_events[i].want))
+                printf("#   got \"%s\"\n", d.bad);
+            json_object_put(b);
+        }
+    }
     {
         static const enum upstream_call calls[] = {UK_CHAT, UK_COMPLETION, UK_TGI};
         for (int i = 0; i < 3; i++) {
@@ -671,6 +742,70 @@ int main(void)
         ok(dialect_error_message(b, small, sizeof small) && strcmp(small, "a long ") == 0,
            "a long message is cut to the buffer");
         json_object_put(b);
+    }
+
+    /* ------------------------------------------------------------ headers sent upstream */
+    {
+        /* the operator's api_key and header = lines replace every header of the same name,
+         * whatever its case and whether it spells - or _ (both are HTTP_X_Y to CGI) */
+        char *conf_headers[] = {"X-Extra: one", "X-Empty: "};
+        struct config_upstream c = {.api_key = "sk-op", .headers = conf_headers, .n_headers = 2};
+        struct curl_slist *h = NULL;
+        const char *client[] = {"authorization: Bearer client-key", "x-extra: client", "X_EXTRA: client2",
+                                "X-Extra-More: kept", "X-Empty;", "Accept-Language: fr", "Expect:"};
+        for (size_t i = 0; i < sizeof client / sizeof *client; i++)
+            slist_add(&h, client[i]);
+        h = upstream_credentials(&c, h);
+        char got[512] = "";
+        for (struct curl_slist *l = h; l; l = l->next)
+            snprintf(got + strlen(got), sizeof got - strlen(got), "%s|", l->data);
+        is_str(got, "X-Extra-More: kept|Accept-Language: fr|Expect:|Authorization: Bearer sk-op|X-Extra: one|X-Empty: |",
+               "configured headers replace the client's of the same name, never sit beside them");
+        curl_slist_free_all(h);
+
+        struct config_upstream bare = {0};
+        h = NULL;
+        slist_add(&h, "Authorization: Bearer client-key");
+        h = upstream_credentials(&bare, h);
+        ok(h && !h->next && strcmp(h->data, "Authorization: Bearer client-key") == 0,
+           "without api_key or header lines the list is left as it was");
+        curl_slist_free_all(h);
+        h = upstream_credentials(&c, NULL);
+        ok(h && h->next && h->next->next && !h->next->next->next, "three lines: api_key and two header lines");
+        curl_slist_free_all(h);
+        size_t dropped = 99;
+        char long_id[300], info[1024];
+        memset(long_id, 'a', 257);
+        long_id[257] = '\0';
+        snprintf(info, sizeof info, "{\"data\":[{\"id\":\"org/model-1.5B:q4\"},{\"id\":\"a\\nb\"},{\"id\":\"%s\"},"
+                 "{\"id\":\"with space\"},{\"id\":\"q\\\"uote\"},{\"id\":5},{\"id\":\"%.256s\"}]}", long_id, long_id);
+        char **names = gateway_parse_model_list(info, strlen(info), false, &dropped);
+        ok(names && names[0] && strcmp(names[0], "org/model-1.5B:q4") == 0 && names[1] && strlen(names[1]) == 256 &&
+               !names[2] && dropped == 5,
+           "model lists: ids of safe characters up to 256 bytes are kept, the rest counted as dropped");
+        gateway_free_names(names);
+        snprintf(info, sizeof info, "{\"model_id\":\"%.250s\\n2026-01-01 [error] forged\"}", long_id);
+        names = gateway_parse_model_list(info, strlen(info), true, &dropped);
+        ok(names && !names[0] && dropped == 1,
+           "TGI's /info: a model_id with a newline or over 256 bytes is not taken (an empty list, not the last one)");
+        gateway_free_names(names);
+        {
+            const char *good = "{\"model_id\":\"bigscience/bloom-560m\"}";
+            names = gateway_parse_model_list(good, strlen(good), true, &dropped);
+        }
+        ok(names && strcmp(names[0], "bigscience/bloom-560m") == 0 && !names[1] && dropped == 0, "TGI's /info: a good id");
+        gateway_free_names(names);
+        {
+            const char *twice = "{\"data\":[{\"id\":\"a\"},{\"id\":\"a\"}],\"data\":[]}";
+            names = gateway_parse_model_list(twice, strlen(twice), false, &dropped);
+        }
+        ok(!names, "a model list with a key twice is no model list");
+        ok(!gateway_model_id_ok("a\x80", 2) && !gateway_model_id_ok("", 0) && !gateway_model_id_ok("a<b", 3) &&
+               !gateway_model_id_ok("a`", 2) && !gateway_model_id_ok("a\\b", 3) && gateway_model_id_ok("~a_b.c+d@e=f,g", 14),
+           "model ids: printable ASCII without space, quotes, backslash, <>");
+        ok(header_name_eq("X-Api_KEY", 9, "x_api-key", 9) && !header_name_eq("X-Api", 5, "X-Apix", 6) &&
+               !header_name_eq("ab", 2, "ac", 2),
+           "header names: case and -/_ alike, nothing else");
     }
     return tap_done();
 }

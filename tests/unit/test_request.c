@@ -134,6 +134,10 @@ static void check_target(void)
            414, "target: too long");
     ok(req_split_target("/llm/v1/models", "/llm", p, sizeof p, &q) == 0 && !strcmp(p, "/v1/models"), "prefix removed");
     ok(req_split_target("/llm", "/llm", p, sizeof p, &q) == 0 && !strcmp(p, "/"), "the prefix alone is /");
+    ok(req_path_dialect("/v1/models") == DIALECT_OPENAI && req_path_dialect("/v1") == DIALECT_OPENAI &&
+       req_path_dialect("/v1?x") == DIALECT_OPENAI, "dialect: /v1 and under it are OpenAI's");
+    ok(req_path_dialect("/v1x") == DIALECT_TGI && req_path_dialect("/generate") == DIALECT_TGI &&
+       req_path_dialect("/") == DIALECT_TGI && req_path_dialect("-") == DIALECT_TGI, "dialect: TGI's elsewhere");
     ok(req_split_target("/llm?a=b", "/llm", p, sizeof p, &q) == 0 && !strcmp(p, "/") && !strcmp(q, "a=b"),
        "the prefix with a query");
     is_int(req_split_target("/llmx/a", "/llm", p, sizeof p, &q), 404, "a longer first segment is outside the prefix");
@@ -189,6 +193,35 @@ static void check_request_json(void)
     }
 }
 
+/* What upstreams answer: the same checks, but u64 integers (TGI's seeds) and \u0000 pass. */
+static void check_upstream_json(void)
+{
+    static const struct { const char *body; int rc; const char *msg, *why; } cases[] = {
+        {"{\"seed\": 18446744073709551614}", 0, NULL, "2^64-2: a TGI seed"},
+        {"{\"seed\": 13418395476843003924, \"n\": -9223372036854775807}", 0, NULL, "u64 and int64 limits"},
+        {"{\"text\": \"x\\u0000y\"}", 0, NULL, "\\u0000 in generated text"},
+        {"{\"details\": {\"generated_tokens\": 18446744073709551615}}", -1, "`generated_tokens`",
+         "2^64-1: where json-c saturates, named"},
+        {"{\"tokens\": [{\"id\": 99999999999999999999999}]}", -1, "out of range", "beyond 2^64 (json-c saturates)"},
+        {"{\"a\": -9223372036854775809}", -1, "out of range", "below int64"},
+        {"{\"a\": 1, \"a\": 2}", -1, "same key twice", "a key twice"},
+        {"{\"logprob\": -1e400}", -1, "finite", "-inf"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char err[200] = "", perr[200];
+        json_object *o = json_parse_strict(cases[i].body, strlen(cases[i].body), perr, sizeof perr);
+        int rc = o ? json_check_upstream(cases[i].body, strlen(cases[i].body), o, err, sizeof err) : -2;
+        ok(rc == cases[i].rc && (!cases[i].msg || strstr(err, cases[i].msg)), "upstream JSON %s: %s (%s)",
+           cases[i].rc ? "refused" : "accepted", cases[i].why, err);
+        json_object_put(o);
+    }
+    char err[200];
+    json_object *o = json_parse_strict("{\"a\": 18446744073709551614}", 27, err, sizeof err);
+    ok(o && json_check_request("{\"a\": 18446744073709551614}", 27, o, err, sizeof err) == -1,
+       "a client's request still stops at int64");
+    json_object_put(o);
+}
+
 static void check_json_parser(void)
 {
     char err[200];
@@ -236,6 +269,7 @@ int main(void)
     check_target();
     check_json_parser();
     check_request_json();
+    check_upstream_json();
     if (harness_init(&H, "[server]\naccess_log = off\nmax_body = 1k\n") < 0)
         return 1;
     struct fcgi_answer a;

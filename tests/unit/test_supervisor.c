@@ -381,6 +381,35 @@ static void test_stop(void)
     supervisor_stop(s);
 }
 
+/* A child that floods its output: the log gets a bounded part of it, and
+ * says how much was dropped (logged + dropped = all of it). */
+static void test_flood(void)
+{
+    int64_t t0 = util_now_ns();
+    struct supervisor *s = start("flood", "seq -f flood-%g 1 200000; sleep 0.5; echo flood-end; exec sleep 30",
+                                 2000, 10000, 10000, 1000);
+    ok(s != NULL, "flood test started");
+    bool ended = log_has("upstream flood: flood-end\n", 30000);
+    double took = since_s(t0);
+    ok(ended, "the line after the flood is logged (%.2f s)", took);
+    supervisor_stop(s);                 /* the drops not yet reported are, at the child's exit */
+    int logged = count_in_log("upstream flood: flood-") - (ended ? 1 : 0);
+    /* the bucket: 1000 lines at once, then 50 a second */
+    ok(logged >= 1000 && logged <= 1000 + 50 * (took + 1), "%d of 200000 lines logged in %.2f s", logged, took);
+    char *l = read_log();
+    long long dropped = 0;
+    const char *needle = "upstream flood: ";
+    for (const char *p = l; p && (p = strstr(p, needle)); p += strlen(needle)) {
+        char *end;
+        long long n = strtoll(p + strlen(needle), &end, 10);
+        if (end != p + strlen(needle) && strncmp(end, " lines (", 8) == 0 && strstr(end, "of output dropped"))
+            dropped += n;
+    }
+    free(l);
+    ok(dropped > 0 && dropped + logged == 200000, "the drops are reported: %lld dropped + %d logged", dropped,
+       logged);
+}
+
 int main(void)
 {
     /* Like llmcgi: every signal blocked in every thread, SIGPIPE ignored. */
@@ -417,6 +446,7 @@ int main(void)
     test_restart();
     test_backoff();
     test_stop();
+    test_flood();
     is_int(count_fds(), fds_before, "every descriptor is closed again after the stops");
 
     log_close();

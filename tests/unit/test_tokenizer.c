@@ -655,6 +655,71 @@ static void test_long(const struct tokenizer *t)
     free(s);
 }
 
+#if defined(__SANITIZE_ADDRESS__)
+#define UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UNDER_ASAN 1
+#endif
+#endif
+
+#ifndef UNDER_ASAN
+/* Peak resident memory in kB (VmHWM), after resetting it to the current
+ * resident size when reset; -1 when /proc cannot tell. */
+static long peak_kb(bool reset)
+{
+    if (reset) {
+        FILE *c = fopen("/proc/self/clear_refs", "w");
+        if (!c || fputs("5", c) < 0 || fclose(c) != 0)
+            return -1;
+    }
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kb = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (strncmp(line, "VmHWM:", 6) == 0)
+            kb = atol(line + 6);
+    if (f)
+        fclose(f);
+    return kb;
+}
+#endif
+
+/* What encoding one long word (the worst case: every byte a symbol to
+ * merge) holds at its peak, against its size: under 20 times. */
+static void test_memory(const struct tokenizer *t)
+{
+#ifdef UNDER_ASAN
+    (void)t;
+    printf("ok %d # SKIP the peak of an encoding under AddressSanitizer (its allocator keeps freed memory)\n",
+           ++tap_count);
+#else
+    size_t n = 1 << 20;
+    char *s = malloc(n);
+    memset(s, 'x', n);
+    int32_t *ids = NULL;
+    size_t nids = 0;
+    long before = peak_kb(true);
+    int rc = tokenizer_encode(t, s, n, true, &ids, &nids);
+    long after = peak_kb(false);
+    if (before < 0 || after < 0)
+        printf("ok %d # SKIP no VmHWM to reset in /proc/self\n", ++tap_count);
+    else
+        ok(rc == 0 && (after - before) * 1024.0 < 20.0 * (double)n,
+           "encoding a 1 MiB word peaks at %.1f times its size (under 20)", (after - before) * 1024.0 / (double)n);
+    free(ids);
+    free(s);
+#endif
+    size_t longest = 0;
+    for (int32_t id = 0; id < tokenizer_vocab_size(t); id++) {
+        size_t len = 0;
+        if (tokenizer_token_bytes(t, id, &len) && len > longest)
+            longest = len;
+    }
+    ok(tokenizer_max_cover(t) == longest && longest > 1,
+       "a GPT-2 token stands for at most %zu input bytes, its longest token", tokenizer_max_cover(t));
+}
+
 /* ------------------------------------------------------------------ a custom vocabulary */
 
 static void check_cases(struct tokenizer *t, struct json_object *cases, const char *ids_key, const char *plain_key,
@@ -740,6 +805,7 @@ static void test_custom(void)
     rc = tokenizer_load_dir(tmpdir, &t, err, sizeof err);
     if (ok(rc == 0, "load the directory with its tokenizer_config.json: %s", err)) {
         check_cases(t, cases, "config_ids", "config_plain", "custom vocabulary + added tokens");
+        is_int((long)tokenizer_max_cover(t), 0, "an added token that absorbs white space: no bytes-per-token bound");
         struct json_object *dec;
         json_object_object_get_ex(config, "added_tokens_decoder", &dec);
         int spec_ok = 0, total = 0;
@@ -965,6 +1031,7 @@ int main(void)
             test_threads(t);
             test_long(t);
             test_long(nojit);
+            test_memory(t);
             test_classes(t);
         }
         tokenizer_free(t);

@@ -52,14 +52,6 @@ int main(void)
     ok(util_url_decode(buf, "bad%zz", 6) < 0, "non-hex escape refused");
     ok(util_url_decode(buf, "nul%00", 6) < 0, "decoded NUL refused");
 
-    size_t pos = 0;
-    char line[64];
-    util_escape_log(line, sizeof line, &pos, "GET \"x\"\n\\");
-    is_str(line, "GET \\x22x\\x22\\x0a\\x5c", "log escaping of quotes, newline, backslash");
-    pos = 0;
-    util_escape_log(line, 8, &pos, "0123456789");
-    ok(strlen(line) == 7 && pos == 7, "escaping truncates at the buffer end");
-
     char id1[33], id2[33];
     util_random_hex(id1, 16);
     util_random_hex(id2, 16);
