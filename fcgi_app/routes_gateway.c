@@ -430,10 +430,15 @@ static int on_body(void *ud, const char *data, size_t len)
     struct relay *rl = ud;
     bool ok_status = rl->res->status >= 200 && rl->res->status < 300;
     if (rl->want_stream && rl->is_sse && ok_status) {
+        unsigned events = rl->parser.events;
         int rc = sse_parser_feed(&rl->parser, data, len);
         if (rc == SSE_PARSE_TOO_LARGE)
             snprintf(rl->bad, sizeof rl->bad, "an event larger than %d bytes", MAX_EVENT);
-        return rc;
+        if (rc != 0)
+            return rc == UC_NO_PROGRESS ? -1 : rc;
+        /* keep-alive comments alone are no progress: a stream of nothing
+         * else runs into stream_idle_timeout, not into total_timeout */
+        return rl->parser.events == events ? UC_NO_PROGRESS : 0;
     }
     return buffer_body(rl, data, len);
 }
@@ -595,8 +600,10 @@ static enum outcome answer_error_status(struct relay *rl)
     if (b)
         dialect_error_message(b, msg, sizeof msg);
     json_object_put(b);
+    if (st >= 500 && msg[0])                    /* its own trouble, in words that may name its hosts: the log's */
+        log_warn("request %s: upstream %s answered %ld: %s", rl->r->id, name, st, msg);
     if (st == 502 || st == 503 || st == 504) {
-        fail(k, st == 504 ? 504 : st, "upstream %s answered %ld%s%s", name, st, msg[0] ? ": " : "", msg);
+        fail(k, st == 504 ? 504 : st, "upstream %s answered %ld", name, st);
         return st == 504 ? OUT_FAIL : OUT_RETRY;
     }
     if (st == 401 || st == 403) {               /* our credentials, not the client's */
@@ -612,7 +619,7 @@ static enum outcome answer_error_status(struct relay *rl)
         fail(k, mapped, "upstream %s: %s", name, msg[0] ? msg : http_reason((int)st));
         return OUT_FAIL;
     }
-    fail(k, 502, "upstream %s answered %ld%s%s", name, st, msg[0] ? ": " : "", msg);
+    fail(k, 502, "upstream %s answered %ld", name, st);
     return OUT_FAIL;
 }
 
@@ -704,7 +711,7 @@ static enum outcome attempt(struct call *k, struct cand *cand, int replica)
         } else {
             const char *why = rl.bad[0] ? rl.bad : uc_result_text(res.result);
             if (!rl.bad[0])
-                upstream_report(cand->u, c, replica, false, res.error);
+                upstream_report_result(cand->u, c, replica, &res);
             if (!rl.saw_error || rl.bad[0])
                 stream_error(&rl, "upstream %s failed mid-stream: %s", c->name, why);
         }
@@ -720,14 +727,13 @@ static enum outcome attempt(struct call *k, struct cand *cand, int replica)
     case UC_FIRST_BYTE_TIMEOUT:
     case UC_DROPPED:
     case UC_IDLE_TIMEOUT:
-        upstream_report(cand->u, c, replica, false, res.error);
-        fail(k, res.result == UC_FIRST_BYTE_TIMEOUT || res.result == UC_CONNECT_TIMEOUT ? 504 : 502,
-             "upstream %s %s", c->name, uc_result_text(res.result));
+        upstream_report_result(cand->u, c, replica, &res);
+        fail(k, uc_result_status(res.result), "upstream %s %s", c->name, uc_result_text(res.result));
         out = OUT_RETRY;
         goto done;
     case UC_TOTAL_TIMEOUT:
-        upstream_report(cand->u, c, replica, false, res.error);
-        fail(k, 504, "upstream %s took longer than total_timeout", c->name);
+        upstream_report_result(cand->u, c, replica, &res);
+        fail(k, uc_result_status(res.result), "upstream %s %s", c->name, uc_result_text(res.result));
         goto done;
     case UC_ABORTED:
         if (rl.too_big)
@@ -736,15 +742,15 @@ static enum outcome attempt(struct call *k, struct cand *cand, int replica)
             fail(k, 502, "upstream %s: %s", c->name, rl.bad[0] ? rl.bad : "transfer aborted");
         goto done;
     case UC_ERROR:
-        upstream_report(cand->u, c, replica, false, res.error);
-        fail(k, 502, "upstream %s %s", c->name, uc_result_text(res.result));
+        upstream_report_result(cand->u, c, replica, &res);
+        fail(k, uc_result_status(res.result), "upstream %s %s", c->name, uc_result_text(res.result));
         out = OUT_RETRY;
         goto done;
     }
     if (res.status < 200 || res.status >= 300) {
         out = answer_error_status(&rl);
-        if (out == OUT_RETRY)
-            upstream_report(cand->u, c, replica, false, k->fail_msg);
+        if (res.status >= 500)                  /* its trouble, retried or not: it counts, as on http routes */
+            upstream_report_result(cand->u, c, replica, &res);
         goto done;
     }
     upstream_report(cand->u, c, replica, true, NULL);
@@ -1044,6 +1050,7 @@ struct pass {
     char *headers;              /* the answer's headers, "Name: value\r\n"... */
     size_t hlen, hcap;
     bool started, event_stream;
+    bool body_failed;           /* the client's body ended before CONTENT_LENGTH */
     bool too_big;               /* the upstream's headers are over the caps below */
     uint64_t body_read;         /* bytes of the client's body sent upstream */
     uint64_t body_left;
@@ -1115,8 +1122,10 @@ static size_t pass_read(char *buf, size_t len, void *ud)
     if (len > p->body_left)
         len = (size_t)p->body_left;
     int n = FCGX_GetStr(buf, (int)len, p->r->fcgi->in);
-    if (n <= 0)
+    if (n <= 0) {
+        p->body_failed = true;
         return CURL_READFUNC_ABORT;             /* the client's body ended early */
+    }
     p->body_left -= (uint64_t)n;
     p->body_read += (uint64_t)n;
     return (size_t)n;
@@ -1250,6 +1259,13 @@ int route_gw_http(struct req *r)
             r->client_gone = true;
             break;
         }
+        if (p.body_failed) {                    /* the client's body stopped coming: not the upstream's fault */
+            log_warn("request %s: the request body stopped arriving after %llu bytes (read_timeout or a hang-up)",
+                     r->id, (unsigned long long)p.body_read);
+            snprintf(msg, sizeof msg, "the request body stopped arriving (read_timeout)");
+            status = 408;
+            break;
+        }
         if (p.too_big) {
             upstream_report(u, c, replica, true, NULL);     /* it answered: the answer is the problem */
             snprintf(msg, sizeof msg,
@@ -1260,22 +1276,18 @@ int route_gw_http(struct req *r)
             break;
         }
         if (p.started) {
-            if (res.result != UC_OK) {
-                upstream_report(u, c, replica, false, res.error);
+            upstream_report_result(u, c, replica, &res);
+            if (res.result != UC_OK)
                 log_warn("request %s: upstream %s failed mid-answer: %s", r->id, c->name, uc_result_text(res.result));
-            } else {
-                upstream_report(u, c, replica, true, NULL);
-            }
             break;
         }
         if (res.result == UC_OK) {
-            upstream_report(u, c, replica, res.status < 500, "HTTP 5xx");
+            upstream_report_result(u, c, replica, &res);
             pass_start(&p);                     /* an answer without a body */
             break;
         }
-        upstream_report(u, c, replica, false, res.error);
-        status = res.result == UC_FIRST_BYTE_TIMEOUT || res.result == UC_CONNECT_TIMEOUT ||
-                 res.result == UC_TOTAL_TIMEOUT ? 504 : 502;
+        upstream_report_result(u, c, replica, &res);
+        status = uc_result_status(res.result);
         snprintf(msg, sizeof msg, "upstream %s %s", c->name, uc_result_text(res.result));
         bool retryable = p.body_read == 0 && (res.result == UC_CONNECT || res.result == UC_CONNECT_TIMEOUT);
         log_warn("request %s: %s%s", r->id, msg, retryable && tries < attempts ? "; retrying" : "");

@@ -60,9 +60,9 @@ const char *uc_result_text(enum uc_result r)
     switch (r) {
     case UC_OK: return "ok";
     case UC_CONNECT: return "could not connect";
-    case UC_CONNECT_TIMEOUT: return "timed out connecting";
-    case UC_FIRST_BYTE_TIMEOUT: return "timed out waiting for an answer";
-    case UC_IDLE_TIMEOUT: return "stalled mid-answer";
+    case UC_CONNECT_TIMEOUT: return "did not accept a connection within connect_timeout";
+    case UC_FIRST_BYTE_TIMEOUT: return "did not start answering within first_byte_timeout";
+    case UC_IDLE_TIMEOUT: return "stalled for longer than stream_idle_timeout";
     case UC_TOTAL_TIMEOUT: return "took longer than total_timeout";
     case UC_DROPPED: return "closed the connection before the answer was complete";
     case UC_ABORTED: return "aborted";
@@ -71,13 +71,104 @@ const char *uc_result_text(enum uc_result r)
     return "failed";
 }
 
+int uc_result_status(enum uc_result r)
+{
+    return r == UC_CONNECT_TIMEOUT || r == UC_FIRST_BYTE_TIMEOUT || r == UC_IDLE_TIMEOUT || r == UC_TOTAL_TIMEOUT ? 504
+                                                                                                                 : 502;
+}
+
+const char *uc_category(enum uc_result r, CURLcode code, long status)
+{
+    switch (r) {
+    case UC_OK:
+        return status >= 500 ? "http 5xx" : status >= 400 ? "http 4xx" : NULL;
+    case UC_CONNECT:
+        return code == CURLE_COULDNT_RESOLVE_HOST || code == CURLE_COULDNT_RESOLVE_PROXY ? "dns" : "connect refused";
+    case UC_CONNECT_TIMEOUT: return "connect timeout";
+    case UC_FIRST_BYTE_TIMEOUT: return "first byte timeout";
+    case UC_IDLE_TIMEOUT: return "stream idle timeout";
+    case UC_TOTAL_TIMEOUT: return "total timeout";
+    case UC_DROPPED: return "dropped";
+    case UC_ABORTED: return "bad answer";
+    case UC_ERROR:
+        break;
+    }
+    switch (code) {
+    case CURLE_OPERATION_TIMEDOUT:
+        return "timeout";
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_ENGINE_NOTFOUND:
+    case CURLE_SSL_ENGINE_SETFAILED:
+    case CURLE_SSL_ENGINE_INITFAILED:
+    case CURLE_SSL_SHUTDOWN_FAILED:
+    case CURLE_SSL_CRL_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_INVALIDCERTSTATUS:
+    case CURLE_SSL_CLIENTCERT:
+    case CURLE_USE_SSL_FAILED:
+        return "tls";
+    default:
+        return "error";
+    }
+}
+
+enum uc_result uc_result_of_code(CURLcode code)
+{
+    switch (code) {
+    case CURLE_OK:
+        return UC_OK;
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+        return UC_CONNECT;
+    case CURLE_GOT_NOTHING:
+    case CURLE_RECV_ERROR:
+    case CURLE_SEND_ERROR:
+    case CURLE_PARTIAL_FILE:
+        return UC_DROPPED;
+    case CURLE_WRITE_ERROR:
+    case CURLE_ABORTED_BY_CALLBACK:
+        return UC_ABORTED;
+    default:
+        return UC_ERROR;
+    }
+}
+
+enum uc_result uc_clock_due(const struct uc_clocks *c, int64_t now_ns, int64_t *deadline_ns)
+{
+    enum uc_result which = UC_TOTAL_TIMEOUT;
+    int64_t when = c->start_ns + c->total_ms * 1000000;
+    if (!c->headers_ns) {
+        /* while the request body is still being read, its sender (the client) is the slow one */
+        if (c->sent_ns && c->sent_ns + c->first_byte_ms * 1000000 <= when) {
+            which = UC_FIRST_BYTE_TIMEOUT;
+            when = c->sent_ns + c->first_byte_ms * 1000000;
+        }
+    } else {
+        int64_t last = c->progress_ns > c->headers_ns ? c->progress_ns : c->headers_ns;
+        if (last + c->idle_ms * 1000000 <= when) {
+            which = UC_IDLE_TIMEOUT;
+            when = last + c->idle_ms * 1000000;
+        }
+    }
+    if (deadline_ns)
+        *deadline_ns = when;
+    return now_ns >= when ? which : UC_OK;
+}
+
 /* What a transfer needs in its callbacks. */
 struct xfer {
     const struct uc_request *q;
     struct uc_response *res;
     bool in_final;          /* reading the headers of a final (not 1xx) answer */
     bool aborted;           /* a callback said stop */
-    int64_t last_data_ns;
+    struct uc_clocks clk;
+    uint64_t body_sent;     /* bytes of a read_body body handed to libcurl */
 };
 
 static size_t on_header_line(char *data, size_t size, size_t n, void *ud)
@@ -97,7 +188,9 @@ static size_t on_header_line(char *data, size_t size, size_t n, void *ud)
         if (x->in_final && !x->res->got_headers) {
             x->res->got_headers = true;
             x->res->first_byte_ns = util_now_ns();
-            x->last_data_ns = x->res->first_byte_ns;
+            x->clk.headers_ns = x->clk.progress_ns = x->res->first_byte_ns;
+            if (!x->clk.sent_ns)
+                x->clk.sent_ns = x->res->first_byte_ns;   /* answered before the body was all read */
         }
         return len;
     }
@@ -121,18 +214,26 @@ static size_t on_body(char *data, size_t size, size_t n, void *ud)
     struct xfer *x = ud;
     size_t len = size * n;
     x->res->bytes += len;
-    x->last_data_ns = util_now_ns();
-    if (x->q->on_body && x->q->on_body(x->q->ud, data, len) != 0) {
+    int rc = x->q->on_body ? x->q->on_body(x->q->ud, data, len) : 0;
+    if (rc != 0 && rc != UC_NO_PROGRESS) {
         x->aborted = true;
         return 0;                               /* CURLE_WRITE_ERROR */
     }
+    if (rc == 0)
+        x->clk.progress_ns = util_now_ns();
     return len;
 }
 
 static size_t on_read(char *buf, size_t size, size_t n, void *ud)
 {
     struct xfer *x = ud;
-    return x->q->read_body(buf, size * n, x->q->ud);
+    size_t got = x->q->read_body(buf, size * n, x->q->ud);
+    if (got != CURL_READFUNC_ABORT && got != CURL_READFUNC_PAUSE) {
+        x->body_sent += got;
+        if (!x->clk.sent_ns && (got == 0 || (x->q->body_size >= 0 && x->body_sent >= (uint64_t)x->q->body_size)))
+            x->clk.sent_ns = util_now_ns();     /* the first_byte_timeout clock starts now */
+    }
+    return got;
 }
 
 /* Did the peer on fd hang up? (Readable with nothing to read, or an error.)
@@ -165,7 +266,10 @@ static int set_options(CURL *e, const struct uc_request *q, struct xfer *x)
     OPT(CURLOPT_WRITEFUNCTION, on_body);
     OPT(CURLOPT_WRITEDATA, x);
     OPT(CURLOPT_CONNECTTIMEOUT_MS, (long)q->connect_timeout_ms);
-    OPT(CURLOPT_TIMEOUT_MS, (long)q->total_timeout_ms);
+    /* total_timeout is ours (uc_clock_due), so that its expiry is told apart
+     * from connect_timeout's; libcurl's is a backstop for when a callback
+     * held the loop past it (uc_perform tells the two apart by the clock) */
+    OPT(CURLOPT_TIMEOUT_MS, (long)(q->total_timeout_ms + 1000));
     OPT(CURLOPT_TCP_KEEPALIVE, 1L);
     OPT(CURLOPT_TCP_NODELAY, 1L);
     OPT(CURLOPT_ERRORBUFFER, x->res->error);
@@ -198,35 +302,13 @@ static int set_options(CURL *e, const struct uc_request *q, struct xfer *x)
     return 0;
 }
 
-static enum uc_result classify(CURL *e, CURLcode c)
+/* libcurl's result; its timeout is connect_timeout's, or the backstop of
+ * total_timeout when that has passed. */
+static enum uc_result classify(CURLcode c, const struct uc_clocks *clk, int64_t now_ns)
 {
-    switch (c) {
-    case CURLE_OK:
-        return UC_OK;
-    case CURLE_COULDNT_CONNECT:
-    case CURLE_COULDNT_RESOLVE_HOST:
-        return UC_CONNECT;
-    case CURLE_OPERATION_TIMEDOUT: {
-        curl_off_t connected = 0;
-        curl_easy_getinfo(e, CURLINFO_CONNECT_TIME_T, &connected);
-        return connected ? UC_TOTAL_TIMEOUT : UC_CONNECT_TIMEOUT;
-    }
-    case CURLE_GOT_NOTHING:
-    case CURLE_RECV_ERROR:
-    case CURLE_SEND_ERROR:
-    case CURLE_PARTIAL_FILE:
-        return UC_DROPPED;
-    case CURLE_WRITE_ERROR:
-    case CURLE_ABORTED_BY_CALLBACK:
-        return UC_ABORTED;
-    default:
-        return UC_ERROR;
-    }
-}
-
-static int64_t min_pos(int64_t a, int64_t b)
-{
-    return a < b ? a : b;
+    if (c != CURLE_OPERATION_TIMEDOUT)
+        return uc_result_of_code(c);
+    return now_ns - clk->start_ns >= clk->total_ms * 1000000 ? UC_TOTAL_TIMEOUT : UC_CONNECT_TIMEOUT;
 }
 
 int uc_perform(const struct uc_request *q, struct uc_response *res)
@@ -248,6 +330,9 @@ int uc_perform(const struct uc_request *q, struct uc_response *res)
         return -1;
     }
     int64_t start = util_now_ns(), next_tick = q->tick_ms ? start + q->tick_ms * 1000000 : INT64_MAX;
+    x.clk = (struct uc_clocks){.start_ns = start, .sent_ns = q->read_body ? 0 : start,
+                               .first_byte_ms = q->first_byte_timeout_ms, .idle_ms = q->idle_timeout_ms,
+                               .total_ms = q->total_timeout_ms};
     int watch = q->watch_fd;
     enum uc_result own = UC_OK;             /* a reason of ours to stop, UC_OK while none */
     int running = 1;
@@ -274,11 +359,10 @@ int uc_perform(const struct uc_request *q, struct uc_response *res)
             own = UC_ABORTED;
             break;
         }
-        int64_t now = util_now_ns(), deadline = next_tick;
-        if (!res->got_headers)
-            deadline = min_pos(deadline, start + q->first_byte_timeout_ms * 1000000);
-        else
-            deadline = min_pos(deadline, x.last_data_ns + q->idle_timeout_ms * 1000000);
+        int64_t now = util_now_ns(), deadline;
+        uc_clock_due(&x.clk, now, &deadline);
+        if (next_tick < deadline)
+            deadline = next_tick;
         int64_t wait_ms = deadline > now ? (deadline - now + 999999) / 1000000 : 0;
         if (wait_ms > 1000)
             wait_ms = 1000;
@@ -301,10 +385,8 @@ int uc_perform(const struct uc_request *q, struct uc_response *res)
                 watch = -1;
         }
         now = util_now_ns();
-        if (!res->got_headers && now - start >= q->first_byte_timeout_ms * 1000000) {
-            own = UC_FIRST_BYTE_TIMEOUT;
-        } else if (res->got_headers && now - x.last_data_ns >= q->idle_timeout_ms * 1000000) {
-            own = UC_IDLE_TIMEOUT;
+        if ((own = uc_clock_due(&x.clk, now, NULL)) != UC_OK) {
+            break;
         } else if (now >= next_tick) {
             next_tick = now + q->tick_ms * 1000000;
             if (q->on_tick && q->on_tick(q->ud) != 0)
@@ -312,17 +394,26 @@ int uc_perform(const struct uc_request *q, struct uc_response *res)
         }
     }
     curl_multi_remove_handle(t->multi, e);
+    int64_t end = util_now_ns();
+    res->code = done;
     if (own != UC_OK) {
         res->result = own;
-        if (!res->error[0] || own == UC_FIRST_BYTE_TIMEOUT || own == UC_IDLE_TIMEOUT)
-            snprintf(res->error, sizeof res->error, "%s", uc_result_text(own));
     } else if (!finished) {
         res->result = UC_ERROR;
         snprintf(res->error, sizeof res->error, "the transfer ended without a result");
     } else {
-        res->result = x.aborted ? UC_ABORTED : classify(e, done);
+        res->result = x.aborted ? UC_ABORTED : classify(done, &x.clk, end);
         if (res->result != UC_OK && !res->error[0])
             snprintf(res->error, sizeof res->error, "%s", curl_easy_strerror(done));
+    }
+    if (res->result == UC_CONNECT_TIMEOUT || res->result == UC_FIRST_BYTE_TIMEOUT || res->result == UC_IDLE_TIMEOUT ||
+        res->result == UC_TOTAL_TIMEOUT) {
+        /* the limit that ran out, whatever libcurl's own words were */
+        char curl_said[sizeof res->error];
+        snprintf(curl_said, sizeof curl_said, "%s", res->error);
+        snprintf(res->error, sizeof res->error, "%s after %lld ms, %llu bytes received%s%.*s",
+                 uc_result_text(res->result), (long long)((end - start) / 1000000),
+                 (unsigned long long)res->bytes, curl_said[0] ? "; libcurl: " : "", CURL_ERROR_SIZE, curl_said);
     }
     return 0;
 }

@@ -24,7 +24,13 @@ enum uc_result {
     UC_ERROR,               /* anything else (TLS, protocol): see error */
 };
 
-/* Callbacks return 0 to go on, anything else to abort (UC_ABORTED). */
+/* What on_body may return besides 0 (go on) and anything else (abort):
+ * go on, but these bytes were no progress -- SSE keep-alive comments, say --
+ * so the stream_idle_timeout clock keeps running. */
+#define UC_NO_PROGRESS 1
+
+/* Callbacks return 0 to go on, anything else to abort (UC_ABORTED); on_body
+ * may also return UC_NO_PROGRESS. */
 struct uc_request {
     const char *method;                 /* "GET", "POST", "PUT", ... */
     const char *url;
@@ -35,6 +41,10 @@ struct uc_request {
      * CURL_READFUNC_ABORT. body_size -1 = unknown (chunked). */
     size_t (*read_body)(char *buf, size_t len, void *ud);
     long long body_size;
+    /* connect: to open the connection (libcurl's); first byte: from the
+     * request having been sent (body included) to the answer's headers;
+     * idle: the longest time without progress once the headers came (see
+     * UC_NO_PROGRESS); total: the whole exchange. All > 0. */
     int64_t connect_timeout_ms, first_byte_timeout_ms, idle_timeout_ms, total_timeout_ms;
     int watch_fd;                       /* the client's connection: its hang-up aborts; -1 = none */
     int64_t tick_ms;                    /* on_tick period while nothing arrives; 0 = never */
@@ -51,14 +61,52 @@ struct uc_response {
     bool client_gone;                   /* UC_ABORTED because watch_fd hung up */
     uint64_t bytes;                     /* body bytes received */
     int64_t first_byte_ns;              /* from the start to the headers; 0 when none */
-    char error[CURL_ERROR_SIZE + 64];   /* what went wrong, for logs and error bodies (no secrets) */
+    CURLcode code;                      /* libcurl's result; CURLE_OK when we stopped it ourselves */
+    /* What went wrong in detail, for the error log only: libcurl's text
+     * names the upstream's address. Clients and the public health pages
+     * get uc_result_text() or uc_category(). */
+    char error[CURL_ERROR_SIZE + 64];
 };
 
 /* Runs one exchange; fills *res. Returns 0, or -1 when the transfer could
  * not even be set up (res->error says why). */
 int uc_perform(const struct uc_request *q, struct uc_response *res);
 
-/* "connection refused", "timed out waiting for the first byte", ... */
+/* A sentence naming what happened, for error answers: "could not
+ * connect", "took longer than total_timeout", ... Never an address. */
 const char *uc_result_text(enum uc_result r);
+
+/* The HTTP status a client gets for a failed exchange before anything
+ * reached it: 504 for each of the four timeouts, else 502. Pure. */
+int uc_result_status(enum uc_result r);
+
+/* The public category of an outcome, one of a small fixed set: "connect
+ * refused", "dns", "tls", "connect timeout", "first byte timeout", "stream
+ * idle timeout", "total timeout", "timeout", "dropped", "bad answer",
+ * "http 4xx", "http 5xx", "error"; NULL for a success (UC_OK below 400).
+ * `code` refines UC_CONNECT and UC_ERROR; `status` is the HTTP status of
+ * a completed exchange. Pure. */
+const char *uc_category(enum uc_result r, CURLcode code, long status);
+
+/* What a libcurl result means without knowing which of our clocks ran out:
+ * CURLE_OPERATION_TIMEDOUT gives UC_ERROR (uc_category calls it "timeout").
+ * Pure. */
+enum uc_result uc_result_of_code(CURLcode code);
+
+/* The clocks that bound one exchange (all times from util_now_ns). */
+struct uc_clocks {
+    int64_t start_ns;       /* the transfer began */
+    int64_t sent_ns;        /* the whole request was sent; 0 while its body is still being read */
+    int64_t headers_ns;     /* the answer's headers came; 0 until then */
+    int64_t progress_ns;    /* the last progress after the headers (>= headers_ns) */
+    int64_t first_byte_ms, idle_ms, total_ms;
+};
+
+/* Which of our limits (first byte, stream idle, total; libcurl keeps the
+ * connect one) runs out first: its result (UC_FIRST_BYTE_TIMEOUT,
+ * UC_IDLE_TIMEOUT, UC_TOTAL_TIMEOUT) when that is at or before now_ns, else
+ * UC_OK; *deadline_ns (may be NULL) is when it runs out. A tie goes to the
+ * narrower limit. Pure. */
+enum uc_result uc_clock_due(const struct uc_clocks *c, int64_t now_ns, int64_t *deadline_ns);
 
 #endif

@@ -10,6 +10,7 @@
  * curl multi handle, so a hanging upstream delays nobody else's check. */
 #include "config.h"
 #include "gateway.h"
+#include "client.h"
 #include "log.h"
 #include "request.h"
 #include "supervisor.h"
@@ -37,7 +38,7 @@ struct replica {
     int fails, oks;             /* consecutive */
     int64_t next_check_ns;
     int64_t latency_us;         /* of the last successful probe */
-    char last_error[200];
+    char last_error[32];        /* the category of the last failure (uc_category), "" after a success */
     uint64_t failures;          /* in all */
 };
 
@@ -196,36 +197,63 @@ const char *upstream_replica_url(struct upstream *u, int replica)
     return u->replicas[replica].url;        /* immutable after creation */
 }
 
-/* Records one outcome; call with the lock held. */
-static void record(struct upstream *u, const struct config_upstream *c, struct replica *r, bool ok, const char *what,
-                   bool probe)
+/* Records one outcome; call with the lock held. `category` is public
+ * (/health shows it); `detail` (may be NULL) names addresses and goes to
+ * the error log only. */
+static void record(struct upstream *u, const struct config_upstream *c, struct replica *r, bool ok, const char *category,
+                   const char *detail, bool probe)
 {
     if (ok) {
         r->fails = 0;
         r->oks++;
+        r->last_error[0] = '\0';       /* it answers now: the last failure is history */
         if (!r->up && probe && r->oks >= c->health_rise) {
             r->up = true;
             log_notice("upstream %s: %s is up again", u->name, r->url);
         }
         return;
     }
+    if (!category)
+        category = "error";
+    bool changed = strcmp(r->last_error, category) != 0;
     r->oks = 0;
     r->fails++;
     r->failures++;
-    snprintf(r->last_error, sizeof r->last_error, "%s", what);
+    snprintf(r->last_error, sizeof r->last_error, "%s", category);
+    if (!probe)
+        log_warn("upstream %s: a request to %s failed: %s (%s)", u->name, r->url, category, detail ? detail : "-");
+    else if (changed)                   /* a down replica is probed every second: say it once */
+        log_info("upstream %s: health check of %s failed: %s (%s)", u->name, r->url, category, detail ? detail : "-");
     if (r->up && r->fails >= c->health_fall) {
         r->up = false;
         log_warn("upstream %s: %s taken out of rotation after %d failures in a row (last: %s)", u->name, r->url,
-                 r->fails, what);
+                 r->fails, category);
     }
 }
 
-void upstream_report(struct upstream *u, const struct config_upstream *c, int replica, bool ok, const char *what)
+void upstream_report(struct upstream *u, const struct config_upstream *c, int replica, bool ok, const char *category)
 {
     if (replica < 0 || (size_t)replica >= u->n_replicas)
         return;
     pthread_mutex_lock(&u->lock);
-    record(u, c, &u->replicas[replica], ok, what, false);
+    record(u, c, &u->replicas[replica], ok, category, NULL, false);
+    pthread_mutex_unlock(&u->lock);
+}
+
+void upstream_report_result(struct upstream *u, const struct config_upstream *c, int replica,
+                            const struct uc_response *res)
+{
+    if (replica < 0 || (size_t)replica >= u->n_replicas)
+        return;
+    bool ok = res->result == UC_OK && res->status < 500;
+    const char *category = uc_category(res->result, res->code, res->status);
+    char detail[sizeof res->error + 32];
+    if (res->result == UC_OK)
+        snprintf(detail, sizeof detail, "HTTP %ld", res->status);
+    else
+        snprintf(detail, sizeof detail, "%s", res->error[0] ? res->error : uc_result_text(res->result));
+    pthread_mutex_lock(&u->lock);
+    record(u, c, &u->replicas[replica], ok, category, detail, false);
     pthread_mutex_unlock(&u->lock);
 }
 
@@ -424,6 +452,7 @@ struct probe {
     size_t len;
     bool too_big;
     int64_t started_ns;
+    char error[CURL_ERROR_SIZE];    /* libcurl's words, for the log */
 };
 
 static size_t probe_body(char *data, size_t size, size_t n, void *ud)
@@ -556,6 +585,7 @@ static struct probe *probe_new(struct upstream *u, struct config *cfg, const str
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, probe_body);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, p);
     curl_easy_setopt(e, CURLOPT_PRIVATE, p);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, p->error);
     curl_easy_setopt(e, CURLOPT_USERAGENT, "llmcgi/" PACKAGE_VERSION " (health check)");
     return p;
 }
@@ -614,16 +644,20 @@ static void probe_done(struct probe *p, CURLcode code)
     }
     /* A plain HTTP service may answer its root with 404: anything below 500 means alive. */
     bool ok = code == CURLE_OK && status >= 200 && (status < 300 || (u->type == UPSTREAM_HTTP && status < 500));
-    char what[200];
+    const char *category = code != CURLE_OK ? uc_category(uc_result_of_code(code), code, 0)
+                                            : uc_category(UC_OK, code, status);
+    if (!ok && !category)
+        category = "bad answer";        /* a redirect or 1xx where a 2xx was due */
+    char detail[CURL_ERROR_SIZE + 64];
     if (code != CURLE_OK)
-        snprintf(what, sizeof what, "health check: %s", curl_easy_strerror(code));
+        snprintf(detail, sizeof detail, "%s", p->error[0] ? p->error : curl_easy_strerror(code));
     else
-        snprintf(what, sizeof what, "health check: HTTP %ld", status);
+        snprintf(detail, sizeof detail, "HTTP %ld", status);
     pthread_mutex_lock(&u->lock);
     struct replica *r = &u->replicas[p->replica];
     if (ok)
         r->latency_us = (now - p->started_ns) / 1000;
-    record(u, p->c, r, ok, what, true);
+    record(u, p->c, r, ok, category, detail, true);
     r->next_check_ns = next_check(u, p->c, r, now);
     pthread_mutex_unlock(&u->lock);
 }

@@ -55,9 +55,17 @@ int upstream_pick(struct upstream *u, uint64_t tried);
 /* The replica's base URL (valid while the reference is held). */
 const char *upstream_replica_url(struct upstream *u, int replica);
 
-/* What a request learnt of a replica: ok, or a failure that counts towards
- * taking it out of rotation (connect refused, 5xx, timeout). */
-void upstream_report(struct upstream *u, const struct config_upstream *c, int replica, bool ok, const char *what);
+/* What a request learnt of a replica: ok (which clears its last error), or
+ * a failure that counts towards taking it out of rotation. `category` is
+ * one of uc_category()'s: /health and /status show it, never more. */
+void upstream_report(struct upstream *u, const struct config_upstream *c, int replica, bool ok, const char *category);
+
+/* The same from a finished exchange: a failure is a transport failure or a
+ * 5xx; its category is shown, its detail (libcurl's words, with the
+ * replica's address) goes to the error log only. */
+struct uc_response;
+void upstream_report_result(struct upstream *u, const struct config_upstream *c, int replica,
+                            const struct uc_response *res);
 
 /* Takes one of c->max_concurrent slots, waiting at most c->queue_timeout.
  * Returns 0, or -1 when none came free. */

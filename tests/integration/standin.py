@@ -4,9 +4,9 @@ llmcgi proxies client requests to upstream model servers with libcurl. These
 stand-ins answer like the real ones, byte for byte where it matters to a
 proxy, but generate a fixed, deterministic token sequence instead of running
 a model, and can be told to misbehave (5xx, hang, slow, malformed, drop
-mid-body, huge, close at once), or answer exactly what a test gives (mode
-``body``: ``body`` as a whole answer, or ``events`` as an event stream, with
-``code`` and extra ``headers``).
+mid-body, huge, close at once, keep-alive comments and nothing else), or
+answer exactly what a test gives (mode ``body``: ``body`` as a whole answer,
+or ``events`` as an event stream, with ``code`` and extra ``headers``).
 
 Flavors, each written from the documented public API of the real server:
 
@@ -65,7 +65,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 WORDS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta"]
 FLAVORS = ("tgi", "openai", "transformers-serve")
 FAULT_MODES = ("ok", "status", "hang", "delay", "trickle", "malformed", "drop",
-               "huge", "close", "error_event", "body")
+               "huge", "close", "error_event", "body", "comments")
 MAX_WAIT = 60.0          # no wait anywhere lasts longer than this (seconds)
 TGI_VERSION = "2.4.0"
 TGI_MAX_STOP = 4
@@ -1096,6 +1096,19 @@ class _Handler(BaseHTTPRequestHandler):
                                           ("Content-Length", str(len(body) + 1024))]))
             self._write(body[:len(body) // 2])
             return self._drop(p)
+        if mode == "comments":
+            # alive but saying nothing: a whitespace byte (legal before JSON)
+            # every `seconds` for `for` seconds, then the answer
+            every = max(0.01, float(p.get("seconds", 0.2)))
+            pad = max(0, int(min(float(p.get("for", MAX_WAIT)), MAX_WAIT) / every))
+            self._write(self._head(code, [("Content-Type", ctype),
+                                          ("Content-Length", str(pad + len(body)))] + list(headers)))
+            for _ in range(pad):
+                if not self._sleep(every):
+                    return self._drop(p)
+                self._write(b" ")
+            self._write(body)
+            return
         if mode == "trickle":
             pieces = max(1, int(p.get("pieces", 4)))
             step = max(1, -(-len(body) // pieces))
@@ -1118,6 +1131,21 @@ class _Handler(BaseHTTPRequestHandler):
         events = itertools.chain(job.events(gen), job.end)
         if mode in ("drop", "error_event"):
             events = itertools.islice(job.events(gen), after)
+        if mode == "comments":
+            # `after` events (default none), then only keep-alive comments --
+            # ":" lines, as axum's KeepAlive sends -- every `seconds` for `for`
+            # seconds, then the rest of the stream
+            events = list(itertools.chain(job.events(gen), job.end))
+            first, rest = events[:int(p.get("after", 0))], events[int(p.get("after", 0)):]
+            for ev in first:
+                self._chunk(ev)
+            every = max(0.01, float(p.get("seconds", 0.2)))
+            deadline = time.monotonic() + min(float(p.get("for", MAX_WAIT)), MAX_WAIT)
+            while time.monotonic() < deadline:
+                if not self._sleep(every):
+                    return self._drop(p)
+                self._chunk(b":\n\n")
+            events = rest
         for i, ev in enumerate(events):
             if mode == "malformed" and i == 2:
                 self._chunk(job.sse + b'{"index":3,"token":{"id":\n\n')
