@@ -10,6 +10,7 @@
 #include "registry.h"
 #include "listen.h"
 #include "log.h"
+#include "memtrim.h"
 #include "metrics.h"
 #include "pool.h"
 #include "gateway.h"
@@ -231,6 +232,7 @@ int main(int argc, char **argv)
         config_unref(cfg);
         return 1;
     }
+    memtrim_init();                     /* before any responder thread exists */
     int prc = proxy_global_init(err, sizeof err);
     if (prc < 0) {
         log_error("%s", err);
