@@ -551,6 +551,52 @@ int json_check_request(const char *buf, size_t len, json_object *obj, char *err,
     return 0;
 }
 
+void json_tree_estimate(const char *buf, size_t len, struct json_tree_cost *c)
+{
+    size_t objects = 0, arrays = 0, values = 1;     /* 1: the top-level value */
+    bool in_str = false;
+    for (size_t i = 0; i < len; i++) {
+        char ch = buf[i];
+        if (in_str) {
+            if (ch == '\\')
+                i++;                                /* the escaped byte cannot end the string */
+            else if (ch == '"')
+                in_str = false;
+            continue;
+        }
+        switch (ch) {
+        case '"': in_str = true; break;
+        case '{': objects++; break;
+        case '[': {                             /* and its first element, if any */
+            size_t j = i + 1;
+            while (j < len && json_space(buf[j]))
+                j++;
+            arrays++;
+            values += j < len && buf[j] != ']';
+            break;
+        }
+        case ',': case ':': values++; break;
+        default: break;
+        }
+    }
+    c->objects = objects;
+    c->arrays = arrays;
+    c->values = values;
+    /* saturating, for 32-bit size_t */
+    size_t b = len;
+    size_t parts[3][2] = {{objects, JSON_TREE_OBJECT}, {arrays, JSON_TREE_ARRAY}, {values, JSON_TREE_VALUE}};
+    for (size_t k = 0; k < 3; k++)
+        b = parts[k][0] > (SIZE_MAX - b) / parts[k][1] ? SIZE_MAX : b + parts[k][0] * parts[k][1];
+    c->bytes = b;
+}
+
+bool json_tree_fits(const struct json_tree_cost *c, size_t len)
+{
+    if (len > (SIZE_MAX - JSON_TREE_SLACK) / JSON_TREE_FACTOR)
+        return false;
+    return c->bytes <= len * JSON_TREE_FACTOR + JSON_TREE_SLACK;
+}
+
 json_object *req_json_body(struct req *r)
 {
     const char *ct = req_header(r, "Content-Type");
@@ -561,6 +607,15 @@ json_object *req_json_body(struct req *r)
     }
     if (req_read_body(r) < 0)
         return NULL;
+    struct json_tree_cost cost;
+    json_tree_estimate(r->body, r->body_len, &cost);
+    if (!json_tree_fits(&cost, r->body_len)) {
+        resp_error(r, 413, "the JSON body holds too many values for its size (%zu objects, %zu arrays, %zu values "
+                   "in %zu bytes): parsed, it would take about %zu MB, more than %d times its size plus %u MB",
+                   cost.objects, cost.arrays, cost.values, r->body_len, cost.bytes >> 20, JSON_TREE_FACTOR,
+                   JSON_TREE_SLACK >> 20);
+        return NULL;
+    }
     char err[200];
     json_object *obj = json_parse_strict(r->body, r->body_len, err, sizeof err);
     if (!obj) {
