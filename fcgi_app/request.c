@@ -400,7 +400,7 @@ json_object *json_parse_strict(const char *buf, size_t len, char *err, size_t er
         snprintf(err, errlen, "the body is too large to parse");
         return NULL;
     }
-    json_tokener *tok = json_tokener_new_ex(64);
+    json_tokener *tok = json_tokener_new_ex(JSON_MAX_DEPTH);
     if (!tok) {
         snprintf(err, errlen, "out of memory");
         return NULL;
@@ -554,7 +554,9 @@ int json_check_request(const char *buf, size_t len, json_object *obj, char *err,
 void json_tree_estimate(const char *buf, size_t len, struct json_tree_cost *c)
 {
     size_t objects = 0, arrays = 0, values = 1;     /* 1: the top-level value */
+    long depth = 0;
     bool in_str = false;
+    c->too_deep = false;
     for (size_t i = 0; i < len; i++) {
         char ch = buf[i];
         if (in_str) {
@@ -566,6 +568,7 @@ void json_tree_estimate(const char *buf, size_t len, struct json_tree_cost *c)
         }
         switch (ch) {
         case '"': in_str = true; break;
+        case '}': case ']': depth--; break;
         case '{': objects++; break;
         case '[': {                             /* and its first element, if any */
             size_t j = i + 1;
@@ -577,6 +580,10 @@ void json_tree_estimate(const char *buf, size_t len, struct json_tree_cost *c)
         }
         case ',': case ':': values++; break;
         default: break;
+        }
+        if ((ch == '{' || ch == '[') && ++depth > JSON_MAX_DEPTH) {
+            c->too_deep = true;                 /* the parser stops here, before any large tree */
+            break;
         }
     }
     c->objects = objects;
@@ -592,6 +599,8 @@ void json_tree_estimate(const char *buf, size_t len, struct json_tree_cost *c)
 
 bool json_tree_fits(const struct json_tree_cost *c, size_t len)
 {
+    if (c->too_deep)
+        return true;                            /* json_parse_strict refuses it, saying why */
     if (len > (SIZE_MAX - JSON_TREE_SLACK) / JSON_TREE_FACTOR)
         return false;
     return c->bytes <= len * JSON_TREE_FACTOR + JSON_TREE_SLACK;

@@ -150,9 +150,14 @@ int json_check_request(const char *buf, size_t len, json_object *obj, char *err,
 #define JSON_TREE_FACTOR 16
 #define JSON_TREE_SLACK (4u << 20)
 
+/* How deep json_parse_strict lets JSON nest. */
+#define JSON_MAX_DEPTH 64
+
 struct json_tree_cost {
     size_t objects, arrays, values;  /* '{', '[', and the values and members after ',', ':' and '[' */
     size_t bytes;                    /* the estimate: len + each of those at its cost above */
+    bool too_deep;                   /* nests deeper than JSON_MAX_DEPTH: the parser refuses it early;
+                                      * the counts stop there */
 };
 
 /* Estimates, from the text alone (no parse, no allocation), what json-c's
@@ -162,7 +167,8 @@ struct json_tree_cost {
  * Pure: unit-tested. */
 void json_tree_estimate(const char *buf, size_t len, struct json_tree_cost *c);
 
-/* Does a tree of that cost fit the bound for a body of len bytes? */
+/* Does a tree of that cost fit the bound for a body of len bytes? (Yes
+ * when too deep: the parser refuses it with its own message.) */
 bool json_tree_fits(const struct json_tree_cost *c, size_t len);
 
 #endif

@@ -295,6 +295,14 @@ static void check_tree_estimate(void)
     }
     json_tree_estimate("{\"a\":[{},{},{}]}", 16, &c);
     ok(json_tree_fits(&c, 16), "a small body always fits (the slack)");
+    size_t n = 40000;
+    char *deep = malloc(2 * n);
+    memset(deep, '[', n);
+    memset(deep + n, ']', n);
+    json_tree_estimate(deep, 2 * n, &c);
+    ok(c.too_deep && json_tree_fits(&c, 2 * n),
+       "nesting past JSON_MAX_DEPTH is left to the parser, which refuses it before any large tree");
+    free(deep);
 }
 
 int main(void)
