@@ -10,6 +10,7 @@
 #include "registry.h"
 #include "listen.h"
 #include "log.h"
+#include "memtrim.h"
 #include "metrics.h"
 #include "pool.h"
 #include "gateway.h"
@@ -254,6 +255,7 @@ int main(int argc, char **argv)
         return 1;
     }
     warn_paths(cfg, true);
+    memtrim_init();                     /* before any responder thread exists */
     int prc = proxy_global_init(err, sizeof err);
     if (prc < 0) {
         log_error("%s", err);

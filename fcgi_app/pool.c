@@ -25,6 +25,7 @@
 #include "conf.h"
 #include "fcgi_head.h"
 #include "log.h"
+#include "memtrim.h"
 #include "metrics.h"
 #include "request.h"
 #include "response.h"
@@ -271,6 +272,7 @@ void pool_answer(struct server *srv, FCGX_Request *freq)
     metrics_request(r.route, r.status ? r.status : r.client_gone ? 499 : 0, r.model_label,
                     util_now_ns() - r.start_ns);
     access_log(&r);
+    size_t body_len = r.body_len;
     req_cleanup(&r);
     if (freq->keepConnection && (r.client_gone || !finish_reading(freq)))
         freq->keepConnection = 0;
@@ -285,6 +287,7 @@ void pool_answer(struct server *srv, FCGX_Request *freq)
         linger_close(freq->ipcFd);
         freq->ipcFd = -1;
     }
+    memtrim_after_request(body_len, r.bytes_out);   /* the answer is out: give a large request's memory back */
     config_unref(cfg);
     atomic_fetch_add(&srv->requests, 1);
     atomic_fetch_sub(&srv->busy, 1);

@@ -429,7 +429,7 @@ json_object *json_parse_strict(const char *buf, size_t len, char *err, size_t er
         snprintf(err, errlen, "the body is too large to parse");
         return NULL;
     }
-    json_tokener *tok = json_tokener_new_ex(64);
+    json_tokener *tok = json_tokener_new_ex(JSON_MAX_DEPTH);
     if (!tok) {
         snprintf(err, errlen, "out of memory");
         return NULL;
@@ -595,6 +595,61 @@ int json_check_upstream(const char *buf, size_t len, json_object *obj, char *err
     return json_check(buf, len, obj, true, err, errlen);
 }
 
+void json_tree_estimate(const char *buf, size_t len, struct json_tree_cost *c)
+{
+    size_t objects = 0, arrays = 0, values = 1;     /* 1: the top-level value */
+    long depth = 0;
+    bool in_str = false;
+    c->too_deep = false;
+    for (size_t i = 0; i < len; i++) {
+        char ch = buf[i];
+        if (in_str) {
+            if (ch == '\\')
+                i++;                                /* the escaped byte cannot end the string */
+            else if (ch == '"')
+                in_str = false;
+            continue;
+        }
+        switch (ch) {
+        case '"': in_str = true; break;
+        case '}': case ']': depth--; break;
+        case '{': objects++; break;
+        case '[': {                             /* and its first element, if any */
+            size_t j = i + 1;
+            while (j < len && json_space(buf[j]))
+                j++;
+            arrays++;
+            values += j < len && buf[j] != ']';
+            break;
+        }
+        case ',': case ':': values++; break;
+        default: break;
+        }
+        if ((ch == '{' || ch == '[') && ++depth > JSON_MAX_DEPTH) {
+            c->too_deep = true;                 /* the parser stops here, before any large tree */
+            break;
+        }
+    }
+    c->objects = objects;
+    c->arrays = arrays;
+    c->values = values;
+    /* saturating, for 32-bit size_t */
+    size_t b = len;
+    size_t parts[3][2] = {{objects, JSON_TREE_OBJECT}, {arrays, JSON_TREE_ARRAY}, {values, JSON_TREE_VALUE}};
+    for (size_t k = 0; k < 3; k++)
+        b = parts[k][0] > (SIZE_MAX - b) / parts[k][1] ? SIZE_MAX : b + parts[k][0] * parts[k][1];
+    c->bytes = b;
+}
+
+bool json_tree_fits(const struct json_tree_cost *c, size_t len)
+{
+    if (c->too_deep)
+        return true;                            /* json_parse_strict refuses it, saying why */
+    if (len > (SIZE_MAX - JSON_TREE_SLACK) / JSON_TREE_FACTOR)
+        return false;
+    return c->bytes <= len * JSON_TREE_FACTOR + JSON_TREE_SLACK;
+}
+
 json_object *req_json_body(struct req *r)
 {
     const char *ct = req_header(r, "Content-Type");
@@ -605,6 +660,15 @@ json_object *req_json_body(struct req *r)
     }
     if (req_read_body(r) < 0)
         return NULL;
+    struct json_tree_cost cost;
+    json_tree_estimate(r->body, r->body_len, &cost);
+    if (!json_tree_fits(&cost, r->body_len)) {
+        resp_error(r, 413, "the JSON body holds too many values for its size (%zu objects, %zu arrays, %zu values "
+                   "in %zu bytes): parsed, it would take about %zu MB, more than %d times its size plus %u MB",
+                   cost.objects, cost.arrays, cost.values, r->body_len, cost.bytes >> 20, JSON_TREE_FACTOR,
+                   JSON_TREE_SLACK >> 20);
+        return NULL;
+    }
     char err[200];
     json_object *obj = json_parse_strict(r->body, r->body_len, err, sizeof err);
     if (!obj) {

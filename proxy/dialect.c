@@ -368,17 +368,41 @@ static void keep_only(json_object *o, const char *const *keep, size_t n)
     } while (nd == 64);
 }
 
+/* A new object with the same members as `from`, sharing their values (one
+ * more reference each): a deep copy of a large body would double its tree.
+ * Only the copy's own members may be changed. NULL when out of memory. */
+static json_object *shallow_copy(json_object *from)
+{
+    json_object *o = json_object_new_object();
+    if (!o)
+        return NULL;
+    json_object_object_foreach(from, key, val) {
+        if (json_object_object_add(o, key, json_object_get(val)) != 0) {
+            json_object_put(val);
+            json_object_put(o);
+            return NULL;
+        }
+    }
+    return o;
+}
+
 static json_object *passthrough(enum upstream_call c, enum upstream_type t, json_object *body, const char *model)
 {
-    json_object *o = NULL;
-    if (json_object_deep_copy(body, &o, NULL) != 0 || !o)
+    json_object *o = shallow_copy(body);
+    if (!o)
         return NULL;
     json_object_object_del(o, "\x01stop");
     json_object *params = NULL, *list = NULL;   /* read_stop() keeps a string stop as a list here */
     if (json_object_object_get_ex(o, "parameters", &params) && json_object_is_type(params, json_type_object) &&
         json_object_object_get_ex(params, "\x01stop", &list)) {
-        json_object_object_add(params, "stop", json_object_get(list));  /* TGI takes only a list */
-        json_object_object_del(params, "\x01stop");
+        json_object *own = shallow_copy(params);    /* changed below: the client's stays as it was */
+        if (!own || json_object_object_add(o, "parameters", own) != 0) {
+            json_object_put(own);
+            json_object_put(o);
+            return NULL;
+        }
+        json_object_object_add(own, "stop", json_object_get(list));  /* TGI takes only a list */
+        json_object_object_del(own, "\x01stop");
     }
     if (c == UK_TGI) {
         json_object_object_del(o, "model");     /* TGI requests name no model */

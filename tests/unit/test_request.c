@@ -7,6 +7,9 @@
 #include "tap.h"
 
 #include <json-c/json.h>
+#include <malloc.h>
+#include <stdlib.h>
+#include <string.h>
 
 /* ---- handlers used as probes ---- */
 
@@ -264,9 +267,81 @@ static void check_json_parser(void)
     ok(!o && err[0], "strict parser: NUL bytes after a value are junk, not whitespace (found by fuzzing)");
 }
 
+/* The tree estimate against what json-c really allocates (mallinfo2), and the bound. */
+static size_t heap_used(void)
+{
+    struct mallinfo2 m = mallinfo2();
+    return m.uordblks + m.hblkhd;
+}
+
+static char *repeat_body(const char *pre, const char *unit, size_t n, const char *post, size_t *len)
+{
+    size_t ul = strlen(unit), pl = strlen(pre), ql = strlen(post);
+    char *b = malloc(pl + (ul + 1) * n + ql + 1);
+    size_t p = 0;
+    memcpy(b, pre, pl);
+    p = pl;
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            b[p++] = ',';
+        memcpy(b + p, unit, ul);
+        p += ul;
+    }
+    memcpy(b + p, post, ql);
+    p += ql;
+    b[p] = '\0';
+    *len = p;
+    return b;
+}
+
+static void check_tree_estimate(void)
+{
+    struct json_tree_cost c;
+    json_tree_estimate("{\"a\": [1, 2, {\"b\": \"x,:{[\\\"\"}]}", 31, &c);
+    ok(c.objects == 2 && c.arrays == 1 && c.values == 6,
+       "estimate counts '{' '[' ',' ':' outside strings only, escaped quotes kept inside (%zu %zu %zu)",
+       c.objects, c.arrays, c.values);
+    static const struct { const char *unit, *what; bool fits; } shapes[] = {
+        {"{}", "empty objects", false},
+        {"[]", "empty arrays", false},
+        {"{\"role\":\"user\",\"content\":\"message 000001\"}", "100,000 short chat messages", false},
+        {"{\"role\":\"user\",\"content\":\"a message of a hundred bytes or so, as a chat client would send, "
+         "with some words in it......\"}", "100,000 chat messages of 100 bytes", true},
+        {"12345", "token ids", true},
+    };
+    for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) {
+        size_t len;
+        char *b = repeat_body("{\"messages\":[", shapes[i].unit, 100000, "]}", &len);
+        json_tree_estimate(b, len, &c);
+        size_t before = heap_used();
+        json_object *o = json_tokener_parse(b);
+        size_t real = heap_used() - before;
+#ifdef __SANITIZE_ADDRESS__
+        real = c.bytes - len;           /* ASan's allocator does not answer mallinfo2 */
+#endif
+        ok(o && c.bytes >= real + len && c.bytes <= (real + len) * 2,
+           "estimate of %s: %zu MB for a %zu MB tree of a %zu kB body", shapes[i].what, c.bytes >> 20,
+           real >> 20, len >> 10);
+        ok(json_tree_fits(&c, len) == shapes[i].fits, "  %s the bound", shapes[i].fits ? "within" : "beyond");
+        json_object_put(o);
+        free(b);
+    }
+    json_tree_estimate("{\"a\":[{},{},{}]}", 16, &c);
+    ok(json_tree_fits(&c, 16), "a small body always fits (the slack)");
+    size_t n = 40000;
+    char *deep = malloc(2 * n);
+    memset(deep, '[', n);
+    memset(deep + n, ']', n);
+    json_tree_estimate(deep, 2 * n, &c);
+    ok(c.too_deep && json_tree_fits(&c, 2 * n),
+       "nesting past JSON_MAX_DEPTH is left to the parser, which refuses it before any large tree");
+    free(deep);
+}
+
 int main(void)
 {
     check_target();
+    check_tree_estimate();
     check_json_parser();
     check_request_json();
     check_upstream_json();
