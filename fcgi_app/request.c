@@ -650,6 +650,23 @@ bool json_tree_fits(const struct json_tree_cost *c, size_t len)
     return c->bytes <= len * JSON_TREE_FACTOR + JSON_TREE_SLACK;
 }
 
+json_object *json_parse_upstream(const char *buf, size_t len, char *err, size_t errlen)
+{
+    struct json_tree_cost cost;
+    json_tree_estimate(buf, len, &cost);
+    if (!json_tree_fits(&cost, len)) {
+        snprintf(err, errlen, "%zu bytes of JSON holding too many values: parsed, it would take about %zu MB",
+                 len, cost.bytes >> 20);
+        return NULL;
+    }
+    json_object *obj = json_parse_strict(buf, len, err, errlen);
+    if (obj && json_check_upstream(buf, len, obj, err, errlen) < 0) {
+        json_object_put(obj);
+        return NULL;
+    }
+    return obj;
+}
+
 json_object *req_json_body(struct req *r)
 {
     const char *ct = req_header(r, "Content-Type");

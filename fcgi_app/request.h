@@ -182,4 +182,12 @@ void json_tree_estimate(const char *buf, size_t len, struct json_tree_cost *c);
  * when too deep: the parser refuses it with its own message.) */
 bool json_tree_fits(const struct json_tree_cost *c, size_t len);
 
+/* Parses what an upstream answered (a body, one stream event, a model
+ * list): refused unparsed when its tree would pass the request bodies'
+ * bound (an upstream may send max_response bytes, 64 MB by default, which
+ * as 4-byte "{}," items would be a 13 GB tree), then json_parse_strict and
+ * json_check_upstream. Returns a new object (caller owns), or NULL with the
+ * reason in err ("" for a plain `null`). */
+json_object *json_parse_upstream(const char *buf, size_t len, char *err, size_t errlen);
+
 #endif

@@ -410,10 +410,9 @@ static int on_event(void *ud, const char *event, const char *data, size_t len)
         return 0;
     }
     char err[160];
-    json_object *ev = json_parse_strict(data, len, err, sizeof err);
-    if (!ev || json_check_upstream(data, len, ev, err, sizeof err) < 0) {
+    json_object *ev = json_parse_upstream(data, len, err, sizeof err);
+    if (!ev) {
         snprintf(rl->bad, sizeof rl->bad, "an event that is not JSON (%s)", err[0] ? err : "null");
-        json_object_put(ev);
         return -1;
     }
     int rc;
@@ -542,9 +541,8 @@ static enum outcome answer_whole(struct relay *rl)
     struct req *r = rl->r;
     const char *name = rl->cand->c->name;
     char err[200];
-    json_object *a = json_parse_strict(rl->buf ? rl->buf : "", rl->len, err, sizeof err);
-    if (!a || json_check_upstream(rl->buf, rl->len, a, err, sizeof err) < 0) {
-        json_object_put(a);
+    json_object *a = json_parse_upstream(rl->buf ? rl->buf : "", rl->len, err, sizeof err);
+    if (!a) {
         fail(k, 502, "upstream %s answered something that is not JSON (%s)", name, err[0] ? err : "null");
         return OUT_FAIL;
     }
@@ -596,7 +594,7 @@ static enum outcome answer_error_status(struct relay *rl)
     long st = rl->res->status;
     char msg[300] = "";
     char err[64];
-    json_object *b = rl->buf ? json_parse_strict(rl->buf, rl->len, err, sizeof err) : NULL;
+    json_object *b = rl->buf ? json_parse_upstream(rl->buf, rl->len, err, sizeof err) : NULL;
     if (b)
         dialect_error_message(b, msg, sizeof msg);
     json_object_put(b);

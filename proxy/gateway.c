@@ -305,10 +305,10 @@ bool gateway_model_id_ok(const char *id, size_t len)
 char **gateway_parse_model_list(const char *body, size_t len, bool tgi_info, size_t *dropped)
 {
     char err[128];
-    json_object *o = json_parse_strict(body, len, err, sizeof err), *v;
+    json_object *o = json_parse_upstream(body, len, err, sizeof err), *v;
     char **names = NULL;
     *dropped = 0;
-    if (!o || json_check_upstream(body, len, o, err, sizeof err) < 0 || !json_object_is_type(o, json_type_object))
+    if (!o || !json_object_is_type(o, json_type_object))
         goto out;
     if (tgi_info) {
         if (!json_object_object_get_ex(o, "model_id", &v) || !json_object_is_type(v, json_type_string))

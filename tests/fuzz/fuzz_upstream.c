@@ -1,6 +1,7 @@
 /* fuzz_upstream.c -- fuzzes what the gateway reads from upstreams: an answer body, parsed
- * (json_parse_strict) and read as each call's whole answer and as a stream event, its error
- * message, and the model lists of /v1/models and TGI's /info. No crash, no leak. */
+ * (json_parse_upstream: the tree bound, the strict parse, the upstream checks) and read as
+ * each call's whole answer and as a stream event, its error message, and the model lists of
+ * /v1/models and TGI's /info. No crash, no leak. */
 #include "config.h"
 #include "dialect.h"
 #include "fuzz.h"
@@ -22,7 +23,7 @@ static void check_names(char **names)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     char err[256];
-    json_object *o = json_parse_strict((const char *)data, size, err, sizeof err);
+    json_object *o = json_parse_upstream((const char *)data, size, err, sizeof err);
     static const enum upstream_call calls[] = {UK_CHAT, UK_COMPLETION, UK_TGI};
     for (size_t i = 0; i < sizeof calls / sizeof *calls; i++) {
         struct gen_result res;

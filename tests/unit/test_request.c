@@ -336,6 +336,27 @@ static void check_tree_estimate(void)
     ok(c.too_deep && json_tree_fits(&c, 2 * n),
        "nesting past JSON_MAX_DEPTH is left to the parser, which refuses it before any large tree");
     free(deep);
+
+    /* upstream answers take the same bound, then the strict parse and the upstream checks */
+    char err[200];
+    size_t items = 2000000, blen = 0;
+    char *big = malloc(items * 3 + 3);
+    big[blen++] = '[';
+    for (size_t i = 0; i < items; i++, blen += 3)
+        memcpy(big + blen, i + 1 < items ? "{}," : "{} ", 3);
+    big[blen++] = ']';
+    json_object *o = json_parse_upstream(big, blen, err, sizeof err);
+    ok(!o && strstr(err, "too many values"), "an upstream answer of 2M empty objects is refused unparsed (%s)", err);
+    json_object_put(o);
+    free(big);
+    o = json_parse_upstream("{\"seed\": 18446744073709551614}", 30, err, sizeof err);
+    ok(o != NULL, "an upstream's u64 seed parses (%s)", o ? "" : err);
+    json_object_put(o);
+    o = json_parse_upstream("{\"n\": 1, \"n\": 2}", 16, err, sizeof err);
+    ok(!o && err[0], "an upstream answer with a key twice is refused (%s)", err);
+    json_object_put(o);
+    o = json_parse_upstream("null ", 5, err, sizeof err);
+    ok(!o && !err[0], "null is NULL with no message (%s)", err);
 }
 
 int main(void)
