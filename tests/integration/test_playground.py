@@ -355,3 +355,38 @@ def test_apache_serves_the_playground_and_streams(site, browser):
     stream_and_check(browser, apache.port)
     shot(browser, "7-apache")
     assert console_errors(browser) == []
+
+
+# ---------------------------------------------------------------- llmcgi down, and the other errors' words
+
+def test_llmcgi_down_the_page_loads_and_says_when_to_retry(browser):
+    """The web server serves the pages by itself: with no llmcgi behind it, the playground
+    loads and shows the site's JSON 502 in plain words with its Retry-After."""
+    d = make_tmpdir("llmcgi-none-")
+    nginx = Nginx(d / "nobody.sock").start()
+    try:
+        open_playground(browser, nginx.port, key="", models=False)
+        until(browser, "the error", lambda d: by_id(d, "error").is_displayed())
+        msg = by_id(browser, "error").text
+        assert "502" in msg and "Try again in 5 seconds" in msg, msg
+        assert console_errors(browser, allow=("status of 502",)) == []
+    finally:
+        nginx.stop()
+        remove_tmpdir(d)
+
+
+def test_error_words_for_429_and_503(site, browser):
+    """What the page says for answers this set-up cannot provoke without disturbing the
+    other tests (a full queue, a model that failed): api.js's plainWords in the page."""
+    open_playground(browser, site["nginx"].port)
+    words = browser.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        import('./js/api.js').then(({ ApiError, plainWords }) => done([
+            plainWords(new ApiError(429, 'Rate limit reached', { retryAfter: 7 })),
+            plainWords(new ApiError(503, 'model llmcgi-tiny failed to load', { retryAfter: 1 })),
+            plainWords(new ApiError(503, 'unavailable')),
+        ]));""")
+    assert words[0] == "Too many requests (429): Rate limit reached. Try again in 7 seconds.", words
+    assert words[1].startswith("The service or model is unavailable right now (503): model llmcgi-tiny failed")
+    assert words[1].endswith("Try again in 1 second.") and words[2].endswith("(503): unavailable."), words
+    assert console_errors(browser) == []
