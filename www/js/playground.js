@@ -190,9 +190,10 @@ async function healthOf(model) {
 
 // After Stop: the server notices the closed connection and cancels the
 // generation; /health's per-model "cancelled" count shows that it did.
-async function confirmCancel(model, before) {
+async function confirmCancel(model, before, local) {
   if (!before) {
-    ui.cancelNote.textContent = 'Stopped. (The server\'s cancel count is shown for local models only.)';
+    ui.cancelNote.textContent = local ? 'Stopped. (/health could not be read, so the server\'s cancel count is not shown.)'
+      : 'Stopped. (The server\'s cancel count is shown for local models only.)';
     return;
   }
   ui.cancelNote.textContent = 'Stopped; waiting for the server to cancel the generation…';
@@ -332,7 +333,7 @@ async function send() {
     completionTokens: usage ? completionTokens : contentChunks ? `≈${contentChunks}` : null,
     finish,
   });
-  if (stopped) confirmCancel(model, await before);
+  if (stopped) confirmCancel(model, await before, local);
 }
 
 // ---------------------------------------------------------------- wiring
