@@ -8,13 +8,12 @@
  * converts it; the same table supplies the defaults, parsed by the same code. */
 #include "config.h"
 #include "conf.h"
-#include "classify.h"
-#include "auth.h"
-#include "cors.h"
-#include "listen.h"
+#include "categories.h"
+#include "keys.h"
+#include "cors_origins.h"
+#include "listen_spec.h"
 #include "llm.h"
-#include "ratelimit.h"
-#include "router.h"
+#include "cidr.h"
 #include "util.h"
 
 #include <ctype.h>
@@ -1176,6 +1175,16 @@ static const struct upstream_model *upstream_routes(const struct config_upstream
     return NULL;
 }
 
+/* Would a path prefix hide one of the server's own routes? The router's
+ * answer (router_path_in_use), handed in by config_set_path_in_use: the
+ * route table is the front's, and this layer knows nothing of it. */
+static bool (*path_in_use)(const char *prefix);
+
+void config_set_path_in_use(bool (*in_use)(const char *prefix))
+{
+    path_in_use = in_use;
+}
+
 /* Checks what no single key can: required keys, and keys that fit the type. */
 static void check_upstream(const struct config *c, struct config_upstream *u, struct config_errors *errs)
 {
@@ -1190,7 +1199,7 @@ static void check_upstream(const struct config *c, struct config_upstream *u, st
             add_error(errs, c->file, u->line,
                       "[upstream %s] of type http needs a path_prefix such as /images (the requests it receives)",
                       u->name);
-        else if (router_path_in_use(u->path_prefix))
+        else if (path_in_use && path_in_use(u->path_prefix))
             add_error(errs, c->file, u->line,
                       "[upstream %s]: path_prefix %s would hide llmcgi's own routes; choose another", u->name,
                       u->path_prefix);

@@ -164,6 +164,11 @@ struct config_errors {
     size_t n;
 };
 
+/* Sets the check of an http upstream's path_prefix against the server's own
+ * routes (main passes router_path_in_use before the first config_load, so
+ * the config stays below the router). NULL, the default, checks nothing. */
+void config_set_path_in_use(bool (*in_use)(const char *prefix));
+
 /* Reads and validates `file`. On success returns 0 with *out a new snapshot
  * holding one reference that the caller owns. On failure returns -1, sets
  * *out = NULL and appends every problem found to errs (caller frees it with

@@ -1,12 +1,7 @@
-/* metrics.c -- the process's Prometheus metrics: lock-free counters and histograms over bounded label sets, and the text exposition (format 0.0.4) that GET /metrics serves. */
+/* metrics.c -- the process's Prometheus metrics: lock-free counters and histograms over bounded label sets, and their text exposition (format 0.0.4); front/exposition.c adds the live gauges for GET /metrics. */
 #include "config.h"
 #include "metrics.h"
-#include "conf.h"
-#include "gateway.h"
-#include "registry.h"
-#include "server.h"
 
-#include <json-c/json.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -590,121 +585,10 @@ static void render_misc(struct strbuf *b)
     metrics_sample(b, "llmcgi_uptime_seconds", NULL, (double)(util_now_ns() - M.start_mono_ns) / 1e9);
 }
 
-static void render_server(struct strbuf *b, struct server *srv)
-{
-    int busy = atomic_load(&srv->busy);
-    char lab[200];
-    metrics_family(b, "llmcgi_responder_threads", "gauge", "Responder threads, by state.");
-    metrics_labels(lab, sizeof lab, (const char *const[]){"state", "busy", NULL});
-    metrics_sample(b, "llmcgi_responder_threads", lab, busy);
-    metrics_labels(lab, sizeof lab, (const char *const[]){"state", "idle", NULL});
-    metrics_sample(b, "llmcgi_responder_threads", lab, srv->threads > busy ? srv->threads - busy : 0);
-    metrics_family(b, "llmcgi_requests_in_flight", "gauge", "Requests being answered now.");
-    metrics_sample(b, "llmcgi_requests_in_flight", NULL, busy);
-    metrics_family(b, "llmcgi_connections_accepted_total", "counter", "FastCGI connections accepted.");
-    metrics_sample_u64(b, "llmcgi_connections_accepted_total", NULL, atomic_load(&srv->connections));
-}
-
-static int64_t jint(json_object *o, const char *key)
-{
-    json_object *v;
-    return json_object_object_get_ex(o, key, &v) ? json_object_get_int64(v) : 0;
-}
-
-static const char *jstr(json_object *o, const char *key)
-{
-    json_object *v;
-    return json_object_object_get_ex(o, key, &v) ? json_object_get_string(v) : "";
-}
-
-/* The local models in memory, read from the registry now. */
-static void render_local(struct strbuf *b, struct server *srv)
-{
-    json_object *all = srv->reg ? registry_status_json(srv->reg, false) : NULL;
-    char lab[600];
-    static const struct {
-        const char *name, *help, *key;
-    } gs[] = {
-        {"llmcgi_queue_depth", "Sequences waiting to join a local model's running batch.", "queued"},
-        {"llmcgi_running_sequences", "Sequences in a local model's running batch.", "running"},
-        {"llmcgi_kv_blocks_used", "KV-cache blocks held by sequences of a local model.", "kv_blocks_used"},
-        {"llmcgi_kv_blocks_free", "KV-cache blocks free in a local model's pool.", NULL},
-    };
-    for (size_t k = 0; k < ARRAY_LEN(gs); k++) {
-        metrics_family(b, gs[k].name, "gauge", gs[k].help);
-        if (!all)
-            continue;
-        json_object_object_foreach(all, name, m) {
-            if (strcmp(jstr(m, "state"), "ready") != 0)
-                continue;
-            int64_t v = gs[k].key ? jint(m, gs[k].key) : jint(m, "kv_blocks_total") - jint(m, "kv_blocks_used");
-            metrics_labels(lab, sizeof lab, (const char *const[]){"model", name, NULL});
-            metrics_sample(b, gs[k].name, lab, (double)v);
-        }
-    }
-    static const char *const states[] = {"loading", "ready", "failed"};
-    metrics_family(b, "llmcgi_model_state", "gauge", "1 for the state each local model in memory is in, else 0.");
-    if (all) {
-        json_object_object_foreach(all, name, m) {
-            const char *st = jstr(m, "state");
-            for (size_t i = 0; i < ARRAY_LEN(states); i++) {
-                metrics_labels(lab, sizeof lab, (const char *const[]){"model", name, "state", states[i], NULL});
-                metrics_sample(b, "llmcgi_model_state", lab, strcmp(st, states[i]) == 0);
-            }
-        }
-    }
-    json_object_put(all);
-}
-
-/* The upstreams of cfg, read from the gateway now. */
-static void render_upstreams(struct strbuf *b, struct server *srv, const struct config *cfg)
-{
-    size_t n = srv->gw && cfg ? cfg->n_upstreams : 0;
-    json_object **st = calloc(n ? n : 1, sizeof *st);
-    char lab[600], idx[16];
-    for (size_t i = 0; st && i < n; i++) {
-        struct upstream *u = gateway_get(srv->gw, cfg->upstreams[i].name);
-        if (u) {
-            st[i] = upstream_status_json(u);
-            upstream_put(u);
-        }
-    }
-    metrics_family(b, "llmcgi_upstream_replica_up", "gauge",
-                   "1 while an upstream replica is in rotation (health checks pass), else 0.");
-    for (size_t i = 0; st && i < n; i++) {
-        json_object *reps;
-        if (!st[i] || !json_object_object_get_ex(st[i], "replicas", &reps))
-            continue;
-        for (size_t k = 0; k < json_object_array_length(reps); k++) {
-            json_object *rep = json_object_array_get_idx(reps, k), *up;
-            snprintf(idx, sizeof idx, "%zu", k);
-            metrics_labels(lab, sizeof lab,
-                           (const char *const[]){"upstream", cfg->upstreams[i].name, "replica", idx, NULL});
-            metrics_sample(b, "llmcgi_upstream_replica_up", lab,
-                           json_object_object_get_ex(rep, "up", &up) && json_object_get_boolean(up));
-        }
-    }
-    metrics_family(b, "llmcgi_upstream_in_flight", "gauge", "Requests holding a slot of an upstream now.");
-    for (size_t i = 0; st && i < n; i++) {
-        if (!st[i])
-            continue;
-        metrics_labels(lab, sizeof lab, (const char *const[]){"upstream", cfg->upstreams[i].name, NULL});
-        metrics_sample(b, "llmcgi_upstream_in_flight", lab, (double)jint(st[i], "in_flight"));
-    }
-    for (size_t i = 0; st && i < n; i++)
-        json_object_put(st[i]);
-    free(st);
-}
-
-void metrics_render(struct strbuf *out, struct server *srv, const struct config *cfg)
+void metrics_render_counters(struct strbuf *out)
 {
     render_requests(out);
     render_models(out);
     render_upstream_counters(out);
     render_misc(out);
-    if (!srv)
-        return;
-    render_server(out, srv);
-    render_local(out, srv);
-    render_upstreams(out, srv, cfg);
 }

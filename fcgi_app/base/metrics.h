@@ -1,4 +1,4 @@
-/* metrics.c -- the process's Prometheus metrics: lock-free counters and histograms over bounded label sets, and the text exposition (format 0.0.4) that GET /metrics serves.
+/* metrics.c -- the process's Prometheus metrics: lock-free counters and histograms over bounded label sets, and their text exposition (format 0.0.4); front/exposition.c adds the live gauges for GET /metrics.
  *
  * Process-wide state, like the logs: every responder thread, engine thread
  * and the gateway record into it without locks (relaxed atomics on fixed
@@ -25,8 +25,6 @@
 
 #define METRICS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
 
-struct server;
-struct config;
 
 /* Resets every counter and remembers the start time (call once in main
  * before threads start; the unit tests call it between cases). */
@@ -68,10 +66,9 @@ void metrics_upstream_retry(int upstream_id);
  * never client input (at most METRICS_MAX_SCOPES distinct values). */
 void metrics_rate_limited(const char *scope);
 
-/* Appends the whole exposition to out: the counters above, then the live
- * gauges of srv (threads, connections, models, upstreams) read at this
- * moment; srv and cfg may be NULL (the unit tests). */
-void metrics_render(struct strbuf *out, struct server *srv, const struct config *cfg);
+/* Appends the exposition of the counters above to out (front's
+ * exposition.c adds the live gauges after them for GET /metrics). */
+void metrics_render_counters(struct strbuf *out);
 
 /* ---- exposition primitives (exported for the unit tests) ---- */
 

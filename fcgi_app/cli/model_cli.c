@@ -1,6 +1,7 @@
 /* model_cli.c -- llmcgi-model: pulls Hugging Face GPT-2 model repositories into models_dir (resumable, sha256-checked), lists and removes them. */
 #include "config.h"
 #include "conf.h"
+#include "router.h"
 #include "util.h"
 
 #include <ctype.h>
@@ -1307,6 +1308,7 @@ static int cmd_rm(const char *dir, const char *name)
 static int config_models_dir(const char *file, struct config **cfg, const char **dir)
 {
     struct config_errors errs = {0};
+    config_set_path_in_use(router_path_in_use);      /* the same checks as llmcgi's */
     if (config_load(file, cfg, &errs) < 0) {
         for (size_t i = 0; i < errs.n; i++)
             fprintf(stderr, "%s\n", errs.msg[i]);

@@ -711,6 +711,56 @@ json_object *registry_status_json(struct registry *r, bool with_paths)
     return all;
 }
 
+int registry_stats(struct registry *r, struct registry_model_stats **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    size_t cap = 0, k = 0;
+    struct registry_model_stats *v = NULL;
+    int rc = 0;
+    pthread_mutex_lock(&r->mu);
+    for (struct lmodel *m = r->models; m; m = m->next) {
+        if (m->retired)
+            continue;
+        if (k == cap) {
+            size_t nc = cap ? cap * 2 : 8;
+            struct registry_model_stats *g = realloc(v, nc * sizeof *g);
+            if (!g) {
+                rc = -1;
+                break;
+            }
+            v = g;
+            cap = nc;
+        }
+        struct registry_model_stats *s = &v[k];
+        memset(s, 0, sizeof *s);
+        s->name = strdup(m->name);
+        if (!s->name) {
+            rc = -1;
+            break;
+        }
+        k++;
+        s->state = m->state == LM_LOADING ? REGISTRY_LOADING : m->state == LM_READY ? REGISTRY_READY : REGISTRY_FAILED;
+        if (m->state == LM_READY)
+            engine_get_stats(m->engine, &s->engine);
+    }
+    pthread_mutex_unlock(&r->mu);
+    if (rc < 0) {
+        registry_stats_free(v, k);
+        return -1;
+    }
+    *out = v;
+    *n = k;
+    return 0;
+}
+
+void registry_stats_free(struct registry_model_stats *v, size_t n)
+{
+    for (size_t i = 0; v && i < n; i++)
+        free(v[i].name);
+    free(v);
+}
+
 /* Model directories under models_dir: DIR/NAME/config.json and
  * DIR/ORG/NAME/config.json. */
 static void scan_dir(const char *root, const char *rel, int depth, int *count,

@@ -109,6 +109,21 @@ enum lmodel_state registry_state(struct registry *r, struct lmodel *m);
  * the operator's /status only, never a public answer. */
 json_object *registry_status_json(struct registry *r, bool with_paths);
 
+/* One model in memory as the metrics see it: typed, so a renamed /status key
+ * cannot silently zero a gauge. */
+enum registry_state { REGISTRY_LOADING, REGISTRY_READY, REGISTRY_FAILED };
+struct registry_model_stats {
+    char *name;                     /* owned */
+    enum registry_state state;
+    struct engine_stats engine;     /* REGISTRY_READY only; else zeros */
+};
+
+/* The models in memory, in the order /status lists them: *out a new array of
+ * *n entries (caller frees it with registry_stats_free). Returns 0, or -1
+ * when out of memory (*out NULL, *n 0). */
+int registry_stats(struct registry *r, struct registry_model_stats **out, size_t *n);
+void registry_stats_free(struct registry_model_stats *v, size_t n);
+
 /* Is `name` pinned under cfg: a [model] section or the default model?
  * Pinned models are never unloaded to make room for another. */
 bool registry_pinned(const struct config *cfg, const char *name);

@@ -5,12 +5,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "cors_origins.h"
 #include "request.h"
-
-/* Parses [cors] allow_origins ("https://a.example http://localhost:8080", or
- * "*") into a new array of strings (*out and its strings owned by the
- * caller) and *any. Returns 0, or -1 with the reason in err. */
-int cors_parse_origins(const char *value, char ***out, size_t *n, bool *any, char *err, size_t errlen);
 
 /* Is `origin` allowed by the config? */
 bool cors_origin_allowed(const struct config *cfg, const char *origin);

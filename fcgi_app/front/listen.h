@@ -6,18 +6,7 @@
 #include <stddef.h>
 #include <sys/types.h>
 
-enum listen_kind { LISTEN_UNIX, LISTEN_TCP };
-
-struct listen_spec {
-    enum listen_kind kind;
-    char path[108];             /* LISTEN_UNIX: socket path */
-    char host[256];             /* LISTEN_TCP: "" = every interface */
-    char port[8];
-};
-
-/* Parses "unix:/path", "/path", "host:port", "[v6addr]:port", ":port" or
- * "*:port". Returns 0, or -1 with a message in err. */
-int listen_parse(const char *s, struct listen_spec *out, char *err, size_t errlen);
+#include "listen_spec.h"
 
 struct listener {
     int fd;                     /* the listening socket, -1 when closed */

@@ -4,6 +4,7 @@
 #include "auth.h"
 #include "conf.h"
 #include "gateway.h"
+#include "exposition.h"
 #include "metrics.h"
 #include "registry.h"
 #include "response.h"
