@@ -8,6 +8,7 @@
 #include "response.h"
 #include "routes_admin.h"
 #include "routes_classify.h"
+#include "dispatch.h"
 #include "routes_gateway.h"
 #include "routes_local.h"
 #include "routes_test.h"
@@ -21,11 +22,11 @@ static const struct route routes[] = {
     {M_GET, "/health", route_health, DIALECT_TGI, 0},
     {M_GET, "/v1/models", route_models, DIALECT_OPENAI, 0},
     {M_GET, "/v1/models/{id*}", route_model, DIALECT_OPENAI, 0},
-    {M_POST, "/v1/chat/completions", route_gw_chat, DIALECT_OPENAI, 0},
-    {M_POST, "/v1/completions", route_gw_completions, DIALECT_OPENAI, 0},
-    {M_POST, "/generate", route_gw_generate, DIALECT_TGI, 0},
-    {M_POST, "/generate_stream", route_gw_generate_stream, DIALECT_TGI, 0},
-    {M_POST, "/", route_gw_compat, DIALECT_TGI, 0},
+    {M_POST, "/v1/chat/completions", route_gen_chat, DIALECT_OPENAI, 0},
+    {M_POST, "/v1/completions", route_gen_completions, DIALECT_OPENAI, 0},
+    {M_POST, "/generate", route_gen_generate, DIALECT_TGI, 0},
+    {M_POST, "/generate_stream", route_gen_generate_stream, DIALECT_TGI, 0},
+    {M_POST, "/", route_gen_compat, DIALECT_TGI, 0},
     {M_GET, "/models", route_gw_models_legacy, DIALECT_TGI, 0},
     {M_GET, "/models/{id}/health", route_gw_model_health, DIALECT_TGI, 0},
     {M_GET, "/info", route_info, DIALECT_TGI, 0},

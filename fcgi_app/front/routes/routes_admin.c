@@ -2,14 +2,13 @@
 #include "config.h"
 #include "routes_admin.h"
 #include "auth.h"
+#include "catalog.h"
 #include "conf.h"
 #include "gateway.h"
 #include "exposition.h"
 #include "metrics.h"
 #include "registry.h"
 #include "response.h"
-#include "routes_gateway.h"
-#include "routes_local.h"
 #include "server.h"
 #include "util.h"
 
@@ -95,7 +94,7 @@ int route_models(struct req *r)
     }
     json_object_object_add(o, "object", json_object_new_string("list"));
     local_list_models(r, data, false);
-    gateway_list_models(r, data);
+    upstream_list_models(r, data, false);
     auth_filter_models(r->key, data);           /* a key sees only the models it may use */
     json_object_object_add(o, "data", data);
     return send_owned(r, o);
@@ -115,7 +114,7 @@ int route_model(struct req *r)
                 json_object_array_add(data, one);
         }
     } else {
-        gateway_list_models(r, data);
+        upstream_list_models(r, data, false);
     }
     auth_filter_models(r->key, data);           /* another key's model "does not exist" for this one */
     json_object *found = json_object_get(model_list_find(data, id));

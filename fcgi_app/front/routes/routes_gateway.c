@@ -1,4 +1,4 @@
-/* routes_gateway.c -- the gateway's routes: generation requests in any client dialect proxied to the upstream that serves the model, http upstreams passed through, the model and health listings of upstreams.
+/* routes_gateway.c -- the gateway's routes: generation requests the dispatcher hands over, proxied to the upstream that serves the model, http upstreams passed through, the model and health listings of upstreams.
  *
  * A generation request is read once (dialect.c), then tried on upstreams
  * that serve its model: weighted choice between upstreams, round-robin
@@ -21,11 +21,10 @@
 #include "metrics.h"
 #include "ratelimit.h"
 #include "response.h"
-#include "routes_local.h"
-#include "routes_classify.h"
 #include "server.h"
 #include "sse.h"
 #include "sse_parse.h"
+#include "catalog.h"
 #include "util.h"
 
 #include <ctype.h>
@@ -773,7 +772,7 @@ done:
     return out;
 }
 
-/* ------------------------------------------------------------------ generation routes */
+/* ------------------------------------------------------------------ generation (from dispatch.c) */
 
 /* The final error answer, in the route's dialect. */
 static int answer_failure(struct req *r, int status, const char *msg)
@@ -785,78 +784,14 @@ static int answer_failure(struct req *r, int status, const char *msg)
     return resp_error_tgi(r, status, NULL, "%s", msg);
 }
 
-/* The model a request names, or the configured default. */
-static int request_model(struct req *r, struct call *k, char *err, size_t errlen)
+int gateway_generate(struct req *r, enum client_kind kind, int variant, json_object *body, const struct gen *g,
+                     const char *model)
 {
-    const char *key = k->kind == CK_LEGACY ? "model_id" : "model";
-    json_object *v = NULL;
-    if (json_object_object_get_ex(k->body, key, &v) && !json_object_is_type(v, json_type_null)) {
-        if (!json_object_is_type(v, json_type_string) || json_object_get_string_len(v) == 0 ||
-            json_object_get_string_len(v) >= (int)sizeof k->model) {
-            snprintf(err, errlen, "`%s` must be a model name", key);
-            return -1;
-        }
-        snprintf(k->model, sizeof k->model, "%s", json_object_get_string(v));
-        return 0;
-    }
-    if (r->cfg->default_model) {
-        snprintf(k->model, sizeof k->model, "%s", r->cfg->default_model);
-        return 0;
-    }
-    snprintf(err, errlen, "`%s` is required (this server has no default_model)", key);
-    return -1;
-}
-
-/* Reserves tokens/min for the generation: the prompt estimated at 4 bytes
- * a token from the body (OpenAI's rule of thumb; corrected at the end)
- * plus the most it may generate. Returns 0, or 1 after answering 429. */
-static int admit_tokens(struct req *r, const struct call *k)
-{
-    long max_new = k->g.max_tokens;
-    if (max_new < 1) {
-        const struct config_model *m = config_find_model(r->cfg, k->model);
-        max_new = m ? m->max_new_tokens : r->cfg->model_defaults.max_new_tokens;
-    }
-    long n = k->g.n > 1 ? k->g.n : 1;
-    long prompt = (long)((r->body_len + 3) / 4);
-    return ratelimit_reserve(r, prompt, prompt + max_new * n);
-}
-
-static int generate(struct req *r, enum client_kind kind, int variant)
-{
-    json_object *body = req_json_body(r);
-    if (!body)
-        return r->client_gone ? -1 : 0;
-    if (kind == CK_TGI && variant == 0 && classify_is_input_text(body)) {
-        int crc = classify_input_text(r, body);   /* the moderation service's shape */
-        json_object_put(body);
-        return r->client_gone ? -1 : crc;
-    }
-    struct call k = {.r = r, .kind = kind, .body = body, .compat_list = variant == 2};
-    if (kind == CK_TGI && variant == 0 && !json_object_object_get_ex(body, "inputs", NULL) &&
-        json_object_object_get_ex(body, "prompt", NULL))
-        k.kind = CK_LEGACY;                     /* the older {"model_id","prompt",...} shape */
-    char err[300];
+    struct call k = {.r = r, .kind = kind, .body = body, .compat_list = variant == 2, .g = *g};
+    snprintf(k.model, sizeof k.model, "%s", model);
     int rc = 0;
     struct cand cands[MAX_CANDIDATES];
     size_t n = 0;
-    if (dialect_read_request(k.kind, body, &k.g, err, sizeof err) < 0 || request_model(r, &k, err, sizeof err) < 0) {
-        rc = r->dialect == DIALECT_OPENAI ? resp_error_openai(r, 400, NULL, NULL, NULL, "%s", err)
-                                          : resp_error_tgi(r, 422, "validation", "%s", err);
-        goto out;
-    }
-    if (auth_check_model(r, k.model) || admit_tokens(r, &k)) {
-        rc = r->client_gone ? -1 : 0;
-        goto out;
-    }
-    if (variant == 1)
-        k.g.stream = true;                      /* /generate_stream */
-    else if (variant == 0)
-        k.g.stream = false;                     /* /generate */
-    if (local_serves(r, k.model)) {
-        rc = local_generate(r, k.kind, variant, body, &k.g, k.model);
-        goto out;
-    }
     util_random_hex(k.id, 12);
     k.created = (int64_t)time(NULL);
 
@@ -916,34 +851,9 @@ static int generate(struct req *r, enum client_kind kind, int variant)
     }
 out:
     put_candidates(cands, n);
-    json_object_put(body);
     return r->client_gone ? -1 : rc;
 }
 
-int route_gw_chat(struct req *r)
-{
-    return generate(r, CK_CHAT, -1);
-}
-
-int route_gw_completions(struct req *r)
-{
-    return generate(r, CK_COMPLETION, -1);
-}
-
-int route_gw_generate(struct req *r)
-{
-    return generate(r, CK_TGI, 0);
-}
-
-int route_gw_generate_stream(struct req *r)
-{
-    return generate(r, CK_TGI, 1);
-}
-
-int route_gw_compat(struct req *r)
-{
-    return generate(r, CK_TGI, 2);
-}
 
 /* ------------------------------------------------------------------ http upstreams */
 
@@ -1309,79 +1219,7 @@ out:
     return r->client_gone ? -1 : rc;
 }
 
-/* ------------------------------------------------------------------ listings */
-
-/* Calls fn for every model name an upstream offers: its configured names,
- * or (for "*" and for upstreams without a list) the names it reports. */
-static void each_upstream_model(struct req *r, void (*fn)(void *ud, const char *model, const struct config_upstream *c,
-                                                          bool available), void *ud)
-{
-    for (size_t i = 0; i < r->cfg->n_upstreams; i++) {
-        const struct config_upstream *c = &r->cfg->upstreams[i];
-        if (c->type == UPSTREAM_HTTP)
-            continue;
-        struct upstream *u = gateway_get(r->srv->gw, c->name);
-        if (!u)
-            continue;
-        bool avail = upstream_available(u);
-        for (size_t m = 0; m < c->n_models; m++)
-            fn(ud, c->models[m].name, c, avail);
-        if (c->catch_all || c->n_models == 0) {
-            json_object *names = upstream_discovered_models(u);
-            for (size_t m = 0; names && m < json_object_array_length(names); m++)
-                fn(ud, json_object_get_string(json_object_array_get_idx(names, m)), c, avail);
-            json_object_put(names);
-        }
-        upstream_put(u);
-    }
-}
-
-json_object *model_list_find(json_object *data, const char *id)
-{
-    for (size_t i = 0; id && i < json_object_array_length(data); i++) {
-        json_object *o = json_object_array_get_idx(data, i), *v;
-        if (json_object_object_get_ex(o, "id", &v) && strcmp(json_object_get_string(v), id) == 0)
-            return o;
-    }
-    return NULL;
-}
-
-struct list_ctx {
-    json_object *data;
-    int64_t created;
-    bool legacy;
-    const char *prefix;
-};
-
-static void add_model(void *ud, const char *model, const struct config_upstream *c, bool available)
-{
-    struct list_ctx *x = ud;
-    if (model_list_find(x->data, model))
-        return;
-    json_object *o = json_object_new_object();
-    if (!o)
-        return;
-    json_object_object_add(o, "id", json_object_new_string(model));
-    if (x->legacy) {
-        char endpoint[300];
-        snprintf(endpoint, sizeof endpoint, "%s/generate", x->prefix);
-        json_object_object_add(o, "name", json_object_new_string(model));
-        json_object_object_add(o, "endpoint", json_object_new_string(endpoint));
-    } else {
-        json_object_object_add(o, "object", json_object_new_string("model"));
-        json_object_object_add(o, "created", json_object_new_int64(x->created));
-        json_object_object_add(o, "owned_by", json_object_new_string(c->name));
-    }
-    json_object_object_add(o, "upstream", json_object_new_string(c->name));
-    json_object_object_add(o, "available", json_object_new_boolean(available));
-    json_object_array_add(x->data, o);
-}
-
-void gateway_list_models(struct req *r, json_object *data)
-{
-    struct list_ctx x = {.data = data, .created = (int64_t)r->cfg->loaded_at};
-    each_upstream_model(r, add_model, &x);
-}
+/* ------------------------------------------------------------------ listings (catalog.c) */
 
 int route_gw_models_legacy(struct req *r)
 {
@@ -1389,8 +1227,7 @@ int route_gw_models_legacy(struct req *r)
     if (!list)
         return resp_error(r, 500, "out of memory");
     local_list_models(r, list, true);
-    struct list_ctx x = {.data = list, .legacy = true, .prefix = r->cfg->path_prefix};
-    each_upstream_model(r, add_model, &x);
+    upstream_list_models(r, list, true);
     auth_filter_models(r->key, list);
     int rc = resp_json(r, 200, list);
     json_object_put(list);
@@ -1441,27 +1278,4 @@ int route_gw_model_health(struct req *r)
     int rc = resp_json(r, any ? 200 : 503, o);
     json_object_put(o);
     return rc;
-}
-
-bool gateway_health(struct req *r, json_object *health)
-{
-    if (!r->cfg->n_upstreams)
-        return true;
-    json_object *ups = json_object_new_object();
-    if (!ups)
-        return true;
-    bool any = false;
-    for (size_t i = 0; i < r->cfg->n_upstreams; i++) {
-        struct upstream *u = gateway_get(r->srv->gw, r->cfg->upstreams[i].name);
-        if (!u)
-            continue;
-        json_object *st = upstream_status_json(u);
-        json_object *av;
-        if (st && json_object_object_get_ex(st, "available", &av) && json_object_get_boolean(av))
-            any = true;
-        json_object_object_add(ups, r->cfg->upstreams[i].name, st);
-        upstream_put(u);
-    }
-    json_object_object_add(health, "upstreams", ups);
-    return any;
 }

@@ -11,6 +11,7 @@
 #include "config.h"
 #include "routes_local.h"
 #include "auth.h"
+#include "catalog.h"
 #include "chat_template.h"
 #include "conf.h"
 #include "engine.h"
@@ -144,19 +145,6 @@ static int answer_error(struct lcall *lc, int status, const char *param, const c
 }
 
 /* ------------------------------------------------------------------ routing */
-
-bool local_serves(struct req *r, const char *model)
-{
-    if (config_find_model(r->cfg, model))
-        return true;
-    for (size_t i = 0; i < r->cfg->n_upstreams; i++) {
-        const struct config_upstream *c = &r->cfg->upstreams[i];
-        for (size_t k = 0; k < c->n_models; k++)
-            if (strcmp(c->models[k].name, model) == 0)
-                return false;
-    }
-    return registry_is_local(r->cfg, model);
-}
 
 /* The model for a request, waited for while it loads. NULL after
  * answering the error (or when the client went away). */
@@ -1346,122 +1334,4 @@ int route_tokenize(struct req *r)
     registry_put(r->srv->reg, m);
     json_object_put(body);
     return rc;
-}
-
-/* ------------------------------------------------------------------ listings and health */
-
-struct list_ctx {
-    struct req *r;
-    json_object *data;
-    bool legacy;
-};
-
-static void add_listed(void *ud, const char *name, int state)
-{
-    struct list_ctx *x = ud;
-    for (size_t i = 0; i < json_object_array_length(x->data); i++) {
-        json_object *id;
-        if (json_object_object_get_ex(json_object_array_get_idx(x->data, i), "id", &id) &&
-            strcmp(json_object_get_string(id), name) == 0)
-            return;
-    }
-    json_object *o = json_object_new_object();
-    if (!o)
-        return;
-    add_str(o, "id", name);
-    if (x->legacy) {
-        char endpoint[300];
-        snprintf(endpoint, sizeof endpoint, "%s/generate", x->r->cfg->path_prefix);
-        add_str(o, "name", name);
-        add_str(o, "endpoint", endpoint);
-    } else {
-        add_str(o, "object", "model");
-        json_object_object_add(o, "created", json_object_new_int64((int64_t)x->r->cfg->loaded_at));
-        add_str(o, "owned_by", "llmcgi");
-    }
-    add_str(o, "state", state < 0 ? "not_loaded" : state == LM_LOADING ? "loading" : state == LM_READY ? "ready"
-                                                                                                       : "failed");
-    json_object_object_add(o, "available", json_object_new_boolean(state != LM_FAILED));
-    json_object_array_add(x->data, o);
-}
-
-void local_list_models(struct req *r, json_object *data, bool legacy)
-{
-    struct list_ctx x = {.r = r, .data = data, .legacy = legacy};
-    registry_each(r->srv->reg, r->cfg, add_listed, &x);
-}
-
-/* The public view of the local models (no paths): the ones in memory as the
- * registry tells them, and the pinned ones (the [model] sections and a
- * local default model) that are not, as "not_loaded" (a request loads
- * them). Caller owns it; NULL when out of memory. */
-static json_object *public_models(struct req *r)
-{
-    json_object *st = registry_status_json(r->srv->reg, false);
-    const struct config *cfg = r->cfg;
-    for (size_t i = 0; st && i <= cfg->n_models; i++) {
-        const char *name = i < cfg->n_models ? cfg->models[i].name : cfg->default_model;
-        if (!name || json_object_object_get_ex(st, name, NULL) || (i == cfg->n_models && !local_serves(r, name)))
-            continue;
-        json_object *o = json_object_new_object();
-        if (!o)
-            break;
-        add_str(o, "state", "not_loaded");
-        json_object_object_add(o, "configured", json_object_new_boolean(i < cfg->n_models));
-        json_object_object_add(o, "pinned", json_object_new_boolean(true));
-        json_object_object_add(st, name, o);
-    }
-    return st;
-}
-
-/* A model's state in a public_models() object: "not_loaded" when absent. */
-static const char *state_in(json_object *models, const char *name)
-{
-    json_object *mine, *s;
-    if (models && json_object_object_get_ex(models, name, &mine) && json_object_object_get_ex(mine, "state", &s))
-        return json_object_get_string(s);
-    return "not_loaded";
-}
-
-bool local_model_health(struct req *r, const char *id, int *rc)
-{
-    if (!id || !local_serves(r, id))
-        return false;
-    json_object *st = public_models(r), *mine = NULL;
-    const char *state = state_in(st, id);
-    bool ok = strcmp(state, "ready") == 0 || strcmp(state, "not_loaded") == 0;
-    json_object *o = json_object_new_object();
-    add_str(o, "model_id", id);
-    add_str(o, "status", ok ? "ok" : state);
-    add_str(o, "state", state);
-    json_object_object_add(o, "available", json_object_new_boolean(ok));
-    json_object_object_add(o, "local", json_object_new_boolean(true));
-    if (st && json_object_object_get_ex(st, id, &mine))
-        json_object_object_add(o, "details", json_object_get(mine));
-    json_object_put(st);
-    if (!ok)
-        resp_header(r, "Retry-After", "1");
-    *rc = resp_json(r, ok ? 200 : 503, o);
-    json_object_put(o);
-    return true;
-}
-
-/* Only the default model decides: loading or failed, the node cannot serve
- * what clients send without naming a model; ready or not loaded (a request
- * loads it) it can. Any other model's state is shown, not judged. */
-bool local_health(struct req *r, json_object *health, const char **why)
-{
-    json_object *st = public_models(r);
-    bool ok = true;
-    const char *def = r->cfg->default_model;
-    if (def && local_serves(r, def)) {
-        const char *state = state_in(st, def);
-        if (strcmp(state, "loading") == 0 || strcmp(state, "failed") == 0) {
-            ok = false;
-            *why = strcmp(state, "failed") == 0 ? "unavailable" : "loading";
-        }
-    }
-    if (st)
-        json_object_object_add(health, "local_models", st);
-    return ok;
 }
