@@ -59,7 +59,7 @@ static const char *presented_key(const struct req *r, bool *malformed)
     return NULL;
 }
 
-static int unauthorized(struct req *r, bool presented)
+static enum front_rc unauthorized(struct req *r, bool presented)
 {
     if (presented)
         resp_header(r, "WWW-Authenticate", "Bearer realm=\"llmcgi\", error=\"invalid_token\"");
@@ -71,14 +71,14 @@ static int unauthorized(struct req *r, bool presented)
         resp_error_openai(r, 401, "invalid_request_error", NULL, "invalid_api_key", "%s", msg);
     else
         resp_error_tgi(r, 401, "unauthorized", "%s", msg);
-    return 1;
+    return FRONT_ANSWERED;
 }
 
-int auth_check(struct req *r)
+enum front_rc auth_check(struct req *r)
 {
     r->key = NULL;
     if (!r->cfg->keys || auth_path_public(r->cfg, r->path))
-        return 0;
+        return FRONT_OK;
     bool malformed;
     const char *k = presented_key(r, &malformed);
     if (!k)
@@ -89,24 +89,24 @@ int auth_check(struct req *r)
         r->auth_failed = true;
         return unauthorized(r, true);
     }
-    return 0;
+    return FRONT_OK;
 }
 
-int auth_check_ops(struct req *r)
+enum front_rc auth_check_ops(struct req *r)
 {
     if (!r->key || r->key->ops)
-        return 0;                               /* no keys, a public path, or an operator */
+        return FRONT_OK;                               /* no keys, a public path, or an operator */
     resp_error_tgi(r, 403, "forbidden", "the API key \"%s\" is not an operator key: %s needs a key "
                    "marked ops in the keys file", r->key->name, r->path);
-    return 1;
+    return FRONT_ANSWERED;
 }
 
-int auth_check_model(struct req *r, const char *model)
+enum front_rc auth_check_model(struct req *r, const char *model)
 {
     if (auth_key_allows(r->key, model))
-        return 0;
+        return FRONT_OK;
     log_info("request %s: the API key \"%s\" may not use model %s: answered as a model that does not exist", r->id,
              r->key->name, model);
     resp_model_not_found(r, model);
-    return 1;
+    return FRONT_ANSWERED;
 }

@@ -56,18 +56,18 @@ static void allow_origin(struct req *r, const char *origin)
     }
 }
 
-int cors_apply(struct req *r)
+enum front_rc cors_apply(struct req *r)
 {
     const struct config *c = r->cfg;
     if (!c->cors_any && !c->n_cors_origins)
-        return 0;
+        return FRONT_OK;
     const char *origin = req_header(r, "Origin");
     bool listed = !c->cors_any || c->cors_credentials;
     if (listed)
         resp_header(r, "Vary", "Origin");       /* the answer depends on it, for caches */
     bool preflight = r->method == M_OPTIONS && origin && req_header(r, "Access-Control-Request-Method");
     if (!origin)
-        return 0;
+        return FRONT_OK;
     bool allowed = cors_origin_allowed(c, origin);
     if (preflight) {
         int rc;
@@ -84,11 +84,11 @@ int cors_apply(struct req *r)
             resp_header(r, "Access-Control-Max-Age", "%lld", (long long)(c->cors_max_age_ms / 1000));
             rc = resp_start(r, 204, NULL, -1);
         }
-        return rc < 0 ? -1 : 1;
+        return rc < 0 ? FRONT_ERROR : FRONT_ANSWERED;
     }
     if (allowed) {
         allow_origin(r, origin);
         resp_header(r, "Access-Control-Expose-Headers", EXPOSE_HEADERS);
     }
-    return 0;
+    return FRONT_OK;
 }

@@ -14,8 +14,9 @@ bool cors_origin_allowed(const struct config *cfg, const char *origin);
 /* Runs first on every request when [cors] allow_origins is set. A preflight
  * (OPTIONS with Origin and Access-Control-Request-Method) is answered here:
  * 204 with the Access-Control-Allow-* headers, or 403 for an origin not
- * allowed; returns 1 then (-1 when the client went away). Otherwise queues
- * the CORS headers for an allowed origin (none for others) and returns 0. */
-int cors_apply(struct req *r);
+ * allowed; returns FRONT_ANSWERED then (FRONT_ERROR when the client went
+ * away). Otherwise queues the CORS headers for an allowed origin (none for
+ * others) and returns FRONT_OK. */
+enum front_rc cors_apply(struct req *r);
 
 #endif

@@ -341,7 +341,7 @@ static void limit_headers(struct req *r, const char *kind, long pm, const struct
 }
 
 /* kind: "requests", "tokens" or "auth_failures" (also the metrics label value) */
-static int too_many(struct req *r, const struct subject *s, const char *kind, long pm, double wait_s, double asked)
+static enum front_rc too_many(struct req *r, const struct subject *s, const char *kind, long pm, double wait_s, double asked)
 {
     long after = (long)ceil(wait_s);
     if (after < 1)
@@ -364,21 +364,21 @@ static int too_many(struct req *r, const struct subject *s, const char *kind, lo
                           "%s", msg);
     else
         resp_error_tgi(r, 429, "overloaded", "%s", msg);
-    return 1;
+    return FRONT_ANSWERED;
 }
 
 /* Takes `n` of kind ("requests"/"tokens") from every subject, or none. */
-static int take_all(struct req *r, const char *kind, double n)
+static enum front_rc take_all(struct req *r, const char *kind, double n)
 {
     struct subject s[2];
     size_t ns = subjects(r, s);
     struct ratelimit *rl = r->srv->rl;
     if (!ns || !rl)
-        return 0;
+        return FRONT_OK;
     bool req = kind[0] == 'r';
     int64_t now = util_now_ns();
     struct entry *got[2] = {0};
-    int rc = 0;
+    enum front_rc rc = FRONT_OK;
     pthread_mutex_lock(&rl->lock);
     size_t i;
     for (i = 0; i < ns; i++) {
@@ -396,7 +396,7 @@ static int take_all(struct req *r, const char *kind, double n)
         }
         got[i] = e;
     }
-    if (rc) {
+    if (rc != FRONT_OK) {
         for (size_t j = 0; j < i; j++)
             if (got[j])
                 bucket_give(req ? &got[j]->req : &got[j]->tok, req ? s[j].rpm : s[j].tpm, n, now);
@@ -411,10 +411,10 @@ static int take_all(struct req *r, const char *kind, double n)
     return rc;
 }
 
-int ratelimit_admit(struct req *r)
+enum front_rc ratelimit_admit(struct req *r)
 {
     if (auth_path_public(r->cfg, r->path))
-        return 0;
+        return FRONT_OK;
     return take_all(r, "requests", 1);
 }
 
@@ -435,10 +435,10 @@ static struct entry *auth_entry(struct req *r, int64_t now, bool make)
                 : find(r->srv->rl, name);
 }
 
-int ratelimit_auth_blocked(struct req *r)
+enum front_rc ratelimit_auth_blocked(struct req *r)
 {
     if (!auth_limited(r))
-        return 0;
+        return FRONT_OK;
     long pm = r->cfg->auth_failures_per_minute;
     int64_t now = util_now_ns();
     double wait = 0;
@@ -454,7 +454,7 @@ int ratelimit_auth_blocked(struct req *r)
     }
     pthread_mutex_unlock(&r->srv->rl->lock);
     if (!blocked)
-        return 0;
+        return FRONT_OK;
     struct subject s;
     snprintf(s.what_buf, sizeof s.what_buf, "address %s", r->client);
     s.what = s.what_buf;
@@ -474,15 +474,15 @@ void ratelimit_auth_failed(struct req *r)
     pthread_mutex_unlock(&r->srv->rl->lock);
 }
 
-int ratelimit_reserve(struct req *r, long prompt_estimate, long tokens)
+enum front_rc ratelimit_reserve(struct req *r, long prompt_estimate, long tokens)
 {
     if (tokens < 1)
         tokens = 1;
-    if (take_all(r, "tokens", (double)tokens))
-        return 1;
+    if (take_all(r, "tokens", (double)tokens) != FRONT_OK)
+        return FRONT_ANSWERED;
     r->tokens_reserved = tokens;
     r->prompt_estimate = prompt_estimate;
-    return 0;
+    return FRONT_OK;
 }
 
 void ratelimit_finish(struct req *r)

@@ -56,24 +56,26 @@ void ratelimit_free(struct ratelimit *rl);
 size_t ratelimit_tracked(struct ratelimit *rl);
 
 /* Counts request r against its key and address (r->key must be set):
- * returns 0 to go on (x-ratelimit-*-requests headers queued), or 1 after
- * answering 429 with Retry-After. Public paths (auth_path_public) are not counted. */
-int ratelimit_admit(struct req *r);
+ * returns FRONT_OK to go on (x-ratelimit-*-requests headers queued), or
+ * FRONT_ANSWERED after answering 429 with Retry-After. Public paths
+ * (auth_path_public) are not counted. */
+enum front_rc ratelimit_admit(struct req *r);
 
 /* Guessing keys: an address whose wrong keys (r->auth_failed) used up
  * [limits] auth_failures_per_minute gets 429 for everything that needs a
  * key, valid keys included, until its bucket refills: the answer must not
- * tell a right guess from a wrong one. Returns 0 to go on, or 1 after
- * answering 429 with Retry-After. */
-int ratelimit_auth_blocked(struct req *r);
+ * tell a right guess from a wrong one. Returns FRONT_OK to go on, or
+ * FRONT_ANSWERED after answering 429 with Retry-After. */
+enum front_rc ratelimit_auth_blocked(struct req *r);
 
 /* Counts one wrong key against r's address. */
 void ratelimit_auth_failed(struct req *r);
 
 /* Reserves `tokens` (prompt estimate + max new tokens) for a generation.
- * Returns 0 to go on (x-ratelimit-*-tokens headers queued), or 1 after
- * answering 429. prompt_estimate is kept to correct the reservation. */
-int ratelimit_reserve(struct req *r, long prompt_estimate, long tokens);
+ * Returns FRONT_OK to go on (x-ratelimit-*-tokens headers queued), or
+ * FRONT_ANSWERED after answering 429. prompt_estimate is kept to correct
+ * the reservation. */
+enum front_rc ratelimit_reserve(struct req *r, long prompt_estimate, long tokens);
 
 /* After the handler: replaces the reservation with what was used
  * (r->tokens_in / r->tokens_out; a failed request with no usage

@@ -39,6 +39,17 @@ struct req_param {
     char value[REQ_PARAM_MAX];      /* percent-decoded */
 };
 
+/* What a front-door check (CORS, the API key, operator keys, a key's
+ * models, the rate limits) says, as nginx's handlers return NGX_OK: go on
+ * to the next check and the route; or the check answered the request
+ * itself (a refusal, or a CORS preflight) and nothing more may be written;
+ * or answering failed because the client went away. */
+enum front_rc {
+    FRONT_ERROR = -1,               /* the client went away while answering */
+    FRONT_OK = 0,                   /* go on */
+    FRONT_ANSWERED = 1,             /* answered here: stop */
+};
+
 struct req {
     FCGX_Request *fcgi;             /* borrowed; its streams belong to this thread */
     struct server *srv;             /* borrowed */

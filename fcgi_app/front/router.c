@@ -140,9 +140,10 @@ int router_dispatch(struct req *r)
 {
     r->dialect = req_path_dialect(r->path);
     ratelimit_client_addr(r->cfg, r->remote_addr, req_header(r, "X-Forwarded-For"), r->client, sizeof r->client);
-    int rc = cors_apply(r);
-    if (rc)
-        return rc < 0 ? -1 : 0;                 /* a preflight, answered */
+    enum front_rc fc = cors_apply(r);
+    if (fc != FRONT_OK)
+        return fc == FRONT_ERROR ? -1 : 0;      /* a preflight, answered */
+    int rc;
     bool http = gateway_route_http(r);
     unsigned allow = 0;
     const struct route *rt = http ? NULL : router_match(r, r->cfg->test_endpoints, &allow);
@@ -150,8 +151,8 @@ int router_dispatch(struct req *r)
         r->dialect = rt->dialect;
     else if (http)
         r->dialect = DIALECT_TGI;
-    if (ratelimit_auth_blocked(r) || auth_check(r) || (rt && (rt->flags & ROUTE_OPS) && auth_check_ops(r)) ||
-        ratelimit_admit(r)) {
+    if (ratelimit_auth_blocked(r) != FRONT_OK || auth_check(r) != FRONT_OK ||
+        (rt && (rt->flags & ROUTE_OPS) && auth_check_ops(r) != FRONT_OK) || ratelimit_admit(r) != FRONT_OK) {
         rc = r->client_gone ? -1 : 0;
     } else if (http) {
         if (r->key && r->key->n_models) {

@@ -48,8 +48,9 @@ static int request_model(struct req *r, enum client_kind kind, json_object *body
 
 /* Reserves tokens/min for the generation: the prompt estimated at 4 bytes
  * a token from the body (OpenAI's rule of thumb; corrected at the end)
- * plus the most it may generate. Returns 0, or 1 after answering 429. */
-static int admit_tokens(struct req *r, const struct gen *g, const char *model)
+ * plus the most it may generate. Returns FRONT_OK, or FRONT_ANSWERED after
+ * answering 429. */
+static enum front_rc admit_tokens(struct req *r, const struct gen *g, const char *model)
 {
     long max_new = g->max_tokens;
     if (max_new < 1) {
@@ -84,7 +85,7 @@ static int dispatch(struct req *r, enum client_kind kind, int variant)
                                           : resp_error_tgi(r, 422, "validation", "%s", err);
         goto out;
     }
-    if (auth_check_model(r, model) || admit_tokens(r, &g, model)) {
+    if (auth_check_model(r, model) != FRONT_OK || admit_tokens(r, &g, model) != FRONT_OK) {
         rc = r->client_gone ? -1 : 0;
         goto out;
     }

@@ -529,10 +529,10 @@ static int run(struct ccall *cc, json_object *body)
     if (read_texts(cc, body) < 0 || (cc->shape == SH_CLASSIFY && read_options(cc, body) < 0) ||
         pick_model(cc, body) < 0)
         return r->client_gone ? -1 : 0;
-    if (auth_check_model(r, cc->model))
+    if (auth_check_model(r, cc->model) != FRONT_OK)
         return r->client_gone ? -1 : 0;
     long estimate = (long)((r->body_len + 3) / 4);     /* corrected once the texts are tokenized */
-    if (ratelimit_reserve(r, estimate, estimate))
+    if (ratelimit_reserve(r, estimate, estimate) != FRONT_OK)
         return r->client_gone ? -1 : 0;
     if (acquire(cc) < 0 || tokenize(cc) < 0)
         return r->client_gone ? -1 : 0;

@@ -1238,7 +1238,7 @@ int route_gw_model_health(struct req *r)
 {
     const char *id = req_param(r, "id");
     int lrc;
-    if (!id || auth_check_model(r, id))
+    if (!id || auth_check_model(r, id) != FRONT_OK)
         return r->client_gone ? -1 : 0;
     if (local_model_health(r, id, &lrc))
         return lrc;

@@ -1240,7 +1240,7 @@ static struct lmodel *model_for(struct req *r, json_object *body)
                    "name a model (?model=NAME); this server has no default_model");
         return NULL;
     }
-    if (auth_check_model(r, name))
+    if (auth_check_model(r, name) != FRONT_OK)
         return NULL;
     if (!registry_is_local(r->cfg, name)) {
         resp_model_not_found(r, name);
