@@ -16,6 +16,20 @@ static void add_str(json_object *o, const char *k, const char *v)
     json_object_object_add(o, k, json_object_new_string(v ? v : ""));
 }
 
+/* ------------------------------------------------------------------ services */
+
+/* What the catalog uses of the server (struct server): the local models
+ * and the upstreams' live state. */
+static struct registry *models(const struct req *r)
+{
+    return r->srv->reg;
+}
+
+static struct gateway *upstreams(const struct req *r)
+{
+    return r->srv->gw;
+}
+
 /* ------------------------------------------------------------------ which serves a name */
 
 bool local_serves(struct req *r, const char *model)
@@ -71,7 +85,7 @@ static void add_listed(void *ud, const char *name, int state)
 void local_list_models(struct req *r, json_object *data, bool legacy)
 {
     struct local_list x = {.r = r, .data = data, .legacy = legacy};
-    registry_each(r->srv->reg, r->cfg, add_listed, &x);
+    registry_each(models(r), r->cfg, add_listed, &x);
 }
 
 /* The public view of the local models (no paths): the ones in memory as the
@@ -80,7 +94,7 @@ void local_list_models(struct req *r, json_object *data, bool legacy)
  * them). Caller owns it; NULL when out of memory. */
 static json_object *public_models(struct req *r)
 {
-    json_object *st = registry_status_json(r->srv->reg, false);
+    json_object *st = registry_status_json(models(r), false);
     const struct config *cfg = r->cfg;
     for (size_t i = 0; st && i <= cfg->n_models; i++) {
         const char *name = i < cfg->n_models ? cfg->models[i].name : cfg->default_model;
@@ -160,7 +174,7 @@ static void each_upstream_model(struct req *r, void (*fn)(void *ud, const char *
         const struct config_upstream *c = &r->cfg->upstreams[i];
         if (c->type == UPSTREAM_HTTP)
             continue;
-        struct upstream *u = gateway_get(r->srv->gw, c->name);
+        struct upstream *u = gateway_get(upstreams(r), c->name);
         if (!u)
             continue;
         bool avail = upstream_available(u);
@@ -233,7 +247,7 @@ bool gateway_health(struct req *r, json_object *health)
         return true;
     bool any = false;
     for (size_t i = 0; i < r->cfg->n_upstreams; i++) {
-        struct upstream *u = gateway_get(r->srv->gw, r->cfg->upstreams[i].name);
+        struct upstream *u = gateway_get(upstreams(r), r->cfg->upstreams[i].name);
         if (!u)
             continue;
         json_object *st = upstream_status_json(u);

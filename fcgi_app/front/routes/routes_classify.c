@@ -64,6 +64,15 @@ struct ccall {
     int64_t deadline_ns;
 };
 
+/* ------------------------------------------------------------------ services */
+
+/* What this route family uses of the server (struct server): the local
+ * models (classifiers). */
+static struct registry *models(const struct req *r)
+{
+    return r->srv->reg;
+}
+
 /* ------------------------------------------------------------------ errors */
 
 /* An error in the route's shape: OpenAI for /v1/moderations, TGI's
@@ -250,7 +259,7 @@ static int acquire(struct ccall *cc)
     char err[400];
     if (!registry_is_local(r->cfg, cc->model))
         return fail(cc, 404, "model", NULL, "The model `%s` does not exist", cc->model), -1;
-    struct lmodel *m = registry_get(r->srv->reg, r->cfg, cc->model, &status, err, sizeof err);
+    struct lmodel *m = registry_get(models(r), r->cfg, cc->model, &status, err, sizeof err);
     if (!m) {
         if (status == 404)
             return fail(cc, 404, "model", NULL, "The model `%s` does not exist", cc->model), -1;
@@ -259,14 +268,14 @@ static int acquire(struct ccall *cc)
     cc->m = m;
     r->model_label = metrics_model_id(cc->model);
     int64_t deadline = util_now_ns() + m->set.timeout_ms * 1000000;
-    if (registry_wait(r->srv->reg, m, deadline, r->fcgi->ipcFd) < 0) {
+    if (registry_wait(models(r), m, deadline, r->fcgi->ipcFd) < 0) {
         if (util_now_ns() < deadline) {
             r->client_gone = true;
             return -1;
         }
         return fail(cc, 503, NULL, NULL, "model %s is still loading; try again", cc->model), -1;
     }
-    if (registry_state(r->srv->reg, m) == LM_FAILED)
+    if (registry_state(models(r), m) == LM_FAILED)
         return fail(cc, 503, NULL, NULL, "model %s could not be loaded: %s", cc->model, m->error), -1;
     if (m->task == TASK_GENERATE)
         return fail(cc, 400, "model", NULL, "model %s generates text; classification needs a sequence classifier "
@@ -517,7 +526,7 @@ static void ccall_free(struct ccall *cc)
         echan_put(cc->chan);
     }
     if (cc->m)
-        registry_put(cc->r->srv->reg, cc->m);
+        registry_put(models(cc->r), cc->m);
 }
 
 /* Reads, runs and answers; every failure answered in the route's shape. */

@@ -40,6 +40,15 @@
 #define MAX_CANDIDATES 16
 #define MAX_EVENT (4 << 20)         /* the largest stream event accepted from an upstream */
 
+/* ------------------------------------------------------------------ services */
+
+/* What this route family uses of the server (struct server): the
+ * upstreams' live state. */
+static struct gateway *upstreams(const struct req *r)
+{
+    return r->srv->gw;
+}
+
 /* ------------------------------------------------------------------ choosing upstreams */
 
 struct cand {
@@ -59,7 +68,7 @@ static size_t find_candidates(struct req *r, const char *model, struct cand *can
         const struct config_upstream *c = &r->cfg->upstreams[i];
         if (c->type == UPSTREAM_HTTP)
             continue;
-        struct upstream *u = gateway_get(r->srv->gw, c->name);
+        struct upstream *u = gateway_get(upstreams(r), c->name);
         if (!u)
             continue;
         char *target = NULL;
@@ -1107,7 +1116,7 @@ int route_gw_http(struct req *r)
     const struct config_upstream *c = http_upstream(r, &rest);
     r->dialect = DIALECT_TGI;
     r->route = c->path_prefix;
-    struct upstream *u = gateway_get(r->srv->gw, c->name);
+    struct upstream *u = gateway_get(upstreams(r), c->name);
     if (!u)
         return resp_error(r, 503, "upstream %s is not running", c->name);
     const char *cl = FCGX_GetParam("CONTENT_LENGTH", r->fcgi->envp);
@@ -1251,7 +1260,7 @@ int route_gw_model_health(struct req *r)
     bool any = false, found = false;
     for (size_t i = 0; i < r->cfg->n_upstreams; i++) {
         const struct config_upstream *c = &r->cfg->upstreams[i];
-        struct upstream *u = c->type == UPSTREAM_HTTP ? NULL : gateway_get(r->srv->gw, c->name);
+        struct upstream *u = c->type == UPSTREAM_HTTP ? NULL : gateway_get(upstreams(r), c->name);
         char *target, buf[256];
         if (!u)
             continue;

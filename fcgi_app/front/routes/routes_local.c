@@ -37,6 +37,15 @@
 #define MAX_SEQS 128            /* prompts x choices in one request */
 #define MAX_PROMPTS 64
 
+/* ------------------------------------------------------------------ services */
+
+/* What this route family uses of the server (struct server): the local
+ * models. (GET /info also reports the responder thread count.) */
+static struct registry *models(const struct req *r)
+{
+    return r->srv->reg;
+}
+
 /* ------------------------------------------------------------------ state of one request */
 
 struct tokrec {
@@ -153,7 +162,7 @@ static struct lmodel *acquire_model(struct lcall *lc)
     struct req *r = lc->r;
     int status = 0;
     char err[400];
-    struct lmodel *m = registry_get(r->srv->reg, r->cfg, lc->model, &status, err, sizeof err);
+    struct lmodel *m = registry_get(models(r), r->cfg, lc->model, &status, err, sizeof err);
     if (!m) {
         if (status == 404)
             resp_model_not_found(r, lc->model);
@@ -163,8 +172,8 @@ static struct lmodel *acquire_model(struct lcall *lc)
     }
     r->model_label = metrics_model_id(lc->model);  /* a local model: a bounded label value */
     int64_t deadline = util_now_ns() + m->set.timeout_ms * 1000000;
-    if (registry_wait(r->srv->reg, m, deadline, r->fcgi->ipcFd) < 0) {
-        registry_put(r->srv->reg, m);
+    if (registry_wait(models(r), m, deadline, r->fcgi->ipcFd) < 0) {
+        registry_put(models(r), m);
         if (util_now_ns() < deadline) {
             r->client_gone = true;
             return NULL;
@@ -172,9 +181,9 @@ static struct lmodel *acquire_model(struct lcall *lc)
         answer_error(lc, 503, NULL, "model %s is still loading; try again", lc->model);
         return NULL;
     }
-    if (registry_state(r->srv->reg, m) == LM_FAILED) {
+    if (registry_state(models(r), m) == LM_FAILED) {
         answer_error(lc, 503, NULL, "model %s could not be loaded: %s", lc->model, m->error);
-        registry_put(r->srv->reg, m);
+        registry_put(models(r), m);
         return NULL;
     }
     return m;
@@ -1130,7 +1139,7 @@ static void lcall_free(struct lcall *lc)
         echan_put(lc->chan);
     }
     if (lc->m)
-        registry_put(lc->r->srv->reg, lc->m);
+        registry_put(models(lc->r), lc->m);
 }
 
 static int run(struct lcall *lc, json_object *body)
@@ -1275,7 +1284,7 @@ int route_info(struct req *r)
     add_str(o, "version", PACKAGE_VERSION);
     json_object_object_add(o, "sha", NULL);
     json_object_object_add(o, "docker_label", NULL);
-    registry_put(r->srv->reg, m);
+    registry_put(models(r), m);
     int rc = resp_json(r, 200, o);
     json_object_put(o);
     return rc;
@@ -1331,7 +1340,7 @@ int route_tokenize(struct req *r)
         json_object_put(list);
     }
     free(ids);
-    registry_put(r->srv->reg, m);
+    registry_put(models(r), m);
     json_object_put(body);
     return rc;
 }
