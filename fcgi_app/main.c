@@ -15,6 +15,7 @@
 #include "pool.h"
 #include "gateway.h"
 #include "proxy.h"
+#include "router.h"
 #include "server.h"
 #include "sysd.h"
 #include "util.h"
@@ -226,6 +227,7 @@ int main(int argc, char **argv)
     case '?': usage(stderr); return 2;
     }
 
+    config_set_path_in_use(router_path_in_use);      /* path_prefix may not hide the routes */
     struct config *cfg = load_config(opt.config, false);
     if (!cfg)
         return 1;

@@ -12,7 +12,7 @@
 #include "gateway.h"
 #include "client.h"
 #include "log.h"
-#include "request.h"
+#include "json_strict.h"
 #include "supervisor.h"
 #include "util.h"
 
@@ -389,6 +389,17 @@ json_object *upstream_discovered_models(struct upstream *u)
         json_object_array_add(a, json_object_new_string(u->models[i]));
     pthread_mutex_unlock(&u->lock);
     return a;
+}
+
+void upstream_get_gauges(struct upstream *u, struct upstream_gauges *g)
+{
+    memset(g, 0, sizeof *g);
+    pthread_mutex_lock(&u->lock);
+    g->n_replicas = u->n_replicas < UPSTREAM_MAX_REPLICAS ? u->n_replicas : UPSTREAM_MAX_REPLICAS;
+    for (size_t i = 0; i < g->n_replicas; i++)
+        g->up[i] = u->replicas[i].up;
+    g->in_flight = u->active;
+    pthread_mutex_unlock(&u->lock);
 }
 
 json_object *upstream_status_json(struct upstream *u)

@@ -79,6 +79,16 @@ bool upstream_tgi_model_id(struct upstream *u, char *buf, size_t len);
  * in flight, replicas with up/down, last error, latency. Caller owns it. */
 json_object *upstream_status_json(struct upstream *u);
 
+/* An upstream's gauges as the metrics see them (typed, not read from
+ * upstream_status_json's keys). */
+#define UPSTREAM_MAX_REPLICAS 64        /* conf.c allows 1 to 64 urls */
+struct upstream_gauges {
+    int64_t in_flight;                  /* requests holding a slot now */
+    size_t n_replicas;
+    bool up[UPSTREAM_MAX_REPLICAS];     /* replica i in rotation */
+};
+void upstream_get_gauges(struct upstream *u, struct upstream_gauges *g);
+
 /* A new array of the model ids u reported (from /v1/models or /info); caller owns it. */
 json_object *upstream_discovered_models(struct upstream *u);
 

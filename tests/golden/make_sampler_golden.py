@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""make_sampler_golden.py -- reference distributions for fcgi_app/sampler.c from transformers' own processors.
+"""make_sampler_golden.py -- reference distributions for fcgi_app/engine/sampler.c from transformers' own processors.
 
 Run with the transformers venv (torch + transformers, no network needed):
     /work/ts-venv/bin/python tests/golden/make_sampler_golden.py > tests/golden/sampler_golden.json

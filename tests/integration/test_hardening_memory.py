@@ -2,7 +2,7 @@
 thread, llmcgi's RSS returns close to where it was before them, one large request's peak stays a
 small multiple of its body, and a body whose JSON tree would dwarf it is refused (413) unparsed.
 
-glibc keeps what a thread freed in that thread's arena: without fcgi_app/memtrim.c, three rounds
+glibc keeps what a thread freed in that thread's arena: without fcgi_app/base/memtrim.c, three rounds
 of 4 MB bodies on 4 threads left llmcgi several hundred MB above its size before them. The RSS
 bounds are lifted under the sanitizers (ASan's quarantine keeps freed memory by design); the 413s
 are checked everywhere. tests/soak/rss-hostile prints the same figures for several allocators.

@@ -1,6 +1,7 @@
 /* test_config.c -- the config file: defaults, every key type, and file:line errors for bad input. */
 #include "config.h"
 #include "conf.h"
+#include "router.h"
 #include "tap.h"
 
 #include <stdio.h>
@@ -476,6 +477,7 @@ static void test_check_paths(void)
 int main(void)
 {
     char err[4096], want[512];
+    config_set_path_in_use(router_path_in_use);      /* as llmcgi's main does */
     if (!mkdtemp(dir))
         return 1;
     snprintf(path, sizeof path, "%s/llmcgi.conf", dir);

@@ -1,4 +1,4 @@
-/* test_engine.c -- the engine thread (fcgi_app/engine.c) against a plain generation loop: continuous batching, chunked prefill, preemption, sampling, admission, cancellation, deadlines, prompt logprobs, shutdown.
+/* test_engine.c -- the engine thread (fcgi_app/engine/engine.c) against a plain generation loop: continuous batching, chunked prefill, preemption, sampling, admission, cancellation, deadlines, prompt logprobs, shutdown.
  *
  * A tiny deterministic GPT-2 (tools/gen_gpt2_lib.c: 2 layers, 64 wide, 128
  * positions, GPT-2's vocabulary) is written to a temporary directory. The

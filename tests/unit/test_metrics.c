@@ -1,5 +1,6 @@
 /* test_metrics.c -- the Prometheus exposition: label escaping, family headers, histogram buckets, the rendered registry. */
 #include "config.h"
+#include "exposition.h"
 #include "metrics.h"
 #include "tap.h"
 

@@ -1,0 +1,286 @@
+/* json_strict.c -- strict JSON parsing (RFC 8259) for request bodies and upstream answers: the checks json-c leaves out, and the bound on the tree's memory. */
+#include "config.h"
+#include "json_strict.h"
+#include "util.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* 1-based line and column (in bytes) of offset `off` in buf. */
+static void locate(const char *buf, size_t off, int *line, int *col)
+{
+    *line = 1;
+    *col = 1;
+    for (size_t i = 0; i < off; i++) {
+        if (buf[i] == '\n') {
+            (*line)++;
+            *col = 1;
+        } else {
+            (*col)++;
+        }
+    }
+}
+
+/* JSON's four whitespace bytes (not NUL, which strchr() would also find). */
+static bool json_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+json_object *json_parse_strict(const char *buf, size_t len, char *err, size_t errlen)
+{
+    int line, col;
+    err[0] = '\0';
+    size_t start = 0;
+    while (start < len && json_space(buf[start]))
+        start++;
+    if (start == len) {
+        snprintf(err, errlen, "the body is empty (expected a JSON value)");
+        return NULL;
+    }
+    if (len > (size_t)INT32_MAX) {
+        snprintf(err, errlen, "the body is too large to parse");
+        return NULL;
+    }
+    json_tokener *tok = json_tokener_new_ex(JSON_MAX_DEPTH);
+    if (!tok) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
+    json_object *obj = json_tokener_parse_ex(tok, buf, (int)len);
+    enum json_tokener_error jerr = json_tokener_get_error(tok);
+    size_t end = json_tokener_get_parse_end(tok);
+    json_tokener_free(tok);
+    if (jerr == json_tokener_continue) {
+        locate(buf, len, &line, &col);
+        snprintf(err, errlen, "invalid JSON at line %d, column %d: the input ends in the middle of a value", line, col);
+        return NULL;
+    }
+    if (jerr != json_tokener_success) {
+        /* parse_end is the offending byte's offset */
+        locate(buf, end, &line, &col);
+        snprintf(err, errlen, "invalid JSON at line %d, column %d: %s", line, col, json_tokener_error_desc(jerr));
+        json_object_put(obj);
+        return NULL;
+    }
+    for (size_t i = end; i < len; i++) {
+        if (!json_space(buf[i])) {
+            locate(buf, i, &line, &col);
+            snprintf(err, errlen, "invalid JSON at line %d, column %d: unexpected data after the JSON value", line, col);
+            json_object_put(obj);
+            return NULL;
+        }
+    }
+    return obj;
+}
+
+static int hex4(const char *p, const char *end)
+{
+    int v = 0;
+    for (int i = 0; i < 4; i++) {
+        int d = p + i < end ? util_hexval(p[i]) : -1;
+        if (d < 0)
+            return -1;
+        v = v * 16 + d;
+    }
+    return v;
+}
+
+/* Counts the name separators (':' outside strings): one per object member
+ * in valid JSON. Refuses single quotes outside strings and unpaired
+ * surrogate escapes inside them. */
+static int scan_text(const char *buf, size_t len, size_t *colons, char *err, size_t errlen)
+{
+    const char *p = buf, *end = buf + len;
+    bool in_str = false;
+    *colons = 0;
+    for (; p < end; p++) {
+        if (!in_str) {
+            if (*p == '"')
+                in_str = true;
+            else if (*p == ':')
+                (*colons)++;
+            else if (*p == '\'') {
+                snprintf(err, errlen, "invalid JSON: strings and keys take double quotes, not single ones");
+                return -1;
+            }
+            continue;
+        }
+        if ((unsigned char)*p >= 0x80) {
+            size_t n = util_utf8_seq((const unsigned char *)p, (const unsigned char *)end);
+            if (!n) {
+                snprintf(err, errlen, "invalid JSON: the body is not well-formed UTF-8 at byte %zu", (size_t)(p - buf));
+                return -1;
+            }
+            p += n - 1;
+        } else if (*p == '"') {
+            in_str = false;
+        } else if (*p == '\\' && p + 1 < end) {
+            p++;
+            if (*p != 'u')
+                continue;
+            int u = hex4(p + 1, end);
+            p += 4;
+            if (u >= 0xdc00 && u <= 0xdfff) {
+                snprintf(err, errlen, "invalid JSON: \\u%04x is half of a surrogate pair without its first half", u);
+                return -1;
+            }
+            if (u >= 0xd800 && u <= 0xdbff) {
+                int lo = p + 2 < end && p[1] == '\\' && p[2] == 'u' ? hex4(p + 3, end) : -1;
+                if (lo < 0xdc00 || lo > 0xdfff) {
+                    snprintf(err, errlen, "invalid JSON: \\u%04x is half of a surrogate pair without its second half", u);
+                    return -1;
+                }
+                p += 6;
+            }
+        }
+    }
+    return 0;
+}
+
+/* Checks the values of the tree and adds up its object members. `key` is
+ * the member name o came under (for the message); `upstream` relaxes the
+ * checks for upstream answers (json_check_upstream). */
+static int walk_values(json_object *o, const char *key, bool upstream, size_t *members, char *err, size_t errlen)
+{
+    switch (json_object_get_type(o)) {
+    case json_type_object: {
+        *members += (size_t)json_object_object_length(o);
+        json_object_object_foreach(o, k, v) {
+            if (walk_values(v, k, upstream, members, err, errlen) < 0)
+                return -1;
+        }
+        return 0;
+    }
+    case json_type_array:
+        for (size_t i = 0; i < json_object_array_length(o); i++)
+            if (walk_values(json_object_array_get_idx(o, i), key, upstream, members, err, errlen) < 0)
+                return -1;
+        return 0;
+    case json_type_double:
+        if (!isfinite(json_object_get_double(o))) {
+            snprintf(err, errlen, "invalid JSON: numbers must be finite (NaN, Infinity and numbers beyond "
+                     "1.8e308 are not accepted)%s%.64s%s", key ? ", at `" : "", key ? key : "", key ? "`" : "");
+            return -1;
+        }
+        return 0;
+    case json_type_int:
+        /* json-c saturates what it cannot hold: INT64_MIN and UINT64_MAX may stand for anything beyond */
+        if (json_object_get_int64(o) == INT64_MIN ||
+            json_object_get_uint64(o) > (upstream ? UINT64_MAX - 1 : (uint64_t)INT64_MAX)) {
+            snprintf(err, errlen, "invalid JSON: an integer is out of range (%s)%s%.64s%s",
+                     upstream ? "outside -9223372036854775807 to 18446744073709551614" : "beyond +/-9223372036854775807",
+                     key ? ", at `" : "", key ? key : "", key ? "`" : "");
+            return -1;
+        }
+        return 0;
+    case json_type_string:
+        if (!upstream && strlen(json_object_get_string(o)) != (size_t)json_object_get_string_len(o)) {
+            snprintf(err, errlen, "invalid JSON: strings may not contain \\u0000");
+            return -1;
+        }
+        return 0;
+    default:
+        return 0;
+    }
+}
+
+static int json_check(const char *buf, size_t len, json_object *obj, bool upstream, char *err, size_t errlen)
+{
+    size_t colons = 0, members = 0;
+    if (scan_text(buf, len, &colons, err, errlen) < 0 || walk_values(obj, NULL, upstream, &members, err, errlen) < 0)
+        return -1;
+    if (colons != members) {
+        snprintf(err, errlen, "invalid JSON: an object has the same key twice");
+        return -1;
+    }
+    return 0;
+}
+
+int json_check_request(const char *buf, size_t len, json_object *obj, char *err, size_t errlen)
+{
+    return json_check(buf, len, obj, false, err, errlen);
+}
+
+int json_check_upstream(const char *buf, size_t len, json_object *obj, char *err, size_t errlen)
+{
+    return json_check(buf, len, obj, true, err, errlen);
+}
+
+void json_tree_estimate(const char *buf, size_t len, struct json_tree_cost *c)
+{
+    size_t objects = 0, arrays = 0, values = 1;     /* 1: the top-level value */
+    long depth = 0;
+    bool in_str = false;
+    c->too_deep = false;
+    for (size_t i = 0; i < len; i++) {
+        char ch = buf[i];
+        if (in_str) {
+            if (ch == '\\')
+                i++;                                /* the escaped byte cannot end the string */
+            else if (ch == '"')
+                in_str = false;
+            continue;
+        }
+        switch (ch) {
+        case '"': in_str = true; break;
+        case '}': case ']': depth--; break;
+        case '{': objects++; break;
+        case '[': {                             /* and its first element, if any */
+            size_t j = i + 1;
+            while (j < len && json_space(buf[j]))
+                j++;
+            arrays++;
+            values += j < len && buf[j] != ']';
+            break;
+        }
+        case ',': case ':': values++; break;
+        default: break;
+        }
+        if ((ch == '{' || ch == '[') && ++depth > JSON_MAX_DEPTH) {
+            c->too_deep = true;                 /* the parser stops here, before any large tree */
+            break;
+        }
+    }
+    c->objects = objects;
+    c->arrays = arrays;
+    c->values = values;
+    /* saturating, for 32-bit size_t */
+    size_t b = len;
+    size_t parts[3][2] = {{objects, JSON_TREE_OBJECT}, {arrays, JSON_TREE_ARRAY}, {values, JSON_TREE_VALUE}};
+    for (size_t k = 0; k < 3; k++)
+        b = parts[k][0] > (SIZE_MAX - b) / parts[k][1] ? SIZE_MAX : b + parts[k][0] * parts[k][1];
+    c->bytes = b;
+}
+
+bool json_tree_fits(const struct json_tree_cost *c, size_t len)
+{
+    if (c->too_deep)
+        return true;                            /* json_parse_strict refuses it, saying why */
+    if (len > (SIZE_MAX - JSON_TREE_SLACK) / JSON_TREE_FACTOR)
+        return false;
+    return c->bytes <= len * JSON_TREE_FACTOR + JSON_TREE_SLACK;
+}
+
+json_object *json_parse_upstream(const char *buf, size_t len, char *err, size_t errlen)
+{
+    struct json_tree_cost cost;
+    json_tree_estimate(buf, len, &cost);
+    if (!json_tree_fits(&cost, len)) {
+        snprintf(err, errlen, "%zu bytes of JSON holding too many values: parsed, it would take about %zu MB",
+                 len, cost.bytes >> 20);
+        return NULL;
+    }
+    json_object *obj = json_parse_strict(buf, len, err, errlen);
+    if (obj && json_check_upstream(buf, len, obj, err, errlen) < 0) {
+        json_object_put(obj);
+        return NULL;
+    }
+    return obj;
+}

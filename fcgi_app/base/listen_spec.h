@@ -1,0 +1,20 @@
+/* listen_spec.c -- the `listen` address syntax: unix:/path, host:port, [v6]:port, :port. */
+#ifndef LLMCGI_LISTEN_SPEC_H
+#define LLMCGI_LISTEN_SPEC_H
+
+#include <stddef.h>
+
+enum listen_kind { LISTEN_UNIX, LISTEN_TCP };
+
+struct listen_spec {
+    enum listen_kind kind;
+    char path[108];             /* LISTEN_UNIX: socket path */
+    char host[256];             /* LISTEN_TCP: "" = every interface */
+    char port[8];
+};
+
+/* Parses "unix:/path", "/path", "host:port", "[v6addr]:port", ":port" or
+ * "*:port". Returns 0, or -1 with a message in err. */
+int listen_parse(const char *s, struct listen_spec *out, char *err, size_t errlen);
+
+#endif

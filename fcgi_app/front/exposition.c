@@ -1,0 +1,125 @@
+/* exposition.c -- what GET /metrics serves: the counters of metrics.c, then the live gauges of the responder threads, the local models (registry) and the upstreams (gateway), read as typed structs. */
+#include "config.h"
+#include "exposition.h"
+#include "conf.h"
+#include "gateway.h"
+#include "metrics.h"
+#include "registry.h"
+#include "server.h"
+#include "util.h"
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+
+static void render_server(struct strbuf *b, struct server *srv)
+{
+    int busy = atomic_load(&srv->busy);
+    char lab[200];
+    metrics_family(b, "llmcgi_responder_threads", "gauge", "Responder threads, by state.");
+    metrics_labels(lab, sizeof lab, (const char *const[]){"state", "busy", NULL});
+    metrics_sample(b, "llmcgi_responder_threads", lab, busy);
+    metrics_labels(lab, sizeof lab, (const char *const[]){"state", "idle", NULL});
+    metrics_sample(b, "llmcgi_responder_threads", lab, srv->threads > busy ? srv->threads - busy : 0);
+    metrics_family(b, "llmcgi_requests_in_flight", "gauge", "Requests being answered now.");
+    metrics_sample(b, "llmcgi_requests_in_flight", NULL, busy);
+    metrics_family(b, "llmcgi_connections_accepted_total", "counter", "FastCGI connections accepted.");
+    metrics_sample_u64(b, "llmcgi_connections_accepted_total", NULL, atomic_load(&srv->connections));
+}
+
+/* The local models in memory, read from the registry now. */
+static void render_local(struct strbuf *b, struct server *srv)
+{
+    struct registry_model_stats *all = NULL;
+    size_t n = 0;
+    if (srv->reg && registry_stats(srv->reg, &all, &n) < 0)
+        n = 0;
+    char lab[600];
+    static const struct {
+        const char *name, *help;
+        size_t off;                 /* of the int in struct engine_stats; SIZE_MAX: free blocks */
+    } gs[] = {
+        {"llmcgi_queue_depth", "Sequences waiting to join a local model's running batch.",
+         offsetof(struct engine_stats, queued)},
+        {"llmcgi_running_sequences", "Sequences in a local model's running batch.",
+         offsetof(struct engine_stats, running)},
+        {"llmcgi_kv_blocks_used", "KV-cache blocks held by sequences of a local model.",
+         offsetof(struct engine_stats, kv_blocks_used)},
+        {"llmcgi_kv_blocks_free", "KV-cache blocks free in a local model's pool.", SIZE_MAX},
+    };
+    for (size_t k = 0; k < ARRAY_LEN(gs); k++) {
+        metrics_family(b, gs[k].name, "gauge", gs[k].help);
+        for (size_t i = 0; i < n; i++) {
+            if (all[i].state != REGISTRY_READY)
+                continue;
+            const struct engine_stats *st = &all[i].engine;
+            int64_t v = gs[k].off == SIZE_MAX ? (int64_t)st->kv_blocks_total - st->kv_blocks_used
+                                              : *(const int *)((const char *)st + gs[k].off);
+            metrics_labels(lab, sizeof lab, (const char *const[]){"model", all[i].name, NULL});
+            metrics_sample(b, gs[k].name, lab, (double)v);
+        }
+    }
+    static const char *const states[] = {"loading", "ready", "failed"};
+    static const enum registry_state codes[] = {REGISTRY_LOADING, REGISTRY_READY, REGISTRY_FAILED};
+    metrics_family(b, "llmcgi_model_state", "gauge", "1 for the state each local model in memory is in, else 0.");
+    for (size_t i = 0; i < n; i++) {
+        for (size_t k = 0; k < ARRAY_LEN(states); k++) {
+            metrics_labels(lab, sizeof lab, (const char *const[]){"model", all[i].name, "state", states[k], NULL});
+            metrics_sample(b, "llmcgi_model_state", lab, all[i].state == codes[k]);
+        }
+    }
+    registry_stats_free(all, n);
+}
+
+/* The upstreams of cfg, read from the gateway now. */
+static void render_upstreams(struct strbuf *b, struct server *srv, const struct config *cfg)
+{
+    size_t n = srv->gw && cfg ? cfg->n_upstreams : 0;
+    struct upstream_gauges *g = calloc(n ? n : 1, sizeof *g);
+    bool *have = calloc(n ? n : 1, sizeof *have);
+    char lab[600], idx[16];
+    if (!g || !have)
+        n = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct upstream *u = gateway_get(srv->gw, cfg->upstreams[i].name);
+        if (u) {
+            upstream_get_gauges(u, &g[i]);
+            have[i] = true;
+            upstream_put(u);
+        }
+    }
+    metrics_family(b, "llmcgi_upstream_replica_up", "gauge",
+                   "1 while an upstream replica is in rotation (health checks pass), else 0.");
+    for (size_t i = 0; i < n; i++) {
+        if (!have[i])
+            continue;
+        for (size_t k = 0; k < g[i].n_replicas; k++) {
+            snprintf(idx, sizeof idx, "%zu", k);
+            metrics_labels(lab, sizeof lab,
+                           (const char *const[]){"upstream", cfg->upstreams[i].name, "replica", idx, NULL});
+            metrics_sample(b, "llmcgi_upstream_replica_up", lab, g[i].up[k]);
+        }
+    }
+    metrics_family(b, "llmcgi_upstream_in_flight", "gauge", "Requests holding a slot of an upstream now.");
+    for (size_t i = 0; i < n; i++) {
+        if (!have[i])
+            continue;
+        metrics_labels(lab, sizeof lab, (const char *const[]){"upstream", cfg->upstreams[i].name, NULL});
+        metrics_sample(b, "llmcgi_upstream_in_flight", lab, (double)g[i].in_flight);
+    }
+    free(g);
+    free(have);
+}
+
+void metrics_render(struct strbuf *out, struct server *srv, const struct config *cfg)
+{
+    metrics_render_counters(out);
+    if (!srv)
+        return;
+    render_server(out, srv);
+    render_local(out, srv);
+    render_upstreams(out, srv, cfg);
+}

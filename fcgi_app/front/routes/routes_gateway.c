@@ -1,0 +1,1290 @@
+/* routes_gateway.c -- the gateway's routes: generation requests the dispatcher hands over, proxied to the upstream that serves the model, http upstreams passed through, the model and health listings of upstreams.
+ *
+ * A generation request is read once (dialect.c), then tried on upstreams
+ * that serve its model: weighted choice between upstreams, round-robin
+ * between an upstream's replicas that are up. Failures before anything has
+ * gone to the client (refused, timed out, dropped, 502/503) count against
+ * the replica and are retried elsewhere after a backoff with jitter. Once
+ * the first byte has gone to the client there is no retry: a failure then
+ * becomes an error event in the client's dialect and a clean end.
+ *
+ * Everything runs on the responder thread that owns the FastCGI stream:
+ * libcurl's callbacks write the client's answer directly (client.c). */
+#include "config.h"
+#include "routes_gateway.h"
+#include "auth.h"
+#include "client.h"
+#include "conf.h"
+#include "dialect.h"
+#include "gateway.h"
+#include "log.h"
+#include "metrics.h"
+#include "ratelimit.h"
+#include "response.h"
+#include "server.h"
+#include "sse.h"
+#include "sse_parse.h"
+#include "catalog.h"
+#include "util.h"
+
+#include <ctype.h>
+#include <stdarg.h>
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#define MAX_CANDIDATES 16
+#define MAX_EVENT (4 << 20)         /* the largest stream event accepted from an upstream */
+
+/* ------------------------------------------------------------------ services */
+
+/* What this route family uses of the server (struct server): the
+ * upstreams' live state. */
+static struct gateway *upstreams(const struct req *r)
+{
+    return r->srv->gw;
+}
+
+/* ------------------------------------------------------------------ choosing upstreams */
+
+struct cand {
+    const struct config_upstream *c;    /* in r->cfg */
+    struct upstream *u;                 /* referenced */
+    char target[256];                   /* the model's name upstream */
+    uint64_t tried;                     /* replicas already tried */
+    bool out;                           /* nothing left to try here */
+    bool wild;                          /* routed only by "models = *" */
+};
+
+/* Fills cands with the upstreams that serve `model`; returns how many. */
+static size_t find_candidates(struct req *r, const char *model, struct cand *cands)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < r->cfg->n_upstreams && n < MAX_CANDIDATES; i++) {
+        const struct config_upstream *c = &r->cfg->upstreams[i];
+        if (c->type == UPSTREAM_HTTP)
+            continue;
+        struct upstream *u = gateway_get(upstreams(r), c->name);
+        if (!u)
+            continue;
+        char *target = NULL;
+        char buf[256];
+        if (!upstream_routes_model(u, c, model, &target, buf, sizeof buf)) {
+            upstream_put(u);
+            continue;
+        }
+        cands[n] = (struct cand){.c = c, .u = u, .wild = c->catch_all && target == buf};
+        snprintf(cands[n].target, sizeof cands[n].target, "%s", target);
+        n++;
+    }
+    /* "*" takes only the names no upstream serves by name. */
+    bool named = false;
+    for (size_t i = 0; i < n; i++)
+        named |= !cands[i].wild;
+    size_t kept = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (named && cands[i].wild)
+            upstream_put(cands[i].u);
+        else
+            cands[kept++] = cands[i];
+    }
+    return kept;
+}
+
+static void put_candidates(struct cand *cands, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        upstream_put(cands[i].u);
+}
+
+/* Weighted choice among the candidates with a replica left to try; sets
+ * *replica. NULL when none is left. */
+static struct cand *choose(struct cand *cands, size_t n, int *replica)
+{
+    for (;;) {
+        long total = 0;
+        for (size_t i = 0; i < n; i++)
+            if (!cands[i].out)
+                total += cands[i].c->weight;
+        if (total == 0)
+            return NULL;
+        long pick = (long)(util_random_u64() % (uint64_t)total);
+        struct cand *k = NULL;
+        for (size_t i = 0; i < n && !k; i++) {
+            if (cands[i].out)
+                continue;
+            if (pick < cands[i].c->weight)
+                k = &cands[i];
+            pick -= cands[i].c->weight;
+        }
+        *replica = upstream_pick(k->u, k->tried);
+        if (*replica >= 0)
+            return k;
+        k->out = true;
+    }
+}
+
+/* Sleeps for the retry backoff of attempt `n` (1-based): base * 2^(n-1),
+ * times a random factor in [0.5, 1.5), at most 5 s. Returns early (-1)
+ * when the client hangs up meanwhile. */
+static int backoff(struct req *r, const struct config_upstream *c, int n)
+{
+    int64_t ms = c->retry_backoff_ms;
+    for (int i = 1; i < n && ms < 5000; i++)
+        ms *= 2;
+    ms = ms / 2 + (int64_t)(util_random_u64() % (uint64_t)(ms + 1));
+    if (ms > 5000)
+        ms = 5000;
+    if (ms <= 0)
+        return 0;
+    struct pollfd p = {.fd = r->fcgi->ipcFd, .events = POLLIN | POLLRDHUP};
+    if (poll(&p, 1, (int)ms) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)))
+        return -1;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ one attempt */
+
+enum outcome {
+    OUT_DONE,           /* answered (or the client went away) */
+    OUT_RETRY,          /* failed before anything reached the client: try elsewhere */
+    OUT_FAIL,           /* failed in a way another replica would not fix: answer the error */
+};
+
+/* The whole generation request, shared by its attempts. */
+struct call {
+    struct req *r;
+    enum client_kind kind;
+    bool compat_list;               /* POST / (TGI answers it with a list) */
+    json_object *body;              /* the client's, owned */
+    struct gen g;
+    char model[256];                /* as the client named it */
+    char id[40];                    /* for OpenAI ids */
+    int64_t created;
+
+    /* the last failure, for the final answer */
+    int fail_status;                /* HTTP status to answer */
+    char fail_msg[400];
+};
+
+/* One attempt's state: the callbacks' user data. */
+struct relay {
+    struct call *call;
+    struct req *r;
+    struct cand *cand;
+    enum upstream_call uc;
+    struct uc_response *res;
+    bool want_stream;
+    bool is_sse;                    /* the upstream answered text/event-stream */
+    char headers[768];              /* TGI's x-* timing headers, passed on */
+    size_t headers_len;
+    /* a whole answer (non-streamed, or an error) */
+    char *buf;
+    size_t len, cap, max;
+    bool too_big;
+    /* a relayed stream */
+    struct sse_parser parser;
+    struct sse sse;
+    bool started;                   /* the client has its headers: no retry now */
+    bool saw_done, saw_finish, saw_error;
+    char bad[200];                  /* why we stopped the stream ourselves */
+    /* a translated stream */
+    enum finish finish;
+    long prompt_tokens, completion_tokens, tokens;
+    bool has_seed;
+    int64_t seed;
+    struct strbuf text;             /* everything generated so far (TGI's final generated_text) */
+
+    bool have_held;                 /* a TGI token event waits: it may be the last */
+    struct gen_delta held;
+    char *held_text;
+    long index;
+};
+
+static const char *const tgi_passed_headers[] = {
+    "x-compute-type", "x-compute-time", "x-compute-characters", "x-total-time", "x-validation-time",
+    "x-queue-time", "x-inference-time", "x-time-per-token", "x-prompt-tokens", "x-generated-tokens",
+};
+
+static int on_header(void *ud, const char *name, size_t nlen, const char *value, size_t vlen)
+{
+    struct relay *rl = ud;
+    if (nlen == 12 && strncasecmp(name, "content-type", 12) == 0)
+        rl->is_sse = vlen >= 17 && strncasecmp(value, "text/event-stream", 17) == 0;
+    for (size_t i = 0; i < ARRAY_LEN(tgi_passed_headers); i++) {
+        if (strlen(tgi_passed_headers[i]) != nlen || strncasecmp(name, tgi_passed_headers[i], nlen) != 0)
+            continue;
+        bool clean = vlen < 128;
+        for (size_t k = 0; clean && k < vlen; k++)
+            clean = value[k] >= 0x20 && value[k] < 0x7f;
+        int n = clean ? snprintf(rl->headers + rl->headers_len, sizeof rl->headers - rl->headers_len,
+                                 "%.*s: %.*s\r\n", (int)nlen, name, (int)vlen, value)
+                      : -1;
+        if (n > 0 && (size_t)n < sizeof rl->headers - rl->headers_len)
+            rl->headers_len += (size_t)n;
+        else
+            rl->headers[rl->headers_len] = '\0';
+    }
+    return 0;
+}
+
+static int buffer_body(struct relay *rl, const char *data, size_t len)
+{
+    if (rl->len + len > rl->max) {
+        rl->too_big = true;
+        return -1;
+    }
+    if (rl->len + len + 1 > rl->cap) {
+        size_t cap = rl->cap ? rl->cap : 16384;
+        while (cap < rl->len + len + 1)
+            cap *= 2;
+        char *grown = realloc(rl->buf, cap);
+        if (!grown) {
+            rl->too_big = true;
+            return -1;
+        }
+        rl->buf = grown;
+        rl->cap = cap;
+    }
+    memcpy(rl->buf + rl->len, data, len);
+    rl->len += len;
+    rl->buf[rl->len] = '\0';
+    return 0;
+}
+
+/* Queues the client's headers for a successful answer: which upstream
+ * answered, and TGI's timing headers. */
+static void answer_headers(struct relay *rl)
+{
+    resp_header(rl->r, "X-Upstream", "%s", rl->cand->c->name);
+    const char *h = rl->headers;
+    while (*h) {                        /* TGI's timing headers, one by one through the checked path */
+        const char *colon = strchr(h, ':'), *eol = strstr(h, "\r\n");
+        if (!colon || !eol)
+            break;
+        char name[64];
+        snprintf(name, sizeof name, "%.*s", (int)(colon - h), h);
+        resp_header(rl->r, name, "%.*s", (int)(eol - colon - 2), colon + 2);
+        h = eol + 2;
+    }
+}
+
+static int start_stream(struct relay *rl)
+{
+    if (rl->started)
+        return 0;
+    rl->started = true;
+    answer_headers(rl);
+    return sse_begin(&rl->sse, rl->r, rl->r->cfg->sse_keepalive_ms);
+}
+
+/* Sends obj (owned) as one event of the client's stream. */
+static int send_event(struct relay *rl, json_object *obj)
+{
+    if (!obj)
+        return -1;
+    int rc = start_stream(rl);
+    if (rc == 0)
+        rc = sse_json(&rl->sse, NULL, obj);
+    json_object_put(obj);
+    return rc;
+}
+
+static int append_text(struct relay *rl, const char *t)
+{
+    strbuf_puts(&rl->text, t);
+    return rl->text.nomem ? -1 : 0;
+}
+
+/* Token counts of a relayed stream, for the tokens/min correction. */
+static void count(struct relay *rl, const struct gen_delta *d)
+{
+    if (d->prompt_tokens >= 0)
+        rl->prompt_tokens = d->prompt_tokens;
+    if (d->completion_tokens >= 0)
+        rl->completion_tokens = d->completion_tokens;
+    if (d->text && d->text[0])
+        rl->tokens++;
+}
+
+/* OpenAI client, OpenAI upstream: the chunk as it came, with the client's model name. */
+static int relay_openai(struct relay *rl, json_object *ev)
+{
+    struct gen_delta d;
+    if (dialect_read_delta(rl->uc, ev, &d) < 0) {
+        snprintf(rl->bad, sizeof rl->bad, "%s", d.bad);
+        return -1;
+    }
+    if (d.error) {              /* told in llmcgi's own words and shape, then [DONE], as translate() does */
+        snprintf(rl->bad, sizeof rl->bad, "%s", d.error);
+        rl->saw_error = true;
+        return -1;
+    }
+    if (d.finish != FIN_NONE)
+        rl->saw_finish = true;
+    count(rl, &d);
+    if (json_object_object_get_ex(ev, "model", NULL))
+        json_object_object_add(ev, "model", json_object_new_string(rl->call->model));
+    return send_event(rl, json_object_get(ev));
+}
+
+/* TGI client, TGI upstream: the event as it came. */
+static int relay_tgi(struct relay *rl, json_object *ev)
+{
+    struct gen_delta d;
+    if (dialect_read_delta(UK_TGI, ev, &d) < 0) {
+        snprintf(rl->bad, sizeof rl->bad, "%s", d.bad);
+        return -1;
+    }
+    if (d.error)
+        rl->saw_error = true;
+    if (d.finish != FIN_NONE)
+        rl->saw_finish = true;
+    count(rl, &d);
+    return send_event(rl, json_object_get(ev));
+}
+
+static void remember(struct relay *rl, const struct gen_delta *d)
+{
+    if (d->finish != FIN_NONE) {
+        rl->finish = d->finish;
+        rl->saw_finish = true;
+    }
+    if (d->prompt_tokens >= 0)
+        rl->prompt_tokens = d->prompt_tokens;
+    if (d->completion_tokens >= 0)
+        rl->completion_tokens = d->completion_tokens;
+    if (d->has_seed)
+        rl->has_seed = true, rl->seed = d->seed;
+}
+
+/* Holds one TGI token event back: only the next event tells whether it is the last. */
+static int hold(struct relay *rl, const struct gen_delta *d)
+{
+    free(rl->held_text);
+    rl->held = *d;
+    rl->held_text = strdup(d->text ? d->text : "");
+    rl->held.text = rl->held_text;
+    rl->have_held = rl->held_text != NULL;
+    return rl->have_held ? 0 : -1;
+}
+
+/* Any upstream to a client of another dialect: normalised deltas re-written. */
+static int translate(struct relay *rl, json_object *ev)
+{
+    struct gen_delta d;
+    if (dialect_read_delta(rl->uc, ev, &d) < 0) {
+        snprintf(rl->bad, sizeof rl->bad, "%s", d.bad);
+        return -1;
+    }
+    if (d.error) {
+        snprintf(rl->bad, sizeof rl->bad, "%s", d.error);
+        rl->saw_error = true;
+        return -1;
+    }
+    remember(rl, &d);
+    bool visible = d.text && d.text[0] && !d.special;
+    struct call *k = rl->call;
+    if (k->kind == CK_COMPLETION) {
+        if (!visible)
+            return 0;
+        rl->tokens++;
+        return send_event(rl, dialect_completion_chunk(k->id, k->created, k->model, d.text, FIN_NONE));
+    }
+    /* TGI client: one event per token, the last one carrying the whole text. */
+    if (!visible && !(d.text && d.special))
+        return 0;
+    if (rl->have_held) {
+        json_object *e = dialect_tgi_event(rl->index++, &rl->held, NULL, NULL);
+        if (send_event(rl, e) < 0)
+            return -1;
+    }
+    rl->tokens++;
+    if (!d.special && append_text(rl, d.text) < 0)
+        return -1;
+    return hold(rl, &d);
+}
+
+static int on_event(void *ud, const char *event, const char *data, size_t len)
+{
+    struct relay *rl = ud;
+    (void)event;
+    if (len == 6 && memcmp(data, "[DONE]", 6) == 0) {
+        rl->saw_done = true;
+        return 0;
+    }
+    char err[160];
+    json_object *ev = json_parse_upstream(data, len, err, sizeof err);
+    if (!ev) {
+        snprintf(rl->bad, sizeof rl->bad, "an event that is not JSON (%s)", err[0] ? err : "null");
+        return -1;
+    }
+    int rc;
+    if (dialect_same(rl->call->kind, rl->uc))
+        rc = rl->uc == UK_TGI ? relay_tgi(rl, ev) : relay_openai(rl, ev);
+    else
+        rc = translate(rl, ev);
+    json_object_put(ev);
+    return rc;
+}
+
+static int on_body(void *ud, const char *data, size_t len)
+{
+    struct relay *rl = ud;
+    bool ok_status = rl->res->status >= 200 && rl->res->status < 300;
+    if (rl->want_stream && rl->is_sse && ok_status) {
+        unsigned events = rl->parser.events;
+        int rc = sse_parser_feed(&rl->parser, data, len);
+        if (rc == SSE_PARSE_TOO_LARGE)
+            snprintf(rl->bad, sizeof rl->bad, "an event larger than %d bytes", MAX_EVENT);
+        if (rc != 0)
+            return rc == UC_NO_PROGRESS ? -1 : rc;
+        /* keep-alive comments alone are no progress: a stream of nothing
+         * else runs into stream_idle_timeout, not into total_timeout */
+        return rl->parser.events == events ? UC_NO_PROGRESS : 0;
+    }
+    return buffer_body(rl, data, len);
+}
+
+static int on_tick(void *ud)
+{
+    struct relay *rl = ud;
+    return rl->started ? sse_keepalive(&rl->sse) : 0;
+}
+
+/* An error event in the client's dialect, then a clean end. */
+static void stream_error(struct relay *rl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void stream_error(struct relay *rl, const char *fmt, ...)
+{
+    char msg[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    log_warn("request %s: upstream %s: %s", rl->r->id, rl->cand->c->name, msg);
+    json_object *o = json_object_new_object();
+    if (!o)
+        return;
+    if (rl->r->dialect == DIALECT_OPENAI) {
+        json_object *e = json_object_new_object();
+        json_object_object_add(e, "message", json_object_new_string(msg));
+        json_object_object_add(e, "type", json_object_new_string("server_error"));
+        json_object_object_add(e, "param", NULL);
+        json_object_object_add(e, "code", json_object_new_string("upstream_error"));
+        json_object_object_add(o, "error", e);
+    } else {
+        json_object_object_add(o, "error", json_object_new_string(msg));
+        json_object_object_add(o, "error_type", json_object_new_string("generation"));
+    }
+    if (send_event(rl, o) == 0 && rl->r->dialect == DIALECT_OPENAI)
+        sse_event(&rl->sse, NULL, "[DONE]", 6);
+}
+
+/* The upstream's stream ended cleanly: finish the client's. */
+static void finish_stream(struct relay *rl)
+{
+    struct call *k = rl->call;
+    rl->r->tokens_in = rl->prompt_tokens;
+    rl->r->tokens_out = rl->completion_tokens >= 0 ? rl->completion_tokens : rl->tokens;
+    if (rl->saw_error)
+        return;                                 /* the error event was the end */
+    if (dialect_same(k->kind, rl->uc)) {
+        if (!rl->saw_finish && !rl->saw_done) {
+            stream_error(rl, "the stream ended before the generation finished");
+            return;
+        }
+        /* transformers serve ends its streams without [DONE]; clients wait for it */
+        if (rl->uc != UK_TGI)
+            sse_event(&rl->sse, NULL, "[DONE]", 6);
+        return;
+    }
+    if (!rl->saw_finish) {
+        stream_error(rl, "the stream ended before the generation finished");
+        return;
+    }
+    long completion = rl->completion_tokens >= 0 ? rl->completion_tokens : rl->tokens;
+    if (k->kind == CK_COMPLETION) {
+        if (send_event(rl, dialect_completion_chunk(k->id, k->created, k->model, "", rl->finish)) < 0)
+            return;
+        if (k->g.include_usage &&
+            send_event(rl, dialect_usage_chunk(k->kind, k->id, k->created, k->model, rl->prompt_tokens, completion)) < 0)
+            return;
+        sse_event(&rl->sse, NULL, "[DONE]", 6);
+        return;
+    }
+    /* TGI client: the held token becomes the final event */
+    struct gen_delta none = {.text = "", .token_id = 0, .special = true};
+    struct gen_result fin = {.finish = rl->finish, .completion_tokens = completion, .has_seed = rl->has_seed,
+                             .seed = rl->seed};
+    const char *prefix = k->g.return_full_text && k->g.prompt ? k->g.prompt : "";
+    size_t a = strlen(prefix);
+    char *full = malloc(a + rl->text.len + 1);
+    if (!full)
+        return;
+    memcpy(full, prefix, a);
+    memcpy(full + a, rl->text.s ? rl->text.s : "", rl->text.len);
+    full[a + rl->text.len] = '\0';
+    send_event(rl, dialect_tgi_event(rl->index++, rl->have_held ? &rl->held : &none, full, &fin));
+    free(full);
+}
+
+static void fail(struct call *k, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void fail(struct call *k, int status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(k->fail_msg, sizeof k->fail_msg, fmt, ap);
+    va_end(ap);
+    k->fail_status = status;
+}
+
+/* Answers a whole (non-streamed) upstream answer. */
+static enum outcome answer_whole(struct relay *rl)
+{
+    struct call *k = rl->call;
+    struct req *r = rl->r;
+    const char *name = rl->cand->c->name;
+    char err[200];
+    json_object *a = json_parse_upstream(rl->buf ? rl->buf : "", rl->len, err, sizeof err);
+    if (!a) {
+        fail(k, 502, "upstream %s answered something that is not JSON (%s)", name, err[0] ? err : "null");
+        return OUT_FAIL;
+    }
+    if (rl->want_stream) {
+        json_object_put(a);
+        fail(k, 502, "upstream %s answered a streaming request with a whole JSON document", name);
+        return OUT_FAIL;
+    }
+    /* checked on every path, the pass-through ones too (dialect.c names the field) */
+    struct gen_result res;
+    if (dialect_read_result(rl->uc, a, &res, err, sizeof err) < 0) {
+        json_object_put(a);
+        fail(k, 502, "upstream %s gave a bad answer: %s", name, err);
+        return OUT_FAIL;
+    }
+    r->tokens_in = res.prompt_tokens;
+    r->tokens_out = res.completion_tokens;
+    json_object *out = NULL;
+    if (dialect_same(k->kind, rl->uc)) {
+        if (rl->uc == UK_TGI && k->compat_list && !json_object_is_type(a, json_type_array)) {
+            out = json_object_new_array();
+            if (out)
+                json_object_array_add(out, json_object_get(a));
+        } else {
+            if (rl->uc != UK_TGI)
+                json_object_object_add(a, "model", json_object_new_string(k->model));
+            out = json_object_get(a);
+        }
+    } else {
+        out = dialect_client_answer(k->kind, &k->g, &res, k->model, k->id, k->created, k->compat_list);
+    }
+    gen_result_free(&res);
+    json_object_put(a);
+    if (!out) {
+        fail(k, 500, "out of memory");
+        return OUT_FAIL;
+    }
+    answer_headers(rl);
+    resp_json(r, 200, out);
+    json_object_put(out);
+    return OUT_DONE;
+}
+
+/* Turns an upstream's error answer into the client's. 502/503 are retried. */
+static enum outcome answer_error_status(struct relay *rl)
+{
+    struct call *k = rl->call;
+    const char *name = rl->cand->c->name;
+    long st = rl->res->status;
+    char msg[300] = "";
+    char err[64];
+    json_object *b = rl->buf ? json_parse_upstream(rl->buf, rl->len, err, sizeof err) : NULL;
+    if (b)
+        dialect_error_message(b, msg, sizeof msg);
+    json_object_put(b);
+    if (st >= 500 && msg[0])                    /* its own trouble, in words that may name its hosts: the log's */
+        log_warn("request %s: upstream %s answered %ld: %s", rl->r->id, name, st, msg);
+    if (st == 502 || st == 503 || st == 504) {
+        fail(k, st == 504 ? 504 : st, "upstream %s answered %ld", name, st);
+        return st == 504 ? OUT_FAIL : OUT_RETRY;
+    }
+    if (st == 401 || st == 403) {               /* our credentials, not the client's */
+        fail(k, 502, "upstream %s refused llmcgi's credentials (HTTP %ld); check api_key", name, st);
+        return OUT_FAIL;
+    }
+    if (st >= 400 && st < 500) {
+        int mapped = (int)st;
+        if (st == 422 || st == 400)
+            mapped = rl->r->dialect == DIALECT_OPENAI ? 400 : 422;
+        else if (st != 404 && st != 408 && st != 413 && st != 429)
+            mapped = 400;
+        fail(k, mapped, "upstream %s: %s", name, msg[0] ? msg : http_reason((int)st));
+        return OUT_FAIL;
+    }
+    fail(k, 502, "upstream %s answered %ld", name, st);
+    return OUT_FAIL;
+}
+
+static struct curl_slist *request_headers(struct req *r, const struct config_upstream *c, bool stream)
+{
+    struct curl_slist *h = NULL;
+    char id[REQ_ID_MAX + 32];
+    snprintf(id, sizeof id, "X-Request-Id: %s", r->id);
+    const char *fixed[] = {"Content-Type: application/json",
+                           stream ? "Accept: text/event-stream" : "Accept: application/json", "Expect:", id};
+    for (size_t i = 0; i < ARRAY_LEN(fixed); i++)
+        if (!slist_add(&h, fixed[i]))
+            return NULL;
+    return upstream_credentials(c, h);
+}
+
+static const char *call_path(enum upstream_call uc, bool stream)
+{
+    switch (uc) {
+    case UK_CHAT: return "/v1/chat/completions";
+    case UK_COMPLETION: return "/v1/completions";
+    case UK_TGI: return stream ? "/generate_stream" : "/generate";
+    }
+    return "/";
+}
+
+static enum outcome attempt(struct call *k, struct cand *cand, int replica)
+{
+    struct req *r = k->r;
+    const struct config_upstream *c = cand->c;
+    enum upstream_call uc = dialect_call_for(k->kind, c->type);
+    char err[300];
+    json_object *ub = dialect_upstream_request(k->kind, uc, c->type, k->body, &k->g, cand->target, err, sizeof err);
+    if (!ub) {
+        fail(k, r->dialect == DIALECT_OPENAI ? 400 : 422, "%s", err);
+        return OUT_FAIL;
+    }
+    size_t blen;
+    const char *body = json_object_to_json_string_length(ub, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE,
+                                                         &blen);
+    char url[2300];
+    snprintf(url, sizeof url, "%s%s", upstream_replica_url(cand->u, replica), call_path(uc, k->g.stream));
+    struct curl_slist *headers = request_headers(r, c, k->g.stream);
+    struct uc_response res;
+    struct relay rl = {
+        .call = k, .r = r, .cand = cand, .uc = uc, .res = &res, .want_stream = k->g.stream,
+        .max = c->max_response, .prompt_tokens = -1, .completion_tokens = -1,
+        .index = 1,                         /* TGI numbers stream events from 1 */
+    };
+    sse_parser_init(&rl.parser, MAX_EVENT, on_event, &rl);
+    struct uc_request q = {
+        .method = "POST", .url = url, .headers = headers, .body = body, .body_len = blen,
+        .connect_timeout_ms = c->connect_timeout_ms, .first_byte_timeout_ms = c->first_byte_timeout_ms,
+        .idle_timeout_ms = c->stream_idle_timeout_ms, .total_timeout_ms = c->total_timeout_ms,
+        .watch_fd = r->fcgi->ipcFd, .tick_ms = k->g.stream ? r->cfg->sse_keepalive_ms : 0,
+        .on_header = on_header, .on_body = on_body, .on_tick = on_tick, .ud = &rl,
+    };
+    enum outcome out = OUT_FAIL;
+    int64_t t_start = util_now_ns();
+    if (!headers || uc_perform(&q, &res) < 0) {
+        fail(k, 500, "cannot reach upstream %s: %s", c->name, headers ? res.error : "out of memory");
+        goto done;
+    }
+    metrics_upstream_attempt(metrics_upstream_id(c->name), res.result == UC_OK && res.status < 500,
+                             util_now_ns() - t_start);
+    if (rl.prompt_tokens >= 0)
+        r->tokens_in = rl.prompt_tokens;
+    if (rl.completion_tokens >= 0)
+        r->tokens_out = rl.completion_tokens;
+    else if (r->tokens_out < 0 && (rl.started || rl.tokens > 0))
+        r->tokens_out = rl.tokens;              /* no usage reported (abort, failure, no include_usage): what we relayed */
+    if (res.result == UC_OK && rl.want_stream && rl.is_sse && res.status >= 200 && res.status < 300) {
+        int prc = sse_parser_finish(&rl.parser);
+        if (prc != 0 && !rl.bad[0])
+            snprintf(rl.bad, sizeof rl.bad, "a broken event stream");
+        if (prc != 0)
+            res.result = UC_ABORTED;
+    }
+    if (res.client_gone || r->client_gone) {
+        r->client_gone = true;              /* nothing more to send: the access log says 499 */
+        log_info("request %s: the client went away; upstream %s transfer stopped", r->id, c->name);
+        out = OUT_DONE;
+        goto done;
+    }
+    if (rl.started) {                       /* bytes went to the client: no retry now */
+        if (res.result == UC_OK && !rl.bad[0]) {
+            finish_stream(&rl);
+            upstream_report(cand->u, c, replica, true, NULL);
+        } else {
+            const char *why = rl.bad[0] ? rl.bad : uc_result_text(res.result);
+            if (!rl.bad[0])
+                upstream_report_result(cand->u, c, replica, &res);
+            if (!rl.saw_error || rl.bad[0])
+                stream_error(&rl, "upstream %s failed mid-stream: %s", c->name, why);
+        }
+        out = OUT_DONE;
+        goto done;
+    }
+    /* Nothing has reached the client yet. */
+    switch (res.result) {
+    case UC_OK:
+        break;
+    case UC_CONNECT:
+    case UC_CONNECT_TIMEOUT:
+    case UC_FIRST_BYTE_TIMEOUT:
+    case UC_DROPPED:
+    case UC_IDLE_TIMEOUT:
+        upstream_report_result(cand->u, c, replica, &res);
+        fail(k, uc_result_status(res.result), "upstream %s %s", c->name, uc_result_text(res.result));
+        out = OUT_RETRY;
+        goto done;
+    case UC_TOTAL_TIMEOUT:
+        upstream_report_result(cand->u, c, replica, &res);
+        fail(k, uc_result_status(res.result), "upstream %s %s", c->name, uc_result_text(res.result));
+        goto done;
+    case UC_ABORTED:
+        if (rl.too_big)
+            fail(k, 502, "upstream %s answered more than max_response bytes", c->name);
+        else
+            fail(k, 502, "upstream %s: %s", c->name, rl.bad[0] ? rl.bad : "transfer aborted");
+        goto done;
+    case UC_ERROR:
+        upstream_report_result(cand->u, c, replica, &res);
+        fail(k, uc_result_status(res.result), "upstream %s %s", c->name, uc_result_text(res.result));
+        out = OUT_RETRY;
+        goto done;
+    }
+    if (res.status < 200 || res.status >= 300) {
+        out = answer_error_status(&rl);
+        if (res.status >= 500)                  /* its trouble, retried or not: it counts, as on http routes */
+            upstream_report_result(cand->u, c, replica, &res);
+        goto done;
+    }
+    upstream_report(cand->u, c, replica, true, NULL);
+    if (rl.want_stream && rl.is_sse) {          /* a stream that ended before its first event */
+        if (!rl.saw_finish && !rl.saw_done)
+            fail(k, 502, "upstream %s ended its stream before the first event", c->name);
+        else {
+            finish_stream(&rl);
+            out = OUT_DONE;
+            goto done;
+        }
+        goto done;
+    }
+    out = answer_whole(&rl);
+done:
+    sse_parser_free(&rl.parser);
+    free(rl.buf);
+    strbuf_free(&rl.text);
+    free(rl.held_text);
+    curl_slist_free_all(headers);
+    json_object_put(ub);
+    return out;
+}
+
+/* ------------------------------------------------------------------ generation (from dispatch.c) */
+
+/* The final error answer, in the route's dialect. */
+static int answer_failure(struct req *r, int status, const char *msg)
+{
+    if (status == 503)
+        resp_header(r, "Retry-After", "1");
+    if (r->dialect == DIALECT_OPENAI)
+        return resp_error_openai(r, status, NULL, NULL, status >= 500 ? "upstream_error" : NULL, "%s", msg);
+    return resp_error_tgi(r, status, NULL, "%s", msg);
+}
+
+int gateway_generate(struct req *r, enum client_kind kind, int variant, json_object *body, const struct gen *g,
+                     const char *model)
+{
+    struct call k = {.r = r, .kind = kind, .body = body, .compat_list = variant == 2, .g = *g};
+    snprintf(k.model, sizeof k.model, "%s", model);
+    int rc = 0;
+    struct cand cands[MAX_CANDIDATES];
+    size_t n = 0;
+    util_random_hex(k.id, 12);
+    k.created = (int64_t)time(NULL);
+
+    n = find_candidates(r, k.model, cands);
+    if (n == 0) {
+        rc = resp_model_not_found(r, k.model);
+        goto out;
+    }
+    /* a bounded label: a name a configured upstream lists, or "*" for the catch-all (any client string) */
+    r->model_label = metrics_model_id(cands[0].wild ? "*" : k.model);
+    int attempts = 1 + (int)cands[0].c->retries, tries = 0;
+    bool capped = false;
+    while (tries < attempts) {
+        int replica;
+        struct cand *cd = choose(cands, n, &replica);
+        if (!cd && tries > 0 && !capped) {     /* every replica failed once: go round again */
+            for (size_t i = 0; i < n; i++)
+                cands[i].tried = 0, cands[i].out = false;
+            cd = choose(cands, n, &replica);
+        }
+        if (!cd)
+            break;
+        if (tries > 0 && backoff(r, cd->c, tries) < 0) {
+            r->client_gone = true;              /* the client hung up while we waited */
+            goto out;
+        }
+        if (upstream_acquire(cd->u, cd->c) < 0) {
+            cd->out = true;
+            capped = true;
+            continue;
+        }
+        if (tries > 0)
+            metrics_upstream_retry(metrics_upstream_id(cd->c->name));
+        tries++;
+        enum outcome o = attempt(&k, cd, replica);
+        upstream_release(cd->u);
+        if (replica < 64)
+            cd->tried |= 1ULL << replica;
+        if (o == OUT_DONE)
+            goto out;
+        if (o == OUT_FAIL) {
+            log_warn("request %s: %s", r->id, k.fail_msg);
+            rc = answer_failure(r, k.fail_status, k.fail_msg);
+            goto out;
+        }
+        log_warn("request %s: %s (attempt %d of %d)", r->id, k.fail_msg, tries, attempts);
+    }
+    if (tries == 0 && capped) {
+        rc = answer_failure(r, 503, "every upstream serving this model is at its max_concurrent limit; try again");
+    } else if (tries == 0) {
+        char msg[400];
+        snprintf(msg, sizeof msg, "no upstream serving model %s is available (all replicas are down)", k.model);
+        log_warn("request %s: %s", r->id, msg);
+        rc = answer_failure(r, 503, msg);
+    } else {
+        rc = answer_failure(r, k.fail_status, k.fail_msg);
+    }
+out:
+    put_candidates(cands, n);
+    return r->client_gone ? -1 : rc;
+}
+
+
+/* ------------------------------------------------------------------ http upstreams */
+
+/* The http upstream whose path_prefix holds r's path; *rest is the path after it. */
+static const struct config_upstream *http_upstream(struct req *r, const char **rest)
+{
+    for (size_t i = 0; i < r->cfg->n_upstreams; i++) {
+        const struct config_upstream *c = &r->cfg->upstreams[i];
+        if (c->type != UPSTREAM_HTTP || !c->path_prefix)
+            continue;
+        size_t len = strlen(c->path_prefix);
+        if (strncmp(r->path, c->path_prefix, len) == 0 && (r->path[len] == '\0' || r->path[len] == '/')) {
+            *rest = r->path + len;
+            return c;
+        }
+    }
+    return NULL;
+}
+
+bool gateway_route_http(struct req *r)
+{
+    const char *rest;
+    return r->cfg->n_upstreams && http_upstream(r, &rest) != NULL;
+}
+
+/* What passes through an http upstream, header by header.
+ *
+ * Client to upstream: every header of the client's but
+ *  - hop-by-hop ones (RFC 9110 7.6.1) and any the client's Connection names;
+ *  - Host, Content-Length, Expect: libcurl sets them for the upstream's URL
+ *    and the body it sends; Proxy (httpoxy);
+ *  - Authorization when llmcgi checks keys or the upstream has an api_key,
+ *    x-api-key when llmcgi checks keys: the client's keys are llmcgi's;
+ *  - X-Forwarded-For/-Host/-Proto and X-Request-Id, which llmcgi sets (the
+ *    client's X-Forwarded-For, with the client's address added).
+ * Then the upstream's api_key and `header =` lines replace every header of
+ * the same name, the client's and llmcgi's alike (upstream_credentials).
+ *
+ * Upstream to client: every header of the answer but
+ *  - hop-by-hop ones, Content-Length (the web server frames the body) and
+ *    X-Request-Id (llmcgi's own);
+ *  - those that instruct the web server instead of the client
+ *    (web_server_header): Status, X-Accel-*, X-Sendfile, X-Lighttpd-Send-*;
+ *  - Access-Control-* when llmcgi answers CORS, X-RateLimit-* when llmcgi
+ *    limits rates or checks keys;
+ *  - names that are not tokens, values with a line break.
+ * A header line or a whole head past the caps below ends the answer as a
+ * JSON 502 instead.
+ * Set-Cookie, Location, Content-Encoding, Cache-Control and the rest pass
+ * unchanged: through them the upstream's application speaks to the client. */
+
+/* Caps on the headers relayed from an `http` upstream, so that what llmcgi
+ * relays is what the web server in front accepts: Apache refuses a header
+ * line over 8190 bytes, and the shipped nginx site's fastcgi_buffer_size
+ * (32k) must hold these plus llmcgi's own. An answer over them is a JSON 502
+ * (the web server's HTML 502 otherwise, while llmcgi would log a 200). */
+#define PASS_HEADER_MAX 8000            /* one header line, name and value */
+#define PASS_HEADERS_MAX 16384          /* all relayed headers together */
+
+/* Hop-by-hop headers (RFC 9110 7.6.1) and ones we set ourselves. */
+static bool hop_by_hop(const char *name, size_t len)
+{
+    static const char *const names[] = {"connection", "keep-alive", "proxy-connection", "proxy-authenticate",
+                                        "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade",
+                                        "host", "expect", "x-request-id", "content-length", "proxy"};
+    for (size_t i = 0; i < ARRAY_LEN(names); i++)
+        if (strlen(names[i]) == len && strncasecmp(name, names[i], len) == 0)
+            return true;
+    return false;
+}
+
+/* An answer header that the web server in front reads as an order (nginx's
+ * X-Accel-Redirect serves any internal location, X-Sendfile any file) or
+ * as the status: an upstream must not give those. */
+static bool web_server_header(const char *name, size_t len)
+{
+    static const char *const names[] = {"status", "x-sendfile", "x-lighttpd-send-file", "x-lighttpd-send-tempfile"};
+    if (len >= 8 && strncasecmp(name, "x-accel-", 8) == 0)
+        return true;
+    for (size_t i = 0; i < ARRAY_LEN(names); i++)
+        if (strlen(names[i]) == len && strncasecmp(name, names[i], len) == 0)
+            return true;
+    return false;
+}
+
+/* Does the comma-separated list (a Connection header's value) name name[0..len)? */
+static bool listed_in(const char *list, const char *name, size_t len)
+{
+    for (const char *p = list; p && *p;) {
+        p += strspn(p, " \t,");
+        size_t n = strcspn(p, " \t,");
+        if (n && header_name_eq(p, n, name, len))
+            return true;
+        p += n;
+    }
+    return false;
+}
+
+struct pass {
+    struct req *r;
+    struct uc_response *res;
+    char *headers;              /* the answer's headers, "Name: value\r\n"... */
+    size_t hlen, hcap;
+    bool started, event_stream;
+    bool body_failed;           /* the client's body ended before CONTENT_LENGTH */
+    bool too_big;               /* the upstream's headers are over the caps below */
+    uint64_t body_read;         /* bytes of the client's body sent upstream */
+    uint64_t body_left;
+};
+
+static int pass_header(void *ud, const char *name, size_t nlen, const char *value, size_t vlen)
+{
+    struct pass *p = ud;
+    if (hop_by_hop(name, nlen) || web_server_header(name, nlen) || nlen == 0 || nlen > 100 || memchr(value, '\r', vlen) ||
+        memchr(value, '\n', vlen))
+        return 0;
+    for (size_t i = 0; i < nlen; i++)
+        if (!isalnum((unsigned char)name[i]) && name[i] != '-' && name[i] != '_')
+            return 0;
+    /* llmcgi's own front door speaks for these: an upstream's CORS answer
+     * (say "Access-Control-Allow-Origin: *") or rate-limit headers beside
+     * llmcgi's would contradict them */
+    const struct config *cfg = p->r->cfg;
+    if ((cfg->n_cors_origins || cfg->cors_any) && nlen >= 15 && strncasecmp(name, "access-control-", 15) == 0)
+        return 0;
+    if ((cfg->requests_per_minute || cfg->tokens_per_minute || cfg->address_requests_per_minute ||
+         cfg->address_tokens_per_minute || cfg->keys) && nlen >= 12 && strncasecmp(name, "x-ratelimit-", 12) == 0)
+        return 0;
+    if (nlen == 12 && strncasecmp(name, "content-type", 12) == 0)
+        p->event_stream = vlen >= 17 && strncasecmp(value, "text/event-stream", 17) == 0;
+    size_t need = p->hlen + nlen + vlen + 5;
+    if (nlen + vlen + 4 > PASS_HEADER_MAX || need > PASS_HEADERS_MAX) {
+        p->too_big = true;                      /* stops the transfer; the caller answers 502 */
+        return -1;
+    }
+    if (need > p->hcap) {
+        size_t cap = p->hcap ? p->hcap * 2 : 1024;
+        while (cap < need)
+            cap *= 2;
+        char *grown = realloc(p->headers, cap);
+        if (!grown)
+            return -1;
+        p->headers = grown;
+        p->hcap = cap;
+    }
+    p->hlen += (size_t)snprintf(p->headers + p->hlen, p->hcap - p->hlen, "%.*s: %.*s\r\n", (int)nlen, name,
+                                (int)vlen, value);
+    return 0;
+}
+
+static int pass_start(struct pass *p)
+{
+    if (p->started)
+        return 0;
+    p->started = true;
+    if (p->event_stream)        /* nginx would otherwise buffer the events */
+        resp_header(p->r, "X-Accel-Buffering", "no");
+    return resp_start_raw(p->r, (int)p->res->status, p->headers ? p->headers : "", p->hlen);
+}
+
+static int pass_body(void *ud, const char *data, size_t len)
+{
+    struct pass *p = ud;
+    if (pass_start(p) < 0 || resp_write(p->r, data, len) < 0)
+        return -1;
+    return p->event_stream ? resp_flush(p->r) : 0;
+}
+
+static size_t pass_read(char *buf, size_t len, void *ud)
+{
+    struct pass *p = ud;
+    if (p->body_left == 0)
+        return 0;
+    if (len > p->body_left)
+        len = (size_t)p->body_left;
+    int n = FCGX_GetStr(buf, (int)len, p->r->fcgi->in);
+    if (n <= 0) {
+        p->body_failed = true;
+        return CURL_READFUNC_ABORT;             /* the client's body ended early */
+    }
+    p->body_left -= (uint64_t)n;
+    p->body_read += (uint64_t)n;
+    return (size_t)n;
+}
+
+/* HTTP_ACCEPT_LANGUAGE -> Accept-Language */
+static void header_name(const char *cgi, size_t len, char *out, size_t outlen)
+{
+    size_t n = 0;
+    bool up = true;
+    for (size_t i = 0; i < len && n + 1 < outlen; i++) {
+        char c = cgi[i];
+        out[n++] = c == '_' ? '-' : up ? c : (char)tolower((unsigned char)c);
+        up = c == '_';
+    }
+    out[n] = '\0';
+}
+
+static struct curl_slist *pass_headers(struct req *r, const struct config_upstream *c)
+{
+    struct curl_slist *h = NULL;
+    char line[8400], name[128];
+    const char *xff = NULL, *connection = FCGX_GetParam("HTTP_CONNECTION", r->fcgi->envp);
+    for (char **e = r->fcgi->envp; e && *e; e++) {
+        if (strncmp(*e, "HTTP_", 5) != 0)
+            continue;
+        const char *eq = strchr(*e, '=');
+        if (!eq || eq - *e - 5 >= (long)sizeof name)
+            continue;
+        header_name(*e + 5, (size_t)(eq - *e - 5), name, sizeof name);
+        size_t nl = strlen(name);
+        if (hop_by_hop(name, nl) || listed_in(connection, name, nl) || ((c->api_key || r->cfg->keys) && strcasecmp(name, "authorization") == 0) ||
+            (r->cfg->keys && strcasecmp(name, "x-api-key") == 0))
+            continue;                   /* our clients' keys are ours; the upstream gets its own api_key */
+        if (strcasecmp(name, "x-forwarded-for") == 0) {
+            xff = eq + 1;
+            continue;
+        }
+        if (strcasecmp(name, "x-forwarded-host") == 0 || strcasecmp(name, "x-forwarded-proto") == 0)
+            continue;
+        snprintf(line, sizeof line, "%s: %s", name, eq + 1);
+        if (!slist_add(&h, line))
+            return NULL;
+    }
+    const char *ct = FCGX_GetParam("CONTENT_TYPE", r->fcgi->envp), *host = req_header(r, "Host"),
+               *https = FCGX_GetParam("HTTPS", r->fcgi->envp);
+    const char *extra[8];
+    size_t ne = 0;
+    char xff_line[1200], host_line[600], ct_line[600], id_line[128];
+    snprintf(xff_line, sizeof xff_line, "X-Forwarded-For: %s%s%s", xff ? xff : "", xff ? ", " : "", r->remote_addr);
+    extra[ne++] = xff_line;
+    extra[ne++] = https && strcasecmp(https, "on") == 0 ? "X-Forwarded-Proto: https" : "X-Forwarded-Proto: http";
+    if (host) {
+        snprintf(host_line, sizeof host_line, "X-Forwarded-Host: %s", host);
+        extra[ne++] = host_line;
+    }
+    snprintf(ct_line, sizeof ct_line, "Content-Type: %s", ct ? ct : "");
+    extra[ne++] = ct ? ct_line : "Content-Type:";
+    snprintf(id_line, sizeof id_line, "X-Request-Id: %s", r->id);
+    extra[ne++] = id_line;
+    extra[ne++] = "Expect:";
+    for (size_t i = 0; i < ne; i++)
+        if (!slist_add(&h, extra[i]))
+            return NULL;
+    return upstream_credentials(c, h);
+}
+
+int route_gw_http(struct req *r)
+{
+    const char *rest = "";
+    const struct config_upstream *c = http_upstream(r, &rest);
+    r->dialect = DIALECT_TGI;
+    r->route = c->path_prefix;
+    struct upstream *u = gateway_get(upstreams(r), c->name);
+    if (!u)
+        return resp_error(r, 503, "upstream %s is not running", c->name);
+    const char *cl = FCGX_GetParam("CONTENT_LENGTH", r->fcgi->envp);
+    long long body_size = cl && *cl ? strtoll(cl, NULL, 10) : 0;
+    if (body_size < 0)
+        body_size = 0;
+    struct curl_slist *headers = pass_headers(r, c);
+    int rc = 0, tries = 0, attempts = 1 + (int)c->retries;
+    uint64_t tried = 0;
+    struct pass p = {.r = r, .body_left = (uint64_t)body_size};
+    struct uc_response res;
+    char msg[400] = "";
+    int status = 502;
+    if (!headers) {
+        rc = resp_error(r, 500, "out of memory");
+        goto out;
+    }
+    if (upstream_acquire(u, c) < 0) {
+        resp_header(r, "Retry-After", "1");
+        rc = resp_error(r, 503, "upstream %s is at its max_concurrent limit; try again", c->name);
+        goto out;
+    }
+    while (tries < attempts) {
+        int replica = upstream_pick(u, tried);
+        if (replica < 0)
+            break;
+        if (tries > 0 && backoff(r, c, tries) < 0) {
+            r->client_gone = true;
+            break;
+        }
+        if (tries > 0)
+            metrics_upstream_retry(metrics_upstream_id(c->name));
+        tries++;
+        tried |= replica < 64 ? 1ULL << replica : 0;
+        char url[REQ_PATH_MAX + 600];
+        snprintf(url, sizeof url, "%s%s%s%s", upstream_replica_url(u, replica), *rest ? rest : "/",
+                 r->query && *r->query ? "?" : "", r->query ? r->query : "");
+        p.res = &res;
+        p.hlen = 0;
+        struct uc_request q = {
+            .method = r->method_name, .url = url, .headers = headers,
+            .read_body = body_size > 0 ? pass_read : NULL, .body_size = body_size,
+            .connect_timeout_ms = c->connect_timeout_ms, .first_byte_timeout_ms = c->first_byte_timeout_ms,
+            .idle_timeout_ms = c->stream_idle_timeout_ms, .total_timeout_ms = c->total_timeout_ms,
+            .watch_fd = body_size > 0 ? -1 : r->fcgi->ipcFd,
+            .on_header = pass_header, .on_body = pass_body, .ud = &p,
+        };
+        int64_t t_start = util_now_ns();
+        if (uc_perform(&q, &res) < 0) {
+            snprintf(msg, sizeof msg, "cannot reach upstream %s: %s", c->name, res.error);
+            status = 500;
+            break;
+        }
+        metrics_upstream_attempt(metrics_upstream_id(c->name), res.result == UC_OK && res.status < 500,
+                                 util_now_ns() - t_start);
+        if (res.client_gone || r->client_gone) {
+            r->client_gone = true;
+            break;
+        }
+        if (p.body_failed) {                    /* the client's body stopped coming: not the upstream's fault */
+            log_warn("request %s: the request body stopped arriving after %llu bytes (read_timeout or a hang-up)",
+                     r->id, (unsigned long long)p.body_read);
+            snprintf(msg, sizeof msg, "the request body stopped arriving (read_timeout)");
+            status = 408;
+            break;
+        }
+        if (p.too_big) {
+            upstream_report(u, c, replica, true, NULL);     /* it answered: the answer is the problem */
+            snprintf(msg, sizeof msg,
+                     "upstream %s answered with headers over llmcgi's limit (%d bytes a header, %d in all)",
+                     c->name, PASS_HEADER_MAX, PASS_HEADERS_MAX);
+            log_warn("request %s: %s", r->id, msg);
+            status = 502;
+            break;
+        }
+        if (p.started) {
+            upstream_report_result(u, c, replica, &res);
+            if (res.result != UC_OK)
+                log_warn("request %s: upstream %s failed mid-answer: %s", r->id, c->name, uc_result_text(res.result));
+            break;
+        }
+        if (res.result == UC_OK) {
+            upstream_report_result(u, c, replica, &res);
+            pass_start(&p);                     /* an answer without a body */
+            break;
+        }
+        upstream_report_result(u, c, replica, &res);
+        status = uc_result_status(res.result);
+        snprintf(msg, sizeof msg, "upstream %s %s", c->name, uc_result_text(res.result));
+        bool retryable = p.body_read == 0 && (res.result == UC_CONNECT || res.result == UC_CONNECT_TIMEOUT);
+        log_warn("request %s: %s%s", r->id, msg, retryable && tries < attempts ? "; retrying" : "");
+        if (!retryable)
+            break;
+    }
+    upstream_release(u);
+    if (!p.started && !r->client_gone) {
+        if (!msg[0]) {
+            snprintf(msg, sizeof msg, "no replica of upstream %s is available", c->name);
+            status = 503;
+        }
+        if (status == 503)
+            resp_header(r, "Retry-After", "1");
+        rc = resp_error(r, status, "%s", msg);
+    }
+out:
+    free(p.headers);
+    curl_slist_free_all(headers);
+    upstream_put(u);
+    return r->client_gone ? -1 : rc;
+}
+
+/* ------------------------------------------------------------------ listings (catalog.c) */
+
+int route_gw_models_legacy(struct req *r)
+{
+    json_object *list = json_object_new_array();
+    if (!list)
+        return resp_error(r, 500, "out of memory");
+    local_list_models(r, list, true);
+    upstream_list_models(r, list, true);
+    auth_filter_models(r->key, list);
+    int rc = resp_json(r, 200, list);
+    json_object_put(list);
+    return rc;
+}
+
+int route_gw_model_health(struct req *r)
+{
+    const char *id = req_param(r, "id");
+    int lrc;
+    if (!id || auth_check_model(r, id) != FRONT_OK)
+        return r->client_gone ? -1 : 0;
+    if (local_model_health(r, id, &lrc))
+        return lrc;
+    json_object *ups = json_object_new_array(), *o = json_object_new_object();
+    if (!ups || !o) {
+        json_object_put(ups);
+        json_object_put(o);
+        return resp_error(r, 500, "out of memory");
+    }
+    bool any = false, found = false;
+    for (size_t i = 0; i < r->cfg->n_upstreams; i++) {
+        const struct config_upstream *c = &r->cfg->upstreams[i];
+        struct upstream *u = c->type == UPSTREAM_HTTP ? NULL : gateway_get(upstreams(r), c->name);
+        char *target, buf[256];
+        if (!u)
+            continue;
+        if (upstream_routes_model(u, c, id, &target, buf, sizeof buf) && !c->catch_all) {
+            bool avail = upstream_available(u);
+            json_object *e = json_object_new_object();
+            json_object_object_add(e, "name", json_object_new_string(c->name));
+            json_object_object_add(e, "available", json_object_new_boolean(avail));
+            json_object_array_add(ups, e);
+            any |= avail;
+            found = true;
+        }
+        upstream_put(u);
+    }
+    if (!found) {
+        json_object_put(ups);
+        json_object_put(o);
+        return resp_model_not_found(r, id);
+    }
+    json_object_object_add(o, "model_id", json_object_new_string(id));
+    json_object_object_add(o, "status", json_object_new_string(any ? "ok" : "unavailable"));
+    json_object_object_add(o, "available", json_object_new_boolean(any));
+    json_object_object_add(o, "upstreams", ups);
+    int rc = resp_json(r, any ? 200 : 503, o);
+    json_object_put(o);
+    return rc;
+}
