@@ -629,9 +629,17 @@ static void render_local(struct strbuf *b, struct server *srv)
         {"llmcgi_running_sequences", "Sequences in a local model's running batch.", "running"},
         {"llmcgi_kv_blocks_used", "KV-cache blocks held by sequences of a local model.", "kv_blocks_used"},
         {"llmcgi_kv_blocks_free", "KV-cache blocks free in a local model's pool.", NULL},
+        {"llmcgi_prefix_cache_blocks",
+         "KV-cache blocks a local model's prefix cache keeps, held by no sequence (counted free: taken back on demand).",
+         "kv_blocks_cached"},
+        {"llmcgi_prefix_cache_queries_total", "Prompt tokens looked up in a local model's prefix cache.",
+         "prefix_cache_queries"},
+        {"llmcgi_prefix_cache_hits_total", "Prompt tokens found in a local model's prefix cache (prefill skipped).",
+         "prefix_cache_hits"},
     };
     for (size_t k = 0; k < ARRAY_LEN(gs); k++) {
-        metrics_family(b, gs[k].name, "gauge", gs[k].help);
+        bool counter = strstr(gs[k].name, "_total") != NULL;
+        metrics_family(b, gs[k].name, counter ? "counter" : "gauge", gs[k].help);
         if (!all)
             continue;
         json_object_object_foreach(all, name, m) {

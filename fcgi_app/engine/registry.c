@@ -704,6 +704,10 @@ json_object *registry_status_json(struct registry *r, bool with_paths)
             json_object_object_add(o, "steps", json_object_new_uint64(st.steps));
             json_object_object_add(o, "prompt_tokens", json_object_new_uint64(st.prompt_tokens));
             json_object_object_add(o, "generated_tokens", json_object_new_uint64(st.generated_tokens));
+            json_object_object_add(o, "prefix_cache", json_object_new_boolean(st.prefix_cache));
+            json_object_object_add(o, "kv_blocks_cached", json_object_new_int(st.kv_blocks_cached));
+            json_object_object_add(o, "prefix_cache_queries", json_object_new_uint64(st.prefix_cache_queries));
+            json_object_object_add(o, "prefix_cache_hits", json_object_new_uint64(st.prefix_cache_hits));
         }
         json_object_object_add(all, m->name, o);
     }
