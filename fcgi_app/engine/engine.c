@@ -423,7 +423,7 @@ static void sweep_and_admit(struct engine *e)
          * with prompt logprobs, which need every prompt row), leaving at
          * least its last token to run for the logits to sample from. */
         int hit_max = s->prompt_logprobs ? 0 : (s->g.n_ids - 1) / e->B, idle = 0;
-        int hit = kvc_match(e->kv, s->g.ids, hit_max, false, NULL, &idle, NULL);
+        int hit = kvc_peek(e->kv, s->g.ids, hit_max, &idle);
         int rest = s->g.n_ids - hit * e->B;
         /* Blocks for its first chunk and a block of growth for every running
          * sequence, or the next steps would preempt it again at once. A
@@ -432,7 +432,7 @@ static void sweep_and_admit(struct engine *e)
         int first = s->preempted ? rest + 1 : rest < e->o.max_batch_tokens ? rest : e->o.max_batch_tokens;
         if (e->n_run > 0 && (first + e->B - 1) / e->B + e->n_run > kvc_avail(e->kv) - idle)
             break;
-        s->n_blocks = kvc_match(e->kv, s->g.ids, hit, true, s->blocks, NULL, &s->chain);
+        kvc_follow(e->kv, &s->chain, s->g.ids, hit, s->blocks, &s->n_blocks);
         s->n_cached = s->n_blocks * e->B;
         if (!s->admitted_ns) {          /* its first admission: what the answer reports */
             s->cached_tokens = s->n_cached;
@@ -536,6 +536,25 @@ static void post_prefill(struct eseq *s, int pos, float logprob)
     echan_post(s->chan, &ev, "", 0);
 }
 
+/* A sequence about to read a chunk of its prompt, with nothing past its
+ * chain of full blocks written, takes what sequences ahead of it with the
+ * same prefix (admitted with it, or since) have written meanwhile. */
+static void catch_up(struct engine *e, struct eseq *s)
+{
+    int max = s->prompt_logprobs ? 0 : (s->g.n_ids - 1) / e->B;
+    if (s->chain.n >= max || s->n_cached != s->chain.n * e->B)
+        return;
+    int took = kvc_follow(e->kv, &s->chain, s->g.ids, max, s->blocks, &s->n_blocks) * e->B;
+    if (!took)
+        return;
+    s->n_cached += took;
+    if (!s->sent_first && !s->preempted) {
+        s->cached_tokens += took;
+        atomic_fetch_add(&e->st_pc_hits, (unsigned long long)took);
+    }
+    pool_stats(e);
+}
+
 /* One step: plan it, run the model, sample, post. Returns false when there
  * was nothing to run. */
 static bool step(struct engine *e)
@@ -545,6 +564,8 @@ static bool step(struct engine *e)
     for (int pass = 0; pass < 2; pass++) {
         for (int i = 0; i < e->n_run && budget > 0; i++) {
             struct eseq *s = e->run[i];
+            if (pass == 1 && s->g.n_ids - s->n_cached > 1 && !in_step(e, n_step, s))
+                catch_up(e, s);
             int feed = s->g.n_ids - s->n_cached;
             if ((feed == 1) != (pass == 0) || in_step(e, n_step, s))
                 continue;

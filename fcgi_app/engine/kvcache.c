@@ -216,33 +216,48 @@ void kvc_release(struct kvcache *c, const int32_t *blocks, int n)
     }
 }
 
-int kvc_match(struct kvcache *c, const int32_t *ids, int max_blocks, bool take, int32_t *blocks, int *idle,
-              struct kvc_chain *ch)
+int kvc_peek(const struct kvcache *c, const int32_t *ids, int max_blocks, int *idle)
 {
     struct kvc_chain at;
     kvc_chain_reset(&at);
-    int k = 0, n_idle = 0;
+    int k = 0;
+    *idle = 0;
     for (; c->caching && k < max_blocks; k++) {
         const int32_t *t = ids + (size_t)k * (size_t)c->B;
         uint64_t h = chain_hash(at.hash, t, c->B);
         int32_t b = find(c, h, t, at.block, at.gen);
         if (b < 0)
             break;
-        n_idle += c->refs[b] == 0;
-        if (take) {
-            if (c->refs[b]++ == 0) {
-                lru_remove(c, b);
-                c->n_held++;
-            }
-            blocks[k] = b;
-        }
+        *idle += c->refs[b] == 0;
         at = (struct kvc_chain){.hash = h, .block = b, .gen = c->gen[b], .n = k + 1};
     }
-    if (idle)
-        *idle = n_idle;
-    if (take)
-        *ch = at;
     return k;
+}
+
+int kvc_follow(struct kvcache *c, struct kvc_chain *ch, const int32_t *ids, int max_blocks, int32_t *blocks,
+               int *n_blocks)
+{
+    int took = 0;
+    for (int j = ch->n; c->caching && j < max_blocks; j++) {
+        const int32_t *t = ids + (size_t)j * (size_t)c->B;
+        uint64_t h = chain_hash(ch->hash, t, c->B);
+        int32_t b = find(c, h, t, ch->block, ch->gen);
+        if (b < 0)
+            break;
+        if (c->refs[b]++ == 0) {
+            lru_remove(c, b);
+            c->n_held++;
+        }
+        if (j < *n_blocks) {
+            kvc_release(c, &blocks[j], 1);
+            blocks[j] = b;
+        } else {
+            blocks[(*n_blocks)++] = b;
+        }
+        *ch = (struct kvc_chain){.hash = h, .block = b, .gen = c->gen[b], .n = j + 1};
+        took++;
+    }
+    return took;
 }
 
 void kvc_commit(struct kvcache *c, struct kvc_chain *ch, const int32_t *ids, const int32_t *blocks, int n_full)

@@ -59,13 +59,21 @@ int32_t kvc_alloc(struct kvcache *c);
  * cached when indexed, free otherwise. */
 void kvc_release(struct kvcache *c, const int32_t *blocks, int n);
 
-/* The longest run of indexed blocks matching ids, at most max_blocks full
- * blocks (ids must hold max_blocks * block_tokens tokens). Returns how many
- * matched; *idle (may be NULL) gets how many of those are idle cached. With
- * take, each matched block gets a reference, its number is written to
- * blocks[i], and *ch is left at the last matched block (ch must be reset). */
-int kvc_match(struct kvcache *c, const int32_t *ids, int max_blocks, bool take, int32_t *blocks, int *idle,
-              struct kvc_chain *ch);
+/* How long a run of indexed blocks matches ids from the start, at most
+ * max_blocks full blocks (ids must hold max_blocks * block_tokens tokens);
+ * *idle gets how many of those are idle cached. Takes nothing. */
+int kvc_peek(const struct kvcache *c, const int32_t *ids, int max_blocks, int *idle);
+
+/* Takes the indexed blocks matching ids past ch->n, up to max_blocks in all
+ * (a reference each): for a sequence admitted with a reset chain and no
+ * blocks, the cached run its prompt starts with; for one still reading its
+ * prompt, none of whose blocks past its chain is written yet (its written
+ * tokens end at ch->n whole blocks), what a sequence ahead of it with the
+ * same prefix has written since. Each goes to blocks[j] (an unwritten block
+ * of its own there is released) or is appended (*n_blocks grows). Returns
+ * how many blocks it took; ch moves on to the last. */
+int kvc_follow(struct kvcache *c, struct kvc_chain *ch, const int32_t *ids, int max_blocks, int32_t *blocks,
+               int *n_blocks);
 
 /* The sequence whose chain is ch now has the K/V of its first n_full full
  * blocks written (blocks[i] holds ids[i*B .. (i+1)*B)): indexes those past
