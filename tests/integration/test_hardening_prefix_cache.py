@@ -171,7 +171,9 @@ def test_reload_drops_the_cache(site):
     assert tiny()["kv_blocks_cached"] > 0
     site.llmcgi.write_config(site.config("max_queue = 63\n"))
     site.llmcgi.signal(signal.SIGHUP)
-    wait_for(lambda: tiny().get("state") == "ready" and tiny()["requests"] < before, "tiny reloaded with new settings",
-             interval=0.1)
+    def reloaded():
+        t = tiny()
+        return t.get("state") == "ready" and t.get("requests", before) < before
+    wait_for(reloaded, "tiny reloaded with new settings", interval=0.1)
     assert tiny()["kv_blocks_cached"] == 0 and tiny()["prefix_cache_hits"] == 0
     assert chat(site, "tiny", "Are apples fresh?")["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
