@@ -19,6 +19,7 @@
 #include "util.h"
 #include "../../tools/gen_gpt2.h"
 
+#include <json-c/json.h>
 #include <math.h>
 #include <poll.h>
 #include <stdbool.h>
@@ -1203,6 +1204,126 @@ static void test_prefix_stress(void)
     engine_stop(e);
 }
 
+/* 16. The shipped model (models/llmcgi-tiny) on its golden prompts
+ * (tests/golden/llmcgi_tiny_golden.json: transformers' 64 greedy tokens):
+ * with the cache on, cold, then warm (each prompt's own whole blocks cached:
+ * prompts sharing 0, 1 and many blocks), one at a time and all at once;
+ * with the cache off, all at once. Every run yields the golden tokens, and
+ * the warm runs' logprobs are the cache-off run's within 1e-3. */
+static void test_prefix_golden(const char *src)
+{
+    enum { NG = 20, NEW = 64 };
+    char path[1024], err[512];
+    snprintf(path, sizeof path, "%s/tests/golden/llmcgi_tiny_golden.json", src);
+    json_object *g = json_object_from_file(path), *models, *prompts;
+    if (!ok(g && json_object_object_get_ex(g, "models", &models) &&
+                json_object_object_get_ex(json_object_array_get_idx(models, 0), "prompts", &prompts),
+            "golden: %s reads", path)) {
+        json_object_put(g);
+        return;
+    }
+    static struct spec s[NG];
+    static int32_t gold[NG][NEW];
+    static struct res runs[4][NG];
+    int n = (int)json_object_array_length(prompts);
+    if (n > NG)
+        n = NG;
+    for (int i = 0; i < n; i++) {
+        json_object *p = json_object_array_get_idx(prompts, (size_t)i), *ids, *greedy;
+        json_object_object_get_ex(p, "ids", &ids);
+        json_object_object_get_ex(p, "greedy", &greedy);
+        memset(&s[i], 0, sizeof s[i]);
+        s[i].gp.sampling = sampler_params_default();
+        s[i].gp.max_new_tokens = NEW;
+        s[i].gp.ignore_eos = true;
+        s[i].n = (int)json_object_array_length(ids);
+        for (int k = 0; k < s[i].n && k < NPOS; k++)
+            s[i].prompt[k] = (int32_t)json_object_get_int(json_object_array_get_idx(ids, (size_t)k));
+        for (int k = 0; k < NEW; k++)
+            gold[i][k] = (int32_t)json_object_get_int(json_object_array_get_idx(greedy, (size_t)k));
+    }
+    json_object_put(g);
+
+    snprintf(path, sizeof path, "%s/models/llmcgi-tiny", src);
+    struct tokenizer *gtok = NULL;
+    struct gpt2_checkpoint *ck = NULL;
+    struct llm_model *m[2] = {NULL, NULL};
+    struct engine *e[2] = {NULL, NULL};
+    bool loaded = tokenizer_load_dir(path, &gtok, err, sizeof err) == 0;
+    for (int k = 0; k < 2 && loaded; k++) {
+        struct llm_load_opts lo = {.device = LLM_DEVICE_CPU, .threads = 1, .kv_block_tokens = BT, .kv_blocks = 400,
+                                   .max_step_tokens = 64, .max_step_logits = 64};
+        struct engine_opts o = {16, 32, 64, .prefix_cache = k == 0};
+        loaded = gpt2_checkpoint_open(path, &ck, err, sizeof err) == 0 && llm_load(ck, &lo, &m[k], err, sizeof err) == 0;
+        gpt2_checkpoint_close(ck);
+        ck = NULL;
+        if (loaded && engine_start(&e[k], m[k], gtok, &o, k ? "golden-off" : "golden-on", err, sizeof err) != 0) {
+            llm_free(m[k]);
+            loaded = false;
+        }
+    }
+    if (!ok(loaded, "golden: %s loads into engines with the cache on and off", path)) {
+        printf("# %s\n", err);
+        goto out;
+    }
+    /* runs: 0 on cold one at a time, 1 on warm one at a time, 2 on warm all at once, 3 off all at once */
+    static const char *const how[4] = {"cache on, cold, batch 1", "cache on, warm, batch 1",
+                                       "cache on, warm, batch 16", "cache off, batch 16"};
+    struct echan *ch[NG] = {NULL};
+    for (int r = 0; r < 4; r++) {
+        struct engine *en = e[r == 3];
+        memset(runs[r], 0, sizeof runs[r]);
+        bool ended = true;
+        for (int i = 0; i < n; i++) {
+            submit_one(en, ch, &s[i], i);
+            if (r < 2) {
+                ended = pump(ch, n, runs[r], n, i, NPOS) && ended;
+                echan_put(ch[i]);
+                ch[i] = NULL;
+            }
+        }
+        if (r >= 2) {
+            ended = pump(ch, n, runs[r], n, -1, 0);
+            put_all(ch, n);
+        }
+        int right = 0, sh0 = 0, sh1 = 0, shmany = 0, cached_ok = 0;
+        for (int i = 0; i < n; i++) {
+            bool same_ids = runs[r][i].n == NEW && !runs[r][i].status;
+            for (int k = 0; same_ids && k < NEW; k++)
+                same_ids = runs[r][i].ids[k] == gold[i][k];
+            right += same_ids;
+            int want = r == 0 || r == 3 ? 0 : (s[i].n - 1) / BT * BT;
+            cached_ok += runs[r][i].cached == want;
+            sh0 += want == 0;
+            sh1 += want == BT;
+            shmany += want > BT;
+        }
+        ok(ended && right == n, "golden (%s): all %d prompts yield transformers' %d greedy tokens (%d do)", how[r], n,
+           NEW, right);
+        ok(cached_ok == n && (r == 0 || r == 3 || (sh0 > 0 && sh1 > 0 && shmany > 0)),
+           "golden (%s): cached_tokens right for all (%d sharing 0 blocks, %d one, %d many)", how[r], sh0, sh1,
+           shmany);
+    }
+    for (int r = 1; r <= 2; r++) {
+        double worst = 0;
+        for (int i = 0; i < n; i++)
+            for (int k = 0; k < runs[r][i].n && k < runs[3][i].n; k++) {
+                double d = fabs((double)runs[r][i].lp[k] - (double)runs[3][i].lp[k]);
+                if (!(d <= worst))
+                    worst = d;
+            }
+        ok(worst <= 1e-3, "golden (%s): logprobs within 1e-3 of the cache off (worst %.2g)", how[r], worst);
+    }
+out:
+    engine_stop(e[0]);
+    engine_stop(e[1]);
+    if (!e[0])
+        llm_free(m[0]);
+    if (!e[1])
+        llm_free(m[1]);
+    tokenizer_free(gtok);
+}
+
 int main(void)
 {
     const char *src = getenv("LLMCGI_SRCDIR");
@@ -1254,6 +1375,7 @@ int main(void)
     test_prefix_equal();
     test_prefix_together();
     test_prefix_stress();
+    test_prefix_golden(src ? src : ".");
     engine_stop(NULL);
 
     llm_free(ref);
