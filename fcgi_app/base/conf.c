@@ -405,6 +405,7 @@ static const struct key_def model_keys[] = {
     {"max_new_tokens", K_LONG, M(max_new_tokens), 1, 1 << 24, "256"},
     {"max_batch_tokens", K_LONG, M(max_batch_tokens), 1, 1 << 20, "256"},
     {"kv_cache", K_SIZE, M(kv_cache), 0, (int64_t)1 << 44, "0"},
+    {"prefix_cache", K_BOOL, M(prefix_cache), 0, 0, "on"},
     {"chat_template", K_TEMPLATE, M(chat_template), 0, 0, "auto"},
     {"timeout", K_DURATION, M(timeout_ms), 1, 86400000, "10m"},
     {"task", K_TASK, M(task), 0, 0, "auto"},

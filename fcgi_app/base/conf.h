@@ -40,6 +40,7 @@ struct config_model {
     long max_new_tokens;        /* when a request says none */
     long max_batch_tokens;      /* tokens per engine step */
     uint64_t kv_cache;          /* bytes of KV pool; 0 = automatic */
+    bool prefix_cache;          /* keep full KV blocks for later prompts with the same prefix */
     char *chat_template;        /* "auto", "plain", "dialogpt" */
     int64_t timeout_ms;         /* per-request deadline */
     enum model_task task;

@@ -1,6 +1,7 @@
 /* engine.c -- one loaded model's engine thread: continuous batching over paged KV blocks, chunked prefill, admission control, cancellation. */
 #include "config.h"
 #include "engine.h"
+#include "kvcache.h"
 #include "log.h"
 #include "metrics.h"
 #include "util.h"
@@ -158,6 +159,8 @@ struct eseq {
     int32_t *blocks;            /* block table; capacity max_blocks */
     int n_blocks;
     int n_cached;               /* tokens of g.ids whose K/V are in the blocks */
+    struct kvc_chain chain;     /* its full blocks in the prefix cache's index */
+    int cached_tokens;          /* prompt tokens its first admission found in the prefix cache */
     bool prompt_logprobs;
     bool classify;              /* read the prompt, post its last row (EV_SCORES), done */
     int prefill_reported;       /* prompt tokens reported with EV_PREFILL */
@@ -182,20 +185,21 @@ struct engine {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     bool stopping;              /* guarded by mu */
+    bool waiting;               /* guarded by mu: the thread waits for work (the pool is still) */
     struct eseq *qhead, *qtail; /* guarded by mu */
     int n_queued;               /* guarded by mu */
 
     /* the engine thread's own */
     struct eseq **run;          /* running, in admission order */
     int n_run;
-    int32_t *free_blocks;
-    int n_free;
+    struct kvcache *kv;         /* the block pool and its prefix cache */
     uint64_t order;
     struct llm_seq *step;       /* one step's sequences ... */
     struct eseq **step_seq;     /* ... and whose they are */
     float *logits;              /* max_batch_tokens rows of info->out_dim */
 
-    atomic_int st_running, st_queued, st_used;
+    atomic_int st_running, st_queued, st_used, st_cached;
+    atomic_ullong st_pc_queries, st_pc_hits;
     atomic_ullong st_steps, st_prompt, st_generated, st_requests, st_cancelled, st_rejected, st_preempted,
         st_expired;
 };
@@ -210,13 +214,21 @@ static void seq_free(struct eseq *s)
     free(s);
 }
 
+static void pool_stats(struct engine *e)
+{
+    atomic_store(&e->st_used, kvc_held(e->kv));
+    atomic_store(&e->st_cached, kvc_idle_cached(e->kv));
+}
+
+/* Releases s's blocks: those shared with others stay theirs, its indexed
+ * full blocks stay in the prefix cache, the rest are free. */
 static void give_blocks(struct engine *e, struct eseq *s)
 {
-    for (int i = 0; i < s->n_blocks; i++)
-        e->free_blocks[e->n_free++] = s->blocks[i];
+    kvc_release(e->kv, s->blocks, s->n_blocks);
     s->n_blocks = 0;
     s->n_cached = 0;
-    atomic_store(&e->st_used, e->info->kv_blocks - e->n_free);
+    kvc_chain_reset(&s->chain);
+    pool_stats(e);
 }
 
 /* Posts an error event for s (its last). */
@@ -294,6 +306,7 @@ int engine_submit(struct engine *e, struct echan *c, const struct eseq_req *reqs
         s->classify = q->classify;
         s->deadline_ns = q->deadline_ns;
         s->submitted_ns = now;
+        kvc_chain_reset(&s->chain);
         s->blocks = malloc(sizeof *s->blocks * (size_t)e->max_blocks);
         if (!s->blocks) {
             rc = ENGINE_ENOMEM;
@@ -406,13 +419,28 @@ static void sweep_and_admit(struct engine *e)
         e->qtail = s;
     while (e->qhead && e->n_run < e->o.max_concurrent) {
         struct eseq *s = e->qhead;
+        /* The full blocks of its tokens already in the prefix cache (not
+         * with prompt logprobs, which need every prompt row), leaving at
+         * least its last token to run for the logits to sample from. */
+        int hit_max = s->prompt_logprobs ? 0 : (s->g.n_ids - 1) / e->B, idle = 0;
+        int hit = kvc_peek(e->kv, s->g.ids, hit_max, &idle);
+        int rest = s->g.n_ids - hit * e->B;
         /* Blocks for its first chunk and a block of growth for every running
          * sequence, or the next steps would preempt it again at once. A
-         * preempted sequence waits until all its tokens fit, plus that growth. */
-        int first = s->preempted ? s->g.n_ids + 1 : s->g.n_ids < e->o.max_batch_tokens ? s->g.n_ids
-                                                                                       : e->o.max_batch_tokens;
-        if (e->n_run > 0 && (first + e->B - 1) / e->B + e->n_run > e->n_free)
+         * preempted sequence waits until all its tokens fit, plus that growth.
+         * Idle cached blocks it would take no longer count as room. */
+        int first = s->preempted ? rest + 1 : rest < e->o.max_batch_tokens ? rest : e->o.max_batch_tokens;
+        if (e->n_run > 0 && (first + e->B - 1) / e->B + e->n_run > kvc_avail(e->kv) - idle)
             break;
+        kvc_follow(e->kv, &s->chain, s->g.ids, hit, s->blocks, &s->n_blocks);
+        s->n_cached = s->n_blocks * e->B;
+        if (!s->admitted_ns) {          /* its first admission: what the answer reports */
+            s->cached_tokens = s->n_cached;
+            if (e->o.prefix_cache && !s->prompt_logprobs) {
+                atomic_fetch_add(&e->st_pc_queries, (unsigned long long)s->g.n_prompt);
+                atomic_fetch_add(&e->st_pc_hits, (unsigned long long)s->n_cached);
+            }
+        }
         e->qhead = s->next;
         if (!e->qhead)
             e->qtail = NULL;
@@ -426,6 +454,7 @@ static void sweep_and_admit(struct engine *e)
     atomic_store(&e->st_queued, e->n_queued);
     atomic_store(&e->st_running, e->n_run);
     pthread_mutex_unlock(&e->mu);
+    pool_stats(e);
 
     while (gone) {
         struct eseq *s = gone;
@@ -468,7 +497,7 @@ static bool in_step(struct engine *e, int n_step, const struct eseq *s)
 static int reserve(struct engine *e, struct eseq *s, int want, int n_step)
 {
     int need = (want + e->B - 1) / e->B - s->n_blocks;
-    while (need > e->n_free) {
+    while (need > kvc_avail(e->kv)) {
         struct eseq *victim = NULL;
         for (int i = 0; i < e->n_run; i++) {
             struct eseq *v = e->run[i];
@@ -479,11 +508,9 @@ static int reserve(struct engine *e, struct eseq *s, int want, int n_step)
             break;
         preempt(e, victim);
     }
-    while (need > 0 && e->n_free > 0) {
-        s->blocks[s->n_blocks++] = e->free_blocks[--e->n_free];
-        need--;
-    }
-    atomic_store(&e->st_used, e->info->kv_blocks - e->n_free);
+    for (int32_t b; need > 0 && (b = kvc_alloc(e->kv)) >= 0; need--)
+        s->blocks[s->n_blocks++] = b;
+    pool_stats(e);
     int cap = s->n_blocks * e->B;
     return cap < want ? cap : want;
 }
@@ -509,6 +536,25 @@ static void post_prefill(struct eseq *s, int pos, float logprob)
     echan_post(s->chan, &ev, "", 0);
 }
 
+/* A sequence about to read a chunk of its prompt, with nothing past its
+ * chain of full blocks written, takes what sequences ahead of it with the
+ * same prefix (admitted with it, or since) have written meanwhile. */
+static void catch_up(struct engine *e, struct eseq *s)
+{
+    int max = s->prompt_logprobs ? 0 : (s->g.n_ids - 1) / e->B;
+    if (s->chain.n >= max || s->n_cached != s->chain.n * e->B)
+        return;
+    int took = kvc_follow(e->kv, &s->chain, s->g.ids, max, s->blocks, &s->n_blocks) * e->B;
+    if (!took)
+        return;
+    s->n_cached += took;
+    if (!s->sent_first && !s->preempted) {
+        s->cached_tokens += took;
+        atomic_fetch_add(&e->st_pc_hits, (unsigned long long)took);
+    }
+    pool_stats(e);
+}
+
 /* One step: plan it, run the model, sample, post. Returns false when there
  * was nothing to run. */
 static bool step(struct engine *e)
@@ -518,6 +564,8 @@ static bool step(struct engine *e)
     for (int pass = 0; pass < 2; pass++) {
         for (int i = 0; i < e->n_run && budget > 0; i++) {
             struct eseq *s = e->run[i];
+            if (pass == 1 && s->g.n_ids - s->n_cached > 1 && !in_step(e, n_step, s))
+                catch_up(e, s);
             int feed = s->g.n_ids - s->n_cached;
             if ((feed == 1) != (pass == 0) || in_step(e, n_step, s))
                 continue;
@@ -582,11 +630,13 @@ static bool step(struct engine *e)
                                                   : e->logits + (size_t)row * V;
         row += q->logits == LLM_LOGITS_ALL ? q->n_tokens : q->logits == LLM_LOGITS_LAST;
         s->n_cached += q->n_tokens;
+        /* its blocks filled by this step can now be shared */
+        kvc_commit(e->kv, &s->chain, s->g.ids, s->blocks, s->n_cached / e->B);
         if (q->n_tokens < feed)
             continue;                           /* more prompt to read first */
         if (s->classify) {                      /* read: its row is the answer */
             struct eevent out = {.kind = EV_SCORES, .index = s->index, .at_ns = util_now_ns(),
-                                 .queued_ns = s->admitted_ns - s->submitted_ns};
+                                 .queued_ns = s->admitted_ns - s->submitted_ns, .cached_tokens = s->cached_tokens};
             give_blocks(e, s);
             unrun(e, s);
             if (echan_post(s->chan, &out, (const char *)last, sizeof(float) * (size_t)V) != 0)
@@ -605,6 +655,7 @@ static bool step(struct engine *e)
                              .at_ns = util_now_ns()};
         if (!s->sent_first) {
             out.queued_ns = s->admitted_ns - s->submitted_ns;
+            out.cached_tokens = s->cached_tokens;
             s->sent_first = true;
         }
         bool ended = ev.finish != GEN_RUNNING;
@@ -627,8 +678,11 @@ static void *engine_main(void *arg)
     struct engine *e = arg;
     for (;;) {
         pthread_mutex_lock(&e->mu);
-        while (!e->stopping && e->n_run == 0 && !e->qhead)
+        while (!e->stopping && e->n_run == 0 && !e->qhead) {
+            e->waiting = true;
             pthread_cond_wait(&e->cv, &e->mu);
+        }
+        e->waiting = false;
         bool stop = e->stopping;
         pthread_mutex_unlock(&e->mu);
         if (stop)
@@ -662,7 +716,7 @@ static void *engine_main(void *arg)
 static void free_engine(struct engine *e)
 {
     free(e->run);
-    free(e->free_blocks);
+    kvc_free(e->kv);
     free(e->step);
     free(e->step_seq);
     free(e->logits);
@@ -704,18 +758,13 @@ int engine_start(struct engine **out, struct llm_model *m, const struct tokenize
     e->B = info->kv_block_tokens;
     e->max_blocks = max_blocks;
     e->run = calloc((size_t)o->max_concurrent, sizeof *e->run);
-    e->free_blocks = malloc(sizeof *e->free_blocks * (size_t)info->kv_blocks);
     e->step = calloc((size_t)o->max_concurrent + 1, sizeof *e->step);
     e->step_seq = calloc((size_t)o->max_concurrent + 1, sizeof *e->step_seq);
     e->logits = malloc(sizeof *e->logits * (size_t)o->max_batch_tokens * (size_t)info->out_dim);
-    if (!e->run || !e->free_blocks || !e->step || !e->step_seq || !e->logits) {
+    if (!e->run || kvc_new(&e->kv, info->kv_blocks, e->B, o->prefix_cache) != 0 || !e->step || !e->step_seq || !e->logits) {
         snprintf(err, errlen, "out of memory for the engine's scratch");
         goto fail;
     }
-    /* Hand out low block numbers first (pages of the pool stay untouched until needed). */
-    for (int i = 0; i < info->kv_blocks; i++)
-        e->free_blocks[i] = info->kv_blocks - 1 - i;
-    e->n_free = info->kv_blocks;
     atomic_init(&e->st_used, 0);
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->cv, NULL);
@@ -762,6 +811,32 @@ void engine_get_stats(struct engine *e, struct engine_stats *st)
     st->rejected = atomic_load(&e->st_rejected);
     st->preempted = atomic_load(&e->st_preempted);
     st->expired = atomic_load(&e->st_expired);
+    st->kv_blocks_cached = atomic_load(&e->st_cached);
+    st->prefix_cache = e->o.prefix_cache;
+    st->prefix_cache_queries = atomic_load(&e->st_pc_queries);
+    st->prefix_cache_hits = atomic_load(&e->st_pc_hits);
+}
+
+int engine_check_pool(struct engine *e, char *err, size_t errlen)
+{
+    pthread_mutex_lock(&e->mu);
+    int rc = -1;
+    if (!e->waiting)
+        snprintf(err, errlen, "the engine is busy");
+    else if (kvc_check(e->kv, err, errlen) == 0) {
+        if (kvc_held(e->kv) != 0)
+            snprintf(err, errlen, "%d blocks held with nothing running", kvc_held(e->kv));
+        else
+            rc = 0;
+        for (int32_t b = 0; b < e->info->kv_blocks; b++)
+            if (kvc_refs(e->kv, b) != 0) {
+                snprintf(err, errlen, "block %d has reference count %d with nothing running", b, kvc_refs(e->kv, b));
+                rc = -1;
+                break;
+            }
+    }
+    pthread_mutex_unlock(&e->mu);
+    return rc;
 }
 
 const struct llm_info *engine_info(const struct engine *e)

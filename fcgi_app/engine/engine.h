@@ -17,6 +17,11 @@
  * tokens so far) when there is room. Its sampler state is kept, so what it
  * generates does not change.
  *
+ * With the prefix cache on (kvcache.c), full KV blocks stay indexed by their
+ * content after their sequence ends, until a free block is needed: a new
+ * sequence whose tokens start with cached blocks takes them (shared,
+ * reference-counted) and runs only the rest, always at least its last token.
+ *
  * A sequence classifier's engine (the model's cfg.classifier) runs
  * classification sequences instead: each is only read (prefilled, chunked
  * like a prompt) and, once its last token is in, its score-head row is
@@ -47,6 +52,7 @@ struct engine_opts {
     int max_concurrent;         /* sequences in the running batch, >= 1 */
     int max_queue;              /* sequences waiting to join it, >= 0 */
     int max_batch_tokens;       /* tokens one step carries, >= max_concurrent */
+    bool prefix_cache;          /* keep full KV blocks for reuse by later sequences with the same prefix */
 };
 
 /* Starts the engine thread for model m (taken over: engine_stop frees it)
@@ -90,8 +96,17 @@ struct engine_stats {
     uint64_t rejected;          /* refused with ENGINE_EFULL */
     uint64_t preempted;
     uint64_t expired;           /* past their deadline */
+    int kv_blocks_cached;       /* idle blocks kept by the prefix cache (held by no sequence) */
+    bool prefix_cache;          /* the engine's prefix cache is on */
+    uint64_t prefix_cache_queries; /* prompt tokens looked up in the prefix cache (first admissions) */
+    uint64_t prefix_cache_hits; /* of those, tokens found: their prefill was skipped */
 };
 void engine_get_stats(struct engine *e, struct engine_stats *st);
+
+/* For the tests, while the engine is idle (nothing running or queued):
+ * checks the block pool's books (kvc_check) and that no block is held.
+ * Returns 0, or -1 with err (also when the engine is busy). */
+int engine_check_pool(struct engine *e, char *err, size_t errlen);
 
 const struct llm_info *engine_info(const struct engine *e);
 
@@ -113,6 +128,7 @@ struct eevent {
     enum gen_finish finish;     /* EV_TOKEN: GEN_RUNNING, or why it was the sequence's last */
     int status;                 /* EV_ERROR: HTTP status (500, 503, 504) */
     int64_t queued_ns;          /* EV_TOKEN, first of a sequence: time spent in the queue */
+    int cached_tokens;          /* EV_TOKEN (first of a sequence), EV_SCORES: prompt tokens taken from the prefix cache */
     int64_t at_ns;              /* when the event was made */
 };
 

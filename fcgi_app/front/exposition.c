@@ -38,28 +38,41 @@ static void render_local(struct strbuf *b, struct server *srv)
     if (srv->reg && registry_stats(srv->reg, &all, &n) < 0)
         n = 0;
     char lab[600];
+    enum { INT, U64, FREE };        /* how a field of struct engine_stats is read */
     static const struct {
         const char *name, *help;
-        size_t off;                 /* of the int in struct engine_stats; SIZE_MAX: free blocks */
+        int kind;
+        size_t off;                 /* of the field in struct engine_stats (FREE: computed) */
     } gs[] = {
-        {"llmcgi_queue_depth", "Sequences waiting to join a local model's running batch.",
+        {"llmcgi_queue_depth", "Sequences waiting to join a local model's running batch.", INT,
          offsetof(struct engine_stats, queued)},
-        {"llmcgi_running_sequences", "Sequences in a local model's running batch.",
+        {"llmcgi_running_sequences", "Sequences in a local model's running batch.", INT,
          offsetof(struct engine_stats, running)},
-        {"llmcgi_kv_blocks_used", "KV-cache blocks held by sequences of a local model.",
+        {"llmcgi_kv_blocks_used", "KV-cache blocks held by sequences of a local model.", INT,
          offsetof(struct engine_stats, kv_blocks_used)},
-        {"llmcgi_kv_blocks_free", "KV-cache blocks free in a local model's pool.", SIZE_MAX},
+        {"llmcgi_kv_blocks_free", "KV-cache blocks free in a local model's pool.", FREE, 0},
+        {"llmcgi_prefix_cache_blocks",
+         "KV-cache blocks a local model's prefix cache keeps, held by no sequence (counted free: taken back on demand).",
+         INT, offsetof(struct engine_stats, kv_blocks_cached)},
+        {"llmcgi_prefix_cache_queries_total", "Prompt tokens looked up in a local model's prefix cache.", U64,
+         offsetof(struct engine_stats, prefix_cache_queries)},
+        {"llmcgi_prefix_cache_hits_total", "Prompt tokens found in a local model's prefix cache (prefill skipped).",
+         U64, offsetof(struct engine_stats, prefix_cache_hits)},
     };
     for (size_t k = 0; k < ARRAY_LEN(gs); k++) {
-        metrics_family(b, gs[k].name, "gauge", gs[k].help);
+        metrics_family(b, gs[k].name, gs[k].kind == U64 ? "counter" : "gauge", gs[k].help);
         for (size_t i = 0; i < n; i++) {
             if (all[i].state != REGISTRY_READY)
                 continue;
             const struct engine_stats *st = &all[i].engine;
-            int64_t v = gs[k].off == SIZE_MAX ? (int64_t)st->kv_blocks_total - st->kv_blocks_used
-                                              : *(const int *)((const char *)st + gs[k].off);
+            const char *field = (const char *)st + gs[k].off;
             metrics_labels(lab, sizeof lab, (const char *const[]){"model", all[i].name, NULL});
-            metrics_sample(b, gs[k].name, lab, (double)v);
+            if (gs[k].kind == U64)
+                metrics_sample_u64(b, gs[k].name, lab, *(const uint64_t *)(const void *)field);
+            else
+                metrics_sample(b, gs[k].name, lab,
+                               gs[k].kind == FREE ? (double)st->kv_blocks_total - st->kv_blocks_used
+                                                  : (double)*(const int *)(const void *)field);
         }
     }
     static const char *const states[] = {"loading", "ready", "failed"};

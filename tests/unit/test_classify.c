@@ -296,7 +296,7 @@ static void test_engine(struct llm_model *m, const char *name, const float *want
 {
     const struct llm_info *in = llm_get_info(m);
     int NL = in->out_dim;
-    struct engine_opts eo = {4, 64, 24};
+    struct engine_opts eo = {4, 64, 24, true};
     struct engine *e;
     char err[256] = "";
     if (!ok(engine_start(&e, m, tok, &eo, name, err, sizeof err) == 0, "%s: engine starts%s%s", name,

@@ -138,6 +138,7 @@ static void test_models(void)
         is_int(m->max_new_tokens, 256, "default max_new_tokens 256");
         is_int(m->max_batch_tokens, 256, "default max_batch_tokens 256");
         is_int((long long)m->kv_cache, 0, "default kv_cache 0 (automatic)");
+        ok(m->prefix_cache, "default prefix_cache on");
         is_str(m->chat_template, "auto", "default chat_template auto");
         is_int(m->timeout_ms, 600000, "default timeout 10m");
         ok(c->models_dir == NULL, "no models_dir by default");
@@ -150,7 +151,7 @@ static void test_models(void)
     c = load("[server]\nmodels_dir = models\nmax_loaded_models = 2\nmodels_memory = 2G\ndefault_model = org/m\n"
              "[model b]\npath = /m/b\ndevice = cuda:1\nthreads = 2\nmax_concurrent = 4\nmax_queue = 0\n"
              "max_input_tokens = 100\nmax_total_tokens = 200\nmax_new_tokens = 50\nmax_batch_tokens = 8\n"
-             "kv_cache = 64M\nchat_template = dialogpt\ntimeout = 30s\n", err, sizeof err);
+             "kv_cache = 64M\nprefix_cache = off\nchat_template = dialogpt\ntimeout = 30s\n", err, sizeof err);
     ok(c != NULL, "every model key loads");
     if (!c)
         printf("# %s", err);
@@ -171,11 +172,14 @@ static void test_models(void)
         is_int(m->max_new_tokens, 50, "max_new_tokens");
         is_int(m->max_batch_tokens, 8, "max_batch_tokens");
         is_int((long long)m->kv_cache, 64 << 20, "kv_cache 64M");
+        ok(!m->prefix_cache, "prefix_cache off");
         is_str(m->chat_template, "dialogpt", "chat_template");
         is_int(m->timeout_ms, 30000, "timeout 30s");
     }
     config_unref(c);
 
+    refused_at("[model a]\npath = /m\n\nprefix_cache = sometimes\n", 4,
+               "prefix_cache must be on or off, got \"sometimes\"", "prefix_cache neither on nor off");
     refused_at("[model a]\npath = /m\ndevice = tpu\n", 3, "device must be auto, cpu, cuda or cuda:N, got \"tpu\"",
                "an unknown device");
     refused_at("[model a]\npath = /m\nchat_template = llama3\n", 3,

@@ -1,4 +1,4 @@
-/* test_engine.c -- the engine thread (fcgi_app/engine/engine.c) against a plain generation loop: continuous batching, chunked prefill, preemption, sampling, admission, cancellation, deadlines, prompt logprobs, shutdown.
+/* test_engine.c -- the engine thread (fcgi_app/engine/engine.c) against a plain generation loop: continuous batching, chunked prefill, preemption, sampling, admission, cancellation, deadlines, prompt logprobs, shutdown, the prefix cache.
  *
  * A tiny deterministic GPT-2 (tools/gen_gpt2_lib.c: 2 layers, 64 wide, 128
  * positions, GPT-2's vocabulary) is written to a temporary directory. The
@@ -19,6 +19,7 @@
 #include "util.h"
 #include "../../tools/gen_gpt2.h"
 
+#include <json-c/json.h>
 #include <math.h>
 #include <poll.h>
 #include <stdbool.h>
@@ -41,6 +42,7 @@ static int V;
 static int32_t EOS;
 static double wait_s = 60;          /* bound on any wait (not an assertion) */
 static struct ebatch evb;           /* reused by every take */
+static bool prefix_cache = true;    /* engines start with the prefix cache on unless a test says */
 
 /* ------------------------------------------------------------------ helpers */
 
@@ -68,7 +70,7 @@ static struct engine *start_engine(int kv_blocks, int max_concurrent, int max_qu
     struct llm_model *m = load_model(kv_blocks, max_batch_tokens);
     if (!m)
         return NULL;
-    struct engine_opts o = {max_concurrent, max_queue, max_batch_tokens};
+    struct engine_opts o = {max_concurrent, max_queue, max_batch_tokens, .prefix_cache = prefix_cache};
     struct engine *e;
     char err[512];
     if (engine_start(&e, m, tok, &o, name, err, sizeof err) != 0) {
@@ -145,6 +147,7 @@ struct res {
     int32_t pf_id[NPOS];
     float pf_lp[NPOS];
     int pf_late;                /* EV_PREFILL after an EV_TOKEN */
+    int cached;                 /* the first EV_TOKEN's cached_tokens */
 };
 
 static void text_add(struct res *r, const char *t, size_t n)
@@ -232,8 +235,10 @@ static void on_event(struct res *res, int nres, const struct ebatch *b, const st
             r->bad++;
             break;
         }
-        if (ev->queued_ns < 0 || (r->n > 0 && ev->queued_ns != 0))
+        if (ev->queued_ns < 0 || (r->n > 0 && ev->queued_ns != 0) || (r->n > 0 && ev->cached_tokens != 0))
             r->bad++;
+        if (r->n == 0)
+            r->cached = ev->cached_tokens;
         r->ids[r->n] = ev->tok.id;
         r->lp[r->n] = ev->tok.logprob;
         r->n_top[r->n] = ev->tok.n_top;
@@ -908,18 +913,415 @@ static void test_refusals(struct engine *e)
 
     struct llm_model *m = load_model(0, 16);
     struct engine *e2 = NULL;
-    struct engine_opts o = {4, 4, 32};
+    struct engine_opts o = {4, 4, 32, false};
     ok(m && engine_start(&e2, m, tok, &o, "x", err, sizeof err) == -1 && e2 == NULL,
        "refuse: max_batch_tokens above the model's step size: %s", err);
-    o = (struct engine_opts){4, 4, 2};
+    o = (struct engine_opts){4, 4, 2, false};
     ok(m && engine_start(&e2, m, tok, &o, "x", err, sizeof err) == -1, "refuse: max_batch_tokens < max_concurrent: %s",
        err);
     llm_free(m);
     m = load_model(MAXBLK - 1, 16);
-    o = (struct engine_opts){1, 1, 16};
+    o = (struct engine_opts){1, 1, 16, false};
     ok(m && engine_start(&e2, m, tok, &o, "x", err, sizeof err) == -1, "refuse: a pool smaller than one context: %s",
        err);
     llm_free(m);
+}
+
+/* ------------------------------------------------------------------ prefix cache */
+
+/* engine_check_pool once the engine thread has gone back to waiting (it
+ * may still be on its way there just after wait_idle). */
+static int check_pool(struct engine *e, char *err, size_t errlen)
+{
+    int64_t end = util_now_ns() + (int64_t)(wait_s * 1e9);
+    int rc;
+    while ((rc = engine_check_pool(e, err, errlen)) != 0 && !strcmp(err, "the engine is busy") && util_now_ns() < end)
+        usleep(2000);
+    return rc;
+}
+
+/* A spec whose first `shared` tokens are pre[0..shared), the rest its own. */
+static void spec_prefixed(struct spec *s, const int32_t *pre, int shared, int n, int max_new, uint64_t seed,
+                          bool sampled)
+{
+    if (sampled)
+        spec_sampled(s, n, max_new, seed);
+    else
+        spec_greedy(s, n, max_new, seed);
+    memcpy(s->prompt, pre, sizeof *pre * (size_t)shared);
+}
+
+/* What the prefix cache can give a prompt of n tokens whose first `shared`
+ * are cached: whole blocks, and never the last token. */
+static int cacheable(int shared, int n)
+{
+    int lim = (n - 1) / BT * BT, sh = shared / BT * BT;
+    return sh < lim ? sh : lim;
+}
+
+/* 13. Outputs with the prefix cache on are the reference's (the cache off),
+ * for prompts sharing 0, 1 and many blocks with a cached one, one at a time
+ * and 16 at once; cached_tokens and the counters say what was reused. */
+static void test_prefix_equal(void)
+{
+    enum { N = 16, PRE = 80 };
+    static int32_t pre[PRE];
+    static struct spec warm, s[N];
+    static struct res want[N], got[N], wres;
+    static int shared[N];
+    make_prompt(pre, PRE, 7000);
+    spec_prefixed(&warm, pre, PRE, PRE + 3, 4, 7001, false);
+    int refs = 0;
+    for (int i = 0; i < N; i++) {
+        int kind = i % 3, n;
+        shared[i] = kind == 0 ? 0 : kind == 1 ? BT : PRE;
+        n = shared[i] + 5 + i;
+        if (i == 15)                /* exactly two full blocks of the prefix: the last token is still run */
+            n = shared[i] = 2 * BT;
+        spec_prefixed(&s[i], pre, shared[i], n, 12 + i % 5, 7100 + (uint64_t)i, i % 4 == 3);
+        refs += reference(&s[i], &want[i]) == 0;
+    }
+    ok(refs == N, "prefix: %d references run", N);
+    struct engine *on = start_engine(MAXS * MAXBLK, N, 2 * N, 32, "prefix-on");
+    prefix_cache = false;
+    struct engine *off = start_engine(MAXS * MAXBLK, N, 2 * N, 32, "prefix-off");
+    prefix_cache = true;
+    if (!ok(on && off, "prefix: engines with the cache on and off start")) {
+        engine_stop(on);
+        engine_stop(off);
+        return;
+    }
+    struct echan *ch[N] = {NULL};
+    struct engine_stats st;
+    char err[512];
+
+    /* a sequence with the whole prefix runs first: its full blocks stay cached */
+    memset(&wres, 0, sizeof wres);
+    submit_one(on, ch, &warm, 0);
+    ok(pump(ch, 1, &wres, 1, -1, 0) && wres.cached == 0, "prefix: the first sequence finds nothing cached (%d)",
+       wres.cached);
+    put_all(ch, 1);
+    ok(wait_idle(on, &st), "prefix: idle after the first");
+    is_int(st.kv_blocks_cached, (PRE + 3 + 4 - 1) / BT, "prefix: its full blocks stay cached, held by nobody");
+    ok(st.prefix_cache, "prefix: stats say the cache is on");
+
+    /* batch 1 */
+    memset(got, 0, sizeof got);
+    int right = 0, cached = 0, sum = 0, qsum = warm.n;
+    for (int i = 0; i < N; i++) {
+        submit_one(on, ch, &s[i], i);
+        pump(ch, N, got, N, i, NPOS);
+        echan_put(ch[i]);
+        ch[i] = NULL;
+        right += got[i].cached == cacheable(shared[i], s[i].n);
+        sum += got[i].cached;
+        qsum += s[i].n;
+        if (got[i].cached != cacheable(shared[i], s[i].n))
+            printf("# seq %d: cached_tokens %d, want %d\n", i, got[i].cached, cacheable(shared[i], s[i].n));
+    }
+    is_int(count_same(got, want, N), N, "prefix: batch 1, cache on: each yields its reference (cache off)");
+    is_int(right, N, "prefix: batch 1: cached_tokens is the shared whole blocks (0, 1 or 5), never the last token");
+    ok(wait_idle(on, &st), "prefix: idle after batch 1");
+    ok(st.prefix_cache_hits == (uint64_t)sum && st.prefix_cache_queries == (uint64_t)qsum,
+       "prefix: counters: %llu hit tokens of %llu queried (want %d of %d)", (unsigned long long)st.prefix_cache_hits,
+       (unsigned long long)st.prefix_cache_queries, sum, qsum);
+
+    /* batch 16, on both engines: every prompt's own blocks are now cached too */
+    for (int pass = 0; pass < 2; pass++) {
+        struct engine *e = pass ? off : on;
+        memset(got, 0, sizeof got);
+        int subs = 0;
+        for (int i = 0; i < N; i++)
+            subs += submit_one(e, ch, &s[i], i) == ENGINE_OK;
+        ok(subs == N && pump(ch, N, got, N, -1, 0), "prefix: batch 16 (cache %s) ends", pass ? "off" : "on");
+        put_all(ch, N);
+        is_int(count_same(got, want, N), N, "prefix: batch 16, cache %s: each yields its reference",
+               pass ? "off" : "on");
+        cached = 0;
+        for (int i = 0; i < N; i++)
+            cached += got[i].cached == (pass ? 0 : (s[i].n - 1) / BT * BT);
+        is_int(cached, N, "prefix: batch 16, cache %s: cached_tokens %s", pass ? "off" : "on",
+               pass ? "0 everywhere" : "every whole block of the prompt but the last token's");
+        ok(wait_idle(e, &st), "prefix: idle after batch 16 (cache %s)", pass ? "off" : "on");
+        ok(check_pool(e, err, sizeof err) == 0, "prefix: pool books whole (cache %s): %s", pass ? "off" : "on",
+           err);
+    }
+    ok(!st.prefix_cache && st.kv_blocks_cached == 0 && st.prefix_cache_hits == 0 && st.prefix_cache_queries == 0,
+       "prefix: cache off: nothing cached, nothing counted");
+
+    /* prompt logprobs need every prompt row: such a sequence takes nothing from the cache */
+    static struct spec lp;
+    static struct res lres;
+    spec_prefixed(&lp, pre, PRE, PRE + 9, 5, 7200, false);
+    lp.prompt_logprobs = true;
+    memset(&lres, 0, sizeof lres);
+    submit_one(on, ch, &lp, 0);
+    ok(pump(ch, 1, &lres, 1, -1, 0) && lres.cached == 0, "prefix: with prompt_logprobs nothing is taken (%d)",
+       lres.cached);
+    check_prompt_logprobs(&lp, &lres, "prefix cached");
+    put_all(ch, 1);
+    engine_stop(on);
+    engine_stop(off);
+}
+
+/* 14. Sequences sharing a prefix that arrive together (admitted in one
+ * sweep, max_batch_tokens 32): the first reads the prefix in two steps, the
+ * others take its blocks once written (the step after), never before (a
+ * block taken while being written would change their tokens); a later one
+ * finds the prefix whole. */
+static void test_prefix_together(void)
+{
+    enum { N = 4, PRE = 64 };
+    static int32_t pre[PRE];
+    static struct spec s[N + 1];
+    static struct res want[N + 1], got[N + 1];
+    make_prompt(pre, PRE, 7300);
+    int refs = 0;
+    for (int i = 0; i <= N; i++) {
+        spec_prefixed(&s[i], pre, PRE, PRE + 3 + i, 10, 7301 + (uint64_t)i, false);
+        refs += reference(&s[i], &want[i]) == 0;
+    }
+    ok(refs == N + 1, "together: references run");
+    struct engine *e = start_engine(MAXS * MAXBLK, 8, 8, 32, "together");
+    if (!ok(e != NULL, "together: engine starts"))
+        return;
+    struct eseq_req q[N];
+    for (int i = 0; i < N; i++)
+        q[i] = spec_req(&s[i], i);
+    struct echan *ch[1] = {echan_new()};
+    char err[512];
+    memset(got, 0, sizeof got);
+    ok(engine_submit(e, ch[0], q, N, err, sizeof err) == ENGINE_OK, "together: %d sequences submitted at once", N);
+    ok(pump(ch, 1, got, N, -1, 0), "together: they end");
+    is_int(count_same(got, want, N), N, "together: each yields its reference");
+    int followed = 0;
+    for (int i = 1; i < N; i++)
+        followed += got[i].cached == PRE;
+    ok(got[0].cached == 0 && followed == N - 1,
+       "together: the first read the prefix (cached %d), the other %d took it once written (%d did)", got[0].cached,
+       N - 1, followed);
+    put_all(ch, 1);
+    struct engine_stats st;
+    ok(wait_idle(e, &st), "together: idle");
+    ok(check_pool(e, err, sizeof err) == 0, "together: pool books whole after duplicate blocks: %s", err);
+    submit_one(e, ch, &s[N], 0);
+    ok(pump(ch, 1, &got[N], 1, -1, 0), "together: a later one ends");
+    ok(same(&got[N], &want[N], N) && got[N].cached == PRE, "together: the later one takes the whole prefix (%d)",
+       got[N].cached);
+    put_all(ch, 1);
+    engine_stop(e);
+}
+
+/* 15. Stress: many sequences over a few overlapping prefixes, a pool small
+ * enough to preempt and evict, a third cancelled (queued or running). At
+ * the end no block is held and free + cached is the pool; those not
+ * cancelled yield their references. */
+static void test_prefix_stress(void)
+{
+    enum { N = 48, NPRE = 4, PRE = 96 };
+    static int32_t pre[NPRE][PRE];
+    static struct spec s[N];
+    static struct res want[N], got[N];
+    static bool cancel[N];
+    static int cut[N];
+    for (int k = 0; k < NPRE; k++)
+        make_prompt(pre[k], PRE, 7400 + (uint64_t)k);
+    uint64_t x = 99;
+    int refs = 0;
+    for (int i = 0; i < N; i++) {
+        x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+        int k = (int)((x >> 33) % NPRE), shared = (int)((x >> 40) % (PRE + 1)), n = shared + 1 + (int)((x >> 20) % 12);
+        if (k == 0)                 /* prefix 0 is extended by several: chains within chains */
+            shared = PRE;
+        if (n > 110)
+            n = 110;
+        if (shared > n)
+            shared = n;
+        spec_prefixed(&s[i], pre[k], shared, n, 1 + (int)((x >> 50) % 16), 7500 + (uint64_t)i, i % 5 == 4);
+        cancel[i] = i % 3 == 1;
+        cut[i] = (int)((x >> 8) % 4);   /* cancelled after this many tokens (0: possibly still queued) */
+        if (!cancel[i])
+            refs += reference(&s[i], &want[i]) == 0;
+    }
+    ok(refs == N - N / 3, "stress: references run");
+    int kv = MAXBLK + 4;
+    struct engine *e = start_engine(kv, 6, N, 32, "stress");
+    if (!ok(e != NULL, "stress: engine with a pool of %d blocks", kv))
+        return;
+    static struct echan *ch[N];
+    memset(got, 0, sizeof got);
+    int subs = 0;
+    for (int wave = 0; wave < 3; wave++) {
+        for (int i = wave * N / 3; i < (wave + 1) * N / 3; i++)
+            subs += submit_one(e, ch, &s[i], i) == ENGINE_OK;
+        int64_t end = util_now_ns() + (int64_t)(wait_s * 1e9);
+        for (;;) {
+            drain(ch, N, got, N);
+            bool all = true;
+            for (int i = 0; i < (wave + 1) * N / 3; i++) {
+                if (cancel[i] && ch[i] && (got[i].n >= cut[i] || got[i].done)) {
+                    echan_cancel(ch[i]);
+                    echan_put(ch[i]);
+                    ch[i] = NULL;
+                    got[i].done = true;
+                }
+                all = all && got[i].done;
+            }
+            if (all || util_now_ns() > end)
+                break;
+            struct pollfd pf[MAXS];
+            int np = 0;
+            for (int i = 0; i < N && np < MAXS; i++)
+                if (ch[i])
+                    pf[np++] = (struct pollfd){.fd = echan_fd(ch[i]), .events = POLLIN};
+            poll(pf, (nfds_t)np, 20);
+        }
+    }
+    is_int(subs, N, "stress: %d sequences submitted in 3 waves", N);
+    int right = 0, hits = 0;
+    for (int i = 0; i < N; i++)
+        if (!cancel[i]) {
+            right += same(&got[i], &want[i], i);
+            hits += got[i].cached > 0;
+        }
+    is_int(right, N - N / 3, "stress: every sequence not cancelled yields its reference");
+    ok(hits > 0, "stress: %d of them took cached blocks", hits);
+    for (int i = 0; i < N; i++)
+        if (ch[i]) {
+            echan_put(ch[i]);
+            ch[i] = NULL;
+        }
+    struct engine_stats st;
+    char err[512];
+    ok(wait_idle(e, &st), "stress: idle at the end");
+    printf("# stress: %llu preempted, %llu cancelled, %d blocks cached, %llu of %llu prompt tokens hit\n",
+           (unsigned long long)st.preempted, (unsigned long long)st.cancelled, st.kv_blocks_cached,
+           (unsigned long long)st.prefix_cache_hits, (unsigned long long)st.prefix_cache_queries);
+    ok(st.kv_blocks_used == 0 && st.kv_blocks_cached > 0 && st.kv_blocks_cached <= kv,
+       "stress: no block held, %d cached", st.kv_blocks_cached);
+    ok(check_pool(e, err, sizeof err) == 0, "stress: every reference count 0, free + cached == %d: %s", kv,
+       err);
+    engine_stop(e);
+}
+
+/* 16. The shipped model (models/llmcgi-tiny) on its golden prompts
+ * (tests/golden/llmcgi_tiny_golden.json: transformers' 64 greedy tokens):
+ * with the cache on, cold, then warm (each prompt's own whole blocks cached:
+ * prompts sharing 0, 1 and many blocks), one at a time and all at once;
+ * with the cache off, all at once. Every run yields the golden tokens, and
+ * the warm runs' logprobs are the cache-off run's within 1e-3. */
+static void test_prefix_golden(const char *src)
+{
+    enum { NG = 20, NEW = 64 };
+    char path[1024], err[512];
+    snprintf(path, sizeof path, "%s/tests/golden/llmcgi_tiny_golden.json", src);
+    json_object *g = json_object_from_file(path), *models, *prompts;
+    if (!ok(g && json_object_object_get_ex(g, "models", &models) &&
+                json_object_object_get_ex(json_object_array_get_idx(models, 0), "prompts", &prompts),
+            "golden: %s reads", path)) {
+        json_object_put(g);
+        return;
+    }
+    static struct spec s[NG];
+    static int32_t gold[NG][NEW];
+    static struct res runs[4][NG];
+    int n = (int)json_object_array_length(prompts);
+    if (n > NG)
+        n = NG;
+    for (int i = 0; i < n; i++) {
+        json_object *p = json_object_array_get_idx(prompts, (size_t)i), *ids, *greedy;
+        json_object_object_get_ex(p, "ids", &ids);
+        json_object_object_get_ex(p, "greedy", &greedy);
+        memset(&s[i], 0, sizeof s[i]);
+        s[i].gp.sampling = sampler_params_default();
+        s[i].gp.max_new_tokens = NEW;
+        s[i].gp.ignore_eos = true;
+        s[i].n = (int)json_object_array_length(ids);
+        for (int k = 0; k < s[i].n && k < NPOS; k++)
+            s[i].prompt[k] = (int32_t)json_object_get_int(json_object_array_get_idx(ids, (size_t)k));
+        for (int k = 0; k < NEW; k++)
+            gold[i][k] = (int32_t)json_object_get_int(json_object_array_get_idx(greedy, (size_t)k));
+    }
+    json_object_put(g);
+
+    snprintf(path, sizeof path, "%s/models/llmcgi-tiny", src);
+    struct tokenizer *gtok = NULL;
+    struct gpt2_checkpoint *ck = NULL;
+    struct llm_model *m[2] = {NULL, NULL};
+    struct engine *e[2] = {NULL, NULL};
+    bool loaded = tokenizer_load_dir(path, &gtok, err, sizeof err) == 0;
+    for (int k = 0; k < 2 && loaded; k++) {
+        struct llm_load_opts lo = {.device = LLM_DEVICE_CPU, .threads = 1, .kv_block_tokens = BT, .kv_blocks = 400,
+                                   .max_step_tokens = 64, .max_step_logits = 64};
+        struct engine_opts o = {16, 32, 64, .prefix_cache = k == 0};
+        loaded = gpt2_checkpoint_open(path, &ck, err, sizeof err) == 0 && llm_load(ck, &lo, &m[k], err, sizeof err) == 0;
+        gpt2_checkpoint_close(ck);
+        ck = NULL;
+        if (loaded && engine_start(&e[k], m[k], gtok, &o, k ? "golden-off" : "golden-on", err, sizeof err) != 0) {
+            llm_free(m[k]);
+            loaded = false;
+        }
+    }
+    if (!ok(loaded, "golden: %s loads into engines with the cache on and off", path)) {
+        printf("# %s\n", err);
+        goto out;
+    }
+    /* runs: 0 on cold one at a time, 1 on warm one at a time, 2 on warm all at once, 3 off all at once */
+    static const char *const how[4] = {"cache on, cold, batch 1", "cache on, warm, batch 1",
+                                       "cache on, warm, batch 16", "cache off, batch 16"};
+    struct echan *ch[NG] = {NULL};
+    for (int r = 0; r < 4; r++) {
+        struct engine *en = e[r == 3];
+        memset(runs[r], 0, sizeof runs[r]);
+        bool ended = true;
+        for (int i = 0; i < n; i++) {
+            submit_one(en, ch, &s[i], i);
+            if (r < 2) {
+                ended = pump(ch, n, runs[r], n, i, NPOS) && ended;
+                echan_put(ch[i]);
+                ch[i] = NULL;
+            }
+        }
+        if (r >= 2) {
+            ended = pump(ch, n, runs[r], n, -1, 0);
+            put_all(ch, n);
+        }
+        int right = 0, sh0 = 0, sh1 = 0, shmany = 0, cached_ok = 0;
+        for (int i = 0; i < n; i++) {
+            bool same_ids = runs[r][i].n == NEW && !runs[r][i].status;
+            for (int k = 0; same_ids && k < NEW; k++)
+                same_ids = runs[r][i].ids[k] == gold[i][k];
+            right += same_ids;
+            int want = r == 0 || r == 3 ? 0 : (s[i].n - 1) / BT * BT;
+            cached_ok += runs[r][i].cached == want;
+            sh0 += want == 0;
+            sh1 += want == BT;
+            shmany += want > BT;
+        }
+        ok(ended && right == n, "golden (%s): all %d prompts yield transformers' %d greedy tokens (%d do)", how[r], n,
+           NEW, right);
+        ok(cached_ok == n && (r == 0 || r == 3 || (sh0 > 0 && sh1 > 0 && shmany > 0)),
+           "golden (%s): cached_tokens right for all (%d sharing 0 blocks, %d one, %d many)", how[r], sh0, sh1,
+           shmany);
+    }
+    for (int r = 1; r <= 2; r++) {
+        double worst = 0;
+        for (int i = 0; i < n; i++)
+            for (int k = 0; k < runs[r][i].n && k < runs[3][i].n; k++) {
+                double d = fabs((double)runs[r][i].lp[k] - (double)runs[3][i].lp[k]);
+                if (!(d <= worst))
+                    worst = d;
+            }
+        ok(worst <= 1e-3, "golden (%s): logprobs within 1e-3 of the cache off (worst %.2g)", how[r], worst);
+    }
+out:
+    engine_stop(e[0]);
+    engine_stop(e[1]);
+    if (!e[0])
+        llm_free(m[0]);
+    if (!e[1])
+        llm_free(m[1]);
+    tokenizer_free(gtok);
 }
 
 int main(void)
@@ -970,6 +1372,10 @@ int main(void)
     test_preemption();
     test_admission_cancel();
     test_stop();
+    test_prefix_equal();
+    test_prefix_together();
+    test_prefix_stress();
+    test_prefix_golden(src ? src : ".");
     engine_stop(NULL);
 
     llm_free(ref);

@@ -173,7 +173,8 @@ static json_object *pick(json_object *from, const char *const *keys)
 static json_object *status_models(struct req *r, bool full)
 {
     static const char *const keys[] = {"state", "device", "backend", "queued", "running", "kv_blocks_used",
-                                       "kv_blocks_total", "error", NULL};
+                                       "kv_blocks_total", "kv_blocks_cached", "prefix_cache_queries",
+                                       "prefix_cache_hits", "error", NULL};
     json_object *all = r->srv->reg ? registry_status_json(r->srv->reg, true) : json_object_new_object();
     if (!all)
         return NULL;

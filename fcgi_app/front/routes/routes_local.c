@@ -66,6 +66,7 @@ struct choice {
     struct tokvec toks;         /* generated tokens (kept when logprobs or details are asked for) */
     struct tokvec prefill;      /* prompt tokens with their logprobs */
     int generated;
+    int cached;                 /* prompt tokens the engine found in its prefix cache */
     int64_t last_ns;            /* when its last token came (inter-token latency) */
     enum gen_finish finish;
     bool done;
@@ -680,13 +681,35 @@ static long prompt_tokens(const struct lcall *lc)
     return n;
 }
 
+/* Prompt tokens whose prefill the prefix cache saved: per prompt, the most
+ * any of its sequences took (they share the prompt; usage counts it once). */
+static long cached_tokens(const struct lcall *lc)
+{
+    long n = 0;
+    for (int p = 0; p < lc->n_prompts; p++) {
+        int most = 0;
+        for (int i = 0; i < lc->n_seqs; i++)
+            if (lc->ch[i].prompt == p && lc->ch[i].cached > most)
+                most = lc->ch[i].cached;
+        n += most;
+    }
+    return n;
+}
+
 static json_object *usage(const struct lcall *lc)
 {
     json_object *u = json_object_new_object();
+    if (!u)
+        return NULL;
     long p = prompt_tokens(lc), c = completion_tokens(lc);
     json_object_object_add(u, "prompt_tokens", json_object_new_int64(p));
     json_object_object_add(u, "completion_tokens", json_object_new_int64(c));
     json_object_object_add(u, "total_tokens", json_object_new_int64(p + c));
+    json_object *d = json_object_new_object();
+    if (d) {
+        json_object_object_add(d, "cached_tokens", json_object_new_int64(cached_tokens(lc)));
+        json_object_object_add(u, "prompt_tokens_details", d);
+    }
     return u;
 }
 
@@ -1019,6 +1042,8 @@ static int on_event(struct lcall *lc, const struct eevent *ev, const char *text)
         lc->queued_ns = ev->queued_ns;
         metrics_ttft(lc->r->model_label, ev->at_ns - lc->t0);
     }
+    if (!c->generated)
+        c->cached = ev->cached_tokens;
     if (c->last_ns)
         metrics_itl(lc->r->model_label, ev->at_ns - c->last_ns);
     c->last_ns = ev->at_ns;
