@@ -150,6 +150,9 @@ out:
 
 /* ------------------------------------------------------------------ sequences */
 
+struct engine;
+static const struct vtrie *engine_trie(struct engine *e);
+
 struct eseq {
     struct eseq *next;          /* in the queue */
     struct echan *chan;         /* referenced */
@@ -194,6 +197,11 @@ struct engine {
     struct llm_seq *step;       /* one step's sequences ... */
     struct eseq **step_seq;     /* ... and whose they are */
     float *logits;              /* max_batch_tokens rows of info->out_dim */
+
+    /* the vocabulary trie of constrained decoding: built by the first
+     * constrained request (engine_submit, under trie_mu), then read only */
+    pthread_mutex_t trie_mu;
+    struct vtrie *trie;
 
     atomic_int st_running, st_queued, st_used;
     atomic_ullong st_steps, st_prompt, st_generated, st_requests, st_cancelled, st_rejected, st_preempted,
@@ -275,6 +283,10 @@ int engine_submit(struct engine *e, struct echan *c, const struct eseq_req *reqs
         atomic_fetch_add(&e->st_rejected, (unsigned long long)n);
         return ENGINE_EFULL;
     }
+    const struct vtrie *trie = NULL;
+    for (int i = 0; i < n && !trie; i++)
+        if (!reqs[i].classify && reqs[i].params.constraint && !(trie = engine_trie(e)))
+            return ENGINE_ENOMEM;
     struct eseq **made = calloc((size_t)n, sizeof *made);
     if (!made)
         return ENGINE_ENOMEM;
@@ -327,6 +339,8 @@ int engine_submit(struct engine *e, struct echan *c, const struct eseq_req *reqs
         } else if (rc == ENGINE_OK && gen_seq_init(&s->g, e->tok, q->prompt, q->n_prompt, e->info->cfg.vocab_size,
                                                    e->info->cfg.n_positions, &q->params, err, errlen) != 0)
             rc = strcmp(err, "out of memory") == 0 ? ENGINE_ENOMEM : ENGINE_EINVAL;
+        else if (rc == ENGINE_OK)
+            s->g.trie = trie;
     }
     if (rc == ENGINE_OK) {
         pthread_mutex_lock(&e->mu);
@@ -659,8 +673,21 @@ static void *engine_main(void *arg)
 /* ------------------------------------------------------------------ lifecycle */
 
 /* Frees the engine's own memory (not the model, not the thread). */
+/* The tokenizer's trie, built on first use (about 0.1 s for GPT-2), or NULL when out of memory. */
+static const struct vtrie *engine_trie(struct engine *e)
+{
+    pthread_mutex_lock(&e->trie_mu);
+    if (!e->trie)
+        e->trie = vtrie_new(e->tok);
+    const struct vtrie *t = e->trie;
+    pthread_mutex_unlock(&e->trie_mu);
+    return t;
+}
+
 static void free_engine(struct engine *e)
 {
+    pthread_mutex_destroy(&e->trie_mu);
+    vtrie_free(e->trie);
     free(e->run);
     free(e->free_blocks);
     free(e->step);
@@ -695,6 +722,7 @@ int engine_start(struct engine **out, struct llm_model *m, const struct tokenize
         snprintf(err, errlen, "out of memory");
         return -1;
     }
+    pthread_mutex_init(&e->trie_mu, NULL);
     snprintf(e->name, sizeof e->name, "%s", name);
     e->metrics_model = metrics_model_id(name);
     e->m = m;
