@@ -122,11 +122,13 @@ static int constrain(struct gen_seq *g, float *logits, char *err, size_t errlen)
         return -1;
     }
     int32_t covered = vtrie_vocab(g->trie) < g->n_vocab ? vtrie_vocab(g->trie) : g->n_vocab;
+    bool has_eos = g->eos >= 0 && g->eos < g->n_vocab;
+    float eos_logit = has_eos ? logits[g->eos] : 0.0f;
     vtrie_apply(mask, logits, covered);
     for (int32_t i = covered; i < g->n_vocab; i++)
         logits[i] = -INFINITY;
-    if (g->eos >= 0 && g->eos < g->n_vocab)
-        logits[g->eos] = accepts ? logits[g->eos] : -INFINITY;
+    if (has_eos)                            /* not in the trie: allowed where the text is complete */
+        logits[g->eos] = accepts ? eos_logit : -INFINITY;
     return 0;
 }
 

@@ -1,6 +1,7 @@
 /* test_constraint.c -- constrained decoding: the regex subset and its refusals, JSON Schema and JSON edge cases as DFAs, distances to acceptance, and the vocabulary trie's masks against a token-by-token reference on GPT-2's tokenizer. */
 #include "config.h"
 #include "constraint.h"
+#include "generation.h"
 #include "json_schema.h"
 #include "tap.h"
 #include "tokenizer.h"
@@ -281,6 +282,57 @@ static void test_masks(const char *srcdir)
         }
         ok(brace >= 0 && logits[brace] == 1.0f && kept < 200, "at the start of an object only tokens that open one stay (%d)",
            kept);
+    }
+    /* whole sequences: random logits, sampled at temperature 1; the text is always in the language,
+     * and within a tight max_new_tokens the JSON is still finished */
+    const char *langs[] = {"(yes|no|maybe later)", "[a-z]{2,5}-\\d{2,4}", NULL};
+    for (int l = 0; t && l < 3; l++) {
+        struct cdfa *d = NULL;
+        if (langs[l])
+            cdfa_regex(langs[l], strlen(langs[l]), &d, err, sizeof err);
+        else
+            d = cdfa_ref(js);
+        int good = 0, runs = 0;
+        uint64_t rs = 0x2545f4914f6cdd1dull + (uint64_t)l;
+        for (int seed = 0; d && seed < 20; seed++) {
+            struct gen_params gp = {.sampling = sampler_params_default(), .max_new_tokens = langs[l] ? 40 : 12};
+            gp.sampling.do_sample = true;
+            gp.sampling.seed = (uint64_t)seed;
+            gp.constraint = d;
+            struct gen_seq g;
+            int32_t prompt[1] = {50256};
+            if (gen_seq_init(&g, tok, prompt, 1, 50257, 1024, &gp, err, sizeof err) != 0) {
+                tap_diag("gen_seq_init: %s", err);
+                break;
+            }
+            g.trie = t;
+            char text[2048];
+            size_t n = 0;
+            struct gen_event ev = {0};
+            bool failed = false;
+            static float logits[50257];
+            while (ev.finish == GEN_RUNNING) {
+                for (int i = 0; i < 50257; i++) {
+                    rs ^= rs << 13, rs ^= rs >> 7, rs ^= rs << 17;
+                    logits[i] = (float)(rs % 1000) / 100.0f;
+                }
+                if (gen_seq_next(&g, logits, &ev, err, sizeof err) != 0) {
+                    tap_diag("gen_seq_next: %s", err);
+                    failed = true;
+                    break;
+                }
+                if (n + ev.len < sizeof text)
+                    memcpy(text + n, ev.text, ev.len), n += ev.len;
+            }
+            runs++;
+            good += !failed && cdfa_matches(d, text, n);
+            if (!cdfa_matches(d, text, n))
+                tap_diag("%s: %.*s", langs[l] ? langs[l] : "json", (int)n, text);
+            gen_seq_free(&g);
+        }
+        ok(runs == 20 && good == runs, "%s: %d of %d sampled sequences are in the language",
+           langs[l] ? langs[l] : "any JSON object in 12 tokens", good, runs);
+        cdfa_put(d);
     }
     cdfa_put(js);
     vtrie_free(t);
