@@ -32,6 +32,7 @@ import threading
 import pytest
 
 from servers import BUILDDIR, SRCDIR, WEB_SERVERS, Llmcgi, make_tmpdir, remove_tmpdir, request, require_module
+from standin import Standin
 
 GEN = BUILDDIR / "tools" / "gen-gpt2"
 TOKENIZER = SRCDIR / "tests" / "fixtures" / "gpt2-tokenizer"
@@ -39,6 +40,7 @@ JSON_CT = {"Content-Type": "application/json"}
 TIMEOUT = 60
 N_SCHEMAS = 150             # random schemas in the property test (about 0.1 s each on 2 cores)
 N_REGEXES = 60
+UPSTREAMS = {}              # the stand-in upstreams of the module's server
 
 
 @pytest.fixture(scope="module")
@@ -50,17 +52,24 @@ def server():
     subprocess.run([str(GEN), "--out", str(model), "--layers", "2", "--heads", "2", "--embd", "64",
                     "--positions", "512", "--seed", "7", "--tokenizer", str(TOKENIZER)],
                    check=True, capture_output=True, timeout=120)
-    extra = f"default_model = tiny\n\n[model tiny]\npath = {model}\ndevice = cpu\nmax_concurrent = 16\n"
+    oai = Standin("openai", model_ids=["remote-oai"]).start()
+    tgi = Standin("tgi", model_ids=["remote-tgi"]).start()
+    extra = (f"default_model = tiny\n\n[model tiny]\npath = {model}\ndevice = cpu\nmax_concurrent = 16\n\n"
+             f"[upstream oai]\ntype = openai\nurl = {oai.url}\nmodels = remote-oai\n\n"
+             f"[upstream tgi]\ntype = tgi\nurl = {tgi.url}\nmodels = remote-tgi\n")
     llmcgi = Llmcgi(d / "llmcgi.sock", dir=d, extra=extra)
     web = None
     try:
         llmcgi.start()
         web = WEB_SERVERS["nginx"](d / "llmcgi.sock").start()
+        UPSTREAMS.update(oai=oai, tgi=tgi)
         yield web.port
     finally:
         if web:
             web.stop()
         report = llmcgi.cleanup()
+        oai.stop()
+        tgi.stop()
         remove_tmpdir(d)
     assert not report, f"sanitizer report from llmcgi:\n{report}"
 
@@ -263,6 +272,30 @@ def test_tool_calls(server):
                                   tool_choice={"type": "function", "function": {"name": "nope"}})
     r = c.chat.completions.create(model="tiny", messages=msgs, tools=TOOLS, max_tokens=3, tool_choice="none")
     assert r.choices[0].message.tool_calls is None
+
+
+# ---------------------------------------------------------------------------- proxied requests
+
+def test_proxied_requests_pass_the_constraint_through(server):
+    """The gateway forwards response_format, tools, tool_choice and guided_* to an OpenAI upstream, and
+    parameters.grammar to a TGI one, unchanged: the upstream enforces them (nothing is compiled here)."""
+    oai, tgi = UPSTREAMS["oai"], UPSTREAMS["tgi"]
+    oai.clear_requests()
+    rf = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object", "format": "anything"}}}
+    body = {"model": "remote-oai", "messages": [{"role": "user", "content": "x"}], "max_tokens": 3,
+            "response_format": rf, "tools": TOOLS, "tool_choice": "auto", "guided_regex": r"\bx"}
+    r = post(server, "/v1/chat/completions", body)
+    assert r.status == 200, r.body
+    sent = [q["json"] for q in oai.requests if q["path"].endswith("/chat/completions")][-1]
+    assert {k: sent.get(k) for k in ("response_format", "tools", "tool_choice", "guided_regex")} == {
+        "response_format": rf, "tools": TOOLS, "tool_choice": "auto", "guided_regex": r"\bx"}
+    tgi.clear_requests()
+    grammar = {"type": "regex", "value": "(?=lookahead)"}
+    r = post(server, "/generate", {"inputs": "x", "model": "remote-tgi",
+                                   "parameters": {"max_new_tokens": 3, "grammar": grammar}})
+    assert r.status == 200, r.body
+    sent = [q["json"] for q in tgi.requests if q["path"].endswith("/generate")][-1]
+    assert sent["parameters"]["grammar"] == grammar
 
 
 # ---------------------------------------------------------------------------- property tests
