@@ -168,8 +168,16 @@ void vtrie_apply(const uint64_t *mask, float *logits, int32_t n)
         if (m == ~0ull)
             continue;
         int32_t hi = n - w * 64 < 64 ? n - w * 64 : 64;
-        for (int32_t b = 0; b < hi; b++)
-            if (!(m >> b & 1))
-                logits[w * 64 + b] = -INFINITY;
+        float *l = logits + (size_t)w * 64;
+        if (m == 0) {                       /* most words of a mask: a plain store the compiler vectorizes */
+            for (int32_t b = 0; b < hi; b++)
+                l[b] = -INFINITY;
+            continue;
+        }
+        uint64_t out = ~m & (hi == 64 ? ~0ull : (1ull << hi) - 1);
+        while (out) {                       /* only the tokens masked out */
+            l[__builtin_ctzll(out)] = -INFINITY;
+            out &= out - 1;
+        }
     }
 }
