@@ -7,6 +7,7 @@
 #include <string.h>
 
 #define NFA_MAX_STATES 400000
+#define POOL_MAX (4u << 20)             /* NFA state ids over all DFA states' sets: 16 MB while building */
 #define PARSE_MAX_DEPTH 64
 #define MASK_CACHE_BYTES (8u << 20)     /* per DFA: masks kept for reuse */
 
@@ -245,10 +246,11 @@ static int char_escape(struct parser *p, char *out, size_t *n)
     if (p->i >= p->len)
         return perr(p, "a trailing backslash"), -1;
     char c = p->s[p->i++];
-    static const char simple[] = "n\nt\tr\rf\fv\va\a0";
-    for (const char *q = simple; *q; q += 2)
-        if (c == q[0]) {
-            out[0] = q[0] == '0' ? '\0' : q[1];
+    static const char simple[][2] = {{'n', '\n'}, {'t', '\t'}, {'r', '\r'}, {'f', '\f'}, {'v', '\v'},
+                                     {'a', '\a'}, {'0', '\0'}};
+    for (size_t k = 0; k < sizeof simple / sizeof *simple; k++)
+        if (c == simple[k][0]) {
+            out[0] = simple[k][1];
             *n = 1;
             return 0;
         }
@@ -866,6 +868,7 @@ struct builder {
     int32_t *hash;              /* open addressing: DFA id + 1, 0 empty */
     size_t hcap;
     int n_states;
+    bool toobig;                /* over CDFA_MAX_STATES or POOL_MAX */
 };
 
 /* The epsilon closure of seeds[0..n) into b->set: the N_RANGE and N_MATCH states, sorted. */
@@ -942,8 +945,10 @@ static int intern(struct builder *b, bool *made)
         if (len == b->set.n && memcmp(b->pool.v + b->off.v[i], b->set.v, len * sizeof *b->set.v) == 0)
             return i;
     }
-    if (b->n_states >= CDFA_MAX_STATES)
+    if (b->n_states >= CDFA_MAX_STATES || b->pool.n + b->set.n > POOL_MAX) {
+        b->toobig = true;
         return -1;
+    }
     for (size_t i = 0; i < b->set.n; i++)
         if (iv_push(&b->pool, b->set.v[i]) < 0)
             return -1;
@@ -1047,12 +1052,12 @@ int cdfa_build(const struct cre *x, struct cdfa **out, char *err, size_t errlen)
     struct cdfa *d = calloc(1, sizeof *d);
     struct builder b = {.f = &f, .mark = calloc((size_t)f.n, sizeof(uint32_t))};
     struct intvec *bucket = NULL;
-    int rc = -1;
+    int rc = -1, nc = 0;
     bool toobig = false;
     if (!d || !b.mark)
         goto done;
     atomic_init(&d->refs, 1);
-    int nc = 0;
+    nc = 0;
     for (int c = 0; c < 256; c++) {
         if (c > 0 && cut[c])
             nc++;
@@ -1095,7 +1100,7 @@ int cdfa_build(const struct cre *x, struct cdfa **out, char *err, size_t errlen)
                     goto done;
                 t = intern(&b, &made);
                 if (t == -1) {
-                    toobig = b.n_states >= CDFA_MAX_STATES;
+                    toobig = b.toobig;
                     goto done;
                 }
             }
@@ -1117,7 +1122,8 @@ int cdfa_build(const struct cre *x, struct cdfa **out, char *err, size_t errlen)
     rc = 0;
 done:
     if (rc == -1)
-        snprintf(err, errlen, toobig ? "the constraint is too complex (over %d automaton states)" : "out of memory",
+        snprintf(err, errlen, toobig ? "the constraint is too complex (its DFA would pass %d states or its memory bound)"
+                                     : "out of memory",
                  CDFA_MAX_STATES);
     for (int c = 0; bucket && c < nc; c++)
         free(bucket[c].v);
