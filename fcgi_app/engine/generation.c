@@ -2,6 +2,7 @@
 #include "generation.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +54,9 @@ int gen_seq_init(struct gen_seq *g, const struct tokenizer *tok, const int32_t *
     g->max_new = p->max_new_tokens;
     g->eos = tokenizer_eos_id(tok);
     g->ignore_eos = p->ignore_eos;
+    g->n_vocab = n_vocab;
+    g->cons = cdfa_ref(p->constraint);
+    g->cstate = g->cons ? cdfa_start(g->cons) : 0;
     return 0;
 }
 
@@ -61,6 +65,7 @@ void gen_seq_free(struct gen_seq *g)
     free(g->ids);
     sampler_free(g->sampler);
     stopseq_free(g->stop);
+    cdfa_put(g->cons);
     if (g->detok.t)
         detok_free(&g->detok);
     strbuf_free(&g->out);
@@ -95,16 +100,58 @@ static int drain(struct gen_seq *g)
     return out_add(g, r.text, r.len);
 }
 
+/* Masks the row to the tokens the constraint allows next (see struct gen_seq). */
+static int constrain(struct gen_seq *g, float *logits, char *err, size_t errlen)
+{
+    if (!g->trie) {
+        snprintf(err, errlen, "a constrained sequence without its vocabulary trie");
+        return -1;
+    }
+    int left = g->max_new - gen_seq_generated(g);       /* this token included */
+    bool accepts = cdfa_accepts(g->cons, g->cstate);
+    const uint64_t *mask = vtrie_mask(g->trie, g->cons, g->cstate, left - 1);
+    if (mask && !accepts && left - 1 < cdfa_max_dist(g->cons)) {
+        bool any = false;                   /* the budget rules out every token: too late to finish */
+        for (size_t w = 0; w < vtrie_mask_words(g->trie) && !any; w++)
+            any = mask[w] != 0;
+        if (!any)
+            mask = vtrie_mask(g->trie, g->cons, g->cstate, -1);
+    }
+    if (!mask) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    int32_t covered = vtrie_vocab(g->trie) < g->n_vocab ? vtrie_vocab(g->trie) : g->n_vocab;
+    bool has_eos = g->eos >= 0 && g->eos < g->n_vocab;
+    float eos_logit = has_eos ? logits[g->eos] : 0.0f;
+    vtrie_apply(mask, logits, covered);
+    for (int32_t i = covered; i < g->n_vocab; i++)
+        logits[i] = -INFINITY;
+    if (has_eos)                            /* not in the trie: allowed where the text is complete */
+        logits[g->eos] = accepts ? eos_logit : -INFINITY;
+    return 0;
+}
+
 int gen_seq_next(struct gen_seq *g, float *logits, struct gen_event *ev, char *err, size_t errlen)
 {
     memset(ev, 0, sizeof *ev);
+    if (g->cons && constrain(g, logits, err, errlen) != 0)
+        return -1;
     int rc = sampler_next(g->sampler, logits, g->ids, (size_t)g->n_ids, &ev->tok);
     if (rc != SAMPLER_OK) {
-        snprintf(err, errlen, rc == SAMPLER_ERR_NO_TOKEN ? "no token can be sampled: every logit is -inf or NaN"
-                                                         : "the sampler failed (%d)", rc);
+        if (rc != SAMPLER_ERR_NO_TOKEN)
+            snprintf(err, errlen, "the sampler failed (%d)", rc);
+        else
+            snprintf(err, errlen, "no token can be sampled: %s", g->cons ? "the constraint allows none the model gives"
+                                                                         : "every logit is -inf or NaN");
         return -1;
     }
     int32_t id = ev->tok.id;
+    if (g->cons && id != g->eos) {
+        size_t len = 0;
+        const char *b = tokenizer_token_bytes(g->detok.t, id, &len);
+        g->cstate = cdfa_walk(g->cons, g->cstate, b, b ? len : 0);
+    }
     sampler_accept(g->sampler, id);
     g->ids[g->n_ids++] = id;
     g->out.len = 0;                         /* a new event's text */

@@ -7,10 +7,12 @@
 #ifndef LLMCGI_GENERATION_H
 #define LLMCGI_GENERATION_H
 
+#include "constraint.h"
 #include "sampler.h"
 #include "stopseq.h"
 #include "tokenizer.h"
 #include "util.h"
+#include "vocab_trie.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -27,6 +29,8 @@ struct gen_params {
     const char *stop[STOPSEQ_MAX];      /* borrowed; copied by gen_seq_init */
     size_t n_stop;
     bool ignore_eos;                    /* keep going past the end-of-text token */
+    struct cdfa *constraint;            /* NULL, or the language the text must be in (borrowed:
+                                         * gen_seq_init takes a reference) */
 };
 
 struct gen_seq {
@@ -40,6 +44,15 @@ struct gen_seq {
     struct stopseq *stop;       /* owned */
     enum gen_finish finish;
     struct strbuf out;      /* the text of the last event; owned */
+    int n_vocab;
+    /* constrained decoding: before the sampler sees a row, every token that
+     * would leave the constraint's language is masked (-inf), and the
+     * end-of-text token is allowed only where the text is complete; when
+     * the tokens left get fewer than the bytes the longest completion needs,
+     * only tokens that keep a completion within reach are allowed */
+    struct cdfa *cons;      /* a reference, or NULL */
+    int cstate;             /* the DFA state of the text so far */
+    const struct vtrie *trie;   /* the tokenizer's trie (borrowed; set by the caller before the first token) */
 };
 
 /* One generated token and the text it lets through. */

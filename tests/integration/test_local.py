@@ -659,13 +659,14 @@ def test_what_local_models_cannot_do_is_refused_clearly(site):
     oai("/v1/chat/completions", {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
         "messages", "only text parts are supported")
     oai("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}],
-                                 "tools": [{"type": "function", "function": {"name": "f"}}]}, "tools", "not supported")
+                                 "tools": [{"type": "function", "function": {"name": "f"}}]}, "tool_choice",
+        "\"auto\" (the default with `tools`) is not supported")   # required and named ones: test_structured.py
     oai("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}],
-                                 "response_format": {"type": "json_object"}}, "response_format", "text")
+                                 "response_format": {"type": "yaml"}}, "response_format", "\"json_schema\"")
     # the plain template adds a stop string of its own: four more no longer fit
     oai("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "stop": ["a", "b", "c", "d"]},
         "stop", "at most 3 stop strings")
-    for params, words in (({"grammar": {"type": "json", "value": {}}}, "`grammar`"),
+    for params, words in (({"grammar": {"type": "xml", "value": "<a/>"}}, "`grammar` type must be"),
                           ({"best_of": 2}, "`best_of`"), ({"watermark": True}, "`watermark`"),
                           ({"adapter_id": "x"}, "`adapter_id`")):
         r = post(site, "/generate", {"inputs": P, "parameters": params})

@@ -22,6 +22,7 @@
 #include "response.h"
 #include "server.h"
 #include "sse.h"
+#include "structured.h"
 #include "util.h"
 
 #include <limits.h>
@@ -97,6 +98,7 @@ struct lcall {
     int n_done;
 
     struct gen_params gp;
+    struct structured st;       /* the request's constraint (response_format, guided_*, grammar, tools) */
     bool sampling;
     uint64_t seed;
     int top_n;
@@ -209,17 +211,13 @@ static int check_unsupported(struct lcall *lc, json_object *body)
             return answer_error(lc, 400, "logit_bias", "`logit_bias` must be an object of token ids to biases"), -1;
         if (v && json_object_object_length(v) > 0)
             return answer_error(lc, 400, "logit_bias", "`logit_bias` is not supported by local models"), -1;
-        if ((v = field(body, "tools")) && !json_object_is_type(v, json_type_array))
-            return answer_error(lc, 400, "tools", "`tools` must be an array"), -1;
-        if (v && json_object_array_length(v) > 0)
-            return answer_error(lc, 400, "tools", "`tools` are not supported by local GPT-2 models"), -1;
-        /* the legacy function calling fields, and the choice among tools, like tools: "none" asks for
-         * what a local model does anyway */
+        /* tools, tool_choice and response_format: structured_read. The legacy function calling
+         * fields: function_call "none" asks for what a local model does anyway */
         if ((v = field(body, "functions")) && !json_object_is_type(v, json_type_array))
             return answer_error(lc, 400, "functions", "`functions` must be an array"), -1;
         if (v && json_object_array_length(v) > 0)
             return answer_error(lc, 400, "functions", "`functions` are not supported by local GPT-2 models"), -1;
-        static const char *const choices[] = {"tool_choice", "function_call"};
+        static const char *const choices[] = {"function_call"};
         for (size_t i = 0; i < ARRAY_LEN(choices); i++) {
             if (!(v = field(body, choices[i])))
                 continue;
@@ -228,12 +226,6 @@ static int check_unsupported(struct lcall *lc, json_object *body)
             if (!json_object_is_type(v, json_type_string) || strcmp(json_object_get_string(v), "none") != 0)
                 return answer_error(lc, 400, choices[i], "`%s` is not supported by local GPT-2 models (only \"none\")",
                                     choices[i]), -1;
-        }
-        if ((v = field(body, "response_format"))) {
-            json_object *t = field(v, "type");
-            if (!t || !json_object_is_type(t, json_type_string) || strcmp(json_object_get_string(t), "text") != 0)
-                return answer_error(lc, 400, "response_format",
-                                    "only `response_format` {\"type\": \"text\"} is supported by local models"), -1;
         }
         if ((v = field(body, "suffix")))
             return answer_error(lc, 400, "suffix", "`suffix` is not supported by local models"), -1;
@@ -248,8 +240,6 @@ static int check_unsupported(struct lcall *lc, json_object *body)
         return 0;
     if ((v = field(p, "best_of")) && !(json_object_is_type(v, json_type_int) && json_object_get_int64(v) == 1))
         return answer_error(lc, 422, NULL, "`best_of` other than 1 is not supported by local models"), -1;
-    if (field(p, "grammar"))
-        return answer_error(lc, 422, NULL, "`grammar` is not supported by local models"), -1;
     if ((v = field(p, "watermark")) && json_object_get_boolean(v))
         return answer_error(lc, 422, NULL, "`watermark` is not supported by local models"), -1;
     if (field(p, "adapter_id"))
@@ -766,10 +756,19 @@ static json_object *whole_openai(struct lcall *lc)
         struct choice *c = &lc->ch[i];
         json_object *e = json_object_new_object();
         json_object_object_add(e, "index", json_object_new_int(i));
+        const char *f = finish_oai(c->finish);
         if (chat) {
             json_object *msg = json_object_new_object();
+            json_object *calls = lc->st.tool ? structured_tool_calls(&lc->st, c->text.s ? c->text.s : "", c->text.len,
+                                                                     false) : NULL;
             add_str(msg, "role", "assistant");
-            add_str(msg, "content", c->text.s);
+            if (calls) {                        /* tool_choice required / named: the text is the call */
+                json_object_object_add(msg, "content", NULL);
+                json_object_object_add(msg, "tool_calls", calls);
+                f = c->finish == GEN_LENGTH ? f : "tool_calls";
+            } else {
+                add_str(msg, "content", c->text.s);
+            }
             json_object_object_add(e, "message", msg);
             json_object *lp = NULL;
             if (lc->want_logprobs) {
@@ -802,7 +801,6 @@ static json_object *whole_openai(struct lcall *lc)
             }
             json_object_object_add(e, "logprobs", lp);
         }
-        const char *f = finish_oai(c->finish);
         json_object_object_add(e, "finish_reason", f ? json_object_new_string(f) : NULL);
         json_object_array_add(choices, e);
     }
@@ -948,6 +946,20 @@ static int stream_token(struct lcall *lc, int i, const struct eevent *ev, const 
     const char *finish = ev->finish != GEN_RUNNING ? finish_oai(ev->finish) : NULL;
     struct tokrec rec = {.id = ev->tok.id, .logprob = ev->tok.logprob, .n_top = ev->tok.n_top};
     memcpy(rec.top, ev->tok.top, sizeof rec.top[0] * (size_t)ev->tok.n_top);
+    if (lc->kind == CK_CHAT && lc->st.tool) {  /* the call is sent whole once the text is complete */
+        if (!finish)
+            return 0;
+        json_object *calls = structured_tool_calls(&lc->st, c->text.s ? c->text.s : "", c->text.len, true);
+        json_object *d = json_object_new_object();
+        if (calls)
+            json_object_object_add(d, "tool_calls", calls);
+        else
+            add_str(d, "content", c->text.s);
+        if (send_json(lc, chunk(lc, i, d, NULL, NULL)) < 0)
+            return -1;
+        return send_json(lc, chunk(lc, i, json_object_new_object(), NULL,
+                                   calls && ev->finish != GEN_LENGTH ? "tool_calls" : finish));
+    }
     if (lc->kind == CK_CHAT) {
         if (ev->text_len || lc->want_logprobs) {
             json_object *d = json_object_new_object(), *lp = NULL;
@@ -1158,6 +1170,7 @@ static void lcall_free(struct lcall *lc)
     }
     free(lc->ch);
     free(lc->chat_text);
+    structured_free(&lc->st);
     ebatch_free(&lc->eb);
     if (lc->chan) {
         echan_cancel(lc->chan);                 /* whatever still runs stops */
@@ -1172,6 +1185,12 @@ static int run(struct lcall *lc, json_object *body)
     struct req *r = lc->r;
     if (check_unsupported(lc, body) < 0)
         return 0;
+    int st_status = 0;
+    const char *st_param = NULL;
+    char st_err[600];
+    if (structured_read(body, lc->kind, &lc->st, &st_status, &st_param, st_err, sizeof st_err) < 0)
+        return answer_error(lc, st_status, st_param, "%s", st_err);
+    lc->gp.constraint = lc->st.dfa;
     if (!(lc->m = acquire_model(lc)))
         return 0;
     lc->tok = lc->m->tok;

@@ -1,0 +1,1250 @@
+/* constraint.c -- constrained decoding's automaton: regex subset -> tree -> Thompson NFA -> byte DFA (subset construction over byte classes), dead states cut, distances to acceptance. */
+#include "constraint.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NFA_MAX_STATES 400000
+#define POOL_MAX (4u << 20)             /* NFA state ids over all DFA states' sets: 16 MB while building */
+#define PARSE_MAX_DEPTH 64
+#define MASK_CACHE_BYTES (8u << 20)     /* per DFA: masks kept for reuse */
+
+/* ------------------------------------------------------------------ trees */
+
+enum { R_EMPTY, R_BYTES, R_SET, R_CAT, R_ALT, R_REP, R_ESC, R_LOOP };
+
+struct cre {
+    int kind;
+    const struct cre *x, *y;
+    int min, max;
+    size_t n;
+    const uint8_t *bytes;
+    uint8_t set[32];
+    bool multi;
+};
+
+struct cre_arena {
+    void **p;
+    size_t n, cap;
+};
+
+struct cre_arena *cre_arena_new(void)
+{
+    return calloc(1, sizeof(struct cre_arena));
+}
+
+void cre_arena_free(struct cre_arena *a)
+{
+    if (!a)
+        return;
+    for (size_t i = 0; i < a->n; i++)
+        free(a->p[i]);
+    free(a->p);
+    free(a);
+}
+
+/* A zeroed block owned by the arena, or NULL. */
+static void *arena_alloc(struct cre_arena *a, size_t size)
+{
+    if (!a)
+        return NULL;
+    if (a->n == a->cap) {
+        size_t cap = a->cap ? a->cap * 2 : 64;
+        void **p = realloc(a->p, cap * sizeof *p);
+        if (!p)
+            return NULL;
+        a->p = p;
+        a->cap = cap;
+    }
+    void *b = calloc(1, size ? size : 1);
+    if (b)
+        a->p[a->n++] = b;
+    return b;
+}
+
+static struct cre *node(struct cre_arena *a, int kind)
+{
+    struct cre *r = arena_alloc(a, sizeof *r);
+    if (r)
+        r->kind = kind;
+    return r;
+}
+
+struct cre *cre_empty(struct cre_arena *a)
+{
+    return node(a, R_EMPTY);
+}
+
+struct cre *cre_bytes(struct cre_arena *a, const void *s, size_t n)
+{
+    struct cre *r = node(a, R_BYTES);
+    uint8_t *b = r ? arena_alloc(a, n) : NULL;
+    if (!b)
+        return NULL;
+    memcpy(b, s, n);
+    r->bytes = b;
+    r->n = n;
+    return r;
+}
+
+struct cre *cre_str(struct cre_arena *a, const char *s)
+{
+    return cre_bytes(a, s, strlen(s));
+}
+
+struct cre *cre_set(struct cre_arena *a, const uint8_t set[32], bool any_multibyte)
+{
+    struct cre *r = node(a, R_SET);
+    if (!r)
+        return NULL;
+    memcpy(r->set, set, 16);                    /* ASCII only */
+    r->multi = any_multibyte;
+    return r;
+}
+
+struct cre *cre_range(struct cre_arena *a, uint8_t lo, uint8_t hi)
+{
+    uint8_t set[32] = {0};
+    for (int b = lo; b <= hi && b < 128; b++)
+        set[b >> 3] |= (uint8_t)(1u << (b & 7));
+    return cre_set(a, set, false);
+}
+
+static struct cre *pair(struct cre_arena *a, int kind, struct cre *x, struct cre *y)
+{
+    if (!x || !y)
+        return NULL;
+    struct cre *r = node(a, kind);
+    if (r)
+        r->x = x, r->y = y;
+    return r;
+}
+
+struct cre *cre_cat(struct cre_arena *a, struct cre *x, struct cre *y)
+{
+    return pair(a, R_CAT, x, y);
+}
+
+struct cre *cre_alt(struct cre_arena *a, struct cre *x, struct cre *y)
+{
+    return pair(a, R_ALT, x, y);
+}
+
+struct cre *cre_rep(struct cre_arena *a, struct cre *x, int min, int max)
+{
+    if (!x || min < 0 || min > CRE_REP_MAX || (max != CRE_REP_INF && (max < min || max > CRE_REP_MAX)))
+        return NULL;
+    struct cre *r = node(a, R_REP);
+    if (r)
+        r->x = x, r->min = min, r->max = max;
+    return r;
+}
+
+struct cre *cre_list(struct cre_arena *a, struct cre *x, struct cre *sep, int min, int max)
+{
+    if (!x || !sep || min < 1)
+        return NULL;
+    if (max != CRE_REP_INF || min > 1)
+        return cre_cat(a, x, cre_rep(a, cre_cat(a, sep, x), min - 1, max == CRE_REP_INF ? CRE_REP_INF : max - 1));
+    return pair(a, R_LOOP, x, sep);             /* x (sep x)*, one copy of x */
+}
+
+struct cre *cre_json_escaped(struct cre_arena *a, struct cre *x)
+{
+    if (!x)
+        return NULL;
+    struct cre *r = node(a, R_ESC);
+    if (r)
+        r->x = x;
+    return r;
+}
+
+/* ------------------------------------------------------------------ regex parser */
+
+struct parser {
+    struct cre_arena *a;
+    const char *s;
+    size_t len, i;
+    int depth;
+    char *err;
+    size_t errlen;
+    bool failed;
+};
+
+/* Reports "regex: <what> at offset N" once; returns NULL. */
+static struct cre *perr(struct parser *p, const char *what)
+{
+    if (!p->failed)
+        snprintf(p->err, p->errlen, "regex: %s at offset %zu", what, p->i);
+    p->failed = true;
+    return NULL;
+}
+
+static void set_add(uint8_t set[32], int b)
+{
+    set[b >> 3] |= (uint8_t)(1u << (b & 7));
+}
+
+static void set_range(uint8_t set[32], int lo, int hi)
+{
+    for (int b = lo; b <= hi; b++)
+        set_add(set, b);
+}
+
+/* The bytes of one UTF-8 character starting at s[i] (1 for a stray byte). */
+static size_t utf8_len(const char *s, size_t i, size_t len)
+{
+    unsigned char c = (unsigned char)s[i];
+    size_t n = c < 0x80 ? 1 : c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 1;
+    return i + n <= len ? n : 1;
+}
+
+static size_t utf8_put(char *out, unsigned cp)
+{
+    if (cp < 0x80) {
+        out[0] = (char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        out[0] = (char)(0xc0 | cp >> 6), out[1] = (char)(0x80 | (cp & 0x3f));
+        return 2;
+    }
+    out[0] = (char)(0xe0 | cp >> 12), out[1] = (char)(0x80 | ((cp >> 6) & 0x3f)), out[2] = (char)(0x80 | (cp & 0x3f));
+    return 3;
+}
+
+static int hexval(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* \d \w \s (and negations: the ASCII complement) into set; false when c is none of them. */
+static bool class_escape(char c, uint8_t set[32])
+{
+    uint8_t s[32] = {0};
+    switch (c | 0x20) {
+    case 'd': set_range(s, '0', '9'); break;
+    case 'w': set_range(s, '0', '9'), set_range(s, 'a', 'z'), set_range(s, 'A', 'Z'), set_add(s, '_'); break;
+    case 's': set_add(s, ' '), set_range(s, '\t', '\r'); break;
+    default: return false;
+    }
+    if (c != 'd' && c != 'w' && c != 's')
+        for (int k = 0; k < 16; k++)
+            s[k] = (uint8_t)~s[k];
+    for (int k = 0; k < 16; k++)
+        set[k] |= s[k];
+    return true;
+}
+
+/* An escape after the backslash at p->i (which points past it) that stands
+ * for one character: its UTF-8 bytes into out (*n). Returns 0, or -1 after
+ * reporting. Class escapes are handled by the callers first. */
+static int char_escape(struct parser *p, char *out, size_t *n)
+{
+    if (p->i >= p->len)
+        return perr(p, "a trailing backslash"), -1;
+    char c = p->s[p->i++];
+    static const char simple[][2] = {{'n', '\n'}, {'t', '\t'}, {'r', '\r'}, {'f', '\f'}, {'v', '\v'},
+                                     {'a', '\a'}, {'0', '\0'}};
+    for (size_t k = 0; k < sizeof simple / sizeof *simple; k++)
+        if (c == simple[k][0]) {
+            out[0] = simple[k][1];
+            *n = 1;
+            return 0;
+        }
+    if (c == 'x' || c == 'u') {
+        int digits = c == 'x' ? 2 : 4;
+        unsigned cp = 0;
+        for (int k = 0; k < digits; k++) {
+            int h = p->i < p->len ? hexval(p->s[p->i]) : -1;
+            if (h < 0)
+                return perr(p, c == 'x' ? "`\\x` needs two hex digits" : "`\\u` needs four hex digits"), -1;
+            cp = cp * 16 + (unsigned)h;
+            p->i++;
+        }
+        if (cp >= 0xd800 && cp < 0xe000)
+            return perr(p, "a surrogate code point"), -1;
+        *n = utf8_put(out, cp);
+        return 0;
+    }
+    if (c == 'b' || c == 'B' || c == 'A' || c == 'Z' || c == 'z' || c == 'G') {
+        char what[64];
+        snprintf(what, sizeof what, "`\\%c` (an assertion) is not supported", c);
+        return perr(p, what), -1;
+    }
+    if (c >= '1' && c <= '9')
+        return perr(p, "backreferences are not supported"), -1;
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (unsigned char)c >= 0x80) {
+        char what[64];
+        snprintf(what, sizeof what, "the escape `\\%c` is not supported", c);
+        return perr(p, what), -1;
+    }
+    out[0] = c;                                 /* escaped punctuation */
+    *n = 1;
+    return 0;
+}
+
+static struct cre *parse_alt(struct parser *p);
+
+/* [...] with p->i just past the '['. */
+static struct cre *parse_class(struct parser *p)
+{
+    uint8_t set[32] = {0};
+    bool neg = false;
+    struct cre *multi = NULL;                   /* alternatives of non-ASCII characters */
+    if (p->i < p->len && p->s[p->i] == '^')
+        neg = true, p->i++;
+    bool first = true;
+    for (;;) {
+        if (p->i >= p->len)
+            return perr(p, "an unterminated character class");
+        char c = p->s[p->i];
+        if (c == ']' && !first) {
+            p->i++;
+            break;
+        }
+        first = false;
+        char lo[4];
+        size_t nlo = 0;
+        if (c == '\\') {
+            p->i++;
+            if (p->i < p->len && class_escape(p->s[p->i], set)) {
+                p->i++;
+                continue;
+            }
+            if (p->i < p->len && p->s[p->i] == 'b') {   /* backspace inside a class */
+                p->i++;
+                lo[0] = '\b', nlo = 1;
+            } else if (char_escape(p, lo, &nlo) < 0) {
+                return NULL;
+            }
+        } else {
+            nlo = utf8_len(p->s, p->i, p->len);
+            memcpy(lo, p->s + p->i, nlo);
+            p->i += nlo;
+        }
+        bool range = p->i + 1 < p->len && p->s[p->i] == '-' && p->s[p->i + 1] != ']';
+        if (!range) {
+            if (nlo == 1 && (unsigned char)lo[0] < 0x80) {
+                set_add(set, (unsigned char)lo[0]);
+            } else {
+                if (neg)
+                    return perr(p, "a negated class with non-ASCII characters is not supported");
+                struct cre *ch = cre_bytes(p->a, lo, nlo);
+                multi = multi ? cre_alt(p->a, multi, ch) : ch;
+            }
+            continue;
+        }
+        p->i++;                                 /* the '-' */
+        char hi[4];
+        size_t nhi = 0;
+        if (p->s[p->i] == '\\') {
+            p->i++;
+            if (char_escape(p, hi, &nhi) < 0)
+                return NULL;
+        } else {
+            nhi = utf8_len(p->s, p->i, p->len);
+            memcpy(hi, p->s + p->i, nhi);
+            p->i += nhi;
+        }
+        if (nlo != 1 || nhi != 1 || (unsigned char)lo[0] >= 0x80 || (unsigned char)hi[0] >= 0x80)
+            return perr(p, "ranges over non-ASCII characters are not supported");
+        if ((unsigned char)lo[0] > (unsigned char)hi[0])
+            return perr(p, "a bad character range");
+        set_range(set, (unsigned char)lo[0], (unsigned char)hi[0]);
+    }
+    if (neg) {
+        for (int k = 0; k < 16; k++)
+            set[k] = (uint8_t)~set[k];
+        return cre_set(p->a, set, true);
+    }
+    struct cre *r = cre_set(p->a, set, false);
+    return multi ? cre_alt(p->a, r, multi) : r;
+}
+
+/* {m}, {m,}, {m,n}, {,n} at p->i; false (p->i unchanged) when it is not one (a literal '{'). */
+static bool read_braces(struct parser *p, int *min, int *max)
+{
+    size_t i = p->i + 1;
+    long m = -1, n = -1;
+    bool comma = false;
+    for (long *v = &m;; i++) {
+        if (i >= p->len)
+            return false;
+        char c = p->s[i];
+        if (c >= '0' && c <= '9') {
+            *v = (*v < 0 ? 0 : *v) * 10 + (c - '0');
+            if (*v > 1000000)
+                *v = 1000000;
+        } else if (c == ',' && !comma) {
+            comma = true;
+            v = &n;
+        } else if (c == '}') {
+            break;
+        } else {
+            return false;
+        }
+    }
+    if (m < 0 && (!comma || n < 0))
+        return false;
+    *min = m < 0 ? 0 : (int)m;
+    *max = !comma ? *min : n < 0 ? CRE_REP_INF : (int)n;
+    p->i = i + 1;
+    return true;
+}
+
+static struct cre *parse_atom(struct parser *p)
+{
+    char c = p->s[p->i];
+    uint8_t set[32] = {0};
+    switch (c) {
+    case '(': {
+        p->i++;
+        if (p->i < p->len && p->s[p->i] == '?') {
+            const char *q = p->s + p->i, *end = p->s + p->len;
+            if (end - q >= 2 && q[1] == ':') {
+                p->i += 2;
+            } else if ((end - q >= 3 && q[1] == 'P' && q[2] == '<') ||
+                       (end - q >= 3 && q[1] == '<' && q[2] != '=' && q[2] != '!')) {
+                const char *gt = memchr(q, '>', (size_t)(end - q));
+                if (!gt)
+                    return perr(p, "an unterminated group name");
+                p->i += (size_t)(gt - q) + 1;
+            } else if (end - q >= 2 && (q[1] == '=' || q[1] == '!' || q[1] == '<')) {
+                return perr(p, "lookaround is not supported");
+            } else {
+                return perr(p, "inline flags and group extensions `(?...)` are not supported");
+            }
+        }
+        struct cre *r = parse_alt(p);
+        if (!r)
+            return NULL;
+        if (p->i >= p->len || p->s[p->i] != ')')
+            return perr(p, "a missing `)`");
+        p->i++;
+        return r;
+    }
+    case '[':
+        p->i++;
+        return parse_class(p);
+    case '.':
+        p->i++;
+        set_range(set, 0, 127);
+        set[1] &= (uint8_t)~(1u << 2);          /* not \n */
+        return cre_set(p->a, set, true);
+    case '^':
+        if (p->i == 0) {
+            p->i++;
+            return cre_empty(p->a);
+        }
+        return perr(p, "`^` other than at the start is not supported");
+    case '$':
+        if (p->i + 1 == p->len) {
+            p->i++;
+            return cre_empty(p->a);
+        }
+        return perr(p, "`$` other than at the end is not supported");
+    case '*':
+    case '+':
+    case '?':
+        return perr(p, "nothing to repeat");
+    case '\\': {
+        p->i++;
+        if (p->i < p->len && class_escape(p->s[p->i], set)) {
+            p->i++;
+            return cre_set(p->a, set, false);
+        }
+        char b[4];
+        size_t n = 0;
+        if (char_escape(p, b, &n) < 0)
+            return NULL;
+        return cre_bytes(p->a, b, n);
+    }
+    default: {
+        size_t n = utf8_len(p->s, p->i, p->len);
+        struct cre *r = cre_bytes(p->a, p->s + p->i, n);
+        p->i += n;
+        return r;
+    }
+    }
+}
+
+static struct cre *parse_cat(struct parser *p)
+{
+    struct cre *r = NULL;
+    while (p->i < p->len && p->s[p->i] != '|' && p->s[p->i] != ')') {
+        if (p->s[p->i] == '{') {
+            int mn, mx;
+            size_t at = p->i;
+            if (read_braces(p, &mn, &mx)) {
+                p->i = at;
+                return perr(p, "nothing to repeat");
+            }
+        }
+        struct cre *x = p->s[p->i] == '{' ? (p->i++, cre_bytes(p->a, "{", 1)) : parse_atom(p);
+        if (!x)
+            return p->failed ? NULL : perr(p, "out of memory");
+        bool quantified = false;
+        while (p->i < p->len) {
+            char c = p->s[p->i];
+            int mn, mx;
+            if (c == '*')
+                mn = 0, mx = CRE_REP_INF, p->i++;
+            else if (c == '+')
+                mn = 1, mx = CRE_REP_INF, p->i++;
+            else if (c == '?')
+                mn = 0, mx = 1, p->i++;
+            else if (c == '{' && read_braces(p, &mn, &mx))
+                ;
+            else
+                break;
+            if (quantified)
+                return perr(p, "multiple repeat");
+            quantified = true;
+            if (mn > CRE_REP_MAX || (mx != CRE_REP_INF && mx > CRE_REP_MAX))
+                return perr(p, "a repeat count over 1000");
+            if (mx != CRE_REP_INF && mx < mn)
+                return perr(p, "a repeat range min > max");
+            x = cre_rep(p->a, x, mn, mx);
+            if (p->i < p->len && (p->s[p->i] == '?' || p->s[p->i] == '+'))
+                p->i++;                         /* lazy / possessive: the same language */
+        }
+        r = r ? cre_cat(p->a, r, x) : x;
+        if (!r)
+            return perr(p, "out of memory");
+    }
+    return r ? r : cre_empty(p->a);
+}
+
+static struct cre *parse_alt(struct parser *p)
+{
+    if (++p->depth > PARSE_MAX_DEPTH)
+        return perr(p, "groups nested too deep");
+    struct cre *r = parse_cat(p);
+    while (r && p->i < p->len && p->s[p->i] == '|') {
+        p->i++;
+        struct cre *y = parse_cat(p);
+        r = y ? cre_alt(p->a, r, y) : NULL;
+    }
+    p->depth--;
+    return r;
+}
+
+int cre_parse(struct cre_arena *a, const char *re, size_t len, struct cre **out, char *err, size_t errlen)
+{
+    struct parser p = {.a = a, .s = re, .len = len, .err = err, .errlen = errlen};
+    struct cre *r = parse_alt(&p);
+    if (r && p.i < p.len)
+        r = perr(&p, "an unbalanced `)`");
+    if (!r && !p.failed)
+        snprintf(err, errlen, "out of memory");
+    *out = r;
+    return r ? 0 : -1;
+}
+
+/* ------------------------------------------------------------------ NFA */
+
+enum { N_RANGE, N_SPLIT, N_EPS, N_MATCH };
+
+struct nst {
+    uint8_t kind, lo, hi;
+    int32_t out, out2;
+};
+
+struct nfa {
+    struct nst *s;
+    int n, cap;
+    bool fail;
+};
+
+struct frag {
+    int s, e;                   /* e: an N_EPS whose out is to be patched */
+};
+
+static int nnew(struct nfa *f, int kind, int lo, int hi, int out, int out2)
+{
+    if (f->fail)
+        return 0;
+    if (f->n == f->cap) {
+        if (f->cap >= NFA_MAX_STATES) {
+            f->fail = true;
+            return 0;
+        }
+        int cap = f->cap ? f->cap * 2 : 1024;
+        struct nst *s = realloc(f->s, sizeof *s * (size_t)cap);
+        if (!s) {
+            f->fail = true;
+            return 0;
+        }
+        f->s = s;
+        f->cap = cap;
+    }
+    f->s[f->n] = (struct nst){(uint8_t)kind, (uint8_t)lo, (uint8_t)hi, out, out2};
+    return f->n++;
+}
+
+static void patch(struct nfa *f, struct frag x, int to)
+{
+    if (!f->fail)
+        f->s[x.e].out = to;
+}
+
+static struct frag f_eps(struct nfa *f)
+{
+    int e = nnew(f, N_EPS, 0, 0, -1, -1);
+    return (struct frag){e, e};
+}
+
+/* A chain of byte ranges lo[i]..hi[i]. */
+static struct frag f_ranges(struct nfa *f, const uint8_t *lo, const uint8_t *hi, int n)
+{
+    struct frag r = f_eps(f);
+    int prev = r.s;
+    for (int i = 0; i < n; i++) {
+        int s = nnew(f, N_RANGE, lo[i], hi[i], -1, -1);
+        if (f->fail)
+            return r;
+        f->s[prev].out = s;
+        prev = s;
+    }
+    int e = nnew(f, N_EPS, 0, 0, -1, -1);
+    if (!f->fail)
+        f->s[prev].out = e;
+    r.e = e;
+    return r;
+}
+
+static struct frag f_literal(struct nfa *f, const uint8_t *b, size_t n)
+{
+    uint8_t buf[64];
+    struct frag r = f_eps(f);
+    while (n) {
+        int k = n < sizeof buf ? (int)n : (int)sizeof buf;
+        memcpy(buf, b, (size_t)k);
+        struct frag x = f_ranges(f, buf, buf, k);
+        patch(f, r, x.s);
+        r.e = x.e;
+        b += k;
+        n -= (size_t)k;
+    }
+    return r;
+}
+
+/* Alternatives xs[0..n) (n >= 1) joined into one fragment. */
+static struct frag f_alts(struct nfa *f, const struct frag *xs, int n)
+{
+    if (n == 1)
+        return xs[0];
+    int e = nnew(f, N_EPS, 0, 0, -1, -1);
+    int s = xs[n - 1].s;
+    patch(f, xs[n - 1], e);
+    for (int i = n - 2; i >= 0; i--) {
+        s = nnew(f, N_SPLIT, 0, 0, xs[i].s, s);
+        patch(f, xs[i], e);
+    }
+    return (struct frag){s, e};
+}
+
+/* The JSON spelling of byte b inside a string, or NULL when b is written as itself. */
+static const char *json_escape(uint8_t b, char buf[8])
+{
+    switch (b) {
+    case '"': return "\\\"";
+    case '\\': return "\\\\";
+    case '\n': return "\\n";
+    case '\t': return "\\t";
+    case '\r': return "\\r";
+    case '\b': return "\\b";
+    case '\f': return "\\f";
+    default:
+        if (b < 0x20) {
+            snprintf(buf, 8, "\\u%04x", b);
+            return buf;
+        }
+        return NULL;
+    }
+}
+
+/* Any non-ASCII UTF-8 character (well-formed: no overlongs, no surrogates). */
+static int f_multibyte(struct nfa *f, struct frag *xs)
+{
+    static const uint8_t seq[][4][2] = {
+        {{0xc2, 0xdf}, {0x80, 0xbf}},
+        {{0xe0, 0xe0}, {0xa0, 0xbf}, {0x80, 0xbf}},
+        {{0xe1, 0xec}, {0x80, 0xbf}, {0x80, 0xbf}},
+        {{0xed, 0xed}, {0x80, 0x9f}, {0x80, 0xbf}},
+        {{0xee, 0xef}, {0x80, 0xbf}, {0x80, 0xbf}},
+        {{0xf0, 0xf0}, {0x90, 0xbf}, {0x80, 0xbf}, {0x80, 0xbf}},
+        {{0xf1, 0xf3}, {0x80, 0xbf}, {0x80, 0xbf}, {0x80, 0xbf}},
+        {{0xf4, 0xf4}, {0x80, 0x8f}, {0x80, 0xbf}, {0x80, 0xbf}},
+    };
+    static const int lens[] = {2, 3, 3, 3, 3, 4, 4, 4};
+    for (int i = 0; i < 8; i++) {
+        uint8_t lo[4], hi[4];
+        for (int k = 0; k < lens[i]; k++)
+            lo[k] = seq[i][k][0], hi[k] = seq[i][k][1];
+        xs[i] = f_ranges(f, lo, hi, lens[i]);
+    }
+    return 8;
+}
+
+static struct frag build(struct nfa *f, const struct cre *x, bool esc);
+
+static struct frag f_set(struct nfa *f, const struct cre *x, bool esc)
+{
+    struct frag xs[8 + 128 + 1];
+    int n = 0;
+    for (int b = 0; b < 128;) {
+        char buf[8];
+        bool in = x->set[b >> 3] & (1u << (b & 7));
+        if (!in) {
+            b++;
+            continue;
+        }
+        const char *e = esc ? json_escape((uint8_t)b, buf) : NULL;
+        if (e) {
+            xs[n++] = f_literal(f, (const uint8_t *)e, strlen(e));
+            b++;
+            continue;
+        }
+        int lo = b;
+        while (b < 128 && (x->set[b >> 3] & (1u << (b & 7))) && !(esc && json_escape((uint8_t)b, buf)))
+            b++;
+        uint8_t l = (uint8_t)lo, h = (uint8_t)(b - 1);
+        xs[n++] = f_ranges(f, &l, &h, 1);
+    }
+    if (x->multi)
+        n += f_multibyte(f, xs + n);
+    if (n == 0) {                               /* the empty set: matches nothing */
+        struct frag r = f_eps(f);
+        int dead = nnew(f, N_RANGE, 1, 0, -1, -1);     /* lo > hi: no byte passes */
+        if (!f->fail)
+            f->s[r.s].out = dead;
+        int e = nnew(f, N_EPS, 0, 0, -1, -1);
+        if (!f->fail)
+            f->s[dead].out = e;
+        r.e = e;
+        return r;
+    }
+    return f_alts(f, xs, n);
+}
+
+static struct frag f_bytes(struct nfa *f, const struct cre *x, bool esc)
+{
+    if (!esc)
+        return f_literal(f, x->bytes, x->n);
+    struct frag r = f_eps(f);
+    size_t i = 0;
+    while (i < x->n) {
+        char buf[8];
+        const char *e = json_escape(x->bytes[i], buf);
+        size_t j = i;
+        if (e) {
+            j++;
+        } else {
+            while (j < x->n && !json_escape(x->bytes[j], buf))
+                j++;
+        }
+        struct frag y = e ? f_literal(f, (const uint8_t *)e, strlen(e)) : f_literal(f, x->bytes + i, j - i);
+        patch(f, r, y.s);
+        r.e = y.e;
+        i = j;
+    }
+    return r;
+}
+
+static struct frag build(struct nfa *f, const struct cre *x, bool esc)
+{
+    if (f->fail)
+        return (struct frag){0, 0};
+    switch (x->kind) {
+    case R_EMPTY:
+        return f_eps(f);
+    case R_BYTES:
+        return f_bytes(f, x, esc);
+    case R_SET:
+        return f_set(f, x, esc);
+    case R_ESC:
+        return build(f, x->x, true);
+    case R_CAT: {
+        struct frag a = build(f, x->x, esc);
+        struct frag b = build(f, x->y, esc);
+        patch(f, a, b.s);
+        return (struct frag){a.s, b.e};
+    }
+    case R_ALT: {
+        struct frag xs[2] = {build(f, x->x, esc), build(f, x->y, esc)};
+        return f_alts(f, xs, 2);
+    }
+    case R_LOOP: {                              /* x, then sep back to x or the end */
+        struct frag item = build(f, x->x, esc);
+        struct frag sep = build(f, x->y, esc);
+        int e = nnew(f, N_EPS, 0, 0, -1, -1);
+        int s = nnew(f, N_SPLIT, 0, 0, sep.s, e);
+        patch(f, item, s);
+        patch(f, sep, item.s);
+        return (struct frag){item.s, e};
+    }
+    case R_REP: {
+        struct frag r = f_eps(f);
+        for (int i = 0; i < x->min && !f->fail; i++) {
+            struct frag y = build(f, x->x, esc);
+            patch(f, r, y.s);
+            r.e = y.e;
+        }
+        if (x->max == CRE_REP_INF) {
+            struct frag y = build(f, x->x, esc);
+            int e = nnew(f, N_EPS, 0, 0, -1, -1);
+            int s = nnew(f, N_SPLIT, 0, 0, y.s, e);
+            patch(f, y, s);
+            patch(f, r, s);
+            r.e = e;
+            return r;
+        }
+        /* (x(x(x)?)?)?: the optional copies, each skippable to the end */
+        int end = nnew(f, N_EPS, 0, 0, -1, -1);
+        for (int i = x->min; i < x->max && !f->fail; i++) {
+            struct frag y = build(f, x->x, esc);
+            int s = nnew(f, N_SPLIT, 0, 0, y.s, end);
+            patch(f, r, s);
+            r.e = y.e;
+        }
+        patch(f, r, end);
+        r.e = end;
+        return r;
+    }
+    }
+    return (struct frag){0, 0};
+}
+
+/* ------------------------------------------------------------------ DFA */
+
+struct cdfa {
+    struct cdfa_core core;      /* first: cdfa_step reads it */
+    uint8_t *accept;
+    int32_t *dist;
+    int max_dist;
+    atomic_int refs;
+    /* the engine thread's mask cache (vocab_trie.c) */
+    const void *mask_owner;
+    uint64_t **masks;
+    size_t mask_bytes;
+};
+
+struct intvec {
+    int32_t *v;
+    size_t n, cap;
+};
+
+static int iv_push(struct intvec *a, int32_t x)
+{
+    if (a->n == a->cap) {
+        size_t cap = a->cap ? a->cap * 2 : 16;
+        int32_t *v = realloc(a->v, cap * sizeof *v);
+        if (!v)
+            return -1;
+        a->v = v;
+        a->cap = cap;
+    }
+    a->v[a->n++] = x;
+    return 0;
+}
+
+static int cmp_i32(const void *a, const void *b)
+{
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+struct builder {
+    const struct nfa *f;
+    uint32_t *mark;             /* per NFA state: the stamp of the last closure that saw it */
+    uint32_t stamp;
+    struct intvec stack, set;
+    /* DFA states: their NFA sets in pool at off[i]..off[i+1] */
+    struct intvec pool, off;
+    int32_t *hash;              /* open addressing: DFA id + 1, 0 empty */
+    size_t hcap;
+    int n_states;
+    bool toobig;                /* over CDFA_MAX_STATES or POOL_MAX */
+};
+
+/* The epsilon closure of seeds[0..n) into b->set: the N_RANGE and N_MATCH states, sorted. */
+static int closure(struct builder *b, const int32_t *seeds, size_t n)
+{
+    b->set.n = b->stack.n = 0;
+    if (++b->stamp == 0) {
+        memset(b->mark, 0, sizeof *b->mark * (size_t)b->f->n);
+        b->stamp = 1;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (iv_push(&b->stack, seeds[i]) < 0)
+            return -1;
+    while (b->stack.n) {
+        int32_t s = b->stack.v[--b->stack.n];
+        if (s < 0 || b->mark[s] == b->stamp)
+            continue;
+        b->mark[s] = b->stamp;
+        const struct nst *q = &b->f->s[s];
+        switch (q->kind) {
+        case N_RANGE:
+        case N_MATCH:
+            if (iv_push(&b->set, s) < 0)
+                return -1;
+            break;
+        case N_SPLIT:
+            if (iv_push(&b->stack, q->out2) < 0)
+                return -1;
+            /* fall through */
+        case N_EPS:
+            if (iv_push(&b->stack, q->out) < 0)
+                return -1;
+            break;
+        }
+    }
+    qsort(b->set.v, b->set.n, sizeof *b->set.v, cmp_i32);
+    return 0;
+}
+
+static uint64_t set_hash(const int32_t *v, size_t n)
+{
+    uint64_t h = 1469598103934665603ull ^ n;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (uint32_t)v[i]) * 1099511628211ull;
+    return h ^ (h >> 29);
+}
+
+/* The DFA state of b->set, made when new (*made). -1 when out of memory or too many states; -2: the empty set. */
+static int intern(struct builder *b, bool *made)
+{
+    *made = false;
+    if (b->set.n == 0)
+        return -2;
+    if ((size_t)b->n_states * 2 + 2 > b->hcap) {
+        size_t cap = b->hcap ? b->hcap * 2 : 1024;
+        int32_t *h = calloc(cap, sizeof *h);
+        if (!h)
+            return -1;
+        for (int i = 0; i < b->n_states; i++) {
+            const int32_t *v = b->pool.v + b->off.v[i];
+            size_t k = set_hash(v, (size_t)(b->off.v[i + 1] - b->off.v[i])) & (cap - 1);
+            while (h[k])
+                k = (k + 1) & (cap - 1);
+            h[k] = i + 1;
+        }
+        free(b->hash);
+        b->hash = h;
+        b->hcap = cap;
+    }
+    size_t k = set_hash(b->set.v, b->set.n) & (b->hcap - 1);
+    for (; b->hash[k]; k = (k + 1) & (b->hcap - 1)) {
+        int i = b->hash[k] - 1;
+        size_t len = (size_t)(b->off.v[i + 1] - b->off.v[i]);
+        if (len == b->set.n && memcmp(b->pool.v + b->off.v[i], b->set.v, len * sizeof *b->set.v) == 0)
+            return i;
+    }
+    if (b->n_states >= CDFA_MAX_STATES || b->pool.n + b->set.n > POOL_MAX) {
+        b->toobig = true;
+        return -1;
+    }
+    for (size_t i = 0; i < b->set.n; i++)
+        if (iv_push(&b->pool, b->set.v[i]) < 0)
+            return -1;
+    if (iv_push(&b->off, (int32_t)b->pool.n) < 0)
+        return -1;
+    b->hash[k] = ++b->n_states;
+    *made = true;
+    return b->n_states - 1;
+}
+
+static void dfa_free(struct cdfa *d)
+{
+    if (!d)
+        return;
+    free(d->core.next);
+    free(d->accept);
+    free(d->dist);
+    if (d->masks)
+        for (int i = 0; i < d->core.n_states; i++)
+            free(d->masks[i]);
+    free(d->masks);
+    free(d);
+}
+
+/* Distances to acceptance (reverse BFS), then the cut of dead transitions. */
+static int finish_dfa(struct cdfa *d, char *err, size_t errlen)
+{
+    size_t n = (size_t)d->core.n_states, nc = (size_t)d->core.n_classes;
+    size_t edges = n * nc;
+    int32_t *cnt = calloc((size_t)n + 1, sizeof *cnt), *src = malloc(sizeof *src * (edges ? edges : 1)),
+            *queue = malloc(sizeof *queue * (size_t)n);
+    d->dist = malloc(sizeof *d->dist * (size_t)n);
+    if (!cnt || !src || !queue || !d->dist) {
+        free(cnt), free(src), free(queue);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    for (size_t e = 0; e < edges; e++)
+        if (d->core.next[e] >= 0)
+            cnt[d->core.next[e] + 1]++;
+    for (size_t i = 0; i < n; i++)
+        cnt[i + 1] += cnt[i];
+    int32_t *fill = malloc(sizeof *fill * (size_t)n);
+    if (!fill) {
+        free(cnt), free(src), free(queue);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    memcpy(fill, cnt, sizeof *fill * (size_t)n);
+    for (size_t e = 0; e < edges; e++)
+        if (d->core.next[e] >= 0)
+            src[fill[d->core.next[e]]++] = (int32_t)(e / nc);
+    free(fill);
+    size_t qh = 0, qt = 0;
+    for (size_t i = 0; i < n; i++) {
+        d->dist[i] = d->accept[i] ? 0 : -1;
+        if (d->accept[i])
+            queue[qt++] = (int32_t)i;
+    }
+    while (qh < qt) {
+        int t = queue[qh++];
+        for (int k = cnt[t]; k < cnt[t + 1]; k++)
+            if (d->dist[src[k]] < 0) {
+                d->dist[src[k]] = d->dist[t] + 1;
+                queue[qt++] = src[k];
+            }
+    }
+    free(cnt), free(src), free(queue);
+    if (d->dist[0] < 0) {
+        snprintf(err, errlen, "the constraint matches no text");
+        return -1;
+    }
+    d->max_dist = 0;
+    for (size_t i = 0; i < n; i++)
+        if (d->dist[i] > d->max_dist)
+            d->max_dist = d->dist[i];
+    for (size_t e = 0; e < edges; e++)
+        if (d->core.next[e] >= 0 && d->dist[d->core.next[e]] < 0)
+            d->core.next[e] = -1;
+    return 0;
+}
+
+int cdfa_build(const struct cre *x, struct cdfa **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    struct nfa f = {0};
+    struct frag r = build(&f, x, false);
+    int match = nnew(&f, N_MATCH, 0, 0, -1, -1);
+    patch(&f, r, match);
+    if (f.fail) {
+        free(f.s);
+        snprintf(err, errlen, f.cap >= NFA_MAX_STATES ? "the constraint is too complex (its automaton is too large)"
+                                                     : "out of memory");
+        return -1;
+    }
+    /* byte classes: bytes no range tells apart */
+    uint8_t cut[257] = {0};
+    for (int i = 0; i < f.n; i++)
+        if (f.s[i].kind == N_RANGE && f.s[i].lo <= f.s[i].hi)
+            cut[f.s[i].lo] = 1, cut[f.s[i].hi + 1] = 1;
+    struct cdfa *d = calloc(1, sizeof *d);
+    struct builder b = {.f = &f, .mark = calloc((size_t)f.n, sizeof(uint32_t))};
+    struct intvec *bucket = NULL;
+    int rc = -1, nc = 0;
+    bool toobig = false;
+    if (!d || !b.mark)
+        goto done;
+    atomic_init(&d->refs, 1);
+    nc = 0;
+    for (int c = 0; c < 256; c++) {
+        if (c > 0 && cut[c])
+            nc++;
+        d->core.classmap[c] = (uint8_t)nc;
+    }
+    nc++;
+    d->core.n_classes = nc;
+    if (!(bucket = calloc((size_t)nc, sizeof *bucket)) || iv_push(&b.off, 0) < 0)
+        goto done;
+    int32_t seed = r.s;
+    bool made;
+    if (closure(&b, &seed, 1) < 0 || intern(&b, &made) < 0)
+        goto done;
+    size_t cap = 0;
+    for (int s = 0; s < b.n_states; s++) {
+        if ((size_t)b.n_states > cap) {
+            size_t ncap = cap ? cap * 2 : 64;
+            while (ncap < (size_t)b.n_states)
+                ncap *= 2;
+            int32_t *nx = realloc(d->core.next, sizeof *nx * ncap * (size_t)nc);
+            if (!nx)
+                goto done;
+            d->core.next = nx;
+            cap = ncap;
+        }
+        for (int c = 0; c < nc; c++)
+            bucket[c].n = 0;
+        for (int32_t k = b.off.v[s]; k < b.off.v[s + 1]; k++) {
+            const struct nst *q = &f.s[b.pool.v[k]];
+            if (q->kind != N_RANGE || q->lo > q->hi)
+                continue;
+            for (int c = d->core.classmap[q->lo]; c <= d->core.classmap[q->hi]; c++)
+                if (iv_push(&bucket[c], q->out) < 0)
+                    goto done;
+        }
+        for (int c = 0; c < nc; c++) {
+            int t = -2;
+            if (bucket[c].n) {
+                if (closure(&b, bucket[c].v, bucket[c].n) < 0)
+                    goto done;
+                t = intern(&b, &made);
+                if (t == -1) {
+                    toobig = b.toobig;
+                    goto done;
+                }
+            }
+            d->core.next[(size_t)s * (size_t)nc + (size_t)c] = t < 0 ? -1 : t;
+        }
+    }
+    d->core.n_states = b.n_states;
+    d->accept = calloc((size_t)(unsigned)b.n_states, 1);
+    if (!d->accept)
+        goto done;
+    for (int s = 0; s < b.n_states; s++)
+        for (int32_t k = b.off.v[s]; k < b.off.v[s + 1]; k++)
+            if (f.s[b.pool.v[k]].kind == N_MATCH)
+                d->accept[s] = 1;
+    if (finish_dfa(d, err, errlen) < 0) {
+        rc = -2;
+        goto done;
+    }
+    rc = 0;
+done:
+    if (rc == -1)
+        snprintf(err, errlen, toobig ? "the constraint is too complex (its DFA would pass %d states or its memory bound)"
+                                     : "out of memory",
+                 CDFA_MAX_STATES);
+    for (int c = 0; bucket && c < nc; c++)
+        free(bucket[c].v);
+    free(bucket);
+    free(b.mark), free(b.stack.v), free(b.set.v), free(b.pool.v), free(b.off.v), free(b.hash);
+    free(f.s);
+    if (rc != 0) {
+        dfa_free(d);
+        return -1;
+    }
+    *out = d;
+    return 0;
+}
+
+int cdfa_regex(const char *re, size_t len, struct cdfa **out, char *err, size_t errlen)
+{
+    struct cre_arena *a = cre_arena_new();
+    struct cre *x = NULL;
+    *out = NULL;
+    int rc = !a ? (snprintf(err, errlen, "out of memory"), -1) : cre_parse(a, re, len, &x, err, errlen);
+    if (rc == 0)
+        rc = cdfa_build(x, out, err, errlen);
+    cre_arena_free(a);
+    return rc;
+}
+
+int cdfa_choice(const char *const *choices, size_t n, struct cdfa **out, char *err, size_t errlen)
+{
+    struct cre_arena *a = cre_arena_new();
+    struct cre *x = NULL;
+    *out = NULL;
+    for (size_t i = 0; a && i < n; i++) {
+        struct cre *y = cre_str(a, choices[i]);
+        x = x ? cre_alt(a, x, y) : y;
+        if (!x)
+            break;
+    }
+    int rc;
+    if (n == 0) {
+        snprintf(err, errlen, "no choices");
+        rc = -1;
+    } else if (!x) {
+        snprintf(err, errlen, "out of memory");
+        rc = -1;
+    } else {
+        rc = cdfa_build(x, out, err, errlen);
+    }
+    cre_arena_free(a);
+    return rc;
+}
+
+struct cdfa *cdfa_ref(struct cdfa *d)
+{
+    if (d)
+        atomic_fetch_add(&d->refs, 1);
+    return d;
+}
+
+void cdfa_put(struct cdfa *d)
+{
+    if (d && atomic_fetch_sub(&d->refs, 1) == 1)
+        dfa_free(d);
+}
+
+int cdfa_start(const struct cdfa *d)
+{
+    (void)d;
+    return 0;
+}
+
+bool cdfa_accepts(const struct cdfa *d, int s)
+{
+    return s >= 0 && s < d->core.n_states && d->accept[s];
+}
+
+int cdfa_dist(const struct cdfa *d, int s)
+{
+    return s >= 0 && s < d->core.n_states ? d->dist[s] : -1;
+}
+
+int cdfa_max_dist(const struct cdfa *d)
+{
+    return d->max_dist;
+}
+
+int cdfa_states(const struct cdfa *d)
+{
+    return d->core.n_states;
+}
+
+int cdfa_walk(const struct cdfa *d, int s, const void *bytes, size_t n)
+{
+    const uint8_t *b = bytes;
+    for (size_t i = 0; i < n && s >= 0; i++)
+        s = cdfa_step(d, s, b[i]);
+    return s;
+}
+
+bool cdfa_matches(const struct cdfa *d, const void *s, size_t n)
+{
+    return cdfa_accepts(d, cdfa_walk(d, cdfa_start(d), s, n));
+}
+
+uint64_t **cdfa_mask_slot(struct cdfa *d, const void *owner, int s, size_t mask_words)
+{
+    if (s < 0 || s >= d->core.n_states)
+        return NULL;
+    if (d->mask_owner != owner) {                  /* another vocabulary: start over */
+        if (d->masks)
+            for (int i = 0; i < d->core.n_states; i++)
+                free(d->masks[i]), d->masks[i] = NULL;
+        d->mask_bytes = 0;
+        d->mask_owner = owner;
+    }
+    if (!d->masks && !(d->masks = calloc((size_t)(unsigned)d->core.n_states, sizeof *d->masks)))
+        return NULL;
+    if (!d->masks[s]) {
+        size_t bytes = mask_words * sizeof(uint64_t);
+        if (d->mask_bytes + bytes > MASK_CACHE_BYTES)
+            return NULL;
+        d->mask_bytes += bytes;
+    }
+    return &d->masks[s];
+}

@@ -1,0 +1,44 @@
+/* vocab_trie.h -- a tokenizer's vocabulary as a byte trie, walked against a constraint's DFA to find the tokens allowed in a state (the mask), with the masks cached per DFA state.
+ *
+ * The trie is laid out in depth-first order (each node: its byte, depth,
+ * token and the index past its subtree), so a walk is one pass over an
+ * array that skips the subtrees the DFA rules out: a state's mask costs
+ * the nodes whose prefixes the constraint still allows, not 50,257 string
+ * tests. Special tokens (the end-of-text token) are not in the trie: the
+ * caller allows the end-of-text token exactly where the DFA accepts. */
+#ifndef LLMCGI_VOCAB_TRIE_H
+#define LLMCGI_VOCAB_TRIE_H
+
+#include "constraint.h"
+#include "tokenizer.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct vtrie;
+
+/* Builds the trie of tok's ordinary tokens. NULL when out of memory. The
+ * caller owns it (vtrie_free); tok is read only during the call. */
+struct vtrie *vtrie_new(const struct tokenizer *tok);
+void vtrie_free(struct vtrie *t);                   /* NULL is fine */
+
+int32_t vtrie_vocab(const struct vtrie *t);         /* the vocabulary size the masks cover */
+size_t vtrie_nodes(const struct vtrie *t);
+
+/* The words of a mask: bit i of mask[i / 64] is token i. */
+static inline size_t vtrie_mask_words(const struct vtrie *t)
+{
+    return ((size_t)vtrie_vocab(t) + 63) / 64;
+}
+
+/* The tokens allowed from DFA state s: those whose bytes all pass from s
+ * and whose end state has cdfa_dist <= budget (budget < 0: no limit, and
+ * the mask is cached in d per state). Returns the mask (valid until the
+ * next call with d: it may be d's cache or t's scratch), or NULL when out
+ * of memory. The end-of-text token is never in it. Engine thread only. */
+const uint64_t *vtrie_mask(const struct vtrie *t, struct cdfa *d, int s, int budget);
+
+/* Sets logits[i] to -inf for every token i < n not in mask. */
+void vtrie_apply(const uint64_t *mask, float *logits, int32_t n);
+
+#endif

@@ -1,0 +1,349 @@
+/* test_constraint.c -- constrained decoding: the regex subset and its refusals, JSON Schema and JSON edge cases as DFAs, distances to acceptance, and the vocabulary trie's masks against a token-by-token reference on GPT-2's tokenizer. */
+#include "config.h"
+#include "constraint.h"
+#include "generation.h"
+#include "json_schema.h"
+#include "tap.h"
+#include "tokenizer.h"
+#include "vocab_trie.h"
+
+#include <stdint.h>
+#include <unistd.h>
+
+/* s with control bytes shown as \xHH, for one-line test names (static buffer). */
+static const char *shown(const char *s)
+{
+    static char buf[4][200];
+    static int k;
+    char *b = buf[k++ & 3];
+    size_t n = 0;
+    for (; *s && n + 5 < sizeof buf[0]; s++)
+        n += (unsigned char)*s < 0x20 ? (size_t)snprintf(b + n, 5, "\\x%02x", (unsigned char)*s) : (b[n] = *s, 1);
+    b[n] = '\0';
+    return b;
+}
+
+static bool re_match(const char *re, const char *s)
+{
+    struct cdfa *d = NULL;
+    char err[300];
+    if (cdfa_regex(re, strlen(re), &d, err, sizeof err) != 0) {
+        tap_diag("%s: %s", re, err);
+        return false;
+    }
+    bool m = cdfa_matches(d, s, strlen(s));
+    cdfa_put(d);
+    return m;
+}
+
+static void test_regex(void)
+{
+    static const struct {
+        const char *re, *s;
+        bool want;
+    } cases[] = {
+        {"abc", "abc", true}, {"abc", "ab", false}, {"abc", "abcd", false},
+        {"a|b|cd", "cd", true}, {"a|b|cd", "c", false},
+        {"(ab)+", "ababab", true}, {"(ab)+", "", false}, {"(ab)*", "", true},
+        {"a?b", "b", true}, {"a?b", "aab", false},
+        {"a{2,3}", "aa", true}, {"a{2,3}", "aaaa", false}, {"a{2}", "aa", true}, {"a{2,}", "aaaaaaa", true},
+        {"a{,2}", "", true}, {"a{,2}", "aaa", false}, {"x{", "x{", true},
+        {"[a-c]+", "abcabc", true}, {"[a-c]+", "abd", false}, {"[^a-c]", "d", true}, {"[^a-c]", "b", false},
+        {"[^a]", "\xc3\xa9", true}, {"[^a]", "\xc3", false}, {"[]a]", "]", true}, {"[a-]", "-", true},
+        {"\\d{3}-\\d{4}", "555-1234", true}, {"\\d", "x", false}, {"\\w+", "a_1Z", true}, {"\\s", "\t", true},
+        {"\\D", "a", true}, {"\\D", "5", false}, {"[\\d.]+", "3.14", true},
+        {".", "\n", false}, {".", "\xe2\x82\xac", true}, {".", "\xed\xa0\x80", false}, {".", "\xc0\xaf", false},
+        {"..", "\xe2\x82\xac", false},
+        {"\\.\\*\\(\\)", ".*()", true}, {"\\x41\\u00e9", "A\xc3\xa9", true}, {"\\n", "\n", true},
+        {"^ab$", "ab", true}, {"(?:ab|cd)e", "cde", true}, {"(?P<year>\\d{4})", "2024", true},
+        {"(?<y>a)", "a", true}, {"a+?b", "aab", true},
+        {"\xc3\xa9+", "\xc3\xa9\xc3\xa9", true}, {"[\xc3\xa9x]", "\xc3\xa9", true},
+        {"", "", true}, {"()", "", true}, {"a|", "", true},
+        {"(a|b)*c(d|e){0,2}", "ababcde", true}, {"(a|b)*c(d|e){0,2}", "abcdee", false},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+        ok(re_match(cases[i].re, cases[i].s) == cases[i].want, "/%s/ %s \"%s\"", shown(cases[i].re),
+           cases[i].want ? "matches" : "does not match", shown(cases[i].s));
+
+    static const struct {
+        const char *re, *says;
+    } bad[] = {
+        {"\\bword", "\\b"}, {"a(?=b)", "lookaround"}, {"(a)\\1", "backreferences"}, {"(?i)a", "inline flags"},
+        {"a**", "multiple repeat"}, {"*a", "nothing to repeat"}, {"[\xc3\xa9-\xc3\xbc]", "non-ASCII"},
+        {"a^b", "`^`"}, {"a$b", "`$`"}, {"(ab", "`)`"}, {"ab)", "unbalanced"}, {"[ab", "unterminated"},
+        {"a{5,2}", "min > max"}, {"a{1001}", "over 1000"}, {"\\q", "\\q"}, {"[^\xc3\xa9]", "negated"},
+        {"\\p{L}", "\\p"}, {"a(?<!b)", "lookaround"}, {"\\", "backslash"}, {"\\x4", "hex"},
+        {"[b-a]", "range"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        struct cdfa *d = NULL;
+        char err[300] = "";
+        int rc = cdfa_regex(bad[i].re, strlen(bad[i].re), &d, err, sizeof err);
+        ok(rc != 0 && !d && strstr(err, bad[i].says), "/%s/ refused naming %s: %s", bad[i].re, bad[i].says, err);
+    }
+
+    struct cdfa *d = NULL;
+    char err[300];
+    ok(cdfa_regex("abc|de", 6, &d, err, sizeof err) == 0, "abc|de compiles");
+    is_int(cdfa_dist(d, cdfa_start(d)), 2, "the shortest completion from the start is 2 bytes (de)");
+    is_int(cdfa_dist(d, cdfa_walk(d, cdfa_start(d), "a", 1)), 2, "after a: bc");
+    is_int(cdfa_step(d, cdfa_start(d), 'x'), -1, "x leads nowhere");
+    is_int(cdfa_max_dist(d), 2, "the largest distance to acceptance is 2");
+    cdfa_put(d);
+    ok(cdfa_regex("[^\\x00-\\x7f]{0}b", 16, &d, err, sizeof err) == 0 && cdfa_matches(d, "b", 1), "x{0} is empty");
+    cdfa_put(d);
+    const char *choices[] = {"yes", "no", "maybe so"};
+    ok(cdfa_choice(choices, 3, &d, err, sizeof err) == 0, "a choice compiles");
+    ok(cdfa_matches(d, "maybe so", 8) && cdfa_matches(d, "no", 2) && !cdfa_matches(d, "maybe", 5), "choices match whole");
+    cdfa_put(d);
+    ok(cdfa_regex("(a{1000}){1000}", 15, &d, err, sizeof err) != 0 && strstr(err, "too complex"),
+       "a million-state regex is refused as too complex: %s", err);
+}
+
+/* ------------------------------------------------------------------ JSON */
+
+static struct cdfa *schema_dfa(const char *schema, char *err, size_t errlen)
+{
+    json_object *s = json_tokener_parse(schema);
+    struct cdfa *d = NULL;
+    if (!s) {
+        snprintf(err, errlen, "bad test JSON");
+        return NULL;
+    }
+    if (cdfa_json_schema(s, &d, err, errlen) != 0)
+        d = NULL;
+    json_object_put(s);
+    return d;
+}
+
+static void test_json(void)
+{
+    static const struct {
+        const char *schema, *text;
+        bool want;
+    } cases[] = {
+        {"{\"type\":\"string\"}", "\"a\\\"b\\\\c\\n\"", true},
+        {"{\"type\":\"string\"}", "\"\xe2\x82\xac \xf0\x9f\x98\x80\"", true},
+        {"{\"type\":\"string\"}", "\"a\nb\"", false},
+        {"{\"type\":\"string\"}", "\"\\u0001\"", true},
+        {"{\"type\":\"string\",\"maxLength\":2}", "\"\\n\xc3\xa9\"", true},
+        {"{\"type\":\"string\",\"maxLength\":2}", "\"abc\"", false},
+        {"{\"type\":\"string\",\"minLength\":2}", "\"a\"", false},
+        {"{\"type\":\"string\",\"pattern\":\"^[a-z]+\\\\d$\"}", "\"ab1\"", true},
+        {"{\"type\":\"string\",\"pattern\":\"a\\\"b\"}", "\"a\\\"b\"", true},
+        {"{\"type\":\"string\",\"pattern\":\"a\\\"b\"}", "\"a\"b\"", false},
+        {"{\"type\":\"number\"}", "-1.5e+10", true}, {"{\"type\":\"number\"}", "0.25E3", true},
+        {"{\"type\":\"number\"}", "01", false}, {"{\"type\":\"number\"}", "1.", false},
+        {"{\"type\":\"number\"}", "-0", true}, {"{\"type\":\"integer\"}", "1.0", false},
+        {"{\"type\":\"integer\"}", "-42", true},
+        {"{\"type\":[\"integer\",\"null\"]}", "null", true},
+        {"{\"type\":\"boolean\"}", "true", true}, {"{\"type\":\"boolean\"}", "True", false},
+        {"{\"type\":\"array\"}", "[]", true}, {"{\"type\":\"array\"}", "[ ]", true},
+        {"{\"type\":\"array\",\"items\":{\"type\":\"integer\"},\"minItems\":2,\"maxItems\":3}", "[1, 2,3]", true},
+        {"{\"type\":\"array\",\"items\":{\"type\":\"integer\"},\"minItems\":2,\"maxItems\":3}", "[1]", false},
+        {"{\"type\":\"array\",\"items\":{\"type\":\"integer\"},\"minItems\":2,\"maxItems\":3}", "[1,2,3,4]", false},
+        {"{\"type\":\"array\",\"items\":{\"type\":\"integer\"}}", "[1,]", false},
+        {"{\"type\":\"object\"}", "{}", true},
+        {"{\"type\":\"object\"}", "{\"a\":{\"b\":[1,{\"c\":null}]}}", true},
+        {"{\"type\":\"object\"}", "{\"a\":{\"b\":[[[1]]]}}", false},    /* deeper than JSON_ANY_DEPTH */
+        {"{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"},\"b\":{\"type\":\"string\"}},"
+         "\"required\":[\"b\"]}", "{\"a\": 1, \"b\": \"x\"}", true},
+        {"{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"},\"b\":{\"type\":\"string\"}},"
+         "\"required\":[\"b\"]}", "{\"b\":\"x\"}", true},
+        {"{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"},\"b\":{\"type\":\"string\"}},"
+         "\"required\":[\"b\"]}", "{\"a\":1}", false},
+        {"{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"},\"b\":{\"type\":\"string\"}},"
+         "\"required\":[\"b\"]}", "{\"b\":\"x\",\"a\":1}", false},
+        {"{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"},\"b\":{\"type\":\"integer\"}}}", "{}", true},
+        {"{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"},\"b\":{\"type\":\"integer\"}}}", "{\"b\":2}", true},
+        {"{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"},\"b\":{\"type\":\"integer\"}}}", "{,\"b\":2}", false},
+        {"{\"type\":\"object\",\"additionalProperties\":false}", "{}", true},
+        {"{\"type\":\"object\",\"additionalProperties\":false}", "{\"a\":1}", false},
+        {"{\"enum\":[\"red\",1,null,{\"a\":[true]}]}", "{\"a\":[true]}", true},
+        {"{\"enum\":[\"red\",1,null]}", "\"blue\"", false},
+        {"{\"const\":\"a/b\"}", "\"a/b\"", true},
+        {"{\"anyOf\":[{\"type\":\"integer\"},{\"type\":\"string\",\"maxLength\":1}]}", "\"z\"", true},
+        {"{\"oneOf\":[{\"type\":\"integer\"},{\"type\":\"null\"}]}", "null", true},
+        {"{\"$defs\":{\"P\":{\"type\":\"object\",\"properties\":{\"x\":{\"type\":\"number\"}},\"required\":[\"x\"]}},"
+         "\"type\":\"array\",\"items\":{\"$ref\":\"#/$defs/P\"}}", "[{\"x\":1},{\"x\":2.5}]", true},
+        {"{\"type\":\"array\",\"items\":{\"type\":\"array\",\"items\":{\"type\":\"array\",\"items\":{\"type\":\"array\","
+         "\"items\":{\"type\":\"array\",\"items\":{\"type\":\"integer\"}}}}}}", "[[[[[1]]]]]", true},
+        {"{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"string\"}},\"title\":\"T\",\"description\":\"d\"}",
+         "{\"a\":\"\"}", true},
+        {"true", "[1,\"x\"]", true},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char err[300] = "";
+        struct cdfa *d = schema_dfa(cases[i].schema, err, sizeof err);
+        ok(d && cdfa_matches(d, cases[i].text, strlen(cases[i].text)) == cases[i].want, "%s %s %s %s",
+           cases[i].schema, cases[i].want ? "takes" : "refuses", shown(cases[i].text), err);
+        cdfa_put(d);
+    }
+    static const struct {
+        const char *schema, *says;
+    } bad[] = {
+        {"{\"type\":\"string\",\"format\":\"date\"}", "`format` is not supported"},
+        {"{\"type\":\"integer\",\"minimum\":0}", "`minimum` is not supported"},
+        {"{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"number\",\"multipleOf\":2}}}",
+         "`multipleOf` is not supported (at /properties/a)"},
+        {"{\"allOf\":[{}]}", "`allOf`"}, {"{\"not\":{}}", "`not`"}, {"{\"type\":\"date\"}", "not a JSON Schema type"},
+        {"{\"$defs\":{\"N\":{\"type\":\"object\",\"properties\":{\"n\":{\"$ref\":\"#/$defs/N\"}}}},\"$ref\":\"#/$defs/N\"}",
+         "recursive"},
+        {"{\"$ref\":\"#/$defs/missing\"}", "names no definition"}, {"{\"$ref\":\"http://x/y\"}", "not supported"},
+        {"{\"type\":\"object\",\"properties\":{\"a\":{}},\"required\":[\"b\"]}", "\"b\""},
+        {"{\"type\":\"object\",\"additionalProperties\":{\"type\":\"string\"}}", "`additionalProperties`"},
+        {"{\"type\":\"string\",\"pattern\":\"(?=a)\"}", "lookaround"}, {"false", "allows nothing"},
+        {"{\"type\":\"array\",\"minItems\":3,\"maxItems\":1}", "`minItems` is over"},
+        {"{\"type\":\"array\",\"uniqueItems\":true}", "`uniqueItems`"},
+        {"{\"type\":\"string\",\"maxLength\":5000}", "over 1000"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char err[300] = "";
+        struct cdfa *d = schema_dfa(bad[i].schema, err, sizeof err);
+        ok(!d && strstr(err, bad[i].says), "%s refused: %s", bad[i].schema, err);
+        cdfa_put(d);
+    }
+    struct cdfa *d = NULL;
+    char err[300];
+    int rc = cdfa_json_object(&d, err, sizeof err);
+    ok(rc == 0, "any JSON object compiles (%d states)", d ? cdfa_states(d) : 0);
+    const char *nested = "{\"a\": [1, {\"b\": \"c\"}], \"d\": -0.5e-3}";
+    ok(d && cdfa_matches(d, nested, strlen(nested)), "an object with nesting");
+    ok(d && !cdfa_matches(d, "[1]", 3), "an array is not an object");
+    ok(d && !cdfa_matches(d, "{    }", 6), "whitespace is bounded (3)");
+    ok(d && cdfa_matches(d, "{   }", 5), "3 spaces are fine");
+    ok(d && cdfa_dist(d, cdfa_walk(d, 0, "{\"a\":[[", 7)) == 3, "from {\"a\":[[ the shortest completion is ]]} (3 bytes)");
+    cdfa_put(d);
+}
+
+/* ------------------------------------------------------------------ masks */
+
+static void test_masks(const char *srcdir)
+{
+    char dir[2200];
+    snprintf(dir, sizeof dir, "%s/tests/fixtures/gpt2-tokenizer", srcdir);
+    struct tokenizer *tok = NULL;
+    char err[300] = "";
+    if (tokenizer_load_dir(dir, &tok, err, sizeof err) != 0) {
+        ok(0, "GPT-2's tokenizer loads from %s: %s", dir, err);
+        return;
+    }
+    struct vtrie *t = vtrie_new(tok);
+    ok(t && vtrie_vocab(t) == 50257, "the trie covers GPT-2's 50257 tokens (%zu nodes)", t ? vtrie_nodes(t) : 0);
+    const char *res[] = {"\\{\"name\": \"[a-z ]{1,20}\", \"age\": [0-9]{1,3}\\}", "(yes|no|maybe)", "[^x]*x"};
+    struct cdfa *js = NULL;
+    cdfa_json_object(&js, err, sizeof err);
+    for (size_t r = 0; r < 4 && t; r++) {
+        struct cdfa *d = NULL;
+        if (r < 3 ? cdfa_regex(res[r], strlen(res[r]), &d, err, sizeof err) != 0 : !(d = cdfa_ref(js))) {
+            ok(0, "%s compiles: %s", r < 3 ? res[r] : "json", err);
+            continue;
+        }
+        /* every state reached along a few texts: the trie's mask against testing every token */
+        const char *walks[] = {"{\"name\": \"bo", "may", "abc", "{\"a\": [1, {\"b\""};
+        int bad = 0, states = 0;
+        for (int budget = -1; budget <= 2; budget += 3) {
+            int s = cdfa_start(d);
+            const char *w = walks[r];
+            for (size_t i = 0; s >= 0; i++) {
+                const uint64_t *m = vtrie_mask(t, d, s, budget);
+                states++;
+                for (int32_t id = 0; id < 50257; id++) {
+                    size_t len = 0;
+                    const char *b = tokenizer_token_bytes(tok, id, &len);
+                    int to = tokenizer_is_special(tok, id) ? -1 : cdfa_walk(d, s, b, len);
+                    bool want = to >= 0 && (budget < 0 || cdfa_dist(d, to) <= budget);
+                    bad += want != (bool)(m[id >> 6] >> (id & 63) & 1);
+                }
+                if (!w[i])
+                    break;
+                s = cdfa_step(d, s, (uint8_t)w[i]);
+            }
+        }
+        ok(bad == 0 && states > 0, "%s: the trie's masks in %d states equal a test of every token (%d differ)",
+           r < 3 ? res[r] : "any JSON object", states, bad);
+        cdfa_put(d);
+    }
+    /* the cached mask is the same pointer the second time */
+    if (t && js) {
+        const uint64_t *a = vtrie_mask(t, js, 0, -1), *b = vtrie_mask(t, js, 0, -1);
+        ok(a == b, "a state's mask is cached");
+        float logits[50257];
+        for (int i = 0; i < 50257; i++)
+            logits[i] = 1.0f;
+        vtrie_apply(a, logits, 50257);
+        int kept = 0, brace = -1;
+        for (int i = 0; i < 50257; i++) {
+            size_t len;
+            const char *bb = tokenizer_token_bytes(tok, i, &len);
+            kept += logits[i] == 1.0f;
+            if (len == 1 && bb[0] == '{')
+                brace = i;
+        }
+        ok(brace >= 0 && logits[brace] == 1.0f && kept < 200, "at the start of an object only tokens that open one stay (%d)",
+           kept);
+    }
+    /* whole sequences: random logits, sampled at temperature 1; the text is always in the language,
+     * and within a tight max_new_tokens the JSON is still finished */
+    const char *langs[] = {"(yes|no|maybe later)", "[a-z]{2,5}-\\d{2,4}", NULL};
+    for (int l = 0; t && l < 3; l++) {
+        struct cdfa *d = NULL;
+        if (langs[l])
+            cdfa_regex(langs[l], strlen(langs[l]), &d, err, sizeof err);
+        else
+            d = cdfa_ref(js);
+        int good = 0, runs = 0;
+        uint64_t rs = 0x2545f4914f6cdd1dull + (uint64_t)l;
+        for (int seed = 0; d && seed < 20; seed++) {
+            struct gen_params gp = {.sampling = sampler_params_default(), .max_new_tokens = langs[l] ? 40 : 12};
+            gp.sampling.do_sample = true;
+            gp.sampling.seed = (uint64_t)seed;
+            gp.constraint = d;
+            struct gen_seq g;
+            int32_t prompt[1] = {50256};
+            if (gen_seq_init(&g, tok, prompt, 1, 50257, 1024, &gp, err, sizeof err) != 0) {
+                tap_diag("gen_seq_init: %s", err);
+                break;
+            }
+            g.trie = t;
+            char text[2048];
+            size_t n = 0;
+            struct gen_event ev = {0};
+            bool failed = false;
+            static float logits[50257];
+            while (ev.finish == GEN_RUNNING) {
+                for (int i = 0; i < 50257; i++) {
+                    rs ^= rs << 13, rs ^= rs >> 7, rs ^= rs << 17;
+                    logits[i] = (float)(rs % 1000) / 100.0f;
+                }
+                if (gen_seq_next(&g, logits, &ev, err, sizeof err) != 0) {
+                    tap_diag("gen_seq_next: %s", err);
+                    failed = true;
+                    break;
+                }
+                if (n + ev.len < sizeof text)
+                    memcpy(text + n, ev.text, ev.len), n += ev.len;
+            }
+            runs++;
+            good += !failed && cdfa_matches(d, text, n);
+            if (!cdfa_matches(d, text, n))
+                tap_diag("%s: %.*s", langs[l] ? langs[l] : "json", (int)n, text);
+            gen_seq_free(&g);
+        }
+        ok(runs == 20 && good == runs, "%s: %d of %d sampled sequences are in the language",
+           langs[l] ? langs[l] : "any JSON object in 12 tokens", good, runs);
+        cdfa_put(d);
+    }
+    cdfa_put(js);
+    vtrie_free(t);
+    tokenizer_free(tok);
+}
+
+int main(void)
+{
+    const char *src = getenv("LLMCGI_SRCDIR");
+    test_regex();
+    test_json();
+    test_masks(src ? src : ".");
+    return tap_done();
+}
