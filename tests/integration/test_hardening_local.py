@@ -181,7 +181,10 @@ def test_a_whole_answer_with_top_logprobs_costs_a_few_times_its_text(node):
     peak = status_kb(node.pid(), "VmHWM")
     assert r.status == 200, r.body
     choices = r.json()["choices"]
-    assert len(choices) == 16 and all(len(c["logprobs"]["content"]) == 100 for c in choices)
+    # random weights at temperature 1: a choice may draw <|endoftext|> and stop early
+    assert len(choices) == 16 and all(len(c["logprobs"]["content"]) == 100 for c in choices
+                                      if c["finish_reason"] == "length"), [c["finish_reason"] for c in choices]
+    assert all(len(c["logprobs"]["content"]) <= 100 for c in choices)
     first = choices[0]["logprobs"]["content"][0]
     assert set(first) == {"token", "logprob", "bytes", "top_logprobs"} and len(first["top_logprobs"]) == 20
     assert first["top_logprobs"][0]["logprob"] >= first["top_logprobs"][1]["logprob"]
