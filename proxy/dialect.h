@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "conf.h"
+#include "finish.h"
 
 /* What the client sent. */
 enum client_kind {
@@ -37,8 +38,6 @@ enum upstream_call dialect_call_for(enum client_kind k, enum upstream_type t);
 
 /* Do client and upstream speak the same API (pass-through)? */
 bool dialect_same(enum client_kind k, enum upstream_call c);
-
-enum finish { FIN_NONE, FIN_LENGTH, FIN_EOS, FIN_STOP_SEQUENCE, FIN_OTHER };
 
 /* A generation request, read from any client dialect. Pointers borrow from
  * the client's JSON body, which must outlive it. */

@@ -69,7 +69,7 @@ struct choice {
     int generated;
     int cached;                 /* prompt tokens the engine found in its prefix cache */
     int64_t last_ns;            /* when its last token came (inter-token latency) */
-    enum gen_finish finish;
+    enum finish finish;
     bool done;
     int err_status;
     char err[400];
@@ -650,9 +650,9 @@ static json_object *tgi_top_tokens(const struct lcall *lc, const struct tokrec *
     return a;
 }
 
-static const char *finish_oai(enum gen_finish f)
+static const char *finish_oai(enum finish f)
 {
-    return f == GEN_LENGTH ? "length" : f == GEN_RUNNING ? NULL : "stop";
+    return f == FIN_LENGTH ? "length" : f == FIN_NONE ? NULL : "stop";
 }
 
 static long completion_tokens(const struct lcall *lc)
@@ -765,7 +765,7 @@ static json_object *whole_openai(struct lcall *lc)
             if (calls) {                        /* tool_choice required / named: the text is the call */
                 json_object_object_add(msg, "content", NULL);
                 json_object_object_add(msg, "tool_calls", calls);
-                f = c->finish == GEN_LENGTH ? f : "tool_calls";
+                f = c->finish == FIN_LENGTH ? f : "tool_calls";
             } else {
                 add_str(msg, "content", c->text.s);
             }
@@ -812,7 +812,7 @@ static json_object *whole_openai(struct lcall *lc)
 static json_object *tgi_details(struct lcall *lc, const struct choice *c, bool stream)
 {
     json_object *d = json_object_new_object();
-    add_str(d, "finish_reason", gen_finish_name(c->finish));
+    add_str(d, "finish_reason", finish_name(c->finish));
     json_object_object_add(d, "generated_tokens", json_object_new_int(c->generated));
     json_object_object_add(d, "seed", lc->sampling ? json_object_new_uint64(lc->seed) : NULL);
     if (stream) {
@@ -943,7 +943,7 @@ static int stream_begin(struct lcall *lc)
 static int stream_token(struct lcall *lc, int i, const struct eevent *ev, const char *text)
 {
     struct choice *c = &lc->ch[i];
-    const char *finish = ev->finish != GEN_RUNNING ? finish_oai(ev->finish) : NULL;
+    const char *finish = ev->finish != FIN_NONE ? finish_oai(ev->finish) : NULL;
     struct tokrec rec = {.id = ev->tok.id, .logprob = ev->tok.logprob, .n_top = ev->tok.n_top};
     memcpy(rec.top, ev->tok.top, sizeof rec.top[0] * (size_t)ev->tok.n_top);
     if (lc->kind == CK_CHAT && lc->st.tool) {  /* the call is sent whole once the text is complete */
@@ -958,7 +958,7 @@ static int stream_token(struct lcall *lc, int i, const struct eevent *ev, const 
         if (send_json(lc, chunk(lc, i, d, NULL, NULL)) < 0)
             return -1;
         return send_json(lc, chunk(lc, i, json_object_new_object(), NULL,
-                                   calls && ev->finish != GEN_LENGTH ? "tool_calls" : finish));
+                                   calls && ev->finish != FIN_LENGTH ? "tool_calls" : finish));
     }
     if (lc->kind == CK_CHAT) {
         if (ev->text_len || lc->want_logprobs) {
@@ -992,7 +992,7 @@ static int stream_token(struct lcall *lc, int i, const struct eevent *ev, const 
     bool special = tokenizer_is_special(lc->tok, ev->tok.id);     /* TGI shows <|endoftext|> as its own text */
     json_object_object_add(o, "token", tgi_token(lc, ev->tok.id, ev->tok.logprob, special ? NULL : text));
     json_object_object_add(o, "top_tokens", lc->top_n > 0 ? tgi_top_tokens(lc, &rec) : NULL);
-    if (ev->finish != GEN_RUNNING) {
+    if (ev->finish != FIN_NONE) {
         char *full = joined_text(lc, c, lc->g->return_full_text);
         add_str(o, "generated_text", full);
         free(full);
@@ -1065,7 +1065,7 @@ static int on_event(struct lcall *lc, const struct eevent *ev, const char *text)
         c->err_status = 500;
         snprintf(c->err, sizeof c->err, "out of memory");
     }
-    if (ev->finish != GEN_RUNNING) {
+    if (ev->finish != FIN_NONE) {
         c->finish = ev->finish;
         c->done = true;
         lc->n_done++;
