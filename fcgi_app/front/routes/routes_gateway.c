@@ -12,6 +12,7 @@
  * libcurl's callbacks write the client's answer directly (client.c). */
 #include "config.h"
 #include "routes_gateway.h"
+#include "answer.h"
 #include "auth.h"
 #include "client.h"
 #include "conf.h"
@@ -203,7 +204,24 @@ struct relay {
     struct gen_delta held;
     char *held_text;
     long index;
+    char fingerprint[64];           /* of the answers llmcgi translates: fp_llmcgi_<version>_<upstream type> */
 };
+
+/* What every OpenAI object llmcgi builds for this attempt shares. */
+static struct answer_meta meta(const struct relay *rl)
+{
+    const struct call *k = rl->call;
+    return (struct answer_meta){.kind = k->kind, .id = k->id, .created = k->created, .model = k->model,
+                                .fingerprint = rl->fingerprint};
+}
+
+/* A translated TGI token event; the last one (final_text not NULL) with its details. */
+static json_object *tgi_event(struct relay *rl, const struct gen_delta *tok, const char *final_text,
+                              const struct answer_tgi_details *details)
+{
+    json_object *t = answer_tgi_token(tok->token_id, tok->text, tok->has_logprob, tok->logprob, tok->special);
+    return answer_tgi_event(rl->index++, t, false, NULL, final_text, details ? answer_tgi_details(details) : NULL);
+}
 
 static const char *const tgi_passed_headers[] = {
     "x-compute-type", "x-compute-time", "x-compute-characters", "x-total-time", "x-validation-time",
@@ -393,14 +411,14 @@ static int translate(struct relay *rl, json_object *ev)
         if (!visible)
             return 0;
         rl->tokens++;
-        return send_event(rl, dialect_completion_chunk(k->id, k->created, k->model, d.text, FIN_NONE));
+        struct answer_meta m = meta(rl);
+        return send_event(rl, answer_chunk(&m, 0, NULL, d.text, NULL, FIN_NONE, false));
     }
     /* TGI client: one event per token, the last one carrying the whole text. */
     if (!visible && !(d.text && d.special))
         return 0;
     if (rl->have_held) {
-        json_object *e = dialect_tgi_event(rl->index++, &rl->held, NULL, NULL);
-        if (send_event(rl, e) < 0)
+        if (send_event(rl, tgi_event(rl, &rl->held, NULL, NULL)) < 0)
             return -1;
     }
     rl->tokens++;
@@ -508,18 +526,19 @@ static void finish_stream(struct relay *rl)
     }
     long completion = rl->completion_tokens >= 0 ? rl->completion_tokens : rl->tokens;
     if (k->kind == CK_COMPLETION) {
-        if (send_event(rl, dialect_completion_chunk(k->id, k->created, k->model, "", rl->finish)) < 0)
+        struct answer_meta m = meta(rl);
+        struct answer_usage u = {.prompt = rl->prompt_tokens, .completion = completion, .cached = -1};
+        if (send_event(rl, answer_chunk(&m, 0, NULL, "", NULL, rl->finish, false)) < 0)
             return;
-        if (k->g.include_usage &&
-            send_event(rl, dialect_usage_chunk(k->kind, k->id, k->created, k->model, rl->prompt_tokens, completion)) < 0)
+        if (k->g.include_usage && send_event(rl, answer_usage_chunk(&m, &u)) < 0)
             return;
         sse_event(&rl->sse, NULL, "[DONE]", 6);
         return;
     }
     /* TGI client: the held token becomes the final event */
     struct gen_delta none = {.text = "", .token_id = 0, .special = true};
-    struct gen_result fin = {.finish = rl->finish, .completion_tokens = completion, .has_seed = rl->has_seed,
-                             .seed = rl->seed};
+    struct answer_tgi_details fin = {.finish = rl->finish, .generated = completion, .has_seed = rl->has_seed,
+                                     .seed = (uint64_t)rl->seed, .stream = true, .input_length = -1};
     const char *prefix = k->g.return_full_text && k->g.prompt ? k->g.prompt : "";
     size_t a = strlen(prefix);
     char *full = malloc(a + rl->text.len + 1);
@@ -528,7 +547,7 @@ static void finish_stream(struct relay *rl)
     memcpy(full, prefix, a);
     memcpy(full + a, rl->text.s ? rl->text.s : "", rl->text.len);
     full[a + rl->text.len] = '\0';
-    send_event(rl, dialect_tgi_event(rl->index++, rl->have_held ? &rl->held : &none, full, &fin));
+    send_event(rl, tgi_event(rl, rl->have_held ? &rl->held : &none, full, &fin));
     free(full);
 }
 
@@ -540,6 +559,41 @@ static void fail(struct call *k, int status, const char *fmt, ...)
     vsnprintf(k->fail_msg, sizeof k->fail_msg, fmt, ap);
     va_end(ap);
     k->fail_status = status;
+}
+
+/* The client's whole answer (new object) from an upstream's of another
+ * dialect: completions and TGI (chat is never translated: NULL). */
+static json_object *translated_answer(struct relay *rl, const struct gen_result *res)
+{
+    struct call *k = rl->call;
+    struct answer_meta m = meta(rl);
+    if (k->kind == CK_COMPLETION) {
+        struct answer_choice c = {.text = res->text, .finish = res->finish};
+        struct answer_usage u = {.prompt = res->prompt_tokens, .completion = res->completion_tokens, .cached = -1};
+        return answer_openai(&m, &c, 1, &u);
+    }
+    if (k->kind != CK_TGI && k->kind != CK_LEGACY)
+        return NULL;
+    json_object *details = NULL;
+    if (k->kind == CK_TGI && k->g.details) {
+        struct answer_tgi_details d = {.finish = res->finish, .generated = res->completion_tokens,
+                                       .has_seed = res->has_seed, .seed = (uint64_t)res->seed};
+        details = answer_tgi_details(&d);
+    }
+    if (k->kind == CK_TGI && k->g.return_full_text && k->g.prompt) {
+        size_t a = strlen(k->g.prompt), b = strlen(res->text);
+        char *full = malloc(a + b + 1);
+        if (!full) {
+            json_object_put(details);
+            return NULL;
+        }
+        memcpy(full, k->g.prompt, a);
+        memcpy(full + a, res->text, b + 1);
+        json_object *o = answer_tgi(&m, full, details, k->compat_list);
+        free(full);
+        return o;
+    }
+    return answer_tgi(&m, res->text, details, k->compat_list);
 }
 
 /* Answers a whole (non-streamed) upstream answer. */
@@ -580,7 +634,7 @@ static enum outcome answer_whole(struct relay *rl)
             out = json_object_get(a);
         }
     } else {
-        out = dialect_client_answer(k->kind, &k->g, &res, k->model, k->id, k->created, k->compat_list);
+        out = translated_answer(rl, &res);
     }
     gen_result_free(&res);
     json_object_put(a);
@@ -675,6 +729,7 @@ static enum outcome attempt(struct call *k, struct cand *cand, int replica)
         .max = c->max_response, .prompt_tokens = -1, .completion_tokens = -1,
         .index = 1,                         /* TGI numbers stream events from 1 */
     };
+    answer_fingerprint(rl.fingerprint, sizeof rl.fingerprint, upstream_type_name(c->type));
     sse_parser_init(&rl.parser, MAX_EVENT, on_event, &rl);
     struct uc_request q = {
         .method = "POST", .url = url, .headers = headers, .body = body, .body_len = blen,
