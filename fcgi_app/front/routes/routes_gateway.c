@@ -22,6 +22,7 @@
 #include "metrics.h"
 #include "ratelimit.h"
 #include "response.h"
+#include "retry.h"
 #include "server.h"
 #include "sse.h"
 #include "sse_parse.h"
@@ -127,25 +128,6 @@ static struct cand *choose(struct cand *cands, size_t n, int *replica)
             return k;
         k->out = true;
     }
-}
-
-/* Sleeps for the retry backoff of attempt `n` (1-based): base * 2^(n-1),
- * times a random factor in [0.5, 1.5), at most 5 s. Returns early (-1)
- * when the client hangs up meanwhile. */
-static int backoff(struct req *r, const struct config_upstream *c, int n)
-{
-    int64_t ms = c->retry_backoff_ms;
-    for (int i = 1; i < n && ms < 5000; i++)
-        ms *= 2;
-    ms = ms / 2 + (int64_t)(util_random_u64() % (uint64_t)(ms + 1));
-    if (ms > 5000)
-        ms = 5000;
-    if (ms <= 0)
-        return 0;
-    struct pollfd p = {.fd = r->fcgi->ipcFd, .events = POLLIN | POLLRDHUP};
-    if (poll(&p, 1, (int)ms) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)))
-        return -1;
-    return 0;
 }
 
 /* ------------------------------------------------------------------ one attempt */
@@ -878,7 +860,7 @@ int gateway_generate(struct req *r, enum client_kind kind, int variant, json_obj
         }
         if (!cd)
             break;
-        if (tries > 0 && backoff(r, cd->c, tries) < 0) {
+        if (tries > 0 && retry_backoff(r, cd->c, tries) < 0) {
             r->client_gone = true;              /* the client hung up while we waited */
             goto out;
         }
@@ -1198,7 +1180,7 @@ int route_gw_http(struct req *r)
         int replica = upstream_pick(u, tried);
         if (replica < 0)
             break;
-        if (tries > 0 && backoff(r, c, tries) < 0) {
+        if (tries > 0 && retry_backoff(r, c, tries) < 0) {
             r->client_gone = true;
             break;
         }
