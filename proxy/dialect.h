@@ -3,10 +3,11 @@
  * Pure functions over json-c objects, no I/O: the gateway's routes read a
  * client request into a struct gen, build the upstream's request from it,
  * read the upstream's answer (whole, or one stream event at a time) into
- * struct gen_result / struct gen_delta, and build the client's answer from
- * those. When client and upstream speak the same API the request and the
- * answer pass through with only the model name changed, so fields this
- * module does not know about still reach the other side. */
+ * struct gen_result / struct gen_delta; front/answer.c builds the client's
+ * answer from those, as it does for local models. When client and
+ * upstream speak the same API the request and the answer pass through
+ * with only the model name changed, so fields this module does not know
+ * about still reach the other side. */
 #ifndef LLMCGI_DIALECT_H
 #define LLMCGI_DIALECT_H
 
@@ -16,6 +17,7 @@
 #include <stdint.h>
 
 #include "conf.h"
+#include "finish.h"
 
 /* What the client sent. */
 enum client_kind {
@@ -37,8 +39,6 @@ enum upstream_call dialect_call_for(enum client_kind k, enum upstream_type t);
 
 /* Do client and upstream speak the same API (pass-through)? */
 bool dialect_same(enum client_kind k, enum upstream_call c);
-
-enum finish { FIN_NONE, FIN_LENGTH, FIN_EOS, FIN_STOP_SEQUENCE, FIN_OTHER };
 
 /* A generation request, read from any client dialect. Pointers borrow from
  * the client's JSON body, which must outlive it. */
@@ -120,25 +120,6 @@ struct gen_delta {
  * with d->bad saying why when it is not an event of call c, or a field of
  * it has the wrong type or an impossible value ("`token.id` must be ..."). */
 int dialect_read_delta(enum upstream_call c, json_object *event, struct gen_delta *d);
-
-/* The client's non-streamed answer (new object) from a translated result. */
-json_object *dialect_client_answer(enum client_kind k, const struct gen *g, const struct gen_result *res,
-                                   const char *model, const char *id, int64_t created, bool tgi_compat_list);
-
-/* OpenAI stream chunks for a translated stream (new objects). */
-json_object *dialect_completion_chunk(const char *id, int64_t created, const char *model, const char *text,
-                                      enum finish fin);
-json_object *dialect_usage_chunk(enum client_kind k, const char *id, int64_t created, const char *model,
-                                 long prompt_tokens, long completion_tokens);
-
-/* A TGI stream event (new object): a token, and on the last one the whole
- * text and the details. */
-json_object *dialect_tgi_event(long index, const struct gen_delta *tok, const char *full_text,
-                               const struct gen_result *final);
-
-/* Map finish reasons to each API's words. */
-const char *finish_openai(enum finish f);
-const char *finish_tgi(enum finish f);
 
 /* An upstream's error body, in whatever shape, into a message. Returns
  * false when the body holds none. */

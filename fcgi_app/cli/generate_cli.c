@@ -395,7 +395,7 @@ int main(int argc, char **argv)
             }
             fputc('\n', stderr);
         }
-        if (ev.finish != GEN_RUNNING)
+        if (ev.finish != FIN_NONE)
             break;
         int32_t last = g.ids[g.n_ids - 1];
         struct llm_seq s = {&last, 1, g.n_ids - 1, blocks, lo.kv_blocks, LLM_LOGITS_LAST};
@@ -417,7 +417,7 @@ int main(int argc, char **argv)
                 "  decode:  %d tokens in %.1f ms (%.1f tokens/s)\n"
                 "  finish:  %s%s",
                 model_dir, in->device_name, ckpt_dtype_name(in->weight_dtype), t_load, n, t_prefill * 1e3,
-                n / t_prefill, gen, t_decode * 1e3, gen > 1 ? (gen - 1) / t_decode : 0.0, gen_finish_name(ev.finish),
+                n / t_prefill, gen, t_decode * 1e3, gen > 1 ? (gen - 1) / t_decode : 0.0, finish_name(ev.finish),
                 gp.sampling.do_sample ? "" : ", greedy\n");
         if (gp.sampling.do_sample)
             fprintf(stderr, ", seed %llu\n", (unsigned long long)gp.sampling.seed);

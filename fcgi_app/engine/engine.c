@@ -672,7 +672,7 @@ static bool step(struct engine *e)
             out.cached_tokens = s->cached_tokens;
             s->sent_first = true;
         }
-        bool ended = ev.finish != GEN_RUNNING;
+        bool ended = ev.finish != FIN_NONE;
         if (ended) {                            /* free its place before the responder hears of the end */
             give_blocks(e, s);
             unrun(e, s);

@@ -125,7 +125,7 @@ struct eevent {
     int index;                  /* eseq_req.index */
     struct sample_out tok;      /* EV_PREFILL (n_top 0) and EV_TOKEN */
     size_t text_off, text_len;  /* EV_TOKEN: released text; EV_ERROR: the message (in ebatch.text) */
-    enum gen_finish finish;     /* EV_TOKEN: GEN_RUNNING, or why it was the sequence's last */
+    enum finish finish;     /* EV_TOKEN: FIN_NONE, or why it was the sequence's last */
     int status;                 /* EV_ERROR: HTTP status (500, 503, 504) */
     int64_t queued_ns;          /* EV_TOKEN, first of a sequence: time spent in the queue */
     int cached_tokens;          /* EV_TOKEN (first of a sequence), EV_SCORES: prompt tokens taken from the prefix cache */

@@ -7,17 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-const char *gen_finish_name(enum gen_finish f)
-{
-    switch (f) {
-    case GEN_LENGTH: return "length";
-    case GEN_EOS: return "eos_token";
-    case GEN_STOP: return "stop_sequence";
-    case GEN_RUNNING: break;
-    }
-    return "";
-}
-
 int gen_seq_init(struct gen_seq *g, const struct tokenizer *tok, const int32_t *prompt, int n_prompt, int n_vocab,
                  int context, const struct gen_params *p, char *err, size_t errlen)
 {
@@ -92,7 +81,7 @@ static int drain(struct gen_seq *g)
         if (stopseq_feed(g->stop, t, n, &r) != STOPSEQ_OK || out_add(g, r.text, r.len) != 0)
             return -1;
         if (r.stopped) {
-            g->finish = GEN_STOP;
+            g->finish = FIN_STOP_SEQUENCE;
             return 0;
         }
     }
@@ -160,7 +149,7 @@ int gen_seq_next(struct gen_seq *g, float *logits, struct gen_event *ev, char *e
 
     if (id == g->eos && !g->ignore_eos) {
         /* The end-of-text token's own text is not part of the answer. */
-        g->finish = GEN_EOS;
+        g->finish = FIN_EOS;
         if (drain(g) != 0)
             goto oom;
     } else {
@@ -172,9 +161,9 @@ int gen_seq_next(struct gen_seq *g, float *logits, struct gen_event *ev, char *e
         if (stopseq_feed(g->stop, t, n, &r) != STOPSEQ_OK || out_add(g, r.text, r.len) != 0)
             goto oom;
         if (r.stopped)
-            g->finish = GEN_STOP;
+            g->finish = FIN_STOP_SEQUENCE;
         else if (gen_seq_generated(g) >= g->max_new) {
-            g->finish = GEN_LENGTH;
+            g->finish = FIN_LENGTH;
             if (drain(g) != 0)
                 goto oom;
         }

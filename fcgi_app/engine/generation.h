@@ -12,16 +12,12 @@
 #include "stopseq.h"
 #include "tokenizer.h"
 #include "util.h"
+#include "finish.h"
 #include "vocab_trie.h"
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-
-enum gen_finish { GEN_RUNNING = 0, GEN_LENGTH, GEN_EOS, GEN_STOP };
-
-/* TGI's names: "length", "eos_token", "stop_sequence" ("" while running). */
-const char *gen_finish_name(enum gen_finish f);
 
 struct gen_params {
     struct sampler_params sampling;
@@ -42,7 +38,7 @@ struct gen_seq {
     struct sampler *sampler;    /* owned */
     struct detok detok;
     struct stopseq *stop;       /* owned */
-    enum gen_finish finish;
+    enum finish finish;
     struct strbuf out;      /* the text of the last event; owned */
     int n_vocab;
     /* constrained decoding: before the sampler sees a row, every token that
@@ -60,7 +56,7 @@ struct gen_event {
     struct sample_out tok;  /* the token chosen, its logprob and alternatives */
     const char *text;       /* may be empty; points into g, valid until the next call */
     size_t len;
-    enum gen_finish finish; /* not GEN_RUNNING: the sequence is done, this was its last event */
+    enum finish finish; /* not FIN_NONE: the sequence is done, this was its last event */
 };
 
 /* Starts a sequence for prompt[0..n_prompt) (n_prompt >= 1) on a model

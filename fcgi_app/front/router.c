@@ -10,6 +10,7 @@
 #include "routes_classify.h"
 #include "dispatch.h"
 #include "routes_gateway.h"
+#include "routes_http.h"
 #include "routes_local.h"
 #include "routes_test.h"
 #include "util.h"

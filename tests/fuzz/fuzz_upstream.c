@@ -1,8 +1,10 @@
 /* fuzz_upstream.c -- fuzzes what the gateway reads from upstreams: an answer body, parsed
  * (json_parse_upstream: the tree bound, the strict parse, the upstream checks) and read as
- * each call's whole answer and as a stream event, its error message, and the model lists of
+ * each call's whole answer and as a stream event and built into the client's (front/answer.c),
+ * its error message, and the model lists of
  * /v1/models and TGI's /info. No crash, no leak. */
 #include "config.h"
+#include "answer.h"
 #include "dialect.h"
 #include "fuzz.h"
 #include "gateway.h"
@@ -31,15 +33,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (dialect_read_result(calls[i], o, &res, err, sizeof err) == 0) {
             if (!res.text)
                 abort();
-            /* what the routes build next from a result */
-            struct gen g;
-            memset(&g, 0, sizeof g);
-            g.prompt = "p";
-            g.details = true;
-            g.return_full_text = size && (data[0] & 1);
+            /* what the routes build next from a result (front/answer.c) */
             static const enum client_kind kinds[] = {CK_COMPLETION, CK_TGI, CK_LEGACY};
             for (size_t k = 0; k < sizeof kinds / sizeof *kinds; k++) {
-                json_object *a = dialect_client_answer(kinds[k], &g, &res, "m", "id", 1, k == 1);
+                struct answer_meta m = {.kind = kinds[k], .id = "id", .created = 1, .model = "m", .fingerprint = "fp"};
+                struct answer_choice c = {.text = res.text, .finish = res.finish};
+                struct answer_usage u = {.prompt = res.prompt_tokens, .completion = res.completion_tokens, .cached = -1};
+                struct answer_tgi_details det = {.finish = res.finish, .generated = res.completion_tokens,
+                                                 .has_seed = res.has_seed, .seed = (uint64_t)res.seed};
+                json_object *a = kinds[k] == CK_COMPLETION ? answer_openai(&m, &c, 1, &u)
+                                                           : answer_tgi(&m, res.text, answer_tgi_details(&det), k == 1);
                 if (!a || !json_object_to_json_string_ext(a, JSON_C_TO_STRING_PLAIN))
                     abort();
                 json_object_put(a);
@@ -55,11 +58,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 (void)strlen(d.text);
             if (d.error)
                 (void)strlen(d.error);
-            (void)finish_openai(d.finish);
-            (void)finish_tgi(d.finish);
-            json_object *e = dialect_tgi_event(1, &d, d.text, NULL);
+            (void)answer_finish_openai(d.finish);
+            (void)answer_finish_tgi(d.finish);
+            struct answer_meta m = {.kind = CK_COMPLETION, .id = "id", .created = 1, .model = "m"};
+            json_object *t = answer_tgi_token(d.token_id, d.text, d.has_logprob, d.logprob, d.special);
+            json_object *e = answer_tgi_event(1, t, false, NULL, d.text, NULL);
             json_object_put(e);
-            e = dialect_completion_chunk("id", 1, "m", d.text, d.finish);
+            e = answer_chunk(&m, 0, NULL, d.text, NULL, d.finish, false);
             json_object_put(e);
         }
     }

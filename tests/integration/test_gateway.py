@@ -12,6 +12,7 @@ upstream and never logged, and a managed child started, restarted and stopped.
 import http.server
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -301,6 +302,8 @@ def test_openai_completion_is_mapped_to_tgi_generate(gw):
     a = r.json()
     assert a["choices"][0]["text"] == " alpha beta gamma delta"
     assert a["choices"][0]["finish_reason"] == "stop"
+    # built by llmcgi (front/answer.c), as local answers are: llmcgi's fingerprint, naming the upstream's type
+    assert re.fullmatch(r"fp_llmcgi_[^_]+_tgi", a["system_fingerprint"]), a
 
 
 # ---------------------------------------------------------------------------- streams
@@ -365,6 +368,9 @@ def test_streams_arrive_event_by_event_and_end_right(gw, web, model, kind):
         assert data.count("[DONE]") == 1
     if kind == "completion":
         assert json.loads(data[-2])["usage"]["completion_tokens"] == 4
+    if kind == "completion" and model == "bloom":         # translated chunks carry llmcgi's fingerprint
+        fps = {json.loads(d).get("system_fingerprint") for d in data if d != "[DONE]"}
+        assert len(fps) == 1 and re.fullmatch(r"fp_llmcgi_[^_]+_tgi", fps.pop() or ""), fps
     # spread over the upstream's pace, not delivered at the end in one piece
     token_times = [t for t, d in events if d != "[DONE]"]
     assert token_times[-1] - token_times[0] >= 0.5, [round(t - token_times[0], 3) for t in token_times]

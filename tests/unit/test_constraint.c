@@ -311,7 +311,7 @@ static void test_masks(const char *srcdir)
             struct gen_event ev = {0};
             bool failed = false;
             static float logits[50257];
-            while (ev.finish == GEN_RUNNING) {
+            while (ev.finish == FIN_NONE) {
                 for (int i = 0; i < 50257; i++) {
                     rs ^= rs << 13, rs ^= rs >> 7, rs ^= rs << 17;
                     logits[i] = (float)(rs % 1000) / 100.0f;

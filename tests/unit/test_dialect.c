@@ -1,5 +1,6 @@
 /* test_dialect.c -- translations between client and upstream APIs: reading requests, building upstream
- * requests (exact JSON), reading answers and stream events, building client answers, error bodies. */
+ * requests (exact JSON), reading answers and stream events, error bodies (the client answers built from
+ * them: test_answer.c). */
 #include "config.h"
 #include "dialect.h"
 #include "gateway.h"
@@ -627,97 +628,6 @@ int main(void)
            "\"error\": null is no error");
         json_object_put(b);
     }
-
-    /* ------------------------------------------------------------ client answers */
-    struct gen_result res = {.text = "t", .finish = FIN_LENGTH, .prompt_tokens = 3, .completion_tokens = 2};
-    memset(&g, 0, sizeof g);
-    g.prompt = "p: ";
-    o = dialect_client_answer(CK_COMPLETION, &g, &res, "m", "abc", 100, false);
-    is_str(S(o),
-           "{\"id\":\"cmpl-abc\",\"object\":\"text_completion\",\"created\":100,\"model\":\"m\",\"choices\":[{\"index\":0,"
-           "\"text\":\"t\",\"logprobs\":null,\"finish_reason\":\"length\"}],\"usage\":{\"prompt_tokens\":3,"
-           "\"completion_tokens\":2,\"total_tokens\":5}}",
-           "a completion answer");
-    json_object_put(o);
-    res.finish = FIN_NONE;
-    res.prompt_tokens = res.completion_tokens = -1;
-    o = dialect_client_answer(CK_COMPLETION, &g, &res, "m", "abc", 100, false);
-    has_str(S(o), "\"finish_reason\":\"stop\"", "no finish reason known: stop");
-    has_str(S(o), "\"usage\":{\"prompt_tokens\":0,\"completion_tokens\":0,\"total_tokens\":0}", "unknown usage: zeros");
-    json_object_put(o);
-
-    res.finish = FIN_STOP_SEQUENCE;
-    res.completion_tokens = 2;
-    o = dialect_client_answer(CK_TGI, &g, &res, "m", "abc", 100, false);
-    is_str(S(o), "{\"generated_text\":\"t\"}", "a TGI answer");
-    json_object_put(o);
-    g.return_full_text = true;
-    g.details = true;
-    o = dialect_client_answer(CK_TGI, &g, &res, "m", "abc", 100, false);
-    is_str(S(o),
-           "{\"generated_text\":\"p: t\",\"details\":{\"finish_reason\":\"stop_sequence\",\"generated_tokens\":2,"
-           "\"seed\":null,\"prefill\":[],\"tokens\":[]}}",
-           "a TGI answer with return_full_text and details");
-    json_object_put(o);
-    res.has_seed = true;
-    res.seed = 42;
-    g.return_full_text = false;
-    o = dialect_client_answer(CK_TGI, &g, &res, "m", "abc", 100, true);
-    is_str(S(o),
-           "[{\"generated_text\":\"t\",\"details\":{\"finish_reason\":\"stop_sequence\",\"generated_tokens\":2,"
-           "\"seed\":42,\"prefill\":[],\"tokens\":[]}}]",
-           "TGI's POST / answers a list");
-    json_object_put(o);
-    o = dialect_client_answer(CK_LEGACY, &g, &res, "m", "abc", 100, false);
-    is_str(S(o), "{\"generated_text\":\"t\",\"model_id\":\"m\"}", "a legacy answer");
-    json_object_put(o);
-    ok(dialect_client_answer(CK_CHAT, &g, &res, "m", "abc", 100, false) == NULL, "chat answers are never translated");
-
-    /* stream pieces */
-    o = dialect_completion_chunk("abc", 7, "m", NULL, FIN_NONE);
-    is_str(S(o),
-           "{\"id\":\"cmpl-abc\",\"object\":\"text_completion\",\"created\":7,\"model\":\"m\",\"choices\":[{\"index\":0,"
-           "\"text\":\"\",\"logprobs\":null,\"finish_reason\":null}]}",
-           "a completion chunk");
-    json_object_put(o);
-    o = dialect_completion_chunk("abc", 7, "m", "x", FIN_LENGTH);
-    has_str(S(o), "\"text\":\"x\",\"logprobs\":null,\"finish_reason\":\"length\"", "the last completion chunk");
-    json_object_put(o);
-    o = dialect_usage_chunk(CK_CHAT, "abc", 7, "m", 2, 3);
-    is_str(S(o),
-           "{\"id\":\"chatcmpl-abc\",\"object\":\"chat.completion.chunk\",\"created\":7,\"model\":\"m\",\"choices\":[],"
-           "\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":3,\"total_tokens\":5}}",
-           "a chat usage chunk");
-    json_object_put(o);
-    o = dialect_usage_chunk(CK_COMPLETION, "abc", 7, "m", -1, 3);
-    has_str(S(o), "\"id\":\"cmpl-abc\",\"object\":\"text_completion\"", "a completion usage chunk");
-    json_object_put(o);
-    struct gen_delta tok = {.text = "a", .token_id = 5, .has_logprob = true, .logprob = -0.5, .finish = FIN_NONE};
-    o = dialect_tgi_event(0, &tok, NULL, NULL);
-    is_str(S(o),
-           "{\"index\":0,\"token\":{\"id\":5,\"text\":\"a\",\"logprob\":-0.5,\"special\":false},\"generated_text\":null,"
-           "\"details\":null}",
-           "a TGI token event");
-    json_object_put(o);
-    res.finish = FIN_EOS;
-    o = dialect_tgi_event(3, &tok, "abc", &res);
-    is_str(S(o),
-           "{\"index\":3,\"token\":{\"id\":5,\"text\":\"a\",\"logprob\":-0.5,\"special\":false},\"generated_text\":\"abc\","
-           "\"details\":{\"finish_reason\":\"eos_token\",\"generated_tokens\":2,\"seed\":42}}",
-           "the last TGI event");
-    json_object_put(o);
-
-    /* finish mappings */
-    ok(finish_openai(FIN_NONE) == NULL, "openai: no finish is null");
-    is_str(finish_openai(FIN_LENGTH), "length", "openai: length");
-    is_str(finish_openai(FIN_EOS), "stop", "openai: eos is stop");
-    is_str(finish_openai(FIN_STOP_SEQUENCE), "stop", "openai: stop sequence is stop");
-    is_str(finish_openai(FIN_OTHER), "stop", "openai: other is stop");
-    is_str(finish_tgi(FIN_LENGTH), "length", "tgi: length");
-    is_str(finish_tgi(FIN_EOS), "eos_token", "tgi: eos_token");
-    is_str(finish_tgi(FIN_STOP_SEQUENCE), "stop_sequence", "tgi: stop_sequence");
-    is_str(finish_tgi(FIN_OTHER), "eos_token", "tgi: other is eos_token");
-    is_str(finish_tgi(FIN_NONE), "eos_token", "tgi: none is eos_token");
 
     /* ------------------------------------------------------------ error bodies */
     error_message("{\"error\":{\"message\":\"model not found\",\"type\":\"invalid_request_error\"}}", "model not found");

@@ -135,7 +135,7 @@ struct res {
     int n_top[NPOS];
     int32_t top0[NPOS];
     int n;
-    enum gen_finish finish;
+    enum finish finish;
     bool done;
     int status;                 /* EV_ERROR's */
     char msg[512];
@@ -189,7 +189,7 @@ static int reference(const struct spec *s, struct res *r)
         r->top0[r->n] = ev.tok.n_top ? ev.tok.top[0].id : -1;
         r->n++;
         text_add(r, ev.text, ev.len);
-        if (ev.finish != GEN_RUNNING) {
+        if (ev.finish != FIN_NONE) {
             r->finish = ev.finish;
             r->done = true;
             break;
@@ -247,7 +247,7 @@ static void on_event(struct res *res, int nres, const struct ebatch *b, const st
         if (strlen(ebatch_text(b, ev)) != ev->text_len)
             r->bad++;
         text_add(r, ebatch_text(b, ev), ev->text_len);
-        if (ev->finish != GEN_RUNNING) {
+        if (ev->finish != FIN_NONE) {
             r->finish = ev->finish;
             r->done = true;
         }
@@ -332,7 +332,7 @@ static bool same(const struct res *r, const struct res *want, int idx)
         return false;
     }
     if (r->finish != want->finish) {
-        printf("# seq %d: finish %s, reference %s\n", idx, gen_finish_name(r->finish), gen_finish_name(want->finish));
+        printf("# seq %d: finish %s, reference %s\n", idx, finish_name(r->finish), finish_name(want->finish));
         return false;
     }
     if (r->tlen != want->tlen || memcmp(r->text, want->text, r->tlen) != 0) {
@@ -440,7 +440,7 @@ static void test_single(struct engine *e)
     ok(submit_one(e, ch, &s, 0) == ENGINE_OK, "single: submitted");
     ok(pump(ch, 1, &got, 1, -1, 0), "single: the sequence ends");
     ok(same(&got, &want, 0), "single: one greedy sequence yields the reference's %d tokens and text", want.n);
-    is_int(got.finish, GEN_LENGTH, "single: finish is length (max_new_tokens, ignore_eos)");
+    is_int(got.finish, FIN_LENGTH, "single: finish is length (max_new_tokens, ignore_eos)");
     is_int(got.n, 40, "single: max_new_tokens tokens");
     is_int(got.n_pf, 0, "single: no EV_PREFILL without prompt_logprobs");
     put_all(ch, 1);
@@ -481,7 +481,7 @@ static void test_batching(struct engine *e, int max_batch_tokens)
     is_int(count_same(got, want, N), N, "batch: submitted together, each yields exactly its reference");
     int lengths = 0;
     for (int i = 0; i < N; i++)
-        lengths += got[i].finish == GEN_LENGTH && got[i].n == s[i].gp.max_new_tokens;
+        lengths += got[i].finish == FIN_LENGTH && got[i].n == s[i].gp.max_new_tokens;
     is_int(lengths, N, "batch: each ends with finish length after max_new_tokens");
     put_all(ch, N);
     ok(wait_idle(e, &st), "batch: the engine goes idle, every block back");
@@ -806,7 +806,7 @@ static void test_stop_string(struct engine *e)
     snprintf(stop, sizeof stop, "%.*s", (int)(b - a), plain.text + a);
     s.gp.stop[0] = stop;
     s.gp.n_stop = 1;
-    if (!ok(reference(&s, &want) == 0 && want.finish == GEN_STOP, "stop string: the reference stops at \"%s\"", stop))
+    if (!ok(reference(&s, &want) == 0 && want.finish == FIN_STOP_SEQUENCE, "stop string: the reference stops at \"%s\"", stop))
         return;
     struct echan *ch[1] = {NULL};
     memset(&got, 0, sizeof got);
@@ -815,7 +815,7 @@ static void test_stop_string(struct engine *e)
     stop[sizeof stop - 1] = '\0';
     ok(pump(ch, 1, &got, 1, -1, 0), "stop string: the sequence ends");
     ok(same(&got, &want, 0), "stop string: the engine stops where the reference does (%d tokens, finish %s)", got.n,
-       gen_finish_name(got.finish));
+       finish_name(got.finish));
     ok(got.n < 60, "stop string: before max_new_tokens");
     put_all(ch, 1);
 }

@@ -1,4 +1,4 @@
-/* routes_gateway.c -- the gateway's routes: generation requests the dispatcher hands over, proxied to the upstream that serves the model, http upstreams passed through, the model and health listings of upstreams. */
+/* routes_gateway.c -- the gateway's routes: generation requests the dispatcher hands over, proxied to the upstream that serves the model, the model and health listings of upstreams (http upstreams: routes_http.h). */
 #ifndef LLMCGI_ROUTES_GATEWAY_H
 #define LLMCGI_ROUTES_GATEWAY_H
 
@@ -18,8 +18,5 @@ int gateway_generate(struct req *r, enum client_kind kind, int variant, json_obj
 int route_gw_models_legacy(struct req *r);      /* GET /models */
 int route_gw_model_health(struct req *r);       /* GET /models/{id}/health */
 
-/* Is r under the path_prefix of an http upstream? (Checked before the route table.) */
-bool gateway_route_http(struct req *r);
-int route_gw_http(struct req *r);
 
 #endif

@@ -10,6 +10,7 @@
  * next step. Only this thread writes to the FastCGI stream. */
 #include "config.h"
 #include "routes_local.h"
+#include "answer.h"
 #include "auth.h"
 #include "catalog.h"
 #include "chat_template.h"
@@ -69,7 +70,7 @@ struct choice {
     int generated;
     int cached;                 /* prompt tokens the engine found in its prefix cache */
     int64_t last_ns;            /* when its last token came (inter-token latency) */
-    enum gen_finish finish;
+    enum finish finish;
     bool done;
     int err_status;
     char err[400];
@@ -625,20 +626,12 @@ static json_object *completion_logprobs(const struct lcall *lc, const struct tok
     return o;
 }
 
-/* TGI token object {"id","text","logprob","special"}. */
+/* TGI token object {"id","text","logprob","special"}; the token's own text when text is NULL. */
 static json_object *tgi_token(const struct lcall *lc, int32_t id, float lp, const char *text)
 {
-    json_object *o = json_object_new_object();
-    json_object_object_add(o, "id", json_object_new_int(id));
-    if (text) {
-        add_str(o, "text", text);
-    } else {
-        char *s = token_text(lc->tok, id);
-        add_str(o, "text", s);
-        free(s);
-    }
-    json_object_object_add(o, "logprob", lp_value(lp));
-    json_object_object_add(o, "special", json_object_new_boolean(tokenizer_is_special(lc->tok, id)));
+    char *own = text ? NULL : token_text(lc->tok, id);
+    json_object *o = answer_tgi_token(id, text ? text : own, true, lp, tokenizer_is_special(lc->tok, id));
+    free(own);
     return o;
 }
 
@@ -648,11 +641,6 @@ static json_object *tgi_top_tokens(const struct lcall *lc, const struct tokrec *
     for (int i = 0; i < t->n_top && i < lc->top_n; i++)
         json_object_array_add(a, tgi_token(lc, t->top[i].id, t->top[i].logprob, NULL));
     return a;
-}
-
-static const char *finish_oai(enum gen_finish f)
-{
-    return f == GEN_LENGTH ? "length" : f == GEN_RUNNING ? NULL : "stop";
 }
 
 static long completion_tokens(const struct lcall *lc)
@@ -686,37 +674,17 @@ static long cached_tokens(const struct lcall *lc)
     return n;
 }
 
-static json_object *usage(const struct lcall *lc)
+static struct answer_usage usage(const struct lcall *lc)
 {
-    json_object *u = json_object_new_object();
-    if (!u)
-        return NULL;
-    long p = prompt_tokens(lc), c = completion_tokens(lc);
-    json_object_object_add(u, "prompt_tokens", json_object_new_int64(p));
-    json_object_object_add(u, "completion_tokens", json_object_new_int64(c));
-    json_object_object_add(u, "total_tokens", json_object_new_int64(p + c));
-    json_object *d = json_object_new_object();
-    if (d) {
-        json_object_object_add(d, "cached_tokens", json_object_new_int64(cached_tokens(lc)));
-        json_object_object_add(u, "prompt_tokens_details", d);
-    }
-    return u;
+    return (struct answer_usage){.prompt = prompt_tokens(lc), .completion = completion_tokens(lc),
+                                 .cached = cached_tokens(lc)};
 }
 
-/* The head every OpenAI object shares: id, object, created, model, system_fingerprint. */
-static json_object *openai_head(const struct lcall *lc, const char *object)
+/* What every OpenAI object of this call shares. */
+static struct answer_meta meta(const struct lcall *lc)
 {
-    json_object *o = json_object_new_object();
-    if (!o)
-        return NULL;
-    char id[64];
-    snprintf(id, sizeof id, "%s-%s", lc->kind == CK_CHAT ? "chatcmpl" : "cmpl", lc->id);
-    add_str(o, "id", id);
-    add_str(o, "object", object);
-    json_object_object_add(o, "created", json_object_new_int64(lc->created));
-    add_str(o, "model", lc->model);
-    add_str(o, "system_fingerprint", lc->fingerprint);
-    return o;
+    return (struct answer_meta){.kind = lc->kind, .id = lc->id, .created = lc->created, .model = lc->model,
+                                .fingerprint = lc->fingerprint};
 }
 
 /* The prompt text for echo / return_full_text ("" for token-id prompts). */
@@ -751,39 +719,32 @@ static char *joined_text(struct lcall *lc, const struct choice *c, bool with_pro
 static json_object *whole_openai(struct lcall *lc)
 {
     bool chat = lc->kind == CK_CHAT;
-    json_object *o = openai_head(lc, chat ? "chat.completion" : "text_completion"), *choices = json_object_new_array();
+    struct answer_choice *ac = calloc((size_t)lc->n_seqs, sizeof *ac);
+    char **texts = calloc((size_t)lc->n_seqs, sizeof *texts);
+    if (!ac || !texts) {
+        free(ac);
+        free(texts);
+        return NULL;
+    }
     for (int i = 0; i < lc->n_seqs; i++) {
         struct choice *c = &lc->ch[i];
-        json_object *e = json_object_new_object();
-        json_object_object_add(e, "index", json_object_new_int(i));
-        const char *f = finish_oai(c->finish);
+        ac[i].finish = c->finish;
         if (chat) {
-            json_object *msg = json_object_new_object();
-            json_object *calls = lc->st.tool ? structured_tool_calls(&lc->st, c->text.s ? c->text.s : "", c->text.len,
-                                                                     false) : NULL;
-            add_str(msg, "role", "assistant");
-            if (calls) {                        /* tool_choice required / named: the text is the call */
-                json_object_object_add(msg, "content", NULL);
-                json_object_object_add(msg, "tool_calls", calls);
-                f = c->finish == GEN_LENGTH ? f : "tool_calls";
-            } else {
-                add_str(msg, "content", c->text.s);
-            }
-            json_object_object_add(e, "message", msg);
-            json_object *lp = NULL;
+            ac[i].text = c->text.s;
+            /* tool_choice required / named: the text is the call */
+            ac[i].tool_calls = lc->st.tool ? structured_tool_calls(&lc->st, c->text.s ? c->text.s : "", c->text.len,
+                                                                   false) : NULL;
             if (lc->want_logprobs) {
-                lp = json_object_new_object();
+                json_object *lp = json_object_new_object();
                 json_object *content = json_object_new_array();
                 for (size_t t = 0; t < c->toks.n; t++)
                     json_object_array_add(content, frozen(chat_logprob(lc, &c->toks.v[t])));
                 json_object_object_add(lp, "content", content);
+                ac[i].logprobs = lp;
             }
-            json_object_object_add(e, "logprobs", lp);
         } else {
-            char *full = joined_text(lc, c, lc->g->echo);
-            add_str(e, "text", full);
-            free(full);
-            json_object *lp = NULL;
+            texts[i] = joined_text(lc, c, lc->g->echo);
+            ac[i].text = texts[i];
             if (lc->want_logprobs) {
                 long off = 0;
                 struct tokvec all = {0};
@@ -796,63 +757,49 @@ static json_object *whole_openai(struct lcall *lc)
                     memcpy(so.top, c->toks.v[t].top, sizeof so.top);
                     tv_add(&all, &so);
                 }
-                lp = completion_logprobs(lc, all.v, all.n, &off);
+                ac[i].logprobs = completion_logprobs(lc, all.v, all.n, &off);
                 free(all.v);
             }
-            json_object_object_add(e, "logprobs", lp);
         }
-        json_object_object_add(e, "finish_reason", f ? json_object_new_string(f) : NULL);
-        json_object_array_add(choices, e);
     }
-    json_object_object_add(o, "choices", choices);
-    json_object_object_add(o, "usage", usage(lc));
+    struct answer_meta m = meta(lc);
+    struct answer_usage u = usage(lc);
+    json_object *o = answer_openai(&m, ac, (size_t)lc->n_seqs, &u);
+    for (int i = 0; i < lc->n_seqs; i++)
+        free(texts[i]);
+    free(texts);
+    free(ac);
     return o;
 }
 
 static json_object *tgi_details(struct lcall *lc, const struct choice *c, bool stream)
 {
-    json_object *d = json_object_new_object();
-    add_str(d, "finish_reason", gen_finish_name(c->finish));
-    json_object_object_add(d, "generated_tokens", json_object_new_int(c->generated));
-    json_object_object_add(d, "seed", lc->sampling ? json_object_new_uint64(lc->seed) : NULL);
-    if (stream) {
-        json_object_object_add(d, "input_length", json_object_new_int(lc->prompts[0].n));
-        return d;
-    }
-    json_object *prefill = json_object_new_array(), *tokens = json_object_new_array();
-    for (size_t i = 0; i < c->prefill.n; i++)
-        json_object_array_add(prefill, frozen(tgi_token(lc, c->prefill.v[i].id, c->prefill.v[i].logprob, NULL)));
-    for (size_t i = 0; i < c->toks.n; i++)
-        json_object_array_add(tokens, frozen(tgi_token(lc, c->toks.v[i].id, c->toks.v[i].logprob, NULL)));
-    json_object_object_add(d, "prefill", prefill);
-    json_object_object_add(d, "tokens", tokens);
-    if (lc->top_n > 0) {
-        json_object *tops = json_object_new_array();
+    struct answer_tgi_details d = {.finish = c->finish, .generated = c->generated, .has_seed = lc->sampling,
+                                   .seed = lc->seed, .stream = stream, .input_length = lc->prompts[0].n};
+    if (!stream) {
+        d.prefill = json_object_new_array();
+        d.tokens = json_object_new_array();
+        for (size_t i = 0; i < c->prefill.n; i++)
+            json_object_array_add(d.prefill, frozen(tgi_token(lc, c->prefill.v[i].id, c->prefill.v[i].logprob, NULL)));
         for (size_t i = 0; i < c->toks.n; i++)
-            json_object_array_add(tops, frozen(tgi_top_tokens(lc, &c->toks.v[i])));
-        json_object_object_add(d, "top_tokens", tops);
+            json_object_array_add(d.tokens, frozen(tgi_token(lc, c->toks.v[i].id, c->toks.v[i].logprob, NULL)));
+        if (lc->top_n > 0) {
+            d.top_tokens = json_object_new_array();
+            for (size_t i = 0; i < c->toks.n; i++)
+                json_object_array_add(d.top_tokens, frozen(tgi_top_tokens(lc, &c->toks.v[i])));
+        }
     }
-    return d;
+    return answer_tgi_details(&d);
 }
 
 static json_object *whole_tgi(struct lcall *lc)
 {
     struct choice *c = &lc->ch[0];
-    json_object *o = json_object_new_object();
+    struct answer_meta m = meta(lc);
     char *text = joined_text(lc, c, lc->g->return_full_text);
-    add_str(o, "generated_text", text);
+    json_object *details = lc->kind != CK_LEGACY && lc->g->details ? tgi_details(lc, c, false) : NULL;
+    json_object *o = answer_tgi(&m, text, details, lc->variant == 2);   /* POST / answers a list */
     free(text);
-    if (lc->kind == CK_LEGACY) {
-        add_str(o, "model_id", lc->model);
-        return o;
-    }
-    if (lc->g->details)
-        json_object_object_add(o, "details", tgi_details(lc, c, false));
-    if (lc->variant == 2) {                     /* POST / answers a list */
-        json_object *list = json_object_new_array();
-        json_object_array_add(list, o);
-        return list;
-    }
     return o;
 }
 
@@ -890,27 +837,13 @@ static int send_json(struct lcall *lc, json_object *o)
     return rc;
 }
 
-/* One OpenAI stream chunk with one choice: its "delta" (chat) or "text"
- * (completions), taken over, with logprobs (taken over, may be NULL). */
-static json_object *chunk(struct lcall *lc, int index, json_object *content, json_object *logprobs,
-                          const char *finish)
+/* One OpenAI stream chunk with one choice: the chat delta (taken over) or
+ * the completion's text, with logprobs (taken over, may be NULL). */
+static json_object *chunk(struct lcall *lc, int index, json_object *delta, const char *text, json_object *logprobs,
+                          enum finish f, bool tool_calls)
 {
-    bool chat = lc->kind == CK_CHAT;
-    json_object *o = openai_head(lc, chat ? "chat.completion.chunk" : "text_completion"),
-                *choices = json_object_new_array(), *c = json_object_new_object();
-    json_object_object_add(c, "index", json_object_new_int(index));
-    json_object_object_add(c, chat ? "delta" : "text", content);
-    json_object_object_add(c, "logprobs", logprobs);
-    json_object_object_add(c, "finish_reason", finish ? json_object_new_string(finish) : NULL);
-    json_object_array_add(choices, c);
-    json_object_object_add(o, "choices", choices);
-    return o;
-}
-
-static json_object *completion_chunk(struct lcall *lc, int index, const char *text, json_object *logprobs,
-                                     const char *finish)
-{
-    return chunk(lc, index, json_object_new_string(text ? text : ""), logprobs, finish);
+    struct answer_meta m = meta(lc);
+    return answer_chunk(&m, index, delta, text, logprobs, f, tool_calls);
 }
 
 /* The stream's headers and opening events. */
@@ -923,14 +856,11 @@ static int stream_begin(struct lcall *lc)
         return -1;
     for (int i = 0; i < lc->n_seqs; i++) {
         if (lc->kind == CK_CHAT) {
-            json_object *d = json_object_new_object();
-            add_str(d, "role", "assistant");
-            add_str(d, "content", "");
-            if (send_json(lc, chunk(lc, i, d, NULL, NULL)) < 0)
+            if (send_json(lc, chunk(lc, i, answer_delta("assistant", "", NULL), NULL, NULL, FIN_NONE, false)) < 0)
                 return -1;
         } else if (lc->kind == CK_COMPLETION && lc->g->echo) {
             char *t = prompt_text(lc, lc->ch[i].prompt);
-            int rc = send_json(lc, completion_chunk(lc, i, t, NULL, NULL));
+            int rc = send_json(lc, chunk(lc, i, NULL, t, NULL, FIN_NONE, false));
             free(t);
             if (rc < 0)
                 return -1;
@@ -943,37 +873,32 @@ static int stream_begin(struct lcall *lc)
 static int stream_token(struct lcall *lc, int i, const struct eevent *ev, const char *text)
 {
     struct choice *c = &lc->ch[i];
-    const char *finish = ev->finish != GEN_RUNNING ? finish_oai(ev->finish) : NULL;
+    bool finish = ev->finish != FIN_NONE;
     struct tokrec rec = {.id = ev->tok.id, .logprob = ev->tok.logprob, .n_top = ev->tok.n_top};
     memcpy(rec.top, ev->tok.top, sizeof rec.top[0] * (size_t)ev->tok.n_top);
     if (lc->kind == CK_CHAT && lc->st.tool) {  /* the call is sent whole once the text is complete */
         if (!finish)
             return 0;
         json_object *calls = structured_tool_calls(&lc->st, c->text.s ? c->text.s : "", c->text.len, true);
-        json_object *d = json_object_new_object();
-        if (calls)
-            json_object_object_add(d, "tool_calls", calls);
-        else
-            add_str(d, "content", c->text.s);
-        if (send_json(lc, chunk(lc, i, d, NULL, NULL)) < 0)
+        bool is_call = calls != NULL;
+        json_object *d = answer_delta(NULL, calls ? NULL : c->text.s ? c->text.s : "", calls);
+        if (send_json(lc, chunk(lc, i, d, NULL, NULL, FIN_NONE, false)) < 0)
             return -1;
-        return send_json(lc, chunk(lc, i, json_object_new_object(), NULL,
-                                   calls && ev->finish != GEN_LENGTH ? "tool_calls" : finish));
+        return send_json(lc, chunk(lc, i, NULL, NULL, NULL, ev->finish, is_call));
     }
     if (lc->kind == CK_CHAT) {
         if (ev->text_len || lc->want_logprobs) {
-            json_object *d = json_object_new_object(), *lp = NULL;
-            add_str(d, "content", text);
+            json_object *lp = NULL;
             if (lc->want_logprobs) {
                 lp = json_object_new_object();
                 json_object *content = json_object_new_array();
                 json_object_array_add(content, chat_logprob(lc, &rec));
                 json_object_object_add(lp, "content", content);
             }
-            if (send_json(lc, chunk(lc, i, d, lp, NULL)) < 0)
+            if (send_json(lc, chunk(lc, i, answer_delta(NULL, text ? text : "", NULL), NULL, lp, FIN_NONE, false)) < 0)
                 return -1;
         }
-        if (finish && send_json(lc, chunk(lc, i, json_object_new_object(), NULL, finish)) < 0)
+        if (finish && send_json(lc, chunk(lc, i, NULL, NULL, NULL, ev->finish, false)) < 0)
             return -1;
         return 0;
     }
@@ -981,26 +906,19 @@ static int stream_token(struct lcall *lc, int i, const struct eevent *ev, const 
         if (ev->text_len || lc->want_logprobs || finish) {
             long off = 0;
             json_object *lp = lc->want_logprobs ? completion_logprobs(lc, &rec, 1, &off) : NULL;
-            if (send_json(lc, completion_chunk(lc, i, text, lp, finish)) < 0)
+            if (send_json(lc, chunk(lc, i, NULL, text, lp, ev->finish, false)) < 0)
                 return -1;
         }
         return 0;
     }
     /* TGI: one event per token; the last carries generated_text and details. */
-    json_object *o = json_object_new_object();
-    json_object_object_add(o, "index", json_object_new_int(++lc->tgi_index));
     bool special = tokenizer_is_special(lc->tok, ev->tok.id);     /* TGI shows <|endoftext|> as its own text */
-    json_object_object_add(o, "token", tgi_token(lc, ev->tok.id, ev->tok.logprob, special ? NULL : text));
-    json_object_object_add(o, "top_tokens", lc->top_n > 0 ? tgi_top_tokens(lc, &rec) : NULL);
-    if (ev->finish != GEN_RUNNING) {
-        char *full = joined_text(lc, c, lc->g->return_full_text);
-        add_str(o, "generated_text", full);
-        free(full);
-        json_object_object_add(o, "details", tgi_details(lc, c, true));
-    } else {
-        json_object_object_add(o, "generated_text", NULL);
-        json_object_object_add(o, "details", NULL);
-    }
+    json_object *token = tgi_token(lc, ev->tok.id, ev->tok.logprob, special ? NULL : text);
+    json_object *top = lc->top_n > 0 ? tgi_top_tokens(lc, &rec) : NULL;
+    char *full = finish ? joined_text(lc, c, lc->g->return_full_text) : NULL;
+    json_object *o = answer_tgi_event(++lc->tgi_index, token, true, top, full ? full : finish ? "" : NULL,
+                                      finish ? tgi_details(lc, c, true) : NULL);
+    free(full);
     return send_json(lc, o);
 }
 
@@ -1065,7 +983,7 @@ static int on_event(struct lcall *lc, const struct eevent *ev, const char *text)
         c->err_status = 500;
         snprintf(c->err, sizeof c->err, "out of memory");
     }
-    if (ev->finish != GEN_RUNNING) {
+    if (ev->finish != FIN_NONE) {
         c->finish = ev->finish;
         c->done = true;
         lc->n_done++;
@@ -1194,7 +1112,7 @@ static int run(struct lcall *lc, json_object *body)
     if (!(lc->m = acquire_model(lc)))
         return 0;
     lc->tok = lc->m->tok;
-    snprintf(lc->fingerprint, sizeof lc->fingerprint, "fp_llmcgi_%s_%s", PACKAGE_VERSION, lc->m->info->backend);
+    answer_fingerprint(lc->fingerprint, sizeof lc->fingerprint, lc->m->info->backend);
     if (read_prompts(lc) < 0 || read_sampling(lc) < 0 || check_lengths(lc) < 0)
         return 0;
     lc->n_per_prompt = lc->kind == CK_CHAT || lc->kind == CK_COMPLETION ? (int)lc->g->n : 1;
@@ -1226,10 +1144,9 @@ static int run(struct lcall *lc, json_object *body)
             stream_error(lc, bad->err);
         } else if (lc->r->dialect == DIALECT_OPENAI) {
             if (lc->g->include_usage) {
-                json_object *o = openai_head(lc, lc->kind == CK_CHAT ? "chat.completion.chunk" : "text_completion");
-                json_object_object_add(o, "choices", json_object_new_array());
-                json_object_object_add(o, "usage", usage(lc));
-                if (send_json(lc, o) < 0)
+                struct answer_meta m = meta(lc);
+                struct answer_usage u = usage(lc);
+                if (send_json(lc, answer_usage_chunk(&m, &u)) < 0)
                     return -1;
             }
             sse_event(&lc->sse, NULL, "[DONE]", 6);
