@@ -65,6 +65,21 @@ def require_module(module, package):
     pytest.skip(msg)
 
 
+def proc_status(pid):
+    """VmRSS and VmHWM of pid, in bytes (from /proc/PID/status)."""
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        k, _, v = line.partition(":")
+        if k in ("VmRSS", "VmHWM"):
+            out[k] = int(v.split()[0]) * 1024
+    return out
+
+
+def reset_peak(pid):
+    """Sets pid's VmHWM back to its VmRSS (Linux >= 4.0: 5 > clear_refs), so the next VmHWM is one span's peak."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -22,7 +22,8 @@ import subprocess
 
 import pytest
 
-from servers import BUILDDIR, SRCDIR, WEB_SERVERS, Llmcgi, make_tmpdir, remove_tmpdir, request, wait_for
+from servers import (BUILDDIR, SRCDIR, WEB_SERVERS, Llmcgi, make_tmpdir, proc_status, remove_tmpdir, request,
+                     reset_peak, wait_for)
 
 GEN = BUILDDIR / "tools" / "gen-gpt2"
 TOKENIZER = SRCDIR / "tests" / "fixtures" / "gpt2-tokenizer"
@@ -112,20 +113,6 @@ def node():
     assert not report, f"sanitizer report from llmcgi:\n{report}"
 
 
-def status_kb(pid, field):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise AssertionError(f"no {field} in /proc/{pid}/status")
-
-
-def reset_peak(pid):
-    """Sets VmHWM back to the current resident size (Linux: 5 > clear_refs)."""
-    with open(f"/proc/{pid}/clear_refs", "w") as f:
-        f.write("5")
-
-
 # ---------------------------------------------------------------------------- item 1: /tokenize is bounded
 
 def test_a_megabyte_to_tokenize_is_a_422_and_costs_under_20_times_its_body(node):
@@ -135,15 +122,15 @@ def test_a_megabyte_to_tokenize_is_a_422_and_costs_under_20_times_its_body(node)
     for path, payload in (("/tokenize", body),
                           ("/generate", json.dumps({"inputs": text, "parameters": {"max_new_tokens": 1}}))):
         reset_peak(node.pid())
-        before = status_kb(node.pid(), "VmRSS")
+        before = proc_status(node.pid())["VmRSS"]
         r = node.post(path, payload)
-        peak = status_kb(node.pid(), "VmHWM")
+        peak = proc_status(node.pid())["VmHWM"]
         assert r.status == 422, (path, r.status, r.body[:300])
         e = r.json()
         assert e["error_type"] == "validation" and f"less than {MAX_INPUT + 1} tokens" in e["error"], e
         assert "at least" in e["error"], "refused from its length, before encoding"
         assert len(r.body) < 1000
-        grown = (peak - before) * 1024
+        grown = peak - before
         assert grown < 20 * len(payload), f"{path}: the peak grew by {grown} bytes for a {len(payload)}-byte body"
 
 
@@ -176,9 +163,9 @@ def test_a_whole_answer_with_top_logprobs_costs_a_few_times_its_text(node):
     warm = node.post("/v1/chat/completions", dict(chat, max_tokens=2))   # the engine's own first-use buffers
     assert warm.status == 200, warm.body
     reset_peak(node.pid())
-    before = status_kb(node.pid(), "VmRSS")
+    before = proc_status(node.pid())["VmRSS"]
     r = node.post("/v1/chat/completions", dict(chat, max_tokens=100))
-    peak = status_kb(node.pid(), "VmHWM")
+    peak = proc_status(node.pid())["VmHWM"]
     assert r.status == 200, r.body
     choices = r.json()["choices"]
     # random weights at temperature 1: a choice may draw <|endoftext|> and stop early
@@ -190,7 +177,7 @@ def test_a_whole_answer_with_top_logprobs_costs_a_few_times_its_text(node):
     assert first["top_logprobs"][0]["logprob"] >= first["top_logprobs"][1]["logprob"]
     if os.environ.get("LLMCGI_SANITIZERS") == "yes":
         return                      # AddressSanitizer keeps freed memory in quarantine: no peak to compare
-    grown = (peak - before) * 1024
+    grown = peak - before
     assert grown < 10 * len(r.body), f"the peak grew by {grown} bytes for a {len(r.body)}-byte answer"
 
 

@@ -11,27 +11,16 @@ are checked everywhere. tests/soak/rss-hostile prints the same figures for sever
 import concurrent.futures
 import json
 import os
-from pathlib import Path
 
 import pytest
 
-from servers import SRCDIR, Llmcgi, Nginx, make_tmpdir, remove_tmpdir, request
+from servers import SRCDIR, Llmcgi, Nginx, make_tmpdir, proc_status, remove_tmpdir, request, reset_peak
 from standin import Standin
 
 JSON = {"Content-Type": "application/json"}
 THREADS = 4
 SANITIZERS = os.environ.get("LLMCGI_SANITIZERS") == "yes"
 MODEL = SRCDIR / "models" / "llmcgi-tiny"
-
-
-def status(pid):
-    """VmRSS and VmHWM of pid, in bytes."""
-    out = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        k, _, v = line.partition(":")
-        if k in ("VmRSS", "VmHWM"):
-            out[k] = int(v.split()[0]) * 1024
-    return out
 
 
 def chat(model, n, content):
@@ -111,13 +100,13 @@ def small_round(port):
 
 def test_rss_comes_back_after_large_requests(srv):
     assert small_round(srv.port) == [200]           # every thread has done some work
-    before = status(srv.pid)["VmRSS"]
+    before = proc_status(srv.pid)["VmRSS"]
     for _ in range(3):
         # 200 from the upstream; the local model's context is far smaller than these (400/422)
         assert set(large_round(srv.port)) <= {200, 400, 422}
         assert small_round(srv.port) == [200]
         srv.remote._requests.clear()                # the stand-in keeps every request it got
-        after = status(srv.pid)["VmRSS"]
+        after = proc_status(srv.pid)["VmRSS"]
         if not SANITIZERS:
             assert after <= before * 1.2 + (24 << 20), \
                 f"RSS {after >> 20} MB after a round of 4 MB requests, {before >> 20} MB before them"
@@ -132,11 +121,11 @@ def test_one_large_request_peak(model):
     try:
         assert small_round(s.port) == [200]
         body = chat(model, 50000, SHORTER)     # a tree near the bound: ~13 times the body
-        base = status(s.pid)["VmRSS"]
-        Path(f"/proc/{s.pid}/clear_refs").write_text("5")
+        base = proc_status(s.pid)["VmRSS"]
+        reset_peak(s.pid)
         r = post(s.port, "/v1/chat/completions", body)
         assert r.status in (200, 400), r.body[:300]  # the local model's context is far smaller (400)
-        peak = status(s.pid)["VmHWM"] - base
+        peak = proc_status(s.pid)["VmHWM"] - base
         print(f"peak of one {len(body) / 1e6:.1f} MB request for {model}: +{peak / 1e6:.1f} MB")
         if not SANITIZERS:
             assert peak <= 20 * len(body), f"peak +{peak / 1e6:.1f} MB for a {len(body) / 1e6:.1f} MB body"

@@ -16,11 +16,11 @@ that record what they received or answer exactly the body a test gives them (mod
 import json
 import os
 import subprocess
-from pathlib import Path
 
 import pytest
 
-from servers import BUILDDIR, SRCDIR, Llmcgi, Nginx, Stream, make_tmpdir, remove_tmpdir, request, wait_for
+from servers import (BUILDDIR, SRCDIR, Llmcgi, Nginx, Stream, make_tmpdir, proc_status, remove_tmpdir, request,
+                     reset_peak, wait_for)
 from standin import Standin
 
 GEN = BUILDDIR / "tools" / "gen-gpt2"
@@ -303,19 +303,11 @@ def test_an_upstream_answer_whose_tree_would_dwarf_it_is_refused_unparsed(relay)
     """8 MB of `{}, ` items is well under max_response (64 MB) but would be a ~1.6 GB json-c tree:
     refused before parsing, as a request body of that shape is, and llmcgi's peak stays small."""
     pid = relay.llmcgi.proc.pid
-    Path(f"/proc/{pid}/clear_refs").write_text("5")                 # VmHWM := VmRSS
-    before = vm(pid, "VmHWM")
+    reset_peak(pid)
+    before = proc_status(pid)["VmHWM"]
     relay.oai.set_fault("body", body='{"choices": [' + "{}, " * 2_000_000 + "{}]}")
     r = post(relay.port, "/v1/chat/completions", {"model": "oai-m", "messages": [{"role": "user", "content": "x"}]})
     assert r.status == 502 and "too many values" in error_message(r), r.body
     if os.environ.get("LLMCGI_SANITIZERS") != "yes":                 # ASan's quarantine grows by design
-        grew = vm(pid, "VmHWM") - before
+        grew = proc_status(pid)["VmHWM"] - before
         assert grew < 200 << 20, f"the peak grew by {grew >> 20} MB for an 8 MB answer"
-
-
-def vm(pid, key):
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        k, _, v = line.partition(":")
-        if k == key:
-            return int(v.split()[0]) * 1024
-    raise AssertionError(f"no {key} in /proc/{pid}/status")
