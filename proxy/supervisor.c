@@ -99,63 +99,29 @@ struct run {
 
 /* ---- output relay ---- */
 
-/* Length of the valid, printable UTF-8 sequence at p (2..4), or 0. C1
- * controls (U+0080..U+009F), overlongs, surrogates and truncated
- * sequences count as invalid. */
-static size_t utf8_len(const unsigned char *p, size_t n)
-{
-    unsigned c = p[0];
-    size_t len;
-    if (c >= 0xc2 && c <= 0xdf)
-        len = 2;
-    else if (c >= 0xe0 && c <= 0xef)
-        len = 3;
-    else if (c >= 0xf0 && c <= 0xf4)
-        len = 4;
-    else
-        return 0;
-    if (n < len)
-        return 0;
-    for (size_t k = 1; k < len; k++)
-        if ((p[k] & 0xc0) != 0x80)
-            return 0;
-    if ((c == 0xc2 && p[1] < 0xa0) || (c == 0xe0 && p[1] < 0xa0) || (c == 0xed && p[1] > 0x9f) ||
-        (c == 0xf0 && p[1] < 0x90) || (c == 0xf4 && p[1] > 0x8f))
-        return 0;
-    return len;
-}
-
-/* Logs p[0..n) escaped, in as many log lines as the escaped text needs. */
+/* Logs p[0..n) escaped by log_escape (the escaper of every log line), in
+ * as many log lines as the escaped text needs: a piece ends before the
+ * first character whose escape would not fit. */
 static void emit_line(struct supervisor *s, const char *text, size_t n)
 {
-    static const char hex[] = "0123456789abcdef";
-    const unsigned char *p = (const unsigned char *)text;
-    size_t i = 0;
-    while (i < n) {
-        char out[LOG_PIECE_BYTES];
-        size_t o = 0;
-        while (i < n) {
-            unsigned c = p[i];
-            size_t u = c >= 0x80 ? utf8_len(p + i, n - i) : 0;
-            size_t need = u ? u : (c >= 0x20 && c < 0x7f) || c == '\t' ? 1 : 4;
-            if (o + need >= sizeof out)
-                break;
-            if (u) {
-                memcpy(out + o, p + i, u);
-            } else if (need == 1) {
-                out[o] = (char)c;
-            } else {
-                out[o] = '\\';
-                out[o + 1] = 'x';
-                out[o + 2] = hex[c >> 4];
-                out[o + 3] = hex[c & 15];
-            }
-            o += need;
-            i += u ? u : 1;
+    const unsigned char *p = (const unsigned char *)text, *end = p + n;
+    char out[LOG_PIECE_BYTES];
+    size_t o = 0;
+    while (p < end) {
+        size_t k = util_utf8_seq(p, end);   /* one character, or one byte of a bad sequence */
+        if (!k)
+            k = 1;
+        size_t at = o;
+        if (!log_escape(out, sizeof out, &o, (const char *)p, k, 0)) {
+            out[at] = '\0';                 /* that character starts the next piece */
+            log_msg(LL_INFO, "upstream %s: %s", s->name, out);
+            o = 0;
+            continue;
         }
-        out[o] = '\0';
-        log_msg(LL_INFO, "upstream %s: %s", s->name, out);
+        p += k;
     }
+    if (o)
+        log_msg(LL_INFO, "upstream %s: %s", s->name, out);
 }
 
 /* Fills the output's token bucket for the time since it was last filled. */
