@@ -1,16 +1,12 @@
 /* answer.c -- every client-facing generation answer and stream event, for local and proxied generations alike (answer.h). */
 #include "config.h"
 #include "answer.h"
+#include "json_obj.h"
 
 #include <math.h>
 #include <stdio.h>
 
 /* A string member; NULL as "". */
-static void add_str(json_object *o, const char *k, const char *v)
-{
-    json_object_object_add(o, k, json_object_new_string(v ? v : ""));
-}
-
 static json_object *nullable_str(const char *s)
 {
     return s ? json_object_new_string(s) : NULL;
@@ -65,12 +61,12 @@ static json_object *head(const struct answer_meta *m, bool chunk)
     bool chat = m->kind == CK_CHAT;
     char id[96];
     snprintf(id, sizeof id, "%s-%s", chat ? "chatcmpl" : "cmpl", m->id);
-    add_str(o, "id", id);
-    add_str(o, "object", !chat ? "text_completion" : chunk ? "chat.completion.chunk" : "chat.completion");
+    json_add_str(o, "id", id);
+    json_add_str(o, "object", !chat ? "text_completion" : chunk ? "chat.completion.chunk" : "chat.completion");
     json_object_object_add(o, "created", json_object_new_int64(m->created));
-    add_str(o, "model", m->model);
+    json_add_str(o, "model", m->model);
     if (m->fingerprint)
-        add_str(o, "system_fingerprint", m->fingerprint);
+        json_add_str(o, "system_fingerprint", m->fingerprint);
     return o;
 }
 
@@ -93,19 +89,19 @@ json_object *answer_openai(const struct answer_meta *m, struct answer_choice *ch
         if (chat) {
             json_object *msg = json_object_new_object();
             if (msg) {
-                add_str(msg, "role", "assistant");
+                json_add_str(msg, "role", "assistant");
                 if (c->tool_calls) {            /* tool_choice required / named: the text is the call */
                     json_object_object_add(msg, "content", NULL);
                     json_object_object_add(msg, "tool_calls", c->tool_calls);
                 } else {
-                    add_str(msg, "content", c->text);
+                    json_add_str(msg, "content", c->text);
                 }
             } else {
                 json_object_put(c->tool_calls);
             }
             json_object_object_add(e, "message", msg);
         } else {
-            add_str(e, "text", c->text);
+            json_add_str(e, "text", c->text);
             json_object_put(c->tool_calls);
         }
         json_object_object_add(e, "logprobs", c->logprobs);
@@ -130,9 +126,9 @@ json_object *answer_delta(const char *role, const char *content, json_object *to
         return NULL;
     }
     if (role)
-        add_str(d, "role", role);
+        json_add_str(d, "role", role);
     if (content)
-        add_str(d, "content", content);
+        json_add_str(d, "content", content);
     if (tool_calls)
         json_object_object_add(d, "tool_calls", tool_calls);
     return d;
@@ -182,7 +178,7 @@ json_object *answer_tgi_details(const struct answer_tgi_details *d)
         json_object_put(d->top_tokens);
         return NULL;
     }
-    add_str(o, "finish_reason", answer_finish_tgi(d->finish));
+    json_add_str(o, "finish_reason", answer_finish_tgi(d->finish));
     json_object_object_add(o, "generated_tokens", json_object_new_int64(d->generated < 0 ? 0 : d->generated));
     json_object_object_add(o, "seed", d->has_seed ? json_object_new_uint64(d->seed) : NULL);
     if (d->stream) {
@@ -209,7 +205,7 @@ json_object *answer_tgi_token(long id, const char *text, bool has_logprob, doubl
                       : isfinite(logprob)              ? json_object_new_double(logprob)
                                                        : json_object_new_double(-9999.0);
     json_object_object_add(o, "id", json_object_new_int64(id));
-    add_str(o, "text", text);
+    json_add_str(o, "text", text);
     json_object_object_add(o, "logprob", lp);
     json_object_object_add(o, "special", json_object_new_boolean(special));
     return o;
@@ -232,7 +228,7 @@ json_object *answer_tgi_event(long index, json_object *token, bool with_top, jso
     else
         json_object_put(top_tokens);
     if (final_text) {
-        add_str(o, "generated_text", final_text);
+        json_add_str(o, "generated_text", final_text);
         json_object_object_add(o, "details", details);
     } else {
         json_object_put(details);
@@ -253,10 +249,10 @@ json_object *answer_tgi(const struct answer_meta *m, const char *text, json_obje
         json_object_put(details);
         return NULL;
     }
-    add_str(o, "generated_text", text);
+    json_add_str(o, "generated_text", text);
     if (m->kind == CK_LEGACY) {
         json_object_put(details);
-        add_str(o, "model_id", m->model);
+        json_add_str(o, "model_id", m->model);
         return o;
     }
     if (details)

@@ -3,6 +3,7 @@
 #include "catalog.h"
 #include "conf.h"
 #include "gateway.h"
+#include "json_obj.h"
 #include "registry.h"
 #include "response.h"
 #include "server.h"
@@ -10,11 +11,6 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
-
-static void add_str(json_object *o, const char *k, const char *v)
-{
-    json_object_object_add(o, k, json_object_new_string(v ? v : ""));
-}
 
 /* ------------------------------------------------------------------ services */
 
@@ -65,18 +61,18 @@ static void add_listed(void *ud, const char *name, int state)
     json_object *o = json_object_new_object();
     if (!o)
         return;
-    add_str(o, "id", name);
+    json_add_str(o, "id", name);
     if (x->legacy) {
         char endpoint[300];
         snprintf(endpoint, sizeof endpoint, "%s/generate", x->r->cfg->path_prefix);
-        add_str(o, "name", name);
-        add_str(o, "endpoint", endpoint);
+        json_add_str(o, "name", name);
+        json_add_str(o, "endpoint", endpoint);
     } else {
-        add_str(o, "object", "model");
+        json_add_str(o, "object", "model");
         json_object_object_add(o, "created", json_object_new_int64((int64_t)x->r->cfg->loaded_at));
-        add_str(o, "owned_by", "llmcgi");
+        json_add_str(o, "owned_by", "llmcgi");
     }
-    add_str(o, "state", state < 0 ? "not_loaded" : state == LM_LOADING ? "loading" : state == LM_READY ? "ready"
+    json_add_str(o, "state", state < 0 ? "not_loaded" : state == LM_LOADING ? "loading" : state == LM_READY ? "ready"
                                                                                                        : "failed");
     json_object_object_add(o, "available", json_object_new_boolean(state != LM_FAILED));
     json_object_array_add(x->data, o);
@@ -103,7 +99,7 @@ static json_object *public_models(struct req *r)
         json_object *o = json_object_new_object();
         if (!o)
             break;
-        add_str(o, "state", "not_loaded");
+        json_add_str(o, "state", "not_loaded");
         json_object_object_add(o, "configured", json_object_new_boolean(i < cfg->n_models));
         json_object_object_add(o, "pinned", json_object_new_boolean(true));
         json_object_object_add(st, name, o);
@@ -128,9 +124,9 @@ bool local_model_health(struct req *r, const char *id, int *rc)
     const char *state = state_in(st, id);
     bool ok = strcmp(state, "ready") == 0 || strcmp(state, "not_loaded") == 0;
     json_object *o = json_object_new_object();
-    add_str(o, "model_id", id);
-    add_str(o, "status", ok ? "ok" : state);
-    add_str(o, "state", state);
+    json_add_str(o, "model_id", id);
+    json_add_str(o, "status", ok ? "ok" : state);
+    json_add_str(o, "state", state);
     json_object_object_add(o, "available", json_object_new_boolean(ok));
     json_object_object_add(o, "local", json_object_new_boolean(true));
     if (st && json_object_object_get_ex(st, id, &mine))

@@ -181,6 +181,16 @@ static json_object *tgi_error(int status, const char *type, const char *msg)
     return obj;
 }
 
+/* The error event that ends a stream which failed after it began: what an
+ * error answer's body would be (OpenAI: type server_error, with code;
+ * TGI: error_type "generation"). A new object the caller puts; NULL out of
+ * memory. msg is copied. */
+json_object *resp_error_event(enum api_dialect dialect, const char *code, const char *msg)
+{
+    return dialect == DIALECT_OPENAI ? openai_error(500, "server_error", NULL, code, msg)
+                                     : tgi_error(424, "generation", msg);
+}
+
 /* Formats the message, builds the error in the given dialect (type NULL:
  * the default for the status), sends it. Every error answer goes through here. */
 static int send_error(struct req *r, int status, enum api_dialect dialect, const char *type, const char *param,

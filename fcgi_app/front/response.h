@@ -47,6 +47,12 @@ int resp_error(struct req *r, int status, const char *fmt, ...) __attribute__((f
  * d: Retry-After: 1 with 429 and 503; in OpenAI's shape, code (NULL: the
  * one for 429 and 404) and param; in TGI's, a 400 is its validation error
  * 422. msg is sent as it is. */
+/* The body of the error event that ends a stream which failed after it
+ * began, in the dialect's error shape (OpenAI: type server_error and the
+ * given code, may be NULL; TGI: error_type "generation"). A new object the
+ * caller puts; NULL out of memory. */
+json_object *resp_error_event(enum api_dialect dialect, const char *code, const char *msg);
+
 int resp_error_model(struct req *r, enum api_dialect d, int status, const char *param, const char *code,
                      const char *msg);
 

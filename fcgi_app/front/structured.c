@@ -1,19 +1,12 @@
 /* structured.c -- structured output on local models: the request's constraint fields read and compiled (engine/constraint.c, engine/json_schema.c), and the tool-call answer shapes. */
 #include "structured.h"
+#include "json_obj.h"
 #include "json_schema.h"
 #include "util.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
-
-static json_object *field(json_object *o, const char *key)
-{
-    json_object *v = NULL;
-    if (!o || !json_object_object_get_ex(o, key, &v) || json_object_is_type(v, json_type_null))
-        return NULL;
-    return v;
-}
 
 struct reading {
     int *status;
@@ -75,7 +68,7 @@ static int from_choice(struct reading *rd, struct structured *st, json_object *l
 
 static int from_response_format(struct reading *rd, struct structured *st, json_object *rf)
 {
-    json_object *t = field(rf, "type");
+    json_object *t = json_field(rf, "type");
     const char *type = t && json_object_is_type(t, json_type_string) ? json_object_get_string(t) : "";
     if (strcmp(type, "text") == 0)
         return 0;
@@ -86,7 +79,7 @@ static int from_response_format(struct reading *rd, struct structured *st, json_
         return 0;
     }
     if (strcmp(type, "json_schema") == 0) {
-        json_object *js = field(rf, "json_schema"), *schema = js ? field(js, "schema") : NULL;
+        json_object *js = json_field(rf, "json_schema"), *schema = js ? json_field(js, "schema") : NULL;
         if (!js || !json_object_is_type(js, json_type_object))
             return bad(rd, "response_format", "`response_format.json_schema` must be an object with a `schema`");
         if (!schema) {                          /* no schema: any JSON object */
@@ -104,8 +97,8 @@ static int from_response_format(struct reading *rd, struct structured *st, json_
 /* The function entry of tools[i] ({"type":"function","function":{"name",...}}), or NULL after bad(). */
 static json_object *tool_function(struct reading *rd, json_object *tools, size_t i, const char **name)
 {
-    json_object *t = json_object_array_get_idx(tools, i), *type = field(t, "type"), *fn = field(t, "function");
-    json_object *nm = fn ? field(fn, "name") : NULL;
+    json_object *t = json_object_array_get_idx(tools, i), *type = json_field(t, "type"), *fn = json_field(t, "function");
+    json_object *nm = fn ? json_field(fn, "name") : NULL;
     if (!json_object_is_type(t, json_type_object) || !type || !json_object_is_type(type, json_type_string) ||
         strcmp(json_object_get_string(type), "function") != 0 || !fn || !json_object_is_type(fn, json_type_object) ||
         !nm || !json_object_is_type(nm, json_type_string)) {
@@ -123,7 +116,7 @@ static int from_tools(struct reading *rd, struct structured *st, json_object *to
     size_t n = json_object_array_length(tools);
     const char *name = NULL;
     if (json_object_is_type(choice, json_type_object)) {
-        json_object *fn = field(choice, "function"), *nm = fn ? field(fn, "name") : NULL;
+        json_object *fn = json_field(choice, "function"), *nm = fn ? json_field(fn, "name") : NULL;
         if (!nm || !json_object_is_type(nm, json_type_string))
             return bad(rd, "tool_choice", "`tool_choice` must be \"none\", \"auto\", \"required\" or "
                        "{\"type\": \"function\", \"function\": {\"name\": ...}}");
@@ -136,7 +129,7 @@ static int from_tools(struct reading *rd, struct structured *st, json_object *to
                 continue;
             snprintf(st->name, sizeof st->name, "%s", ni);
             st->tool = ST_TOOL_NAMED;
-            json_object *params = field(f, "parameters");
+            json_object *params = json_field(f, "parameters");
             if (!params) {
                 char err[400];
                 if (cdfa_json_object(&st->dfa, err, sizeof err) != 0)
@@ -160,7 +153,7 @@ static int from_tools(struct reading *rd, struct structured *st, json_object *to
             rc = -1;
             break;
         }
-        json_object *params = field(f, "parameters"), *d;
+        json_object *params = json_field(f, "parameters"), *d;
         if (params && json_object_is_type(params, json_type_object) &&
             (json_object_object_get_ex(params, "$defs", &d) || json_object_object_get_ex(params, "definitions", &d)) &&
             json_object_is_type(d, json_type_object)) {
@@ -204,10 +197,10 @@ int structured_read(json_object *body, enum client_kind kind, struct structured 
     struct reading rd = {status, param, err, errlen, kind == CK_TGI ? 422 : 400};
     *param = NULL;
     if (kind == CK_TGI) {
-        json_object *g = field(field(body, "parameters"), "grammar");
+        json_object *g = json_field(json_field(body, "parameters"), "grammar");
         if (!g)
             return 0;
-        json_object *t = field(g, "type"), *v = field(g, "value");
+        json_object *t = json_field(g, "type"), *v = json_field(g, "value");
         const char *type = t && json_object_is_type(t, json_type_string) ? json_object_get_string(t) : "";
         if (!v)
             return bad(&rd, NULL, "`grammar` must be {\"type\": \"json\" or \"regex\", \"value\": ...}");
@@ -234,17 +227,17 @@ int structured_read(json_object *body, enum client_kind kind, struct structured 
     static const char *const keys[] = {"response_format", "guided_choice", "guided_regex", "guided_json", "tools"};
     const char *given = NULL;
     for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
-        json_object *v = field(body, keys[i]);
+        json_object *v = json_field(body, keys[i]);
         if (!v)
             continue;
         if (i == 0) {                           /* {"type": "text"} asks for nothing */
-            json_object *t = field(v, "type");
+            json_object *t = json_field(v, "type");
             if (json_object_is_type(v, json_type_object) && t && json_object_is_type(t, json_type_string) &&
                 strcmp(json_object_get_string(t), "text") == 0)
                 continue;
         }
         if (i == 4) {                           /* tools only count when a tool must be called */
-            json_object *c = field(body, "tool_choice");
+            json_object *c = json_field(body, "tool_choice");
             if (!json_object_is_type(v, json_type_array))
                 return bad(&rd, "tools", "`tools` must be an array");
             if (json_object_array_length(v) == 0 ||
@@ -255,7 +248,7 @@ int structured_read(json_object *body, enum client_kind kind, struct structured 
             return bad(&rd, keys[i], "`%s` and `%s` cannot be used together: one constraint per request", given, keys[i]);
         given = keys[i];
     }
-    json_object *tc = field(body, "tool_choice");
+    json_object *tc = json_field(body, "tool_choice");
     if (tc && !json_object_is_type(tc, json_type_string) && !json_object_is_type(tc, json_type_object))
         return bad(&rd, "tool_choice", "`tool_choice` must be a string or an object");
     if (!given) {
@@ -263,7 +256,7 @@ int structured_read(json_object *body, enum client_kind kind, struct structured 
             return bad(&rd, "tool_choice", "`tool_choice` other than \"none\" is not supported without `tools` to call");
         return 0;
     }
-    json_object *v = field(body, given);
+    json_object *v = json_field(body, given);
     if (strcmp(given, "response_format") == 0) {
         if (!json_object_is_type(v, json_type_object))
             return bad(&rd, "response_format", "`response_format` must be an object");
@@ -311,8 +304,8 @@ json_object *structured_tool_calls(const struct structured *st, const char *text
     const char *name = st->name;
     json_object *args = v;
     if (whole && st->tool == ST_TOOL_REQUIRED) {
-        json_object *nm = field(v, "name");
-        args = field(v, "arguments");
+        json_object *nm = json_field(v, "name");
+        args = json_field(v, "arguments");
         name = nm && json_object_is_type(nm, json_type_string) ? json_object_get_string(nm) : NULL;
     }
     if (!whole || !name || !args) {

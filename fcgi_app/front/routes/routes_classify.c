@@ -13,6 +13,7 @@
 #include "classify.h"
 #include "conf.h"
 #include "engine.h"
+#include "json_obj.h"
 #include "log.h"
 #include "metrics.h"
 #include "ratelimit.h"
@@ -91,14 +92,6 @@ static int fail(struct ccall *cc, int status, const char *param, const char *cod
     return cc->r->client_gone ? -1 : rc;
 }
 
-static json_object *field(json_object *o, const char *key)
-{
-    json_object *v = NULL;
-    if (!o || !json_object_object_get_ex(o, key, &v) || json_object_is_type(v, json_type_null))
-        return NULL;
-    return v;
-}
-
 /* ------------------------------------------------------------------ reading the request */
 
 /* One text of the request: a string (or, for OpenAI, {"type":"text","text"}). */
@@ -116,10 +109,10 @@ static int read_text(struct ccall *cc, json_object *v, size_t i, const char **ou
         return 0;
     }
     if (cc->shape == SH_OPENAI && json_object_is_type(v, json_type_object)) {
-        json_object *t = field(v, "type");
+        json_object *t = json_field(v, "type");
         const char *type = t && json_object_is_type(t, json_type_string) ? json_object_get_string(t) : "";
         if (!strcmp(type, "text")) {
-            json_object *s = field(v, "text");
+            json_object *s = json_field(v, "text");
             if (s && json_object_is_type(s, json_type_string) &&
                 strlen(json_object_get_string(s)) == (size_t)json_object_get_string_len(s)) {
                 *out = json_object_get_string(s);
@@ -174,7 +167,7 @@ static int read_parts(struct ccall *cc, json_object *v, size_t n)
  * max_inputs is checked once the model is known). */
 static int read_texts(struct ccall *cc, json_object *body)
 {
-    json_object *v = field(body, cc->param);
+    json_object *v = json_field(body, cc->param);
     if (!v)
         return fail(cc, 400, cc->param, NULL, "`%s` is required: a string or a list of strings", cc->param), -1;
     cc->list = json_object_is_type(v, json_type_array);
@@ -198,20 +191,20 @@ static int read_texts(struct ccall *cc, json_object *body)
 /* /classify's options: parameters.top_k (or top_k) and parameters.function_to_apply. */
 static int read_options(struct ccall *cc, json_object *body)
 {
-    json_object *p = field(body, "parameters");
+    json_object *p = json_field(body, "parameters");
     if (p && !json_object_is_type(p, json_type_object))
         return fail(cc, 422, NULL, NULL, "`parameters` must be an object"), -1;
     json_object *k = NULL;
     bool in_params = p && json_object_object_get_ex(p, "top_k", &k);   /* present, maybe null: every label */
     if (!in_params)
-        k = field(body, "top_k");
+        k = json_field(body, "top_k");
     if (k && !json_object_is_type(k, json_type_null)) {
         int64_t v = json_object_get_int64(k);
         if (!json_object_is_type(k, json_type_int) || v < 1 || v > 1 << 20)
             return fail(cc, 422, NULL, NULL, "`top_k` must be a positive integer (or null: every label)"), -1;
         cc->top_k = (int)v;
     }
-    json_object *f = field(p, "function_to_apply");
+    json_object *f = json_field(p, "function_to_apply");
     if (f) {
         const char *s = json_object_is_type(f, json_type_string) ? json_object_get_string(f) : "";
         if (!strcmp(s, "softmax"))
@@ -233,7 +226,7 @@ static int pick_model(struct ccall *cc, json_object *body)
 {
     struct req *r = cc->r;
     const char *key = cc->shape == SH_SERVICE ? "model_id" : "model";
-    json_object *v = field(body, key);
+    json_object *v = json_field(body, key);
     if (v) {
         if (!json_object_is_type(v, json_type_string) || json_object_get_string_len(v) == 0 ||
             (size_t)json_object_get_string_len(v) >= sizeof cc->model)

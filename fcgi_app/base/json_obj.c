@@ -1,0 +1,16 @@
+/* json_obj.c -- two small helpers on json-c trees that every layer uses: read a member that is present and not null, add a string member from a C string that may be NULL. */
+#include "config.h"
+#include "json_obj.h"
+
+json_object *json_field(json_object *o, const char *key)
+{
+    json_object *v = NULL;
+    if (!o || !json_object_object_get_ex(o, key, &v) || json_object_is_type(v, json_type_null))
+        return NULL;
+    return v;
+}
+
+void json_add_str(json_object *o, const char *k, const char *v)
+{
+    json_object_object_add(o, k, json_object_new_string(v ? v : ""));
+}

@@ -1,0 +1,15 @@
+/* json_obj.c -- two small helpers on json-c trees that every layer uses: read a member that is present and not null, add a string member from a C string that may be NULL. */
+#ifndef LLMCGI_JSON_OBJ_H
+#define LLMCGI_JSON_OBJ_H
+
+#include <json-c/json.h>
+
+/* The member `key` of object o, borrowed from o; NULL when o is NULL, the
+ * member is absent, or it is JSON null (a client's "x": null means "not
+ * given", as in OpenAI's and TGI's servers). */
+json_object *json_field(json_object *o, const char *key);
+
+/* Adds the string member k = v to o (v NULL adds ""); o takes the new string. */
+void json_add_str(json_object *o, const char *k, const char *v);
+
+#endif
