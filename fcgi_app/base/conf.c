@@ -493,20 +493,20 @@ static void model_defaults(const struct config *c, struct config_model *m, struc
 {
     char err[400];
     for (size_t k = 0; k < ARRAY_LEN(model_keys); k++)
-        if (model_keys[k].def && apply_key(&model_keys[k], m, model_keys[k].def, NULL, err, sizeof err) < 0)
+        if (model_keys[k].def && conf_apply_key(&model_keys[k], m, model_keys[k].def, NULL, err, sizeof err) < 0)
             add_error(errs, c->file, 0, "internal: bad default for %s: %s", model_keys[k].name, err);
 }
 
 static void upstream_free(struct config_upstream *u)
 {
     free(u->name);
-    free_strv(u->urls, u->n_urls);
+    conf_free_strv(u->urls, u->n_urls);
     for (size_t i = 0; i < u->n_models; i++) {
         free(u->models[i].name);
         free(u->models[i].target);
     }
     free(u->models);
-    free_strv(u->headers, u->n_headers);
+    conf_free_strv(u->headers, u->n_headers);
     for (size_t i = 0; i < ARRAY_LEN(upstream_keys); i++)
         if (key_is_string(upstream_keys[i].type))
             free(*(char **)((char *)u + upstream_keys[i].offset));
@@ -527,7 +527,7 @@ static void config_free(struct config *c)
     free(c->keys_file);
     auth_keys_free(c->keys);
     free(c->trusted_proxies);
-    free_strv(c->cors_origins, c->n_cors_origins);
+    conf_free_strv(c->cors_origins, c->n_cors_origins);
     free(c->file);
     free(c);
 }
@@ -575,7 +575,7 @@ static void apply_entries(struct config *c, struct pass1 *p, const char *dir, st
                       hint ? " (did you mean \"" : "", hint ? hint : "", hint ? "\"?)" : "");
             continue;
         }
-        if (apply_key(k, base, e->value, dir, err, sizeof err) < 0)
+        if (conf_apply_key(k, base, e->value, dir, err, sizeof err) < 0)
             add_error(errs, c->file, e->line, "%s", err);
         else if (strcmp(s->type, "model") == 0 && strcmp(k->name, "path") == 0)
             ((struct config_model *)base)->path_line = e->line;
@@ -596,7 +596,7 @@ static void collect_sections(struct config *c, struct pass1 *p, struct config_er
             else
                 server_line = s->line;
         } else if (strcmp(s->type, "model") == 0) {
-            if (!valid_model_name(s->name)) {
+            if (!conf_valid_model_name(s->name)) {
                 add_error(errs, c->file, s->line,
                           "[model NAME] needs a name of 1-128 letters, digits and . _ : / - (got \"%s\")", s->name);
                 continue;
@@ -616,7 +616,7 @@ static void collect_sections(struct config *c, struct pass1 *p, struct config_er
             m->line = s->line;
             model_defaults(c, m, errs);
         } else if (strcmp(s->type, "upstream") == 0) {
-            if (!valid_model_name(s->name) || strchr(s->name, '/')) {
+            if (!conf_valid_model_name(s->name) || strchr(s->name, '/')) {
                 add_error(errs, c->file, s->line,
                           "[upstream NAME] needs a name of 1-128 letters, digits and . _ : - (got \"%s\")", s->name);
                 continue;
@@ -636,7 +636,7 @@ static void collect_sections(struct config *c, struct pass1 *p, struct config_er
             u->line = s->line;
             char err[400];
             for (size_t k = 0; k < ARRAY_LEN(upstream_keys); k++)
-                if (upstream_keys[k].def && apply_key(&upstream_keys[k], u, upstream_keys[k].def, NULL, err, sizeof err) < 0)
+                if (upstream_keys[k].def && conf_apply_key(&upstream_keys[k], u, upstream_keys[k].def, NULL, err, sizeof err) < 0)
                     add_error(errs, c->file, 0, "internal: bad default for %s: %s", upstream_keys[k].name, err);
         } else if (strcmp(s->type, "auth") == 0 || strcmp(s->type, "limits") == 0 || strcmp(s->type, "cors") == 0) {
             int k = s->type[0] == 'a' ? 0 : s->type[0] == 'l' ? 1 : 2;
@@ -817,7 +817,7 @@ int config_load(const char *file, struct config **out, struct config_errors *err
     c->loaded_at = time(NULL);
     for (size_t i = 0; i < ARRAY_LEN(server_keys); i++) {
         const struct key_def *k = &server_keys[i];
-        if (k->def && apply_key(k, c, k->def, dir, err, sizeof err) < 0)
+        if (k->def && conf_apply_key(k, c, k->def, dir, err, sizeof err) < 0)
             add_error(errs, file, 0, "internal: bad default for %s: %s", k->name, err);
     }
     model_defaults(c, &c->model_defaults, errs);
@@ -826,7 +826,7 @@ int config_load(const char *file, struct config **out, struct config_errors *err
     };
     for (size_t t = 0; t < ARRAY_LEN(more); t++)
         for (size_t i = 0; i < more[t].n; i++)
-            if (more[t].k[i].def && apply_key(&more[t].k[i], c, more[t].k[i].def, dir, err, sizeof err) < 0)
+            if (more[t].k[i].def && conf_apply_key(&more[t].k[i], c, more[t].k[i].def, dir, err, sizeof err) < 0)
                 add_error(errs, file, 0, "internal: bad default for %s: %s", more[t].k[i].name, err);
     collect_sections(c, &p, errs);
     apply_entries(c, &p, dir, errs);

@@ -46,12 +46,12 @@ struct key_def {
 /* Converts `value` for key `k` into the field at base+offset. Returns 0, or
  * -1 with a message in err. Strings are malloc'ed and replace (and free) the
  * previous value, so defaults can be overridden. */
-int apply_key(const struct key_def *k, void *base, const char *value, const char *dir,
+int conf_apply_key(const struct key_def *k, void *base, const char *value, const char *dir,
               char *err, size_t errlen);
 
-void free_strv(char **v, size_t n);
+void conf_free_strv(char **v, size_t n);
 
 /* A model name: 1 to 128 of letters, digits and . _ : / - */
-bool valid_model_name(const char *s);
+bool conf_valid_model_name(const char *s);
 
 #endif

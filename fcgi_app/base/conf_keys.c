@@ -101,7 +101,7 @@ static char **split_words(const char *value, size_t *n)
     return v;
 }
 
-void free_strv(char **v, size_t n)
+void conf_free_strv(char **v, size_t n)
 {
     for (size_t i = 0; v && i < n; i++)
         free(v[i]);
@@ -118,7 +118,7 @@ static int apply_urls(struct config_upstream *u, const char *value, char *err, s
         return -1;
     }
     if (n == 0 || n > 64) {
-        free_strv(v, n);
+        conf_free_strv(v, n);
         snprintf(err, errlen, "url needs 1 to 64 replica URLs such as http://127.0.0.1:8080");
         return -1;
     }
@@ -129,11 +129,11 @@ static int apply_urls(struct config_upstream *u, const char *value, char *err, s
         while (len > keep && v[i][len - 1] == '/')
             v[i][--len] = '\0';
         if (check_url(v[i], err, errlen) < 0) {
-            free_strv(v, n);
+            conf_free_strv(v, n);
             return -1;
         }
     }
-    free_strv(u->urls, u->n_urls);
+    conf_free_strv(u->urls, u->n_urls);
     u->urls = v;
     u->n_urls = n;
     return 0;
@@ -165,7 +165,7 @@ static int apply_models(struct config_upstream *u, const char *value, char *err,
         if (eq)
             *eq = '\0';
         const char *target = eq ? eq + 1 : v[i];
-        if (!valid_model_name(v[i]) || !valid_model_name(target)) {
+        if (!conf_valid_model_name(v[i]) || !conf_valid_model_name(target)) {
             snprintf(err, errlen, "models: \"%s%s%s\" is not a model name (1-128 letters, digits and . _ : / -)"
                      " or NAME=UPSTREAM_NAME", v[i], eq ? "=" : "", eq ? eq + 1 : "");
             goto out;
@@ -204,7 +204,7 @@ out:
         free(m[i].target);
     }
     free(m);
-    free_strv(v, n);
+    conf_free_strv(v, n);
     return rc;
 }
 
@@ -259,7 +259,7 @@ static char *resolve_path(const char *dir, const char *value)
 /* Converts `value` for key `k` into the field at base+offset. Returns 0, or
  * -1 with a message in err. Strings are malloc'ed and replace (and free) the
  * previous value, so defaults can be overridden. */
-int apply_key(const struct key_def *k, void *base, const char *value, const char *dir,
+int conf_apply_key(const struct key_def *k, void *base, const char *value, const char *dir,
               char *err, size_t errlen)
 {
     char *field = (char *)base + k->offset;
@@ -374,7 +374,7 @@ int apply_key(const struct key_def *k, void *base, const char *value, const char
         str = strdup(value);
         break;
     case K_NAME:
-        if (!valid_model_name(value)) {
+        if (!conf_valid_model_name(value)) {
             snprintf(err, errlen, "%s must be a model name (1-128 letters, digits and . _ : / -), got \"%s\"",
                      k->name, value);
             return -1;
@@ -456,7 +456,7 @@ int apply_key(const struct key_def *k, void *base, const char *value, const char
     }
     case K_ORIGINS: {
         struct config *c = base;
-        free_strv(c->cors_origins, c->n_cors_origins);
+        conf_free_strv(c->cors_origins, c->n_cors_origins);
         return cors_parse_origins(value, &c->cors_origins, &c->n_cors_origins, &c->cors_any, err, errlen);
     }
     }
@@ -469,7 +469,7 @@ int apply_key(const struct key_def *k, void *base, const char *value, const char
     return 0;
 }
 
-bool valid_model_name(const char *s)
+bool conf_valid_model_name(const char *s)
 {
     size_t n = strlen(s);
     if (n == 0 || n > 128)

@@ -304,7 +304,7 @@ static size_t make_candidates(const float *l, float T, float *key, int32_t *idx,
 }
 
 /* Keeps the candidates whose key is <= kstar, in id order; with_w: their
- * weights too, and their sum in *z (sum_w()'s order). few: most go, so a
+ * weights too, and their sum in *z (sampler_sum_w()'s order). few: most go, so a
  * (well predicted) branch beats branch-free copying. */
 static size_t keep_le(struct sampler *s, size_t c, float kstar, bool with_w, bool few, double *z)
 {
@@ -345,7 +345,7 @@ static size_t keep_le(struct sampler *s, size_t c, float kstar, bool with_w, boo
         }
     }
     if (with_w && z)
-        *z = sum_w(w, m);
+        *z = sampler_sum_w(w, m);
     return m;
 }
 
@@ -474,7 +474,7 @@ static bool typical_scores(struct sampler *s, size_t c, float xmax, double z, do
     struct bucket_map bm;
     float top = kmax + xmax + lz;           /* the largest -lp */
     top = top > ent ? top - ent : ent;
-    bool digits = bucket_map(0.0f, top * 1.000001f + 1e-6f, &bm);
+    bool digits = sampler_bucket_map(0.0f, top * 1.000001f + 1e-6f, &bm);
     const v4f vent = v4f_splat(ent);
     const v4i abs_mask = {0x7fffffff, 0x7fffffff, 0x7fffffff, 0x7fffffff};
     for (j = 0; j + 4 <= c; j += 4) {
@@ -595,7 +595,7 @@ static size_t warp(struct sampler *s, const float *l, float mx, float lmin, size
     }
     struct bucket_map bm;
     bool bk_ok = p->top_p < 1.0f && p->top_k == 0 && !few &&
-                 bucket_map(-xmax, -(T != 1.0f ? lmin / T : lmin), &bm);
+                 sampler_bucket_map(-xmax, -(T != 1.0f ? lmin / T : lmin), &bm);
     float kmax;                             /* the largest finite key */
     size_t c = n, n_inf = make_candidates(l, T, s->key, s->idx, n, &kmax, bk_ok ? &bm : NULL, s->bk);
     if (n_inf > 0) {                        /* (then T != 1: the weights come below) */
@@ -608,15 +608,15 @@ static size_t warp(struct sampler *s, const float *l, float mx, float lmin, size
     if (p->top_k > 0 && (size_t)p->top_k < c) {
         float kstar;
         if (p->top_k <= TOPK_SMALL) {
-            kstar = kth_smallest(s->key, c, p->top_k);
+            kstar = sampler_kth_smallest(s->key, c, p->top_k);
         } else {
-            struct cut ct = select_prefix(s, s->key, NULL, NULL, c, (double)p->top_k);
+            struct cut ct = sampler_select_prefix(s, s->key, NULL, NULL, c, (double)p->top_k);
             kstar = ct.all ? INFINITY : ct.kstar;
         }
         c = keep_le(s, c, kstar, w_ok, (size_t)p->top_k < c / 8, &zz);
     }
     if (!w_ok)
-        zz = exp_sum(s->key, -1.0f, xmax, s->w, c, s->avx2);
+        zz = sampler_exp_sum(s->key, -1.0f, xmax, s->w, c, s->avx2);
 
     /* top_p (TopPLogitsWarper): sort ascending, cum = cumsum(softmax); drop
      * where cum <= 1 - top_p (a float32 threshold), keep the largest always.
@@ -638,12 +638,12 @@ static size_t warp(struct sampler *s, const float *l, float mx, float lmin, size
         /* the keys lie in [-xmax, kmax] (fewer after top_k or the prefilter: a wider range is fine) */
         bool digits = false;
         if (c > SMALL_SET && bk_ok) {
-            hist_scatter(s, s->w, c);
+            sampler_hist_scatter(s, s->w, c);
             digits = true;
         } else if (c > SMALL_SET) {
-            digits = digits_hist(s, s->key, s->w, c, -xmax, kmax);
+            digits = sampler_digits_hist(s, s->key, s->w, c, -xmax, kmax);
         }
-        struct cut ct = select_prefix(s, s->key, s->w, digits ? s->bk : NULL, c, target);
+        struct cut ct = sampler_select_prefix(s, s->key, s->w, digits ? s->bk : NULL, c, target);
         if (!ct.all) {
             size_t kept;
             zz = apply_cut(s, c, ct, xmax, &kept, &wx);
@@ -662,8 +662,8 @@ static size_t warp(struct sampler *s, const float *l, float mx, float lmin, size
     if (p->typical_p < 1.0f) {
         bool digits = typical_scores(s, c, xmax, zz, wx, kmax) && c > SMALL_SET;
         if (digits)
-            hist_scatter(s, s->w, c);
-        struct cut ct = select_prefix(s, s->key, s->w, digits ? s->bk : NULL, c, (double)p->typical_p * zz);
+            sampler_hist_scatter(s, s->w, c);
+        struct cut ct = sampler_select_prefix(s, s->key, s->w, digits ? s->bk : NULL, c, (double)p->typical_p * zz);
         if (!ct.all) {
             size_t kept;
             lim = ct.kstar < FLT_MAX ? ct.kstar : FLT_MAX;
@@ -730,7 +730,7 @@ static int run(struct sampler *s, float *l, const int32_t *ctx, size_t n_ctx, st
      * lp = l - mx - log(sum(exp(l - mx))), the sum at least 1. */
     double z1 = 1, logz = 0;
     if (out || !greedy) {
-        z1 = exp_sum(l, 1.0f, mx, s->w, n, s->avx2);
+        z1 = sampler_exp_sum(l, 1.0f, mx, s->w, n, s->avx2);
         logz = log(z1);
     }
 

@@ -14,12 +14,12 @@
 #include <string.h>
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
-#define SAMPLER_AVX2 1          /* exp_sum() has an AVX2 version, chosen at run time */
+#define SAMPLER_AVX2 1          /* sampler_exp_sum() has an AVX2 version, chosen at run time */
 #elif defined(__SSE__)
 #include <xmmintrin.h>
 #endif
 
-/* Mass (or count) selection (select_prefix()) works on histograms of
+/* Mass (or count) selection (sampler_select_prefix()) works on histograms of
  * NBUCKETS buckets: equal parts of the key range first, then the keys' float
  * bits in digits of 11, 11 and 10 bits, each time refining only the bucket
  * where the cut falls; at most SMALL_SET elements left are sorted. top_k up
@@ -51,7 +51,7 @@ struct sampler {
     uint32_t *stamp;
     uint32_t stamp_now;
 
-    bool avx2;                  /* exp_sum() may use AVX2 (same results, faster) */
+    bool avx2;                  /* sampler_exp_sum() may use AVX2 (same results, faster) */
 
     /* Scratch, n entries each: the candidate set as token ids, sort keys and
      * unnormalised weights, plus room for the selection's refinement. */
@@ -60,7 +60,7 @@ struct sampler {
     float *w;
     float *tmpk;
     float *tmpw;
-    int32_t *bk;                /* bucket of each key (digits_hist()) */
+    int32_t *bk;                /* bucket of each key (sampler_digits_hist()) */
     double hist[NBUCKETS + 16]; /* + spare slots where dropped (+inf) keys land, never read */
 };
 
@@ -135,7 +135,7 @@ static inline double sum4(v2d lo, v2d hi)
     return (lo[0] + lo[1]) + (hi[0] + hi[1]);
 }
 
-/* The result of select_prefix(): order the elements by key ascending (ties in
+/* The result of sampler_select_prefix(): order the elements by key ascending (ties in
  * some order among themselves); the cut is after the first position K where
  * the running weight reaches the target. kstar is the key at K, r how many
  * elements with that key are at or before K. all: the target is never reached
@@ -147,7 +147,7 @@ struct cut {
     size_t ties;    /* how many elements have key kstar in all */
 };
 
-/* A first level for select_prefix(): the bucket of a key among NBUCKETS
+/* A first level for sampler_select_prefix(): the bucket of a key among NBUCKETS
  * equal parts of [lo, hi] (keys outside are clamped into the first or last;
  * monotone in the key, each step rounding monotonically), or for a +inf key
  * (dropped already) one of the spare slots past the end, in turn. Equal
@@ -180,35 +180,35 @@ static inline int32_t bucket_of(float k, const struct bucket_map *bm, size_t j)
 /* w[i] = exp(sgn * x[i] - off) for i < n, where every sgn * x[i] - off <= 0
  * (sgn is +1 or -1, so the product is exact); returns the sum of the w[i].
  * The same bits with or without AVX2. */
-double exp_sum(const float *x, float sgn, float off, float *w, size_t n, bool avx2);
+double sampler_exp_sum(const float *x, float sgn, float off, float *w, size_t n, bool avx2);
 
 /* The sum of w[0..n) (in double, four lanes, a fixed order). */
-double sum_w(const float *w, size_t n);
+double sampler_sum_w(const float *w, size_t n);
 
 /* false when [lo, hi] does not make a usable map (empty, or too wide for a float) */
-bool bucket_map(float lo, float hi, struct bucket_map *bm);
+bool sampler_bucket_map(float lo, float hi, struct bucket_map *bm);
 
 /* s->hist = the weights summed by bucket (s->bk[0..c)). */
-void hist_scatter(struct sampler *s, const float *w, size_t c);
+void sampler_hist_scatter(struct sampler *s, const float *w, size_t c);
 
 /* s->bk and s->hist for key[0..c), the keys in [lo, hi]; false (nothing
  * done) when that range makes no map. */
-bool digits_hist(struct sampler *s, const float *key, const float *w, size_t c, float lo, float hi);
+bool sampler_digits_hist(struct sampler *s, const float *key, const float *w, size_t c, float lo, float hi);
 
 /* Finds where the running weight of the elements, in ascending key order,
  * first reaches target (w NULL: every weight is 1, a count). A radix select:
  * a weight histogram over the top 11 bits of the keys picks the bucket that
  * holds the cut, and only that bucket goes on to the next digit (or is
  * sorted once small), so O(n) whatever the keys. bk: a first level done
- * already, the bucket of each key and s->hist their weights (digits_hist()),
+ * already, the bucket of each key and s->hist their weights (sampler_digits_hist()),
  * whose chosen bucket then goes through the radix levels; or NULL. Uses
  * s->tmpk/tmpw and the histogram; key and w are left untouched. */
-struct cut select_prefix(struct sampler *s, const float *key, const float *w, const int32_t *bk, size_t n,
+struct cut sampler_select_prefix(struct sampler *s, const float *key, const float *w, const int32_t *bk, size_t n,
                                 double target);
 
 /* The k-th smallest key (1 <= k <= TOPK_SMALL, k <= n), by insertion into
  * a sorted array; four keys at a time are rejected when none is below the
  * current k-th. */
-float kth_smallest(const float *key, size_t n, int k);
+float sampler_kth_smallest(const float *key, size_t n, int k);
 
 #endif

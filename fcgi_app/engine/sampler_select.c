@@ -20,7 +20,7 @@
 #define EXP_P3 4.1665795894e-2f
 #define EXP_P4 1.6666665459e-1f
 #define EXP_P5 5.0000001201e-1f
-#define EXP_BLOCK 64                /* exp_sum() sums each block in float, then the blocks in double */
+#define EXP_BLOCK 64                /* sampler_exp_sum() sums each block in float, then the blocks in double */
 
 
 /* exp(x) for x <= 0, lane by lane: x = n ln2 + r with |r| <= ln2/2, Cephes
@@ -48,7 +48,7 @@ static inline v4f v4f_exp_neg(v4f x)
     return (v4f)((v4i)y & ~under);
 }
 
-/* One block of exp_sum(): w[k] = exp(sgn * x[k] - off) for k < EXP_BLOCK;
+/* One block of sampler_exp_sum(): w[k] = exp(sgn * x[k] - off) for k < EXP_BLOCK;
  * lane j of the block sum, f[j] = sum of w[8i + j] (float, in order), goes
  * into acc[j % 4] as (double)f[j] + (double)f[j + 4] for j < 4. */
 static void exp_block(const float *x, float sgn, float off, float *w, double acc[4])
@@ -109,7 +109,7 @@ __attribute__((target("avx2"))) static void exp_blocks_avx2(const float *x, floa
 /* w[i] = exp(sgn * x[i] - off) for i < n, where every sgn * x[i] - off <= 0
  * (sgn is +1 or -1, so the product is exact); returns the sum of the w[i].
  * The same bits with or without AVX2. */
-double exp_sum(const float *x, float sgn, float off, float *w, size_t n, bool avx2)
+double sampler_exp_sum(const float *x, float sgn, float off, float *w, size_t n, bool avx2)
 {
     double acc[4] = {0, 0, 0, 0};
     size_t nb = n / EXP_BLOCK, i = nb * EXP_BLOCK;
@@ -136,7 +136,7 @@ double exp_sum(const float *x, float sgn, float off, float *w, size_t n, bool av
 }
 
 /* The sum of w[0..n) (in double, four lanes, a fixed order). */
-double sum_w(const float *w, size_t n)
+double sampler_sum_w(const float *w, size_t n)
 {
     v2d lo = {0, 0}, hi = {0, 0};
     size_t i = 0;
@@ -192,7 +192,7 @@ static void sort_pairs(float *k, float *w, size_t n)
     }
 }
 
-/* The last step of select_prefix(): k[0..n) sorted ascending (or all equal),
+/* The last step of sampler_select_prefix(): k[0..n) sorted ascending (or all equal),
  * acc the weight of everything before them. whole: these are all the
  * elements, so not reaching the target means no cut. */
 static struct cut scan_cut(const float *k, const float *w, size_t n, double acc, double target, bool whole)
@@ -228,7 +228,7 @@ static inline uint32_t key_bits(float k)
 }
 
 /* false when [lo, hi] does not make a usable map (empty, or too wide for a float) */
-bool bucket_map(float lo, float hi, struct bucket_map *bm)
+bool sampler_bucket_map(float lo, float hi, struct bucket_map *bm)
 {
     float range = hi - lo;
     if (!(range > 0) || !isfinite(range) || !isfinite(NBUCKETS / range))
@@ -239,7 +239,7 @@ bool bucket_map(float lo, float hi, struct bucket_map *bm)
 }
 
 /* s->hist = the weights summed by bucket (s->bk[0..c)). */
-void hist_scatter(struct sampler *s, const float *w, size_t c)
+void sampler_hist_scatter(struct sampler *s, const float *w, size_t c)
 {
     const int32_t *bk = s->bk;
     double *hist = s->hist;
@@ -250,10 +250,10 @@ void hist_scatter(struct sampler *s, const float *w, size_t c)
 
 /* s->bk and s->hist for key[0..c), the keys in [lo, hi]; false (nothing
  * done) when that range makes no map. */
-bool digits_hist(struct sampler *s, const float *key, const float *w, size_t c, float lo, float hi)
+bool sampler_digits_hist(struct sampler *s, const float *key, const float *w, size_t c, float lo, float hi)
 {
     struct bucket_map bm;
-    if (!bucket_map(lo, hi, &bm))
+    if (!sampler_bucket_map(lo, hi, &bm))
         return false;
     size_t j = 0;
     for (; j + 4 <= c; j += 4) {
@@ -262,7 +262,7 @@ bool digits_hist(struct sampler *s, const float *key, const float *w, size_t c, 
     }
     for (; j < c; j++)
         s->bk[j] = bucket_of(key[j], &bm, j);
-    hist_scatter(s, w, c);
+    sampler_hist_scatter(s, w, c);
     return true;
 }
 
@@ -271,10 +271,10 @@ bool digits_hist(struct sampler *s, const float *key, const float *w, size_t c, 
  * a weight histogram over the top 11 bits of the keys picks the bucket that
  * holds the cut, and only that bucket goes on to the next digit (or is
  * sorted once small), so O(n) whatever the keys. bk: a first level done
- * already, the bucket of each key and s->hist their weights (digits_hist()),
+ * already, the bucket of each key and s->hist their weights (sampler_digits_hist()),
  * whose chosen bucket then goes through the radix levels; or NULL. Uses
  * s->tmpk/tmpw and the histogram; key and w are left untouched. */
-struct cut select_prefix(struct sampler *s, const float *key, const float *w, const int32_t *bk, size_t n,
+struct cut sampler_select_prefix(struct sampler *s, const float *key, const float *w, const int32_t *bk, size_t n,
                                 double target)
 {
     static const int shift[3] = {21, 10, 0};
@@ -361,7 +361,7 @@ struct cut select_prefix(struct sampler *s, const float *key, const float *w, co
 /* The k-th smallest key (1 <= k <= TOPK_SMALL, k <= n), by insertion into
  * a sorted array; four keys at a time are rejected when none is below the
  * current k-th. */
-float kth_smallest(const float *key, size_t n, int k)
+float sampler_kth_smallest(const float *key, size_t n, int k)
 {
     float best[TOPK_SMALL];
     int cnt = 0;
