@@ -42,8 +42,8 @@ import threading
 
 import pytest
 
-from servers import (BUILDDIR, IS_ROOT, LLMCGI, SRCDIR, TIMEOUT, Apache, Nginx, Stream, WebServer, free_port,
-                     make_tmpdir, remove_tmpdir, request, require, stop_process, wait_for)
+from servers import (BUILDDIR, LLMCGI, SRCDIR, TIMEOUT, Apache, Nginx, Stream, free_port,
+                     make_tmpdir, remove_tmpdir, request, require, stop_process, wait_for, write_nginx_conf)
 
 GEN = BUILDDIR / "tools" / "gen-gpt2"
 TOKENIZER = SRCDIR / "tests" / "fixtures" / "gpt2-tokenizer"
@@ -180,11 +180,9 @@ def _listen_here(site, port):
     return site.replace("listen 80;", f"listen 127.0.0.1:{port};")
 
 
-class ClusterNginx(WebServer):
+class ClusterNginx(Nginx):
     """nginx with the shipped cluster site, its three hosts replaced by ours; an access log
     that says which host served each request."""
-    name = "nginx"
-    stop_signal = signal.SIGQUIT
 
     def __init__(self, port, fail_timeout="2s"):
         self.bin = require("nginx", "nginx")
@@ -198,29 +196,8 @@ class ClusterNginx(WebServer):
         assert "fail_timeout=10s" in site
         site = site.replace("fail_timeout=10s", f"fail_timeout={fail_timeout}")
         (self.dir / "site.conf").write_text(_listen_here(site, self.port))
-        shutil.copy("/etc/nginx/fastcgi_params", self.dir / "fastcgi_params")
-        d = self.dir
-        (d / "nginx.conf").write_text(f"""\
-{"user www-data;" if IS_ROOT else ""}
-worker_processes 1;
-daemon off;
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    log_format scaleout '$http_x_request_id $status "$upstream_addr"';
-    access_log {d}/access.log scaleout;
-    client_body_temp_path {d}/client_body;
-    fastcgi_temp_path {d}/fastcgi;
-    proxy_temp_path {d}/proxy;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
-    include {d}/site.conf;
-}}
-""")
-
-    def command(self):
-        return [self.bin, "-p", str(self.dir), "-c", str(self.dir / "nginx.conf")]
+        write_nginx_conf(self.dir, f"log_format scaleout '$http_x_request_id $status \"$upstream_addr\"';\n"
+                                   f"    access_log {self.dir}/access.log scaleout;")
 
     def failed_under(self, rid):
         return False                # $upstream_addr names every host tried: the killed one is seen
