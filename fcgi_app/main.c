@@ -154,12 +154,29 @@ static bool str_differs(const char *a, const char *b)
     return (a == NULL) != (b == NULL) || (a && strcmp(a, b) != 0);
 }
 
+/* FastCGI has no authentication: a socket other machines can reach is
+ * served only with web_server_addrs set (a list, or "any" on purpose),
+ * wherever the socket came from. Logs why and returns false otherwise. */
+static bool web_servers_ok(const struct config *cfg, const struct listener *lst)
+{
+    if (!listener_exposed(lst) || cfg->n_web_server_addrs || cfg->web_server_addrs_any)
+        return true;
+    log_error("FastCGI on %s can be reached from other machines and FastCGI has no authentication: set "
+              "web_server_addrs in [server] to the web servers' addresses (or to \"any\" when a firewall already "
+              "keeps everyone else out)", lst->desc);
+    return false;
+}
+
 /* SIGHUP: the new file is checked completely before anything changes. */
-static void reload(struct server *srv, const char *file)
+static void reload(struct server *srv, const char *file, const struct listener *lst)
 {
     sysd_notifyf("RELOADING=1\nMONOTONIC_USEC=%llu", (unsigned long long)(util_now_ns() / 1000));
     log_notice("SIGHUP: reloading %s", file);
     struct config *next = load_config(file, true);
+    if (next && !web_servers_ok(next, lst)) {
+        config_unref(next);
+        next = NULL;
+    }
     if (!next) {
         log_error("reload failed: keeping the running configuration");
         sysd_notify("READY=1\nSTATUS=reload failed; running the previous configuration");
@@ -274,6 +291,12 @@ int main(int argc, char **argv)
         config_unref(cfg);
         return 1;
     }
+    if (!web_servers_ok(cfg, &lst)) {
+        listener_close(&lst);
+        proxy_global_cleanup();
+        config_unref(cfg);
+        return 1;
+    }
     if (FCGX_Init() != 0) {
         log_error("FCGX_Init failed");
         listener_close(&lst);
@@ -334,7 +357,7 @@ int main(int argc, char **argv)
             continue;
         }
         if (s == SIGHUP) {
-            reload(&srv, opt.config);
+            reload(&srv, opt.config, &lst);
         } else if (s == SIGUSR1) {
             log_notice("SIGUSR1: reopening log files");
             log_reopen();

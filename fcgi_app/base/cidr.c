@@ -50,7 +50,7 @@ int cidr_parse_list(const char *value, struct cidr **out, size_t *n, char *err, 
         if (slash)
             *slash = '\0';
         if (!cidr_parse_addr(w, &c->family, c->addr)) {
-            snprintf(err, errlen, "trusted_proxies: \"%s\" is not an IPv4 or IPv6 address", w);
+            snprintf(err, errlen, "\"%s\" is not an IPv4 or IPv6 address", w);
             goto bad;
         }
         int maxbits = c->family == AF_INET ? 32 : 128;
@@ -58,7 +58,7 @@ int cidr_parse_list(const char *value, struct cidr **out, size_t *n, char *err, 
         if (slash) {
             long b;
             if (util_parse_long(slash + 1, &b) < 0 || b < 0 || b > maxbits) {
-                snprintf(err, errlen, "trusted_proxies: \"%s/%s\": the prefix length must be 0 to %d", w, slash + 1,
+                snprintf(err, errlen, "\"%s/%s\": the prefix length must be 0 to %d", w, slash + 1,
                          maxbits);
                 goto bad;
             }

@@ -5,7 +5,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-/* An address block of [limits] trusted_proxies. */
+/* An address block of [limits] trusted_proxies or [server] web_server_addrs. */
 struct cidr {
     int family;                     /* AF_INET or AF_INET6 */
     unsigned char addr[16];

@@ -337,6 +337,7 @@ static void pass1_free(struct pass1 *p)
 static const struct key_def server_keys[] = {
     {"listen", K_LISTEN, S(listen), 0, 0, NULL},
     {"listen_backlog", K_LONG, S(listen_backlog), 1, 65535, "1024"},
+    {"web_server_addrs", K_WEB_SERVERS, S(web_server_addrs), 0, 0, NULL},
     {"socket_mode", K_MODE, S(socket_mode), 0, 0777, "0660"},
     {"threads", K_LONG, S(threads), 1, 1024, "96"},
     {"max_body", K_SIZE, S(max_body), 1, 1 << 30, "8M"},
@@ -527,6 +528,7 @@ static void config_free(struct config *c)
     free(c->keys_file);
     auth_keys_free(c->keys);
     free(c->trusted_proxies);
+    free(c->web_server_addrs);
     conf_free_strv(c->cors_origins, c->n_cors_origins);
     free(c->file);
     free(c);
@@ -579,6 +581,8 @@ static void apply_entries(struct config *c, struct pass1 *p, const char *dir, st
             add_error(errs, c->file, e->line, "%s", err);
         else if (strcmp(s->type, "model") == 0 && strcmp(k->name, "path") == 0)
             ((struct config_model *)base)->path_line = e->line;
+        else if (base == c && strcmp(k->name, "listen") == 0)
+            c->listen_line = e->line;
     }
 }
 
@@ -741,6 +745,21 @@ static void check_upstream(const struct config *c, struct config_upstream *u, st
     }
 }
 
+/* FastCGI has no authentication: a TCP listen other machines can reach must
+ * say which web servers may connect (web_server_addrs), or "any" on purpose. */
+static void check_web_servers(const struct config *c, struct config_errors *errs)
+{
+    struct listen_spec sp;
+    char perr[200];
+    if (!c->listen || c->n_web_server_addrs || c->web_server_addrs_any ||
+        listen_parse(c->listen, &sp, perr, sizeof perr) < 0 || sp.kind != LISTEN_TCP || listen_spec_loopback(&sp))
+        return;
+    add_error(errs, c->file, c->listen_line,
+              "listen = %s can be reached from other machines and FastCGI has no authentication: set "
+              "web_server_addrs to the web servers' addresses (or to \"any\" when a firewall already keeps "
+              "everyone else out)", c->listen);
+}
+
 const char *model_task_name(enum model_task t)
 {
     switch (t) {
@@ -849,6 +868,7 @@ int config_load(const char *file, struct config **out, struct config_errors *err
                       m->name);
     }
     check_classifier_defaults(c, errs);
+    check_web_servers(c, errs);
     for (size_t i = 0; i < c->n_upstreams; i++)
         check_upstream(c, &c->upstreams[i], errs);
     if (c->cors_any && c->cors_credentials)

@@ -103,6 +103,10 @@ struct config {
 
     /* [server] */
     char *listen;               /* "unix:/path" or "host:port"; NULL: must be inherited */
+    int listen_line;            /* its line (0: not set) */
+    struct cidr *web_server_addrs;  /* FastCGI over TCP is accepted only from these; owned */
+    size_t n_web_server_addrs;
+    bool web_server_addrs_any;  /* web_server_addrs = any: from every address, said on purpose */
     long listen_backlog;
     unsigned socket_mode;
     long threads;

@@ -29,6 +29,7 @@ enum key_type {
     K_DEVICE,       /* auto, cpu, cuda, cuda:N */
     K_TEMPLATE,     /* a chat template name */
     K_CIDRS,        /* addresses and CIDR blocks */
+    K_WEB_SERVERS,  /* addresses and CIDR blocks, or "any" (web_server_addrs) */
     K_ORIGINS,      /* CORS origins, or "*" */
     K_TASK,         /* a model's task */
     K_FRACTION,     /* a number from 0 to 1 (double) */

@@ -451,8 +451,31 @@ int conf_apply_key(const struct key_def *k, void *base, const char *value, const
         return apply_header(base, value, err, errlen);
     case K_CIDRS: {
         struct config *c = base;
+        char perr[200];
         free(c->trusted_proxies);
-        return cidr_parse_list(value, &c->trusted_proxies, &c->n_trusted_proxies, err, errlen);
+        if (cidr_parse_list(value, &c->trusted_proxies, &c->n_trusted_proxies, perr, sizeof perr) == 0)
+            return 0;
+        snprintf(err, errlen, "%s: %s", k->name, perr);
+        return -1;
+    }
+    case K_WEB_SERVERS: {
+        struct config *c = base;
+        char perr[200];
+        free(c->web_server_addrs);
+        c->web_server_addrs = NULL;
+        c->n_web_server_addrs = 0;
+        c->web_server_addrs_any = strcmp(value, "any") == 0;
+        if (c->web_server_addrs_any)
+            return 0;
+        if (cidr_parse_list(value, &c->web_server_addrs, &c->n_web_server_addrs, perr, sizeof perr) < 0) {
+            snprintf(err, errlen, "%s: %s (or \"any\" to accept every address)", k->name, perr);
+            return -1;
+        }
+        if (c->n_web_server_addrs == 0) {
+            snprintf(err, errlen, "%s: list the web servers' addresses, or write \"any\"", k->name);
+            return -1;
+        }
+        return 0;
     }
     case K_ORIGINS: {
         struct config *c = base;

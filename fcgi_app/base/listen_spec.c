@@ -1,9 +1,13 @@
 /* listen_spec.c -- the `listen` address syntax: unix:/path, host:port, [v6]:port, :port. */
 #include "config.h"
 #include "listen_spec.h"
+#include "cidr.h"
+
+#include <sys/socket.h>
 
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 int listen_parse(const char *s, struct listen_spec *out, char *err, size_t errlen)
 {
@@ -71,4 +75,18 @@ int listen_parse(const char *s, struct listen_spec *out, char *err, size_t errle
     }
     memcpy(out->port, port, pl + 1);
     return 0;
+}
+
+bool listen_spec_loopback(const struct listen_spec *sp)
+{
+    if (sp->kind != LISTEN_TCP || !sp->host[0])
+        return false;
+    if (strcasecmp(sp->host, "localhost") == 0)
+        return true;
+    int family;
+    unsigned char a[16];
+    if (!cidr_parse_addr(sp->host, &family, a))
+        return false;
+    static const unsigned char v6_loopback[16] = {[15] = 1};
+    return family == AF_INET ? a[0] == 127 : memcmp(a, v6_loopback, 16) == 0;
 }

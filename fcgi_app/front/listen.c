@@ -1,7 +1,6 @@
 /* listen.c -- the FastCGI listening socket: from systemd, inherited on fd 0, or created from `listen`. */
 #include "config.h"
 #include "listen.h"
-#include "log.h"
 #include "sysd.h"
 
 #include <arpa/inet.h>
@@ -132,9 +131,6 @@ static int open_tcp(struct listener *l, const struct listen_spec *sp, int backlo
         snprintf(err, errlen, "cannot listen on %s:%s: %s", sp->host[0] ? sp->host : "*", sp->port, strerror(saved));
         return -1;
     }
-    if (!is_loopback(ai->ai_addr))
-        log_warn("FastCGI is listening on non-loopback address %s:%s: anyone who can reach it can "
-                 "send requests; prefer a unix socket or a firewall", sp->host[0] ? sp->host : "*", sp->port);
     freeaddrinfo(res);
     l->fd = fd;
     snprintf(l->desc, sizeof l->desc, "tcp:%s:%s", sp->host[0] ? sp->host : "*", sp->port);
@@ -186,6 +182,15 @@ int listener_open(struct listener *l, const char *cmdline, const char *config_sp
     snprintf(err, errlen, "nowhere to listen: set `listen` in [server], pass --listen, "
              "or start llmcgi with a socket (systemd llmcgi.socket, spawn-fcgi)");
     return -1;
+}
+
+bool listener_exposed(const struct listener *l)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (l->fd < 0 || getsockname(l->fd, (struct sockaddr *)&ss, &sl) < 0)
+        return false;
+    return (ss.ss_family == AF_INET || ss.ss_family == AF_INET6) && !is_loopback((struct sockaddr *)&ss);
 }
 
 void listener_close(struct listener *l)

@@ -26,6 +26,11 @@ struct listener {
 int listener_open(struct listener *l, const char *cmdline, const char *config_spec,
                   int backlog, unsigned mode, char *err, size_t errlen);
 
+/* Is it a TCP socket that other machines can reach (bound to an address
+ * that is not loopback, or to every interface)? Whatever opened it: the
+ * config, --listen, systemd or spawn-fcgi. */
+bool listener_exposed(const struct listener *l);
+
 /* Closes the socket; removes the socket file when we created it and it is
  * still ours (a newer instance may have replaced it). */
 void listener_close(struct listener *l);

@@ -22,6 +22,7 @@
 #include "config.h"
 #include "pool.h"
 #include "auth.h"
+#include "cidr.h"
 #include "conf.h"
 #include "fcgi_head.h"
 #include "log.h"
@@ -33,6 +34,7 @@
 #include "server.h"
 #include "util.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcgiapp.h>
 #include <fcntl.h>
@@ -78,6 +80,8 @@ struct pool {
     bool tcp;                       /* the listening socket is TCP (not unix) */
     size_t fd_cap;
     atomic_llong last_accept_error_ns;  /* rate limit for accept() error messages */
+    atomic_llong last_refusal_ns;       /* and for connections refused by web_server_addrs */
+    atomic_ullong refused;              /* connections refused by web_server_addrs */
     pthread_mutex_t lock;
     int running;                    /* threads not yet exited; guarded by lock */
     /* the head watchdog */
@@ -327,11 +331,41 @@ static void rearm_listener(struct pool *p)
 
 enum { NEXT_STOP = -1, NEXT_AGAIN = -2 };
 
+/* Is a TCP peer one of the live config's web_server_addrs (every peer is,
+ * when the list is empty: unset, or "any")? A refused one is counted and
+ * logged, at most once a second. FastCGI has no authentication of its own. */
+static bool web_server_allowed(struct pool *p, const struct sockaddr_storage *peer)
+{
+    struct config *cfg = server_config_acquire(p->srv);
+    char addr[INET6_ADDRSTRLEN] = "";
+    bool ok = cfg->n_web_server_addrs == 0;
+    if (!ok) {
+        const void *a = peer->ss_family == AF_INET ? (const void *)&((const struct sockaddr_in *)peer)->sin_addr
+                      : peer->ss_family == AF_INET6 ? (const void *)&((const struct sockaddr_in6 *)peer)->sin6_addr
+                      : NULL;
+        ok = a && inet_ntop(peer->ss_family, a, addr, sizeof addr) &&
+             cidr_list_contains(cfg->web_server_addrs, cfg->n_web_server_addrs, addr);
+    }
+    config_unref(cfg);
+    if (ok)
+        return true;
+    unsigned long long n = atomic_fetch_add(&p->refused, 1) + 1;
+    int64_t now = util_now_ns();
+    if (now - atomic_exchange(&p->last_refusal_ns, now) > 1000000000LL)
+        log_warn("refused a FastCGI connection from %s: not in web_server_addrs (%llu refused since start)",
+                 addr[0] ? addr : "an unknown address", n);
+    return false;
+}
+
 /* A new connection ready to serve: accepted from the listening socket and
  * readable. NEXT_AGAIN when none is waiting (or it was parked). */
 static int accept_one(struct pool *p)
 {
-    int fd = accept4(p->listen_fd, NULL, NULL, SOCK_CLOEXEC);   /* blocking, as libfcgi reads it */
+    struct sockaddr_storage peer;
+    socklen_t peer_len = sizeof peer;
+    memset(&peer, 0, sizeof peer);
+    /* blocking, as libfcgi reads it */
+    int fd = accept4(p->listen_fd, (struct sockaddr *)&peer, &peer_len, SOCK_CLOEXEC);
     if (fd < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ECONNABORTED)
             return NEXT_AGAIN;
@@ -340,6 +374,10 @@ static int accept_one(struct pool *p)
         if (now - atomic_exchange(&p->last_accept_error_ns, now) > 1000000000LL)
             log_error("accepting a FastCGI connection failed: %s", strerror(errno));
         poll(NULL, 0, 100);
+        return NEXT_AGAIN;
+    }
+    if (p->tcp && !web_server_allowed(p, &peer)) {
+        close(fd);
         return NEXT_AGAIN;
     }
     atomic_fetch_add(&p->srv->connections, 1);

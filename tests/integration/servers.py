@@ -306,9 +306,16 @@ class Nginx(WebServer):
         # read: a checkout under /root) instead of their installed place
         site = re.sub(r"/\S*/llmcgi/www/", f"{_site_files(self.dir, 'www')}/", site)
         (self.dir / "site.conf").write_text(site)
-        shutil.copy("/etc/nginx/fastcgi_params", self.dir / "fastcgi_params")
-        d = self.dir
-        (d / "nginx.conf").write_text(f"""\
+        write_nginx_conf(self.dir)
+
+    def command(self):
+        return [self.bin, "-p", str(self.dir), "-c", str(self.dir / "nginx.conf")]
+
+
+def write_nginx_conf(d, access_log="access_log off;"):
+    """nginx.conf in d for a site in d/site.conf (fastcgi_params copied beside it)."""
+    shutil.copy("/etc/nginx/fastcgi_params", d / "fastcgi_params")
+    (d / "nginx.conf").write_text(f"""\
 {"user www-data;" if IS_ROOT else ""}
 worker_processes 1;
 daemon off;
@@ -316,7 +323,7 @@ pid {d}/nginx.pid;
 error_log {d}/error.log warn;
 events {{ worker_connections 1024; }}
 http {{
-    access_log off;
+    {access_log}
     client_body_temp_path {d}/client_body;
     fastcgi_temp_path {d}/fastcgi;
     proxy_temp_path {d}/proxy;
@@ -325,9 +332,6 @@ http {{
     include {d}/site.conf;
 }}
 """)
-
-    def command(self):
-        return [self.bin, "-p", str(self.dir), "-c", str(self.dir / "nginx.conf")]
 
 
 APACHE_MODULES = ["mpm_event", "authz_core", "unixd", "proxy", "proxy_fcgi", "rewrite", "headers",

@@ -1,5 +1,6 @@
 /* test_config.c -- the config file: defaults, every key type, and file:line errors for bad input. */
 #include "config.h"
+#include "cidr.h"
 #include "conf.h"
 #include "router.h"
 #include "tap.h"
@@ -478,6 +479,51 @@ static void test_check_paths(void)
     unlink(file);
 }
 
+/* web_server_addrs: who may connect over TCP; a TCP listen other machines can reach needs it. */
+static void test_web_servers(void)
+{
+    char err[4096];
+    struct config *c = load("[server]\nlisten = 10.0.0.5:9000\nweb_server_addrs = 10.0.0.1 10.0.1.0/24, fd00::/8\n",
+                            err, sizeof err);
+    ok(c && c->n_web_server_addrs == 3 && !c->web_server_addrs_any, "web_server_addrs: addresses and CIDR blocks");
+    if (c)
+        ok(cidr_list_contains(c->web_server_addrs, c->n_web_server_addrs, "10.0.1.77") &&
+               cidr_list_contains(c->web_server_addrs, c->n_web_server_addrs, "10.0.0.1") &&
+               !cidr_list_contains(c->web_server_addrs, c->n_web_server_addrs, "10.0.0.2"),
+           "  the blocks are the ones written");
+    config_unref(c);
+    c = load("[server]\nlisten = :9000\nweb_server_addrs = any\n", err, sizeof err);
+    ok(c && c->web_server_addrs_any && c->n_web_server_addrs == 0, "web_server_addrs = any, said on purpose");
+    config_unref(c);
+    c = load("[server]\nlisten = 127.0.0.2:9000\n", err, sizeof err);
+    ok(c && !c->web_server_addrs_any && c->n_web_server_addrs == 0, "a loopback TCP listen needs no list");
+    config_unref(c);
+    const char *local[] = {"[::1]:9000", "localhost:9000", "unix:/run/x.sock"};
+    for (size_t i = 0; i < sizeof local / sizeof *local; i++) {
+        char text[200];
+        snprintf(text, sizeof text, "[server]\nlisten = %s\n", local[i]);
+        c = load(text, err, sizeof err);
+        ok(c != NULL, "listen = %s needs no web_server_addrs: %s", local[i], err);
+        config_unref(c);
+    }
+    const char *exposed[] = {":9000", "*:9000", "0.0.0.0:9000", "[::]:9000", "10.0.0.5:9000", "llm1.example:9000"};
+    for (size_t i = 0; i < sizeof exposed / sizeof *exposed; i++) {
+        char text[200];
+        snprintf(text, sizeof text, "[server]\nthreads = 4\nlisten = %s\n", exposed[i]);
+        refused_at(text, 3, "can be reached from other machines and FastCGI has no authentication: set "
+                   "web_server_addrs", exposed[i]);
+    }
+    refused_at("[server]\nlisten = 10.0.0.5:9000\nweb_server_addrs = 10.0.0.300\n", 3,
+               "web_server_addrs: \"10.0.0.300\" is not an IPv4 or IPv6 address (or \"any\"",
+               "a bad address in web_server_addrs");
+    refused_at("[server]\nweb_server_addrs = 10.0.0.0/40\n", 2,
+               "web_server_addrs: \"10.0.0.0/40\": the prefix length must be 0 to 32", "a prefix too long");
+    refused_at("[server]\nweb_server_addrs = ,\n", 2, "web_server_addrs: list the web servers' addresses",
+               "an empty list");
+    refused_at("[limits]\ntrusted_proxies = nope\n", 2, "trusted_proxies: \"nope\" is not an IPv4",
+               "trusted_proxies still names itself in its errors");
+}
+
 int main(void)
 {
     char err[4096], want[512];
@@ -645,6 +691,7 @@ int main(void)
     config_errors_free(&errs);
 
     test_upstreams();
+    test_web_servers();
     test_models();
     test_check_paths();
 
