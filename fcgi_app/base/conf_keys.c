@@ -80,7 +80,7 @@ out:
 }
 
 /* Splits `value` at spaces and commas into a new NULL-terminated array of
- * copies (caller frees with free_strv). NULL when out of memory. */
+ * copies (caller frees with conf_free_strv). NULL when out of memory. */
 static char **split_words(const char *value, size_t *n)
 {
     char **v = calloc(strlen(value) / 2 + 2, sizeof *v);
