@@ -29,7 +29,7 @@ static const char *pick_model(struct req *r, json_object *body, char *buf, size_
         snprintf(buf, len, "%s", json_object_get_string(v));
         return buf;
     }
-    return r->cfg->default_model;
+    return config_default_model(r->cfg);
 }
 
 static struct lmodel *model_for(struct req *r, json_object *body)
@@ -39,7 +39,7 @@ static struct lmodel *model_for(struct req *r, json_object *body)
     struct lcall lc = {.r = r, .model = name};
     if (!name) {
         resp_error(r, r->dialect == DIALECT_OPENAI ? 400 : 422,
-                   "name a model (?model=NAME); this server has no default_model");
+                   "name a model (?model=NAME); this server serves several models and has no default_model");
         return NULL;
     }
     if (auth_check_model(r, name) != FRONT_OK)
