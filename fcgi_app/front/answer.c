@@ -12,6 +12,12 @@ static json_object *nullable_str(const char *s)
     return s ? json_object_new_string(s) : NULL;
 }
 
+/* Adds the string member k of len bytes (NUL included: JSON's \u0000) to o; NULL s as "". */
+static void add_text(json_object *o, const char *k, const char *s, size_t len)
+{
+    json_object_object_add(o, k, json_object_new_string_len(s ? s : "", s ? (int)len : 0));
+}
+
 void answer_fingerprint(char *buf, size_t len, const char *backend)
 {
     snprintf(buf, len, "fp_llmcgi_%s_%s", PACKAGE_VERSION, backend ? backend : "");
@@ -94,14 +100,14 @@ json_object *answer_openai(const struct answer_meta *m, struct answer_choice *ch
                     json_object_object_add(msg, "content", NULL);
                     json_object_object_add(msg, "tool_calls", c->tool_calls);
                 } else {
-                    json_add_str(msg, "content", c->text);
+                    add_text(msg, "content", c->text, c->text_len);
                 }
             } else {
                 json_object_put(c->tool_calls);
             }
             json_object_object_add(e, "message", msg);
         } else {
-            json_add_str(e, "text", c->text);
+            add_text(e, "text", c->text, c->text_len);
             json_object_put(c->tool_calls);
         }
         json_object_object_add(e, "logprobs", c->logprobs);
@@ -118,7 +124,7 @@ json_object *answer_openai(const struct answer_meta *m, struct answer_choice *ch
     return o;
 }
 
-json_object *answer_delta(const char *role, const char *content, json_object *tool_calls)
+json_object *answer_delta(const char *role, const char *content, size_t content_len, json_object *tool_calls)
 {
     json_object *d = json_object_new_object();
     if (!d) {
@@ -128,14 +134,14 @@ json_object *answer_delta(const char *role, const char *content, json_object *to
     if (role)
         json_add_str(d, "role", role);
     if (content)
-        json_add_str(d, "content", content);
+        add_text(d, "content", content, content_len);
     if (tool_calls)
         json_object_object_add(d, "tool_calls", tool_calls);
     return d;
 }
 
 json_object *answer_chunk(const struct answer_meta *m, int index, json_object *content, const char *text,
-                          json_object *logprobs, enum finish f, bool tool_calls)
+                          size_t text_len, json_object *logprobs, enum finish f, bool tool_calls)
 {
     bool chat = m->kind == CK_CHAT;
     json_object *o = head(m, true), *choices = json_object_new_array(), *c = json_object_new_object();
@@ -150,8 +156,10 @@ json_object *answer_chunk(const struct answer_meta *m, int index, json_object *c
     json_object_object_add(c, "index", json_object_new_int(index));
     if (chat)
         json_object_object_add(c, "delta", content ? content : json_object_new_object());
+    else if (content)
+        json_object_object_add(c, "text", content);
     else
-        json_object_object_add(c, "text", content ? content : json_object_new_string(text ? text : ""));
+        add_text(c, "text", text, text_len);
     json_object_object_add(c, "logprobs", logprobs);
     json_object_object_add(c, "finish_reason", nullable_str(finish_word(f, tool_calls)));
     json_object_array_add(choices, c);
@@ -196,7 +204,8 @@ json_object *answer_tgi_details(const struct answer_tgi_details *d)
     return o;
 }
 
-json_object *answer_tgi_token(long id, const char *text, bool has_logprob, double logprob, bool special)
+json_object *answer_tgi_token(long id, const char *text, size_t text_len, bool has_logprob, double logprob,
+                              bool special)
 {
     json_object *o = json_object_new_object();
     if (!o)
@@ -205,14 +214,14 @@ json_object *answer_tgi_token(long id, const char *text, bool has_logprob, doubl
                       : isfinite(logprob)              ? json_object_new_double(logprob)
                                                        : json_object_new_double(-9999.0);
     json_object_object_add(o, "id", json_object_new_int64(id));
-    json_add_str(o, "text", text);
+    add_text(o, "text", text, text_len);
     json_object_object_add(o, "logprob", lp);
     json_object_object_add(o, "special", json_object_new_boolean(special));
     return o;
 }
 
 json_object *answer_tgi_event(long index, json_object *token, bool with_top, json_object *top_tokens,
-                              const char *final_text, json_object *details)
+                              const char *final_text, size_t final_len, json_object *details)
 {
     json_object *o = json_object_new_object();
     if (!o) {
@@ -228,7 +237,7 @@ json_object *answer_tgi_event(long index, json_object *token, bool with_top, jso
     else
         json_object_put(top_tokens);
     if (final_text) {
-        json_add_str(o, "generated_text", final_text);
+        add_text(o, "generated_text", final_text, final_len);
         json_object_object_add(o, "details", details);
     } else {
         json_object_put(details);
@@ -238,7 +247,8 @@ json_object *answer_tgi_event(long index, json_object *token, bool with_top, jso
     return o;
 }
 
-json_object *answer_tgi(const struct answer_meta *m, const char *text, json_object *details, bool compat_list)
+json_object *answer_tgi(const struct answer_meta *m, const char *text, size_t text_len, json_object *details,
+                       bool compat_list)
 {
     if (m->kind != CK_TGI && m->kind != CK_LEGACY) {
         json_object_put(details);
@@ -249,7 +259,7 @@ json_object *answer_tgi(const struct answer_meta *m, const char *text, json_obje
         json_object_put(details);
         return NULL;
     }
-    json_add_str(o, "generated_text", text);
+    add_text(o, "generated_text", text, text_len);
     if (m->kind == CK_LEGACY) {
         json_object_put(details);
         json_add_str(o, "model_id", m->model);
