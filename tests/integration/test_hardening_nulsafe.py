@@ -8,7 +8,8 @@
   default_model the answer stays the clear 422.
 * NUL in strings: a prompt, message content and stop sequences carry
   \\u0000 through parsing, tokenization (byte 0 is GPT-2 token 188), stop
-  sequences and the answer (written back as \\u0000); a model name, which
+  sequences and the answer (written back as \\u0000), locally and through
+  the gateway (a TGI stand-in upstream); a model name, which
   is an identifier, is refused with a clear error; no log line and no
   response header carries a raw NUL byte.
 """
@@ -101,6 +102,7 @@ def one_upstream():
     """No local model, one upstream serving one model, no default_model."""
     up = Standin("tgi", model_ids=["remote-x"]).start()
     s = Site(f"[upstream tgi]\ntype = tgi\nurl = {up.url}\nmodels = remote-x\nhealth_interval = 200ms\n")
+    s.up = up
     yield s
     report = s.close()
     up.stop()
@@ -273,3 +275,33 @@ def test_no_raw_nul_in_logs_or_headers(one_local):
     for log in ("error.log", "access.log"):
         data = (one_local.dir / log).read_bytes()
         assert data and b"\0" not in data, log
+
+
+def test_nul_through_the_gateway(one_upstream):
+    """OpenAI completions translated to a TGI upstream: the prompt and the stop sequence reach it with their
+    NULs, and a NUL in what it generates reaches the client, whole and streamed. (TGI itself is a stand-in:
+    no real one runs here.)"""
+    openai = require_module("openai", "openai")
+    up = one_upstream.up
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{one_upstream.port}/v1", api_key="x", max_retries=0,
+                           timeout=CLIENT_TIMEOUT)
+    try:
+        up.clear_requests()
+        r = client.completions.create(model="remote-x", prompt="a\0b", max_tokens=3, stop=["\0z"])
+        assert r.choices[0].text == " alpha beta gamma"
+        sent = [q["json"] for q in up.requests if q["path"] == "/generate"][-1]
+        assert sent["inputs"] == "a\0b" and sent["parameters"]["stop"] == ["\0z"], sent
+        up.set_fault("body", body={"generated_text": "x\0y", "details": {"finish_reason": "length",
+                                                                          "generated_tokens": 3}})
+        r = client.completions.create(model="remote-x", prompt="a", max_tokens=3)
+        assert r.choices[0].text == "x\0y", r.choices[0].text
+        r = one_upstream.post("/generate", {"inputs": "p\0", "parameters": {"max_new_tokens": 3}})
+        assert r.status == 200 and r.json()["generated_text"] == "x\0y", r.body
+        tok = {"id": 188, "text": "\0", "logprob": -0.1, "special": False}
+        up.set_fault("body", events=[{"index": 1, "token": tok, "generated_text": None, "details": None},
+                                     {"index": 2, "token": dict(tok, text="z"), "generated_text": "\0z",
+                                      "details": {"finish_reason": "length", "generated_tokens": 2}}])
+        chunks = list(client.completions.create(model="remote-x", prompt="a", max_tokens=2, stream=True))
+        assert "".join(c.choices[0].text for c in chunks if c.choices) == "\0z"
+    finally:
+        up.set_fault("ok")
