@@ -1,6 +1,7 @@
 /* dialect.c -- translation between the APIs clients speak and the APIs upstreams speak. */
 #include "config.h"
 #include "dialect.h"
+#include "json_obj.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -337,12 +338,6 @@ static void add_str(json_object *o, const char *k, const char *v)
     json_object_object_add(o, k, json_object_new_string(v));
 }
 
-/* The prompt as the string member k of o (it may hold NUL). */
-static void add_prompt(json_object *o, const char *k, const struct gen *g)
-{
-    json_object_object_add(o, k, json_object_new_string_len(g->prompt ? g->prompt : "", (int)g->prompt_len));
-}
-
 /* Also when do_sample is false: the text-generation client always sends it. */
 bool dialect_tgi_samples(const struct gen *g)
 {
@@ -439,7 +434,7 @@ static json_object *to_tgi(enum client_kind k, const struct gen *g, char *err, s
         json_object_put(p);
         return NULL;
     }
-    add_prompt(o, "inputs", g);
+    json_add_strn(o, "inputs", g->prompt, g->prompt_len);    /* it may hold NUL */
     bool sample;
     if (k == CK_COMPLETION)                     /* OpenAI: temperature 0 is greedy, the default is 1 */
         sample = !(g->has_temperature && g->temperature == 0);
@@ -480,11 +475,11 @@ static json_object *to_openai(enum client_kind k, enum upstream_call c, const st
     if (c == UK_CHAT) {
         json_object *msgs = json_object_new_array(), *m = json_object_new_object();
         add_str(m, "role", "user");
-        add_prompt(m, "content", g);
+        json_add_strn(m, "content", g->prompt, g->prompt_len);
         json_object_array_add(msgs, m);
         json_object_object_add(o, "messages", msgs);
     } else {
-        add_prompt(o, "prompt", g);
+        json_add_strn(o, "prompt", g->prompt, g->prompt_len);
     }
     /* TGI's classic default is 20 new tokens; OpenAI servers would take
      * their own (transformers serve: 1024, past a small model's context). */

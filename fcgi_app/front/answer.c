@@ -12,12 +12,6 @@ static json_object *nullable_str(const char *s)
     return s ? json_object_new_string(s) : NULL;
 }
 
-/* Adds the string member k of len bytes (NUL included: JSON's \u0000) to o; NULL s as "". */
-static void add_text(json_object *o, const char *k, const char *s, size_t len)
-{
-    json_object_object_add(o, k, json_object_new_string_len(s ? s : "", s ? (int)len : 0));
-}
-
 void answer_fingerprint(char *buf, size_t len, const char *backend)
 {
     snprintf(buf, len, "fp_llmcgi_%s_%s", PACKAGE_VERSION, backend ? backend : "");
@@ -100,14 +94,14 @@ json_object *answer_openai(const struct answer_meta *m, struct answer_choice *ch
                     json_object_object_add(msg, "content", NULL);
                     json_object_object_add(msg, "tool_calls", c->tool_calls);
                 } else {
-                    add_text(msg, "content", c->text, c->text_len);
+                    json_add_strn(msg, "content", c->text, c->text_len);
                 }
             } else {
                 json_object_put(c->tool_calls);
             }
             json_object_object_add(e, "message", msg);
         } else {
-            add_text(e, "text", c->text, c->text_len);
+            json_add_strn(e, "text", c->text, c->text_len);
             json_object_put(c->tool_calls);
         }
         json_object_object_add(e, "logprobs", c->logprobs);
@@ -134,7 +128,7 @@ json_object *answer_delta(const char *role, const char *content, size_t content_
     if (role)
         json_add_str(d, "role", role);
     if (content)
-        add_text(d, "content", content, content_len);
+        json_add_strn(d, "content", content, content_len);
     if (tool_calls)
         json_object_object_add(d, "tool_calls", tool_calls);
     return d;
@@ -159,7 +153,7 @@ json_object *answer_chunk(const struct answer_meta *m, int index, json_object *c
     else if (content)
         json_object_object_add(c, "text", content);
     else
-        add_text(c, "text", text, text_len);
+        json_add_strn(c, "text", text, text_len);
     json_object_object_add(c, "logprobs", logprobs);
     json_object_object_add(c, "finish_reason", nullable_str(finish_word(f, tool_calls)));
     json_object_array_add(choices, c);
@@ -214,7 +208,7 @@ json_object *answer_tgi_token(long id, const char *text, size_t text_len, bool h
                       : isfinite(logprob)              ? json_object_new_double(logprob)
                                                        : json_object_new_double(-9999.0);
     json_object_object_add(o, "id", json_object_new_int64(id));
-    add_text(o, "text", text, text_len);
+    json_add_strn(o, "text", text, text_len);
     json_object_object_add(o, "logprob", lp);
     json_object_object_add(o, "special", json_object_new_boolean(special));
     return o;
@@ -237,7 +231,7 @@ json_object *answer_tgi_event(long index, json_object *token, bool with_top, jso
     else
         json_object_put(top_tokens);
     if (final_text) {
-        add_text(o, "generated_text", final_text, final_len);
+        json_add_strn(o, "generated_text", final_text, final_len);
         json_object_object_add(o, "details", details);
     } else {
         json_object_put(details);
@@ -259,7 +253,7 @@ json_object *answer_tgi(const struct answer_meta *m, const char *text, size_t te
         json_object_put(details);
         return NULL;
     }
-    add_text(o, "generated_text", text, text_len);
+    json_add_strn(o, "generated_text", text, text_len);
     if (m->kind == CK_LEGACY) {
         json_object_put(details);
         json_add_str(o, "model_id", m->model);

@@ -25,12 +25,6 @@ char *lcall_token_text(const struct tokenizer *t, int32_t id, size_t *len)
     return s;
 }
 
-/* Adds the string member k of len bytes (it may hold NUL) to o. */
-static void add_text(json_object *o, const char *k, const char *s, size_t len)
-{
-    json_object_object_add(o, k, json_object_new_string_len(s ? s : "", s ? (int)len : 0));
-}
-
 static json_object *token_bytes(const struct tokenizer *t, int32_t id)
 {
     json_object *a = json_object_new_array();
@@ -97,7 +91,7 @@ static json_object *chat_logprob(const struct lcall *lc, const struct tokrec *t)
     json_object *o = json_object_new_object(), *top = json_object_new_array();
     size_t sl;
     char *s = lcall_token_text(lc->tok, t->id, &sl);
-    add_text(o, "token", s, sl);
+    json_add_strn(o, "token", s, sl);
     free(s);
     json_object_object_add(o, "logprob", lp_value(t->logprob));
     json_object_object_add(o, "bytes", token_bytes(lc->tok, t->id));
@@ -105,7 +99,7 @@ static json_object *chat_logprob(const struct lcall *lc, const struct tokrec *t)
         json_object *e = json_object_new_object();
         size_t tl;
         char *ts = lcall_token_text(lc->tok, t->top[i].id, &tl);
-        add_text(e, "token", ts, tl);
+        json_add_strn(e, "token", ts, tl);
         free(ts);
         json_object_object_add(e, "logprob", lp_value(t->top[i].logprob));
         json_object_object_add(e, "bytes", token_bytes(lc->tok, t->top[i].id));

@@ -123,7 +123,7 @@ int route_tokenize(struct req *r)
             char *s = lcall_token_text(m->tok, ids[i], &sl);
             size_t stop = at + bl > len ? len : at + bl;
             json_object_object_add(t, "id", json_object_new_int(ids[i]));
-            json_object_object_add(t, "text", json_object_new_string_len(s, (int)sl));   /* "\u0000" for byte 0 */
+            json_add_strn(t, "text", s, sl);       /* "\u0000" for byte 0 */
             json_object_object_add(t, "start", json_object_new_int64((int64_t)at));
             json_object_object_add(t, "stop", json_object_new_int64((int64_t)stop));
             free(s);
