@@ -1,6 +1,7 @@
 /* dialect.c -- translation between the APIs clients speak and the APIs upstreams speak. */
 #include "config.h"
 #include "dialect.h"
+#include "json_obj.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -221,7 +222,8 @@ static int read_tgi_parameters(json_object *p, struct gen *g, char *err, size_t 
     return 0;
 }
 
-static int read_string(json_object *b, const char *key, const char **out, bool required, char *err, size_t errlen)
+static int read_string(json_object *b, const char *key, const char **out, size_t *len, bool required, char *err,
+                       size_t errlen)
 {
     json_object *v = get(b, key);
     if (!v) {
@@ -234,6 +236,7 @@ static int read_string(json_object *b, const char *key, const char **out, bool r
         return -1;
     }
     *out = json_object_get_string(v);
+    *len = (size_t)json_object_get_string_len(v);
     return 0;
 }
 
@@ -288,9 +291,11 @@ int dialect_read_request(enum client_kind k, json_object *b, struct gen *g, char
         }
         if (json_object_is_type(v, json_type_string)) {
             g->prompt = json_object_get_string(v);
+            g->prompt_len = (size_t)json_object_get_string_len(v);
         } else if (json_object_is_type(v, json_type_array) && json_object_array_length(v) == 1 &&
                    json_object_is_type(json_object_array_get_idx(v, 0), json_type_string)) {
             g->prompt = json_object_get_string(json_object_array_get_idx(v, 0));
+            g->prompt_len = (size_t)json_object_get_string_len(json_object_array_get_idx(v, 0));
         } else if (!json_object_is_type(v, json_type_array)) {
             snprintf(err, errlen, "`prompt` must be a string or a list");
             return -1;
@@ -302,13 +307,13 @@ int dialect_read_request(enum client_kind k, json_object *b, struct gen *g, char
             return -1;
         return 0;
     case CK_TGI:
-        if (read_string(b, "inputs", &g->prompt, true, err, errlen) < 0)
+        if (read_string(b, "inputs", &g->prompt, &g->prompt_len, true, err, errlen) < 0)
             return -1;
         if (read_bool(b, "stream", NULL, &g->stream, err, errlen) < 0)
             return -1;
         return read_tgi_parameters(get(b, "parameters"), g, err, errlen);
     case CK_LEGACY: {
-        if (read_string(b, "prompt", &g->prompt, true, err, errlen) < 0)
+        if (read_string(b, "prompt", &g->prompt, &g->prompt_len, true, err, errlen) < 0)
             return -1;
         if (read_long(b, "max_new_tokens", &g->max_tokens, NULL, 1, 1 << 30, err, errlen) < 0)
             return -1;
@@ -429,7 +434,7 @@ static json_object *to_tgi(enum client_kind k, const struct gen *g, char *err, s
         json_object_put(p);
         return NULL;
     }
-    add_str(o, "inputs", g->prompt);
+    json_add_strn(o, "inputs", g->prompt, g->prompt_len);    /* it may hold NUL */
     bool sample;
     if (k == CK_COMPLETION)                     /* OpenAI: temperature 0 is greedy, the default is 1 */
         sample = !(g->has_temperature && g->temperature == 0);
@@ -470,11 +475,11 @@ static json_object *to_openai(enum client_kind k, enum upstream_call c, const st
     if (c == UK_CHAT) {
         json_object *msgs = json_object_new_array(), *m = json_object_new_object();
         add_str(m, "role", "user");
-        add_str(m, "content", g->prompt);
+        json_add_strn(m, "content", g->prompt, g->prompt_len);
         json_object_array_add(msgs, m);
         json_object_object_add(o, "messages", msgs);
     } else {
-        add_str(o, "prompt", g->prompt);
+        json_add_strn(o, "prompt", g->prompt, g->prompt_len);
     }
     /* TGI's classic default is 20 new tokens; OpenAI servers would take
      * their own (transformers serve: 1024, past a small model's context). */
@@ -550,6 +555,14 @@ static enum finish finish_from(const char *s)
 static const char *str_of(json_object *v)
 {
     return v && json_object_is_type(v, json_type_string) ? json_object_get_string(v) : NULL;
+}
+
+/* str_of, and its length into *len (0 when NULL): generated text may hold NUL. */
+static const char *text_of(json_object *v, size_t *len)
+{
+    const char *s = str_of(v);
+    *len = s ? (size_t)json_object_get_string_len(v) : 0;
+    return s;
 }
 
 /* ---------------------------------------------------- checking upstream answers
@@ -802,7 +815,7 @@ int dialect_read_result(enum upstream_call c, json_object *a, struct gen_result 
 {
     memset(res, 0, sizeof *res);
     res->prompt_tokens = res->completion_tokens = -1;
-    const char *text = NULL;
+    json_object *text = NULL;
     if (c == UK_TGI && a && json_object_is_type(a, json_type_array) && json_object_array_length(a) == 1)
         a = json_object_array_get_idx(a, 0);
     if (!a || !json_object_is_type(a, json_type_object)) {
@@ -812,7 +825,7 @@ int dialect_read_result(enum upstream_call c, json_object *a, struct gen_result 
     if (c == UK_TGI) {
         if (check_tgi(false, a, err, errlen) < 0)
             return -1;
-        text = json_object_get_string(get(a, "generated_text"));
+        text = get(a, "generated_text");
         json_object *d = get(a, "details");
         if (d) {
             res->finish = finish_from(str_of(get(d, "finish_reason")));
@@ -829,18 +842,22 @@ int dialect_read_result(enum upstream_call c, json_object *a, struct gen_result 
             return -1;
         json_object *ch = first_choice(a);
         if (c == UK_CHAT) {
-            json_object *content = get(get(ch, "message"), "content");
-            text = content ? json_object_get_string(content) : "";
+            text = get(get(ch, "message"), "content");
         } else {
-            text = json_object_get_string(get(ch, "text"));
+            text = get(ch, "text");
         }
         res->finish = finish_from(str_of(get(ch, "finish_reason")));
         read_usage(a, &res->prompt_tokens, &res->completion_tokens);
     }
-    if (!(res->text = strdup(text))) {
+    size_t n = 0;
+    const char *s = text_of(text, &n);
+    if (!(res->text = malloc(n + 1))) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
+    memcpy(res->text, s ? s : "", n);
+    res->text[n] = '\0';
+    res->text_len = n;
     return 0;
 }
 
@@ -875,7 +892,7 @@ int dialect_read_delta(enum upstream_call c, json_object *e, struct gen_delta *d
         if (check_tgi(true, e, d->bad, sizeof d->bad) < 0)
             return -1;
         json_object *tok = get(e, "token"), *det = get(e, "details");
-        d->text = str_of(get(tok, "text"));
+        d->text = text_of(get(tok, "text"), &d->text_len);
         json_object *id = get(tok, "id"), *lp = get(tok, "logprob"), *sp = get(tok, "special");
         if (id)
             d->token_id = (long)json_object_get_int64(id);
@@ -907,9 +924,9 @@ int dialect_read_delta(enum upstream_call c, json_object *e, struct gen_delta *d
         return 0;                       /* the usage chunk has no choices */
     if (c == UK_CHAT) {
         json_object *delta = get(ch, "delta");
-        d->text = delta ? str_of(get(delta, "content")) : NULL;
+        d->text = delta ? text_of(get(delta, "content"), &d->text_len) : NULL;
     } else {
-        d->text = str_of(get(ch, "text"));
+        d->text = text_of(get(ch, "text"), &d->text_len);
     }
     d->finish = finish_from(str_of(get(ch, "finish_reason")));
     return 0;

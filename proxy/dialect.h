@@ -44,6 +44,7 @@ bool dialect_same(enum client_kind k, enum upstream_call c);
  * the client's JSON body, which must outlive it. */
 struct gen {
     const char *prompt;         /* completions, TGI, legacy */
+    size_t prompt_len;          /* its bytes (a JSON string may hold \u0000) */
     json_object *messages;      /* chat */
     bool stream;
     long max_tokens;            /* -1 = not given */
@@ -88,6 +89,7 @@ json_object *dialect_upstream_request(enum client_kind k, enum upstream_call c, 
 /* A whole answer, read from the upstream. */
 struct gen_result {
     char *text;                 /* owned */
+    size_t text_len;            /* its bytes (generated text may hold NUL) */
     enum finish finish;
     long prompt_tokens, completion_tokens;      /* -1 = not known */
     bool has_seed;
@@ -104,6 +106,7 @@ void gen_result_free(struct gen_result *res);
 /* One streamed event, read from the upstream. */
 struct gen_delta {
     const char *text;           /* borrowed from the event; NULL when none */
+    size_t text_len;            /* its bytes */
     bool special;               /* TGI: a special token (its text is not shown) */
     long token_id;              /* -1 when not known */
     bool has_logprob;

@@ -937,6 +937,35 @@ bool config_model_relpath_ok(const char *name)
     return true;
 }
 
+const char *config_default_model(const struct config *c)
+{
+    if (c->default_model)
+        return c->default_model;
+    if (c->models_dir)
+        return NULL;
+    const char *sole = NULL;
+    for (size_t i = 0; i < c->n_models; i++) {
+        if (!c->models[i].name)
+            continue;
+        if (sole && strcmp(sole, c->models[i].name) != 0)
+            return NULL;
+        sole = c->models[i].name;
+    }
+    for (size_t i = 0; i < c->n_upstreams; i++) {
+        const struct config_upstream *u = &c->upstreams[i];
+        if (u->type == UPSTREAM_HTTP)
+            continue;
+        if (u->catch_all || u->n_models == 0)
+            return NULL;
+        for (size_t m = 0; m < u->n_models; m++) {
+            if (sole && strcmp(sole, u->models[m].name) != 0)
+                return NULL;
+            sole = u->models[m].name;
+        }
+    }
+    return sole;
+}
+
 const struct config_model *config_find_model(const struct config *c, const char *name)
 {
     for (size_t i = 0; i < c->n_models; i++)

@@ -207,6 +207,15 @@ const struct config_upstream *config_find_upstream(const struct config *c, const
 /* The model called `name`, or NULL. */
 const struct config_model *config_find_model(const struct config *c, const char *name);
 
+/* The model for requests that name none: default_model, or else the one
+ * model the config names when it names exactly one (TGI serves one model
+ * and its clients send no name): one distinct name over the [model]
+ * sections and the upstreams' models lists, with no models_dir, no
+ * "models = *" and no model upstream without a list (each of those serves
+ * names the config does not know). NULL when there is none (several, or
+ * none). The name is the config's (valid while c is). */
+const char *config_default_model(const struct config *c);
+
 /* "auto", "generate", "classify", "moderate": a static string. */
 const char *model_task_name(enum model_task t);
 

@@ -1,6 +1,8 @@
-/* json_obj.c -- two small helpers on json-c trees that every layer uses: read a member that is present and not null, add a string member from a C string that may be NULL. */
+/* json_obj.c -- small helpers on json-c trees that every layer uses: read a member that is present and not null, add a string member from a C string that may be NULL or from bytes that may hold NUL. */
 #include "config.h"
 #include "json_obj.h"
+
+#include <limits.h>
 
 json_object *json_field(json_object *o, const char *key)
 {
@@ -13,4 +15,9 @@ json_object *json_field(json_object *o, const char *key)
 void json_add_str(json_object *o, const char *k, const char *v)
 {
     json_object_object_add(o, k, json_object_new_string(v ? v : ""));
+}
+
+void json_add_strn(json_object *o, const char *k, const char *v, size_t len)
+{
+    json_object_object_add(o, k, json_object_new_string_len(v ? v : "", v && len <= INT_MAX ? (int)len : 0));
 }

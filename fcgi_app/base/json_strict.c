@@ -93,19 +93,26 @@ static int hex4(const char *p, const char *end)
 }
 
 /* Counts the name separators (':' outside strings): one per object member
- * in valid JSON. Refuses single quotes outside strings and unpaired
- * surrogate escapes inside them. */
+ * in valid JSON. Refuses single quotes outside strings, unpaired surrogate
+ * escapes inside them, and \u0000 in an object's key (json-c keeps keys as
+ * C strings: "model\u0000x" would read as "model"). */
 static int scan_text(const char *buf, size_t len, size_t *colons, char *err, size_t errlen)
 {
     const char *p = buf, *end = buf + len;
-    bool in_str = false;
+    bool in_str = false, nul = false;       /* nul: the last string held \u0000 */
     *colons = 0;
     for (; p < end; p++) {
         if (!in_str) {
-            if (*p == '"')
+            if (*p == '"') {
                 in_str = true;
-            else if (*p == ':')
+                nul = false;
+            } else if (*p == ':') {
                 (*colons)++;
+                if (nul) {
+                    snprintf(err, errlen, "invalid JSON: an object's key may not contain \\u0000");
+                    return -1;
+                }
+            }
             else if (*p == '\'') {
                 snprintf(err, errlen, "invalid JSON: strings and keys take double quotes, not single ones");
                 return -1;
@@ -127,6 +134,7 @@ static int scan_text(const char *buf, size_t len, size_t *colons, char *err, siz
                 continue;
             int u = hex4(p + 1, end);
             p += 4;
+            nul |= u == 0;
             if (u >= 0xdc00 && u <= 0xdfff) {
                 snprintf(err, errlen, "invalid JSON: \\u%04x is half of a surrogate pair without its first half", u);
                 return -1;
@@ -144,23 +152,34 @@ static int scan_text(const char *buf, size_t len, size_t *colons, char *err, siz
     return 0;
 }
 
+/* Is `key` one of the NULL-terminated text_keys (NULL: none)? */
+static bool is_text_key(const char *key, const char *const *text_keys)
+{
+    for (size_t i = 0; key && text_keys && text_keys[i]; i++)
+        if (strcmp(key, text_keys[i]) == 0)
+            return true;
+    return false;
+}
+
 /* Checks the values of the tree and adds up its object members. `key` is
- * the member name o came under (for the message); `upstream` relaxes the
- * checks for upstream answers (json_check_upstream). */
-static int walk_values(json_object *o, const char *key, bool upstream, size_t *members, char *err, size_t errlen)
+ * the member name o came under (an array's elements come under the
+ * array's); strings under text_keys may hold \u0000; `upstream` relaxes
+ * the checks for upstream answers (json_check_upstream). */
+static int walk_values(json_object *o, const char *key, const char *const *text_keys, bool upstream, size_t *members,
+                       char *err, size_t errlen)
 {
     switch (json_object_get_type(o)) {
     case json_type_object: {
         *members += (size_t)json_object_object_length(o);
         json_object_object_foreach(o, k, v) {
-            if (walk_values(v, k, upstream, members, err, errlen) < 0)
+            if (walk_values(v, k, text_keys, upstream, members, err, errlen) < 0)
                 return -1;
         }
         return 0;
     }
     case json_type_array:
         for (size_t i = 0; i < json_object_array_length(o); i++)
-            if (walk_values(json_object_array_get_idx(o, i), key, upstream, members, err, errlen) < 0)
+            if (walk_values(json_object_array_get_idx(o, i), key, text_keys, upstream, members, err, errlen) < 0)
                 return -1;
         return 0;
     case json_type_double:
@@ -181,8 +200,11 @@ static int walk_values(json_object *o, const char *key, bool upstream, size_t *m
         }
         return 0;
     case json_type_string:
-        if (!upstream && strlen(json_object_get_string(o)) != (size_t)json_object_get_string_len(o)) {
-            snprintf(err, errlen, "invalid JSON: strings may not contain \\u0000");
+        if (!upstream && !is_text_key(key, text_keys) &&
+            memchr(json_object_get_string(o), '\0', (size_t)json_object_get_string_len(o))) {
+            snprintf(err, errlen, "%s%.64s%s may not contain \\u0000: it names something (only texts such as "
+                     "a prompt, a message's content or a stop sequence may)", key ? "`" : "a top-level string",
+                     key ? key : "", key ? "`" : "");
             return -1;
         }
         return 0;
@@ -191,10 +213,12 @@ static int walk_values(json_object *o, const char *key, bool upstream, size_t *m
     }
 }
 
-static int json_check(const char *buf, size_t len, json_object *obj, bool upstream, char *err, size_t errlen)
+static int json_check(const char *buf, size_t len, json_object *obj, const char *const *text_keys, bool upstream,
+                      char *err, size_t errlen)
 {
     size_t colons = 0, members = 0;
-    if (scan_text(buf, len, &colons, err, errlen) < 0 || walk_values(obj, NULL, upstream, &members, err, errlen) < 0)
+    if (scan_text(buf, len, &colons, err, errlen) < 0 ||
+        walk_values(obj, NULL, text_keys, upstream, &members, err, errlen) < 0)
         return -1;
     if (colons != members) {
         snprintf(err, errlen, "invalid JSON: an object has the same key twice");
@@ -203,14 +227,15 @@ static int json_check(const char *buf, size_t len, json_object *obj, bool upstre
     return 0;
 }
 
-int json_check_request(const char *buf, size_t len, json_object *obj, char *err, size_t errlen)
+int json_check_request(const char *buf, size_t len, json_object *obj, const char *const *text_keys, char *err,
+                       size_t errlen)
 {
-    return json_check(buf, len, obj, false, err, errlen);
+    return json_check(buf, len, obj, text_keys, false, err, errlen);
 }
 
 int json_check_upstream(const char *buf, size_t len, json_object *obj, char *err, size_t errlen)
 {
-    return json_check(buf, len, obj, true, err, errlen);
+    return json_check(buf, len, obj, NULL, true, err, errlen);
 }
 
 void json_tree_estimate(const char *buf, size_t len, struct json_tree_cost *c)

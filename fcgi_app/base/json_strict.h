@@ -19,19 +19,24 @@ json_object *json_parse_strict(const char *buf, size_t len, char *err, size_t er
  * request differently from an upstream it is passed to. Refused: an object
  * with the same key twice (json-c keeps the last, others the first); NaN,
  * Infinity and numbers beyond a double (1e400 parses as inf); integers
- * beyond int64 (json-c saturates them); \u0000 in a string (C strings stop
- * there); an unpaired \ud800-\udfff escape (json-c makes it U+FFFD);
+ * beyond int64 (json-c saturates them); \u0000 in a key (json-c's keys are
+ * C strings) and in any string that does not come under a member named in
+ * text_keys (NULL-terminated; NULL: none), directly or in an array: those
+ * are texts (a prompt, a stop sequence), carried with their length, where
+ * every other string names something (a model, a role, a key) and is read
+ * as a C string; an unpaired \ud800-\udfff escape (json-c makes it U+FFFD);
  * UTF-8 that is overlong, a surrogate or above U+10FFFF (json-c lets those
  * through); a single-quoted string. obj is only read (the caller keeps it).
  * Returns 0, or -1 with "invalid JSON: ..." in err.
  * Pure: unit-tested and fuzzed. */
-int json_check_request(const char *buf, size_t len, json_object *obj, char *err, size_t errlen);
+int json_check_request(const char *buf, size_t len, json_object *obj, const char *const *text_keys, char *err,
+                       size_t errlen);
 
 /* json_check_request for what an upstream answers (a body or one stream
  * event), so that llmcgi never relays or reads a value json-c changed:
  * the same checks, but integers may reach 2^64-2 (TGI's seeds are u64;
  * 2^64-1 is where json-c saturates) and strings may hold \u0000 (text a
- * model generated). Pure: unit-tested and fuzzed. */
+ * model generated), but not in keys. Pure: unit-tested and fuzzed. */
 int json_check_upstream(const char *buf, size_t len, json_object *obj, char *err, size_t errlen);
 
 /* What json-c's tree of a JSON text costs in memory (measured with

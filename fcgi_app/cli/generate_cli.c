@@ -269,7 +269,7 @@ int main(int argc, char **argv)
         gp.sampling.seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
     char err[1024];
     if (sampler_params_check(&gp.sampling, err, sizeof err) != SAMPLER_OK ||
-        stopseq_validate(gp.stop, gp.n_stop, err, sizeof err) != STOPSEQ_OK) {
+        stopseq_validate(gp.stop, gp.stop_len, gp.n_stop, err, sizeof err) != STOPSEQ_OK) {
         fprintf(stderr, "llmcgi-generate: %s\n", err);
         return 2;
     }

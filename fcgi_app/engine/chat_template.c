@@ -92,31 +92,22 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...)
     va_end(ap);
 }
 
-/* Appends a JSON string's bytes to b; a NUL inside is refused (the prompt is
- * a C string). Returns 0 or -1 with err set, naming what. */
-static int add_text(struct strbuf *b, json_object *s, const char *what, char *err, size_t errlen)
+/* Appends a JSON string's bytes to b, NUL (\u0000) included. */
+static void add_text(struct strbuf *b, json_object *s)
 {
-    const char *p = json_object_get_string(s);
-    size_t n = (size_t)json_object_get_string_len(s);
-    if (memchr(p, '\0', n)) {
-        set_err(err, errlen, "%s must not contain NUL characters", what);
-        return -1;
-    }
-    strbuf_add(b, p, n);
-    return 0;
+    strbuf_add(b, json_object_get_string(s), (size_t)json_object_get_string_len(s));
 }
 
 /* Appends the content of messages[i] (content may be NULL: JSON null or
  * absent) to b. Returns 0 or CHAT_TEMPLATE_EINVAL with err set. */
 static int add_content(struct strbuf *b, json_object *content, size_t i, enum role role, char *err, size_t errlen)
 {
-    char what[96];
     if (!content || json_object_is_type(content, json_type_null)) {
         if (role == ROLE_ASSISTANT)
             return 0;
     } else if (json_object_is_type(content, json_type_string)) {
-        snprintf(what, sizeof what, "`messages[%zu].content`", i);
-        return add_text(b, content, what, err, errlen) ? CHAT_TEMPLATE_EINVAL : 0;
+        add_text(b, content);
+        return 0;
     } else if (json_object_is_type(content, json_type_array)) {
         size_t n = json_object_array_length(content);
         for (size_t j = 0; j < n; j++) {
@@ -138,9 +129,7 @@ static int add_content(struct strbuf *b, json_object *content, size_t i, enum ro
                 set_err(err, errlen, "`messages[%zu].content[%zu].text` must be a string", i, j);
                 return CHAT_TEMPLATE_EINVAL;
             }
-            snprintf(what, sizeof what, "`messages[%zu].content[%zu].text`", i, j);
-            if (add_text(b, text, what, err, errlen))
-                return CHAT_TEMPLATE_EINVAL;
+            add_text(b, text);
         }
         return 0;
     }
@@ -167,10 +156,11 @@ static int get_role(json_object *msg, size_t i, enum role *role, char *err, size
     return CHAT_TEMPLATE_EINVAL;
 }
 
-int chat_template_render(enum chat_template t, json_object *messages, const char *eos, char **out,
+int chat_template_render(enum chat_template t, json_object *messages, const char *eos, char **out, size_t *out_len,
                          const char *const **stops, size_t *n_stops, char *err, size_t errlen)
 {
     *out = NULL;
+    *out_len = 0;
     *stops = NULL;
     *n_stops = 0;
     if (err && errlen)
@@ -246,6 +236,7 @@ int chat_template_render(enum chat_template t, json_object *messages, const char
         return rc;
     }
     *out = turns.s;
+    *out_len = turns.len;
     if (!dialogpt) {
         *stops = plain_stops;
         *n_stops = sizeof plain_stops / sizeof plain_stops[0];

@@ -56,14 +56,15 @@ enum chat_template chat_template_resolve(enum chat_template t, const char *model
  * AUTO is rendered as PLAIN: resolve it first (chat_template_resolve).
  *
  * On success returns CHAT_TEMPLATE_OK, *out is a new NUL-terminated string
- * the caller frees, and *stops / *n_stops are the stop strings this
+ * the caller frees, of *out_len bytes (messages' content may hold NUL,
+ * JSON's \u0000, which the prompt carries), and *stops / *n_stops are the stop strings this
  * template wants added to the request (static storage, never freed;
  * *stops is NULL when *n_stops is 0). On error returns CHAT_TEMPLATE_EINVAL
  * with a message naming the offending element in err, e.g.
  * "`messages[2].content` must be a string or a list of text parts", or
- * CHAT_TEMPLATE_ENOMEM; *out is then NULL, *stops NULL and *n_stops 0. err
+ * CHAT_TEMPLATE_ENOMEM; *out is then NULL, *out_len 0, *stops NULL and *n_stops 0. err
  * is always NUL-terminated when errlen > 0 ("" on success); it may be NULL. */
-int chat_template_render(enum chat_template t, json_object *messages, const char *eos, char **out,
+int chat_template_render(enum chat_template t, json_object *messages, const char *eos, char **out, size_t *out_len,
                          const char *const **stops, size_t *n_stops, char *err, size_t errlen);
 
 #endif

@@ -28,11 +28,11 @@ int gen_seq_init(struct gen_seq *g, const struct tokenizer *tok, const int32_t *
     }
     if (sampler_params_check(&p->sampling, err, errlen) != SAMPLER_OK)
         return -1;
-    if (stopseq_validate(p->stop, p->n_stop, err, errlen) != STOPSEQ_OK)
+    if (stopseq_validate(p->stop, p->stop_len, p->n_stop, err, errlen) != STOPSEQ_OK)
         return -1;
     g->ids = malloc(sizeof *g->ids * (size_t)(n_prompt + p->max_new_tokens));
     g->sampler = sampler_new(&p->sampling, n_vocab);
-    g->stop = stopseq_new(p->stop, p->n_stop);
+    g->stop = stopseq_new(p->stop, p->stop_len, p->n_stop);
     if (!g->ids || !g->sampler || !g->stop) {
         snprintf(err, errlen, "out of memory");
         gen_seq_free(g);

@@ -23,6 +23,7 @@ struct gen_params {
     struct sampler_params sampling;
     int max_new_tokens;                 /* >= 1 */
     const char *stop[STOPSEQ_MAX];      /* borrowed; copied by gen_seq_init */
+    size_t stop_len[STOPSEQ_MAX];       /* their lengths (they may hold NUL); 0: up to the NUL */
     size_t n_stop;
     bool ignore_eos;                    /* keep going past the end-of-text token */
     struct cdfa *constraint;            /* NULL, or the language the text must be in (borrowed:

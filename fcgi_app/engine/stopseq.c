@@ -24,7 +24,13 @@ struct stopseq {
     bool stopped, finished;
 };
 
-int stopseq_validate(const char *const *stops, size_t n, char *err, size_t errlen)
+/* The length of stop string i (stopseq_validate's rule). */
+static size_t stop_len(const char *const *stops, const size_t *lens, size_t i)
+{
+    return !stops || !stops[i] ? 0 : lens && lens[i] ? lens[i] : strlen(stops[i]);
+}
+
+int stopseq_validate(const char *const *stops, const size_t *lens, size_t n, char *err, size_t errlen)
 {
     if (err && errlen)
         err[0] = '\0';
@@ -34,7 +40,7 @@ int stopseq_validate(const char *const *stops, size_t n, char *err, size_t errle
         return STOPSEQ_ERR_INVAL;
     }
     for (size_t i = 0; i < n; i++) {
-        size_t l = stops && stops[i] ? strlen(stops[i]) : 0;
+        size_t l = stop_len(stops, lens, i);
         if (l == 0 || l > STOPSEQ_MAX_LEN) {
             if (err && errlen)
                 snprintf(err, errlen, "stop: stop sequence %zu must be 1 to %d bytes long (got %zu)", i,
@@ -45,9 +51,9 @@ int stopseq_validate(const char *const *stops, size_t n, char *err, size_t errle
     return STOPSEQ_OK;
 }
 
-struct stopseq *stopseq_new(const char *const *stops, size_t n)
+struct stopseq *stopseq_new(const char *const *stops, const size_t *lens, size_t n)
 {
-    if (stopseq_validate(stops, n, NULL, 0) != STOPSEQ_OK) {
+    if (stopseq_validate(stops, lens, n, NULL, 0) != STOPSEQ_OK) {
         errno = EINVAL;
         return NULL;
     }
@@ -57,7 +63,7 @@ struct stopseq *stopseq_new(const char *const *stops, size_t n)
         return NULL;
     }
     for (size_t i = 0; i < n; i++) {
-        size_t l = strlen(stops[i]);
+        size_t l = stop_len(stops, lens, i);
         ss->str[i] = malloc(l + 1);
         ss->fail[i] = malloc((l + 1) * sizeof *ss->fail[i]);
         ss->n = i + 1;
@@ -66,7 +72,8 @@ struct stopseq *stopseq_new(const char *const *stops, size_t n)
             errno = ENOMEM;
             return NULL;
         }
-        memcpy(ss->str[i], stops[i], l + 1);
+        memcpy(ss->str[i], stops[i], l);
+        ss->str[i][l] = '\0';
         ss->len[i] = l;
         /* KMP: fail[k] = length of the longest proper prefix of str[0..k)
          * that is also its suffix (fail[0] = fail[1] = 0). */

@@ -13,9 +13,11 @@
 #define STOPSEQ_ERR_NOMEM (-2)
 
 /* Checks a request's stop strings: at most STOPSEQ_MAX, each non-empty and
- * at most STOPSEQ_MAX_LEN bytes. Returns STOPSEQ_OK, or STOPSEQ_ERR_INVAL
- * with a message in err (always NUL-terminated when errlen > 0). */
-int stopseq_validate(const char *const *stops, size_t n, char *err, size_t errlen);
+ * at most STOPSEQ_MAX_LEN bytes. stops[i] is lens[i] bytes, any bytes (a
+ * JSON string may hold \u0000); lens NULL or lens[i] 0: up to its NUL.
+ * Returns STOPSEQ_OK, or STOPSEQ_ERR_INVAL with a message in err (always
+ * NUL-terminated when errlen > 0). */
+int stopseq_validate(const char *const *stops, const size_t *lens, size_t n, char *err, size_t errlen);
 
 /* The matcher of one generation. Semantics (OpenAI / TGI): the generated
  * text is cut before the first stop string that occurs in it, and the stop
@@ -25,10 +27,10 @@ int stopseq_validate(const char *const *stops, size_t n, char *err, size_t errle
  * The result does not depend on how the text is cut into deltas. */
 struct stopseq;
 
-/* Copies the n stop strings (validated as above; n may be 0: everything
- * passes straight through). Returns NULL with errno EINVAL or ENOMEM. The
+/* Copies the n stop strings (lengths and validation as above; n may be 0:
+ * everything passes straight through). Returns NULL with errno EINVAL or ENOMEM. The
  * caller owns the matcher and releases it with stopseq_free(). */
-struct stopseq *stopseq_new(const char *const *stops, size_t n);
+struct stopseq *stopseq_new(const char *const *stops, const size_t *lens, size_t n);
 void stopseq_free(struct stopseq *ss);          /* NULL is fine */
 
 /* What a feed or the finish hands back. text points into the matcher and

@@ -94,14 +94,14 @@ json_object *answer_openai(const struct answer_meta *m, struct answer_choice *ch
                     json_object_object_add(msg, "content", NULL);
                     json_object_object_add(msg, "tool_calls", c->tool_calls);
                 } else {
-                    json_add_str(msg, "content", c->text);
+                    json_add_strn(msg, "content", c->text, c->text_len);
                 }
             } else {
                 json_object_put(c->tool_calls);
             }
             json_object_object_add(e, "message", msg);
         } else {
-            json_add_str(e, "text", c->text);
+            json_add_strn(e, "text", c->text, c->text_len);
             json_object_put(c->tool_calls);
         }
         json_object_object_add(e, "logprobs", c->logprobs);
@@ -118,7 +118,7 @@ json_object *answer_openai(const struct answer_meta *m, struct answer_choice *ch
     return o;
 }
 
-json_object *answer_delta(const char *role, const char *content, json_object *tool_calls)
+json_object *answer_delta(const char *role, const char *content, size_t content_len, json_object *tool_calls)
 {
     json_object *d = json_object_new_object();
     if (!d) {
@@ -128,14 +128,14 @@ json_object *answer_delta(const char *role, const char *content, json_object *to
     if (role)
         json_add_str(d, "role", role);
     if (content)
-        json_add_str(d, "content", content);
+        json_add_strn(d, "content", content, content_len);
     if (tool_calls)
         json_object_object_add(d, "tool_calls", tool_calls);
     return d;
 }
 
 json_object *answer_chunk(const struct answer_meta *m, int index, json_object *content, const char *text,
-                          json_object *logprobs, enum finish f, bool tool_calls)
+                          size_t text_len, json_object *logprobs, enum finish f, bool tool_calls)
 {
     bool chat = m->kind == CK_CHAT;
     json_object *o = head(m, true), *choices = json_object_new_array(), *c = json_object_new_object();
@@ -150,8 +150,10 @@ json_object *answer_chunk(const struct answer_meta *m, int index, json_object *c
     json_object_object_add(c, "index", json_object_new_int(index));
     if (chat)
         json_object_object_add(c, "delta", content ? content : json_object_new_object());
+    else if (content)
+        json_object_object_add(c, "text", content);
     else
-        json_object_object_add(c, "text", content ? content : json_object_new_string(text ? text : ""));
+        json_add_strn(c, "text", text, text_len);
     json_object_object_add(c, "logprobs", logprobs);
     json_object_object_add(c, "finish_reason", nullable_str(finish_word(f, tool_calls)));
     json_object_array_add(choices, c);
@@ -196,7 +198,8 @@ json_object *answer_tgi_details(const struct answer_tgi_details *d)
     return o;
 }
 
-json_object *answer_tgi_token(long id, const char *text, bool has_logprob, double logprob, bool special)
+json_object *answer_tgi_token(long id, const char *text, size_t text_len, bool has_logprob, double logprob,
+                              bool special)
 {
     json_object *o = json_object_new_object();
     if (!o)
@@ -205,14 +208,14 @@ json_object *answer_tgi_token(long id, const char *text, bool has_logprob, doubl
                       : isfinite(logprob)              ? json_object_new_double(logprob)
                                                        : json_object_new_double(-9999.0);
     json_object_object_add(o, "id", json_object_new_int64(id));
-    json_add_str(o, "text", text);
+    json_add_strn(o, "text", text, text_len);
     json_object_object_add(o, "logprob", lp);
     json_object_object_add(o, "special", json_object_new_boolean(special));
     return o;
 }
 
 json_object *answer_tgi_event(long index, json_object *token, bool with_top, json_object *top_tokens,
-                              const char *final_text, json_object *details)
+                              const char *final_text, size_t final_len, json_object *details)
 {
     json_object *o = json_object_new_object();
     if (!o) {
@@ -228,7 +231,7 @@ json_object *answer_tgi_event(long index, json_object *token, bool with_top, jso
     else
         json_object_put(top_tokens);
     if (final_text) {
-        json_add_str(o, "generated_text", final_text);
+        json_add_strn(o, "generated_text", final_text, final_len);
         json_object_object_add(o, "details", details);
     } else {
         json_object_put(details);
@@ -238,7 +241,8 @@ json_object *answer_tgi_event(long index, json_object *token, bool with_top, jso
     return o;
 }
 
-json_object *answer_tgi(const struct answer_meta *m, const char *text, json_object *details, bool compat_list)
+json_object *answer_tgi(const struct answer_meta *m, const char *text, size_t text_len, json_object *details,
+                       bool compat_list)
 {
     if (m->kind != CK_TGI && m->kind != CK_LEGACY) {
         json_object_put(details);
@@ -249,7 +253,7 @@ json_object *answer_tgi(const struct answer_meta *m, const char *text, json_obje
         json_object_put(details);
         return NULL;
     }
-    json_add_str(o, "generated_text", text);
+    json_add_strn(o, "generated_text", text, text_len);
     if (m->kind == CK_LEGACY) {
         json_object_put(details);
         json_add_str(o, "model_id", m->model);

@@ -7,7 +7,9 @@
  * usage, the finish words and the TGI details are made here and only here.
  * All returned objects are new and owned by the caller; json_object
  * arguments documented "taken over" belong to the result afterwards (also
- * on failure, when they are freed). Errors are response.c's. */
+ * on failure, when they are freed). Texts come with their length in bytes:
+ * they may hold NUL (a prompt or a generation with \u0000 in it), written
+ * back as \u0000. Errors are response.c's. */
 #ifndef LLMCGI_ANSWER_H
 #define LLMCGI_ANSWER_H
 
@@ -47,6 +49,7 @@ const char *answer_finish_tgi(enum finish f);
 /* One choice of a whole OpenAI answer. */
 struct answer_choice {
     const char *text;           /* completions: the text (echo already joined); chat: the message's content */
+    size_t text_len;
     json_object *tool_calls;    /* chat, taken over: content null, finish "tool_calls" unless it ran out of length */
     json_object *logprobs;      /* taken over; NULL: null */
     enum finish finish;         /* FIN_NONE (the upstream named none) reads as "stop" */
@@ -57,16 +60,16 @@ struct answer_choice {
 json_object *answer_openai(const struct answer_meta *m, struct answer_choice *choices, size_t n,
                            const struct answer_usage *u);
 
-/* A chat chunk's delta: role and content when not NULL, tool_calls (taken
- * over) when not NULL. */
-json_object *answer_delta(const char *role, const char *content, json_object *tool_calls);
+/* A chat chunk's delta: role and content (content_len bytes) when not NULL,
+ * tool_calls (taken over) when not NULL. */
+json_object *answer_delta(const char *role, const char *content, size_t content_len, json_object *tool_calls);
 
 /* One OpenAI stream chunk with one choice: content (taken over) is the
  * chat delta (answer_delta) or, for completions, NULL and text is used
- * (NULL text: ""); logprobs taken over (NULL: null); finish_reason from
+ * (text_len bytes; NULL text: ""); logprobs taken over (NULL: null); finish_reason from
  * f, "tool_calls" when tool_calls and f is not FIN_LENGTH. */
 json_object *answer_chunk(const struct answer_meta *m, int index, json_object *content, const char *text,
-                          json_object *logprobs, enum finish f, bool tool_calls);
+                          size_t text_len, json_object *logprobs, enum finish f, bool tool_calls);
 
 /* The stream's usage chunk (stream_options.include_usage): no choices. */
 json_object *answer_usage_chunk(const struct answer_meta *m, const struct answer_usage *u);
@@ -86,21 +89,23 @@ struct answer_tgi_details {
 json_object *answer_tgi_details(const struct answer_tgi_details *d);
 
 /* A TGI token {"id","text","logprob","special"}: logprob null when not
- * has_logprob or NaN, -9999 when -inf (JSON has no infinities). NULL
- * text: "". */
-json_object *answer_tgi_token(long id, const char *text, bool has_logprob, double logprob, bool special);
+ * has_logprob or NaN, -9999 when -inf (JSON has no infinities). text is
+ * text_len bytes; NULL text: "". */
+json_object *answer_tgi_token(long id, const char *text, size_t text_len, bool has_logprob, double logprob,
+                              bool special);
 
 /* A TGI stream event: token (taken over); top_tokens (taken over) under
  * "top_tokens" when with_top (null when NULL); on the last event
- * (final_text not NULL) generated_text and details (taken over), null
- * before. */
+ * (final_text not NULL, final_len bytes) generated_text and details
+ * (taken over), null before. */
 json_object *answer_tgi_event(long index, json_object *token, bool with_top, json_object *top_tokens,
-                              const char *final_text, json_object *details);
+                              const char *final_text, size_t final_len, json_object *details);
 
-/* A whole TGI answer (m->kind CK_TGI): generated_text, details (taken
+/* A whole TGI answer (m->kind CK_TGI): generated_text (text_len bytes), details (taken
  * over) when not NULL, in a list when compat_list (TGI's POST /); the
  * legacy shape (CK_LEGACY): generated_text and model_id, details freed.
  * NULL for the OpenAI kinds. */
-json_object *answer_tgi(const struct answer_meta *m, const char *text, json_object *details, bool compat_list);
+json_object *answer_tgi(const struct answer_meta *m, const char *text, size_t text_len, json_object *details,
+                       bool compat_list);
 
 #endif

@@ -146,7 +146,7 @@ bool local_health(struct req *r, json_object *health, const char **why)
 {
     json_object *st = public_models(r);
     bool ok = true;
-    const char *def = r->cfg->default_model;
+    const char *def = config_default_model(r->cfg);
     if (def && local_serves(r, def)) {
         const char *state = state_in(st, def);
         if (strcmp(state, "loading") == 0 || strcmp(state, "failed") == 0) {

@@ -393,6 +393,13 @@ bool req_content_type_is_json(const char *ct)
     return true;
 }
 
+/* The members whose strings are texts, which may hold \u0000 (JSON allows
+ * it; GPT-2's tokenizer makes byte 0 token 188): OpenAI's prompt, message
+ * content and content parts' text, TGI's inputs, and stop sequences. The
+ * readers of these carry each string with its length; every other string
+ * names something and is refused with a NUL in it (json_check_request). */
+static const char *const req_text_keys[] = {"prompt", "inputs", "content", "text", "stop", NULL};
+
 json_object *req_json_body(struct req *r)
 {
     const char *ct = req_header(r, "Content-Type");
@@ -418,7 +425,7 @@ json_object *req_json_body(struct req *r)
         resp_error(r, 400, "%s", err[0] ? err : "the request body must be a JSON object, got null");
         return NULL;
     }
-    if (json_check_request(r->body, r->body_len, obj, err, sizeof err) < 0) {
+    if (json_check_request(r->body, r->body_len, obj, req_text_keys, err, sizeof err) < 0) {
         resp_error(r, 400, "%s", err);
         json_object_put(obj);
         return NULL;

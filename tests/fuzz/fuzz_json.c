@@ -12,7 +12,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     json_object *o = json_parse_strict((const char *)data, size, err, sizeof err);
     if (o) {
         char err2[256];
-        (void)json_check_request((const char *)data, size, o, err2, sizeof err2);
+        static const char *const texts[] = {"prompt", "content", NULL};
+        (void)json_check_request((const char *)data, size, o, texts, err2, sizeof err2);
         /* what the server does next with a body: walk it and print it */
         const char *s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
         if (!s)

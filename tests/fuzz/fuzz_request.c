@@ -34,10 +34,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         for (size_t t = 0; t < sizeof ts / sizeof *ts; t++) {
             char *out = NULL;
             const char *const *stops = NULL;
-            size_t n_stops = 0;
+            size_t n_stops = 0, out_len = 0;
             err[0] = '\0';
-            int rc = chat_template_render(ts[t], g.messages, "<|endoftext|>", &out, &stops, &n_stops, err, sizeof err);
-            if (rc == CHAT_TEMPLATE_OK ? !out || strlen(out) > size * 2 + 64 * json_object_array_length(g.messages)
+            int rc = chat_template_render(ts[t], g.messages, "<|endoftext|>", &out, &out_len, &stops, &n_stops, err,
+                                          sizeof err);
+            if (rc == CHAT_TEMPLATE_OK ? !out || out_len > size * 2 + 64 * json_object_array_length(g.messages)
                                        : !err[0] || out)
                 abort();
             free(out);

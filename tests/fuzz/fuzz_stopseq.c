@@ -39,7 +39,7 @@ static void take(struct run *r, const struct stopseq_result *res, size_t cap)
 static void stream(const char *const *stops, size_t n, const unsigned char *text, size_t len, int mode,
                    unsigned seed, size_t maxlen, struct run *r)
 {
-    struct stopseq *ss = stopseq_new(stops, n);
+    struct stopseq *ss = stopseq_new(stops, NULL, n);
     if (!ss)
         abort();
     r->text = malloc(len + 1);

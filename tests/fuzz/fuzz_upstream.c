@@ -37,12 +37,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             static const enum client_kind kinds[] = {CK_COMPLETION, CK_TGI, CK_LEGACY};
             for (size_t k = 0; k < sizeof kinds / sizeof *kinds; k++) {
                 struct answer_meta m = {.kind = kinds[k], .id = "id", .created = 1, .model = "m", .fingerprint = "fp"};
-                struct answer_choice c = {.text = res.text, .finish = res.finish};
+                struct answer_choice c = {.text = res.text, .text_len = res.text_len, .finish = res.finish};
                 struct answer_usage u = {.prompt = res.prompt_tokens, .completion = res.completion_tokens, .cached = -1};
                 struct answer_tgi_details det = {.finish = res.finish, .generated = res.completion_tokens,
                                                  .has_seed = res.has_seed, .seed = (uint64_t)res.seed};
                 json_object *a = kinds[k] == CK_COMPLETION ? answer_openai(&m, &c, 1, &u)
-                                                           : answer_tgi(&m, res.text, answer_tgi_details(&det), k == 1);
+                                                           : answer_tgi(&m, res.text, res.text_len, answer_tgi_details(&det), k == 1);
                 if (!a || !json_object_to_json_string_ext(a, JSON_C_TO_STRING_PLAIN))
                     abort();
                 json_object_put(a);
@@ -54,17 +54,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
         struct gen_delta d;
         if (dialect_read_delta(calls[i], o, &d) == 0) {
-            if (d.text)
-                (void)strlen(d.text);
+            if (d.text && d.text[d.text_len] != '\0')
+                abort();                /* text_len bytes, then json-c's terminating NUL */
             if (d.error)
                 (void)strlen(d.error);
             (void)answer_finish_openai(d.finish);
             (void)answer_finish_tgi(d.finish);
             struct answer_meta m = {.kind = CK_COMPLETION, .id = "id", .created = 1, .model = "m"};
-            json_object *t = answer_tgi_token(d.token_id, d.text, d.has_logprob, d.logprob, d.special);
-            json_object *e = answer_tgi_event(1, t, false, NULL, d.text, NULL);
+            json_object *t = answer_tgi_token(d.token_id, d.text, d.text_len, d.has_logprob, d.logprob, d.special);
+            json_object *e = answer_tgi_event(1, t, false, NULL, d.text, d.text_len, NULL);
             json_object_put(e);
-            e = answer_chunk(&m, 0, NULL, d.text, NULL, d.finish, false);
+            e = answer_chunk(&m, 0, NULL, d.text, d.text_len, NULL, d.finish, false);
             json_object_put(e);
         }
     }

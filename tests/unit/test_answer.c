@@ -28,7 +28,7 @@ int main(void)
     struct answer_usage u = {.prompt = 3, .completion = 2, .cached = -1};
 
     /* ------------------------------------------------------------ whole OpenAI answers */
-    struct answer_choice c = {.text = "t", .finish = FIN_LENGTH};
+    struct answer_choice c = {.text = "t", .text_len = 1, .finish = FIN_LENGTH};
     o = answer_openai(&m, &c, 1, &u);
     is_str(S(o),
            "{\"id\":\"cmpl-abc\",\"object\":\"text_completion\",\"created\":100,\"model\":\"m\",\"choices\":[{\"index\":0,"
@@ -50,7 +50,7 @@ int main(void)
     m.fingerprint = fp;
     m.kind = CK_CHAT;
     u = (struct answer_usage){.prompt = 7, .completion = 2, .cached = 4};
-    struct answer_choice two[2] = {{.text = "a", .finish = FIN_EOS}, {.text = NULL, .finish = FIN_STOP_SEQUENCE}};
+    struct answer_choice two[2] = {{.text = "a", .text_len = 1, .finish = FIN_EOS}, {.text = NULL, .finish = FIN_STOP_SEQUENCE}};
     o = answer_openai(&m, two, 2, &u);
     char want[1024];
     snprintf(want, sizeof want,
@@ -64,12 +64,12 @@ int main(void)
     json_object_put(o);
 
     /* tool calls: content null, finish "tool_calls" unless it ran out of length */
-    c = (struct answer_choice){.text = "{}", .tool_calls = json_tokener_parse("[{\"id\":\"call_1\"}]"), .finish = FIN_EOS};
+    c = (struct answer_choice){.text = "{}", .text_len = 2, .tool_calls = json_tokener_parse("[{\"id\":\"call_1\"}]"), .finish = FIN_EOS};
     o = answer_openai(&m, &c, 1, &u);
     has_str(S(o), "\"message\":{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"call_1\"}]},"
                   "\"logprobs\":null,\"finish_reason\":\"tool_calls\"", "a tool call");
     json_object_put(o);
-    c = (struct answer_choice){.text = "{", .tool_calls = json_tokener_parse("[]"), .finish = FIN_LENGTH,
+    c = (struct answer_choice){.text = "{", .text_len = 1, .tool_calls = json_tokener_parse("[]"), .finish = FIN_LENGTH,
                                .logprobs = json_tokener_parse("{\"content\":[]}")};
     o = answer_openai(&m, &c, 1, &u);
     has_str(S(o), "\"logprobs\":{\"content\":[]},\"finish_reason\":\"length\"", "a cut tool call finishes on length");
@@ -77,28 +77,28 @@ int main(void)
 
     /* ------------------------------------------------------------ stream pieces */
     m = (struct answer_meta){.kind = CK_COMPLETION, .id = "abc", .created = 7, .model = "m"};
-    o = answer_chunk(&m, 0, NULL, NULL, NULL, FIN_NONE, false);
+    o = answer_chunk(&m, 0, NULL, NULL, 0, NULL, FIN_NONE, false);
     is_str(S(o),
            "{\"id\":\"cmpl-abc\",\"object\":\"text_completion\",\"created\":7,\"model\":\"m\",\"choices\":[{\"index\":0,"
            "\"text\":\"\",\"logprobs\":null,\"finish_reason\":null}]}",
            "a completion chunk");
     json_object_put(o);
-    o = answer_chunk(&m, 0, NULL, "x", NULL, FIN_LENGTH, false);
+    o = answer_chunk(&m, 0, NULL, "x", 1, NULL, FIN_LENGTH, false);
     has_str(S(o), "\"text\":\"x\",\"logprobs\":null,\"finish_reason\":\"length\"", "the last completion chunk");
     json_object_put(o);
     m.kind = CK_CHAT;
     m.fingerprint = "fp";
-    o = answer_chunk(&m, 1, answer_delta("assistant", "", NULL), NULL, NULL, FIN_NONE, false);
+    o = answer_chunk(&m, 1, answer_delta("assistant", "", 0, NULL), NULL, 0, NULL, FIN_NONE, false);
     is_str(S(o),
            "{\"id\":\"chatcmpl-abc\",\"object\":\"chat.completion.chunk\",\"created\":7,\"model\":\"m\","
            "\"system_fingerprint\":\"fp\",\"choices\":[{\"index\":1,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},"
            "\"logprobs\":null,\"finish_reason\":null}]}",
            "a chat chunk's first delta");
     json_object_put(o);
-    o = answer_chunk(&m, 0, NULL, NULL, NULL, FIN_EOS, true);
+    o = answer_chunk(&m, 0, NULL, NULL, 0, NULL, FIN_EOS, true);
     has_str(S(o), "\"delta\":{},\"logprobs\":null,\"finish_reason\":\"tool_calls\"", "a tool call's last chunk");
     json_object_put(o);
-    o = answer_chunk(&m, 0, answer_delta(NULL, NULL, json_tokener_parse("[]")), NULL, NULL, FIN_NONE, false);
+    o = answer_chunk(&m, 0, answer_delta(NULL, NULL, 0, json_tokener_parse("[]")), NULL, 0, NULL, FIN_NONE, false);
     has_str(S(o), "\"delta\":{\"tool_calls\":[]}", "a delta of tool calls");
     json_object_put(o);
     m.fingerprint = NULL;
@@ -119,11 +119,11 @@ int main(void)
 
     /* ------------------------------------------------------------ TGI */
     m = (struct answer_meta){.kind = CK_TGI, .id = "abc", .created = 100, .model = "m"};
-    o = answer_tgi(&m, "t", NULL, false);
+    o = answer_tgi(&m, "t", 1, NULL, false);
     is_str(S(o), "{\"generated_text\":\"t\"}", "a TGI answer");
     json_object_put(o);
     struct answer_tgi_details d = {.finish = FIN_STOP_SEQUENCE, .generated = 2};
-    o = answer_tgi(&m, "p: t", answer_tgi_details(&d), false);
+    o = answer_tgi(&m, "p: t", 4, answer_tgi_details(&d), false);
     is_str(S(o),
            "{\"generated_text\":\"p: t\",\"details\":{\"finish_reason\":\"stop_sequence\",\"generated_tokens\":2,"
            "\"seed\":null,\"prefill\":[],\"tokens\":[]}}",
@@ -131,7 +131,7 @@ int main(void)
     json_object_put(o);
     d.has_seed = true;
     d.seed = 42;
-    o = answer_tgi(&m, "t", answer_tgi_details(&d), true);
+    o = answer_tgi(&m, "t", 1, answer_tgi_details(&d), true);
     is_str(S(o),
            "[{\"generated_text\":\"t\",\"details\":{\"finish_reason\":\"stop_sequence\",\"generated_tokens\":2,"
            "\"seed\":42,\"prefill\":[],\"tokens\":[]}}]",
@@ -152,13 +152,13 @@ int main(void)
     json_object_put(o);
     m.kind = CK_LEGACY;
     d = (struct answer_tgi_details){.finish = FIN_LENGTH, .generated = 1};
-    o = answer_tgi(&m, "t", answer_tgi_details(&d), false);
+    o = answer_tgi(&m, "t", 1, answer_tgi_details(&d), false);
     is_str(S(o), "{\"generated_text\":\"t\",\"model_id\":\"m\"}", "a legacy answer");
     json_object_put(o);
     m.kind = CK_CHAT;
-    ok(answer_tgi(&m, "t", NULL, false) == NULL, "no TGI answer for an OpenAI kind");
+    ok(answer_tgi(&m, "t", 1, NULL, false) == NULL, "no TGI answer for an OpenAI kind");
 
-    o = answer_tgi_event(0, answer_tgi_token(5, "a", true, -0.5, false), false, NULL, NULL, NULL);
+    o = answer_tgi_event(0, answer_tgi_token(5, "a", 1, true, -0.5, false), false, NULL, NULL, 0, NULL);
     is_str(S(o),
            "{\"index\":0,\"token\":{\"id\":5,\"text\":\"a\",\"logprob\":-0.5,\"special\":false},\"generated_text\":null,"
            "\"details\":null}",
@@ -166,19 +166,19 @@ int main(void)
     json_object_put(o);
     d = (struct answer_tgi_details){.finish = FIN_EOS, .generated = 2, .has_seed = true, .seed = 42, .stream = true,
                                     .input_length = -1};
-    o = answer_tgi_event(3, answer_tgi_token(5, "a", true, -0.5, false), false, NULL, "abc", answer_tgi_details(&d));
+    o = answer_tgi_event(3, answer_tgi_token(5, "a", 1, true, -0.5, false), false, NULL, "abc", 3, answer_tgi_details(&d));
     is_str(S(o),
            "{\"index\":3,\"token\":{\"id\":5,\"text\":\"a\",\"logprob\":-0.5,\"special\":false},\"generated_text\":\"abc\","
            "\"details\":{\"finish_reason\":\"eos_token\",\"generated_tokens\":2,\"seed\":42}}",
            "the last TGI event");
     json_object_put(o);
-    o = answer_tgi_event(1, answer_tgi_token(0, NULL, true, -INFINITY, true), true, NULL, NULL, NULL);
+    o = answer_tgi_event(1, answer_tgi_token(0, NULL, 0, true, -INFINITY, true), true, NULL, NULL, 0, NULL);
     is_str(S(o),
            "{\"index\":1,\"token\":{\"id\":0,\"text\":\"\",\"logprob\":-9999.0,\"special\":true},\"top_tokens\":null,"
            "\"generated_text\":null,\"details\":null}",
            "a local TGI event: top_tokens, -inf as -9999");
     json_object_put(o);
-    o = answer_tgi_token(1, "x", true, NAN, false);
+    o = answer_tgi_token(1, "x", 1, true, NAN, false);
     has_str(S(o), "\"logprob\":null", "a NaN logprob is null");
     json_object_put(o);
 
@@ -195,5 +195,26 @@ int main(void)
     is_str(answer_finish_tgi(FIN_NONE), "eos_token", "tgi: none is eos_token");
     is_str(finish_name(FIN_STOP_SEQUENCE), "stop_sequence", "the finish's own name");
     is_str(finish_name(FIN_NONE), "", "no finish has no name");
+    /* ------------------------------------------------------------ NUL in texts: written back as \u0000 */
+    m.kind = CK_COMPLETION;
+    c = (struct answer_choice){.text = "a\0b", .text_len = 3, .finish = FIN_EOS};
+    o = answer_openai(&m, &c, 1, &u);
+    has_str(S(o), "\"text\":\"a\\u0000b\"", "a completion's NUL is \\u0000");
+    json_object_put(o);
+    o = answer_chunk(&m, 0, NULL, "\0", 1, NULL, FIN_NONE, false);
+    has_str(S(o), "\"text\":\"\\u0000\"", "a completion chunk's NUL");
+    json_object_put(o);
+    m.kind = CK_CHAT;
+    o = answer_chunk(&m, 0, answer_delta(NULL, "x\0", 2, NULL), NULL, 0, NULL, FIN_NONE, false);
+    has_str(S(o), "\"content\":\"x\\u0000\"", "a chat delta's NUL");
+    json_object_put(o);
+    m.kind = CK_TGI;
+    o = answer_tgi(&m, "\0\0", 2, NULL, false);
+    has_str(S(o), "\"generated_text\":\"\\u0000\\u0000\"", "TGI's generated_text with NUL");
+    json_object_put(o);
+    o = answer_tgi_event(0, answer_tgi_token(188, "\0", 1, true, -0.5, false), false, NULL, "a\0", 2, NULL);
+    has_str(S(o), "\"text\":\"\\u0000\"", "TGI token 188's text is \\u0000");
+    has_str(S(o), "\"generated_text\":\"a\\u0000\"", "and the final text keeps it");
+    json_object_put(o);
     return tap_done();
 }

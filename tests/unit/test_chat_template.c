@@ -10,6 +10,7 @@ struct rendered {
     char *text;
     const char *const *stops;
     size_t n_stops;
+    size_t len;
     char err[256];
 };
 
@@ -22,7 +23,7 @@ static struct rendered render(enum chat_template t, const char *json)
         printf("Bail out! bad JSON in the test: %s\n", json);
         exit(1);
     }
-    r.rc = chat_template_render(t, m, EOS, &r.text, &r.stops, &r.n_stops, r.err, sizeof r.err);
+    r.rc = chat_template_render(t, m, EOS, &r.text, &r.len, &r.stops, &r.n_stops, r.err, sizeof r.err);
     json_object_put(m);
     return r;
 }
@@ -138,14 +139,14 @@ static void test_dialogpt(void)
     json_object *m = json_tokener_parse(single);
     char *text = NULL, err[128];
     const char *const *stops;
-    size_t n;
-    is_int(chat_template_render(d, m, "</s>", &text, &stops, &n, err, sizeof err), 0, "another eos");
+    size_t n, len;
+    is_int(chat_template_render(d, m, "</s>", &text, &len, &stops, &n, err, sizeof err), 0, "another eos");
     is_str(text, "Hello, how are you?</s>", "another eos: prompt");
     free(text);
-    is_int(chat_template_render(d, m, NULL, &text, &stops, &n, err, sizeof err), CHAT_TEMPLATE_EINVAL,
+    is_int(chat_template_render(d, m, NULL, &text, &len, &stops, &n, err, sizeof err), CHAT_TEMPLATE_EINVAL,
            "dialogpt without eos is refused");
     ok(text == NULL && err[0], "dialogpt without eos: no output, a message");
-    is_int(chat_template_render(CHAT_TEMPLATE_PLAIN, m, NULL, &text, &stops, &n, NULL, 0), 0,
+    is_int(chat_template_render(CHAT_TEMPLATE_PLAIN, m, NULL, &text, &len, &stops, &n, NULL, 0), 0,
            "plain needs no eos (and takes a NULL err)");
     free(text);
     json_object_put(m);
@@ -199,9 +200,14 @@ static void test_errors(void)
     check_err("[{\"role\":\"user\",\"content\":[{\"text\":\"a\"}]}]", "`messages[0].content[0].type` must be a string");
     check_err("[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":null}]}]",
               "`messages[0].content[0].text` must be a string");
-    check_err("[{\"role\":\"user\",\"content\":\"a\\u0000b\"}]", "`messages[0].content` must not contain NUL characters");
-    check_err("[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"\\u0000\"}]}]",
-              "`messages[0].content[0].text` must not contain NUL characters");
+
+    /* NUL (\u0000) in content, a string or a text part, is carried: the length counts past it. */
+    struct rendered r = render(CHAT_TEMPLATE_PLAIN, "[{\"role\":\"user\",\"content\":\"a\\u0000b\"},"
+                               "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"\\u0000\"}]}]");
+    static const char want_nul[] = "User: a\0b\nUser: \0\nAssistant:";
+    ok(r.rc == CHAT_TEMPLATE_OK && r.len == sizeof want_nul - 1 && memcmp(r.text, want_nul, r.len) == 0,
+       "NUL in content is carried into the prompt (%zu bytes)", r.len);
+    free(r.text);
 
     /* A long bad value is cut short in the message, and a small err buffer is cut safely. */
     char err[24];
@@ -209,8 +215,8 @@ static void test_errors(void)
                                         "\"content\":\"x\"}]");
     char *text;
     const char *const *stops;
-    size_t n;
-    is_int(chat_template_render(CHAT_TEMPLATE_PLAIN, m, EOS, &text, &stops, &n, err, sizeof err),
+    size_t n, len;
+    is_int(chat_template_render(CHAT_TEMPLATE_PLAIN, m, EOS, &text, &len, &stops, &n, err, sizeof err),
            CHAT_TEMPLATE_EINVAL, "a long role is refused");
     is_int(strlen(err), sizeof err - 1, "the message is cut to the buffer");
     json_object_put(m);

@@ -446,6 +446,43 @@ static void test_upstreams(void)
         tap_diag("%s", err);
 }
 
+/* config_default_model: default_model, else the one model the config
+ * names when it names exactly one, else none. */
+static void test_default_model(void)
+{
+    char err[2048];
+    static const struct {
+        const char *text, *want, *what;
+    } cases[] = {
+        {"[model a]\npath = /m/a\n", "a", "one [model] is the default"},
+        {"[upstream u]\ntype = tgi\nurl = http://h:1\nmodels = x\n", "x", "one upstream model is the default"},
+        {"[upstream u]\ntype = tgi\nurl = http://h:1\nmodels = x\n[upstream v]\ntype = tgi\nurl = http://h:2\n"
+         "models = x\n[upstream h]\ntype = http\nurl = http://h:3\npath_prefix = /img\n", "x",
+         "one name over two upstreams (and an http upstream) is one model"},
+        {"[model a]\npath = /m/a\n[model b]\npath = /m/b\n", NULL, "two [model]s: no default"},
+        {"[model a]\npath = /m/a\n[upstream u]\ntype = tgi\nurl = http://h:1\nmodels = x\n", NULL,
+         "a [model] and another upstream model: no default"},
+        {"[model a]\npath = /m/a\n[model b]\npath = /m/b\n[server]\ndefault_model = b\n", "b",
+         "default_model wins"},
+        {"[model a]\npath = /m/a\n[server]\nmodels_dir = /m\n", NULL, "models_dir serves other names: no default"},
+        {"[upstream u]\ntype = tgi\nurl = http://h:1\n", NULL, "an upstream without a list: no default"},
+        {"[upstream u]\ntype = tgi\nurl = http://h:1\nmodels = x *\n", NULL, "models = *: no default"},
+        {"[server]\n", NULL, "no model: no default"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct config *c = load(cases[i].text, err, sizeof err);
+        ok(c != NULL, "%s: loads %s", cases[i].what, err);
+        if (!c)
+            continue;
+        const char *got = config_default_model(c);
+        if (cases[i].want)
+            is_str(got, cases[i].want, "%s", cases[i].what);
+        else
+            ok(got == NULL, "%s (%s)", cases[i].what, got ? got : "none");
+        config_unref(c);
+    }
+}
+
 /* config_check_paths: a model path (or models_dir) that is not a readable
  * directory is a warning at its path line; a good one is none. */
 static void test_check_paths(void)
@@ -694,6 +731,7 @@ int main(void)
     test_web_servers();
     test_models();
     test_check_paths();
+    test_default_model();
 
     unlink(path);
     rmdir(dir);

@@ -155,7 +155,8 @@ static int check_body(const char *body, char *err, size_t errlen)
         snprintf(err, errlen, "parse: %s", perr);
         return -2;
     }
-    int rc = json_check_request(body, strlen(body), o, err, errlen);
+    static const char *const texts[] = {"prompt", "stop", NULL};
+    int rc = json_check_request(body, strlen(body), o, texts, err, errlen);
     json_object_put(o);
     return rc;
 }
@@ -169,6 +170,8 @@ static void check_request_json(void)
         {"{\"a\": \"\\ud83d\\ude00 \xf0\x9f\x98\x80 \xc3\xa9\"}", "a surrogate pair, 4- and 2-byte UTF-8"},
         {"{\"a\": -9223372036854775807, \"b\": 9223372036854775807, \"c\": 1.5e-400}", "int64 limits, underflow"},
         {"{\"\": 0}", "an empty key"},
+        {"{\"prompt\": \"a\\u0000b\", \"stop\": [\"\\u0000\", \"x\"]}", "\\u0000 in texts (strings and lists)"},
+        {"{\"n\": {\"prompt\": \"\\u0000\"}}", "\\u0000 in a nested text"},
     };
     for (size_t i = 0; i < sizeof good / sizeof *good; i++)
         is_int(check_body(good[i].body, err, sizeof err), 0, "request JSON accepted: %s", good[i].why);
@@ -180,7 +183,11 @@ static void check_request_json(void)
         {"{\"a\": 1e400}", "finite"},
         {"{\"a\": 99999999999999999999}", "out of range"},
         {"{\"a\": -9223372036854775809}", "out of range"},
-        {"{\"a\": \"x\\u0000y\"}", "u0000"},
+        {"{\"a\": \"x\\u0000y\"}", "`a` may not contain \\u0000"},
+        {"{\"model\": [\"x\\u0000\"]}", "`model` may not contain \\u0000"},
+        {"{\"prompt\": {\"model\": \"\\u0000\"}}", "`model` may not contain"},
+        {"{\"a\\u0000b\": 1}", "key may not contain"},
+        {"{\"prompt\\u0000\": \"\\u0000\"}", "key may not contain"},
         {"{\"a\": \"\\ud800\"}", "second half"},
         {"{\"a\": \"\\udc00x\"}", "first half"},
         {"{\"a\": \"\\ud800\\u0041\"}", "second half"},
@@ -203,6 +210,7 @@ static void check_upstream_json(void)
         {"{\"seed\": 18446744073709551614}", 0, NULL, "2^64-2: a TGI seed"},
         {"{\"seed\": 13418395476843003924, \"n\": -9223372036854775807}", 0, NULL, "u64 and int64 limits"},
         {"{\"text\": \"x\\u0000y\"}", 0, NULL, "\\u0000 in generated text"},
+        {"{\"te\\u0000xt\": \"x\"}", -1, "key may not", "\\u0000 in a key"},
         {"{\"details\": {\"generated_tokens\": 18446744073709551615}}", -1, "`generated_tokens`",
          "2^64-1: where json-c saturates, named"},
         {"{\"tokens\": [{\"id\": 99999999999999999999999}]}", -1, "out of range", "beyond 2^64 (json-c saturates)"},
@@ -220,7 +228,7 @@ static void check_upstream_json(void)
     }
     char err[200];
     json_object *o = json_parse_strict("{\"a\": 18446744073709551614}", 27, err, sizeof err);
-    ok(o && json_check_request("{\"a\": 18446744073709551614}", 27, o, err, sizeof err) == -1,
+    ok(o && json_check_request("{\"a\": 18446744073709551614}", 27, o, NULL, err, sizeof err) == -1,
        "a client's request still stops at int64");
     json_object_put(o);
 }

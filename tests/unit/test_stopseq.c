@@ -57,7 +57,7 @@ static void take(struct outcome *o, const struct stopseq_result *r)
 static struct outcome run_cuts(const char *const *stops, size_t n, const char *text, size_t len, uint64_t cuts)
 {
     struct outcome o = {.which = -1};
-    struct stopseq *ss = stopseq_new(stops, n);
+    struct stopseq *ss = stopseq_new(stops, NULL, n);
     if (!ss) {
         o.bad = true;
         return o;
@@ -136,32 +136,32 @@ static void test_validate(void)
 {
     char err[160];
     const char *four[] = {"a", "b", "c", "d"}, *five[] = {"a", "b", "c", "d", "e"};
-    ok(stopseq_validate(four, 4, err, sizeof err) == STOPSEQ_OK && err[0] == '\0', "four stop sequences are fine");
-    ok(stopseq_validate(five, 5, err, sizeof err) == STOPSEQ_ERR_INVAL && strstr(err, "at most 4"),
+    ok(stopseq_validate(four, NULL, 4, err, sizeof err) == STOPSEQ_OK && err[0] == '\0', "four stop sequences are fine");
+    ok(stopseq_validate(five, NULL, 5, err, sizeof err) == STOPSEQ_ERR_INVAL && strstr(err, "at most 4"),
        "five are refused: \"%s\"", err);
     const char *empty[] = {"a", ""};
-    ok(stopseq_validate(empty, 2, err, sizeof err) == STOPSEQ_ERR_INVAL && strstr(err, "stop sequence 1"),
+    ok(stopseq_validate(empty, NULL, 2, err, sizeof err) == STOPSEQ_ERR_INVAL && strstr(err, "stop sequence 1"),
        "an empty one is refused: \"%s\"", err);
     const char *null[] = {NULL};
-    ok(stopseq_validate(null, 1, err, sizeof err) == STOPSEQ_ERR_INVAL, "NULL is refused");
+    ok(stopseq_validate(null, NULL, 1, err, sizeof err) == STOPSEQ_ERR_INVAL, "NULL is refused");
     char big[STOPSEQ_MAX_LEN + 2];
     memset(big, 'x', sizeof big - 1);
     big[sizeof big - 1] = '\0';
     const char *toolong[] = {big};
-    ok(stopseq_validate(toolong, 1, err, sizeof err) == STOPSEQ_ERR_INVAL && strstr(err, "1 to 256 bytes"),
+    ok(stopseq_validate(toolong, NULL, 1, err, sizeof err) == STOPSEQ_ERR_INVAL && strstr(err, "1 to 256 bytes"),
        "257 bytes are refused: \"%s\"", err);
     big[STOPSEQ_MAX_LEN] = '\0';
-    ok(stopseq_validate(toolong, 1, err, sizeof err) == STOPSEQ_OK, "256 bytes are fine");
-    ok(stopseq_validate(NULL, 0, err, sizeof err) == STOPSEQ_OK, "none is fine");
+    ok(stopseq_validate(toolong, NULL, 1, err, sizeof err) == STOPSEQ_OK, "256 bytes are fine");
+    ok(stopseq_validate(NULL, NULL, 0, err, sizeof err) == STOPSEQ_OK, "none is fine");
     errno = 0;
-    ok(stopseq_new(five, 5) == NULL && errno == EINVAL, "stopseq_new refuses invalid ones (EINVAL)");
+    ok(stopseq_new(five, NULL, 5) == NULL && errno == EINVAL, "stopseq_new refuses invalid ones (EINVAL)");
 }
 
 static void test_streaming(void)
 {
     struct stopseq_result r;
     const char *end[] = {"END"};
-    struct stopseq *ss = stopseq_new(end, 1);
+    struct stopseq *ss = stopseq_new(end, NULL, 1);
     stopseq_feed(ss, "the E", 5, &r);
     ok(r.len == 4 && memcmp(r.text, "the ", 4) == 0 && !r.stopped, "\"the E\": emits \"the \", holds \"E\"");
     stopseq_feed(ss, "N", 1, &r);
@@ -176,7 +176,7 @@ static void test_streaming(void)
     ok(r.len == 0, "a second finish gives nothing");
     stopseq_free(ss);
 
-    ss = stopseq_new(end, 1);
+    ss = stopseq_new(end, NULL, 1);
     stopseq_feed(ss, "abc E", 5, &r);
     stopseq_feed(ss, "NDxyz", 5, &r);
     ok(r.stopped && r.which == 0 && r.offset == 4 && r.len == 0, "a stop across deltas: stopped at offset 4");
@@ -186,7 +186,7 @@ static void test_streaming(void)
     ok(r.len == 0 && !r.stopped, "nor from finish");
     stopseq_free(ss);
 
-    ss = stopseq_new(NULL, 0);
+    ss = stopseq_new(NULL, NULL, 0);
     stopseq_feed(ss, "anything at all", 15, &r);
     ok(r.len == 15 && !r.stopped, "no stop strings: everything passes at once");
     stopseq_feed(ss, "", 0, &r);
@@ -200,7 +200,7 @@ static void test_streaming(void)
     big[STOPSEQ_MAX_LEN] = '\0';
     const char *bigs[] = {big};
     snprintf(text, sizeof text, "xyz%.*s%s tail", 100, big, big);
-    ss = stopseq_new(bigs, 1);
+    ss = stopseq_new(bigs, NULL, 1);
     size_t got = 0, tl = strlen(text);
     bool stopped = false, bounded = true;
     size_t offset = 0;
@@ -217,7 +217,7 @@ static void test_streaming(void)
 
     /* several candidate matches in one delta: the first to complete wins */
     const char *two[] = {"yb", "b"};
-    ss = stopseq_new(two, 2);
+    ss = stopseq_new(two, NULL, 2);
     stopseq_feed(ss, "xxabyyb", 7, &r);
     ok(r.stopped && r.which == 1 && r.offset == 3 && r.len == 3 && memcmp(r.text, "xxa", 3) == 0,
        "one delta, several matches: the first to end (\"b\" at 3) wins");
@@ -293,8 +293,36 @@ static void test_splits(void)
        total, stopped);
 }
 
+/* Stop strings holding NUL (JSON's \u0000): matched by their length, not
+ * cut at the NUL (which would make "\0b" the empty string, or "x\0y"
+ * stop at "x"). */
+static void test_nul(void)
+{
+    struct stopseq_result r;
+    const char *stops[] = {"x\0y", "\0b"};
+    const size_t lens[] = {3, 2};
+    char err[200];
+    ok(stopseq_validate(stops, lens, 2, err, sizeof err) == STOPSEQ_OK, "stop strings with NUL are valid: %s", err);
+    struct stopseq *ss = stopseq_new(stops, lens, 2);
+    ok(ss != NULL, "a matcher of stop strings with NUL");
+    if (!ss)
+        return;
+    stopseq_feed(ss, "ax", 2, &r);
+    ok(r.len == 1 && r.text[0] == 'a' && !r.stopped, "\"ax\": holds \"x\"");
+    stopseq_feed(ss, "z\0", 2, &r);
+    ok(r.len == 2 && memcmp(r.text, "xz", 2) == 0 && !r.stopped, "\"z\\0\": releases \"xz\", holds the NUL");
+    stopseq_feed(ss, "bc", 2, &r);
+    ok(r.stopped && r.which == 1 && r.offset == 3 && r.len == 0, "\"\\0b\" stops at offset 3");
+    stopseq_free(ss);
+    const size_t zero[] = {0};
+    const char *plain[] = {"\0b"};
+    ok(stopseq_validate(plain, zero, 1, err, sizeof err) == STOPSEQ_ERR_INVAL,
+       "length 0 reads up to the NUL: an empty stop string, refused");
+}
+
 int main(void)
 {
+    test_nul();
     test_validate();
     test_streaming();
     test_splits();

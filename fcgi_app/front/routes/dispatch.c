@@ -23,7 +23,7 @@
 #include <stdio.h>
 
 /* The model a request names (`model`, or `model_id` in the older shape),
- * or the configured default, into model[0..len). Returns 0, or -1 with err. */
+ * or the default (config_default_model), into model[0..len). Returns 0, or -1 with err. */
 static int request_model(struct req *r, enum client_kind kind, json_object *body, char *model, size_t len,
                          char *err, size_t errlen)
 {
@@ -38,11 +38,12 @@ static int request_model(struct req *r, enum client_kind kind, json_object *body
         snprintf(model, len, "%s", json_object_get_string(v));
         return 0;
     }
-    if (r->cfg->default_model) {
-        snprintf(model, len, "%s", r->cfg->default_model);
+    const char *def = config_default_model(r->cfg);
+    if (def) {
+        snprintf(model, len, "%s", def);
         return 0;
     }
-    snprintf(err, errlen, "`%s` is required (this server has no default_model)", key);
+    snprintf(err, errlen, "`%s` is required (this server serves several models and has no default_model)", key);
     return -1;
 }
 

@@ -13,13 +13,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* One token's text on its own (invalid UTF-8 shown as U+FFFD), new string. */
-char *lcall_token_text(const struct tokenizer *t, int32_t id)
+/* One token's text on its own (invalid UTF-8 shown as U+FFFD), new string of *len bytes (byte 0 is a token). */
+char *lcall_token_text(const struct tokenizer *t, int32_t id, size_t *len)
 {
     char *s = NULL;
-    size_t len;
-    if (tokenizer_decode(t, &id, 1, &s, &len) != TOKENIZER_OK)
+    *len = 0;
+    if (tokenizer_decode(t, &id, 1, &s, len) != TOKENIZER_OK) {
+        *len = 0;
         return strdup("");
+    }
     return s;
 }
 
@@ -87,15 +89,17 @@ static json_object *frozen(json_object *o)
 static json_object *chat_logprob(const struct lcall *lc, const struct tokrec *t)
 {
     json_object *o = json_object_new_object(), *top = json_object_new_array();
-    char *s = lcall_token_text(lc->tok, t->id);
-    json_add_str(o, "token", s);
+    size_t sl;
+    char *s = lcall_token_text(lc->tok, t->id, &sl);
+    json_add_strn(o, "token", s, sl);
     free(s);
     json_object_object_add(o, "logprob", lp_value(t->logprob));
     json_object_object_add(o, "bytes", token_bytes(lc->tok, t->id));
     for (int i = 0; i < t->n_top && i < lc->top_n; i++) {
         json_object *e = json_object_new_object();
-        char *ts = lcall_token_text(lc->tok, t->top[i].id);
-        json_add_str(e, "token", ts);
+        size_t tl;
+        char *ts = lcall_token_text(lc->tok, t->top[i].id, &tl);
+        json_add_strn(e, "token", ts, tl);
         free(ts);
         json_object_object_add(e, "logprob", lp_value(t->top[i].logprob));
         json_object_object_add(e, "bytes", token_bytes(lc->tok, t->top[i].id));
@@ -111,12 +115,13 @@ static json_object *completion_logprobs(const struct lcall *lc, const struct tok
     json_object *o = json_object_new_object(), *toks = json_object_new_array(), *lps = json_object_new_array(),
                 *tops = json_object_new_array(), *offs = json_object_new_array();
     for (size_t i = 0; i < n; i++) {
-        char *s = lcall_token_text(lc->tok, recs[i].id);
-        json_object_array_add(toks, json_object_new_string(s));
+        size_t sl;
+        char *s = lcall_token_text(lc->tok, recs[i].id, &sl);
+        json_object_array_add(toks, json_object_new_string_len(s, (int)sl));
         json_object_array_add(lps, lp_value(recs[i].logprob));
         json_object_array_add(offs, json_object_new_int64(*offset));
-        for (const char *p = s; *p; p++)     /* offsets count characters, as Python sees the text */
-            *offset += ((unsigned char)*p & 0xc0) != 0x80;
+        for (size_t k = 0; k < sl; k++)      /* offsets count characters, as Python sees the text */
+            *offset += ((unsigned char)s[k] & 0xc0) != 0x80;
         free(s);
         if (isnan(recs[i].logprob)) {
             json_object_array_add(tops, NULL);
@@ -124,7 +129,8 @@ static json_object *completion_logprobs(const struct lcall *lc, const struct tok
         }
         json_object *d = json_object_new_object();
         for (int k = 0; k < recs[i].n_top && k < lc->top_n; k++) {
-            char *ts = lcall_token_text(lc->tok, recs[i].top[k].id);
+            size_t tl;      /* a key is a C string: a token of byte 0 shows as "" here */
+            char *ts = lcall_token_text(lc->tok, recs[i].top[k].id, &tl);
             json_object_object_add(d, ts, lp_value(recs[i].top[k].logprob));
             free(ts);
         }
@@ -137,11 +143,11 @@ static json_object *completion_logprobs(const struct lcall *lc, const struct tok
     return o;
 }
 
-/* TGI token object {"id","text","logprob","special"}; the token's own text when text is NULL. */
-static json_object *tgi_token(const struct lcall *lc, int32_t id, float lp, const char *text)
+/* TGI token object {"id","text","logprob","special"}: text (len bytes), or the token's own when NULL. */
+static json_object *tgi_token(const struct lcall *lc, int32_t id, float lp, const char *text, size_t len)
 {
-    char *own = text ? NULL : lcall_token_text(lc->tok, id);
-    json_object *o = answer_tgi_token(id, text ? text : own, true, lp, tokenizer_is_special(lc->tok, id));
+    char *own = text ? NULL : lcall_token_text(lc->tok, id, &len);
+    json_object *o = answer_tgi_token(id, text ? text : own, len, true, lp, tokenizer_is_special(lc->tok, id));
     free(own);
     return o;
 }
@@ -150,7 +156,7 @@ static json_object *tgi_top_tokens(const struct lcall *lc, const struct tokrec *
 {
     json_object *a = json_object_new_array();
     for (int i = 0; i < t->n_top && i < lc->top_n; i++)
-        json_object_array_add(a, tgi_token(lc, t->top[i].id, t->top[i].logprob, NULL));
+        json_object_array_add(a, tgi_token(lc, t->top[i].id, t->top[i].logprob, NULL, 0));
     return a;
 }
 
@@ -198,30 +204,41 @@ static struct answer_meta meta(const struct lcall *lc)
                                 .fingerprint = lc->fingerprint};
 }
 
-/* The prompt text for echo / return_full_text ("" for token-id prompts). */
-static char *prompt_text(const struct lcall *lc, int i)
+/* The prompt text for echo / return_full_text (decoded for token-id
+ * prompts), a new string of *len bytes. */
+static char *prompt_text(const struct lcall *lc, int i, size_t *len)
 {
     const struct prompt *p = &lc->prompts[i];
-    if (p->text)
-        return strdup(p->text);
     char *s = NULL;
-    size_t len;
-    if (tokenizer_decode(lc->tok, p->ids, (size_t)p->n, &s, &len) != TOKENIZER_OK)
+    *len = 0;
+    if (p->text) {
+        if ((s = malloc(p->len + 1))) {
+            memcpy(s, p->text, p->len);
+            s[p->len] = '\0';
+            *len = p->len;
+        }
+        return s;
+    }
+    if (tokenizer_decode(lc->tok, p->ids, (size_t)p->n, &s, len) != TOKENIZER_OK) {
+        *len = 0;
         return strdup("");
+    }
     return s;
 }
 
 /* A choice's text, its prompt first when with_prompt (echo,
- * return_full_text). New string. */
-static char *joined_text(struct lcall *lc, const struct choice *c, bool with_prompt)
+ * return_full_text). New string of *len bytes. */
+static char *joined_text(struct lcall *lc, const struct choice *c, bool with_prompt, size_t *len)
 {
-    char *prefix = with_prompt ? prompt_text(lc, c->prompt) : NULL;
-    size_t a = prefix ? strlen(prefix) : 0;
+    size_t a = 0;
+    char *prefix = with_prompt ? prompt_text(lc, c->prompt, &a) : NULL;
     char *s = malloc(a + c->text.len + 1);
+    *len = 0;
     if (s) {
         memcpy(s, prefix ? prefix : "", a);
         memcpy(s + a, c->text.s ? c->text.s : "", c->text.len);
         s[a + c->text.len] = '\0';
+        *len = a + c->text.len;
     }
     free(prefix);
     return s;
@@ -242,6 +259,7 @@ static json_object *whole_openai(struct lcall *lc)
         ac[i].finish = c->finish;
         if (chat) {
             ac[i].text = c->text.s;
+            ac[i].text_len = c->text.len;
             /* tool_choice required / named: the text is the call */
             ac[i].tool_calls = lc->st.tool ? structured_tool_calls(&lc->st, c->text.s ? c->text.s : "", c->text.len,
                                                                    false) : NULL;
@@ -254,7 +272,7 @@ static json_object *whole_openai(struct lcall *lc)
                 ac[i].logprobs = lp;
             }
         } else {
-            texts[i] = joined_text(lc, c, lc->g->echo);
+            texts[i] = joined_text(lc, c, lc->g->echo, &ac[i].text_len);
             ac[i].text = texts[i];
             if (lc->want_logprobs) {
                 long off = 0;
@@ -291,9 +309,9 @@ static json_object *tgi_details(struct lcall *lc, const struct choice *c, bool s
         d.prefill = json_object_new_array();
         d.tokens = json_object_new_array();
         for (size_t i = 0; i < c->prefill.n; i++)
-            json_object_array_add(d.prefill, frozen(tgi_token(lc, c->prefill.v[i].id, c->prefill.v[i].logprob, NULL)));
+            json_object_array_add(d.prefill, frozen(tgi_token(lc, c->prefill.v[i].id, c->prefill.v[i].logprob, NULL, 0)));
         for (size_t i = 0; i < c->toks.n; i++)
-            json_object_array_add(d.tokens, frozen(tgi_token(lc, c->toks.v[i].id, c->toks.v[i].logprob, NULL)));
+            json_object_array_add(d.tokens, frozen(tgi_token(lc, c->toks.v[i].id, c->toks.v[i].logprob, NULL, 0)));
         if (lc->top_n > 0) {
             d.top_tokens = json_object_new_array();
             for (size_t i = 0; i < c->toks.n; i++)
@@ -307,9 +325,10 @@ static json_object *whole_tgi(struct lcall *lc)
 {
     struct choice *c = &lc->ch[0];
     struct answer_meta m = meta(lc);
-    char *text = joined_text(lc, c, lc->g->return_full_text);
+    size_t len;
+    char *text = joined_text(lc, c, lc->g->return_full_text, &len);
     json_object *details = lc->kind != CK_LEGACY && lc->g->details ? tgi_details(lc, c, false) : NULL;
-    json_object *o = answer_tgi(&m, text, details, lc->variant == 2);   /* POST / answers a list */
+    json_object *o = answer_tgi(&m, text, len, details, lc->variant == 2);   /* POST / answers a list */
     free(text);
     return o;
 }
@@ -327,7 +346,7 @@ static void tgi_headers(struct lcall *lc, bool whole)
     double total = (double)(now - lc->t0) / 1e6, valid = (double)(lc->t_validated - lc->t0) / 1e6,
            queue = (double)lc->queued_ns / 1e6, infer = total - valid - queue;
     resp_header(r, "x-compute-time", "%.6f", total / 1e3);
-    resp_header(r, "x-compute-characters", "%zu", lc->prompts[0].text ? strlen(lc->prompts[0].text) : 0);
+    resp_header(r, "x-compute-characters", "%zu", lc->prompts[0].text ? lc->prompts[0].len : 0);
     resp_header(r, "x-total-time", "%.0f", total);
     resp_header(r, "x-validation-time", "%.0f", valid);
     resp_header(r, "x-queue-time", "%.0f", queue);
@@ -358,11 +377,11 @@ static int send_json(struct lcall *lc, json_object *o)
 
 /* One OpenAI stream chunk with one choice: the chat delta (taken over) or
  * the completion's text, with logprobs (taken over, may be NULL). */
-static json_object *chunk(struct lcall *lc, int index, json_object *delta, const char *text, json_object *logprobs,
-                          enum finish f, bool tool_calls)
+static json_object *chunk(struct lcall *lc, int index, json_object *delta, const char *text, size_t len,
+                          json_object *logprobs, enum finish f, bool tool_calls)
 {
     struct answer_meta m = meta(lc);
-    return answer_chunk(&m, index, delta, text, logprobs, f, tool_calls);
+    return answer_chunk(&m, index, delta, text, len, logprobs, f, tool_calls);
 }
 
 /* The stream's headers and opening events. */
@@ -375,11 +394,12 @@ int lcall_stream_begin(struct lcall *lc)
         return -1;
     for (int i = 0; i < lc->n_seqs; i++) {
         if (lc->kind == CK_CHAT) {
-            if (send_json(lc, chunk(lc, i, answer_delta("assistant", "", NULL), NULL, NULL, FIN_NONE, false)) < 0)
+            if (send_json(lc, chunk(lc, i, answer_delta("assistant", "", 0, NULL), NULL, 0, NULL, FIN_NONE, false)) < 0)
                 return -1;
         } else if (lc->kind == CK_COMPLETION && lc->g->echo) {
-            char *t = prompt_text(lc, lc->ch[i].prompt);
-            int rc = send_json(lc, chunk(lc, i, NULL, t, NULL, FIN_NONE, false));
+            size_t tl;
+            char *t = prompt_text(lc, lc->ch[i].prompt, &tl);
+            int rc = send_json(lc, chunk(lc, i, NULL, t, tl, NULL, FIN_NONE, false));
             free(t);
             if (rc < 0)
                 return -1;
@@ -400,10 +420,10 @@ int lcall_stream_token(struct lcall *lc, int i, const struct eevent *ev, const c
             return 0;
         json_object *calls = structured_tool_calls(&lc->st, c->text.s ? c->text.s : "", c->text.len, true);
         bool is_call = calls != NULL;
-        json_object *d = answer_delta(NULL, calls ? NULL : c->text.s ? c->text.s : "", calls);
-        if (send_json(lc, chunk(lc, i, d, NULL, NULL, FIN_NONE, false)) < 0)
+        json_object *d = answer_delta(NULL, calls ? NULL : c->text.s ? c->text.s : "", c->text.len, calls);
+        if (send_json(lc, chunk(lc, i, d, NULL, 0, NULL, FIN_NONE, false)) < 0)
             return -1;
-        return send_json(lc, chunk(lc, i, NULL, NULL, NULL, ev->finish, is_call));
+        return send_json(lc, chunk(lc, i, NULL, NULL, 0, NULL, ev->finish, is_call));
     }
     if (lc->kind == CK_CHAT) {
         if (ev->text_len || lc->want_logprobs) {
@@ -414,10 +434,11 @@ int lcall_stream_token(struct lcall *lc, int i, const struct eevent *ev, const c
                 json_object_array_add(content, chat_logprob(lc, &rec));
                 json_object_object_add(lp, "content", content);
             }
-            if (send_json(lc, chunk(lc, i, answer_delta(NULL, text ? text : "", NULL), NULL, lp, FIN_NONE, false)) < 0)
+            json_object *d = answer_delta(NULL, text ? text : "", ev->text_len, NULL);
+            if (send_json(lc, chunk(lc, i, d, NULL, 0, lp, FIN_NONE, false)) < 0)
                 return -1;
         }
-        if (finish && send_json(lc, chunk(lc, i, NULL, NULL, NULL, ev->finish, false)) < 0)
+        if (finish && send_json(lc, chunk(lc, i, NULL, NULL, 0, NULL, ev->finish, false)) < 0)
             return -1;
         return 0;
     }
@@ -425,17 +446,18 @@ int lcall_stream_token(struct lcall *lc, int i, const struct eevent *ev, const c
         if (ev->text_len || lc->want_logprobs || finish) {
             long off = 0;
             json_object *lp = lc->want_logprobs ? completion_logprobs(lc, &rec, 1, &off) : NULL;
-            if (send_json(lc, chunk(lc, i, NULL, text, lp, ev->finish, false)) < 0)
+            if (send_json(lc, chunk(lc, i, NULL, text, ev->text_len, lp, ev->finish, false)) < 0)
                 return -1;
         }
         return 0;
     }
     /* TGI: one event per token; the last carries generated_text and details. */
     bool special = tokenizer_is_special(lc->tok, ev->tok.id);     /* TGI shows <|endoftext|> as its own text */
-    json_object *token = tgi_token(lc, ev->tok.id, ev->tok.logprob, special ? NULL : text);
+    json_object *token = tgi_token(lc, ev->tok.id, ev->tok.logprob, special ? NULL : text ? text : "", ev->text_len);
     json_object *top = lc->top_n > 0 ? tgi_top_tokens(lc, &rec) : NULL;
-    char *full = finish ? joined_text(lc, c, lc->g->return_full_text) : NULL;
-    json_object *o = answer_tgi_event(++lc->tgi_index, token, true, top, full ? full : finish ? "" : NULL,
+    size_t full_len = 0;
+    char *full = finish ? joined_text(lc, c, lc->g->return_full_text, &full_len) : NULL;
+    json_object *o = answer_tgi_event(++lc->tgi_index, token, true, top, full ? full : finish ? "" : NULL, full_len,
                                       finish ? tgi_details(lc, c, true) : NULL);
     free(full);
     return send_json(lc, o);

@@ -51,6 +51,7 @@ struct prompt {
     int n;
     bool at_least;              /* too long to encode: n is the least it makes */
     const char *text;           /* borrowed from the body, or the rendered chat; NULL for token-id prompts */
+    size_t len;                 /* its bytes (it may hold NUL) */
 };
 
 struct lcall {
@@ -63,6 +64,7 @@ struct lcall {
     const struct tokenizer *tok;
 
     char *chat_text;            /* the rendered chat prompt, owned */
+    size_t chat_len;            /* its bytes */
     struct prompt prompts[MAX_PROMPTS];
     int n_prompts, n_per_prompt, n_seqs;
     struct choice *ch;          /* n_seqs */
@@ -128,8 +130,9 @@ int lcall_encode_bounded(const struct lmodel *m, const char *text, size_t len, i
 /* ------------------------------------------------------------------ local_answer.c */
 
 /* One token's text on its own (invalid UTF-8 shown as U+FFFD): a new
- * string the caller frees ("" when it cannot be decoded). */
-char *lcall_token_text(const struct tokenizer *t, int32_t id);
+ * string of *len bytes (it may be "\0": GPT-2's token 188) the caller
+ * frees ("" when it cannot be decoded). */
+char *lcall_token_text(const struct tokenizer *t, int32_t id, size_t *len);
 
 /* Tokens the request's sequences read (prompts) and made (completions). */
 long lcall_prompt_tokens(const struct lcall *lc);
@@ -144,7 +147,7 @@ json_object *lcall_whole(struct lcall *lc);
  * the usage chunk when asked for and [DONE]). Each returns 0, or -1 when
  * the client went away. */
 int lcall_stream_begin(struct lcall *lc);
-int lcall_stream_token(struct lcall *lc, int i, const struct eevent *ev, const char *text);
+int lcall_stream_token(struct lcall *lc, int i, const struct eevent *ev, const char *text);   /* ev->text_len bytes */
 int lcall_stream_end(struct lcall *lc, const struct choice *bad);
 
 #endif

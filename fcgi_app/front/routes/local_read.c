@@ -76,14 +76,15 @@ int lcall_encode_bounded(const struct lmodel *m, const char *text, size_t len, i
     return tokenizer_encode(m->tok, text, len, true, ids, n);
 }
 
-/* Tokenizes text into prompt p; a text sure to exceed the model's input
+/* Tokenizes text[0..len) (it may hold NUL) into prompt p; a text sure to exceed the model's input
  * (with no TGI `truncate` to cut it) is left unencoded, at_least set. */
-static int tokenize_prompt(struct lcall *lc, struct prompt *p, const char *text)
+static int tokenize_prompt(struct lcall *lc, struct prompt *p, const char *text, size_t len)
 {
     size_t n = 0;
     p->text = text;
+    p->len = len;
     int limit = lc->kind == CK_TGI && lc->g->truncate > 0 ? 0 : lc->m->max_input;
-    int rc = lcall_encode_bounded(lc->m, text, strlen(text), limit, &p->ids, &n);
+    int rc = lcall_encode_bounded(lc->m, text, len, limit, &p->ids, &n);
     if (rc < 0)
         return lcall_error(lc, 500, NULL, "cannot tokenize the prompt"), -1;
     p->at_least = rc == 1;
@@ -129,7 +130,8 @@ static int read_prompts(struct lcall *lc)
         char eos_text[64] = "";
         if (eos_bytes && eos_len < sizeof eos_text)
             memcpy(eos_text, eos_bytes, eos_len), eos_text[eos_len] = '\0';
-        int rc = chat_template_render(t, g->messages, eos_text, &lc->chat_text, &stops, &n_stops, err, sizeof err);
+        int rc = chat_template_render(t, g->messages, eos_text, &lc->chat_text, &lc->chat_len, &stops,
+                                      &n_stops, err, sizeof err);
         if (rc != CHAT_TEMPLATE_OK)
             return lcall_error(lc, rc == CHAT_TEMPLATE_EINVAL ? 400 : 500, "messages", "%s", err), -1;
         size_t user = g->stop ? json_object_array_length(g->stop) : 0;
@@ -140,7 +142,7 @@ static int read_prompts(struct lcall *lc)
         for (size_t i = 0; i < n_stops; i++)
             lc->gp.stop[lc->gp.n_stop++] = stops[i];
         lc->n_prompts = 1;
-        return tokenize_prompt(lc, &lc->prompts[0], lc->chat_text);
+        return tokenize_prompt(lc, &lc->prompts[0], lc->chat_text, lc->chat_len);
     }
     if (lc->kind == CK_COMPLETION && g->prompts) {
         json_object *list = g->prompts;
@@ -160,7 +162,8 @@ static int read_prompts(struct lcall *lc)
             json_object *p = json_object_array_get_idx(list, i);
             lc->n_prompts = (int)i + 1;
             if (json_object_is_type(p, json_type_string)) {
-                if (tokenize_prompt(lc, &lc->prompts[i], json_object_get_string(p)) < 0)
+                if (tokenize_prompt(lc, &lc->prompts[i], json_object_get_string(p),
+                                    (size_t)json_object_get_string_len(p)) < 0)
                     return -1;
             } else if (json_object_is_type(p, json_type_array)) {
                 if (ids_prompt(lc, &lc->prompts[i], p, i) < 0)
@@ -175,7 +178,7 @@ static int read_prompts(struct lcall *lc)
     if (!g->prompt)
         return lcall_error(lc, 400, "prompt", "`prompt` is required"), -1;
     lc->n_prompts = 1;
-    return tokenize_prompt(lc, &lc->prompts[0], g->prompt);
+    return tokenize_prompt(lc, &lc->prompts[0], g->prompt, g->prompt_len);
 }
 
 /* The sampling settings, in each API's own semantics. */
@@ -236,8 +239,11 @@ static int read_sampling(struct lcall *lc)
     if (sampler_params_check(s, err, sizeof err) != SAMPLER_OK)
         return lcall_error(lc, 400, NULL, "%s", err), -1;
     if (g->stop)
-        for (size_t i = 0; i < json_object_array_length(g->stop) && lc->gp.n_stop < STOPSEQ_MAX; i++)
-            lc->gp.stop[lc->gp.n_stop++] = json_object_get_string(json_object_array_get_idx(g->stop, i));
+        for (size_t i = 0; i < json_object_array_length(g->stop) && lc->gp.n_stop < STOPSEQ_MAX; i++) {
+            json_object *s1 = json_object_array_get_idx(g->stop, i);
+            lc->gp.stop[lc->gp.n_stop] = json_object_get_string(s1);
+            lc->gp.stop_len[lc->gp.n_stop++] = (size_t)json_object_get_string_len(s1);   /* may hold NUL */
+        }
     return 0;
 }
 

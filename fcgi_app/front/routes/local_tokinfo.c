@@ -29,7 +29,7 @@ static const char *pick_model(struct req *r, json_object *body, char *buf, size_
         snprintf(buf, len, "%s", json_object_get_string(v));
         return buf;
     }
-    return r->cfg->default_model;
+    return config_default_model(r->cfg);
 }
 
 static struct lmodel *model_for(struct req *r, json_object *body)
@@ -39,7 +39,7 @@ static struct lmodel *model_for(struct req *r, json_object *body)
     struct lcall lc = {.r = r, .model = name};
     if (!name) {
         resp_error(r, r->dialect == DIALECT_OPENAI ? 400 : 422,
-                   "name a model (?model=NAME); this server has no default_model");
+                   "name a model (?model=NAME); this server serves several models and has no default_model");
         return NULL;
     }
     if (auth_check_model(r, name) != FRONT_OK)
@@ -119,10 +119,11 @@ int route_tokenize(struct req *r)
             json_object *t = json_object_new_object();
             size_t bl = 0;
             tokenizer_token_bytes(m->tok, ids[i], &bl);
-            char *s = lcall_token_text(m->tok, ids[i]);
+            size_t sl;
+            char *s = lcall_token_text(m->tok, ids[i], &sl);
             size_t stop = at + bl > len ? len : at + bl;
             json_object_object_add(t, "id", json_object_new_int(ids[i]));
-            json_add_str(t, "text", s);
+            json_add_strn(t, "text", s, sl);       /* "\u0000" for byte 0 */
             json_object_object_add(t, "start", json_object_new_int64((int64_t)at));
             json_object_object_add(t, "stop", json_object_new_int64((int64_t)stop));
             free(s);

@@ -197,12 +197,14 @@ static struct answer_meta meta(const struct relay *rl)
                                 .fingerprint = rl->fingerprint};
 }
 
-/* A translated TGI token event; the last one (final_text not NULL) with its details. */
-static json_object *tgi_event(struct relay *rl, const struct gen_delta *tok, const char *final_text,
+/* A translated TGI token event; the last one (final_text not NULL, final_len bytes) with its details. */
+static json_object *tgi_event(struct relay *rl, const struct gen_delta *tok, const char *final_text, size_t final_len,
                               const struct answer_tgi_details *details)
 {
-    json_object *t = answer_tgi_token(tok->token_id, tok->text, tok->has_logprob, tok->logprob, tok->special);
-    return answer_tgi_event(rl->index++, t, false, NULL, final_text, details ? answer_tgi_details(details) : NULL);
+    json_object *t = answer_tgi_token(tok->token_id, tok->text, tok->text_len, tok->has_logprob, tok->logprob,
+                                      tok->special);
+    return answer_tgi_event(rl->index++, t, false, NULL, final_text, final_len,
+                            details ? answer_tgi_details(details) : NULL);
 }
 
 static const char *const tgi_passed_headers[] = {
@@ -294,9 +296,9 @@ static int send_event(struct relay *rl, json_object *obj)
     return rc;
 }
 
-static int append_text(struct relay *rl, const char *t)
+static int append_text(struct relay *rl, const char *t, size_t len)
 {
-    strbuf_puts(&rl->text, t);
+    strbuf_add(&rl->text, t, len);
     return rl->text.nomem ? -1 : 0;
 }
 
@@ -307,7 +309,7 @@ static void count(struct relay *rl, const struct gen_delta *d)
         rl->prompt_tokens = d->prompt_tokens;
     if (d->completion_tokens >= 0)
         rl->completion_tokens = d->completion_tokens;
-    if (d->text && d->text[0])
+    if (d->text && d->text_len)
         rl->tokens++;
 }
 
@@ -367,7 +369,11 @@ static int hold(struct relay *rl, const struct gen_delta *d)
 {
     free(rl->held_text);
     rl->held = *d;
-    rl->held_text = strdup(d->text ? d->text : "");
+    rl->held_text = malloc(d->text_len + 1);
+    if (rl->held_text) {
+        memcpy(rl->held_text, d->text ? d->text : "", d->text_len);
+        rl->held_text[d->text_len] = '\0';
+    }
     rl->held.text = rl->held_text;
     rl->have_held = rl->held_text != NULL;
     return rl->have_held ? 0 : -1;
@@ -387,24 +393,24 @@ static int translate(struct relay *rl, json_object *ev)
         return -1;
     }
     remember(rl, &d);
-    bool visible = d.text && d.text[0] && !d.special;
+    bool visible = d.text && d.text_len && !d.special;
     struct call *k = rl->call;
     if (k->kind == CK_COMPLETION) {
         if (!visible)
             return 0;
         rl->tokens++;
         struct answer_meta m = meta(rl);
-        return send_event(rl, answer_chunk(&m, 0, NULL, d.text, NULL, FIN_NONE, false));
+        return send_event(rl, answer_chunk(&m, 0, NULL, d.text, d.text_len, NULL, FIN_NONE, false));
     }
     /* TGI client: one event per token, the last one carrying the whole text. */
     if (!visible && !(d.text && d.special))
         return 0;
     if (rl->have_held) {
-        if (send_event(rl, tgi_event(rl, &rl->held, NULL, NULL)) < 0)
+        if (send_event(rl, tgi_event(rl, &rl->held, NULL, 0, NULL)) < 0)
             return -1;
     }
     rl->tokens++;
-    if (!d.special && append_text(rl, d.text) < 0)
+    if (!d.special && append_text(rl, d.text, d.text_len) < 0)
         return -1;
     return hold(rl, &d);
 }
@@ -510,7 +516,7 @@ static void finish_stream(struct relay *rl)
     if (k->kind == CK_COMPLETION) {
         struct answer_meta m = meta(rl);
         struct answer_usage u = {.prompt = rl->prompt_tokens, .completion = completion, .cached = -1};
-        if (send_event(rl, answer_chunk(&m, 0, NULL, "", NULL, rl->finish, false)) < 0)
+        if (send_event(rl, answer_chunk(&m, 0, NULL, "", 0, NULL, rl->finish, false)) < 0)
             return;
         if (k->g.include_usage && send_event(rl, answer_usage_chunk(&m, &u)) < 0)
             return;
@@ -521,15 +527,16 @@ static void finish_stream(struct relay *rl)
     struct gen_delta none = {.text = "", .token_id = 0, .special = true};
     struct answer_tgi_details fin = {.finish = rl->finish, .generated = completion, .has_seed = rl->has_seed,
                                      .seed = (uint64_t)rl->seed, .stream = true, .input_length = -1};
-    const char *prefix = k->g.return_full_text && k->g.prompt ? k->g.prompt : "";
-    size_t a = strlen(prefix);
+    bool with_prompt = k->g.return_full_text && k->g.prompt;
+    const char *prefix = with_prompt ? k->g.prompt : "";
+    size_t a = with_prompt ? k->g.prompt_len : 0;
     char *full = malloc(a + rl->text.len + 1);
     if (!full)
         return;
     memcpy(full, prefix, a);
     memcpy(full + a, rl->text.s ? rl->text.s : "", rl->text.len);
     full[a + rl->text.len] = '\0';
-    send_event(rl, tgi_event(rl, rl->have_held ? &rl->held : &none, full, &fin));
+    send_event(rl, tgi_event(rl, rl->have_held ? &rl->held : &none, full, a + rl->text.len, &fin));
     free(full);
 }
 
@@ -550,7 +557,7 @@ static json_object *translated_answer(struct relay *rl, const struct gen_result 
     struct call *k = rl->call;
     struct answer_meta m = meta(rl);
     if (k->kind == CK_COMPLETION) {
-        struct answer_choice c = {.text = res->text, .finish = res->finish};
+        struct answer_choice c = {.text = res->text, .text_len = res->text_len, .finish = res->finish};
         struct answer_usage u = {.prompt = res->prompt_tokens, .completion = res->completion_tokens, .cached = -1};
         return answer_openai(&m, &c, 1, &u);
     }
@@ -563,7 +570,7 @@ static json_object *translated_answer(struct relay *rl, const struct gen_result 
         details = answer_tgi_details(&d);
     }
     if (k->kind == CK_TGI && k->g.return_full_text && k->g.prompt) {
-        size_t a = strlen(k->g.prompt), b = strlen(res->text);
+        size_t a = k->g.prompt_len, b = res->text_len;
         char *full = malloc(a + b + 1);
         if (!full) {
             json_object_put(details);
@@ -571,11 +578,11 @@ static json_object *translated_answer(struct relay *rl, const struct gen_result 
         }
         memcpy(full, k->g.prompt, a);
         memcpy(full + a, res->text, b + 1);
-        json_object *o = answer_tgi(&m, full, details, k->compat_list);
+        json_object *o = answer_tgi(&m, full, a + b, details, k->compat_list);
         free(full);
         return o;
     }
-    return answer_tgi(&m, res->text, details, k->compat_list);
+    return answer_tgi(&m, res->text, res->text_len, details, k->compat_list);
 }
 
 /* Answers a whole (non-streamed) upstream answer. */
