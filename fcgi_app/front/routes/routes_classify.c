@@ -200,8 +200,8 @@ static int read_ids(struct ccall *cc, json_object *v, size_t i)
         json_object *t = json_object_array_get_idx(v, k);
         int64_t id = json_object_get_int64(t);
         if (!json_object_is_type(t, json_type_int) || id < 0 || id > INT32_MAX)
-            return fail(cc, 400, "input", NULL, "`input%s` must hold token ids (whole numbers from 0)",
-                        cc->list ? "[i]" : ""), -1;
+            return fail(cc, 400, "input", NULL, "item %zu of token-id input %zu is not a token id (a whole number "
+                        "from 0)", k, i), -1;
         cc->ids[i][k] = (int32_t)id;
     }
     cc->n_ids[i] = (int)n;
