@@ -19,7 +19,8 @@ struct llm_backend {
                 void **impl, char *err, size_t errlen);
     void (*free_model)(void *impl);
     /* A step already checked by llm_forward. Returns 0 or -1 with err. */
-    int (*forward)(void *impl, const struct llm_seq *seqs, int n_seqs, float *logits, char *err, size_t errlen);
+    int (*forward)(void *impl, const struct llm_seq *seqs, int n_seqs, float *logits, float *const *hidden,
+                   char *err, size_t errlen);  /* hidden: llm_forward_hidden's (NULL: none) */
 };
 
 extern const struct llm_backend llm_cpu_backend;

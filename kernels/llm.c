@@ -207,7 +207,13 @@ static int check_step(const struct llm_info *in, const struct llm_seq *seqs, int
 
 int llm_forward(struct llm_model *m, const struct llm_seq *seqs, int n_seqs, float *logits, char *err, size_t errlen)
 {
+    return llm_forward_hidden(m, seqs, n_seqs, logits, NULL, err, errlen);
+}
+
+int llm_forward_hidden(struct llm_model *m, const struct llm_seq *seqs, int n_seqs, float *logits,
+                       float *const *hidden, char *err, size_t errlen)
+{
     if (check_step(&m->info, seqs, n_seqs, err, errlen) != 0)
         return -1;
-    return m->be->forward(m->impl, seqs, n_seqs, logits, err, errlen);
+    return m->be->forward(m->impl, seqs, n_seqs, logits, hidden, err, errlen);
 }

@@ -101,6 +101,14 @@ const struct llm_info *llm_get_info(const struct llm_model *m);
 int llm_forward(struct llm_model *m, const struct llm_seq *seqs, int n_seqs,
                 float *logits, char *err, size_t errlen);
 
+/* llm_forward, and for embeddings the final hidden states: hidden[i] (NULL,
+ * or caller-owned room for seqs[i].n_tokens rows of n_embd floats) gets
+ * the final LayerNorm's output (ln_f, what the LM or score head reads,
+ * GPT2Model's last_hidden_state) at every new token of sequence i.
+ * hidden itself may be NULL (none wanted). */
+int llm_forward_hidden(struct llm_model *m, const struct llm_seq *seqs, int n_seqs, float *logits,
+                       float *const *hidden, char *err, size_t errlen);
+
 /* "auto", "cpu", "cuda" (also "cuda:N"): parses a device name. Returns 0 or -1. */
 int llm_device_parse(const char *s, enum llm_device *dev, int *index);
 

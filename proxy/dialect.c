@@ -2,6 +2,7 @@
 #include "config.h"
 #include "dialect.h"
 #include "json_obj.h"
+#include "util.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -10,6 +11,10 @@
 
 enum upstream_call dialect_call_for(enum client_kind k, enum upstream_type t)
 {
+    if (k == CK_EMBEDDINGS)
+        return UK_EMBEDDINGS;
+    if (k == CK_RESPONSES)                              /* TGI has no Responses API: chat */
+        return t == UPSTREAM_TGI ? UK_CHAT : UK_RESPONSES;
     if (k == CK_CHAT || t == UPSTREAM_TRANSFORMERS)     /* transformers serve has no /v1/completions */
         return UK_CHAT;
     if (t == UPSTREAM_TGI)
@@ -20,7 +25,15 @@ enum upstream_call dialect_call_for(enum client_kind k, enum upstream_type t)
 bool dialect_same(enum client_kind k, enum upstream_call c)
 {
     return (k == CK_CHAT && c == UK_CHAT) || (k == CK_COMPLETION && c == UK_COMPLETION) ||
-           (k == CK_TGI && c == UK_TGI);
+           (k == CK_TGI && c == UK_TGI) || (k == CK_RESPONSES && c == UK_RESPONSES) ||
+           (k == CK_EMBEDDINGS && c == UK_EMBEDDINGS);
+}
+
+void gen_free(struct gen *g)
+{
+    json_object_put(g->owned);
+    g->owned = NULL;
+    g->messages = NULL;
 }
 
 /* ------------------------------------------------------------------ reading client requests */
@@ -240,6 +253,165 @@ static int read_string(json_object *b, const char *key, const char **out, size_t
     return 0;
 }
 
+static void add_str(json_object *o, const char *k, const char *v);
+static const char *str_of(json_object *v);
+
+/* One Responses API message's content: a string, or a list of text parts
+ * (input_text, output_text) joined by newlines, into out (the caller frees
+ * it with strbuf_free; it may hold NUL). Returns 0, or -1 with err (or
+ * *untranslatable set, for parts a chat request cannot carry). */
+static int responses_content(json_object *c, size_t i, struct strbuf *out, const char **untranslatable, char *err,
+                             size_t errlen)
+{
+    if (json_object_is_type(c, json_type_string)) {
+        strbuf_add(out, json_object_get_string(c), (size_t)json_object_get_string_len(c));
+    } else if (!json_object_is_type(c, json_type_array)) {
+        snprintf(err, errlen, "`input[%zu].content` must be a string or a list of content parts", i);
+        return -1;
+    }
+    size_t n = json_object_is_type(c, json_type_array) ? json_object_array_length(c) : 0;
+    for (size_t j = 0; j < n; j++) {
+        json_object *part = json_object_array_get_idx(c, j), *text = get(part, "text");
+        const char *type = str_of(get(part, "type"));
+        if (type && (!strcmp(type, "input_image") || !strcmp(type, "input_file") || !strcmp(type, "input_audio"))) {
+            *untranslatable = "input";          /* images and files: no text model reads them */
+            continue;
+        }
+        if (!type || (strcmp(type, "input_text") && strcmp(type, "output_text") && strcmp(type, "text")) ||
+            !json_object_is_type(text, json_type_string)) {
+            snprintf(err, errlen, "`input[%zu].content[%zu]` must be {\"type\": \"input_text\", \"text\": ...}", i, j);
+            return -1;
+        }
+        if (out->len)
+            strbuf_add(out, "\n", 1);
+        strbuf_add(out, json_object_get_string(text), (size_t)json_object_get_string_len(text));
+    }
+    if (out->nomem)
+        return snprintf(err, errlen, "out of memory"), -1;
+    return 0;
+}
+
+static int add_message(json_object *msgs, const char *role, const char *content, size_t len)
+{
+    json_object *m = json_object_new_object();
+    if (!m || json_object_array_add(msgs, m) != 0) {
+        json_object_put(m);
+        return -1;
+    }
+    add_str(m, "role", role);
+    json_add_strn(m, "content", content, len);
+    return 0;
+}
+
+/* text.format -> response_format. */
+static int responses_format(json_object *text, json_object *chat, char *err, size_t errlen)
+{
+    if (!text)
+        return 0;
+    json_object *f = get(text, "format");
+    if (!json_object_is_type(text, json_type_object) || (f && !json_object_is_type(f, json_type_object))) {
+        snprintf(err, errlen, "`text` must be an object, its `format` an object");
+        return -1;
+    }
+    const char *type = f ? str_of(get(f, "type")) : "text";
+    if (!type || (strcmp(type, "text") && strcmp(type, "json_object") && strcmp(type, "json_schema"))) {
+        snprintf(err, errlen, "`text.format.type` must be text, json_object or json_schema");
+        return -1;
+    }
+    if (!strcmp(type, "text"))
+        return 0;
+    json_object *rf = json_object_new_object();
+    json_object_object_add(chat, "response_format", rf);
+    add_str(rf, "type", type);
+    if (!strcmp(type, "json_schema")) {         /* Responses: flat; chat: under json_schema */
+        json_object *js = json_object_new_object();
+        json_object_object_add(rf, "json_schema", js);
+        static const char *const keys[] = {"name", "schema", "strict", "description"};
+        for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
+            json_object *v = get(f, keys[i]);
+            if (v)
+                json_object_object_add(js, keys[i], json_object_get(v));
+        }
+    }
+    return 0;
+}
+
+/* POST /v1/responses: the chat request it means, into g->owned. */
+static int read_responses(json_object *b, struct gen *g, char *err, size_t errlen)
+{
+    json_object *chat = json_object_new_object(), *msgs = json_object_new_array();
+    g->owned = chat;
+    if (!chat || !msgs || json_object_object_add(chat, "messages", msgs) != 0) {
+        json_object_put(msgs);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    g->messages = msgs;
+    size_t ilen = 0;
+    if (read_string(b, "instructions", &g->instructions, &ilen, false, err, errlen) < 0)
+        return -1;
+    if (g->instructions && add_message(msgs, "system", g->instructions, ilen) < 0)
+        return snprintf(err, errlen, "out of memory"), -1;
+    json_object *in = get(b, "input");
+    if (!in || (!json_object_is_type(in, json_type_string) && !json_object_is_type(in, json_type_array))) {
+        snprintf(err, errlen, "`input` must be a string or a list of messages");
+        return -1;
+    }
+    if (json_object_is_type(in, json_type_string) &&
+        add_message(msgs, "user", json_object_get_string(in), (size_t)json_object_get_string_len(in)) < 0)
+        return snprintf(err, errlen, "out of memory"), -1;
+    for (size_t i = 0; json_object_is_type(in, json_type_array) && i < json_object_array_length(in); i++) {
+        json_object *m = json_object_array_get_idx(in, i);
+        const char *type = str_of(get(m, "type")), *role = str_of(get(m, "role"));
+        if (!json_object_is_type(m, json_type_object)) {
+            snprintf(err, errlen, "`input[%zu]` must be a message object", i);
+            return -1;
+        }
+        if (type && strcmp(type, "message")) {  /* function calls, their outputs, reasoning, references */
+            g->untranslatable = "input";
+            continue;
+        }
+        if (!role || (strcmp(role, "user") && strcmp(role, "assistant") && strcmp(role, "system") &&
+                      strcmp(role, "developer"))) {
+            snprintf(err, errlen, "`input[%zu].role` must be user, assistant, system or developer", i);
+            return -1;
+        }
+        struct strbuf content = {0};
+        if (responses_content(get(m, "content"), i, &content, &g->untranslatable, err, errlen) < 0) {
+            strbuf_free(&content);
+            return -1;
+        }
+        int rc = add_message(msgs, !strcmp(role, "developer") ? "system" : role, content.s ? content.s : "",
+                             content.len);
+        strbuf_free(&content);
+        if (rc < 0)
+            return snprintf(err, errlen, "out of memory"), -1;
+    }
+    if (json_object_array_length(msgs) == 0 && !g->untranslatable) {
+        snprintf(err, errlen, "`input` must not be empty");
+        return -1;
+    }
+    if (read_long(b, "max_output_tokens", &g->max_tokens, NULL, 1, 1 << 30, err, errlen) < 0 ||
+        read_number(b, "temperature", &g->has_temperature, &g->temperature, 0, 2, false, err, errlen) < 0 ||
+        read_number(b, "top_p", &g->has_top_p, &g->top_p, 0, 1, false, err, errlen) < 0 ||
+        read_bool(b, "stream", NULL, &g->stream, err, errlen) < 0 ||
+        responses_format(get(b, "text"), chat, err, errlen) < 0)
+        return -1;
+    /* what a stateless server, or a chat request, cannot carry */
+    static const char *const stateful[] = {"previous_response_id", "conversation", "prompt", "reasoning"};
+    for (size_t i = 0; i < sizeof stateful / sizeof *stateful; i++)
+        if (get(b, stateful[i]))
+            g->untranslatable = stateful[i];
+    json_object *tools = get(b, "tools");
+    if (tools && (!json_object_is_type(tools, json_type_array) || json_object_array_length(tools) > 0))
+        g->untranslatable = "tools";
+    json_object *bg = get(b, "background");
+    if (bg && json_object_get_boolean(bg))
+        g->untranslatable = "background";
+    g->include_usage = true;                    /* the Responses API always reports usage */
+    return 0;
+}
+
 int dialect_read_request(enum client_kind k, json_object *b, struct gen *g, char *err, size_t errlen)
 {
     memset(g, 0, sizeof *g);
@@ -327,6 +499,14 @@ int dialect_read_request(enum client_kind k, json_object *b, struct gen *g, char
             g->has_top_p = false;
         return 0;
     }
+    case CK_RESPONSES:
+        return read_responses(b, g, err, errlen);
+    case CK_EMBEDDINGS:                         /* the upstream checks the rest */
+        if (!get(b, "input")) {
+            snprintf(err, errlen, "`input` is required: a string, a list of strings or token ids");
+            return -1;
+        }
+        return 0;
     }
     return -1;
 }
@@ -417,7 +597,7 @@ static json_object *passthrough(enum upstream_call c, enum upstream_type t, json
     /* TGI takes a model other than its own for a LoRA adapter id and fails;
      * "tgi" is the name its Messages API documents for the served model. */
     add_str(o, "model", t == UPSTREAM_TGI ? "tgi" : model);
-    if (t == UPSTREAM_TRANSFORMERS)
+    if (t == UPSTREAM_TRANSFORMERS && c == UK_CHAT)
         keep_only(o, transformers_fields, sizeof transformers_fields / sizeof *transformers_fields);
     return o;
 }
@@ -517,14 +697,49 @@ static json_object *to_openai(enum client_kind k, enum upstream_call c, const st
     return o;
 }
 
+/* A Responses API request as the chat request it means, OpenAI's semantics kept. */
+static json_object *responses_to_chat(const struct gen *g, const char *model)
+{
+    json_object *o = json_object_new_object();
+    if (!o)
+        return NULL;
+    json_object_object_foreach(g->owned, key, val)
+        json_object_object_add(o, key, json_object_get(val));
+    add_str(o, "model", model);
+    if (g->max_tokens > 0)
+        json_object_object_add(o, "max_tokens", json_object_new_int64(g->max_tokens));
+    if (g->has_temperature)
+        json_object_object_add(o, "temperature", json_object_new_double(g->temperature));
+    if (g->has_top_p)
+        json_object_object_add(o, "top_p", json_object_new_double(g->top_p));
+    if (g->stream) {
+        json_object_object_add(o, "stream", json_object_new_boolean(true));
+        json_object *so = json_object_new_object();
+        json_object_object_add(so, "include_usage", json_object_new_boolean(true));
+        json_object_object_add(o, "stream_options", so);
+    }
+    return o;
+}
+
 json_object *dialect_upstream_request(enum client_kind k, enum upstream_call c, enum upstream_type t,
                                       json_object *client_body, const struct gen *g, const char *model,
                                       char *err, size_t errlen)
 {
     err[0] = '\0';
     json_object *o;
+    if (k == CK_EMBEDDINGS && t != UPSTREAM_OPENAI) {
+        snprintf(err, errlen, "this model's upstream (type %s) has no embeddings API; only openai-type upstreams "
+                 "are sent POST /v1/embeddings", t == UPSTREAM_TGI ? "tgi" : "transformers-serve");
+        return NULL;
+    }
     if (dialect_same(k, c))
         o = passthrough(c, t, client_body, model);
+    else if (k == CK_RESPONSES && g->untranslatable) {
+        snprintf(err, errlen, "`%s` cannot be sent to this model's upstream, which has no Responses API (its "
+                 "request becomes a chat completion: text messages only, stateless)", g->untranslatable);
+        return NULL;
+    } else if (k == CK_RESPONSES)
+        o = responses_to_chat(g, t == UPSTREAM_TGI ? "tgi" : model);
     else if (!g->prompt) {
         snprintf(err, errlen, "a `prompt` list can only go to OpenAI-compatible upstreams; send one string");
         return NULL;
@@ -811,6 +1026,137 @@ static void read_seed(json_object *d, bool *has, int64_t *seed)
         *has = true, *seed = (int64_t)json_object_get_uint64(v);
 }
 
+/* ---------------------------------------------------- the Responses API's answers */
+
+/* A response object's usage (input_tokens, output_tokens) and finish
+ * (status incomplete: the length limit), checked. */
+static int responses_meta(json_object *resp, long *in, long *out, enum finish *f, const char *at, char *err,
+                          size_t errlen)
+{
+    json_object *u = get(resp, "usage"), *st = get(resp, "status");
+    if (st && !json_object_is_type(st, json_type_string)) {
+        snprintf(err, errlen, "`%sstatus` must be a string", at);
+        return -1;
+    }
+    if (u && !json_object_is_type(u, json_type_object)) {
+        snprintf(err, errlen, "`%susage` must be an object", at);
+        return -1;
+    }
+    static const char *const keys[] = {"input_tokens", "output_tokens"};
+    long *dst[] = {in, out};
+    for (size_t i = 0; u && i < 2; i++) {
+        json_object *v = get(u, keys[i]);
+        if (!v)
+            continue;
+        int64_t n = json_object_get_int64(v);
+        if (!json_object_is_type(v, json_type_int) || n < 0 || n > INT32_MAX) {
+            snprintf(err, errlen, "`%susage.%s` must be a whole number from 0 to %d", at, keys[i], INT32_MAX);
+            return -1;
+        }
+        *dst[i] = (long)n;
+    }
+    const char *s = str_of(st);
+    *f = s && !strcmp(s, "incomplete") ? FIN_LENGTH : FIN_EOS;
+    return 0;
+}
+
+/* A whole response: its output_text parts joined. */
+static int read_responses_result(json_object *a, struct gen_result *res, char *err, size_t errlen)
+{
+    json_object *out = get(a, "output");
+    if (!out || !json_object_is_type(out, json_type_array)) {
+        snprintf(err, errlen, "`output` must be a list");
+        return -1;
+    }
+    if (responses_meta(a, &res->prompt_tokens, &res->completion_tokens, &res->finish, "", err, errlen) < 0)
+        return -1;
+    size_t len = 0;
+    char *text = calloc(1, 1);
+    for (size_t i = 0; text && i < json_object_array_length(out); i++) {
+        json_object *item = json_object_array_get_idx(out, i), *content = get(item, "content");
+        const char *type = str_of(get(item, "type"));
+        if (!json_object_is_type(item, json_type_object) || !type) {
+            snprintf(err, errlen, "`output[%zu]` must be an object with a type", i);
+            free(text);
+            return -1;
+        }
+        if (strcmp(type, "message") != 0)
+            continue;
+        if (!content || !json_object_is_type(content, json_type_array)) {
+            snprintf(err, errlen, "`output[%zu].content` must be a list", i);
+            free(text);
+            return -1;
+        }
+        for (size_t j = 0; j < json_object_array_length(content); j++) {
+            json_object *part = json_object_array_get_idx(content, j), *t = get(part, "text");
+            const char *pt = str_of(get(part, "type"));
+            if (!pt || strcmp(pt, "output_text") != 0)
+                continue;
+            if (!t || !json_object_is_type(t, json_type_string)) {
+                snprintf(err, errlen, "`output[%zu].content[%zu].text` must be a string", i, j);
+                free(text);
+                return -1;
+            }
+            size_t tl = (size_t)json_object_get_string_len(t);
+            char *grown = realloc(text, len + tl + 1);
+            if (!grown) {
+                free(text);
+                text = NULL;
+                break;
+            }
+            text = grown;
+            memcpy(text + len, json_object_get_string(t), tl + 1);
+            len += tl;
+        }
+    }
+    if (!text) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    res->text = text;
+    return 0;
+}
+
+/* One stream event: text deltas, the end (completed or incomplete, with
+ * usage), failures. Other events pass unread. */
+static int read_responses_delta(json_object *e, struct gen_delta *d)
+{
+    const char *type = str_of(get(e, "type"));
+    if (!type) {
+        snprintf(d->bad, sizeof d->bad, "an event that is not a Responses API event (no `type`)");
+        return -1;
+    }
+    if (!strcmp(type, "error")) {
+        const char *msg = str_of(get(e, "message"));
+        d->error = msg ? msg : "the upstream reported an error";
+        return 0;
+    }
+    if (!strcmp(type, "response.failed")) {
+        const char *msg = str_of(get(get(get(e, "response"), "error"), "message"));
+        d->error = msg ? msg : "the upstream's response failed";
+        return 0;
+    }
+    if (!strcmp(type, "response.output_text.delta")) {
+        json_object *t = get(e, "delta");
+        if (!t || !json_object_is_type(t, json_type_string)) {
+            snprintf(d->bad, sizeof d->bad, "`delta` must be a string");
+            return -1;
+        }
+        d->text = json_object_get_string(t);
+        return 0;
+    }
+    if (!strcmp(type, "response.completed") || !strcmp(type, "response.incomplete")) {
+        json_object *r = get(e, "response");
+        if (!r || !json_object_is_type(r, json_type_object)) {
+            snprintf(d->bad, sizeof d->bad, "`response` must be an object");
+            return -1;
+        }
+        return responses_meta(r, &d->prompt_tokens, &d->completion_tokens, &d->finish, "response.", d->bad,
+                              sizeof d->bad);
+    }
+    return 0;
+}
+
 int dialect_read_result(enum upstream_call c, json_object *a, struct gen_result *res, char *err, size_t errlen)
 {
     memset(res, 0, sizeof *res);
@@ -821,6 +1167,28 @@ int dialect_read_result(enum upstream_call c, json_object *a, struct gen_result 
     if (!a || !json_object_is_type(a, json_type_object)) {
         snprintf(err, errlen, "the answer is not a JSON object");
         return -1;
+    }
+    if (c == UK_RESPONSES)
+        return read_responses_result(a, res, err, errlen);
+    if (c == UK_EMBEDDINGS) {                   /* passed through: its list and its usage checked */
+        json_object *data = get(a, "data"), *u = get(a, "usage");
+        if (!data || !json_object_is_type(data, json_type_array)) {
+            snprintf(err, errlen, "`data` must be a list");
+            return -1;
+        }
+        if (u && !json_object_is_type(u, json_type_object)) {
+            snprintf(err, errlen, "`usage` must be an object");
+            return -1;
+        }
+        if (u && check_range(u, "usage.", "prompt_tokens", 0, INT32_MAX, err, errlen) < 0)
+            return -1;
+        res->prompt_tokens = u ? count_of(u, "prompt_tokens") : -1;
+        res->completion_tokens = 0;
+        if (!(res->text = strdup(""))) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+        return 0;
     }
     if (c == UK_TGI) {
         if (check_tgi(false, a, err, errlen) < 0)
@@ -876,6 +1244,8 @@ int dialect_read_delta(enum upstream_call c, json_object *e, struct gen_delta *d
         snprintf(d->bad, sizeof d->bad, "an event that is not a JSON object");
         return -1;
     }
+    if (c == UK_RESPONSES)
+        return read_responses_delta(e, d);
     json_object *err = get(e, "error");
     if (err) {
         const char *msg = str_of(err);

@@ -1,4 +1,4 @@
-/* dialect.c -- translation between the APIs clients speak (OpenAI chat and completions, TGI, the older model_id/prompt shape) and the APIs upstreams speak (OpenAI-compatible, transformers serve, TGI).
+/* dialect.c -- translation between the APIs clients speak (OpenAI chat and completions, the Responses API, TGI, the older model_id/prompt shape) and the APIs upstreams speak (OpenAI-compatible, transformers serve, TGI).
  *
  * Pure functions over json-c objects, no I/O: the gateway's routes read a
  * client request into a struct gen, build the upstream's request from it,
@@ -7,7 +7,13 @@
  * answer from those, as it does for local models. When client and
  * upstream speak the same API the request and the answer pass through
  * with only the model name changed, so fields this module does not know
- * about still reach the other side. */
+ * about still reach the other side.
+ *
+ * A Responses API request (POST /v1/responses) is read into the chat
+ * request it means (struct gen's `owned` body: instructions as the system
+ * message, input as the messages, text.format as response_format), which
+ * local models run and upstreams without the API (TGI) are sent; upstreams
+ * that have it (openai, transformers-serve) get the client's body. */
 #ifndef LLMCGI_DIALECT_H
 #define LLMCGI_DIALECT_H
 
@@ -25,6 +31,8 @@ enum client_kind {
     CK_COMPLETION,      /* POST /v1/completions */
     CK_TGI,             /* POST /generate, /generate_stream, / with {"inputs","parameters"} */
     CK_LEGACY,          /* POST /generate with {"model_id","prompt",...} -> {"generated_text","model_id"} */
+    CK_RESPONSES,       /* POST /v1/responses (OpenAI's Responses API) */
+    CK_EMBEDDINGS,      /* POST /v1/embeddings (proxied: passed through to OpenAI-compatible upstreams) */
 };
 
 /* What the upstream is asked. */
@@ -32,6 +40,8 @@ enum upstream_call {
     UK_CHAT,            /* POST /v1/chat/completions */
     UK_COMPLETION,      /* POST /v1/completions */
     UK_TGI,             /* POST /generate or /generate_stream */
+    UK_RESPONSES,       /* POST /v1/responses */
+    UK_EMBEDDINGS,      /* POST /v1/embeddings */
 };
 
 /* Which call a client request becomes on an upstream of type t. */
@@ -67,7 +77,16 @@ struct gen {
     double typical;             /* TGI typical_p */
     bool decoder_input_details; /* TGI: the prompt's tokens with their logprobs */
     long truncate;              /* TGI: keep only the last `truncate` prompt tokens; 0 = off */
+    /* the Responses API */
+    json_object *owned;         /* the chat request it means ({"messages", "response_format"}); owned:
+                                 * gen_free; messages points into it */
+    const char *instructions;   /* echoed in the answer; NULL: none */
+    const char *untranslatable; /* a field given that a chat request cannot carry (previous_response_id,
+                                 * tools, ...): local models and chat upstreams refuse it; NULL: none */
 };
+
+/* Frees what g owns (the Responses API's chat request). */
+void gen_free(struct gen *g);
 
 /* Does a request in TGI's terms sample? do_sample, or a warper that changes
  * anything (temperature other than 1, top_k, top_p or typical_p below 1),

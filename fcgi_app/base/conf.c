@@ -379,6 +379,8 @@ static const struct key_def model_keys[] = {
     {"categories", K_CATEGORIES, M(categories), 0, 0, NULL},
     {"safe_labels", K_STRING, M(safe_labels), 0, 0, NULL},
     {"flag_threshold", K_FRACTION, M(flag_threshold), 0, 0, "0.5"},
+    {"pooling", K_POOLING, M(pool_last), 0, 0, "mean"},
+    {"normalize", K_BOOL, M(normalize), 0, 0, "on"},
 };
 
 static const struct key_def upstream_keys[] = {

@@ -48,6 +48,8 @@ struct config_model {
     char *categories;           /* moderate: "CATEGORY=LABEL[,LABEL] ..."; NULL: one per label (classify.h) */
     char *safe_labels;          /* moderate: labels that are no category when categories is not set */
     double flag_threshold;      /* moderate: a category is flagged at this score */
+    bool pool_last;             /* /v1/embeddings: pooling = last (the last token's final hidden state), else mean */
+    bool normalize;             /* /v1/embeddings: vectors scaled to unit L2 length */
 };
 
 enum upstream_type {

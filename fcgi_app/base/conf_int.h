@@ -34,6 +34,7 @@ enum key_type {
     K_TASK,         /* a model's task */
     K_FRACTION,     /* a number from 0 to 1 (double) */
     K_CATEGORIES,   /* moderation categories: CATEGORY=LABEL[,LABEL] ... */
+    K_POOLING,      /* embeddings' pooling: mean or last (a bool: last) */
 };
 
 struct key_def {

@@ -398,6 +398,13 @@ int conf_apply_key(const struct key_def *k, void *base, const char *value, const
         }
         str = strdup(value);
         break;
+    case K_POOLING:
+        if (strcmp(value, "mean") != 0 && strcmp(value, "last") != 0) {
+            snprintf(err, errlen, "%s must be mean or last, got \"%s\"", k->name, value);
+            return -1;
+        }
+        *(bool *)field = strcmp(value, "last") == 0;
+        return 0;
     case K_URLPATH:
         if (value[0] != '/' || strpbrk(value, " \t#")) {
             snprintf(err, errlen, "%s must be a URL path starting with /, got \"%s\"", k->name, value);

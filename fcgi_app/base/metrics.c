@@ -169,6 +169,7 @@ struct model_stats {
     struct hist ttft, itl, batch;
     atomic_ullong prompt_tokens, generated_tokens;
     atomic_ullong classified, flagged;     /* texts through a classifier; of those, flagged by moderation */
+    atomic_ullong embedded;                /* inputs embedded */
 };
 
 struct upstream_stats {
@@ -289,6 +290,12 @@ void metrics_classified(int model_id, long texts, long flagged)
         atomic_fetch_add_explicit(&s->classified, (unsigned long long)texts, memory_order_relaxed);
     if (flagged > 0)
         atomic_fetch_add_explicit(&s->flagged, (unsigned long long)flagged, memory_order_relaxed);
+}
+
+void metrics_embedded(int model_id, long inputs)
+{
+    if (inputs > 0)
+        atomic_fetch_add_explicit(&mstats(model_id)->embedded, (unsigned long long)inputs, memory_order_relaxed);
 }
 
 void metrics_batch(int model_id, int sequences)
@@ -522,6 +529,8 @@ static void render_models(struct strbuf *b)
          "Texts classified by local sequence classifiers (/classify, /v1/moderations, input_text).",
          offsetof(struct model_stats, classified)},
         {"llmcgi_flagged_texts_total", "Texts a local moderation model flagged.", offsetof(struct model_stats, flagged)},
+        {"llmcgi_embedded_inputs_total", "Inputs embedded by local models (/v1/embeddings).",
+         offsetof(struct model_stats, embedded)},
     };
     for (size_t k = 0; k < ARRAY_LEN(cs); k++) {
         metrics_family(b, cs[k].name, "counter", cs[k].help);

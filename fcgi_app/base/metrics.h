@@ -54,6 +54,8 @@ void metrics_tokens(int model_id, long prompt, long generated);
 void metrics_batch(int model_id, int sequences);
 /* Local classification: texts classified, and how many of them moderation flagged. */
 void metrics_classified(int model_id, long texts, long flagged);
+/* Local embeddings: inputs embedded (POST /v1/embeddings). */
+void metrics_embedded(int model_id, long inputs);
 
 /* Upstreams: one attempt to a replica (ok: an answer came back, whatever
  * its status; not ok: connect/timeout/5xx-class failure), and a retry

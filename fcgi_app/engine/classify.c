@@ -1,4 +1,4 @@
-/* classify.c -- sequence classification with GPT-2 classifiers: Hugging Face's pooling position, scores from the score head's logits, labels ranked, moderation categories. */
+/* classify.c -- sequence classification with GPT-2 classifiers: Hugging Face's pooling position, scores from the score head's logits, labels ranked, moderation categories; and embeddings' pooling and normalisation. */
 #include "config.h"
 #include "classify.h"
 
@@ -60,3 +60,52 @@ void clf_rank(const double *scores, int n, int *order)
     }
 }
 
+
+int emb_pool_parse(const char *s, enum emb_pool *out)
+{
+    if (!strcmp(s, "mean"))
+        *out = EMB_MEAN;
+    else if (!strcmp(s, "last"))
+        *out = EMB_LAST;
+    else
+        return -1;
+    return 0;
+}
+
+const char *emb_pool_name(enum emb_pool p)
+{
+    return p == EMB_MEAN ? "mean" : p == EMB_LAST ? "last" : "none";
+}
+
+void emb_pool_rows(enum emb_pool p, double *acc, const float *rows, int n, int C)
+{
+    if (n <= 0)
+        return;
+    if (p == EMB_LAST) {
+        for (int c = 0; c < C; c++)
+            acc[c] = rows[(size_t)(n - 1) * C + c];
+        return;
+    }
+    for (int t = 0; t < n; t++)
+        for (int c = 0; c < C; c++)
+            acc[c] += rows[(size_t)t * C + c];
+}
+
+void emb_pool_finish(enum emb_pool p, const double *acc, int n_tokens, int C, float *out)
+{
+    double div = p == EMB_MEAN && n_tokens > 0 ? (double)n_tokens : 1.0;
+    for (int c = 0; c < C; c++)
+        out[c] = (float)(acc[c] / div);
+}
+
+void emb_normalize(float *v, int C)
+{
+    double ss = 0;
+    for (int c = 0; c < C; c++)
+        ss += (double)v[c] * v[c];
+    double norm = sqrt(ss);
+    if (norm < 1e-12)
+        norm = 1e-12;
+    for (int c = 0; c < C; c++)
+        v[c] = (float)(v[c] / norm);
+}

@@ -1,4 +1,4 @@
-/* classify.c -- sequence classification with GPT-2 classifiers: Hugging Face's pooling position, scores from the score head's logits, labels ranked, moderation categories.
+/* classify.c -- sequence classification with GPT-2 classifiers: Hugging Face's pooling position, scores from the score head's logits, labels ranked, moderation categories; and embeddings' pooling and normalisation.
  *
  * A GPT2ForSequenceClassification model's score head runs on the
  * final-LayerNormed hidden state at one position per text. transformers
@@ -17,7 +17,15 @@
  *
  * Moderation (task = moderate) maps labels to categories: a category's score
  * is the highest score among its labels, and it is flagged when that reaches
- * flag_threshold; a text is flagged when any category is. */
+ * flag_threshold; a text is flagged when any category is.
+ *
+ * Embeddings (POST /v1/embeddings) pool the final hidden state (ln_f's
+ * output, GPT2Model's last_hidden_state) over a text's tokens: their mean
+ * (sentence-transformers' default), or the last token's row (what a causal
+ * model has read everything at); then, by default, scale it to unit L2
+ * length as sentence-transformers' Normalize does. The engine pools as the
+ * prompt is read, chunk by chunk (emb_pool_rows), and posts the vector
+ * (emb_pool_finish); the route normalises. */
 #ifndef LLMCGI_CLASSIFY_H
 #define LLMCGI_CLASSIFY_H
 
@@ -45,5 +53,24 @@ void clf_scores(enum clf_fn f, const float *logits, int n, double *scores);
 
 /* order[0..n) = label indices by score, highest first (ties: lower index first). */
 void clf_rank(const double *scores, int n, int *order);
+
+enum emb_pool { EMB_NONE, EMB_MEAN, EMB_LAST };
+
+/* Parses "mean" / "last". Returns 0, or -1 for anything else. */
+int emb_pool_parse(const char *s, enum emb_pool *out);
+/* "mean", "last" ("none" for EMB_NONE): a static string. */
+const char *emb_pool_name(enum emb_pool p);
+
+/* Takes n more rows of C floats (the next tokens, in order) into acc (C
+ * doubles): EMB_MEAN adds them up, EMB_LAST keeps the last one. */
+void emb_pool_rows(enum emb_pool p, double *acc, const float *rows, int n, int C);
+
+/* The pooled vector of a text of n_tokens tokens, from acc, into out (C
+ * floats): the mean for EMB_MEAN, the last row for EMB_LAST. */
+void emb_pool_finish(enum emb_pool p, const double *acc, int n_tokens, int C, float *out);
+
+/* Scales v (C floats) to unit L2 length, v / max(||v||, 1e-12) as
+ * torch.nn.functional.normalize does (a zero vector stays zero). */
+void emb_normalize(float *v, int C);
 
 #endif

@@ -166,6 +166,8 @@ struct eseq {
     int cached_tokens;          /* prompt tokens its first admission found in the prefix cache */
     bool prompt_logprobs;
     bool classify;              /* read the prompt, post its last row (EV_SCORES), done */
+    enum emb_pool embed;        /* read the prompt pooling its hidden rows, post the vector (EV_SCORES), done */
+    double *acc;                /* embed: the pool so far, n_embd; owned */
     int prefill_reported;       /* prompt tokens reported with EV_PREFILL */
     bool sent_first;            /* an EV_TOKEN went out */
     bool preempted;             /* was preempted at least once */
@@ -173,6 +175,13 @@ struct eseq {
     int64_t deadline_ns, submitted_ns, admitted_ns;
     uint64_t order;             /* admission order: the newest is preempted first */
 };
+
+/* Does s need the hidden row or logits of every one of its tokens (so it
+ * takes nothing from the prefix cache)? */
+static bool every_row(const struct eseq *s)
+{
+    return s->prompt_logprobs || s->embed == EMB_MEAN;
+}
 
 struct engine {
     char name[128];
@@ -198,8 +207,11 @@ struct engine {
     struct kvcache *kv;         /* the block pool and its prefix cache */
     uint64_t order;
     struct llm_seq *step;       /* one step's sequences ... */
-    struct eseq **step_seq;     /* ... and whose they are */
+    struct eseq **step_seq;     /* ... and whose they are ... */
+    float **step_hidden;        /* ... and where their hidden rows go (embeddings; NULL: none) */
     float *logits;              /* max_batch_tokens rows of info->out_dim */
+    float *hidden;              /* max_batch_tokens rows of n_embd: embeddings' hidden rows; made by
+                                 * engine_submit (under mu) when a first embedding comes */
 
     /* the vocabulary trie of constrained decoding: built by the first
      * constrained request (engine_submit, under trie_mu), then read only */
@@ -218,6 +230,7 @@ static void seq_free(struct eseq *s)
         return;
     gen_seq_free(&s->g);
     free(s->blocks);
+    free(s->acc);
     echan_put(s->chan);
     free(s);
 }
@@ -295,9 +308,21 @@ int engine_submit(struct engine *e, struct echan *c, const struct eseq_req *reqs
         atomic_fetch_add(&e->st_rejected, (unsigned long long)n);
         return ENGINE_EFULL;
     }
+    bool embed = false;
+    for (int i = 0; i < n; i++)
+        embed |= reqs[i].embed != EMB_NONE;
+    if (embed) {                /* the step's hidden rows: made once, when a first embedding comes */
+        pthread_mutex_lock(&e->mu);
+        if (!e->hidden)
+            e->hidden = malloc(sizeof *e->hidden * (size_t)e->o.max_batch_tokens * (size_t)e->info->cfg.n_embd);
+        bool ok = e->hidden != NULL;
+        pthread_mutex_unlock(&e->mu);
+        if (!ok)
+            return ENGINE_ENOMEM;
+    }
     const struct vtrie *trie = NULL;
     for (int i = 0; i < n && !trie; i++)
-        if (!reqs[i].classify && reqs[i].params.constraint && !(trie = engine_trie(e)))
+        if (!reqs[i].classify && !reqs[i].embed && reqs[i].params.constraint && !(trie = engine_trie(e)))
             return ENGINE_ENOMEM;
     struct eseq **made = calloc((size_t)n, sizeof *made);
     if (!made)
@@ -315,7 +340,8 @@ int engine_submit(struct engine *e, struct echan *c, const struct eseq_req *reqs
         s->chan = echan_ref(c);
         s->index = q->index;
         s->prompt_logprobs = q->prompt_logprobs && !q->classify;
-        s->classify = q->classify;
+        s->classify = q->classify && !q->embed;
+        s->embed = q->embed;
         s->deadline_ns = q->deadline_ns;
         s->submitted_ns = now;
         kvc_chain_reset(&s->chain);
@@ -332,13 +358,15 @@ int engine_submit(struct engine *e, struct echan *c, const struct eseq_req *reqs
                 rc = ENGINE_EINVAL;
                 break;
             }
-        if (rc == ENGINE_OK && q->classify != e->info->cfg.classifier) {
+        if (rc == ENGINE_OK && !q->embed && q->classify != e->info->cfg.classifier) {
             snprintf(err, errlen, q->classify ? "this model is not a sequence classifier"
                                               : "this model is a sequence classifier: it does not generate");
             rc = ENGINE_EINVAL;
-        } else if (rc == ENGINE_OK && q->classify) {
+        } else if (rc == ENGINE_OK && (q->classify || q->embed)) {
             /* only the ids: no sampler, detokenizer or stop strings */
-            if (q->n_prompt < 1 || q->n_prompt > e->info->cfg.n_positions) {
+            if (q->embed && !(s->acc = calloc((size_t)e->info->cfg.n_embd, sizeof *s->acc))) {
+                rc = ENGINE_ENOMEM;
+            } else if (q->n_prompt < 1 || q->n_prompt > e->info->cfg.n_positions) {
                 snprintf(err, errlen, "a text of %d tokens does not fit the model's context of %d", q->n_prompt,
                          e->info->cfg.n_positions);
                 rc = ENGINE_EINVAL;
@@ -434,9 +462,9 @@ static void sweep_and_admit(struct engine *e)
     while (e->qhead && e->n_run < e->o.max_concurrent) {
         struct eseq *s = e->qhead;
         /* The full blocks of its tokens already in the prefix cache (not
-         * with prompt logprobs, which need every prompt row), leaving at
+         * with prompt logprobs or mean pooling, which need every prompt row), leaving at
          * least its last token to run for the logits to sample from. */
-        int hit_max = s->prompt_logprobs ? 0 : (s->g.n_ids - 1) / e->B, idle = 0;
+        int hit_max = every_row(s) ? 0 : (s->g.n_ids - 1) / e->B, idle = 0;
         int hit = kvc_peek(e->kv, s->g.ids, hit_max, &idle);
         int rest = s->g.n_ids - hit * e->B;
         /* Blocks for its first chunk and a block of growth for every running
@@ -484,6 +512,8 @@ static void preempt(struct engine *e, struct eseq *s)
 {
     give_blocks(e, s);
     unrun(e, s);
+    if (s->acc)                         /* read again from the start: pooled again */
+        memset(s->acc, 0, sizeof *s->acc * (size_t)e->info->cfg.n_embd);
     s->preempted = true;
     atomic_fetch_add(&e->st_preempted, 1);
     log_debug("model %s: KV pool full, sequence preempted after %d tokens", e->name, s->g.n_ids);
@@ -555,7 +585,7 @@ static void post_prefill(struct eseq *s, int pos, float logprob)
  * same prefix (admitted with it, or since) have written meanwhile. */
 static void catch_up(struct engine *e, struct eseq *s)
 {
-    int max = s->prompt_logprobs ? 0 : (s->g.n_ids - 1) / e->B;
+    int max = every_row(s) ? 0 : (s->g.n_ids - 1) / e->B;
     if (s->chain.n >= max || s->n_cached != s->chain.n * e->B)
         return;
     int took = kvc_follow(e->kv, &s->chain, s->g.ids, max, s->blocks, &s->n_blocks) * e->B;
@@ -573,7 +603,7 @@ static void catch_up(struct engine *e, struct eseq *s)
  * was nothing to run. */
 static bool step(struct engine *e)
 {
-    int budget = e->o.max_batch_tokens, n_step = 0, rows = 0;
+    int budget = e->o.max_batch_tokens, n_step = 0, rows = 0, hid_rows = 0, C = e->info->cfg.n_embd;
     /* Decoding sequences first (one token each), then prompt chunks. */
     for (int pass = 0; pass < 2; pass++) {
         for (int i = 0; i < e->n_run && budget > 0; i++) {
@@ -595,12 +625,14 @@ static bool step(struct engine *e)
             }
             n = fit;
             bool report = s->prompt_logprobs && s->prefill_reported < s->g.n_prompt;
-            int mode = report ? LLM_LOGITS_ALL : n == feed ? LLM_LOGITS_LAST : LLM_LOGITS_NONE;
+            int mode = report ? LLM_LOGITS_ALL : n == feed && !s->embed ? LLM_LOGITS_LAST : LLM_LOGITS_NONE;
             if (report && s->prefill_reported == 0) {
                 post_prefill(s, 0, NAN);
                 s->prefill_reported = 1;
             }
             e->step[n_step] = (struct llm_seq){s->g.ids + s->n_cached, n, s->n_cached, s->blocks, s->n_blocks, mode};
+            e->step_hidden[n_step] = s->embed ? e->hidden + (size_t)hid_rows * C : NULL;
+            hid_rows += s->embed ? n : 0;
             e->step_seq[n_step++] = s;
             rows += mode == LLM_LOGITS_ALL ? n : mode == LLM_LOGITS_LAST;
             budget -= n;
@@ -610,7 +642,7 @@ static bool step(struct engine *e)
         return false;
 
     char err[300];
-    if (llm_forward(e->m, e->step, n_step, e->logits, err, sizeof err) != 0) {
+    if (llm_forward_hidden(e->m, e->step, n_step, e->logits, hid_rows ? e->step_hidden : NULL, err, sizeof err) != 0) {
         log_error("model %s: forward step failed: %s", e->name, err);
         for (int i = 0; i < n_step; i++) {
             seq_fail(e->step_seq[i], 500, "the model failed: %s", err);
@@ -643,17 +675,25 @@ static bool step(struct engine *e)
         float *last = q->logits == LLM_LOGITS_ALL ? e->logits + (size_t)(row + q->n_tokens - 1) * V
                                                   : e->logits + (size_t)row * V;
         row += q->logits == LLM_LOGITS_ALL ? q->n_tokens : q->logits == LLM_LOGITS_LAST;
+        if (s->embed)
+            emb_pool_rows(s->embed, s->acc, e->step_hidden[i], q->n_tokens, C);
         s->n_cached += q->n_tokens;
         /* its blocks filled by this step can now be shared */
         kvc_commit(e->kv, &s->chain, s->g.ids, s->blocks, s->n_cached / e->B);
         if (q->n_tokens < feed)
             continue;                           /* more prompt to read first */
-        if (s->classify) {                      /* read: its row is the answer */
+        if (s->classify || s->embed) {          /* read: its row, or its pool, is the answer */
             struct eevent out = {.kind = EV_SCORES, .index = s->index, .at_ns = util_now_ns(),
                                  .queued_ns = s->admitted_ns - s->submitted_ns, .cached_tokens = s->cached_tokens};
             give_blocks(e, s);
             unrun(e, s);
-            if (echan_post(s->chan, &out, (const char *)last, sizeof(float) * (size_t)V) != 0)
+            size_t bytes = sizeof(float) * (size_t)V;
+            if (s->embed) {                     /* the pooled vector, over this step's hidden rows (read) */
+                emb_pool_finish(s->embed, s->acc, s->g.n_prompt, C, e->step_hidden[i]);
+                last = e->step_hidden[i];
+                bytes = sizeof(float) * (size_t)C;
+            }
+            if (echan_post(s->chan, &out, (const char *)last, bytes) != 0)
                 log_warn("model %s: out of memory posting a classification", e->name);
             seq_free(s);
             continue;
@@ -746,7 +786,9 @@ static void free_engine(struct engine *e)
     kvc_free(e->kv);
     free(e->step);
     free(e->step_seq);
+    free(e->step_hidden);
     free(e->logits);
+    free(e->hidden);
     free(e);
 }
 
@@ -788,8 +830,10 @@ int engine_start(struct engine **out, struct llm_model *m, const struct tokenize
     e->run = calloc((size_t)o->max_concurrent, sizeof *e->run);
     e->step = calloc((size_t)o->max_concurrent + 1, sizeof *e->step);
     e->step_seq = calloc((size_t)o->max_concurrent + 1, sizeof *e->step_seq);
+    e->step_hidden = calloc((size_t)o->max_concurrent + 1, sizeof *e->step_hidden);
     e->logits = malloc(sizeof *e->logits * (size_t)o->max_batch_tokens * (size_t)info->out_dim);
-    if (!e->run || kvc_new(&e->kv, info->kv_blocks, e->B, o->prefix_cache) != 0 || !e->step || !e->step_seq || !e->logits) {
+    if (!e->run || kvc_new(&e->kv, info->kv_blocks, e->B, o->prefix_cache) != 0 || !e->step || !e->step_seq || !e->step_hidden ||
+        !e->logits) {
         snprintf(err, errlen, "out of memory for the engine's scratch");
         goto fail;
     }

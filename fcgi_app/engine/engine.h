@@ -25,10 +25,17 @@
  * A sequence classifier's engine (the model's cfg.classifier) runs
  * classification sequences instead: each is only read (prefilled, chunked
  * like a prompt) and, once its last token is in, its score-head row is
- * posted as one EV_SCORES event and it is over. */
+ * posted as one EV_SCORES event and it is over.
+ *
+ * Any model's engine also runs embedding sequences (eseq_req.embed): read
+ * like a classification, with every token's final hidden state pooled as
+ * the chunks go by (classify.h); the pooled vector (n_embd floats) is the
+ * sequence's one EV_SCORES event. Mean pooling needs every token's row, so
+ * such a sequence takes nothing from the prefix cache. */
 #ifndef LLMCGI_ENGINE_H
 #define LLMCGI_ENGINE_H
 
+#include "classify.h"
 #include "generation.h"
 #include "llm.h"
 #include "sampler.h"
@@ -78,6 +85,8 @@ struct eseq_req {
     bool classify;              /* a classifier's sequence: the prompt is read, its last row is the
                                  * answer (EV_SCORES); params are not used. A classifier takes only
                                  * these, a language model none of them (ENGINE_EINVAL). */
+    enum emb_pool embed;        /* an embedding sequence (any model): the prompt is read and its final
+                                 * hidden states pooled so; the vector is the answer (EV_SCORES) */
 };
 
 /* Queues n sequences whose events go to channel c (the engine takes a
@@ -116,8 +125,9 @@ enum eevent_kind {
     EV_PREFILL,         /* a prompt token and its logprob (NAN for the first) */
     EV_TOKEN,           /* a generated token, the text it lets through, maybe the finish */
     EV_ERROR,           /* the sequence failed; it is over */
-    EV_SCORES,          /* a classification sequence's score-head logits (out_dim floats, in the
-                         * event's text bytes: read them with ebatch_scores); it is over */
+    EV_SCORES,          /* a classification sequence's score-head logits (out_dim floats), or an
+                         * embedding sequence's pooled vector (n_embd floats), in the event's text
+                         * bytes: read them with ebatch_scores; it is over */
 };
 
 struct eevent {

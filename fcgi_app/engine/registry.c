@@ -68,7 +68,8 @@ static bool settings_same(const struct config_model *a, const struct config_mode
            a->max_new_tokens == b->max_new_tokens && a->max_batch_tokens == b->max_batch_tokens &&
            a->kv_cache == b->kv_cache && a->prefix_cache == b->prefix_cache && a->timeout_ms == b->timeout_ms && a->task == b->task &&
            a->max_inputs == b->max_inputs && str_eq(a->categories, b->categories) &&
-           str_eq(a->safe_labels, b->safe_labels) && a->flag_threshold == b->flag_threshold;
+           str_eq(a->safe_labels, b->safe_labels) && a->flag_threshold == b->flag_threshold &&
+           a->pool_last == b->pool_last && a->normalize == b->normalize;
 }
 
 /* ------------------------------------------------------------------ loading */
@@ -233,12 +234,13 @@ static int load(struct lmodel *m, size_t *bytes, char *err, size_t errlen)
         /* a text is only read: it may fill the whole context */
         m->max_input = m->set.max_input_tokens > 0 && m->set.max_input_tokens < m->max_total
                            ? (int)m->set.max_input_tokens : m->max_total;
-        long room = (long)eo.max_concurrent + eo.max_queue;   /* one request's texts are queued together */
-        m->max_inputs = (int)(m->set.max_inputs < room ? m->set.max_inputs : room);
-        if (m->max_inputs < m->set.max_inputs)
-            log_info("model %s: max_inputs %ld is more than max_concurrent + max_queue; a request may have %d texts",
-                     m->name, m->set.max_inputs, m->max_inputs);
     }
+    /* classification, and any model's embeddings: one request's texts are queued together */
+    long room = (long)eo.max_concurrent + eo.max_queue;
+    m->max_inputs = (int)(m->set.max_inputs < room ? m->set.max_inputs : room);
+    if (m->max_inputs < m->set.max_inputs)
+        log_info("model %s: max_inputs %ld is more than max_concurrent + max_queue; a request may have %d texts",
+                 m->name, m->set.max_inputs, m->max_inputs);
     m->eos = tokenizer_eos_id(m->tok);
     *bytes = info->weight_bytes + (size_t)info->kv_blocks * info->kv_block_bytes;
     return 0;

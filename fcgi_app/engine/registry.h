@@ -53,7 +53,8 @@ struct lmodel {
     int pad;                    /* pad_token_id, -1 for none: where texts are pooled (classify.h) */
     enum clf_fn fn;             /* logits -> scores */
     struct clf_categories cats; /* moderate: the categories, resolved against the labels */
-    int max_inputs;             /* texts per request: max_inputs, at most what the engine can hold at once */
+    int max_inputs;             /* texts per classification or embeddings request: max_inputs, at most what
+                                 * the engine can hold at once */
 
     /* the registry's, under its lock */
     enum lmodel_state state;

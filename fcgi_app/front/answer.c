@@ -4,7 +4,10 @@
 #include "json_obj.h"
 
 #include <math.h>
+#include <openssl/evp.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 /* A string member; NULL as "". */
 static json_object *nullable_str(const char *s)
@@ -270,5 +273,255 @@ json_object *answer_tgi(const struct answer_meta *m, const char *text, size_t te
         json_object_array_add(list, o);
         return list;
     }
+    return o;
+}
+
+/* ------------------------------------------------------------------ the Responses API */
+
+static void add_int(json_object *o, const char *k, int64_t v)
+{
+    json_object_object_add(o, k, json_object_new_int64(v));
+}
+
+static json_object *output_text_part(const char *text, size_t len)
+{
+    json_object *p = json_object_new_object();
+    if (!p)
+        return NULL;
+    json_add_str(p, "type", "output_text");
+    json_add_strn(p, "text", text, len);
+    json_object_object_add(p, "annotations", json_object_new_array());
+    json_object_object_add(p, "logprobs", json_object_new_array());
+    return p;
+}
+
+/* The assistant message: in progress with no content, or completed with the text. */
+static json_object *message_item(const struct answer_meta *m, bool done, const char *text, size_t len, enum finish f)
+{
+    json_object *it = json_object_new_object(), *content = json_object_new_array();
+    if (!it || !content) {
+        json_object_put(it);
+        json_object_put(content);
+        return NULL;
+    }
+    char id[96];
+    snprintf(id, sizeof id, "msg_%s", m->id);
+    json_add_str(it, "id", id);
+    json_add_str(it, "type", "message");
+    json_add_str(it, "status", !done ? "in_progress" : f == FIN_LENGTH ? "incomplete" : "completed");
+    json_add_str(it, "role", "assistant");
+    if (done)
+        json_object_array_add(content, output_text_part(text, len));
+    json_object_object_add(it, "content", content);
+    return it;
+}
+
+json_object *answer_response(const struct answer_meta *m, bool done, const char *text, size_t len, enum finish f,
+                             const struct answer_usage *u)
+{
+    json_object *o = json_object_new_object(), *out = json_object_new_array();
+    if (!o || !out) {
+        json_object_put(o);
+        json_object_put(out);
+        return NULL;
+    }
+    const struct gen *g = m->g;
+    char id[96];
+    snprintf(id, sizeof id, "resp_%s", m->id);
+    json_add_str(o, "id", id);
+    json_add_str(o, "object", "response");
+    add_int(o, "created_at", m->created);
+    bool incomplete = done && f == FIN_LENGTH;
+    json_add_str(o, "status", !done ? "in_progress" : incomplete ? "incomplete" : "completed");
+    json_object_object_add(o, "error", NULL);
+    json_object *why = NULL;
+    if (incomplete && (why = json_object_new_object()))
+        json_add_str(why, "reason", "max_output_tokens");
+    json_object_object_add(o, "incomplete_details", why);
+    json_object_object_add(o, "instructions", g && g->instructions ? json_object_new_string(g->instructions) : NULL);
+    json_object_object_add(o, "max_output_tokens", g && g->max_tokens > 0 ? json_object_new_int64(g->max_tokens) : NULL);
+    json_add_str(o, "model", m->model);
+    if (done)
+        json_object_array_add(out, message_item(m, true, text, len, f));
+    json_object_object_add(o, "output", out);
+    json_object_object_add(o, "parallel_tool_calls", json_object_new_boolean(false));
+    json_object_object_add(o, "previous_response_id", NULL);
+    json_object_object_add(o, "store", json_object_new_boolean(false));    /* stateless: nothing is kept */
+    json_object_object_add(o, "temperature", json_object_new_double(g && g->has_temperature ? g->temperature : 1.0));
+    json_object_object_add(o, "top_p", json_object_new_double(g && g->has_top_p ? g->top_p : 1.0));
+    json_object *fmt = json_object_new_object(), *tx = json_object_new_object();
+    if (fmt && tx) {
+        json_add_str(fmt, "type", "text");
+        json_object_object_add(tx, "format", fmt);
+    } else {
+        json_object_put(fmt);
+    }
+    json_object_object_add(o, "text", tx);
+    json_add_str(o, "tool_choice", "auto");
+    json_object_object_add(o, "tools", json_object_new_array());
+    json_add_str(o, "truncation", "disabled");
+    json_object_object_add(o, "metadata", json_object_new_object());
+    json_object *usage = NULL;
+    if (done && u && (usage = json_object_new_object())) {
+        long p = u->prompt < 0 ? 0 : u->prompt, c = u->completion < 0 ? 0 : u->completion;
+        json_object *in = json_object_new_object(), *od = json_object_new_object();
+        add_int(usage, "input_tokens", p);
+        if (in)
+            add_int(in, "cached_tokens", u->cached < 0 ? 0 : u->cached);
+        json_object_object_add(usage, "input_tokens_details", in);
+        add_int(usage, "output_tokens", c);
+        if (od)
+            add_int(od, "reasoning_tokens", 0);
+        json_object_object_add(usage, "output_tokens_details", od);
+        add_int(usage, "total_tokens", p + c);
+    }
+    json_object_object_add(o, "usage", usage);
+    return o;
+}
+
+/* An event of the given type with its sequence number. */
+static json_object *rs_event(const char *type, long *seq)
+{
+    json_object *e = json_object_new_object();
+    if (!e)
+        return NULL;
+    json_add_str(e, "type", type);
+    add_int(e, "sequence_number", (*seq)++);
+    return e;
+}
+
+/* The position members of the events about the message's text. */
+static void rs_where(json_object *e, const struct answer_meta *m, bool part)
+{
+    char id[96];
+    snprintf(id, sizeof id, "msg_%s", m->id);
+    if (!e)
+        return;
+    if (part)
+        json_add_str(e, "item_id", id);
+    add_int(e, "output_index", 0);
+    if (part)
+        add_int(e, "content_index", 0);
+}
+
+int answer_response_head(const struct answer_meta *m, long *seq, json_object *ev[4])
+{
+    static const char *const types[] = {"response.created", "response.in_progress"};
+    for (int i = 0; i < 2; i++)
+        if ((ev[i] = rs_event(types[i], seq)))
+            json_object_object_add(ev[i], "response", answer_response(m, false, NULL, 0, FIN_NONE, NULL));
+    if ((ev[2] = rs_event("response.output_item.added", seq))) {
+        rs_where(ev[2], m, false);
+        json_object_object_add(ev[2], "item", message_item(m, false, NULL, 0, FIN_NONE));
+    }
+    if ((ev[3] = rs_event("response.content_part.added", seq))) {
+        rs_where(ev[3], m, true);
+        json_object_object_add(ev[3], "part", output_text_part("", 0));
+    }
+    return 4;
+}
+
+json_object *answer_response_delta(const struct answer_meta *m, long *seq, const char *delta, size_t len)
+{
+    json_object *e = rs_event("response.output_text.delta", seq);
+    if (e) {
+        rs_where(e, m, true);
+        json_add_strn(e, "delta", delta, len);
+        json_object_object_add(e, "logprobs", json_object_new_array());
+    }
+    return e;
+}
+
+int answer_response_tail(const struct answer_meta *m, long *seq, const char *text, size_t len, enum finish f,
+                         const struct answer_usage *u, json_object *ev[4])
+{
+    if ((ev[0] = rs_event("response.output_text.done", seq))) {
+        rs_where(ev[0], m, true);
+        json_add_strn(ev[0], "text", text, len);
+        json_object_object_add(ev[0], "logprobs", json_object_new_array());
+    }
+    if ((ev[1] = rs_event("response.content_part.done", seq))) {
+        rs_where(ev[1], m, true);
+        json_object_object_add(ev[1], "part", output_text_part(text, len));
+    }
+    if ((ev[2] = rs_event("response.output_item.done", seq))) {
+        rs_where(ev[2], m, false);
+        json_object_object_add(ev[2], "item", message_item(m, true, text, len, f));
+    }
+    if ((ev[3] = rs_event(f == FIN_LENGTH ? "response.incomplete" : "response.completed", seq)))
+        json_object_object_add(ev[3], "response", answer_response(m, true, text, len, f, u));
+    return 4;
+}
+
+const char *answer_response_type(json_object *ev)
+{
+    json_object *t = NULL;
+    return json_object_object_get_ex(ev, "type", &t) && json_object_is_type(t, json_type_string)
+               ? json_object_get_string(t) : NULL;
+}
+
+/* ------------------------------------------------------------------ embeddings */
+
+/* A float as JSON's shortest form that reads back the same float. */
+static json_object *float_number(float v)
+{
+    char buf[32];
+    snprintf(buf, sizeof buf, "%.9g", (double)v);
+    return json_object_new_double_s((double)v, buf);
+}
+
+/* The vector's little-endian float32 bytes in base64. */
+static json_object *base64_vector(const float *v, int dim)
+{
+    size_t bytes = sizeof(float) * (size_t)dim;
+    unsigned char *raw = malloc(bytes ? bytes : 1);
+    char *b64 = malloc(4 * ((bytes + 2) / 3) + 1);
+    json_object *o = NULL;
+    if (raw && b64) {
+        for (int i = 0; i < dim; i++) {
+            uint32_t u;
+            memcpy(&u, &v[i], 4);
+            for (int k = 0; k < 4; k++)
+                raw[(size_t)i * 4 + (size_t)k] = (unsigned char)(u >> (8 * k));
+        }
+        EVP_EncodeBlock((unsigned char *)b64, raw, (int)bytes);
+        o = json_object_new_string(b64);
+    }
+    free(raw);
+    free(b64);
+    return o;
+}
+
+json_object *answer_embeddings(const char *model, const float *vecs, int n, int dim, bool base64, long prompt_tokens)
+{
+    json_object *o = json_object_new_object(), *data = json_object_new_array(), *u = json_object_new_object();
+    if (!o || !data || !u) {
+        json_object_put(o);
+        json_object_put(data);
+        json_object_put(u);
+        return NULL;
+    }
+    json_add_str(o, "object", "list");
+    json_object_object_add(o, "data", data);
+    for (int i = 0; i < n; i++) {
+        const float *v = vecs + (size_t)i * dim;
+        json_object *e = json_object_new_object(), *emb = base64 ? base64_vector(v, dim) : json_object_new_array();
+        if (!e || !emb || json_object_array_add(data, e) != 0) {
+            json_object_put(e);
+            json_object_put(emb);
+            json_object_put(o);
+            json_object_put(u);
+            return NULL;
+        }
+        json_add_str(e, "object", "embedding");
+        add_int(e, "index", i);
+        for (int c = 0; !base64 && c < dim; c++)
+            json_object_array_add(emb, float_number(v[c]));
+        json_object_object_add(e, "embedding", emb);
+    }
+    json_add_str(o, "model", model);
+    add_int(u, "prompt_tokens", prompt_tokens);
+    add_int(u, "total_tokens", prompt_tokens);
+    json_object_object_add(o, "usage", u);
     return o;
 }

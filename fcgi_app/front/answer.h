@@ -1,4 +1,4 @@
-/* answer.h -- every client-facing generation answer and stream event (OpenAI chat and completions, TGI, the legacy model_id shape), for local and proxied generations alike.
+/* answer.h -- every client-facing generation answer and stream event (OpenAI chat and completions, the Responses API, embeddings, TGI, the legacy model_id shape), for local and proxied generations alike.
  *
  * The routes hand over what a generation made (text, finish reason, token
  * counts, and for local models the logprob trees and TGI tokens they build
@@ -28,6 +28,7 @@ struct answer_meta {
     int64_t created;
     const char *model;          /* the name the client asked for */
     const char *fingerprint;    /* system_fingerprint (answer_fingerprint); NULL: none */
+    const struct gen *g;        /* CK_RESPONSES: the request, whose settings the response echoes; may be NULL */
 };
 
 /* "fp_llmcgi_<version>_<backend>" into buf: the backend is the local
@@ -107,5 +108,45 @@ json_object *answer_tgi_event(long index, json_object *token, bool with_top, jso
  * NULL for the OpenAI kinds. */
 json_object *answer_tgi(const struct answer_meta *m, const char *text, size_t text_len, json_object *details,
                        bool compat_list);
+
+/* ---------------------------------------------------------------- the Responses API
+ *
+ * POST /v1/responses answers one response object ("resp_<id>", one
+ * assistant message "msg_<id>" with one output_text part); a stream is
+ * typed events, each {"type", "sequence_number", ...}, sent with the type
+ * as the SSE event name and no [DONE]:
+ *   response.created, response.in_progress, response.output_item.added,
+ *   response.content_part.added                         (answer_response_head)
+ *   response.output_text.delta ...                      (answer_response_delta)
+ *   response.output_text.done, response.content_part.done,
+ *   response.output_item.done, response.completed       (answer_response_tail)
+ * The length limit makes the response "incomplete" (incomplete_details
+ * {"reason": "max_output_tokens"}), and the last event response.incomplete. */
+
+/* The response object: in progress (done false: no output, usage null),
+ * or done with text[0..len) (it may hold NUL), finish and usage. */
+json_object *answer_response(const struct answer_meta *m, bool done, const char *text, size_t len, enum finish f,
+                             const struct answer_usage *u);
+
+/* The stream's opening events into ev[0..4), *seq advanced (NULL entries
+ * out of memory). Returns 4. */
+int answer_response_head(const struct answer_meta *m, long *seq, json_object *ev[4]);
+
+/* One text delta event. */
+json_object *answer_response_delta(const struct answer_meta *m, long *seq, const char *delta, size_t len);
+
+/* The stream's closing events into ev[0..4) for the whole text. Returns 4. */
+int answer_response_tail(const struct answer_meta *m, long *seq, const char *text, size_t len, enum finish f,
+                         const struct answer_usage *u, json_object *ev[4]);
+
+/* An event's type ("response.created", ...), for the SSE event name: borrowed from ev. */
+const char *answer_response_type(json_object *ev);
+
+/* ---------------------------------------------------------------- embeddings */
+
+/* POST /v1/embeddings' answer: n vectors of dim floats (row-major), as
+ * lists of numbers or (base64) the little-endian float32 bytes in base64,
+ * and usage {prompt_tokens, total_tokens}. NULL out of memory. */
+json_object *answer_embeddings(const char *model, const float *vecs, int n, int dim, bool base64, long prompt_tokens);
 
 #endif

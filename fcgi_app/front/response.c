@@ -191,6 +191,19 @@ json_object *resp_error_event(enum api_dialect dialect, const char *code, const 
                                      : tgi_error(424, "generation", msg);
 }
 
+json_object *resp_error_event_responses(const char *code, const char *msg, long seq)
+{
+    json_object *o = json_object_new_object();
+    if (!o)
+        return NULL;
+    json_object_object_add(o, "type", json_object_new_string("error"));
+    json_object_object_add(o, "code", json_object_new_string(code ? code : "server_error"));
+    json_object_object_add(o, "message", json_object_new_string(msg));
+    json_object_object_add(o, "param", NULL);
+    json_object_object_add(o, "sequence_number", json_object_new_int64(seq));
+    return o;
+}
+
 /* Formats the message, builds the error in the given dialect (type NULL:
  * the default for the status), sends it. Every error answer goes through here. */
 static int send_error(struct req *r, int status, enum api_dialect dialect, const char *type, const char *param,

@@ -53,6 +53,11 @@ int resp_error(struct req *r, int status, const char *fmt, ...) __attribute__((f
  * caller puts; NULL out of memory. */
 json_object *resp_error_event(enum api_dialect dialect, const char *code, const char *msg);
 
+/* The same for a Responses API stream: its typed "error" event
+ * {"type","code","message","param","sequence_number"} (code NULL:
+ * "server_error"), sent as the SSE event "error". */
+json_object *resp_error_event_responses(const char *code, const char *msg, long seq);
+
 int resp_error_model(struct req *r, enum api_dialect d, int status, const char *param, const char *code,
                      const char *msg);
 

@@ -25,6 +25,8 @@ static const struct route routes[] = {
     {M_GET, "/v1/models/{id*}", route_model, DIALECT_OPENAI, 0},
     {M_POST, "/v1/chat/completions", route_gen_chat, DIALECT_OPENAI, 0},
     {M_POST, "/v1/completions", route_gen_completions, DIALECT_OPENAI, 0},
+    {M_POST, "/v1/responses", route_gen_responses, DIALECT_OPENAI, 0},
+    {M_POST, "/v1/embeddings", route_gen_embeddings, DIALECT_OPENAI, 0},
     {M_POST, "/generate", route_gen_generate, DIALECT_TGI, 0},
     {M_POST, "/generate_stream", route_gen_generate_stream, DIALECT_TGI, 0},
     {M_POST, "/", route_gen_compat, DIALECT_TGI, 0},

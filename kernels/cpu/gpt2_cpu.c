@@ -11,6 +11,7 @@
  *     h = LayerNorm_2(x);  x = x + act(h Wfc + b) Wmp + b
  *   logits = LayerNorm_f(x) wte^T                              only the rows asked for
  *   (a sequence classifier: LayerNorm_f(x) score^T, num_labels wide)
+ *   hidden = LayerNorm_f(x)                                    every new token of a sequence that asks
  *
  * Matrices are kept output-major ([out][in], Hugging Face's Conv1D stores
  * [in][out]) in the checkpoint's own type (F32, F16 or BF16), so a decode
@@ -184,7 +185,8 @@ static void embed_row(const struct cpu_model *m, float *x, int token, int pos)
         x[i] += pe[i];
 }
 
-static int cpu_forward(void *impl, const struct llm_seq *seqs, int n_seqs, float *logits, char *err, size_t errlen)
+static int cpu_forward(void *impl, const struct llm_seq *seqs, int n_seqs, float *logits, float *const *hidden,
+                       char *err, size_t errlen)
 {
     (void)err;
     (void)errlen;
@@ -211,6 +213,11 @@ static int cpu_forward(void *impl, const struct llm_seq *seqs, int n_seqs, float
         matmul(m, m->ff, m->h, ly->fc_w, ly->fc_b, T, C, F, false, (int)m->act);
         matmul(m, m->x, m->ff, ly->mproj_w, ly->mproj_b, T, F, C, true, -1);
     }
+
+    /* The hidden rows asked for (embeddings): the final LayerNorm's output. */
+    for (int si = 0; hidden && si < n_seqs; si++)
+        if (hidden[si])
+            layernorm_rows(m, hidden[si], m->x + (size_t)row0[si] * C, m->ln_f_g, m->ln_f_b, seqs[si].n_tokens);
 
     /* The rows asked for, through the final LayerNorm and the LM head. */
     int R = 0;

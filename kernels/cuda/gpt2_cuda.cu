@@ -13,6 +13,7 @@
  *     y = ff Wmp;  x += y + b;  h = LayerNorm(x)                the next block's LN_1, or LN_f after the last
  *   logits = h[rows asked for] wte^T                            F32, copied to the caller
  *   (a sequence classifier: h[rows] score^T, num_labels wide)
+ *   hidden = LayerNorm_f(x) in F32 (into y)                     the rows of sequences that ask, copied out
  *
  * dt is the checkpoint's type (F32, F16 or BF16; F32 when its matrices
  * disagree or weights_f32 is asked). Matrices, the activations that feed a
@@ -180,8 +181,8 @@ static size_t build_meta(struct cuda_model *m, const struct llm_seq *seqs, int n
     return (size_t)3 * m->S + m->R + nt;
 }
 
-static int forward_step(struct cuda_model *m, const struct llm_seq *seqs, int n_seqs, float *logits, char *err,
-                        size_t errlen)
+static int forward_step(struct cuda_model *m, const struct llm_seq *seqs, int n_seqs, float *logits,
+                        float *const *hidden, char *err, size_t errlen)
 {
     int C = m->C, F = m->F, T, R;
     enum ckpt_dtype dt = m->wdt;
@@ -236,6 +237,18 @@ static int forward_step(struct cuda_model *m, const struct llm_seq *seqs, int n_
         BLAS_LAUNCH(kcu_gemm(m->blas, m->logits, m->hf, m->NL ? m->score : m->lm_head, dt, KCU_W_OUT_IN, R, C, m->O));
         CUDA_TRY(cudaMemcpyAsync(logits, m->logits, sizeof(float) * (size_t)R * m->O, cudaMemcpyDeviceToHost, st));
     }
+    /* Embeddings: LayerNorm_f again, in F32 whatever dt is, into y (free
+     * after the last block), and the rows of the sequences that ask copied out. */
+    bool any = false;
+    for (int si = 0; hidden && si < n_seqs && !any; si++)
+        any = hidden[si] != NULL;
+    if (any) {
+        LAUNCH(kcu_residual_layernorm(m->x, NULL, NULL, m->y, CKPT_F32, m->ln_f_g, m->ln_f_b, T, C, m->eps, st));
+        for (int si = 0, row = 0; si < n_seqs; row += seqs[si].n_tokens, si++)
+            if (hidden[si])
+                CUDA_TRY(cudaMemcpyAsync(hidden[si], m->y + (size_t)row * C,
+                                         sizeof(float) * (size_t)seqs[si].n_tokens * C, cudaMemcpyDeviceToHost, st));
+    }
     cudaError_t e = cudaStreamSynchronize(st);
     if (e != cudaSuccess) {
         /* Whichever kernel, product or copy of the step failed, it shows only here. */
@@ -256,10 +269,11 @@ static int forward_step(struct cuda_model *m, const struct llm_seq *seqs, int n_
     return 0;
 }
 
-static int cuda_forward(void *impl, const struct llm_seq *seqs, int n_seqs, float *logits, char *err, size_t errlen)
+static int cuda_forward(void *impl, const struct llm_seq *seqs, int n_seqs, float *logits, float *const *hidden,
+                        char *err, size_t errlen)
 {
     struct cuda_model *m = (struct cuda_model *)impl;
-    if (forward_step(m, seqs, n_seqs, logits, err, errlen) == 0)
+    if (forward_step(m, seqs, n_seqs, logits, hidden, err, errlen) == 0)
         return 0;
     /* A step that failed half-way may still have copies and kernels in
      * flight (the next step rewrites the pinned metadata): let them end. */

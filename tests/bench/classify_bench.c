@@ -1,10 +1,10 @@
-/* classify_bench.c -- times text classification through llmcgi's own path (tokenizer, engine, CPU backend) on one classifier directory; prints one JSON object for tests/bench/classify.
+/* classify_bench.c -- times text classification (a classifier directory) or embeddings (a language model's: mean-pooled, normalised) through llmcgi's own path (tokenizer, engine, CPU backend); prints one JSON object for tests/bench/classify.
  *
  * usage: classify_bench MODEL_DIR TEXTS_FILE THREADS BATCH ROUNDS
- * TEXTS_FILE holds one text per line. Each round classifies every text,
- * BATCH texts submitted to the engine at once (as one request's texts are);
- * the best round counts. Also prints the first texts' scores so the caller
- * can check them against transformers'. */
+ * TEXTS_FILE holds one text per line. Each round classifies (or embeds)
+ * every text, BATCH texts submitted to the engine at once (as one request's
+ * texts are); the best round counts. Also prints the first texts' scores
+ * (or unit vectors) so the caller can check them against transformers'. */
 #include "config.h"
 #include "checkpoint.h"
 #include "classify.h"
@@ -44,10 +44,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "classify_bench: %s\n", err);
         return 1;
     }
-    if (!ck->cfg.classifier) {
-        fprintf(stderr, "classify_bench: %s is not a sequence classifier\n", dir);
-        return 1;
-    }
+    bool embed = !ck->cfg.classifier;          /* a language model: its embeddings */
     FILE *f = fopen(argv[2], "r");
     if (!f) {
         perror(argv[2]);
@@ -63,7 +60,7 @@ int main(int argc, char **argv)
         size_t k = 0;
         if (tokenizer_encode(tok, line, strlen(line), true, &ids[n], &k) != TOKENIZER_OK || k == 0)
             continue;
-        n_ids[n] = clf_pool_tokens(ids[n], (int)k, ck->cfg.pad_token_id);
+        n_ids[n] = embed ? (int)k : clf_pool_tokens(ids[n], (int)k, ck->cfg.pad_token_id);
         longest = n_ids[n] > longest ? n_ids[n] : longest;
         tokens += n_ids[n];
         n++;
@@ -87,7 +84,7 @@ int main(int argc, char **argv)
     }
     double load_s = now() - t0;
     const struct llm_info *in = llm_get_info(m);
-    int NL = in->out_dim;
+    int NL = embed ? in->cfg.n_embd : in->out_dim;
     enum clf_fn fn = clf_function(&in->cfg);
     struct engine_opts eo = {conc, 0, step_tokens, false};
     struct engine *e;
@@ -106,7 +103,7 @@ int main(int argc, char **argv)
             struct echan *c = echan_new();
             for (int j = 0; j < k; j++)
                 reqs[j] = (struct eseq_req){.prompt = ids[i0 + j], .n_prompt = n_ids[i0 + j], .index = i0 + j,
-                                            .classify = true};
+                                            .classify = !embed, .embed = embed ? EMB_MEAN : EMB_NONE};
             if (engine_submit(e, c, reqs, k, err, sizeof err) != ENGINE_OK) {
                 fprintf(stderr, "classify_bench: submit: %s\n", err);
                 return 1;
@@ -116,8 +113,14 @@ int main(int argc, char **argv)
                 struct pollfd p = {.fd = echan_fd(c), .events = POLLIN};
                 poll(&p, 1, 1000);
                 echan_take(c, &eb);
-                for (size_t q = 0; q < eb.n; q++)
-                    got += ebatch_scores(&eb, &eb.ev[q], logits + (size_t)eb.ev[q].index * NL, NL) == NL;
+                for (size_t q = 0; q < eb.n; q++) {
+                    float *row = logits + (size_t)eb.ev[q].index * NL;
+                    if (ebatch_scores(&eb, &eb.ev[q], row, NL) != NL)
+                        continue;
+                    if (embed)
+                        emb_normalize(row, NL);   /* as the route does: part of the work */
+                    got++;
+                }
             }
             echan_put(c);
         }
@@ -131,7 +134,11 @@ int main(int argc, char **argv)
            n, tokens, batch, in->threads, n / best, tokens / best, load_s, ru.ru_maxrss, in->device_name);
     double *s = calloc((size_t)NL, sizeof *s);
     for (int i = 0; i < n && i < 8; i++) {
-        clf_scores(fn, logits + (size_t)i * NL, NL, s);
+        if (embed)
+            for (int j = 0; j < NL; j++)
+                s[j] = logits[(size_t)i * NL + j];
+        else
+            clf_scores(fn, logits + (size_t)i * NL, NL, s);
         printf("%s[", i ? ", " : "");
         for (int j = 0; j < NL; j++)
             printf("%s%.7g", j ? ", " : "", s[j]);

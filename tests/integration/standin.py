@@ -18,7 +18,9 @@ Flavors, each written from the documented public API of the real server:
   carrying ``generated_text``, no ``[DONE]`` (the Messages API does send one).
 * ``openai``: the OpenAI REST API as served by OpenAI-compatible servers such
   as vLLM (``/v1/models``, ``/v1/chat/completions``, ``/v1/completions``,
-  ``/health``). Errors ``{"error":{"message","type","param","code"}}``;
+  ``/v1/responses``, ``/v1/embeddings``, ``/health``). Embeddings are
+  ``[len(text), index, 0.25]`` per input; a response holds the chat's text,
+  streamed as the Responses API's typed events (``event:`` lines, no ``[DONE]``). Errors ``{"error":{"message","type","param","code"}}``;
   streams ``data: {chunk}`` ... ``data: [DONE]``.
 * ``transformers-serve``: the ``transformers serve`` CLI (FastAPI) of
   transformers >= 4.5x (``/health``, ``/v1/models``,
@@ -234,10 +236,71 @@ class Flavor:
             ("GET", "/v1/models"): ("health", self.models),
             ("POST", "/v1/chat/completions"): ("gen", self.chat),
             ("POST", "/v1/completions"): ("gen", self.completions),
+            ("POST", "/v1/responses"): ("gen", self.responses),
+            ("POST", "/v1/embeddings"): ("gen", self.embeddings),
         }
 
     def prefix_routes(self):
         return {("GET", "/v1/models/"): ("health", self.model)}
+
+    # --- embeddings
+    def embeddings(self, req):
+        body = self.body(req)
+        model = self.resolve_model(body)
+        inp = body.get("input")
+        items = [inp] if isinstance(inp, str) or (isinstance(inp, list) and inp and isinstance(inp[0], int)) else inp
+        if not isinstance(items, list) or not items:
+            raise self.error(400, "'input' is invalid.", param="input")
+        data = [{"object": "embedding", "index": i, "embedding": [float(len(t)), float(i), 0.25]}
+                for i, t in enumerate(items)]
+        ptok = sum(word_count(t) if isinstance(t, str) else len(t) for t in items)
+        raise Reply(200, {"object": "list", "data": data, "model": model,
+                          "usage": {"prompt_tokens": ptok, "total_tokens": ptok}})
+
+    # --- the Responses API
+    def responses(self, req):
+        body = self.body(req)
+        model = self.resolve_model(body)
+        inp = body.get("input")
+        if isinstance(inp, str):
+            last = inp
+        elif isinstance(inp, list) and inp and isinstance(inp[-1], dict):
+            last = content_text(inp[-1].get("content"))
+        else:
+            raise self.error(400, "'input' is invalid.", param="input")
+        budget = body.get("max_output_tokens") or OPENAI_DEFAULT_MAX
+        rid, created, seq = self.new_id("resp"), int(time.time()), itertools.count()
+        ptok = word_count(last)
+
+        def make_gen(b=None):
+            return generate(last, budget if b is None else b)
+
+        def response(gen, status):
+            text = "".join(t for _, t in gen.visible(True)) if gen else ""
+            done = status != "in_progress"
+            out = [{"type": "message", "id": "msg_" + rid, "status": "completed", "role": "assistant",
+                    "content": [{"type": "output_text", "text": text, "annotations": []}]}] if done else []
+            return {"id": rid, "object": "response", "created_at": created, "status": status, "model": model,
+                    "output": out, "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete"
+                    else None, "usage": {"input_tokens": ptok, "output_tokens": len(gen.tokens),
+                                         "total_tokens": ptok + len(gen.tokens)} if done else None}
+
+        def whole(gen):
+            return response(gen, "incomplete" if gen.finish == "length" else "completed")
+
+        def event(obj):
+            obj["sequence_number"] = next(seq)
+            return b"event: " + obj["type"].encode() + b"\n" + sse_event(self.sse, obj)
+
+        def events(gen):
+            yield event({"type": "response.created", "response": response(None, "in_progress")})
+            for _, t in gen.visible(True):
+                yield event({"type": "response.output_text.delta", "item_id": "msg_" + rid, "output_index": 0,
+                             "content_index": 0, "delta": t})
+            last = whole(gen)
+            yield event({"type": "response." + last["status"], "response": last})
+
+        return Job(bool(body.get("stream")), make_gen, whole, events, self.sse, self.stream_error)
 
     def health(self, req):
         raise Reply(200, b"", ctype="text/plain")

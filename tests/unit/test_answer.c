@@ -1,6 +1,7 @@
 /* test_answer.c -- the client answers and stream events front/answer.c builds for local and proxied
  * generations alike (exact JSON): OpenAI whole answers, chunks and usage, TGI answers, details, tokens
- * and stream events, the legacy shape, the finish words, system_fingerprint. */
+ * and stream events, the legacy shape, the finish words, system_fingerprint; the Responses API's response
+ * object and typed stream events; embeddings as numbers and as base64. */
 #include "config.h"
 #include "answer.h"
 #include "tap.h"
@@ -19,6 +20,72 @@ static const char *S(json_object *o)
         return strcpy(b, "(null)");
     snprintf(b, 4096, "%s", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
     return b;
+}
+
+static void test_responses_and_embeddings(void)
+{
+    struct gen g = {.max_tokens = 8, .instructions = "Be brief."};
+    struct answer_meta m = {.kind = CK_RESPONSES, .id = "abc", .created = 100, .model = "m", .g = &g};
+    struct answer_usage u = {.prompt = 3, .completion = 8, .cached = 1};
+    json_object *o = answer_response(&m, true, "Hi", 2, FIN_LENGTH, &u);
+    const char *t = S(o);
+    has_str(t, "\"id\":\"resp_abc\",\"object\":\"response\",\"created_at\":100,\"status\":\"incomplete\","
+            "\"error\":null,\"incomplete_details\":{\"reason\":\"max_output_tokens\"},\"instructions\":\"Be brief.\","
+            "\"max_output_tokens\":8,\"model\":\"m\",\"output\":[{\"id\":\"msg_abc\",\"type\":\"message\","
+            "\"status\":\"incomplete\",\"role\":\"assistant\",\"content\":[{\"type\":\"output_text\",\"text\":\"Hi\","
+            "\"annotations\":[],\"logprobs\":[]}]}]", "a response cut by the length limit: incomplete, with why");
+    has_str(t, "\"store\":false", "  stateless");
+    has_str(t, "\"usage\":{\"input_tokens\":3,\"input_tokens_details\":{\"cached_tokens\":1},\"output_tokens\":8,"
+            "\"output_tokens_details\":{\"reasoning_tokens\":0},\"total_tokens\":11}", "  usage");
+    json_object_put(o);
+    o = answer_response(&m, true, "Hi", 2, FIN_EOS, &u);
+    has_str(S(o), "\"status\":\"completed\",\"error\":null,\"incomplete_details\":null", "a finished response: completed");
+    json_object_put(o);
+    long seq = 0;
+    json_object *ev[4];
+    is_int(answer_response_head(&m, &seq, ev), 4, "four opening events");
+    is_str(answer_response_type(ev[0]), "response.created", "  response.created");
+    has_str(S(ev[0]), "\"sequence_number\":0,\"response\":{\"id\":\"resp_abc\"", "  numbered from 0");
+    has_str(S(ev[0]), "\"status\":\"in_progress\"", "  in progress");
+    has_str(S(ev[0]), "\"output\":[]", "  no output yet");
+    has_str(S(ev[0]), "\"usage\":null", "  no usage yet");
+    is_str(answer_response_type(ev[1]), "response.in_progress", "  response.in_progress");
+    is_str(S(ev[2]), "{\"type\":\"response.output_item.added\",\"sequence_number\":2,\"output_index\":0,\"item\":{"
+           "\"id\":\"msg_abc\",\"type\":\"message\",\"status\":\"in_progress\",\"role\":\"assistant\",\"content\":[]}}",
+           "  the message added");
+    is_str(S(ev[3]), "{\"type\":\"response.content_part.added\",\"sequence_number\":3,\"item_id\":\"msg_abc\","
+           "\"output_index\":0,\"content_index\":0,\"part\":{\"type\":\"output_text\",\"text\":\"\",\"annotations\":[],"
+           "\"logprobs\":[]}}", "  its text part added");
+    for (int i = 0; i < 4; i++)
+        json_object_put(ev[i]);
+    o = answer_response_delta(&m, &seq, "Hi", 2);
+    is_str(S(o), "{\"type\":\"response.output_text.delta\",\"sequence_number\":4,\"item_id\":\"msg_abc\","
+           "\"output_index\":0,\"content_index\":0,\"delta\":\"Hi\",\"logprobs\":[]}", "a text delta");
+    json_object_put(o);
+    answer_response_tail(&m, &seq, "Hi", 2, FIN_EOS, &u, ev);
+    is_str(answer_response_type(ev[0]), "response.output_text.done", "closing: the text done");
+    has_str(S(ev[0]), "\"text\":\"Hi\"", "  with the whole text");
+    is_str(answer_response_type(ev[1]), "response.content_part.done", "  the part done");
+    is_str(answer_response_type(ev[2]), "response.output_item.done", "  the message done");
+    is_str(answer_response_type(ev[3]), "response.completed", "  response.completed");
+    has_str(S(ev[3]), "\"sequence_number\":8,", "  numbered on");
+    for (int i = 0; i < 4; i++)
+        json_object_put(ev[i]);
+    answer_response_tail(&m, &seq, "Hi", 2, FIN_LENGTH, &u, ev);
+    is_str(answer_response_type(ev[3]), "response.incomplete", "the length limit ends it with response.incomplete");
+    for (int i = 0; i < 4; i++)
+        json_object_put(ev[i]);
+
+    float v[] = {0.5f, -1.25f, 0.1f, 1.0f, 0.0f, 2.0f};
+    o = answer_embeddings("e", v, 2, 3, false, 7);
+    is_str(S(o), "{\"object\":\"list\",\"data\":[{\"object\":\"embedding\",\"index\":0,\"embedding\":[0.5,-1.25,"
+           "0.100000001]},{\"object\":\"embedding\",\"index\":1,\"embedding\":[1,0,2]}],\"model\":\"e\",\"usage\":{"
+           "\"prompt_tokens\":7,\"total_tokens\":7}}", "embeddings as float32's shortest exact numbers");
+    json_object_put(o);
+    o = answer_embeddings("e", v, 1, 2, true, 1);
+    /* 0.5f = 00 00 00 3f, -1.25f = 00 00 a0 bf: little-endian bytes in base64 */
+    has_str(S(o), "\"embedding\":\"AAAAPwAAoL8=\"", "base64: the little-endian float32 bytes");
+    json_object_put(o);
 }
 
 int main(void)
@@ -216,5 +283,6 @@ int main(void)
     has_str(S(o), "\"text\":\"\\u0000\"", "TGI token 188's text is \\u0000");
     has_str(S(o), "\"generated_text\":\"a\\u0000\"", "and the final text keeps it");
     json_object_put(o);
+    test_responses_and_embeddings();
     return tap_done();
 }

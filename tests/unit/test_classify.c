@@ -1,4 +1,4 @@
-/* test_classify.c -- GPT-2 sequence classifiers: config and labels, pooling, scores, categories; the CPU backend's score head against transformers' goldens (tests/golden/classifier_golden.json) for single texts and padded batches; the engine's classification sequences; the CUDA backend against the CPU one when a device is there.
+/* test_classify.c -- GPT-2 sequence classifiers: config and labels, pooling, scores, categories; the CPU backend's score head against transformers' goldens (tests/golden/classifier_golden.json) for single texts and padded batches; the engine's classification sequences; the CUDA backend against the CPU one when a device is there. Embeddings: pooling and normalisation, and the engine's embedding sequences against GPT2Model's pooled hidden states (tests/golden/embeddings_golden.json), on the CPU and, when there is a device, on CUDA.
  *
  * The checkpoints are regenerated with the generator the golden script used
  * (tools/gen_gpt2_lib.c), so the test needs no network and no torch.
@@ -503,6 +503,145 @@ static void test_cuda(json_object *models)
 #endif
 }
 
+/* ------------------------------------------------------------------ embeddings */
+
+static void test_embed_helpers(void)
+{
+    enum emb_pool p = EMB_NONE;
+    ok(emb_pool_parse("mean", &p) == 0 && p == EMB_MEAN && emb_pool_parse("last", &p) == 0 && p == EMB_LAST &&
+       emb_pool_parse("max", &p) == -1 && !strcmp(emb_pool_name(EMB_MEAN), "mean"), "pooling names parse");
+    /* three rows of two, read in two chunks (2 + 1), as the engine reads a long text */
+    float rows[] = {1, 2, 3, 4, 5, 9}, out[2];
+    double acc[2] = {0, 0};
+    emb_pool_rows(EMB_MEAN, acc, rows, 2, 2);
+    emb_pool_rows(EMB_MEAN, acc, rows + 4, 1, 2);
+    emb_pool_finish(EMB_MEAN, acc, 3, 2, out);
+    ok(out[0] == 3.0f && out[1] == 5.0f, "mean over chunks: (%g, %g)", out[0], out[1]);
+    double last[2] = {0, 0};
+    emb_pool_rows(EMB_LAST, last, rows, 2, 2);
+    emb_pool_rows(EMB_LAST, last, rows + 4, 1, 2);
+    emb_pool_finish(EMB_LAST, last, 3, 2, out);
+    ok(out[0] == 5.0f && out[1] == 9.0f, "last: the last chunk's last row: (%g, %g)", out[0], out[1]);
+    float v[] = {3, 4}, z[] = {0, 0}, tiny[] = {1e-30f, 0};
+    emb_normalize(v, 2);
+    emb_normalize(z, 2);
+    emb_normalize(tiny, 2);
+    ok(fabsf(v[0] - 0.6f) < 1e-7f && fabsf(v[1] - 0.8f) < 1e-7f, "normalize: unit length (%g, %g)", v[0], v[1]);
+    ok(z[0] == 0 && z[1] == 0 && tiny[0] < 1e-17f, "normalize: zero stays zero, the norm floored at 1e-12 as torch does");
+}
+
+/* The texts of the embeddings golden through one engine on device dev,
+ * each pooled by `pool`, into out (n x C). Returns how many came back. */
+static int embed_run(const char *dir, enum llm_device dev, const struct tokenizer *tok, enum emb_pool pool,
+                     const struct text *tx, int n, int rounds, float *out, char *err, size_t errlen)
+{
+    int pad;
+    struct llm_model *m = load(dir, dev, &pad, err, errlen);
+    if (!m)
+        return -1;
+    int C = llm_get_info(m)->cfg.n_embd;
+    struct engine_opts eo = {3, 64, 24, true};   /* long texts read in chunks; some texts wait; prefix cache on */
+    struct engine *e;
+    if (engine_start(&e, m, tok, &eo, "emb", err, errlen) != 0) {
+        llm_free(m);
+        return -1;
+    }
+    struct eseq_req reqs[MAX_TEXTS];
+    for (int k = 0; k < n; k++)
+        reqs[k] = (struct eseq_req){.prompt = tx[k].ids, .n_prompt = tx[k].n, .index = k, .embed = pool};
+    int got = 0;
+    for (int round = 0; round < rounds; round++) {     /* round 2: the prefix cache holds every text */
+        struct echan *c = echan_new();
+        struct ebatch b = {0};
+        int here = 0;
+        if (engine_submit(e, c, reqs, n, err, errlen) == ENGINE_OK) {
+            int64_t until = util_now_ns() + 60 * (int64_t)1000000000;
+            while (here < n && util_now_ns() < until) {
+                struct pollfd p = {.fd = echan_fd(c), .events = POLLIN};
+                if (poll(&p, 1, 1000) <= 0)
+                    continue;
+                echan_take(c, &b);
+                for (size_t i = 0; i < b.n; i++) {
+                    float *row = out + (size_t)b.ev[i].index * C;
+                    if (b.ev[i].kind == EV_SCORES && ebatch_scores(&b, &b.ev[i], row, C) == C)
+                        here++;
+                    else
+                        snprintf(err, errlen, "event %d: %s", b.ev[i].kind, ebatch_text(&b, &b.ev[i]));
+                }
+            }
+        }
+        got = round == 0 || here < got ? here : got;
+        ebatch_free(&b);
+        echan_put(c);
+    }
+    engine_stop(e);
+    return got;
+}
+
+static void test_embeddings(enum llm_device dev, const struct tokenizer *tok)
+{
+    const char *src = getenv("LLMCGI_SRCDIR"), *dn = dev == LLM_DEVICE_CUDA ? "cuda" : "cpu";
+    char path[1024], err[512] = "", labels[8];
+    snprintf(path, sizeof path, "%s/tests/golden/embeddings_golden.json", src ? src : ".");
+    json_object *root = json_object_from_file(path);
+    if (!ok(root != NULL, "%s: embeddings golden file %s reads", dn, path))
+        return;
+    json_object *g = json_object_object_get(root, "model"), *recs = json_object_object_get(root, "texts");
+    int n = (int)json_object_array_length(recs), C = json_object_get_int(json_object_object_get(g, "embd"));
+    static struct text tx[MAX_TEXTS];
+    n = n > MAX_TEXTS ? MAX_TEXTS : n;
+    for (int t = 0; t < n; t++) {
+        json_object *ids = json_object_object_get(json_object_array_get_idx(recs, (size_t)t), "ids");
+        tx[t].n = (int)json_object_array_length(ids);
+        for (int i = 0; i < tx[t].n && i < 256; i++)
+            tx[t].ids[i] = json_object_get_int(json_object_array_get_idx(ids, (size_t)i));
+    }
+    snprintf(path, sizeof path, "%s/emb-%s", tmp_root, dn);
+    struct gen_gpt2_opts o;
+    gen_opts(&o, g, path, labels, sizeof labels);
+    if (!ok(gen_gpt2_write(&o, err, sizeof err) == 0, "%s: the embeddings checkpoint is written%s", dn, err)) {
+        json_object_put(root);
+        return;
+    }
+    float *v = calloc((size_t)n * (size_t)C, sizeof *v);
+    static const struct { enum emb_pool pool; const char *key, *norm_key; } kinds[] = {
+        {EMB_MEAN, "mean", "mean_normalized"}, {EMB_LAST, "last", "last_normalized"}};
+    for (size_t k = 0; v && k < 2; k++) {
+        int got = embed_run(path, dev, tok, kinds[k].pool, tx, n, 2, v, err, sizeof err);
+        double worst = 0, worst_norm = 0;
+        for (int t = 0; got == n && t < n; t++) {
+            json_object *rec = json_object_array_get_idx(recs, (size_t)t);
+            float *row = v + (size_t)t * C;
+            worst = fmax(worst, row_error(row, json_object_object_get(rec, kinds[k].key), C));
+            emb_normalize(row, C);
+            worst_norm = fmax(worst_norm, row_error(row, json_object_object_get(rec, kinds[k].norm_key), C));
+        }
+        ok(got == n && worst <= TOL && worst_norm <= TOL,
+           "%s: %s pooling of %d texts (chunks of 24 tokens, twice: the second time from a warm prefix cache) "
+           "equals GPT2Model's (%.2g; normalised %.2g)%s%s", dn, kinds[k].key, n, worst, worst_norm,
+           err[0] ? ": " : "", err);
+    }
+    free(v);
+    scratch_remove(path);
+    json_object_put(root);
+}
+
+static void test_cuda_embeddings(const struct tokenizer *tok)
+{
+    struct gpu_info gi;
+    gpu_probe(&gi, false);
+#ifndef HAVE_CUDA
+    printf("ok %d # SKIP CUDA embeddings: %s\n", ++tap_count, gi.error[0] ? gi.error : "built without CUDA");
+    (void)tok;
+#else
+    if (gi.devices == 0) {
+        printf("ok %d # SKIP CUDA embeddings: no CUDA device (%s)\n", ++tap_count, gi.error);
+        return;
+    }
+    test_embeddings(LLM_DEVICE_CUDA, tok);
+#endif
+}
+
 int main(void)
 {
     const char *src = getenv("LLMCGI_SRCDIR");
@@ -546,6 +685,9 @@ int main(void)
     for (size_t k = 0; k < json_object_array_length(models); k++)
         test_model(json_object_array_get_idx(models, k), tok);
     test_cuda(models);
+    test_embed_helpers();
+    test_embeddings(LLM_DEVICE_CPU, tok);
+    test_cuda_embeddings(tok);
     scratch_remove(tmp_root);
     tokenizer_free(tok);
     json_object_put(root);

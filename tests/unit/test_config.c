@@ -69,6 +69,23 @@ static void refused_at(const char *text, int line, const char *msg, const char *
         printf("#   got: %s\n", err);
 }
 
+/* The embeddings keys: pooling, normalize. */
+static void test_embeddings_keys(void)
+{
+    char err[4096];
+    struct config *c = load("[model a]\npath = /m/a\n[model b]\npath = /m/b\npooling = last\nnormalize = off\n",
+                            err, sizeof err);
+    if (ok(c != NULL, "the embeddings keys load") || (printf("# %s", err), 0)) {
+        const struct config_model *a = config_find_model(c, "a"), *b = config_find_model(c, "b");
+        ok(!a->pool_last && a->normalize, "defaults: pooling mean, normalize on");
+        ok(b->pool_last && !b->normalize, "pooling = last, normalize = off");
+    }
+    config_unref(c);
+    refused_at("[model a]\npath = /m\npooling = max\n", 3, "pooling must be mean or last, got \"max\"",
+               "an unknown pooling");
+    refused_at("[model a]\npath = /m\nnormalize = perhaps\n", 3, "normalize", "normalize not on or off");
+}
+
 /* The classification keys: task, max_inputs, categories, safe_labels, flag_threshold, moderation_model, classify_model. */
 static void test_classifier_keys(void)
 {
@@ -198,6 +215,7 @@ static void test_models(void)
     refused_at("[server]\nmax_loaded_models = 0\n", 2, "max_loaded_models must be a whole number from 1",
                "max_loaded_models 0");
     test_classifier_keys();
+    test_embeddings_keys();
     refused_at("[server]\ndefault_model = ../x\nmodels_dir = /m\n", 0, "default_model \"../x\" is neither",
                "a default_model that is no safe directory name");
 

@@ -31,7 +31,7 @@ static const char *S(json_object *o)
 
 static const char *kind_name(enum client_kind k)
 {
-    static const char *const n[] = {"chat", "completion", "tgi", "legacy"};
+    static const char *const n[] = {"chat", "completion", "tgi", "legacy", "responses", "embeddings"};
     return n[k];
 }
 
@@ -108,6 +108,170 @@ static void error_message(const char *body, const char *want)
     } else {
         ok(!found, "no error message in %s", body);
     }
+    json_object_put(b);
+}
+
+/* A Responses API request refused by the reader with err holding `want`. */
+static void rs_refused(const char *body, const char *want)
+{
+    json_object *b = J(body);
+    struct gen g;
+    char err[256] = "";
+    int rc = dialect_read_request(CK_RESPONSES, b, &g, err, sizeof err);
+    if (!ok(rc == -1 && strstr(err, want), "responses refuses %s", body))
+        printf("#   rc %d, err \"%s\"\n", rc, err);
+    gen_free(&g);
+    json_object_put(b);
+}
+
+/* A Responses API request read, with what no chat request can carry (NULL: nothing). */
+static void rs_untranslatable(const char *body, const char *want)
+{
+    json_object *b = J(body);
+    struct gen g;
+    char err[256] = "";
+    int rc = dialect_read_request(CK_RESPONSES, b, &g, err, sizeof err);
+    ok(rc == 0 && (want ? g.untranslatable && !strcmp(g.untranslatable, want) : !g.untranslatable),
+       "responses reads %s, untranslatable %s (%s)", body, want ? want : "nothing",
+       g.untranslatable ? g.untranslatable : err);
+    gen_free(&g);
+    json_object_put(b);
+}
+
+static void test_responses(void)
+{
+    struct gen g;
+    char err[256];
+    is_int(dialect_call_for(CK_RESPONSES, UPSTREAM_OPENAI), UK_RESPONSES, "responses on openai: passed through");
+    is_int(dialect_call_for(CK_RESPONSES, UPSTREAM_TRANSFORMERS), UK_RESPONSES, "responses on transformers serve");
+    is_int(dialect_call_for(CK_RESPONSES, UPSTREAM_TGI), UK_CHAT, "responses on TGI: its Messages API (chat)");
+    is_int(dialect_call_for(CK_EMBEDDINGS, UPSTREAM_OPENAI), UK_EMBEDDINGS, "embeddings on openai");
+    ok(dialect_same(CK_RESPONSES, UK_RESPONSES) && dialect_same(CK_EMBEDDINGS, UK_EMBEDDINGS) &&
+       !dialect_same(CK_RESPONSES, UK_CHAT), "responses: pass-through or translation");
+
+    json_object *b = J("{\"model\":\"m\",\"instructions\":\"Be brief.\",\"input\":["
+                       "{\"role\":\"developer\",\"content\":\"D\"},"
+                       "{\"type\":\"message\",\"role\":\"user\",\"content\":[{\"type\":\"input_text\",\"text\":\"a\"},"
+                       "{\"type\":\"input_text\",\"text\":\"b\"}]},"
+                       "{\"role\":\"assistant\",\"content\":[{\"type\":\"output_text\",\"text\":\"c\"}]}],"
+                       "\"max_output_tokens\":9,\"temperature\":0.5,\"top_p\":0.25,\"stream\":true,"
+                       "\"text\":{\"format\":{\"type\":\"json_schema\",\"name\":\"x\",\"schema\":{\"type\":\"object\"},"
+                       "\"strict\":true}},\"store\":true,\"metadata\":{\"k\":\"v\"}}");
+    ok(dialect_read_request(CK_RESPONSES, b, &g, err, sizeof err) == 0, "a full Responses API request reads");
+    is_str(S(g.owned), "{\"messages\":[{\"role\":\"system\",\"content\":\"Be brief.\"},{\"role\":\"system\",\"content\":"
+           "\"D\"},{\"role\":\"user\",\"content\":\"a\\nb\"},{\"role\":\"assistant\",\"content\":\"c\"}],"
+           "\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"x\",\"schema\":{\"type\":"
+           "\"object\"},\"strict\":true}}}",
+           "the chat it means: instructions and developer messages as system, parts joined, text.format as "
+           "response_format");
+    ok(g.messages == json_object_object_get(g.owned, "messages") && g.max_tokens == 9 && g.has_temperature &&
+       g.temperature == 0.5 && g.has_top_p && g.top_p == 0.25 && g.stream && g.include_usage && g.n == 1 &&
+       !strcmp(g.instructions, "Be brief.") && !g.untranslatable,
+       "max_output_tokens, temperature, top_p, stream; usage always; store asks for nothing untranslatable");
+    json_object *o = dialect_upstream_request(CK_RESPONSES, UK_CHAT, UPSTREAM_TGI, b, &g, "target", err, sizeof err);
+    has_str(S(o), "\"model\":\"tgi\"", "TGI gets the chat, with the model name its Messages API documents");
+    has_str(S(o), "\"max_tokens\":9", "  max_output_tokens as max_tokens");
+    has_str(S(o), "\"stream_options\":{\"include_usage\":true}", "  and the usage of its stream");
+    json_object_put(o);
+    o = dialect_upstream_request(CK_RESPONSES, UK_RESPONSES, UPSTREAM_TRANSFORMERS, b, &g, "target", err, sizeof err);
+    has_str(S(o), "\"input\":[", "transformers serve gets the client's body (not cut to chat fields)");
+    has_str(S(o), "\"model\":\"target\"", "  with its name for the model");
+    json_object_put(o);
+    gen_free(&g);
+    ok(g.owned == NULL && g.messages == NULL, "gen_free");
+    json_object_put(b);
+
+    b = J("{\"input\":\"Hello\"}");
+    ok(dialect_read_request(CK_RESPONSES, b, &g, err, sizeof err) == 0 &&
+       !strcmp(S(g.owned), "{\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}]}") && g.max_tokens == -1 &&
+       !g.stream && !g.instructions, "a string input is one user message");
+    gen_free(&g);
+    json_object_put(b);
+    b = J("{\"input\":\"x\",\"previous_response_id\":\"resp_1\"}");
+    dialect_read_request(CK_RESPONSES, b, &g, err, sizeof err);
+    o = dialect_upstream_request(CK_RESPONSES, UK_CHAT, UPSTREAM_TGI, b, &g, "target", err, sizeof err);
+    ok(o == NULL && strstr(err, "`previous_response_id`") && strstr(err, "no Responses API"),
+       "previous_response_id cannot become chat: refused for TGI (%s)", err);
+    o = dialect_upstream_request(CK_RESPONSES, UK_RESPONSES, UPSTREAM_OPENAI, b, &g, "target", err, sizeof err);
+    has_str(S(o), "\"previous_response_id\":\"resp_1\"", "an openai upstream gets it as it is");
+    json_object_put(o);
+    gen_free(&g);
+    json_object_put(b);
+
+    rs_untranslatable("{\"input\":\"x\",\"previous_response_id\":\"r\"}", "previous_response_id");
+    rs_untranslatable("{\"input\":\"x\",\"conversation\":\"c\"}", "conversation");
+    rs_untranslatable("{\"input\":\"x\",\"tools\":[{\"type\":\"web_search\"}]}", "tools");
+    rs_untranslatable("{\"input\":\"x\",\"tools\":[]}", NULL);
+    rs_untranslatable("{\"input\":\"x\",\"background\":true}", "background");
+    rs_untranslatable("{\"input\":[{\"type\":\"function_call_output\",\"call_id\":\"c\",\"output\":\"o\"}]}", "input");
+    rs_untranslatable("{\"input\":[{\"role\":\"user\",\"content\":[{\"type\":\"input_image\",\"image_url\":\"u\"}]}]}",
+                      "input");
+    rs_untranslatable("{\"input\":\"x\",\"text\":{\"format\":{\"type\":\"text\"}},\"store\":false}", NULL);
+    rs_refused("{}", "`input` must be a string or a list of messages");
+    rs_refused("{\"input\":5}", "`input` must be");
+    rs_refused("{\"input\":[]}", "`input` must not be empty");
+    rs_refused("{\"input\":[\"x\"]}", "`input[0]` must be a message object");
+    rs_refused("{\"input\":[{\"role\":\"wizard\",\"content\":\"x\"}]}", "`input[0].role` must be");
+    rs_refused("{\"input\":[{\"role\":\"user\",\"content\":7}]}", "`input[0].content` must be");
+    rs_refused("{\"input\":[{\"role\":\"user\",\"content\":[{\"type\":\"input_text\"}]}]}", "`input[0].content[0]`");
+    rs_refused("{\"input\":\"x\",\"instructions\":3}", "`instructions` must be a string");
+    rs_refused("{\"input\":\"x\",\"max_output_tokens\":0}", "`max_output_tokens`");
+    rs_refused("{\"input\":\"x\",\"temperature\":3}", "`temperature`");
+    rs_refused("{\"input\":\"x\",\"text\":{\"format\":{\"type\":\"yaml\"}}}", "`text.format.type` must be");
+    rs_refused("{\"input\":\"x\",\"text\":3}", "`text` must be an object");
+
+    /* answers from upstreams with the API */
+    json_object *a = J("{\"id\":\"r\",\"status\":\"incomplete\",\"output\":[{\"type\":\"reasoning\"},{\"type\":"
+                       "\"message\",\"content\":[{\"type\":\"output_text\",\"text\":\"Hel\"},{\"type\":\"refusal\"},"
+                       "{\"type\":\"output_text\",\"text\":\"lo\"}]}],\"usage\":{\"input_tokens\":4,\"output_tokens\":"
+                       "2}}");
+    struct gen_result r;
+    ok(dialect_read_result(UK_RESPONSES, a, &r, err, sizeof err) == 0 && !strcmp(r.text, "Hello") &&
+       r.finish == FIN_LENGTH && r.prompt_tokens == 4 && r.completion_tokens == 2,
+       "a whole response: its output_text parts, usage, incomplete as the length limit");
+    gen_result_free(&r);
+    json_object_put(a);
+    result_bad(UK_RESPONSES, "{\"output\":3}", "`output` must be a list", "output not a list");
+    result_bad(UK_RESPONSES, "{\"output\":[{\"type\":\"message\",\"content\":[{\"type\":\"output_text\","
+               "\"text\":5}]}]}", "`output[0].content[0].text` must be a string", "text not a string");
+    result_bad(UK_RESPONSES, "{\"output\":[],\"usage\":{\"input_tokens\":-1}}", "`usage.input_tokens`",
+               "a negative count");
+    result_bad(UK_EMBEDDINGS, "{\"data\":{}}", "`data` must be a list", "embeddings without a list");
+    struct gen_delta d;
+    a = J("{\"type\":\"response.output_text.delta\",\"delta\":\"Hi\"}");
+    ok(dialect_read_delta(UK_RESPONSES, a, &d) == 0 && !strcmp(d.text, "Hi") && d.finish == FIN_NONE, "a delta event");
+    json_object_put(a);
+    a = J("{\"type\":\"response.completed\",\"response\":{\"status\":\"completed\",\"usage\":{\"input_tokens\":3,"
+          "\"output_tokens\":5}}}");
+    ok(dialect_read_delta(UK_RESPONSES, a, &d) == 0 && d.finish == FIN_EOS && d.prompt_tokens == 3 &&
+       d.completion_tokens == 5 && !d.text, "response.completed: the end, with usage");
+    json_object_put(a);
+    a = J("{\"type\":\"response.failed\",\"response\":{\"error\":{\"message\":\"boom\"}}}");
+    ok(dialect_read_delta(UK_RESPONSES, a, &d) == 0 && d.error && !strcmp(d.error, "boom"), "response.failed: an error");
+    json_object_put(a);
+    a = J("{\"type\":\"error\",\"message\":\"bad\"}");
+    ok(dialect_read_delta(UK_RESPONSES, a, &d) == 0 && d.error && !strcmp(d.error, "bad"), "an error event");
+    json_object_put(a);
+    a = J("{\"delta\":\"x\"}");
+    ok(dialect_read_delta(UK_RESPONSES, a, &d) == -1 && strstr(d.bad, "no `type`"), "an event without a type");
+    json_object_put(a);
+    a = J("{\"type\":\"response.output_text.delta\",\"delta\":1}");
+    ok(dialect_read_delta(UK_RESPONSES, a, &d) == -1 && strstr(d.bad, "`delta`"), "a delta that is not text");
+    json_object_put(a);
+
+    /* embeddings: passed through to openai upstreams only */
+    b = J("{\"model\":\"m\",\"input\":[\"a\"],\"encoding_format\":\"float\"}");
+    ok(dialect_read_request(CK_EMBEDDINGS, b, &g, err, sizeof err) == 0, "an embeddings request reads");
+    o = dialect_upstream_request(CK_EMBEDDINGS, UK_EMBEDDINGS, UPSTREAM_OPENAI, b, &g, "target", err, sizeof err);
+    is_str(S(o), "{\"model\":\"target\",\"input\":[\"a\"],\"encoding_format\":\"float\"}", "openai: as it is");
+    json_object_put(o);
+    o = dialect_upstream_request(CK_EMBEDDINGS, UK_EMBEDDINGS, UPSTREAM_TGI, b, &g, "target", err, sizeof err);
+    ok(o == NULL && strstr(err, "no embeddings API"), "TGI: refused (%s)", err);
+    json_object_put(b);
+    rs_refused("{\"model\":\"m\"}", "`input` must be");
+    b = J("{\"model\":\"m\"}");
+    ok(dialect_read_request(CK_EMBEDDINGS, b, &g, err, sizeof err) == -1 && strstr(err, "`input` is required"),
+       "embeddings without input refused");
     json_object_put(b);
 }
 
@@ -717,5 +881,6 @@ int main(void)
                !header_name_eq("ab", 2, "ac", 2),
            "header names: case and -/_ alike, nothing else");
     }
+    test_responses();
     return tap_done();
 }

@@ -1,7 +1,9 @@
 /* dispatch.c -- the generation dispatcher: where every generation request enters, read once in its client dialect and handed to classification, a local model or an upstream.
  *
- * POST /v1/chat/completions, /v1/completions, /generate, /generate_stream
- * and / come here whatever serves the model. The body is read and checked
+ * POST /v1/chat/completions, /v1/completions, /v1/responses, /v1/embeddings,
+ * /generate, /generate_stream and / come here whatever serves the model.
+ * Embeddings of local models go to routes_classify.c (read like
+ * classification), of upstream ones to routes_gateway.c (passed through). The body is read and checked
  * (dialect.c), the model named (or the default), the key's models= list and
  * the tokens/min limit applied; then a TGI body in the moderation
  * service's {"input_text"} shape goes to routes_classify.c, a model this
@@ -51,15 +53,19 @@ static int request_model(struct req *r, enum client_kind kind, json_object *body
  * a token from the body (OpenAI's rule of thumb; corrected at the end)
  * plus the most it may generate. Returns FRONT_OK, or FRONT_ANSWERED after
  * answering 429. */
-static enum front_rc admit_tokens(struct req *r, const struct gen *g, const char *model)
+static enum front_rc admit_tokens(struct req *r, enum client_kind kind, const struct gen *g, const char *model)
 {
     long max_new = g->max_tokens;
-    if (max_new < 1) {
+    if (kind == CK_EMBEDDINGS)
+        max_new = -1;
+    else if (max_new < 1) {
         const struct config_model *m = config_find_model(r->cfg, model);
         max_new = m ? m->max_new_tokens : r->cfg->model_defaults.max_new_tokens;
     }
     long n = g->n > 1 ? g->n : 1;
     long prompt = (long)((r->body_len + 3) / 4);
+    if (max_new < 0)                            /* embeddings: nothing is generated */
+        return ratelimit_reserve(r, prompt, prompt);
     return ratelimit_reserve(r, prompt, prompt + max_new * n);
 }
 
@@ -86,7 +92,7 @@ static int dispatch(struct req *r, enum client_kind kind, int variant)
                                           : resp_error_tgi(r, 422, "validation", "%s", err);
         goto out;
     }
-    if (auth_check_model(r, model) != FRONT_OK || admit_tokens(r, &g, model) != FRONT_OK) {
+    if (auth_check_model(r, model) != FRONT_OK || admit_tokens(r, kind, &g, model) != FRONT_OK) {
         rc = r->client_gone ? -1 : 0;
         goto out;
     }
@@ -94,11 +100,14 @@ static int dispatch(struct req *r, enum client_kind kind, int variant)
         g.stream = true;                        /* /generate_stream */
     else if (variant == 0)
         g.stream = false;                       /* /generate */
-    if (local_serves(r, model))
-        rc = local_generate(r, kind, variant, body, &g, model);
+    if (kind == CK_EMBEDDINGS && local_serves(r, model))
+        rc = classify_embeddings(r, body);
+    else if (local_serves(r, model))            /* a response runs as the chat it means */
+        rc = local_generate(r, kind, variant, kind == CK_RESPONSES ? g.owned : body, &g, model);
     else
         rc = gateway_generate(r, kind, variant, body, &g, model);
 out:
+    gen_free(&g);
     json_object_put(body);
     return r->client_gone ? -1 : rc;
 }
@@ -111,6 +120,16 @@ int route_gen_chat(struct req *r)
 int route_gen_completions(struct req *r)
 {
     return dispatch(r, CK_COMPLETION, -1);
+}
+
+int route_gen_responses(struct req *r)
+{
+    return dispatch(r, CK_RESPONSES, -1);
+}
+
+int route_gen_embeddings(struct req *r)
+{
+    return dispatch(r, CK_EMBEDDINGS, -1);
 }
 
 int route_gen_generate(struct req *r)

@@ -200,8 +200,9 @@ static struct answer_usage usage(const struct lcall *lc)
 /* What every OpenAI object of this call shares. */
 static struct answer_meta meta(const struct lcall *lc)
 {
-    return (struct answer_meta){.kind = lc->kind, .id = lc->id, .created = lc->created, .model = lc->model,
-                                .fingerprint = lc->fingerprint};
+    return (struct answer_meta){.kind = lc->responses ? CK_RESPONSES : lc->kind, .id = lc->id,
+                                .created = lc->created, .model = lc->model, .fingerprint = lc->fingerprint,
+                                .g = lc->g};
 }
 
 /* The prompt text for echo / return_full_text (decoded for token-id
@@ -358,6 +359,11 @@ static void tgi_headers(struct lcall *lc, bool whole)
 
 json_object *lcall_whole(struct lcall *lc)
 {
+    if (lc->responses) {
+        struct answer_meta m = meta(lc);
+        struct answer_usage u = usage(lc);
+        return answer_response(&m, true, lc->ch[0].text.s, lc->ch[0].text.len, lc->ch[0].finish, &u);
+    }
     if (lc->r->dialect == DIALECT_OPENAI)
         return whole_openai(lc);
     tgi_headers(lc, true);
@@ -370,8 +376,20 @@ static int send_json(struct lcall *lc, json_object *o)
 {
     if (!o)
         return -1;
-    int rc = sse_json(&lc->sse, NULL, o);
+    int rc = sse_json(&lc->sse, lc->responses ? answer_response_type(o) : NULL, o);
     json_object_put(o);
+    return rc;
+}
+
+/* Sends n Responses API events (all put, sent or not). */
+static int send_all(struct lcall *lc, json_object **ev, int n)
+{
+    int rc = 0;
+    for (int i = 0; i < n; i++)
+        if (rc == 0)
+            rc = send_json(lc, ev[i]);
+        else
+            json_object_put(ev[i]);
     return rc;
 }
 
@@ -392,6 +410,11 @@ int lcall_stream_begin(struct lcall *lc)
         tgi_headers(lc, false);
     if (sse_begin(&lc->sse, lc->r, lc->r->cfg->sse_keepalive_ms) < 0)
         return -1;
+    if (lc->responses) {
+        struct answer_meta m = meta(lc);
+        json_object *ev[4];
+        return send_all(lc, ev, answer_response_head(&m, &lc->rs_seq, ev));
+    }
     for (int i = 0; i < lc->n_seqs; i++) {
         if (lc->kind == CK_CHAT) {
             if (send_json(lc, chunk(lc, i, answer_delta("assistant", "", 0, NULL), NULL, 0, NULL, FIN_NONE, false)) < 0)
@@ -415,6 +438,10 @@ int lcall_stream_token(struct lcall *lc, int i, const struct eevent *ev, const c
     bool finish = ev->finish != FIN_NONE;
     struct tokrec rec = {.id = ev->tok.id, .logprob = ev->tok.logprob, .n_top = ev->tok.n_top};
     memcpy(rec.top, ev->tok.top, sizeof rec.top[0] * (size_t)ev->tok.n_top);
+    if (lc->responses) {                /* the end is lcall_stream_end's */
+        struct answer_meta m = meta(lc);
+        return ev->text_len ? send_json(lc, answer_response_delta(&m, &lc->rs_seq, text, ev->text_len)) : 0;
+    }
     if (lc->kind == CK_CHAT && lc->st.tool) {  /* the call is sent whole once the text is complete */
         if (!finish)
             return 0;
@@ -466,7 +493,16 @@ int lcall_stream_token(struct lcall *lc, int i, const struct eevent *ev, const c
 
 int lcall_stream_end(struct lcall *lc, const struct choice *bad)
 {
-    if (bad) {                          /* an error after the stream started: an error event, then a clean end */
+    if (lc->responses && bad) {         /* typed events, no [DONE] */
+        send_json(lc, resp_error_event_responses(NULL, bad->err, lc->rs_seq++));
+    } else if (lc->responses) {
+        struct answer_meta m = meta(lc);
+        struct answer_usage u = usage(lc);
+        json_object *ev[4];
+        const struct choice *c = &lc->ch[0];
+        if (send_all(lc, ev, answer_response_tail(&m, &lc->rs_seq, c->text.s, c->text.len, c->finish, &u, ev)) < 0)
+            return -1;
+    } else if (bad) {                          /* an error after the stream started: an error event, then a clean end */
         json_object *o = resp_error_event(lc->r->dialect, NULL, bad->err);
         if (o && send_json(lc, o) == 0 && lc->r->dialect == DIALECT_OPENAI)
             sse_event(&lc->sse, NULL, "[DONE]", 6);

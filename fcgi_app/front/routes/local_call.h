@@ -79,6 +79,9 @@ struct lcall {
     bool keep_tokens;           /* record every token (logprobs, TGI details) */
     bool prompt_logprobs;
 
+    bool responses;             /* POST /v1/responses: run as the chat it means (kind CK_CHAT), answered in
+                                 * the Responses API's shape */
+    long rs_seq;                /* its stream's next sequence_number */
     bool stream;
     bool submitted;             /* the engine took the sequences: their tokens count */
     struct sse sse;

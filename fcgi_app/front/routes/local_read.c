@@ -189,6 +189,7 @@ static int read_sampling(struct lcall *lc)
     *s = sampler_params_default();
     switch (lc->kind) {
     case CK_CHAT:
+    case CK_RESPONSES:                  /* read as the chat it means (routes_local.c) */
     case CK_COMPLETION:                 /* OpenAI: sampling unless temperature is 0; default temperature 1 */
         lc->sampling = !(g->has_temperature && g->temperature == 0);
         s->temperature = g->has_temperature && lc->sampling ? (float)g->temperature : 1.0f;
@@ -228,6 +229,8 @@ static int read_sampling(struct lcall *lc)
             s->top_p = (float)g->top_p;
         if (g->has_rep)
             s->repetition_penalty = (float)g->rep;
+        break;
+    case CK_EMBEDDINGS:                 /* routes_classify.c's, never here */
         break;
     }
     s->do_sample = lc->sampling;

@@ -1,4 +1,4 @@
-/* routes_classify.c -- classification on local GPT-2 sequence classifiers: POST /classify (Hugging Face's text-classification shape), POST /v1/moderations (OpenAI), and the moderation service's POST /generate {"input_text"}.
+/* routes_classify.c -- classification on local GPT-2 sequence classifiers: POST /classify (Hugging Face's text-classification shape), POST /v1/moderations (OpenAI), and the moderation service's POST /generate {"input_text"}; and embeddings of local models, POST /v1/embeddings, read the same way.
  *
  * One request's texts are read and checked, tokenized on the responder
  * thread, cut at their pooling position (classify.h) and submitted to the
@@ -6,9 +6,16 @@
  * same steps as one batch (with whatever else the engine carries). The
  * responder waits on the request's channel and the client's connection;
  * a client that leaves cancels the texts not yet read. Each EV_SCORES
- * event is one text's score-head logits; the answer is built once all are in. */
+ * event is one text's score-head logits; the answer is built once all are in.
+ *
+ * Embeddings run the same way with embedding sequences (engine.h): each
+ * text (or list of token ids) is read whole, its final hidden states
+ * pooled by the engine (the model's pooling, mean or last) and, with the
+ * model's normalize, scaled to unit length here. dispatch.c hands them
+ * over once it has checked the key and reserved tokens/min. */
 #include "config.h"
 #include "routes_classify.h"
+#include "answer.h"
 #include "auth.h"
 #include "classify.h"
 #include "conf.h"
@@ -36,6 +43,7 @@ enum shape {
     SH_CLASSIFY,                /* POST /classify */
     SH_OPENAI,                  /* POST /v1/moderations */
     SH_SERVICE,                 /* POST /generate {"input_text"} */
+    SH_EMBED,                   /* POST /v1/embeddings */
 };
 
 struct ccall {
@@ -47,11 +55,14 @@ struct ccall {
 
     int n;                      /* texts */
     bool list;                  /* they came as a list */
-    const char **texts;         /* borrowed from the body (or `joined`); n; owned array */
+    const char **texts;         /* borrowed from the body (or `joined`); n; owned array; NULL entries:
+                                 * token ids given (embeddings), already in ids */
     char *joined;               /* owned: OpenAI content parts read as one text */
     int32_t **ids;              /* owned; n */
     int *n_ids;                 /* owned; n */
-    float *logits;              /* owned; n x n_labels */
+    float *logits;              /* owned; n x width: score-head logits, or (embeddings) the vectors */
+    int width;                  /* floats per text: n_labels, or n_embd */
+    bool base64;                /* embeddings: encoding_format base64 */
     bool *got;                  /* owned; n */
     int n_got;
     long tokens;                /* tokens read (the texts, cut at their pooling positions) */
@@ -88,7 +99,8 @@ static int fail(struct ccall *cc, int status, const char *param, const char *cod
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    int rc = resp_error_model(cc->r, cc->shape == SH_OPENAI ? DIALECT_OPENAI : DIALECT_TGI, status, param, code, msg);
+    bool openai = cc->shape == SH_OPENAI || cc->shape == SH_EMBED;
+    int rc = resp_error_model(cc->r, openai ? DIALECT_OPENAI : DIALECT_TGI, status, param, code, msg);
     return cc->r->client_gone ? -1 : rc;
 }
 
@@ -163,6 +175,67 @@ static int read_parts(struct ccall *cc, json_object *v, size_t n)
     return 0;
 }
 
+/* Is v a list of token ids (whole numbers), as embeddings take? */
+static bool is_id_list(json_object *v)
+{
+    return json_object_is_type(v, json_type_array) && json_object_array_length(v) > 0 &&
+           json_object_is_type(json_object_array_get_idx(v, 0), json_type_int);
+}
+
+/* Embeddings' token-id input i (a list of ids, checked once the model's
+ * vocabulary is known: tokenize()). */
+static int read_ids(struct ccall *cc, json_object *v, size_t i)
+{
+    size_t n = json_object_array_length(v);
+    if (!cc->ids && (!(cc->ids = calloc((size_t)cc->n, sizeof *cc->ids)) ||
+                     !(cc->n_ids = calloc((size_t)cc->n, sizeof *cc->n_ids))))
+        return fail(cc, 500, NULL, NULL, "out of memory"), -1;
+    if (n == 0)
+        return fail(cc, 400, "input", NULL, "`input[%zu]` is an empty list of token ids", i), -1;
+    if (n > 1 << 20)
+        return fail(cc, 400, "input", "context_length_exceeded", "`input[%zu]` has %zu tokens", i, n), -1;
+    if (!(cc->ids[i] = malloc(sizeof *cc->ids[i] * n)))
+        return fail(cc, 500, NULL, NULL, "out of memory"), -1;
+    for (size_t k = 0; k < n; k++) {
+        json_object *t = json_object_array_get_idx(v, k);
+        int64_t id = json_object_get_int64(t);
+        if (!json_object_is_type(t, json_type_int) || id < 0 || id > INT32_MAX)
+            return fail(cc, 400, "input", NULL, "item %zu of token-id input %zu is not a token id (a whole number "
+                        "from 0)", k, i), -1;
+        cc->ids[i][k] = (int32_t)id;
+    }
+    cc->n_ids[i] = (int)n;
+    cc->texts[i] = NULL;
+    return 0;
+}
+
+/* Embeddings' input: a string, a list of strings, a list of token ids, or
+ * a list of lists of token ids (OpenAI's four shapes). */
+static int read_embed_inputs(struct ccall *cc, json_object *v)
+{
+    if (is_id_list(v)) {                        /* one text as ids */
+        cc->n = 1;
+        cc->texts = calloc(1, sizeof *cc->texts);
+        if (!cc->texts)
+            return fail(cc, 500, NULL, NULL, "out of memory"), -1;
+        return read_ids(cc, v, 0);
+    }
+    size_t n = cc->list ? json_object_array_length(v) : 1;
+    cc->texts = calloc(n, sizeof *cc->texts);
+    if (!cc->texts)
+        return fail(cc, 500, NULL, NULL, "out of memory"), -1;
+    cc->n = (int)n;
+    bool ids = cc->list && json_object_is_type(json_object_array_get_idx(v, 0), json_type_array);
+    for (size_t i = 0; i < n; i++) {
+        json_object *e = cc->list ? json_object_array_get_idx(v, i) : v;
+        if (ids != json_object_is_type(e, json_type_array))
+            return fail(cc, 400, "input", NULL, "`input` mixes texts and token-id lists: send one or the other"), -1;
+        if (ids ? read_ids(cc, e, i) < 0 : read_text(cc, e, i, &cc->texts[i]) < 0)
+            return -1;
+    }
+    return 0;
+}
+
 /* The texts of the request, checked for type and count (the model's
  * max_inputs is checked once the model is known). */
 static int read_texts(struct ccall *cc, json_object *body)
@@ -176,6 +249,8 @@ static int read_texts(struct ccall *cc, json_object *body)
         return fail(cc, 400, cc->param, NULL, "`%s` must not be an empty list", cc->param), -1;
     if (n > HARD_MAX_INPUTS)
         return fail(cc, 400, cc->param, NULL, "at most %d texts in one request (got %zu)", HARD_MAX_INPUTS, n), -1;
+    if (cc->shape == SH_EMBED)
+        return read_embed_inputs(cc, v);
     if (cc->shape == SH_OPENAI && cc->list && json_object_is_type(json_object_array_get_idx(v, 0), json_type_object))
         return read_parts(cc, v, n);
     cc->texts = calloc(n, sizeof *cc->texts);
@@ -220,6 +295,24 @@ static int read_options(struct ccall *cc, json_object *body)
     return 0;
 }
 
+/* Embeddings' options: encoding_format float or base64; dimensions refused
+ * (GPT-2 has no Matryoshka training: a cut vector would mean nothing). */
+static int read_embed_options(struct ccall *cc, json_object *body)
+{
+    json_object *f = json_field(body, "encoding_format"), *d = json_field(body, "dimensions");
+    const char *fs = f && json_object_is_type(f, json_type_string) ? json_object_get_string(f) : NULL;
+    if (f && (!fs || (strcmp(fs, "float") != 0 && strcmp(fs, "base64") != 0)))
+        return fail(cc, 400, "encoding_format", NULL, "`encoding_format` must be float or base64"), -1;
+    cc->base64 = fs && !strcmp(fs, "base64");
+    if (d)
+        return fail(cc, 400, "dimensions", NULL, "`dimensions` is not supported: GPT-2 models were not trained to "
+                    "give shorter embeddings (Matryoshka); leave it out for the model's full width"), -1;
+    json_object *u = json_field(body, "user");
+    if (u && !json_object_is_type(u, json_type_string))
+        return fail(cc, 400, "user", NULL, "`user` must be a string"), -1;
+    return 0;
+}
+
 /* The model the request names ("model", "model_id" for the service shape,
  * ?model= for /classify), else the configured default. */
 static int pick_model(struct ccall *cc, json_object *body)
@@ -236,6 +329,12 @@ static int pick_model(struct ccall *cc, json_object *body)
     }
     if (cc->shape == SH_CLASSIFY && req_query(r, "model", cc->model, sizeof cc->model) && cc->model[0])
         return 0;
+    if (cc->shape == SH_EMBED) {                /* dispatch.c found it local: named, or the default */
+        if (!r->cfg->default_model)
+            return fail(cc, 400, key, NULL, "`model` is required (this server has no default_model)"), -1;
+        snprintf(cc->model, sizeof cc->model, "%s", r->cfg->default_model);
+        return 0;
+    }
     const char *def = config_classifier_default(r->cfg, cc->shape != SH_CLASSIFY);
     if (!def)
         return fail(cc, 400, key, NULL, "name a model (`%s`): this server has no %s model configured", key,
@@ -270,6 +369,9 @@ static int acquire(struct ccall *cc)
     }
     if (registry_state(models(r), m) == LM_FAILED)
         return fail(cc, 503, NULL, NULL, "model %s could not be loaded: %s", cc->model, m->error), -1;
+    cc->width = cc->shape == SH_EMBED ? m->info->cfg.n_embd : m->n_labels;
+    if (cc->shape == SH_EMBED)                  /* any model has final hidden states */
+        return 0;
     if (m->task == TASK_GENERATE)
         return fail(cc, 400, "model", NULL, "model %s generates text; classification needs a sequence classifier "
                     "(task = classify or moderate)", cc->model), -1;
@@ -286,9 +388,11 @@ static int tokenize(struct ccall *cc)
     if (cc->n > m->max_inputs)
         return fail(cc, 400, cc->param, NULL, "at most %d texts in one request for model %s (got %d)", m->max_inputs,
                     cc->model, cc->n), -1;
-    cc->ids = calloc((size_t)cc->n, sizeof *cc->ids);
-    cc->n_ids = calloc((size_t)cc->n, sizeof *cc->n_ids);
-    cc->logits = calloc((size_t)cc->n * (size_t)m->n_labels, sizeof *cc->logits);
+    if (!cc->ids)
+        cc->ids = calloc((size_t)cc->n, sizeof *cc->ids);
+    if (!cc->n_ids)
+        cc->n_ids = calloc((size_t)cc->n, sizeof *cc->n_ids);
+    cc->logits = calloc((size_t)cc->n * (size_t)cc->width, sizeof *cc->logits);
     cc->got = calloc((size_t)cc->n, sizeof *cc->got);
     if (!cc->ids || !cc->n_ids || !cc->logits || !cc->got)
         return fail(cc, 500, NULL, NULL, "out of memory"), -1;
@@ -298,15 +402,23 @@ static int tokenize(struct ccall *cc)
             snprintf(where, sizeof where, "`%s[%d]`", cc->param, i);
         else
             snprintf(where, sizeof where, "`%s`", cc->param);
-        size_t n = 0;
-        if (tokenizer_encode(m->tok, cc->texts[i], strlen(cc->texts[i]), true, &cc->ids[i], &n) != TOKENIZER_OK)
+        size_t n = (size_t)cc->n_ids[i];
+        if (!cc->texts[i]) {                    /* embeddings' token ids */
+            int vocab = tokenizer_vocab_size(m->tok);
+            for (size_t k = 0; k < n; k++)
+                if (cc->ids[i][k] >= vocab)
+                    return fail(cc, 400, cc->param, NULL, "%s[%zu] is %d: model %s's token ids go from 0 to %d",
+                                where, k, (int)cc->ids[i][k], cc->model, vocab - 1), -1;
+        } else if (tokenizer_encode(m->tok, cc->texts[i], strlen(cc->texts[i]), true, &cc->ids[i], &n) !=
+                   TOKENIZER_OK)
             return fail(cc, 500, NULL, NULL, "cannot tokenize %s", where), -1;
         if (n == 0)
-            return fail(cc, 400, cc->param, NULL, "%s is empty: there is nothing to classify", where), -1;
+            return fail(cc, 400, cc->param, NULL, "%s is empty: there is nothing to %s", where,
+                        cc->shape == SH_EMBED ? "embed" : "classify"), -1;
         if (n > (size_t)m->max_input)
             return fail(cc, 400, cc->param, "context_length_exceeded",
                         "%s has %zu tokens; model %s reads at most %d", where, n, cc->model, m->max_input), -1;
-        cc->n_ids[i] = clf_pool_tokens(cc->ids[i], (int)n, m->pad);
+        cc->n_ids[i] = cc->shape == SH_EMBED ? (int)n : clf_pool_tokens(cc->ids[i], (int)n, m->pad);
         cc->tokens += cc->n_ids[i];
     }
     return 0;
@@ -323,9 +435,10 @@ static int submit(struct ccall *cc)
         return fail(cc, 500, NULL, NULL, "out of memory"), -1;
     }
     cc->deadline_ns = util_now_ns() + cc->m->set.timeout_ms * 1000000;
+    enum emb_pool pool = cc->shape != SH_EMBED ? EMB_NONE : cc->m->set.pool_last ? EMB_LAST : EMB_MEAN;
     for (int i = 0; i < cc->n; i++)
-        reqs[i] = (struct eseq_req){.prompt = cc->ids[i], .n_prompt = cc->n_ids[i], .index = i, .classify = true,
-                                    .deadline_ns = cc->deadline_ns};
+        reqs[i] = (struct eseq_req){.prompt = cc->ids[i], .n_prompt = cc->n_ids[i], .index = i,
+                                    .classify = pool == EMB_NONE, .embed = pool, .deadline_ns = cc->deadline_ns};
     char err[400];
     int rc = engine_submit(cc->m->engine, cc->chan, reqs, cc->n, err, sizeof err);
     free(reqs);
@@ -350,7 +463,7 @@ static int pump(struct ccall *cc)
 {
     struct req *r = cc->r;
     int64_t guard = cc->deadline_ns + 30 * (int64_t)1000000000;
-    int NL = cc->m->n_labels;
+    int NL = cc->width;
     while (cc->n_got < cc->n) {
         struct pollfd p[2] = {{.fd = echan_fd(cc->chan), .events = POLLIN},
                               {.fd = r->fcgi->ipcFd, .events = POLLRDHUP}};
@@ -380,7 +493,8 @@ static int pump(struct ccall *cc)
             continue;
         }
         if (util_now_ns() > guard)
-            return fail(cc, 504, NULL, NULL, "the classification did not finish in time"), -1;
+            return fail(cc, 504, NULL, NULL, "the %s did not finish in time",
+                        cc->shape == SH_EMBED ? "embedding" : "classification"), -1;
     }
     return 0;
 }
@@ -427,9 +541,36 @@ static bool moderate(const struct ccall *cc, const double *s, json_object **cats
     return flagged;
 }
 
+/* The embeddings: normalised when the model says so, checked finite. */
+static int answer_embed(struct ccall *cc)
+{
+    struct req *r = cc->r;
+    int C = cc->width;
+    for (int i = 0; i < cc->n; i++) {
+        float *v = cc->logits + (size_t)i * C;
+        for (int c = 0; c < C; c++)
+            if (!isfinite(v[c]))
+                return fail(cc, 500, NULL, NULL, "model %s gave input %d a vector that is not finite (its hidden "
+                            "states overflowed)", cc->m->name, i);
+        if (cc->m->set.normalize)
+            emb_normalize(v, C);
+    }
+    json_object *out = answer_embeddings(cc->model, cc->logits, cc->n, C, cc->base64, cc->tokens);
+    if (!out)
+        return fail(cc, 500, NULL, NULL, "out of memory");
+    metrics_embedded(r->model_label, cc->n);
+    resp_header(r, "x-model-id", "%s", cc->model);
+    resp_header(r, "x-compute-type", "%s", cc->m->info->backend);
+    int rc = resp_json(r, 200, out);
+    json_object_put(out);
+    return rc;
+}
+
 static int answer(struct ccall *cc)
 {
     struct req *r = cc->r;
+    if (cc->shape == SH_EMBED)
+        return answer_embed(cc);
     int NL = cc->m->n_labels;
     double *s = calloc((size_t)NL, sizeof *s);
     json_object *out = cc->shape == SH_OPENAI ? json_object_new_object() : json_object_new_array();
@@ -529,12 +670,12 @@ static int run(struct ccall *cc, json_object *body)
     if (!json_object_is_type(body, json_type_object))
         return fail(cc, 400, NULL, NULL, "the body must be a JSON object");
     if (read_texts(cc, body) < 0 || (cc->shape == SH_CLASSIFY && read_options(cc, body) < 0) ||
-        pick_model(cc, body) < 0)
+        (cc->shape == SH_EMBED && read_embed_options(cc, body) < 0) || pick_model(cc, body) < 0)
         return r->client_gone ? -1 : 0;
-    if (auth_check_model(r, cc->model) != FRONT_OK)
+    if (cc->shape != SH_EMBED && auth_check_model(r, cc->model) != FRONT_OK)  /* embeddings: dispatch.c's */
         return r->client_gone ? -1 : 0;
     long estimate = (long)((r->body_len + 3) / 4);     /* corrected once the texts are tokenized */
-    if (ratelimit_reserve(r, estimate, estimate) != FRONT_OK)
+    if (cc->shape != SH_EMBED && ratelimit_reserve(r, estimate, estimate) != FRONT_OK)
         return r->client_gone ? -1 : 0;
     if (acquire(cc) < 0 || tokenize(cc) < 0)
         return r->client_gone ? -1 : 0;
@@ -586,4 +727,9 @@ bool classify_is_input_text(json_object *body)
 int classify_input_text(struct req *r, json_object *body)
 {
     return route(r, SH_SERVICE, "input_text", body);
+}
+
+int classify_embeddings(struct req *r, json_object *body)
+{
+    return route(r, SH_EMBED, "input", body);
 }

@@ -26,4 +26,9 @@ bool classify_is_input_text(json_object *body);
  * when the client went away. */
 int classify_input_text(struct req *r, json_object *body);
 
+/* POST /v1/embeddings for a local model (dispatch.c checked the key's
+ * models and reserved tokens/min): the inputs' pooled final hidden states.
+ * body borrowed. Returns 0, or -1 when the client went away. */
+int classify_embeddings(struct req *r, json_object *body);
+
 #endif

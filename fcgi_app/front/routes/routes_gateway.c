@@ -187,6 +187,7 @@ struct relay {
     char *held_text;
     long index;
     char fingerprint[64];           /* of the answers llmcgi translates: fp_llmcgi_<version>_<upstream type> */
+    long rs_seq;                    /* a translated Responses API stream: its next sequence_number */
 };
 
 /* What every OpenAI object llmcgi builds for this attempt shares. */
@@ -194,7 +195,7 @@ static struct answer_meta meta(const struct relay *rl)
 {
     const struct call *k = rl->call;
     return (struct answer_meta){.kind = k->kind, .id = k->id, .created = k->created, .model = k->model,
-                                .fingerprint = rl->fingerprint};
+                                .fingerprint = rl->fingerprint, .g = &k->g};
 }
 
 /* A translated TGI token event; the last one (final_text not NULL, final_len bytes) with its details. */
@@ -290,9 +291,21 @@ static int send_event(struct relay *rl, json_object *obj)
     if (!obj)
         return -1;
     int rc = start_stream(rl);
-    if (rc == 0)
-        rc = sse_json(&rl->sse, NULL, obj);
+    if (rc == 0)        /* Responses API events go under their type's name */
+        rc = sse_json(&rl->sse, rl->call->kind == CK_RESPONSES ? answer_response_type(obj) : NULL, obj);
     json_object_put(obj);
+    return rc;
+}
+
+/* Sends n events (all put, sent or not). */
+static int send_events(struct relay *rl, json_object **ev, int n)
+{
+    int rc = 0;
+    for (int i = 0; i < n; i++)
+        if (rc == 0)
+            rc = send_event(rl, ev[i]);
+        else
+            json_object_put(ev[i]);
     return rc;
 }
 
@@ -329,8 +342,12 @@ static int relay_openai(struct relay *rl, json_object *ev)
     if (d.finish != FIN_NONE)
         rl->saw_finish = true;
     count(rl, &d);
+    json_object *resp = NULL;           /* a Responses API event carries the model in its response */
     if (json_object_object_get_ex(ev, "model", NULL))
         json_object_object_add(ev, "model", json_object_new_string(rl->call->model));
+    else if (json_object_object_get_ex(ev, "response", &resp) && json_object_is_type(resp, json_type_object) &&
+             json_object_object_get_ex(resp, "model", NULL))
+        json_object_object_add(resp, "model", json_object_new_string(rl->call->model));
     return send_event(rl, json_object_get(ev));
 }
 
@@ -395,6 +412,18 @@ static int translate(struct relay *rl, json_object *ev)
     remember(rl, &d);
     bool visible = d.text && d.text_len && !d.special;
     struct call *k = rl->call;
+    if (k->kind == CK_RESPONSES) {      /* a chat upstream's chunks as Responses API events */
+        struct answer_meta m = meta(rl);
+        json_object *head[4];
+        if (!rl->started && send_events(rl, head, answer_response_head(&m, &rl->rs_seq, head)) < 0)
+            return -1;
+        if (!visible)
+            return 0;
+        rl->tokens++;
+        if (append_text(rl, d.text, d.text_len) < 0)
+            return -1;
+        return send_event(rl, answer_response_delta(&m, &rl->rs_seq, d.text, d.text_len));
+    }
     if (k->kind == CK_COMPLETION) {
         if (!visible)
             return 0;
@@ -475,6 +504,11 @@ static void stream_error(struct relay *rl, const char *fmt, ...)
     json_object *o = json_object_new_object();
     if (!o)
         return;
+    if (rl->call->kind == CK_RESPONSES) {       /* the typed error event ends it: no [DONE] */
+        json_object_put(o);
+        send_event(rl, resp_error_event_responses("upstream_error", msg, rl->rs_seq++));
+        return;
+    }
     if (rl->r->dialect == DIALECT_OPENAI) {
         json_object *e = json_object_new_object();
         json_object_object_add(e, "message", json_object_new_string(msg));
@@ -503,8 +537,9 @@ static void finish_stream(struct relay *rl)
             stream_error(rl, "the stream ended before the generation finished");
             return;
         }
-        /* transformers serve ends its streams without [DONE]; clients wait for it */
-        if (rl->uc != UK_TGI)
+        /* transformers serve ends its streams without [DONE]; clients wait for it
+         * (but not the Responses API's, which end with response.completed) */
+        if (rl->uc != UK_TGI && rl->uc != UK_RESPONSES)
             sse_event(&rl->sse, NULL, "[DONE]", 6);
         return;
     }
@@ -513,6 +548,14 @@ static void finish_stream(struct relay *rl)
         return;
     }
     long completion = rl->completion_tokens >= 0 ? rl->completion_tokens : rl->tokens;
+    if (k->kind == CK_RESPONSES) {
+        struct answer_meta m = meta(rl);
+        struct answer_usage u = {.prompt = rl->prompt_tokens, .completion = completion, .cached = -1};
+        json_object *tail[4];
+        send_events(rl, tail, answer_response_tail(&m, &rl->rs_seq, rl->text.s, rl->text.len, rl->finish, &u,
+                                                   tail));
+        return;
+    }
     if (k->kind == CK_COMPLETION) {
         struct answer_meta m = meta(rl);
         struct answer_usage u = {.prompt = rl->prompt_tokens, .completion = completion, .cached = -1};
@@ -560,6 +603,10 @@ static json_object *translated_answer(struct relay *rl, const struct gen_result 
         struct answer_choice c = {.text = res->text, .text_len = res->text_len, .finish = res->finish};
         struct answer_usage u = {.prompt = res->prompt_tokens, .completion = res->completion_tokens, .cached = -1};
         return answer_openai(&m, &c, 1, &u);
+    }
+    if (k->kind == CK_RESPONSES) {
+        struct answer_usage u = {.prompt = res->prompt_tokens, .completion = res->completion_tokens, .cached = -1};
+        return answer_response(&m, true, res->text, res->text_len, res->finish, &u);
     }
     if (k->kind != CK_TGI && k->kind != CK_LEGACY)
         return NULL;
@@ -691,6 +738,8 @@ static const char *call_path(enum upstream_call uc, bool stream)
     case UK_CHAT: return "/v1/chat/completions";
     case UK_COMPLETION: return "/v1/completions";
     case UK_TGI: return stream ? "/generate_stream" : "/generate";
+    case UK_RESPONSES: return "/v1/responses";
+    case UK_EMBEDDINGS: return "/v1/embeddings";
     }
     return "/";
 }

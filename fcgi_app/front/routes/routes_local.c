@@ -1,4 +1,4 @@
-/* routes_local.c -- generation on local models: requests in any client dialect (OpenAI chat and completions, TGI, the older model_id/prompt shape) run on the model's engine and are answered whole or streamed (reading: local_read.c; answers: local_answer.c).
+/* routes_local.c -- generation on local models: requests in any client dialect (OpenAI chat and completions, the Responses API, TGI, the older model_id/prompt shape) run on the model's engine and are answered whole or streamed (reading: local_read.c; answers: local_answer.c).
  *
  * A request is read once (dialect.c), its prompts rendered (chat
  * templates) and tokenized on the responder thread, checked against the
@@ -269,6 +269,10 @@ static void lcall_free(struct lcall *lc)
 static int run(struct lcall *lc, json_object *body)
 {
     struct req *r = lc->r;
+    if (lc->responses && lc->g->untranslatable)
+        return lcall_error(lc, 400, lc->g->untranslatable, "`%s` is not supported by local models: llmcgi's Responses "
+                           "API is stateless (store is false) and text-only; send the whole conversation as "
+                           "messages in `input`", lc->g->untranslatable);
     if (lcall_check_unsupported(lc, body) < 0)
         return 0;
     int st_status = 0;
@@ -322,8 +326,10 @@ static int run(struct lcall *lc, json_object *body)
 int local_generate(struct req *r, enum client_kind kind, int variant, json_object *body, struct gen *g,
                    const char *model)
 {
-    struct lcall lc = {.r = r, .kind = kind, .variant = variant, .g = g, .model = model, .t0 = r->start_ns,
-                       .created = (int64_t)time(NULL), .stream = g->stream && kind != CK_LEGACY};
+    bool responses = kind == CK_RESPONSES;      /* the chat it means (dialect.c), answered as a response */
+    struct lcall lc = {.r = r, .kind = responses ? CK_CHAT : kind, .variant = variant, .g = g, .model = model,
+                       .t0 = r->start_ns, .created = (int64_t)time(NULL), .stream = g->stream && kind != CK_LEGACY,
+                       .responses = responses};
     util_random_hex(lc.id, 12);
     int rc = run(&lc, body);
     if (lc.submitted) {                         /* it reached the engine: report what it used */
