@@ -349,6 +349,30 @@ static const char *const transformers_fields[] = {
     "prediction", "reasoning_effort", "web_search_options", "functions", "function_call",
 };
 
+/* What transformers serve (4.57) makes of a body keep_only() let through:
+ * stream_options is refused under --input_validation and asks for a usage
+ * chunk it never sends, so it goes; max_completion_tokens is refused there
+ * and is max_tokens by another name; n 1, logprobs false and user ask for
+ * nothing and are refused, so they go. What asks for something it does not
+ * do (n > 1, logprobs, presence_penalty, ...) stays: its 422 reaches the
+ * client. `stop` is refused earlier (dialect_upstream_request). */
+static void transformers_tidy(json_object *o)
+{
+    json_object *v;
+    json_object_object_del(o, "stream_options");
+    json_object_object_del(o, "user");
+    if (json_object_object_get_ex(o, "max_completion_tokens", &v)) {
+        if (!json_object_object_get_ex(o, "max_tokens", NULL))
+            json_object_object_add(o, "max_tokens", json_object_get(v));
+        json_object_object_del(o, "max_completion_tokens");
+    }
+    if (json_object_object_get_ex(o, "n", &v) && json_object_is_type(v, json_type_int) && json_object_get_int64(v) == 1)
+        json_object_object_del(o, "n");
+    if (json_object_object_get_ex(o, "logprobs", &v) && json_object_is_type(v, json_type_boolean) &&
+        !json_object_get_boolean(v))
+        json_object_object_del(o, "logprobs");
+}
+
 static void keep_only(json_object *o, const char *const *keep, size_t n)
 {
     size_t nd;
@@ -412,8 +436,10 @@ static json_object *passthrough(enum upstream_call c, enum upstream_type t, json
     /* TGI takes a model other than its own for a LoRA adapter id and fails;
      * "tgi" is the name its Messages API documents for the served model. */
     add_str(o, "model", t == UPSTREAM_TGI ? "tgi" : model);
-    if (t == UPSTREAM_TRANSFORMERS)
+    if (t == UPSTREAM_TRANSFORMERS) {
         keep_only(o, transformers_fields, sizeof transformers_fields / sizeof *transformers_fields);
+        transformers_tidy(o);
+    }
     return o;
 }
 
@@ -461,7 +487,8 @@ static json_object *to_tgi(enum client_kind k, const struct gen *g, char *err, s
     return o;
 }
 
-static json_object *to_openai(enum client_kind k, enum upstream_call c, const struct gen *g, const char *model)
+static json_object *to_openai(enum client_kind k, enum upstream_call c, enum upstream_type t, const struct gen *g,
+                              const char *model)
 {
     json_object *o = json_object_new_object();
     if (!o)
@@ -503,7 +530,9 @@ static json_object *to_openai(enum client_kind k, enum upstream_call c, const st
         json_object_object_add(o, "stop", json_object_get(g->stop));
     if (g->has_seed)
         json_object_object_add(o, "seed", json_object_new_int64(g->seed));
-    if (g->stream) {
+    if (g->stream && t == UPSTREAM_TRANSFORMERS) {     /* it refuses stream_options (transformers_tidy) */
+        json_object_object_add(o, "stream", json_object_new_boolean(true));
+    } else if (g->stream) {
         json_object_object_add(o, "stream", json_object_new_boolean(true));
         json_object *so = json_object_new_object();
         json_object_object_add(so, "include_usage", json_object_new_boolean(true));
@@ -518,6 +547,12 @@ json_object *dialect_upstream_request(enum client_kind k, enum upstream_call c, 
 {
     err[0] = '\0';
     json_object *o;
+    if (t == UPSTREAM_TRANSFORMERS && g->stop) {
+        /* transformers serve 4.57 fails a generation with stop strings in
+         * its thread and leaves the stream open, sending nothing more */
+        snprintf(err, errlen, "`stop` is not supported by transformers-serve upstreams");
+        return NULL;
+    }
     if (dialect_same(k, c))
         o = passthrough(c, t, client_body, model);
     else if (!g->prompt) {
@@ -526,7 +561,7 @@ json_object *dialect_upstream_request(enum client_kind k, enum upstream_call c, 
     } else if (c == UK_TGI)
         o = to_tgi(k, g, err, errlen);
     else
-        o = to_openai(k, c, g, model);
+        o = to_openai(k, c, t, g, model);
     if (!o && !err[0])
         snprintf(err, errlen, "out of memory");
     return o;

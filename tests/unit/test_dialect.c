@@ -288,10 +288,20 @@ int main(void)
              "chat -> tgi: a model added when the client named none");
     upstream(CK_CHAT, UPSTREAM_TRANSFORMERS,
              "{\"model\":\"a\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"top_k\":5,\"stream\":true,"
-             "\"stream_options\":{\"include_usage\":true},\"stop\":\"x\",\"repetition_penalty\":1.5,\"max_tokens\":4}",
+             "\"stream_options\":{\"include_usage\":true},\"repetition_penalty\":1.5,\"max_tokens\":4}",
              "{\"model\":\"target\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"stream\":true,"
-             "\"stream_options\":{\"include_usage\":true},\"stop\":\"x\",\"max_tokens\":4}",
-             NULL, "chat -> transformers-serve: unknown keys dropped");
+             "\"max_tokens\":4}",
+             NULL, "chat -> transformers-serve: unknown keys and stream_options (refused there) dropped");
+    upstream(CK_CHAT, UPSTREAM_TRANSFORMERS,
+             "{\"messages\":[{}],\"max_completion_tokens\":3,\"n\":1,\"logprobs\":false,\"user\":\"u\"}",
+             "{\"messages\":[{}],\"model\":\"target\",\"max_tokens\":3}", NULL,
+             "chat -> transformers-serve: max_completion_tokens as max_tokens; n 1, logprobs false, user dropped");
+    upstream(CK_CHAT, UPSTREAM_TRANSFORMERS,
+             "{\"messages\":[{}],\"n\":2,\"logprobs\":true,\"presence_penalty\":1}",
+             "{\"messages\":[{}],\"n\":2,\"logprobs\":true,\"presence_penalty\":1,\"model\":\"target\"}", NULL,
+             "chat -> transformers-serve: what asks for something it does not do stays (its 422 answers)");
+    upstream(CK_CHAT, UPSTREAM_TRANSFORMERS, "{\"messages\":[{}],\"stop\":\"x\"}", NULL, "`stop`",
+             "chat -> transformers-serve: stop refused (it leaves the stream hanging)");
     {
         char big[8192];
         size_t n = (size_t)snprintf(big, sizeof big, "{\"messages\":[{}]");
@@ -332,12 +342,14 @@ int main(void)
              "completion -> transformers-serve: a list of prompts refused");
     upstream(CK_COMPLETION, UPSTREAM_TRANSFORMERS,
              "{\"model\":\"a\",\"prompt\":\"p\",\"max_tokens\":4,\"temperature\":0.5,\"top_p\":0.5,\"n\":2,"
-             "\"presence_penalty\":0.5,\"frequency_penalty\":0.25,\"stop\":[\"s\"],\"seed\":9,\"stream\":true,"
+             "\"presence_penalty\":0.5,\"frequency_penalty\":0.25,\"seed\":9,\"stream\":true,"
              "\"echo\":true}",
              "{\"model\":\"target\",\"messages\":[{\"role\":\"user\",\"content\":\"p\"}],\"max_tokens\":4,"
              "\"temperature\":0.5,\"top_p\":0.5,\"n\":2,\"presence_penalty\":0.5,\"frequency_penalty\":0.25,"
-             "\"stop\":[\"s\"],\"seed\":9,\"stream\":true,\"stream_options\":{\"include_usage\":true}}",
-             NULL, "completion -> transformers-serve: the prompt as a user message, stream asks for usage");
+             "\"seed\":9,\"stream\":true}",
+             NULL, "completion -> transformers-serve: the prompt as a user message, no stream_options (refused there)");
+    upstream(CK_COMPLETION, UPSTREAM_TRANSFORMERS, "{\"prompt\":\"p\",\"stop\":[\"s\"]}", NULL, "`stop`",
+             "completion -> transformers-serve: stop refused");
     upstream(CK_COMPLETION, UPSTREAM_TRANSFORMERS, "{\"prompt\":\"p\"}",
              "{\"model\":\"target\",\"messages\":[{\"role\":\"user\",\"content\":\"p\"}]}", NULL,
              "completion -> transformers-serve: defaults left to the upstream");
