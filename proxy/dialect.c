@@ -359,6 +359,10 @@ static const char *const transformers_fields[] = {
 static void transformers_tidy(json_object *o)
 {
     json_object *v;
+    /* It answers with events whatever "stream" says, and under
+     * --input_validation refuses anything but true: the gateway reads the
+     * events of a non-streamed request into one answer. */
+    json_object_object_add(o, "stream", json_object_new_boolean(true));
     json_object_object_del(o, "stream_options");
     json_object_object_del(o, "user");
     if (json_object_object_get_ex(o, "max_completion_tokens", &v)) {
@@ -530,7 +534,7 @@ static json_object *to_openai(enum client_kind k, enum upstream_call c, enum ups
         json_object_object_add(o, "stop", json_object_get(g->stop));
     if (g->has_seed)
         json_object_object_add(o, "seed", json_object_new_int64(g->seed));
-    if (g->stream && t == UPSTREAM_TRANSFORMERS) {     /* it refuses stream_options (transformers_tidy) */
+    if (t == UPSTREAM_TRANSFORMERS) {          /* always a stream, no stream_options (transformers_tidy) */
         json_object_object_add(o, "stream", json_object_new_boolean(true));
     } else if (g->stream) {
         json_object_object_add(o, "stream", json_object_new_boolean(true));
@@ -960,8 +964,17 @@ bool dialect_error_message(json_object *b, char *buf, size_t len)
         msg = str_of(e);
     if (!msg && (d = get(b, "detail"))) {
         msg = str_of(d);
-        if (!msg && json_object_is_type(d, json_type_array) && json_object_array_length(d) > 0)
-            msg = str_of(get(json_object_array_get_idx(d, 0), "msg"));
+        if (!msg && json_object_is_type(d, json_type_array) && json_object_array_length(d) > 0) {
+            /* FastAPI's validation errors: [{"loc":["body","stream"],"msg":"Input should be True"}] */
+            json_object *e0 = json_object_array_get_idx(d, 0), *loc = get(e0, "loc");
+            size_t n = loc && json_object_is_type(loc, json_type_array) ? json_object_array_length(loc) : 0;
+            const char *field = n ? str_of(json_object_array_get_idx(loc, n - 1)) : NULL;
+            msg = str_of(get(e0, "msg"));
+            if (msg && field) {
+                snprintf(buf, len, "`%s`: %s", field, msg);
+                return true;
+            }
+        }
     }
     if (!msg)
         msg = str_of(get(b, "message"));

@@ -294,11 +294,11 @@ int main(void)
              NULL, "chat -> transformers-serve: unknown keys and stream_options (refused there) dropped");
     upstream(CK_CHAT, UPSTREAM_TRANSFORMERS,
              "{\"messages\":[{}],\"max_completion_tokens\":3,\"n\":1,\"logprobs\":false,\"user\":\"u\"}",
-             "{\"messages\":[{}],\"model\":\"target\",\"max_tokens\":3}", NULL,
+             "{\"messages\":[{}],\"model\":\"target\",\"stream\":true,\"max_tokens\":3}", NULL,
              "chat -> transformers-serve: max_completion_tokens as max_tokens; n 1, logprobs false, user dropped");
     upstream(CK_CHAT, UPSTREAM_TRANSFORMERS,
              "{\"messages\":[{}],\"n\":2,\"logprobs\":true,\"presence_penalty\":1}",
-             "{\"messages\":[{}],\"n\":2,\"logprobs\":true,\"presence_penalty\":1,\"model\":\"target\"}", NULL,
+             "{\"messages\":[{}],\"n\":2,\"logprobs\":true,\"presence_penalty\":1,\"model\":\"target\",\"stream\":true}", NULL,
              "chat -> transformers-serve: what asks for something it does not do stays (its 422 answers)");
     upstream(CK_CHAT, UPSTREAM_TRANSFORMERS, "{\"messages\":[{}],\"stop\":\"x\"}", NULL, "`stop`",
              "chat -> transformers-serve: stop refused (it leaves the stream hanging)");
@@ -308,7 +308,7 @@ int main(void)
         for (int i = 0; i < 150; i++)
             n += (size_t)snprintf(big + n, sizeof big - n, ",\"x%d\":%d", i, i);
         snprintf(big + n, sizeof big - n, ",\"seed\":1}");
-        upstream(CK_CHAT, UPSTREAM_TRANSFORMERS, big, "{\"messages\":[{}],\"seed\":1,\"model\":\"target\"}", NULL,
+        upstream(CK_CHAT, UPSTREAM_TRANSFORMERS, big, "{\"messages\":[{}],\"seed\":1,\"model\":\"target\",\"stream\":true}", NULL,
                  "chat -> transformers-serve: 150 unknown keys all dropped");
     }
 
@@ -351,8 +351,8 @@ int main(void)
     upstream(CK_COMPLETION, UPSTREAM_TRANSFORMERS, "{\"prompt\":\"p\",\"stop\":[\"s\"]}", NULL, "`stop`",
              "completion -> transformers-serve: stop refused");
     upstream(CK_COMPLETION, UPSTREAM_TRANSFORMERS, "{\"prompt\":\"p\"}",
-             "{\"model\":\"target\",\"messages\":[{\"role\":\"user\",\"content\":\"p\"}]}", NULL,
-             "completion -> transformers-serve: defaults left to the upstream");
+             "{\"model\":\"target\",\"messages\":[{\"role\":\"user\",\"content\":\"p\"}],\"stream\":true}", NULL,
+             "completion -> transformers-serve: defaults left to the upstream; always a stream (it answers one)");
 
     /* TGI clients */
     upstream(CK_TGI, UPSTREAM_TGI,
@@ -386,7 +386,7 @@ int main(void)
              "tgi -> openai: temperature 1 changes nothing: still greedy");
     upstream(CK_TGI, UPSTREAM_TRANSFORMERS, "{\"inputs\":\"x\",\"parameters\":{\"max_new_tokens\":2}}",
              "{\"model\":\"target\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"max_tokens\":2,"
-             "\"temperature\":0.0}",
+             "\"temperature\":0.0,\"stream\":true}",
              NULL, "tgi -> transformers-serve: chat");
 
     /* legacy clients */
@@ -403,7 +403,7 @@ int main(void)
              "legacy -> openai: completions, greedy");
     upstream(CK_LEGACY, UPSTREAM_TRANSFORMERS, "{\"prompt\":\"hi\",\"temperature\":0.5}",
              "{\"model\":\"target\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":20,"
-             "\"temperature\":0.5}",
+             "\"temperature\":0.5,\"stream\":true}",
              NULL, "legacy -> transformers-serve: chat, sampling, 20 new tokens by default");
 
     /* The client's body is left as it was (pass-through copies it). */
@@ -647,7 +647,7 @@ int main(void)
                   "Input validation error: max_new_tokens");
     error_message("{\"detail\":\"Not Found\"}", "Not Found");
     error_message("{\"detail\":[{\"loc\":[\"body\",\"x\"],\"msg\":\"Extra inputs are not permitted\",\"type\":\"x\"}]}",
-                  "Extra inputs are not permitted");
+                  "`x`: Extra inputs are not permitted");     /* FastAPI's: the field named */
     error_message("{\"message\":\"plain\"}", "plain");
     error_message("{\"error\":{\"code\":1},\"message\":\"fallback\"}", "fallback");
     error_message("{\"error\":{\"message\":\"first\"},\"message\":\"second\"}", "first");
