@@ -673,11 +673,14 @@ static enum outcome assembled_answer(struct relay *rl)
         fail(k, 502, "upstream %s ended its event stream before the generation finished", rl->cand->c->name);
         return OUT_FAIL;
     }
+    /* no usage in the stream (transformers serve sends none): the events
+     * with text count, as in a translated stream's usage chunk */
     struct gen_result res = {.text = rl->text.s ? rl->text.s : (char *)"", .finish = rl->finish,
-                             .prompt_tokens = rl->prompt_tokens, .completion_tokens = rl->completion_tokens,
+                             .prompt_tokens = rl->prompt_tokens,
+                             .completion_tokens = rl->completion_tokens >= 0 ? rl->completion_tokens : rl->tokens,
                              .has_seed = rl->has_seed, .seed = rl->seed};
     rl->r->tokens_in = res.prompt_tokens;
-    rl->r->tokens_out = res.completion_tokens >= 0 ? res.completion_tokens : rl->tokens;
+    rl->r->tokens_out = res.completion_tokens;
     json_object *out = translated_answer(rl, &res);   /* res.text stays rl->text's */
     if (!out) {
         fail(k, 500, "out of memory");
