@@ -35,7 +35,7 @@ for _var in ("NO_PROXY", "no_proxy"):
 class LlamaServer:
     def __init__(self, py, gguf, port, log):
         self.cmd = [py, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", "tiny",
-                    "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "1024", "--n_threads", "1",
+                    "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096", "--n_threads", "1",
                     "--verbose", "False"]
         self.port, self.log, self.proc = port, log, None
 
@@ -70,10 +70,11 @@ def up(port):
 def setup():
     py = require_peer("llamacpp", "LLMCGI_LLAMACPP_PYTHON")
     d = make_tmpdir("llamacpp-")
-    # 1024 positions and a 128-wide model: a long generation takes seconds on
-    # one thread, so the kill below lands in the middle of one
+    # 4096 positions and a 128-wide model: 4000 tokens take over 10 s on one
+    # thread (900 took 3 s here), so the kill below, made as soon as the
+    # first event came, lands in the middle of the generation
     subprocess.run([str(BUILDDIR / "tools" / "gen-gpt2"), "--out", str(d / "tiny"), "--layers", "2", "--heads", "2",
-                    "--embd", "128", "--positions", "1024", "--seed", "7", "--tokenizer", str(TOKENIZER)],
+                    "--embd", "128", "--positions", "4096", "--seed", "7", "--tokenizer", str(TOKENIZER)],
                    check=True, capture_output=True, timeout=120)
     subprocess.run([py, os.path.join(HERE, "make_gguf_gpt2.py"), str(d / "tiny"), str(d / "tiny.gguf")],
                    check=True, capture_output=True, timeout=300)
@@ -158,7 +159,7 @@ def test_tgi_client_to_llamacpp(setup):
 def test_killed_mid_stream_is_an_error_event_then_down_then_back(setup, client):
     web, server = setup["web"], setup["server"]
     s = Stream(web.port, "/v1/chat/completions", headers=JSON, method="POST", timeout=120, body=json.dumps({
-        "model": "tiny", "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 900,
+        "model": "tiny", "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 4000,
         "temperature": 0, "logit_bias": NO_EOS, "stream": True}))
     try:
         assert s.status == 200
