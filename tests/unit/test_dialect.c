@@ -841,7 +841,7 @@ int main(void)
         const char *client[] = {"authorization: Bearer client-key", "x-extra: client", "X_EXTRA: client2",
                                 "X-Extra-More: kept", "X-Empty;", "Accept-Language: fr", "Expect:"};
         for (size_t i = 0; i < sizeof client / sizeof *client; i++)
-            slist_add(&h, client[i]);
+            gateway_slist_add(&h, client[i]);
         h = upstream_credentials(&c, h);
         char got[512] = "";
         for (struct curl_slist *l = h; l; l = l->next)
@@ -852,7 +852,7 @@ int main(void)
 
         struct config_upstream bare = {0};
         h = NULL;
-        slist_add(&h, "Authorization: Bearer client-key");
+        gateway_slist_add(&h, "Authorization: Bearer client-key");
         h = upstream_credentials(&bare, h);
         ok(h && !h->next && strcmp(h->data, "Authorization: Bearer client-key") == 0,
            "without api_key or header lines the list is left as it was");
@@ -890,8 +890,8 @@ int main(void)
         ok(!gateway_model_id_ok("a\x80", 2) && !gateway_model_id_ok("", 0) && !gateway_model_id_ok("a<b", 3) &&
                !gateway_model_id_ok("a`", 2) && !gateway_model_id_ok("a\\b", 3) && gateway_model_id_ok("~a_b.c+d@e=f,g", 14),
            "model ids: printable ASCII without space, quotes, backslash, <>");
-        ok(header_name_eq("X-Api_KEY", 9, "x_api-key", 9) && !header_name_eq("X-Api", 5, "X-Apix", 6) &&
-               !header_name_eq("ab", 2, "ac", 2),
+        ok(gateway_header_name_eq("X-Api_KEY", 9, "x_api-key", 9) && !gateway_header_name_eq("X-Api", 5, "X-Apix", 6) &&
+               !gateway_header_name_eq("ab", 2, "ac", 2),
            "header names: case and -/_ alike, nothing else");
     }
     test_responses();

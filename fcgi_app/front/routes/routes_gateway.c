@@ -776,7 +776,7 @@ static struct curl_slist *request_headers(struct req *r, const struct config_ups
     const char *fixed[] = {"Content-Type: application/json",
                            stream ? "Accept: text/event-stream" : "Accept: application/json", "Expect:", id};
     for (size_t i = 0; i < ARRAY_LEN(fixed); i++)
-        if (!slist_add(&h, fixed[i]))
+        if (!gateway_slist_add(&h, fixed[i]))
             return NULL;
     return upstream_credentials(c, h);
 }
