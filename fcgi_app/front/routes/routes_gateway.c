@@ -901,15 +901,20 @@ static enum outcome attempt(struct call *k, struct cand *cand, int replica)
             upstream_report_result(cand->u, c, replica, &res);
         goto done;
     }
+    if (rl.is_sse && !rl.saw_finish && !rl.saw_done) {
+        /* its event stream ended before the generation finished (a model
+         * host that died behind its web server ends it cleanly): nothing
+         * reached the client, so another replica may answer. Not counted
+         * against the replica, as other bad answers are not: its health
+         * check takes a dead host out. */
+        fail(k, 502, "upstream %s ended its event stream before the generation finished", c->name);
+        out = OUT_RETRY;
+        goto done;
+    }
     upstream_report(cand->u, c, replica, true, NULL);
-    if (rl.want_stream && rl.is_sse) {          /* a stream that ended before its first event */
-        if (!rl.saw_finish && !rl.saw_done)
-            fail(k, 502, "upstream %s ended its stream before the first event", c->name);
-        else {
-            finish_stream(&rl);
-            out = OUT_DONE;
-            goto done;
-        }
+    if (rl.want_stream && rl.is_sse) {          /* a stream with no text at all (only its end) */
+        finish_stream(&rl);
+        out = OUT_DONE;
         goto done;
     }
     out = rl.is_sse ? assembled_answer(&rl) : answer_whole(&rl);
