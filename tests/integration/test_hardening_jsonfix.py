@@ -1,0 +1,134 @@
+"""How llmcgi reads outside input, through real nginx (and Apache where the web server matters).
+
+* Escaped surrogate pairs: json-c 0.16 decodes \\uD836\\uDC00 and the 32767 other pairs of
+  U+xD800-U+xDFFF in every supplementary plane as U+FFFD. Clients that escape non-ASCII (Python's
+  json.dumps does by default) must get what they sent: /tokenize on an escaped string equals
+  /tokenize on its raw UTF-8, and the same holds for what an upstream answers.
+"""
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from servers import BUILDDIR, SRCDIR, Llmcgi, Nginx, make_tmpdir, remove_tmpdir, request, wait_for
+from standin import Standin
+
+GEN = BUILDDIR / "tools" / "gen-gpt2"
+TOKENIZER = SRCDIR / "tests" / "fixtures" / "gpt2-tokenizer"
+JSON = {"Content-Type": "application/json"}
+SMALL = ["--layers", "2", "--heads", "2", "--embd", "64", "--positions", "128", "--std", "0.02"]
+
+for _var in ("NO_PROXY", "no_proxy"):
+    os.environ[_var] = ",".join(x for x in (os.environ.get(_var), "127.0.0.1", "localhost") if x)
+
+
+@pytest.fixture(scope="module")
+def model_dir():
+    if not (TOKENIZER / "vocab.json").exists():
+        pytest.skip(f"the GPT-2 tokenizer files are not at {TOKENIZER}")
+    d = make_tmpdir("llmcgi-jsonfix-models-")
+    subprocess.run([str(GEN), "--out", str(d / "tiny"), *SMALL, "--seed", "11", "--tokenizer", str(TOKENIZER)],
+                   check=True, capture_output=True, timeout=120)
+    yield d
+    remove_tmpdir(d)
+
+
+class Site:
+    """One llmcgi with the given config lines, behind a web server (nginx unless named)."""
+
+    def __init__(self, extra, web=Nginx):
+        self.dir = make_tmpdir("llmcgi-jsonfix-")
+        self.sock = self.dir / "llmcgi.sock"
+        self.llmcgi = Llmcgi(self.sock, dir=self.dir, extra=extra)
+        self.web = None
+        try:
+            self.llmcgi.start()
+            self.web = web(self.sock).start()
+        except BaseException:
+            self.close()
+            raise
+        self.port = self.web.port
+
+    def post(self, path, body, headers=JSON):
+        data = body if isinstance(body, bytes) else json.dumps(body, ensure_ascii=False).encode()
+        return request(self.port, "POST", path, data, headers)
+
+    def close(self):
+        if self.web:
+            self.web.stop()
+        report = self.llmcgi.cleanup()
+        remove_tmpdir(self.dir)
+        return report
+
+
+@pytest.fixture(scope="module")
+def site(model_dir):
+    """A local generation model and a TGI stand-in upstream serving `remote`."""
+    up = Standin("tgi", model_ids=["remote"]).start()
+    s = Site(f"default_model = tiny\n[model tiny]\npath = {model_dir}/tiny\ndevice = cpu\n"
+             f"[upstream tgi]\ntype = tgi\nurl = {up.url}\nmodels = remote\nhealth_interval = 200ms\n")
+    s.up = up
+    wait_for(lambda: request(s.port, "GET", "/health").json().get("local_models", {}).get("tiny", {})
+             .get("state") == "ready", "the model to load", timeout=60)
+    yield s
+    report = s.close()
+    up.stop()
+    assert not report, f"sanitizer report from llmcgi:\n{report}"
+
+
+# ---------------------------------------------------------------------------- escaped surrogate pairs
+
+# U+EDBEB and U+10DFFF: json-c 0.16 alone made them U+FFFD; U+1D800 (Sutton SignWriting) and U+2D800 (CJK
+# Extension F) are real characters in that range; U+3647D and U+1F600 are outside it (decoded right before)
+PAIRED = ["\U000EDBEB", "a\U0001D800b\U0001DA8B", "\U0002D800\U0002DFFF", "\U0010DFFF", "\U0003647D", "\U0001F600"]
+
+
+def tokenize(site, text, ascii_only):
+    r = site.post("/tokenize", json.dumps({"inputs": text}, ensure_ascii=ascii_only).encode())
+    assert r.status == 200, r.body
+    return r.json()
+
+
+def test_tokenize_escaped_pairs_equal_raw_utf8(site):
+    replacement = [t["id"] for t in tokenize(site, "\ufffd", False)]
+    for text in PAIRED:
+        assert "\\ud" in json.dumps(text)                       # sent as escaped pairs
+        escaped, raw = tokenize(site, text, True), tokenize(site, text, False)
+        assert escaped == raw, (text, escaped, raw)
+        assert replacement[0] not in [t["id"] for t in escaped], (text, escaped)
+
+
+def test_escaped_prompt_reaches_the_upstream(site):
+    """A client's escaped prompt reaches the upstream as the same characters."""
+    up = site.up
+    up.clear_requests()
+    r = site.post("/generate", json.dumps({"inputs": "p\U000EDBEB", "model": "remote",
+                                            "parameters": {"max_new_tokens": 3}}).encode())
+    assert r.status == 200, r.body
+    sent = [q["json"] for q in up.requests if q["path"] == "/generate"][-1]
+    assert sent["inputs"] == "p\U000EDBEB", sent
+
+
+def test_escaped_upstream_answer_reaches_the_client(site):
+    """What the upstream answers (the stand-in writes JSON with Python's json.dumps: non-ASCII escaped)
+    reaches the client unchanged, whole and streamed."""
+    up = site.up
+    try:
+        up.set_fault("body", body={"generated_text": "x\U0001D800\U0010DFFFy",
+                                   "details": {"finish_reason": "length", "generated_tokens": 3}})
+        r = site.post("/v1/completions", {"model": "remote", "prompt": "a", "max_tokens": 3})
+        assert r.status == 200, r.body
+        assert r.json()["choices"][0]["text"] == "x\U0001D800\U0010DFFFy", r.body
+        tok = {"id": 1, "text": "\U0002D800", "logprob": -0.1, "special": False}
+        up.set_fault("body", events=[{"index": 1, "token": tok, "generated_text": None, "details": None},
+                                     {"index": 2, "token": dict(tok, text="\U000EDBEB"), "generated_text": "",
+                                      "details": {"finish_reason": "length", "generated_tokens": 2}}])
+        r = site.post("/v1/completions", {"model": "remote", "prompt": "a", "max_tokens": 2, "stream": True})
+        assert r.status == 200, r.body
+        texts = [json.loads(line[6:])["choices"][0]["text"] for line in r.body.decode().split("\n")
+                 if line.startswith("data: {") and '"choices":[{' in line]
+        assert "".join(texts) == "\U0002D800\U000EDBEB", r.body
+    finally:
+        up.set_fault("ok")
