@@ -172,27 +172,30 @@ const char *req_header(const struct req *r, const char *name)
     return FCGX_GetParam(key, r->fcgi->envp);
 }
 
-bool req_query(const struct req *r, const char *name, char *out, size_t outlen)
+int req_query(const struct req *r, const char *name, char *out, size_t outlen)
 {
     size_t nl = strlen(name);
     const char *p = r->query;
+    if (outlen)
+        out[0] = '\0';
     while (p && *p) {
         const char *end = p + strcspn(p, "&");
         if ((size_t)(end - p) >= nl && strncmp(p, name, nl) == 0 && (p[nl] == '=' || p + nl == end)) {
             const char *v = p + nl + (p[nl] == '=');
             size_t vl = (size_t)(end - v);
-            if (vl >= outlen)
-                return false;
             char tmp[1024];
             if (vl >= sizeof tmp)
-                return false;
+                return -1;
             for (size_t i = 0; i < vl; i++)
                 tmp[i] = v[i] == '+' ? ' ' : v[i];
-            return util_url_decode(out, tmp, vl) >= 0;
+            if (util_url_decode(tmp, tmp, vl) < 0 || strlen(tmp) >= outlen)    /* decoding only shrinks */
+                return -1;
+            memcpy(out, tmp, strlen(tmp) + 1);
+            return 1;
         }
         p = *end ? end + 1 : end;
     }
-    return false;
+    return 0;
 }
 
 const char *req_param(const struct req *r, const char *name)

@@ -110,8 +110,10 @@ int req_split_target(const char *uri, const char *prefix, char *buf, size_t bufl
 const char *req_header(const struct req *r, const char *name);
 
 /* The value of query parameter `name`, decoded (%XX and '+') into out.
- * Returns false when absent, malformed or longer than outlen-1. */
-bool req_query(const struct req *r, const char *name, char *out, size_t outlen);
+ * Returns 1 when present (out: its value, maybe ""), 0 when absent (out:
+ * ""), -1 when malformed (a bad %-escape, %00) or longer than outlen-1:
+ * a caller answers that with a clear 4xx, never as if it were absent. */
+int req_query(const struct req *r, const char *name, char *out, size_t outlen);
 
 /* The route parameter `name` ("id" for "/v1/models/{id}"), or NULL. */
 const char *req_param(const struct req *r, const char *name);

@@ -4,6 +4,8 @@
   U+xD800-U+xDFFF in every supplementary plane as U+FFFD. Clients that escape non-ASCII (Python's
   json.dumps does by default) must get what they sent: /tokenize on an escaped string equals
   /tokenize on its raw UTF-8, and the same holds for what an upstream answers.
+* A malformed query value (`?model=a%00b`, a bad %-escape, one too long) is a clear 4xx in the route's
+  shape, not read as absent (which acted on the default model); so is a body's non-string `model`.
 """
 
 import json
@@ -14,6 +16,7 @@ import pytest
 
 from servers import BUILDDIR, SRCDIR, Llmcgi, Nginx, make_tmpdir, remove_tmpdir, request, wait_for
 from standin import Standin
+from test_classify import CATEGORIES, gen_args, golden
 
 GEN = BUILDDIR / "tools" / "gen-gpt2"
 TOKENIZER = SRCDIR / "tests" / "fixtures" / "gpt2-tokenizer"
@@ -29,8 +32,10 @@ def model_dir():
     if not (TOKENIZER / "vocab.json").exists():
         pytest.skip(f"the GPT-2 tokenizer files are not at {TOKENIZER}")
     d = make_tmpdir("llmcgi-jsonfix-models-")
-    subprocess.run([str(GEN), "--out", str(d / "tiny"), *SMALL, "--seed", "11", "--tokenizer", str(TOKENIZER)],
-                   check=True, capture_output=True, timeout=120)
+    for name, args in {"tiny": [*SMALL, "--seed", "11"], "sentiment": gen_args(golden("single")),
+                       "mod": gen_args(golden("multi"))}.items():
+        subprocess.run([str(GEN), "--out", str(d / name), *args, "--tokenizer", str(TOKENIZER)], check=True,
+                       capture_output=True, timeout=120)
     yield d
     remove_tmpdir(d)
 
@@ -65,13 +70,35 @@ class Site:
 
 @pytest.fixture(scope="module")
 def site(model_dir):
-    """A local generation model and a TGI stand-in upstream serving `remote`."""
+    """A local generation model (the default), a classifier, a moderation model and a TGI stand-in upstream
+    serving `remote`."""
     up = Standin("tgi", model_ids=["remote"]).start()
-    s = Site(f"default_model = tiny\n[model tiny]\npath = {model_dir}/tiny\ndevice = cpu\n"
-             f"[upstream tgi]\ntype = tgi\nurl = {up.url}\nmodels = remote\nhealth_interval = 200ms\n")
+    s = Site(f"""\
+default_model = tiny
+moderation_model = mod
+[model tiny]
+path = {model_dir}/tiny
+device = cpu
+[model sentiment]
+path = {model_dir}/sentiment
+device = cpu
+[model mod]
+path = {model_dir}/mod
+device = cpu
+task = moderate
+categories = {CATEGORIES}
+[upstream tgi]
+type = tgi
+url = {up.url}
+models = remote
+health_interval = 200ms
+""")
     s.up = up
-    wait_for(lambda: request(s.port, "GET", "/health").json().get("local_models", {}).get("tiny", {})
-             .get("state") == "ready", "the model to load", timeout=60)
+
+    def ready():
+        lm = request(s.port, "GET", "/health").json().get("local_models", {})
+        return all(lm.get(n, {}).get("state") == "ready" for n in ("tiny", "sentiment", "mod"))
+    wait_for(ready, "the models to load", timeout=60)
     yield s
     report = s.close()
     up.stop()
@@ -132,3 +159,35 @@ def test_escaped_upstream_answer_reaches_the_client(site):
         assert "".join(texts) == "\U0002D800\U000EDBEB", r.body
     finally:
         up.set_fault("ok")
+
+
+# ---------------------------------------------------------------------------- malformed query values
+
+@pytest.mark.parametrize("query", ["model=a%00b", "model=%zz", "model=a%4", "model=" + "x" * 300],
+                         ids=["nul", "bad-escape", "cut-escape", "too-long"])
+def test_malformed_model_query_is_a_clear_error(site, query):
+    for method, path, body in [("GET", "/info", None), ("POST", "/tokenize", {"inputs": "a"})]:
+        r = request(site.port, method, f"{path}?{query}", json.dumps(body) if body else None, JSON)
+        assert r.status == 422, (path, query, r.body)
+        assert r.json()["error_type"] == "validation" and "query parameter `model` is malformed" in \
+            r.json()["error"], r.body
+    r = request(site.port, "POST", f"/classify?{query}", json.dumps({"inputs": "a"}), JSON)
+    assert r.status == 422 and "query parameter `model` is malformed" in r.json()["error"], r.body
+
+
+def test_well_formed_model_query_still_works(site):
+    assert request(site.port, "GET", "/info?model=tiny").json()["model_id"] == "tiny"
+    assert request(site.port, "GET", "/info?model=").json()["model_id"] == "tiny"          # empty: the default
+    r = request(site.port, "GET", "/info?model=t%69ny")
+    assert r.status == 200 and r.json()["model_id"] == "tiny", r.body
+    r = request(site.port, "GET", "/info?model=nope")
+    assert r.status == 404 and "nope" in r.body.decode(), r.body
+    r = request(site.port, "POST", "/classify?model=sentiment", json.dumps({"inputs": "a"}), JSON)
+    assert r.status == 200, r.body
+
+
+def test_body_model_must_be_a_name(site):
+    for model in [5, "", ["tiny"], "x" * 300]:
+        r = site.post("/tokenize", {"inputs": "a", "model": model})
+        assert r.status == 422 and "`model` must be a model name" in r.json()["error"], (model, r.body)
+    assert site.post("/tokenize", {"inputs": "a", "model": "tiny"}).status == 200

@@ -32,6 +32,15 @@ static int h_describe(struct req *r)
     return rc;
 }
 
+/* req_query's answer for "q" into 8 bytes: "rc:value". */
+static int h_query(struct req *r)
+{
+    char q[8] = "junk", out[32];
+    int rc = req_query(r, "q", q, sizeof q);
+    snprintf(out, sizeof out, "%d:%s", rc, q);
+    return resp_send(r, 200, "text/plain", out, strlen(out));
+}
+
 static int h_body(struct req *r)
 {
     if (req_read_body(r) < 0)
@@ -488,6 +497,26 @@ int main(void)
     is_str(fcgi_answer_header(&a, "X-Request-Id", hv, sizeof hv), "abc-123.X_y:z", "  and echoed");
     json_object_put(j);
     fcgi_answer_free(&a);
+
+    /* req_query tells absent from malformed: a caller must not read a bad value as none */
+    static const struct { const char *qs, *want, *why; } queries[] = {
+        {"QUERY_STRING=a=1", "0:", "absent"},
+        {"QUERY_STRING=q=", "1:", "present and empty"},
+        {"QUERY_STRING=q", "1:", "present without '='"},
+        {"QUERY_STRING=x=1&q=a%2Bb+c", "1:a+b c", "decoded"},
+        {"QUERY_STRING=q=1234567", "1:1234567", "as long as fits"},
+        {"QUERY_STRING=q=12345678", "-1:", "too long: malformed, not absent"},
+        {"QUERY_STRING=q=%41%42%43%44%45%46%47", "1:ABCDEFG", "long escaped, short decoded: fits"},
+        {"QUERY_STRING=q=a%00b", "-1:", "%00: malformed"},
+        {"QUERY_STRING=q=a%zzb", "-1:", "a bad escape: malformed"},
+        {"QUERY_STRING=q=a%4", "-1:", "a cut escape: malformed"},
+    };
+    for (size_t i = 0; i < sizeof queries / sizeof *queries; i++) {
+        const char *env[] = {"REQUEST_METHOD=GET", "REQUEST_URI=/q", queries[i].qs, NULL};
+        run(env, NULL, 0, h_query, &a);
+        is_str(a.body, queries[i].want, "req_query: %s (%s)", queries[i].why, queries[i].qs);
+        fcgi_answer_free(&a);
+    }
 
     /* Apache mod_proxy_fcgi style: REQUEST_URI plus its own SCRIPT_* values */
     const char *apache[] = {"REQUEST_METHOD=POST", "REQUEST_URI=/v1/models?a=1", "QUERY_STRING=a=1",

@@ -327,7 +327,11 @@ static int pick_model(struct ccall *cc, json_object *body)
         snprintf(cc->model, sizeof cc->model, "%s", json_object_get_string(v));
         return 0;
     }
-    if (cc->shape == SH_CLASSIFY && req_query(r, "model", cc->model, sizeof cc->model) && cc->model[0])
+    int q = cc->shape == SH_CLASSIFY ? req_query(r, "model", cc->model, sizeof cc->model) : 0;
+    if (q < 0)
+        return fail(cc, 422, "model", NULL, "the query parameter `model` is malformed: a model name of at most %zu "
+                    "bytes, %%-escaped as %%XX, without %%00", sizeof cc->model - 1), -1;
+    if (q > 0 && cc->model[0])
         return 0;
     if (cc->shape == SH_EMBED) {                /* dispatch.c found it local: named, or the default */
         if (!r->cfg->default_model)
