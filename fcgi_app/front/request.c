@@ -398,10 +398,13 @@ bool req_content_type_is_json(const char *ct)
 
 /* The members whose strings are texts, which may hold \u0000 (JSON allows
  * it; GPT-2's tokenizer makes byte 0 token 188): OpenAI's prompt, message
- * content and content parts' text, TGI's inputs, and stop sequences. The
+ * content and content parts' text, input (embeddings, moderations, the
+ * Responses API), TGI's inputs, the moderation service's input_text, and
+ * stop sequences. The
  * readers of these carry each string with its length; every other string
  * names something and is refused with a NUL in it (json_check_request). */
-static const char *const req_text_keys[] = {"prompt", "inputs", "content", "text", "stop", NULL};
+static const char *const req_text_keys[] = {"prompt", "inputs", "input", "input_text", "content", "text", "stop",
+                                              NULL};
 
 json_object *req_json_body(struct req *r)
 {

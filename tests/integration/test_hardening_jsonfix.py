@@ -6,6 +6,8 @@
   /tokenize on its raw UTF-8, and the same holds for what an upstream answers.
 * A malformed query value (`?model=a%00b`, a bad %-escape, one too long) is a clear 4xx in the route's
   shape, not read as absent (which acted on the default model); so is a body's non-string `model`.
+* Classification texts (/classify, /v1/moderations, the moderation service's input_text, embeddings'
+  string inputs) carry \u0000 with their length to the tokenizer, as generation does.
 """
 
 import json
@@ -191,3 +193,48 @@ def test_body_model_must_be_a_name(site):
         r = site.post("/tokenize", {"inputs": "a", "model": model})
         assert r.status == 422 and "`model` must be a model name" in r.json()["error"], (model, r.body)
     assert site.post("/tokenize", {"inputs": "a", "model": "tiny"}).status == 200
+
+
+# ---------------------------------------------------------------------------- NUL in classification texts
+
+def scores(r):
+    assert r.status == 200, r.body
+    return r.json()
+
+
+def test_classify_carries_nul(site):
+    """/classify on "a\0b": tokenized whole (a, NUL as token 188, b), not cut at the NUL or refused."""
+    got = scores(site.post("/classify", {"inputs": ["a\0b", "a", "ab"], "model": "sentiment"}))
+    assert got[0] != got[1] and got[0] != got[2], got
+    again = scores(site.post("/classify", {"inputs": "a\0b", "model": "sentiment"}))
+    assert again == got[0], (again, got)
+
+
+def test_moderations_carry_nul(site):
+    one = scores(site.post("/v1/moderations", {"input": "a\0b"}))["results"][0]["category_scores"]
+    cut = scores(site.post("/v1/moderations", {"input": "a"}))["results"][0]["category_scores"]
+    assert one != cut, one
+    part = scores(site.post("/v1/moderations", {"input": [{"type": "text", "text": "a\0b"}]}))
+    assert part["results"][0]["category_scores"] == one, part
+    parts = scores(site.post("/v1/moderations", {"input": [{"type": "text", "text": "a\0"},
+                                                           {"type": "text", "text": "b"}]}))
+    joined = scores(site.post("/v1/moderations", {"input": "a\0\nb"}))
+    assert parts["results"][0]["category_scores"] == joined["results"][0]["category_scores"], (parts, joined)
+    service = site.post("/generate", {"input_text": "a\0b"})
+    assert service.status == 200, service.body
+
+
+def test_embeddings_carry_nul(site):
+    """An embedding of "a\0b" is the embedding of the token ids a, NUL, b (64, 188, 65)."""
+    text = scores(site.post("/v1/embeddings", {"model": "tiny", "input": "a\0b", "encoding_format": "float"}))
+    ids = scores(site.post("/v1/embeddings", {"model": "tiny", "input": [64, 188, 65], "encoding_format": "float"}))
+    assert text["data"][0]["embedding"] == ids["data"][0]["embedding"]
+    assert text["usage"]["prompt_tokens"] == 3, text["usage"]
+
+
+def test_responses_input_carries_nul(site):
+    """The Responses API's `input` string shares the key: it reaches the prompt whole (a, NUL, b)."""
+    def usage(text):
+        return scores(site.post("/v1/responses", {"model": "tiny", "input": text, "max_output_tokens": 1,
+                                                  "temperature": 0}))["usage"]["input_tokens"]
+    assert usage("a\0b") == usage("a") + 2
