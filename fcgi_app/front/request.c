@@ -88,6 +88,11 @@ int req_split_target(const char *uri, const char *prefix, char *buf, size_t bufl
     }
     memcpy(buf, uri, n);
     buf[n] = '\0';
+    /* %00 (no route takes a NUL) and a malformed escape: 400, not a 404 that says the path is unknown */
+    for (size_t i = 0; i < n; i++)
+        if (buf[i] == '%' && (i + 2 >= n || util_hexval(buf[i + 1]) < 0 || util_hexval(buf[i + 2]) < 0 ||
+                              (buf[i + 1] == '0' && buf[i + 2] == '0')))
+            return 400;
     return 0;
 }
 
@@ -141,7 +146,7 @@ int req_init(struct req *r, FCGX_Request *f, struct server *srv, const struct co
     r->dialect = target_dialect(uri, cfg->path_prefix);
     const char *q = NULL;
     int rc = req_split_target(uri, cfg->path_prefix, r->path, sizeof r->path, &q);
-    if (rc)
+    if (rc && !r->path[0])
         strcpy(r->path, "-");
     const char *qs = FCGX_GetParam("QUERY_STRING", env);
     if (qs)

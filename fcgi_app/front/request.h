@@ -103,7 +103,9 @@ void req_cleanup(struct req *r);
 /* Splits a request target (REQUEST_URI: "/a/b?x=1", or absolute-form
  * "http://host/a/b?x=1") into path (into buf) and query (pointing into
  * uri, NULL when none), then strips `prefix` ("" or "/llm"). Returns 0,
- * or 400 (malformed), 404 (outside the prefix), 414 (longer than buflen). */
+ * or 400 (malformed: a control byte, %00 or a malformed %-escape in the
+ * path; buf holds the path, still encoded, for the latter two, else ""),
+ * 404 (outside the prefix), 414 (longer than buflen). */
 int req_split_target(const char *uri, const char *prefix, char *buf, size_t buflen, const char **query);
 
 /* The value of request header `name` ("Content-Type", "X-Request-Id"), or NULL. */

@@ -6,6 +6,9 @@
   /tokenize on its raw UTF-8, and the same holds for what an upstream answers.
 * A malformed query value (`?model=a%00b`, a bad %-escape, one too long) is a clear 4xx in the route's
   shape, not read as absent (which acted on the default model); so is a body's non-string `model`.
+* A request path with %00 is a 400 in the path's dialect, through nginx (which refuses it itself) and
+  Apache (whose shipped site maps paths as sent, mapping=encoded, so llmcgi answers it instead of Apache's
+  bare 404); a %2F in a model name reaches llmcgi through both alike.
 * Classification texts (/classify, /v1/moderations, the moderation service's input_text, embeddings'
   string inputs) carry \u0000 with their length to the tokenizer, as generation does.
 """
@@ -16,7 +19,8 @@ import subprocess
 
 import pytest
 
-from servers import BUILDDIR, SRCDIR, Llmcgi, Nginx, make_tmpdir, remove_tmpdir, request, wait_for
+from servers import (BUILDDIR, SRCDIR, WEB_SERVERS, Llmcgi, Nginx, make_tmpdir, remove_tmpdir, request, require,
+                     wait_for)
 from standin import Standin
 from test_classify import CATEGORIES, gen_args, golden
 
@@ -238,3 +242,76 @@ def test_responses_input_carries_nul(site):
         return scores(site.post("/v1/responses", {"model": "tiny", "input": text, "max_output_tokens": 1,
                                                   "temperature": 0}))["usage"]["input_tokens"]
     assert usage("a\0b") == usage("a") + 2
+
+
+# ---------------------------------------------------------------------------- %00 in the request path
+
+def raw_get(port, target):
+    """GET target on a raw socket (no client library normalizes it): status and parsed JSON body."""
+    import socket
+    s = socket.create_connection(("127.0.0.1", port), timeout=30)
+    try:
+        s.sendall(b"GET " + target.encode() + b" HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+    finally:
+        s.close()
+    head, _, body = out.partition(b"\r\n\r\n")
+    if b"chunked" in head.lower():
+        body = dechunk(body)
+    return int(head.split()[1]), json.loads(body)
+
+
+def dechunk(b):
+    out = b""
+    while b:
+        size, _, rest = b.partition(b"\r\n")
+        n = int(size.split(b";")[0], 16)
+        if n == 0:
+            break
+        out, b = out + rest[:n], rest[n + 2:]
+    return out
+
+
+@pytest.fixture(scope="module", params=sorted(WEB_SERVERS))
+def bare(request):
+    """llmcgi with no model behind each web server's shipped site."""
+    s = Site("", web=WEB_SERVERS[request.param])
+    s.name = request.param
+    yield s
+    report = s.close()
+    assert not report, f"sanitizer report from llmcgi:\n{report}"
+
+
+def test_nul_in_path_is_400(bare):
+    for target, openai in [("/in%00fo", False), ("/v1/models/a%00b", True), ("/v1/mo%00dels?x=1", True),
+                           ("/generate%00", False)]:
+        status, body = raw_get(bare.port, target)
+        assert status == 400, (bare.name, target, status, body)
+        msg = body["error"]["message"] if openai else body["error"]
+        assert isinstance(msg, str) and msg, (bare.name, target, body)
+        if bare.name == "apache":                               # llmcgi's own answer
+            assert "%00" in msg, (target, body)
+
+
+def test_nul_in_path_straight_over_fastcgi():
+    """What llmcgi answers a web server that passes %00 on (libfcgi's own client, cgi-fcgi, as one)."""
+    cgi_fcgi = require("cgi-fcgi", "libfcgi-bin")
+    d = make_tmpdir("llmcgi-jsonfix-fcgi-")
+    a = Llmcgi(d / "llmcgi.sock", dir=d).start()
+    try:
+        for uri, shape in [("/v1/models/a%00b", '"message":"malformed request target'),
+                           ("/in%00fo", '"error":"malformed request target')]:
+            env = {"REQUEST_METHOD": "GET", "REQUEST_URI": uri, "QUERY_STRING": "", "PATH": os.environ["PATH"]}
+            r = subprocess.run([cgi_fcgi, "-bind", "-connect", str(d / "llmcgi.sock")], env=env,
+                               capture_output=True, text=True, timeout=20)
+            assert "Status: 400" in r.stdout and shape in r.stdout and "%00" in r.stdout, (uri, r.stdout)
+    finally:
+        assert not a.cleanup()
+
+
+def test_encoded_slash_in_model_name_reaches_llmcgi(bare):
+    status, body = raw_get(bare.port, "/v1/models/org%2Fname")
+    assert status == 404 and body["error"]["code"] == "model_not_found" and "`org/name`" in body["error"]["message"], \
+        (bare.name, body)

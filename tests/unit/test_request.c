@@ -154,6 +154,12 @@ static void check_target(void)
     ok(req_split_target("/llm?a=b", "/llm", p, sizeof p, &q) == 0 && !strcmp(p, "/") && !strcmp(q, "a=b"),
        "the prefix with a query");
     is_int(req_split_target("/llmx/a", "/llm", p, sizeof p, &q), 404, "a longer first segment is outside the prefix");
+    is_int(req_split_target("/v1/models/a%00b", "", p, sizeof p, &q), 400, "target: %%00 in the path is malformed (400)");
+    is_int(req_split_target("/in%00fo?x", "", p, sizeof p, &q), 400, "  also where no route has a parameter");
+    is_int(req_split_target("/a%zz", "", p, sizeof p, &q), 400, "target: a bad %%-escape is malformed");
+    is_int(req_split_target("/a%4?b=1", "", p, sizeof p, &q), 400, "target: a cut %%-escape is malformed");
+    ok(req_split_target("/v1/models/a%2Fb%41%0a?m=%00", "", p, sizeof p, &q) == 0 && !strcmp(p, "/v1/models/a%2Fb%41%0a"),
+       "target: well-formed escapes pass, still encoded (the query is req_query's)");
 }
 
 /* json_check_request on one body: 0 or -1 and the message. */
