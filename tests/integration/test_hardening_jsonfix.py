@@ -10,7 +10,7 @@
   Apache (whose shipped site maps paths as sent, mapping=encoded, so llmcgi answers it instead of Apache's
   bare 404); a %2F in a model name reaches llmcgi through both alike.
 * Classification texts (/classify, /v1/moderations, the moderation service's input_text, embeddings'
-  string inputs) carry \u0000 with their length to the tokenizer, as generation does.
+  string inputs) carry \\u0000 with their length to the tokenizer, as generation does.
 """
 
 import json
@@ -19,10 +19,11 @@ import subprocess
 
 import pytest
 
-from servers import (BUILDDIR, SRCDIR, WEB_SERVERS, Llmcgi, Nginx, make_tmpdir, remove_tmpdir, request, require,
+from servers import (BUILDDIR, SRCDIR, WEB_SERVERS, Llmcgi, make_tmpdir, remove_tmpdir, request, require,
                      wait_for)
 from standin import Standin
 from test_classify import CATEGORIES, gen_args, golden
+from test_hardening_nulsafe import Site
 
 GEN = BUILDDIR / "tools" / "gen-gpt2"
 TOKENIZER = SRCDIR / "tests" / "fixtures" / "gpt2-tokenizer"
@@ -44,34 +45,6 @@ def model_dir():
                        capture_output=True, timeout=120)
     yield d
     remove_tmpdir(d)
-
-
-class Site:
-    """One llmcgi with the given config lines, behind a web server (nginx unless named)."""
-
-    def __init__(self, extra, web=Nginx):
-        self.dir = make_tmpdir("llmcgi-jsonfix-")
-        self.sock = self.dir / "llmcgi.sock"
-        self.llmcgi = Llmcgi(self.sock, dir=self.dir, extra=extra)
-        self.web = None
-        try:
-            self.llmcgi.start()
-            self.web = web(self.sock).start()
-        except BaseException:
-            self.close()
-            raise
-        self.port = self.web.port
-
-    def post(self, path, body, headers=JSON):
-        data = body if isinstance(body, bytes) else json.dumps(body, ensure_ascii=False).encode()
-        return request(self.port, "POST", path, data, headers)
-
-    def close(self):
-        if self.web:
-            self.web.stop()
-        report = self.llmcgi.cleanup()
-        remove_tmpdir(self.dir)
-        return report
 
 
 @pytest.fixture(scope="module")
