@@ -48,16 +48,16 @@ def model_dir():
 
 
 class Site:
-    """One llmcgi with the given config lines, behind nginx."""
+    """One llmcgi with the given config lines, behind nginx (or the web server class `web`)."""
 
-    def __init__(self, extra):
+    def __init__(self, extra, web=Nginx):
         self.dir = make_tmpdir("llmcgi-nulsafe-")
         self.sock = self.dir / "llmcgi.sock"
         self.llmcgi = Llmcgi(self.sock, dir=self.dir, extra=extra)
         self.web = None
         try:
             self.llmcgi.start()
-            self.web = Nginx(self.sock).start()
+            self.web = web(self.sock).start()
         except BaseException:
             self.close()
             raise
