@@ -115,3 +115,15 @@ def test_events_past_max_response_are_refused(gw):
     gw["oai"].set_fault("body", events=[chat_chunk("x" * 1000) for _ in range(6)] + [chat_chunk("", "stop")])
     r = post(gw["port"], "/v1/chat/completions", CHAT)
     assert r.status == 502 and "max_response" in r.json()["error"]["message"], r.body
+
+
+def test_a_translated_stream_past_max_response_ends_with_an_error(gw):
+    """A stream translated for another dialect keeps its text (TGI's final generated_text, the
+    Responses API's closing events): bounded by max_response like a whole answer, or a hostile
+    upstream's endless stream grows the process without bound."""
+    gw["oai"].set_fault("body", events=[text_chunk("x" * 1000) for _ in range(6)] + [text_chunk("", "stop")])
+    r = post(gw["port"], "/generate_stream", {"model": "oai-m", "inputs": "x", "parameters": {"max_new_tokens": 9}})
+    assert r.status == 200, r.body
+    events = [json.loads(line[5:]) for line in r.body.decode().splitlines() if line.startswith("data:")]
+    assert sum(1 for e in events if "token" in e) < 6, events      # cut before the text passed 4096 bytes
+    assert "max_response" in events[-1].get("error", "") and events[-1]["error_type"] == "generation", r.body[-600:]

@@ -309,8 +309,17 @@ static int send_events(struct relay *rl, json_object **ev, int n)
     return rc;
 }
 
+/* Keeps the text of a translated or collected stream (for TGI's final
+ * generated_text, the Responses API's closing events, a whole answer),
+ * bounded by max_response as a whole answer's body is: past it the
+ * transfer is aborted (too_big) and the client gets the error. */
 static int append_text(struct relay *rl, const char *t, size_t len)
 {
+    if (len > rl->max || rl->text.len > rl->max - len) {
+        rl->too_big = true;
+        snprintf(rl->bad, sizeof rl->bad, "a stream longer than max_response (%zu bytes)", rl->max);
+        return -1;
+    }
     strbuf_add(&rl->text, t, len);
     return rl->text.nomem ? -1 : 0;
 }
@@ -416,14 +425,9 @@ static int collect(struct relay *rl, json_object *ev)
     remember(rl, &d);
     if (!d.text || d.special)
         return 0;
-    size_t n = d.text_len;                      /* generated text may hold NUL */
-    if (n > rl->max || rl->text.len > rl->max - n) {
-        rl->too_big = true;
-        return -1;
-    }
-    if (n)
+    if (d.text_len)
         rl->tokens++;
-    return append_text(rl, d.text, n);
+    return append_text(rl, d.text, d.text_len);   /* generated text may hold NUL */
 }
 
 /* Any upstream to a client of another dialect: normalised deltas re-written. */
