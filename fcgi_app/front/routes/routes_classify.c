@@ -341,9 +341,11 @@ static int pick_model(struct ccall *cc, json_object *body)
     if (q > 0 && cc->model[0])
         return 0;
     if (cc->shape == SH_EMBED) {                /* dispatch.c found it local: named, or the default */
-        if (!r->cfg->default_model)
-            return fail(cc, 400, key, NULL, "`model` is required (this server has no default_model)"), -1;
-        snprintf(cc->model, sizeof cc->model, "%s", r->cfg->default_model);
+        const char *def = config_default_model(r->cfg);     /* as dispatch.c picks it: the one model, too */
+        if (!def)
+            return fail(cc, 400, key, NULL, "`model` is required (this server serves several models and has no "
+                        "default_model)"), -1;
+        snprintf(cc->model, sizeof cc->model, "%s", def);
         return 0;
     }
     const char *def = config_classifier_default(r->cfg, cc->shape != SH_CLASSIFY);
