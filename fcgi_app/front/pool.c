@@ -333,6 +333,15 @@ static void rearm_listener(struct pool *p)
 
 enum { NEXT_STOP = -1, NEXT_AGAIN = -2 };
 
+/* At most once a second across threads: true for the first caller after
+ * a second since the last true (a plain exchange would store every
+ * caller's time, so steady calls less than a second apart never pass). */
+static bool once_a_second(atomic_llong *last, int64_t now)
+{
+    long long seen = atomic_load(last);
+    return now - seen > 1000000000LL && atomic_compare_exchange_strong(last, &seen, now);
+}
+
 /* Is a TCP peer one of the live config's web_server_addrs (every peer is,
  * when the list is empty: unset, or "any")? A refused one is counted and
  * logged, at most once a second. FastCGI has no authentication of its own. */
@@ -353,7 +362,7 @@ static bool web_server_allowed(struct pool *p, const struct sockaddr_storage *pe
         return true;
     unsigned long long n = atomic_fetch_add(&p->refused, 1) + 1;
     int64_t now = util_now_ns();
-    if (now - atomic_exchange(&p->last_refusal_ns, now) > 1000000000LL)
+    if (once_a_second(&p->last_refusal_ns, now))
         log_warn("refused a FastCGI connection from %s: not in web_server_addrs (%llu refused since start)",
                  addr[0] ? addr : "an unknown address", n);
     return false;
@@ -373,7 +382,7 @@ static int accept_one(struct pool *p)
             return NEXT_AGAIN;
         /* EMFILE, ENFILE, ENOBUFS: say so (once a second) and back off instead of spinning */
         int64_t now = util_now_ns();
-        if (now - atomic_exchange(&p->last_accept_error_ns, now) > 1000000000LL)
+        if (once_a_second(&p->last_accept_error_ns, now))
             log_error("accepting a FastCGI connection failed: %s", strerror(errno));
         poll(NULL, 0, 100);
         return NEXT_AGAIN;
@@ -424,6 +433,17 @@ static int next_connection(struct pool *p)
         if ((size_t)fd < p->fd_cap)
             atomic_store(&p->fd_state[fd], FD_PARKED);
         return NEXT_STOP;
+    }
+    if (p->tcp) {
+        /* a kept connection's next request: its web server checked again,
+         * so one dropped from web_server_addrs by a reload is served no more */
+        struct sockaddr_storage peer;
+        socklen_t peer_len = sizeof peer;
+        memset(&peer, 0, sizeof peer);
+        if (getpeername(fd, (struct sockaddr *)&peer, &peer_len) < 0 || !web_server_allowed(p, &peer)) {
+            close(fd);
+            return NEXT_AGAIN;
+        }
     }
     return fd;
 }

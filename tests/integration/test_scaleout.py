@@ -559,6 +559,47 @@ def test_tcp_accept_list_refuses_other_addresses(models, hosts_factory):
     assert b"Status: 200 OK\r\n" in fcgi_exchange("127.0.0.1", HOSTS[0], port)
 
 
+def kept_request(s):
+    """One FastCGI GET /health with FCGI_KEEP_CONN on socket s; returns what came back up to its end
+    record (FCGI_END_REQUEST: version 1, type 3, request id 1), or b"" when closed unanswered."""
+    req = fcgi_get("/health")
+    s.sendall(req[:8] + struct.pack(">HB5x", 1, 1) + req[16:])     # FCGI_BEGIN_REQUEST's flags: KEEP_CONN
+    out = b""
+    try:
+        while b"\x01\x03\x00\x01" not in out:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            out += chunk
+    except ConnectionResetError:
+        pass
+    return out
+
+
+def test_a_reload_stops_serving_kept_connections_of_a_dropped_web_server(models, hosts_factory):
+    """web_server_addrs is checked again on each request of a kept connection, so a web server removed
+    by a reload (SIGHUP) is not served on connections it opened before."""
+    port = common_port()
+    h = hosts_factory(HOSTS[0], port, {"tiny": models["tiny"]})
+    conf = h.dir / "llmcgi.conf"
+    conf.write_text(conf.read_text().replace("web_server_addrs = 127.0.0.1\n",
+                                             "web_server_addrs = 127.0.0.1 127.0.0.9\n"))
+    h.start()
+    with socket.socket() as s:
+        s.settimeout(TIMEOUT)
+        s.bind(("127.0.0.9", 0))
+        s.connect((HOSTS[0], port))
+        assert b"Status: 200 OK\r\n" in kept_request(s)
+        assert b"Status: 200 OK\r\n" in kept_request(s), "the kept connection serves a second request"
+        conf.write_text(conf.read_text().replace("web_server_addrs = 127.0.0.1 127.0.0.9\n",
+                                                 "web_server_addrs = 127.0.0.1\n"))
+        h.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "configuration reloaded" in h.log(), "the reload")
+        assert kept_request(s) == b"", "a web server dropped by the reload was served on its kept connection"
+    wait_for(lambda: "refused a FastCGI connection from 127.0.0.9" in h.log(), "the refusal in the log")
+    assert b"Status: 200 OK\r\n" in fcgi_exchange("127.0.0.1", HOSTS[0], port), "a listed address still is"
+
+
 @pytest.mark.parametrize("how", ["config", "--listen"])
 def test_reachable_tcp_listen_needs_web_server_addrs(tmp_path, how):
     port = common_port()
