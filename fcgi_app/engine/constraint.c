@@ -468,68 +468,70 @@ static int iv_push(struct intvec *a, int32_t x)
     return 0;
 }
 
-static int cmp_i32(const void *a, const void *b)
-{
-    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
-    return (x > y) - (x < y);
-}
-
 struct builder {
     const struct nfa *f;
-    uint32_t *mark;             /* per NFA state: the stamp of the last closure that saw it */
+    uint32_t *mark;             /* per NFA state: the stamp of the last closure that reached it */
     uint32_t stamp;
-    struct intvec stack, set;
-    /* DFA states: their NFA sets in pool at off[i]..off[i+1] */
+    int32_t *stack;             /* f->n each: every state is pushed at most once per closure */
+    struct intvec set;          /* the closure: N_RANGE and N_MATCH states, unordered */
+    uint64_t set_hash;          /* the sum of mix(state) over set: independent of the order */
+    /* DFA states: their NFA sets in pool at off[i]..off[i+1], their hashes */
     struct intvec pool, off;
+    uint64_t *hashes;
+    size_t hashes_cap;
     int32_t *hash;              /* open addressing: DFA id + 1, 0 empty */
     size_t hcap;
     int n_states;
     bool toobig;                /* over CDFA_MAX_STATES or POOL_MAX */
 };
 
-/* The epsilon closure of seeds[0..n) into b->set: the N_RANGE and N_MATCH states, sorted. */
+static inline uint64_t mix(uint32_t x)
+{
+    uint64_t h = (uint64_t)x * 0x9e3779b97f4a7c15ull;
+    return h ^ (h >> 31);
+}
+
+/* The epsilon closure of seeds[0..n) into b->set (unordered; the states
+ * reached are marked with b->stamp, which intern's comparison reads). */
 static int closure(struct builder *b, const int32_t *seeds, size_t n)
 {
-    b->set.n = b->stack.n = 0;
+    const struct nst *st = b->f->s;
+    uint32_t *mark = b->mark;
     if (++b->stamp == 0) {
-        memset(b->mark, 0, sizeof *b->mark * (size_t)b->f->n);
+        memset(mark, 0, sizeof *mark * (size_t)b->f->n);
         b->stamp = 1;
     }
+    uint32_t stamp = b->stamp;
+    int32_t *stack = b->stack;
+    size_t sp = 0;
     for (size_t i = 0; i < n; i++)
-        if (iv_push(&b->stack, seeds[i]) < 0)
-            return -1;
-    while (b->stack.n) {
-        int32_t s = b->stack.v[--b->stack.n];
-        if (s < 0 || b->mark[s] == b->stamp)
-            continue;
-        b->mark[s] = b->stamp;
-        const struct nst *q = &b->f->s[s];
+        if (seeds[i] >= 0 && mark[seeds[i]] != stamp)
+            mark[seeds[i]] = stamp, stack[sp++] = seeds[i];
+    size_t k = 0;
+    uint64_t h = 0;
+    int32_t *set = b->set.v;
+    while (sp) {
+        int32_t s = stack[--sp];
+        const struct nst *q = &st[s];
         switch (q->kind) {
         case N_RANGE:
         case N_MATCH:
-            if (iv_push(&b->set, s) < 0)
-                return -1;
+            set[k++] = s;
+            h += mix((uint32_t)s);
             break;
         case N_SPLIT:
-            if (iv_push(&b->stack, q->out2) < 0)
-                return -1;
+            if (q->out2 >= 0 && mark[q->out2] != stamp)
+                mark[q->out2] = stamp, stack[sp++] = q->out2;
             /* fall through */
         case N_EPS:
-            if (iv_push(&b->stack, q->out) < 0)
-                return -1;
+            if (q->out >= 0 && mark[q->out] != stamp)
+                mark[q->out] = stamp, stack[sp++] = q->out;
             break;
         }
     }
-    qsort(b->set.v, b->set.n, sizeof *b->set.v, cmp_i32);
+    b->set.n = k;
+    b->set_hash = h + k;
     return 0;
-}
-
-static uint64_t set_hash(const int32_t *v, size_t n)
-{
-    uint64_t h = 1469598103934665603ull ^ n;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (uint32_t)v[i]) * 1099511628211ull;
-    return h ^ (h >> 29);
 }
 
 /* The DFA state of b->set, made when new (*made). -1 when out of memory or too many states; -2: the empty set. */
@@ -544,8 +546,7 @@ static int intern(struct builder *b, bool *made)
         if (!h)
             return -1;
         for (int i = 0; i < b->n_states; i++) {
-            const int32_t *v = b->pool.v + b->off.v[i];
-            size_t k = set_hash(v, (size_t)(b->off.v[i + 1] - b->off.v[i])) & (cap - 1);
+            size_t k = b->hashes[i] & (cap - 1);
             while (h[k])
                 k = (k + 1) & (cap - 1);
             h[k] = i + 1;
@@ -554,22 +555,48 @@ static int intern(struct builder *b, bool *made)
         b->hash = h;
         b->hcap = cap;
     }
-    size_t k = set_hash(b->set.v, b->set.n) & (b->hcap - 1);
+    uint64_t hv = b->set_hash;
+    size_t k = hv & (b->hcap - 1);
     for (; b->hash[k]; k = (k + 1) & (b->hcap - 1)) {
         int i = b->hash[k] - 1;
         size_t len = (size_t)(b->off.v[i + 1] - b->off.v[i]);
-        if (len == b->set.n && memcmp(b->pool.v + b->off.v[i], b->set.v, len * sizeof *b->set.v) == 0)
+        if (b->hashes[i] != hv || len != b->set.n)
+            continue;
+        /* same size, and every member of state i reached by this closure: the same set */
+        const int32_t *v = b->pool.v + b->off.v[i];
+        size_t j = 0;
+        while (j < len && b->mark[v[j]] == b->stamp)
+            j++;
+        if (j == len)
             return i;
     }
     if (b->n_states >= CDFA_MAX_STATES || b->pool.n + b->set.n > POOL_MAX) {
         b->toobig = true;
         return -1;
     }
-    for (size_t i = 0; i < b->set.n; i++)
-        if (iv_push(&b->pool, b->set.v[i]) < 0)
+    if ((size_t)b->n_states >= b->hashes_cap) {
+        size_t cap = b->hashes_cap ? b->hashes_cap * 2 : 256;
+        uint64_t *hs = realloc(b->hashes, cap * sizeof *hs);
+        if (!hs)
             return -1;
+        b->hashes = hs;
+        b->hashes_cap = cap;
+    }
+    if (b->pool.n + b->set.n > b->pool.cap) {
+        size_t cap = b->pool.cap ? b->pool.cap : 1024;
+        while (cap < b->pool.n + b->set.n)
+            cap *= 2;
+        int32_t *v = realloc(b->pool.v, cap * sizeof *v);
+        if (!v)
+            return -1;
+        b->pool.v = v;
+        b->pool.cap = cap;
+    }
+    memcpy(b->pool.v + b->pool.n, b->set.v, b->set.n * sizeof *b->set.v);
+    b->pool.n += b->set.n;
     if (iv_push(&b->off, (int32_t)b->pool.n) < 0)
         return -1;
+    b->hashes[b->n_states] = hv;
     b->hash[k] = ++b->n_states;
     *made = true;
     return b->n_states - 1;
@@ -647,6 +674,51 @@ static int finish_dfa(struct cdfa *d, char *err, size_t errlen)
     return 0;
 }
 
+/* The transitions of DFA state s into row[0..nc): the classes are cut into
+ * the segments that the state's own ranges tell apart (a handful, where the
+ * whole automaton has dozens of classes), and each segment's target is one
+ * closure. -1 when out of memory or too big. */
+static int expand(struct builder *b, const uint8_t *classmap, int nc, int s, int32_t *row, int32_t *lo, int32_t *hi,
+                  int32_t *to, int32_t *seeds)
+{
+    const struct nst *st = b->f->s;
+    uint64_t cuts[5] = {0};                     /* bit c: a segment starts at class c (c <= nc) */
+    int m = 0;
+    for (int32_t k = b->off.v[s]; k < b->off.v[s + 1]; k++) {
+        const struct nst *q = &st[b->pool.v[k]];
+        if (q->kind != N_RANGE || q->lo > q->hi)
+            continue;
+        lo[m] = classmap[q->lo], hi[m] = classmap[q->hi], to[m] = q->out;
+        cuts[lo[m] >> 6] |= 1ull << (lo[m] & 63);
+        cuts[(hi[m] + 1) >> 6] |= 1ull << ((hi[m] + 1) & 63);
+        m++;
+    }
+    for (int c = 0; c < nc; c++)
+        row[c] = -1;
+    int start = -1;
+    for (int c = 0; c <= nc; c++) {
+        if (!(cuts[c >> 6] & (1ull << (c & 63))))
+            continue;
+        if (start >= 0) {                       /* the segment [start, c) */
+            size_t n = 0;
+            for (int i = 0; i < m; i++)
+                if (lo[i] <= start && hi[i] >= start)
+                    seeds[n++] = to[i];
+            if (n) {
+                bool made;
+                closure(b, seeds, n);
+                int t = intern(b, &made);
+                if (t == -1)
+                    return -1;
+                for (int k = start; k < c && t >= 0; k++)
+                    row[k] = t;
+            }
+        }
+        start = c;
+    }
+    return 0;
+}
+
 int cdfa_build(const struct cre *x, struct cdfa **out, char *err, size_t errlen)
 {
     *out = NULL;
@@ -666,11 +738,15 @@ int cdfa_build(const struct cre *x, struct cdfa **out, char *err, size_t errlen)
         if (f.s[i].kind == N_RANGE && f.s[i].lo <= f.s[i].hi)
             cut[f.s[i].lo] = 1, cut[f.s[i].hi + 1] = 1;
     struct cdfa *d = calloc(1, sizeof *d);
-    struct builder b = {.f = &f, .mark = calloc((size_t)f.n, sizeof(uint32_t))};
-    struct intvec *bucket = NULL;
+    size_t nn = (size_t)f.n;
+    struct builder b = {.f = &f, .mark = calloc(nn, sizeof(uint32_t)), .stack = malloc(nn * sizeof(int32_t))};
+    b.set.v = malloc(nn * sizeof(int32_t));
+    b.set.cap = nn;
+    /* per state: its ranges (class bounds, targets) and a segment's seeds, f.n at most */
+    int32_t *scratch = malloc(4 * nn * sizeof(int32_t));
     int rc = -1, nc = 0;
     bool toobig = false;
-    if (!d || !b.mark)
+    if (!d || !b.mark || !b.stack || !b.set.v || !scratch)
         goto done;
     atomic_init(&d->refs, 1);
     nc = 0;
@@ -681,7 +757,7 @@ int cdfa_build(const struct cre *x, struct cdfa **out, char *err, size_t errlen)
     }
     nc++;
     d->core.n_classes = nc;
-    if (!(bucket = calloc((size_t)nc, sizeof *bucket)) || iv_push(&b.off, 0) < 0)
+    if (iv_push(&b.off, 0) < 0)
         goto done;
     int32_t seed = r.s;
     bool made;
@@ -699,28 +775,10 @@ int cdfa_build(const struct cre *x, struct cdfa **out, char *err, size_t errlen)
             d->core.next = nx;
             cap = ncap;
         }
-        for (int c = 0; c < nc; c++)
-            bucket[c].n = 0;
-        for (int32_t k = b.off.v[s]; k < b.off.v[s + 1]; k++) {
-            const struct nst *q = &f.s[b.pool.v[k]];
-            if (q->kind != N_RANGE || q->lo > q->hi)
-                continue;
-            for (int c = d->core.classmap[q->lo]; c <= d->core.classmap[q->hi]; c++)
-                if (iv_push(&bucket[c], q->out) < 0)
-                    goto done;
-        }
-        for (int c = 0; c < nc; c++) {
-            int t = -2;
-            if (bucket[c].n) {
-                if (closure(&b, bucket[c].v, bucket[c].n) < 0)
-                    goto done;
-                t = intern(&b, &made);
-                if (t == -1) {
-                    toobig = b.toobig;
-                    goto done;
-                }
-            }
-            d->core.next[(size_t)s * (size_t)nc + (size_t)c] = t < 0 ? -1 : t;
+        if (expand(&b, d->core.classmap, nc, s, d->core.next + (size_t)s * (size_t)nc, scratch, scratch + nn,
+                   scratch + 2 * nn, scratch + 3 * nn) < 0) {
+            toobig = b.toobig;
+            goto done;
         }
     }
     d->core.n_states = b.n_states;
@@ -741,10 +799,8 @@ done:
         snprintf(err, errlen, toobig ? "the constraint is too complex (its DFA would pass %d states or its memory bound)"
                                      : "out of memory",
                  CDFA_MAX_STATES);
-    for (int c = 0; bucket && c < nc; c++)
-        free(bucket[c].v);
-    free(bucket);
-    free(b.mark), free(b.stack.v), free(b.set.v), free(b.pool.v), free(b.off.v), free(b.hash);
+    free(scratch);
+    free(b.mark), free(b.stack), free(b.set.v), free(b.pool.v), free(b.off.v), free(b.hash), free(b.hashes);
     free(f.s);
     if (rc != 0) {
         dfa_free(d);
