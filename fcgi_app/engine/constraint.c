@@ -276,7 +276,8 @@ static const char *json_escape(uint8_t b, char buf[8])
     case '\f': return "\\f";
     default:
         if (b < 0x20) {
-            snprintf(buf, 8, "\\u%04x", b);
+            memcpy(buf, "\\u00", 4);
+            buf[4] = "01"[b >> 4], buf[5] = "0123456789abcdef"[b & 15], buf[6] = '\0';
             return buf;
         }
         return NULL;
@@ -308,41 +309,104 @@ static int f_multibyte(struct nfa *f, struct frag *xs)
 
 static struct frag build(struct nfa *f, const struct cre *x, bool esc);
 
+/* The next byte >= b whose bit in m[0..2) is v (1 or 0), or 128. */
+static int next_bit(const uint64_t m[2], int b, bool v)
+{
+    for (int w = b >> 6; w < 2; w++) {
+        uint64_t bits = (v ? m[w] : ~m[w]) & (~0ull << (b & 63));
+        if (bits)
+            return w * 64 + __builtin_ctzll(bits);
+        b = (w + 1) * 64;
+    }
+    return 128;
+}
+
+/* The ASCII bytes in m (bit b of m[b / 64]) as alternatives of runs (one
+ * range each); n_out: how many (0: none, no fragment). */
+static struct frag f_runs(struct nfa *f, const uint64_t m[2], int *n_out)
+{
+    struct frag xs[64];
+    int n = 0;
+    for (int b = next_bit(m, 0, true); b < 128; b = next_bit(m, b, true)) {
+        int e = next_bit(m, b, false);
+        uint8_t l = (uint8_t)b, h = (uint8_t)(e - 1);
+        xs[n++] = f_ranges(f, &l, &h, 1);
+        b = e;
+    }
+    *n_out = n;
+    return n ? f_alts(f, xs, n) : (struct frag){0, 0};
+}
+
+/* A set of bytes; inside a JSON string (esc) the bytes JSON escapes are
+ * written factored: one backslash, then the escape letters as one set, and
+ * "u00" with the last two hex digits as sets, so that a class holding the
+ * control characters costs a few NFA states, not 32 literal chains. */
 static struct frag f_set(struct nfa *f, const struct cre *x, bool esc)
 {
-    struct frag xs[8 + 128 + 1];
-    int n = 0;
-    for (int b = 0; b < 128;) {
-        char buf[8];
-        bool in = x->set[b >> 3] & (1u << (b & 7));
-        if (!in) {
-            b++;
-            continue;
+    static const char hex[] = "0123456789abcdef";
+    uint64_t set[2], plain[2], letter[2] = {0, 0}, low[2][2] = {{0, 0}, {0, 0}};
+    for (int w = 0; w < 2; w++) {
+        set[w] = 0;
+        for (int k = 7; k >= 0; k--)
+            set[w] = set[w] << 8 | x->set[w * 8 + k];
+    }
+    plain[0] = set[0], plain[1] = set[1];
+    if (esc) {                                  /* JSON escapes the control bytes, '"' and '\\' */
+        uint64_t escaped[2] = {0xffffffffull | 1ull << '"', 1ull << ('\\' - 64)};
+        for (int w = 0; w < 2; w++)
+            plain[w] = set[w] & ~escaped[w];
+        for (uint64_t bits = set[0] & escaped[0]; bits; bits &= bits - 1) {
+            int b = __builtin_ctzll(bits);
+            char buf[8];
+            const char *e = json_escape((uint8_t)b, buf);
+            uint8_t c = e[1] != 'u' ? (uint8_t)e[1] : (uint8_t)hex[b & 15];
+            uint64_t *into = e[1] != 'u' ? letter : low[b >> 4];
+            into[c >> 6] |= 1ull << (c & 63);
         }
-        const char *e = esc ? json_escape((uint8_t)b, buf) : NULL;
-        if (e) {
-            xs[n++] = f_literal(f, (const uint8_t *)e, strlen(e));
-            b++;
-            continue;
+        if (set[1] & escaped[1])
+            letter['\\' >> 6] |= 1ull << ('\\' & 63);
+    }
+    bool any_letter = letter[0] | letter[1], any_u[2] = {(low[0][0] | low[0][1]) != 0, (low[1][0] | low[1][1]) != 0};
+    struct frag xs[8 + 2];
+    int n = 0, k;
+    struct frag r = f_runs(f, plain, &k);
+    if (k)
+        xs[n++] = r;
+    if (any_letter || any_u[0] || any_u[1]) {
+        struct frag es[2];
+        int ne = 0;
+        if (any_letter)
+            es[ne++] = f_runs(f, letter, &k);
+        if (any_u[0] || any_u[1]) {
+            struct frag hs[2];
+            int nh = 0;
+            for (int h = 0; h < 2; h++) {
+                if (!any_u[h])
+                    continue;
+                struct frag d = f_literal(f, (const uint8_t *)&hex[h], 1), l = f_runs(f, low[h], &k);
+                patch(f, d, l.s);
+                hs[nh++] = (struct frag){d.s, l.e};
+            }
+            struct frag u = f_literal(f, (const uint8_t *)"u00", 3), tail = f_alts(f, hs, nh);
+            patch(f, u, tail.s);
+            es[ne++] = (struct frag){u.s, tail.e};
         }
-        int lo = b;
-        while (b < 128 && (x->set[b >> 3] & (1u << (b & 7))) && !(esc && json_escape((uint8_t)b, buf)))
-            b++;
-        uint8_t l = (uint8_t)lo, h = (uint8_t)(b - 1);
-        xs[n++] = f_ranges(f, &l, &h, 1);
+        struct frag bs = f_literal(f, (const uint8_t *)"\\", 1), tail = f_alts(f, es, ne);
+        patch(f, bs, tail.s);
+        xs[n++] = (struct frag){bs.s, tail.e};
     }
     if (x->multi)
         n += f_multibyte(f, xs + n);
     if (n == 0) {                               /* the empty set: matches nothing */
-        struct frag r = f_eps(f);
+        struct frag e = f_eps(f);
         int dead = nnew(f, N_RANGE, 1, 0, -1, -1);     /* lo > hi: no byte passes */
         if (!f->fail)
-            f->s[r.s].out = dead;
-        int e = nnew(f, N_EPS, 0, 0, -1, -1);
+            f->s[e.s].out = dead;
+        int end = nnew(f, N_EPS, 0, 0, -1, -1);
         if (!f->fail)
-            f->s[dead].out = e;
-        r.e = e;
-        return r;
+            f->s[dead].out = end;
+        e.e = end;
+        return e;
     }
     return f_alts(f, xs, n);
 }
@@ -479,6 +543,7 @@ struct builder {
     struct intvec pool, off;
     uint64_t *hashes;
     size_t hashes_cap;
+    int32_t *single;            /* per NFA state: the DFA state of its closure alone; INT32_MIN: not yet */
     int32_t *hash;              /* open addressing: DFA id + 1, 0 empty */
     size_t hcap;
     int n_states;
@@ -665,10 +730,13 @@ static int finish_dfa(struct cdfa *d, char *err, size_t errlen)
         return -1;
     }
     d->max_dist = 0;
-    for (size_t i = 0; i < n; i++)
+    bool dead = false;
+    for (size_t i = 0; i < n; i++) {
         if (d->dist[i] > d->max_dist)
             d->max_dist = d->dist[i];
-    for (size_t e = 0; e < edges; e++)
+        dead |= d->dist[i] < 0;
+    }
+    for (size_t e = 0; dead && e < edges; e++)
         if (d->core.next[e] >= 0 && d->dist[d->core.next[e]] < 0)
             d->core.next[e] = -1;
     return 0;
@@ -693,28 +761,32 @@ static int expand(struct builder *b, const uint8_t *classmap, int nc, int s, int
         cuts[(hi[m] + 1) >> 6] |= 1ull << ((hi[m] + 1) & 63);
         m++;
     }
-    for (int c = 0; c < nc; c++)
-        row[c] = -1;
+    memset(row, 0xff, sizeof *row * (size_t)nc);  /* -1: no transition */
     int start = -1;
-    for (int c = 0; c <= nc; c++) {
-        if (!(cuts[c >> 6] & (1ull << (c & 63))))
-            continue;
-        if (start >= 0) {                       /* the segment [start, c) */
+    for (int w = 0; w < 5; w++) {
+        for (uint64_t bits = cuts[w]; bits; bits &= bits - 1) {
+            int c = w * 64 + __builtin_ctzll(bits);
             size_t n = 0;
-            for (int i = 0; i < m; i++)
+            for (int i = 0; start >= 0 && i < m; i++)     /* the segment [start, c) */
                 if (lo[i] <= start && hi[i] >= start)
                     seeds[n++] = to[i];
             if (n) {
                 bool made;
-                closure(b, seeds, n);
-                int t = intern(b, &made);
-                if (t == -1)
-                    return -1;
+                int t;
+                if (n == 1 && b->single[seeds[0]] != INT32_MIN) {
+                    t = b->single[seeds[0]];
+                } else {
+                    closure(b, seeds, n);
+                    if ((t = intern(b, &made)) == -1)
+                        return -1;
+                    if (n == 1)
+                        b->single[seeds[0]] = t;
+                }
                 for (int k = start; k < c && t >= 0; k++)
                     row[k] = t;
             }
+            start = c;
         }
-        start = c;
     }
     return 0;
 }
@@ -744,9 +816,12 @@ int cdfa_build(const struct cre *x, struct cdfa **out, char *err, size_t errlen)
     b.set.cap = nn;
     /* per state: its ranges (class bounds, targets) and a segment's seeds, f.n at most */
     int32_t *scratch = malloc(4 * nn * sizeof(int32_t));
+    b.single = malloc(nn * sizeof(int32_t));
+    for (size_t i = 0; b.single && i < nn; i++)
+        b.single[i] = INT32_MIN;
     int rc = -1, nc = 0;
     bool toobig = false;
-    if (!d || !b.mark || !b.stack || !b.set.v || !scratch)
+    if (!d || !b.mark || !b.stack || !b.set.v || !scratch || !b.single)
         goto done;
     atomic_init(&d->refs, 1);
     nc = 0;
@@ -799,7 +874,7 @@ done:
         snprintf(err, errlen, toobig ? "the constraint is too complex (its DFA would pass %d states or its memory bound)"
                                      : "out of memory",
                  CDFA_MAX_STATES);
-    free(scratch);
+    free(scratch), free(b.single);
     free(b.mark), free(b.stack), free(b.set.v), free(b.pool.v), free(b.off.v), free(b.hash), free(b.hashes);
     free(f.s);
     if (rc != 0) {
