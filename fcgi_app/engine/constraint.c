@@ -8,7 +8,6 @@
 
 #define NFA_MAX_STATES 400000
 #define POOL_MAX (4u << 20)             /* NFA state ids over all DFA states' sets: 16 MB while building */
-#define MASK_CACHE_BYTES (8u << 20)     /* per DFA: masks kept for reuse */
 
 /* ------------------------------------------------------------------ trees */
 
@@ -507,11 +506,10 @@ struct cdfa {
     int32_t *dist;
     int max_dist;
     atomic_int refs;
-    /* the engine thread's mask cache (vocab_trie.c) */
-    const void *mask_owner;
-    uint64_t **masks;
-    size_t mask_bytes;
+    uint64_t id;                /* unique in the process: what masks are cached under (vocab_trie.c) */
 };
+
+static atomic_uint_fast64_t next_id = 1;
 
 struct intvec {
     int32_t *v;
@@ -674,10 +672,6 @@ static void dfa_free(struct cdfa *d)
     free(d->core.next);
     free(d->accept);
     free(d->dist);
-    if (d->masks)
-        for (int i = 0; i < d->core.n_states; i++)
-            free(d->masks[i]);
-    free(d->masks);
     free(d);
 }
 
@@ -824,6 +818,7 @@ int cdfa_build(const struct cre *x, struct cdfa **out, char *err, size_t errlen)
     if (!d || !b.mark || !b.stack || !b.set.v || !scratch || !b.single)
         goto done;
     atomic_init(&d->refs, 1);
+    d->id = atomic_fetch_add(&next_id, 1);
     nc = 0;
     for (int c = 0; c < 256; c++) {
         if (c > 0 && cut[c])
@@ -974,24 +969,13 @@ bool cdfa_matches(const struct cdfa *d, const void *s, size_t n)
     return cdfa_accepts(d, cdfa_walk(d, cdfa_start(d), s, n));
 }
 
-uint64_t **cdfa_mask_slot(struct cdfa *d, const void *owner, int s, size_t mask_words)
+uint64_t cdfa_id(const struct cdfa *d)
 {
-    if (s < 0 || s >= d->core.n_states)
-        return NULL;
-    if (d->mask_owner != owner) {                  /* another vocabulary: start over */
-        if (d->masks)
-            for (int i = 0; i < d->core.n_states; i++)
-                free(d->masks[i]), d->masks[i] = NULL;
-        d->mask_bytes = 0;
-        d->mask_owner = owner;
-    }
-    if (!d->masks && !(d->masks = calloc((size_t)(unsigned)d->core.n_states, sizeof *d->masks)))
-        return NULL;
-    if (!d->masks[s]) {
-        size_t bytes = mask_words * sizeof(uint64_t);
-        if (d->mask_bytes + bytes > MASK_CACHE_BYTES)
-            return NULL;
-        d->mask_bytes += bytes;
-    }
-    return &d->masks[s];
+    return d->id;
+}
+
+size_t cdfa_bytes(const struct cdfa *d)
+{
+    size_t n = (size_t)d->core.n_states;
+    return sizeof *d + n * (size_t)d->core.n_classes * sizeof *d->core.next + n * (1 + sizeof *d->dist);
 }

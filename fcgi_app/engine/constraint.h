@@ -12,9 +12,9 @@
  *
  * The language is matched whole (anchored at both ends). Text is UTF-8:
  * `.` and negated classes stand for whole UTF-8 characters, never a stray
- * byte. A cdfa is immutable once built except for its mask cache, which
- * vocab_trie.c fills from the engine thread only; it is reference-counted
- * (cdfa_ref / cdfa_put may be called from any thread). */
+ * byte. A cdfa is immutable once built, so any thread may read it (the
+ * masks of allowed tokens are the engine's, kept in vocab_trie.c); it is
+ * reference-counted (cdfa_ref / cdfa_put may be called from any thread). */
 #ifndef LLMCGI_CONSTRAINT_H
 #define LLMCGI_CONSTRAINT_H
 
@@ -115,9 +115,9 @@ static inline int cdfa_step(const struct cdfa *d, int s, uint8_t b)
     return c->next[(size_t)s * (size_t)c->n_classes + c->classmap[b]];
 }
 
-/* The cache slot of state s's mask of allowed tokens (vocab_trie.c's, for
- * the trie `owner`): NULL when the slot cannot be had (the cache is full
- * or out of memory). Engine thread only. */
-uint64_t **cdfa_mask_slot(struct cdfa *d, const void *owner, int s, size_t mask_words);
+/* A number no other DFA of the process has (what vocab_trie.c caches masks under). */
+uint64_t cdfa_id(const struct cdfa *d);
+/* The memory d holds (what constraint_cache.c counts). */
+size_t cdfa_bytes(const struct cdfa *d);
 
 #endif

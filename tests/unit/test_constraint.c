@@ -1,12 +1,14 @@
 /* test_constraint.c -- constrained decoding: the regex subset and its refusals, JSON Schema and JSON edge cases as DFAs, distances to acceptance, and the vocabulary trie's masks against a token-by-token reference on GPT-2's tokenizer. */
 #include "config.h"
 #include "constraint.h"
+#include "constraint_cache.h"
 #include "generation.h"
 #include "json_schema.h"
 #include "tap.h"
 #include "tokenizer.h"
 #include "vocab_trie.h"
 
+#include <pthread.h>
 #include <stdint.h>
 #include <unistd.h>
 
@@ -283,6 +285,48 @@ static void test_masks(const char *srcdir)
         ok(brace >= 0 && logits[brace] == 1.0f && kept < 200, "at the start of an object only tokens that open one stay (%d)",
            kept);
     }
+    /* masks are kept per DFA, not per state number: a+ and b+ share state numbers, not masks;
+     * a budget of two masks puts the older DFA's out, and what comes back is still right */
+    if (t) {
+        struct cdfa *da = NULL, *db = NULL;
+        cdfa_regex("a+", 2, &da, err, sizeof err);
+        cdfa_regex("b+", 2, &db, err, sizeof err);
+        size_t words = vtrie_mask_words(t);
+        uint64_t *ma = calloc(words, sizeof *ma), *mb = calloc(words, sizeof *mb);
+        int32_t tok_a = -1, tok_b = -1;
+        for (int32_t i = 0; i < 50257; i++) {
+            size_t len;
+            const char *bb = tokenizer_token_bytes(tok, i, &len);
+            if (len == 1 && bb[0] == 'a')
+                tok_a = i;
+            if (len == 1 && bb[0] == 'b')
+                tok_b = i;
+        }
+        bool right = da && db && ma && mb && tok_a >= 0 && tok_b >= 0;
+        if (right) {
+            memcpy(ma, vtrie_mask(t, da, 0, -1), words * sizeof *ma);
+            memcpy(mb, vtrie_mask(t, db, 0, -1), words * sizeof *mb);
+            right = (ma[tok_a >> 6] >> (tok_a & 63) & 1) && !(ma[tok_b >> 6] >> (tok_b & 63) & 1) &&
+                    (mb[tok_b >> 6] >> (tok_b & 63) & 1) && !(mb[tok_a >> 6] >> (tok_a & 63) & 1);
+        }
+        ok(right && cdfa_id(da) != cdfa_id(db), "the masks of two DFAs' state 0 are each their own (a+ allows \"a\", "
+           "b+ \"b\")");
+        vtrie_set_mask_budget(t, 2 * words * sizeof(uint64_t));
+        bool within = true, same = right;
+        for (int round = 0; right && round < 3; round++) {
+            const struct cdfa *ds[] = {da, db, js};
+            for (int k = 0; k < 3; k++) {
+                const uint64_t *m = vtrie_mask(t, ds[k], 0, -1);
+                within &= vtrie_mask_bytes(t) <= 2 * words * sizeof(uint64_t);
+                if (k < 2)
+                    same &= memcmp(m, k == 0 ? ma : mb, words * sizeof *m) == 0;
+            }
+        }
+        ok(right && within && same, "under a budget of two masks the cache stays within it and gives the same masks");
+        vtrie_set_mask_budget(t, VTRIE_MASK_BYTES);
+        free(ma), free(mb);
+        cdfa_put(da), cdfa_put(db);
+    }
     /* whole sequences: random logits, sampled at temperature 1; the text is always in the language,
      * and within a tight max_new_tokens the JSON is still finished */
     const char *langs[] = {"(yes|no|maybe later)", "[a-z]{2,5}-\\d{2,4}", NULL};
@@ -339,11 +383,102 @@ static void test_masks(const char *srcdir)
     tokenizer_free(tok);
 }
 
+struct cache_worker {
+    struct ccache *c;
+    struct cdfa *d[4];
+    int hits, lookups;
+};
+
+static void *cache_worker(void *arg)
+{
+    struct cache_worker *w = arg;
+    static const char *const keys[] = {"k0", "k1", "k2", "k3"};
+    for (int i = 0; i < 2000; i++) {
+        int k = i % 4;
+        struct cdfa *d = ccache_get(w->c, CC_REGEX, keys[k], 2);
+        w->lookups++;
+        if (d) {
+            w->hits += d == w->d[k];            /* never another key's DFA */
+            cdfa_put(d);
+        } else {
+            w->hits++;
+            ccache_add(w->c, CC_REGEX, keys[k], 2, w->d[k]);
+        }
+    }
+    return NULL;
+}
+
+static void test_cache(void)
+{
+    char err[300];
+    struct cdfa *a = NULL, *b = NULL, *c = NULL;
+    cdfa_regex("[a-z]{1,8}", 10, &a, err, sizeof err);
+    cdfa_regex("[0-9]{1,8}", 10, &b, err, sizeof err);
+    cdfa_regex("[A-Z]{1,8}", 10, &c, err, sizeof err);
+    if (!a || !b || !c) {
+        ok(0, "three regexes compile: %s", err);
+        return;
+    }
+    size_t one = cdfa_bytes(a) + 100;           /* a DFA and its entry (under 100 bytes); b and c are the same size */
+    struct ccache *cc = ccache_new(2 * one + one / 2);
+    ok(cc && ccache_get(cc, CC_REGEX, "x", 1) == NULL, "an empty cache misses");
+    ccache_add(cc, CC_REGEX, "a", 1, a);
+    struct cdfa *got = ccache_get(cc, CC_REGEX, "a", 1);
+    ok(got == a, "a kept DFA comes back under its key (a reference of the caller's)");
+    cdfa_put(got);
+    ok(ccache_get(cc, CC_SCHEMA, "a", 1) == NULL && ccache_get(cc, CC_REGEX, "ab", 2) == NULL,
+       "another kind or another text is another key");
+    ccache_add(cc, CC_REGEX, "b", 1, b);
+    cdfa_put(ccache_get(cc, CC_REGEX, "a", 1));  /* a used last: b is the least recently used */
+    ccache_add(cc, CC_REGEX, "c", 1, c);
+    struct cdfa *ga = ccache_get(cc, CC_REGEX, "a", 1), *gb = ccache_get(cc, CC_REGEX, "b", 1),
+                *gc = ccache_get(cc, CC_REGEX, "c", 1);
+    struct ccache_stats st;
+    ccache_get_stats(cc, &st);
+    ok(ga == a && gb == NULL && gc == c && st.entries == 2 && st.evictions == 1 && st.bytes <= 2 * one + one / 2,
+       "over the budget the least recently used DFA goes (%zu entries, %zu bytes, %llu evicted)", st.entries, st.bytes,
+       (unsigned long long)st.evictions);
+    cdfa_put(ga), cdfa_put(gc);
+    ccache_add(cc, CC_REGEX, "a", 1, b);
+    got = ccache_get(cc, CC_REGEX, "a", 1);
+    ok(got == a, "a key compiled twice at once keeps the first DFA");
+    cdfa_put(got);
+    struct ccache *tiny = ccache_new(one / 2);
+    ok(ccache_add(tiny, CC_REGEX, "a", 1, a) == 0 && ccache_get(tiny, CC_REGEX, "a", 1) == NULL,
+       "a DFA bigger than the whole budget is not kept");
+    ccache_free(tiny);
+    ccache_free(cc);
+
+    /* responders on four threads looking up and adding the same keys */
+    struct ccache *shared = ccache_new(64u << 20);
+    struct cache_worker w[4];
+    pthread_t th[4];
+    struct cdfa *ds[4] = {a, b, c, a};
+    int started = 0;
+    for (int i = 0; i < 4; i++) {
+        w[i] = (struct cache_worker){.c = shared};
+        memcpy(w[i].d, ds, sizeof ds);
+        started += pthread_create(&th[i], NULL, cache_worker, &w[i]) == 0;
+    }
+    int hits = 0, lookups = 0;
+    for (int i = 0; i < started; i++) {
+        pthread_join(th[i], NULL);
+        hits += w[i].hits, lookups += w[i].lookups;
+    }
+    ccache_get_stats(shared, &st);
+    ok(started == 4 && hits == lookups && st.hits + st.misses == (uint64_t)lookups && st.entries == 4,
+       "four threads at once: every lookup gets its own key's DFA (%llu hits, %llu misses, %zu entries)",
+       (unsigned long long)st.hits, (unsigned long long)st.misses, st.entries);
+    ccache_free(shared);
+    cdfa_put(a), cdfa_put(b), cdfa_put(c);
+}
+
 int main(void)
 {
     const char *src = getenv("LLMCGI_SRCDIR");
     test_regex();
     test_json();
     test_masks(src ? src : ".");
+    test_cache();
     return tap_done();
 }
