@@ -265,9 +265,10 @@ const uint64_t *vtrie_mask(const struct vtrie *t, const struct cdfa *d, int s, i
     return t->scratch;
 }
 
-void vtrie_apply(const uint64_t *mask, float *logits, int32_t n)
+/* The portable apply: words of all ones skipped, all zeros stored, the rest bit by bit. */
+static void apply_words(const uint64_t *mask, float *logits, int32_t from, int32_t n)
 {
-    for (int32_t w = 0; w * 64 < n; w++) {
+    for (int32_t w = from / 64; w * 64 < n; w++) {
         uint64_t m = mask[w];
         if (m == ~0ull)
             continue;
@@ -284,4 +285,48 @@ void vtrie_apply(const uint64_t *mask, float *logits, int32_t n)
             out &= out - 1;
         }
     }
+}
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+/* AVX2: eight logits per blend, whatever the word's mix of ones and zeros
+ * (a mask near the end of a bounded string is half and half, where the
+ * bit-by-bit loop costs a store and a branch per token). */
+__attribute__((target("avx2"))) static int32_t apply_avx2(const uint64_t *mask, float *logits, int32_t n)
+{
+    const __m256i sel = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    const __m256 ninf = _mm256_set1_ps(-INFINITY);
+    int32_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        uint64_t m = mask[i >> 6];
+        if (m == ~0ull)
+            continue;
+        float *l = logits + i;
+        if (m == 0) {                       /* most words of a mask outside strings */
+            for (int k = 0; k < 8; k++)
+                _mm256_storeu_ps(l + 8 * k, ninf);
+            continue;
+        }
+        for (int k = 0; k < 8; k++) {
+            __m256i b = _mm256_set1_epi32((int)((m >> (8 * k)) & 0xff));
+            __m256 keep = _mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_and_si256(b, sel), sel));
+            _mm256_storeu_ps(l + 8 * k, _mm256_blendv_ps(ninf, _mm256_loadu_ps(l + 8 * k), keep));
+        }
+    }
+    return i;
+}
+#endif
+
+void vtrie_apply(const uint64_t *mask, float *logits, int32_t n)
+{
+    int32_t done = 0;
+#if defined(__x86_64__)
+    static int avx2 = -1;                   /* a benign race: every thread computes the same value */
+    if (avx2 < 0)
+        avx2 = __builtin_cpu_supports("avx2") && !getenv("LLMCGI_MASK_NO_AVX2");
+    if (avx2)
+        done = apply_avx2(mask, logits, n);
+#endif
+    apply_words(mask, logits, done, n);
 }

@@ -8,6 +8,7 @@
 #include "tokenizer.h"
 #include "vocab_trie.h"
 
+#include <math.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <unistd.h>
@@ -383,6 +384,31 @@ static void test_masks(const char *srcdir)
     tokenizer_free(tok);
 }
 
+/* vtrie_apply against the rule it implements, on masks of every kind of word (all ones, all
+ * zeros, mixed, a byte pattern per word) and lengths that end inside a word. */
+static void test_apply(void)
+{
+    uint64_t mask[20];
+    float l[20 * 64];
+    uint64_t r = 0x853c49e6748fea9bull;
+    int bad = 0;
+    for (int round = 0; round < 50; round++) {
+        for (int w = 0; w < 20; w++) {
+            r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+            mask[w] = w % 4 == 0 ? ~0ull : w % 4 == 1 ? 0 : w % 4 == 2 ? r : r & 0x00ff00ff00ff00ffull;
+        }
+        int32_t n = 20 * 64 - round * 7;
+        for (int i = 0; i < 20 * 64; i++)
+            l[i] = (float)i;
+        vtrie_apply(mask, l, n);
+        for (int i = 0; i < 20 * 64; i++) {
+            bool keep = i >= n || (mask[i >> 6] >> (i & 63) & 1);
+            bad += keep ? l[i] != (float)i : l[i] != -INFINITY;
+        }
+    }
+    ok(bad == 0, "vtrie_apply sets exactly the tokens out of the mask to -inf, below n only (%d wrong)", bad);
+}
+
 struct cache_worker {
     struct ccache *c;
     struct cdfa *d[4];
@@ -480,5 +506,6 @@ int main(void)
     test_json();
     test_masks(src ? src : ".");
     test_cache();
+    test_apply();
     return tap_done();
 }
