@@ -221,6 +221,81 @@ static void test_json(void)
 
 /* ------------------------------------------------------------------ masks */
 
+/* One constrained sequence on random logits (temperature 1, seed): its text, finish and token count. */
+static bool run_seq(const struct tokenizer *tok, const struct vtrie *t, struct cdfa *d, bool ignore_eos, int max_new,
+                    uint64_t seed, char *text, size_t cap, size_t *n, enum finish *fin, int *generated)
+{
+    char err[300];
+    struct gen_params gp = {.sampling = sampler_params_default(), .max_new_tokens = max_new, .ignore_eos = ignore_eos,
+                            .constraint = d};
+    gp.sampling.do_sample = true;
+    gp.sampling.seed = seed;
+    struct gen_seq g;
+    int32_t prompt[1] = {50256};
+    if (gen_seq_init(&g, tok, prompt, 1, 50257, 1024, &gp, err, sizeof err) != 0) {
+        tap_diag("gen_seq_init: %s", err);
+        return false;
+    }
+    g.trie = t;
+    static float logits[50257];
+    uint64_t rs = 0x9e3779b97f4a7c15ull ^ seed;
+    struct gen_event ev = {0};
+    *n = 0;
+    bool good = true;
+    while (ev.finish == FIN_NONE) {
+        for (int i = 0; i < 50257; i++) {
+            rs ^= rs << 13, rs ^= rs >> 7, rs ^= rs << 17;
+            logits[i] = (float)(rs % 1000) / 100.0f;
+        }
+        if (gen_seq_next(&g, logits, &ev, err, sizeof err) != 0) {
+            tap_diag("gen_seq_next: %s", err);
+            good = false;
+            break;
+        }
+        if (*n + ev.len < cap)
+            memcpy(text + *n, ev.text, ev.len), *n += ev.len;
+    }
+    *fin = ev.finish;
+    *generated = gen_seq_generated(&g);
+    gen_seq_free(&g);
+    return good;
+}
+
+/* ignore_eos under a constraint: the text stops where its language ends, never padded past it with
+ * end-of-text tokens, and never stops early while a token can still go on. */
+static void test_ignore_eos(const struct tokenizer *tok, const struct vtrie *t)
+{
+    static const struct {
+        const char *re;
+        const char *want;           /* the one text a full run can give, or NULL: any of the language */
+    } cases[] = {{"(yes|no)", NULL}, {"a{1,3}", "aaa"}, {"x(ab){0,2}", "xabab"}};
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        struct cdfa *d = NULL;
+        char err[300];
+        if (cdfa_regex(cases[c].re, strlen(cases[c].re), &d, err, sizeof err) != 0) {
+            ok(0, "%s compiles: %s", cases[c].re, err);
+            continue;
+        }
+        int good = 0;
+        for (uint64_t seed = 1; seed <= 10; seed++) {
+            char text[512];
+            size_t n = 0;
+            enum finish fin = FIN_NONE;
+            int gen = 0;
+            bool ran = run_seq(tok, t, d, true, 40, seed, text, sizeof text, &n, &fin, &gen);
+            bool right = ran && fin == FIN_EOS && gen < 40 && cdfa_matches(d, text, n) &&
+                         (!cases[c].want || (n == strlen(cases[c].want) && memcmp(text, cases[c].want, n) == 0));
+            if (!right)
+                tap_diag("%s seed %llu: finish %d after %d tokens: \"%.*s\"", cases[c].re, (unsigned long long)seed,
+                         (int)fin, gen, (int)(n < 80 ? n : 80), text);
+            good += right;
+        }
+        ok(good == 10, "ignore_eos with /%s/: every run ends where the language does (%d of 10)%s%s", cases[c].re, good,
+           cases[c].want ? ", at " : "", cases[c].want ? cases[c].want : "");
+        cdfa_put(d);
+    }
+}
+
 static void test_masks(const char *srcdir)
 {
     char dir[2200];
@@ -379,6 +454,8 @@ static void test_masks(const char *srcdir)
            langs[l] ? langs[l] : "any JSON object in 12 tokens", good, runs);
         cdfa_put(d);
     }
+    if (t)
+        test_ignore_eos(tok, t);
     cdfa_put(js);
     vtrie_free(t);
     tokenizer_free(tok);
