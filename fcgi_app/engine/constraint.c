@@ -11,7 +11,7 @@
 
 /* ------------------------------------------------------------------ trees */
 
-enum { R_EMPTY, R_BYTES, R_SET, R_CAT, R_ALT, R_REP, R_ESC, R_LOOP };
+enum { R_EMPTY, R_BYTES, R_SET, R_CAT, R_ALT, R_REP, R_ESC, R_LOOP, R_DFA };
 
 struct cre {
     int kind;
@@ -21,11 +21,14 @@ struct cre {
     const uint8_t *bytes;
     uint8_t set[32];
     bool multi;
+    const struct cdfa *dfa;     /* R_DFA: a reference the arena holds */
 };
 
 struct cre_arena {
     void **p;
     size_t n, cap;
+    struct cdfa **dfas;         /* references, put when the arena is freed */
+    size_t n_dfas, cap_dfas;
 };
 
 struct cre_arena *cre_arena_new(void)
@@ -40,6 +43,9 @@ void cre_arena_free(struct cre_arena *a)
     for (size_t i = 0; i < a->n; i++)
         free(a->p[i]);
     free(a->p);
+    for (size_t i = 0; i < a->n_dfas; i++)
+        cdfa_put(a->dfas[i]);
+    free(a->dfas);
     free(a);
 }
 
@@ -147,6 +153,26 @@ struct cre *cre_list(struct cre_arena *a, struct cre *x, struct cre *sep, int mi
     if (max != CRE_REP_INF || min > 1)
         return cre_cat(a, x, cre_rep(a, cre_cat(a, sep, x), min - 1, max == CRE_REP_INF ? CRE_REP_INF : max - 1));
     return pair(a, R_LOOP, x, sep);             /* x (sep x)*, one copy of x */
+}
+
+struct cre *cre_dfa(struct cre_arena *a, struct cdfa *d)
+{
+    if (!a || !d)
+        return NULL;
+    if (a->n_dfas == a->cap_dfas) {
+        size_t cap = a->cap_dfas ? a->cap_dfas * 2 : 4;
+        struct cdfa **v = realloc(a->dfas, cap * sizeof *v);
+        if (!v)
+            return NULL;
+        a->dfas = v;
+        a->cap_dfas = cap;
+    }
+    struct cre *r = node(a, R_DFA);
+    if (r) {
+        a->dfas[a->n_dfas++] = cdfa_ref(d);
+        r->dfa = d;
+    }
+    return r;
 }
 
 struct cre *cre_json_escaped(struct cre_arena *a, struct cre *x)
@@ -434,6 +460,64 @@ static struct frag f_bytes(struct nfa *f, const struct cre *x, bool esc)
     return r;
 }
 
+/* A DFA's language as NFA states: one entry per DFA state, and from it a
+ * range (or, inside a JSON string, a byte's escape) to the entry of each
+ * state it goes to, and to the end where the state accepts. */
+static struct frag f_dfa(struct nfa *f, const struct cdfa *d, bool esc)
+{
+    int n = cdfa_states(d);
+    int32_t *entry = malloc(sizeof *entry * (size_t)n);
+    struct frag r = {0, 0};
+    if (!entry) {
+        f->fail = true;
+        return r;
+    }
+    for (int s = 0; s < n; s++)
+        entry[s] = nnew(f, N_EPS, 0, 0, -1, -1);
+    int end = nnew(f, N_EPS, 0, 0, -1, -1);
+    for (int s = 0; s < n && !f->fail; s++) {
+        struct frag alts[257];
+        int k = 0;
+        char buf[8];
+        for (int b = 0; b < 256; b++) {
+            int t = cdfa_step(d, s, (uint8_t)b);
+            if (t < 0)
+                continue;
+            const char *e = esc && b < 128 ? json_escape((uint8_t)b, buf) : NULL;
+            struct frag x;
+            if (e) {
+                x = f_literal(f, (const uint8_t *)e, strlen(e));
+            } else {
+                int hi = b;
+                while (hi < 255 && cdfa_step(d, s, (uint8_t)(hi + 1)) == t &&
+                       !(esc && hi + 1 < 128 && json_escape((uint8_t)(hi + 1), buf)))
+                    hi++;
+                uint8_t lo8 = (uint8_t)b, hi8 = (uint8_t)hi;
+                x = f_ranges(f, &lo8, &hi8, 1);
+                b = hi;
+            }
+            patch(f, x, entry[t]);
+            alts[k++] = x;
+        }
+        if (cdfa_accepts(d, s)) {
+            struct frag x = f_eps(f);
+            patch(f, x, end);
+            alts[k++] = x;
+        }
+        if (k == 0 || f->fail)
+            continue;                           /* nothing goes on: a dead end */
+        int start = alts[k - 1].s;
+        for (int i = k - 2; i >= 0; i--)
+            start = nnew(f, N_SPLIT, 0, 0, alts[i].s, start);
+        if (!f->fail)
+            f->s[entry[s]].out = start;
+    }
+    if (!f->fail)
+        r = (struct frag){entry[cdfa_start(d)], end};
+    free(entry);
+    return r;
+}
+
 static struct frag build(struct nfa *f, const struct cre *x, bool esc)
 {
     if (f->fail)
@@ -447,6 +531,8 @@ static struct frag build(struct nfa *f, const struct cre *x, bool esc)
         return f_set(f, x, esc);
     case R_ESC:
         return build(f, x->x, true);
+    case R_DFA:
+        return f_dfa(f, x->dfa, esc);
     case R_CAT: {
         struct frag a = build(f, x->x, esc);
         struct frag b = build(f, x->y, esc);
@@ -873,6 +959,109 @@ done:
     free(b.mark), free(b.stack), free(b.set.v), free(b.pool.v), free(b.off.v), free(b.hash), free(b.hashes);
     free(f.s);
     if (rc != 0) {
+        dfa_free(d);
+        return -1;
+    }
+    *out = d;
+    return 0;
+}
+
+/* The pairs of states of an intersection, numbered as found (open addressing). */
+struct pairset {
+    int64_t *pairs;
+    int32_t *hash;              /* pair index + 1, 0 empty */
+    size_t hcap, cap;
+    int n;
+};
+
+static size_t pair_slot(const struct pairset *ps, int64_t key)
+{
+    size_t k = (size_t)((uint64_t)key * 0x9e3779b97f4a7c15ull >> 24) & (ps->hcap - 1);
+    while (ps->hash[k] && ps->pairs[ps->hash[k] - 1] != key)
+        k = (k + 1) & (ps->hcap - 1);
+    return k;
+}
+
+/* The number of pair key, made when new (the DFA's rows grown with it): -1 out of memory, -2 too many. */
+static int pair_id(struct pairset *ps, int64_t key, struct cdfa *d)
+{
+    if ((size_t)ps->n * 2 + 2 > ps->hcap) {
+        size_t cap = ps->hcap ? ps->hcap * 2 : 1024;
+        int32_t *h = calloc(cap, sizeof *h), *old = ps->hash;
+        if (!h)
+            return -1;
+        ps->hash = h;
+        ps->hcap = cap;
+        for (int j = 0; j < ps->n; j++)
+            h[pair_slot(ps, ps->pairs[j])] = j + 1;
+        free(old);
+    }
+    size_t k = pair_slot(ps, key);
+    if (ps->hash[k])
+        return ps->hash[k] - 1;
+    if (ps->n >= CDFA_MAX_STATES)
+        return -2;
+    if ((size_t)ps->n >= ps->cap) {
+        size_t cap = ps->cap ? ps->cap * 2 : 64;
+        int64_t *p = realloc(ps->pairs, cap * sizeof *p);
+        if (!p)
+            return -1;
+        ps->pairs = p;
+        int32_t *nx = realloc(d->core.next, cap * (size_t)d->core.n_classes * sizeof *nx);
+        if (!nx)
+            return -1;
+        d->core.next = nx;
+        ps->cap = cap;
+    }
+    ps->pairs[ps->n] = key;
+    ps->hash[k] = ++ps->n;
+    return ps->n - 1;
+}
+
+int cdfa_intersect(const struct cdfa *a, const struct cdfa *b, struct cdfa **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    struct cdfa *d = calloc(1, sizeof *d);
+    if (!d) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    atomic_init(&d->refs, 1);
+    d->id = atomic_fetch_add(&next_id, 1);
+    /* classes: the byte runs where neither side's class changes (each side's classes are runs) */
+    int nc = 0, rep[256];                       /* rep[c]: a byte of class c */
+    for (int c = 0; c < 256; c++) {
+        if (c > 0 && (a->core.classmap[c] != a->core.classmap[c - 1] || b->core.classmap[c] != b->core.classmap[c - 1]))
+            nc++;
+        d->core.classmap[c] = (uint8_t)nc;
+        rep[nc] = c;
+    }
+    d->core.n_classes = ++nc;
+    int64_t nb = b->core.n_states;
+    struct pairset ps = {0};
+    int rc = pair_id(&ps, (int64_t)cdfa_start(a) * nb + cdfa_start(b), d);
+    for (int i = 0; rc >= 0 && i < ps.n; i++) {    /* breadth first: each pair's row */
+        int sa = (int)(ps.pairs[i] / nb), sb = (int)(ps.pairs[i] % nb);
+        for (int c = 0; c < nc && rc >= 0; c++) {
+            int ta = cdfa_step(a, sa, (uint8_t)rep[c]), tb = cdfa_step(b, sb, (uint8_t)rep[c]);
+            int t = ta < 0 || tb < 0 ? -1 : (rc = pair_id(&ps, (int64_t)ta * nb + tb, d));
+            if (rc >= 0)
+                d->core.next[(size_t)i * (size_t)nc + (size_t)c] = t;
+        }
+    }
+    d->core.n_states = ps.n;
+    if (rc >= 0 && !(d->accept = calloc((size_t)ps.n, 1)))
+        rc = -1;
+    for (int i = 0; rc >= 0 && i < ps.n; i++)
+        d->accept[i] = cdfa_accepts(a, (int)(ps.pairs[i] / nb)) && cdfa_accepts(b, (int)(ps.pairs[i] % nb));
+    if (rc == -1 || rc == -2)
+        snprintf(err, errlen, rc == -2 ? "the constraint is too complex (its DFA would pass %d states)" : "out of memory",
+                 CDFA_MAX_STATES);
+    else if (finish_dfa(d, err, errlen) < 0)
+        rc = -3;
+    free(ps.pairs);
+    free(ps.hash);
+    if (rc < 0) {
         dfa_free(d);
         return -1;
     }

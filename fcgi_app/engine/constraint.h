@@ -30,6 +30,7 @@
 
 struct cre;
 struct cre_arena;
+struct cdfa;
 
 /* An arena for trees; every node made from it is freed with it. NULL when out of memory. */
 struct cre_arena *cre_arena_new(void);
@@ -55,6 +56,9 @@ struct cre *cre_rep(struct cre_arena *a, struct cre *x, int min, int max);
 struct cre *cre_list(struct cre_arena *a, struct cre *x, struct cre *sep, int min, int max);
 /* x's strings as they are written inside a JSON string. */
 struct cre *cre_json_escaped(struct cre_arena *a, struct cre *x);
+/* The language of a built DFA as a node (the arena holds a reference to d
+ * until it is freed); inside cre_json_escaped its bytes are escaped too. */
+struct cre *cre_dfa(struct cre_arena *a, struct cdfa *d);
 
 /* Parses regex re[0..len) (the subset below) into *out. Returns 0, or -1
  * with a message in err naming what is not supported or wrong and where.
@@ -80,6 +84,11 @@ int cdfa_build(const struct cre *x, struct cdfa **out, char *err, size_t errlen)
 /* Parses and builds in one call (what guided_regex and TGI's grammar
  * regex use); err as cre_parse / cdfa_build. */
 int cdfa_regex(const char *re, size_t len, struct cdfa **out, char *err, size_t errlen);
+
+/* The strings in both a's and b's languages (the product automaton).
+ * Returns 0 with *out, or -1 with err: empty, too many states, or out of
+ * memory. a and b are only read. */
+int cdfa_intersect(const struct cdfa *a, const struct cdfa *b, struct cdfa **out, char *err, size_t errlen);
 
 /* The language of exactly the n strings choices[i] (guided_choice). */
 int cdfa_choice(const char *const *choices, size_t n, struct cdfa **out, char *err, size_t errlen);

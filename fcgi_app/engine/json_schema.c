@@ -278,12 +278,31 @@ static struct cre *string_schema(struct jsc *c, json_object *s)
         return string_of(c, min, max);
     if (!json_object_is_type(pat, json_type_string))
         return fail(c, "`pattern` must be a string");
-    if (json_object_object_get_ex(s, "minLength", NULL) || json_object_object_get_ex(s, "maxLength", NULL))
-        return fail(c, "`minLength`/`maxLength` together with `pattern` is not supported");
     struct cre *x = NULL;
     char err[200];
     if (cre_parse(c->a, json_object_get_string(pat), (size_t)json_object_get_string_len(pat), &x, err, sizeof err) != 0)
         return fail(c, "`pattern`: %s", err);
+    if (json_object_object_get_ex(s, "minLength", NULL) || json_object_object_get_ex(s, "maxLength", NULL)) {
+        /* both: the pattern's DFA intersected with that of min..max characters */
+        uint8_t all[32] = {0};
+        memset(all, 0xff, 16);
+        struct cdfa *pd = NULL, *ld = NULL, *both = NULL;
+        struct cre *len = cre_rep(c->a, cre_set(c->a, all, true), min, max);
+        int rc = len ? cdfa_build(x, &pd, err, sizeof err) : -1;
+        if (rc == 0)
+            rc = cdfa_build(len, &ld, err, sizeof err);
+        if (rc == 0 && cdfa_intersect(pd, ld, &both, err, sizeof err) != 0) {
+            rc = -1;
+            if (strstr(err, "matches no text"))
+                snprintf(err, sizeof err, "no string both matches it and has %d to %d characters", min, max);
+        }
+        x = rc == 0 ? cre_dfa(c->a, both) : NULL;
+        cdfa_put(pd), cdfa_put(ld), cdfa_put(both);
+        if (rc != 0)
+            return fail(c, "`pattern` with `minLength`/`maxLength`: %s", len ? err : "out of memory");
+        if (!x)
+            return fail(c, "out of memory");
+    }
     return seq(c, 3, lit(c, "\""), cre_json_escaped(c->a, x), lit(c, "\""));
 }
 

@@ -174,6 +174,18 @@ static void test_json(void)
         {"{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"string\"}},\"title\":\"T\",\"description\":\"d\"}",
          "{\"a\":\"\"}", true},
         {"true", "[1,\"x\"]", true},
+        /* pattern with minLength/maxLength: the intersection, lengths in characters, escapes counted as one */
+        {"{\"type\":\"string\",\"pattern\":\"[a-z]+\",\"minLength\":2,\"maxLength\":4}", "\"ab\"", true},
+        {"{\"type\":\"string\",\"pattern\":\"[a-z]+\",\"minLength\":2,\"maxLength\":4}", "\"abcd\"", true},
+        {"{\"type\":\"string\",\"pattern\":\"[a-z]+\",\"minLength\":2,\"maxLength\":4}", "\"a\"", false},
+        {"{\"type\":\"string\",\"pattern\":\"[a-z]+\",\"minLength\":2,\"maxLength\":4}", "\"abcde\"", false},
+        {"{\"type\":\"string\",\"pattern\":\"[a-z]+\",\"minLength\":2,\"maxLength\":4}", "\"ab1\"", false},
+        {"{\"type\":\"string\",\"pattern\":\"[\\\"a\\n]*\",\"minLength\":3}", "\"\\\"a\\n\"", true},
+        {"{\"type\":\"string\",\"pattern\":\"[\\\"a\\n]*\",\"minLength\":3}", "\"\\\"a\"", false},
+        {"{\"type\":\"string\",\"pattern\":\".+\",\"maxLength\":2}", "\"\xc3\xa9\xe2\x82\xac\"", true},
+        {"{\"type\":\"string\",\"pattern\":\".+\",\"maxLength\":2}", "\"abc\"", false},
+        {"{\"type\":\"string\",\"pattern\":\"\\\\d{3,}\",\"maxLength\":4}", "\"1234\"", true},
+        {"{\"type\":\"string\",\"pattern\":\"\\\\d{3,}\",\"maxLength\":4}", "\"12\"", false},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         char err[300] = "";
@@ -199,6 +211,7 @@ static void test_json(void)
         {"{\"type\":\"array\",\"minItems\":3,\"maxItems\":1}", "`minItems` is over"},
         {"{\"type\":\"array\",\"uniqueItems\":true}", "`uniqueItems`"},
         {"{\"type\":\"string\",\"maxLength\":5000}", "over 1000"},
+        {"{\"type\":\"string\",\"pattern\":\"[a-z]{5}\",\"maxLength\":3}", "no string both matches it and has 0 to 3"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         char err[300] = "";
