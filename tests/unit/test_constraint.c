@@ -167,6 +167,14 @@ static void test_json(void)
         {"{\"const\":\"a/b\"}", "\"a/b\"", true},
         {"{\"anyOf\":[{\"type\":\"integer\"},{\"type\":\"string\",\"maxLength\":1}]}", "\"z\"", true},
         {"{\"oneOf\":[{\"type\":\"integer\"},{\"type\":\"null\"}]}", "null", true},
+        /* oneOf with exclusive branches: types, const/enum values, a required tag (also through $ref) */
+        {"{\"oneOf\":[{\"type\":[\"integer\",\"boolean\"]},{\"type\":\"string\"},{\"const\":null}]}", "true", true},
+        {"{\"oneOf\":[{\"enum\":[\"a\",\"b\"]},{\"enum\":[\"c\",2]}]}", "2", true},
+        {"{\"$defs\":{\"A\":{\"type\":\"object\",\"properties\":{\"kind\":{\"const\":\"a\"},\"x\":{\"type\":\"integer\"}},"
+         "\"required\":[\"kind\"]}},\"oneOf\":[{\"$ref\":\"#/$defs/A\"},{\"type\":\"object\",\"properties\":{\"kind\":"
+         "{\"enum\":[\"b\",\"c\"]},\"x\":{\"type\":\"string\"}},\"required\":[\"kind\",\"x\"]}]}",
+         "{\"kind\":\"b\",\"x\":\"s\"}", true},
+        {"{\"oneOf\":[{\"anyOf\":[{\"type\":\"null\"},{\"type\":\"integer\"}]},{\"type\":\"string\"}]}", "\"s\"", true},
         {"{\"$defs\":{\"P\":{\"type\":\"object\",\"properties\":{\"x\":{\"type\":\"number\"}},\"required\":[\"x\"]}},"
          "\"type\":\"array\",\"items\":{\"$ref\":\"#/$defs/P\"}}", "[{\"x\":1},{\"x\":2.5}]", true},
         {"{\"type\":\"array\",\"items\":{\"type\":\"array\",\"items\":{\"type\":\"array\",\"items\":{\"type\":\"array\","
@@ -212,6 +220,16 @@ static void test_json(void)
         {"{\"type\":\"array\",\"uniqueItems\":true}", "`uniqueItems`"},
         {"{\"type\":\"string\",\"maxLength\":5000}", "over 1000"},
         {"{\"type\":\"string\",\"pattern\":\"[a-z]{5}\",\"maxLength\":3}", "no string both matches it and has 0 to 3"},
+        /* oneOf whose branches may validate one value: refused, naming them */
+        {"{\"oneOf\":[{\"type\":\"integer\"},{\"type\":\"number\"}]}", "`oneOf` branches 0 and 1 may both match"},
+        {"{\"oneOf\":[{\"type\":\"null\"},{\"type\":\"string\"},{\"type\":\"string\",\"maxLength\":3}]}",
+         "branches 1 and 2"},
+        {"{\"oneOf\":[{\"enum\":[1,\"a\"]},{\"enum\":[1.0]}]}", "branches 0 and 1"},
+        {"{\"oneOf\":[{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"}},\"required\":[\"a\"]},"
+         "{\"type\":\"object\",\"properties\":{\"b\":{\"type\":\"integer\"}},\"required\":[\"b\"]}]}", "may both match"},
+        {"{\"oneOf\":[{\"type\":\"object\",\"properties\":{\"t\":{\"const\":\"x\"}},\"required\":[\"t\"]},"
+         "{\"type\":\"object\",\"properties\":{\"t\":{\"const\":\"y\"}}}]}", "may both match"},
+        {"{\"oneOf\":[{\"properties\":{\"a\":{}}},{\"type\":\"string\"}]}", "may both match"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         char err[300] = "";
