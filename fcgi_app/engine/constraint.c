@@ -805,7 +805,7 @@ static int finish_dfa(struct cdfa *d, char *err, size_t errlen)
             }
     }
     free(cnt), free(src), free(queue);
-    if (d->dist[0] < 0) {
+    if (n == 0 || d->dist[0] < 0) {         /* state 0 is the start */
         snprintf(err, errlen, "the constraint matches no text");
         return -1;
     }
