@@ -38,14 +38,6 @@ void gen_free(struct gen *g)
 
 /* ------------------------------------------------------------------ reading client requests */
 
-static json_object *get(json_object *o, const char *key)
-{
-    json_object *v = NULL;
-    if (!o || !json_object_object_get_ex(o, key, &v) || json_object_is_type(v, json_type_null))
-        return NULL;
-    return v;
-}
-
 static bool is_number(json_object *v)
 {
     return json_object_is_type(v, json_type_double) || json_object_is_type(v, json_type_int);
@@ -55,7 +47,7 @@ static bool is_number(json_object *v)
 static int read_number(json_object *o, const char *key, bool *has, double *out, double lo, double hi, bool open,
                        char *err, size_t errlen)
 {
-    json_object *v = get(o, key);
+    json_object *v = json_field(o, key);
     if (!v)
         return 0;
     double d = is_number(v) ? json_object_get_double(v) : NAN;
@@ -72,7 +64,7 @@ static int read_number(json_object *o, const char *key, bool *has, double *out, 
 static int read_int(json_object *o, const char *key, bool *has, int64_t *out, int64_t lo, int64_t hi, char *err,
                     size_t errlen)
 {
-    json_object *v = get(o, key);
+    json_object *v = json_field(o, key);
     if (!v)
         return 0;
     int64_t i = json_object_get_int64(v);
@@ -87,7 +79,7 @@ static int read_int(json_object *o, const char *key, bool *has, int64_t *out, in
 
 static int read_bool(json_object *o, const char *key, bool *has, bool *out, char *err, size_t errlen)
 {
-    json_object *v = get(o, key);
+    json_object *v = json_field(o, key);
     if (!v)
         return 0;
     if (!json_object_is_type(v, json_type_boolean)) {
@@ -103,7 +95,7 @@ static int read_bool(json_object *o, const char *key, bool *has, bool *out, char
 /* stop: a string or an array of at most 4 strings; kept as an array. */
 static int read_stop(json_object *o, const char *key, struct gen *g, char *err, size_t errlen)
 {
-    json_object *v = get(o, key);
+    json_object *v = json_field(o, key);
     if (!v)
         return 0;
     if (json_object_is_type(v, json_type_string)) {
@@ -156,7 +148,7 @@ static int read_common_openai(json_object *b, struct gen *g, char *err, size_t e
         read_bool(b, "stream", NULL, &g->stream, err, errlen) < 0 || read_stop(b, "stop", g, err, errlen) < 0)
         return -1;
     /* not read here, but checked, so that an upstream never gets what llmcgi would refuse */
-    json_object *lb = get(b, "logit_bias");
+    json_object *lb = json_field(b, "logit_bias");
     if (lb && !json_object_is_type(lb, json_type_object)) {
         snprintf(err, errlen, "`logit_bias` must be an object of token ids to biases from -100 to 100");
         return -1;
@@ -178,7 +170,7 @@ static int read_common_openai(json_object *b, struct gen *g, char *err, size_t e
         {"response_format", json_type_object, "an object"}, {"metadata", json_type_object, "an object"},
     };
     for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) {
-        json_object *f = get(b, shapes[i].key);
+        json_object *f = json_field(b, shapes[i].key);
         if (f && !json_object_is_type(f, shapes[i].type)) {
             snprintf(err, errlen, "`%s` must be %s", shapes[i].key, shapes[i].what);
             return -1;
@@ -186,13 +178,13 @@ static int read_common_openai(json_object *b, struct gen *g, char *err, size_t e
     }
     static const char *const choices[] = {"tool_choice", "function_call"};
     for (size_t i = 0; i < sizeof choices / sizeof *choices; i++) {
-        json_object *f = get(b, choices[i]);
+        json_object *f = json_field(b, choices[i]);
         if (f && !json_object_is_type(f, json_type_string) && !json_object_is_type(f, json_type_object)) {
             snprintf(err, errlen, "`%s` must be a string or an object", choices[i]);
             return -1;
         }
     }
-    json_object *so = get(b, "stream_options");
+    json_object *so = json_field(b, "stream_options");
     if (so && (!json_object_is_type(so, json_type_object) ||
                read_bool(so, "include_usage", NULL, &g->include_usage, err, errlen) < 0)) {
         if (!err[0])
@@ -238,7 +230,7 @@ static int read_tgi_parameters(json_object *p, struct gen *g, char *err, size_t 
 static int read_string(json_object *b, const char *key, const char **out, size_t *len, bool required, char *err,
                        size_t errlen)
 {
-    json_object *v = get(b, key);
+    json_object *v = json_field(b, key);
     if (!v) {
         if (required)
             snprintf(err, errlen, "`%s` is required", key);
@@ -253,7 +245,6 @@ static int read_string(json_object *b, const char *key, const char **out, size_t
     return 0;
 }
 
-static void add_str(json_object *o, const char *k, const char *v);
 static const char *str_of(json_object *v);
 
 /* One Responses API message's content: a string, or a list of text parts
@@ -271,8 +262,8 @@ static int responses_content(json_object *c, size_t i, struct strbuf *out, const
     }
     size_t n = json_object_is_type(c, json_type_array) ? json_object_array_length(c) : 0;
     for (size_t j = 0; j < n; j++) {
-        json_object *part = json_object_array_get_idx(c, j), *text = get(part, "text");
-        const char *type = str_of(get(part, "type"));
+        json_object *part = json_object_array_get_idx(c, j), *text = json_field(part, "text");
+        const char *type = str_of(json_field(part, "type"));
         if (type && (!strcmp(type, "input_image") || !strcmp(type, "input_file") || !strcmp(type, "input_audio"))) {
             *untranslatable = "input";          /* images and files: no text model reads them */
             continue;
@@ -298,7 +289,7 @@ static int add_message(json_object *msgs, const char *role, const char *content,
         json_object_put(m);
         return -1;
     }
-    add_str(m, "role", role);
+    json_add_str(m, "role", role);
     json_add_strn(m, "content", content, len);
     return 0;
 }
@@ -308,12 +299,12 @@ static int responses_format(json_object *text, json_object *chat, char *err, siz
 {
     if (!text)
         return 0;
-    json_object *f = get(text, "format");
+    json_object *f = json_field(text, "format");
     if (!json_object_is_type(text, json_type_object) || (f && !json_object_is_type(f, json_type_object))) {
         snprintf(err, errlen, "`text` must be an object, its `format` an object");
         return -1;
     }
-    const char *type = f ? str_of(get(f, "type")) : "text";
+    const char *type = f ? str_of(json_field(f, "type")) : "text";
     if (!type || (strcmp(type, "text") && strcmp(type, "json_object") && strcmp(type, "json_schema"))) {
         snprintf(err, errlen, "`text.format.type` must be text, json_object or json_schema");
         return -1;
@@ -322,13 +313,13 @@ static int responses_format(json_object *text, json_object *chat, char *err, siz
         return 0;
     json_object *rf = json_object_new_object();
     json_object_object_add(chat, "response_format", rf);
-    add_str(rf, "type", type);
+    json_add_str(rf, "type", type);
     if (!strcmp(type, "json_schema")) {         /* Responses: flat; chat: under json_schema */
         json_object *js = json_object_new_object();
         json_object_object_add(rf, "json_schema", js);
         static const char *const keys[] = {"name", "schema", "strict", "description"};
         for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
-            json_object *v = get(f, keys[i]);
+            json_object *v = json_field(f, keys[i]);
             if (v)
                 json_object_object_add(js, keys[i], json_object_get(v));
         }
@@ -352,7 +343,7 @@ static int read_responses(json_object *b, struct gen *g, char *err, size_t errle
         return -1;
     if (g->instructions && add_message(msgs, "system", g->instructions, ilen) < 0)
         return snprintf(err, errlen, "out of memory"), -1;
-    json_object *in = get(b, "input");
+    json_object *in = json_field(b, "input");
     if (!in || (!json_object_is_type(in, json_type_string) && !json_object_is_type(in, json_type_array))) {
         snprintf(err, errlen, "`input` must be a string or a list of messages");
         return -1;
@@ -362,7 +353,7 @@ static int read_responses(json_object *b, struct gen *g, char *err, size_t errle
         return snprintf(err, errlen, "out of memory"), -1;
     for (size_t i = 0; json_object_is_type(in, json_type_array) && i < json_object_array_length(in); i++) {
         json_object *m = json_object_array_get_idx(in, i);
-        const char *type = str_of(get(m, "type")), *role = str_of(get(m, "role"));
+        const char *type = str_of(json_field(m, "type")), *role = str_of(json_field(m, "role"));
         if (!json_object_is_type(m, json_type_object)) {
             snprintf(err, errlen, "`input[%zu]` must be a message object", i);
             return -1;
@@ -377,7 +368,7 @@ static int read_responses(json_object *b, struct gen *g, char *err, size_t errle
             return -1;
         }
         struct strbuf content = {0};
-        if (responses_content(get(m, "content"), i, &content, &g->untranslatable, err, errlen) < 0) {
+        if (responses_content(json_field(m, "content"), i, &content, &g->untranslatable, err, errlen) < 0) {
             strbuf_free(&content);
             return -1;
         }
@@ -395,17 +386,17 @@ static int read_responses(json_object *b, struct gen *g, char *err, size_t errle
         read_number(b, "temperature", &g->has_temperature, &g->temperature, 0, 2, false, err, errlen) < 0 ||
         read_number(b, "top_p", &g->has_top_p, &g->top_p, 0, 1, false, err, errlen) < 0 ||
         read_bool(b, "stream", NULL, &g->stream, err, errlen) < 0 ||
-        responses_format(get(b, "text"), chat, err, errlen) < 0)
+        responses_format(json_field(b, "text"), chat, err, errlen) < 0)
         return -1;
     /* what a stateless server, or a chat request, cannot carry */
     static const char *const stateful[] = {"previous_response_id", "conversation", "prompt", "reasoning"};
     for (size_t i = 0; i < sizeof stateful / sizeof *stateful; i++)
-        if (get(b, stateful[i]))
+        if (json_field(b, stateful[i]))
             g->untranslatable = stateful[i];
-    json_object *tools = get(b, "tools");
+    json_object *tools = json_field(b, "tools");
     if (tools && (!json_object_is_type(tools, json_type_array) || json_object_array_length(tools) > 0))
         g->untranslatable = "tools";
-    json_object *bg = get(b, "background");
+    json_object *bg = json_field(b, "background");
     if (bg && json_object_get_boolean(bg))
         g->untranslatable = "background";
     g->include_usage = true;                    /* the Responses API always reports usage */
@@ -421,7 +412,7 @@ int dialect_read_request(enum client_kind k, json_object *b, struct gen *g, char
     json_object *v;
     switch (k) {
     case CK_CHAT:
-        v = get(b, "messages");
+        v = json_field(b, "messages");
         if (!v || !json_object_is_type(v, json_type_array) || json_object_array_length(v) == 0) {
             snprintf(err, errlen, "`messages` must be a non-empty list of messages");
             return -1;
@@ -456,7 +447,7 @@ int dialect_read_request(enum client_kind k, json_object *b, struct gen *g, char
         }
         return 0;
     case CK_COMPLETION:
-        v = get(b, "prompt");
+        v = json_field(b, "prompt");
         if (!v) {
             snprintf(err, errlen, "`prompt` is required");
             return -1;
@@ -483,7 +474,7 @@ int dialect_read_request(enum client_kind k, json_object *b, struct gen *g, char
             return -1;
         if (read_bool(b, "stream", NULL, &g->stream, err, errlen) < 0)
             return -1;
-        return read_tgi_parameters(get(b, "parameters"), g, err, errlen);
+        return read_tgi_parameters(json_field(b, "parameters"), g, err, errlen);
     case CK_LEGACY: {
         if (read_string(b, "prompt", &g->prompt, &g->prompt_len, true, err, errlen) < 0)
             return -1;
@@ -502,7 +493,7 @@ int dialect_read_request(enum client_kind k, json_object *b, struct gen *g, char
     case CK_RESPONSES:
         return read_responses(b, g, err, errlen);
     case CK_EMBEDDINGS:                         /* the upstream checks the rest */
-        if (!get(b, "input")) {
+        if (!json_field(b, "input")) {
             snprintf(err, errlen, "`input` is required: a string, a list of strings or token ids");
             return -1;
         }
@@ -512,11 +503,6 @@ int dialect_read_request(enum client_kind k, json_object *b, struct gen *g, char
 }
 
 /* ------------------------------------------------------------------ building upstream requests */
-
-static void add_str(json_object *o, const char *k, const char *v)
-{
-    json_object_object_add(o, k, json_object_new_string(v));
-}
 
 /* Also when do_sample is false: the text-generation client always sends it. */
 bool dialect_tgi_samples(const struct gen *g)
@@ -533,6 +519,34 @@ static const char *const transformers_fields[] = {
     "parallel_tool_calls", "metadata", "store", "service_tier", "modalities", "audio",
     "prediction", "reasoning_effort", "web_search_options", "functions", "function_call",
 };
+
+/* What transformers serve (4.57) makes of a body keep_only() let through:
+ * stream_options is refused under --input_validation and asks for a usage
+ * chunk it never sends, so it goes; max_completion_tokens is refused there
+ * and is max_tokens by another name; n 1, logprobs false and user ask for
+ * nothing and are refused, so they go. What asks for something it does not
+ * do (n > 1, logprobs, presence_penalty, ...) stays: its 422 reaches the
+ * client. `stop` is refused earlier (dialect_upstream_request). */
+static void transformers_tidy(json_object *o)
+{
+    json_object *v;
+    /* It answers with events whatever "stream" says, and under
+     * --input_validation refuses anything but true: the gateway reads the
+     * events of a non-streamed request into one answer. */
+    json_object_object_add(o, "stream", json_object_new_boolean(true));
+    json_object_object_del(o, "stream_options");
+    json_object_object_del(o, "user");
+    if (json_object_object_get_ex(o, "max_completion_tokens", &v)) {
+        if (!json_object_object_get_ex(o, "max_tokens", NULL))
+            json_object_object_add(o, "max_tokens", json_object_get(v));
+        json_object_object_del(o, "max_completion_tokens");
+    }
+    if (json_object_object_get_ex(o, "n", &v) && json_object_is_type(v, json_type_int) && json_object_get_int64(v) == 1)
+        json_object_object_del(o, "n");
+    if (json_object_object_get_ex(o, "logprobs", &v) && json_object_is_type(v, json_type_boolean) &&
+        !json_object_get_boolean(v))
+        json_object_object_del(o, "logprobs");
+}
 
 static void keep_only(json_object *o, const char *const *keep, size_t n)
 {
@@ -596,9 +610,11 @@ static json_object *passthrough(enum upstream_call c, enum upstream_type t, json
     }
     /* TGI takes a model other than its own for a LoRA adapter id and fails;
      * "tgi" is the name its Messages API documents for the served model. */
-    add_str(o, "model", t == UPSTREAM_TGI ? "tgi" : model);
-    if (t == UPSTREAM_TRANSFORMERS && c == UK_CHAT)
+    json_add_str(o, "model", t == UPSTREAM_TGI ? "tgi" : model);
+    if (t == UPSTREAM_TRANSFORMERS && c == UK_CHAT) {
         keep_only(o, transformers_fields, sizeof transformers_fields / sizeof *transformers_fields);
+        transformers_tidy(o);
+    }
     return o;
 }
 
@@ -646,15 +662,16 @@ static json_object *to_tgi(enum client_kind k, const struct gen *g, char *err, s
     return o;
 }
 
-static json_object *to_openai(enum client_kind k, enum upstream_call c, const struct gen *g, const char *model)
+static json_object *to_openai(enum client_kind k, enum upstream_call c, enum upstream_type t, const struct gen *g,
+                              const char *model)
 {
     json_object *o = json_object_new_object();
     if (!o)
         return NULL;
-    add_str(o, "model", model);
+    json_add_str(o, "model", model);
     if (c == UK_CHAT) {
         json_object *msgs = json_object_new_array(), *m = json_object_new_object();
-        add_str(m, "role", "user");
+        json_add_str(m, "role", "user");
         json_add_strn(m, "content", g->prompt, g->prompt_len);
         json_object_array_add(msgs, m);
         json_object_object_add(o, "messages", msgs);
@@ -688,7 +705,9 @@ static json_object *to_openai(enum client_kind k, enum upstream_call c, const st
         json_object_object_add(o, "stop", json_object_get(g->stop));
     if (g->has_seed)
         json_object_object_add(o, "seed", json_object_new_int64(g->seed));
-    if (g->stream) {
+    if (t == UPSTREAM_TRANSFORMERS) {          /* always a stream, no stream_options (transformers_tidy) */
+        json_object_object_add(o, "stream", json_object_new_boolean(true));
+    } else if (g->stream) {
         json_object_object_add(o, "stream", json_object_new_boolean(true));
         json_object *so = json_object_new_object();
         json_object_object_add(so, "include_usage", json_object_new_boolean(true));
@@ -705,7 +724,7 @@ static json_object *responses_to_chat(const struct gen *g, const char *model)
         return NULL;
     json_object_object_foreach(g->owned, key, val)
         json_object_object_add(o, key, json_object_get(val));
-    add_str(o, "model", model);
+    json_add_str(o, "model", model);
     if (g->max_tokens > 0)
         json_object_object_add(o, "max_tokens", json_object_new_int64(g->max_tokens));
     if (g->has_temperature)
@@ -732,6 +751,12 @@ json_object *dialect_upstream_request(enum client_kind k, enum upstream_call c, 
                  "are sent POST /v1/embeddings", t == UPSTREAM_TGI ? "tgi" : "transformers-serve");
         return NULL;
     }
+    if (t == UPSTREAM_TRANSFORMERS && g->stop) {
+        /* transformers serve 4.57 fails a generation with stop strings in
+         * its thread and leaves the stream open, sending nothing more */
+        snprintf(err, errlen, "`stop` is not supported by transformers-serve upstreams");
+        return NULL;
+    }
     if (dialect_same(k, c))
         o = passthrough(c, t, client_body, model);
     else if (k == CK_RESPONSES && g->untranslatable) {
@@ -746,7 +771,7 @@ json_object *dialect_upstream_request(enum client_kind k, enum upstream_call c, 
     } else if (c == UK_TGI)
         o = to_tgi(k, g, err, errlen);
     else
-        o = to_openai(k, c, g, model);
+        o = to_openai(k, c, t, g, model);
     if (!o && !err[0])
         snprintf(err, errlen, "out of memory");
     return o;
@@ -846,7 +871,7 @@ static int check_field(json_object *o, const char *at, const char *key, unsigned
 static int check_range(json_object *o, const char *at, const char *key, int64_t lo, uint64_t hi, char *err,
                        size_t errlen)
 {
-    json_object *v = get(o, key);
+    json_object *v = json_field(o, key);
     if (!v)
         return 0;
     bool big = json_object_is_type(v, json_type_int) && json_object_get_int64(v) == INT64_MAX;
@@ -867,7 +892,7 @@ static int check_count(json_object *o, const char *at, const char *key, char *er
 
 static int check_usage(json_object *a, char *err, size_t errlen)
 {
-    json_object *u = get(a, "usage");
+    json_object *u = json_field(a, "usage");
     if (check_field(a, "", "usage", T_OBJ | T_NULL, false, err, errlen) < 0)
         return -1;
     return !u ? 0
@@ -897,7 +922,7 @@ static int check_choice(enum upstream_call c, bool chunk, json_object *ch, size_
     const char *key = chunk ? "delta" : "message";
     if (check_field(ch, at, key, T_OBJ, !chunk, err, errlen) < 0)
         return -1;
-    json_object *m = get(ch, key);
+    json_object *m = json_field(ch, key);
     char mat[64];
     snprintf(mat, sizeof mat, "%s%s.", at, key);
     return !m ? 0
@@ -917,7 +942,7 @@ static int check_openai(enum upstream_call c, bool chunk, json_object *a, char *
         check_field(a, "", "model", T_STR, false, err, errlen) < 0 ||
         check_field(a, "", "choices", T_ARR, !chunk, err, errlen) < 0 || check_usage(a, err, errlen) < 0)
         return -1;
-    json_object *ch = get(a, "choices");
+    json_object *ch = json_field(a, "choices");
     size_t n = ch ? json_object_array_length(ch) : 0;
     if (!chunk && n == 0) {
         snprintf(err, errlen, "`choices` is empty");
@@ -950,7 +975,7 @@ static int check_tgi_tokens(json_object *o, const char *at, const char *key, cha
 {
     if (check_field(o, at, key, T_ARR | T_NULL, false, err, errlen) < 0)
         return -1;
-    json_object *l = get(o, key);
+    json_object *l = json_field(o, key);
     for (size_t i = 0; l && i < json_object_array_length(l); i++) {
         char name[80];
         snprintf(name, sizeof name, "%s%s[%zu]", at, key, i);
@@ -965,7 +990,7 @@ static int check_tgi_details(json_object *o, char *err, size_t errlen)
 {
     if (check_field(o, "", "details", T_OBJ | T_NULL, false, err, errlen) < 0)
         return -1;
-    json_object *d = get(o, "details");
+    json_object *d = json_field(o, "details");
     if (!d)
         return 0;
     if (check_field(d, "details.", "finish_reason", T_STR, false, err, errlen) < 0 ||
@@ -990,7 +1015,7 @@ static int check_tgi(bool event, json_object *a, char *err, size_t errlen)
         return 0;
     if (check_range(a, "", "index", 0, INT32_MAX, err, errlen) < 0 ||
         check_field(a, "", "token", T_OBJ, true, err, errlen) < 0 ||
-        check_tgi_token(get(a, "token"), "token", err, errlen) < 0 ||
+        check_tgi_token(json_field(a, "token"), "token", err, errlen) < 0 ||
         check_field(a, "", "top_tokens", T_ARR | T_NULL, false, err, errlen) < 0)
         return -1;
     return 0;
@@ -1000,13 +1025,13 @@ static int check_tgi(bool event, json_object *a, char *err, size_t errlen)
  * -1 when absent. */
 static long count_of(json_object *o, const char *key)
 {
-    json_object *v = get(o, key);
+    json_object *v = json_field(o, key);
     return v ? (long)json_object_get_int64(v) : -1;
 }
 
 static void read_usage(json_object *o, long *prompt, long *completion)
 {
-    json_object *u = get(o, "usage");
+    json_object *u = json_field(o, "usage");
     if (!u)
         return;
     *prompt = count_of(u, "prompt_tokens");
@@ -1015,13 +1040,13 @@ static void read_usage(json_object *o, long *prompt, long *completion)
 
 static json_object *first_choice(json_object *o)
 {
-    json_object *ch = get(o, "choices");
+    json_object *ch = json_field(o, "choices");
     return ch && json_object_array_length(ch) ? json_object_array_get_idx(ch, 0) : NULL;
 }
 
 static void read_seed(json_object *d, bool *has, int64_t *seed)
 {
-    json_object *v = get(d, "seed");
+    json_object *v = json_field(d, "seed");
     if (v)     /* TGI's seeds are u64: kept as their bits */
         *has = true, *seed = (int64_t)json_object_get_uint64(v);
 }
@@ -1033,7 +1058,7 @@ static void read_seed(json_object *d, bool *has, int64_t *seed)
 static int responses_meta(json_object *resp, long *in, long *out, enum finish *f, const char *at, char *err,
                           size_t errlen)
 {
-    json_object *u = get(resp, "usage"), *st = get(resp, "status");
+    json_object *u = json_field(resp, "usage"), *st = json_field(resp, "status");
     if (st && !json_object_is_type(st, json_type_string)) {
         snprintf(err, errlen, "`%sstatus` must be a string", at);
         return -1;
@@ -1045,7 +1070,7 @@ static int responses_meta(json_object *resp, long *in, long *out, enum finish *f
     static const char *const keys[] = {"input_tokens", "output_tokens"};
     long *dst[] = {in, out};
     for (size_t i = 0; u && i < 2; i++) {
-        json_object *v = get(u, keys[i]);
+        json_object *v = json_field(u, keys[i]);
         if (!v)
             continue;
         int64_t n = json_object_get_int64(v);
@@ -1063,7 +1088,7 @@ static int responses_meta(json_object *resp, long *in, long *out, enum finish *f
 /* A whole response: its output_text parts joined. */
 static int read_responses_result(json_object *a, struct gen_result *res, char *err, size_t errlen)
 {
-    json_object *out = get(a, "output");
+    json_object *out = json_field(a, "output");
     if (!out || !json_object_is_type(out, json_type_array)) {
         snprintf(err, errlen, "`output` must be a list");
         return -1;
@@ -1073,8 +1098,8 @@ static int read_responses_result(json_object *a, struct gen_result *res, char *e
     size_t len = 0;
     char *text = calloc(1, 1);
     for (size_t i = 0; text && i < json_object_array_length(out); i++) {
-        json_object *item = json_object_array_get_idx(out, i), *content = get(item, "content");
-        const char *type = str_of(get(item, "type"));
+        json_object *item = json_object_array_get_idx(out, i), *content = json_field(item, "content");
+        const char *type = str_of(json_field(item, "type"));
         if (!json_object_is_type(item, json_type_object) || !type) {
             snprintf(err, errlen, "`output[%zu]` must be an object with a type", i);
             free(text);
@@ -1088,8 +1113,8 @@ static int read_responses_result(json_object *a, struct gen_result *res, char *e
             return -1;
         }
         for (size_t j = 0; j < json_object_array_length(content); j++) {
-            json_object *part = json_object_array_get_idx(content, j), *t = get(part, "text");
-            const char *pt = str_of(get(part, "type"));
+            json_object *part = json_object_array_get_idx(content, j), *t = json_field(part, "text");
+            const char *pt = str_of(json_field(part, "type"));
             if (!pt || strcmp(pt, "output_text") != 0)
                 continue;
             if (!t || !json_object_is_type(t, json_type_string)) {
@@ -1114,6 +1139,7 @@ static int read_responses_result(json_object *a, struct gen_result *res, char *e
         return -1;
     }
     res->text = text;
+    res->text_len = len;                        /* it may hold NUL */
     return 0;
 }
 
@@ -1121,32 +1147,33 @@ static int read_responses_result(json_object *a, struct gen_result *res, char *e
  * usage), failures. Other events pass unread. */
 static int read_responses_delta(json_object *e, struct gen_delta *d)
 {
-    const char *type = str_of(get(e, "type"));
+    const char *type = str_of(json_field(e, "type"));
     if (!type) {
         snprintf(d->bad, sizeof d->bad, "an event that is not a Responses API event (no `type`)");
         return -1;
     }
     if (!strcmp(type, "error")) {
-        const char *msg = str_of(get(e, "message"));
+        const char *msg = str_of(json_field(e, "message"));
         d->error = msg ? msg : "the upstream reported an error";
         return 0;
     }
     if (!strcmp(type, "response.failed")) {
-        const char *msg = str_of(get(get(get(e, "response"), "error"), "message"));
+        const char *msg = str_of(json_field(json_field(json_field(e, "response"), "error"), "message"));
         d->error = msg ? msg : "the upstream's response failed";
         return 0;
     }
     if (!strcmp(type, "response.output_text.delta")) {
-        json_object *t = get(e, "delta");
+        json_object *t = json_field(e, "delta");
         if (!t || !json_object_is_type(t, json_type_string)) {
             snprintf(d->bad, sizeof d->bad, "`delta` must be a string");
             return -1;
         }
         d->text = json_object_get_string(t);
+        d->text_len = (size_t)json_object_get_string_len(t);
         return 0;
     }
     if (!strcmp(type, "response.completed") || !strcmp(type, "response.incomplete")) {
-        json_object *r = get(e, "response");
+        json_object *r = json_field(e, "response");
         if (!r || !json_object_is_type(r, json_type_object)) {
             snprintf(d->bad, sizeof d->bad, "`response` must be an object");
             return -1;
@@ -1171,7 +1198,7 @@ int dialect_read_result(enum upstream_call c, json_object *a, struct gen_result 
     if (c == UK_RESPONSES)
         return read_responses_result(a, res, err, errlen);
     if (c == UK_EMBEDDINGS) {                   /* passed through: its list and its usage checked */
-        json_object *data = get(a, "data"), *u = get(a, "usage");
+        json_object *data = json_field(a, "data"), *u = json_field(a, "usage");
         if (!data || !json_object_is_type(data, json_type_array)) {
             snprintf(err, errlen, "`data` must be a list");
             return -1;
@@ -1193,13 +1220,13 @@ int dialect_read_result(enum upstream_call c, json_object *a, struct gen_result 
     if (c == UK_TGI) {
         if (check_tgi(false, a, err, errlen) < 0)
             return -1;
-        text = get(a, "generated_text");
-        json_object *d = get(a, "details");
+        text = json_field(a, "generated_text");
+        json_object *d = json_field(a, "details");
         if (d) {
-            res->finish = finish_from(str_of(get(d, "finish_reason")));
+            res->finish = finish_from(str_of(json_field(d, "finish_reason")));
             res->completion_tokens = count_of(d, "generated_tokens");
             read_seed(d, &res->has_seed, &res->seed);
-            json_object *prefill = get(d, "prefill");
+            json_object *prefill = json_field(d, "prefill");
             if (prefill && json_object_array_length(prefill))
                 res->prompt_tokens = (long)json_object_array_length(prefill);
             else
@@ -1210,11 +1237,11 @@ int dialect_read_result(enum upstream_call c, json_object *a, struct gen_result 
             return -1;
         json_object *ch = first_choice(a);
         if (c == UK_CHAT) {
-            text = get(get(ch, "message"), "content");
+            text = json_field(json_field(ch, "message"), "content");
         } else {
-            text = get(ch, "text");
+            text = json_field(ch, "text");
         }
-        res->finish = finish_from(str_of(get(ch, "finish_reason")));
+        res->finish = finish_from(str_of(json_field(ch, "finish_reason")));
         read_usage(a, &res->prompt_tokens, &res->completion_tokens);
     }
     size_t n = 0;
@@ -1246,42 +1273,42 @@ int dialect_read_delta(enum upstream_call c, json_object *e, struct gen_delta *d
     }
     if (c == UK_RESPONSES)
         return read_responses_delta(e, d);
-    json_object *err = get(e, "error");
+    json_object *err = json_field(e, "error");
     if (err) {
         const char *msg = str_of(err);
         if (!msg && json_object_is_type(err, json_type_object))
-            msg = str_of(get(err, "message"));
+            msg = str_of(json_field(err, "message"));
         d->error = msg ? msg : "the upstream reported an error";
         return 0;
     }
     if (c == UK_TGI) {
-        if (!get(e, "token")) {
+        if (!json_field(e, "token")) {
             snprintf(d->bad, sizeof d->bad, "an event that is not a TGI token event");
             return -1;
         }
         if (check_tgi(true, e, d->bad, sizeof d->bad) < 0)
             return -1;
-        json_object *tok = get(e, "token"), *det = get(e, "details");
-        d->text = text_of(get(tok, "text"), &d->text_len);
-        json_object *id = get(tok, "id"), *lp = get(tok, "logprob"), *sp = get(tok, "special");
+        json_object *tok = json_field(e, "token"), *det = json_field(e, "details");
+        d->text = text_of(json_field(tok, "text"), &d->text_len);
+        json_object *id = json_field(tok, "id"), *lp = json_field(tok, "logprob"), *sp = json_field(tok, "special");
         if (id)
             d->token_id = (long)json_object_get_int64(id);
         if (lp)
             d->has_logprob = true, d->logprob = json_object_get_double(lp);
         d->special = sp && json_object_get_boolean(sp);
         if (det) {
-            d->finish = finish_from(str_of(get(det, "finish_reason")));
+            d->finish = finish_from(str_of(json_field(det, "finish_reason")));
             if (d->finish == FIN_NONE)
                 d->finish = FIN_OTHER;
             d->completion_tokens = count_of(det, "generated_tokens");
             d->prompt_tokens = count_of(det, "input_length");
             read_seed(det, &d->has_seed, &d->seed);
         }
-        if (d->finish == FIN_NONE && str_of(get(e, "generated_text")))
+        if (d->finish == FIN_NONE && str_of(json_field(e, "generated_text")))
             d->finish = FIN_OTHER;      /* the last event, sent without details */
         return 0;
     }
-    if (!get(e, "choices") && !get(e, "usage")) {
+    if (!json_field(e, "choices") && !json_field(e, "usage")) {
         snprintf(d->bad, sizeof d->bad, "an event that is not a %s chunk",
                  c == UK_CHAT ? "chat completion" : "completion");
         return -1;
@@ -1293,30 +1320,39 @@ int dialect_read_delta(enum upstream_call c, json_object *e, struct gen_delta *d
     if (!ch)
         return 0;                       /* the usage chunk has no choices */
     if (c == UK_CHAT) {
-        json_object *delta = get(ch, "delta");
-        d->text = delta ? text_of(get(delta, "content"), &d->text_len) : NULL;
+        json_object *delta = json_field(ch, "delta");
+        d->text = delta ? text_of(json_field(delta, "content"), &d->text_len) : NULL;
     } else {
-        d->text = text_of(get(ch, "text"), &d->text_len);
+        d->text = text_of(json_field(ch, "text"), &d->text_len);
     }
-    d->finish = finish_from(str_of(get(ch, "finish_reason")));
+    d->finish = finish_from(str_of(json_field(ch, "finish_reason")));
     return 0;
 }
 
 bool dialect_error_message(json_object *b, char *buf, size_t len)
 {
     const char *msg = NULL;
-    json_object *e = get(b, "error"), *d;
+    json_object *e = json_field(b, "error"), *d;
     if (e && json_object_is_type(e, json_type_object))
-        msg = str_of(get(e, "message"));
+        msg = str_of(json_field(e, "message"));
     else if (e)
         msg = str_of(e);
-    if (!msg && (d = get(b, "detail"))) {
+    if (!msg && (d = json_field(b, "detail"))) {
         msg = str_of(d);
-        if (!msg && json_object_is_type(d, json_type_array) && json_object_array_length(d) > 0)
-            msg = str_of(get(json_object_array_get_idx(d, 0), "msg"));
+        if (!msg && json_object_is_type(d, json_type_array) && json_object_array_length(d) > 0) {
+            /* FastAPI's validation errors: [{"loc":["body","stream"],"msg":"Input should be True"}] */
+            json_object *e0 = json_object_array_get_idx(d, 0), *loc = json_field(e0, "loc");
+            size_t n = loc && json_object_is_type(loc, json_type_array) ? json_object_array_length(loc) : 0;
+            const char *field = n ? str_of(json_object_array_get_idx(loc, n - 1)) : NULL;
+            msg = str_of(json_field(e0, "msg"));
+            if (msg && field) {
+                snprintf(buf, len, "`%s`: %s", field, msg);
+                return true;
+            }
+        }
     }
     if (!msg)
-        msg = str_of(get(b, "message"));
+        msg = str_of(json_field(b, "message"));
     if (!msg)
         return false;
     snprintf(buf, len, "%s", msg);

@@ -486,7 +486,7 @@ static size_t probe_body(char *data, size_t size, size_t n, void *ud)
     return len;
 }
 
-bool slist_add(struct curl_slist **h, const char *line)
+bool gateway_slist_add(struct curl_slist **h, const char *line)
 {
     struct curl_slist *t = curl_slist_append(*h, line);
     if (!t) {
@@ -498,7 +498,7 @@ bool slist_add(struct curl_slist **h, const char *line)
     return true;
 }
 
-bool header_name_eq(const char *a, size_t alen, const char *b, size_t blen)
+bool gateway_header_name_eq(const char *a, size_t alen, const char *b, size_t blen)
 {
     if (alen != blen)
         return false;
@@ -520,10 +520,10 @@ static size_t line_name_len(const char *line)
 /* Is a header called name[0..len) one the upstream's configuration sets? */
 static bool configured_header(const struct config_upstream *c, const char *name, size_t len)
 {
-    if (c->api_key && header_name_eq(name, len, "Authorization", 13))
+    if (c->api_key && gateway_header_name_eq(name, len, "Authorization", 13))
         return true;
     for (size_t i = 0; i < c->n_headers; i++)
-        if (header_name_eq(name, len, c->headers[i], line_name_len(c->headers[i])))
+        if (gateway_header_name_eq(name, len, c->headers[i], line_name_len(c->headers[i])))
             return true;
     return false;
 }
@@ -534,7 +534,7 @@ struct curl_slist *upstream_credentials(const struct config_upstream *c, struct 
     for (struct curl_slist *l = h; l; l = l->next) {
         if (configured_header(c, l->data, line_name_len(l->data)))
             continue;                   /* the operator's value replaces it */
-        if (!slist_add(&out, l->data)) {
+        if (!gateway_slist_add(&out, l->data)) {
             curl_slist_free_all(h);
             return NULL;
         }
@@ -543,11 +543,11 @@ struct curl_slist *upstream_credentials(const struct config_upstream *c, struct 
     char auth[600];
     if (c->api_key) {
         snprintf(auth, sizeof auth, "Authorization: Bearer %s", c->api_key);
-        if (!slist_add(&out, auth))
+        if (!gateway_slist_add(&out, auth))
             return NULL;
     }
     for (size_t i = 0; i < c->n_headers; i++)
-        if (!slist_add(&out, c->headers[i]))
+        if (!gateway_slist_add(&out, c->headers[i]))
             return NULL;
     return out;
 }

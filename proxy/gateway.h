@@ -94,19 +94,19 @@ json_object *upstream_discovered_models(struct upstream *u);
 
 /* Appends `line` to *h. On failure frees the whole list, sets *h NULL and
  * returns false. */
-bool slist_add(struct curl_slist **h, const char *line);
+bool gateway_slist_add(struct curl_slist **h, const char *line);
 
 /* Adds what every request to upstream c carries -- Authorization: Bearer
  * api_key and the configured `header =` lines -- to the headers h (which
  * it takes over). The configuration's headers replace every line of h with
- * the same name (header_name_eq), the client's and llmcgi's own alike, so
+ * the same name (gateway_header_name_eq), the client's and llmcgi's own alike, so
  * that an upstream never gets two values of a header the operator set.
  * Returns the new list, or NULL (h freed) when out of memory. */
 struct curl_slist *upstream_credentials(const struct config_upstream *c, struct curl_slist *h);
 
 /* Are a[0..alen) and b[0..blen) the same header name? Case-insensitive, and
  * - and _ count as the same byte: CGI turns both into HTTP_X_Y. */
-bool header_name_eq(const char *a, size_t alen, const char *b, size_t blen);
+bool gateway_header_name_eq(const char *a, size_t alen, const char *b, size_t blen);
 
 /* The longest model id taken from an upstream. */
 #define GATEWAY_MODEL_ID_MAX 256

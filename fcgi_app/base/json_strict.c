@@ -32,6 +32,125 @@ static bool json_space(char c)
     return c == ' ' || c == '\t' || c == '\r' || c == '\n';
 }
 
+/* The value of the four hex digits at p (before end), or -1. */
+static int hex4(const char *p, const char *end)
+{
+    int v = 0;
+    for (int i = 0; i < 4; i++) {
+        int d = p + i < end ? util_hexval(p[i]) : -1;
+        if (d < 0)
+            return -1;
+        v = v * 16 + d;
+    }
+    return v;
+}
+
+/* json-c 0.16 (Debian 12; fixed in 0.19 by its commit 7974657) decodes an
+ * escaped surrogate pair to its code point cp and then asks whether cp is
+ * itself a surrogate with (cp & 0xFC00), blind to the bits above 0xFFFF: the
+ * 32768 code points U+xD800-U+xDFFF of each supplementary plane x (the pairs
+ * \uD836-\uD837, \uD876-\uD877, ..., \uDBF6-\uDBF7 with any low half:
+ * Sutton SignWriting, CJK Extension F, ...) come out as U+FFFD, or join the
+ * next escape. Raw UTF-8 has no such trouble, so json_parse_strict hands
+ * json-c a copy of the text with those pairs (only those: 12 bytes each)
+ * written as their 4 UTF-8 bytes. */
+static bool jsonc_misdecodes(uint32_t cp)
+{
+    return cp >= 0x10000 && (cp & 0xF800) == 0xD800;
+}
+
+/* Where a scan of JSON text for such pairs stands: at byte i, in a string or not. */
+struct pair_scan {
+    size_t i;
+    bool in_str;
+};
+
+/* Moves s to just after the next escaped pair in a string of buf[0..len)
+ * that json-c mis-decodes; returns false at the end of the text, else true
+ * with the pair's offset (its first backslash) in *at and its code point in *cp.
+ * Any text: an escape that is not a well-formed pair is skipped, for
+ * json_parse_strict and scan_text to refuse. */
+static bool next_misdecoded_pair(const char *buf, size_t len, struct pair_scan *s, size_t *at, uint32_t *cp)
+{
+    const char *end = buf + len;
+    while (s->i < len) {
+        char c = buf[s->i];
+        if (!s->in_str) {
+            s->in_str = c == '"';
+            s->i++;
+        } else if (c == '"') {
+            s->in_str = false;
+            s->i++;
+        } else if (c != '\\' || s->i + 1 >= len) {
+            s->i++;
+        } else if (buf[s->i + 1] != 'u') {
+            s->i += 2;                          /* \\ and \" alike: the escaped byte cannot end the string */
+        } else {
+            const char *p = buf + s->i;
+            int hi = hex4(p + 2, end), lo = -1;
+            if (hi >= 0xd800 && hi <= 0xdbff && p + 8 <= end && p[6] == '\\' && p[7] == 'u')
+                lo = hex4(p + 8, end);
+            if (lo < 0xdc00 || lo > 0xdfff) {
+                s->i += 2;
+                continue;
+            }
+            uint32_t v = 0x10000 + (((uint32_t)hi & 0x3ff) << 10) + ((uint32_t)lo & 0x3ff);
+            s->i += 12;
+            if (jsonc_misdecodes(v)) {
+                *at = (size_t)(p - buf);
+                *cp = v;
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
+/* The text json-c is given for buf[0..len): a new copy (caller frees) with
+ * the mis-decoded pairs as UTF-8, or NULL when it has none (*fixed is then
+ * buf), with *flen its length; -1 when out of memory. */
+static int fix_pairs(const char *buf, size_t len, char **fixed, size_t *flen)
+{
+    struct pair_scan s = {0, false};
+    size_t at, from = 0, n = 0;
+    uint32_t cp;
+    char *out = NULL;
+    *fixed = NULL;
+    *flen = len;
+    while (next_misdecoded_pair(buf, len, &s, &at, &cp)) {
+        if (!out && !(out = malloc(len)))
+            return -1;
+        memcpy(out + n, buf + from, at - from);
+        n += at - from;
+        out[n++] = (char)(0xf0 | (cp >> 18));
+        out[n++] = (char)(0x80 | ((cp >> 12) & 0x3f));
+        out[n++] = (char)(0x80 | ((cp >> 6) & 0x3f));
+        out[n++] = (char)(0x80 | (cp & 0x3f));
+        from = s.i;
+    }
+    if (!out)
+        return 0;
+    memcpy(out + n, buf + from, len - from);
+    *fixed = out;
+    *flen = n + len - from;
+    return 0;
+}
+
+/* The offset in buf of offset `off` in its fixed copy (each pair before it
+ * took 8 bytes fewer there), so that an error is located in what was sent. */
+static size_t unfix_offset(const char *buf, size_t len, size_t off)
+{
+    struct pair_scan s = {0, false};
+    size_t at, shrunk = 0;
+    uint32_t cp;
+    while (next_misdecoded_pair(buf, len, &s, &at, &cp) && at - shrunk < off) {
+        if (off < at - shrunk + 4)
+            return at;                          /* within the pair's 4 bytes: the pair */
+        shrunk += 8;
+    }
+    return off + shrunk;
+}
+
 json_object *json_parse_strict(const char *buf, size_t len, char *err, size_t errlen)
 {
     int line, col;
@@ -52,11 +171,22 @@ json_object *json_parse_strict(const char *buf, size_t len, char *err, size_t er
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
+    char *fixed;
+    size_t flen;
+    if (fix_pairs(buf, len, &fixed, &flen) < 0) {
+        json_tokener_free(tok);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
     json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
-    json_object *obj = json_tokener_parse_ex(tok, buf, (int)len);
+    json_object *obj = json_tokener_parse_ex(tok, fixed ? fixed : buf, (int)flen);
     enum json_tokener_error jerr = json_tokener_get_error(tok);
     size_t end = json_tokener_get_parse_end(tok);
     json_tokener_free(tok);
+    if (fixed) {
+        free(fixed);
+        end = end < flen ? unfix_offset(buf, len, end) : len;
+    }
     if (jerr == json_tokener_continue) {
         locate(buf, len, &line, &col);
         snprintf(err, errlen, "invalid JSON at line %d, column %d: the input ends in the middle of a value", line, col);
@@ -78,18 +208,6 @@ json_object *json_parse_strict(const char *buf, size_t len, char *err, size_t er
         }
     }
     return obj;
-}
-
-static int hex4(const char *p, const char *end)
-{
-    int v = 0;
-    for (int i = 0; i < 4; i++) {
-        int d = p + i < end ? util_hexval(p[i]) : -1;
-        if (d < 0)
-            return -1;
-        v = v * 16 + d;
-    }
-    return v;
 }
 
 /* Counts the name separators (':' outside strings): one per object member

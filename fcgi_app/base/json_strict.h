@@ -9,7 +9,10 @@
 /* Parses buf[0..len) as exactly one JSON value (RFC 8259: strict, UTF-8
  * checked, depth <= 64, nothing but whitespace after it). Returns a new
  * object (caller owns), or NULL with "at line L, column C: ..." in err.
- * (json-c 0.16 still lets a single-quoted object key through.)
+ * (json-c 0.16 still lets a single-quoted object key through.) Escaped
+ * surrogate pairs json-c 0.16 decodes as U+FFFD (those of U+xD800-U+xDFFF
+ * in each supplementary plane) are decoded right: json-c is given a copy
+ * with them as raw UTF-8, and errors are located in buf as sent.
  * "null" parses to NULL too; *err is then "". Pure: fuzzed directly. */
 json_object *json_parse_strict(const char *buf, size_t len, char *err, size_t errlen);
 

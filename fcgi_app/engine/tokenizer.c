@@ -112,7 +112,7 @@ static void quote(char *out, size_t outlen, const char *s, size_t n)
  * (what Python's and Rust's lossy decoders do): returns its length and sets
  * *st to 0 (a valid character), 1 (invalid: those bytes become one U+FFFD)
  * or 2 (all n bytes are a valid start that the end of input cut short). */
-size_t utf8_seq(const unsigned char *s, size_t n, int *st)
+size_t tokenizer_utf8_seq(const unsigned char *s, size_t n, int *st)
 {
     unsigned c = s[0];
     size_t need;
@@ -155,7 +155,7 @@ size_t utf8_seq(const unsigned char *s, size_t n, int *st)
     return need + 1;
 }
 
-bool utf8_valid(const char *p, size_t n)
+bool tokenizer_utf8_valid(const char *p, size_t n)
 {
     const unsigned char *s = (const unsigned char *)p;
     size_t i = 0;
@@ -165,7 +165,7 @@ bool utf8_valid(const char *p, size_t n)
             continue;
         }
         int st;
-        size_t k = utf8_seq(s + i, n - i, &st);
+        size_t k = tokenizer_utf8_seq(s + i, n - i, &st);
         if (st != 0)
             return false;
         i += k;
@@ -176,7 +176,7 @@ bool utf8_valid(const char *p, size_t n)
 /* Copies in[0..n) to out with each invalid sequence replaced by U+FFFD (an
  * incomplete one at the end too); out holds at least 3n bytes. Returns the
  * length written. */
-size_t utf8_lossy(const unsigned char *in, size_t n, char *out)
+size_t tokenizer_utf8_lossy(const unsigned char *in, size_t n, char *out)
 {
     size_t i = 0, o = 0;
     while (i < n) {
@@ -185,7 +185,7 @@ size_t utf8_lossy(const unsigned char *in, size_t n, char *out)
             continue;
         }
         int st;
-        size_t k = utf8_seq(in + i, n - i, &st);
+        size_t k = tokenizer_utf8_seq(in + i, n - i, &st);
         if (st == 0) {
             memcpy(out + o, in + i, k);
             o += k;
@@ -199,7 +199,7 @@ size_t utf8_lossy(const unsigned char *in, size_t n, char *out)
 }
 
 /* Decodes one UTF-8 character of valid text; returns its length. */
-size_t utf8_decode(const unsigned char *s, uint32_t *cp)
+size_t tokenizer_utf8_decode(const unsigned char *s, uint32_t *cp)
 {
     if (s[0] < 0x80) {
         *cp = s[0];
@@ -236,7 +236,7 @@ static size_t utf8_encode(uint32_t cp, char *out)
 }
 
 /* White_Space, the set that Hugging Face's \s and Rust's char::is_whitespace use. */
-bool is_white_space(uint32_t c)
+bool tokenizer_is_white_space(uint32_t c)
 {
     return (c >= 0x09 && c <= 0x0d) || c == 0x20 || c == 0x85 || c == 0xa0 || c == 0x1680 ||
            (c >= 0x2000 && c <= 0x200a) || c == 0x2028 || c == 0x2029 || c == 0x202f || c == 0x205f ||
@@ -278,7 +278,7 @@ static size_t unmap_token(const int16_t map[MAP_CHARS], const char *s, size_t le
     size_t o = 0;
     for (size_t i = 0; i < len;) {
         uint32_t cp;
-        i += utf8_decode((const unsigned char *)s + i, &cp);
+        i += tokenizer_utf8_decode((const unsigned char *)s + i, &cp);
         if (cp >= MAP_CHARS || map[cp] < 0) {
             memcpy(out, s, len);
             return len;
@@ -485,7 +485,7 @@ static int load_config(struct tokenizer *t, struct json_object *cfg, const char 
         size_t len = (size_t)json_object_get_string_len(content);
         if (len == 0)
             return fail(err, errlen, TOKENIZER_EFORMAT, "%s: added_tokens_decoder entry %s: empty content", name, q);
-        if (!utf8_valid(text, len))
+        if (!tokenizer_utf8_valid(text, len))
             return fail(err, errlen, TOKENIZER_EFORMAT, "%s: added_tokens_decoder entry %s: content is not valid UTF-8",
                         name, q);
         bool special = json_flag(val, "special", false);
@@ -587,7 +587,7 @@ static int load_vocab(struct tokenizer *t, struct json_object *vocab, const char
     json_object_object_foreach(vocab, key, val) {
         size_t klen = strlen(key);
         int64_t id = json_object_is_type(val, json_type_int) ? json_object_get_int64(val) : -1;
-        if (id < 0 || id > limit || !utf8_valid(key, klen)) {
+        if (id < 0 || id > limit || !tokenizer_utf8_valid(key, klen)) {
             quote(q, sizeof q, key, klen);
             if (!json_object_is_type(val, json_type_int))
                 return fail(err, errlen, TOKENIZER_EFORMAT, "%s: entry %s: the id is not an integer", vname, q);

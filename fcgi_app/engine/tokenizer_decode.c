@@ -35,7 +35,7 @@ int tokenizer_decode(const struct tokenizer *t, const int32_t *ids, size_t n, ch
         memcpy(raw + o, t->bytes + t->off[ids[i]], k);
         o += k;
     }
-    size_t m = utf8_lossy(raw, total, text);
+    size_t m = tokenizer_utf8_lossy(raw, total, text);
     free(raw);
     text[m] = '\0';
     *out = text;
@@ -88,7 +88,7 @@ int detok_push(struct detok *d, int32_t id, const char **text, size_t *len)
     while (d->npend && i < k) {
         d->pend[d->npend++] = s[i];
         int st;
-        size_t m = utf8_seq(d->pend, d->npend, &st);
+        size_t m = tokenizer_utf8_seq(d->pend, d->npend, &st);
         if (st == 2) {
             i++;
         } else if (st == 0) {
@@ -111,7 +111,7 @@ int detok_push(struct detok *d, int32_t id, const char **text, size_t *len)
             continue;
         }
         int st;
-        size_t m = utf8_seq(s + i, k - i, &st);
+        size_t m = tokenizer_utf8_seq(s + i, k - i, &st);
         if (st == 0) {
             memcpy(d->buf + o, s + i, m);
             o += m;

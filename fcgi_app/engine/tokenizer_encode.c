@@ -266,7 +266,7 @@ static int split_regex(const struct tokenizer *t, pcre2_match_data *md, const ch
             pos = me;
         } else if (ms < n) {    /* an empty match: step over one character */
             int st;
-            size_t k = utf8_seq((const unsigned char *)s + ms, n - ms, &st);
+            size_t k = tokenizer_utf8_seq((const unsigned char *)s + ms, n - ms, &st);
             int rc = fn(ud, s + ms, k, NO_ID);
             if (rc)
                 return rc;
@@ -323,8 +323,8 @@ static size_t ws_left(const char *s, size_t lo, size_t end)
         while (j > lo && ((unsigned char)s[j] & 0xc0) == 0x80)
             j--;
         uint32_t cp;
-        utf8_decode((const unsigned char *)s + j, &cp);
-        if (!is_white_space(cp))
+        tokenizer_utf8_decode((const unsigned char *)s + j, &cp);
+        if (!tokenizer_is_white_space(cp))
             break;
         i = j;
     }
@@ -336,8 +336,8 @@ static size_t ws_right(const char *s, size_t start, size_t n)
     size_t i = start;
     while (i < n) {
         uint32_t cp;
-        size_t k = utf8_decode((const unsigned char *)s + i, &cp);
-        if (!is_white_space(cp))
+        size_t k = tokenizer_utf8_decode((const unsigned char *)s + i, &cp);
+        if (!tokenizer_is_white_space(cp))
             break;
         i += k;
     }
@@ -397,13 +397,13 @@ static int pretokenize(const struct tokenizer *t, const char *text, size_t len, 
                        int (*fn)(void *, const char *, size_t, int32_t), void *ud)
 {
     char *fixed = NULL;
-    if (!utf8_valid(text, len)) {
+    if (!tokenizer_utf8_valid(text, len)) {
         if (len > SIZE_MAX / 3)
             return TOKENIZER_ENOMEM;
         fixed = malloc(3 * len);
         if (!fixed)
             return TOKENIZER_ENOMEM;
-        len = utf8_lossy((const unsigned char *)text, len, fixed);
+        len = tokenizer_utf8_lossy((const unsigned char *)text, len, fixed);
         text = fixed;
     }
     pcre2_match_data *md = pcre2_match_data_create_from_pattern(t->re, NULL);

@@ -55,20 +55,20 @@ static const char replacement[3] = {(char)0xef, (char)0xbf, (char)0xbd};   /* U+
  * (what Python's and Rust's lossy decoders do): returns its length and sets
  * *st to 0 (a valid character), 1 (invalid: those bytes become one U+FFFD)
  * or 2 (all n bytes are a valid start that the end of input cut short). */
-size_t utf8_seq(const unsigned char *s, size_t n, int *st);
+size_t tokenizer_utf8_seq(const unsigned char *s, size_t n, int *st);
 
-bool utf8_valid(const char *p, size_t n);
+bool tokenizer_utf8_valid(const char *p, size_t n);
 
 /* Copies in[0..n) to out with each invalid sequence replaced by U+FFFD (an
  * incomplete one at the end too); out holds at least 3n bytes. Returns the
  * length written. */
-size_t utf8_lossy(const unsigned char *in, size_t n, char *out);
+size_t tokenizer_utf8_lossy(const unsigned char *in, size_t n, char *out);
 
 /* Decodes one UTF-8 character of valid text; returns its length. */
-size_t utf8_decode(const unsigned char *s, uint32_t *cp);
+size_t tokenizer_utf8_decode(const unsigned char *s, uint32_t *cp);
 
 /* White_Space, the set that Hugging Face's \s and Rust's char::is_whitespace use. */
-bool is_white_space(uint32_t c);
+bool tokenizer_is_white_space(uint32_t c);
 
 /* ------------------------------------------------------------------ merge table */
 

@@ -265,7 +265,9 @@ void pool_answer(struct server *srv, FCGX_Request *freq)
     int st = req_init(&r, freq, srv, cfg);
     if (st) {
         resp_error(&r, st, "%s", st == 414 ? "request target too long" :
-                                 st == 404 ? "not found (outside path_prefix)" : "malformed request target");
+                                 st == 404 ? "not found (outside path_prefix)" :
+                                 "malformed request target: its path holds a control byte, %00 or a malformed "
+                                 "%-escape");
     } else {
         router_dispatch(&r);
         if (!r.status && !r.client_gone) {

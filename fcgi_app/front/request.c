@@ -88,6 +88,11 @@ int req_split_target(const char *uri, const char *prefix, char *buf, size_t bufl
     }
     memcpy(buf, uri, n);
     buf[n] = '\0';
+    /* %00 (no route takes a NUL) and a malformed escape: 400, not a 404 that says the path is unknown */
+    for (size_t i = 0; i < n; i++)
+        if (buf[i] == '%' && (i + 2 >= n || util_hexval(buf[i + 1]) < 0 || util_hexval(buf[i + 2]) < 0 ||
+                              (buf[i + 1] == '0' && buf[i + 2] == '0')))
+            return 400;
     return 0;
 }
 
@@ -141,7 +146,7 @@ int req_init(struct req *r, FCGX_Request *f, struct server *srv, const struct co
     r->dialect = target_dialect(uri, cfg->path_prefix);
     const char *q = NULL;
     int rc = req_split_target(uri, cfg->path_prefix, r->path, sizeof r->path, &q);
-    if (rc)
+    if (rc && !r->path[0])
         strcpy(r->path, "-");
     const char *qs = FCGX_GetParam("QUERY_STRING", env);
     if (qs)
@@ -172,27 +177,30 @@ const char *req_header(const struct req *r, const char *name)
     return FCGX_GetParam(key, r->fcgi->envp);
 }
 
-bool req_query(const struct req *r, const char *name, char *out, size_t outlen)
+int req_query(const struct req *r, const char *name, char *out, size_t outlen)
 {
     size_t nl = strlen(name);
     const char *p = r->query;
+    if (outlen)
+        out[0] = '\0';
     while (p && *p) {
         const char *end = p + strcspn(p, "&");
         if ((size_t)(end - p) >= nl && strncmp(p, name, nl) == 0 && (p[nl] == '=' || p + nl == end)) {
             const char *v = p + nl + (p[nl] == '=');
             size_t vl = (size_t)(end - v);
-            if (vl >= outlen)
-                return false;
             char tmp[1024];
             if (vl >= sizeof tmp)
-                return false;
+                return -1;
             for (size_t i = 0; i < vl; i++)
                 tmp[i] = v[i] == '+' ? ' ' : v[i];
-            return util_url_decode(out, tmp, vl) >= 0;
+            if (util_url_decode(tmp, tmp, vl) < 0 || strlen(tmp) >= outlen)    /* decoding only shrinks */
+                return -1;
+            memcpy(out, tmp, strlen(tmp) + 1);
+            return 1;
         }
         p = *end ? end + 1 : end;
     }
-    return false;
+    return 0;
 }
 
 const char *req_param(const struct req *r, const char *name)
@@ -395,10 +403,13 @@ bool req_content_type_is_json(const char *ct)
 
 /* The members whose strings are texts, which may hold \u0000 (JSON allows
  * it; GPT-2's tokenizer makes byte 0 token 188): OpenAI's prompt, message
- * content and content parts' text, TGI's inputs, and stop sequences. The
+ * content and content parts' text, input (embeddings, moderations, the
+ * Responses API), TGI's inputs, the moderation service's input_text, and
+ * stop sequences. The
  * readers of these carry each string with its length; every other string
  * names something and is refused with a NUL in it (json_check_request). */
-static const char *const req_text_keys[] = {"prompt", "inputs", "content", "text", "stop", NULL};
+static const char *const req_text_keys[] = {"prompt", "inputs", "input", "input_text", "content", "text", "stop",
+                                              NULL};
 
 json_object *req_json_body(struct req *r)
 {

@@ -103,15 +103,19 @@ void req_cleanup(struct req *r);
 /* Splits a request target (REQUEST_URI: "/a/b?x=1", or absolute-form
  * "http://host/a/b?x=1") into path (into buf) and query (pointing into
  * uri, NULL when none), then strips `prefix` ("" or "/llm"). Returns 0,
- * or 400 (malformed), 404 (outside the prefix), 414 (longer than buflen). */
+ * or 400 (malformed: a control byte, %00 or a malformed %-escape in the
+ * path; buf holds the path, still encoded, for the latter two, else ""),
+ * 404 (outside the prefix), 414 (longer than buflen). */
 int req_split_target(const char *uri, const char *prefix, char *buf, size_t buflen, const char **query);
 
 /* The value of request header `name` ("Content-Type", "X-Request-Id"), or NULL. */
 const char *req_header(const struct req *r, const char *name);
 
 /* The value of query parameter `name`, decoded (%XX and '+') into out.
- * Returns false when absent, malformed or longer than outlen-1. */
-bool req_query(const struct req *r, const char *name, char *out, size_t outlen);
+ * Returns 1 when present (out: its value, maybe ""), 0 when absent (out:
+ * ""), -1 when malformed (a bad %-escape, %00) or longer than outlen-1:
+ * a caller answers that with a clear 4xx, never as if it were absent. */
+int req_query(const struct req *r, const char *name, char *out, size_t outlen);
 
 /* The route parameter `name` ("id" for "/v1/models/{id}"), or NULL. */
 const char *req_param(const struct req *r, const char *name);

@@ -2,6 +2,7 @@
 #include "structured.h"
 #include "json_obj.h"
 #include "json_schema.h"
+#include "json_strict.h"
 #include "util.h"
 
 #include <stdarg.h>
@@ -27,6 +28,30 @@ static int bad(struct reading *rd, const char *param, const char *fmt, ...)
     *rd->status = rd->status_bad;
     *rd->param = param;
     return -1;
+}
+
+/* A schema sent as a JSON text inside a string (TGI's grammar.value,
+ * vLLM's guided_json): parsed as strictly as a request body, under the
+ * same bound on its tree, since it is outside input too. Returns the
+ * schema (the caller puts it), or -1 after answering the error. */
+static int schema_text(struct reading *rd, json_object *v, const char *param, const char *what, json_object **out)
+{
+    const char *s = json_object_get_string(v);
+    size_t len = (size_t)json_object_get_string_len(v);
+    char err[200] = "";
+    struct json_tree_cost cost;
+    json_tree_estimate(s, len, &cost);
+    if (!json_tree_fits(&cost, len))
+        return bad(rd, param, "%s is too large a JSON text for its length", what);
+    json_object *o = json_parse_strict(s, len, err, sizeof err);
+    if (o && json_check_request(s, len, o, NULL, err, sizeof err) < 0) {
+        json_object_put(o);
+        o = NULL;
+    }
+    if (!o)
+        return bad(rd, param, "%s is not a JSON schema%s%s", what, err[0] ? ": " : "", err);
+    *out = o;
+    return 0;
 }
 
 /* st->dfa from the cache under (kind, key), true; false when not there. */
@@ -241,9 +266,9 @@ int structured_read(json_object *body, enum client_kind kind, struct ccache *cac
             return bad(&rd, NULL, "`grammar` must be {\"type\": \"json\" or \"regex\", \"value\": ...}");
         if (strcmp(type, "json") == 0 || strcmp(type, "json_object") == 0) {
             if (json_object_is_type(v, json_type_string)) {     /* a schema sent as text */
-                json_object *parsed = json_tokener_parse(json_object_get_string(v));
-                if (!parsed)
-                    return bad(&rd, NULL, "`grammar.value` is not JSON");
+                json_object *parsed = NULL;
+                if (schema_text(&rd, v, NULL, "`grammar.value`", &parsed) < 0)
+                    return -1;
                 int rc = from_schema(&rd, st, parsed, NULL, "`grammar.value`");
                 json_object_put(parsed);
                 return rc;
@@ -303,9 +328,9 @@ int structured_read(json_object *body, enum client_kind kind, struct ccache *cac
         return from_regex(&rd, st, v, "guided_regex");
     if (strcmp(given, "guided_json") == 0) {
         if (json_object_is_type(v, json_type_string)) {
-            json_object *parsed = json_tokener_parse(json_object_get_string(v));
-            if (!parsed)
-                return bad(&rd, "guided_json", "`guided_json` is not JSON");
+            json_object *parsed = NULL;
+            if (schema_text(&rd, v, "guided_json", "`guided_json`", &parsed) < 0)
+                return -1;
             int rc = from_schema(&rd, st, parsed, "guided_json", "`guided_json`");
             json_object_put(parsed);
             return rc;

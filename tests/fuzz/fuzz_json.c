@@ -3,8 +3,19 @@
 #include "fuzz.h"
 #include "request.h"
 
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+
+/* Does data hold the escape \ufffd (in any case)? */
+static bool has_ufffd(const uint8_t *data, size_t size)
+{
+    for (size_t i = 0; i + 6 <= size; i++)
+        if (data[i] == '\\' && data[i + 1] == 'u' && strncasecmp((const char *)data + i + 2, "fffd", 4) == 0)
+            return true;
+    return false;
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -13,10 +24,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (o) {
         char err2[256];
         static const char *const texts[] = {"prompt", "content", NULL};
-        (void)json_check_request((const char *)data, size, o, texts, err2, sizeof err2);
+        int checked = json_check_request((const char *)data, size, o, texts, err2, sizeof err2);
         /* what the server does next with a body: walk it and print it */
         const char *s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
         if (!s)
+            abort();
+        /* a body that passes has no lone surrogate escape, so U+FFFD comes only from one that was sent
+         * (json-c 0.16 made some valid surrogate pairs U+FFFD) */
+        if (checked == 0 && strstr(s, "\xef\xbf\xbd") && !memmem(data, size, "\xef\xbf\xbd", 3) && !has_ufffd(data, size))
             abort();
         json_object_put(o);
     } else if (!err[0]) {

@@ -66,6 +66,29 @@ def require_module(module, package):
     pytest.skip(msg)
 
 
+def require_peer(name, env):
+    """The bin/python of the cached virtual environment of real peer `name`
+    (tools/peer-env, tests/peers/NAME.txt): $env when set (tests/run-all sets
+    it), else the environment peer-env already made. Skips the test when
+    there is none, unless LLMCGI_TESTS_REQUIRE_ALL or CI is set, where it
+    fails: CI must run the real peers. Nothing is installed here: a build
+    (llama.cpp compiles for minutes) belongs to tests/run-all, run once."""
+
+    import pytest
+
+    py = os.environ.get(env)
+    if not py:
+        r = subprocess.run([str(SRCDIR / "tools" / "peer-env"), "--find", name], capture_output=True, text=True)
+        py = r.stdout.strip() if r.returncode == 0 else None
+    if py and Path(py).exists():
+        return py
+    msg = (f"no environment for the real peer `{name}`: run `tools/peer-env {name}` "
+           f"(tests/run-all does) or set {env}")
+    if os.environ.get("LLMCGI_TESTS_REQUIRE_ALL") or os.environ.get("CI") == "true":
+        pytest.fail(msg)
+    pytest.skip(msg)
+
+
 def proc_status(pid):
     """VmRSS and VmHWM of pid, in bytes (from /proc/PID/status)."""
     out = {}

@@ -464,6 +464,27 @@ def test_retry_on_a_5xx_before_the_first_byte(gw, code):
         assert r.status == 200, r.body
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_retry_when_an_event_stream_ends_before_any_event(gw, stream):
+    """A replica that sent its event stream's headers and then ended it with no
+    event (a model host that died behind its own web server does): nothing has
+    reached the client, so another replica answers, streamed or not."""
+    port = gw.server("nginx").port
+    gw.oai[0].set_fault("body", events=[], times=1)
+    gw.oai[1].set_fault("body", events=[], times=1)
+    try:
+        for _ in range(2):
+            r = post(port, "/v1/chat/completions", {"model": "gpt-x", "stream": stream,
+                                                    "messages": [{"role": "user", "content": "x"}]})
+            assert r.status == 200, r.body
+            assert (b"[DONE]" in r.body) if stream else r.json()["choices"][0]["message"]["content"], r.body
+    finally:
+        for o in gw.oai:
+            o.set_fault("ok")
+    wait_for(lambda: all(h["up"] for h in request(port, "GET", "/health").json()["upstreams"]["oai"]["replicas"]),
+             "the replicas to be in rotation")
+
+
 def test_everything_failing_answers_in_the_clients_dialect(gw):
     port = gw.server("nginx").port
     gw.flaky.set_fault("status", code=503)

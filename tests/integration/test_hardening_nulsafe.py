@@ -48,16 +48,16 @@ def model_dir():
 
 
 class Site:
-    """One llmcgi with the given config lines, behind nginx."""
+    """One llmcgi with the given config lines, behind nginx (or the web server class `web`)."""
 
-    def __init__(self, extra):
+    def __init__(self, extra, web=Nginx):
         self.dir = make_tmpdir("llmcgi-nulsafe-")
         self.sock = self.dir / "llmcgi.sock"
         self.llmcgi = Llmcgi(self.sock, dir=self.dir, extra=extra)
         self.web = None
         try:
             self.llmcgi.start()
-            self.web = Nginx(self.sock).start()
+            self.web = web(self.sock).start()
         except BaseException:
             self.close()
             raise
@@ -132,6 +132,20 @@ def test_info_and_tokenize_take_the_one_local_model(one_local):
     r = one_local.post("/tokenize", {"inputs": "Hello world"})
     assert r.status == 200, r.body
     assert [t["id"] for t in r.json()] == [15496, 995]
+
+
+def test_openai_routes_without_a_model_take_the_one_local_model(one_local):
+    """Embeddings too: dispatch and the embeddings route pick the default the same way (the route
+    once read default_model alone and answered 400 where dispatch had found the one model)."""
+    r = one_local.post("/v1/embeddings", {"input": "Hello world"})
+    assert r.status == 200 and r.json()["model"] == "tiny", r.body
+    r = one_local.post("/v1/completions", {"prompt": "Hello", "max_tokens": 2})
+    assert r.status == 200 and r.json()["model"] == "tiny", r.body
+
+
+def test_several_models_and_no_model_named_is_a_clear_400_for_embeddings(two_local):
+    r = two_local.post("/v1/embeddings", {"input": "Hello world"})
+    assert r.status == 400 and "several models" in r.json()["error"]["message"], r.body
 
 
 def test_tgi_client_against_one_upstream_model(one_upstream):

@@ -216,6 +216,23 @@ def test_refusals_name_what_is_not_supported(server):
     assert r.status == 422 and "`not` is not supported" in r.json()["error"], r.body
 
 
+def test_a_schema_sent_as_text_is_read_as_strictly_as_a_body(server):
+    """guided_json and TGI's grammar.value may hold the schema as a JSON text: it is outside input,
+    read by the same strict parser as bodies (json-c's lenient one let these through)."""
+    schema = '{"type": "string", "maxLength": 3}'
+    r = post(server, "/v1/completions", {"model": "tiny", "prompt": "x", "max_tokens": 8, "guided_json": schema})
+    assert r.status == 200 and len(json.loads(r.json()["choices"][0]["text"])) <= 3, r.body
+    for text, says in [('{"type": "string", "type": "integer"}', "twice"),     # json-c keeps the last
+                       ("{'type': 'string'}", "not a JSON schema"),            # single quotes
+                       ('{"type": "string"} x', "not a JSON schema"),          # something after it
+                       ("null", "not a JSON schema")]:
+        r = post(server, "/v1/completions", {"model": "tiny", "prompt": "x", "max_tokens": 5, "guided_json": text})
+        assert r.status == 400 and says in r.json()["error"]["message"], (text, r.body)
+        assert r.json()["error"]["param"] == "guided_json", r.body
+        r = post(server, "/generate", {"inputs": "x", "parameters": {"grammar": {"type": "json", "value": text}}})
+        assert r.status == 422 and says in r.json()["error"] and "grammar.value" in r.json()["error"], (text, r.body)
+
+
 def test_logprobs_are_the_masked_distribution(server):
     c = client(server)
     r = c.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "?"}], temperature=0,

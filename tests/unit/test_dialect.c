@@ -227,7 +227,7 @@ static void test_responses(void)
                        "2}}");
     struct gen_result r;
     ok(dialect_read_result(UK_RESPONSES, a, &r, err, sizeof err) == 0 && !strcmp(r.text, "Hello") &&
-       r.finish == FIN_LENGTH && r.prompt_tokens == 4 && r.completion_tokens == 2,
+       r.text_len == 5 && r.finish == FIN_LENGTH && r.prompt_tokens == 4 && r.completion_tokens == 2,
        "a whole response: its output_text parts, usage, incomplete as the length limit");
     gen_result_free(&r);
     json_object_put(a);
@@ -238,8 +238,9 @@ static void test_responses(void)
                "a negative count");
     result_bad(UK_EMBEDDINGS, "{\"data\":{}}", "`data` must be a list", "embeddings without a list");
     struct gen_delta d;
-    a = J("{\"type\":\"response.output_text.delta\",\"delta\":\"Hi\"}");
-    ok(dialect_read_delta(UK_RESPONSES, a, &d) == 0 && !strcmp(d.text, "Hi") && d.finish == FIN_NONE, "a delta event");
+    a = J("{\"type\":\"response.output_text.delta\",\"delta\":\"H\\u0000i\"}");
+    ok(dialect_read_delta(UK_RESPONSES, a, &d) == 0 && d.text_len == 3 && !memcmp(d.text, "H\0i", 3) &&
+       d.finish == FIN_NONE, "a delta event, its text with its length (it may hold NUL)");
     json_object_put(a);
     a = J("{\"type\":\"response.completed\",\"response\":{\"status\":\"completed\",\"usage\":{\"input_tokens\":3,"
           "\"output_tokens\":5}}}");
@@ -452,17 +453,27 @@ int main(void)
              "chat -> tgi: a model added when the client named none");
     upstream(CK_CHAT, UPSTREAM_TRANSFORMERS,
              "{\"model\":\"a\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"top_k\":5,\"stream\":true,"
-             "\"stream_options\":{\"include_usage\":true},\"stop\":\"x\",\"repetition_penalty\":1.5,\"max_tokens\":4}",
+             "\"stream_options\":{\"include_usage\":true},\"repetition_penalty\":1.5,\"max_tokens\":4}",
              "{\"model\":\"target\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"stream\":true,"
-             "\"stream_options\":{\"include_usage\":true},\"stop\":\"x\",\"max_tokens\":4}",
-             NULL, "chat -> transformers-serve: unknown keys dropped");
+             "\"max_tokens\":4}",
+             NULL, "chat -> transformers-serve: unknown keys and stream_options (refused there) dropped");
+    upstream(CK_CHAT, UPSTREAM_TRANSFORMERS,
+             "{\"messages\":[{}],\"max_completion_tokens\":3,\"n\":1,\"logprobs\":false,\"user\":\"u\"}",
+             "{\"messages\":[{}],\"model\":\"target\",\"stream\":true,\"max_tokens\":3}", NULL,
+             "chat -> transformers-serve: max_completion_tokens as max_tokens; n 1, logprobs false, user dropped");
+    upstream(CK_CHAT, UPSTREAM_TRANSFORMERS,
+             "{\"messages\":[{}],\"n\":2,\"logprobs\":true,\"presence_penalty\":1}",
+             "{\"messages\":[{}],\"n\":2,\"logprobs\":true,\"presence_penalty\":1,\"model\":\"target\",\"stream\":true}", NULL,
+             "chat -> transformers-serve: what asks for something it does not do stays (its 422 answers)");
+    upstream(CK_CHAT, UPSTREAM_TRANSFORMERS, "{\"messages\":[{}],\"stop\":\"x\"}", NULL, "`stop`",
+             "chat -> transformers-serve: stop refused (it leaves the stream hanging)");
     {
         char big[8192];
         size_t n = (size_t)snprintf(big, sizeof big, "{\"messages\":[{}]");
         for (int i = 0; i < 150; i++)
             n += (size_t)snprintf(big + n, sizeof big - n, ",\"x%d\":%d", i, i);
         snprintf(big + n, sizeof big - n, ",\"seed\":1}");
-        upstream(CK_CHAT, UPSTREAM_TRANSFORMERS, big, "{\"messages\":[{}],\"seed\":1,\"model\":\"target\"}", NULL,
+        upstream(CK_CHAT, UPSTREAM_TRANSFORMERS, big, "{\"messages\":[{}],\"seed\":1,\"model\":\"target\",\"stream\":true}", NULL,
                  "chat -> transformers-serve: 150 unknown keys all dropped");
     }
 
@@ -496,15 +507,17 @@ int main(void)
              "completion -> transformers-serve: a list of prompts refused");
     upstream(CK_COMPLETION, UPSTREAM_TRANSFORMERS,
              "{\"model\":\"a\",\"prompt\":\"p\",\"max_tokens\":4,\"temperature\":0.5,\"top_p\":0.5,\"n\":2,"
-             "\"presence_penalty\":0.5,\"frequency_penalty\":0.25,\"stop\":[\"s\"],\"seed\":9,\"stream\":true,"
+             "\"presence_penalty\":0.5,\"frequency_penalty\":0.25,\"seed\":9,\"stream\":true,"
              "\"echo\":true}",
              "{\"model\":\"target\",\"messages\":[{\"role\":\"user\",\"content\":\"p\"}],\"max_tokens\":4,"
              "\"temperature\":0.5,\"top_p\":0.5,\"n\":2,\"presence_penalty\":0.5,\"frequency_penalty\":0.25,"
-             "\"stop\":[\"s\"],\"seed\":9,\"stream\":true,\"stream_options\":{\"include_usage\":true}}",
-             NULL, "completion -> transformers-serve: the prompt as a user message, stream asks for usage");
+             "\"seed\":9,\"stream\":true}",
+             NULL, "completion -> transformers-serve: the prompt as a user message, no stream_options (refused there)");
+    upstream(CK_COMPLETION, UPSTREAM_TRANSFORMERS, "{\"prompt\":\"p\",\"stop\":[\"s\"]}", NULL, "`stop`",
+             "completion -> transformers-serve: stop refused");
     upstream(CK_COMPLETION, UPSTREAM_TRANSFORMERS, "{\"prompt\":\"p\"}",
-             "{\"model\":\"target\",\"messages\":[{\"role\":\"user\",\"content\":\"p\"}]}", NULL,
-             "completion -> transformers-serve: defaults left to the upstream");
+             "{\"model\":\"target\",\"messages\":[{\"role\":\"user\",\"content\":\"p\"}],\"stream\":true}", NULL,
+             "completion -> transformers-serve: defaults left to the upstream; always a stream (it answers one)");
 
     /* TGI clients */
     upstream(CK_TGI, UPSTREAM_TGI,
@@ -538,7 +551,7 @@ int main(void)
              "tgi -> openai: temperature 1 changes nothing: still greedy");
     upstream(CK_TGI, UPSTREAM_TRANSFORMERS, "{\"inputs\":\"x\",\"parameters\":{\"max_new_tokens\":2}}",
              "{\"model\":\"target\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"max_tokens\":2,"
-             "\"temperature\":0.0}",
+             "\"temperature\":0.0,\"stream\":true}",
              NULL, "tgi -> transformers-serve: chat");
 
     /* legacy clients */
@@ -555,7 +568,7 @@ int main(void)
              "legacy -> openai: completions, greedy");
     upstream(CK_LEGACY, UPSTREAM_TRANSFORMERS, "{\"prompt\":\"hi\",\"temperature\":0.5}",
              "{\"model\":\"target\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":20,"
-             "\"temperature\":0.5}",
+             "\"temperature\":0.5,\"stream\":true}",
              NULL, "legacy -> transformers-serve: chat, sampling, 20 new tokens by default");
 
     /* The client's body is left as it was (pass-through copies it). */
@@ -799,7 +812,7 @@ int main(void)
                   "Input validation error: max_new_tokens");
     error_message("{\"detail\":\"Not Found\"}", "Not Found");
     error_message("{\"detail\":[{\"loc\":[\"body\",\"x\"],\"msg\":\"Extra inputs are not permitted\",\"type\":\"x\"}]}",
-                  "Extra inputs are not permitted");
+                  "`x`: Extra inputs are not permitted");     /* FastAPI's: the field named */
     error_message("{\"message\":\"plain\"}", "plain");
     error_message("{\"error\":{\"code\":1},\"message\":\"fallback\"}", "fallback");
     error_message("{\"error\":{\"message\":\"first\"},\"message\":\"second\"}", "first");
@@ -828,7 +841,7 @@ int main(void)
         const char *client[] = {"authorization: Bearer client-key", "x-extra: client", "X_EXTRA: client2",
                                 "X-Extra-More: kept", "X-Empty;", "Accept-Language: fr", "Expect:"};
         for (size_t i = 0; i < sizeof client / sizeof *client; i++)
-            slist_add(&h, client[i]);
+            gateway_slist_add(&h, client[i]);
         h = upstream_credentials(&c, h);
         char got[512] = "";
         for (struct curl_slist *l = h; l; l = l->next)
@@ -839,7 +852,7 @@ int main(void)
 
         struct config_upstream bare = {0};
         h = NULL;
-        slist_add(&h, "Authorization: Bearer client-key");
+        gateway_slist_add(&h, "Authorization: Bearer client-key");
         h = upstream_credentials(&bare, h);
         ok(h && !h->next && strcmp(h->data, "Authorization: Bearer client-key") == 0,
            "without api_key or header lines the list is left as it was");
@@ -877,8 +890,8 @@ int main(void)
         ok(!gateway_model_id_ok("a\x80", 2) && !gateway_model_id_ok("", 0) && !gateway_model_id_ok("a<b", 3) &&
                !gateway_model_id_ok("a`", 2) && !gateway_model_id_ok("a\\b", 3) && gateway_model_id_ok("~a_b.c+d@e=f,g", 14),
            "model ids: printable ASCII without space, quotes, backslash, <>");
-        ok(header_name_eq("X-Api_KEY", 9, "x_api-key", 9) && !header_name_eq("X-Api", 5, "X-Apix", 6) &&
-               !header_name_eq("ab", 2, "ac", 2),
+        ok(gateway_header_name_eq("X-Api_KEY", 9, "x_api-key", 9) && !gateway_header_name_eq("X-Api", 5, "X-Apix", 6) &&
+               !gateway_header_name_eq("ab", 2, "ac", 2),
            "header names: case and -/_ alike, nothing else");
     }
     test_responses();

@@ -8,6 +8,7 @@
 
 #include <json-c/json.h>
 #include <malloc.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,6 +30,15 @@ static int h_describe(struct req *r)
     int rc = resp_json(r, 200, o);
     json_object_put(o);
     return rc;
+}
+
+/* req_query's answer for "q" into 8 bytes: "rc:value". */
+static int h_query(struct req *r)
+{
+    char q[8] = "junk", out[32];
+    int rc = req_query(r, "q", q, sizeof q);
+    snprintf(out, sizeof out, "%d:%s", rc, q);
+    return resp_send(r, 200, "text/plain", out, strlen(out));
 }
 
 static int h_body(struct req *r)
@@ -144,6 +154,12 @@ static void check_target(void)
     ok(req_split_target("/llm?a=b", "/llm", p, sizeof p, &q) == 0 && !strcmp(p, "/") && !strcmp(q, "a=b"),
        "the prefix with a query");
     is_int(req_split_target("/llmx/a", "/llm", p, sizeof p, &q), 404, "a longer first segment is outside the prefix");
+    is_int(req_split_target("/v1/models/a%00b", "", p, sizeof p, &q), 400, "target: %%00 in the path is malformed (400)");
+    is_int(req_split_target("/in%00fo?x", "", p, sizeof p, &q), 400, "  also where no route has a parameter");
+    is_int(req_split_target("/a%zz", "", p, sizeof p, &q), 400, "target: a bad %%-escape is malformed");
+    is_int(req_split_target("/a%4?b=1", "", p, sizeof p, &q), 400, "target: a cut %%-escape is malformed");
+    ok(req_split_target("/v1/models/a%2Fb%41%0a?m=%00", "", p, sizeof p, &q) == 0 && !strcmp(p, "/v1/models/a%2Fb%41%0a"),
+       "target: well-formed escapes pass, still encoded (the query is req_query's)");
 }
 
 /* json_check_request on one body: 0 or -1 and the message. */
@@ -275,6 +291,98 @@ static void check_json_parser(void)
     ok(!o && err[0], "strict parser: NUL bytes after a value are junk, not whitespace (found by fuzzing)");
 }
 
+/* cp's UTF-8 (cp >= 0x10000) in out[4]. */
+static void utf8_4(uint32_t cp, char *out)
+{
+    out[0] = (char)(0xf0 | (cp >> 18));
+    out[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
+    out[2] = (char)(0x80 | ((cp >> 6) & 0x3f));
+    out[3] = (char)(0x80 | (cp & 0x3f));
+}
+
+/* Does `s` parse (as a request: json_parse_strict) to the string of UTF-8 `want` (wlen bytes)? */
+static bool parses_to(const char *s, const char *want, size_t wlen)
+{
+    char err[200];
+    json_object *o = json_parse_strict(s, strlen(s), err, sizeof err);
+    bool same = o && json_object_is_type(o, json_type_string) && (size_t)json_object_get_string_len(o) == wlen &&
+                memcmp(json_object_get_string(o), want, wlen) == 0;
+    json_object_put(o);
+    return same;
+}
+
+/* Escaped surrogate pairs: json-c 0.16 makes U+xD800-U+xDFFF of every supplementary plane U+FFFD. */
+static void check_surrogate_pairs(void)
+{
+    /* every code point of each plane, as an array of escaped pairs */
+    size_t cap = 65536 * 15 + 2;
+    char *body = malloc(cap), err[200], want[4];
+    for (uint32_t plane = 1; plane <= 16; plane++) {
+        size_t n = 0, bad = 0;
+        body[n++] = '[';
+        for (uint32_t cp = plane << 16; cp < (plane + 1) << 16; cp++) {
+            uint32_t v = cp - 0x10000;
+            n += (size_t)snprintf(body + n, cap - n, "%s\"\\u%04x\\u%04x\"", cp == plane << 16 ? "" : ",",
+                                  0xd800 + (v >> 10), 0xdc00 + (v & 0x3ff));
+        }
+        body[n++] = ']';
+        json_object *o = json_parse_strict(body, n, err, sizeof err);
+        for (uint32_t k = 0; o && k < 65536; k++) {
+            json_object *e = json_object_array_get_idx(o, k);
+            utf8_4((plane << 16) + k, want);
+            bad += json_object_get_string_len(e) != 4 || memcmp(json_object_get_string(e), want, 4) != 0;
+        }
+        ok(o && json_object_array_length(o) == 65536 && bad == 0 && json_check_upstream(body, n, o, err, sizeof err) == 0,
+           "plane %u: all 65536 escaped surrogate pairs decode to their UTF-8 (%zu wrong)", plane, bad);
+        json_object_put(o);
+    }
+    free(body);
+    /* each plane's boundaries and those of the range json-c 0.16 got wrong, one by one */
+    static const uint16_t low16[] = {0x0000, 0x0001, 0xd7ff, 0xd800, 0xdbff, 0xdc00, 0xdfff, 0xe000, 0xfffe, 0xffff};
+    size_t bad = 0, tried = 0;
+    for (uint32_t plane = 1; plane <= 16; plane++)
+        for (size_t k = 0; k < sizeof low16 / sizeof *low16; k++) {
+            uint32_t cp = (plane << 16) | low16[k], v = cp - 0x10000;
+            char s[40];
+            snprintf(s, sizeof s, "\"\\u%04X\\u%04x\"", 0xd800 + (v >> 10), 0xdc00 + (v & 0x3ff));
+            utf8_4(cp, want);
+            tried++;
+            if (!parses_to(s, want, 4)) {
+                bad++;
+                tap_diag("U+%05X (%s) decoded wrongly", cp, s);
+            }
+        }
+    ok(bad == 0, "plane boundaries: all %zu decode to their UTF-8", tried);
+    ok(parses_to("\"\\udb76\\udfeb\"", "\xf3\xad\xaf\xab", 4), "\\udb76\\udfeb is U+EDBEB, not U+FFFD");
+    ok(parses_to("\"\\ud899\\udc7d\"", "\xf0\xb6\x91\xbd", 4), "\\ud899\\udc7d is U+3647D");
+    ok(parses_to("\"a\\ud836\\udc00\\ud836\\udc00b\"", "a\xf0\x9d\xa0\x80\xf0\x9d\xa0\x80" "b", 10),
+       "two such pairs in a row, with text around them (U+1D800: Sutton SignWriting)");
+    ok(parses_to("\"\\\\ud836\\udc00\"", "\\ud836\xef\xbf\xbd", 9),
+       "an escaped backslash before `ud836` is no escape: left to json-c (whose lone \\udc00 is U+FFFD)");
+    ok(parses_to("\"\\ud836\\udc00\\u00e9\\ud83d\\ude00\"", "\xf0\x9d\xa0\x80\xc3\xa9\xf0\x9f\x98\x80", 10),
+       "followed by other escapes");
+    json_object *o = json_parse_strict("{\"\\ud877\\udfff\": \"\\ud8b6\\udc00\"}", 32, err, sizeof err);
+    json_object *v = o ? json_object_object_get(o, "\xf0\xad\xbf\xbf") : NULL;
+    ok(v && strcmp(json_object_get_string(v), "\xf0\xbd\xa0\x80") == 0, "in an object's key (U+2DFFF) and value (U+3D800)");
+    json_object_put(o);
+    o = json_parse_upstream("{\"text\": \"\\udbf7\\udfff\"}", 24, err, sizeof err);
+    ok(o && strcmp(json_object_get_string(json_object_object_get(o, "text")), "\xf4\x8d\xbf\xbf") == 0,
+       "in an upstream answer (U+10DFFF)");
+    json_object_put(o);
+    /* errors are located in the text as sent, as after pairs json-c decodes well (U+1F600) */
+    static const char *const broken[][2] = {
+        {"[\"\\ud836\\udc00\", \"\\ud836\\udc00\" x]", "[\"\\ud83d\\ude00\", \"\\ud83d\\ude00\" x]"},
+        {"[\"\\ud836\\udc00\", \"\\ud836\\udc00\"] x", "[\"\\ud83d\\ude00\", \"\\ud83d\\ude00\"] x"},
+        {"[\"\\ud836\\udc00\\ud836\\udc00\", \"\\q\"]", "[\"\\ud83d\\ude00\\ud83d\\ude00\", \"\\q\"]"},
+    };
+    for (size_t i = 0; i < sizeof broken / sizeof *broken; i++) {
+        char err2[200];
+        o = json_parse_strict(broken[i][0], strlen(broken[i][0]), err, sizeof err);
+        json_object *o2 = json_parse_strict(broken[i][1], strlen(broken[i][1]), err2, sizeof err2);
+        ok(!o && !o2 && strcmp(err, err2) == 0 && strstr(err, "column"), "still strict after such pairs: %s", err);
+    }
+}
+
 /* The tree estimate against what json-c really allocates (mallinfo2), and the bound. */
 static size_t heap_used(void)
 {
@@ -374,6 +482,7 @@ int main(void)
     check_json_parser();
     check_request_json();
     check_upstream_json();
+    check_surrogate_pairs();
     if (harness_init(&H, "[server]\naccess_log = off\nmax_body = 1k\n") < 0)
         return 1;
     struct fcgi_answer a;
@@ -394,6 +503,26 @@ int main(void)
     is_str(fcgi_answer_header(&a, "X-Request-Id", hv, sizeof hv), "abc-123.X_y:z", "  and echoed");
     json_object_put(j);
     fcgi_answer_free(&a);
+
+    /* req_query tells absent from malformed: a caller must not read a bad value as none */
+    static const struct { const char *qs, *want, *why; } queries[] = {
+        {"QUERY_STRING=a=1", "0:", "absent"},
+        {"QUERY_STRING=q=", "1:", "present and empty"},
+        {"QUERY_STRING=q", "1:", "present without '='"},
+        {"QUERY_STRING=x=1&q=a%2Bb+c", "1:a+b c", "decoded"},
+        {"QUERY_STRING=q=1234567", "1:1234567", "as long as fits"},
+        {"QUERY_STRING=q=12345678", "-1:", "too long: malformed, not absent"},
+        {"QUERY_STRING=q=%41%42%43%44%45%46%47", "1:ABCDEFG", "long escaped, short decoded: fits"},
+        {"QUERY_STRING=q=a%00b", "-1:", "%00: malformed"},
+        {"QUERY_STRING=q=a%zzb", "-1:", "a bad escape: malformed"},
+        {"QUERY_STRING=q=a%4", "-1:", "a cut escape: malformed"},
+    };
+    for (size_t i = 0; i < sizeof queries / sizeof *queries; i++) {
+        const char *env[] = {"REQUEST_METHOD=GET", "REQUEST_URI=/q", queries[i].qs, NULL};
+        run(env, NULL, 0, h_query, &a);
+        is_str(a.body, queries[i].want, "req_query: %s (%s)", queries[i].why, queries[i].qs);
+        fcgi_answer_free(&a);
+    }
 
     /* Apache mod_proxy_fcgi style: REQUEST_URI plus its own SCRIPT_* values */
     const char *apache[] = {"REQUEST_METHOD=POST", "REQUEST_URI=/v1/models?a=1", "QUERY_STRING=a=1",

@@ -19,23 +19,41 @@ static struct registry *models(const struct req *r)
     return r->srv->reg;
 }
 
-/* The model of /info and /tokenize: ?model= or "model" in the body, else the default. */
-static const char *pick_model(struct req *r, json_object *body, char *buf, size_t len)
+/* The model of /info and /tokenize into *name: ?model= (an empty one is
+ * none) or "model" in the body, else the default (NULL when none). Returns
+ * 0, or -1 after answering a malformed one: never read as if absent, which
+ * would act on the default model instead. */
+static int pick_model(struct req *r, json_object *body, char *buf, size_t len, const char **name)
 {
+    int status = r->dialect == DIALECT_OPENAI ? 400 : 422;
     json_object *v;
-    if (req_query(r, "model", buf, len) && *buf)
-        return buf;
-    if (body && (v = json_field(body, "model")) && json_object_is_type(v, json_type_string)) {
-        snprintf(buf, len, "%s", json_object_get_string(v));
-        return buf;
+    int q = req_query(r, "model", buf, len);
+    *name = NULL;
+    if (q < 0)
+        return resp_error(r, status, "the query parameter `model` is malformed: a model name of at most %zu bytes, "
+                          "%%-escaped as %%XX, without %%00", len - 1), -1;
+    if (q > 0 && *buf) {
+        *name = buf;
+        return 0;
     }
-    return config_default_model(r->cfg);
+    if (body && (v = json_field(body, "model"))) {
+        if (!json_object_is_type(v, json_type_string) || json_object_get_string_len(v) == 0 ||
+            (size_t)json_object_get_string_len(v) >= len)
+            return resp_error(r, status, "`model` must be a model name: a string of 1 to %zu bytes", len - 1), -1;
+        snprintf(buf, len, "%s", json_object_get_string(v));
+        *name = buf;
+        return 0;
+    }
+    *name = config_default_model(r->cfg);
+    return 0;
 }
 
 static struct lmodel *model_for(struct req *r, json_object *body)
 {
     char buf[REQ_PARAM_MAX];
-    const char *name = pick_model(r, body, buf, sizeof buf);
+    const char *name;
+    if (pick_model(r, body, buf, sizeof buf, &name) < 0)
+        return NULL;
     struct lcall lc = {.r = r, .model = name};
     if (!name) {
         resp_error(r, r->dialect == DIALECT_OPENAI ? 400 : 422,

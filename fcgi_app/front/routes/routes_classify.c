@@ -57,6 +57,7 @@ struct ccall {
     bool list;                  /* they came as a list */
     const char **texts;         /* borrowed from the body (or `joined`); n; owned array; NULL entries:
                                  * token ids given (embeddings), already in ids */
+    size_t *lens;               /* owned; n: each text's length (a text may hold NUL: JSON's \u0000) */
     char *joined;               /* owned: OpenAI content parts read as one text */
     int32_t **ids;              /* owned; n */
     int *n_ids;                 /* owned; n */
@@ -106,8 +107,9 @@ static int fail(struct ccall *cc, int status, const char *param, const char *cod
 
 /* ------------------------------------------------------------------ reading the request */
 
-/* One text of the request: a string (or, for OpenAI, {"type":"text","text"}). */
-static int read_text(struct ccall *cc, json_object *v, size_t i, const char **out)
+/* One text of the request: a string (or, for OpenAI, {"type":"text","text"}),
+ * into *out and *len (it may hold NUL, carried like generation's prompt). */
+static int read_text(struct ccall *cc, json_object *v, size_t i, const char **out, size_t *len)
 {
     char where[48];
     if (cc->list)
@@ -115,9 +117,8 @@ static int read_text(struct ccall *cc, json_object *v, size_t i, const char **ou
     else
         snprintf(where, sizeof where, "`%s`", cc->param);
     if (json_object_is_type(v, json_type_string)) {
-        if (strlen(json_object_get_string(v)) != (size_t)json_object_get_string_len(v))
-            return fail(cc, 400, cc->param, NULL, "%s holds a NUL character", where), -1;
         *out = json_object_get_string(v);
+        *len = (size_t)json_object_get_string_len(v);
         return 0;
     }
     if (cc->shape == SH_OPENAI && json_object_is_type(v, json_type_object)) {
@@ -125,9 +126,9 @@ static int read_text(struct ccall *cc, json_object *v, size_t i, const char **ou
         const char *type = t && json_object_is_type(t, json_type_string) ? json_object_get_string(t) : "";
         if (!strcmp(type, "text")) {
             json_object *s = json_field(v, "text");
-            if (s && json_object_is_type(s, json_type_string) &&
-                strlen(json_object_get_string(s)) == (size_t)json_object_get_string_len(s)) {
+            if (s && json_object_is_type(s, json_type_string)) {
                 *out = json_object_get_string(s);
+                *len = (size_t)json_object_get_string_len(s);
                 return 0;
             }
             return fail(cc, 400, cc->param, NULL, "%s.text must be a string", where), -1;
@@ -150,26 +151,29 @@ static int read_parts(struct ccall *cc, json_object *v, size_t n)
     for (size_t i = 0; i < n; i++) {
         json_object *part = json_object_array_get_idx(v, i);
         const char *t;
+        size_t tl;
         if (!json_object_is_type(part, json_type_object)) {
             free(b.s);
             return fail(cc, 400, cc->param, NULL, "`%s` mixes strings and content parts: send a list of strings "
                         "(one result each) or a list of parts (one input)", cc->param), -1;
         }
-        if (read_text(cc, part, i, &t) < 0) {
+        if (read_text(cc, part, i, &t, &tl) < 0) {
             free(b.s);
             return -1;
         }
         if (i)
             strbuf_add(&b, "\n", 1);
-        strbuf_puts(&b, t);
+        strbuf_add(&b, t, tl);
     }
     cc->texts = calloc(1, sizeof *cc->texts);
-    if (b.nomem || !b.s || !cc->texts) {
+    cc->lens = calloc(1, sizeof *cc->lens);
+    if (b.nomem || !b.s || !cc->texts || !cc->lens) {
         free(b.s);
         return fail(cc, 500, NULL, NULL, "out of memory"), -1;
     }
     cc->joined = b.s;
     cc->texts[0] = cc->joined;
+    cc->lens[0] = b.len;
     cc->n = 1;
     cc->list = false;                           /* one result */
     return 0;
@@ -216,13 +220,15 @@ static int read_embed_inputs(struct ccall *cc, json_object *v)
     if (is_id_list(v)) {                        /* one text as ids */
         cc->n = 1;
         cc->texts = calloc(1, sizeof *cc->texts);
-        if (!cc->texts)
+        cc->lens = calloc(1, sizeof *cc->lens);
+        if (!cc->texts || !cc->lens)
             return fail(cc, 500, NULL, NULL, "out of memory"), -1;
         return read_ids(cc, v, 0);
     }
     size_t n = cc->list ? json_object_array_length(v) : 1;
     cc->texts = calloc(n, sizeof *cc->texts);
-    if (!cc->texts)
+    cc->lens = calloc(n, sizeof *cc->lens);
+    if (!cc->texts || !cc->lens)
         return fail(cc, 500, NULL, NULL, "out of memory"), -1;
     cc->n = (int)n;
     bool ids = cc->list && json_object_is_type(json_object_array_get_idx(v, 0), json_type_array);
@@ -230,7 +236,7 @@ static int read_embed_inputs(struct ccall *cc, json_object *v)
         json_object *e = cc->list ? json_object_array_get_idx(v, i) : v;
         if (ids != json_object_is_type(e, json_type_array))
             return fail(cc, 400, "input", NULL, "`input` mixes texts and token-id lists: send one or the other"), -1;
-        if (ids ? read_ids(cc, e, i) < 0 : read_text(cc, e, i, &cc->texts[i]) < 0)
+        if (ids ? read_ids(cc, e, i) < 0 : read_text(cc, e, i, &cc->texts[i], &cc->lens[i]) < 0)
             return -1;
     }
     return 0;
@@ -254,11 +260,12 @@ static int read_texts(struct ccall *cc, json_object *body)
     if (cc->shape == SH_OPENAI && cc->list && json_object_is_type(json_object_array_get_idx(v, 0), json_type_object))
         return read_parts(cc, v, n);
     cc->texts = calloc(n, sizeof *cc->texts);
-    if (!cc->texts)
+    cc->lens = calloc(n, sizeof *cc->lens);
+    if (!cc->texts || !cc->lens)
         return fail(cc, 500, NULL, NULL, "out of memory"), -1;
     cc->n = (int)n;
     for (size_t i = 0; i < n; i++)
-        if (read_text(cc, cc->list ? json_object_array_get_idx(v, i) : v, i, &cc->texts[i]) < 0)
+        if (read_text(cc, cc->list ? json_object_array_get_idx(v, i) : v, i, &cc->texts[i], &cc->lens[i]) < 0)
             return -1;
     return 0;
 }
@@ -327,12 +334,18 @@ static int pick_model(struct ccall *cc, json_object *body)
         snprintf(cc->model, sizeof cc->model, "%s", json_object_get_string(v));
         return 0;
     }
-    if (cc->shape == SH_CLASSIFY && req_query(r, "model", cc->model, sizeof cc->model) && cc->model[0])
+    int q = cc->shape == SH_CLASSIFY ? req_query(r, "model", cc->model, sizeof cc->model) : 0;
+    if (q < 0)
+        return fail(cc, 422, "model", NULL, "the query parameter `model` is malformed: a model name of at most %zu "
+                    "bytes, %%-escaped as %%XX, without %%00", sizeof cc->model - 1), -1;
+    if (q > 0 && cc->model[0])
         return 0;
     if (cc->shape == SH_EMBED) {                /* dispatch.c found it local: named, or the default */
-        if (!r->cfg->default_model)
-            return fail(cc, 400, key, NULL, "`model` is required (this server has no default_model)"), -1;
-        snprintf(cc->model, sizeof cc->model, "%s", r->cfg->default_model);
+        const char *def = config_default_model(r->cfg);     /* as dispatch.c picks it: the one model, too */
+        if (!def)
+            return fail(cc, 400, key, NULL, "`model` is required (this server serves several models and has no "
+                        "default_model)"), -1;
+        snprintf(cc->model, sizeof cc->model, "%s", def);
         return 0;
     }
     const char *def = config_classifier_default(r->cfg, cc->shape != SH_CLASSIFY);
@@ -409,7 +422,7 @@ static int tokenize(struct ccall *cc)
                 if (cc->ids[i][k] >= vocab)
                     return fail(cc, 400, cc->param, NULL, "%s[%zu] is %d: model %s's token ids go from 0 to %d",
                                 where, k, (int)cc->ids[i][k], cc->model, vocab - 1), -1;
-        } else if (tokenizer_encode(m->tok, cc->texts[i], strlen(cc->texts[i]), true, &cc->ids[i], &n) !=
+        } else if (tokenizer_encode(m->tok, cc->texts[i], cc->lens[i], true, &cc->ids[i], &n) !=
                    TOKENIZER_OK)
             return fail(cc, 500, NULL, NULL, "cannot tokenize %s", where), -1;
         if (n == 0)
@@ -653,6 +666,7 @@ static void ccall_free(struct ccall *cc)
     free(cc->logits);
     free(cc->got);
     free(cc->texts);
+    free(cc->lens);
     free(cc->joined);
     ebatch_free(&cc->eb);
     if (cc->chan) {

@@ -309,8 +309,17 @@ static int send_events(struct relay *rl, json_object **ev, int n)
     return rc;
 }
 
+/* Keeps the text of a translated or collected stream (for TGI's final
+ * generated_text, the Responses API's closing events, a whole answer),
+ * bounded by max_response as a whole answer's body is: past it the
+ * transfer is aborted (too_big) and the client gets the error. */
 static int append_text(struct relay *rl, const char *t, size_t len)
 {
+    if (len > rl->max || rl->text.len > rl->max - len) {
+        rl->too_big = true;
+        snprintf(rl->bad, sizeof rl->bad, "a stream longer than max_response (%zu bytes)", rl->max);
+        return -1;
+    }
     strbuf_add(&rl->text, t, len);
     return rl->text.nomem ? -1 : 0;
 }
@@ -396,6 +405,31 @@ static int hold(struct relay *rl, const struct gen_delta *d)
     return rl->have_held ? 0 : -1;
 }
 
+/* A non-streamed request the upstream answered with an event stream
+ * (transformers serve does, whatever "stream" says): the events are read
+ * into one answer -- text, finish reason, usage, seed -- that
+ * assembled_answer() writes in the client's dialect. The text is bounded by
+ * max_response, as a whole answer is. */
+static int collect(struct relay *rl, json_object *ev)
+{
+    struct gen_delta d;
+    if (dialect_read_delta(rl->uc, ev, &d) < 0) {
+        snprintf(rl->bad, sizeof rl->bad, "%s", d.bad);
+        return -1;
+    }
+    if (d.error) {
+        snprintf(rl->bad, sizeof rl->bad, "%s", d.error);
+        rl->saw_error = true;
+        return -1;
+    }
+    remember(rl, &d);
+    if (!d.text || d.special)
+        return 0;
+    if (d.text_len)
+        rl->tokens++;
+    return append_text(rl, d.text, d.text_len);   /* generated text may hold NUL */
+}
+
 /* Any upstream to a client of another dialect: normalised deltas re-written. */
 static int translate(struct relay *rl, json_object *ev)
 {
@@ -459,7 +493,9 @@ static int on_event(void *ud, const char *event, const char *data, size_t len)
         return -1;
     }
     int rc;
-    if (dialect_same(rl->call->kind, rl->uc))
+    if (!rl->want_stream)
+        rc = collect(rl, ev);
+    else if (dialect_same(rl->call->kind, rl->uc))
         rc = rl->uc == UK_TGI ? relay_tgi(rl, ev) : relay_openai(rl, ev);
     else
         rc = translate(rl, ev);
@@ -471,7 +507,7 @@ static int on_body(void *ud, const char *data, size_t len)
 {
     struct relay *rl = ud;
     bool ok_status = rl->res->status >= 200 && rl->res->status < 300;
-    if (rl->want_stream && rl->is_sse && ok_status) {
+    if (rl->is_sse && ok_status) {             /* relayed, or read into one answer (collect) */
         unsigned events = rl->parser.events;
         int rc = sse_parser_feed(&rl->parser, data, len);
         if (rc == SSE_PARSE_TOO_LARGE)
@@ -501,26 +537,12 @@ static void stream_error(struct relay *rl, const char *fmt, ...)
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     log_warn("request %s: upstream %s: %s", rl->r->id, rl->cand->c->name, msg);
-    json_object *o = json_object_new_object();
-    if (!o)
-        return;
     if (rl->call->kind == CK_RESPONSES) {       /* the typed error event ends it: no [DONE] */
-        json_object_put(o);
         send_event(rl, resp_error_event_responses("upstream_error", msg, rl->rs_seq++));
         return;
     }
-    if (rl->r->dialect == DIALECT_OPENAI) {
-        json_object *e = json_object_new_object();
-        json_object_object_add(e, "message", json_object_new_string(msg));
-        json_object_object_add(e, "type", json_object_new_string("server_error"));
-        json_object_object_add(e, "param", NULL);
-        json_object_object_add(e, "code", json_object_new_string("upstream_error"));
-        json_object_object_add(o, "error", e);
-    } else {
-        json_object_object_add(o, "error", json_object_new_string(msg));
-        json_object_object_add(o, "error_type", json_object_new_string("generation"));
-    }
-    if (send_event(rl, o) == 0 && rl->r->dialect == DIALECT_OPENAI)
+    json_object *o = resp_error_event(rl->r->dialect, "upstream_error", msg);
+    if (o && send_event(rl, o) == 0 && rl->r->dialect == DIALECT_OPENAI)
         sse_event(&rl->sse, NULL, "[DONE]", 6);
 }
 
@@ -594,12 +616,12 @@ static void fail(struct call *k, int status, const char *fmt, ...)
 }
 
 /* The client's whole answer (new object) from an upstream's of another
- * dialect: completions and TGI (chat is never translated: NULL). */
+ * dialect, or from the events of a stream read into one (collect). */
 static json_object *translated_answer(struct relay *rl, const struct gen_result *res)
 {
     struct call *k = rl->call;
     struct answer_meta m = meta(rl);
-    if (k->kind == CK_COMPLETION) {
+    if (k->kind == CK_COMPLETION || k->kind == CK_CHAT) {
         struct answer_choice c = {.text = res->text, .text_len = res->text_len, .finish = res->finish};
         struct answer_usage u = {.prompt = res->prompt_tokens, .completion = res->completion_tokens, .cached = -1};
         return answer_openai(&m, &c, 1, &u);
@@ -684,6 +706,37 @@ static enum outcome answer_whole(struct relay *rl)
     return OUT_DONE;
 }
 
+/* Answers a non-streamed request from the event stream the upstream sent
+ * instead of one JSON document (collect). A stream may end without
+ * [DONE] (transformers serve's do), but not before its finish reason:
+ * a cut answer is an error, not a shorter one. */
+static enum outcome assembled_answer(struct relay *rl)
+{
+    struct call *k = rl->call;
+    if (!rl->saw_finish && !rl->saw_done) {
+        fail(k, 502, "upstream %s ended its event stream before the generation finished", rl->cand->c->name);
+        return OUT_FAIL;
+    }
+    /* no usage in the stream (transformers serve sends none): the events
+     * with text count, as in a translated stream's usage chunk */
+    struct gen_result res = {.text = rl->text.s ? rl->text.s : (char *)"", .text_len = rl->text.len,
+                             .finish = rl->finish,
+                             .prompt_tokens = rl->prompt_tokens,
+                             .completion_tokens = rl->completion_tokens >= 0 ? rl->completion_tokens : rl->tokens,
+                             .has_seed = rl->has_seed, .seed = rl->seed};
+    rl->r->tokens_in = res.prompt_tokens;
+    rl->r->tokens_out = res.completion_tokens;
+    json_object *out = translated_answer(rl, &res);   /* res.text stays rl->text's */
+    if (!out) {
+        fail(k, 500, "out of memory");
+        return OUT_FAIL;
+    }
+    answer_headers(rl);
+    resp_json(rl->r, 200, out);
+    json_object_put(out);
+    return OUT_DONE;
+}
+
 /* Turns an upstream's error answer into the client's. 502/503 are retried. */
 static enum outcome answer_error_status(struct relay *rl)
 {
@@ -727,7 +780,7 @@ static struct curl_slist *request_headers(struct req *r, const struct config_ups
     const char *fixed[] = {"Content-Type: application/json",
                            stream ? "Accept: text/event-stream" : "Accept: application/json", "Expect:", id};
     for (size_t i = 0; i < ARRAY_LEN(fixed); i++)
-        if (!slist_add(&h, fixed[i]))
+        if (!gateway_slist_add(&h, fixed[i]))
             return NULL;
     return upstream_credentials(c, h);
 }
@@ -790,7 +843,7 @@ static enum outcome attempt(struct call *k, struct cand *cand, int replica)
         r->tokens_out = rl.completion_tokens;
     else if (r->tokens_out < 0 && (rl.started || rl.tokens > 0))
         r->tokens_out = rl.tokens;              /* no usage reported (abort, failure, no include_usage): what we relayed */
-    if (res.result == UC_OK && rl.want_stream && rl.is_sse && res.status >= 200 && res.status < 300) {
+    if (res.result == UC_OK && rl.is_sse && res.status >= 200 && res.status < 300) {
         int prc = sse_parser_finish(&rl.parser);
         if (prc != 0 && !rl.bad[0])
             snprintf(rl.bad, sizeof rl.bad, "a broken event stream");
@@ -852,18 +905,23 @@ static enum outcome attempt(struct call *k, struct cand *cand, int replica)
             upstream_report_result(cand->u, c, replica, &res);
         goto done;
     }
-    upstream_report(cand->u, c, replica, true, NULL);
-    if (rl.want_stream && rl.is_sse) {          /* a stream that ended before its first event */
-        if (!rl.saw_finish && !rl.saw_done)
-            fail(k, 502, "upstream %s ended its stream before the first event", c->name);
-        else {
-            finish_stream(&rl);
-            out = OUT_DONE;
-            goto done;
-        }
+    if (rl.is_sse && !rl.saw_finish && !rl.saw_done) {
+        /* its event stream ended before the generation finished (a model
+         * host that died behind its web server ends it cleanly): nothing
+         * reached the client, so another replica may answer. Not counted
+         * against the replica, as other bad answers are not: its health
+         * check takes a dead host out. */
+        fail(k, 502, "upstream %s ended its event stream before the generation finished", c->name);
+        out = OUT_RETRY;
         goto done;
     }
-    out = answer_whole(&rl);
+    upstream_report(cand->u, c, replica, true, NULL);
+    if (rl.want_stream && rl.is_sse) {          /* a stream with no text at all (only its end) */
+        finish_stream(&rl);
+        out = OUT_DONE;
+        goto done;
+    }
+    out = rl.is_sse ? assembled_answer(&rl) : answer_whole(&rl);
 done:
     sse_parser_free(&rl.parser);
     free(rl.buf);

@@ -118,7 +118,7 @@ static bool listed_in(const char *list, const char *name, size_t len)
     for (const char *p = list; p && *p;) {
         p += strspn(p, " \t,");
         size_t n = strcspn(p, " \t,");
-        if (n && header_name_eq(p, n, name, len))
+        if (n && gateway_header_name_eq(p, n, name, len))
             return true;
         p += n;
     }
@@ -248,7 +248,7 @@ static struct curl_slist *pass_headers(struct req *r, const struct config_upstre
         if (strcasecmp(name, "x-forwarded-host") == 0 || strcasecmp(name, "x-forwarded-proto") == 0)
             continue;
         snprintf(line, sizeof line, "%s: %s", name, eq + 1);
-        if (!slist_add(&h, line))
+        if (!gateway_slist_add(&h, line))
             return NULL;
     }
     const char *ct = FCGX_GetParam("CONTENT_TYPE", r->fcgi->envp), *host = req_header(r, "Host"),
@@ -269,7 +269,7 @@ static struct curl_slist *pass_headers(struct req *r, const struct config_upstre
     extra[ne++] = id_line;
     extra[ne++] = "Expect:";
     for (size_t i = 0; i < ne; i++)
-        if (!slist_add(&h, extra[i]))
+        if (!gateway_slist_add(&h, extra[i]))
             return NULL;
     return upstream_credentials(c, h);
 }

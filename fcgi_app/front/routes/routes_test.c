@@ -84,7 +84,7 @@ static struct test_stream *find_stream(struct testing *t, const char *id, bool c
 
 static int query_id(struct req *r, char *id)
 {
-    if (!req_query(r, "id", id, 65) || !id[0] || id[strspn(id, "abcdefghijklmnopqrstuvwxyz"
+    if (req_query(r, "id", id, 65) <= 0 || !id[0] || id[strspn(id, "abcdefghijklmnopqrstuvwxyz"
                                                           "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")]) {
         resp_error(r, 400, "query parameter id is required: 1-64 letters, digits, _ or -");
         return -1;
@@ -99,7 +99,8 @@ int route_test_sse(struct req *r)
     long events = 3;
     if (query_id(r, id) < 0)
         return 0;
-    if (req_query(r, "events", num, sizeof num) && (util_parse_long(num, &events) < 0 || events < 1 || events > 1000))
+    int q = req_query(r, "events", num, sizeof num);
+    if (q < 0 || (q > 0 && (util_parse_long(num, &events) < 0 || events < 1 || events > 1000)))
         return resp_error(r, 400, "events must be 1..1000");
 
     pthread_mutex_lock(&t->lock);
@@ -187,7 +188,8 @@ int route_test_slow(struct req *r)
 {
     char num[16];
     long ms = 1000;
-    if (req_query(r, "ms", num, sizeof num) && (util_parse_long(num, &ms) < 0 || ms < 0 || ms > 60000))
+    int q = req_query(r, "ms", num, sizeof num);
+    if (q < 0 || (q > 0 && (util_parse_long(num, &ms) < 0 || ms < 0 || ms > 60000)))
         return resp_error(r, 400, "ms must be 0..60000");
     resp_header(r, "X-Accel-Buffering", "no");      /* a streamed answer: nginx must pass "start" on */
     if (resp_start(r, 200, "text/plain", -1) < 0 || resp_write(r, "start\n", 6) < 0 || resp_flush(r) < 0)
