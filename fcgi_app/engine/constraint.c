@@ -8,11 +8,10 @@
 
 #define NFA_MAX_STATES 400000
 #define POOL_MAX (4u << 20)             /* NFA state ids over all DFA states' sets: 16 MB while building */
-#define MASK_CACHE_BYTES (8u << 20)     /* per DFA: masks kept for reuse */
 
 /* ------------------------------------------------------------------ trees */
 
-enum { R_EMPTY, R_BYTES, R_SET, R_CAT, R_ALT, R_REP, R_ESC, R_LOOP };
+enum { R_EMPTY, R_BYTES, R_SET, R_CAT, R_ALT, R_REP, R_ESC, R_LOOP, R_DFA };
 
 struct cre {
     int kind;
@@ -22,11 +21,14 @@ struct cre {
     const uint8_t *bytes;
     uint8_t set[32];
     bool multi;
+    const struct cdfa *dfa;     /* R_DFA: a reference the arena holds */
 };
 
 struct cre_arena {
     void **p;
     size_t n, cap;
+    struct cdfa **dfas;         /* references, put when the arena is freed */
+    size_t n_dfas, cap_dfas;
 };
 
 struct cre_arena *cre_arena_new(void)
@@ -41,6 +43,9 @@ void cre_arena_free(struct cre_arena *a)
     for (size_t i = 0; i < a->n; i++)
         free(a->p[i]);
     free(a->p);
+    for (size_t i = 0; i < a->n_dfas; i++)
+        cdfa_put(a->dfas[i]);
+    free(a->dfas);
     free(a);
 }
 
@@ -148,6 +153,26 @@ struct cre *cre_list(struct cre_arena *a, struct cre *x, struct cre *sep, int mi
     if (max != CRE_REP_INF || min > 1)
         return cre_cat(a, x, cre_rep(a, cre_cat(a, sep, x), min - 1, max == CRE_REP_INF ? CRE_REP_INF : max - 1));
     return pair(a, R_LOOP, x, sep);             /* x (sep x)*, one copy of x */
+}
+
+struct cre *cre_dfa(struct cre_arena *a, struct cdfa *d)
+{
+    if (!a || !d)
+        return NULL;
+    if (a->n_dfas == a->cap_dfas) {
+        size_t cap = a->cap_dfas ? a->cap_dfas * 2 : 4;
+        struct cdfa **v = realloc(a->dfas, cap * sizeof *v);
+        if (!v)
+            return NULL;
+        a->dfas = v;
+        a->cap_dfas = cap;
+    }
+    struct cre *r = node(a, R_DFA);
+    if (r) {
+        a->dfas[a->n_dfas++] = cdfa_ref(d);
+        r->dfa = d;
+    }
+    return r;
 }
 
 struct cre *cre_json_escaped(struct cre_arena *a, struct cre *x)
@@ -276,7 +301,8 @@ static const char *json_escape(uint8_t b, char buf[8])
     case '\f': return "\\f";
     default:
         if (b < 0x20) {
-            snprintf(buf, 8, "\\u%04x", b);
+            memcpy(buf, "\\u00", 4);
+            buf[4] = "01"[b >> 4], buf[5] = "0123456789abcdef"[b & 15], buf[6] = '\0';
             return buf;
         }
         return NULL;
@@ -308,41 +334,104 @@ static int f_multibyte(struct nfa *f, struct frag *xs)
 
 static struct frag build(struct nfa *f, const struct cre *x, bool esc);
 
+/* The next byte >= b whose bit in m[0..2) is v (1 or 0), or 128. */
+static int next_bit(const uint64_t m[2], int b, bool v)
+{
+    for (int w = b >> 6; w < 2; w++) {
+        uint64_t bits = (v ? m[w] : ~m[w]) & (~0ull << (b & 63));
+        if (bits)
+            return w * 64 + __builtin_ctzll(bits);
+        b = (w + 1) * 64;
+    }
+    return 128;
+}
+
+/* The ASCII bytes in m (bit b of m[b / 64]) as alternatives of runs (one
+ * range each); n_out: how many (0: none, no fragment). */
+static struct frag f_runs(struct nfa *f, const uint64_t m[2], int *n_out)
+{
+    struct frag xs[64];
+    int n = 0;
+    for (int b = next_bit(m, 0, true); b < 128; b = next_bit(m, b, true)) {
+        int e = next_bit(m, b, false);
+        uint8_t l = (uint8_t)b, h = (uint8_t)(e - 1);
+        xs[n++] = f_ranges(f, &l, &h, 1);
+        b = e;
+    }
+    *n_out = n;
+    return n ? f_alts(f, xs, n) : (struct frag){0, 0};
+}
+
+/* A set of bytes; inside a JSON string (esc) the bytes JSON escapes are
+ * written factored: one backslash, then the escape letters as one set, and
+ * "u00" with the last two hex digits as sets, so that a class holding the
+ * control characters costs a few NFA states, not 32 literal chains. */
 static struct frag f_set(struct nfa *f, const struct cre *x, bool esc)
 {
-    struct frag xs[8 + 128 + 1];
-    int n = 0;
-    for (int b = 0; b < 128;) {
-        char buf[8];
-        bool in = x->set[b >> 3] & (1u << (b & 7));
-        if (!in) {
-            b++;
-            continue;
+    static const char hex[] = "0123456789abcdef";
+    uint64_t set[2], plain[2], letter[2] = {0, 0}, low[2][2] = {{0, 0}, {0, 0}};
+    for (int w = 0; w < 2; w++) {
+        set[w] = 0;
+        for (int k = 7; k >= 0; k--)
+            set[w] = set[w] << 8 | x->set[w * 8 + k];
+    }
+    plain[0] = set[0], plain[1] = set[1];
+    if (esc) {                                  /* JSON escapes the control bytes, '"' and '\\' */
+        uint64_t escaped[2] = {0xffffffffull | 1ull << '"', 1ull << ('\\' - 64)};
+        for (int w = 0; w < 2; w++)
+            plain[w] = set[w] & ~escaped[w];
+        for (uint64_t bits = set[0] & escaped[0]; bits; bits &= bits - 1) {
+            int b = __builtin_ctzll(bits);
+            char buf[8];
+            const char *e = json_escape((uint8_t)b, buf);
+            uint8_t c = e[1] != 'u' ? (uint8_t)e[1] : (uint8_t)hex[b & 15];
+            uint64_t *into = e[1] != 'u' ? letter : low[b >> 4];
+            into[c >> 6] |= 1ull << (c & 63);
         }
-        const char *e = esc ? json_escape((uint8_t)b, buf) : NULL;
-        if (e) {
-            xs[n++] = f_literal(f, (const uint8_t *)e, strlen(e));
-            b++;
-            continue;
+        if (set[1] & escaped[1])
+            letter['\\' >> 6] |= 1ull << ('\\' & 63);
+    }
+    bool any_letter = letter[0] | letter[1], any_u[2] = {(low[0][0] | low[0][1]) != 0, (low[1][0] | low[1][1]) != 0};
+    struct frag xs[8 + 2];
+    int n = 0, k;
+    struct frag r = f_runs(f, plain, &k);
+    if (k)
+        xs[n++] = r;
+    if (any_letter || any_u[0] || any_u[1]) {
+        struct frag es[2];
+        int ne = 0;
+        if (any_letter)
+            es[ne++] = f_runs(f, letter, &k);
+        if (any_u[0] || any_u[1]) {
+            struct frag hs[2];
+            int nh = 0;
+            for (int h = 0; h < 2; h++) {
+                if (!any_u[h])
+                    continue;
+                struct frag d = f_literal(f, (const uint8_t *)&hex[h], 1), l = f_runs(f, low[h], &k);
+                patch(f, d, l.s);
+                hs[nh++] = (struct frag){d.s, l.e};
+            }
+            struct frag u = f_literal(f, (const uint8_t *)"u00", 3), tail = f_alts(f, hs, nh);
+            patch(f, u, tail.s);
+            es[ne++] = (struct frag){u.s, tail.e};
         }
-        int lo = b;
-        while (b < 128 && (x->set[b >> 3] & (1u << (b & 7))) && !(esc && json_escape((uint8_t)b, buf)))
-            b++;
-        uint8_t l = (uint8_t)lo, h = (uint8_t)(b - 1);
-        xs[n++] = f_ranges(f, &l, &h, 1);
+        struct frag bs = f_literal(f, (const uint8_t *)"\\", 1), tail = f_alts(f, es, ne);
+        patch(f, bs, tail.s);
+        xs[n++] = (struct frag){bs.s, tail.e};
     }
     if (x->multi)
         n += f_multibyte(f, xs + n);
     if (n == 0) {                               /* the empty set: matches nothing */
-        struct frag r = f_eps(f);
+        struct frag e = f_eps(f);
         int dead = nnew(f, N_RANGE, 1, 0, -1, -1);     /* lo > hi: no byte passes */
         if (!f->fail)
-            f->s[r.s].out = dead;
-        int e = nnew(f, N_EPS, 0, 0, -1, -1);
+            f->s[e.s].out = dead;
+        int end = nnew(f, N_EPS, 0, 0, -1, -1);
         if (!f->fail)
-            f->s[dead].out = e;
-        r.e = e;
-        return r;
+            f->s[dead].out = end;
+        e.e = end;
+        return e;
     }
     return f_alts(f, xs, n);
 }
@@ -371,6 +460,64 @@ static struct frag f_bytes(struct nfa *f, const struct cre *x, bool esc)
     return r;
 }
 
+/* A DFA's language as NFA states: one entry per DFA state, and from it a
+ * range (or, inside a JSON string, a byte's escape) to the entry of each
+ * state it goes to, and to the end where the state accepts. */
+static struct frag f_dfa(struct nfa *f, const struct cdfa *d, bool esc)
+{
+    int n = cdfa_states(d);
+    int32_t *entry = malloc(sizeof *entry * (size_t)n);
+    struct frag r = {0, 0};
+    if (!entry) {
+        f->fail = true;
+        return r;
+    }
+    for (int s = 0; s < n; s++)
+        entry[s] = nnew(f, N_EPS, 0, 0, -1, -1);
+    int end = nnew(f, N_EPS, 0, 0, -1, -1);
+    for (int s = 0; s < n && !f->fail; s++) {
+        struct frag alts[257];
+        int k = 0;
+        char buf[8];
+        for (int b = 0; b < 256; b++) {
+            int t = cdfa_step(d, s, (uint8_t)b);
+            if (t < 0)
+                continue;
+            const char *e = esc && b < 128 ? json_escape((uint8_t)b, buf) : NULL;
+            struct frag x;
+            if (e) {
+                x = f_literal(f, (const uint8_t *)e, strlen(e));
+            } else {
+                int hi = b;
+                while (hi < 255 && cdfa_step(d, s, (uint8_t)(hi + 1)) == t &&
+                       !(esc && hi + 1 < 128 && json_escape((uint8_t)(hi + 1), buf)))
+                    hi++;
+                uint8_t lo8 = (uint8_t)b, hi8 = (uint8_t)hi;
+                x = f_ranges(f, &lo8, &hi8, 1);
+                b = hi;
+            }
+            patch(f, x, entry[t]);
+            alts[k++] = x;
+        }
+        if (cdfa_accepts(d, s)) {
+            struct frag x = f_eps(f);
+            patch(f, x, end);
+            alts[k++] = x;
+        }
+        if (k == 0 || f->fail)
+            continue;                           /* nothing goes on: a dead end */
+        int start = alts[k - 1].s;
+        for (int i = k - 2; i >= 0; i--)
+            start = nnew(f, N_SPLIT, 0, 0, alts[i].s, start);
+        if (!f->fail)
+            f->s[entry[s]].out = start;
+    }
+    if (!f->fail)
+        r = (struct frag){entry[cdfa_start(d)], end};
+    free(entry);
+    return r;
+}
+
 static struct frag build(struct nfa *f, const struct cre *x, bool esc)
 {
     if (f->fail)
@@ -384,6 +531,8 @@ static struct frag build(struct nfa *f, const struct cre *x, bool esc)
         return f_set(f, x, esc);
     case R_ESC:
         return build(f, x->x, true);
+    case R_DFA:
+        return f_dfa(f, x->dfa, esc);
     case R_CAT: {
         struct frag a = build(f, x->x, esc);
         struct frag b = build(f, x->y, esc);
@@ -443,11 +592,10 @@ struct cdfa {
     int32_t *dist;
     int max_dist;
     atomic_int refs;
-    /* the engine thread's mask cache (vocab_trie.c) */
-    const void *mask_owner;
-    uint64_t **masks;
-    size_t mask_bytes;
+    uint64_t id;                /* unique in the process: what masks are cached under (vocab_trie.c) */
 };
+
+static atomic_uint_fast64_t next_id = 1;
 
 struct intvec {
     int32_t *v;
@@ -468,68 +616,71 @@ static int iv_push(struct intvec *a, int32_t x)
     return 0;
 }
 
-static int cmp_i32(const void *a, const void *b)
-{
-    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
-    return (x > y) - (x < y);
-}
-
 struct builder {
     const struct nfa *f;
-    uint32_t *mark;             /* per NFA state: the stamp of the last closure that saw it */
+    uint32_t *mark;             /* per NFA state: the stamp of the last closure that reached it */
     uint32_t stamp;
-    struct intvec stack, set;
-    /* DFA states: their NFA sets in pool at off[i]..off[i+1] */
+    int32_t *stack;             /* f->n each: every state is pushed at most once per closure */
+    struct intvec set;          /* the closure: N_RANGE and N_MATCH states, unordered */
+    uint64_t set_hash;          /* the sum of mix(state) over set: independent of the order */
+    /* DFA states: their NFA sets in pool at off[i]..off[i+1], their hashes */
     struct intvec pool, off;
+    uint64_t *hashes;
+    size_t hashes_cap;
+    int32_t *single;            /* per NFA state: the DFA state of its closure alone; INT32_MIN: not yet */
     int32_t *hash;              /* open addressing: DFA id + 1, 0 empty */
     size_t hcap;
     int n_states;
     bool toobig;                /* over CDFA_MAX_STATES or POOL_MAX */
 };
 
-/* The epsilon closure of seeds[0..n) into b->set: the N_RANGE and N_MATCH states, sorted. */
+static inline uint64_t mix(uint32_t x)
+{
+    uint64_t h = (uint64_t)x * 0x9e3779b97f4a7c15ull;
+    return h ^ (h >> 31);
+}
+
+/* The epsilon closure of seeds[0..n) into b->set (unordered; the states
+ * reached are marked with b->stamp, which intern's comparison reads). */
 static int closure(struct builder *b, const int32_t *seeds, size_t n)
 {
-    b->set.n = b->stack.n = 0;
+    const struct nst *st = b->f->s;
+    uint32_t *mark = b->mark;
     if (++b->stamp == 0) {
-        memset(b->mark, 0, sizeof *b->mark * (size_t)b->f->n);
+        memset(mark, 0, sizeof *mark * (size_t)b->f->n);
         b->stamp = 1;
     }
+    uint32_t stamp = b->stamp;
+    int32_t *stack = b->stack;
+    size_t sp = 0;
     for (size_t i = 0; i < n; i++)
-        if (iv_push(&b->stack, seeds[i]) < 0)
-            return -1;
-    while (b->stack.n) {
-        int32_t s = b->stack.v[--b->stack.n];
-        if (s < 0 || b->mark[s] == b->stamp)
-            continue;
-        b->mark[s] = b->stamp;
-        const struct nst *q = &b->f->s[s];
+        if (seeds[i] >= 0 && mark[seeds[i]] != stamp)
+            mark[seeds[i]] = stamp, stack[sp++] = seeds[i];
+    size_t k = 0;
+    uint64_t h = 0;
+    int32_t *set = b->set.v;
+    while (sp) {
+        int32_t s = stack[--sp];
+        const struct nst *q = &st[s];
         switch (q->kind) {
         case N_RANGE:
         case N_MATCH:
-            if (iv_push(&b->set, s) < 0)
-                return -1;
+            set[k++] = s;
+            h += mix((uint32_t)s);
             break;
         case N_SPLIT:
-            if (iv_push(&b->stack, q->out2) < 0)
-                return -1;
+            if (q->out2 >= 0 && mark[q->out2] != stamp)
+                mark[q->out2] = stamp, stack[sp++] = q->out2;
             /* fall through */
         case N_EPS:
-            if (iv_push(&b->stack, q->out) < 0)
-                return -1;
+            if (q->out >= 0 && mark[q->out] != stamp)
+                mark[q->out] = stamp, stack[sp++] = q->out;
             break;
         }
     }
-    qsort(b->set.v, b->set.n, sizeof *b->set.v, cmp_i32);
+    b->set.n = k;
+    b->set_hash = h + k;
     return 0;
-}
-
-static uint64_t set_hash(const int32_t *v, size_t n)
-{
-    uint64_t h = 1469598103934665603ull ^ n;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (uint32_t)v[i]) * 1099511628211ull;
-    return h ^ (h >> 29);
 }
 
 /* The DFA state of b->set, made when new (*made). -1 when out of memory or too many states; -2: the empty set. */
@@ -544,8 +695,7 @@ static int intern(struct builder *b, bool *made)
         if (!h)
             return -1;
         for (int i = 0; i < b->n_states; i++) {
-            const int32_t *v = b->pool.v + b->off.v[i];
-            size_t k = set_hash(v, (size_t)(b->off.v[i + 1] - b->off.v[i])) & (cap - 1);
+            size_t k = b->hashes[i] & (cap - 1);
             while (h[k])
                 k = (k + 1) & (cap - 1);
             h[k] = i + 1;
@@ -554,22 +704,48 @@ static int intern(struct builder *b, bool *made)
         b->hash = h;
         b->hcap = cap;
     }
-    size_t k = set_hash(b->set.v, b->set.n) & (b->hcap - 1);
+    uint64_t hv = b->set_hash;
+    size_t k = hv & (b->hcap - 1);
     for (; b->hash[k]; k = (k + 1) & (b->hcap - 1)) {
         int i = b->hash[k] - 1;
         size_t len = (size_t)(b->off.v[i + 1] - b->off.v[i]);
-        if (len == b->set.n && memcmp(b->pool.v + b->off.v[i], b->set.v, len * sizeof *b->set.v) == 0)
+        if (b->hashes[i] != hv || len != b->set.n)
+            continue;
+        /* same size, and every member of state i reached by this closure: the same set */
+        const int32_t *v = b->pool.v + b->off.v[i];
+        size_t j = 0;
+        while (j < len && b->mark[v[j]] == b->stamp)
+            j++;
+        if (j == len)
             return i;
     }
     if (b->n_states >= CDFA_MAX_STATES || b->pool.n + b->set.n > POOL_MAX) {
         b->toobig = true;
         return -1;
     }
-    for (size_t i = 0; i < b->set.n; i++)
-        if (iv_push(&b->pool, b->set.v[i]) < 0)
+    if ((size_t)b->n_states >= b->hashes_cap) {
+        size_t cap = b->hashes_cap ? b->hashes_cap * 2 : 256;
+        uint64_t *hs = realloc(b->hashes, cap * sizeof *hs);
+        if (!hs)
             return -1;
+        b->hashes = hs;
+        b->hashes_cap = cap;
+    }
+    if (b->pool.n + b->set.n > b->pool.cap) {
+        size_t cap = b->pool.cap ? b->pool.cap : 1024;
+        while (cap < b->pool.n + b->set.n)
+            cap *= 2;
+        int32_t *v = realloc(b->pool.v, cap * sizeof *v);
+        if (!v)
+            return -1;
+        b->pool.v = v;
+        b->pool.cap = cap;
+    }
+    memcpy(b->pool.v + b->pool.n, b->set.v, b->set.n * sizeof *b->set.v);
+    b->pool.n += b->set.n;
     if (iv_push(&b->off, (int32_t)b->pool.n) < 0)
         return -1;
+    b->hashes[b->n_states] = hv;
     b->hash[k] = ++b->n_states;
     *made = true;
     return b->n_states - 1;
@@ -582,10 +758,6 @@ static void dfa_free(struct cdfa *d)
     free(d->core.next);
     free(d->accept);
     free(d->dist);
-    if (d->masks)
-        for (int i = 0; i < d->core.n_states; i++)
-            free(d->masks[i]);
-    free(d->masks);
     free(d);
 }
 
@@ -633,17 +805,69 @@ static int finish_dfa(struct cdfa *d, char *err, size_t errlen)
             }
     }
     free(cnt), free(src), free(queue);
-    if (d->dist[0] < 0) {
+    if (n == 0 || d->dist[0] < 0) {         /* state 0 is the start */
         snprintf(err, errlen, "the constraint matches no text");
         return -1;
     }
     d->max_dist = 0;
-    for (size_t i = 0; i < n; i++)
+    bool dead = false;
+    for (size_t i = 0; i < n; i++) {
         if (d->dist[i] > d->max_dist)
             d->max_dist = d->dist[i];
-    for (size_t e = 0; e < edges; e++)
+        dead |= d->dist[i] < 0;
+    }
+    for (size_t e = 0; dead && e < edges; e++)
         if (d->core.next[e] >= 0 && d->dist[d->core.next[e]] < 0)
             d->core.next[e] = -1;
+    return 0;
+}
+
+/* The transitions of DFA state s into row[0..nc): the classes are cut into
+ * the segments that the state's own ranges tell apart (a handful, where the
+ * whole automaton has dozens of classes), and each segment's target is one
+ * closure. -1 when out of memory or too big. */
+static int expand(struct builder *b, const uint8_t *classmap, int nc, int s, int32_t *row, int32_t *lo, int32_t *hi,
+                  int32_t *to, int32_t *seeds)
+{
+    const struct nst *st = b->f->s;
+    uint64_t cuts[5] = {0};                     /* bit c: a segment starts at class c (c <= nc) */
+    int m = 0;
+    for (int32_t k = b->off.v[s]; k < b->off.v[s + 1]; k++) {
+        const struct nst *q = &st[b->pool.v[k]];
+        if (q->kind != N_RANGE || q->lo > q->hi)
+            continue;
+        lo[m] = classmap[q->lo], hi[m] = classmap[q->hi], to[m] = q->out;
+        cuts[lo[m] >> 6] |= 1ull << (lo[m] & 63);
+        cuts[(hi[m] + 1) >> 6] |= 1ull << ((hi[m] + 1) & 63);
+        m++;
+    }
+    memset(row, 0xff, sizeof *row * (size_t)nc);  /* -1: no transition */
+    int start = -1;
+    for (int w = 0; w < 5; w++) {
+        for (uint64_t bits = cuts[w]; bits; bits &= bits - 1) {
+            int c = w * 64 + __builtin_ctzll(bits);
+            size_t n = 0;
+            for (int i = 0; start >= 0 && i < m; i++)     /* the segment [start, c) */
+                if (lo[i] <= start && hi[i] >= start)
+                    seeds[n++] = to[i];
+            if (n) {
+                bool made;
+                int t;
+                if (n == 1 && b->single[seeds[0]] != INT32_MIN) {
+                    t = b->single[seeds[0]];
+                } else {
+                    closure(b, seeds, n);
+                    if ((t = intern(b, &made)) == -1)
+                        return -1;
+                    if (n == 1)
+                        b->single[seeds[0]] = t;
+                }
+                for (int k = start; k < c && t >= 0; k++)
+                    row[k] = t;
+            }
+            start = c;
+        }
+    }
     return 0;
 }
 
@@ -666,13 +890,21 @@ int cdfa_build(const struct cre *x, struct cdfa **out, char *err, size_t errlen)
         if (f.s[i].kind == N_RANGE && f.s[i].lo <= f.s[i].hi)
             cut[f.s[i].lo] = 1, cut[f.s[i].hi + 1] = 1;
     struct cdfa *d = calloc(1, sizeof *d);
-    struct builder b = {.f = &f, .mark = calloc((size_t)f.n, sizeof(uint32_t))};
-    struct intvec *bucket = NULL;
+    size_t nn = (size_t)f.n;
+    struct builder b = {.f = &f, .mark = calloc(nn, sizeof(uint32_t)), .stack = malloc(nn * sizeof(int32_t))};
+    b.set.v = malloc(nn * sizeof(int32_t));
+    b.set.cap = nn;
+    /* per state: its ranges (class bounds, targets) and a segment's seeds, f.n at most */
+    int32_t *scratch = malloc(4 * nn * sizeof(int32_t));
+    b.single = malloc(nn * sizeof(int32_t));
+    for (size_t i = 0; b.single && i < nn; i++)
+        b.single[i] = INT32_MIN;
     int rc = -1, nc = 0;
     bool toobig = false;
-    if (!d || !b.mark)
+    if (!d || !b.mark || !b.stack || !b.set.v || !scratch || !b.single)
         goto done;
     atomic_init(&d->refs, 1);
+    d->id = atomic_fetch_add(&next_id, 1);
     nc = 0;
     for (int c = 0; c < 256; c++) {
         if (c > 0 && cut[c])
@@ -681,7 +913,7 @@ int cdfa_build(const struct cre *x, struct cdfa **out, char *err, size_t errlen)
     }
     nc++;
     d->core.n_classes = nc;
-    if (!(bucket = calloc((size_t)nc, sizeof *bucket)) || iv_push(&b.off, 0) < 0)
+    if (iv_push(&b.off, 0) < 0)
         goto done;
     int32_t seed = r.s;
     bool made;
@@ -699,28 +931,10 @@ int cdfa_build(const struct cre *x, struct cdfa **out, char *err, size_t errlen)
             d->core.next = nx;
             cap = ncap;
         }
-        for (int c = 0; c < nc; c++)
-            bucket[c].n = 0;
-        for (int32_t k = b.off.v[s]; k < b.off.v[s + 1]; k++) {
-            const struct nst *q = &f.s[b.pool.v[k]];
-            if (q->kind != N_RANGE || q->lo > q->hi)
-                continue;
-            for (int c = d->core.classmap[q->lo]; c <= d->core.classmap[q->hi]; c++)
-                if (iv_push(&bucket[c], q->out) < 0)
-                    goto done;
-        }
-        for (int c = 0; c < nc; c++) {
-            int t = -2;
-            if (bucket[c].n) {
-                if (closure(&b, bucket[c].v, bucket[c].n) < 0)
-                    goto done;
-                t = intern(&b, &made);
-                if (t == -1) {
-                    toobig = b.toobig;
-                    goto done;
-                }
-            }
-            d->core.next[(size_t)s * (size_t)nc + (size_t)c] = t < 0 ? -1 : t;
+        if (expand(&b, d->core.classmap, nc, s, d->core.next + (size_t)s * (size_t)nc, scratch, scratch + nn,
+                   scratch + 2 * nn, scratch + 3 * nn) < 0) {
+            toobig = b.toobig;
+            goto done;
         }
     }
     d->core.n_states = b.n_states;
@@ -741,12 +955,113 @@ done:
         snprintf(err, errlen, toobig ? "the constraint is too complex (its DFA would pass %d states or its memory bound)"
                                      : "out of memory",
                  CDFA_MAX_STATES);
-    for (int c = 0; bucket && c < nc; c++)
-        free(bucket[c].v);
-    free(bucket);
-    free(b.mark), free(b.stack.v), free(b.set.v), free(b.pool.v), free(b.off.v), free(b.hash);
+    free(scratch), free(b.single);
+    free(b.mark), free(b.stack), free(b.set.v), free(b.pool.v), free(b.off.v), free(b.hash), free(b.hashes);
     free(f.s);
     if (rc != 0) {
+        dfa_free(d);
+        return -1;
+    }
+    *out = d;
+    return 0;
+}
+
+/* The pairs of states of an intersection, numbered as found (open addressing). */
+struct pairset {
+    int64_t *pairs;
+    int32_t *hash;              /* pair index + 1, 0 empty */
+    size_t hcap, cap;
+    int n;
+};
+
+static size_t pair_slot(const struct pairset *ps, int64_t key)
+{
+    size_t k = (size_t)((uint64_t)key * 0x9e3779b97f4a7c15ull >> 24) & (ps->hcap - 1);
+    while (ps->hash[k] && ps->pairs[ps->hash[k] - 1] != key)
+        k = (k + 1) & (ps->hcap - 1);
+    return k;
+}
+
+/* The number of pair key, made when new (the DFA's rows grown with it): -1 out of memory, -2 too many. */
+static int pair_id(struct pairset *ps, int64_t key, struct cdfa *d)
+{
+    if ((size_t)ps->n * 2 + 2 > ps->hcap) {
+        size_t cap = ps->hcap ? ps->hcap * 2 : 1024;
+        int32_t *h = calloc(cap, sizeof *h), *old = ps->hash;
+        if (!h)
+            return -1;
+        ps->hash = h;
+        ps->hcap = cap;
+        for (int j = 0; j < ps->n; j++)
+            h[pair_slot(ps, ps->pairs[j])] = j + 1;
+        free(old);
+    }
+    size_t k = pair_slot(ps, key);
+    if (ps->hash[k])
+        return ps->hash[k] - 1;
+    if (ps->n >= CDFA_MAX_STATES)
+        return -2;
+    if ((size_t)ps->n >= ps->cap) {
+        size_t cap = ps->cap ? ps->cap * 2 : 64;
+        int64_t *p = realloc(ps->pairs, cap * sizeof *p);
+        if (!p)
+            return -1;
+        ps->pairs = p;
+        int32_t *nx = realloc(d->core.next, cap * (size_t)d->core.n_classes * sizeof *nx);
+        if (!nx)
+            return -1;
+        d->core.next = nx;
+        ps->cap = cap;
+    }
+    ps->pairs[ps->n] = key;
+    ps->hash[k] = ++ps->n;
+    return ps->n - 1;
+}
+
+int cdfa_intersect(const struct cdfa *a, const struct cdfa *b, struct cdfa **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    struct cdfa *d = calloc(1, sizeof *d);
+    if (!d) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    atomic_init(&d->refs, 1);
+    d->id = atomic_fetch_add(&next_id, 1);
+    /* classes: the byte runs where neither side's class changes (each side's classes are runs) */
+    int nc = 0, rep[256];                       /* rep[c]: a byte of class c */
+    for (int c = 0; c < 256; c++) {
+        if (c > 0 && (a->core.classmap[c] != a->core.classmap[c - 1] || b->core.classmap[c] != b->core.classmap[c - 1]))
+            nc++;
+        d->core.classmap[c] = (uint8_t)nc;
+        rep[nc] = c;
+    }
+    d->core.n_classes = ++nc;
+    int64_t nb = b->core.n_states;
+    struct pairset ps = {0};
+    int rc = pair_id(&ps, (int64_t)cdfa_start(a) * nb + cdfa_start(b), d);
+    for (int i = 0; rc >= 0 && i < ps.n; i++) {    /* breadth first: each pair's row */
+        int sa = (int)(ps.pairs[i] / nb), sb = (int)(ps.pairs[i] % nb);
+        for (int c = 0; c < nc && rc >= 0; c++) {
+            int ta = cdfa_step(a, sa, (uint8_t)rep[c]), tb = cdfa_step(b, sb, (uint8_t)rep[c]);
+            int t = ta < 0 || tb < 0 ? -1 : (rc = pair_id(&ps, (int64_t)ta * nb + tb, d));
+            if (rc >= 0)
+                d->core.next[(size_t)i * (size_t)nc + (size_t)c] = t;
+        }
+    }
+    d->core.n_states = ps.n;
+    if (rc >= 0 && !(d->accept = calloc((size_t)ps.n, 1)))
+        rc = -1;
+    for (int i = 0; rc >= 0 && i < ps.n; i++)
+        d->accept[i] = cdfa_accepts(a, (int)(ps.pairs[i] / nb)) && cdfa_accepts(b, (int)(ps.pairs[i] % nb));
+    if (rc == -1 || rc == -2)
+        snprintf(err, errlen, rc == -2 ? "the constraint is too complex (its DFA would pass %d states)" : "out of memory",
+                 CDFA_MAX_STATES);
+    else if (finish_dfa(d, err, errlen) < 0)
+        rc = -3;
+    free(ps.pairs);
+    free(ps.hash);
+    if (rc < 0) {
         dfa_free(d);
         return -1;
     }
@@ -843,24 +1158,13 @@ bool cdfa_matches(const struct cdfa *d, const void *s, size_t n)
     return cdfa_accepts(d, cdfa_walk(d, cdfa_start(d), s, n));
 }
 
-uint64_t **cdfa_mask_slot(struct cdfa *d, const void *owner, int s, size_t mask_words)
+uint64_t cdfa_id(const struct cdfa *d)
 {
-    if (s < 0 || s >= d->core.n_states)
-        return NULL;
-    if (d->mask_owner != owner) {                  /* another vocabulary: start over */
-        if (d->masks)
-            for (int i = 0; i < d->core.n_states; i++)
-                free(d->masks[i]), d->masks[i] = NULL;
-        d->mask_bytes = 0;
-        d->mask_owner = owner;
-    }
-    if (!d->masks && !(d->masks = calloc((size_t)(unsigned)d->core.n_states, sizeof *d->masks)))
-        return NULL;
-    if (!d->masks[s]) {
-        size_t bytes = mask_words * sizeof(uint64_t);
-        if (d->mask_bytes + bytes > MASK_CACHE_BYTES)
-            return NULL;
-        d->mask_bytes += bytes;
-    }
-    return &d->masks[s];
+    return d->id;
+}
+
+size_t cdfa_bytes(const struct cdfa *d)
+{
+    size_t n = (size_t)d->core.n_states;
+    return sizeof *d + n * (size_t)d->core.n_classes * sizeof *d->core.next + n * (1 + sizeof *d->dist);
 }

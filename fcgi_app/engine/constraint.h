@@ -12,9 +12,9 @@
  *
  * The language is matched whole (anchored at both ends). Text is UTF-8:
  * `.` and negated classes stand for whole UTF-8 characters, never a stray
- * byte. A cdfa is immutable once built except for its mask cache, which
- * vocab_trie.c fills from the engine thread only; it is reference-counted
- * (cdfa_ref / cdfa_put may be called from any thread). */
+ * byte. A cdfa is immutable once built, so any thread may read it (the
+ * masks of allowed tokens are the engine's, kept in vocab_trie.c); it is
+ * reference-counted (cdfa_ref / cdfa_put may be called from any thread). */
 #ifndef LLMCGI_CONSTRAINT_H
 #define LLMCGI_CONSTRAINT_H
 
@@ -30,6 +30,7 @@
 
 struct cre;
 struct cre_arena;
+struct cdfa;
 
 /* An arena for trees; every node made from it is freed with it. NULL when out of memory. */
 struct cre_arena *cre_arena_new(void);
@@ -55,6 +56,9 @@ struct cre *cre_rep(struct cre_arena *a, struct cre *x, int min, int max);
 struct cre *cre_list(struct cre_arena *a, struct cre *x, struct cre *sep, int min, int max);
 /* x's strings as they are written inside a JSON string. */
 struct cre *cre_json_escaped(struct cre_arena *a, struct cre *x);
+/* The language of a built DFA as a node (the arena holds a reference to d
+ * until it is freed); inside cre_json_escaped its bytes are escaped too. */
+struct cre *cre_dfa(struct cre_arena *a, struct cdfa *d);
 
 /* Parses regex re[0..len) (the subset below) into *out. Returns 0, or -1
  * with a message in err naming what is not supported or wrong and where.
@@ -80,6 +84,11 @@ int cdfa_build(const struct cre *x, struct cdfa **out, char *err, size_t errlen)
 /* Parses and builds in one call (what guided_regex and TGI's grammar
  * regex use); err as cre_parse / cdfa_build. */
 int cdfa_regex(const char *re, size_t len, struct cdfa **out, char *err, size_t errlen);
+
+/* The strings in both a's and b's languages (the product automaton).
+ * Returns 0 with *out, or -1 with err: empty, too many states, or out of
+ * memory. a and b are only read. */
+int cdfa_intersect(const struct cdfa *a, const struct cdfa *b, struct cdfa **out, char *err, size_t errlen);
 
 /* The language of exactly the n strings choices[i] (guided_choice). */
 int cdfa_choice(const char *const *choices, size_t n, struct cdfa **out, char *err, size_t errlen);
@@ -115,9 +124,9 @@ static inline int cdfa_step(const struct cdfa *d, int s, uint8_t b)
     return c->next[(size_t)s * (size_t)c->n_classes + c->classmap[b]];
 }
 
-/* The cache slot of state s's mask of allowed tokens (vocab_trie.c's, for
- * the trie `owner`): NULL when the slot cannot be had (the cache is full
- * or out of memory). Engine thread only. */
-uint64_t **cdfa_mask_slot(struct cdfa *d, const void *owner, int s, size_t mask_words);
+/* A number no other DFA of the process has (what vocab_trie.c caches masks under). */
+uint64_t cdfa_id(const struct cdfa *d);
+/* The memory d holds (what constraint_cache.c counts). */
+size_t cdfa_bytes(const struct cdfa *d);
 
 #endif

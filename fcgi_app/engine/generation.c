@@ -116,8 +116,11 @@ static int constrain(struct gen_seq *g, float *logits, char *err, size_t errlen)
     vtrie_apply(mask, logits, covered);
     for (int32_t i = covered; i < g->n_vocab; i++)
         logits[i] = -INFINITY;
-    if (has_eos)                            /* not in the trie: allowed where the text is complete */
-        logits[g->eos] = accepts ? eos_logit : -INFINITY;
+    bool eos_ok = accepts;                  /* not in the trie: allowed where the text is complete */
+    for (size_t w = 0; eos_ok && g->ignore_eos && w < vtrie_mask_words(g->trie); w++)
+        eos_ok = mask[w] == 0;              /* ignore_eos: only where no token can go on */
+    if (has_eos)
+        logits[g->eos] = eos_ok ? eos_logit : -INFINITY;
     return 0;
 }
 
@@ -147,8 +150,10 @@ int gen_seq_next(struct gen_seq *g, float *logits, struct gen_event *ev, char *e
     if (out_add(g, "", 0) != 0)
         goto oom;
 
-    if (id == g->eos && !g->ignore_eos) {
-        /* The end-of-text token's own text is not part of the answer. */
+    if (id == g->eos && (!g->ignore_eos || g->cons)) {
+        /* The end-of-text token's own text is not part of the answer. Under a
+         * constraint it is sampled only where the text is complete (and, with
+         * ignore_eos, cannot go on), so it ends the sequence either way. */
         g->finish = FIN_EOS;
         if (drain(g) != 0)
             goto oom;

@@ -46,7 +46,10 @@ struct gen_seq {
      * would leave the constraint's language is masked (-inf), and the
      * end-of-text token is allowed only where the text is complete; when
      * the tokens left get fewer than the bytes the longest completion needs,
-     * only tokens that keep a completion within reach are allowed */
+     * only tokens that keep a completion within reach are allowed. With
+     * ignore_eos the end-of-text token is allowed only where the text is
+     * complete and no token can go on, and it ends the sequence there
+     * (ignore_eos never runs a constrained text past its language) */
     struct cdfa *cons;      /* a reference, or NULL */
     int cstate;             /* the DFA state of the text so far */
     const struct vtrie *trie;   /* the tokenizer's trie (borrowed; set by the caller before the first token) */

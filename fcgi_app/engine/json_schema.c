@@ -278,12 +278,31 @@ static struct cre *string_schema(struct jsc *c, json_object *s)
         return string_of(c, min, max);
     if (!json_object_is_type(pat, json_type_string))
         return fail(c, "`pattern` must be a string");
-    if (json_object_object_get_ex(s, "minLength", NULL) || json_object_object_get_ex(s, "maxLength", NULL))
-        return fail(c, "`minLength`/`maxLength` together with `pattern` is not supported");
     struct cre *x = NULL;
     char err[200];
     if (cre_parse(c->a, json_object_get_string(pat), (size_t)json_object_get_string_len(pat), &x, err, sizeof err) != 0)
         return fail(c, "`pattern`: %s", err);
+    if (json_object_object_get_ex(s, "minLength", NULL) || json_object_object_get_ex(s, "maxLength", NULL)) {
+        /* both: the pattern's DFA intersected with that of min..max characters */
+        uint8_t all[32] = {0};
+        memset(all, 0xff, 16);
+        struct cdfa *pd = NULL, *ld = NULL, *both = NULL;
+        struct cre *len = cre_rep(c->a, cre_set(c->a, all, true), min, max);
+        int rc = len ? cdfa_build(x, &pd, err, sizeof err) : -1;
+        if (rc == 0)
+            rc = cdfa_build(len, &ld, err, sizeof err);
+        if (rc == 0 && cdfa_intersect(pd, ld, &both, err, sizeof err) != 0) {
+            rc = -1;
+            if (strstr(err, "matches no text"))
+                snprintf(err, sizeof err, "no string both matches it and has %d to %d characters", min, max);
+        }
+        x = rc == 0 ? cre_dfa(c->a, both) : NULL;
+        cdfa_put(pd), cdfa_put(ld), cdfa_put(both);
+        if (rc != 0)
+            return fail(c, "`pattern` with `minLength`/`maxLength`: %s", len ? err : "out of memory");
+        if (!x)
+            return fail(c, "out of memory");
+    }
     return seq(c, 3, lit(c, "\""), cre_json_escaped(c->a, x), lit(c, "\""));
 }
 
@@ -336,6 +355,190 @@ static struct cre *ref_schema(struct jsc *c, json_object *ref, int depth)
         memcpy(c->path, saved, sizeof saved);
     c->n_refs--;
     return x;
+}
+
+/* ------------------------------------------------------------------ oneOf */
+
+/* oneOf asks that exactly one branch validates. A DFA cannot tell which
+ * branch a text came from, and its languages are narrower than what the
+ * branches validate (properties in order, open objects, ...), so overlap
+ * of the DFAs proves nothing either way. oneOf is taken when its branches
+ * are exclusive by their schemas alone, on rules that are sound: no JSON
+ * value validates two branches of different types, two finite const/enum
+ * sets with no value in common, or two objects with a property both
+ * require whose schemas are exclusive (a tagged union). Anything else is
+ * refused. */
+
+enum { T_NULL = 1, T_BOOL = 2, T_NUM = 4, T_STR = 8, T_ARR = 16, T_OBJ = 32, T_ANY = 63 };
+
+/* s with its $ref followed (NULL: a bad reference: schema() reports it). */
+static json_object *resolved(struct jsc *c, json_object *s)
+{
+    for (int hops = 0; hops <= JSON_SCHEMA_MAX_DEPTH; hops++) {
+        json_object *ref, *defs, *target;
+        if (!json_object_is_type(s, json_type_object) || !json_object_object_get_ex(s, "$ref", &ref))
+            return s;
+        const char *r = json_object_get_string(ref);
+        const char *box = strncmp(r, "#/$defs/", 8) == 0 ? "$defs" : strncmp(r, "#/definitions/", 14) == 0 ? "definitions" : NULL;
+        if (!box || !json_object_object_get_ex(c->root, box, &defs) ||
+            !json_object_object_get_ex(defs, r + strlen(box) + 3, &target))
+            return NULL;
+        s = target;
+    }
+    return NULL;
+}
+
+static int value_type(json_object *v)
+{
+    switch (json_object_get_type(v)) {
+    case json_type_null: return T_NULL;
+    case json_type_boolean: return T_BOOL;
+    case json_type_int:
+    case json_type_double: return T_NUM;
+    case json_type_string: return T_STR;
+    case json_type_array: return T_ARR;
+    default: return T_OBJ;
+    }
+}
+
+/* How many values s allows when they are a finite list (const, enum; JSON
+ * null is json-c's NULL), or -1; finite_at gives value i. */
+static int finite_count(json_object *s)
+{
+    json_object *v;
+    if (json_object_object_get_ex(s, "const", NULL))
+        return 1;
+    if (json_object_object_get_ex(s, "enum", &v) && json_object_is_type(v, json_type_array))
+        return (int)json_object_array_length(v);
+    return -1;
+}
+
+static json_object *finite_at(json_object *s, int i)
+{
+    json_object *v = NULL;
+    if (json_object_object_get_ex(s, "const", &v))
+        return v;
+    json_object_object_get_ex(s, "enum", &v);
+    return json_object_array_get_idx(v, (size_t)i);
+}
+
+/* The JSON types of the values s may validate (a superset). */
+static int types_of(struct jsc *c, json_object *s, int depth)
+{
+    if (!(s = resolved(c, s)) || depth > JSON_SCHEMA_MAX_DEPTH)
+        return T_ANY;
+    if (json_object_is_type(s, json_type_boolean))
+        return json_object_get_boolean(s) ? T_ANY : 0;
+    if (!json_object_is_type(s, json_type_object))
+        return T_ANY;
+    json_object *v;
+    int nv = finite_count(s);
+    if (nv >= 0) {
+        int t = 0;
+        for (int i = 0; i < nv; i++)
+            t |= value_type(finite_at(s, i));
+        return t;
+    }
+    static const char *const combos[] = {"anyOf", "oneOf"};
+    for (int k = 0; k < 2; k++)
+        if (json_object_object_get_ex(s, combos[k], &v) && json_object_is_type(v, json_type_array)) {
+            int t = 0;
+            for (size_t i = 0; i < json_object_array_length(v); i++)
+                t |= types_of(c, json_object_array_get_idx(v, i), depth + 1);
+            return t;
+        }
+    if (!json_object_object_get_ex(s, "type", &v))
+        return T_ANY;                           /* properties alone validate non-objects too */
+    static const struct {
+        const char *name;
+        int bit;
+    } names[] = {{"null", T_NULL}, {"boolean", T_BOOL}, {"integer", T_NUM}, {"number", T_NUM},
+                 {"string", T_STR}, {"array", T_ARR}, {"object", T_OBJ}};
+    int t = 0;
+    size_t n = json_object_is_type(v, json_type_array) ? json_object_array_length(v) : 1;
+    for (size_t i = 0; i < n; i++) {
+        json_object *one_type = json_object_is_type(v, json_type_array) ? json_object_array_get_idx(v, i) : v;
+        const char *name = json_object_get_string(one_type);
+        for (size_t k = 0; name && k < sizeof names / sizeof *names; k++)
+            if (strcmp(name, names[k].name) == 0)
+                t |= names[k].bit;
+    }
+    return t;
+}
+
+/* Whether JSON values x and y may be equal (arrays and objects: assumed so). */
+static bool may_equal(json_object *x, json_object *y)
+{
+    int t = value_type(x);
+    if (t != value_type(y))
+        return false;
+    if (t == T_NUM)
+        return json_object_get_double(x) == json_object_get_double(y);
+    if (t == T_STR)
+        return json_object_get_string_len(x) == json_object_get_string_len(y) &&
+               memcmp(json_object_get_string(x), json_object_get_string(y), (size_t)json_object_get_string_len(x)) == 0;
+    if (t == T_BOOL)
+        return json_object_get_boolean(x) == json_object_get_boolean(y);
+    return true;
+}
+
+static bool exclusive(struct jsc *c, json_object *a, json_object *b, int depth);
+
+/* Whether a (anyOf/oneOf, every branch) is exclusive with b. */
+static bool branches_exclusive(struct jsc *c, json_object *a, json_object *b, int depth)
+{
+    static const char *const combos[] = {"anyOf", "oneOf"};
+    json_object *v;
+    for (int k = 0; k < 2; k++)
+        if (json_object_object_get_ex(a, combos[k], &v) && json_object_is_type(v, json_type_array)) {
+            for (size_t i = 0; i < json_object_array_length(v); i++)
+                if (!exclusive(c, json_object_array_get_idx(v, i), b, depth + 1))
+                    return false;
+            return true;
+        }
+    return false;
+}
+
+/* Whether no JSON value can validate both a and b (false when unsure). */
+static bool exclusive(struct jsc *c, json_object *a, json_object *b, int depth)
+{
+    if (depth > JSON_SCHEMA_MAX_DEPTH || !(a = resolved(c, a)) || !(b = resolved(c, b)))
+        return false;
+    int ta = types_of(c, a, depth), tb = types_of(c, b, depth);
+    if ((ta & tb) == 0)
+        return true;
+    if (!json_object_is_type(a, json_type_object) || !json_object_is_type(b, json_type_object))
+        return false;
+    int na = finite_count(a), nb = finite_count(b);
+    if (na >= 0 && nb >= 0) {
+        bool overlap = false;
+        for (int i = 0; i < na && !overlap; i++)
+            for (int j = 0; j < nb && !overlap; j++)
+                overlap = may_equal(finite_at(a, i), finite_at(b, j));
+        if (!overlap)
+            return true;
+    }
+    if (branches_exclusive(c, a, b, depth) || branches_exclusive(c, b, a, depth))
+        return true;
+    json_object *ra, *rb, *pa, *pb;
+    if ((ta & tb) != T_OBJ || !json_object_object_get_ex(a, "required", &ra) ||
+        !json_object_object_get_ex(b, "required", &rb) || !json_object_object_get_ex(a, "properties", &pa) ||
+        !json_object_object_get_ex(b, "properties", &pb) || !json_object_is_type(ra, json_type_array) ||
+        !json_object_is_type(rb, json_type_array))
+        return false;
+    for (size_t i = 0; i < json_object_array_length(ra); i++) {     /* a tag both require */
+        const char *name = json_object_get_string(json_object_array_get_idx(ra, i));
+        json_object *sa, *sb;
+        bool in_b = false;
+        for (size_t j = 0; name && j < json_object_array_length(rb) && !in_b; j++) {
+            const char *other = json_object_get_string(json_object_array_get_idx(rb, j));
+            in_b = other && strcmp(name, other) == 0;
+        }
+        if (in_b && json_object_object_get_ex(pa, name, &sa) && json_object_object_get_ex(pb, name, &sb) &&
+            exclusive(c, sa, sb, depth + 1))
+            return true;
+    }
+    return false;
 }
 
 static struct cre *schema(struct jsc *c, json_object *s, int depth)
@@ -399,6 +602,13 @@ static struct cre *schema(struct jsc *c, json_object *s, int depth)
             struct cre *x = child(c, json_object_array_get_idx(v, i), depth + 1, combos[k], idx);
             r = r ? cre_alt(c->a, r, x) : x;
         }
+        for (size_t i = 0; k == 1 && !c->failed && i < json_object_array_length(v); i++)
+            for (size_t j = i + 1; j < json_object_array_length(v); j++)
+                if (!exclusive(c, json_object_array_get_idx(v, i), json_object_array_get_idx(v, j), depth))
+                    return fail(c, "`oneOf` branches %zu and %zu may both match one value, which oneOf forbids and "
+                                   "constrained decoding cannot rule out; make them exclusive (different types, "
+                                   "different const/enum values, or a required property with such values in each, "
+                                   "a tag) or use `anyOf`", i, j);
         return r;
     }
     json_object *type = NULL;

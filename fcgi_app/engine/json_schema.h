@@ -10,9 +10,12 @@
  * or a list of them), properties, required, additionalProperties (false;
  * true or absent generate no other property), enum, const, items,
  * minItems, maxItems, minLength, maxLength, pattern (the regex subset of
- * constraint.h, matched whole), anyOf, oneOf (as anyOf: branches that
- * overlap are not told apart), $ref to #/$defs/... or #/definitions/...
- * (no cycles), and the annotations (title, description, default,
+ * constraint.h, matched whole; with minLength/maxLength the two DFAs are
+ * intersected, lengths in characters), anyOf, oneOf (when its branches are
+ * exclusive by their schemas: different types, disjoint const/enum values,
+ * or a required property whose schemas are such, a tag; otherwise refused,
+ * since a DFA cannot rule out a text that two branches validate), $ref
+ * to #/$defs/... or #/definitions/... (no cycles), and the annotations (title, description, default,
  * examples, $schema, $id, $comment, deprecated, readOnly, writeOnly).
  * Anything else is refused with a message naming the keyword and where it
  * is, never ignored. */

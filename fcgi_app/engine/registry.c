@@ -22,6 +22,7 @@ struct registry {
     pthread_cond_t changed;     /* a load finished */
     struct lmodel *models;      /* guarded by mu */
     bool stopping;
+    struct ccache *constraints; /* compiled constraints of every model's requests (its own lock) */
 };
 
 /* ------------------------------------------------------------------ settings */
@@ -609,6 +610,11 @@ int registry_start(struct registry **out, const struct config *cfg, char *err, s
         snprintf(err, errlen, "out of memory");
         return -1;
     }
+    if (!(r->constraints = ccache_new(CCACHE_BYTES))) {
+        free(r);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
     pthread_mutex_init(&r->mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -652,7 +658,13 @@ void registry_stop(struct registry *r)
     free_list(all);                             /* joins the loaders first */
     pthread_cond_destroy(&r->changed);
     pthread_mutex_destroy(&r->mu);
+    ccache_free(r->constraints);
     free(r);
+}
+
+struct ccache *registry_constraints(struct registry *r)
+{
+    return r ? r->constraints : NULL;
 }
 
 /* ------------------------------------------------------------------ listing */

@@ -22,6 +22,7 @@
 
 #include "classify.h"
 #include "conf.h"
+#include "constraint_cache.h"
 #include "engine.h"
 #include "tokenizer.h"
 
@@ -79,6 +80,10 @@ void registry_reconfigure(struct registry *r, const struct config *cfg);
 /* Waits for the loads in progress, stops every engine (requests still in
  * them get a 503 event) and frees everything. NULL is fine. */
 void registry_stop(struct registry *r);
+
+/* The compiled constraints kept across requests (constraint_cache.h): the
+ * registry's, valid until registry_stop; NULL when r is. Thread-safe. */
+struct ccache *registry_constraints(struct registry *r);
 
 /* Is `name` a local model of cfg: a [model] section, or a directory with a
  * config.json under models_dir? */

@@ -6,6 +6,25 @@
 #include <string.h>
 
 #define DEPTH_MAX 255                   /* longer tokens (none in GPT-2) are left out */
+#define MASK_DFAS 64                    /* DFAs whose masks are kept at once */
+
+/* The masks of one DFA's states, made as they are asked for. */
+struct mentry {
+    uint64_t id;                        /* cdfa_id; 0: a free slot */
+    int n_states;
+    uint64_t **masks;                   /* n_states, NULL where not made yet */
+    size_t bytes;
+    uint64_t used;                      /* the clock when last asked */
+};
+
+/* The engine thread's mask cache: only the thread that runs the model's
+ * steps calls vtrie_mask, so nothing here is locked. */
+struct mcache {
+    struct mentry e[MASK_DFAS];
+    int last;                           /* the entry asked for last */
+    size_t bytes, budget;
+    uint64_t clock;
+};
 
 struct tnode {
     uint8_t byte, depth;
@@ -18,6 +37,7 @@ struct vtrie {
     size_t count;
     int32_t vocab;
     uint64_t *scratch;                  /* a mask not cached */
+    struct mcache *mc;                  /* engine thread only */
 };
 
 struct tok_ref {
@@ -58,8 +78,10 @@ struct vtrie *vtrie_new(const struct tokenizer *tok)
     qsort(refs, n_refs, sizeof *refs, cmp_tok);
     t->n = malloc(sizeof *t->n * total);
     t->scratch = calloc(vtrie_mask_words(t), sizeof *t->scratch);
-    if (!t->n || !t->scratch)
+    t->mc = calloc(1, sizeof *t->mc);
+    if (!t->n || !t->scratch || !t->mc)
         goto fail;
+    t->mc->budget = VTRIE_MASK_BYTES;
     t->n[0] = (struct tnode){0, 0, -1, 0};
     t->count = 1;
     /* path[d]: the node at depth d on the current path */
@@ -103,12 +125,23 @@ fail:
     return NULL;
 }
 
+static void entry_clear(struct mentry *e)
+{
+    for (int i = 0; e->masks && i < e->n_states; i++)
+        free(e->masks[i]);
+    free(e->masks);
+    memset(e, 0, sizeof *e);
+}
+
 void vtrie_free(struct vtrie *t)
 {
     if (!t)
         return;
     free(t->n);
     free(t->scratch);
+    for (int i = 0; t->mc && i < MASK_DFAS; i++)
+        entry_clear(&t->mc->e[i]);
+    free(t->mc);
     free(t);
 }
 
@@ -144,26 +177,98 @@ static void walk(const struct vtrie *t, const struct cdfa *d, int s, int budget,
     }
 }
 
-const uint64_t *vtrie_mask(const struct vtrie *t, struct cdfa *d, int s, int budget)
+size_t vtrie_mask_bytes(const struct vtrie *t)
 {
+    return t->mc->bytes;
+}
+
+/* d's entry, made (putting out the least recently used DFA when all are
+ * taken) when new; NULL when out of memory. */
+static struct mentry *entry_of(struct mcache *mc, const struct cdfa *d)
+{
+    uint64_t id = cdfa_id(d);
+    mc->clock++;
+    struct mentry *e = &mc->e[mc->last];
+    if (e->id != id) {
+        int found = -1, oldest = 0;
+        for (int i = 0; i < MASK_DFAS && found < 0; i++) {
+            if (mc->e[i].id == id)
+                found = i;
+            else if (mc->e[i].used < mc->e[oldest].used)
+                oldest = i;
+        }
+        if (found < 0) {
+            e = &mc->e[oldest];
+            mc->bytes -= e->bytes;
+            entry_clear(e);
+            if (!(e->masks = calloc((size_t)cdfa_states(d), sizeof *e->masks)))
+                return NULL;
+            e->id = id;
+            e->n_states = cdfa_states(d);
+            found = oldest;
+        }
+        mc->last = found;
+        e = &mc->e[found];
+    }
+    e->used = mc->clock;
+    return e;
+}
+
+/* Frees e's masks, keeping the entry (its DFA is the one in use). */
+static void entry_empty(struct mcache *mc, struct mentry *e)
+{
+    for (int i = 0; i < e->n_states; i++)
+        free(e->masks[i]), e->masks[i] = NULL;
+    mc->bytes -= e->bytes;
+    e->bytes = 0;
+}
+
+/* Room for bytes more: other DFAs' masks put out, least recently used
+ * first, then keep's own; false when bytes alone are over the budget. */
+static bool make_room(struct mcache *mc, struct mentry *keep, size_t bytes)
+{
+    while (mc->bytes + bytes > mc->budget) {
+        struct mentry *victim = NULL;
+        for (int i = 0; i < MASK_DFAS; i++)
+            if (&mc->e[i] != keep && mc->e[i].bytes && (!victim || mc->e[i].used < victim->used))
+                victim = &mc->e[i];
+        if (!victim && (!keep || !keep->bytes))
+            return false;
+        entry_empty(mc, victim ? victim : keep);
+    }
+    return true;
+}
+
+void vtrie_set_mask_budget(const struct vtrie *t, size_t bytes)
+{
+    t->mc->budget = bytes;
+    make_room(t->mc, NULL, 0);
+}
+
+const uint64_t *vtrie_mask(const struct vtrie *t, const struct cdfa *d, int s, int budget)
+{
+    if (s < 0 || s >= cdfa_states(d))
+        return NULL;
     if (budget >= cdfa_max_dist(d))
         budget = -1;                        /* every state is within reach: the cached mask */
-    if (budget < 0) {
-        uint64_t **slot = cdfa_mask_slot(d, t, s, vtrie_mask_words(t));
-        if (slot && *slot)
-            return *slot;
-        if (slot && (*slot = malloc(vtrie_mask_words(t) * sizeof **slot))) {
-            walk(t, d, s, -1, *slot);
-            return *slot;
-        }
+    struct mentry *e = budget < 0 ? entry_of(t->mc, d) : NULL;
+    if (e && e->masks[s])
+        return e->masks[s];
+    size_t bytes = vtrie_mask_words(t) * sizeof(uint64_t);
+    if (e && make_room(t->mc, e, bytes) && (e->masks[s] = malloc(bytes))) {
+        e->bytes += bytes;
+        t->mc->bytes += bytes;
+        walk(t, d, s, -1, e->masks[s]);
+        return e->masks[s];
     }
     walk(t, d, s, budget, t->scratch);
     return t->scratch;
 }
 
-void vtrie_apply(const uint64_t *mask, float *logits, int32_t n)
+/* The portable apply: words of all ones skipped, all zeros stored, the rest bit by bit. */
+static void apply_words(const uint64_t *mask, float *logits, int32_t from, int32_t n)
 {
-    for (int32_t w = 0; w * 64 < n; w++) {
+    for (int32_t w = from / 64; w * 64 < n; w++) {
         uint64_t m = mask[w];
         if (m == ~0ull)
             continue;
@@ -180,4 +285,48 @@ void vtrie_apply(const uint64_t *mask, float *logits, int32_t n)
             out &= out - 1;
         }
     }
+}
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+/* AVX2: eight logits per blend, whatever the word's mix of ones and zeros
+ * (a mask near the end of a bounded string is half and half, where the
+ * bit-by-bit loop costs a store and a branch per token). */
+__attribute__((target("avx2"))) static int32_t apply_avx2(const uint64_t *mask, float *logits, int32_t n)
+{
+    const __m256i sel = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    const __m256 ninf = _mm256_set1_ps(-INFINITY);
+    int32_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        uint64_t m = mask[i >> 6];
+        if (m == ~0ull)
+            continue;
+        float *l = logits + i;
+        if (m == 0) {                       /* most words of a mask outside strings */
+            for (int k = 0; k < 8; k++)
+                _mm256_storeu_ps(l + 8 * k, ninf);
+            continue;
+        }
+        for (int k = 0; k < 8; k++) {
+            __m256i b = _mm256_set1_epi32((int)((m >> (8 * k)) & 0xff));
+            __m256 keep = _mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_and_si256(b, sel), sel));
+            _mm256_storeu_ps(l + 8 * k, _mm256_blendv_ps(ninf, _mm256_loadu_ps(l + 8 * k), keep));
+        }
+    }
+    return i;
+}
+#endif
+
+void vtrie_apply(const uint64_t *mask, float *logits, int32_t n)
+{
+    int32_t done = 0;
+#if defined(__x86_64__)
+    static int avx2 = -1;                   /* a benign race: every thread computes the same value */
+    if (avx2 < 0)
+        avx2 = __builtin_cpu_supports("avx2") && !getenv("LLMCGI_MASK_NO_AVX2");
+    if (avx2)
+        done = apply_avx2(mask, logits, n);
+#endif
+    apply_words(mask, logits, done, n);
 }

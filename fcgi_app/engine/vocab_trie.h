@@ -1,4 +1,4 @@
-/* vocab_trie.h -- a tokenizer's vocabulary as a byte trie, walked against a constraint's DFA to find the tokens allowed in a state (the mask), with the masks cached per DFA state.
+/* vocab_trie.h -- a tokenizer's vocabulary as a byte trie, walked against a constraint's DFA to find the tokens allowed in a state (the mask), with the masks cached per DFA state, over every DFA the model's requests use, within a byte budget.
  *
  * The trie is laid out in depth-first order (each node: its byte, depth,
  * token and the index past its subtree), so a walk is one pass over an
@@ -14,6 +14,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+#define VTRIE_MASK_BYTES (32u << 20)   /* per trie (one per model's engine): masks kept, over every DFA */
 
 struct vtrie;
 
@@ -33,10 +35,21 @@ static inline size_t vtrie_mask_words(const struct vtrie *t)
 
 /* The tokens allowed from DFA state s: those whose bytes all pass from s
  * and whose end state has cdfa_dist <= budget (budget < 0: no limit, and
- * the mask is cached in d per state). Returns the mask (valid until the
- * next call with d: it may be d's cache or t's scratch), or NULL when out
- * of memory. The end-of-text token is never in it. Engine thread only. */
-const uint64_t *vtrie_mask(const struct vtrie *t, struct cdfa *d, int s, int budget);
+ * the mask is kept in t's cache under cdfa_id(d)). Returns the mask (valid
+ * until the next call with t: it may be the cache's or t's scratch), or
+ * NULL when s is not a state of d. The end-of-text token is never in it.
+ *
+ * Engine thread only: the scratch and the mask cache are written without a
+ * lock, which is safe because each model's engine has its own trie and one
+ * thread runs all its steps (engine.c); a second thread stepping the same
+ * model would need a trie of its own. */
+const uint64_t *vtrie_mask(const struct vtrie *t, const struct cdfa *d, int s, int budget);
+
+/* The mask cache's budget (VTRIE_MASK_BYTES unless set; the DFAs asked for
+ * least recently lose their masks first) and what it holds now. Engine
+ * thread only, like vtrie_mask. */
+void vtrie_set_mask_budget(const struct vtrie *t, size_t bytes);
+size_t vtrie_mask_bytes(const struct vtrie *t);
 
 /* Sets logits[i] to -inf for every token i < n not in mask. */
 void vtrie_apply(const uint64_t *mask, float *logits, int32_t n);

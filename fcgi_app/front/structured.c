@@ -15,6 +15,7 @@ struct reading {
     char *err;
     size_t errlen;
     int status_bad;             /* 400 (OpenAI) or 422 (TGI) */
+    struct ccache *cache;       /* compiled constraints kept across requests (NULL: none) */
 };
 
 static int bad(struct reading *rd, const char *param, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -53,13 +54,47 @@ static int schema_text(struct reading *rd, json_object *v, const char *param, co
     return 0;
 }
 
-/* Compiles a schema into st->dfa; what is wrong in it named under `what`. */
+/* st->dfa from the cache under (kind, key), true; false when not there. */
+static bool cached(struct reading *rd, struct structured *st, enum ccache_kind kind, const char *key, size_t len)
+{
+    st->dfa = ccache_get(rd->cache, kind, key, len);
+    return st->dfa != NULL;
+}
+
+/* Keeps st->dfa for the next request with the same constraint (out of memory: just not kept). */
+static void keep(struct reading *rd, struct structured *st, enum ccache_kind kind, const char *key, size_t len)
+{
+    (void)ccache_add(rd->cache, kind, key, len, st->dfa);
+}
+
+/* Compiles a schema into st->dfa (or takes it from the cache: its key is
+ * the schema's compact JSON, properties in their order, which the DFA
+ * follows); what is wrong in it named under `what`. */
 static int from_schema(struct reading *rd, struct structured *st, json_object *schema, const char *param,
                        const char *what)
 {
     char err[400];
+    size_t len = 0;
+    const char *key = json_object_to_json_string_length(schema, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE,
+                                                        &len);
+    if (key && cached(rd, st, CC_SCHEMA, key, len))
+        return 0;
     if (cdfa_json_schema(schema, &st->dfa, err, sizeof err) != 0)
         return bad(rd, param, "%s: %s", what, err);
+    if (key)
+        keep(rd, st, CC_SCHEMA, key, len);
+    return 0;
+}
+
+/* Any JSON object (response_format json_object, a schema-less tool). */
+static int from_json_object(struct reading *rd, struct structured *st, const char *param, const char *what)
+{
+    char err[400];
+    if (cached(rd, st, CC_JSON_OBJECT, "", 0))
+        return 0;
+    if (cdfa_json_object(&st->dfa, err, sizeof err) != 0)
+        return bad(rd, param, "%s%s", what, err);
+    keep(rd, st, CC_JSON_OBJECT, "", 0);
     return 0;
 }
 
@@ -68,8 +103,13 @@ static int from_regex(struct reading *rd, struct structured *st, json_object *re
     char err[400];
     if (!json_object_is_type(re, json_type_string))
         return bad(rd, param, "`%s` must be a string (a regular expression)", param);
-    if (cdfa_regex(json_object_get_string(re), (size_t)json_object_get_string_len(re), &st->dfa, err, sizeof err) != 0)
+    const char *key = json_object_get_string(re);
+    size_t len = (size_t)json_object_get_string_len(re);
+    if (cached(rd, st, CC_REGEX, key, len))
+        return 0;
+    if (cdfa_regex(key, len, &st->dfa, err, sizeof err) != 0)
         return bad(rd, param, "`%s`: %s", param, err);
+    keep(rd, st, CC_REGEX, key, len);
     return 0;
 }
 
@@ -85,9 +125,16 @@ static int from_choice(struct reading *rd, struct structured *st, json_object *l
             return bad(rd, "guided_choice", "`guided_choice[%zu]` must be a non-empty string", i);
         choices[i] = json_object_get_string(c);
     }
+    size_t len = 0;                             /* the key: the list as compact JSON */
+    const char *key = json_object_to_json_string_length(list, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE,
+                                                        &len);
+    if (key && cached(rd, st, CC_CHOICE, key, len))
+        return 0;
     char err[400];
     if (cdfa_choice(choices, n, &st->dfa, err, sizeof err) != 0)
         return bad(rd, "guided_choice", "`guided_choice`: %s", err);
+    if (key)
+        keep(rd, st, CC_CHOICE, key, len);
     return 0;
 }
 
@@ -97,22 +144,14 @@ static int from_response_format(struct reading *rd, struct structured *st, json_
     const char *type = t && json_object_is_type(t, json_type_string) ? json_object_get_string(t) : "";
     if (strcmp(type, "text") == 0)
         return 0;
-    if (strcmp(type, "json_object") == 0) {
-        char err[400];
-        if (cdfa_json_object(&st->dfa, err, sizeof err) != 0)
-            return bad(rd, "response_format", "`response_format`: %s", err);
-        return 0;
-    }
+    if (strcmp(type, "json_object") == 0)
+        return from_json_object(rd, st, "response_format", "`response_format`: ");
     if (strcmp(type, "json_schema") == 0) {
         json_object *js = json_field(rf, "json_schema"), *schema = js ? json_field(js, "schema") : NULL;
         if (!js || !json_object_is_type(js, json_type_object))
             return bad(rd, "response_format", "`response_format.json_schema` must be an object with a `schema`");
-        if (!schema) {                          /* no schema: any JSON object */
-            char err[400];
-            if (cdfa_json_object(&st->dfa, err, sizeof err) != 0)
-                return bad(rd, "response_format", "`response_format`: %s", err);
-            return 0;
-        }
+        if (!schema)                            /* no schema: any JSON object */
+            return from_json_object(rd, st, "response_format", "`response_format`: ");
         return from_schema(rd, st, schema, "response_format", "`response_format.json_schema.schema`");
     }
     return bad(rd, "response_format",
@@ -155,12 +194,8 @@ static int from_tools(struct reading *rd, struct structured *st, json_object *to
             snprintf(st->name, sizeof st->name, "%s", ni);
             st->tool = ST_TOOL_NAMED;
             json_object *params = json_field(f, "parameters");
-            if (!params) {
-                char err[400];
-                if (cdfa_json_object(&st->dfa, err, sizeof err) != 0)
-                    return bad(rd, "tools", "%s", err);
-                return 0;
-            }
+            if (!params)
+                return from_json_object(rd, st, "tools", "");
             char what[300];
             snprintf(what, sizeof what, "the parameters of tool \"%.100s\"", ni);
             return from_schema(rd, st, params, "tools", what);
@@ -215,11 +250,11 @@ static int from_tools(struct reading *rd, struct structured *st, json_object *to
     return rc;
 }
 
-int structured_read(json_object *body, enum client_kind kind, struct structured *st, int *status,
+int structured_read(json_object *body, enum client_kind kind, struct ccache *cache, struct structured *st, int *status,
                     const char **param, char *err, size_t errlen)
 {
     memset(st, 0, sizeof *st);
-    struct reading rd = {status, param, err, errlen, kind == CK_TGI ? 422 : 400};
+    struct reading rd = {status, param, err, errlen, kind == CK_TGI ? 422 : 400, cache};
     *param = NULL;
     if (kind == CK_TGI) {
         json_object *g = json_field(json_field(body, "parameters"), "grammar");

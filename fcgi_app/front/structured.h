@@ -1,13 +1,15 @@
 /* structured.h -- structured output on local models: a request's constraint (OpenAI response_format, vLLM's guided_choice / guided_regex / guided_json, TGI's parameters.grammar, tools with tool_choice "required" or a named function) read and compiled into the engine's DFA, and the tool-call answer shapes.
  *
  * At most one constraint per request. Compiling happens on the responder
- * thread before anything is submitted, so a bad schema or regex is a 400
+ * thread before anything is submitted (or, for a constraint seen before,
+ * a lookup in the registry's cache of compiled ones), so a bad schema or regex is a 400
  * (OpenAI) / 422 (TGI) naming what is wrong. The DFA goes to every
  * sequence of the request (gen_params.constraint). */
 #ifndef LLMCGI_STRUCTURED_H
 #define LLMCGI_STRUCTURED_H
 
 #include "constraint.h"
+#include "constraint_cache.h"
 #include "dialect.h"
 
 #include <json-c/json.h>
@@ -29,8 +31,10 @@ struct structured {
 /* Reads body's constraint for a request of kind. Returns 0 (st->dfa NULL
  * when there is none), or -1 with *status (400 or 422), *param (the
  * field, OpenAI's "param") and a message in err. st is zeroed first and
- * owned by the caller (structured_free). */
-int structured_read(json_object *body, enum client_kind kind, struct structured *st, int *status,
+ * owned by the caller (structured_free). A constraint compiled before
+ * (the same kind and canonical text) is taken from cache, and one
+ * compiled now is kept there (cache NULL: neither). */
+int structured_read(json_object *body, enum client_kind kind, struct ccache *cache, struct structured *st, int *status,
                     const char **param, char *err, size_t errlen);
 
 void structured_free(struct structured *st);        /* a zeroed st is fine */

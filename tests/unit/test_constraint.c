@@ -1,12 +1,15 @@
 /* test_constraint.c -- constrained decoding: the regex subset and its refusals, JSON Schema and JSON edge cases as DFAs, distances to acceptance, and the vocabulary trie's masks against a token-by-token reference on GPT-2's tokenizer. */
 #include "config.h"
 #include "constraint.h"
+#include "constraint_cache.h"
 #include "generation.h"
 #include "json_schema.h"
 #include "tap.h"
 #include "tokenizer.h"
 #include "vocab_trie.h"
 
+#include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <unistd.h>
 
@@ -164,6 +167,14 @@ static void test_json(void)
         {"{\"const\":\"a/b\"}", "\"a/b\"", true},
         {"{\"anyOf\":[{\"type\":\"integer\"},{\"type\":\"string\",\"maxLength\":1}]}", "\"z\"", true},
         {"{\"oneOf\":[{\"type\":\"integer\"},{\"type\":\"null\"}]}", "null", true},
+        /* oneOf with exclusive branches: types, const/enum values, a required tag (also through $ref) */
+        {"{\"oneOf\":[{\"type\":[\"integer\",\"boolean\"]},{\"type\":\"string\"},{\"const\":null}]}", "true", true},
+        {"{\"oneOf\":[{\"enum\":[\"a\",\"b\"]},{\"enum\":[\"c\",2]}]}", "2", true},
+        {"{\"$defs\":{\"A\":{\"type\":\"object\",\"properties\":{\"kind\":{\"const\":\"a\"},\"x\":{\"type\":\"integer\"}},"
+         "\"required\":[\"kind\"]}},\"oneOf\":[{\"$ref\":\"#/$defs/A\"},{\"type\":\"object\",\"properties\":{\"kind\":"
+         "{\"enum\":[\"b\",\"c\"]},\"x\":{\"type\":\"string\"}},\"required\":[\"kind\",\"x\"]}]}",
+         "{\"kind\":\"b\",\"x\":\"s\"}", true},
+        {"{\"oneOf\":[{\"anyOf\":[{\"type\":\"null\"},{\"type\":\"integer\"}]},{\"type\":\"string\"}]}", "\"s\"", true},
         {"{\"$defs\":{\"P\":{\"type\":\"object\",\"properties\":{\"x\":{\"type\":\"number\"}},\"required\":[\"x\"]}},"
          "\"type\":\"array\",\"items\":{\"$ref\":\"#/$defs/P\"}}", "[{\"x\":1},{\"x\":2.5}]", true},
         {"{\"type\":\"array\",\"items\":{\"type\":\"array\",\"items\":{\"type\":\"array\",\"items\":{\"type\":\"array\","
@@ -171,6 +182,18 @@ static void test_json(void)
         {"{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"string\"}},\"title\":\"T\",\"description\":\"d\"}",
          "{\"a\":\"\"}", true},
         {"true", "[1,\"x\"]", true},
+        /* pattern with minLength/maxLength: the intersection, lengths in characters, escapes counted as one */
+        {"{\"type\":\"string\",\"pattern\":\"[a-z]+\",\"minLength\":2,\"maxLength\":4}", "\"ab\"", true},
+        {"{\"type\":\"string\",\"pattern\":\"[a-z]+\",\"minLength\":2,\"maxLength\":4}", "\"abcd\"", true},
+        {"{\"type\":\"string\",\"pattern\":\"[a-z]+\",\"minLength\":2,\"maxLength\":4}", "\"a\"", false},
+        {"{\"type\":\"string\",\"pattern\":\"[a-z]+\",\"minLength\":2,\"maxLength\":4}", "\"abcde\"", false},
+        {"{\"type\":\"string\",\"pattern\":\"[a-z]+\",\"minLength\":2,\"maxLength\":4}", "\"ab1\"", false},
+        {"{\"type\":\"string\",\"pattern\":\"[\\\"a\\n]*\",\"minLength\":3}", "\"\\\"a\\n\"", true},
+        {"{\"type\":\"string\",\"pattern\":\"[\\\"a\\n]*\",\"minLength\":3}", "\"\\\"a\"", false},
+        {"{\"type\":\"string\",\"pattern\":\".+\",\"maxLength\":2}", "\"\xc3\xa9\xe2\x82\xac\"", true},
+        {"{\"type\":\"string\",\"pattern\":\".+\",\"maxLength\":2}", "\"abc\"", false},
+        {"{\"type\":\"string\",\"pattern\":\"\\\\d{3,}\",\"maxLength\":4}", "\"1234\"", true},
+        {"{\"type\":\"string\",\"pattern\":\"\\\\d{3,}\",\"maxLength\":4}", "\"12\"", false},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         char err[300] = "";
@@ -196,6 +219,17 @@ static void test_json(void)
         {"{\"type\":\"array\",\"minItems\":3,\"maxItems\":1}", "`minItems` is over"},
         {"{\"type\":\"array\",\"uniqueItems\":true}", "`uniqueItems`"},
         {"{\"type\":\"string\",\"maxLength\":5000}", "over 1000"},
+        {"{\"type\":\"string\",\"pattern\":\"[a-z]{5}\",\"maxLength\":3}", "no string both matches it and has 0 to 3"},
+        /* oneOf whose branches may validate one value: refused, naming them */
+        {"{\"oneOf\":[{\"type\":\"integer\"},{\"type\":\"number\"}]}", "`oneOf` branches 0 and 1 may both match"},
+        {"{\"oneOf\":[{\"type\":\"null\"},{\"type\":\"string\"},{\"type\":\"string\",\"maxLength\":3}]}",
+         "branches 1 and 2"},
+        {"{\"oneOf\":[{\"enum\":[1,\"a\"]},{\"enum\":[1.0]}]}", "branches 0 and 1"},
+        {"{\"oneOf\":[{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"}},\"required\":[\"a\"]},"
+         "{\"type\":\"object\",\"properties\":{\"b\":{\"type\":\"integer\"}},\"required\":[\"b\"]}]}", "may both match"},
+        {"{\"oneOf\":[{\"type\":\"object\",\"properties\":{\"t\":{\"const\":\"x\"}},\"required\":[\"t\"]},"
+         "{\"type\":\"object\",\"properties\":{\"t\":{\"const\":\"y\"}}}]}", "may both match"},
+        {"{\"oneOf\":[{\"properties\":{\"a\":{}}},{\"type\":\"string\"}]}", "may both match"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         char err[300] = "";
@@ -217,6 +251,81 @@ static void test_json(void)
 }
 
 /* ------------------------------------------------------------------ masks */
+
+/* One constrained sequence on random logits (temperature 1, seed): its text, finish and token count. */
+static bool run_seq(const struct tokenizer *tok, const struct vtrie *t, struct cdfa *d, bool ignore_eos, int max_new,
+                    uint64_t seed, char *text, size_t cap, size_t *n, enum finish *fin, int *generated)
+{
+    char err[300];
+    struct gen_params gp = {.sampling = sampler_params_default(), .max_new_tokens = max_new, .ignore_eos = ignore_eos,
+                            .constraint = d};
+    gp.sampling.do_sample = true;
+    gp.sampling.seed = seed;
+    struct gen_seq g;
+    int32_t prompt[1] = {50256};
+    if (gen_seq_init(&g, tok, prompt, 1, 50257, 1024, &gp, err, sizeof err) != 0) {
+        tap_diag("gen_seq_init: %s", err);
+        return false;
+    }
+    g.trie = t;
+    static float logits[50257];
+    uint64_t rs = 0x9e3779b97f4a7c15ull ^ seed;
+    struct gen_event ev = {0};
+    *n = 0;
+    bool good = true;
+    while (ev.finish == FIN_NONE) {
+        for (int i = 0; i < 50257; i++) {
+            rs ^= rs << 13, rs ^= rs >> 7, rs ^= rs << 17;
+            logits[i] = (float)(rs % 1000) / 100.0f;
+        }
+        if (gen_seq_next(&g, logits, &ev, err, sizeof err) != 0) {
+            tap_diag("gen_seq_next: %s", err);
+            good = false;
+            break;
+        }
+        if (*n + ev.len < cap)
+            memcpy(text + *n, ev.text, ev.len), *n += ev.len;
+    }
+    *fin = ev.finish;
+    *generated = gen_seq_generated(&g);
+    gen_seq_free(&g);
+    return good;
+}
+
+/* ignore_eos under a constraint: the text stops where its language ends, never padded past it with
+ * end-of-text tokens, and never stops early while a token can still go on. */
+static void test_ignore_eos(const struct tokenizer *tok, const struct vtrie *t)
+{
+    static const struct {
+        const char *re;
+        const char *want;           /* the one text a full run can give, or NULL: any of the language */
+    } cases[] = {{"(yes|no)", NULL}, {"a{1,3}", "aaa"}, {"x(ab){0,2}", "xabab"}};
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        struct cdfa *d = NULL;
+        char err[300];
+        if (cdfa_regex(cases[c].re, strlen(cases[c].re), &d, err, sizeof err) != 0) {
+            ok(0, "%s compiles: %s", cases[c].re, err);
+            continue;
+        }
+        int good = 0;
+        for (uint64_t seed = 1; seed <= 10; seed++) {
+            char text[512];
+            size_t n = 0;
+            enum finish fin = FIN_NONE;
+            int gen = 0;
+            bool ran = run_seq(tok, t, d, true, 40, seed, text, sizeof text, &n, &fin, &gen);
+            bool right = ran && fin == FIN_EOS && gen < 40 && cdfa_matches(d, text, n) &&
+                         (!cases[c].want || (n == strlen(cases[c].want) && memcmp(text, cases[c].want, n) == 0));
+            if (!right)
+                tap_diag("%s seed %llu: finish %d after %d tokens: \"%.*s\"", cases[c].re, (unsigned long long)seed,
+                         (int)fin, gen, (int)(n < 80 ? n : 80), text);
+            good += right;
+        }
+        ok(good == 10, "ignore_eos with /%s/: every run ends where the language does (%d of 10)%s%s", cases[c].re, good,
+           cases[c].want ? ", at " : "", cases[c].want ? cases[c].want : "");
+        cdfa_put(d);
+    }
+}
 
 static void test_masks(const char *srcdir)
 {
@@ -283,6 +392,48 @@ static void test_masks(const char *srcdir)
         ok(brace >= 0 && logits[brace] == 1.0f && kept < 200, "at the start of an object only tokens that open one stay (%d)",
            kept);
     }
+    /* masks are kept per DFA, not per state number: a+ and b+ share state numbers, not masks;
+     * a budget of two masks puts the older DFA's out, and what comes back is still right */
+    if (t) {
+        struct cdfa *da = NULL, *db = NULL;
+        cdfa_regex("a+", 2, &da, err, sizeof err);
+        cdfa_regex("b+", 2, &db, err, sizeof err);
+        size_t words = vtrie_mask_words(t);
+        uint64_t *ma = calloc(words, sizeof *ma), *mb = calloc(words, sizeof *mb);
+        int32_t tok_a = -1, tok_b = -1;
+        for (int32_t i = 0; i < 50257; i++) {
+            size_t len;
+            const char *bb = tokenizer_token_bytes(tok, i, &len);
+            if (len == 1 && bb[0] == 'a')
+                tok_a = i;
+            if (len == 1 && bb[0] == 'b')
+                tok_b = i;
+        }
+        bool right = da && db && ma && mb && tok_a >= 0 && tok_b >= 0;
+        if (right) {
+            memcpy(ma, vtrie_mask(t, da, 0, -1), words * sizeof *ma);
+            memcpy(mb, vtrie_mask(t, db, 0, -1), words * sizeof *mb);
+            right = (ma[tok_a >> 6] >> (tok_a & 63) & 1) && !(ma[tok_b >> 6] >> (tok_b & 63) & 1) &&
+                    (mb[tok_b >> 6] >> (tok_b & 63) & 1) && !(mb[tok_a >> 6] >> (tok_a & 63) & 1);
+        }
+        ok(right && cdfa_id(da) != cdfa_id(db), "the masks of two DFAs' state 0 are each their own (a+ allows \"a\", "
+           "b+ \"b\")");
+        vtrie_set_mask_budget(t, 2 * words * sizeof(uint64_t));
+        bool within = true, same = right;
+        for (int round = 0; right && round < 3; round++) {
+            const struct cdfa *ds[] = {da, db, js};
+            for (int k = 0; k < 3; k++) {
+                const uint64_t *m = vtrie_mask(t, ds[k], 0, -1);
+                within &= vtrie_mask_bytes(t) <= 2 * words * sizeof(uint64_t);
+                if (k < 2)
+                    same &= memcmp(m, k == 0 ? ma : mb, words * sizeof *m) == 0;
+            }
+        }
+        ok(right && within && same, "under a budget of two masks the cache stays within it and gives the same masks");
+        vtrie_set_mask_budget(t, VTRIE_MASK_BYTES);
+        free(ma), free(mb);
+        cdfa_put(da), cdfa_put(db);
+    }
     /* whole sequences: random logits, sampled at temperature 1; the text is always in the language,
      * and within a tight max_new_tokens the JSON is still finished */
     const char *langs[] = {"(yes|no|maybe later)", "[a-z]{2,5}-\\d{2,4}", NULL};
@@ -334,9 +485,126 @@ static void test_masks(const char *srcdir)
            langs[l] ? langs[l] : "any JSON object in 12 tokens", good, runs);
         cdfa_put(d);
     }
+    if (t)
+        test_ignore_eos(tok, t);
     cdfa_put(js);
     vtrie_free(t);
     tokenizer_free(tok);
+}
+
+/* vtrie_apply against the rule it implements, on masks of every kind of word (all ones, all
+ * zeros, mixed, a byte pattern per word) and lengths that end inside a word. */
+static void test_apply(void)
+{
+    uint64_t mask[20];
+    float l[20 * 64];
+    uint64_t r = 0x853c49e6748fea9bull;
+    int bad = 0;
+    for (int round = 0; round < 50; round++) {
+        for (int w = 0; w < 20; w++) {
+            r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+            mask[w] = w % 4 == 0 ? ~0ull : w % 4 == 1 ? 0 : w % 4 == 2 ? r : r & 0x00ff00ff00ff00ffull;
+        }
+        int32_t n = 20 * 64 - round * 7;
+        for (int i = 0; i < 20 * 64; i++)
+            l[i] = (float)i;
+        vtrie_apply(mask, l, n);
+        for (int i = 0; i < 20 * 64; i++) {
+            bool keep = i >= n || (mask[i >> 6] >> (i & 63) & 1);
+            bad += keep ? l[i] != (float)i : l[i] != -INFINITY;
+        }
+    }
+    ok(bad == 0, "vtrie_apply sets exactly the tokens out of the mask to -inf, below n only (%d wrong)", bad);
+}
+
+struct cache_worker {
+    struct ccache *c;
+    struct cdfa *d[4];
+    int hits, lookups;
+};
+
+static void *cache_worker(void *arg)
+{
+    struct cache_worker *w = arg;
+    static const char *const keys[] = {"k0", "k1", "k2", "k3"};
+    for (int i = 0; i < 2000; i++) {
+        int k = i % 4;
+        struct cdfa *d = ccache_get(w->c, CC_REGEX, keys[k], 2);
+        w->lookups++;
+        if (d) {
+            w->hits += d == w->d[k];            /* never another key's DFA */
+            cdfa_put(d);
+        } else {
+            w->hits++;
+            ccache_add(w->c, CC_REGEX, keys[k], 2, w->d[k]);
+        }
+    }
+    return NULL;
+}
+
+static void test_cache(void)
+{
+    char err[300];
+    struct cdfa *a = NULL, *b = NULL, *c = NULL;
+    cdfa_regex("[a-z]{1,8}", 10, &a, err, sizeof err);
+    cdfa_regex("[0-9]{1,8}", 10, &b, err, sizeof err);
+    cdfa_regex("[A-Z]{1,8}", 10, &c, err, sizeof err);
+    if (!a || !b || !c) {
+        ok(0, "three regexes compile: %s", err);
+        return;
+    }
+    size_t one = cdfa_bytes(a) + 100;           /* a DFA and its entry (under 100 bytes); b and c are the same size */
+    struct ccache *cc = ccache_new(2 * one + one / 2);
+    ok(cc && ccache_get(cc, CC_REGEX, "x", 1) == NULL, "an empty cache misses");
+    ccache_add(cc, CC_REGEX, "a", 1, a);
+    struct cdfa *got = ccache_get(cc, CC_REGEX, "a", 1);
+    ok(got == a, "a kept DFA comes back under its key (a reference of the caller's)");
+    cdfa_put(got);
+    ok(ccache_get(cc, CC_SCHEMA, "a", 1) == NULL && ccache_get(cc, CC_REGEX, "ab", 2) == NULL,
+       "another kind or another text is another key");
+    ccache_add(cc, CC_REGEX, "b", 1, b);
+    cdfa_put(ccache_get(cc, CC_REGEX, "a", 1));  /* a used last: b is the least recently used */
+    ccache_add(cc, CC_REGEX, "c", 1, c);
+    struct cdfa *ga = ccache_get(cc, CC_REGEX, "a", 1), *gb = ccache_get(cc, CC_REGEX, "b", 1),
+                *gc = ccache_get(cc, CC_REGEX, "c", 1);
+    struct ccache_stats st;
+    ccache_get_stats(cc, &st);
+    ok(ga == a && gb == NULL && gc == c && st.entries == 2 && st.evictions == 1 && st.bytes <= 2 * one + one / 2,
+       "over the budget the least recently used DFA goes (%zu entries, %zu bytes, %llu evicted)", st.entries, st.bytes,
+       (unsigned long long)st.evictions);
+    cdfa_put(ga), cdfa_put(gc);
+    ccache_add(cc, CC_REGEX, "a", 1, b);
+    got = ccache_get(cc, CC_REGEX, "a", 1);
+    ok(got == a, "a key compiled twice at once keeps the first DFA");
+    cdfa_put(got);
+    struct ccache *tiny = ccache_new(one / 2);
+    ok(ccache_add(tiny, CC_REGEX, "a", 1, a) == 0 && ccache_get(tiny, CC_REGEX, "a", 1) == NULL,
+       "a DFA bigger than the whole budget is not kept");
+    ccache_free(tiny);
+    ccache_free(cc);
+
+    /* responders on four threads looking up and adding the same keys */
+    struct ccache *shared = ccache_new(64u << 20);
+    struct cache_worker w[4];
+    pthread_t th[4];
+    struct cdfa *ds[4] = {a, b, c, a};
+    int started = 0;
+    for (int i = 0; i < 4; i++) {
+        w[i] = (struct cache_worker){.c = shared};
+        memcpy(w[i].d, ds, sizeof ds);
+        started += pthread_create(&th[i], NULL, cache_worker, &w[i]) == 0;
+    }
+    int hits = 0, lookups = 0;
+    for (int i = 0; i < started; i++) {
+        pthread_join(th[i], NULL);
+        hits += w[i].hits, lookups += w[i].lookups;
+    }
+    ccache_get_stats(shared, &st);
+    ok(started == 4 && hits == lookups && st.hits + st.misses == (uint64_t)lookups && st.entries == 4,
+       "four threads at once: every lookup gets its own key's DFA (%llu hits, %llu misses, %zu entries)",
+       (unsigned long long)st.hits, (unsigned long long)st.misses, st.entries);
+    ccache_free(shared);
+    cdfa_put(a), cdfa_put(b), cdfa_put(c);
 }
 
 int main(void)
@@ -345,5 +613,7 @@ int main(void)
     test_regex();
     test_json();
     test_masks(src ? src : ".");
+    test_cache();
+    test_apply();
     return tap_done();
 }

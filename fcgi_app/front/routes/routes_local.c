@@ -278,7 +278,7 @@ static int run(struct lcall *lc, json_object *body)
     int st_status = 0;
     const char *st_param = NULL;
     char st_err[600];
-    if (structured_read(body, lc->kind, &lc->st, &st_status, &st_param, st_err, sizeof st_err) < 0)
+    if (structured_read(body, lc->kind, registry_constraints(models(r)), &lc->st, &st_status, &st_param, st_err, sizeof st_err) < 0)
         return lcall_error(lc, st_status, st_param, "%s", st_err);
     lc->gp.constraint = lc->st.dfa;
     if (!(lc->m = lcall_acquire_model(lc)))
