@@ -297,3 +297,20 @@ def test_tgi_upstream_gets_the_chat_it_means(site):
     assert events[-1].response.usage.output_tokens == res.usage.output_tokens
     r = post(port, "/v1/responses", dict(body, previous_response_id="resp_1"))
     assert r.status == 400 and "no Responses API" in r.json()["error"]["message"], r.body
+
+
+def test_an_upstream_event_type_that_is_not_a_name_ends_the_stream(site):
+    """A passed-through Responses stream names each SSE event after the upstream's `type`: one that
+    is not a plain name (here with a line break, to inject an event) is a bad event, never written."""
+    good = {"type": "response.output_text.delta", "delta": "Hi", "sequence_number": 1}
+    bad = dict(good, type="response.output_text.delta\nevent: injected")
+    site["oai"].set_fault("body", events=[{"type": "response.created", "sequence_number": 0,
+                                           "response": {"id": "r", "status": "in_progress"}}, good, bad, good])
+    try:
+        r = post(site["port"], "/v1/responses", {"model": "far", "input": "x", "stream": True})
+    finally:
+        site["oai"].set_fault("ok")
+    assert r.status == 200, r.body
+    body = r.body.decode()
+    assert "injected" not in body and body.count('"delta":"Hi"') == 1, body
+    assert "event: error" in body and "not an event name" in body, body

@@ -286,13 +286,33 @@ static int start_stream(struct relay *rl)
 }
 
 /* Sends obj (owned) as one event of the client's stream. */
+/* Is an upstream's Responses event type fit to be an SSE event name
+ * ("response.output_text.delta": lower-case letters, digits, '.', '_')? */
+static bool event_name_ok(const char *t)
+{
+    if (!t || !*t || strlen(t) > 64)
+        return false;
+    for (; *t; t++)
+        if (!((*t >= 'a' && *t <= 'z') || (*t >= '0' && *t <= '9') || *t == '.' || *t == '_'))
+            return false;
+    return true;
+}
+
 static int send_event(struct relay *rl, json_object *obj)
 {
     if (!obj)
         return -1;
+    const char *name = rl->call->kind == CK_RESPONSES ? answer_response_type(obj) : NULL;
+    if (rl->call->kind == CK_RESPONSES && !event_name_ok(name)) {
+        /* a hostile or broken upstream's type: refused as a bad event,
+         * not written into the stream (nor logged once per event) */
+        snprintf(rl->bad, sizeof rl->bad, "a Responses API event whose type is not an event name");
+        json_object_put(obj);
+        return -1;
+    }
     int rc = start_stream(rl);
     if (rc == 0)        /* Responses API events go under their type's name */
-        rc = sse_json(&rl->sse, rl->call->kind == CK_RESPONSES ? answer_response_type(obj) : NULL, obj);
+        rc = sse_json(&rl->sse, name, obj);
     json_object_put(obj);
     return rc;
 }
