@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-from servers import Stream, request, wait_for
+from servers import SRCDIR, Stream, request, wait_for
 
 
 def models(web):
@@ -67,7 +67,8 @@ def test_sighup_reload_picks_up_a_change(web, llmcgi_factory):
 
 
 def test_sighup_with_a_bad_file_keeps_the_running_config(web, llmcgi_factory):
-    app = llmcgi_factory(web.sock, extra="[model keep]\npath = /srv/keep\n").start()
+    # a model that loads: as the one model configured it is the default, which /health judges
+    app = llmcgi_factory(web.sock, extra=f"[model keep]\npath = {SRCDIR}/models/llmcgi-tiny\n").start()
     assert models(web) == ["keep"]
     app.config.write_text(app.config.read_text().replace("threads = 8", "threads = many") + "[model new]\n")
     app.signal(signal.SIGHUP)
@@ -76,7 +77,7 @@ def test_sighup_with_a_bad_file_keeps_the_running_config(web, llmcgi_factory):
     assert f"{app.config}:" in log and "threads must be a whole number" in log, "errors name file:line"
     assert "[model new] needs a path" in log
     assert models(web) == ["keep"]
-    assert request(web.port, "GET", "/health").status == 200
+    wait_for(lambda: request(web.port, "GET", "/health").status == 200, "/health to say ok (the model loaded)")
 
 
 def test_sigusr1_reopens_the_access_log(web, llmcgi_factory):
