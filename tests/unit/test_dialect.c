@@ -82,6 +82,7 @@ static void upstream(enum client_kind k, enum upstream_type t, const char *body,
         has_str(err, want_err, "  with a message");
     }
     json_object_put(o);
+    gen_free(&g);                               /* the Responses API's chat request */
     json_object_put(b);
 }
 
