@@ -840,10 +840,17 @@ static int con_choice(struct constraint *con, json_object *list, char *err, size
     return con->value ? 0 : (snprintf(err, errlen, "out of memory"), -1);
 }
 
+static int con_grammar(struct constraint *con, json_object *g, char *err, size_t errlen);
+
 static int con_response_format(struct constraint *con, json_object *rf, char *err, size_t errlen)
 {
     json_object *t = json_field(rf, "type");
     const char *type = t && json_object_is_type(t, json_type_string) ? json_object_get_string(t) : "";
+    if (json_field(rf, "value") && (!strcmp(type, "json") || !strcmp(type, "json_object") || !strcmp(type, "regex"))) {
+        int rc = con_grammar(con, rf, err, errlen);     /* TGI's Messages API form, sent to a TGI upstream */
+        con->field = "response_format";
+        return rc;
+    }
     if (!strcmp(type, "json_object"))
         return con_any_object(con, err, errlen);
     if (!strcmp(type, "json_schema")) {

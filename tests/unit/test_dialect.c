@@ -340,6 +340,11 @@ static void test_constraints(void)
              "{\"model\":\"tgi\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
              "\"response_format\":{\"type\":\"regex\",\"value\":\"(a|b)\"}}", NULL,
              "  guided_choice as response_format regex (TGI would ignore guided_choice)");
+    snprintf(body, sizeof body, "%s\"response_format\":{\"type\":\"regex\",\"value\":\"a+\"}}", chat);
+    upstream(CK_CHAT, UPSTREAM_TGI, body,
+             "{\"model\":\"tgi\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+             "\"response_format\":{\"type\":\"regex\",\"value\":\"a+\"}}", NULL,
+             "  response_format already in TGI's form: as it is");
     snprintf(body, sizeof body, "%s\"response_format\":{\"type\":\"text\"}}", chat);
     upstream(CK_CHAT, UPSTREAM_TGI, body, "{\"model\":\"tgi\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}",
              NULL, "  response_format text (no such TGI grammar) asks for nothing: left out");
