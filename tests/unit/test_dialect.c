@@ -82,6 +82,7 @@ static void upstream(enum client_kind k, enum upstream_type t, const char *body,
         has_str(err, want_err, "  with a message");
     }
     json_object_put(o);
+    gen_free(&g);                               /* the Responses API's chat request */
     json_object_put(b);
 }
 
@@ -173,6 +174,12 @@ static void test_responses(void)
     has_str(S(o), "\"max_tokens\":9", "  max_output_tokens as max_tokens");
     has_str(S(o), "\"stream_options\":{\"include_usage\":true}", "  and the usage of its stream");
     json_object_put(o);
+    o = dialect_upstream_request(CK_RESPONSES, UK_RESPONSES, UPSTREAM_TRANSFORMERS, b, &g, "target", err, sizeof err);
+    ok(o == NULL && strstr(err, "`text.format`"), "transformers serve takes no text.format: refused (%s)", err);
+    gen_free(&g);
+    json_object_put(b);
+    b = J("{\"model\":\"m\",\"input\":[{\"role\":\"user\",\"content\":\"a\"}],\"store\":true}");
+    dialect_read_request(CK_RESPONSES, b, &g, err, sizeof err);
     o = dialect_upstream_request(CK_RESPONSES, UK_RESPONSES, UPSTREAM_TRANSFORMERS, b, &g, "target", err, sizeof err);
     has_str(S(o), "\"input\":[", "transformers serve gets the client's body (not cut to chat fields)");
     has_str(S(o), "\"model\":\"target\"", "  with its name for the model");
@@ -274,6 +281,132 @@ static void test_responses(void)
     ok(dialect_read_request(CK_EMBEDDINGS, b, &g, err, sizeof err) == -1 && strstr(err, "`input` is required"),
        "embeddings without input refused");
     json_object_put(b);
+}
+
+/* Structured output across dialects: the constraint a translated request
+ * carries in the upstream's form, or the refusal naming why. */
+static void test_constraints(void)
+{
+    const char *chat = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],";
+    char body[1024];
+    /* a completion on TGI's /generate: parameters.grammar */
+    const char *gen_tail = "\"details\":true,\"return_full_text\":false,\"decoder_input_details\":true,";
+    char want[1024];
+    snprintf(want, sizeof want, "{\"inputs\":\"x\",\"parameters\":{\"max_new_tokens\":16,\"do_sample\":true,%s"
+             "\"grammar\":{\"type\":\"json\",\"value\":{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"}}}}}}",
+             gen_tail);
+    upstream(CK_COMPLETION, UPSTREAM_TGI,
+             "{\"model\":\"m\",\"prompt\":\"x\",\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"n\","
+             "\"schema\":{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"}}}}}}",
+             want, NULL, "completion on TGI: response_format json_schema as grammar json");
+    snprintf(want, sizeof want, "{\"inputs\":\"x\",\"parameters\":{\"max_new_tokens\":16,\"do_sample\":true,%s"
+             "\"grammar\":{\"type\":\"json\",\"value\":{\"type\":\"object\"}}}}", gen_tail);
+    upstream(CK_COMPLETION, UPSTREAM_TGI, "{\"prompt\":\"x\",\"response_format\":{\"type\":\"json_object\"}}", want, NULL,
+             "  json_object as grammar json {\"type\":\"object\"}");
+    upstream(CK_COMPLETION, UPSTREAM_TGI, "{\"prompt\":\"x\",\"guided_json\":{\"type\":\"object\"}}", want, NULL,
+             "  guided_json (an object) as grammar json");
+    upstream(CK_COMPLETION, UPSTREAM_TGI, "{\"prompt\":\"x\",\"guided_json\":\"{\\\"type\\\": \\\"object\\\"}\"}", want,
+             NULL, "  guided_json (JSON text) as grammar json, parsed");
+    snprintf(want, sizeof want, "{\"inputs\":\"x\",\"parameters\":{\"max_new_tokens\":16,\"do_sample\":true,%s"
+             "\"grammar\":{\"type\":\"regex\",\"value\":\"[0-9]+\"}}}", gen_tail);
+    upstream(CK_COMPLETION, UPSTREAM_TGI, "{\"prompt\":\"x\",\"guided_regex\":\"[0-9]+\"}", want, NULL,
+             "  guided_regex as grammar regex");
+    snprintf(want, sizeof want, "{\"inputs\":\"x\",\"parameters\":{\"max_new_tokens\":16,\"do_sample\":true,%s"
+             "\"grammar\":{\"type\":\"regex\",\"value\":\"(yes|a\\\\.b\\\\(c\\\\)\\\\|d\\\\\\\\|\\\\[e\\\\]\\\\*)\"}}}",
+             gen_tail);
+    upstream(CK_COMPLETION, UPSTREAM_TGI,
+             "{\"prompt\":\"x\",\"guided_choice\":[\"yes\",\"a.b(c)|d\\\\\",\"[e]*\"]}", want, NULL,
+             "  guided_choice as a regex of the escaped choices joined with |");
+    upstream(CK_COMPLETION, UPSTREAM_TGI, "{\"prompt\":\"x\",\"guided_json\":\"{not json\"}", NULL,
+             "`guided_json` is not a JSON schema", "  guided_json text that is no JSON");
+    upstream(CK_COMPLETION, UPSTREAM_TGI, "{\"prompt\":\"x\",\"guided_choice\":[]}", NULL,
+             "`guided_choice` must be a list of 1 to 256 strings", "  an empty guided_choice");
+    upstream(CK_COMPLETION, UPSTREAM_TGI, "{\"prompt\":\"x\",\"guided_regex\":\"a\",\"guided_choice\":[\"b\"]}", NULL,
+             "cannot be used together", "  two constraints: refused, as local models refuse them");
+    upstream(CK_COMPLETION, UPSTREAM_TGI, "{\"prompt\":\"x\",\"response_format\":{\"type\":\"yaml\"}}", NULL,
+             "`response_format` type must be", "  an unknown response_format type");
+    upstream(CK_COMPLETION, UPSTREAM_TGI,
+             "{\"prompt\":\"x\",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],\"tool_choice\":\"required\"}",
+             NULL, "`tools` cannot be sent to this model's upstream (type tgi)", "  tools on /generate");
+    /* chat on TGI's Messages API: response_format in TGI's grammar form */
+    snprintf(body, sizeof body, "%s\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"n\","
+             "\"schema\":{\"type\":\"array\"}}}}", chat);
+    upstream(CK_CHAT, UPSTREAM_TGI, body,
+             "{\"model\":\"tgi\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+             "\"response_format\":{\"type\":\"json\",\"value\":{\"type\":\"array\"}}}", NULL,
+             "chat on TGI: response_format json_schema as TGI's {\"type\":\"json\",\"value\":SCHEMA}");
+    snprintf(body, sizeof body, "%s\"guided_choice\":[\"a\",\"b\"]}", chat);
+    upstream(CK_CHAT, UPSTREAM_TGI, body,
+             "{\"model\":\"tgi\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+             "\"response_format\":{\"type\":\"regex\",\"value\":\"(a|b)\"}}", NULL,
+             "  guided_choice as response_format regex (TGI would ignore guided_choice)");
+    snprintf(body, sizeof body, "%s\"response_format\":{\"type\":\"regex\",\"value\":\"a+\"}}", chat);
+    upstream(CK_CHAT, UPSTREAM_TGI, body,
+             "{\"model\":\"tgi\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+             "\"response_format\":{\"type\":\"regex\",\"value\":\"a+\"}}", NULL,
+             "  response_format already in TGI's form: as it is");
+    snprintf(body, sizeof body, "%s\"response_format\":{\"type\":\"text\"}}", chat);
+    upstream(CK_CHAT, UPSTREAM_TGI, body, "{\"model\":\"tgi\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}",
+             NULL, "  response_format text (no such TGI grammar) asks for nothing: left out");
+    snprintf(body, sizeof body, "%s\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],"
+             "\"tool_choice\":\"required\"}", chat);
+    upstream(CK_CHAT, UPSTREAM_TGI, body,
+             "{\"model\":\"tgi\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+             "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],\"tool_choice\":\"required\"}", NULL,
+             "  tools: TGI's Messages API takes them in OpenAI's shape, passed through");
+    /* a TGI client on an OpenAI upstream: grammar json as response_format json_schema, regex refused */
+    upstream(CK_TGI, UPSTREAM_OPENAI,
+             "{\"inputs\":\"x\",\"parameters\":{\"grammar\":{\"type\":\"json\",\"value\":{\"type\":\"object\"}}}}",
+             "{\"model\":\"target\",\"prompt\":\"x\",\"max_tokens\":20,\"temperature\":0.0,\"response_format\":"
+             "{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"grammar\",\"schema\":{\"type\":\"object\"}}}}", NULL,
+             "TGI on openai: grammar json as response_format json_schema");
+    upstream(CK_TGI, UPSTREAM_OPENAI,
+             "{\"inputs\":\"x\",\"parameters\":{\"grammar\":{\"type\":\"json\",\"value\":\"{\\\"type\\\":\\\"string\\\"}\"}}}",
+             "{\"model\":\"target\",\"prompt\":\"x\",\"max_tokens\":20,\"temperature\":0.0,\"response_format\":"
+             "{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"grammar\",\"schema\":{\"type\":\"string\"}}}}", NULL,
+             "  a schema sent as JSON text: parsed into the schema");
+    upstream(CK_TGI, UPSTREAM_OPENAI,
+             "{\"inputs\":\"x\",\"parameters\":{\"grammar\":{\"type\":\"regex\",\"value\":\"a+\"}}}", NULL,
+             "`grammar` of type regex cannot be sent to this model's upstream (type openai)", "  grammar regex");
+    upstream(CK_TGI, UPSTREAM_OPENAI,
+             "{\"inputs\":\"x\",\"parameters\":{\"grammar\":{\"type\":\"ebnf\",\"value\":\"a\"}}}", NULL,
+             "`grammar` type must be \"json\" or \"regex\"", "  an unknown grammar type");
+    /* transformers serve constrains nothing: refused, whatever the client's dialect */
+    upstream(CK_TGI, UPSTREAM_TRANSFORMERS,
+             "{\"inputs\":\"x\",\"parameters\":{\"grammar\":{\"type\":\"json\",\"value\":{\"type\":\"object\"}}}}", NULL,
+             "`grammar` cannot be sent to this model's upstream (type transformers-serve)",
+             "TGI grammar on transformers serve");
+    snprintf(body, sizeof body, "%s\"response_format\":{\"type\":\"json_object\"}}", chat);
+    upstream(CK_CHAT, UPSTREAM_TRANSFORMERS, body, NULL,
+             "`response_format` cannot be sent to this model's upstream (type transformers-serve)",
+             "  chat response_format on transformers serve");
+    snprintf(body, sizeof body, "%s\"guided_regex\":\"a\"}", chat);
+    upstream(CK_CHAT, UPSTREAM_TRANSFORMERS, body, NULL, "`guided_regex` cannot be sent",
+             "  guided_regex (which keep_only would drop)");
+    upstream(CK_COMPLETION, UPSTREAM_TRANSFORMERS, "{\"prompt\":\"x\",\"guided_choice\":[\"a\"]}", NULL,
+             "`guided_choice` cannot be sent", "  a completion's guided_choice");
+    snprintf(body, sizeof body, "%s\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],"
+             "\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"f\"}}}", chat);
+    upstream(CK_CHAT, UPSTREAM_TRANSFORMERS, body, NULL, "`tool_choice` cannot be sent",
+             "  a named tool_choice");
+    upstream(CK_RESPONSES, UPSTREAM_TRANSFORMERS,
+             "{\"input\":\"x\",\"text\":{\"format\":{\"type\":\"json_object\"}}}", NULL, "`text.format` cannot be sent",
+             "  a Responses API text.format");
+    snprintf(body, sizeof body, "%s\"response_format\":{\"type\":\"text\"}}", chat);
+    upstream(CK_CHAT, UPSTREAM_TRANSFORMERS, body,
+             "{\"model\":\"target\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stream\":true}", NULL,
+             "  response_format text asks for nothing: left out (its --input_validation refuses the field)");
+    /* the Responses API on TGI: text.format as TGI's response_format */
+    upstream(CK_RESPONSES, UPSTREAM_TGI,
+             "{\"input\":\"x\",\"text\":{\"format\":{\"type\":\"json_schema\",\"name\":\"n\",\"schema\":{\"type\":\"null\"}}}}",
+             "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"model\":\"tgi\","
+             "\"response_format\":{\"type\":\"json\",\"value\":{\"type\":\"null\"}}}", NULL,
+             "responses on TGI: text.format as TGI's response_format");
+    /* an OpenAI upstream of the client's dialect: as it is */
+    snprintf(body, sizeof body, "%s\"guided_regex\":\"a\",\"guided_choice\":[\"b\"]}", chat);
+    upstream(CK_CHAT, UPSTREAM_OPENAI, body,
+             "{\"model\":\"target\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"guided_regex\":\"a\","
+             "\"guided_choice\":[\"b\"]}", NULL, "chat on openai: the constraint as it is, the upstream judges it");
 }
 
 int main(void)
@@ -895,5 +1028,6 @@ int main(void)
            "header names: case and -/_ alike, nothing else");
     }
     test_responses();
+    test_constraints();
     return tap_done();
 }
