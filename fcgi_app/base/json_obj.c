@@ -1,4 +1,4 @@
-/* json_obj.c -- small helpers on json-c trees that every layer uses: read a member that is present and not null, add a string member from a C string that may be NULL or from bytes that may hold NUL. */
+/* json_obj.c -- small helpers on json-c trees that every layer uses: read a member that is present and not null, or a string value, and add a string member from a C string that may be NULL or from bytes that may hold NUL. */
 #include "config.h"
 #include "json_obj.h"
 
@@ -10,6 +10,11 @@ json_object *json_field(json_object *o, const char *key)
     if (!o || !json_object_object_get_ex(o, key, &v) || json_object_is_type(v, json_type_null))
         return NULL;
     return v;
+}
+
+const char *json_str(json_object *v)
+{
+    return v && json_object_is_type(v, json_type_string) ? json_object_get_string(v) : NULL;
 }
 
 void json_add_str(json_object *o, const char *k, const char *v)
