@@ -244,24 +244,34 @@ static int hold(struct relay *rl, const struct gen_delta *d)
     return rl->have_held ? 0 : -1;
 }
 
-/* A non-streamed request the upstream answered with an event stream
- * (transformers serve does, whatever "stream" says): the events are read
- * into one answer -- text, finish reason, usage, seed -- that
- * assembled_answer() (routes_gateway.c) writes in the client's dialect. The text is bounded by
- * max_response, as a whole answer is. */
-static int collect(struct relay *rl, json_object *ev)
+/* One upstream event read into d (borrowing from ev) and remembered
+ * (finish, usage, seed). -1 with rl->bad for a malformed event or the
+ * upstream's error event (saw_error). */
+static int read_event(struct relay *rl, json_object *ev, struct gen_delta *d)
 {
-    struct gen_delta d;
-    if (dialect_read_delta(rl->uc, ev, &d) < 0) {
-        snprintf(rl->bad, sizeof rl->bad, "%s", d.bad);
+    if (dialect_read_delta(rl->uc, ev, d) < 0) {
+        snprintf(rl->bad, sizeof rl->bad, "%s", d->bad);
         return -1;
     }
-    if (d.error) {
-        snprintf(rl->bad, sizeof rl->bad, "%s", d.error);
+    if (d->error) {
+        snprintf(rl->bad, sizeof rl->bad, "%s", d->error);
         rl->saw_error = true;
         return -1;
     }
-    remember(rl, &d);
+    remember(rl, d);
+    return 0;
+}
+
+/* A non-streamed request the upstream answered with an event stream
+ * (transformers serve does, whatever "stream" says): the events are read
+ * into one answer -- text, finish reason, usage, seed -- that
+ * assembled_answer() (routes_gateway.c) writes in the client's dialect.
+ * The text is bounded by max_response, as a whole answer is. */
+static int collect(struct relay *rl, json_object *ev)
+{
+    struct gen_delta d;
+    if (read_event(rl, ev, &d) < 0)
+        return -1;
     if (!d.text || d.special)
         return 0;
     if (d.text_len)
@@ -273,16 +283,8 @@ static int collect(struct relay *rl, json_object *ev)
 static int translate(struct relay *rl, json_object *ev)
 {
     struct gen_delta d;
-    if (dialect_read_delta(rl->uc, ev, &d) < 0) {
-        snprintf(rl->bad, sizeof rl->bad, "%s", d.bad);
+    if (read_event(rl, ev, &d) < 0)
         return -1;
-    }
-    if (d.error) {
-        snprintf(rl->bad, sizeof rl->bad, "%s", d.error);
-        rl->saw_error = true;
-        return -1;
-    }
-    remember(rl, &d);
     bool visible = d.text && d.text_len && !d.special;
     struct call *k = rl->call;
     if (k->kind == CK_RESPONSES) {      /* a chat upstream's chunks as Responses API events */
