@@ -109,8 +109,10 @@ def open_playground(driver, port, key=USER_KEY, size=(1280, 900), models=True):
     console_errors(driver)                                               # earlier tests' lines
     driver.get(f"http://127.0.0.1:{port}/playground/")
     if models:
-        until(driver, "the model list", lambda d: "llmcgi-tiny" in
-              [o.get_attribute("value") for o in d.find_elements("css selector", "#model option")])
+        # the values read in the page in one step: the list may be re-rendered between a
+        # find_elements and a read of each element (a stale element, seen under load)
+        until(driver, "the model list", lambda d: "llmcgi-tiny" in d.execute_script(
+            "return Array.from(document.querySelectorAll('#model option'), o => o.value);"))
 
 
 def record_chunks(driver, stop_at=None):
@@ -302,7 +304,9 @@ def test_status_page_lists_the_model_and_draws_the_chart(site, browser):
     browser.get(f"http://127.0.0.1:{port}/playground/status.html?every=1")
     row = "#models tr[data-model='llmcgi-tiny']"
     until(browser, "the model's row", lambda d: d.find_elements("css selector", row))
-    cells = [c.text for c in browser.find_elements("css selector", row + " td")]
+    # read in the page in one step: the page re-renders the table every second
+    cells = browser.execute_script("return Array.from(document.querySelectorAll(arguments[0]), c => c.innerText);",
+                                   row + " td")
     assert cells[0] == "ready" and cells[1] == "cpu" and cells[3] in ("F16", "F32", "BF16"), cells
     until(browser, "two samples", lambda d: int(by_id(d, "chart").get_attribute("data-points") or 0) >= 1)
     # generation while the page watches: its tokens/s line rises above zero
