@@ -325,7 +325,7 @@ static int cpu_load(const struct gpt2_checkpoint *ck, const struct llm_load_opts
 {
     const struct gpt2_config *cfg = &ck->cfg;
     *impl = NULL;
-    ops_init(false);
+    ops_init(OPS_BEST);
     struct cpu_model *m = calloc(1, sizeof *m);
     if (!m) {
         snprintf(err, errlen, "out of memory");
