@@ -2,13 +2,21 @@
  *
  *   cpu_bench MODEL_DIR [THREADS] [PROMPT_TOKENS] [BATCH] [STEPS] [DECODE_CONTEXT] [auto|f32|q8]
  *   cpu_bench --agree MODEL_DIR GOLDEN_JSON MODEL_NAME [THREADS]
+ *   cpu_bench --kernels [THREADS]
  *
  * --agree takes the prompts of model MODEL_NAME ("124M") in the golden file,
  * runs 64 greedy steps with the checkpoint's own weights, then the same
  * prompts with weights_q8 fed those tokens (teacher forcing) and counts the
- * steps whose argmax is the same: {"agree": N, "steps": M}. */
+ * steps whose argmax is the same: {"agree": N, "steps": M}.
+ *
+ * --kernels times each matrix product of the 124M shape (qkv, proj, fc,
+ * mproj: 12 distinct copies, as a step streams them; the LM head: one) at
+ * 1, 8 and 32 rows of x, for F32, F16, BF16 and Q8_0, split over the
+ * threads as the engine splits them; one JSON line per case, with the
+ * bytes and FLOPs doc/cpu-kernels.md predicts from. */
 #include "config.h"
 #include "checkpoint.h"
+#include "cpu/ops.h"
 #include "cpu/threads.h"
 #include "llm.h"
 
@@ -276,8 +284,131 @@ static int agree_main(int argc, char **argv)
     return 0;
 }
 
+/* --kernels: one product over blocks of 16 outputs (64 for the LM head), as gpt2_cpu.c's matmul. */
+struct kjob {
+    float *y;
+    const float *x;
+    const void *xq, *w;
+    enum ckpt_dtype wt;
+    int T, I, O, block;
+};
+
+static void k_task(void *ctx, int task, int thread)
+{
+    (void)thread;
+    const struct kjob *j = ctx;
+    int o0 = task * j->block, o1 = o0 + j->block < j->O ? o0 + j->block : j->O;
+    if (j->xq)
+        ops_matmul_q8(j->y, j->xq, j->w, NULL, j->T, j->I, j->O, o0, o1, false);
+    else
+        ops_matmul(j->y, j->x, j->w, j->wt, NULL, j->T, j->I, j->O, o0, o1, false);
+}
+
+struct kq_job {
+    char *dst;
+    const float *x;
+    int I;
+};
+
+static void kq_task(void *ctx, int task, int thread)
+{
+    (void)thread;
+    const struct kq_job *j = ctx;
+    ops_q8_quantize_row(j->dst + (size_t)task * ops_q8_row_bytes(j->I), j->x + (size_t)task * j->I, j->I);
+}
+
+/* Seconds per product of `copies` distinct O x I matrices (best of 3 sweeps), q8 including its input's quantization. */
+static double time_kernel(struct tpool *pool, enum ckpt_dtype wt, bool q8, int T, int I, int O, int copies)
+{
+    size_t rb = q8 ? ops_q8_row_bytes(I) : (size_t)I * ckpt_dtype_size(wt), mb = rb * (size_t)O;
+    char *w = malloc(mb * (size_t)copies), *xq = malloc(ops_q8_row_bytes(I) * (size_t)T);
+    float *x = malloc(sizeof(float) * (size_t)T * I), *y = malloc(sizeof(float) * (size_t)T * O);
+    float *row = malloc(sizeof(float) * (size_t)I);
+    if (!w || !xq || !x || !y || !row)
+        return -1;
+    uint32_t r = 12345;
+    for (size_t k = 0; k < (size_t)O * copies; k++) {
+        for (int i = 0; i < I; i++) {
+            r = r * 1664525u + 1013904223u;
+            row[i] = ((float)(r >> 8) / 16777216.0f - 0.5f) * 0.2f;
+        }
+        char *d = w + k * rb;
+        if (q8)
+            ops_q8_quantize_row(d, row, I);
+        else
+            for (int i = 0; i < I; i++) {
+                uint16_t h = wt == CKPT_F16 ? ckpt_f32_to_f16(row[i]) : ckpt_f32_to_bf16(row[i]);
+                if (wt == CKPT_F32)
+                    memcpy(d + (size_t)i * 4, &row[i], 4);
+                else
+                    memcpy(d + (size_t)i * 2, &h, 2);
+            }
+    }
+    for (size_t i = 0; i < (size_t)T * I; i++)
+        x[i] = (float)((i * 37) % 101) / 50.0f - 1.0f;
+    int block = O > 8192 ? 64 : 16;
+    double best = 1e30;
+    for (int rep = 0; rep < 4; rep++) {
+        double t0 = now();
+        for (int c = 0; c < copies; c++) {
+            if (q8) {
+                struct kq_job qj = {xq, x, I};
+                tpool_run(pool, kq_task, &qj, T);
+            }
+            struct kjob j = {y, x, q8 ? xq : NULL, w + (size_t)c * mb, wt, T, I, O, block};
+            tpool_run(pool, k_task, &j, (O + block - 1) / block);
+        }
+        double dt = (now() - t0) / copies;
+        if (rep > 0 && dt < best)   /* the first sweep warms up */
+            best = dt;
+    }
+    free(w);
+    free(xq);
+    free(x);
+    free(y);
+    free(row);
+    return best;
+}
+
+static int kernels_main(int argc, char **argv)
+{
+    int threads = argc > 2 ? atoi(argv[2]) : 0;
+    struct tpool *pool;
+    ops_init(OPS_BEST);
+    if (tpool_new(threads > 0 ? threads : tpool_online_cpus(), &pool) != 0)
+        return 1;
+    printf("{\"kernels\": \"%s\", \"threads\": %d, \"read_bytes_s\": %.0f}\n", ops_simd_name(), tpool_threads(pool),
+           read_bandwidth(pool));
+    static const struct {
+        const char *name;
+        int O, I, copies;
+    } shapes[] = {{"qkv", 2304, 768, 12}, {"proj", 768, 768, 12}, {"fc", 3072, 768, 12},
+                  {"mproj", 768, 3072, 12}, {"lm_head", 50257, 768, 1}};
+    static const struct {
+        const char *name;
+        enum ckpt_dtype wt;
+        bool q8;
+    } types[] = {{"F32", CKPT_F32, false}, {"F16", CKPT_F16, false}, {"BF16", CKPT_BF16, false}, {"Q8_0", CKPT_F32, true}};
+    static const int rows[] = {1, 8, 32};
+    for (size_t t = 0; t < sizeof types / sizeof types[0]; t++)
+        for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++)
+            for (size_t m = 0; m < sizeof rows / sizeof rows[0]; m++) {
+                int O = shapes[k].O, I = shapes[k].I;
+                double s = time_kernel(pool, types[t].wt, types[t].q8, rows[m], I, O, shapes[k].copies);
+                size_t bytes = types[t].q8 ? ops_q8_row_bytes(I) * (size_t)O : (size_t)O * I * ckpt_dtype_size(types[t].wt);
+                printf("{\"dtype\": \"%s\", \"kernel\": \"%s\", \"rows\": %d, \"O\": %d, \"I\": %d, \"bytes\": %zu, "
+                       "\"flops\": %.0f, \"seconds\": %.3e}\n",
+                       types[t].name, shapes[k].name, rows[m], O, I, bytes, 2.0 * rows[m] * O * I, s);
+                fflush(stdout);
+            }
+    tpool_free(pool);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc > 1 && !strcmp(argv[1], "--kernels"))
+        return kernels_main(argc, argv);
     if (argc > 1 && !strcmp(argv[1], "--agree"))
         return agree_main(argc, argv);
     if (argc < 2) {
