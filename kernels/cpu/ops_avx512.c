@@ -7,9 +7,9 @@
  * prefill chunks) reuse it up to 6 times from registers and the rest from
  * L1/L2 (ops_t_chunk keeps the chunk of x in L2). The I % 16 tail is a
  * masked load, not scalar code. Half precision is never copied to F32: F16
- * by vcvtph2ps, BF16 by a 16-bit shift (or, with avx512_bf16, consumed as
- * it is by vdpbf16ps, with x split into a bf16 high part and a bf16 low
- * part so the products keep ~16 bits of x). */
+ * by vcvtph2ps, BF16 by a 16-bit shift (or, with avx512_bf16 and one row
+ * of x, consumed as it is by vdpbf16ps, with x split into a bf16 high part
+ * and a bf16 low part so the products keep ~16 bits of x). */
 #include "ops_int.h"
 
 #ifdef OPS_HAVE_X86
@@ -214,7 +214,10 @@ static const struct tiles tiles_bfdp = {
 void ops_matmul_avx512_bf16(float *y, const float *x, const void *w, enum ckpt_dtype wt, const float *bias, int T,
                             int I, int O, int o0, int o1, bool accumulate)
 {
-    if (wt != CKPT_BF16) {
+    /* Only the matrix-vector product: with more rows the split of x, redone
+     * for every 4 outputs, costs more than widening W once for 6 rows
+     * (cpu_bench --kernels: 3x slower at 8 rows). */
+    if (wt != CKPT_BF16 || T > 1) {
         ops_matmul_avx512(y, x, w, wt, bias, T, I, O, o0, o1, accumulate);
         return;
     }
