@@ -7,9 +7,9 @@
  * prefill chunks) reuse it up to 6 times from registers and the rest from
  * L1/L2 (ops_t_chunk keeps the chunk of x in L2). The I % 16 tail is a
  * masked load, not scalar code. Half precision is never copied to F32: F16
- * by vcvtph2ps, BF16 by a 16-bit shift (or, with avx512_bf16 and one row
- * of x, consumed as it is by vdpbf16ps, with x split into a bf16 high part
- * and a bf16 low part so the products keep ~16 bits of x). */
+ * by vcvtph2ps, BF16 by a 16-bit shift (or, with avx512_bf16, consumed as
+ * it is by vdpbf16ps, with x split into a bf16 high part and a bf16 low
+ * part so the products keep ~16 bits of x). */
 #include "ops_int.h"
 
 #ifdef OPS_HAVE_X86
@@ -214,10 +214,12 @@ static const struct tiles tiles_bfdp = {
 void ops_matmul_avx512_bf16(float *y, const float *x, const void *w, enum ckpt_dtype wt, const float *bias, int T,
                             int I, int O, int o0, int o1, bool accumulate)
 {
-    /* Only the matrix-vector product: with more rows the split of x, redone
-     * for every 4 outputs, costs more than widening W once for 6 rows
-     * (cpu_bench --kernels: 3x slower at 8 rows). */
-    if (wt != CKPT_BF16 || T > 1) {
+    /* Every row count takes this path, so a row's result does not depend on
+     * how many rows share its step (batched and alone, whole and chunked
+     * prefill agree; widening for T > 1 only broke that by 1e-5). The cost:
+     * the split of x is redone for every 4 outputs, so at 8 rows and more it
+     * is slower than widening (cpu_bench --kernels). */
+    if (wt != CKPT_BF16) {
         ops_matmul_avx512(y, x, w, wt, bias, T, I, O, o0, o1, accumulate);
         return;
     }
