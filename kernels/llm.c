@@ -78,6 +78,10 @@ int llm_load(const struct gpt2_checkpoint *ck, const struct llm_load_opts *o, st
     const struct gpt2_config *cfg = &ck->cfg;
     const struct llm_backend *be = &llm_cpu_backend;
     char why[160] = "";
+    if (o->weights_q8 && o->device == LLM_DEVICE_CUDA) {
+        snprintf(err, errlen, "%s: dtype q8 runs on the CPU only; use device = cpu or auto", ck->dir);
+        return -1;
+    }
     if (o->device == LLM_DEVICE_CUDA) {
         if (!cuda_usable(o->device_index, why, sizeof why)) {
             snprintf(err, errlen, "%s: device cuda:%d: %s; use device = cpu or auto", ck->dir, o->device_index, why);
@@ -90,7 +94,9 @@ int llm_load(const struct gpt2_checkpoint *ck, const struct llm_load_opts *o, st
 #ifdef LLM_WITH_CUDA
     /* auto: the GPU when one is usable; the reason it is not goes into
      * info.fallback (a build without CUDA stays quietly on the CPU). */
-    if (o->device == LLM_DEVICE_AUTO && cuda_usable(o->device_index, why, sizeof why))
+    if (o->device == LLM_DEVICE_AUTO && o->weights_q8)
+        snprintf(why, sizeof why, "dtype q8 runs on the CPU only");
+    else if (o->device == LLM_DEVICE_AUTO && cuda_usable(o->device_index, why, sizeof why))
         be = &llm_cuda_backend;
 #endif
     struct llm_model *m = calloc(1, sizeof *m);
@@ -131,6 +137,8 @@ int llm_load(const struct gpt2_checkpoint *ck, const struct llm_load_opts *o, st
     }
     m->be = be;
     in->backend = be->name;
+    if (!in->weight_format[0])
+        snprintf(in->weight_format, sizeof in->weight_format, "%s", ckpt_dtype_name(in->weight_dtype));
     *out = m;
     return 0;
 }

@@ -39,6 +39,8 @@ struct llm_load_opts {
     int max_step_tokens;       /* most tokens one step may carry (scratch size); 0 = n_positions */
     int max_step_logits;       /* most logits rows one step may return; 0 = max_step_tokens */
     bool weights_f32;          /* widen F16/BF16 matrices to F32 at load (default: keep the file's type) */
+    bool weights_q8;           /* quantize the matrices to int8 (Q8_0 blocks) at load: CPU only; embeddings,
+                                * LayerNorms and KV stay F32/F16 */
 };
 
 /* What a loaded model is. */
@@ -47,7 +49,8 @@ struct llm_info {
     const char *backend;       /* "cpu", "cuda" */
     char device_name[128];     /* e.g. "cpu, 2 threads, avx2+fma+f16c", "cuda:0 NVIDIA H100 ..." */
     char fallback[160];        /* device auto landed on the CPU: why, e.g. "no CUDA device (...); using the CPU"; "" otherwise */
-    enum ckpt_dtype weight_dtype;   /* what the matrices are stored in */
+    enum ckpt_dtype weight_dtype;   /* what the matrices are stored in (with weights_q8: the embeddings) */
+    char weight_format[8];     /* the matrices' format: "F32", "F16", "BF16" or "Q8_0" */
     size_t weight_bytes;       /* bytes of weights the backend holds */
     size_t step_weight_bytes;  /* bytes of weights one decode step reads (the bandwidth floor's numerator) */
     int kv_block_tokens, kv_blocks;

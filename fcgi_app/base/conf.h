@@ -26,6 +26,13 @@ enum model_task {
     TASK_MODERATE,              /* /classify, POST /v1/moderations, POST /generate {"input_text"} */
 };
 
+/* How a local model keeps its matrices ([model] dtype). */
+enum model_dtype {
+    MODEL_DTYPE_AUTO,           /* the checkpoint's own type (F32, F16 or BF16) */
+    MODEL_DTYPE_F32,            /* widened to F32 at load */
+    MODEL_DTYPE_Q8,             /* int8, blocks of 32 with one scale (Q8_0), quantized at load; CPU only */
+};
+
 struct config_model {
     char *name;                 /* [model NAME] */
     char *path;                 /* model directory, absolute */
@@ -33,6 +40,7 @@ struct config_model {
     int path_line;              /* line of its path key (0: none) */
     char *device;               /* "auto", "cpu", "cuda", "cuda:N" */
     long threads;               /* CPU threads; 0 = one per core */
+    enum model_dtype dtype;     /* the matrices' format */
     long max_concurrent;        /* sequences in the running batch */
     long max_queue;             /* sequences waiting to join it */
     long max_input_tokens;      /* 0 = context - 1 */

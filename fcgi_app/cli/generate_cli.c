@@ -45,6 +45,7 @@ static const char usage_text[] =
     "      --echo                 print the prompt before the generated text\n"
     "      --threads N            CPU threads (default: all cores)\n"
     "      --device D             auto, cpu, cuda, cuda:N (default auto: CUDA when usable)\n"
+    "      --dtype T              auto (the checkpoint's), f32, or q8 (int8 Q8_0 blocks, CPU only)\n"
     "  -q, --quiet                no speeds or notes on stderr\n"
     "  -h, --help                 this text\n"
     "\n"
@@ -143,7 +144,7 @@ static void print_token(const struct tokenizer *tok, int32_t id)
 
 enum {
     OPT_TOP_K = 256, OPT_TOP_P, OPT_TYPICAL_P, OPT_REP, OPT_FREQ, OPT_PRES, OPT_STOP, OPT_IGNORE_EOS,
-    OPT_LOGPROBS, OPT_ECHO, OPT_THREADS, OPT_DEVICE,
+    OPT_LOGPROBS, OPT_ECHO, OPT_THREADS, OPT_DEVICE, OPT_DTYPE,
 };
 
 int main(int argc, char **argv)
@@ -165,6 +166,7 @@ int main(int argc, char **argv)
         {"echo", no_argument, NULL, OPT_ECHO},
         {"threads", required_argument, NULL, OPT_THREADS},
         {"device", required_argument, NULL, OPT_DEVICE},
+        {"dtype", required_argument, NULL, OPT_DTYPE},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -253,6 +255,14 @@ int main(int argc, char **argv)
                 fprintf(stderr, "llmcgi-generate: --device wants auto, cpu, cuda or cuda:N (got \"%s\")\n", optarg);
                 return 2;
             }
+            break;
+        case OPT_DTYPE:
+            if (strcmp(optarg, "auto") != 0 && strcmp(optarg, "f32") != 0 && strcmp(optarg, "q8") != 0) {
+                fprintf(stderr, "llmcgi-generate: --dtype wants auto, f32 or q8 (got \"%s\")\n", optarg);
+                return 2;
+            }
+            lo.weights_f32 = strcmp(optarg, "f32") == 0;
+            lo.weights_q8 = strcmp(optarg, "q8") == 0;
             break;
         case 'q': quiet = true; break;
         case 'h': fputs(usage_text, stdout); return 0;
@@ -416,7 +426,7 @@ int main(int argc, char **argv)
                 "  prefill: %d tokens in %.1f ms (%.1f tokens/s)\n"
                 "  decode:  %d tokens in %.1f ms (%.1f tokens/s)\n"
                 "  finish:  %s%s",
-                model_dir, in->device_name, ckpt_dtype_name(in->weight_dtype), t_load, n, t_prefill * 1e3,
+                model_dir, in->device_name, in->weight_format, t_load, n, t_prefill * 1e3,
                 n / t_prefill, gen, t_decode * 1e3, gen > 1 ? (gen - 1) / t_decode : 0.0, finish_name(ev.finish),
                 gp.sampling.do_sample ? "" : ", greedy\n");
         if (gp.sampling.do_sample)

@@ -64,7 +64,7 @@ static bool str_eq(const char *a, const char *b)
 static bool settings_same(const struct config_model *a, const struct config_model *b)
 {
     return str_eq(a->path, b->path) && str_eq(a->device, b->device) && str_eq(a->chat_template, b->chat_template) &&
-           a->threads == b->threads && a->max_concurrent == b->max_concurrent && a->max_queue == b->max_queue &&
+           a->threads == b->threads && a->dtype == b->dtype && a->max_concurrent == b->max_concurrent && a->max_queue == b->max_queue &&
            a->max_input_tokens == b->max_input_tokens && a->max_total_tokens == b->max_total_tokens &&
            a->max_new_tokens == b->max_new_tokens && a->max_batch_tokens == b->max_batch_tokens &&
            a->kv_cache == b->kv_cache && a->prefix_cache == b->prefix_cache && a->timeout_ms == b->timeout_ms && a->task == b->task &&
@@ -202,7 +202,9 @@ static int load(struct lmodel *m, size_t *bytes, char *err, size_t errlen)
     }
     struct llm_load_opts o = {.threads = (int)m->set.threads, .kv_block_tokens = KV_BLOCK_TOKENS,
                               .max_step_tokens = (int)m->set.max_batch_tokens,
-                              .max_step_logits = (int)m->set.max_batch_tokens};
+                              .max_step_logits = (int)m->set.max_batch_tokens,
+                              .weights_f32 = m->set.dtype == MODEL_DTYPE_F32,
+                              .weights_q8 = m->set.dtype == MODEL_DTYPE_Q8};
     if (llm_device_parse(m->set.device, &o.device, &o.device_index) != 0)
         o.device = LLM_DEVICE_AUTO;
     size_t block_bytes;
@@ -271,7 +273,7 @@ static void *loader_main(void *arg)
         if (in->fallback[0])
             log_notice("model %s: %s", m->name, in->fallback);
         log_notice("model %s loaded from %s in %.1f s: %s on %s, context %d, %d KV blocks of %d tokens", m->name,
-                   m->dir, (double)m->load_ns / 1e9, ckpt_dtype_name(in->weight_dtype), in->device_name, m->context,
+                   m->dir, (double)m->load_ns / 1e9, in->weight_format, in->device_name, m->context,
                    in->kv_blocks, in->kv_block_tokens);
     } else {
         m->state = LM_FAILED;
@@ -699,7 +701,7 @@ json_object *registry_status_json(struct registry *r, bool with_paths)
             engine_get_stats(m->engine, &st);
             json_object_object_add(o, "backend", json_object_new_string(m->info->backend));
             json_object_object_add(o, "device", json_object_new_string(m->info->device_name));
-            json_object_object_add(o, "dtype", json_object_new_string(ckpt_dtype_name(m->info->weight_dtype)));
+            json_object_object_add(o, "dtype", json_object_new_string(m->info->weight_format));
             json_object_object_add(o, "context", json_object_new_int(m->context));
             json_object_object_add(o, "task", json_object_new_string(model_task_name(m->task)));
             if (m->task != TASK_GENERATE)

@@ -17,7 +17,13 @@
  * [in][out]) in the checkpoint's own type (F32, F16 or BF16), so a decode
  * step streams each weight once for the whole batch and half-precision files
  * read half the bytes. Activations, LayerNorm parameters, biases, position
- * embeddings and the KV blocks are F32. */
+ * embeddings and the KV blocks are F32.
+ *
+ * With weights_q8 the four matrices of every block and the LM head are
+ * quantized at load into int8 rows of Q8_0 blocks (ops.h); each product
+ * quantizes its input rows the same way first (once, before the threads
+ * split the outputs) and runs on integers. The embedding table the tokens
+ * are looked up in stays in the file's type. */
 #include "backend.h"
 #include "cpu/ops.h"
 #include "cpu/threads.h"
@@ -41,12 +47,13 @@ struct cpu_model {
     int L, C, H, hd, F, V, P;
     float eps;
     enum ops_act act;
-    enum ckpt_dtype wdt;            /* the matrices' type */
+    enum ckpt_dtype wdt;            /* the matrices' type (q8: the embedding table's) */
+    bool q8;                        /* matrices and LM head are Q8_0 rows */
 
     /* Weights: one allocation, carved below. */
     void *wmem;
     const void *wte;                /* [V][C] in wdt: embedding rows and the tied LM head */
-    const void *lm_head;            /* [V][C]; == wte when tied */
+    const void *lm_head;            /* [V][C]; == wte when tied; q8: its own Q8_0 rows */
     const float *score;             /* classifiers: [NL][C] F32 (tiny), used instead of lm_head */
     int NL;                         /* its rows (num_labels); 0 for a language model */
     const float *wpe;               /* [P][C] */
@@ -65,6 +72,7 @@ struct cpu_model {
     float *hf;                      /* [R][C]: final-LayerNorm rows the logits are made from */
     float *scores;                  /* [threads][P] */
     int *row0;                      /* [S] first row of each sequence (a step has at most S) */
+    void *xq;                       /* q8: [S] quantized input rows of the widest product (F) */
 
     struct tpool *pool;
     int threads;
@@ -76,6 +84,7 @@ struct cpu_model {
 struct mm_job {
     float *y;
     const float *x;
+    const void *xq;                 /* q8: x quantized (then w is Q8_0 rows) */
     const void *w;
     enum ckpt_dtype wt;
     const float *bias;
@@ -89,10 +98,27 @@ static void mm_task(void *ctx, int task, int thread)
     (void)thread;
     const struct mm_job *j = ctx;
     int o0 = task * j->block, o1 = o0 + j->block < j->O ? o0 + j->block : j->O;
-    ops_matmul(j->y, j->x, j->w, j->wt, j->bias, j->T, j->I, j->O, o0, o1, j->accumulate);
+    if (j->xq)
+        ops_matmul_q8(j->y, j->xq, j->w, j->bias, j->T, j->I, j->O, o0, o1, j->accumulate);
+    else
+        ops_matmul(j->y, j->x, j->w, j->wt, j->bias, j->T, j->I, j->O, o0, o1, j->accumulate);
     if (j->act >= 0)
         for (int t = 0; t < j->T; t++)
             ops_activate(j->y + (size_t)t * j->O + o0, o1 - o0, (enum ops_act)j->act);
+}
+
+/* q8: input rows quantized, a task per row. */
+struct q8_job {
+    void *dst;
+    const float *x;
+    int I;
+};
+
+static void q8_task(void *ctx, int task, int thread)
+{
+    (void)thread;
+    const struct q8_job *j = ctx;
+    ops_q8_quantize_row((char *)j->dst + (size_t)task * ops_q8_row_bytes(j->I), j->x + (size_t)task * j->I, j->I);
 }
 
 static void matmul(struct cpu_model *m, float *y, const float *x, const void *w, const float *bias,
@@ -101,7 +127,13 @@ static void matmul(struct cpu_model *m, float *y, const float *x, const void *w,
     /* Blocks of 16 outputs (a multiple of the 4-wide kernel tile), larger for
      * the vocabulary-wide LM head so the task count stays reasonable. */
     int block = O > 8192 ? 64 : 16;
-    struct mm_job j = {y, x, w, w == m->score ? CKPT_F32 : m->wdt, bias, T, I, O, block, accumulate, act};
+    const void *xq = NULL;
+    if (m->q8 && w != m->score) {
+        struct q8_job qj = {m->xq, x, I};
+        tpool_run(m->pool, q8_task, &qj, T);
+        xq = m->xq;
+    }
+    struct mm_job j = {y, x, xq, w, w == m->score ? CKPT_F32 : m->wdt, bias, T, I, O, block, accumulate, act};
     tpool_run(m->pool, mm_task, &j, (O + block - 1) / block);
 }
 
@@ -269,6 +301,27 @@ static void put_matrix(void *dst, enum ckpt_dtype dt, const struct ckpt_tensor *
                 }
 }
 
+/* put_matrix into Q8_0 rows (ops_q8_quantize_row) through an F32 copy of
+ * up to 64 output rows at a time. Returns 0, or -1 when out of memory. */
+static int put_matrix_q8(void *dst, const struct ckpt_tensor *src, bool transpose)
+{
+    size_t rows = (size_t)src->shape[0], cols = (size_t)src->shape[1];
+    size_t out = transpose ? cols : rows, in = transpose ? rows : cols, rb = ops_q8_row_bytes((int)in);
+    float *tmp = malloc(64 * in * sizeof(float));
+    if (!tmp)
+        return -1;
+    for (size_t o0 = 0; o0 < out; o0 += 64) {
+        size_t n = out - o0 < 64 ? out - o0 : 64;
+        for (size_t i = 0; i < in; i++)
+            for (size_t o = 0; o < n; o++)
+                tmp[o * in + i] = ckpt_get(src, transpose ? i * cols + o0 + o : (o0 + o) * cols + i);
+        for (size_t o = 0; o < n; o++)
+            ops_q8_quantize_row((char *)dst + (o0 + o) * rb, tmp + o * in, (int)in);
+    }
+    free(tmp);
+    return 0;
+}
+
 static void put_vector(float *dst, const struct ckpt_tensor *src)
 {
     size_t n = src->nbytes / ckpt_dtype_size(src->dtype);
@@ -278,11 +331,21 @@ static void put_vector(float *dst, const struct ckpt_tensor *src)
 
 /* Copies, then lets the file's pages go so that the peak resident set is
  * about one copy of the weights, not two. */
-static void take_matrix(const struct gpt2_checkpoint *ck, void *dst, enum ckpt_dtype dt,
-                        const struct ckpt_tensor *src, bool transpose)
+static int take_matrix(const struct gpt2_checkpoint *ck, void *dst, enum ckpt_dtype dt, bool q8,
+                       const struct ckpt_tensor *src, bool transpose)
 {
-    put_matrix(dst, dt, src, transpose);
+    if (q8 && put_matrix_q8(dst, src, transpose) != 0)
+        return -1;
+    if (!q8)
+        put_matrix(dst, dt, src, transpose);
     ckpt_tensor_done(ck, src);
+    return 0;
+}
+
+/* Bytes of a matrix of `out` rows of `in` values: Q8_0 rows or es-byte values. */
+static size_t mat_bytes(bool q8, size_t es, size_t out, size_t in)
+{
+    return q8 ? out * ops_q8_row_bytes((int)in) : out * in * es;
 }
 
 /* ops.c's name for each activation config.json may name. */
@@ -325,7 +388,7 @@ static int cpu_load(const struct gpt2_checkpoint *ck, const struct llm_load_opts
 {
     const struct gpt2_config *cfg = &ck->cfg;
     *impl = NULL;
-    ops_init(false);
+    ops_init(OPS_BEST);
     struct cpu_model *m = calloc(1, sizeof *m);
     if (!m) {
         snprintf(err, errlen, "out of memory");
@@ -341,17 +404,21 @@ static int cpu_load(const struct gpt2_checkpoint *ck, const struct llm_load_opts
     m->eps = cfg->layer_norm_epsilon;
     m->act = ops_act_of[cfg->act];
     m->wdt = ckpt_matrix_dtype(ck, o->weights_f32);
+    m->q8 = o->weights_q8;
+    bool q8 = m->q8;
     size_t L = (size_t)m->L, C = (size_t)m->C, F = (size_t)m->F, V = (size_t)m->V, P = (size_t)m->P;
     size_t es = ckpt_dtype_size(m->wdt);
     bool tied = ck->lm_head.data == NULL || ck->lm_head.data == ck->wte.data;
 
     /* Weights. */
-    size_t layer_mat = (3 * C * C + C * C + C * F + F * C) * es;
+    size_t layer_mat = mat_bytes(q8, es, 3 * C, C) + mat_bytes(q8, es, C, C) + mat_bytes(q8, es, F, C) +
+                       mat_bytes(q8, es, C, F);
+    size_t head_bytes = mat_bytes(q8, es, V, C);
     size_t layer_vec = (4 * C + 3 * C + C + F + C) * sizeof(float);
     size_t wbytes = 0;
     wbytes += (V * C * es + 63) & ~(size_t)63;
-    if (!tied)
-        wbytes += (V * C * es + 63) & ~(size_t)63;
+    if (!tied || q8)
+        wbytes += (head_bytes + 63) & ~(size_t)63;
     wbytes += (P * C * sizeof(float) + 63) & ~(size_t)63;
     wbytes += 2 * ((C * sizeof(float) + 63) & ~(size_t)63);
     wbytes += L * (layer_mat + layer_vec + 12 * 64);
@@ -365,15 +432,19 @@ static int cpu_load(const struct gpt2_checkpoint *ck, const struct llm_load_opts
         return -1;
     }
     char *cur = m->wmem;
+    /* q8: the embedding rows stay in wdt and the head gets its own Q8_0
+     * copy (of wte when tied, so wte's pages go only after both). */
     void *wte = carve(&cur, V * C * es);
-    take_matrix(ck, wte, m->wdt, &ck->wte, false);
+    put_matrix(wte, m->wdt, &ck->wte, false);
     m->wte = wte;
     m->lm_head = wte;
-    if (!tied) {
-        void *lm = carve(&cur, V * C * es);
-        take_matrix(ck, lm, m->wdt, &ck->lm_head, false);
+    if (!tied || q8) {
+        void *lm = carve(&cur, head_bytes);
+        if (take_matrix(ck, lm, m->wdt, q8, tied ? &ck->wte : &ck->lm_head, false) != 0)
+            goto oom;
         m->lm_head = lm;
     }
+    ckpt_tensor_done(ck, &ck->wte);
     if (NL) {
         float *sc = carve(&cur, NL * C * sizeof(float));
         put_vector(sc, &ck->score);         /* nn.Linear: [out][in] already */
@@ -413,9 +484,10 @@ static int cpu_load(const struct gpt2_checkpoint *ck, const struct llm_load_opts
             {&ly->fc_w, &lt->c_fc_w},    {&ly->mproj_w, &lt->mlp_proj_w},
         };
         for (size_t k = 0; k < sizeof mats / sizeof mats[0]; k++) {
-            size_t n = (size_t)mats[k].src->shape[0] * (size_t)mats[k].src->shape[1];
-            void *w = carve(&cur, n * es);
-            take_matrix(ck, w, m->wdt, mats[k].src, true);
+            /* Conv1D: [in][out] */
+            void *w = carve(&cur, mat_bytes(q8, es, (size_t)mats[k].src->shape[1], (size_t)mats[k].src->shape[0]));
+            if (take_matrix(ck, w, m->wdt, q8, mats[k].src, true) != 0)
+                goto oom;
             *mats[k].dst = w;
         }
         ly->attn_scale = cfg->scale_attn_weights ? 1.0f / sqrtf((float)m->hd) : 1.0f;
@@ -449,6 +521,8 @@ static int cpu_load(const struct gpt2_checkpoint *ck, const struct llm_load_opts
     for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++)
         abytes += (sizes[k] * sizeof(float) + 63) & ~(size_t)63;
     abytes += (S * sizeof(int) + 63) & ~(size_t)63;
+    size_t xq_bytes = q8 ? S * ops_q8_row_bytes(m->F > m->C ? m->F : m->C) : 0;
+    abytes += (xq_bytes + 63) & ~(size_t)63;
     m->amem = alloc64(abytes);
     if (!m->amem) {
         snprintf(err, errlen, "out of memory for %zu bytes of activations", abytes);
@@ -464,15 +538,21 @@ static int cpu_load(const struct gpt2_checkpoint *ck, const struct llm_load_opts
     m->hf = carve(&cur, sizes[5] * sizeof(float));
     m->scores = carve(&cur, sizes[6] * sizeof(float));
     m->row0 = carve(&cur, S * sizeof(int));
+    m->xq = q8 ? carve(&cur, xq_bytes) : NULL;
 
     info->weight_dtype = m->wdt;
     info->weight_bytes = wbytes;
-    info->step_weight_bytes = L * layer_mat + (NL ? NL * C * sizeof(float) : V * C * es) + L * layer_vec;
+    info->step_weight_bytes = L * layer_mat + (NL ? NL * C * sizeof(float) : head_bytes) + L * layer_vec;
+    snprintf(info->weight_format, sizeof info->weight_format, "%s", q8 ? "Q8_0" : ckpt_dtype_name(m->wdt));
     info->kv_block_bytes = m->block_floats * sizeof(float);
     info->threads = m->threads;
     snprintf(info->device_name, sizeof info->device_name, "cpu, %d threads, %s", m->threads, ops_simd_name());
     *impl = m;
     return 0;
+oom:
+    snprintf(err, errlen, "%s: out of memory quantizing the weights", ck->dir);
+    cpu_free(m);
+    return -1;
 }
 
 const struct llm_backend llm_cpu_backend = {"cpu", cpu_load, cpu_free, cpu_forward};

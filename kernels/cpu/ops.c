@@ -1,13 +1,13 @@
-/* ops.c -- the CPU backend's numeric kernels: matrix products over F32/F16/BF16 weights, LayerNorm, GELU, softmax, dot/axpy; AVX2+FMA chosen at run time, portable C otherwise. */
-#include "ops.h"
+/* ops.c -- the CPU backend's numeric kernels and their dispatch: the portable C reference and the AVX2+FMA+F16C set here, the AVX-512 products in ops_avx512.c, int8 in ops_q8.c; the best level the CPU has chosen once at load. */
+#include "ops_int.h"
 
 #include <math.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <string.h>
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define OPS_HAVE_X86 1
+#ifdef OPS_HAVE_X86
 #include <cpuid.h>
 #include <immintrin.h>
 #endif
@@ -129,6 +129,13 @@ void ops_to_f32(float *dst, const void *src, enum ckpt_dtype t, size_t n)
         dst[i] = load_w(src, t, i);
 }
 
+int ops_t_chunk(int I, int tile)
+{
+    int c = (int)(96 * 1024 / ((size_t)I * sizeof(float)));
+    c = c / tile * tile;
+    return c < tile ? tile : c;
+}
+
 /* ------------------------------------------------------------------ AVX2 + FMA */
 #ifdef OPS_HAVE_X86
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
@@ -175,14 +182,6 @@ AVX2 static inline void store4(float *y, __m128 s, const float *bias, int o, boo
     _mm_storeu_ps(y + o, s);
 }
 
-/* Rows of x processed together per pass over a 4-row tile of W, sized so the
- * chunk of x stays in L2 while the tile's rows stream through L1. */
-static int t_chunk(int I)
-{
-    int c = (int)(96 * 1024 / ((size_t)I * sizeof(float)));
-    c = c / 3 * 3;
-    return c < 3 ? 3 : c;
-}
 
 /* The register tiles, one set per weight type. A tile computes the dot
  * products of 4 rows of W (w, w+I, w+2I, w+3I) with R rows of x (stride I)
@@ -319,7 +318,7 @@ AVX2 static void matmul_avx2(float *y, const float *x, const void *w, enum ckpt_
         break;
     }
     size_t es = ckpt_dtype_size(wt), I8 = (size_t)I & ~(size_t)7;
-    int chunk = t_chunk(I);
+    int chunk = ops_t_chunk(I, 3);
     for (int tc = 0; tc < T; tc += chunk) {
         int te = tc + chunk < T ? tc + chunk : T;
         int o = o0;
@@ -470,50 +469,100 @@ AVX2 static void softmax_avx2(float *x, int n)
 
 /* ------------------------------------------------------------------ dispatch */
 
-static struct {
-    const char *name;
-    void (*matmul)(float *, const float *, const void *, enum ckpt_dtype, const float *, int, int, int, int, int, bool);
-    void (*activate)(float *, int, enum ops_act);
-    float (*dot)(const float *, const float *, int);
-    void (*axpy)(float *, float, const float *, int);
-    void (*softmax)(float *, int);
-} K = {"portable", matmul_portable, activate_portable, dot_portable, axpy_portable, softmax_portable};
+static const struct ops_kernels k_portable = {"portable", matmul_portable, ops_matmul_q8_portable, activate_portable,
+                                              dot_portable, axpy_portable, softmax_portable};
+static struct ops_kernels K = {"portable", matmul_portable, ops_matmul_q8_portable, activate_portable,
+                               dot_portable, axpy_portable, softmax_portable};
+static char k_name[64] = "portable";
+static enum ops_level k_level = OPS_PORTABLE;
+static bool k_done;
 
 static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
 
-void ops_init(bool force_portable)
-{
-    static bool done, done_portable;
-    pthread_mutex_lock(&init_lock);
-    if (done && done_portable == force_portable) {
-        pthread_mutex_unlock(&init_lock);
-        return;
-    }
-    done = true;
-    done_portable = force_portable;
-    K.name = "portable";
-    K.matmul = matmul_portable;
-    K.activate = activate_portable;
-    K.dot = dot_portable;
-    K.axpy = axpy_portable;
-    K.softmax = softmax_portable;
 #ifdef OPS_HAVE_X86
-    /* F16C is CPUID leaf 1, ECX bit 29 (not every compiler's builtin knows it). */
+/* The OS saves the AVX-512 state (XCR0 bits 1, 2 and 5-7) and the AVX one (1, 2). */
+static unsigned long long xcr0(void)
+{
     unsigned a, b, c, d;
-    bool f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
-    __builtin_cpu_init();
-    if (!force_portable && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c) {
-        K.name = "avx2+fma+f16c";
-        K.matmul = matmul_avx2;
-        K.activate = activate_avx2;
-        K.dot = dot_avx2;
-        K.axpy = axpy_avx2;
-        K.softmax = softmax_avx2;
-    }
-#else
-    (void)force_portable;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27)))   /* OSXSAVE */
+        return 0;
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return ((unsigned long long)hi << 32) | lo;
+}
+
+/* CPUID leaf 7: EBX bit 16 AVX512F, 17 DQ, 30 BW, 31 VL; ECX bit 11 VNNI;
+ * subleaf 1 EAX bit 5 AVX512_BF16. Leaf 1 ECX bit 29: F16C. */
+static void cpu_features(bool *avx2, bool *avx512, bool *vnni, bool *bf16)
+{
+    unsigned a, b, c, d;
+    unsigned long long x = xcr0();
+    bool f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29)) && (c & (1u << 12));   /* F16C, FMA */
+    bool os_avx = (x & 0x6) == 0x6, os_avx512 = (x & 0xe6) == 0xe6;
+    *avx2 = *avx512 = *vnni = *bf16 = false;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d))
+        return;
+    *avx2 = os_avx && f16c && (b & (1u << 5));
+    *avx512 = *avx2 && os_avx512 && (b & (1u << 16)) && (b & (1u << 17)) && (b & (1u << 30)) && (b & (1u << 31));
+    *vnni = *avx512 && (c & (1u << 11));
+    unsigned max_sub = a;
+    if (*avx512 && max_sub >= 1 && __get_cpuid_count(7, 1, &a, &b, &c, &d))
+        *bf16 = (a & (1u << 5)) != 0;
+}
 #endif
+
+enum ops_level ops_cpu_level(void)
+{
+#ifdef OPS_HAVE_X86
+    bool avx2, avx512, vnni, bf16;
+    cpu_features(&avx2, &avx512, &vnni, &bf16);
+    return bf16 ? OPS_AVX512_BF16 : avx512 ? OPS_AVX512 : avx2 ? OPS_AVX2 : OPS_PORTABLE;
+#else
+    return OPS_PORTABLE;
+#endif
+}
+
+enum ops_level ops_init(enum ops_level cap)
+{
+    pthread_mutex_lock(&init_lock);
+    enum ops_level want = ops_cpu_level();
+    if (cap < want)
+        want = cap;
+    if (k_done && want == k_level) {
+        pthread_mutex_unlock(&init_lock);
+        return want;
+    }
+    struct ops_kernels k = k_portable;
+    strcpy(k_name, "portable");
+#ifdef OPS_HAVE_X86
+    bool avx2, avx512, vnni, bf16;
+    cpu_features(&avx2, &avx512, &vnni, &bf16);
+    if (want >= OPS_AVX2) {
+        k.matmul = matmul_avx2;
+        k.matmul_q8 = ops_matmul_q8_avx2;
+        k.activate = activate_avx2;
+        k.dot = dot_avx2;
+        k.axpy = axpy_avx2;
+        k.softmax = softmax_avx2;
+        strcpy(k_name, "avx2+fma+f16c");
+    }
+    if (want >= OPS_AVX512) {
+        k.matmul = ops_matmul_avx512;
+        if (vnni)
+            k.matmul_q8 = ops_matmul_q8_vnni;
+        snprintf(k_name, sizeof k_name, "avx512f+bw+vl%s", vnni ? "+vnni" : "");
+    }
+    if (want >= OPS_AVX512_BF16) {
+        k.matmul = ops_matmul_avx512_bf16;
+        strcat(k_name, "+bf16");
+    }
+#endif
+    k.name = k_name;
+    K = k;
+    k_level = want;
+    k_done = true;
     pthread_mutex_unlock(&init_lock);
+    return want;
 }
 
 const char *ops_simd_name(void)
@@ -550,4 +599,10 @@ void ops_axpy(float *y, float a, const float *x, int n)
 void ops_softmax(float *x, int n)
 {
     K.softmax(x, n);
+}
+
+void ops_matmul_q8(float *y, const void *xq, const void *wq, const float *bias, int T, int I, int O, int o0, int o1,
+                   bool accumulate)
+{
+    K.matmul_q8(y, xq, wq, bias, T, I, O, o0, o1, accumulate);
 }

@@ -1,20 +1,37 @@
-/* ops.h -- the CPU backend's numeric kernels: matrix products over F32/F16/BF16 weights, LayerNorm, GELU, softmax, dot/axpy; AVX2+FMA chosen at run time, portable C otherwise.
+/* ops.h -- the CPU backend's numeric kernels: matrix products over F32/F16/BF16 and int8 (Q8_0) weights, LayerNorm, GELU, softmax, dot/axpy; one kernel set per CPU level, chosen at run time.
  *
- * Every kernel has one portable C version and, where it pays, an AVX2+FMA
- * version picked once at start-up (ops_init). tests/unit/test_cpu_ops.c
- * checks both against double-precision references on random inputs. */
+ * Every kernel has one portable C version (the reference) and, where it
+ * pays, versions for AVX2+FMA+F16C, AVX-512F/BW/VL (with VNNI for int8) and
+ * AVX-512 with avx512_bf16; ops_init picks the best level the CPU has, once
+ * at load. tests/unit/test_cpu_ops.c runs every level the CPU supports
+ * against double-precision references and against the portable kernels. */
 #ifndef LLMCGI_OPS_H
 #define LLMCGI_OPS_H
 
 #include "checkpoint.h"
 
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 
-/* Picks the kernels for this CPU (idempotent, thread-safe). With
- * force_portable, the portable C versions even where AVX2 exists (tests). */
-void ops_init(bool force_portable);
+/* The kernel sets, lowest first. */
+enum ops_level {
+    OPS_PORTABLE,       /* C only */
+    OPS_AVX2,           /* AVX2 + FMA + F16C */
+    OPS_AVX512,         /* AVX-512 F/BW/VL (+ VNNI for int8 where the CPU has it) */
+    OPS_AVX512_BF16,    /* the above + avx512_bf16 (vdpbf16ps for BF16 weights) */
+    OPS_BEST = 100,     /* as ops_init's cap: whatever the CPU has */
+};
 
-/* "avx2+fma+f16c" or "portable". */
+/* The highest level this CPU supports (CPUID and the OS's saved state). */
+enum ops_level ops_cpu_level(void);
+
+/* Picks the best kernel set this CPU has, at most `cap` (tests lower it to
+ * run each path). Thread-safe; cheap when the level does not change.
+ * Returns the level chosen. */
+enum ops_level ops_init(enum ops_level cap);
+
+/* The chosen set, e.g. "avx512f+bw+vl+vnni+bf16", "avx2+fma+f16c", "portable". */
 const char *ops_simd_name(void);
 
 /* Matrix product over a block of output features:
@@ -46,6 +63,28 @@ void ops_axpy(float *y, float a, const float *x, int n);
 
 /* x = softmax(x) in place over n values (n >= 1). */
 void ops_softmax(float *x, int n);
+
+/* int8 weights and activations in llama.cpp's Q8_0 layout: blocks of 32
+ * values, each block an F16 scale d then 32 int8 q, value = d * q. A row of
+ * I values takes ceil(I / 32) blocks (the last one zero-padded). */
+#define OPS_Q8_BLOCK 32
+struct ops_q8_block {
+    uint16_t d;                     /* F16 */
+    int8_t q[OPS_Q8_BLOCK];
+};
+
+/* Bytes of one quantized row of I values. */
+size_t ops_q8_row_bytes(int I);
+
+/* Quantizes a row of I floats into ops_q8_row_bytes(I) bytes at dst:
+ * d = max|x| / 127 per block, q = round(x / d). */
+void ops_q8_quantize_row(void *dst, const float *x, int I);
+
+/* ops_matmul over int8: x is T quantized rows (ops_q8_quantize_row, row
+ * stride ops_q8_row_bytes(I)), W is O quantized rows; per block the integer
+ * dot product of the two times both scales. */
+void ops_matmul_q8(float *y, const void *xq, const void *wq, const float *bias, int T, int I, int O, int o0,
+                   int o1, bool accumulate);
 
 /* Converts n values of type t starting at src to float. */
 void ops_to_f32(float *dst, const void *src, enum ckpt_dtype t, size_t n);

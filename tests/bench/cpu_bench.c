@@ -1,9 +1,26 @@
-/* cpu_bench.c -- times the CPU backend on one model directory (prefill, decode at batch 1 and N) and the machine's copy bandwidth; prints one JSON object for tests/bench/cpu_decode and serve_local. */
+/* cpu_bench.c -- times the CPU backend on one model directory (prefill, decode at batch 1 and N) and the machine's copy bandwidth; prints one JSON object for tests/bench/cpu_decode and serve_local. With --agree, how often int8 weights pick F32's greedy token instead.
+ *
+ *   cpu_bench MODEL_DIR [THREADS] [PROMPT_TOKENS] [BATCH] [STEPS] [DECODE_CONTEXT] [auto|f32|q8]
+ *   cpu_bench --agree MODEL_DIR GOLDEN_JSON MODEL_NAME [THREADS]
+ *   cpu_bench --kernels [THREADS]
+ *
+ * --agree takes the prompts of model MODEL_NAME ("124M") in the golden file,
+ * runs 64 greedy steps with the checkpoint's own weights, then the same
+ * prompts with weights_q8 fed those tokens (teacher forcing) and counts the
+ * steps whose argmax is the same: {"agree": N, "steps": M}.
+ *
+ * --kernels times each matrix product of the 124M shape (qkv, proj, fc,
+ * mproj: 12 distinct copies, as a step streams them; the LM head: one) at
+ * 1, 8 and 32 rows of x, for F32, F16, BF16 and Q8_0, split over the
+ * threads as the engine splits them; one JSON line per case, with the
+ * bytes and FLOPs doc/cpu-kernels.md predicts from. */
 #include "config.h"
 #include "checkpoint.h"
+#include "cpu/ops.h"
 #include "cpu/threads.h"
 #include "llm.h"
 
+#include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -165,10 +182,238 @@ static double decode_rate(struct llm_model *m, float *logits, int batch, int ctx
     return (double)batch * steps / dt;
 }
 
+static int32_t argmax(const float *z, int n)
+{
+    int32_t best = 0;
+    for (int i = 1; i < n; i++)
+        if (z[i] > z[best])
+            best = i;
+    return best;
+}
+
+#define AGREE_STEPS 64
+#define AGREE_PROMPTS 32
+
+/* 64 steps over n prompts as one batch: prefill, then each step feeds
+ * feed[p][step] (NULL: its own argmax, recorded in got). Returns 0 or -1. */
+static int greedy_steps(struct llm_model *m, int32_t *const *ids, const int *len, int n, int32_t (*feed)[AGREE_STEPS],
+                        int32_t (*got)[AGREE_STEPS], int bps, char *err, size_t errlen)
+{
+    int V = llm_get_info(m)->cfg.vocab_size;
+    float *logits = malloc(sizeof(float) * (size_t)V * (size_t)n);
+    struct llm_seq seqs[AGREE_PROMPTS];
+    int32_t *tables[AGREE_PROMPTS];
+    for (int p = 0; p < n; p++) {
+        tables[p] = block_table(p, bps);
+        seqs[p] = (struct llm_seq){ids[p], len[p], 0, tables[p], bps, LLM_LOGITS_LAST};
+    }
+    int rc = 0;
+    for (int step = 0; step < AGREE_STEPS && rc == 0; step++) {
+        rc = llm_forward(m, seqs, n, logits, err, errlen);
+        for (int p = 0; p < n && rc == 0; p++) {
+            got[p][step] = argmax(logits + (size_t)p * V, V);
+            const int32_t *next = feed ? &feed[p][step] : &got[p][step];
+            seqs[p] = (struct llm_seq){next, 1, len[p] + step, tables[p], bps, LLM_LOGITS_LAST};
+        }
+    }
+    for (int p = 0; p < n; p++)
+        free(tables[p]);
+    free(logits);
+    return rc;
+}
+
+static int agree_main(int argc, char **argv)
+{
+    if (argc < 5) {
+        fprintf(stderr, "usage: cpu_bench --agree MODEL_DIR GOLDEN_JSON MODEL_NAME [THREADS]\n");
+        return 2;
+    }
+    json_object *root = json_object_from_file(argv[3]), *models = json_object_object_get(root, "models");
+    json_object *recs = NULL;
+    for (size_t k = 0; k < json_object_array_length(models); k++) {
+        json_object *g = json_object_array_get_idx(models, k);
+        if (!strcmp(json_object_get_string(json_object_object_get(g, "name")), argv[4]))
+            recs = json_object_object_get(g, "prompts");
+    }
+    if (!recs) {
+        fprintf(stderr, "cpu_bench: no model %s in %s\n", argv[4], argv[3]);
+        return 1;
+    }
+    int n = (int)json_object_array_length(recs), len[AGREE_PROMPTS], longest = 0, total = 0;
+    if (n > AGREE_PROMPTS)
+        n = AGREE_PROMPTS;
+    int32_t *ids[AGREE_PROMPTS];
+    for (int p = 0; p < n; p++) {
+        json_object *a = json_object_object_get(json_object_array_get_idx(recs, p), "ids");
+        len[p] = (int)json_object_array_length(a);
+        ids[p] = malloc(sizeof(int32_t) * (size_t)len[p]);
+        for (int i = 0; i < len[p]; i++)
+            ids[p][i] = json_object_get_int(json_object_array_get_idx(a, i));
+        longest = len[p] > longest ? len[p] : longest;
+        total += len[p];
+    }
+    int B = 16, bps = (longest + AGREE_STEPS + B - 1) / B;
+    static int32_t want[AGREE_PROMPTS][AGREE_STEPS], got[AGREE_PROMPTS][AGREE_STEPS];
+    int agree = 0;
+    char err[512];
+    for (int q8 = 0; q8 < 2; q8++) {
+        struct gpt2_checkpoint *ck;
+        struct llm_model *m;
+        struct llm_load_opts o = {.device = LLM_DEVICE_CPU, .threads = argc > 5 ? atoi(argv[5]) : 0,
+                                  .kv_block_tokens = B, .kv_blocks = bps * n, .max_step_tokens = total,
+                                  .max_step_logits = n, .weights_q8 = q8};
+        if (gpt2_checkpoint_open(argv[2], &ck, err, sizeof err) != 0 || llm_load(ck, &o, &m, err, sizeof err) != 0) {
+            fprintf(stderr, "cpu_bench: %s\n", err);
+            return 1;
+        }
+        gpt2_checkpoint_close(ck);
+        int rc = greedy_steps(m, ids, len, n, q8 ? want : NULL, q8 ? got : want, bps, err, sizeof err);
+        llm_free(m);
+        if (rc != 0) {
+            fprintf(stderr, "cpu_bench: %s\n", err);
+            return 1;
+        }
+    }
+    for (int p = 0; p < n; p++) {
+        for (int s = 0; s < AGREE_STEPS; s++)
+            agree += got[p][s] == want[p][s];
+        free(ids[p]);
+    }
+    printf("{\"agree\": %d, \"steps\": %d}\n", agree, n * AGREE_STEPS);
+    json_object_put(root);
+    return 0;
+}
+
+/* --kernels: one product over blocks of 16 outputs (64 for the LM head), as gpt2_cpu.c's matmul. */
+struct kjob {
+    float *y;
+    const float *x;
+    const void *xq, *w;
+    enum ckpt_dtype wt;
+    int T, I, O, block;
+};
+
+static void k_task(void *ctx, int task, int thread)
+{
+    (void)thread;
+    const struct kjob *j = ctx;
+    int o0 = task * j->block, o1 = o0 + j->block < j->O ? o0 + j->block : j->O;
+    if (j->xq)
+        ops_matmul_q8(j->y, j->xq, j->w, NULL, j->T, j->I, j->O, o0, o1, false);
+    else
+        ops_matmul(j->y, j->x, j->w, j->wt, NULL, j->T, j->I, j->O, o0, o1, false);
+}
+
+struct kq_job {
+    char *dst;
+    const float *x;
+    int I;
+};
+
+static void kq_task(void *ctx, int task, int thread)
+{
+    (void)thread;
+    const struct kq_job *j = ctx;
+    ops_q8_quantize_row(j->dst + (size_t)task * ops_q8_row_bytes(j->I), j->x + (size_t)task * j->I, j->I);
+}
+
+/* Seconds per product of `copies` distinct O x I matrices (best of 3 sweeps), q8 including its input's quantization. */
+static double time_kernel(struct tpool *pool, enum ckpt_dtype wt, bool q8, int T, int I, int O, int copies)
+{
+    size_t rb = q8 ? ops_q8_row_bytes(I) : (size_t)I * ckpt_dtype_size(wt), mb = rb * (size_t)O;
+    char *w = malloc(mb * (size_t)copies), *xq = malloc(ops_q8_row_bytes(I) * (size_t)T);
+    float *x = malloc(sizeof(float) * (size_t)T * I), *y = malloc(sizeof(float) * (size_t)T * O);
+    float *row = malloc(sizeof(float) * (size_t)I);
+    if (!w || !xq || !x || !y || !row)
+        return -1;
+    uint32_t r = 12345;
+    for (size_t k = 0; k < (size_t)O * copies; k++) {
+        for (int i = 0; i < I; i++) {
+            r = r * 1664525u + 1013904223u;
+            row[i] = ((float)(r >> 8) / 16777216.0f - 0.5f) * 0.2f;
+        }
+        char *d = w + k * rb;
+        if (q8)
+            ops_q8_quantize_row(d, row, I);
+        else
+            for (int i = 0; i < I; i++) {
+                uint16_t h = wt == CKPT_F16 ? ckpt_f32_to_f16(row[i]) : ckpt_f32_to_bf16(row[i]);
+                if (wt == CKPT_F32)
+                    memcpy(d + (size_t)i * 4, &row[i], 4);
+                else
+                    memcpy(d + (size_t)i * 2, &h, 2);
+            }
+    }
+    for (size_t i = 0; i < (size_t)T * I; i++)
+        x[i] = (float)((i * 37) % 101) / 50.0f - 1.0f;
+    int block = O > 8192 ? 64 : 16;
+    double best = 1e30;
+    for (int rep = 0; rep < 4; rep++) {
+        double t0 = now();
+        for (int c = 0; c < copies; c++) {
+            if (q8) {
+                struct kq_job qj = {xq, x, I};
+                tpool_run(pool, kq_task, &qj, T);
+            }
+            struct kjob j = {y, x, q8 ? xq : NULL, w + (size_t)c * mb, wt, T, I, O, block};
+            tpool_run(pool, k_task, &j, (O + block - 1) / block);
+        }
+        double dt = (now() - t0) / copies;
+        if (rep > 0 && dt < best)   /* the first sweep warms up */
+            best = dt;
+    }
+    free(w);
+    free(xq);
+    free(x);
+    free(y);
+    free(row);
+    return best;
+}
+
+static int kernels_main(int argc, char **argv)
+{
+    int threads = argc > 2 ? atoi(argv[2]) : 0;
+    struct tpool *pool;
+    ops_init(OPS_BEST);
+    if (tpool_new(threads > 0 ? threads : tpool_online_cpus(), &pool) != 0)
+        return 1;
+    printf("{\"kernels\": \"%s\", \"threads\": %d, \"read_bytes_s\": %.0f}\n", ops_simd_name(), tpool_threads(pool),
+           read_bandwidth(pool));
+    static const struct {
+        const char *name;
+        int O, I, copies;
+    } shapes[] = {{"qkv", 2304, 768, 12}, {"proj", 768, 768, 12}, {"fc", 3072, 768, 12},
+                  {"mproj", 768, 3072, 12}, {"lm_head", 50257, 768, 1}};
+    static const struct {
+        const char *name;
+        enum ckpt_dtype wt;
+        bool q8;
+    } types[] = {{"F32", CKPT_F32, false}, {"F16", CKPT_F16, false}, {"BF16", CKPT_BF16, false}, {"Q8_0", CKPT_F32, true}};
+    static const int rows[] = {1, 8, 32};
+    for (size_t t = 0; t < sizeof types / sizeof types[0]; t++)
+        for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++)
+            for (size_t m = 0; m < sizeof rows / sizeof rows[0]; m++) {
+                int O = shapes[k].O, I = shapes[k].I;
+                double s = time_kernel(pool, types[t].wt, types[t].q8, rows[m], I, O, shapes[k].copies);
+                size_t bytes = types[t].q8 ? ops_q8_row_bytes(I) * (size_t)O : (size_t)O * I * ckpt_dtype_size(types[t].wt);
+                printf("{\"dtype\": \"%s\", \"kernel\": \"%s\", \"rows\": %d, \"O\": %d, \"I\": %d, \"bytes\": %zu, "
+                       "\"flops\": %.0f, \"seconds\": %.3e}\n",
+                       types[t].name, shapes[k].name, rows[m], O, I, bytes, 2.0 * rows[m] * O * I, s);
+                fflush(stdout);
+            }
+    tpool_free(pool);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc > 1 && !strcmp(argv[1], "--kernels"))
+        return kernels_main(argc, argv);
+    if (argc > 1 && !strcmp(argv[1], "--agree"))
+        return agree_main(argc, argv);
     if (argc < 2) {
-        fprintf(stderr, "usage: cpu_bench MODEL_DIR [THREADS] [PROMPT_TOKENS] [BATCH] [STEPS] [DECODE_CONTEXT]\n");
+        fprintf(stderr, "usage: cpu_bench MODEL_DIR [THREADS] [PROMPT_TOKENS] [BATCH] [STEPS] [DECODE_CONTEXT] "
+                        "[auto|f32|q8]\n");
         return 2;
     }
     int threads = argc > 2 ? atoi(argv[2]) : 0;
@@ -190,7 +435,9 @@ int main(int argc, char **argv)
     int B = 16, blocks_per_seq = (prompt > ctx + steps ? prompt : ctx + steps) / B + 1;
     struct llm_load_opts o = {.device = LLM_DEVICE_CPU, .threads = threads, .kv_block_tokens = B,
                               .kv_blocks = blocks_per_seq * batch, .max_step_tokens = (prompt > ctx ? prompt : ctx) + batch,
-                              .max_step_logits = batch};
+                              .max_step_logits = batch,
+                              .weights_f32 = argc > 7 && !strcmp(argv[7], "f32"),
+                              .weights_q8 = argc > 7 && !strcmp(argv[7], "q8")};
     struct llm_model *m;
     if (llm_load(ck, &o, &m, err, sizeof err) != 0) {
         fprintf(stderr, "cpu_bench: %s\n", err);
@@ -236,7 +483,7 @@ int main(int argc, char **argv)
            "\"batch\": %d, \"decodeN_tok_s\": %.3f, \"step_weight_bytes\": %zu, \"copy_read_bytes_s\": %.0f, "
            "\"read_bytes_s\": %.0f, "
            "\"peak_rss_kb\": %ld}\n",
-           in->backend, in->device_name, ckpt_dtype_name(in->weight_dtype), in->threads, load_s, prompt, prefill, ctx,
+           in->backend, in->device_name, in->weight_format, in->threads, load_s, prompt, prefill, ctx,
            d1, batch, dn, in->step_weight_bytes, bw, rbw, ru.ru_maxrss);
     free(table);
     free(toks);

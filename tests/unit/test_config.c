@@ -86,6 +86,24 @@ static void test_embeddings_keys(void)
     refused_at("[model a]\npath = /m\nnormalize = perhaps\n", 3, "normalize", "normalize not on or off");
 }
 
+/* dtype: auto (the default), f32, q8; anything else refused with its line. */
+static void test_dtype_key(void)
+{
+    char err[4096];
+    struct config *c = load("[model a]\npath = /m/a\n[model b]\npath = /m/b\ndtype = q8\n[model c]\npath = /m/c\n"
+                            "dtype = f32\n",
+                            err, sizeof err);
+    if (ok(c != NULL, "the dtype key loads") || (printf("# %s", err), 0)) {
+        is_int(config_find_model(c, "a")->dtype, MODEL_DTYPE_AUTO, "dtype defaults to auto");
+        is_int(config_find_model(c, "b")->dtype, MODEL_DTYPE_Q8, "dtype = q8");
+        is_int(config_find_model(c, "c")->dtype, MODEL_DTYPE_F32, "dtype = f32");
+    }
+    config_unref(c);
+    refused_at("[model a]\npath = /m\n\ndtype = int4\n", 4, "dtype must be auto, f32 or q8, got \"int4\"",
+               "an unknown dtype");
+    refused_at("[model a]\npath = /m\ndtype = Q8\n", 3, "dtype must be auto, f32 or q8", "dtype is lower case");
+}
+
 /* The classification keys: task, max_inputs, categories, safe_labels, flag_threshold, moderation_model, classify_model. */
 static void test_classifier_keys(void)
 {
@@ -216,6 +234,7 @@ static void test_models(void)
                "max_loaded_models 0");
     test_classifier_keys();
     test_embeddings_keys();
+    test_dtype_key();
     refused_at("[server]\ndefault_model = ../x\nmodels_dir = /m\n", 0, "default_model \"../x\" is neither",
                "a default_model that is no safe directory name");
 

@@ -1,4 +1,4 @@
-/* test_cpu_ops.c -- the CPU kernels (SIMD and portable) against double-precision references on random inputs, and the thread pool. */
+/* test_cpu_ops.c -- the CPU kernels, every level this CPU supports (portable, AVX2, AVX-512, AVX-512 BF16), against double-precision references and the portable ones on random inputs, int8 (Q8_0) included, and the thread pool. */
 #include "config.h"
 #include "cpu/ops.h"
 #include "cpu/threads.h"
@@ -90,6 +90,71 @@ static void check_matmul(enum ckpt_dtype wt, int T, int I, int O, int o0, int o1
     free(x);
     free(wf);
     free(w);
+    free(bias);
+    free(y);
+    free(want);
+}
+
+/* int8: W and x quantized by ops_q8_quantize_row, the product against the
+ * double-precision product of the dequantized values (what the integer
+ * kernels must compute up to F32 summation), and the quantization itself
+ * within half a step of the input. */
+static void check_matmul_q8(int T, int I, int O, int o0, int o1, bool acc, bool bias_on)
+{
+    size_t rb = ops_q8_row_bytes(I);
+    float *x = malloc(sizeof(float) * (size_t)T * I), *wf = malloc(sizeof(float) * (size_t)O * I);
+    char *xq = malloc(rb * (size_t)T), *wq = malloc(rb * (size_t)O);
+    float *bias = malloc(sizeof(float) * (size_t)O), *y = malloc(sizeof(float) * (size_t)T * O);
+    double *want = malloc(sizeof(double) * (size_t)T * O);
+    for (int i = 0; i < T * I; i++)
+        x[i] = frand() * (i % 97 == 0 ? 20.0f : 1.0f);     /* outliers, as LayerNorm outputs have */
+    for (int i = 0; i < O * I; i++)
+        wf[i] = frand() * 0.1f;
+    for (int o = 0; o < O; o++)
+        bias[o] = frand();
+    for (int t = 0; t < T; t++)
+        ops_q8_quantize_row(xq + rb * t, x + (size_t)t * I, I);
+    for (int o = 0; o < O; o++)
+        ops_q8_quantize_row(wq + rb * o, wf + (size_t)o * I, I);
+    /* dequantized values, and the worst quantization error in steps (the F16
+     * scale adds up to 127 * 2^-11 of a step to the half of rounding) */
+    double worst_step = 0;
+    for (int o = 0; o < O; o++) {
+        const struct ops_q8_block *b = (const struct ops_q8_block *)(wq + rb * o);
+        for (int i = 0; i < I; i++) {
+            double d = ckpt_f16_to_f32(b[i / 32].d), v = d * b[i / 32].q[i % 32];
+            double st = d > 0 ? fabs(v - wf[(size_t)o * I + i]) / d : 0;
+            if (st > worst_step)
+                worst_step = st;
+            wf[(size_t)o * I + i] = (float)v;
+        }
+    }
+    for (int t = 0; t < T; t++) {
+        const struct ops_q8_block *b = (const struct ops_q8_block *)(xq + rb * t);
+        for (int i = 0; i < I; i++)
+            x[(size_t)t * I + i] = ckpt_f16_to_f32(b[i / 32].d) * b[i / 32].q[i % 32];
+    }
+    for (int i = 0; i < T * O; i++)
+        y[i] = 0.25f * (float)(i % 7);
+    for (int t = 0; t < T; t++)
+        for (int o = 0; o < O; o++) {
+            double s = 0.0;
+            for (int i = 0; i < I; i++)
+                s += (double)x[t * I + i] * wf[o * I + i];
+            double old = 0.25 * ((t * O + o) % 7);
+            want[t * O + o] = o < o0 || o >= o1 ? old : s + (bias_on ? bias[o] : 0.0) + (acc ? old : 0.0);
+        }
+    if (!acc)
+        for (int t = 0; t < T; t++)
+            poison(y + (size_t)t * O + o0, (size_t)(o1 - o0));
+    ops_matmul_q8(y, xq, wq, bias_on ? bias : NULL, T, I, O, o0, o1, acc);
+    double e = rel_err(y, want, (size_t)T * O);
+    ok(e <= 1e-5 && worst_step <= 0.5 + 127.0 / 2048, "%s matmul Q8_0 T=%d I=%d O=%d [%d,%d)%s%s: rel err %.2g, quantized within %.3f steps",
+       ops_simd_name(), T, I, O, o0, o1, acc ? " accumulate" : "", bias_on ? " bias" : "", e, worst_step);
+    free(x);
+    free(wf);
+    free(xq);
+    free(wq);
     free(bias);
     free(y);
     free(want);
@@ -206,7 +271,19 @@ static void run_kernels(void)
         check_matmul(types[k], 8, 768, 48, 16, 32, true, true);
         check_matmul(types[k], 5, 5, 3, 0, 3, false, true);
     }
+    for (int k = 0; k < 3; k++) {
+        /* the AVX-512 tiles: up to 6 rows of x (so 9 = 6 + 3, 64 = 10 x 6 + 4), masked tails of I % 16 */
+        check_matmul(types[k], 9, 100, 24, 0, 24, false, true);
+        check_matmul(types[k], 64, 768, 16, 0, 16, true, true);
+        check_matmul(types[k], 12, 33, 9, 2, 9, false, true);
+    }
     check_matmul(CKPT_F32, 200, 512, 40, 0, 40, false, true);   /* several row chunks */
+    /* int8: T across the tiles (1, 2, 4 rows), I across blocks (with a padded last one), O across 4 */
+    check_matmul_q8(1, 768, 16, 0, 16, false, true);
+    check_matmul_q8(2, 64, 16, 4, 16, true, false);
+    check_matmul_q8(7, 100, 13, 1, 12, false, true);
+    check_matmul_q8(64, 768, 24, 0, 24, true, true);
+    check_matmul_q8(3, 5, 3, 0, 3, false, true);
     check_small_ops();
 }
 
@@ -251,14 +328,18 @@ static void check_pool(int threads)
 
 int main(void)
 {
-    ops_init(true);
-    is_str(ops_simd_name(), "portable", "portable kernels can be forced");
-    run_kernels();
-    ops_init(false);
-    if (strcmp(ops_simd_name(), "portable") != 0)
+    /* Every level this CPU has, from the portable reference up. */
+    enum ops_level top = ops_cpu_level();
+    static const char *const prefix[] = {"portable", "avx2+fma+f16c", "avx512f+bw+vl", "avx512f+bw+vl"};
+    for (int lv = OPS_PORTABLE; lv <= (int)top; lv++) {
+        is_int((int)ops_init((enum ops_level)lv), lv, "level %d can be chosen", lv);
+        ok(strncmp(ops_simd_name(), prefix[lv], strlen(prefix[lv])) == 0 &&
+               (lv != OPS_AVX512_BF16) == (strstr(ops_simd_name(), "bf16") == NULL),
+           "level %d is named %s", lv, ops_simd_name());
         run_kernels();
-    else
-        printf("# no AVX2+FMA+F16C on this CPU: the portable kernels are the only ones\n");
+    }
+    printf("# this CPU's best level: %d (%s)\n", (int)top, ops_simd_name());
+    is_int((int)ops_init(OPS_BEST), (int)top, "OPS_BEST picks the CPU's best level");
     check_pool(1);
     check_pool(2);
     check_pool(4);

@@ -1,0 +1,228 @@
+/* ops_avx512.c -- the AVX-512 matrix products over F32, F16 and BF16 weights: register tiles of up to 6 rows of x by 4 rows of W, half precision widened in registers; with avx512_bf16, vdpbf16ps for BF16 weights.
+ *
+ * W is output-major ([O][I], one output's weights a row), so a tile streams
+ * 4 contiguous rows of W once and reuses each loaded (and widened) vector
+ * for every row of x in the tile: batch 1 (decode) is a matrix-vector
+ * product that reads each weight once per step; 2-64 rows (batched decode,
+ * prefill chunks) reuse it up to 6 times from registers and the rest from
+ * L1/L2 (ops_t_chunk keeps the chunk of x in L2). The I % 16 tail is a
+ * masked load, not scalar code. Half precision is never copied to F32: F16
+ * by vcvtph2ps, BF16 by a 16-bit shift (or, with avx512_bf16, consumed as
+ * it is by vdpbf16ps, with x split into a bf16 high part and a bf16 low
+ * part so the products keep ~16 bits of x). */
+#include "ops_int.h"
+
+#ifdef OPS_HAVE_X86
+#include <immintrin.h>
+
+#define A512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")))
+#define A512BF __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma,f16c")))
+#define INL static inline __attribute__((always_inline))
+#define UNROLL _Pragma("GCC unroll 8")
+
+/* 16 weights at element i of row w, widened to F32; the masked forms read
+ * only the lanes in m (the row's tail) and zero the others. */
+INL A512 __m512 ld_f32(const void *w, size_t i)
+{
+    return _mm512_loadu_ps((const float *)w + i);
+}
+INL A512 __m512 ldm_f32(const void *w, size_t i, __mmask16 m)
+{
+    return _mm512_maskz_loadu_ps(m, (const float *)w + i);
+}
+INL A512 __m512 ld_f16(const void *w, size_t i)
+{
+    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)w + i)));
+}
+INL A512 __m512 ldm_f16(const void *w, size_t i, __mmask16 m)
+{
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const uint16_t *)w + i));
+}
+/* bf16 is the top half of an f32: widen to 32 bits and shift into place. */
+INL A512 __m512 ld_bf16(const void *w, size_t i)
+{
+    __m256i h = _mm256_loadu_si256((const __m256i *)((const uint16_t *)w + i));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+INL A512 __m512 ldm_bf16(const void *w, size_t i, __mmask16 m)
+{
+    __m256i h = _mm256_maskz_loadu_epi16(m, (const uint16_t *)w + i);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+/* s[r * Q + q] = x row r . W row q, for R rows of x (stride I floats) and Q
+ * rows of W (stride I elements of ES bytes). R x Q accumulators of 16 lanes;
+ * the loops have constant bounds, so they unroll and the accumulators live
+ * in registers (24 + 4 + 1 of the 32 for 6 x 4). */
+#define DEFINE_TILE(SUF, LD, LDM, ES, R, Q)                                                            \
+    __attribute__((noinline)) A512 static void tile_##SUF##_##R##x##Q(const char *w, const float *x,  \
+                                                                      size_t I, float *s)            \
+    {                                                                                                \
+        __m512 acc[R][Q];                                                                            \
+        UNROLL for (int r = 0; r < R; r++) UNROLL for (int q = 0; q < Q; q++) acc[r][q] =            \
+            _mm512_setzero_ps();                                                                     \
+        size_t i = 0;                                                                                \
+        for (; i + 16 <= I; i += 16) {                                                               \
+            __m512 wv[Q];                                                                            \
+            UNROLL for (int q = 0; q < Q; q++) wv[q] = LD(w + (size_t)q * I * ES, i);                \
+            UNROLL for (int r = 0; r < R; r++)                                                       \
+            {                                                                                        \
+                __m512 xv = _mm512_loadu_ps(x + (size_t)r * I + i);                                  \
+                UNROLL for (int q = 0; q < Q; q++) acc[r][q] = _mm512_fmadd_ps(wv[q], xv, acc[r][q]); \
+            }                                                                                        \
+        }                                                                                            \
+        if (i < I) {                                                                                 \
+            __mmask16 m = (__mmask16)((1u << (I - i)) - 1);                                          \
+            __m512 wv[Q];                                                                            \
+            UNROLL for (int q = 0; q < Q; q++) wv[q] = LDM(w + (size_t)q * I * ES, i, m);            \
+            UNROLL for (int r = 0; r < R; r++)                                                       \
+            {                                                                                        \
+                __m512 xv = _mm512_maskz_loadu_ps(m, x + (size_t)r * I + i);                         \
+                UNROLL for (int q = 0; q < Q; q++) acc[r][q] = _mm512_fmadd_ps(wv[q], xv, acc[r][q]); \
+            }                                                                                        \
+        }                                                                                            \
+        UNROLL for (int r = 0; r < R; r++) UNROLL for (int q = 0; q < Q; q++) s[r * Q + q] =         \
+            _mm512_reduce_add_ps(acc[r][q]);                                                         \
+    }
+
+#define DEFINE_TILES(SUF, LD, LDM, ES)                                                                 \
+    DEFINE_TILE(SUF, LD, LDM, ES, 1, 1)                                                              \
+    DEFINE_TILE(SUF, LD, LDM, ES, 1, 4)                                                              \
+    DEFINE_TILE(SUF, LD, LDM, ES, 2, 4)                                                              \
+    DEFINE_TILE(SUF, LD, LDM, ES, 3, 4)                                                              \
+    DEFINE_TILE(SUF, LD, LDM, ES, 4, 4)                                                              \
+    DEFINE_TILE(SUF, LD, LDM, ES, 5, 4)                                                              \
+    DEFINE_TILE(SUF, LD, LDM, ES, 6, 4)
+
+DEFINE_TILES(f32, ld_f32, ldm_f32, 4)
+DEFINE_TILES(f16, ld_f16, ldm_f16, 2)
+DEFINE_TILES(bf16, ld_bf16, ldm_bf16, 2)
+
+typedef void (*tile_fn)(const char *w, const float *x, size_t I, float *s);
+
+/* A tile set: t[r] for r rows of x by 4 rows of W (r = 1..6), one for the
+ * last 1-3 outputs of a block. */
+struct tiles {
+    tile_fn t[7];
+    tile_fn one;
+    int max_r;
+};
+
+#define TILESET(SUF)                                                                                   \
+    {                                                                                                \
+        {NULL, tile_##SUF##_1x4, tile_##SUF##_2x4, tile_##SUF##_3x4, tile_##SUF##_4x4,              \
+         tile_##SUF##_5x4, tile_##SUF##_6x4},                                                        \
+            tile_##SUF##_1x1, 6                                                                      \
+    }
+static const struct tiles tiles_f32 = TILESET(f32), tiles_f16 = TILESET(f16), tiles_bf16 = TILESET(bf16);
+
+/* The driver: chunks of x rows that stay in L2; per chunk, 4 outputs at a
+ * time, the chunk's rows in tiles of up to max_r; then bias, accumulate and
+ * store. */
+static void matmul_tiles(const struct tiles *ts, size_t es, float *y, const float *x, const void *w,
+                         const float *bias, int T, int I, int O, int o0, int o1, bool accumulate)
+{
+    float s[6 * 4];
+    int chunk = ops_t_chunk(I, ts->max_r);
+    for (int tc = 0; tc < T; tc += chunk) {
+        int te = tc + chunk < T ? tc + chunk : T;
+        int o = o0;
+        for (; o + 4 <= o1; o += 4) {
+            const char *wo = (const char *)w + (size_t)o * I * es;
+            for (int t = tc; t < te;) {
+                int r = te - t >= ts->max_r ? ts->max_r : te - t;
+                ts->t[r](wo, x + (size_t)t * I, (size_t)I, s);
+                for (int k = 0; k < r; k++)
+                    for (int q = 0; q < 4; q++)
+                        ops_store1(y + (size_t)(t + k) * O, o + q, s[k * 4 + q], bias, accumulate);
+                t += r;
+            }
+        }
+        for (; o < o1; o++) {
+            const char *wo = (const char *)w + (size_t)o * I * es;
+            for (int t = tc; t < te; t++) {
+                ts->one(wo, x + (size_t)t * I, (size_t)I, s);
+                ops_store1(y + (size_t)t * O, o, s[0], bias, accumulate);
+            }
+        }
+    }
+}
+
+void ops_matmul_avx512(float *y, const float *x, const void *w, enum ckpt_dtype wt, const float *bias, int T, int I,
+                       int O, int o0, int o1, bool accumulate)
+{
+    const struct tiles *ts = wt == CKPT_F16 ? &tiles_f16 : wt == CKPT_BF16 ? &tiles_bf16 : &tiles_f32;
+    matmul_tiles(ts, ckpt_dtype_size(wt), y, x, w, bias, T, I, O, o0, o1, accumulate);
+}
+
+/* ------------------------------------------------------------------ avx512_bf16 */
+
+/* x[i..i+32) split in two bf16 vectors, hi = x with its low 16 bits cut
+ * (exact in bf16) and lo = x - hi rounded to bf16, so hi + lo keeps ~16
+ * bits of x's 24 (vdpbf16ps multiplies bf16 by bf16 exactly). */
+INL A512BF void split_bf16(__m512 x0, __m512 x1, __m512bh *hi, __m512bh *lo)
+{
+    const __m512i cut = _mm512_set1_epi32((int)0xffff0000u);
+    __m512 h0 = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(x0), cut));
+    __m512 h1 = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(x1), cut));
+    *hi = _mm512_cvtne2ps_pbh(h1, h0);
+    *lo = _mm512_cvtne2ps_pbh(_mm512_sub_ps(x1, h1), _mm512_sub_ps(x0, h0));
+}
+
+/* The BF16 tiles: 32 weights a step, loaded as they are; each pair of
+ * adjacent weights meets the same pair of x in one 32-bit lane. */
+#define DEFINE_BF_TILE(R, Q)                                                                           \
+    __attribute__((noinline)) A512BF static void tilebf_##R##x##Q(const char *wc, const float *x,     \
+                                                                  size_t I, float *s)                \
+    {                                                                                                \
+        const uint16_t *w = (const uint16_t *)wc;                                                    \
+        __m512 acc[R][Q];                                                                            \
+        UNROLL for (int r = 0; r < R; r++) UNROLL for (int q = 0; q < Q; q++) acc[r][q] =            \
+            _mm512_setzero_ps();                                                                     \
+        for (size_t i = 0; i < I; i += 32) {                                                         \
+            size_t n = I - i < 32 ? I - i : 32;                                                      \
+            __mmask32 m32 = n == 32 ? 0xffffffffu : (__mmask32)((1u << n) - 1);                       \
+            __mmask16 ma = (__mmask16)(m32 & 0xffff), mb = (__mmask16)(m32 >> 16);                   \
+            __m512bh wv[Q];                                                                          \
+            UNROLL for (int q = 0; q < Q; q++) wv[q] =                                               \
+                (__m512bh)_mm512_maskz_loadu_epi16(m32, w + (size_t)q * I + i);                      \
+            UNROLL for (int r = 0; r < R; r++)                                                       \
+            {                                                                                        \
+                __m512bh hi, lo;                                                                     \
+                split_bf16(_mm512_maskz_loadu_ps(ma, x + (size_t)r * I + i),                         \
+                           _mm512_maskz_loadu_ps(mb, x + (size_t)r * I + i + 16), &hi, &lo);         \
+                UNROLL for (int q = 0; q < Q; q++)                                                   \
+                {                                                                                    \
+                    acc[r][q] = _mm512_dpbf16_ps(acc[r][q], wv[q], hi);                              \
+                    acc[r][q] = _mm512_dpbf16_ps(acc[r][q], wv[q], lo);                              \
+                }                                                                                    \
+            }                                                                                        \
+        }                                                                                            \
+        UNROLL for (int r = 0; r < R; r++) UNROLL for (int q = 0; q < Q; q++) s[r * Q + q] =         \
+            _mm512_reduce_add_ps(acc[r][q]);                                                         \
+    }
+
+DEFINE_BF_TILE(1, 1)
+DEFINE_BF_TILE(1, 4)
+DEFINE_BF_TILE(2, 4)
+DEFINE_BF_TILE(3, 4)
+DEFINE_BF_TILE(4, 4)
+
+static const struct tiles tiles_bfdp = {
+    {NULL, tilebf_1x4, tilebf_2x4, tilebf_3x4, tilebf_4x4, NULL, NULL}, tilebf_1x1, 4};
+
+void ops_matmul_avx512_bf16(float *y, const float *x, const void *w, enum ckpt_dtype wt, const float *bias, int T,
+                            int I, int O, int o0, int o1, bool accumulate)
+{
+    /* Every row count takes this path, so a row's result does not depend on
+     * how many rows share its step (batched and alone, whole and chunked
+     * prefill agree; widening for T > 1 only broke that by 1e-5). The cost:
+     * the split of x is redone for every 4 outputs, so at 8 rows and more it
+     * is slower than widening (cpu_bench --kernels). */
+    if (wt != CKPT_BF16) {
+        ops_matmul_avx512(y, x, w, wt, bias, T, I, O, o0, o1, accumulate);
+        return;
+    }
+    matmul_tiles(&tiles_bfdp, 2, y, x, w, bias, T, I, O, o0, o1, accumulate);
+}
+#endif /* OPS_HAVE_X86 */

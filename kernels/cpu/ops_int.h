@@ -1,0 +1,54 @@
+/* ops_int.h -- what ops.c, ops_avx512.c and ops_q8.c share: the kernel table one level fills, and helpers every level uses. Not for callers outside kernels/cpu/ops*.c. */
+#ifndef LLMCGI_OPS_INT_H
+#define LLMCGI_OPS_INT_H
+
+#include "ops.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define OPS_HAVE_X86 1
+#endif
+
+typedef void (*ops_matmul_fn)(float *y, const float *x, const void *w, enum ckpt_dtype wt, const float *bias, int T,
+                              int I, int O, int o0, int o1, bool accumulate);
+typedef void (*ops_matmul_q8_fn)(float *y, const void *xq, const void *wq, const float *bias, int T, int I, int O,
+                                 int o0, int o1, bool accumulate);
+
+/* One level's kernels; a level that has no better version of a kernel keeps
+ * the one below it. */
+struct ops_kernels {
+    const char *name;
+    ops_matmul_fn matmul;
+    ops_matmul_q8_fn matmul_q8;
+    void (*activate)(float *, int, enum ops_act);
+    float (*dot)(const float *, const float *, int);
+    void (*axpy)(float *, float, const float *, int);
+    void (*softmax)(float *, int);
+};
+
+/* Rows of x processed together per pass over a tile of W, sized so the chunk
+ * of x (I floats a row) stays in L2 while the tile's rows stream through L1;
+ * a multiple of `tile` rows. */
+int ops_t_chunk(int I, int tile);
+
+/* y[o] = (accumulate ? y[o] : 0) + bias[o] + s: the one store rule. */
+static inline void ops_store1(float *y, int o, float s, const float *bias, bool accumulate)
+{
+    y[o] = (accumulate ? y[o] : 0.0f) + (bias ? bias[o] : 0.0f) + s;
+}
+
+#ifdef OPS_HAVE_X86
+/* ops_avx512.c: the AVX-512 matrix products (bf16: vdpbf16ps for BF16 weights). */
+void ops_matmul_avx512(float *y, const float *x, const void *w, enum ckpt_dtype wt, const float *bias, int T, int I,
+                       int O, int o0, int o1, bool accumulate);
+void ops_matmul_avx512_bf16(float *y, const float *x, const void *w, enum ckpt_dtype wt, const float *bias, int T,
+                            int I, int O, int o0, int o1, bool accumulate);
+/* ops_q8.c: int8 products with AVX2 (maddubs) and AVX-512 VNNI (vpdpbusd). */
+void ops_matmul_q8_avx2(float *y, const void *xq, const void *wq, const float *bias, int T, int I, int O, int o0,
+                        int o1, bool accumulate);
+void ops_matmul_q8_vnni(float *y, const void *xq, const void *wq, const float *bias, int T, int I, int O, int o0,
+                        int o1, bool accumulate);
+#endif
+void ops_matmul_q8_portable(float *y, const void *xq, const void *wq, const float *bias, int T, int I, int O, int o0,
+                            int o1, bool accumulate);
+
+#endif

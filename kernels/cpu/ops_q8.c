@@ -1,0 +1,215 @@
+/* ops_q8.c -- int8 weights and activations in llama.cpp's Q8_0 layout: row quantization, and matrix products in portable C, AVX2 (vpmaddubsw) and AVX-512 VNNI (vpdpbusd).
+ *
+ * A block is 32 int8 values and one F16 scale. The product of a weight row
+ * and an activation row is, per block, the exact integer dot product of the
+ * two blocks times both scales, summed in F32. The SIMD versions take one
+ * block per 256-bit vector (8 lanes of 4 products):
+ *   AVX2:  |x| (u8) times w with x's sign (s8) by vpmaddubsw (pairs into
+ *          16 bits; 2 * 127 * 127 does not saturate), then vpmaddwd by 1;
+ *   VNNI:  (w + 128) (u8) times x (s8) by vpdpbusd, its accumulator started
+ *          at -128 * x's block sum (one more vpdpbusd per x block, shared by
+ *          the tile's rows of W), so one instruction per pair of blocks.
+ * Tiles are up to 4 rows of W by 2 (AVX2: 16 vector registers) or 4 (VNNI
+ * with AVX-512VL: 32) rows of x; weights stream once per chunk of x. */
+#include "ops_int.h"
+
+#include <math.h>
+#include <string.h>
+
+_Static_assert(sizeof(struct ops_q8_block) == 34, "Q8_0 block is 34 bytes, as llama.cpp's block_q8_0");
+
+size_t ops_q8_row_bytes(int I)
+{
+    return (size_t)((I + OPS_Q8_BLOCK - 1) / OPS_Q8_BLOCK) * sizeof(struct ops_q8_block);
+}
+
+void ops_q8_quantize_row(void *dst, const float *x, int I)
+{
+    struct ops_q8_block *b = dst;
+    for (int k = 0; k * OPS_Q8_BLOCK < I; k++) {
+        int n = I - k * OPS_Q8_BLOCK < OPS_Q8_BLOCK ? I - k * OPS_Q8_BLOCK : OPS_Q8_BLOCK;
+        const float *xb = x + (size_t)k * OPS_Q8_BLOCK;
+        float amax = 0.0f;
+        for (int i = 0; i < n; i++)
+            if (fabsf(xb[i]) > amax)
+                amax = fabsf(xb[i]);
+        float d = amax / 127.0f, id = d > 0.0f ? 1.0f / d : 0.0f;
+        b[k].d = ckpt_f32_to_f16(d);
+        for (int i = 0; i < OPS_Q8_BLOCK; i++) {
+            float v = i < n ? roundf(xb[i] * id) : 0.0f;
+            b[k].q[i] = (int8_t)(v > 127.0f ? 127 : v < -127.0f ? -127 : v);
+        }
+    }
+}
+
+typedef void (*q8_tile_fn)(const struct ops_q8_block *w, size_t wstride, const struct ops_q8_block *x,
+                           size_t xstride, int nb, float *s);
+
+/* The driver every level shares: chunks of x rows, Q = 4 outputs at a time
+ * in tiles of up to max_r rows of x, then the last 1-3 outputs one by one.
+ * t[r] computes s[r * 4 + q]; one computes a single row pair. Strides are
+ * in blocks. */
+static void matmul_q8_tiles(const q8_tile_fn *t, q8_tile_fn one, int max_r, float *y, const void *xq,
+                            const void *wq, const float *bias, int T, int I, int O, int o0, int o1,
+                            bool accumulate)
+{
+    int nb = (I + OPS_Q8_BLOCK - 1) / OPS_Q8_BLOCK;
+    size_t rs = (size_t)nb;
+    const struct ops_q8_block *X = xq, *W = wq;
+    float s[4 * 4];
+    int chunk = ops_t_chunk(I / 4 + 1, max_r);  /* int8 rows are a quarter of F32 ones */
+    for (int tc = 0; tc < T; tc += chunk) {
+        int te = tc + chunk < T ? tc + chunk : T;
+        int o = o0;
+        for (; t && o + 4 <= o1; o += 4)
+            for (int tt = tc; tt < te;) {
+                int r = te - tt >= max_r ? max_r : te - tt;
+                t[r](W + (size_t)o * rs, rs, X + (size_t)tt * rs, rs, nb, s);
+                for (int k = 0; k < r; k++)
+                    for (int q = 0; q < 4; q++)
+                        ops_store1(y + (size_t)(tt + k) * O, o + q, s[k * 4 + q], bias, accumulate);
+                tt += r;
+            }
+        for (; o < o1; o++)
+            for (int tt = tc; tt < te; tt++) {
+                one(W + (size_t)o * rs, rs, X + (size_t)tt * rs, rs, nb, s);
+                ops_store1(y + (size_t)tt * O, o, s[0], bias, accumulate);
+            }
+    }
+}
+
+/* ------------------------------------------------------------------ portable C */
+
+static void q8_one_portable(const struct ops_q8_block *w, size_t ws, const struct ops_q8_block *x, size_t xs,
+                            int nb, float *s)
+{
+    (void)ws;
+    (void)xs;
+    float sum = 0.0f;
+    for (int k = 0; k < nb; k++) {
+        int32_t isum = 0;
+        for (int i = 0; i < OPS_Q8_BLOCK; i++)
+            isum += (int32_t)w[k].q[i] * x[k].q[i];
+        sum += (float)isum * ckpt_f16_to_f32(w[k].d) * ckpt_f16_to_f32(x[k].d);
+    }
+    s[0] = sum;
+}
+
+void ops_matmul_q8_portable(float *y, const void *xq, const void *wq, const float *bias, int T, int I, int O, int o0,
+                            int o1, bool accumulate)
+{
+    matmul_q8_tiles(NULL, q8_one_portable, 1, y, xq, wq, bias, T, I, O, o0, o1, accumulate);
+}
+
+#ifdef OPS_HAVE_X86
+#include <immintrin.h>
+
+#define AVX2 __attribute__((target("avx2,fma,f16c")))
+#define VNNI __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
+#define INL static inline __attribute__((always_inline))
+#define UNROLL _Pragma("GCC unroll 8")
+
+INL AVX2 float hsum8(__m256 a)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* AVX2: R rows of x by Q rows of W. */
+#define DEFINE_Q8_AVX2(R, Q)                                                                           \
+    __attribute__((noinline)) AVX2 static void q8a_##R##x##Q(const struct ops_q8_block *w, size_t ws, \
+                                                             const struct ops_q8_block *x, size_t xs, \
+                                                             int nb, float *s)                        \
+    {                                                                                                \
+        const __m256i ones = _mm256_set1_epi16(1);                                                   \
+        __m256 acc[R][Q];                                                                            \
+        UNROLL for (int r = 0; r < R; r++) UNROLL for (int q = 0; q < Q; q++) acc[r][q] =            \
+            _mm256_setzero_ps();                                                                     \
+        for (int k = 0; k < nb; k++) {                                                               \
+            __m256i wv[Q];                                                                           \
+            __m256 dw[Q];                                                                            \
+            UNROLL for (int q = 0; q < Q; q++)                                                       \
+            {                                                                                        \
+                wv[q] = _mm256_loadu_si256((const __m256i *)w[(size_t)q * ws + k].q);                \
+                dw[q] = _mm256_set1_ps(_cvtsh_ss(w[(size_t)q * ws + k].d));                          \
+            }                                                                                        \
+            UNROLL for (int r = 0; r < R; r++)                                                       \
+            {                                                                                        \
+                __m256i xv = _mm256_loadu_si256((const __m256i *)x[(size_t)r * xs + k].q);           \
+                __m256i ax = _mm256_sign_epi8(xv, xv);                                               \
+                __m256 dx = _mm256_set1_ps(_cvtsh_ss(x[(size_t)r * xs + k].d));                      \
+                UNROLL for (int q = 0; q < Q; q++)                                                   \
+                {                                                                                    \
+                    __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, _mm256_sign_epi8(wv[q], xv)), \
+                                                  ones);                                             \
+                    acc[r][q] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(dw[q], dx),     \
+                                                acc[r][q]);                                          \
+                }                                                                                    \
+            }                                                                                        \
+        }                                                                                            \
+        UNROLL for (int r = 0; r < R; r++) UNROLL for (int q = 0; q < Q; q++) s[r * Q + q] =         \
+            hsum8(acc[r][q]);                                                                        \
+    }
+
+DEFINE_Q8_AVX2(1, 1)
+DEFINE_Q8_AVX2(1, 4)
+DEFINE_Q8_AVX2(2, 4)
+
+void ops_matmul_q8_avx2(float *y, const void *xq, const void *wq, const float *bias, int T, int I, int O, int o0,
+                        int o1, bool accumulate)
+{
+    static const q8_tile_fn t[] = {NULL, q8a_1x4, q8a_2x4};
+    matmul_q8_tiles(t, q8a_1x1, 2, y, xq, wq, bias, T, I, O, o0, o1, accumulate);
+}
+
+/* VNNI: the same tile with vpdpbusd on (w + 128) and x, started at -128 * sum(x). */
+#define DEFINE_Q8_VNNI(R, Q)                                                                           \
+    __attribute__((noinline)) VNNI static void q8v_##R##x##Q(const struct ops_q8_block *w, size_t ws, \
+                                                             const struct ops_q8_block *x, size_t xs, \
+                                                             int nb, float *s)                        \
+    {                                                                                                \
+        const __m256i b128 = _mm256_set1_epi8((char)0x80);                                           \
+        __m256 acc[R][Q];                                                                            \
+        UNROLL for (int r = 0; r < R; r++) UNROLL for (int q = 0; q < Q; q++) acc[r][q] =            \
+            _mm256_setzero_ps();                                                                     \
+        for (int k = 0; k < nb; k++) {                                                               \
+            __m256i wu[Q];                                                                           \
+            __m256 dw[Q];                                                                            \
+            UNROLL for (int q = 0; q < Q; q++)                                                       \
+            {                                                                                        \
+                wu[q] = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)w[(size_t)q * ws + k].q), b128); \
+                dw[q] = _mm256_set1_ps(_cvtsh_ss(w[(size_t)q * ws + k].d));                          \
+            }                                                                                        \
+            UNROLL for (int r = 0; r < R; r++)                                                       \
+            {                                                                                        \
+                __m256i xv = _mm256_loadu_si256((const __m256i *)x[(size_t)r * xs + k].q);           \
+                __m256i c = _mm256_sub_epi32(_mm256_setzero_si256(),                                 \
+                                             _mm256_dpbusd_epi32(_mm256_setzero_si256(), b128, xv)); \
+                __m256 dx = _mm256_set1_ps(_cvtsh_ss(x[(size_t)r * xs + k].d));                      \
+                UNROLL for (int q = 0; q < Q; q++)                                                   \
+                {                                                                                    \
+                    __m256i p = _mm256_dpbusd_epi32(c, wu[q], xv);                                   \
+                    acc[r][q] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(dw[q], dx),     \
+                                                acc[r][q]);                                          \
+                }                                                                                    \
+            }                                                                                        \
+        }                                                                                            \
+        UNROLL for (int r = 0; r < R; r++) UNROLL for (int q = 0; q < Q; q++) s[r * Q + q] =         \
+            hsum8(acc[r][q]);                                                                        \
+    }
+
+DEFINE_Q8_VNNI(1, 1)
+DEFINE_Q8_VNNI(1, 4)
+DEFINE_Q8_VNNI(2, 4)
+DEFINE_Q8_VNNI(3, 4)
+DEFINE_Q8_VNNI(4, 4)
+
+void ops_matmul_q8_vnni(float *y, const void *xq, const void *wq, const float *bias, int T, int I, int O, int o0,
+                        int o1, bool accumulate)
+{
+    static const q8_tile_fn t[] = {NULL, q8v_1x4, q8v_2x4, q8v_3x4, q8v_4x4};
+    matmul_q8_tiles(t, q8v_1x1, 4, y, xq, wq, bias, T, I, O, o0, o1, accumulate);
+}
+#endif /* OPS_HAVE_X86 */
