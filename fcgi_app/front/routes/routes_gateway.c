@@ -229,14 +229,11 @@ static enum outcome answer_whole(struct relay *rl)
 /* Answers a non-streamed request from the event stream the upstream sent
  * instead of one JSON document (collect). A stream may end without
  * [DONE] (transformers serve's do), but not before its finish reason:
- * a cut answer is an error, not a shorter one. */
+ * attempt() retries a cut one elsewhere before calling this, so a cut
+ * answer is an error, never a shorter answer. */
 static enum outcome assembled_answer(struct relay *rl)
 {
     struct call *k = rl->call;
-    if (!rl->saw_finish && !rl->saw_done) {
-        fail(k, 502, "upstream %s ended its event stream before the generation finished", rl->cand->c->name);
-        return OUT_FAIL;
-    }
     /* no usage in the stream (transformers serve sends none): the events
      * with text count, as in a translated stream's usage chunk */
     struct gen_result res = {.text = rl->text.s ? rl->text.s : (char *)"", .text_len = rl->text.len,
