@@ -280,21 +280,13 @@ static void con_free(struct constraint *con)
  * on its tree. NULL with err. */
 static json_object *schema_from_text(json_object *v, const char *field, char *err, size_t errlen)
 {
-    const char *s = json_object_get_string(v);
-    size_t len = (size_t)json_object_get_string_len(v);
-    char why[200] = "";
-    struct json_tree_cost cost;
-    json_tree_estimate(s, len, &cost);
-    if (!json_tree_fits(&cost, len)) {
+    char why[200];
+    json_object *o = NULL;
+    int rc = json_parse_embedded(json_object_get_string(v), (size_t)json_object_get_string_len(v), &o, why,
+                                 sizeof why);
+    if (rc == JSON_EMBEDDED_TOO_LARGE)
         snprintf(err, errlen, "`%s` is too large a JSON text for its length", field);
-        return NULL;
-    }
-    json_object *o = json_parse_strict(s, len, why, sizeof why);
-    if (o && json_check_request(s, len, o, NULL, why, sizeof why) < 0) {
-        json_object_put(o);
-        o = NULL;
-    }
-    if (!o)
+    else if (rc < 0)
         snprintf(err, errlen, "`%s` is not a JSON schema%s%s", field, why[0] ? ": " : "", why);
     return o;
 }

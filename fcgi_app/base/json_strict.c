@@ -427,3 +427,23 @@ json_object *json_parse_upstream(const char *buf, size_t len, char *err, size_t 
     }
     return obj;
 }
+
+int json_parse_embedded(const char *buf, size_t len, json_object **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (errlen)
+        err[0] = '\0';
+    struct json_tree_cost cost;
+    json_tree_estimate(buf, len, &cost);
+    if (!json_tree_fits(&cost, len))
+        return JSON_EMBEDDED_TOO_LARGE;
+    json_object *o = json_parse_strict(buf, len, err, errlen);
+    if (o && json_check_request(buf, len, o, NULL, err, errlen) < 0) {
+        json_object_put(o);
+        o = NULL;
+    }
+    if (!o)
+        return JSON_EMBEDDED_INVALID;
+    *out = o;
+    return 0;
+}

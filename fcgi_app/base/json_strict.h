@@ -86,4 +86,14 @@ bool json_tree_fits(const struct json_tree_cost *c, size_t len);
  * reason in err ("" for a plain `null`). */
 json_object *json_parse_upstream(const char *buf, size_t len, char *err, size_t errlen);
 
+/* A JSON text held in a string value of a request (a schema sent as
+ * text: vLLM's guided_json, TGI's grammar.value), which is outside input
+ * as the body is: refused unparsed when its tree would pass the bodies'
+ * bound (JSON_EMBEDDED_TOO_LARGE), else json_parse_strict and
+ * json_check_request (no text keys), failing with the reason in err
+ * ("" for a plain `null`: JSON_EMBEDDED_INVALID). Returns 0 with *out
+ * (the caller puts it). */
+enum { JSON_EMBEDDED_TOO_LARGE = -1, JSON_EMBEDDED_INVALID = -2 };
+int json_parse_embedded(const char *buf, size_t len, json_object **out, char *err, size_t errlen);
+
 #endif

@@ -475,6 +475,31 @@ static void check_tree_estimate(void)
     ok(!o && !err[0], "null is NULL with no message (%s)", err);
 }
 
+/* A JSON text inside a request's string (a schema sent as text): the bodies' bound and checks. */
+static void check_embedded_json(void)
+{
+    char err[200];
+    json_object *o = NULL;
+    ok(json_parse_embedded("{\"type\": \"string\"}", 18, &o, err, sizeof err) == 0 && o &&
+       json_object_is_type(o, json_type_object), "a schema as text parses");
+    json_object_put(o);
+    ok(json_parse_embedded("{\"a\": 1, \"a\": 2}", 16, &o, err, sizeof err) == JSON_EMBEDDED_INVALID && !o &&
+       err[0], "a key twice is refused as a body's is (%s)", err);
+    ok(json_parse_embedded("{\"a\": \"x\\u0000\"}", 16, &o, err, sizeof err) == JSON_EMBEDDED_INVALID && !o,
+       "a NUL escape is refused: no member of it is a text (%s)", err);
+    ok(json_parse_embedded("null ", 5, &o, err, sizeof err) == JSON_EMBEDDED_INVALID && !o && !err[0],
+       "null is invalid with no message (%s)", err);
+    size_t items = 2000000, n = 0;
+    char *big = malloc(items * 3 + 3);
+    big[n++] = '[';
+    for (size_t i = 0; i < items; i++, n += 3)
+        memcpy(big + n, i + 1 < items ? "{}," : "{} ", 3);
+    big[n++] = ']';
+    ok(json_parse_embedded(big, n, &o, err, sizeof err) == JSON_EMBEDDED_TOO_LARGE && !o,
+       "2M empty objects are refused unparsed");
+    free(big);
+}
+
 int main(void)
 {
     check_target();
@@ -483,6 +508,7 @@ int main(void)
     check_request_json();
     check_upstream_json();
     check_surrogate_pairs();
+    check_embedded_json();
     if (harness_init(&H, "[server]\naccess_log = off\nmax_body = 1k\n") < 0)
         return 1;
     struct fcgi_answer a;
