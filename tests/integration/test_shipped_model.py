@@ -1,15 +1,16 @@
 """The model llmcgi ships (models/llmcgi-tiny): complete and small, named by the sample config, and
-llmcgi's greedy tokens equal to transformers' -- live when transformers is installed, else against the
+llmcgi's greedy tokens equal to transformers' -- live in the `ts` peer environment, else against the
 committed goldens of tests/golden/make_gpt2_golden.py --model. Also served through nginx as the default
 model, the way the sample config sets it up."""
 
 import json
+import os
 import re
 import subprocess
 
 import pytest
 
-from servers import BUILDDIR, SRCDIR, Llmcgi, Nginx, make_tmpdir, remove_tmpdir, request, wait_for
+from servers import BUILDDIR, SRCDIR, Llmcgi, Nginx, make_tmpdir, remove_tmpdir, request, require_peer, wait_for
 
 MODEL = SRCDIR / "models" / "llmcgi-tiny"
 CLI = BUILDDIR / "llmcgi-generate"
@@ -74,21 +75,37 @@ def test_greedy_tokens_match_transformers_goldens():
         "too few certain tokens in the goldens to mean anything"
 
 
+LIVE_SCRIPT = r"""
+import json, sys
+import torch, transformers
+model_dir, prompts = sys.argv[1], json.loads(sys.argv[2])
+tok = transformers.AutoTokenizer.from_pretrained(model_dir)
+model = transformers.GPT2LMHeadModel.from_pretrained(model_dir, dtype=torch.float32,
+                                                     attn_implementation="eager").eval()
+out = []
+for prompt in prompts:
+    ids = tok(prompt, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        gen = model.generate(ids, max_new_tokens=32, do_sample=False, eos_token_id=None, pad_token_id=0)
+    out.append({"n": ids.shape[1], "greedy": gen[0, ids.shape[1]:].tolist()})
+print(json.dumps(out))
+"""
+
+
 def test_greedy_tokens_match_transformers_live():
-    """The same comparison computed now, when transformers and torch are installed."""
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    tok = transformers.AutoTokenizer.from_pretrained(str(MODEL))
-    model = transformers.GPT2LMHeadModel.from_pretrained(str(MODEL), dtype=torch.float32,
-                                                         attn_implementation="eager").eval()
-    for prompt in ("In the beginning God created", "A computer is", "Q: Why?\nA:"):
-        ids = tok(prompt, return_tensors="pt")["input_ids"]
-        with torch.no_grad():
-            out = model.generate(ids, max_new_tokens=32, do_sample=False, eos_token_id=None, pad_token_id=0)
-        want = out[0, ids.shape[1]:].tolist()
+    """The same comparison computed now by transformers itself, in the cached `ts` peer environment
+    (tools/peer-env ts: torch and transformers pinned by tests/peers/ts.txt), so CI runs it."""
+    py = require_peer("ts", "LLMCGI_TRANSFORMERS_PYTHON")
+    prompts = ["In the beginning God created", "A computer is", "Q: Why?\nA:"]
+    r = subprocess.run([py, "-c", LIVE_SCRIPT, str(MODEL), json.dumps(prompts)], capture_output=True, text=True,
+                       timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    assert r.returncode == 0, r.stderr[-4000:]
+    want = json.loads(r.stdout.strip().splitlines()[-1])
+    assert len(want) == len(prompts)
+    for prompt, w in zip(prompts, want):
         got, _, prefill = greedy(prompt, 32)
-        assert prefill == ids.shape[1]
-        assert got == want, prompt
+        assert prefill == w["n"], prompt
+        assert got == w["greedy"], prompt
 
 
 def test_sample_config_serves_it_by_default():
