@@ -356,6 +356,7 @@ static const struct key_def server_keys[] = {
     {"models_dir", K_PATH, S(models_dir), 0, 0, NULL},
     {"max_loaded_models", K_LONG, S(max_loaded_models), 1, 1000, "4"},
     {"models_memory", K_SIZE, S(models_memory), 0, (int64_t)1 << 50, "0"},
+    {"constraint_cache", K_SIZE, S(constraint_cache), 0, (int64_t)1 << 40, "64M"},
     {"moderation_model", K_NAME, S(moderation_model), 0, 0, NULL},
     {"classify_model", K_NAME, S(classify_model), 0, 0, NULL},
 };
@@ -373,6 +374,7 @@ static const struct key_def model_keys[] = {
     {"max_batch_tokens", K_LONG, M(max_batch_tokens), 1, 1 << 20, "256"},
     {"kv_cache", K_SIZE, M(kv_cache), 0, (int64_t)1 << 44, "0"},
     {"prefix_cache", K_BOOL, M(prefix_cache), 0, 0, "on"},
+    {"mask_cache", K_SIZE, M(mask_cache), 0, (int64_t)1 << 40, "32M"},
     {"chat_template", K_TEMPLATE, M(chat_template), 0, 0, "auto"},
     {"timeout", K_DURATION, M(timeout_ms), 1, 86400000, "10m"},
     {"task", K_TASK, M(task), 0, 0, "auto"},

@@ -49,6 +49,7 @@ struct config_model {
     long max_batch_tokens;      /* tokens per engine step */
     uint64_t kv_cache;          /* bytes of KV pool; 0 = automatic */
     bool prefix_cache;          /* keep full KV blocks for later prompts with the same prefix */
+    uint64_t mask_cache;        /* bytes of constrained decoding's token masks kept per model; 0 = none */
     char *chat_template;        /* "auto", "plain", "dialogpt" */
     int64_t timeout_ms;         /* per-request deadline */
     enum model_task task;
@@ -137,6 +138,7 @@ struct config {
     char *models_dir;           /* implicit loading: model NAME is models_dir/NAME; NULL = off */
     long max_loaded_models;     /* local models in memory at once */
     uint64_t models_memory;     /* their weights + KV pools, bytes; 0 = no budget */
+    uint64_t constraint_cache;  /* bytes of compiled constraints (DFAs) kept across requests; 0 = none */
     struct config_model model_defaults;     /* settings of models loaded from models_dir */
     char *moderation_model;     /* /v1/moderations and /generate {"input_text"} naming no model; NULL: the
                                  * first [model] with task = moderate */

@@ -105,6 +105,25 @@ static void drop(struct ccache *c, struct centry *e)
     free(e);
 }
 
+/* Puts out the least recently used entries until at most `keep` bytes remain. Under c->mu. */
+static void evict_to(struct ccache *c, size_t keep)
+{
+    while (c->tail && c->st.bytes > keep) {
+        drop(c, c->tail);
+        c->st.evictions++;
+    }
+}
+
+void ccache_set_budget(struct ccache *c, size_t budget)
+{
+    if (!c)
+        return;
+    pthread_mutex_lock(&c->mu);
+    c->budget = budget;
+    evict_to(c, budget);
+    pthread_mutex_unlock(&c->mu);
+}
+
 struct cdfa *ccache_get(struct ccache *c, enum ccache_kind kind, const void *key, size_t len)
 {
     if (!c)
@@ -146,10 +165,7 @@ int ccache_add(struct ccache *c, enum ccache_kind kind, const void *key, size_t 
         free(e);
         return 0;
     }
-    while (c->tail && c->st.bytes + bytes > c->budget) {
-        drop(c, c->tail);
-        c->st.evictions++;
-    }
+    evict_to(c, c->budget - bytes);
     e->dfa = cdfa_ref(d);
     e->chain = c->buckets[e->hash % BUCKETS];
     c->buckets[e->hash % BUCKETS] = e;

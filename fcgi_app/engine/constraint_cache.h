@@ -14,7 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define CCACHE_BYTES (64u << 20)    /* the registry's cache: DFAs' tables and keys */
+
+#define CCACHE_BYTES (64u << 20)    /* the default budget (constraint_cache): DFAs' tables and keys */
 
 /* The kinds of constraint text a key stands for. */
 enum ccache_kind { CC_SCHEMA = 'S', CC_REGEX = 'R', CC_CHOICE = 'C', CC_JSON_OBJECT = 'O' };
@@ -41,6 +42,10 @@ struct cdfa *ccache_get(struct ccache *c, enum ccache_kind kind, const void *key
  * Returns 0, or -1 when out of memory (nothing kept; d is still the
  * caller's). c NULL is fine (0). Thread-safe. */
 int ccache_add(struct ccache *c, enum ccache_kind kind, const void *key, size_t len, struct cdfa *d);
+
+/* A new budget (a reload): the least recently used DFAs put out until the
+ * cache fits; 0 keeps nothing from now on. c NULL is fine. Thread-safe. */
+void ccache_set_budget(struct ccache *c, size_t budget);
 
 void ccache_get_stats(struct ccache *c, struct ccache_stats *st);
 

@@ -770,8 +770,8 @@ static void *engine_main(void *arg)
 static const struct vtrie *engine_trie(struct engine *e)
 {
     pthread_mutex_lock(&e->trie_mu);
-    if (!e->trie)
-        e->trie = vtrie_new(e->tok);
+    if (!e->trie && (e->trie = vtrie_new(e->tok)))
+        vtrie_set_mask_budget(e->trie, e->o.mask_cache);   /* before the engine thread sees it */
     const struct vtrie *t = e->trie;
     pthread_mutex_unlock(&e->trie_mu);
     return t;
@@ -871,6 +871,7 @@ void engine_stop(struct engine *e)
 
 void engine_get_stats(struct engine *e, struct engine_stats *st)
 {
+    memset(st, 0, sizeof *st);
     st->running = atomic_load(&e->st_running);
     st->queued = atomic_load(&e->st_queued);
     st->kv_blocks_used = atomic_load(&e->st_used);
@@ -887,6 +888,16 @@ void engine_get_stats(struct engine *e, struct engine_stats *st)
     st->prefix_cache = e->o.prefix_cache;
     st->prefix_cache_queries = atomic_load(&e->st_pc_queries);
     st->prefix_cache_hits = atomic_load(&e->st_pc_hits);
+    pthread_mutex_lock(&e->trie_mu);
+    if (e->trie) {
+        struct vtrie_stats vs;
+        vtrie_get_stats(e->trie, &vs);
+        st->mask_cache_built = true;
+        st->mask_cache_hits = vs.hits;
+        st->mask_cache_walks = vs.walks;
+        st->mask_cache_bytes = vs.bytes;
+    }
+    pthread_mutex_unlock(&e->trie_mu);
 }
 
 int engine_check_pool(struct engine *e, char *err, size_t errlen)

@@ -60,6 +60,7 @@ struct engine_opts {
     int max_queue;              /* sequences waiting to join it, >= 0 */
     int max_batch_tokens;       /* tokens one step carries, >= max_concurrent */
     bool prefix_cache;          /* keep full KV blocks for reuse by later sequences with the same prefix */
+    size_t mask_cache;          /* bytes of constrained decoding's token masks kept (0: none) */
 };
 
 /* Starts the engine thread for model m (taken over: engine_stop frees it)
@@ -109,6 +110,10 @@ struct engine_stats {
     bool prefix_cache;          /* the engine's prefix cache is on */
     uint64_t prefix_cache_queries; /* prompt tokens looked up in the prefix cache (first admissions) */
     uint64_t prefix_cache_hits; /* of those, tokens found: their prefill was skipped */
+    bool mask_cache_built;      /* a constrained request has come: the masks below are counted */
+    uint64_t mask_cache_hits;   /* constrained steps whose token mask was kept from before */
+    uint64_t mask_cache_walks;  /* masks computed (not kept, or put out since) */
+    size_t mask_cache_bytes;    /* what the kept masks take now */
 };
 void engine_get_stats(struct engine *e, struct engine_stats *st);
 

@@ -67,7 +67,7 @@ static bool settings_same(const struct config_model *a, const struct config_mode
            a->threads == b->threads && a->dtype == b->dtype && a->max_concurrent == b->max_concurrent && a->max_queue == b->max_queue &&
            a->max_input_tokens == b->max_input_tokens && a->max_total_tokens == b->max_total_tokens &&
            a->max_new_tokens == b->max_new_tokens && a->max_batch_tokens == b->max_batch_tokens &&
-           a->kv_cache == b->kv_cache && a->prefix_cache == b->prefix_cache && a->timeout_ms == b->timeout_ms && a->task == b->task &&
+           a->kv_cache == b->kv_cache && a->prefix_cache == b->prefix_cache && a->mask_cache == b->mask_cache && a->timeout_ms == b->timeout_ms && a->task == b->task &&
            a->max_inputs == b->max_inputs && str_eq(a->categories, b->categories) &&
            str_eq(a->safe_labels, b->safe_labels) && a->flag_threshold == b->flag_threshold &&
            a->pool_last == b->pool_last && a->normalize == b->normalize;
@@ -220,7 +220,8 @@ static int load(struct lmodel *m, size_t *bytes, char *err, size_t errlen)
         return -1;
     const struct llm_info *info = llm_get_info(lm);
     struct engine_opts eo = {.max_concurrent = (int)m->set.max_concurrent, .max_queue = (int)m->set.max_queue,
-                             .max_batch_tokens = info->max_step_tokens, .prefix_cache = m->set.prefix_cache};
+                             .max_batch_tokens = info->max_step_tokens, .prefix_cache = m->set.prefix_cache,
+                             .mask_cache = (size_t)m->set.mask_cache};
     if (eo.max_concurrent > eo.max_batch_tokens)
         eo.max_concurrent = eo.max_batch_tokens;   /* a context shorter than max_batch_tokens */
     m->max_concurrent = eo.max_concurrent;
@@ -612,7 +613,7 @@ int registry_start(struct registry **out, const struct config *cfg, char *err, s
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    if (!(r->constraints = ccache_new(CCACHE_BYTES))) {
+    if (!(r->constraints = ccache_new((size_t)cfg->constraint_cache))) {
         free(r);
         snprintf(err, errlen, "out of memory");
         return -1;
@@ -645,6 +646,7 @@ void registry_reconfigure(struct registry *r, const struct config *cfg)
     struct lmodel *dead = collect_retired(r);
     pthread_mutex_unlock(&r->mu);
     free_list(dead);
+    ccache_set_budget(r->constraints, (size_t)cfg->constraint_cache);
     preload(r, cfg);
 }
 
@@ -724,6 +726,9 @@ json_object *registry_status_json(struct registry *r, bool with_paths)
             json_object_object_add(o, "kv_blocks_cached", json_object_new_int(st.kv_blocks_cached));
             json_object_object_add(o, "prefix_cache_queries", json_object_new_uint64(st.prefix_cache_queries));
             json_object_object_add(o, "prefix_cache_hits", json_object_new_uint64(st.prefix_cache_hits));
+            json_object_object_add(o, "mask_cache_hits", json_object_new_uint64(st.mask_cache_hits));
+            json_object_object_add(o, "mask_cache_walks", json_object_new_uint64(st.mask_cache_walks));
+            json_object_object_add(o, "mask_cache_bytes", json_object_new_uint64(st.mask_cache_bytes));
         }
         json_object_object_add(all, m->name, o);
     }

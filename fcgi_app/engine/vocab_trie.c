@@ -2,6 +2,7 @@
 #include "vocab_trie.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,6 +25,10 @@ struct mcache {
     int last;                           /* the entry asked for last */
     size_t bytes, budget;
     uint64_t clock;
+    /* what vtrie_get_stats reads from other threads: written by the engine
+     * thread alone, so relaxed atomics are enough */
+    _Atomic uint64_t hits, walks;
+    _Atomic size_t shown_bytes;
 };
 
 struct tnode {
@@ -182,6 +187,20 @@ size_t vtrie_mask_bytes(const struct vtrie *t)
     return t->mc->bytes;
 }
 
+void vtrie_get_stats(const struct vtrie *t, struct vtrie_stats *st)
+{
+    st->hits = atomic_load_explicit(&t->mc->hits, memory_order_relaxed);
+    st->walks = atomic_load_explicit(&t->mc->walks, memory_order_relaxed);
+    st->bytes = atomic_load_explicit(&t->mc->shown_bytes, memory_order_relaxed);
+}
+
+/* Counts one mask asked for (hit: it was cached) and publishes the cache's size. */
+static void count(const struct vtrie *t, bool hit)
+{
+    atomic_fetch_add_explicit(hit ? &t->mc->hits : &t->mc->walks, 1, memory_order_relaxed);
+    atomic_store_explicit(&t->mc->shown_bytes, t->mc->bytes, memory_order_relaxed);
+}
+
 /* d's entry, made (putting out the least recently used DFA when all are
  * taken) when new; NULL when out of memory. */
 static struct mentry *entry_of(struct mcache *mc, const struct cdfa *d)
@@ -243,6 +262,7 @@ void vtrie_set_mask_budget(const struct vtrie *t, size_t bytes)
 {
     t->mc->budget = bytes;
     make_room(t->mc, NULL, 0);
+    atomic_store_explicit(&t->mc->shown_bytes, t->mc->bytes, memory_order_relaxed);
 }
 
 const uint64_t *vtrie_mask(const struct vtrie *t, const struct cdfa *d, int s, int budget)
@@ -252,16 +272,20 @@ const uint64_t *vtrie_mask(const struct vtrie *t, const struct cdfa *d, int s, i
     if (budget >= cdfa_max_dist(d))
         budget = -1;                        /* every state is within reach: the cached mask */
     struct mentry *e = budget < 0 ? entry_of(t->mc, d) : NULL;
-    if (e && e->masks[s])
+    if (e && e->masks[s]) {
+        count(t, true);
         return e->masks[s];
+    }
     size_t bytes = vtrie_mask_words(t) * sizeof(uint64_t);
     if (e && make_room(t->mc, e, bytes) && (e->masks[s] = malloc(bytes))) {
         e->bytes += bytes;
         t->mc->bytes += bytes;
         walk(t, d, s, -1, e->masks[s]);
+        count(t, false);
         return e->masks[s];
     }
     walk(t, d, s, budget, t->scratch);
+    count(t, false);
     return t->scratch;
 }
 

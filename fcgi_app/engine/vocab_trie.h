@@ -51,6 +51,15 @@ const uint64_t *vtrie_mask(const struct vtrie *t, const struct cdfa *d, int s, i
 void vtrie_set_mask_budget(const struct vtrie *t, size_t bytes);
 size_t vtrie_mask_bytes(const struct vtrie *t);
 
+/* What the mask cache has done, for /metrics: masks found cached (hits),
+ * masks walked (not cached, or not cacheable: a budget below the DFA's
+ * reach), and the bytes it holds. Any thread. */
+struct vtrie_stats {
+    uint64_t hits, walks;
+    size_t bytes;
+};
+void vtrie_get_stats(const struct vtrie *t, struct vtrie_stats *st);
+
 /* Sets logits[i] to -inf for every token i < n not in mask. */
 void vtrie_apply(const uint64_t *mask, float *logits, int32_t n);
 

@@ -2,6 +2,7 @@
 #include "config.h"
 #include "exposition.h"
 #include "conf.h"
+#include "constraint_cache.h"
 #include "gateway.h"
 #include "metrics.h"
 #include "registry.h"
@@ -38,7 +39,7 @@ static void render_local(struct strbuf *b, struct server *srv)
     if (srv->reg && registry_stats(srv->reg, &all, &n) < 0)
         n = 0;
     char lab[600];
-    enum { INT, U64, FREE };        /* how a field of struct engine_stats is read */
+    enum { INT, U64, SIZE, FREE };  /* how a field of struct engine_stats is read */
     static const struct {
         const char *name, *help;
         int kind;
@@ -58,6 +59,14 @@ static void render_local(struct strbuf *b, struct server *srv)
          offsetof(struct engine_stats, prefix_cache_queries)},
         {"llmcgi_prefix_cache_hits_total", "Prompt tokens found in a local model's prefix cache (prefill skipped).",
          U64, offsetof(struct engine_stats, prefix_cache_hits)},
+        {"llmcgi_mask_cache_hits_total",
+         "Constrained decoding steps whose allowed-token mask a local model had kept (mask_cache).", U64,
+         offsetof(struct engine_stats, mask_cache_hits)},
+        {"llmcgi_mask_cache_walks_total",
+         "Allowed-token masks a local model computed by walking its vocabulary (not kept, or put out).", U64,
+         offsetof(struct engine_stats, mask_cache_walks)},
+        {"llmcgi_mask_cache_bytes", "Bytes of allowed-token masks a local model keeps now (at most mask_cache).",
+         SIZE, offsetof(struct engine_stats, mask_cache_bytes)},
     };
     for (size_t k = 0; k < ARRAY_LEN(gs); k++) {
         metrics_family(b, gs[k].name, gs[k].kind == U64 ? "counter" : "gauge", gs[k].help);
@@ -69,6 +78,8 @@ static void render_local(struct strbuf *b, struct server *srv)
             metrics_labels(lab, sizeof lab, (const char *const[]){"model", all[i].name, NULL});
             if (gs[k].kind == U64)
                 metrics_sample_u64(b, gs[k].name, lab, *(const uint64_t *)(const void *)field);
+            else if (gs[k].kind == SIZE)
+                metrics_sample_u64(b, gs[k].name, lab, *(const size_t *)(const void *)field);
             else
                 metrics_sample(b, gs[k].name, lab,
                                gs[k].kind == FREE ? (double)st->kv_blocks_total - st->kv_blocks_used
@@ -85,6 +96,35 @@ static void render_local(struct strbuf *b, struct server *srv)
         }
     }
     registry_stats_free(all, n);
+}
+
+/* The compiled constraints every local model's requests share (constraint_cache). */
+static void render_constraints(struct strbuf *b, struct server *srv)
+{
+    struct ccache_stats st;
+    ccache_get_stats(srv->reg ? registry_constraints(srv->reg) : NULL, &st);
+    static const struct {
+        const char *name, *type, *help;
+        size_t off;
+    } cs[] = {
+        {"llmcgi_constraint_cache_hits_total", "counter",
+         "Structured-output constraints (schema, regex, choice) found compiled in the constraint cache.",
+         offsetof(struct ccache_stats, hits)},
+        {"llmcgi_constraint_cache_misses_total", "counter", "Structured-output constraints compiled anew.",
+         offsetof(struct ccache_stats, misses)},
+        {"llmcgi_constraint_cache_evictions_total", "counter",
+         "Compiled constraints put out of the cache to stay within constraint_cache.",
+         offsetof(struct ccache_stats, evictions)},
+    };
+    for (size_t k = 0; k < ARRAY_LEN(cs); k++) {
+        metrics_family(b, cs[k].name, cs[k].type, cs[k].help);
+        metrics_sample_u64(b, cs[k].name, NULL, *(const uint64_t *)(const void *)((const char *)&st + cs[k].off));
+    }
+    metrics_family(b, "llmcgi_constraint_cache_bytes", "gauge",
+                   "Bytes the compiled constraints kept take now (at most constraint_cache).");
+    metrics_sample_u64(b, "llmcgi_constraint_cache_bytes", NULL, st.bytes);
+    metrics_family(b, "llmcgi_constraint_cache_entries", "gauge", "Compiled constraints kept now.");
+    metrics_sample_u64(b, "llmcgi_constraint_cache_entries", NULL, st.entries);
 }
 
 /* The upstreams of cfg, read from the gateway now. */
@@ -134,5 +174,6 @@ void metrics_render(struct strbuf *out, struct server *srv, const struct config 
         return;
     render_server(out, srv);
     render_local(out, srv);
+    render_constraints(out, srv);
     render_upstreams(out, srv, cfg);
 }

@@ -86,7 +86,7 @@ int main(int argc, char **argv)
     const struct llm_info *in = llm_get_info(m);
     int NL = embed ? in->cfg.n_embd : in->out_dim;
     enum clf_fn fn = clf_function(&in->cfg);
-    struct engine_opts eo = {conc, 0, step_tokens, false};
+    struct engine_opts eo = {conc, 0, step_tokens, false, 0};
     struct engine *e;
     if (engine_start(&e, m, tok, &eo, "bench", err, sizeof err) != 0) {
         fprintf(stderr, "classify_bench: %s\n", err);

@@ -26,12 +26,16 @@ Covers:
   client's X-Request-Id when given, a generated one otherwise, the same as
   the response's X-Request-Id header), the model, status, bytes and tokens.
 * X-Request-Id reaches the upstream stand-in unchanged.
+* The structured-output caches: the constraint cache's hits, misses, bytes and
+  entries and the model's mask cache moving over two requests with the same
+  schema; constraint_cache = 0 on a reload emptying it and keeping nothing.
 """
 
 import json
 import math
 import re
 import shutil
+import signal
 import subprocess
 import time
 
@@ -81,6 +85,7 @@ retry_backoff = 10ms
 health_interval = 200ms
 health_fall = 1
 """
+        self.extra = extra
         self.llmcgi = Llmcgi(self.sock, dir=self.dir, extra=extra).start()
         self.nginx = WEB_SERVERS["nginx"](self.sock).start()
         self.port = self.nginx.port
@@ -391,3 +396,60 @@ def test_upstream_down(site):
     _, last, _ = get_metrics(site)
     assert val(last, "llmcgi_requests_total", route="/v1/completions", status="503", model="gone-model") - \
         val(after, "llmcgi_requests_total", route="/v1/completions", status="503", model="gone-model") == 1
+
+
+SCHEMA = {"type": "object", "properties": {"n": {"type": "integer"}, "ok": {"type": "boolean"}},
+          "required": ["n", "ok"], "additionalProperties": False}
+
+
+def schema_request(site, name="point"):
+    r = post(site, "/v1/chat/completions", {
+        "model": "tiny", "max_tokens": 40, "messages": [{"role": "user", "content": "a point"}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": name, "schema": SCHEMA}}})
+    assert r.status == 200, r.body
+    return r.json()
+
+
+def test_constraint_and_mask_caches(site):
+    """A schema compiled once and then found in the constraint cache; the model's allowed-token masks walked
+    for the first request and found kept for the second (the same schema, so the same DFA states); the
+    counters in /metrics and in /status?full. Then constraint_cache = 0 on a reload: the cache is emptied
+    and a later request is compiled again, not kept."""
+    _, s0, _ = get_metrics(site)
+    schema_request(site)
+    _, s1, _ = get_metrics(site)
+    schema_request(site)
+    _, s2, _ = get_metrics(site)
+    d = lambda a, b, name, **lab: val(b, name, **lab) - val(a, name, **lab)
+    assert d(s0, s1, "llmcgi_constraint_cache_misses_total") == 1
+    assert d(s0, s1, "llmcgi_constraint_cache_hits_total") == 0
+    assert d(s1, s2, "llmcgi_constraint_cache_hits_total") == 1
+    assert d(s1, s2, "llmcgi_constraint_cache_misses_total") == 0
+    assert val(s2, "llmcgi_constraint_cache_entries") >= 1 and val(s2, "llmcgi_constraint_cache_bytes") > 0
+    assert d(s0, s1, "llmcgi_mask_cache_walks_total", model="tiny") >= 1
+    assert d(s1, s2, "llmcgi_mask_cache_hits_total", model="tiny") >= 1
+    assert 0 < val(s2, "llmcgi_mask_cache_bytes", model="tiny") <= 32 << 20
+    full = request(site.port, "GET", "/status?full").json()["models"]["tiny"]
+    assert full["mask_cache_hits"] >= val(s2, "llmcgi_mask_cache_hits_total", model="tiny")
+    assert full["mask_cache_bytes"] > 0
+
+    site.llmcgi.write_config(site.extra.replace("access_log_format = json\n",
+                                                "access_log_format = json\nconstraint_cache = 0\n", 1))
+    site.llmcgi.signal(signal.SIGHUP)
+    try:
+        def emptied():
+            _, s, _ = get_metrics(site)
+            return val(s, "llmcgi_constraint_cache_entries") == 0 and val(s, "llmcgi_constraint_cache_bytes") == 0
+        wait_for(emptied, "the reload to empty the constraint cache", timeout=10)
+        _, s3, _ = get_metrics(site)
+        schema_request(site)
+        schema_request(site)
+        _, s4, _ = get_metrics(site)
+        assert d(s3, s4, "llmcgi_constraint_cache_misses_total") == 2
+        assert d(s3, s4, "llmcgi_constraint_cache_hits_total") == 0
+        assert val(s4, "llmcgi_constraint_cache_entries") == 0
+        st = request(site.port, "GET", "/status").json()["models"]["tiny"]
+        assert st["state"] == "ready"           # a server key: the model was not reloaded
+    finally:
+        site.llmcgi.write_config(site.extra)
+        site.llmcgi.signal(signal.SIGHUP)

@@ -296,7 +296,7 @@ static void test_engine(struct llm_model *m, const char *name, const float *want
 {
     const struct llm_info *in = llm_get_info(m);
     int NL = in->out_dim;
-    struct engine_opts eo = {4, 64, 24, true};
+    struct engine_opts eo = {4, 64, 24, true, 0};
     struct engine *e;
     char err[256] = "";
     if (!ok(engine_start(&e, m, tok, &eo, name, err, sizeof err) == 0, "%s: engine starts%s%s", name,
@@ -540,7 +540,7 @@ static int embed_run(const char *dir, enum llm_device dev, const struct tokenize
     if (!m)
         return -1;
     int C = llm_get_info(m)->cfg.n_embd;
-    struct engine_opts eo = {3, 64, 24, true};   /* long texts read in chunks; some texts wait; prefix cache on */
+    struct engine_opts eo = {3, 64, 24, true, 0};   /* long texts read in chunks; some texts wait; prefix cache on */
     struct engine *e;
     if (engine_start(&e, m, tok, &eo, "emb", err, errlen) != 0) {
         llm_free(m);

@@ -104,6 +104,30 @@ static void test_dtype_key(void)
     refused_at("[model a]\npath = /m\ndtype = Q8\n", 3, "dtype must be auto, f32 or q8", "dtype is lower case");
 }
 
+/* The structured-output caches: constraint_cache ([server], compiled DFAs shared by every model) and
+ * mask_cache (per model, its allowed-token masks): sizes, 0 allowed (nothing kept), refused with their line. */
+static void test_constraint_cache_keys(void)
+{
+    char err[4096];
+    struct config *c = load("[server]\n[model a]\npath = /m/a\n", err, sizeof err);
+    if (ok(c != NULL, "the cache keys' defaults load") || (printf("# %s", err), 0)) {
+        is_int((long long)c->constraint_cache, 64LL << 20, "constraint_cache defaults to 64M");
+        is_int((long long)config_find_model(c, "a")->mask_cache, 32LL << 20, "mask_cache defaults to 32M");
+    }
+    config_unref(c);
+    c = load("[server]\nconstraint_cache = 0\n[model a]\npath = /m/a\nmask_cache = 256k\n[model b]\npath = /m/b\n"
+             "mask_cache = 0\n", err, sizeof err);
+    if (ok(c != NULL, "the cache keys set") || (printf("# %s", err), 0)) {
+        is_int((long long)c->constraint_cache, 0, "constraint_cache = 0: nothing kept");
+        is_int((long long)config_find_model(c, "a")->mask_cache, 256 << 10, "mask_cache = 256k");
+        is_int((long long)config_find_model(c, "b")->mask_cache, 0, "mask_cache = 0");
+    }
+    config_unref(c);
+    refused_at("[server]\nconstraint_cache = plenty\n", 2, "constraint_cache must be a size", "a constraint_cache that is no size");
+    refused_at("[model a]\npath = /m\n\nmask_cache = -1\n", 4, "mask_cache must be a size", "a negative mask_cache");
+    refused_at("[model a]\nmask_cache = 2048G\npath = /m\n", 2, "mask_cache must be a size", "a mask_cache over 1T");
+}
+
 /* The classification keys: task, max_inputs, categories, safe_labels, flag_threshold, moderation_model, classify_model. */
 static void test_classifier_keys(void)
 {
@@ -235,6 +259,7 @@ static void test_models(void)
     test_classifier_keys();
     test_embeddings_keys();
     test_dtype_key();
+    test_constraint_cache_keys();
     refused_at("[server]\ndefault_model = ../x\nmodels_dir = /m\n", 0, "default_model \"../x\" is neither",
                "a default_model that is no safe directory name");
 

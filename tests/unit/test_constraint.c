@@ -430,6 +430,17 @@ static void test_masks(const char *srcdir)
             }
         }
         ok(right && within && same, "under a budget of two masks the cache stays within it and gives the same masks");
+        struct vtrie_stats v0, v1, v2;
+        (void)vtrie_mask(t, da, 0, -1);     /* kept now, whatever the loop above put out */
+        vtrie_get_stats(t, &v0);
+        (void)vtrie_mask(t, da, 0, -1);
+        vtrie_get_stats(t, &v1);
+        vtrie_set_mask_budget(t, 0);
+        (void)vtrie_mask(t, da, 0, -1);
+        vtrie_get_stats(t, &v2);
+        ok(v1.hits == v0.hits + 1 && v1.walks == v0.walks && v1.bytes > 0 && v2.walks == v1.walks + 1 &&
+               v2.hits == v1.hits && v2.bytes == 0,
+           "the mask cache's counters: a kept mask is a hit, a budget of 0 keeps nothing and walks each time");
         vtrie_set_mask_budget(t, VTRIE_MASK_BYTES);
         free(ma), free(mb);
         cdfa_put(da), cdfa_put(db);
@@ -577,6 +588,18 @@ static void test_cache(void)
     got = ccache_get(cc, CC_REGEX, "a", 1);
     ok(got == a, "a key compiled twice at once keeps the first DFA");
     cdfa_put(got);
+    ccache_set_budget(cc, one + one / 2);
+    ccache_get_stats(cc, &st);
+    struct cdfa *left = ccache_get(cc, CC_REGEX, "a", 1);
+    ok(st.entries == 1 && st.bytes <= one + one / 2 && left == a,
+       "a smaller budget (a reload) puts out the least recently used until the cache fits");
+    cdfa_put(left);
+    ccache_set_budget(cc, 0);
+    ccache_add(cc, CC_REGEX, "d", 1, c);
+    ccache_get_stats(cc, &st);
+    ok(st.entries == 0 && st.bytes == 0 && ccache_get(cc, CC_REGEX, "d", 1) == NULL,
+       "a budget of 0 empties the cache and keeps nothing after");
+    ccache_set_budget(cc, 2 * one + one / 2);
     struct ccache *tiny = ccache_new(one / 2);
     ok(ccache_add(tiny, CC_REGEX, "a", 1, a) == 0 && ccache_get(tiny, CC_REGEX, "a", 1) == NULL,
        "a DFA bigger than the whole budget is not kept");

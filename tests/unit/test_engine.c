@@ -17,6 +17,7 @@
 #include "tap.h"
 #include "tokenizer.h"
 #include "util.h"
+#include "vocab_trie.h"
 #include "../../tools/gen_gpt2.h"
 
 #include <json-c/json.h>
@@ -70,7 +71,8 @@ static struct engine *start_engine(int kv_blocks, int max_concurrent, int max_qu
     struct llm_model *m = load_model(kv_blocks, max_batch_tokens);
     if (!m)
         return NULL;
-    struct engine_opts o = {max_concurrent, max_queue, max_batch_tokens, .prefix_cache = prefix_cache};
+    struct engine_opts o = {max_concurrent, max_queue, max_batch_tokens, .prefix_cache = prefix_cache,
+                            .mask_cache = VTRIE_MASK_BYTES};
     struct engine *e;
     char err[512];
     if (engine_start(&e, m, tok, &o, name, err, sizeof err) != 0) {
@@ -913,15 +915,15 @@ static void test_refusals(struct engine *e)
 
     struct llm_model *m = load_model(0, 16);
     struct engine *e2 = NULL;
-    struct engine_opts o = {4, 4, 32, false};
+    struct engine_opts o = {4, 4, 32, false, 0};
     ok(m && engine_start(&e2, m, tok, &o, "x", err, sizeof err) == -1 && e2 == NULL,
        "refuse: max_batch_tokens above the model's step size: %s", err);
-    o = (struct engine_opts){4, 4, 2, false};
+    o = (struct engine_opts){4, 4, 2, false, 0};
     ok(m && engine_start(&e2, m, tok, &o, "x", err, sizeof err) == -1, "refuse: max_batch_tokens < max_concurrent: %s",
        err);
     llm_free(m);
     m = load_model(MAXBLK - 1, 16);
-    o = (struct engine_opts){1, 1, 16, false};
+    o = (struct engine_opts){1, 1, 16, false, 0};
     ok(m && engine_start(&e2, m, tok, &o, "x", err, sizeof err) == -1, "refuse: a pool smaller than one context: %s",
        err);
     llm_free(m);
