@@ -19,6 +19,8 @@
 #include "scratch.h"
 #include "tap.h"
 #include "../../tools/gen_gpt2.h"
+#include "cpu/ops.h"
+#include "cuda/kref.h"
 #ifdef HAVE_CUDA
 #include "cuda/kernels.h"
 #endif
@@ -132,8 +134,7 @@ static void test_device_selection(const struct gpu_info *g)
     drop_model(ck);
 }
 
-#ifdef HAVE_CUDA
-/* ------------------------------------------------------------------ helpers for the device tests */
+/* ------------------------------------------------------------------ helpers (random inputs, dtypes) */
 
 static uint64_t rng;
 
@@ -212,6 +213,272 @@ static float *rand_f32(size_t n, float scale, float offset)
         v[i] = offset + urand() * scale;
     return v;
 }
+
+/* ------------------------------------------------------------------ the CPU references (kref.h), in every build
+ *
+ * Each reference the device kernels are checked against is itself checked
+ * here, with no device, against the CPU backend's own ops on the same
+ * inputs: attention as kernels/cpu/gpt2_cpu.c's attn_task computes it
+ * (ops_dot, ops_softmax, ops_axpy over the block table) and ops_layernorm. */
+
+/* max |got - want| / max |want| over F32 values; a NaN or infinity in got is infinitely wrong. */
+static double rel_err_f(const float *got, const float *want, size_t n)
+{
+    double e = 0, mx = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(got[i]))
+            return INFINITY;
+        e = fmax(e, fabs((double)got[i] - want[i]));
+        mx = fmax(mx, fabs((double)want[i]));
+    }
+    return mx > 0 ? e / mx : e;
+}
+
+/* v as dt would hold it (the device computes from dt values). */
+static float round_to(enum ckpt_dtype dt, float v)
+{
+    return dt == CKPT_F16 ? ckpt_f16_to_f32(ckpt_f32_to_f16(v)) : dt == CKPT_BF16 ? ckpt_bf16_to_f32(ckpt_f32_to_bf16(v)) : v;
+}
+
+/* One attention problem: a batch of sequences, sequence s with n[s] new rows
+ * from position pos[s], scattered block tables, the new rows' K and V
+ * already in the pool (as kcu_kv_store leaves them). Values are rounded to
+ * dt, so the F32 arrays are exactly what a dt device buffer holds. */
+struct att_prob {
+    const char *name;
+    struct kref_kv kl;
+    int layer, T, nt, C, n_blocks, max_ctx, max_new;
+    size_t pool_elems;
+    int32_t *row_pos, *row_tab, *tables;
+    float *qkv, *pool;
+    float tol_f32;      /* F32 tolerance: 1e-5, looser where scores are huge */
+};
+
+struct att_shape {
+    const char *name;
+    int L, H, hd, B, layer, n_seqs;
+    int pos[8], n[8];
+    float qscale;       /* q's magnitude: 1.5, or thousands for the overflow cases */
+};
+
+static const struct att_shape att_shapes[] = {
+    {"decodes at contexts 1, 2, 127, 128, 1023, 1024 and 1000 in one batch, heads of 64, blocks of 16", 1, 2, 64,
+     16, 0, 7, {0, 1, 126, 127, 1022, 1023, 999}, {1, 1, 1, 1, 1, 1, 1}, 1.5f},
+    {"decodes at contexts 5, 100, 301 over blocks of 7, 3 heads of 40 (padded lanes), layer 1 of 2", 2, 3, 40, 7, 1,
+     3, {4, 99, 300}, {1, 1, 1}, 1.5f},
+    {"a chunk of 37 rows at 100, a decode at 64, a prompt of 20, heads of 64", 1, 2, 64, 16, 0, 3, {100, 63, 0},
+     {37, 1, 20}, 1.5f},
+    {"a 512-token prompt, heads of 64, blocks of 16", 1, 2, 64, 16, 0, 1, {0}, {512}, 1.5f},
+    {"one head of 256 (the largest), blocks of 1", 1, 1, 256, 1, 0, 2, {40, 3}, {1, 5}, 1.5f},
+    {"heads of 33 (no vector width), blocks of 5, a decode and a prompt of 12", 1, 2, 33, 5, 0, 2, {10, 0}, {1, 12},
+     1.5f},
+    {"scores near +-1000 (e^s overflows F32 unless the max is taken first), context 1024 and a chunk", 1, 2, 64, 16, 0,
+     2, {1023, 200}, {1, 17}, 3000.0f},
+};
+
+static void att_prob_free(struct att_prob *a)
+{
+    free(a->row_pos);
+    free(a->row_tab);
+    free(a->tables);
+    free(a->qkv);
+    free(a->pool);
+    memset(a, 0, sizeof *a);
+}
+
+static void att_prob_make(struct att_prob *a, const struct att_shape *sh, enum ckpt_dtype dt)
+{
+    memset(a, 0, sizeof *a);
+    a->name = sh->name;
+    a->kl = (struct kref_kv){sh->L, sh->H, sh->hd, sh->B};
+    a->layer = sh->layer;
+    a->C = sh->H * sh->hd;
+    a->tol_f32 = sh->qscale > 100 ? 1e-3f : 1e-5f;
+    for (int s = 0; s < sh->n_seqs; s++) {
+        a->T += sh->n[s];
+        a->nt += (sh->pos[s] + sh->n[s] + sh->B - 1) / sh->B;
+        a->max_ctx = sh->pos[s] + sh->n[s] > a->max_ctx ? sh->pos[s] + sh->n[s] : a->max_ctx;
+        a->max_new = sh->n[s] > a->max_new ? sh->n[s] : a->max_new;
+    }
+    a->n_blocks = a->nt + 3;        /* a few the tables never name */
+    size_t block_elems = (size_t)sh->L * 2 * sh->H * sh->B * sh->hd;
+    a->pool_elems = (size_t)a->n_blocks * block_elems;
+    a->row_pos = malloc(sizeof(int32_t) * a->T);
+    a->row_tab = malloc(sizeof(int32_t) * a->T);
+    a->tables = malloc(sizeof(int32_t) * a->n_blocks);
+    a->qkv = malloc(sizeof(float) * (size_t)a->T * 3 * a->C);
+    a->pool = malloc(sizeof(float) * a->pool_elems);
+    shuffle(a->tables, a->n_blocks);
+    for (size_t i = 0; i < a->pool_elems; i++)
+        a->pool[i] = round_to(dt, urand());
+    for (int r = 0; r < a->T; r++)
+        for (int c = 0; c < 3 * a->C; c++)
+            a->qkv[(size_t)r * 3 * a->C + c] = round_to(dt, urand() * (c < a->C ? sh->qscale : 1.0f));
+    int T = 0, nt = 0;
+    for (int s = 0; s < sh->n_seqs; s++) {
+        for (int t = 0; t < sh->n[s]; t++, T++) {
+            int p = sh->pos[s] + t, block = a->tables[nt + p / sh->B], j = p % sh->B;
+            a->row_pos[T] = p;
+            a->row_tab[T] = nt;
+            for (int c = 0; c < a->C; c++) {
+                int h = c / sh->hd, d = c % sh->hd;
+                const float *row = a->qkv + (size_t)T * 3 * a->C;
+                a->pool[kref_kv_index(a->kl, block, a->layer, 0, h, j) + d] = row[a->C + c];
+                a->pool[kref_kv_index(a->kl, block, a->layer, 1, h, j) + d] = row[2 * a->C + c];
+            }
+        }
+        nt += (sh->pos[s] + sh->n[s] + sh->B - 1) / sh->B;
+    }
+}
+
+/* Attention as the CPU backend computes it (gpt2_cpu.c, attn_task). */
+static void att_cpu_backend(const struct att_prob *a, float scale, float *out)
+{
+    int hd = a->kl.head_dim, B = a->kl.block_tokens;
+    float *scores = malloc(sizeof(float) * (size_t)(a->max_ctx + 1));
+    for (int r = 0; r < a->T; r++) {
+        int p = a->row_pos[r];
+        const int32_t *tab = a->tables + a->row_tab[r];
+        for (int h = 0; h < a->kl.n_head; h++) {
+            const float *q = a->qkv + (size_t)r * 3 * a->C + (size_t)h * hd;
+            for (int k = 0; k <= p; k++)
+                scores[k] = ops_dot(q, a->pool + kref_kv_index(a->kl, tab[k / B], a->layer, 0, h, k % B), hd) * scale;
+            ops_softmax(scores, p + 1);
+            float *o = out + (size_t)r * a->C + (size_t)h * hd;
+            memset(o, 0, sizeof(float) * (size_t)hd);
+            for (int k = 0; k <= p; k++)
+                ops_axpy(o, scores[k], a->pool + kref_kv_index(a->kl, tab[k / B], a->layer, 1, h, k % B), hd);
+        }
+    }
+    free(scores);
+}
+
+/* The splits tried for each problem: one, a few, the rule's choice for a
+ * 132-multiprocessor device, and the most. */
+static int att_splits(const struct att_prob *a, int sms, int *sp)
+{
+    int n = 0;
+    sp[n++] = 1;
+    sp[n++] = 2;
+    sp[n++] = 7;
+    sp[n++] = kref_decode_splits(a->T * a->kl.n_head, a->max_ctx, sms);
+    sp[n++] = KREF_MAX_SPLITS;
+    return n;
+}
+
+static void test_ref_attention(void)
+{
+    for (size_t c = 0; c < sizeof att_shapes / sizeof att_shapes[0]; c++) {
+        struct att_prob a;
+        att_prob_make(&a, &att_shapes[c], CKPT_F32);
+        float scale = 1.0f / sqrtf((float)a.kl.head_dim);
+        size_t n = (size_t)a.T * a.C;
+        float *want = malloc(sizeof(float) * n), *got = malloc(sizeof(float) * n);
+        att_cpu_backend(&a, scale, want);
+        int sp[8], ns = att_splits(&a, 132, sp);
+        double worst = 0;
+        for (int i = 0; i < ns; i++) {
+            for (size_t k = 0; k < n; k++)
+                got[k] = NAN;
+            kref_attention_decode(got, a.qkv, a.pool, a.kl, a.row_pos, a.row_tab, a.tables, a.T, a.layer, scale, sp[i]);
+            double e = rel_err_f(got, want, n);
+            if (!(e <= a.tol_f32))
+                tap_diag("  %d splits: error %.3g", sp[i], e);
+            worst = fmax(worst, e);
+        }
+        ok(worst <= a.tol_f32, "reference split decode attention = the CPU backend's, 1 to %d splits, %s (%.2g)",
+           KREF_MAX_SPLITS, a.name, worst);
+        for (size_t k = 0; k < n; k++)
+            got[k] = NAN;
+        kref_attention_prefill(got, a.qkv, a.pool, a.kl, a.row_pos, a.row_tab, a.tables, a.T, a.layer, scale);
+        double e = rel_err_f(got, want, n);
+        ok(e <= a.tol_f32, "reference tiled prefill attention = the CPU backend's, %s (%.2g)", a.name, e);
+        free(want);
+        free(got);
+        att_prob_free(&a);
+    }
+}
+
+/* The split rule and the slices: every key in exactly one slice, split 0
+ * never empty, the partials within kref_decode_work_floats. */
+static void test_ref_splits(void)
+{
+    static const int ctxs[] = {1, 2, 31, 32, 33, 127, 128, 1000, 1023, 1024, 4096};
+    static const int smss[] = {1, 108, 132};
+    int bad_cover = 0, bad_work = 0, bad_range = 0;
+    for (size_t i = 0; i < sizeof ctxs / sizeof ctxs[0]; i++) {
+        for (int ns = 1; ns <= KREF_MAX_SPLITS; ns++) {
+            int next = 0;
+            for (int s = 0; s < ns; s++) {
+                int k0, k1;
+                kref_split_slice(ctxs[i], ns, s, &k0, &k1);
+                if (k0 != next || k1 < k0 || (s == 0 && k1 == 0))
+                    bad_cover++;
+                next = k1;
+            }
+            bad_cover += next != ctxs[i];
+        }
+        for (size_t j = 0; j < sizeof smss / sizeof smss[0]; j++)
+            for (int rh = 1; rh <= 4000; rh += rh < 64 ? 1 : 37) {
+                int ns = kref_decode_splits(rh, ctxs[i], smss[j]);
+                bad_range += ns < 1 || ns > KREF_MAX_SPLITS || (ctxs[i] <= KREF_SPLIT_MIN_KEYS && ns != 1);
+                bad_work += (size_t)rh * ns * (64 + 2) > kref_decode_work_floats(rh, 64, smss[j]);
+            }
+    }
+    ok(!bad_cover, "split slices cover each context exactly once, split 0 never empty (%d bad)", bad_cover);
+    ok(!bad_range, "split counts within 1..%d, 1 for contexts of at most %d keys (%d bad)", KREF_MAX_SPLITS,
+       KREF_SPLIT_MIN_KEYS, bad_range);
+    ok(!bad_work, "split partials fit kref_decode_work_floats for every batch (%d bad)", bad_work);
+    /* the 124M shape on an H100 (132 SMs): batch 1 splits, batch 256 does not */
+    ok(kref_decode_splits(1 * 12, 1024, 132) >= 8 && kref_decode_splits(256 * 12, 1024, 132) == 1 &&
+           kref_decode_splits(12, 128, 132) == 4,
+       "124M shape on 132 SMs: batch 1 at context 1024 splits %d ways, at 128 %d, batch 256 %d",
+       kref_decode_splits(12, 1024, 132), kref_decode_splits(12, 128, 132), kref_decode_splits(256 * 12, 1024, 132));
+}
+
+static void test_ref_layernorm(void)
+{
+    static const int Cs[] = {768, 100, 4, 2052};
+    for (size_t k = 0; k < sizeof Cs / sizeof Cs[0]; k++) {
+        enum { T = 13 };
+        int C = Cs[k];
+        size_t n = (size_t)T * C;
+        float *x = rand_f32(n, 3.0f, 0.5f), *r = rand_f32(n, 1.0f, 0.0f), *rb = rand_f32((size_t)C, 0.3f, 0.0f);
+        float *g = rand_f32((size_t)C, 0.2f, 1.0f), *b = rand_f32((size_t)C, 0.1f, 0.0f);
+        float *xs = malloc(n * sizeof(float)), *got = malloc(n * sizeof(float)), *want = malloc(n * sizeof(float));
+        int same_x = 1;
+        memcpy(xs, x, n * sizeof(float));
+        kref_residual_layernorm(xs, r, rb, got, g, b, T, C, 1e-5f);
+        for (size_t i = 0; i < n; i++) {
+            float v = x[i] + (r[i] + rb[i % C]);
+            same_x &= v == xs[i];
+            x[i] = v;
+        }
+        for (int t = 0; t < T; t++)
+            ops_layernorm(want + (size_t)t * C, x + (size_t)t * C, g, b, C, 1e-5f);
+        double e = rel_err_f(got, want, n);
+        ok(e <= 1e-5 && same_x, "reference residual + LayerNorm = ops_layernorm after x += r + bias, C %d (%.2g)", C, e);
+        free(x);
+        free(r);
+        free(rb);
+        free(g);
+        free(b);
+        free(xs);
+        free(got);
+        free(want);
+    }
+}
+
+static void test_references(void)
+{
+    ops_init(OPS_BEST);
+    test_ref_splits();
+    test_ref_attention();
+    test_ref_layernorm();
+}
+
+#ifdef HAVE_CUDA
+/* ------------------------------------------------------------------ helpers for the device tests */
 
 /* A failed CUDA call fails the test case that made it. */
 static int cu(cudaError_t e, const char *what)
@@ -1045,6 +1312,10 @@ int main(void)
     struct gpu_info g;
     gpu_probe(&g, false);
     test_device_selection(&g);
+    const char *seed = getenv("LLMCGI_TEST_SEED");
+    rng = seed ? strtoull(seed, NULL, 0) : (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+    tap_diag("random seed %llu (LLMCGI_TEST_SEED repeats it)", (unsigned long long)rng);
+    test_references();
     /* On the GPU machine (tools/gpu-check sets it) no device is a failure, not a skip. */
     const char *req = getenv("LLMCGI_REQUIRE_GPU");
     bool require = req && *req && strcmp(req, "0");
@@ -1060,10 +1331,7 @@ int main(void)
         printf("ok %d # SKIP kernels: no CUDA device (%s)\n", ++tap_count, g.error);
         printf("ok %d # SKIP whole models against the CPU: no CUDA device\n", ++tap_count);
     } else {
-        const char *seed = getenv("LLMCGI_TEST_SEED");
-        rng = seed ? strtoull(seed, NULL, 0) : (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
-        tap_diag("device %s (sm_%d%d); random seed %llu (LLMCGI_TEST_SEED repeats it)", g.name, g.cc_major,
-                 g.cc_minor, (unsigned long long)rng);
+        tap_diag("device %s (sm_%d%d)", g.name, g.cc_major, g.cc_minor);
         /* LLMCGI_CUDA_TESTS=kernels or models runs one half (the sanitizer runs of tools/gpu-check). */
         const char *which = getenv("LLMCGI_CUDA_TESTS");
         if (!which || !*which || strstr(which, "kernels"))
