@@ -616,6 +616,18 @@ static void test_layernorm(enum ckpt_dtype dt, int C, bool residual)
         double e = rel_err_raw(out, dt, want, n), ex = rel_err(xs, want_x, n);
         ok(e <= kernel_tol(dt) && ex <= 1e-6, "layernorm %s, C %d, %s: output error %.2g, residual error %.2g",
            dt_name(dt), C, residual ? "x += r + bias first" : "no residual", e, ex);
+        /* and against its CPU reference: the same residual sums bit for bit */
+        float *rx = malloc(n * sizeof(float)), *ro = malloc(n * sizeof(float)), *go = malloc(n * sizeof(float));
+        memcpy(rx, x, n * sizeof(float));
+        kref_residual_layernorm(rx, residual ? r : NULL, residual ? rb : NULL, ro, g, b, T, C, eps);
+        for (size_t i = 0; i < n; i++)
+            go[i] = raw_get(out, dt, i);
+        double er = rel_err_f(go, ro, n);
+        ok(er <= kernel_tol(dt) && !memcmp(rx, xs, n * sizeof(float)),
+           "layernorm %s, C %d: = kref_residual_layernorm (%.2g), x identical", dt_name(dt), C, er);
+        free(rx);
+        free(ro);
+        free(go);
     }
     cudaFree(d_x);
     cudaFree(d_r);
@@ -645,14 +657,14 @@ static double act_ref(double v, enum kcu_act act)
     }
 }
 
-static void test_bias_act(enum ckpt_dtype dt, enum kcu_act act)
+static void test_bias_act(enum ckpt_dtype dt, enum kcu_act act, int N)
 {
     static const char *names[] = {"bias", "bias + gelu_new", "bias + gelu (erf)", "bias + relu", "bias + quick_gelu"};
-    enum { T = 7, N = 300 };
+    enum { T = 7 };
     size_t n = (size_t)T * N;
     float *in = rand_f32(n, 3.0f, 0.0f), *bias = rand_f32(N, 0.5f, 0.0f);
     void *out = malloc(n * ckpt_dtype_size(dt));
-    static double want[T * N];
+    double *want = malloc(n * sizeof(double));
     float *d_in = dev_copy(in, n * sizeof(float)), *d_bias = dev_copy(bias, N * sizeof(float));
     void *d_out = dev_poison(n * ckpt_dtype_size(dt));
     if (d_in && d_bias && d_out && cu(kcu_bias_act(d_out, dt, d_in, d_bias, T, N, act, 0), "kcu_bias_act") &&
@@ -660,11 +672,12 @@ static void test_bias_act(enum ckpt_dtype dt, enum kcu_act act)
         for (size_t i = 0; i < n; i++)
             want[i] = act_ref((double)in[i] + bias[i % N], act);
         double e = rel_err_raw(out, dt, want, n);
-        ok(e <= kernel_tol(dt), "%s %s (error %.2g)", names[act], dt_name(dt), e);
+        ok(e <= kernel_tol(dt), "%s %s, rows of %d (error %.2g)", names[act], dt_name(dt), N, e);
     }
     cudaFree(d_in);
     cudaFree(d_bias);
     cudaFree(d_out);
+    free(want);
     free(in);
     free(bias);
     free(out);
@@ -674,23 +687,26 @@ static void test_bias_act(enum ckpt_dtype dt, enum kcu_act act)
  * (kernels.h), and gelu_new of a huge input is the input or -0, not NaN. */
 static void test_f16_saturation(void)
 {
-    enum { N = 6 };
-    static const float in[N] = {1e5f, -1e5f, 7e4f, 65000.0f, 3e38f, -3e38f};
+    enum { N = 8 };
+    static const float in[N] = {1e5f, -1e5f, 7e4f, 65000.0f, 3e38f, -3e38f, 1e6f, -7e4f};
     float *d_in = dev_copy(in, sizeof in);
     void *d_out = dev_poison(N * 2);
     uint16_t out[N];
-    for (int a = KCU_ACT_NONE; a <= KCU_ACT_GELU_TANH && d_in && d_out; a++) {
-        if (!cu(kcu_bias_act(d_out, CKPT_F16, d_in, NULL, 1, N, (enum kcu_act)a, 0), "kcu_bias_act") ||
-            !dev_get(out, d_out, sizeof out))
-            break;
-        int good = 1;
-        for (int i = 0; i < N; i++) {
-            float v = ckpt_f16_to_f32(out[i]);
-            float want = in[i] > 0 ? fminf(in[i], 65504.0f) : a == KCU_ACT_NONE ? fmaxf(in[i], -65504.0f) : 0.0f;
-            good &= isfinite(v) && fabsf(v - ckpt_f16_to_f32(ckpt_f32_to_f16(want))) <= 32.0f;
+    /* rows of 8: the float4 kernel; rows of 6: the scalar one */
+    for (int w = 8; w >= 6; w -= 2)
+        for (int a = KCU_ACT_NONE; a <= KCU_ACT_GELU_TANH && d_in && d_out; a++) {
+            if (!cu(kcu_bias_act(d_out, CKPT_F16, d_in, NULL, 1, w, (enum kcu_act)a, 0), "kcu_bias_act") ||
+                !dev_get(out, d_out, sizeof out))
+                break;
+            int good = 1;
+            for (int i = 0; i < w; i++) {
+                float v = ckpt_f16_to_f32(out[i]);
+                float want = in[i] > 0 ? fminf(in[i], 65504.0f) : a == KCU_ACT_NONE ? fmaxf(in[i], -65504.0f) : 0.0f;
+                good &= isfinite(v) && fabsf(v - ckpt_f16_to_f32(ckpt_f32_to_f16(want))) <= 32.0f;
+            }
+            ok(good, "F16 %s of inputs past 65504, rows of %d: saturated, finite", a == KCU_ACT_NONE ? "bias" : "gelu_new",
+               w);
         }
-        ok(good, "F16 %s of inputs past 65504: saturated, finite", a == KCU_ACT_NONE ? "bias" : "gelu_new");
-    }
     cudaFree(d_in);
     cudaFree(d_out);
 }
@@ -849,6 +865,138 @@ static void test_attention(enum ckpt_dtype dt, const struct att_case *ac)
     free(sc);
 }
 
+/* kcu_attention_decode (one to KREF_MAX_SPLITS splits, and the count the
+ * rule picks for this device) and kcu_attention_prefill against their CPU
+ * references (kref.c, themselves checked against the CPU backend above) on
+ * the same dt inputs; outputs start as NaN, the partials too. */
+static void test_attention_kernels(enum ckpt_dtype dt, const struct att_shape *sh, int sms)
+{
+    struct att_prob a;
+    att_prob_make(&a, sh, dt);
+    struct kcu_kv_layout kl = {a.kl.n_layer, a.kl.n_head, a.kl.head_dim, a.kl.block_tokens, NULL, NULL};
+    size_t es = ckpt_dtype_size(dt), n = (size_t)a.T * a.C, nq = (size_t)a.T * 3 * a.C;
+    void *qkv = malloc(nq * es), *pool = malloc(a.pool_elems * es), *out = malloc(n * es);
+    for (size_t i = 0; i < nq; i++)
+        raw_put(qkv, dt, i, a.qkv[i]);
+    for (size_t i = 0; i < a.pool_elems; i++)
+        raw_put(pool, dt, i, a.pool[i]);
+    float *want = malloc(n * sizeof(float)), *got = malloc(n * sizeof(float));
+    size_t wf = (size_t)a.T * a.kl.n_head * KREF_MAX_SPLITS * (a.kl.head_dim + 2);
+    void *d_qkv = dev_copy(qkv, nq * es), *d_pool = dev_copy(pool, a.pool_elems * es);
+    void *d_pos = dev_copy(a.row_pos, sizeof(int32_t) * a.T), *d_tab = dev_copy(a.row_tab, sizeof(int32_t) * a.T);
+    void *d_tables = dev_copy(a.tables, sizeof(int32_t) * a.n_blocks), *d_out = dev_poison(n * es);
+    float *d_work = dev_poison(wf * sizeof(float));
+    float scale = 1.0f / sqrtf((float)a.kl.head_dim);
+    double tol = fmax(kernel_tol(dt), a.tol_f32), worst = 0;
+    int sp[8], ns = att_splits(&a, sms, sp), ran = 0;
+    for (int i = 0; i < ns && d_qkv && d_pool && d_pos && d_tab && d_tables && d_out && d_work; i++) {
+        if (!cu(cudaMemset(d_out, 0xff, n * es), "cudaMemset") ||
+            !cu(kcu_attention_decode(d_out, d_qkv, d_pool, dt, d_pos, d_tab, d_tables, a.T, a.layer, kl, scale, sp[i],
+                                     d_work, 0), "kcu_attention_decode") ||
+            !dev_get(out, d_out, n * es))
+            break;
+        kref_attention_decode(want, a.qkv, a.pool, a.kl, a.row_pos, a.row_tab, a.tables, a.T, a.layer, scale, sp[i]);
+        for (size_t k = 0; k < n; k++)
+            got[k] = raw_get(out, dt, k);
+        double e = rel_err_f(got, want, n);
+        if (!(e <= tol))
+            tap_diag("  %d splits: error %.3g", sp[i], e);
+        worst = fmax(worst, e);
+        ran++;
+    }
+    if (ran == ns)
+        ok(worst <= tol, "split decode attention %s, 1 to %d splits and %d (this device's), %s (%.2g)", dt_name(dt),
+           KREF_MAX_SPLITS, sp[3], a.name, worst);
+    if (ran == ns && cu(cudaMemset(d_out, 0xff, n * es), "cudaMemset") &&
+        cu(kcu_attention_prefill(d_out, d_qkv, d_pool, dt, d_pos, d_tab, d_tables, a.T, a.layer, kl, scale, 0),
+           "kcu_attention_prefill") &&
+        dev_get(out, d_out, n * es)) {
+        kref_attention_prefill(want, a.qkv, a.pool, a.kl, a.row_pos, a.row_tab, a.tables, a.T, a.layer, scale);
+        for (size_t k = 0; k < n; k++)
+            got[k] = raw_get(out, dt, k);
+        double e = rel_err_f(got, want, n);
+        ok(e <= tol, "tiled prefill attention %s, %s (%.2g)", dt_name(dt), a.name, e);
+    }
+    cudaFree(d_qkv);
+    cudaFree(d_pool);
+    cudaFree(d_pos);
+    cudaFree(d_tab);
+    cudaFree(d_tables);
+    cudaFree(d_out);
+    cudaFree(d_work);
+    free(qkv);
+    free(pool);
+    free(out);
+    free(want);
+    free(got);
+    att_prob_free(&a);
+}
+
+/* The KV check (kl.written, LLMCGI_CUDA_CHECK_KV) in both new kernels: one
+ * position of the first sequence marked never written is reported, with
+ * its position; with every position marked, nothing is. */
+static void test_attention_kv_check(int sms)
+{
+    struct att_prob a;
+    att_prob_make(&a, &att_shapes[2], CKPT_F16);
+    struct kcu_kv_layout kl = {a.kl.n_layer, a.kl.n_head, a.kl.head_dim, a.kl.block_tokens, NULL, NULL};
+    size_t n = (size_t)a.T * a.C, nq = (size_t)a.T * 3 * a.C, wb = (size_t)a.n_blocks * a.kl.n_layer * a.kl.block_tokens;
+    uint16_t *qkv = malloc(nq * 2), *pool = malloc(a.pool_elems * 2);
+    for (size_t i = 0; i < nq; i++)
+        qkv[i] = ckpt_f32_to_f16(a.qkv[i]);
+    for (size_t i = 0; i < a.pool_elems; i++)
+        pool[i] = ckpt_f32_to_f16(a.pool[i]);
+    uint8_t *written = malloc(wb);
+    memset(written, 1, wb);
+    const int hole = 50;    /* a position of sequence 0 (rows at 100..136) */
+    written[((size_t)a.tables[hole / a.kl.block_tokens] * a.kl.n_layer + a.layer) * a.kl.block_tokens +
+            hole % a.kl.block_tokens] = 0;
+    void *d_qkv = dev_copy(qkv, nq * 2), *d_pool = dev_copy(pool, a.pool_elems * 2);
+    void *d_pos = dev_copy(a.row_pos, sizeof(int32_t) * a.T), *d_tab = dev_copy(a.row_tab, sizeof(int32_t) * a.T);
+    void *d_tables = dev_copy(a.tables, sizeof(int32_t) * a.n_blocks), *d_out = dev_poison(n * 2);
+    int splits = kref_decode_splits(a.T * a.kl.n_head, a.max_ctx, sms);
+    float *d_work = dev_poison((size_t)a.T * a.kl.n_head * splits * (a.kl.head_dim + 2) * sizeof(float));
+    uint8_t *d_written = dev_copy(written, wb);
+    int32_t zero[4] = {0}, f[4];
+    int32_t *d_fault = dev_copy(zero, sizeof zero);
+    kl.written = d_written;
+    kl.fault = d_fault;
+    float scale = 0.125f;
+    for (int k = 0; k < 4 && d_qkv && d_pool && d_pos && d_tab && d_tables && d_out && d_work && d_written && d_fault;
+         k++) {
+        bool prefill = k % 2, whole = k >= 2;
+        if (whole && !cu(cudaMemset(d_written, 1, wb), "cudaMemset"))
+            break;
+        if (!cu(cudaMemset(d_fault, 0, sizeof zero), "cudaMemset") ||
+            !cu(prefill ? kcu_attention_prefill(d_out, d_qkv, d_pool, CKPT_F16, d_pos, d_tab, d_tables, a.T, a.layer,
+                                                kl, scale, 0)
+                        : kcu_attention_decode(d_out, d_qkv, d_pool, CKPT_F16, d_pos, d_tab, d_tables, a.T, a.layer,
+                                               kl, scale, splits, d_work, 0),
+                "attention") ||
+            !dev_get(f, d_fault, sizeof f))
+            break;
+        if (!whole)
+            ok(f[0] == 1 && f[2] == hole, "KV check, %s attention: the read of never-written position %d reported "
+               "(fault %d, position %d)", prefill ? "tiled prefill" : "split decode", hole, f[0], f[2]);
+        else
+            ok(f[0] == 0, "KV check, %s attention: nothing reported when every position was written",
+               prefill ? "tiled prefill" : "split decode");
+    }
+    cudaFree(d_qkv);
+    cudaFree(d_pool);
+    cudaFree(d_pos);
+    cudaFree(d_tab);
+    cudaFree(d_tables);
+    cudaFree(d_out);
+    cudaFree(d_work);
+    cudaFree(d_written);
+    cudaFree(d_fault);
+    free(qkv);
+    free(pool);
+    free(written);
+    att_prob_free(&a);
+}
+
 static void test_kernels(void)
 {
     static const enum ckpt_dtype dts[] = {CKPT_F32, CKPT_F16, CKPT_BF16};
@@ -864,14 +1012,22 @@ static void test_kernels(void)
     if (!ok(s == CUBLAS_STATUS_SUCCESS, "cublasCreate"))
         return;
     cublasSetMathMode(h, CUBLAS_DEFAULT_MATH);
+    int sms = 0;
+    if (!cu(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), "cudaDeviceGetAttribute"))
+        sms = 132;
     for (size_t k = 0; k < sizeof dts / sizeof dts[0]; k++) {
         enum ckpt_dtype dt = dts[k];
         test_embed(dt);
         test_layernorm(dt, 100, false);
         test_layernorm(dt, 100, true);
         test_layernorm(dt, 768, true);
-        for (int a = KCU_ACT_NONE; a <= KCU_ACT_QUICK_GELU; a++)
-            test_bias_act(dt, (enum kcu_act)a);
+        test_layernorm(dt, 2048, true);     /* the warp kernel's widest row */
+        test_layernorm(dt, 101, true);      /* not a multiple of 4: one block per row */
+        test_layernorm(dt, 2052, true);     /* too wide for the warp kernel's registers */
+        for (int a = KCU_ACT_NONE; a <= KCU_ACT_QUICK_GELU; a++) {
+            test_bias_act(dt, (enum kcu_act)a, 300);    /* float4 path */
+            test_bias_act(dt, (enum kcu_act)a, 301);    /* scalar path */
+        }
         test_gather(dt);
         test_gemm(h, dt, KCU_W_IN_OUT, 1);
         test_gemm(h, dt, KCU_W_IN_OUT, 7);
@@ -879,7 +1035,10 @@ static void test_kernels(void)
         test_gemm(h, dt, KCU_W_OUT_IN, 7);
         for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
             test_attention(dt, &cases[c]);
+        for (size_t c = 0; c < sizeof att_shapes / sizeof att_shapes[0]; c++)
+            test_attention_kernels(dt, &att_shapes[c], sms);
     }
+    test_attention_kv_check(sms);
     test_f16_saturation();
     cublasDestroy(h);
 }
