@@ -35,15 +35,17 @@ static int pick_nv(int hd, int lanes_cap)
 
 /* ------------------------------------------------------------------ decode: split over the KV sequence */
 
-enum { DEC_THREADS = 128, COMB_THREADS = 64 };
+enum { DEC_THREADS = 128, DEC_UNROLL = 4, COMB_THREADS = 64 };
 
 /* Block (r, h, s): split s of row r's keys for head h (kref_split_slice of
  * ctx = row_pos[r] + 1). Lanes go in groups of G (a power of two, G * NV >=
- * head_dim): a group takes one key at a time, each lane NV elements of q, K
- * and V, the group's dot product summed by G-wide xor shuffles. Every group
- * keeps its own online softmax (m, l, o); all threads run the same number of
- * iterations (an invalid key changes nothing), so the shuffles never
- * diverge. The groups' states merge through shared memory into the split's
+ * head_dim): a group takes DEC_UNROLL keys per iteration (their K and V
+ * loads all issued before the first is used, so that enough bytes are in
+ * flight to reach the copy bandwidth with a few blocks per multiprocessor),
+ * each lane NV elements of q, K and V, a key's dot product summed by G-wide
+ * xor shuffles. Every group keeps its own online softmax (m, l, o); all
+ * threads run the same number of iterations (an invalid key changes
+ * nothing, padding lanes hold zeros), so the shuffles never diverge. The groups' states merge through shared memory into the split's
  * (m, l, o): written to out normalised when n_split == 1, else to work:
  *   ml [T][H][n_split][2], then o [T][H][n_split][hd]   (floats).
  * Shared memory: m [NG], l [NG], o [NG][hd], NG = DEC_THREADS / G. */
@@ -76,31 +78,40 @@ static __global__ void __launch_bounds__(DEC_THREADS)
         for (int i = 0; i < NV; i++)
             q[i] *= scale;
     }
-    for (int kb = k0; kb < k1; kb += NG) {
-        const int k = kb + grp;
-        const bool valid = k < k1;
-        float kf[NV], vf[NV], dot = 0.0f;
-        if (valid && lane_on) {
-            const int block = tab[k / B], j = k % B;
-            if (kl.written && sub == 0 && h == 0)
-                kv_check(kl, layer, block, j, (int)r, k);
-            vload<E, NV>(kf, kv + kcu_kv_index(kl, block, layer, 0, h, j) + d0);
-            vload<E, NV>(vf, kv + kcu_kv_index(kl, block, layer, 1, h, j) + d0);
+    for (int kb = k0; kb < k1; kb += NG * DEC_UNROLL) {
+        /* all DEC_UNROLL keys' loads first: that many K and V rows in flight per group */
+        float kf[DEC_UNROLL][NV], vf[DEC_UNROLL][NV];
+#pragma unroll
+        for (int u = 0; u < DEC_UNROLL; u++) {
+            const int k = kb + grp + u * NG;
 #pragma unroll
             for (int i = 0; i < NV; i++)
-                dot += q[i] * kf[i];
+                kf[u][i] = vf[u][i] = 0.0f;
+            if (k < k1 && lane_on) {
+                const int block = tab[k / B], j = k % B;
+                if (kl.written && sub == 0 && h == 0)
+                    kv_check(kl, layer, block, j, (int)r, k);
+                vload<E, NV>(kf[u], kv + kcu_kv_index(kl, block, layer, 0, h, j) + d0);
+                vload<E, NV>(vf[u], kv + kcu_kv_index(kl, block, layer, 1, h, j) + d0);
+            }
         }
-        for (int w = G / 2; w > 0; w >>= 1)
-            dot += __shfl_xor_sync(0xffffffffu, dot, w);
-        if (valid) {
-            float mn = fmaxf(m, dot), corr = expf(m - mn), e = expf(dot - mn);
-            l = l * corr + e;
-            if (lane_on) {
+#pragma unroll
+        for (int u = 0; u < DEC_UNROLL; u++) {
+            const bool valid = kb + grp + u * NG < k1;
+            float dot = 0.0f;
+#pragma unroll
+            for (int i = 0; i < NV; i++)
+                dot += q[i] * kf[u][i];
+            for (int w = G / 2; w > 0; w >>= 1)
+                dot += __shfl_xor_sync(0xffffffffu, dot, w);
+            if (valid) {
+                float mn = fmaxf(m, dot), corr = expf(m - mn), e = expf(dot - mn);
+                l = l * corr + e;
 #pragma unroll
                 for (int i = 0; i < NV; i++)
-                    o[i] = o[i] * corr + e * vf[i];
+                    o[i] = o[i] * corr + e * vf[u][i];
+                m = mn;
             }
-            m = mn;
         }
     }
     if (sub == 0) {

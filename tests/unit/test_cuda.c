@@ -1012,6 +1012,8 @@ static void test_kernels(void)
     if (!ok(s == CUBLAS_STATUS_SUCCESS, "cublasCreate"))
         return;
     cublasSetMathMode(h, CUBLAS_DEFAULT_MATH);
+    const char *q = getenv("LLMCGI_CUDA_QUICK");
+    bool quick = q && *q && strcmp(q, "0");
     int sms = 0;
     if (!cu(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), "cudaDeviceGetAttribute"))
         sms = 132;
@@ -1035,7 +1037,8 @@ static void test_kernels(void)
         test_gemm(h, dt, KCU_W_OUT_IN, 7);
         for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
             test_attention(dt, &cases[c]);
-        for (size_t c = 0; c < sizeof att_shapes / sizeof att_shapes[0]; c++)
+        /* under compute-sanitizer (LLMCGI_CUDA_QUICK) F16 only: the same kernels' code paths, a third of the time */
+        for (size_t c = 0; c < sizeof att_shapes / sizeof att_shapes[0] && (!quick || dt == CKPT_F16); c++)
             test_attention_kernels(dt, &att_shapes[c], sms);
     }
     test_attention_kv_check(sms);
