@@ -45,8 +45,9 @@ enum { DEC_THREADS = 128, DEC_UNROLL = 4, COMB_THREADS = 64 };
  * each lane NV elements of q, K and V, a key's dot product summed by G-wide
  * xor shuffles. Every group keeps its own online softmax (m, l, o); all
  * threads run the same number of iterations (an invalid key changes
- * nothing, padding lanes hold zeros), so the shuffles never diverge. The groups' states merge through shared memory into the split's
- * (m, l, o): written to out normalised when n_split == 1, else to work:
+ * nothing, padding lanes hold zeros), so the shuffles never diverge. The
+ * groups' states merge through shared memory into the split's (m, l, o):
+ * written to out normalised when n_split == 1, else to work:
  *   ml [T][H][n_split][2], then o [T][H][n_split][hd]   (floats).
  * Shared memory: m [NG], l [NG], o [NG][hd], NG = DEC_THREADS / G. */
 template <typename E, int NV>
