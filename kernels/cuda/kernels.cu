@@ -39,11 +39,33 @@ static __global__ void embed_kernel(float *x, const int32_t *tokens, const int32
         x[t * C + c] = to_f(e[c]) + pe[c];
 }
 
+/* The same, 4 columns per thread (C a multiple of 4, aligned rows): wte as
+ * 4 elements, wpe and x as float4. */
+template <typename T>
+static __global__ void embed4_kernel(float *x, const int32_t *tokens, const int32_t *pos, const T *wte,
+                                     const float *wpe, int C)
+{
+    size_t t = blockIdx.x;
+    const T *e = wte + (size_t)tokens[t] * C;
+    const float4 *pe = reinterpret_cast<const float4 *>(wpe + (size_t)pos[t] * C);
+    float4 *xr = reinterpret_cast<float4 *>(x + t * C);
+    for (int c4 = threadIdx.x; c4 < C / 4; c4 += blockDim.x) {
+        float w[4];
+        vload<T, 4>(w, e + 4 * c4);
+        float4 p = pe[c4];
+        xr[c4] = make_float4(w[0] + p.x, w[1] + p.y, w[2] + p.z, w[3] + p.w);
+    }
+}
+
 extern "C" cudaError_t kcu_embed(float *x, const int32_t *tokens, const int32_t *pos, const void *wte,
                                  enum ckpt_dtype wdt, const float *wpe, int T, int C, cudaStream_t st)
 {
     if (T <= 0)
         return cudaSuccess;
+    if (C % 4 == 0 && kcu_aligned(x, 16) && kcu_aligned(wpe, 16) && kcu_aligned(wte, 4 * ckpt_dtype_size(wdt))) {
+        KCU_DISPATCH(wdt, embed4_kernel<E><<<T, ROW_THREADS, 0, st>>>(x, tokens, pos, (const E *)wte, wpe, C));
+        return cudaGetLastError();
+    }
     KCU_DISPATCH(wdt, embed_kernel<E><<<T, ROW_THREADS, 0, st>>>(x, tokens, pos, (const E *)wte, wpe, C));
     return cudaGetLastError();
 }
@@ -382,11 +404,25 @@ static __global__ void gather_rows_kernel(T *dst, const T *src, const int32_t *r
         dst[i * C + c] = src[from * C + c];
 }
 
+/* The same in 16-byte pieces (rows a multiple of 16 bytes, aligned): W of them per row. */
+static __global__ void gather_rows16_kernel(uint4 *dst, const uint4 *src, const int32_t *rows, int W)
+{
+    size_t i = blockIdx.x, from = (size_t)rows[i];
+    for (int c = threadIdx.x; c < W; c += blockDim.x)
+        dst[i * W + c] = src[from * W + c];
+}
+
 extern "C" cudaError_t kcu_gather_rows(void *dst, const void *src, enum ckpt_dtype dt, const int32_t *rows, int R,
                                        int C, cudaStream_t st)
 {
     if (R <= 0)
         return cudaSuccess;
+    size_t row_bytes = (size_t)C * ckpt_dtype_size(dt);
+    if ((dt == CKPT_F32 || dt == CKPT_F16 || dt == CKPT_BF16) && row_bytes % 16 == 0 && kcu_aligned(dst, 16) &&
+        kcu_aligned(src, 16)) {
+        gather_rows16_kernel<<<R, ROW_THREADS, 0, st>>>((uint4 *)dst, (const uint4 *)src, rows, (int)(row_bytes / 16));
+        return cudaGetLastError();
+    }
     KCU_DISPATCH(dt, gather_rows_kernel<E><<<R, ROW_THREADS, 0, st>>>((E *)dst, (const E *)src, rows, C));
     return cudaGetLastError();
 }

@@ -547,9 +547,9 @@ static double rel_err_raw(const void *got, enum ckpt_dtype dt, const double *wan
 
 /* ------------------------------------------------------------------ kernels */
 
-static void test_embed(enum ckpt_dtype dt)
+static void test_embed(enum ckpt_dtype dt, int C)
 {
-    enum { V = 517, C = 100, P = 64, T = 37 };
+    enum { V = 517, P = 64, T = 37 };
     void *wte = rand_raw(dt, (size_t)V * C, 1.0f);
     float *wpe = rand_f32((size_t)P * C, 0.5f, 0.0f);
     int32_t tok[T], pos[T];
@@ -561,15 +561,16 @@ static void test_embed(enum ckpt_dtype dt)
     pos[1] = P - 1;
     void *d_wte = dev_copy(wte, (size_t)V * C * ckpt_dtype_size(dt)), *d_wpe = dev_copy(wpe, sizeof(float) * P * C);
     void *d_tok = dev_copy(tok, sizeof tok), *d_pos = dev_copy(pos, sizeof pos), *d_x = dev_poison(sizeof(float) * T * C);
-    static float x[T * C];
-    static double want[T * C];
+    float *x = malloc(sizeof(float) * T * C);
+    double *want = malloc(sizeof(double) * T * C);
     if (d_wte && d_wpe && d_tok && d_pos && d_x &&
-        cu(kcu_embed(d_x, d_tok, d_pos, d_wte, dt, d_wpe, T, C, 0), "kcu_embed") && dev_get(x, d_x, sizeof x)) {
+        cu(kcu_embed(d_x, d_tok, d_pos, d_wte, dt, d_wpe, T, C, 0), "kcu_embed") &&
+        dev_get(x, d_x, sizeof(float) * T * C)) {
         for (int t = 0; t < T; t++)
             for (int c = 0; c < C; c++)
                 want[t * C + c] = (double)raw_get(wte, dt, (size_t)tok[t] * C + c) + wpe[pos[t] * C + c];
         double e = rel_err(x, want, (size_t)T * C);
-        ok(e <= kernel_tol(dt), "embed %s: wte[token] + wpe[pos] (error %.2g)", dt_name(dt), e);
+        ok(e <= kernel_tol(dt), "embed %s, C %d: wte[token] + wpe[pos] (error %.2g)", dt_name(dt), C, e);
     }
     cudaFree(d_wte);
     cudaFree(d_wpe);
@@ -578,6 +579,8 @@ static void test_embed(enum ckpt_dtype dt)
     cudaFree(d_x);
     free(wte);
     free(wpe);
+    free(x);
+    free(want);
 }
 
 static void test_layernorm(enum ckpt_dtype dt, int C, bool residual)
@@ -711,9 +714,9 @@ static void test_f16_saturation(void)
     cudaFree(d_out);
 }
 
-static void test_gather(enum ckpt_dtype dt)
+static void test_gather(enum ckpt_dtype dt, int C)
 {
-    enum { T = 20, R = 6, C = 70 };
+    enum { T = 20, R = 6 };
     size_t es = ckpt_dtype_size(dt);
     void *src = rand_raw(dt, (size_t)T * C, 2.0f), *dst = malloc((size_t)R * C * es);
     int32_t rows[R] = {19, 0, 7, 7, 3, 12};
@@ -724,7 +727,7 @@ static void test_gather(enum ckpt_dtype dt)
         int same = 1;
         for (int i = 0; i < R; i++)
             same &= !memcmp((char *)dst + (size_t)i * C * es, (char *)src + (size_t)rows[i] * C * es, C * es);
-        ok(same, "gather rows %s: exact copies", dt_name(dt));
+        ok(same, "gather rows %s, rows of %d: exact copies", dt_name(dt), C);
     }
     cudaFree(d_src);
     cudaFree(d_rows);
@@ -1019,7 +1022,8 @@ static void test_kernels(void)
         sms = 132;
     for (size_t k = 0; k < sizeof dts / sizeof dts[0]; k++) {
         enum ckpt_dtype dt = dts[k];
-        test_embed(dt);
+        test_embed(dt, 100);    /* 4 columns per thread */
+        test_embed(dt, 101);    /* one */
         test_layernorm(dt, 100, false);
         test_layernorm(dt, 100, true);
         test_layernorm(dt, 768, true);
@@ -1030,7 +1034,8 @@ static void test_kernels(void)
             test_bias_act(dt, (enum kcu_act)a, 300);    /* float4 path */
             test_bias_act(dt, (enum kcu_act)a, 301);    /* scalar path */
         }
-        test_gather(dt);
+        test_gather(dt, 70);    /* one element at a time */
+        test_gather(dt, 64);    /* 16-byte pieces */
         test_gemm(h, dt, KCU_W_IN_OUT, 1);
         test_gemm(h, dt, KCU_W_IN_OUT, 7);
         test_gemm(h, dt, KCU_W_OUT_IN, 1);
