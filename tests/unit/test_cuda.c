@@ -170,42 +170,6 @@ static void shuffle(int32_t *perm, int n)
     }
 }
 
-static const char *dt_name(enum ckpt_dtype dt)
-{
-    return ckpt_dtype_name(dt);
-}
-
-static double kernel_tol(enum ckpt_dtype dt)
-{
-    return dt == CKPT_F32 ? 1e-5 : 1e-2;
-}
-
-/* Element i of a buffer of dt values, as the device stores them. */
-static void raw_put(void *raw, enum ckpt_dtype dt, size_t i, float v)
-{
-    if (dt == CKPT_F32)
-        ((float *)raw)[i] = v;
-    else
-        ((uint16_t *)raw)[i] = dt == CKPT_F16 ? ckpt_f32_to_f16(v) : ckpt_f32_to_bf16(v);
-}
-
-static float raw_get(const void *raw, enum ckpt_dtype dt, size_t i)
-{
-    if (dt == CKPT_F32)
-        return ((const float *)raw)[i];
-    uint16_t h = ((const uint16_t *)raw)[i];
-    return dt == CKPT_F16 ? ckpt_f16_to_f32(h) : ckpt_bf16_to_f32(h);
-}
-
-/* n random values in [-scale, scale) as dt (caller frees). */
-static void *rand_raw(enum ckpt_dtype dt, size_t n, float scale)
-{
-    void *raw = malloc(n * ckpt_dtype_size(dt));
-    for (size_t i = 0; i < n; i++)
-        raw_put(raw, dt, i, urand() * scale);
-    return raw;
-}
-
 static float *rand_f32(size_t n, float scale, float offset)
 {
     float *v = malloc(n * sizeof(float));
@@ -479,6 +443,43 @@ static void test_references(void)
 
 #ifdef HAVE_CUDA
 /* ------------------------------------------------------------------ helpers for the device tests */
+
+static const char *dt_name(enum ckpt_dtype dt)
+{
+    return ckpt_dtype_name(dt);
+}
+
+static double kernel_tol(enum ckpt_dtype dt)
+{
+    return dt == CKPT_F32 ? 1e-5 : 1e-2;
+}
+
+/* Element i of a buffer of dt values, as the device stores them. */
+static void raw_put(void *raw, enum ckpt_dtype dt, size_t i, float v)
+{
+    if (dt == CKPT_F32)
+        ((float *)raw)[i] = v;
+    else
+        ((uint16_t *)raw)[i] = dt == CKPT_F16 ? ckpt_f32_to_f16(v) : ckpt_f32_to_bf16(v);
+}
+
+static float raw_get(const void *raw, enum ckpt_dtype dt, size_t i)
+{
+    if (dt == CKPT_F32)
+        return ((const float *)raw)[i];
+    uint16_t h = ((const uint16_t *)raw)[i];
+    return dt == CKPT_F16 ? ckpt_f16_to_f32(h) : ckpt_bf16_to_f32(h);
+}
+
+/* n random values in [-scale, scale) as dt (caller frees). */
+static void *rand_raw(enum ckpt_dtype dt, size_t n, float scale)
+{
+    void *raw = malloc(n * ckpt_dtype_size(dt));
+    for (size_t i = 0; i < n; i++)
+        raw_put(raw, dt, i, urand() * scale);
+    return raw;
+}
+
 
 /* A failed CUDA call fails the test case that made it. */
 static int cu(cudaError_t e, const char *what)
