@@ -84,6 +84,8 @@ struct cuda_model {
     float *logits;                  /* [R][O] */
     int32_t *dmeta;                 /* the step's metadata on the device (layout of hmeta) */
     void *ws;                       /* cuBLAS workspace */
+    float *att_work;                /* split decode attention's partials (kcu_decode_work_floats) */
+    int sms;                        /* the device's multiprocessors: how far decode attention splits */
     size_t ws_bytes;
 
     /* The step's metadata, built on the host and copied in one piece:
@@ -208,6 +210,15 @@ static int forward_step(struct cuda_model *m, const struct llm_seq *seqs, int n_
     (void)cudaGetLastError();
     int at_layer = -1;
     CUDA_TRY(cudaMemcpyAsync(m->dmeta, m->hmeta, ints * sizeof(int32_t), cudaMemcpyHostToDevice, st));
+    /* Attention (attention.cu): the tiled prefill kernel when a sequence brings
+     * a prompt chunk, else decode split over the KV sequence. */
+    int max_ctx = 0, max_new = 0;
+    for (int si = 0; si < n_seqs; si++) {
+        max_ctx = seqs[si].pos + seqs[si].n_tokens > max_ctx ? seqs[si].pos + seqs[si].n_tokens : max_ctx;
+        max_new = seqs[si].n_tokens > max_new ? seqs[si].n_tokens : max_new;
+    }
+    bool prefill = max_new >= 8;
+    int n_split = prefill ? 1 : kcu_decode_splits(T * m->H, max_ctx, m->sms);
 
     LAUNCH(kcu_embed(m->x, d_tok, d_pos, m->wte, dt, m->wpe, T, C, st));
     const float *g0 = m->L > 0 ? m->layers[0].ln_1_g : m->ln_f_g, *b0 = m->L > 0 ? m->layers[0].ln_1_b : m->ln_f_b;
@@ -219,7 +230,12 @@ static int forward_step(struct cuda_model *m, const struct llm_seq *seqs, int n_
         BLAS_LAUNCH(kcu_gemm(m->blas, m->y, m->h, ly->qkv_w, dt, KCU_W_IN_OUT, T, C, 3 * C));
         LAUNCH(kcu_bias_act(m->qkv, dt, m->y, ly->qkv_b, T, 3 * C, KCU_ACT_NONE, st));
         LAUNCH(kcu_kv_store(m->kv, m->qkv, dt, d_pos, d_tab, d_tables, T, l, m->kl, st));
-        LAUNCH(kcu_attention(m->att, m->qkv, m->kv, dt, d_pos, d_tab, d_tables, T, l, m->kl, ly->attn_scale, st));
+        if (prefill)
+            LAUNCH(kcu_attention_prefill(m->att, m->qkv, m->kv, dt, d_pos, d_tab, d_tables, T, l, m->kl,
+                                         ly->attn_scale, st));
+        else
+            LAUNCH(kcu_attention_decode(m->att, m->qkv, m->kv, dt, d_pos, d_tab, d_tables, T, l, m->kl,
+                                        ly->attn_scale, n_split, m->att_work, st));
         BLAS_LAUNCH(kcu_gemm(m->blas, m->y, m->att, ly->proj_w, dt, KCU_W_IN_OUT, T, C, C));
         LAUNCH(kcu_residual_layernorm(m->x, m->y, ly->proj_b, m->h, dt, ly->ln_2_g, ly->ln_2_b, T, C, m->eps, st));
         BLAS_LAUNCH(kcu_gemm(m->blas, m->y, m->h, ly->fc_w, dt, KCU_W_IN_OUT, T, C, F));
@@ -416,6 +432,7 @@ static void carve_scratch(struct cuda_model *m, struct carver *c)
     m->logits = (float *)carve(c, R * O * sizeof(float));
     m->dmeta = (int32_t *)carve(c, m->meta_ints * sizeof(int32_t));
     m->ws = carve(c, m->ws_bytes);
+    m->att_work = (float *)carve(c, kcu_decode_work_floats(m->S * m->H, m->hd, m->sms) * sizeof(float));
 }
 
 /* The kernels' name for each activation config.json may name. */
@@ -497,6 +514,7 @@ static int load_model(struct cuda_model *m, const struct gpt2_checkpoint *ck, co
     cudaDeviceProp prop;
     CUDA_TRY(cudaSetDevice(m->device));
     CUDA_TRY(cudaGetDeviceProperties(&prop, m->device));
+    m->sms = prop.multiProcessorCount;
     CUDA_TRY(cudaStreamCreateWithFlags(&m->st, cudaStreamNonBlocking));
 
     /* Weights. */

@@ -4,52 +4,12 @@
  * parallel, not tuned; kernels.h documents the types and layouts. Each
  * template is instantiated for float, __half and __nv_bfloat16, picked at
  * run time from the model's enum ckpt_dtype. */
-#include "cuda/kernels.h"
-
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <math.h>
-
-/* ------------------------------------------------------------------ element types */
-
-static __device__ __forceinline__ float to_f(float v) { return v; }
-static __device__ __forceinline__ float to_f(__half v) { return __half2float(v); }
-static __device__ __forceinline__ float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
-
-/* Round to nearest even, as ckpt_f32_to_f16 / ckpt_f32_to_bf16 do on the host. */
-template <typename T> static __device__ __forceinline__ T from_f(float v);
-template <> __device__ __forceinline__ float from_f<float>(float v) { return v; }
-template <> __device__ __forceinline__ __half from_f<__half>(float v)
-{
-    /* saturate rather than overflow to infinity (kernels.h); comparisons with NaN are false, so NaN stays NaN */
-    if (fabsf(v) > KCU_F16_MAX)
-        v = copysignf(KCU_F16_MAX, v);
-    return __float2half_rn(v);
-}
-template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
-
-/* Runs the statement with E bound to the element type of dt; an unknown dt returns
- * cudaErrorInvalidValue from the enclosing wrapper. */
-#define KCU_DISPATCH(dt, ...)                                                                                          \
-    switch (dt) {                                                                                                      \
-    case CKPT_F32: { typedef float E; __VA_ARGS__; } break;                                                            \
-    case CKPT_F16: { typedef __half E; __VA_ARGS__; } break;                                                           \
-    case CKPT_BF16: { typedef __nv_bfloat16 E; __VA_ARGS__; } break;                                                   \
-    default: return cudaErrorInvalidValue;                                                                             \
-    }
+#include "cuda/elem.cuh"
 
 /* Grid-stride launches: blocks of 256 threads, at most this many blocks. */
 enum { EW_THREADS = 256, EW_MAX_BLOCKS = 65535, ROW_THREADS = 128 };
 
 /* ------------------------------------------------------------------ reductions */
-
-/* The sum of v over the warp, in every lane. */
-static __device__ __forceinline__ float warp_sum(float v)
-{
-    for (int o = 16; o > 0; o >>= 1)
-        v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
 
 /* The sum of v over the block (blockDim.x a multiple of 32), in every
  * thread. sh holds 32 floats; the leading barrier makes it reusable. */
@@ -79,11 +39,33 @@ static __global__ void embed_kernel(float *x, const int32_t *tokens, const int32
         x[t * C + c] = to_f(e[c]) + pe[c];
 }
 
+/* The same, 4 columns per thread (C a multiple of 4, aligned rows): wte as
+ * 4 elements, wpe and x as float4. */
+template <typename T>
+static __global__ void embed4_kernel(float *x, const int32_t *tokens, const int32_t *pos, const T *wte,
+                                     const float *wpe, int C)
+{
+    size_t t = blockIdx.x;
+    const T *e = wte + (size_t)tokens[t] * C;
+    const float4 *pe = reinterpret_cast<const float4 *>(wpe + (size_t)pos[t] * C);
+    float4 *xr = reinterpret_cast<float4 *>(x + t * C);
+    for (int c4 = threadIdx.x; c4 < C / 4; c4 += blockDim.x) {
+        float w[4];
+        vload<T, 4>(w, e + 4 * c4);
+        float4 p = pe[c4];
+        xr[c4] = make_float4(w[0] + p.x, w[1] + p.y, w[2] + p.z, w[3] + p.w);
+    }
+}
+
 extern "C" cudaError_t kcu_embed(float *x, const int32_t *tokens, const int32_t *pos, const void *wte,
                                  enum ckpt_dtype wdt, const float *wpe, int T, int C, cudaStream_t st)
 {
     if (T <= 0)
         return cudaSuccess;
+    if (C % 4 == 0 && kcu_aligned(x, 16) && kcu_aligned(wpe, 16) && kcu_aligned(wte, 4 * ckpt_dtype_size(wdt))) {
+        KCU_DISPATCH(wdt, embed4_kernel<E><<<T, ROW_THREADS, 0, st>>>(x, tokens, pos, (const E *)wte, wpe, C));
+        return cudaGetLastError();
+    }
     KCU_DISPATCH(wdt, embed_kernel<E><<<T, ROW_THREADS, 0, st>>>(x, tokens, pos, (const E *)wte, wpe, C));
     return cudaGetLastError();
 }
@@ -123,12 +105,80 @@ static __global__ void residual_layernorm_kernel(float *x, const float *r, const
         o[c] = from_f<T>((xr[c] - mean) * rstd * g[c] + b[c]);
 }
 
+/* Warp-per-row version (LN_WARPS rows per block), for C a multiple of 4 up
+ * to 32 * 4 * LN_MAXV and 16-byte aligned rows: each lane keeps its
+ * C / 128 float4 of the row in registers (x, r and rbias read as float4),
+ * so x is read once and written once, the mean and variance are warp sums
+ * (two passes over the registers, as kref_residual_layernorm), and the
+ * output goes out 4 elements per store. No shared memory, no barrier. */
+enum { LN_WARPS = 8, LN_MAXV = 16 };
+
+template <typename T>
+static __global__ void __launch_bounds__(LN_WARPS * 32)
+    layernorm_warp_kernel(float *x, const float *r, const float *rbias, T *out, const float *g, const float *b, int rows,
+                          int C, float eps)
+{
+    const int row = blockIdx.x * LN_WARPS + threadIdx.x / 32, lane = threadIdx.x % 32, nv = C / 4;
+    if (row >= rows)
+        return;     /* the whole warp: no barrier below */
+    float4 *xr = reinterpret_cast<float4 *>(x + (size_t)row * C);
+    float4 v[LN_MAXV];
+    float s = 0.0f;
+#pragma unroll
+    for (int i = 0; i < LN_MAXV; i++) {
+        const int c4 = lane + 32 * i;
+        if (c4 < nv) {
+            float4 a = xr[c4];
+            if (r) {
+                float4 rr = reinterpret_cast<const float4 *>(r + (size_t)row * C)[c4];
+                float4 bb = rbias ? reinterpret_cast<const float4 *>(rbias)[c4] : make_float4(0.f, 0.f, 0.f, 0.f);
+                a.x = a.x + (rr.x + bb.x);
+                a.y = a.y + (rr.y + bb.y);
+                a.z = a.z + (rr.z + bb.z);
+                a.w = a.w + (rr.w + bb.w);
+                xr[c4] = a;
+            }
+            v[i] = a;
+            s += (a.x + a.y) + (a.z + a.w);
+        }
+    }
+    const float mean = warp_sum(s) / (float)C;
+    float ss = 0.0f;
+#pragma unroll
+    for (int i = 0; i < LN_MAXV; i++)
+        if (lane + 32 * i < nv) {
+            float dx = v[i].x - mean, dy = v[i].y - mean, dz = v[i].z - mean, dw = v[i].w - mean;
+            ss += (dx * dx + dy * dy) + (dz * dz + dw * dw);
+        }
+    const float rstd = 1.0f / sqrtf(warp_sum(ss) / (float)C + eps);
+    T *o = out + (size_t)row * C;
+#pragma unroll
+    for (int i = 0; i < LN_MAXV; i++) {
+        const int c4 = lane + 32 * i;
+        if (c4 < nv) {
+            float4 gg = reinterpret_cast<const float4 *>(g)[c4], bb = reinterpret_cast<const float4 *>(b)[c4];
+            float y[4] = {(v[i].x - mean) * rstd * gg.x + bb.x, (v[i].y - mean) * rstd * gg.y + bb.y,
+                          (v[i].z - mean) * rstd * gg.z + bb.z, (v[i].w - mean) * rstd * gg.w + bb.w};
+            vstore<T, 4>(o + 4 * c4, y);
+        }
+    }
+}
+
 extern "C" cudaError_t kcu_residual_layernorm(float *x, const float *r, const float *rbias, void *out,
                                               enum ckpt_dtype odt, const float *g, const float *b, int T, int C,
                                               float eps, cudaStream_t st)
 {
     if (T <= 0)
         return cudaSuccess;
+    bool warp = C % 4 == 0 && C <= 32 * 4 * LN_MAXV && kcu_aligned(x, 16) && (!r || kcu_aligned(r, 16)) &&
+                (!rbias || kcu_aligned(rbias, 16)) && kcu_aligned(g, 16) && kcu_aligned(b, 16) &&
+                kcu_aligned(out, 4 * ckpt_dtype_size(odt));
+    if (warp) {
+        unsigned blocks = (unsigned)((T + LN_WARPS - 1) / LN_WARPS);
+        KCU_DISPATCH(odt, layernorm_warp_kernel<E><<<blocks, LN_WARPS * 32, 0, st>>>(x, r, rbias, (E *)out, g, b, T, C,
+                                                                                       eps));
+        return cudaGetLastError();
+    }
     KCU_DISPATCH(odt, residual_layernorm_kernel<E><<<T, ROW_THREADS, 0, st>>>(x, r, rbias, (E *)out, g, b, C, eps));
     return cudaGetLastError();
 }
@@ -164,6 +214,28 @@ static __global__ void bias_act_kernel(T *out, const float *in, const float *bia
     }
 }
 
+/* The same, 4 elements per thread (N a multiple of 4, aligned rows): in and
+ * bias as float4, out 4 elements per store; n4 = n / 4. */
+template <typename T>
+static __global__ void bias_act4_kernel(T *out, const float *in, const float *bias, size_t n4, int N, int act)
+{
+    const float4 *in4 = reinterpret_cast<const float4 *>(in);
+    const float4 *b4 = reinterpret_cast<const float4 *>(bias);
+    const size_t N4 = (size_t)N / 4;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n4; i += (size_t)gridDim.x * blockDim.x) {
+        float4 v = in4[i];
+        if (bias) {
+            float4 bb = b4[i % N4];
+            v.x += bb.x;
+            v.y += bb.y;
+            v.z += bb.z;
+            v.w += bb.w;
+        }
+        float y[4] = {act_f(v.x, act), act_f(v.y, act), act_f(v.z, act), act_f(v.w, act)};
+        vstore<T, 4>(out + 4 * i, y);
+    }
+}
+
 static unsigned ew_blocks(size_t n)
 {
     size_t b = (n + EW_THREADS - 1) / EW_THREADS;
@@ -176,6 +248,12 @@ extern "C" cudaError_t kcu_bias_act(void *out, enum ckpt_dtype odt, const float 
     size_t n = (size_t)T * N;
     if (T <= 0 || N <= 0)
         return cudaSuccess;
+    if (N % 4 == 0 && kcu_aligned(in, 16) && (!bias || kcu_aligned(bias, 16)) &&
+        kcu_aligned(out, 4 * ckpt_dtype_size(odt))) {
+        KCU_DISPATCH(odt, bias_act4_kernel<E><<<ew_blocks(n / 4), EW_THREADS, 0, st>>>((E *)out, in, bias, n / 4, N,
+                                                                                        (int)act));
+        return cudaGetLastError();
+    }
     KCU_DISPATCH(odt, bias_act_kernel<E><<<ew_blocks(n), EW_THREADS, 0, st>>>((E *)out, in, bias, n, N, (int)act));
     return cudaGetLastError();
 }
@@ -326,11 +404,25 @@ static __global__ void gather_rows_kernel(T *dst, const T *src, const int32_t *r
         dst[i * C + c] = src[from * C + c];
 }
 
+/* The same in 16-byte pieces (rows a multiple of 16 bytes, aligned): W of them per row. */
+static __global__ void gather_rows16_kernel(uint4 *dst, const uint4 *src, const int32_t *rows, int W)
+{
+    size_t i = blockIdx.x, from = (size_t)rows[i];
+    for (int c = threadIdx.x; c < W; c += blockDim.x)
+        dst[i * W + c] = src[from * W + c];
+}
+
 extern "C" cudaError_t kcu_gather_rows(void *dst, const void *src, enum ckpt_dtype dt, const int32_t *rows, int R,
                                        int C, cudaStream_t st)
 {
     if (R <= 0)
         return cudaSuccess;
+    size_t row_bytes = (size_t)C * ckpt_dtype_size(dt);
+    if ((dt == CKPT_F32 || dt == CKPT_F16 || dt == CKPT_BF16) && row_bytes % 16 == 0 && kcu_aligned(dst, 16) &&
+        kcu_aligned(src, 16)) {
+        gather_rows16_kernel<<<R, ROW_THREADS, 0, st>>>((uint4 *)dst, (const uint4 *)src, rows, (int)(row_bytes / 16));
+        return cudaGetLastError();
+    }
     KCU_DISPATCH(dt, gather_rows_kernel<E><<<R, ROW_THREADS, 0, st>>>((E *)dst, (const E *)src, rows, C));
     return cudaGetLastError();
 }

@@ -14,6 +14,7 @@
 #define LLMCGI_CUDA_KERNELS_H
 
 #include "checkpoint.h"
+#include "cuda/kref.h"
 
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -124,6 +125,33 @@ cudaError_t kcu_kv_store(void *kv, const void *qkv, enum ckpt_dtype dt, const in
 cudaError_t kcu_attention(void *out, const void *qkv, const void *kv, enum ckpt_dtype dt, const int32_t *row_pos,
                           const int32_t *row_tab, const int32_t *tables, int T, int layer, struct kcu_kv_layout kl,
                           float scale, cudaStream_t st);
+
+/* Decode attention split over the KV sequence (flash-decoding;
+ * kernels/cuda/attention.cu): kcu_attention's result for every row, each
+ * (row, head) reduced by n_split blocks, each a slice of the row's keys read
+ * with vector loads, then merged by a combine kernel when n_split > 1 (the
+ * slices and the merge: kernels/cuda/kref.h, which also holds the CPU
+ * reference). n_split is 1 .. KREF_MAX_SPLITS, from kcu_decode_splits (rows
+ * x heads of the step, its longest context, the device's multiprocessors);
+ * work holds the partials, T * n_head * n_split * (head_dim + 2) floats,
+ * which kcu_decode_work_floats(max rows x heads, head_dim, sms) bounds for
+ * every n_split kcu_decode_splits gives (NULL allowed when n_split == 1).
+ * The KV check (kl.written) works as in kcu_attention. */
+int kcu_decode_splits(int rows_heads, int max_ctx, int sms);
+size_t kcu_decode_work_floats(int rows_heads, int head_dim, int sms);
+cudaError_t kcu_attention_decode(void *out, const void *qkv, const void *kv, enum ckpt_dtype dt,
+                                 const int32_t *row_pos, const int32_t *row_tab, const int32_t *tables, int T,
+                                 int layer, struct kcu_kv_layout kl, float scale, int n_split, float *work,
+                                 cudaStream_t st);
+
+/* Tiled causal prefill attention (kernels/cuda/attention.cu; reference
+ * kref_attention_prefill): kcu_attention's arguments and result, for steps
+ * with prompt chunks: the rows go in tiles of KREF_PF_BQ, and each tile of
+ * KREF_PF_BK keys of K and V is loaded once into shared memory for all the
+ * tile's rows of the same sequence. */
+cudaError_t kcu_attention_prefill(void *out, const void *qkv, const void *kv, enum ckpt_dtype dt,
+                                  const int32_t *row_pos, const int32_t *row_tab, const int32_t *tables, int T,
+                                  int layer, struct kcu_kv_layout kl, float scale, cudaStream_t st);
 
 /* dst[i] = src[rows[i]] for i < R, rows of C elements in dt. */
 cudaError_t kcu_gather_rows(void *dst, const void *src, enum ckpt_dtype dt, const int32_t *rows, int R, int C,

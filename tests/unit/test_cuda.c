@@ -19,6 +19,8 @@
 #include "scratch.h"
 #include "tap.h"
 #include "../../tools/gen_gpt2.h"
+#include "cpu/ops.h"
+#include "cuda/kref.h"
 #ifdef HAVE_CUDA
 #include "cuda/kernels.h"
 #endif
@@ -132,8 +134,7 @@ static void test_device_selection(const struct gpu_info *g)
     drop_model(ck);
 }
 
-#ifdef HAVE_CUDA
-/* ------------------------------------------------------------------ helpers for the device tests */
+/* ------------------------------------------------------------------ helpers (random inputs, dtypes) */
 
 static uint64_t rng;
 
@@ -168,6 +169,280 @@ static void shuffle(int32_t *perm, int n)
         perm[j] = t;
     }
 }
+
+static float *rand_f32(size_t n, float scale, float offset)
+{
+    float *v = malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++)
+        v[i] = offset + urand() * scale;
+    return v;
+}
+
+/* ------------------------------------------------------------------ the CPU references (kref.h), in every build
+ *
+ * Each reference the device kernels are checked against is itself checked
+ * here, with no device, against the CPU backend's own ops on the same
+ * inputs: attention as kernels/cpu/gpt2_cpu.c's attn_task computes it
+ * (ops_dot, ops_softmax, ops_axpy over the block table) and ops_layernorm. */
+
+/* max |got - want| / max |want| over F32 values; a NaN or infinity in got is infinitely wrong. */
+static double rel_err_f(const float *got, const float *want, size_t n)
+{
+    double e = 0, mx = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(got[i]))
+            return INFINITY;
+        e = fmax(e, fabs((double)got[i] - want[i]));
+        mx = fmax(mx, fabs((double)want[i]));
+    }
+    return mx > 0 ? e / mx : e;
+}
+
+/* v as dt would hold it (the device computes from dt values). */
+static float round_to(enum ckpt_dtype dt, float v)
+{
+    return dt == CKPT_F16 ? ckpt_f16_to_f32(ckpt_f32_to_f16(v)) : dt == CKPT_BF16 ? ckpt_bf16_to_f32(ckpt_f32_to_bf16(v)) : v;
+}
+
+/* One attention problem: a batch of sequences, sequence s with n[s] new rows
+ * from position pos[s], scattered block tables, the new rows' K and V
+ * already in the pool (as kcu_kv_store leaves them). Values are rounded to
+ * dt, so the F32 arrays are exactly what a dt device buffer holds. */
+struct att_prob {
+    const char *name;
+    struct kref_kv kl;
+    int layer, T, nt, C, n_blocks, max_ctx, max_new;
+    size_t pool_elems;
+    int32_t *row_pos, *row_tab, *tables;
+    float *qkv, *pool;
+    float tol_f32;      /* F32 tolerance: 1e-5, looser where scores are huge */
+};
+
+struct att_shape {
+    const char *name;
+    int L, H, hd, B, layer, n_seqs;
+    int pos[8], n[8];
+    float qscale;       /* q's magnitude: 1.5, or thousands for the overflow cases */
+};
+
+static const struct att_shape att_shapes[] = {
+    {"decodes at contexts 1, 2, 127, 128, 1023, 1024 and 1000 in one batch, heads of 64, blocks of 16", 1, 2, 64,
+     16, 0, 7, {0, 1, 126, 127, 1022, 1023, 999}, {1, 1, 1, 1, 1, 1, 1}, 1.5f},
+    {"decodes at contexts 5, 100, 301 over blocks of 7, 3 heads of 40 (padded lanes), layer 1 of 2", 2, 3, 40, 7, 1,
+     3, {4, 99, 300}, {1, 1, 1}, 1.5f},
+    {"a chunk of 37 rows at 100, a decode at 64, a prompt of 20, heads of 64", 1, 2, 64, 16, 0, 3, {100, 63, 0},
+     {37, 1, 20}, 1.5f},
+    {"a 512-token prompt, heads of 64, blocks of 16", 1, 2, 64, 16, 0, 1, {0}, {512}, 1.5f},
+    {"one head of 256 (the largest), blocks of 1", 1, 1, 256, 1, 0, 2, {40, 3}, {1, 5}, 1.5f},
+    {"heads of 33 (no vector width), blocks of 5, a decode and a prompt of 12", 1, 2, 33, 5, 0, 2, {10, 0}, {1, 12},
+     1.5f},
+    {"scores near +-1000 (e^s overflows F32 unless the max is taken first), context 1024 and a chunk", 1, 2, 64, 16, 0,
+     2, {1023, 200}, {1, 17}, 3000.0f},
+};
+
+static void att_prob_free(struct att_prob *a)
+{
+    free(a->row_pos);
+    free(a->row_tab);
+    free(a->tables);
+    free(a->qkv);
+    free(a->pool);
+    memset(a, 0, sizeof *a);
+}
+
+static void att_prob_make(struct att_prob *a, const struct att_shape *sh, enum ckpt_dtype dt)
+{
+    memset(a, 0, sizeof *a);
+    a->name = sh->name;
+    a->kl = (struct kref_kv){sh->L, sh->H, sh->hd, sh->B};
+    a->layer = sh->layer;
+    a->C = sh->H * sh->hd;
+    a->tol_f32 = sh->qscale > 100 ? 1e-3f : 1e-5f;
+    for (int s = 0; s < sh->n_seqs; s++) {
+        a->T += sh->n[s];
+        a->nt += (sh->pos[s] + sh->n[s] + sh->B - 1) / sh->B;
+        a->max_ctx = sh->pos[s] + sh->n[s] > a->max_ctx ? sh->pos[s] + sh->n[s] : a->max_ctx;
+        a->max_new = sh->n[s] > a->max_new ? sh->n[s] : a->max_new;
+    }
+    a->n_blocks = a->nt + 3;        /* a few the tables never name */
+    size_t block_elems = (size_t)sh->L * 2 * sh->H * sh->B * sh->hd;
+    a->pool_elems = (size_t)a->n_blocks * block_elems;
+    a->row_pos = malloc(sizeof(int32_t) * a->T);
+    a->row_tab = malloc(sizeof(int32_t) * a->T);
+    a->tables = malloc(sizeof(int32_t) * a->n_blocks);
+    a->qkv = malloc(sizeof(float) * (size_t)a->T * 3 * a->C);
+    a->pool = malloc(sizeof(float) * a->pool_elems);
+    shuffle(a->tables, a->n_blocks);
+    for (size_t i = 0; i < a->pool_elems; i++)
+        a->pool[i] = round_to(dt, urand());
+    for (int r = 0; r < a->T; r++)
+        for (int c = 0; c < 3 * a->C; c++)
+            a->qkv[(size_t)r * 3 * a->C + c] = round_to(dt, urand() * (c < a->C ? sh->qscale : 1.0f));
+    int T = 0, nt = 0;
+    for (int s = 0; s < sh->n_seqs; s++) {
+        for (int t = 0; t < sh->n[s]; t++, T++) {
+            int p = sh->pos[s] + t, block = a->tables[nt + p / sh->B], j = p % sh->B;
+            a->row_pos[T] = p;
+            a->row_tab[T] = nt;
+            for (int c = 0; c < a->C; c++) {
+                int h = c / sh->hd, d = c % sh->hd;
+                const float *row = a->qkv + (size_t)T * 3 * a->C;
+                a->pool[kref_kv_index(a->kl, block, a->layer, 0, h, j) + d] = row[a->C + c];
+                a->pool[kref_kv_index(a->kl, block, a->layer, 1, h, j) + d] = row[2 * a->C + c];
+            }
+        }
+        nt += (sh->pos[s] + sh->n[s] + sh->B - 1) / sh->B;
+    }
+}
+
+/* Attention as the CPU backend computes it (gpt2_cpu.c, attn_task). */
+static void att_cpu_backend(const struct att_prob *a, float scale, float *out)
+{
+    int hd = a->kl.head_dim, B = a->kl.block_tokens;
+    float *scores = malloc(sizeof(float) * (size_t)(a->max_ctx + 1));
+    for (int r = 0; r < a->T; r++) {
+        int p = a->row_pos[r];
+        const int32_t *tab = a->tables + a->row_tab[r];
+        for (int h = 0; h < a->kl.n_head; h++) {
+            const float *q = a->qkv + (size_t)r * 3 * a->C + (size_t)h * hd;
+            for (int k = 0; k <= p; k++)
+                scores[k] = ops_dot(q, a->pool + kref_kv_index(a->kl, tab[k / B], a->layer, 0, h, k % B), hd) * scale;
+            ops_softmax(scores, p + 1);
+            float *o = out + (size_t)r * a->C + (size_t)h * hd;
+            memset(o, 0, sizeof(float) * (size_t)hd);
+            for (int k = 0; k <= p; k++)
+                ops_axpy(o, scores[k], a->pool + kref_kv_index(a->kl, tab[k / B], a->layer, 1, h, k % B), hd);
+        }
+    }
+    free(scores);
+}
+
+/* The splits tried for each problem: one, a few, the rule's choice for a
+ * 132-multiprocessor device, and the most. */
+static int att_splits(const struct att_prob *a, int sms, int *sp)
+{
+    int n = 0;
+    sp[n++] = 1;
+    sp[n++] = 2;
+    sp[n++] = 7;
+    sp[n++] = kref_decode_splits(a->T * a->kl.n_head, a->max_ctx, sms);
+    sp[n++] = KREF_MAX_SPLITS;
+    return n;
+}
+
+static void test_ref_attention(void)
+{
+    for (size_t c = 0; c < sizeof att_shapes / sizeof att_shapes[0]; c++) {
+        struct att_prob a;
+        att_prob_make(&a, &att_shapes[c], CKPT_F32);
+        float scale = 1.0f / sqrtf((float)a.kl.head_dim);
+        size_t n = (size_t)a.T * a.C;
+        float *want = malloc(sizeof(float) * n), *got = malloc(sizeof(float) * n);
+        att_cpu_backend(&a, scale, want);
+        int sp[8], ns = att_splits(&a, 132, sp);
+        double worst = 0;
+        for (int i = 0; i < ns; i++) {
+            for (size_t k = 0; k < n; k++)
+                got[k] = NAN;
+            kref_attention_decode(got, a.qkv, a.pool, a.kl, a.row_pos, a.row_tab, a.tables, a.T, a.layer, scale, sp[i]);
+            double e = rel_err_f(got, want, n);
+            if (!(e <= a.tol_f32))
+                tap_diag("  %d splits: error %.3g", sp[i], e);
+            worst = fmax(worst, e);
+        }
+        ok(worst <= a.tol_f32, "reference split decode attention = the CPU backend's, 1 to %d splits, %s (%.2g)",
+           KREF_MAX_SPLITS, a.name, worst);
+        for (size_t k = 0; k < n; k++)
+            got[k] = NAN;
+        kref_attention_prefill(got, a.qkv, a.pool, a.kl, a.row_pos, a.row_tab, a.tables, a.T, a.layer, scale);
+        double e = rel_err_f(got, want, n);
+        ok(e <= a.tol_f32, "reference tiled prefill attention = the CPU backend's, %s (%.2g)", a.name, e);
+        free(want);
+        free(got);
+        att_prob_free(&a);
+    }
+}
+
+/* The split rule and the slices: every key in exactly one slice, split 0
+ * never empty, the partials within kref_decode_work_floats. */
+static void test_ref_splits(void)
+{
+    static const int ctxs[] = {1, 2, 31, 32, 33, 127, 128, 1000, 1023, 1024, 4096};
+    static const int smss[] = {1, 108, 132};
+    int bad_cover = 0, bad_work = 0, bad_range = 0;
+    for (size_t i = 0; i < sizeof ctxs / sizeof ctxs[0]; i++) {
+        for (int ns = 1; ns <= KREF_MAX_SPLITS; ns++) {
+            int next = 0;
+            for (int s = 0; s < ns; s++) {
+                int k0, k1;
+                kref_split_slice(ctxs[i], ns, s, &k0, &k1);
+                if (k0 != next || k1 < k0 || (s == 0 && k1 == 0))
+                    bad_cover++;
+                next = k1;
+            }
+            bad_cover += next != ctxs[i];
+        }
+        for (size_t j = 0; j < sizeof smss / sizeof smss[0]; j++)
+            for (int rh = 1; rh <= 4000; rh += rh < 64 ? 1 : 37) {
+                int ns = kref_decode_splits(rh, ctxs[i], smss[j]);
+                bad_range += ns < 1 || ns > KREF_MAX_SPLITS || (ctxs[i] <= KREF_SPLIT_MIN_KEYS && ns != 1);
+                bad_work += (size_t)rh * ns * (64 + 2) > kref_decode_work_floats(rh, 64, smss[j]);
+            }
+    }
+    ok(!bad_cover, "split slices cover each context exactly once, split 0 never empty (%d bad)", bad_cover);
+    ok(!bad_range, "split counts within 1..%d, 1 for contexts of at most %d keys (%d bad)", KREF_MAX_SPLITS,
+       KREF_SPLIT_MIN_KEYS, bad_range);
+    ok(!bad_work, "split partials fit kref_decode_work_floats for every batch (%d bad)", bad_work);
+    /* the 124M shape on an H100 (132 SMs): batch 1 splits, batch 256 does not */
+    ok(kref_decode_splits(1 * 12, 1024, 132) >= 8 && kref_decode_splits(256 * 12, 1024, 132) == 1 &&
+           kref_decode_splits(12, 128, 132) == 4,
+       "124M shape on 132 SMs: batch 1 at context 1024 splits %d ways, at 128 %d, batch 256 %d",
+       kref_decode_splits(12, 1024, 132), kref_decode_splits(12, 128, 132), kref_decode_splits(256 * 12, 1024, 132));
+}
+
+static void test_ref_layernorm(void)
+{
+    static const int Cs[] = {768, 100, 4, 2052};
+    for (size_t k = 0; k < sizeof Cs / sizeof Cs[0]; k++) {
+        enum { T = 13 };
+        int C = Cs[k];
+        size_t n = (size_t)T * C;
+        float *x = rand_f32(n, 3.0f, 0.5f), *r = rand_f32(n, 1.0f, 0.0f), *rb = rand_f32((size_t)C, 0.3f, 0.0f);
+        float *g = rand_f32((size_t)C, 0.2f, 1.0f), *b = rand_f32((size_t)C, 0.1f, 0.0f);
+        float *xs = malloc(n * sizeof(float)), *got = malloc(n * sizeof(float)), *want = malloc(n * sizeof(float));
+        int same_x = 1;
+        memcpy(xs, x, n * sizeof(float));
+        kref_residual_layernorm(xs, r, rb, got, g, b, T, C, 1e-5f);
+        for (size_t i = 0; i < n; i++) {
+            float v = x[i] + (r[i] + rb[i % C]);
+            same_x &= v == xs[i];
+            x[i] = v;
+        }
+        for (int t = 0; t < T; t++)
+            ops_layernorm(want + (size_t)t * C, x + (size_t)t * C, g, b, C, 1e-5f);
+        double e = rel_err_f(got, want, n);
+        ok(e <= 1e-5 && same_x, "reference residual + LayerNorm = ops_layernorm after x += r + bias, C %d (%.2g)", C, e);
+        free(x);
+        free(r);
+        free(rb);
+        free(g);
+        free(b);
+        free(xs);
+        free(got);
+        free(want);
+    }
+}
+
+static void test_references(void)
+{
+    ops_init(OPS_BEST);
+    test_ref_splits();
+    test_ref_attention();
+    test_ref_layernorm();
+}
+
+#ifdef HAVE_CUDA
+/* ------------------------------------------------------------------ helpers for the device tests */
 
 static const char *dt_name(enum ckpt_dtype dt)
 {
@@ -205,13 +480,6 @@ static void *rand_raw(enum ckpt_dtype dt, size_t n, float scale)
     return raw;
 }
 
-static float *rand_f32(size_t n, float scale, float offset)
-{
-    float *v = malloc(n * sizeof(float));
-    for (size_t i = 0; i < n; i++)
-        v[i] = offset + urand() * scale;
-    return v;
-}
 
 /* A failed CUDA call fails the test case that made it. */
 static int cu(cudaError_t e, const char *what)
@@ -280,9 +548,9 @@ static double rel_err_raw(const void *got, enum ckpt_dtype dt, const double *wan
 
 /* ------------------------------------------------------------------ kernels */
 
-static void test_embed(enum ckpt_dtype dt)
+static void test_embed(enum ckpt_dtype dt, int C)
 {
-    enum { V = 517, C = 100, P = 64, T = 37 };
+    enum { V = 517, P = 64, T = 37 };
     void *wte = rand_raw(dt, (size_t)V * C, 1.0f);
     float *wpe = rand_f32((size_t)P * C, 0.5f, 0.0f);
     int32_t tok[T], pos[T];
@@ -294,15 +562,16 @@ static void test_embed(enum ckpt_dtype dt)
     pos[1] = P - 1;
     void *d_wte = dev_copy(wte, (size_t)V * C * ckpt_dtype_size(dt)), *d_wpe = dev_copy(wpe, sizeof(float) * P * C);
     void *d_tok = dev_copy(tok, sizeof tok), *d_pos = dev_copy(pos, sizeof pos), *d_x = dev_poison(sizeof(float) * T * C);
-    static float x[T * C];
-    static double want[T * C];
+    float *x = malloc(sizeof(float) * T * C);
+    double *want = malloc(sizeof(double) * T * C);
     if (d_wte && d_wpe && d_tok && d_pos && d_x &&
-        cu(kcu_embed(d_x, d_tok, d_pos, d_wte, dt, d_wpe, T, C, 0), "kcu_embed") && dev_get(x, d_x, sizeof x)) {
+        cu(kcu_embed(d_x, d_tok, d_pos, d_wte, dt, d_wpe, T, C, 0), "kcu_embed") &&
+        dev_get(x, d_x, sizeof(float) * T * C)) {
         for (int t = 0; t < T; t++)
             for (int c = 0; c < C; c++)
                 want[t * C + c] = (double)raw_get(wte, dt, (size_t)tok[t] * C + c) + wpe[pos[t] * C + c];
         double e = rel_err(x, want, (size_t)T * C);
-        ok(e <= kernel_tol(dt), "embed %s: wte[token] + wpe[pos] (error %.2g)", dt_name(dt), e);
+        ok(e <= kernel_tol(dt), "embed %s, C %d: wte[token] + wpe[pos] (error %.2g)", dt_name(dt), C, e);
     }
     cudaFree(d_wte);
     cudaFree(d_wpe);
@@ -311,6 +580,8 @@ static void test_embed(enum ckpt_dtype dt)
     cudaFree(d_x);
     free(wte);
     free(wpe);
+    free(x);
+    free(want);
 }
 
 static void test_layernorm(enum ckpt_dtype dt, int C, bool residual)
@@ -349,6 +620,18 @@ static void test_layernorm(enum ckpt_dtype dt, int C, bool residual)
         double e = rel_err_raw(out, dt, want, n), ex = rel_err(xs, want_x, n);
         ok(e <= kernel_tol(dt) && ex <= 1e-6, "layernorm %s, C %d, %s: output error %.2g, residual error %.2g",
            dt_name(dt), C, residual ? "x += r + bias first" : "no residual", e, ex);
+        /* and against its CPU reference: the same residual sums bit for bit */
+        float *rx = malloc(n * sizeof(float)), *ro = malloc(n * sizeof(float)), *go = malloc(n * sizeof(float));
+        memcpy(rx, x, n * sizeof(float));
+        kref_residual_layernorm(rx, residual ? r : NULL, residual ? rb : NULL, ro, g, b, T, C, eps);
+        for (size_t i = 0; i < n; i++)
+            go[i] = raw_get(out, dt, i);
+        double er = rel_err_f(go, ro, n);
+        ok(er <= kernel_tol(dt) && !memcmp(rx, xs, n * sizeof(float)),
+           "layernorm %s, C %d: = kref_residual_layernorm (%.2g), x identical", dt_name(dt), C, er);
+        free(rx);
+        free(ro);
+        free(go);
     }
     cudaFree(d_x);
     cudaFree(d_r);
@@ -378,14 +661,14 @@ static double act_ref(double v, enum kcu_act act)
     }
 }
 
-static void test_bias_act(enum ckpt_dtype dt, enum kcu_act act)
+static void test_bias_act(enum ckpt_dtype dt, enum kcu_act act, int N)
 {
     static const char *names[] = {"bias", "bias + gelu_new", "bias + gelu (erf)", "bias + relu", "bias + quick_gelu"};
-    enum { T = 7, N = 300 };
+    enum { T = 7 };
     size_t n = (size_t)T * N;
     float *in = rand_f32(n, 3.0f, 0.0f), *bias = rand_f32(N, 0.5f, 0.0f);
     void *out = malloc(n * ckpt_dtype_size(dt));
-    static double want[T * N];
+    double *want = malloc(n * sizeof(double));
     float *d_in = dev_copy(in, n * sizeof(float)), *d_bias = dev_copy(bias, N * sizeof(float));
     void *d_out = dev_poison(n * ckpt_dtype_size(dt));
     if (d_in && d_bias && d_out && cu(kcu_bias_act(d_out, dt, d_in, d_bias, T, N, act, 0), "kcu_bias_act") &&
@@ -393,11 +676,12 @@ static void test_bias_act(enum ckpt_dtype dt, enum kcu_act act)
         for (size_t i = 0; i < n; i++)
             want[i] = act_ref((double)in[i] + bias[i % N], act);
         double e = rel_err_raw(out, dt, want, n);
-        ok(e <= kernel_tol(dt), "%s %s (error %.2g)", names[act], dt_name(dt), e);
+        ok(e <= kernel_tol(dt), "%s %s, rows of %d (error %.2g)", names[act], dt_name(dt), N, e);
     }
     cudaFree(d_in);
     cudaFree(d_bias);
     cudaFree(d_out);
+    free(want);
     free(in);
     free(bias);
     free(out);
@@ -407,30 +691,33 @@ static void test_bias_act(enum ckpt_dtype dt, enum kcu_act act)
  * (kernels.h), and gelu_new of a huge input is the input or -0, not NaN. */
 static void test_f16_saturation(void)
 {
-    enum { N = 6 };
-    static const float in[N] = {1e5f, -1e5f, 7e4f, 65000.0f, 3e38f, -3e38f};
+    enum { N = 8 };
+    static const float in[N] = {1e5f, -1e5f, 7e4f, 65000.0f, 3e38f, -3e38f, 1e6f, -7e4f};
     float *d_in = dev_copy(in, sizeof in);
     void *d_out = dev_poison(N * 2);
     uint16_t out[N];
-    for (int a = KCU_ACT_NONE; a <= KCU_ACT_GELU_TANH && d_in && d_out; a++) {
-        if (!cu(kcu_bias_act(d_out, CKPT_F16, d_in, NULL, 1, N, (enum kcu_act)a, 0), "kcu_bias_act") ||
-            !dev_get(out, d_out, sizeof out))
-            break;
-        int good = 1;
-        for (int i = 0; i < N; i++) {
-            float v = ckpt_f16_to_f32(out[i]);
-            float want = in[i] > 0 ? fminf(in[i], 65504.0f) : a == KCU_ACT_NONE ? fmaxf(in[i], -65504.0f) : 0.0f;
-            good &= isfinite(v) && fabsf(v - ckpt_f16_to_f32(ckpt_f32_to_f16(want))) <= 32.0f;
+    /* rows of 8: the float4 kernel; rows of 6: the scalar one */
+    for (int w = 8; w >= 6; w -= 2)
+        for (int a = KCU_ACT_NONE; a <= KCU_ACT_GELU_TANH && d_in && d_out; a++) {
+            if (!cu(kcu_bias_act(d_out, CKPT_F16, d_in, NULL, 1, w, (enum kcu_act)a, 0), "kcu_bias_act") ||
+                !dev_get(out, d_out, sizeof out))
+                break;
+            int good = 1;
+            for (int i = 0; i < w; i++) {
+                float v = ckpt_f16_to_f32(out[i]);
+                float want = in[i] > 0 ? fminf(in[i], 65504.0f) : a == KCU_ACT_NONE ? fmaxf(in[i], -65504.0f) : 0.0f;
+                good &= isfinite(v) && fabsf(v - ckpt_f16_to_f32(ckpt_f32_to_f16(want))) <= 32.0f;
+            }
+            ok(good, "F16 %s of inputs past 65504, rows of %d: saturated, finite", a == KCU_ACT_NONE ? "bias" : "gelu_new",
+               w);
         }
-        ok(good, "F16 %s of inputs past 65504: saturated, finite", a == KCU_ACT_NONE ? "bias" : "gelu_new");
-    }
     cudaFree(d_in);
     cudaFree(d_out);
 }
 
-static void test_gather(enum ckpt_dtype dt)
+static void test_gather(enum ckpt_dtype dt, int C)
 {
-    enum { T = 20, R = 6, C = 70 };
+    enum { T = 20, R = 6 };
     size_t es = ckpt_dtype_size(dt);
     void *src = rand_raw(dt, (size_t)T * C, 2.0f), *dst = malloc((size_t)R * C * es);
     int32_t rows[R] = {19, 0, 7, 7, 3, 12};
@@ -441,7 +728,7 @@ static void test_gather(enum ckpt_dtype dt)
         int same = 1;
         for (int i = 0; i < R; i++)
             same &= !memcmp((char *)dst + (size_t)i * C * es, (char *)src + (size_t)rows[i] * C * es, C * es);
-        ok(same, "gather rows %s: exact copies", dt_name(dt));
+        ok(same, "gather rows %s, rows of %d: exact copies", dt_name(dt), C);
     }
     cudaFree(d_src);
     cudaFree(d_rows);
@@ -582,6 +869,138 @@ static void test_attention(enum ckpt_dtype dt, const struct att_case *ac)
     free(sc);
 }
 
+/* kcu_attention_decode (one to KREF_MAX_SPLITS splits, and the count the
+ * rule picks for this device) and kcu_attention_prefill against their CPU
+ * references (kref.c, themselves checked against the CPU backend above) on
+ * the same dt inputs; outputs start as NaN, the partials too. */
+static void test_attention_kernels(enum ckpt_dtype dt, const struct att_shape *sh, int sms)
+{
+    struct att_prob a;
+    att_prob_make(&a, sh, dt);
+    struct kcu_kv_layout kl = {a.kl.n_layer, a.kl.n_head, a.kl.head_dim, a.kl.block_tokens, NULL, NULL};
+    size_t es = ckpt_dtype_size(dt), n = (size_t)a.T * a.C, nq = (size_t)a.T * 3 * a.C;
+    void *qkv = malloc(nq * es), *pool = malloc(a.pool_elems * es), *out = malloc(n * es);
+    for (size_t i = 0; i < nq; i++)
+        raw_put(qkv, dt, i, a.qkv[i]);
+    for (size_t i = 0; i < a.pool_elems; i++)
+        raw_put(pool, dt, i, a.pool[i]);
+    float *want = malloc(n * sizeof(float)), *got = malloc(n * sizeof(float));
+    size_t wf = (size_t)a.T * a.kl.n_head * KREF_MAX_SPLITS * (a.kl.head_dim + 2);
+    void *d_qkv = dev_copy(qkv, nq * es), *d_pool = dev_copy(pool, a.pool_elems * es);
+    void *d_pos = dev_copy(a.row_pos, sizeof(int32_t) * a.T), *d_tab = dev_copy(a.row_tab, sizeof(int32_t) * a.T);
+    void *d_tables = dev_copy(a.tables, sizeof(int32_t) * a.n_blocks), *d_out = dev_poison(n * es);
+    float *d_work = dev_poison(wf * sizeof(float));
+    float scale = 1.0f / sqrtf((float)a.kl.head_dim);
+    double tol = fmax(kernel_tol(dt), a.tol_f32), worst = 0;
+    int sp[8], ns = att_splits(&a, sms, sp), ran = 0;
+    for (int i = 0; i < ns && d_qkv && d_pool && d_pos && d_tab && d_tables && d_out && d_work; i++) {
+        if (!cu(cudaMemset(d_out, 0xff, n * es), "cudaMemset") ||
+            !cu(kcu_attention_decode(d_out, d_qkv, d_pool, dt, d_pos, d_tab, d_tables, a.T, a.layer, kl, scale, sp[i],
+                                     d_work, 0), "kcu_attention_decode") ||
+            !dev_get(out, d_out, n * es))
+            break;
+        kref_attention_decode(want, a.qkv, a.pool, a.kl, a.row_pos, a.row_tab, a.tables, a.T, a.layer, scale, sp[i]);
+        for (size_t k = 0; k < n; k++)
+            got[k] = raw_get(out, dt, k);
+        double e = rel_err_f(got, want, n);
+        if (!(e <= tol))
+            tap_diag("  %d splits: error %.3g", sp[i], e);
+        worst = fmax(worst, e);
+        ran++;
+    }
+    if (ran == ns)
+        ok(worst <= tol, "split decode attention %s, 1 to %d splits and %d (this device's), %s (%.2g)", dt_name(dt),
+           KREF_MAX_SPLITS, sp[3], a.name, worst);
+    if (ran == ns && cu(cudaMemset(d_out, 0xff, n * es), "cudaMemset") &&
+        cu(kcu_attention_prefill(d_out, d_qkv, d_pool, dt, d_pos, d_tab, d_tables, a.T, a.layer, kl, scale, 0),
+           "kcu_attention_prefill") &&
+        dev_get(out, d_out, n * es)) {
+        kref_attention_prefill(want, a.qkv, a.pool, a.kl, a.row_pos, a.row_tab, a.tables, a.T, a.layer, scale);
+        for (size_t k = 0; k < n; k++)
+            got[k] = raw_get(out, dt, k);
+        double e = rel_err_f(got, want, n);
+        ok(e <= tol, "tiled prefill attention %s, %s (%.2g)", dt_name(dt), a.name, e);
+    }
+    cudaFree(d_qkv);
+    cudaFree(d_pool);
+    cudaFree(d_pos);
+    cudaFree(d_tab);
+    cudaFree(d_tables);
+    cudaFree(d_out);
+    cudaFree(d_work);
+    free(qkv);
+    free(pool);
+    free(out);
+    free(want);
+    free(got);
+    att_prob_free(&a);
+}
+
+/* The KV check (kl.written, LLMCGI_CUDA_CHECK_KV) in both new kernels: one
+ * position of the first sequence marked never written is reported, with
+ * its position; with every position marked, nothing is. */
+static void test_attention_kv_check(int sms)
+{
+    struct att_prob a;
+    att_prob_make(&a, &att_shapes[2], CKPT_F16);
+    struct kcu_kv_layout kl = {a.kl.n_layer, a.kl.n_head, a.kl.head_dim, a.kl.block_tokens, NULL, NULL};
+    size_t n = (size_t)a.T * a.C, nq = (size_t)a.T * 3 * a.C, wb = (size_t)a.n_blocks * a.kl.n_layer * a.kl.block_tokens;
+    uint16_t *qkv = malloc(nq * 2), *pool = malloc(a.pool_elems * 2);
+    for (size_t i = 0; i < nq; i++)
+        qkv[i] = ckpt_f32_to_f16(a.qkv[i]);
+    for (size_t i = 0; i < a.pool_elems; i++)
+        pool[i] = ckpt_f32_to_f16(a.pool[i]);
+    uint8_t *written = malloc(wb);
+    memset(written, 1, wb);
+    const int hole = 50;    /* a position of sequence 0 (rows at 100..136) */
+    written[((size_t)a.tables[hole / a.kl.block_tokens] * a.kl.n_layer + a.layer) * a.kl.block_tokens +
+            hole % a.kl.block_tokens] = 0;
+    void *d_qkv = dev_copy(qkv, nq * 2), *d_pool = dev_copy(pool, a.pool_elems * 2);
+    void *d_pos = dev_copy(a.row_pos, sizeof(int32_t) * a.T), *d_tab = dev_copy(a.row_tab, sizeof(int32_t) * a.T);
+    void *d_tables = dev_copy(a.tables, sizeof(int32_t) * a.n_blocks), *d_out = dev_poison(n * 2);
+    int splits = kref_decode_splits(a.T * a.kl.n_head, a.max_ctx, sms);
+    float *d_work = dev_poison((size_t)a.T * a.kl.n_head * splits * (a.kl.head_dim + 2) * sizeof(float));
+    uint8_t *d_written = dev_copy(written, wb);
+    int32_t zero[4] = {0}, f[4];
+    int32_t *d_fault = dev_copy(zero, sizeof zero);
+    kl.written = d_written;
+    kl.fault = d_fault;
+    float scale = 0.125f;
+    for (int k = 0; k < 4 && d_qkv && d_pool && d_pos && d_tab && d_tables && d_out && d_work && d_written && d_fault;
+         k++) {
+        bool prefill = k % 2, whole = k >= 2;
+        if (whole && !cu(cudaMemset(d_written, 1, wb), "cudaMemset"))
+            break;
+        if (!cu(cudaMemset(d_fault, 0, sizeof zero), "cudaMemset") ||
+            !cu(prefill ? kcu_attention_prefill(d_out, d_qkv, d_pool, CKPT_F16, d_pos, d_tab, d_tables, a.T, a.layer,
+                                                kl, scale, 0)
+                        : kcu_attention_decode(d_out, d_qkv, d_pool, CKPT_F16, d_pos, d_tab, d_tables, a.T, a.layer,
+                                               kl, scale, splits, d_work, 0),
+                "attention") ||
+            !dev_get(f, d_fault, sizeof f))
+            break;
+        if (!whole)
+            ok(f[0] == 1 && f[2] == hole, "KV check, %s attention: the read of never-written position %d reported "
+               "(fault %d, position %d)", prefill ? "tiled prefill" : "split decode", hole, f[0], f[2]);
+        else
+            ok(f[0] == 0, "KV check, %s attention: nothing reported when every position was written",
+               prefill ? "tiled prefill" : "split decode");
+    }
+    cudaFree(d_qkv);
+    cudaFree(d_pool);
+    cudaFree(d_pos);
+    cudaFree(d_tab);
+    cudaFree(d_tables);
+    cudaFree(d_out);
+    cudaFree(d_work);
+    cudaFree(d_written);
+    cudaFree(d_fault);
+    free(qkv);
+    free(pool);
+    free(written);
+    att_prob_free(&a);
+}
+
 static void test_kernels(void)
 {
     static const enum ckpt_dtype dts[] = {CKPT_F32, CKPT_F16, CKPT_BF16};
@@ -597,22 +1016,38 @@ static void test_kernels(void)
     if (!ok(s == CUBLAS_STATUS_SUCCESS, "cublasCreate"))
         return;
     cublasSetMathMode(h, CUBLAS_DEFAULT_MATH);
+    const char *q = getenv("LLMCGI_CUDA_QUICK");
+    bool quick = q && *q && strcmp(q, "0");
+    int sms = 0;
+    if (!cu(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), "cudaDeviceGetAttribute"))
+        sms = 132;
     for (size_t k = 0; k < sizeof dts / sizeof dts[0]; k++) {
         enum ckpt_dtype dt = dts[k];
-        test_embed(dt);
+        test_embed(dt, 100);    /* 4 columns per thread */
+        test_embed(dt, 101);    /* one */
         test_layernorm(dt, 100, false);
         test_layernorm(dt, 100, true);
         test_layernorm(dt, 768, true);
-        for (int a = KCU_ACT_NONE; a <= KCU_ACT_QUICK_GELU; a++)
-            test_bias_act(dt, (enum kcu_act)a);
-        test_gather(dt);
+        test_layernorm(dt, 2048, true);     /* the warp kernel's widest row */
+        test_layernorm(dt, 101, true);      /* not a multiple of 4: one block per row */
+        test_layernorm(dt, 2052, true);     /* too wide for the warp kernel's registers */
+        for (int a = KCU_ACT_NONE; a <= KCU_ACT_QUICK_GELU; a++) {
+            test_bias_act(dt, (enum kcu_act)a, 300);    /* float4 path */
+            test_bias_act(dt, (enum kcu_act)a, 301);    /* scalar path */
+        }
+        test_gather(dt, 70);    /* one element at a time */
+        test_gather(dt, 64);    /* 16-byte pieces */
         test_gemm(h, dt, KCU_W_IN_OUT, 1);
         test_gemm(h, dt, KCU_W_IN_OUT, 7);
         test_gemm(h, dt, KCU_W_OUT_IN, 1);
         test_gemm(h, dt, KCU_W_OUT_IN, 7);
         for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
             test_attention(dt, &cases[c]);
+        /* under compute-sanitizer (LLMCGI_CUDA_QUICK) F16 only: the same kernels' code paths, a third of the time */
+        for (size_t c = 0; c < sizeof att_shapes / sizeof att_shapes[0] && (!quick || dt == CKPT_F16); c++)
+            test_attention_kernels(dt, &att_shapes[c], sms);
     }
+    test_attention_kv_check(sms);
     test_f16_saturation();
     cublasDestroy(h);
 }
@@ -1045,6 +1480,10 @@ int main(void)
     struct gpu_info g;
     gpu_probe(&g, false);
     test_device_selection(&g);
+    const char *seed = getenv("LLMCGI_TEST_SEED");
+    rng = seed ? strtoull(seed, NULL, 0) : (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+    tap_diag("random seed %llu (LLMCGI_TEST_SEED repeats it)", (unsigned long long)rng);
+    test_references();
     /* On the GPU machine (tools/gpu-check sets it) no device is a failure, not a skip. */
     const char *req = getenv("LLMCGI_REQUIRE_GPU");
     bool require = req && *req && strcmp(req, "0");
@@ -1060,10 +1499,7 @@ int main(void)
         printf("ok %d # SKIP kernels: no CUDA device (%s)\n", ++tap_count, g.error);
         printf("ok %d # SKIP whole models against the CPU: no CUDA device\n", ++tap_count);
     } else {
-        const char *seed = getenv("LLMCGI_TEST_SEED");
-        rng = seed ? strtoull(seed, NULL, 0) : (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
-        tap_diag("device %s (sm_%d%d); random seed %llu (LLMCGI_TEST_SEED repeats it)", g.name, g.cc_major,
-                 g.cc_minor, (unsigned long long)rng);
+        tap_diag("device %s (sm_%d%d)", g.name, g.cc_major, g.cc_minor);
         /* LLMCGI_CUDA_TESTS=kernels or models runs one half (the sanitizer runs of tools/gpu-check). */
         const char *which = getenv("LLMCGI_CUDA_TESTS");
         if (!which || !*which || strstr(which, "kernels"))
