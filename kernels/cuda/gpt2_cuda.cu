@@ -15,8 +15,9 @@
  *   (a sequence classifier: h[rows] score^T, num_labels wide)
  *   hidden = LayerNorm_f(x) in F32 (into y)                     the rows of sequences that ask, copied out
  *
- * dt is the checkpoint's type (F32, F16 or BF16; F32 when its matrices
- * disagree or weights_f32 is asked). Matrices, the activations that feed a
+ * dt is what llm_load_opts.dtype asks (llm.h): by default half precision,
+ * the checkpoint's F16/BF16, or an F32 checkpoint narrowed at load (to F16
+ * when its values fit, else BF16). Matrices, the activations that feed a
  * product and the KV blocks are in dt; the residual stream and every
  * product's output stay F32 so that half precision rounds each value once
  * between products instead of accumulating rounding along the 2L residual
@@ -492,7 +493,8 @@ static int load_model(struct cuda_model *m, const struct gpt2_checkpoint *ck, co
         return -1;
     }
     m->act = kcu_act_of(cfg->act);
-    m->wdt = ckpt_matrix_dtype(ck, o->weights_f32);
+    if (ckpt_matrix_dtype(ck, llm_dtype_pick(o->dtype, true), &m->wdt, err, errlen) != 0)
+        return -1;
 
     cudaDeviceProp prop;
     CUDA_TRY(cudaSetDevice(m->device));

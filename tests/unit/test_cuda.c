@@ -650,8 +650,11 @@ static struct llm_model *load_on(const struct gpt2_checkpoint *ck, enum llm_devi
                                  const char *what)
 {
     char err[512];
+    /* The checkpoint's own type on both backends (auto would narrow F32 to half on the GPU). */
+    enum llm_dtype dt = ck->wte.dtype == CKPT_F16 ? LLM_DTYPE_F16 : ck->wte.dtype == CKPT_BF16 ? LLM_DTYPE_BF16
+                                                                                              : LLM_DTYPE_F32;
     struct llm_load_opts lo = {.device = dev, .kv_block_tokens = 16, .kv_blocks = blocks, .max_step_tokens = S,
-                               .max_step_logits = S};
+                               .max_step_logits = S, .dtype = dt};
     struct llm_model *m = NULL;
     if (llm_load(ck, &lo, &m, err, sizeof err) != 0) {
         ok(0, "%s: loads on the %s: %s", what, dev == LLM_DEVICE_CPU ? "CPU" : "GPU", err);
