@@ -21,6 +21,7 @@
 #include "../../tools/gen_gpt2.h"
 #ifdef HAVE_CUDA
 #include "cuda/kernels.h"
+#include "cuda/sample_cuda.h"
 #endif
 
 #include <math.h>
@@ -582,6 +583,102 @@ static void test_attention(enum ckpt_dtype dt, const struct att_case *ac)
     free(sc);
 }
 
+static uint32_t float_bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
+/* kcu_sample_greedy against ksample_greedy_ref (kernels/sample.c, itself
+ * checked against the engine's sampler in test_sampler): rows of n logits
+ * with NaN, +-inf, ties and every penalty; ids and top-n ids identical,
+ * log-probabilities within one float ulp (log() in double may differ by an
+ * ulp between CUDA and the C library). */
+static void test_sample(int n, int rows)
+{
+    float *l = malloc(sizeof(float) * (size_t)n * rows), *lr = malloc(sizeof(float) * (size_t)n * rows);
+    struct kcu_sample_row *q = calloc((size_t)rows, sizeof *q);
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)rows * 96);
+    struct ksample_out *ref = calloc((size_t)rows, sizeof *ref), *got = calloc((size_t)rows, sizeof *got);
+    int nid = 0;
+    for (int r = 0; r < rows; r++) {
+        float sc = r % 3 == 0 ? 60.0f : r % 3 == 1 ? 3.0f : 0.01f;
+        for (int i = 0; i < n; i++) {
+            float v = (urand() * 2 - 1) * sc;
+            int k = irand(400);
+            l[(size_t)r * n + i] = k == 0 ? NAN : k == 1 ? -INFINITY : (k == 2 && r == 5) ? INFINITY
+                                   : (k < 15 && i > 0) ? l[(size_t)r * n + irand(i)] : v;
+        }
+        if (r == rows - 1)
+            for (int i = 0; i < n; i++)
+                l[(size_t)r * n + i] = -INFINITY;
+        q[r] = (struct kcu_sample_row){r % 2 ? 1.3f : 1.0f, r % 4 >= 2 ? 0.5f : 0.0f, r % 3 ? -0.25f : 0.0f,
+                                       nid, 0, 0, 0, r % 21};
+        int nr = irand(30);
+        for (int k = 0; k < nr; k++) {      /* distinct ids */
+            int32_t id = irand(n), d = 0;
+            while (d < q[r].n_rep && ids[nid + d] != id)
+                d++;
+            if (d == q[r].n_rep)
+                ids[nid + q[r].n_rep++] = id;
+        }
+        nid += q[r].n_rep;
+        q[r].gen_off = nid;
+        q[r].n_gen = q[r].n_rep < 10 ? q[r].n_rep : 10;
+        for (int k = 0; k < q[r].n_gen; k++) {
+            ids[nid + k] = ids[q[r].rep_off + k];
+            ids[nid + q[r].n_gen + k] = 1 + irand(4);
+        }
+        nid += 2 * q[r].n_gen;
+    }
+    memcpy(lr, l, sizeof(float) * (size_t)n * rows);
+    int ref_rc[64];
+    for (int r = 0; r < rows; r++) {
+        struct ksample_row kr = {q[r].repetition_penalty, ids + q[r].rep_off, q[r].n_rep, q[r].frequency_penalty,
+                                 q[r].presence_penalty, ids + q[r].gen_off, ids + q[r].gen_off + q[r].n_gen,
+                                 q[r].n_gen, q[r].top_n};
+        ref_rc[r] = ksample_greedy_ref(lr + (size_t)r * n, n, &kr, &ref[r]);
+    }
+    float *dl = dev_copy(l, sizeof(float) * (size_t)n * rows);
+    void *dq = dev_copy(q, sizeof *q * (size_t)rows), *di = dev_copy(ids, sizeof(int32_t) * (size_t)(nid + 1));
+    void *dout = dev_poison(sizeof *got * (size_t)rows), *dw = dev_poison(sizeof(double) * kcu_sample_work_doubles(rows, n));
+    int same = 0, lp_ulps = 0;
+    if (dl && dq && di && dout && dw &&
+        cu(kcu_sample_greedy(dl, rows, n, dq, di, dout, dw, 0), "kcu_sample_greedy") == 0 &&
+        cu(cudaDeviceSynchronize(), "kcu_sample_greedy ran") == 0 && dev_get(got, dout, sizeof *got * (size_t)rows) == 0) {
+        for (int r = 0; r < rows; r++) {
+            if (ref_rc[r] != 0) {
+                same += got[r].id == -1;
+                continue;
+            }
+            bool eq = got[r].id == ref[r].id && got[r].n_top == ref[r].n_top;
+            int u = abs((int)((int32_t)float_bits(got[r].logprob) - (int32_t)float_bits(ref[r].logprob)));
+            for (int j = 0; eq && j < ref[r].n_top; j++) {
+                eq = got[r].top_id[j] == ref[r].top_id[j];
+                int uj = abs((int)((int32_t)float_bits(got[r].top_logprob[j]) -
+                                   (int32_t)float_bits(ref[r].top_logprob[j])));
+                u = uj > u ? uj : u;
+            }
+            lp_ulps = u > lp_ulps ? u : lp_ulps;
+            same += eq && u <= 1;
+        }
+    }
+    is_int(same, rows, "kcu_sample_greedy, %d rows of %d: ids and top-n as the CPU reference, logprobs within 1 ulp "
+                       "(worst %d)", rows, n, lp_ulps);
+    cudaFree(dl);
+    cudaFree(dq);
+    cudaFree(di);
+    cudaFree(dout);
+    cudaFree(dw);
+    free(l);
+    free(lr);
+    free(q);
+    free(ids);
+    free(ref);
+    free(got);
+}
+
 static void test_kernels(void)
 {
     static const enum ckpt_dtype dts[] = {CKPT_F32, CKPT_F16, CKPT_BF16};
@@ -614,6 +711,9 @@ static void test_kernels(void)
             test_attention(dt, &cases[c]);
     }
     test_f16_saturation();
+    test_sample(65, 16);
+    test_sample(1000, 16);
+    test_sample(50257, 24);
     cublasDestroy(h);
 }
 
