@@ -23,6 +23,10 @@ struct llm_backend {
                    char *err, size_t errlen);  /* hidden: llm_forward_hidden's (NULL: none) */
 };
 
+/* What o->dtype asks of a backend's matrices; gpu: auto means half precision
+ * (llm.h). Q8 leaves the embeddings in the file's type (CKPT_PICK_FILE). */
+enum ckpt_pick llm_dtype_pick(enum llm_dtype dt, bool gpu);
+
 extern const struct llm_backend llm_cpu_backend;
 /* kernels/cuda/gpt2_cuda.cu: linked only when built with CUDA (HAVE_CUDA). */
 extern const struct llm_backend llm_cuda_backend;

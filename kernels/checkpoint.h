@@ -128,9 +128,28 @@ void ckpt_tensor_done(const struct gpt2_checkpoint *ck, const struct ckpt_tensor
 /* Converts element i of tensor t to float. */
 float ckpt_get(const struct ckpt_tensor *t, size_t i);
 
-/* The type a backend keeps the matrices in: the file's when every matrix
- * (wte, lm_head, each layer's four) shares one, else F32; F32 with force_f32. */
-enum ckpt_dtype ckpt_matrix_dtype(const struct gpt2_checkpoint *ck, bool force_f32);
+/* What a backend was asked to keep the matrices in (llm.h's llm_dtype, with
+ * auto resolved per backend). */
+enum ckpt_pick {
+    CKPT_PICK_FILE,     /* the file's type when every matrix shares one, else F32 */
+    CKPT_PICK_HALF,     /* a F16/BF16 file's type; else F16 when every matrix value fits F16, else BF16 */
+    CKPT_PICK_F32,
+    CKPT_PICK_F16,      /* refused when a matrix value is beyond F16's range */
+    CKPT_PICK_BF16,
+};
+
+/* The type a backend keeps the matrices (wte, lm_head, score, each layer's
+ * four) in, as `pick` asks: *out set and 0 returned, or -1 with err (ck->dir,
+ * the tensor and the value that does not fit F16). Reads every matrix value
+ * once when F16 is asked of a file that is not F16 already. */
+int ckpt_matrix_dtype(const struct gpt2_checkpoint *ck, enum ckpt_pick pick, enum ckpt_dtype *out, char *err,
+                      size_t errlen);
+
+/* Whether every value of t stays finite in F16 (ckpt_f32_to_f16 of a value
+ * beyond +-65519 is infinite); when not, *bad (may be NULL) is the first
+ * element that does not. Infinite or NaN values in t count as fitting: they
+ * are what they were. */
+bool ckpt_fits_f16(const struct ckpt_tensor *t, size_t *bad);
 
 /* Half-precision conversions shared by the backends (round to nearest even). */
 float ckpt_f16_to_f32(uint16_t h);

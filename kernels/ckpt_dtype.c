@@ -1,10 +1,12 @@
-/* ckpt_dtype.c -- the checkpoint's tensor dtypes (F32, F16, BF16): names, sizes, half <-> float conversions, one element read, the dtype the matrices are used in. */
+/* ckpt_dtype.c -- the checkpoint's tensor dtypes (F32, F16, BF16): names, sizes, half <-> float conversions, one element read, the dtype the matrices are used in (and whether they fit F16). */
 #include "config.h"
 
 #include "checkpoint.h"
 
+#include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 /* ------------------------------------------------------------------ dtypes and halves */
@@ -133,17 +135,106 @@ float ckpt_get(const struct ckpt_tensor *t, size_t i)
     return 0.0f;
 }
 
-enum ckpt_dtype ckpt_matrix_dtype(const struct gpt2_checkpoint *ck, bool force_f32)
+bool ckpt_fits_f16(const struct ckpt_tensor *t, size_t *bad)
 {
-    enum ckpt_dtype t = ck->wte.dtype;
-    if (force_f32)
-        return CKPT_F32;
-    if (ck->lm_head.data && ck->lm_head.dtype != t)
-        return CKPT_F32;
+    if (!t->data || t->dtype == CKPT_F16)
+        return true;
+    size_t n = t->nbytes / ckpt_dtype_size(t->dtype);
+    for (size_t i = 0; i < n; i++) {
+        float v = ckpt_get(t, i);
+        /* Written so that NaN and +-inf (kept as they are) pass. */
+        if (isfinite(v) && !isfinite(ckpt_f16_to_f32(ckpt_f32_to_f16(v)))) {
+            if (bad)
+                *bad = i;
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Calls fn on each matrix a backend keeps in the matrix type, with its name;
+ * stops at the first that returns false, and returns false then. */
+static bool each_matrix(const struct gpt2_checkpoint *ck, bool (*fn)(const struct ckpt_tensor *t, const char *name,
+                                                                    int layer, void *arg),
+                        void *arg)
+{
+    if (!fn(&ck->wte, "wte", -1, arg) || (ck->lm_head.data && !fn(&ck->lm_head, "lm_head", -1, arg)) ||
+        (ck->score.data && !fn(&ck->score, "score", -1, arg)))
+        return false;
     for (int l = 0; l < ck->cfg.n_layer; l++) {
         const struct gpt2_layer_tensors *lt = &ck->layers[l];
-        if (lt->c_attn_w.dtype != t || lt->c_proj_w.dtype != t || lt->c_fc_w.dtype != t || lt->mlp_proj_w.dtype != t)
-            return CKPT_F32;
+        if (!fn(&lt->c_attn_w, "attn.c_attn.weight", l, arg) || !fn(&lt->c_proj_w, "attn.c_proj.weight", l, arg) ||
+            !fn(&lt->c_fc_w, "mlp.c_fc.weight", l, arg) || !fn(&lt->mlp_proj_w, "mlp.c_proj.weight", l, arg))
+            return false;
     }
-    return t;
+    return true;
+}
+
+/* each_matrix's tests: one type shared (the score head, kept in F32 by the
+ * CPU backend, does not count), and every value within F16's range. */
+static bool same_type(const struct ckpt_tensor *t, const char *name, int layer, void *arg)
+{
+    (void)layer;
+    return !strcmp(name, "score") || t->dtype == *(const enum ckpt_dtype *)arg;
+}
+
+struct f16_misfit {
+    const struct gpt2_checkpoint *ck;
+    char *err;
+    size_t errlen;
+};
+
+static bool fits_f16(const struct ckpt_tensor *t, const char *name, int layer, void *arg)
+{
+    struct f16_misfit *f = arg;
+    size_t bad;
+    if (ckpt_fits_f16(t, &bad))
+        return true;
+    char where[16] = "";
+    if (layer >= 0)
+        snprintf(where, sizeof where, "h.%d.", layer);
+    if (f->err && f->errlen)
+        snprintf(f->err, f->errlen, "%s: %s%s holds %g at element %zu, beyond F16's range (65504)", f->ck->dir,
+                 where, name, (double)ckpt_get(t, bad), bad);
+    return false;
+}
+
+int ckpt_matrix_dtype(const struct gpt2_checkpoint *ck, enum ckpt_pick pick, enum ckpt_dtype *out, char *err,
+                      size_t errlen)
+{
+    enum ckpt_dtype t = ck->wte.dtype;
+    bool shared = each_matrix(ck, same_type, &t);
+    struct f16_misfit f = {ck, err, errlen};
+    switch (pick) {
+    case CKPT_PICK_FILE:
+        *out = shared ? t : CKPT_F32;
+        return 0;
+    case CKPT_PICK_HALF:
+        if (shared && t != CKPT_F32) {
+            *out = t;
+            return 0;
+        }
+        /* F16 keeps 3 more mantissa bits than BF16 (closer to the F32
+         * reference); BF16 when a value would overflow F16. */
+        f.err = NULL;
+        *out = each_matrix(ck, fits_f16, &f) ? CKPT_F16 : CKPT_BF16;
+        return 0;
+    case CKPT_PICK_F32:
+        *out = CKPT_F32;
+        return 0;
+    case CKPT_PICK_F16:
+        if (!each_matrix(ck, fits_f16, &f)) {
+            size_t n = err && errlen ? strlen(err) : errlen;
+            if (n + 1 < errlen)
+                snprintf(err + n, errlen - n, "; use dtype = bf16 or f32");
+            return -1;
+        }
+        *out = CKPT_F16;
+        return 0;
+    case CKPT_PICK_BF16:
+        *out = CKPT_BF16;
+        return 0;
+    }
+    *out = CKPT_F32;
+    return 0;
 }

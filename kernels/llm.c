@@ -40,6 +40,30 @@ int llm_device_parse(const char *s, enum llm_device *dev, int *index)
     return 0;
 }
 
+int llm_dtype_parse(const char *s, enum llm_dtype *dt)
+{
+    static const char *const names[] = {[LLM_DTYPE_AUTO] = "auto", [LLM_DTYPE_F32] = "f32", [LLM_DTYPE_F16] = "f16",
+                                        [LLM_DTYPE_BF16] = "bf16", [LLM_DTYPE_Q8] = "q8"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (!strcmp(s, names[i])) {
+            *dt = (enum llm_dtype)i;
+            return 0;
+        }
+    return -1;
+}
+
+enum ckpt_pick llm_dtype_pick(enum llm_dtype dt, bool gpu)
+{
+    switch (dt) {
+    case LLM_DTYPE_F32: return CKPT_PICK_F32;
+    case LLM_DTYPE_F16: return CKPT_PICK_F16;
+    case LLM_DTYPE_BF16: return CKPT_PICK_BF16;
+    case LLM_DTYPE_AUTO: return gpu ? CKPT_PICK_HALF : CKPT_PICK_FILE;
+    case LLM_DTYPE_Q8: break;
+    }
+    return CKPT_PICK_FILE;
+}
+
 /* Whether CUDA device `index` can take a model; when not, why (in why). */
 static bool cuda_usable(int index, char *why, size_t len)
 {
@@ -78,7 +102,7 @@ int llm_load(const struct gpt2_checkpoint *ck, const struct llm_load_opts *o, st
     const struct gpt2_config *cfg = &ck->cfg;
     const struct llm_backend *be = &llm_cpu_backend;
     char why[160] = "";
-    if (o->weights_q8 && o->device == LLM_DEVICE_CUDA) {
+    if (o->dtype == LLM_DTYPE_Q8 && o->device == LLM_DEVICE_CUDA) {
         snprintf(err, errlen, "%s: dtype q8 runs on the CPU only; use device = cpu or auto", ck->dir);
         return -1;
     }
@@ -94,7 +118,7 @@ int llm_load(const struct gpt2_checkpoint *ck, const struct llm_load_opts *o, st
 #ifdef LLM_WITH_CUDA
     /* auto: the GPU when one is usable; the reason it is not goes into
      * info.fallback (a build without CUDA stays quietly on the CPU). */
-    if (o->device == LLM_DEVICE_AUTO && o->weights_q8)
+    if (o->device == LLM_DEVICE_AUTO && o->dtype == LLM_DTYPE_Q8)
         snprintf(why, sizeof why, "dtype q8 runs on the CPU only");
     else if (o->device == LLM_DEVICE_AUTO && cuda_usable(o->device_index, why, sizeof why))
         be = &llm_cuda_backend;

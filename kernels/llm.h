@@ -29,6 +29,16 @@ extern "C" {
 
 enum llm_device { LLM_DEVICE_AUTO, LLM_DEVICE_CPU, LLM_DEVICE_CUDA };
 
+/* What the matrices (wte/lm_head, each block's four) are kept in:
+ *   AUTO  on the CPU the checkpoint's own type (F32 when its matrices
+ *         disagree); on a GPU half precision: a F16/BF16 checkpoint keeps its
+ *         type, an F32 (or mixed) one is narrowed at load to F16 when every
+ *         matrix value fits F16's range (+-65504), else to BF16;
+ *   F32   widened at load; F16, BF16: converted at load (F16 refuses a
+ *         checkpoint with a value beyond its range, naming the tensor);
+ *   Q8    int8 Q8_0 blocks, CPU only (kernels/cpu/ops_q8.c). */
+enum llm_dtype { LLM_DTYPE_AUTO, LLM_DTYPE_F32, LLM_DTYPE_F16, LLM_DTYPE_BF16, LLM_DTYPE_Q8 };
+
 /* How to load. Zero means "the default" for every field. */
 struct llm_load_opts {
     enum llm_device device;
@@ -38,9 +48,7 @@ struct llm_load_opts {
     int kv_blocks;             /* blocks in the pool; 0 = enough for one full context */
     int max_step_tokens;       /* most tokens one step may carry (scratch size); 0 = n_positions */
     int max_step_logits;       /* most logits rows one step may return; 0 = max_step_tokens */
-    bool weights_f32;          /* widen F16/BF16 matrices to F32 at load (default: keep the file's type) */
-    bool weights_q8;           /* quantize the matrices to int8 (Q8_0 blocks) at load: CPU only; embeddings,
-                                * LayerNorms and KV stay F32/F16 */
+    enum llm_dtype dtype;      /* the matrices' type (above); with Q8 embeddings, LayerNorms and KV stay F32/F16 */
 };
 
 /* What a loaded model is. */
@@ -49,7 +57,7 @@ struct llm_info {
     const char *backend;       /* "cpu", "cuda" */
     char device_name[128];     /* e.g. "cpu, 2 threads, avx2+fma+f16c", "cuda:0 NVIDIA H100 ..." */
     char fallback[160];        /* device auto landed on the CPU: why, e.g. "no CUDA device (...); using the CPU"; "" otherwise */
-    enum ckpt_dtype weight_dtype;   /* what the matrices are stored in (with weights_q8: the embeddings) */
+    enum ckpt_dtype weight_dtype;   /* what the matrices are stored in (with dtype Q8: the embeddings) */
     char weight_format[8];     /* the matrices' format: "F32", "F16", "BF16" or "Q8_0" */
     size_t weight_bytes;       /* bytes of weights the backend holds */
     size_t step_weight_bytes;  /* bytes of weights one decode step reads (the bandwidth floor's numerator) */
@@ -114,6 +122,9 @@ int llm_forward_hidden(struct llm_model *m, const struct llm_seq *seqs, int n_se
 
 /* "auto", "cpu", "cuda" (also "cuda:N"): parses a device name. Returns 0 or -1. */
 int llm_device_parse(const char *s, enum llm_device *dev, int *index);
+
+/* "auto", "f32", "f16", "bf16", "q8": parses a dtype name. Returns 0 or -1. */
+int llm_dtype_parse(const char *s, enum llm_dtype *dt);
 
 #ifdef __cplusplus
 }

@@ -66,11 +66,12 @@ ifeq ($(CUDA),1)
 LIBS := -L$(CUDA_LIBDIR) -Wl,-rpath,$(CUDA_LIBDIR) -lcublas -lcudart_static -ldl -lrt -lstdc++ $(LIBS)
 endif
 
-KERNEL_C := kernels/llm.c kernels/checkpoint.c kernels/ckpt_dtype.c kernels/safetensors.c \
+KERNEL_C := kernels/llm.c kernels/checkpoint.c kernels/ckpt_dtype.c kernels/safetensors.c kernels/sample.c \
 	kernels/cpu/gpt2_cpu.c kernels/cpu/ops.c kernels/cpu/ops_avx512.c kernels/cpu/ops_q8.c kernels/cpu/threads.c \
 	kernels/cuda/kref.c
 ifeq ($(CUDA),1)
-KERNEL_CU := kernels/cuda/probe.cu kernels/cuda/kernels.cu kernels/cuda/attention.cu kernels/cuda/gpt2_cuda.cu
+KERNEL_CU := kernels/cuda/probe.cu kernels/cuda/kernels.cu kernels/cuda/attention.cu kernels/cuda/gpt2_cuda.cu \
+	kernels/cuda/sample.cu
 else
 KERNEL_C += kernels/gpu_none.c
 endif

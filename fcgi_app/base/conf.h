@@ -28,9 +28,13 @@ enum model_task {
 
 /* How a local model keeps its matrices ([model] dtype). */
 enum model_dtype {
-    MODEL_DTYPE_AUTO,           /* the checkpoint's own type (F32, F16 or BF16) */
+    MODEL_DTYPE_AUTO,           /* on the CPU the checkpoint's own type (F32, F16 or BF16); on a GPU half
+                                 * precision (an F32 checkpoint narrowed at load: F16, or BF16 where a value
+                                 * exceeds F16's range) */
     MODEL_DTYPE_F32,            /* widened to F32 at load */
     MODEL_DTYPE_Q8,             /* int8, blocks of 32 with one scale (Q8_0), quantized at load; CPU only */
+    MODEL_DTYPE_F16,            /* converted to F16 at load (refused when a value exceeds its range) */
+    MODEL_DTYPE_BF16,           /* converted to BF16 at load */
 };
 
 struct config_model {

@@ -35,7 +35,7 @@ enum key_type {
     K_FRACTION,     /* a number from 0 to 1 (double) */
     K_CATEGORIES,   /* moderation categories: CATEGORY=LABEL[,LABEL] ... */
     K_POOLING,      /* embeddings' pooling: mean or last (a bool: last) */
-    K_DTYPE,        /* a model's weight format: auto, f32, q8 */
+    K_DTYPE,        /* a model's weight format: auto, f32, f16, bf16, q8 */
 };
 
 struct key_def {

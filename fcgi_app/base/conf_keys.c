@@ -407,13 +407,14 @@ int conf_apply_key(const struct key_def *k, void *base, const char *value, const
         return 0;
     case K_DTYPE: {
         static const char *const names[] = {[MODEL_DTYPE_AUTO] = "auto", [MODEL_DTYPE_F32] = "f32",
-                                            [MODEL_DTYPE_Q8] = "q8"};
+                                            [MODEL_DTYPE_Q8] = "q8", [MODEL_DTYPE_F16] = "f16",
+                                            [MODEL_DTYPE_BF16] = "bf16"};
         for (size_t i = 0; i < ARRAY_LEN(names); i++)
             if (strcmp(value, names[i]) == 0) {
                 *(enum model_dtype *)field = (enum model_dtype)i;
                 return 0;
             }
-        snprintf(err, errlen, "%s must be auto, f32 or q8, got \"%s\"", k->name, value);
+        snprintf(err, errlen, "%s must be auto, f32, f16, bf16 or q8, got \"%s\"", k->name, value);
         return -1;
     }
     case K_URLPATH:

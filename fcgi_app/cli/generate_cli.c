@@ -45,7 +45,8 @@ static const char usage_text[] =
     "      --echo                 print the prompt before the generated text\n"
     "      --threads N            CPU threads (default: all cores)\n"
     "      --device D             auto, cpu, cuda, cuda:N (default auto: CUDA when usable)\n"
-    "      --dtype T              auto (the checkpoint's), f32, or q8 (int8 Q8_0 blocks, CPU only)\n"
+    "      --dtype T              auto (the checkpoint's on the CPU, half precision on a GPU), f32,\n"
+    "                             f16, bf16, or q8 (int8 Q8_0 blocks, CPU only)\n"
     "  -q, --quiet                no speeds or notes on stderr\n"
     "  -h, --help                 this text\n"
     "\n"
@@ -257,12 +258,10 @@ int main(int argc, char **argv)
             }
             break;
         case OPT_DTYPE:
-            if (strcmp(optarg, "auto") != 0 && strcmp(optarg, "f32") != 0 && strcmp(optarg, "q8") != 0) {
-                fprintf(stderr, "llmcgi-generate: --dtype wants auto, f32 or q8 (got \"%s\")\n", optarg);
+            if (llm_dtype_parse(optarg, &lo.dtype) != 0) {
+                fprintf(stderr, "llmcgi-generate: --dtype wants auto, f32, f16, bf16 or q8 (got \"%s\")\n", optarg);
                 return 2;
             }
-            lo.weights_f32 = strcmp(optarg, "f32") == 0;
-            lo.weights_q8 = strcmp(optarg, "q8") == 0;
             break;
         case 'q': quiet = true; break;
         case 'h': fputs(usage_text, stdout); return 0;

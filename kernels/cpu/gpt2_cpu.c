@@ -19,7 +19,7 @@
  * read half the bytes. Activations, LayerNorm parameters, biases, position
  * embeddings and the KV blocks are F32.
  *
- * With weights_q8 the four matrices of every block and the LM head are
+ * With dtype Q8 the four matrices of every block and the LM head are
  * quantized at load into int8 rows of Q8_0 blocks (ops.h); each product
  * quantizes its input rows the same way first (once, before the threads
  * split the outputs) and runs on integers. The embedding table the tokens
@@ -403,8 +403,11 @@ static int cpu_load(const struct gpt2_checkpoint *ck, const struct llm_load_opts
     m->P = cfg->n_positions;
     m->eps = cfg->layer_norm_epsilon;
     m->act = ops_act_of[cfg->act];
-    m->wdt = ckpt_matrix_dtype(ck, o->weights_f32);
-    m->q8 = o->weights_q8;
+    m->q8 = o->dtype == LLM_DTYPE_Q8;
+    if (ckpt_matrix_dtype(ck, llm_dtype_pick(o->dtype, false), &m->wdt, err, errlen) != 0) {
+        cpu_free(m);
+        return -1;
+    }
     bool q8 = m->q8;
     size_t L = (size_t)m->L, C = (size_t)m->C, F = (size_t)m->F, V = (size_t)m->V, P = (size_t)m->P;
     size_t es = ckpt_dtype_size(m->wdt);

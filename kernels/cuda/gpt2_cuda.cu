@@ -15,20 +15,24 @@
  *   (a sequence classifier: h[rows] score^T, num_labels wide)
  *   hidden = LayerNorm_f(x) in F32 (into y)                     the rows of sequences that ask, copied out
  *
- * dt is the checkpoint's type (F32, F16 or BF16; F32 when its matrices
- * disagree or weights_f32 is asked). Matrices, the activations that feed a
+ * dt is what llm_load_opts.dtype asks (llm.h): by default half precision,
+ * the checkpoint's F16/BF16, or an F32 checkpoint narrowed at load (to F16
+ * when its values fit, else BF16). Matrices, the activations that feed a
  * product and the KV blocks are in dt; the residual stream and every
  * product's output stay F32 so that half precision rounds each value once
  * between products instead of accumulating rounding along the 2L residual
  * adds. LayerNorm parameters, biases and wpe are F32 (small).
  *
  * Memory: three device allocations made at load and never during a step:
- * the weights, the KV pool, and the step scratch (activations for
- * max_step_tokens rows, logits for max_step_logits rows, the step's
- * metadata, cuBLAS's workspace); plus one pinned host buffer for the
- * metadata. A step is one host-to-device copy of its metadata, the kernels
- * and products on the model's stream, one device-to-host copy of the logits
- * and one synchronisation. */
+ * the weights, the KV pool (the engine's blocks and one sink block for graph
+ * padding rows), and the step scratch (activations for max_step_tokens rows,
+ * logits for max_step_logits rows, the step's metadata, cuBLAS's workspace);
+ * plus two pinned host buffers, the metadata going in and the logits (and
+ * hidden rows) coming back. A step is one host-to-device copy of its
+ * metadata, the kernels and products on the model's stream (a decode step:
+ * one CUDA graph launch, the graph of its bucket of rows), one device-to-host
+ * copy of the logits into pinned memory and one synchronisation; then a host
+ * memcpy into the caller's buffer. */
 #include "backend.h"
 #include "cuda/kernels.h"
 
@@ -38,6 +42,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* Decode steps run as CUDA graphs, one per bucket of rows: a step of n
+ * sequences is padded to the smallest bucket >= n. */
+static const int graph_buckets[] = {1, 2, 4, 8, 16, 32, 64, 128, 256};
+#define GRAPH_NBUCKETS (int)(sizeof graph_buckets / sizeof graph_buckets[0])
 
 struct cuda_layer {
     const float *ln_1_g, *ln_1_b, *ln_2_g, *ln_2_b;
@@ -71,7 +80,7 @@ struct cuda_model {
     /* KV pool: n_blocks blocks laid out as kernels.h says. */
     void *kv;
     struct kcu_kv_layout kl;
-    int n_blocks;
+    int n_blocks;                   /* the engine's; block n_blocks (one more) is the padding rows' sink */
 
     /* Step scratch: one device allocation for the largest step. */
     void *amem;
@@ -92,6 +101,16 @@ struct cuda_model {
      * tokens [S], pos [S], tab [S], logit rows [R], block tables [max_tab]. */
     int32_t *hmeta;                 /* pinned */
     size_t meta_ints;
+    /* What comes back: the logits rows [R][O], then the hidden rows [S][C]
+     * when asked; pinned, so the copy is DMA without staging, and copied to
+     * the caller's buffers after the step's one synchronisation. */
+    float *hout;
+
+    /* Decode graphs (graph_bucket): instantiated on a bucket's first step;
+     * graphs_off under LLMCGI_CUDA_SYNC=1, LLMCGI_CUDA_GRAPHS=0, or once a
+     * capture failed (said on standard error, once). */
+    cudaGraphExec_t graph[GRAPH_NBUCKETS];
+    bool graphs_off;
 
     cudaStream_t st;
     cublasHandle_t blas;
@@ -159,8 +178,12 @@ static bool env_on(const char *name)
 /* ------------------------------------------------------------------ forward */
 
 /* Fills the pinned metadata for the step; returns the ints to copy, with
- * *T rows and *R logits rows. The sizes were checked by llm_forward. */
-static size_t build_meta(struct cuda_model *m, const struct llm_seq *seqs, int n_seqs, int *T_out, int *R_out)
+ * *T rows and *R logits rows. The sizes were checked by llm_forward. With
+ * pad > T (a graph's bucket) rows T..pad-1 are padding: token 0 at position 0
+ * of the model's sink block (one past the engine's pool, never read by a real
+ * row), their logits row computed and not copied back. */
+static size_t build_meta(struct cuda_model *m, const struct llm_seq *seqs, int n_seqs, int pad, int *T_out,
+                         int *R_out)
 {
     int32_t *tok = m->hmeta, *pos = tok + m->S, *tab = pos + m->S, *lrow = tab + m->S, *tables = lrow + m->R;
     int T = 0, R = 0, nt = 0, B = m->kl.block_tokens;
@@ -180,46 +203,33 @@ static size_t build_meta(struct cuda_model *m, const struct llm_seq *seqs, int n
     }
     *T_out = T;
     *R_out = R;
+    if (pad > T) {
+        tables[nt] = m->n_blocks;
+        for (int r = T; r < pad; r++) {
+            tok[r] = 0;
+            pos[r] = 0;
+            tab[r] = nt;
+            lrow[r] = r;    /* a decode bucket: one logits row per row */
+        }
+        nt++;
+    }
     return (size_t)3 * m->S + m->R + nt;
 }
 
-static int forward_step(struct cuda_model *m, const struct llm_seq *seqs, int n_seqs, float *logits,
-                        float *const *hidden, char *err, size_t errlen)
+/* The step's kernels and products from the embedding to the logits, on T
+ * rows with R logits rows, everything it reads in device memory: what a CUDA
+ * graph captures (no copy to or from the host, no synchronisation unless
+ * LLMCGI_CUDA_SYNC, which never captures). Attention (attention.cu) is the
+ * tiled prefill kernel when `prefill` (a sequence brings a prompt chunk),
+ * else decode split n_split ways over each row's own KV sequence. */
+static int step_body(struct cuda_model *m, int T, int R, bool prefill, int n_split, char *err, size_t errlen)
 {
-    int C = m->C, F = m->F, T, R;
+    int C = m->C, F = m->F;
     enum ckpt_dtype dt = m->wdt;
     cudaStream_t st = m->st;
-
-    /* llm_forward checked what bounds these: at most S rows and R logits
-     * rows, and each sequence (>= 1 row) covers <= ceil(P/B) blocks, so the
-     * tables fit in max_tab = S * ceil(P/B). The test below only guards
-     * against the two sizings drifting apart. */
-    size_t ints = build_meta(m, seqs, n_seqs, &T, &R);
-    if (T > m->S || R > m->R || ints > m->meta_ints) {
-        snprintf(err, errlen, "cuda: a step of %d rows and %d logits rows does not fit the scratch", T, R);
-        return -1;
-    }
     const int32_t *d_tok = m->dmeta, *d_pos = d_tok + m->S, *d_tab = d_pos + m->S, *d_lrow = d_tab + m->S,
                   *d_tables = d_lrow + m->R;
-
-    CUDA_TRY(cudaSetDevice(m->device));     /* the engine thread may not be the loading one */
-    /* A launch wrapper returns cudaGetLastError(): clear what an earlier call
-     * left (not this step's doing) so that it is not reported against this
-     * step's first launch. An error that broke the context (sticky) comes back
-     * at the next call anyway. */
-    (void)cudaGetLastError();
     int at_layer = -1;
-    CUDA_TRY(cudaMemcpyAsync(m->dmeta, m->hmeta, ints * sizeof(int32_t), cudaMemcpyHostToDevice, st));
-    /* Attention (attention.cu): the tiled prefill kernel when a sequence brings
-     * a prompt chunk, else decode split over the KV sequence. */
-    int max_ctx = 0, max_new = 0;
-    for (int si = 0; si < n_seqs; si++) {
-        max_ctx = seqs[si].pos + seqs[si].n_tokens > max_ctx ? seqs[si].pos + seqs[si].n_tokens : max_ctx;
-        max_new = seqs[si].n_tokens > max_new ? seqs[si].n_tokens : max_new;
-    }
-    bool prefill = max_new >= 8;
-    int n_split = prefill ? 1 : kcu_decode_splits(T * m->H, max_ctx, m->sms);
-
     LAUNCH(kcu_embed(m->x, d_tok, d_pos, m->wte, dt, m->wpe, T, C, st));
     const float *g0 = m->L > 0 ? m->layers[0].ln_1_g : m->ln_f_g, *b0 = m->L > 0 ? m->layers[0].ln_1_b : m->ln_f_b;
     LAUNCH(kcu_residual_layernorm(m->x, NULL, NULL, m->h, dt, g0, b0, T, C, m->eps, st));
@@ -251,18 +261,136 @@ static int forward_step(struct cuda_model *m, const struct llm_seq *seqs, int n_
     if (R > 0) {
         LAUNCH(kcu_gather_rows(m->hf, m->h, dt, d_lrow, R, C, st));
         BLAS_LAUNCH(kcu_gemm(m->blas, m->logits, m->hf, m->NL ? m->score : m->lm_head, dt, KCU_W_OUT_IN, R, C, m->O));
-        CUDA_TRY(cudaMemcpyAsync(logits, m->logits, sizeof(float) * (size_t)R * m->O, cudaMemcpyDeviceToHost, st));
     }
+    return 0;
+}
+
+/* The graph bucket of a step of T rows: the smallest of KCU_GRAPH_BUCKETS
+ * that holds it, or -1 when the step is not a plain decode step (a prompt
+ * chunk, all rows' logits, hidden states asked, or too wide for a bucket that
+ * fits the scratch), or graphs are off. */
+static int graph_bucket(const struct cuda_model *m, const struct llm_seq *seqs, int n_seqs, float *const *hidden)
+{
+    if (m->graphs_off)
+        return -1;
+    for (int si = 0; si < n_seqs; si++)
+        if (seqs[si].n_tokens != 1 || seqs[si].logits != LLM_LOGITS_LAST || (hidden && hidden[si]))
+            return -1;
+    for (int b = 0; b < GRAPH_NBUCKETS; b++)
+        if (graph_buckets[b] >= n_seqs)
+            return graph_buckets[b] <= m->S && graph_buckets[b] <= m->R ? b : -1;
+    return -1;
+}
+
+/* Turns graphs off for the model's life, saying why on standard error once
+ * (the server's log): a capture or instantiation CUDA refused. The step that
+ * found it runs with plain launches. */
+static void graphs_fail(struct cuda_model *m, const char *why)
+{
+    m->graphs_off = true;
+    (void)cudaGetLastError();
+    fprintf(stderr, "llmcgi: cuda:%d: CUDA graphs off, decode steps launch each kernel: %s\n", m->device, why);
+}
+
+/* Runs bucket b's graph, capturing and instantiating it on first use.
+ * Returns 0; 1 when graphs just turned off (the caller launches plainly);
+ * -1 with err when the launch failed. */
+static int run_graph(struct cuda_model *m, int b, char *err, size_t errlen)
+{
+    cudaStream_t st = m->st;
+    if (!m->graph[b]) {
+        char why[256] = "";
+        cudaGraph_t g = NULL;
+        cudaError_t e = cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal);
+        if (e != cudaSuccess) {
+            snprintf(why, sizeof why, "cudaStreamBeginCapture: %s", cudaGetErrorString(e));
+            graphs_fail(m, why);
+            return 1;
+        }
+        /* the split count from the whole context, not this step's longest
+         * row: the graph is replayed as contexts grow, and a split past a
+         * row's own context is empty (it writes an empty partial) */
+        int rows = graph_buckets[b];
+        int rc = step_body(m, rows, rows, false, kcu_decode_splits(rows * m->H, m->P, m->sms), why, sizeof why);
+        e = cudaStreamEndCapture(st, &g);
+        if (rc != 0 || e != cudaSuccess) {
+            if (rc == 0)
+                snprintf(why, sizeof why, "capturing the step of %d rows: %s", graph_buckets[b],
+                         cudaGetErrorString(e));
+            if (g)
+                cudaGraphDestroy(g);
+            graphs_fail(m, why);
+            return 1;
+        }
+        e = cudaGraphInstantiate(&m->graph[b], g, 0);
+        cudaGraphDestroy(g);
+        if (e != cudaSuccess) {
+            m->graph[b] = NULL;
+            snprintf(why, sizeof why, "cudaGraphInstantiate (%d rows): %s", graph_buckets[b], cudaGetErrorString(e));
+            graphs_fail(m, why);
+            return 1;
+        }
+    }
+    CUDA_TRY(cudaGraphLaunch(m->graph[b], st));
+    return 0;
+}
+
+static int forward_step(struct cuda_model *m, const struct llm_seq *seqs, int n_seqs, float *logits,
+                        float *const *hidden, char *err, size_t errlen)
+{
+    int C = m->C, T, R;
+    cudaStream_t st = m->st;
+
+    /* llm_forward checked what bounds these: at most S rows and R logits
+     * rows, and each sequence (>= 1 row) covers <= ceil(P/B) blocks, so the
+     * tables fit in max_tab = S * ceil(P/B) (+ 1 for the padding rows' sink
+     * block). The test below only guards against the two sizings drifting
+     * apart. */
+    int b = graph_bucket(m, seqs, n_seqs, hidden);
+    size_t ints = build_meta(m, seqs, n_seqs, b >= 0 ? graph_buckets[b] : 0, &T, &R);
+    if (T > m->S || R > m->R || ints > m->meta_ints) {
+        snprintf(err, errlen, "cuda: a step of %d rows and %d logits rows does not fit the scratch", T, R);
+        return -1;
+    }
+
+    CUDA_TRY(cudaSetDevice(m->device));     /* the engine thread may not be the loading one */
+    /* A launch wrapper returns cudaGetLastError(): clear what an earlier call
+     * left (not this step's doing) so that it is not reported against this
+     * step's first launch. An error that broke the context (sticky) comes back
+     * at the next call anyway. */
+    (void)cudaGetLastError();
+    /* One copy in (the metadata, from pinned memory), the kernels (one graph
+     * launch for a decode step), one copy out (into pinned memory), one
+     * synchronisation. */
+    CUDA_TRY(cudaMemcpyAsync(m->dmeta, m->hmeta, ints * sizeof(int32_t), cudaMemcpyHostToDevice, st));
+    int g = b >= 0 ? run_graph(m, b, err, errlen) : 1;
+    if (g < 0)
+        return -1;
+    if (g == 1) {
+        int max_ctx = 0, max_new = 0;
+        for (int si = 0; si < n_seqs; si++) {
+            max_ctx = seqs[si].pos + seqs[si].n_tokens > max_ctx ? seqs[si].pos + seqs[si].n_tokens : max_ctx;
+            max_new = seqs[si].n_tokens > max_new ? seqs[si].n_tokens : max_new;
+        }
+        bool prefill = max_new >= 8;
+        if (step_body(m, T, R, prefill, prefill ? 1 : kcu_decode_splits(T * m->H, max_ctx, m->sms), err, errlen) != 0)
+            return -1;
+    }
+    size_t out_floats = (size_t)R * m->O;
+    if (R > 0)
+        CUDA_TRY(cudaMemcpyAsync(m->hout, m->logits, sizeof(float) * out_floats, cudaMemcpyDeviceToHost, st));
     /* Embeddings: LayerNorm_f again, in F32 whatever dt is, into y (free
-     * after the last block), and the rows of the sequences that ask copied out. */
+     * after the last block), and the rows of the sequences that ask copied
+     * out after the logits. */
     bool any = false;
     for (int si = 0; hidden && si < n_seqs && !any; si++)
         any = hidden[si] != NULL;
     if (any) {
+        int at_layer = -1;
         LAUNCH(kcu_residual_layernorm(m->x, NULL, NULL, m->y, CKPT_F32, m->ln_f_g, m->ln_f_b, T, C, m->eps, st));
         for (int si = 0, row = 0; si < n_seqs; row += seqs[si].n_tokens, si++)
             if (hidden[si])
-                CUDA_TRY(cudaMemcpyAsync(hidden[si], m->y + (size_t)row * C,
+                CUDA_TRY(cudaMemcpyAsync(m->hout + out_floats + (size_t)row * C, m->y + (size_t)row * C,
                                          sizeof(float) * (size_t)seqs[si].n_tokens * C, cudaMemcpyDeviceToHost, st));
     }
     cudaError_t e = cudaStreamSynchronize(st);
@@ -282,6 +410,12 @@ static int forward_step(struct cuda_model *m, const struct llm_seq *seqs, int n_
             return -1;
         }
     }
+    /* From pinned memory to the caller's buffers: host copies, after the one synchronisation. */
+    if (R > 0)
+        memcpy(logits, m->hout, sizeof(float) * out_floats);
+    for (int si = 0, row = 0; any && si < n_seqs; row += seqs[si].n_tokens, si++)
+        if (hidden[si])
+            memcpy(hidden[si], m->hout + out_floats + (size_t)row * C, sizeof(float) * (size_t)seqs[si].n_tokens * C);
     return 0;
 }
 
@@ -455,6 +589,9 @@ static void cuda_free(void *impl)
         return;
     /* Nothing to report from here: errors (a context already broken) are ignored. */
     cudaSetDevice(m->device);
+    for (int b = 0; b < GRAPH_NBUCKETS; b++)
+        if (m->graph[b])
+            cudaGraphExecDestroy(m->graph[b]);
     if (m->blas)
         cublasDestroy(m->blas);
     if (m->st)
@@ -465,6 +602,7 @@ static void cuda_free(void *impl)
     cudaFree(m->kv_written);
     cudaFree(m->kv_fault);
     cudaFreeHost(m->hmeta);
+    cudaFreeHost(m->hout);
     free(m->layers);
     free(m);
 }
@@ -509,7 +647,8 @@ static int load_model(struct cuda_model *m, const struct gpt2_checkpoint *ck, co
         return -1;
     }
     m->act = kcu_act_of(cfg->act);
-    m->wdt = ckpt_matrix_dtype(ck, o->weights_f32);
+    if (ckpt_matrix_dtype(ck, llm_dtype_pick(o->dtype, true), &m->wdt, err, errlen) != 0)
+        return -1;
 
     cudaDeviceProp prop;
     CUDA_TRY(cudaSetDevice(m->device));
@@ -551,12 +690,14 @@ static int load_model(struct cuda_model *m, const struct gpt2_checkpoint *ck, co
     m->kl = kcu_kv_layout{m->L, m->H, m->hd, info->kv_block_tokens};
     m->n_blocks = info->kv_blocks;
     size_t es = ckpt_dtype_size(m->wdt), block_bytes = kcu_kv_block_elems(m->kl) * es;
-    if (dev_alloc(m, &m->kv, (size_t)m->n_blocks * block_bytes, "the KV blocks", err, errlen) != 0)
+    if (dev_alloc(m, &m->kv, ((size_t)m->n_blocks + 1) * block_bytes, "the KV blocks", err, errlen) != 0)
         return -1;
     m->sync = env_on("LLMCGI_CUDA_SYNC");
+    const char *gv = getenv("LLMCGI_CUDA_GRAPHS");
+    m->graphs_off = m->sync || (gv && !strcmp(gv, "0"));
     m->check_kv = env_on("LLMCGI_CUDA_CHECK_KV");
     if (m->check_kv) {
-        size_t wb = (size_t)m->n_blocks * m->L * m->kl.block_tokens;
+        size_t wb = ((size_t)m->n_blocks + 1) * m->L * m->kl.block_tokens;
         if (dev_alloc(m, (void **)&m->kv_written, wb, "the KV check", err, errlen) != 0 ||
             dev_alloc(m, (void **)&m->kv_fault, 4 * sizeof(int32_t), "the KV check", err, errlen) != 0)
             return -1;
@@ -572,7 +713,7 @@ static int load_model(struct cuda_model *m, const struct gpt2_checkpoint *ck, co
     m->R = info->max_step_logits;
     int blocks_per_seq = (m->P + m->kl.block_tokens - 1) / m->kl.block_tokens;
     m->max_tab = (size_t)m->S * (size_t)blocks_per_seq;
-    m->meta_ints = (size_t)3 * m->S + (size_t)m->R + m->max_tab;
+    m->meta_ints = (size_t)3 * m->S + (size_t)m->R + m->max_tab + 1;
     m->ws_bytes = (size_t)(prop.major >= 9 ? 32 : 4) << 20;
     c = carver{NULL, 0};
     carve_scratch(m, &c);
@@ -582,6 +723,7 @@ static int load_model(struct cuda_model *m, const struct gpt2_checkpoint *ck, co
     c = carver{(char *)m->amem, 0};
     carve_scratch(m, &c);
     CUDA_TRY(cudaMallocHost((void **)&m->hmeta, m->meta_ints * sizeof(int32_t)));
+    CUDA_TRY(cudaMallocHost((void **)&m->hout, ((size_t)m->R * m->O + (size_t)m->S * m->C) * sizeof(float)));
 
     BLAS_TRY(cublasCreate(&m->blas));
     BLAS_TRY(cublasSetStream(m->blas, m->st));

@@ -6,7 +6,7 @@
  *
  * --agree takes the prompts of model MODEL_NAME ("124M") in the golden file,
  * runs 64 greedy steps with the checkpoint's own weights, then the same
- * prompts with weights_q8 fed those tokens (teacher forcing) and counts the
+ * prompts with dtype Q8 fed those tokens (teacher forcing) and counts the
  * steps whose argmax is the same: {"agree": N, "steps": M}.
  *
  * --kernels times each matrix product of the 124M shape (qkv, proj, fc,
@@ -261,7 +261,8 @@ static int agree_main(int argc, char **argv)
         struct llm_model *m;
         struct llm_load_opts o = {.device = LLM_DEVICE_CPU, .threads = argc > 5 ? atoi(argv[5]) : 0,
                                   .kv_block_tokens = B, .kv_blocks = bps * n, .max_step_tokens = total,
-                                  .max_step_logits = n, .weights_q8 = q8};
+                                  .max_step_logits = n,
+                                  .dtype = q8 ? LLM_DTYPE_Q8 : LLM_DTYPE_AUTO};
         if (gpt2_checkpoint_open(argv[2], &ck, err, sizeof err) != 0 || llm_load(ck, &o, &m, err, sizeof err) != 0) {
             fprintf(stderr, "cpu_bench: %s\n", err);
             return 1;
@@ -436,8 +437,9 @@ int main(int argc, char **argv)
     struct llm_load_opts o = {.device = LLM_DEVICE_CPU, .threads = threads, .kv_block_tokens = B,
                               .kv_blocks = blocks_per_seq * batch, .max_step_tokens = (prompt > ctx ? prompt : ctx) + batch,
                               .max_step_logits = batch,
-                              .weights_f32 = argc > 7 && !strcmp(argv[7], "f32"),
-                              .weights_q8 = argc > 7 && !strcmp(argv[7], "q8")};
+                              .dtype = argc > 7 && !strcmp(argv[7], "f32") ? LLM_DTYPE_F32
+                                       : argc > 7 && !strcmp(argv[7], "q8") ? LLM_DTYPE_Q8
+                                                                             : LLM_DTYPE_AUTO};
     struct llm_model *m;
     if (llm_load(ck, &o, &m, err, sizeof err) != 0) {
         fprintf(stderr, "cpu_bench: %s\n", err);

@@ -1216,6 +1216,67 @@ static void test_weights(void)
     has_str(err, "missing tensor h.2.ln_1.weight", "  naming the first missing tensor");
 }
 
+/* ckpt_matrix_dtype: what each llm_dtype pick gives for F32, F16 and BF16
+ * files, and an F32 file with values beyond F16's range (auto on a GPU falls
+ * to BF16; f16 is refused, naming the tensor). ckpt_fits_f16 at the edge. */
+static void test_matrix_dtype(void)
+{
+    float edge[] = {1.0f, -65504.0f, 65519.0f, 65520.0f, INFINITY, NAN};
+    struct ckpt_tensor t = {.data = edge, .dtype = CKPT_F32, .ndim = 1, .shape = {3}, .nbytes = 3 * sizeof(float)};
+    size_t bad = 99;
+    ok(ckpt_fits_f16(&t, &bad) && bad == 99, "1, -65504 and 65519 fit F16 (65519 rounds to 65504)");
+    t.nbytes = 4 * sizeof(float);
+    ok(!ckpt_fits_f16(&t, &bad) && bad == 3, "65520 does not (it rounds to inf): element 3");
+    t.data = edge + 4;
+    t.nbytes = 2 * sizeof(float);
+    ok(ckpt_fits_f16(&t, NULL), "inf and NaN stay what they are: they fit");
+
+    static const struct {
+        const char *tag;
+        enum ckpt_dtype file;
+        bool huge;                 /* wte[7] set to 1e5 (beyond F16) in a copy */
+        enum ckpt_dtype want[5];   /* FILE, HALF, F32, F16, BF16; F16 == (enum ckpt_dtype)-1: refused */
+    } cases[] = {
+        {"pick-f32", CKPT_F32, false, {CKPT_F32, CKPT_F16, CKPT_F32, CKPT_F16, CKPT_BF16}},
+        {"pick-f16", CKPT_F16, false, {CKPT_F16, CKPT_F16, CKPT_F32, CKPT_F16, CKPT_BF16}},
+        {"pick-bf16", CKPT_BF16, false, {CKPT_BF16, CKPT_BF16, CKPT_F32, CKPT_F16, CKPT_BF16}},
+        {"pick-f32-huge", CKPT_F32, true, {CKPT_F32, CKPT_BF16, CKPT_F32, (enum ckpt_dtype)-1, CKPT_BF16}},
+    };
+    static const char *const picks[] = {"file", "half", "f32", "f16", "bf16"};
+    char dir[4096], err[1024];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        new_dir(dir, sizeof dir, cases[i].tag);
+        struct gen_gpt2_opts o = tiny(dir);
+        o.dtype = cases[i].file;
+        struct gpt2_checkpoint *ck = NULL;
+        if (!ok(gen(&o) && gpt2_checkpoint_open(dir, &ck, err, sizeof err) == 0, "%s: generated and opened",
+                cases[i].tag))
+            continue;
+        const void *mapped = ck->wte.data;
+        float *copy = NULL;
+        if (cases[i].huge && (copy = malloc(ck->wte.nbytes)) != NULL) {
+            memcpy(copy, mapped, ck->wte.nbytes);
+            copy[7] = 1e5f;
+            ck->wte.data = copy;
+        }
+        for (int p = 0; p < 5; p++) {
+            enum ckpt_dtype got = (enum ckpt_dtype)-2;
+            err[0] = 0;
+            int rc = ckpt_matrix_dtype(ck, (enum ckpt_pick)p, &got, err, sizeof err);
+            if (cases[i].want[p] == (enum ckpt_dtype)-1) {
+                ok(rc == -1, "%s: pick %s is refused", cases[i].tag, picks[p]);
+                has_str(err, "wte holds 100000 at element 7", "  naming the tensor and the value (%s)", err);
+                has_str(err, "beyond F16's range (65504); use dtype = bf16 or f32", "  and what to do instead");
+            } else
+                ok(rc == 0 && got == cases[i].want[p], "%s: pick %s gives %s (got %s)", cases[i].tag, picks[p],
+                   ckpt_dtype_name(cases[i].want[p]), rc == 0 ? ckpt_dtype_name(got) : err);
+        }
+        ck->wte.data = mapped;
+        free(copy);
+        gpt2_checkpoint_close(ck);
+    }
+}
+
 int main(void)
 {
     if (scratch_make(base, sizeof base, "test_checkpoint") != 0) {
@@ -1228,6 +1289,7 @@ int main(void)
     test_generated();
     test_config();
     test_weights();
+    test_matrix_dtype();
     if (tap_failures == 0)
         scratch_remove(base);
     else

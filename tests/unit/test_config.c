@@ -86,22 +86,26 @@ static void test_embeddings_keys(void)
     refused_at("[model a]\npath = /m\nnormalize = perhaps\n", 3, "normalize", "normalize not on or off");
 }
 
-/* dtype: auto (the default), f32, q8; anything else refused with its line. */
+/* dtype: auto (the default), f32, f16, bf16, q8; anything else refused with its line. */
 static void test_dtype_key(void)
 {
     char err[4096];
     struct config *c = load("[model a]\npath = /m/a\n[model b]\npath = /m/b\ndtype = q8\n[model c]\npath = /m/c\n"
-                            "dtype = f32\n",
+                            "dtype = f32\n[model d]\npath = /m/d\ndtype = f16\n[model e]\npath = /m/e\ndtype = bf16\n",
                             err, sizeof err);
     if (ok(c != NULL, "the dtype key loads") || (printf("# %s", err), 0)) {
         is_int(config_find_model(c, "a")->dtype, MODEL_DTYPE_AUTO, "dtype defaults to auto");
         is_int(config_find_model(c, "b")->dtype, MODEL_DTYPE_Q8, "dtype = q8");
         is_int(config_find_model(c, "c")->dtype, MODEL_DTYPE_F32, "dtype = f32");
+        is_int(config_find_model(c, "d")->dtype, MODEL_DTYPE_F16, "dtype = f16");
+        is_int(config_find_model(c, "e")->dtype, MODEL_DTYPE_BF16, "dtype = bf16");
     }
     config_unref(c);
-    refused_at("[model a]\npath = /m\n\ndtype = int4\n", 4, "dtype must be auto, f32 or q8, got \"int4\"",
+    refused_at("[model a]\npath = /m\n\ndtype = int4\n", 4, "dtype must be auto, f32, f16, bf16 or q8, got \"int4\"",
                "an unknown dtype");
-    refused_at("[model a]\npath = /m\ndtype = Q8\n", 3, "dtype must be auto, f32 or q8", "dtype is lower case");
+    refused_at("[model a]\npath = /m\ndtype = Q8\n", 3, "dtype must be auto, f32, f16, bf16 or q8", "dtype is lower case");
+    refused_at("[model a]\npath = /m\n\n\ndtype = fp16\n", 5, "dtype must be auto, f32, f16, bf16 or q8, got \"fp16\"",
+               "fp16 is not a dtype name (f16 is)");
 }
 
 /* The structured-output caches: constraint_cache ([server], compiled DFAs shared by every model) and

@@ -23,6 +23,7 @@
 #include "cuda/kref.h"
 #ifdef HAVE_CUDA
 #include "cuda/kernels.h"
+#include "cuda/sample_cuda.h"
 #endif
 
 #include <math.h>
@@ -1001,6 +1002,102 @@ static void test_attention_kv_check(int sms)
     att_prob_free(&a);
 }
 
+static uint32_t float_bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
+/* kcu_sample_greedy against ksample_greedy_ref (kernels/sample.c, itself
+ * checked against the engine's sampler in test_sampler): rows of n logits
+ * with NaN, +-inf, ties and every penalty; ids and top-n ids identical,
+ * log-probabilities within one float ulp (log() in double may differ by an
+ * ulp between CUDA and the C library). */
+static void test_sample(int n, int rows)
+{
+    float *l = malloc(sizeof(float) * (size_t)n * rows), *lr = malloc(sizeof(float) * (size_t)n * rows);
+    struct kcu_sample_row *q = calloc((size_t)rows, sizeof *q);
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)rows * 96);
+    struct ksample_out *ref = calloc((size_t)rows, sizeof *ref), *got = calloc((size_t)rows, sizeof *got);
+    int nid = 0;
+    for (int r = 0; r < rows; r++) {
+        float sc = r % 3 == 0 ? 60.0f : r % 3 == 1 ? 3.0f : 0.01f;
+        for (int i = 0; i < n; i++) {
+            float v = (urand() * 2 - 1) * sc;
+            int k = irand(400);
+            l[(size_t)r * n + i] = k == 0 ? NAN : k == 1 ? -INFINITY : (k == 2 && r == 5) ? INFINITY
+                                   : (k < 15 && i > 0) ? l[(size_t)r * n + irand(i)] : v;
+        }
+        if (r == rows - 1)
+            for (int i = 0; i < n; i++)
+                l[(size_t)r * n + i] = -INFINITY;
+        q[r] = (struct kcu_sample_row){r % 2 ? 1.3f : 1.0f, r % 4 >= 2 ? 0.5f : 0.0f, r % 3 ? -0.25f : 0.0f,
+                                       nid, 0, 0, 0, r % 21};
+        int nr = irand(30);
+        for (int k = 0; k < nr; k++) {      /* distinct ids */
+            int32_t id = irand(n), d = 0;
+            while (d < q[r].n_rep && ids[nid + d] != id)
+                d++;
+            if (d == q[r].n_rep)
+                ids[nid + q[r].n_rep++] = id;
+        }
+        nid += q[r].n_rep;
+        q[r].gen_off = nid;
+        q[r].n_gen = q[r].n_rep < 10 ? q[r].n_rep : 10;
+        for (int k = 0; k < q[r].n_gen; k++) {
+            ids[nid + k] = ids[q[r].rep_off + k];
+            ids[nid + q[r].n_gen + k] = 1 + irand(4);
+        }
+        nid += 2 * q[r].n_gen;
+    }
+    memcpy(lr, l, sizeof(float) * (size_t)n * rows);
+    int ref_rc[64];
+    for (int r = 0; r < rows; r++) {
+        struct ksample_row kr = {q[r].repetition_penalty, ids + q[r].rep_off, q[r].n_rep, q[r].frequency_penalty,
+                                 q[r].presence_penalty, ids + q[r].gen_off, ids + q[r].gen_off + q[r].n_gen,
+                                 q[r].n_gen, q[r].top_n};
+        ref_rc[r] = ksample_greedy_ref(lr + (size_t)r * n, n, &kr, &ref[r]);
+    }
+    float *dl = dev_copy(l, sizeof(float) * (size_t)n * rows);
+    void *dq = dev_copy(q, sizeof *q * (size_t)rows), *di = dev_copy(ids, sizeof(int32_t) * (size_t)(nid + 1));
+    void *dout = dev_poison(sizeof *got * (size_t)rows), *dw = dev_poison(sizeof(double) * kcu_sample_work_doubles(rows, n));
+    int same = 0, lp_ulps = 0;
+    if (dl && dq && di && dout && dw &&
+        cu(kcu_sample_greedy(dl, rows, n, dq, di, dout, dw, 0), "kcu_sample_greedy") == 0 &&
+        cu(cudaDeviceSynchronize(), "kcu_sample_greedy ran") == 0 && dev_get(got, dout, sizeof *got * (size_t)rows) == 0) {
+        for (int r = 0; r < rows; r++) {
+            if (ref_rc[r] != 0) {
+                same += got[r].id == -1;
+                continue;
+            }
+            bool eq = got[r].id == ref[r].id && got[r].n_top == ref[r].n_top;
+            int u = abs((int)((int32_t)float_bits(got[r].logprob) - (int32_t)float_bits(ref[r].logprob)));
+            for (int j = 0; eq && j < ref[r].n_top; j++) {
+                eq = got[r].top_id[j] == ref[r].top_id[j];
+                int uj = abs((int)((int32_t)float_bits(got[r].top_logprob[j]) -
+                                   (int32_t)float_bits(ref[r].top_logprob[j])));
+                u = uj > u ? uj : u;
+            }
+            lp_ulps = u > lp_ulps ? u : lp_ulps;
+            same += eq && u <= 1;
+        }
+    }
+    is_int(same, rows, "kcu_sample_greedy, %d rows of %d: ids and top-n as the CPU reference, logprobs within 1 ulp "
+                       "(worst %d)", rows, n, lp_ulps);
+    cudaFree(dl);
+    cudaFree(dq);
+    cudaFree(di);
+    cudaFree(dout);
+    cudaFree(dw);
+    free(l);
+    free(lr);
+    free(q);
+    free(ids);
+    free(ref);
+    free(got);
+}
+
 static void test_kernels(void)
 {
     static const enum ckpt_dtype dts[] = {CKPT_F32, CKPT_F16, CKPT_BF16};
@@ -1049,6 +1146,9 @@ static void test_kernels(void)
     }
     test_attention_kv_check(sms);
     test_f16_saturation();
+    test_sample(65, 16);
+    test_sample(1000, 16);
+    test_sample(50257, 24);
     cublasDestroy(h);
 }
 
@@ -1085,8 +1185,11 @@ static struct llm_model *load_on(const struct gpt2_checkpoint *ck, enum llm_devi
                                  const char *what)
 {
     char err[512];
+    /* The checkpoint's own type on both backends (auto would narrow F32 to half on the GPU). */
+    enum llm_dtype dt = ck->wte.dtype == CKPT_F16 ? LLM_DTYPE_F16 : ck->wte.dtype == CKPT_BF16 ? LLM_DTYPE_BF16
+                                                                                              : LLM_DTYPE_F32;
     struct llm_load_opts lo = {.device = dev, .kv_block_tokens = 16, .kv_blocks = blocks, .max_step_tokens = S,
-                               .max_step_logits = S};
+                               .max_step_logits = S, .dtype = dt};
     struct llm_model *m = NULL;
     if (llm_load(ck, &lo, &m, err, sizeof err) != 0) {
         ok(0, "%s: loads on the %s: %s", what, dev == LLM_DEVICE_CPU ? "CPU" : "GPU", err);
@@ -1401,6 +1504,73 @@ static void test_debug_modes(const struct gpt2_checkpoint *ck, const char *what)
     free(b);
 }
 
+
+/* (f) Decode steps through CUDA graphs (a bucket per batch size, padded rows
+ * writing only the sink block) give what plain launches give
+ * (LLMCGI_CUDA_GRAPHS=0): NS sequences prefilled, then decode steps whose
+ * batch sizes walk 5, 3, 1, 2, 4, 5 ... (buckets 8, 4, 1, 2, 4, 8), every
+ * sequence's position moving, the pool filled by the sequences themselves so
+ * a padding row landing in a real block would change a later step; also
+ * under LLMCGI_CUDA_CHECK_KV (the padding rows read only what they wrote). */
+static void compare_graphs(const struct gpt2_checkpoint *ck, const char *what, double tol)
+{
+    enum { NS = 5, BPS = 3, PRE = 7, STEPS = 18 };
+    int V = ck->cfg.vocab_size;
+    static const int sizes[] = {5, 3, 1, 2, 4};
+    int32_t toks[NS][64], tab[NS][BPS], perm[NS * BPS];
+    for (int s = 0; s < NS; s++)
+        for (int t = 0; t < 64; t++)
+            toks[s][t] = irand(V);
+    shuffle(perm, NS * BPS);
+    for (int s = 0; s < NS; s++)
+        for (int b = 0; b < BPS; b++)
+            tab[s][b] = perm[s * BPS + b];
+    setenv("LLMCGI_CUDA_CHECK_KV", "1", 1);
+    struct llm_model *g = load_on(ck, LLM_DEVICE_CUDA, NS * BPS, 16, what);
+    unsetenv("LLMCGI_CUDA_CHECK_KV");
+    setenv("LLMCGI_CUDA_GRAPHS", "0", 1);
+    struct llm_model *p = load_on(ck, LLM_DEVICE_CUDA, NS * BPS, 16, what);
+    unsetenv("LLMCGI_CUDA_GRAPHS");
+    float *za = malloc(sizeof(float) * (size_t)V * NS), *zb = malloc(sizeof(float) * (size_t)V * NS);
+    int rc = g && p && za && zb ? 0 : -1, pos[NS], same_argmax = 1, steps = 0;
+    double worst = 0;
+    struct llm_seq seqs[NS];
+    for (int s = 0; s < NS && rc == 0; s++) {
+        seqs[0] = (struct llm_seq){toks[s], PRE, 0, tab[s], BPS, LLM_LOGITS_NONE};
+        rc = step(g, seqs, 1, za, what);
+        if (rc == 0)
+            rc = step(p, seqs, 1, zb, what);
+        pos[s] = PRE;
+    }
+    for (int k = 0; k < STEPS && rc == 0; k++) {
+        int n = sizes[k % 5], first = k % NS;
+        for (int i = 0; i < n; i++) {
+            int s = (first + i) % NS;
+            seqs[i] = (struct llm_seq){&toks[s][pos[s]], 1, pos[s], tab[s], BPS, LLM_LOGITS_LAST};
+        }
+        rc = step(g, seqs, n, za, what);
+        if (rc == 0)
+            rc = step(p, seqs, n, zb, what);
+        if (rc != 0)
+            break;
+        worst = fmax(worst, rows_err(za, zb, n, V));
+        for (int i = 0; i < n; i++) {
+            same_argmax &= argmax(za + (size_t)i * V, V) == argmax(zb + (size_t)i * V, V);
+            pos[(first + i) % NS]++;
+        }
+        steps++;
+    }
+    if (rc == 0) {
+        ok(worst <= tol, "%s: %d decode steps of 5, 3, 1, 2, 4 sequences as CUDA graphs (padded to 8, 4, 1, 2, 4) "
+                         "match plain launches (%.2g), under the KV check", what, steps, worst);
+        ok(same_argmax, "%s: and every row's argmax is the same", what);
+    }
+    free(za);
+    free(zb);
+    llm_free(g);
+    llm_free(p);
+}
+
 static void test_models(void)
 {
     /* The 124M shape is left out under the sanitizers and LLMCGI_CUDA_QUICK
@@ -1427,6 +1597,7 @@ static void test_models(void)
                 compare_batched(ck, name, dt == CKPT_F32 ? 1e-5 : 1e-2);
             if (dt == CKPT_F32)
                 test_debug_modes(ck, name);
+            compare_graphs(ck, name, dt == CKPT_F32 ? 1e-5 : 1e-2);
             drop_model(ck);
         }
 
@@ -1466,6 +1637,7 @@ static void test_models(void)
                 compare_backends(ck, name, tol);
                 compare_long(ck, name, tol);
                 compare_batched(ck, name, 1e-2);
+                compare_graphs(ck, name, 1e-2);
                 drop_model(ck);
             }
         }

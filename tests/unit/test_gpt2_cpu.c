@@ -5,7 +5,7 @@
  * Logits are compared as max |ours - theirs| / max |theirs| over the row
  * (the golden file holds 256 fixed entries, the top 16 and whole-row
  * statistics): <= 1e-4. Greedy tokens must be identical for 64 steps.
- * The tiny F32 checkpoint is also loaded with int8 weights (weights_q8):
+ * The tiny F32 checkpoint is also loaded with int8 weights (dtype Q8):
  * fed F32's greedy tokens as context (teacher forcing), its argmax must
  * match F32's on Q8_MIN_AGREE of the 64 steps of every prompt together.
  * The bound is below the issue's 95% because these random models' logits
@@ -336,7 +336,33 @@ static void test_model(json_object *g, json_object *indices, struct prompt *ps, 
         /* int8 weights on the same file, F32's tokens as context */
         struct llm_model *mq = NULL;
         struct gpt2_checkpoint *ck2;
-        lo.weights_q8 = true;
+        /* dtype f16 and bf16: the F32 file narrowed at load, still F32's tokens */
+        static const struct {
+            enum llm_dtype dt;
+            const char *format;
+        } narrow[] = {{LLM_DTYPE_F16, "F16"}, {LLM_DTYPE_BF16, "BF16"}};
+        for (size_t k = 0; k < 2; k++) {
+            lo.dtype = narrow[k].dt;
+            rc = gpt2_checkpoint_open(dir, &ck2, err, sizeof err);
+            if (rc == 0) {
+                rc = llm_load(ck2, &lo, &mq, err, sizeof err);
+                gpt2_checkpoint_close(ck2);
+            }
+            if (!ok(rc == 0, "%s %s: loads with dtype %s", name, dtype, narrow[k].format)) {
+                printf("# %s\n", err);
+                continue;
+            }
+            ok(!strcmp(llm_get_info(mq)->weight_format, narrow[k].format), "%s %s: the matrices are narrowed to %s (%s)",
+               name, dtype, narrow[k].format, llm_get_info(mq)->weight_format);
+            int agree = 0;
+            rc = teacher_forced(mq, ps, n_prompts, greedy, bps, &agree);
+            ok(rc == 0 && agree >= 64 * n_prompts * 95 / 100,
+               "%s %s: %s argmax equals F32's on %d of %d teacher-forced steps (at least 95%%)", name, dtype,
+               narrow[k].format, agree, 64 * n_prompts);
+            llm_free(mq);
+            mq = NULL;
+        }
+        lo.dtype = LLM_DTYPE_Q8;
         rc = gpt2_checkpoint_open(dir, &ck2, err, sizeof err);
         if (rc == 0) {
             rc = llm_load(ck2, &lo, &mq, err, sizeof err);

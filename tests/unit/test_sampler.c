@@ -1,6 +1,7 @@
 /* test_sampler.c -- the sampler against transformers' golden distributions, seeds, draws, penalties, logprobs, edge cases. */
 #include "config.h"
 #include "sampler.h"
+#include "sample.h"
 #include "tap.h"
 
 #include <errno.h>
@@ -949,6 +950,110 @@ static void test_timing(void)
     free(peak);
 }
 
+/* ------------------------------------------------------------------ kernels/sample.c, the device sampler's reference */
+
+static uint64_t kr_state = 0x9e3779b97f4a7c15ull;
+
+static uint32_t kr_next(void)
+{
+    kr_state ^= kr_state << 13;
+    kr_state ^= kr_state >> 7;
+    kr_state ^= kr_state << 17;
+    return (uint32_t)(kr_state >> 32);
+}
+
+/* ksample_greedy_ref against sampler_next for greedy requests: the same
+ * logits, context and generated tokens give the same id, the same bits of
+ * logprob and of every top-n entry, and the same penalised logits, over
+ * vocabularies around the 64-wide blocks and GPT-2's, with NaN, +-inf,
+ * ties and every penalty. */
+static void test_kernel_reference(void)
+{
+    static const int vocabs[] = {1, 3, 63, 64, 65, 130, 257, 1000, 50257};
+    static const float reps[] = {1.0f, 1.3f, 0.7f}, freqs[] = {0.0f, 0.5f, -1.25f}, pres[] = {0.0f, 1.5f, -0.3f};
+    int cases = 0, same = 0, same_rc = 0, errors = 0;
+    char first[256] = "";
+    for (int c = 0; c < 400; c++) {
+        int V = vocabs[c % 9];
+        struct sampler_params p = sampler_params_default();
+        p.repetition_penalty = reps[kr_next() % 3];
+        p.frequency_penalty = freqs[kr_next() % 3];
+        p.presence_penalty = pres[kr_next() % 3];
+        p.top_n = (int)(kr_next() % 21);
+        struct sampler *s = sampler_new(&p, V);
+        float *a = malloc(sizeof(float) * (size_t)V), *b = malloc(sizeof(float) * (size_t)V);
+        int32_t ctx[64], rep[64], gen[32], cnt[32];
+        int n_ctx = (int)(kr_next() % 40), n_gen = (int)(kr_next() % 20), n_rep = 0, n_dist = 0;
+        float scale = (c % 7 == 0) ? 80.0f : (c % 5 == 0) ? 0.01f : 4.0f;
+        for (int i = 0; i < V; i++) {
+            a[i] = ((float)(kr_next() % 2000001) - 1e6f) * 1e-6f * scale;
+            uint32_t k = kr_next() % 500;
+            if (k == 0)
+                a[i] = NAN;
+            else if (k == 1)
+                a[i] = -INFINITY;
+            else if (k == 2 && c % 11 == 0)
+                a[i] = INFINITY;
+            else if (k < 20 && i > 0)
+                a[i] = a[kr_next() % (uint32_t)i];      /* ties */
+        }
+        if (c % 37 == 0)
+            for (int i = 0; i < V; i++)
+                a[i] = -INFINITY;                       /* nothing to choose */
+        for (int i = 0; i < n_ctx; i++)
+            ctx[i] = (int32_t)(kr_next() % (uint32_t)(V + 3)) - 1;  /* some outside the vocabulary */
+        for (int i = 0; i < n_gen; i++) {
+            int32_t id = (int32_t)(kr_next() % (uint32_t)V);
+            sampler_accept(s, id);
+            ctx[n_ctx + i] = id;
+            int d = 0;
+            while (d < n_dist && gen[d] != id)
+                d++;
+            if (d == n_dist) {
+                gen[n_dist] = id;
+                cnt[n_dist++] = 0;
+            }
+            cnt[d]++;
+        }
+        for (int i = 0; i < n_ctx + n_gen; i++) {
+            int d = 0;
+            while (d < n_rep && rep[d] != ctx[i])
+                d++;
+            if (d == n_rep && ctx[i] >= 0 && ctx[i] < V)
+                rep[n_rep++] = ctx[i];
+        }
+        memcpy(b, a, sizeof(float) * (size_t)V);
+        struct sample_out o;
+        struct ksample_out k;
+        struct ksample_row r = {p.repetition_penalty, rep, n_rep, p.frequency_penalty, p.presence_penalty,
+                                gen, cnt, n_dist, p.top_n};
+        int rc1 = sampler_next(s, a, ctx, (size_t)(n_ctx + n_gen), &o);
+        int rc2 = ksample_greedy_ref(b, V, &r, &k);
+        cases++;
+        if ((rc1 == SAMPLER_OK) == (rc2 == 0))
+            same_rc++;
+        if (rc1 != SAMPLER_OK) {
+            errors += rc2 != 0;
+        } else if (rc2 == 0) {
+            bool eq = o.id == k.id && !memcmp(&o.logprob, &k.logprob, 4) && o.n_top == k.n_top &&
+                      !memcmp(a, b, sizeof(float) * (size_t)V);
+            for (int j = 0; eq && j < o.n_top; j++)
+                eq = o.top[j].id == k.top_id[j] && !memcmp(&o.top[j].logprob, &k.top_logprob[j], 4);
+            same += eq;
+            if (!eq && !first[0])
+                snprintf(first, sizeof first, "case %d (V %d): id %d/%d logprob %a/%a n_top %d/%d", c, V, o.id,
+                         k.id, (double)o.logprob, (double)k.logprob, o.n_top, k.n_top);
+        }
+        sampler_free(s);
+        free(a);
+        free(b);
+    }
+    is_int(same_rc, cases, "kernels' greedy reference: fails exactly when the engine's sampler does (%d cases)", cases);
+    ok(errors > 0, "  (%d of them with nothing to choose)", errors);
+    is_int(same, cases - errors, "  and otherwise the same id, logprob bits, top-n ids and bits, penalised logits%s%s",
+           first[0] ? ": " : "", first);
+}
+
 int main(void)
 {
     test_golden();
@@ -962,6 +1067,7 @@ int main(void)
     test_ties();
     test_params();
     test_non_finite();
+    test_kernel_reference();
     test_timing();
     return tap_done();
 }
