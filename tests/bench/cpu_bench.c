@@ -3,9 +3,10 @@
  *   cpu_bench MODEL_DIR [THREADS] [PROMPT_TOKENS] [BATCH] [STEPS] [DECODE_CONTEXT] [auto|f32|q8]
  *   cpu_bench --agree MODEL_DIR GOLDEN_JSON MODEL_NAME [THREADS]
  *   cpu_bench --kernels [THREADS]
+ *   cpu_bench --ppl MODEL_DIR PPL_GOLDEN_JSON [THREADS]
  *
  * --agree takes the prompts of model MODEL_NAME ("124M") in the golden file,
- * runs 64 greedy steps with the checkpoint's own weights, then the same
+ * runs 64 greedy steps with F32 weights (a half-precision file widened), then the same
  * prompts with weights_q8 fed those tokens (teacher forcing) and counts the
  * steps whose argmax is the same: {"agree": N, "steps": M}.
  *
@@ -13,7 +14,14 @@
  * mproj: 12 distinct copies, as a step streams them; the LM head: one) at
  * 1, 8 and 32 rows of x, for F32, F16, BF16 and Q8_0, split over the
  * threads as the engine splits them; one JSON line per case, with the
- * bytes and FLOPs doc/cpu-kernels.md predicts from. */
+ * bytes and FLOPs doc/cpu-kernels.md predicts from.
+ *
+ * --ppl runs the held-out token stream of PPL_GOLDEN_JSON (made by
+ * tests/golden/make_ppl_golden.py: consecutive windows, each predicting its
+ * next `window` tokens) through the engine with the matrices in F32, F16,
+ * BF16 and Q8_0 (F16/BF16: the file's values rounded, in heap copies), and
+ * prints each one's mean loss (nats a token) and perplexity, transformers'
+ * F32 figure from the file, and Q8_0's perplexity rise over F32 in %. */
 #include "config.h"
 #include "checkpoint.h"
 #include "cpu/ops.h"
@@ -21,6 +29,7 @@
 #include "llm.h"
 
 #include <json-c/json.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -261,7 +270,7 @@ static int agree_main(int argc, char **argv)
         struct llm_model *m;
         struct llm_load_opts o = {.device = LLM_DEVICE_CPU, .threads = argc > 5 ? atoi(argv[5]) : 0,
                                   .kv_block_tokens = B, .kv_blocks = bps * n, .max_step_tokens = total,
-                                  .max_step_logits = n, .weights_q8 = q8};
+                                  .max_step_logits = n, .weights_f32 = !q8, .weights_q8 = q8};
         if (gpt2_checkpoint_open(argv[2], &ck, err, sizeof err) != 0 || llm_load(ck, &o, &m, err, sizeof err) != 0) {
             fprintf(stderr, "cpu_bench: %s\n", err);
             return 1;
@@ -280,6 +289,129 @@ static int agree_main(int argc, char **argv)
         free(ids[p]);
     }
     printf("{\"agree\": %d, \"steps\": %d}\n", agree, n * AGREE_STEPS);
+    json_object_put(root);
+    return 0;
+}
+
+/* --ppl: the matrices of ck (wte, lm_head, the blocks' four) rounded to
+ * `to` (F16 or BF16) in heap copies the checkpoint then points at; returns
+ * the copies (caller frees each, then the array) or NULL. n gets their count. */
+static void **round_matrices(struct gpt2_checkpoint *ck, enum ckpt_dtype to, int *n)
+{
+    int L = ck->cfg.n_layer, k = 0;
+    void **bufs = calloc((size_t)(4 * L + 1), sizeof *bufs);
+    bool tied = ck->lm_head.data == ck->wte.data;
+    struct ckpt_tensor *ts[4 * 256 + 2];
+    if (!bufs || L > 256)
+        return NULL;
+    int nt = 0;
+    ts[nt++] = &ck->wte;
+    if (ck->lm_head.data && !tied)
+        ts[nt++] = &ck->lm_head;
+    for (int l = 0; l < L; l++) {
+        ts[nt++] = &ck->layers[l].c_attn_w;
+        ts[nt++] = &ck->layers[l].c_proj_w;
+        ts[nt++] = &ck->layers[l].c_fc_w;
+        ts[nt++] = &ck->layers[l].mlp_proj_w;
+    }
+    for (int t = 0; t < nt && k < 4 * L + 1; t++) {
+        size_t count = ts[t]->nbytes / ckpt_dtype_size(ts[t]->dtype);
+        uint16_t *d = malloc(count * 2);
+        if (!d)
+            break;
+        for (size_t i = 0; i < count; i++) {
+            float v = ckpt_get(ts[t], i);
+            d[i] = to == CKPT_BF16 ? ckpt_f32_to_bf16(v) : ckpt_f32_to_f16(v);
+        }
+        ts[t]->data = d;
+        ts[t]->dtype = to;
+        ts[t]->nbytes = count * 2;
+        bufs[k++] = d;
+    }
+    if (tied)
+        ck->lm_head = ck->wte;
+    *n = k;
+    return bufs;
+}
+
+static int ppl_main(int argc, char **argv)
+{
+    if (argc < 4) {
+        fprintf(stderr, "usage: cpu_bench --ppl MODEL_DIR PPL_GOLDEN_JSON [THREADS]\n");
+        return 2;
+    }
+    json_object *root = json_object_from_file(argv[3]), *a = json_object_object_get(root, "ids");
+    int W = json_object_get_int(json_object_object_get(root, "window"));
+    int n = a ? (int)json_object_array_length(a) : 0, windows = W > 0 ? (n - 1) / W : 0;
+    if (windows < 1) {
+        fprintf(stderr, "cpu_bench: %s has no ids or window\n", argv[3]);
+        return 1;
+    }
+    int32_t *ids = malloc(sizeof *ids * (size_t)n);
+    for (int i = 0; i < n; i++)
+        ids[i] = json_object_get_int(json_object_array_get_idx(a, i));
+    static const struct {
+        const char *name;
+        enum ckpt_dtype round;   /* F32: as the file is */
+        bool f32, q8;
+    } types[] = {{"f32", CKPT_F32, true, false}, {"f16", CKPT_F16, false, false},
+                 {"bf16", CKPT_BF16, false, false}, {"q8", CKPT_F32, false, true}};
+    double nll[4];
+    char err[512];
+    int B = 16, bps = (W + B - 1) / B;
+    int32_t *table = block_table(0, bps);
+    for (int t = 0; t < 4; t++) {
+        struct gpt2_checkpoint *ck;
+        struct llm_model *m;
+        struct llm_load_opts o = {.device = LLM_DEVICE_CPU, .threads = argc > 4 ? atoi(argv[4]) : 0,
+                                  .kv_block_tokens = B, .kv_blocks = bps, .max_step_tokens = W,
+                                  .max_step_logits = W, .weights_f32 = types[t].f32, .weights_q8 = types[t].q8};
+        if (gpt2_checkpoint_open(argv[2], &ck, err, sizeof err) != 0) {
+            fprintf(stderr, "cpu_bench: %s\n", err);
+            return 1;
+        }
+        int nbufs = 0;
+        void **bufs = types[t].round != CKPT_F32 ? round_matrices(ck, types[t].round, &nbufs) : NULL;
+        int rc = llm_load(ck, &o, &m, err, sizeof err);
+        gpt2_checkpoint_close(ck);
+        for (int k = 0; k < nbufs; k++)
+            free(bufs[k]);
+        free(bufs);
+        if (rc != 0) {
+            fprintf(stderr, "cpu_bench: %s\n", err);
+            return 1;
+        }
+        int V = llm_get_info(m)->cfg.vocab_size;
+        float *z = malloc(sizeof *z * (size_t)V * (size_t)W);
+        double total = 0;
+        for (int w = 0; w < windows && rc == 0; w++) {
+            struct llm_seq s = {ids + (size_t)w * W, W, 0, table, bps, LLM_LOGITS_ALL};
+            rc = llm_forward(m, &s, 1, z, err, sizeof err);
+            for (int i = 0; i < W && rc == 0; i++) {
+                const float *row = z + (size_t)i * V;
+                float mx = row[argmax(row, V)];
+                double se = 0;
+                for (int v = 0; v < V; v++)
+                    se += exp((double)row[v] - mx);
+                total += (double)mx + log(se) - row[ids[(size_t)w * W + i + 1]];
+            }
+        }
+        free(z);
+        llm_free(m);
+        if (rc != 0) {
+            fprintf(stderr, "cpu_bench: %s\n", err);
+            return 1;
+        }
+        nll[t] = total / ((double)windows * W);
+    }
+    double golden = json_object_get_double(json_object_object_get(root, "nll"));
+    printf("{\"windows\": %d, \"window\": %d, \"golden_nll\": %.6f, \"golden_ppl\": %.4f", windows, W, golden,
+           exp(golden));
+    for (int t = 0; t < 4; t++)
+        printf(", \"%s_nll\": %.6f, \"%s_ppl\": %.4f", types[t].name, nll[t], types[t].name, exp(nll[t]));
+    printf(", \"q8_rise_pct\": %.3f}\n", 100.0 * (exp(nll[3] - nll[0]) - 1.0));
+    free(table);
+    free(ids);
     json_object_put(root);
     return 0;
 }
@@ -411,6 +543,8 @@ int main(int argc, char **argv)
         return kernels_main(argc, argv);
     if (argc > 1 && !strcmp(argv[1], "--agree"))
         return agree_main(argc, argv);
+    if (argc > 1 && !strcmp(argv[1], "--ppl"))
+        return ppl_main(argc, argv);
     if (argc < 2) {
         fprintf(stderr, "usage: cpu_bench MODEL_DIR [THREADS] [PROMPT_TOKENS] [BATCH] [STEPS] [DECODE_CONTEXT] "
                         "[auto|f32|q8]\n");
