@@ -2,7 +2,7 @@
  *
  *   cpu_bench MODEL_DIR [THREADS] [PROMPT_TOKENS] [BATCH] [STEPS] [DECODE_CONTEXT] [auto|f32|q8]
  *   cpu_bench --agree MODEL_DIR GOLDEN_JSON MODEL_NAME [THREADS]
- *   cpu_bench --kernels [THREADS]
+ *   cpu_bench --kernels [THREADS] [WEIGHTS] [ROWS]
  *   cpu_bench --ppl MODEL_DIR PPL_GOLDEN_JSON [THREADS]
  *
  * --agree takes the prompts of model MODEL_NAME ("124M") in the golden file,
@@ -13,7 +13,8 @@
  * --kernels times each matrix product of the 124M shape (qkv, proj, fc,
  * mproj: 12 distinct copies, as a step streams them; the LM head: one) at
  * 1, 8 and 32 rows of x, for F32, F16, BF16 and Q8_0, split over the
- * threads as the engine splits them; one JSON line per case, with the
+ * threads as the engine splits them (WEIGHTS: only F32, F16, BF16 or Q8_0;
+ * ROWS: only that row count); one JSON line per case, with the
  * bytes and FLOPs doc/cpu-kernels.md predicts from.
  *
  * --ppl runs the held-out token stream of PPL_GOLDEN_JSON (made by
@@ -522,9 +523,13 @@ static int kernels_main(int argc, char **argv)
         bool q8;
     } types[] = {{"F32", CKPT_F32, false}, {"F16", CKPT_F16, false}, {"BF16", CKPT_BF16, false}, {"Q8_0", CKPT_F32, true}};
     static const int rows[] = {1, 8, 32};
+    const char *only_type = argc > 3 ? argv[3] : NULL;
+    int only_rows = argc > 4 ? atoi(argv[4]) : 0;
     for (size_t t = 0; t < sizeof types / sizeof types[0]; t++)
         for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++)
             for (size_t m = 0; m < sizeof rows / sizeof rows[0]; m++) {
+                if ((only_type && strcmp(only_type, types[t].name)) || (only_rows && only_rows != rows[m]))
+                    continue;
                 int O = shapes[k].O, I = shapes[k].I;
                 double s = time_kernel(pool, types[t].wt, types[t].q8, rows[m], I, O, shapes[k].copies);
                 size_t bytes = types[t].q8 ? ops_q8_row_bytes(I) * (size_t)O : (size_t)O * I * ckpt_dtype_size(types[t].wt);
