@@ -4,6 +4,7 @@
  *   cpu_bench --agree MODEL_DIR GOLDEN_JSON MODEL_NAME [THREADS]
  *   cpu_bench --kernels [THREADS] [WEIGHTS] [ROWS]
  *   cpu_bench --ppl MODEL_DIR PPL_GOLDEN_JSON [THREADS]
+ *   cpu_bench --matvec
  *
  * --agree takes the prompts of model MODEL_NAME ("124M") in the golden file,
  * runs 64 greedy steps with F32 weights (a half-precision file widened), then the same
@@ -22,7 +23,13 @@
  * next `window` tokens) through the engine with the matrices in F32, F16,
  * BF16 and Q8_0 (F16/BF16: the file's values rounded, in heap copies), and
  * prints each one's mean loss (nats a token) and perplexity, transformers'
- * F32 figure from the file, and Q8_0's perplexity rise over F32 in %. */
+ * F32 figure from the file, and Q8_0's perplexity rise over F32 in %.
+ *
+ * --matvec times the 124M shape's products at one row of x (decode at batch
+ * 1) in F32, F16, BF16 and Q8_0 (its input's quantization included) on one
+ * thread by that thread's CPU time, not the wall clock, so that other work
+ * on a shared machine counts less (it still shares the memory bus): best of
+ * 5 sweeps, one JSON line per product and one for a whole step's products. */
 #include "config.h"
 #include "checkpoint.h"
 #include "cpu/ops.h"
@@ -542,6 +549,100 @@ static int kernels_main(int argc, char **argv)
     return 0;
 }
 
+/* --matvec: seconds of this thread's CPU time. */
+static double cpu_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static int matvec_main(void)
+{
+    ops_init(OPS_BEST);
+    static const struct {
+        const char *name;
+        int O, I, copies, per_step;
+    } shapes[] = {{"qkv", 2304, 768, 12, 12}, {"proj", 768, 768, 12, 12}, {"fc", 3072, 768, 12, 12},
+                  {"mproj", 768, 3072, 12, 12}, {"lm_head", 50257, 768, 1, 1}};
+    static const struct {
+        const char *name;
+        enum ckpt_dtype wt;
+        bool q8;
+    } types[] = {{"F32", CKPT_F32, false}, {"F16", CKPT_F16, false}, {"BF16", CKPT_BF16, false}, {"Q8_0", CKPT_F32, true}};
+    enum { NT = sizeof types / sizeof types[0] };
+    double step[NT] = {0};
+    printf("{\"kernels\": \"%s\", \"threads\": 1, \"clock\": \"thread CPU time\"}\n", ops_simd_name());
+    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
+        int O = shapes[k].O, I = shapes[k].I, copies = shapes[k].copies;
+        float *x = malloc(sizeof(float) * (size_t)I), *y = malloc(sizeof(float) * (size_t)O);
+        char *xq = malloc(ops_q8_row_bytes(I)), *w[NT];
+        size_t mb[NT];
+        for (int t = 0; t < NT; t++) {
+            mb[t] = types[t].q8 ? ops_q8_row_bytes(I) * (size_t)O : (size_t)O * I * ckpt_dtype_size(types[t].wt);
+            w[t] = malloc(mb[t] * (size_t)copies);
+            if (!w[t])
+                return 1;
+        }
+        if (!x || !y || !xq)
+            return 1;
+        uint32_t r = 12345;
+        for (size_t row = 0; row < (size_t)O * copies; row++) {
+            for (int i = 0; i < I; i++) {
+                r = r * 1664525u + 1013904223u;
+                x[i] = ((float)(r >> 8) / 16777216.0f - 0.5f) * 0.2f;
+            }
+            for (int t = 0; t < NT; t++) {
+                char *d = w[t] + row * (mb[t] / (size_t)O);
+                if (types[t].q8)
+                    ops_q8_quantize_row(d, x, I);
+                else
+                    for (int i = 0; i < I; i++) {
+                        uint16_t h = types[t].wt == CKPT_F16 ? ckpt_f32_to_f16(x[i]) : ckpt_f32_to_bf16(x[i]);
+                        if (types[t].wt == CKPT_F32)
+                            memcpy(d + (size_t)i * 4, &x[i], 4);
+                        else
+                            memcpy(d + (size_t)i * 2, &h, 2);
+                    }
+            }
+        }
+        for (int i = 0; i < I; i++)
+            x[i] = (float)((i * 37) % 101) / 50.0f - 1.0f;
+        double best[NT];
+        for (int t = 0; t < NT; t++)
+            best[t] = 1e30;
+        for (int rep = 0; rep < 6; rep++)
+            for (int t = 0; t < NT; t++) {   /* interleaved, so a slow moment hits every type */
+                double t0 = cpu_now();
+                for (int c = 0; c < copies; c++) {
+                    if (types[t].q8) {
+                        ops_q8_quantize_row(xq, x, I);
+                        ops_matmul_q8(y, xq, w[t] + (size_t)c * mb[t], NULL, 1, I, O, 0, O, false);
+                    } else
+                        ops_matmul(y, x, w[t] + (size_t)c * mb[t], types[t].wt, NULL, 1, I, O, 0, O, false);
+                }
+                double dt = (cpu_now() - t0) / copies;
+                if (rep > 0 && dt < best[t])
+                    best[t] = dt;
+            }
+        for (int t = 0; t < NT; t++) {
+            printf("{\"dtype\": \"%s\", \"kernel\": \"%s\", \"O\": %d, \"I\": %d, \"bytes\": %zu, \"seconds\": %.3e, "
+                   "\"bytes_s\": %.0f}\n",
+                   types[t].name, shapes[k].name, O, I, mb[t], best[t], (double)mb[t] / best[t]);
+            step[t] += best[t] * shapes[k].per_step;
+            free(w[t]);
+        }
+        free(x);
+        free(y);
+        free(xq);
+    }
+    printf("{\"step\": {");
+    for (int t = 0; t < NT; t++)
+        printf("%s\"%s\": %.3e", t ? ", " : "", types[t].name, step[t]);
+    printf("}, \"f16_over_q8\": %.3f}\n", step[1] / step[3]);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1 && !strcmp(argv[1], "--kernels"))
@@ -550,6 +651,8 @@ int main(int argc, char **argv)
         return agree_main(argc, argv);
     if (argc > 1 && !strcmp(argv[1], "--ppl"))
         return ppl_main(argc, argv);
+    if (argc > 1 && !strcmp(argv[1], "--matvec"))
+        return matvec_main();
     if (argc < 2) {
         fprintf(stderr, "usage: cpu_bench MODEL_DIR [THREADS] [PROMPT_TOKENS] [BATCH] [STEPS] [DECODE_CONTEXT] "
                         "[auto|f32|q8]\n");
