@@ -469,6 +469,21 @@ static void kq_task(void *ctx, int task, int thread)
     ops_q8_quantize_row(j->dst + (size_t)task * ops_q8_row_bytes(j->I), j->x + (size_t)task * j->I, j->I);
 }
 
+/* One weight row of I values into d: Q8_0 blocks, or F32/F16/BF16 values. */
+static void put_row(char *d, const float *row, int I, enum ckpt_dtype wt, bool q8)
+{
+    if (q8)
+        ops_q8_quantize_row(d, row, I);
+    else
+        for (int i = 0; i < I; i++) {
+            uint16_t h = wt == CKPT_F16 ? ckpt_f32_to_f16(row[i]) : ckpt_f32_to_bf16(row[i]);
+            if (wt == CKPT_F32)
+                memcpy(d + (size_t)i * 4, &row[i], 4);
+            else
+                memcpy(d + (size_t)i * 2, &h, 2);
+        }
+}
+
 /* Seconds per product of `copies` distinct O x I matrices (best of 3 sweeps), q8 including its input's quantization. */
 static double time_kernel(struct tpool *pool, enum ckpt_dtype wt, bool q8, int T, int I, int O, int copies)
 {
@@ -484,17 +499,7 @@ static double time_kernel(struct tpool *pool, enum ckpt_dtype wt, bool q8, int T
             r = r * 1664525u + 1013904223u;
             row[i] = ((float)(r >> 8) / 16777216.0f - 0.5f) * 0.2f;
         }
-        char *d = w + k * rb;
-        if (q8)
-            ops_q8_quantize_row(d, row, I);
-        else
-            for (int i = 0; i < I; i++) {
-                uint16_t h = wt == CKPT_F16 ? ckpt_f32_to_f16(row[i]) : ckpt_f32_to_bf16(row[i]);
-                if (wt == CKPT_F32)
-                    memcpy(d + (size_t)i * 4, &row[i], 4);
-                else
-                    memcpy(d + (size_t)i * 2, &h, 2);
-            }
+        put_row(w + k * rb, row, I, wt, q8);
     }
     for (size_t i = 0; i < (size_t)T * I; i++)
         x[i] = (float)((i * 37) % 101) / 50.0f - 1.0f;
@@ -604,19 +609,8 @@ static int matvec_main(void)
                 r = r * 1664525u + 1013904223u;
                 x[i] = ((float)(r >> 8) / 16777216.0f - 0.5f) * 0.2f;
             }
-            for (int t = 0; t < NT; t++) {
-                char *d = w[t] + row * (mb[t] / (size_t)O);
-                if (types[t].q8)
-                    ops_q8_quantize_row(d, x, I);
-                else
-                    for (int i = 0; i < I; i++) {
-                        uint16_t h = types[t].wt == CKPT_F16 ? ckpt_f32_to_f16(x[i]) : ckpt_f32_to_bf16(x[i]);
-                        if (types[t].wt == CKPT_F32)
-                            memcpy(d + (size_t)i * 4, &x[i], 4);
-                        else
-                            memcpy(d + (size_t)i * 2, &h, 2);
-                    }
-            }
+            for (int t = 0; t < NT; t++)
+                put_row(w[t] + row * (mb[t] / (size_t)O), x, I, types[t].wt, types[t].q8);
         }
         for (int i = 0; i < I; i++)
             x[i] = (float)((i * 37) % 101) / 50.0f - 1.0f;
