@@ -10,7 +10,8 @@
  *          at -128 * x's block sum (one more vpdpbusd per x block, shared by
  *          the tile's rows of W), so one instruction per pair of blocks.
  * Tiles are up to 4 rows of W by 2 (AVX2: 16 vector registers) or 4 (VNNI
- * with AVX-512VL: 32) rows of x; weights stream once per chunk of x. */
+ * with AVX-512VL: 32) rows of x; weights stream once per chunk of x. One
+ * row of x (batch-1 decode) has its own VNNI matrix-vector path below. */
 #include "ops_int.h"
 
 #include <math.h>
@@ -35,9 +36,15 @@ void ops_q8_quantize_row(void *dst, const float *x, int I)
                 amax = fabsf(xb[i]);
         float d = amax / 127.0f, id = d > 0.0f ? 1.0f / d : 0.0f;
         b[k].d = ckpt_f32_to_f16(d);
+        /* roundf(v) (half away from zero) as truncation plus a correction,
+         * so that the loop needs no libm call and vectorizes: |v| <= 127
+         * (up to rounding), where v - trunc(v) is exact. */
         for (int i = 0; i < OPS_Q8_BLOCK; i++) {
-            float v = i < n ? roundf(xb[i] * id) : 0.0f;
-            b[k].q[i] = (int8_t)(v > 127.0f ? 127 : v < -127.0f ? -127 : v);
+            float v = i < n ? xb[i] * id : 0.0f;
+            int t = (int)v;
+            float f = v - (float)t;
+            t += f >= 0.5f ? 1 : f <= -0.5f ? -1 : 0;
+            b[k].q[i] = (int8_t)(t > 127 ? 127 : t < -127 ? -127 : t);
         }
     }
 }
@@ -206,9 +213,97 @@ DEFINE_Q8_VNNI(2, 4)
 DEFINE_Q8_VNNI(3, 4)
 DEFINE_Q8_VNNI(4, 4)
 
+/* One row of x (decode at batch 1): the matrix-vector product streams each
+ * row of W once, two blocks per 512-bit vector, 4 rows of W at a time, with
+ * a software prefetch PF bytes ahead in every row (2 KiB: 1.3-2x the
+ * single-thread throughput of no prefetch on the development machine, where
+ * 0.5 and 1 KiB were in between and 4-8 KiB no better). What depends on x alone
+ * is made once per call, not per tile: each block pair of x in one vector,
+ * its -128 * sum(x) start and its scale broadcast over the pair's lanes. */
+#define MV_MAX_PAIRS 128   /* I up to 8192; wider rows take the tiles */
+#ifndef PF
+#define PF 2048
+#endif
+
+/* w's two block scales (F16), each over 8 lanes, as F32. */
+INL VNNI __m512 scales2(const struct ops_q8_block *w)
+{
+    return _mm512_cvtph_ps(_mm256_set_m128i(_mm_set1_epi16((short)w[1].d), _mm_set1_epi16((short)w[0].d)));
+}
+
+INL VNNI __m512i load2(const struct ops_q8_block *w)
+{
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)w[0].q)),
+                              _mm256_loadu_si256((const __m256i *)w[1].q), 1);
+}
+
+/* Q rows of W from w (stride ws blocks) against the prepared x: s[q]. */
+INL VNNI void mv_rows(const struct ops_q8_block *w, size_t ws, const __m512i *xz, const __m512i *cz,
+                        const __m512 *dz, int np, int Q, float *s)
+{
+    const __m512i b128 = _mm512_set1_epi8((char)0x80);
+    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    for (int p = 0; p < np; p++) {
+        UNROLL for (int q = 0; q < Q; q++)
+        {
+            const struct ops_q8_block *r = w + (size_t)q * ws + 2 * (size_t)p;
+            _mm_prefetch((const char *)r + PF, _MM_HINT_T0);
+            __m512i wu = _mm512_xor_si512(load2(r), b128);
+            __m512i d = _mm512_dpbusd_epi32(cz[p], wu, xz[p]);
+            acc[q] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_mul_ps(scales2(r), dz[p]), acc[q]);
+        }
+    }
+    UNROLL for (int q = 0; q < Q; q++) s[q] = _mm512_reduce_add_ps(acc[q]);
+}
+
+static VNNI void matvec_q8_vnni(float *y, const struct ops_q8_block *x, const struct ops_q8_block *W,
+                                  const float *bias, int nb, int o0, int o1, bool accumulate)
+{
+    __m512i xz[MV_MAX_PAIRS], cz[MV_MAX_PAIRS];
+    __m512 dz[MV_MAX_PAIRS];
+    const __m512i b128 = _mm512_set1_epi8((char)0x80);
+    int np = (nb + 1) / 2;
+    struct ops_q8_block pad[2];
+    for (int p = 0; p < np; p++) {
+        const struct ops_q8_block *xb = x + 2 * p;
+        if (2 * p + 1 == nb) {    /* odd count: the last pair's upper block is zero */
+            memset(pad, 0, sizeof pad);
+            pad[0] = x[2 * p];
+            xb = pad;
+        }
+        xz[p] = load2(xb);
+        cz[p] = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), b128, xz[p]));
+        dz[p] = scales2(xb);
+    }
+    size_t rs = (size_t)nb;
+    float s[4];
+    int o = o0;
+    if (nb % 2 == 0)
+        for (; o + 4 <= o1; o += 4) {
+            mv_rows(W + (size_t)o * rs, rs, xz, cz, dz, np, 4, s);
+            for (int q = 0; q < 4; q++)
+                ops_store1(y, o + q, s[q], bias, accumulate);
+        }
+    for (; o < o1; o++) {
+        if (nb % 2 == 0)
+            mv_rows(W + (size_t)o * rs, rs, xz, cz, dz, np, 1, s);
+        else {    /* the row's last block alone: its pair would read past the row */
+            mv_rows(W + (size_t)o * rs, rs, xz, cz, dz, np - 1, 1, s);
+            q8v_1x1(W + (size_t)o * rs + nb - 1, rs, x + nb - 1, rs, 1, s + 1);
+            s[0] += s[1];
+        }
+        ops_store1(y, o, s[0], bias, accumulate);
+    }
+}
+
 void ops_matmul_q8_vnni(float *y, const void *xq, const void *wq, const float *bias, int T, int I, int O, int o0,
                         int o1, bool accumulate)
 {
+    int nb = (I + OPS_Q8_BLOCK - 1) / OPS_Q8_BLOCK;
+    if (T == 1 && nb <= 2 * MV_MAX_PAIRS) {
+        matvec_q8_vnni(y, xq, wq, bias, nb, o0, o1, accumulate);
+        return;
+    }
     static const q8_tile_fn t[] = {NULL, q8v_1x4, q8v_2x4, q8v_3x4, q8v_4x4};
     matmul_q8_tiles(t, q8v_1x1, 4, y, xq, wq, bias, T, I, O, o0, o1, accumulate);
 }

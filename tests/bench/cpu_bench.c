@@ -2,18 +2,34 @@
  *
  *   cpu_bench MODEL_DIR [THREADS] [PROMPT_TOKENS] [BATCH] [STEPS] [DECODE_CONTEXT] [auto|f32|q8]
  *   cpu_bench --agree MODEL_DIR GOLDEN_JSON MODEL_NAME [THREADS]
- *   cpu_bench --kernels [THREADS]
+ *   cpu_bench --kernels [THREADS] [WEIGHTS] [ROWS]
+ *   cpu_bench --ppl MODEL_DIR PPL_GOLDEN_JSON [THREADS]
+ *   cpu_bench --matvec
  *
  * --agree takes the prompts of model MODEL_NAME ("124M") in the golden file,
- * runs 64 greedy steps with the checkpoint's own weights, then the same
+ * runs 64 greedy steps with F32 weights (a half-precision file widened), then the same
  * prompts with dtype Q8 fed those tokens (teacher forcing) and counts the
  * steps whose argmax is the same: {"agree": N, "steps": M}.
  *
  * --kernels times each matrix product of the 124M shape (qkv, proj, fc,
  * mproj: 12 distinct copies, as a step streams them; the LM head: one) at
  * 1, 8 and 32 rows of x, for F32, F16, BF16 and Q8_0, split over the
- * threads as the engine splits them; one JSON line per case, with the
- * bytes and FLOPs doc/cpu-kernels.md predicts from. */
+ * threads as the engine splits them (WEIGHTS: only F32, F16, BF16 or Q8_0;
+ * ROWS: only that row count); one JSON line per case, with the
+ * bytes and FLOPs doc/cpu-kernels.md predicts from.
+ *
+ * --ppl runs the held-out token stream of PPL_GOLDEN_JSON (made by
+ * tests/golden/make_ppl_golden.py: consecutive windows, each predicting its
+ * next `window` tokens) through the engine with the matrices in F32, F16,
+ * BF16 and Q8_0 (F16/BF16: the file's values rounded, in heap copies), and
+ * prints each one's mean loss (nats a token) and perplexity, transformers'
+ * F32 figure from the file, and Q8_0's perplexity rise over F32 in %.
+ *
+ * --matvec times the 124M shape's products at one row of x (decode at batch
+ * 1) in F32, F16, BF16 and Q8_0 (its input's quantization included) on one
+ * thread by that thread's CPU time, not the wall clock, so that other work
+ * on a shared machine counts less (it still shares the memory bus): best of
+ * 5 sweeps, one JSON line per product and one for a whole step's products. */
 #include "config.h"
 #include "checkpoint.h"
 #include "cpu/ops.h"
@@ -21,6 +37,7 @@
 #include "llm.h"
 
 #include <json-c/json.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -146,8 +163,18 @@ static int32_t *block_table(int seq, int blocks_per_seq)
 
 /* Decode tokens/s at batch `batch` from a context of `ctx` positions:
  * prefill each sequence, then `steps` steps of one token per sequence. */
+static double proc_cpu(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+/* ... and *cpu_s (NULL: not wanted) gets the process's CPU seconds per step,
+ * all threads together: with one thread, a time that other work on the
+ * machine bends less than the wall clock. */
 static double decode_rate(struct llm_model *m, float *logits, int batch, int ctx, int steps, int blocks_per_seq,
-                          char *err, size_t errlen)
+                          double *cpu_s, char *err, size_t errlen)
 {
     const struct llm_info *in = llm_get_info(m);
     int V = in->cfg.vocab_size;
@@ -163,7 +190,7 @@ static double decode_rate(struct llm_model *m, float *logits, int batch, int ctx
     }
     struct llm_seq *seqs = calloc((size_t)batch, sizeof *seqs);
     int32_t *next = malloc(sizeof *next * (size_t)batch);
-    double t0 = now();
+    double t0 = now(), c0 = proc_cpu();
     for (int step = 0; step < steps; step++) {
         for (int b = 0; b < batch; b++) {
             next[b] = (int32_t)((step * 31 + b * 17) % V);
@@ -173,6 +200,8 @@ static double decode_rate(struct llm_model *m, float *logits, int batch, int ctx
             return -1;
     }
     double dt = now() - t0;
+    if (cpu_s)
+        *cpu_s = (proc_cpu() - c0) / steps;
     for (int b = 0; b < batch; b++)
         free(tables[b]);
     free(tables);
@@ -262,7 +291,7 @@ static int agree_main(int argc, char **argv)
         struct llm_load_opts o = {.device = LLM_DEVICE_CPU, .threads = argc > 5 ? atoi(argv[5]) : 0,
                                   .kv_block_tokens = B, .kv_blocks = bps * n, .max_step_tokens = total,
                                   .max_step_logits = n,
-                                  .dtype = q8 ? LLM_DTYPE_Q8 : LLM_DTYPE_AUTO};
+                                  .dtype = q8 ? LLM_DTYPE_Q8 : LLM_DTYPE_F32};
         if (gpt2_checkpoint_open(argv[2], &ck, err, sizeof err) != 0 || llm_load(ck, &o, &m, err, sizeof err) != 0) {
             fprintf(stderr, "cpu_bench: %s\n", err);
             return 1;
@@ -281,6 +310,129 @@ static int agree_main(int argc, char **argv)
         free(ids[p]);
     }
     printf("{\"agree\": %d, \"steps\": %d}\n", agree, n * AGREE_STEPS);
+    json_object_put(root);
+    return 0;
+}
+
+/* --ppl: the matrices of ck (wte, lm_head, the blocks' four) rounded to
+ * `to` (F16 or BF16) in heap copies the checkpoint then points at; returns
+ * the copies (caller frees each, then the array) or NULL. n gets their count. */
+static void **round_matrices(struct gpt2_checkpoint *ck, enum ckpt_dtype to, int *n)
+{
+    int L = ck->cfg.n_layer, k = 0;
+    void **bufs = calloc((size_t)(4 * L + 1), sizeof *bufs);
+    bool tied = ck->lm_head.data == ck->wte.data;
+    struct ckpt_tensor *ts[4 * 256 + 2];
+    if (!bufs || L > 256)
+        return NULL;
+    int nt = 0;
+    ts[nt++] = &ck->wte;
+    if (ck->lm_head.data && !tied)
+        ts[nt++] = &ck->lm_head;
+    for (int l = 0; l < L; l++) {
+        ts[nt++] = &ck->layers[l].c_attn_w;
+        ts[nt++] = &ck->layers[l].c_proj_w;
+        ts[nt++] = &ck->layers[l].c_fc_w;
+        ts[nt++] = &ck->layers[l].mlp_proj_w;
+    }
+    for (int t = 0; t < nt && k < 4 * L + 1; t++) {
+        size_t count = ts[t]->nbytes / ckpt_dtype_size(ts[t]->dtype);
+        uint16_t *d = malloc(count * 2);
+        if (!d)
+            break;
+        for (size_t i = 0; i < count; i++) {
+            float v = ckpt_get(ts[t], i);
+            d[i] = to == CKPT_BF16 ? ckpt_f32_to_bf16(v) : ckpt_f32_to_f16(v);
+        }
+        ts[t]->data = d;
+        ts[t]->dtype = to;
+        ts[t]->nbytes = count * 2;
+        bufs[k++] = d;
+    }
+    if (tied)
+        ck->lm_head = ck->wte;
+    *n = k;
+    return bufs;
+}
+
+static int ppl_main(int argc, char **argv)
+{
+    if (argc < 4) {
+        fprintf(stderr, "usage: cpu_bench --ppl MODEL_DIR PPL_GOLDEN_JSON [THREADS]\n");
+        return 2;
+    }
+    json_object *root = json_object_from_file(argv[3]), *a = json_object_object_get(root, "ids");
+    int W = json_object_get_int(json_object_object_get(root, "window"));
+    int n = a ? (int)json_object_array_length(a) : 0, windows = W > 0 ? (n - 1) / W : 0;
+    if (windows < 1) {
+        fprintf(stderr, "cpu_bench: %s has no ids or window\n", argv[3]);
+        return 1;
+    }
+    int32_t *ids = malloc(sizeof *ids * (size_t)n);
+    for (int i = 0; i < n; i++)
+        ids[i] = json_object_get_int(json_object_array_get_idx(a, i));
+    static const struct {
+        const char *name;
+        enum ckpt_dtype round;   /* F32: as the file is */
+        enum llm_dtype load;
+    } types[] = {{"f32", CKPT_F32, LLM_DTYPE_F32}, {"f16", CKPT_F16, LLM_DTYPE_AUTO},
+                 {"bf16", CKPT_BF16, LLM_DTYPE_AUTO}, {"q8", CKPT_F32, LLM_DTYPE_Q8}};
+    double nll[4];
+    char err[512];
+    int B = 16, bps = (W + B - 1) / B;
+    int32_t *table = block_table(0, bps);
+    for (int t = 0; t < 4; t++) {
+        struct gpt2_checkpoint *ck;
+        struct llm_model *m;
+        struct llm_load_opts o = {.device = LLM_DEVICE_CPU, .threads = argc > 4 ? atoi(argv[4]) : 0,
+                                  .kv_block_tokens = B, .kv_blocks = bps, .max_step_tokens = W,
+                                  .max_step_logits = W, .dtype = types[t].load};
+        if (gpt2_checkpoint_open(argv[2], &ck, err, sizeof err) != 0) {
+            fprintf(stderr, "cpu_bench: %s\n", err);
+            return 1;
+        }
+        int nbufs = 0;
+        void **bufs = types[t].round != CKPT_F32 ? round_matrices(ck, types[t].round, &nbufs) : NULL;
+        int rc = llm_load(ck, &o, &m, err, sizeof err);
+        gpt2_checkpoint_close(ck);
+        for (int k = 0; k < nbufs; k++)
+            free(bufs[k]);
+        free(bufs);
+        if (rc != 0) {
+            fprintf(stderr, "cpu_bench: %s\n", err);
+            return 1;
+        }
+        int V = llm_get_info(m)->cfg.vocab_size;
+        float *z = malloc(sizeof *z * (size_t)V * (size_t)W);
+        double total = 0;
+        for (int w = 0; w < windows && rc == 0; w++) {
+            struct llm_seq s = {ids + (size_t)w * W, W, 0, table, bps, LLM_LOGITS_ALL};
+            rc = llm_forward(m, &s, 1, z, err, sizeof err);
+            for (int i = 0; i < W && rc == 0; i++) {
+                const float *row = z + (size_t)i * V;
+                float mx = row[argmax(row, V)];
+                double se = 0;
+                for (int v = 0; v < V; v++)
+                    se += exp((double)row[v] - mx);
+                total += (double)mx + log(se) - row[ids[(size_t)w * W + i + 1]];
+            }
+        }
+        free(z);
+        llm_free(m);
+        if (rc != 0) {
+            fprintf(stderr, "cpu_bench: %s\n", err);
+            return 1;
+        }
+        nll[t] = total / ((double)windows * W);
+    }
+    double golden = json_object_get_double(json_object_object_get(root, "nll"));
+    printf("{\"windows\": %d, \"window\": %d, \"golden_nll\": %.6f, \"golden_ppl\": %.4f", windows, W, golden,
+           exp(golden));
+    for (int t = 0; t < 4; t++)
+        printf(", \"%s_nll\": %.6f, \"%s_ppl\": %.4f", types[t].name, nll[t], types[t].name, exp(nll[t]));
+    printf(", \"q8_rise_pct\": %.3f}\n", 100.0 * (exp(nll[3] - nll[0]) - 1.0));
+    free(table);
+    free(ids);
     json_object_put(root);
     return 0;
 }
@@ -318,6 +470,21 @@ static void kq_task(void *ctx, int task, int thread)
     ops_q8_quantize_row(j->dst + (size_t)task * ops_q8_row_bytes(j->I), j->x + (size_t)task * j->I, j->I);
 }
 
+/* One weight row of I values into d: Q8_0 blocks, or F32/F16/BF16 values. */
+static void put_row(char *d, const float *row, int I, enum ckpt_dtype wt, bool q8)
+{
+    if (q8)
+        ops_q8_quantize_row(d, row, I);
+    else
+        for (int i = 0; i < I; i++) {
+            uint16_t h = wt == CKPT_F16 ? ckpt_f32_to_f16(row[i]) : ckpt_f32_to_bf16(row[i]);
+            if (wt == CKPT_F32)
+                memcpy(d + (size_t)i * 4, &row[i], 4);
+            else
+                memcpy(d + (size_t)i * 2, &h, 2);
+        }
+}
+
 /* Seconds per product of `copies` distinct O x I matrices (best of 3 sweeps), q8 including its input's quantization. */
 static double time_kernel(struct tpool *pool, enum ckpt_dtype wt, bool q8, int T, int I, int O, int copies)
 {
@@ -333,17 +500,7 @@ static double time_kernel(struct tpool *pool, enum ckpt_dtype wt, bool q8, int T
             r = r * 1664525u + 1013904223u;
             row[i] = ((float)(r >> 8) / 16777216.0f - 0.5f) * 0.2f;
         }
-        char *d = w + k * rb;
-        if (q8)
-            ops_q8_quantize_row(d, row, I);
-        else
-            for (int i = 0; i < I; i++) {
-                uint16_t h = wt == CKPT_F16 ? ckpt_f32_to_f16(row[i]) : ckpt_f32_to_bf16(row[i]);
-                if (wt == CKPT_F32)
-                    memcpy(d + (size_t)i * 4, &row[i], 4);
-                else
-                    memcpy(d + (size_t)i * 2, &h, 2);
-            }
+        put_row(w + k * rb, row, I, wt, q8);
     }
     for (size_t i = 0; i < (size_t)T * I; i++)
         x[i] = (float)((i * 37) % 101) / 50.0f - 1.0f;
@@ -391,9 +548,13 @@ static int kernels_main(int argc, char **argv)
         bool q8;
     } types[] = {{"F32", CKPT_F32, false}, {"F16", CKPT_F16, false}, {"BF16", CKPT_BF16, false}, {"Q8_0", CKPT_F32, true}};
     static const int rows[] = {1, 8, 32};
+    const char *only_type = argc > 3 ? argv[3] : NULL;
+    int only_rows = argc > 4 ? atoi(argv[4]) : 0;
     for (size_t t = 0; t < sizeof types / sizeof types[0]; t++)
         for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++)
             for (size_t m = 0; m < sizeof rows / sizeof rows[0]; m++) {
+                if ((only_type && strcmp(only_type, types[t].name)) || (only_rows && only_rows != rows[m]))
+                    continue;
                 int O = shapes[k].O, I = shapes[k].I;
                 double s = time_kernel(pool, types[t].wt, types[t].q8, rows[m], I, O, shapes[k].copies);
                 size_t bytes = types[t].q8 ? ops_q8_row_bytes(I) * (size_t)O : (size_t)O * I * ckpt_dtype_size(types[t].wt);
@@ -406,12 +567,99 @@ static int kernels_main(int argc, char **argv)
     return 0;
 }
 
+/* --matvec: seconds of this thread's CPU time. */
+static double cpu_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static int matvec_main(void)
+{
+    ops_init(OPS_BEST);
+    static const struct {
+        const char *name;
+        int O, I, copies, per_step;
+    } shapes[] = {{"qkv", 2304, 768, 12, 12}, {"proj", 768, 768, 12, 12}, {"fc", 3072, 768, 12, 12},
+                  {"mproj", 768, 3072, 12, 12}, {"lm_head", 50257, 768, 1, 1}};
+    static const struct {
+        const char *name;
+        enum ckpt_dtype wt;
+        bool q8;
+    } types[] = {{"F32", CKPT_F32, false}, {"F16", CKPT_F16, false}, {"BF16", CKPT_BF16, false}, {"Q8_0", CKPT_F32, true}};
+    enum { NT = sizeof types / sizeof types[0] };
+    double step[NT] = {0};
+    printf("{\"kernels\": \"%s\", \"threads\": 1, \"clock\": \"thread CPU time\"}\n", ops_simd_name());
+    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
+        int O = shapes[k].O, I = shapes[k].I, copies = shapes[k].copies;
+        float *x = malloc(sizeof(float) * (size_t)I), *y = malloc(sizeof(float) * (size_t)O);
+        char *xq = malloc(ops_q8_row_bytes(I)), *w[NT];
+        size_t mb[NT];
+        for (int t = 0; t < NT; t++) {
+            mb[t] = types[t].q8 ? ops_q8_row_bytes(I) * (size_t)O : (size_t)O * I * ckpt_dtype_size(types[t].wt);
+            w[t] = malloc(mb[t] * (size_t)copies);
+            if (!w[t])
+                return 1;
+        }
+        if (!x || !y || !xq)
+            return 1;
+        uint32_t r = 12345;
+        for (size_t row = 0; row < (size_t)O * copies; row++) {
+            for (int i = 0; i < I; i++) {
+                r = r * 1664525u + 1013904223u;
+                x[i] = ((float)(r >> 8) / 16777216.0f - 0.5f) * 0.2f;
+            }
+            for (int t = 0; t < NT; t++)
+                put_row(w[t] + row * (mb[t] / (size_t)O), x, I, types[t].wt, types[t].q8);
+        }
+        for (int i = 0; i < I; i++)
+            x[i] = (float)((i * 37) % 101) / 50.0f - 1.0f;
+        double best[NT];
+        for (int t = 0; t < NT; t++)
+            best[t] = 1e30;
+        for (int rep = 0; rep < 6; rep++)
+            for (int t = 0; t < NT; t++) {   /* interleaved, so a slow moment hits every type */
+                double t0 = cpu_now();
+                for (int c = 0; c < copies; c++) {
+                    if (types[t].q8) {
+                        ops_q8_quantize_row(xq, x, I);
+                        ops_matmul_q8(y, xq, w[t] + (size_t)c * mb[t], NULL, 1, I, O, 0, O, false);
+                    } else
+                        ops_matmul(y, x, w[t] + (size_t)c * mb[t], types[t].wt, NULL, 1, I, O, 0, O, false);
+                }
+                double dt = (cpu_now() - t0) / copies;
+                if (rep > 0 && dt < best[t])
+                    best[t] = dt;
+            }
+        for (int t = 0; t < NT; t++) {
+            printf("{\"dtype\": \"%s\", \"kernel\": \"%s\", \"O\": %d, \"I\": %d, \"bytes\": %zu, \"seconds\": %.3e, "
+                   "\"bytes_s\": %.0f}\n",
+                   types[t].name, shapes[k].name, O, I, mb[t], best[t], (double)mb[t] / best[t]);
+            step[t] += best[t] * shapes[k].per_step;
+            free(w[t]);
+        }
+        free(x);
+        free(y);
+        free(xq);
+    }
+    printf("{\"step\": {");
+    for (int t = 0; t < NT; t++)
+        printf("%s\"%s\": %.3e", t ? ", " : "", types[t].name, step[t]);
+    printf("}, \"f16_over_q8\": %.3f}\n", step[1] / step[3]);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1 && !strcmp(argv[1], "--kernels"))
         return kernels_main(argc, argv);
     if (argc > 1 && !strcmp(argv[1], "--agree"))
         return agree_main(argc, argv);
+    if (argc > 1 && !strcmp(argv[1], "--ppl"))
+        return ppl_main(argc, argv);
+    if (argc > 1 && !strcmp(argv[1], "--matvec"))
+        return matvec_main();
     if (argc < 2) {
         fprintf(stderr, "usage: cpu_bench MODEL_DIR [THREADS] [PROMPT_TOKENS] [BATCH] [STEPS] [DECODE_CONTEXT] "
                         "[auto|f32|q8]\n");
@@ -467,8 +715,9 @@ int main(int argc, char **argv)
             best = now() - s0;
     }
     double prefill = prompt / best;
-    double d1 = decode_rate(m, logits, 1, ctx, steps, blocks_per_seq, err, sizeof err);
-    double dn = decode_rate(m, logits, batch, ctx, steps, blocks_per_seq, err, sizeof err);
+    double d1_cpu = 0;
+    double d1 = decode_rate(m, logits, 1, ctx, steps, blocks_per_seq, &d1_cpu, err, sizeof err);
+    double dn = decode_rate(m, logits, batch, ctx, steps, blocks_per_seq, NULL, err, sizeof err);
     if (d1 < 0 || dn < 0) {
         fprintf(stderr, "cpu_bench: %s\n", err);
         return 1;
@@ -483,10 +732,10 @@ int main(int argc, char **argv)
     printf("{\"backend\": \"%s\", \"device\": \"%s\", \"dtype\": \"%s\", \"threads\": %d, \"load_s\": %.3f, "
            "\"prefill_tokens\": %d, \"prefill_tok_s\": %.2f, \"decode_ctx\": %d, \"decode1_tok_s\": %.3f, "
            "\"batch\": %d, \"decodeN_tok_s\": %.3f, \"step_weight_bytes\": %zu, \"copy_read_bytes_s\": %.0f, "
-           "\"read_bytes_s\": %.0f, "
+           "\"read_bytes_s\": %.0f, \"decode1_cpu_s\": %.6f, "
            "\"peak_rss_kb\": %ld}\n",
            in->backend, in->device_name, in->weight_format, in->threads, load_s, prompt, prefill, ctx,
-           d1, batch, dn, in->step_weight_bytes, bw, rbw, ru.ru_maxrss);
+           d1, batch, dn, in->step_weight_bytes, bw, rbw, d1_cpu, ru.ru_maxrss);
     free(table);
     free(toks);
     free(logits);

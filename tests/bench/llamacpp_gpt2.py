@@ -5,7 +5,8 @@ Usage: llamacpp_gpt2.py MODEL_DIR GGUF_TYPE THREADS CONTEXT STEPS
   GGUF_TYPE  f32, f16, bf16 or q8_0: the type of the matrices (token_embd
              included, as llama.cpp's converter does); LayerNorms, biases and
              position_embd stay F32.
-Prints one JSON line: {"decode1_tok_s", "gguf_bytes", "llama_cpp"}.
+Prints one JSON line: {"decode1_tok_s", "decode1_cpu_s" (the process's CPU seconds per token, all
+threads), "gguf_bytes", "llama_cpp"}.
 
 The tensors follow llama.cpp's convert_hf_to_gguf.py for GPT2LMHeadModel:
 Conv1D weights ([in][out]) transposed to [out][in], tied output from
@@ -122,11 +123,12 @@ def main():
         llm = llama_cpp.Llama(model_path=path, n_ctx=ctx + steps + 8, n_batch=max(ctx, 32), n_threads=threads,
                               n_threads_batch=threads, verbose=False)
         llm.eval([(i * 7919 + 13) % V for i in range(ctx)])   # the context cpu_bench decodes from
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for s in range(steps):
             llm.eval([(s * 31) % V])
-        dt = time.perf_counter() - t0
-    print(json.dumps({"decode1_tok_s": steps / dt, "gguf_bytes": size, "llama_cpp": llama_cpp.__version__}))
+        dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+    print(json.dumps({"decode1_tok_s": steps / dt, "decode1_cpu_s": cpu / steps, "gguf_bytes": size,
+                      "llama_cpp": llama_cpp.__version__}))
 
 
 if __name__ == "__main__":

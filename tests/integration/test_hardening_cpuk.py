@@ -62,7 +62,7 @@ def test_q8_keeps_the_shipped_models_greedy_tokens():
 
 def test_a_bad_dtype_is_refused():
     rc, _, err = cli("-m", MODEL, "--dtype", "int4", "x")
-    assert rc == 2 and "--dtype wants auto, f32 or q8" in err, err
+    assert rc == 2 and "--dtype wants auto, f32, f16, bf16 or q8" in err, err
     d = make_tmpdir("llmcgi-cpuk-")
     try:
         conf = d / "bad.conf"
@@ -70,7 +70,7 @@ def test_a_bad_dtype_is_refused():
         r = subprocess.run([str(BUILDDIR / "llmcgi"), "--check", "-c", str(conf)], capture_output=True,
                            timeout=60)
         out = (r.stdout + r.stderr).decode()
-        assert r.returncode != 0 and "bad.conf:3" in out and "dtype must be auto, f32 or q8" in out, out
+        assert r.returncode != 0 and "bad.conf:3" in out and "dtype must be auto, f32, f16, bf16 or q8" in out, out
     finally:
         remove_tmpdir(d)
 

@@ -160,6 +160,21 @@ static void check_matmul_q8(int T, int I, int O, int o0, int o1, bool acc, bool 
     free(want);
 }
 
+/* The quantizer rounds as roundf (half away from zero), ties included:
+ * with max |x| = 127 the scale is 1 and x * id is x. */
+static void check_q8_rounding(void)
+{
+    float x[32] = {127.0f, 2.5f, -2.5f, 0.5f, -0.5f, 0.49999997f, -0.49999997f, 126.5f, -126.5f, 3.4999998f,
+                   1.5f, -1.5f, 0.0f, -0.0f, 100.25f, -100.75f};
+    struct ops_q8_block b;
+    ops_q8_quantize_row(&b, x, 32);
+    bool same = ckpt_f16_to_f32(b.d) == 1.0f;
+    for (int i = 0; i < 32; i++)
+        same = same && b.q[i] == (int8_t)roundf(x[i]);
+    ok(same, "Q8_0 quantization rounds as roundf, ties away from zero (2.5 -> %d, -0.5 -> %d, 126.5 -> %d)",
+       b.q[1], b.q[4], b.q[7]);
+}
+
 static double ref_act(double v, enum ops_act act)
 {
     switch (act) {
@@ -284,6 +299,12 @@ static void run_kernels(void)
     check_matmul_q8(7, 100, 13, 1, 12, false, true);
     check_matmul_q8(64, 768, 24, 0, 24, true, true);
     check_matmul_q8(3, 5, 3, 0, 3, false, true);
+    /* one row (the matrix-vector path): an odd block count, rows left over
+     * from the tiles of 4, one partial block, a row too wide to prepare */
+    check_matmul_q8(1, 96, 13, 1, 12, true, true);
+    check_matmul_q8(1, 5, 3, 0, 3, false, false);
+    check_matmul_q8(1, 3072, 22, 2, 22, false, true);
+    check_matmul_q8(1, 8224, 5, 0, 5, true, false);
     check_small_ops();
 }
 
@@ -340,6 +361,7 @@ int main(void)
     }
     printf("# this CPU's best level: %d (%s)\n", (int)top, ops_simd_name());
     is_int((int)ops_init(OPS_BEST), (int)top, "OPS_BEST picks the CPU's best level");
+    check_q8_rounding();
     check_pool(1);
     check_pool(2);
     check_pool(4);
