@@ -5,7 +5,8 @@
  * Loads like registry.c's load() with device cpu, threads 0 (one per core),
  * dtype auto, prefix_cache on, KV blocks of 16 tokens, max_concurrent x
  * min(context, 512) / 16 of them; prints {"ready": ...} with the backend's
- * device string, weights and threads. Then reads one number C per line of
+ * device string, weights, threads and the prompts' tokens (all of them).
+ * Then reads one number C per line of
  * standard input and runs a round: C sequences submitted at once (prompts
  * 0..C-1 of PROMPTS_FILE, one per line, tokenized as the route does),
  * greedy (temperature 0: sampler defaults, no top logprobs), MAX_TOKENS
@@ -156,8 +157,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "serve_engine: %s\n", err);
         return 1;
     }
-    printf("{\"ready\": true, \"device\": \"%s\", \"weights\": \"%s\", \"threads\": %d, \"prompts\": %d}\n",
-           in->device_name, in->weight_format, in->threads, n);
+    long prompt_tokens = 0;
+    for (int i = 0; i < n; i++)
+        prompt_tokens += n_ids[i];
+    printf("{\"ready\": true, \"device\": \"%s\", \"weights\": \"%s\", \"threads\": %d, \"prompts\": %d, "
+           "\"prompt_tokens\": %ld}\n", in->device_name, in->weight_format, in->threads, n, prompt_tokens);
     fflush(stdout);
     rc = 0;
     while (fgets(line, sizeof line, stdin) && line[0] != 'q') {
