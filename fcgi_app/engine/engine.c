@@ -86,23 +86,32 @@ void ebatch_free(struct ebatch *b)
     memset(b, 0, sizeof *b);
 }
 
+/* No system call runs under c->mu, so neither side can stall the other in
+ * one (the engine thread would otherwise wait out a responder preempted
+ * inside a read). The eventfd is read back to zero before the swap: an
+ * event posted after the read and before the swap is taken now and leaves
+ * one spare wake-up (a take that finds nothing); an event posted after the
+ * swap finds the batch empty and writes the eventfd again. No wake-up is
+ * lost either way. */
 size_t echan_take(struct echan *c, struct ebatch *b)
 {
+    uint64_t v;
+    ssize_t rd = read(c->efd, &v, sizeof v);   /* back to "nothing waits" */
+    (void)rd;
     pthread_mutex_lock(&c->mu);
     struct ebatch t = c->pending;
     c->pending = *b;
     c->pending.n = 0;
     c->pending.text_len = 0;
     *b = t;
-    uint64_t v;
-    ssize_t rd = read(c->efd, &v, sizeof v);   /* back to "nothing waits" */
-    (void)rd;
     pthread_mutex_unlock(&c->mu);
     return b->n;
 }
 
-/* Appends one event (and its text) for the responder and wakes it. Returns
- * 0, or -1 when out of memory (the event is lost; the caller fails the
+/* Appends one event (and its text) for the responder and wakes it: one
+ * eventfd write when the batch was empty, none for the events that join a
+ * batch not yet taken (its first one's wake-up is still due). Returns 0,
+ * or -1 when out of memory (the event is lost; the caller fails the
  * sequence). Events for a cancelled channel are dropped. */
 static int echan_post(struct echan *c, const struct eevent *ev, const char *text, size_t len)
 {
@@ -111,6 +120,7 @@ static int echan_post(struct echan *c, const struct eevent *ev, const char *text
     pthread_mutex_lock(&c->mu);
     struct ebatch *b = &c->pending;
     int rc = 0;
+    bool wake = false;
     if (b->n == b->cap) {
         size_t cap = b->cap ? b->cap * 2 : 16;
         struct eevent *g = realloc(b->ev, cap * sizeof *g);
@@ -141,11 +151,14 @@ static int echan_post(struct echan *c, const struct eevent *ev, const char *text
         memcpy(b->text + b->text_len, text, len);
     b->text[b->text_len + len] = '\0';
     b->text_len += len + 1;
-    uint64_t one = 1;
-    ssize_t wr = write(c->efd, &one, sizeof one);
-    (void)wr;
+    wake = b->n == 1;
 out:
     pthread_mutex_unlock(&c->mu);
+    if (wake) {
+        uint64_t one = 1;
+        ssize_t wr = write(c->efd, &one, sizeof one);
+        (void)wr;
+    }
     return rc;
 }
 

@@ -465,6 +465,22 @@ def test_openai_n_and_seeds(site):
     assert x.choices[0].message.content == y.choices[0].message.content
 
 
+def test_openai_stream_of_n_choices_equals_the_whole_answer(site):
+    """n = 4 puts four sequences on one engine channel: each step's four events wake the
+    responder once (engine.c's echan_post). Each choice still streams every token as its own
+    event (logprobs 0: one token an event) and adds up to the whole answer's choice."""
+    c = openai_client(site)
+    kw = {"model": "tiny", "prompt": P, "max_tokens": 12, "temperature": 1, "seed": 5, "n": 4}
+    whole = c.completions.create(**kw)
+    texts, events = {}, {}
+    for ch in c.completions.create(stream=True, logprobs=0, **kw):
+        for choice in ch.choices:
+            texts[choice.index] = texts.get(choice.index, "") + choice.text
+            events[choice.index] = events.get(choice.index, 0) + len(choice.logprobs.tokens)
+    assert texts == {ch.index: ch.text for ch in whole.choices}
+    assert events == {i: 12 for i in range(4)}
+
+
 def test_openai_completion_logprobs(site, models):
     c = openai_client(site)
     ref = reference(models["tiny"], P, 8)

@@ -787,6 +787,53 @@ static void test_two_on_one(struct engine *e)
     ok(wait_idle(e, &st), "one channel: idle again");
 }
 
+/* Four sequences on one channel post four events a step, with one eventfd
+ * write (the batch's first): a responder that waits on the fd alone, as
+ * the routes do, still hears of every event. A poll that runs out its
+ * time while events wait is a lost wake-up. */
+static void test_wakeups(struct engine *e)
+{
+    enum { N = 4 };
+    static struct spec s[N];
+    static struct res want[N], got[N];
+    for (int i = 0; i < N; i++) {
+        spec_greedy(&s[i], 6 + 3 * i, 24, 970 + (uint64_t)i);
+        reference(&s[i], &want[i]);
+    }
+    struct echan *c = echan_new();
+    struct eseq_req q[N];
+    for (int i = 0; i < N; i++)
+        q[i] = spec_req(&s[i], i);
+    char err[512];
+    memset(got, 0, sizeof got);
+    is_int(engine_submit(e, c, q, N, err, sizeof err), ENGINE_OK, "wake-ups: %d sequences on one channel", N);
+    int lost = 0, timeouts = 0, wakes = 0;
+    int64_t end = util_now_ns() + (int64_t)(wait_s * 1e9);
+    bool all = false;
+    while (!all && util_now_ns() < end) {
+        struct pollfd pf = {.fd = echan_fd(c), .events = POLLIN};
+        int rc = poll(&pf, 1, 2000);
+        size_t n = echan_take(c, &evb);
+        if (rc == 0) {
+            timeouts++;
+            lost += n > 0;
+        } else {
+            wakes++;
+        }
+        for (size_t i = 0; i < n; i++)
+            on_event(got, N, &evb, &evb.ev[i]);
+        all = true;
+        for (int i = 0; i < N; i++)
+            all = all && got[i].done;
+    }
+    ok(all, "wake-ups: every sequence ends (%d wake-ups, %d quiet polls)", wakes, timeouts);
+    is_int(lost, 0, "wake-ups: no poll ran out its time with events waiting");
+    is_int(count_same(got, want, N), N, "wake-ups: each yields its reference");
+    echan_put(c);
+    struct engine_stats st;
+    ok(wait_idle(e, &st), "wake-ups: idle again");
+}
+
 /* Stop strings go through engine_submit copied: the engine ends the
  * sequence where the reference loop does, though the caller's buffer
  * changed after the call. */
@@ -1366,6 +1413,7 @@ int main(void)
         test_deadline(e);
         test_prompt_logprobs(e, mbt);
         test_two_on_one(e);
+        test_wakeups(e);
         test_stop_string(e);
         test_bad_token(e);
         test_refusals(e);
