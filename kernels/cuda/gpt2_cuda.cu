@@ -27,8 +27,9 @@
  * the weights, the KV pool (the engine's blocks and one sink block for graph
  * padding rows), and the step scratch (activations for max_step_tokens rows,
  * logits for max_step_logits rows, the step's metadata, cuBLAS's workspace);
- * plus two pinned host buffers, the metadata going in and the logits (and
- * hidden rows) coming back. A step is one host-to-device copy of its
+ * plus three pinned host buffers, the metadata and a greedy step's requests
+ * going in, the logits (and hidden rows, or a greedy step's choices) coming
+ * back. A step is one host-to-device copy of its
  * metadata, the kernels and products on the model's stream (a decode step:
  * one CUDA graph launch, the graph of its bucket of rows), one device-to-host
  * copy of the logits into pinned memory and one synchronisation; then a host
