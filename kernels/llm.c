@@ -250,6 +250,11 @@ int llm_forward_hidden(struct llm_model *m, const struct llm_seq *seqs, int n_se
     return m->be->forward(m->impl, seqs, n_seqs, logits, hidden, err, errlen);
 }
 
+bool llm_greedy_on_device(const struct llm_model *m)
+{
+    return m->be->forward_greedy != NULL;
+}
+
 int llm_forward_greedy(struct llm_model *m, const struct llm_seq *seqs, int n_seqs, const struct ksample_row *rows,
                        struct ksample_out *out, float *scratch, char *err, size_t errlen)
 {

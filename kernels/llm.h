@@ -135,6 +135,12 @@ int llm_forward_hidden(struct llm_model *m, const struct llm_seq *seqs, int n_se
 int llm_forward_greedy(struct llm_model *m, const struct llm_seq *seqs, int n_seqs, const struct ksample_row *rows,
                        struct ksample_out *out, float *scratch, char *err, size_t errlen);
 
+/* Does llm_forward_greedy choose where the model runs (a GPU: only ids and
+ * logprobs come back), rather than on the host from the logits
+ * (ksample_greedy_ref: scalar, ~0.4 ms a GPT-2 row, several times the
+ * engine's own vectorised sampler)? */
+bool llm_greedy_on_device(const struct llm_model *m);
+
 /* "auto", "cpu", "cuda" (also "cuda:N"): parses a device name. Returns 0 or -1. */
 int llm_device_parse(const char *s, enum llm_device *dev, int *index);
 

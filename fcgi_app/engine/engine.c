@@ -224,7 +224,8 @@ struct engine {
     float **step_hidden;        /* ... and where their hidden rows go (embeddings; NULL: none) */
     float *logits;              /* max_batch_tokens rows of info->out_dim */
     /* greedy steps (step_greedy): the backend chooses the tokens */
-    bool greedy_on;             /* LLMCGI_DEVICE_SAMPLING is not 0 (a language model) */
+    bool greedy_on;             /* a language model, and LLMCGI_DEVICE_SAMPLING is 1, or unset and
+                                 * the backend chooses on the device (llm_greedy_on_device) */
     struct ksample_row *g_rows; /* max_concurrent + 1: one request per logits row ... */
     struct ksample_out *g_out;  /* ... and its choice */
     int32_t *g_ids;             /* the requests' id arrays; g_cap ints, grown as contexts grow */
@@ -923,7 +924,7 @@ int engine_start(struct engine **out, struct llm_model *m, const struct tokenize
     e->g_rows = calloc((size_t)o->max_concurrent + 1, sizeof *e->g_rows);
     e->g_out = calloc((size_t)o->max_concurrent + 1, sizeof *e->g_out);
     const char *ds = getenv("LLMCGI_DEVICE_SAMPLING");
-    e->greedy_on = !info->cfg.classifier && !(ds && !strcmp(ds, "0"));
+    e->greedy_on = !info->cfg.classifier && (ds && *ds ? strcmp(ds, "0") != 0 : llm_greedy_on_device(m));
     if (!e->run || kvc_new(&e->kv, info->kv_blocks, e->B, o->prefix_cache) != 0 || !e->step || !e->step_seq || !e->step_hidden ||
         !e->logits || !e->g_rows || !e->g_out) {
         snprintf(err, errlen, "out of memory for the engine's scratch");

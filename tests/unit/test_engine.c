@@ -1422,16 +1422,20 @@ static void test_greedy_device(void)
     enum { N = 6 };
     static struct spec s[N], mix[N];
     static struct res dev[N], host[N], want[N];
+    /* 1: on the CPU backend too (unset, only where the backend chooses on the device) */
+    setenv("LLMCGI_DEVICE_SAMPLING", "1", 1);
     struct engine *ed = start_engine(MAXS * MAXBLK, 6, 32, 32, "greedy-dev");
     setenv("LLMCGI_DEVICE_SAMPLING", "0", 1);
     struct engine *eh = start_engine(MAXS * MAXBLK, 6, 32, 32, "greedy-host");
     unsetenv("LLMCGI_DEVICE_SAMPLING");
+    struct engine *ea = start_engine(MAXS * MAXBLK, 6, 32, 32, "greedy-auto");
     struct cdfa *words = NULL;
     char err[256];
-    if (!ok(ed && eh, "greedy on the device: both engines start") ||
+    if (!ok(ed && eh && ea, "greedy on the device: the engines start") ||
         !ok(cdfa_regex("[a-z ]*", 7, &words, err, sizeof err) == 0, "greedy on the device: a constraint builds")) {
         engine_stop(ed);
         engine_stop(eh);
+        engine_stop(ea);
         return;
     }
     /* greedy, with each penalty and top_n; two may end on EOS or a stop string */
@@ -1475,6 +1479,8 @@ static void test_greedy_device(void)
     is_int(vs_ref, N, "greedy on the device: and the reference loop's");
     ok(gd > 0, "greedy on the device: the engine's steps went through llm_forward_greedy (%ld)", gd);
     is_int((int)gh, 0, "greedy on the device: LLMCGI_DEVICE_SAMPLING=0 keeps every step on the host");
+    long ga = run_batch(ea, s, host, N);
+    is_int((int)ga, 0, "greedy on the device: unset, the CPU backend leaves the choice to the engine's faster sampler");
 
     /* Mixed: a sampled row, then a constrained one, in every step (each is
      * first in the batch and outlives the others): every step falls back. */
@@ -1504,6 +1510,7 @@ static void test_greedy_device(void)
     cdfa_put(words);
     engine_stop(ed);
     engine_stop(eh);
+    engine_stop(ea);
 }
 
 int main(void)
