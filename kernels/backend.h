@@ -1,4 +1,4 @@
-/* backend.h -- what each backend (cpu/, cuda/) gives llm.c: load, free, forward; the checks common to all live in llm.c. */
+/* backend.h -- what each backend (cpu/, cuda/) gives llm.c: load, free, forward, greedy choice on the device; the checks common to all live in llm.c. */
 #ifndef LLMCGI_BACKEND_H
 #define LLMCGI_BACKEND_H
 
@@ -21,6 +21,12 @@ struct llm_backend {
     /* A step already checked by llm_forward. Returns 0 or -1 with err. */
     int (*forward)(void *impl, const struct llm_seq *seqs, int n_seqs, float *logits, float *const *hidden,
                    char *err, size_t errlen);  /* hidden: llm_forward_hidden's (NULL: none) */
+    /* A step already checked by llm_forward_greedy, its rows chosen where
+     * the model runs; NULL: llm.c runs forward into the caller's scratch and
+     * ksample_greedy_ref on each row (the CPU backend's way). Returns 0 or
+     * -1 with err. */
+    int (*forward_greedy)(void *impl, const struct llm_seq *seqs, int n_seqs, const struct ksample_row *rows,
+                          struct ksample_out *out, char *err, size_t errlen);
 };
 
 /* What o->dtype asks of a backend's matrices; gpu: auto means half precision

@@ -249,3 +249,50 @@ int llm_forward_hidden(struct llm_model *m, const struct llm_seq *seqs, int n_se
         return -1;
     return m->be->forward(m->impl, seqs, n_seqs, logits, hidden, err, errlen);
 }
+
+bool llm_greedy_on_device(const struct llm_model *m)
+{
+    return m->be->forward_greedy != NULL;
+}
+
+int llm_forward_greedy(struct llm_model *m, const struct llm_seq *seqs, int n_seqs, const struct ksample_row *rows,
+                       struct ksample_out *out, float *scratch, char *err, size_t errlen)
+{
+    if (check_step(&m->info, seqs, n_seqs, err, errlen) != 0)
+        return -1;
+    if (m->info.cfg.classifier) {
+        snprintf(err, errlen, "a classifier's rows are scores, not tokens to choose");
+        return -1;
+    }
+    int R = 0;
+    for (int i = 0; i < n_seqs; i++) {
+        if (seqs[i].logits == LLM_LOGITS_ALL) {
+            snprintf(err, errlen, "sequence %d: a greedy step takes at most its last row", i);
+            return -1;
+        }
+        if (seqs[i].logits != LLM_LOGITS_LAST)
+            continue;
+        const struct ksample_row *r = &rows[R++];
+        if (r->top_n < 0 || r->top_n > KSAMPLE_TOP_N_MAX || r->n_rep < 0 || r->n_gen < 0 ||
+            (r->n_rep && !r->rep_ids) || (r->n_gen && (!r->gen_ids || !r->gen_counts)) ||
+            !(r->repetition_penalty > 0.0f)) {
+            snprintf(err, errlen, "sequence %d: its greedy request is out of range", i);
+            return -1;
+        }
+    }
+    if (m->be->forward_greedy)
+        return m->be->forward_greedy(m->impl, seqs, n_seqs, rows, out, err, errlen);
+    if (!scratch) {
+        snprintf(err, errlen, "a greedy step on the %s backend needs room for its logits", m->be->name);
+        return -1;
+    }
+    if (m->be->forward(m->impl, seqs, n_seqs, scratch, NULL, err, errlen) != 0)
+        return -1;
+    int V = m->info.out_dim;
+    for (int r = 0; r < R; r++)
+        if (ksample_greedy_ref(scratch + (size_t)r * V, V, &rows[r], &out[r]) != 0) {
+            out[r].id = -1;
+            out[r].n_top = 0;
+        }
+    return 0;
+}

@@ -18,6 +18,7 @@
 #define LLMCGI_LLM_H
 
 #include "checkpoint.h"
+#include "sample.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -119,6 +120,26 @@ int llm_forward(struct llm_model *m, const struct llm_seq *seqs, int n_seqs,
  * hidden itself may be NULL (none wanted). */
 int llm_forward_hidden(struct llm_model *m, const struct llm_seq *seqs, int n_seqs, float *logits,
                        float *const *hidden, char *err, size_t errlen);
+
+/* llm_forward with each logits row chosen greedily where the model runs
+ * (kernels/sample.h's steps: penalties, argmax, log-probability, top-n):
+ * rows[r] is the request of logits row r (rows in sequence order, one per
+ * sequence that asks LLM_LOGITS_LAST; LLM_LOGITS_ALL is refused), out[r]
+ * gets its choice, id -1 when no logit of the row is above -inf (NaN
+ * counts as -inf). On a GPU only the ids and the log-probabilities asked for
+ * come back, not the logits rows. scratch: caller-owned room for the rows'
+ * logits (info.out_dim floats each), used by backends that choose on the
+ * host (the CPU's: its logits and ksample_greedy_ref), left unspecified.
+ * A language model only (not a classifier). Returns 0, or -1 with err as
+ * llm_forward, or when a row's request is out of range. */
+int llm_forward_greedy(struct llm_model *m, const struct llm_seq *seqs, int n_seqs, const struct ksample_row *rows,
+                       struct ksample_out *out, float *scratch, char *err, size_t errlen);
+
+/* Does llm_forward_greedy choose where the model runs (a GPU: only ids and
+ * logprobs come back), rather than on the host from the logits
+ * (ksample_greedy_ref: scalar, ~0.4 ms a GPT-2 row, several times the
+ * engine's own vectorised sampler)? */
+bool llm_greedy_on_device(const struct llm_model *m);
 
 /* "auto", "cpu", "cuda" (also "cuda:N"): parses a device name. Returns 0 or -1. */
 int llm_device_parse(const char *s, enum llm_device *dev, int *index);

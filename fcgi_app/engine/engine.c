@@ -223,6 +223,13 @@ struct engine {
     struct eseq **step_seq;     /* ... and whose they are ... */
     float **step_hidden;        /* ... and where their hidden rows go (embeddings; NULL: none) */
     float *logits;              /* max_batch_tokens rows of info->out_dim */
+    /* greedy steps (step_greedy): the backend chooses the tokens */
+    bool greedy_on;             /* a language model, and LLMCGI_DEVICE_SAMPLING is 1, or unset and
+                                 * the backend chooses on the device (llm_greedy_on_device) */
+    struct ksample_row *g_rows; /* max_concurrent + 1: one request per logits row ... */
+    struct ksample_out *g_out;  /* ... and its choice */
+    int32_t *g_ids;             /* the requests' id arrays; g_cap ints, grown as contexts grow */
+    size_t g_cap;
     float *hidden;              /* max_batch_tokens rows of n_embd: embeddings' hidden rows; made by
                                  * engine_submit (under mu) when a first embedding comes */
 
@@ -233,6 +240,7 @@ struct engine {
 
     atomic_int st_running, st_queued, st_used, st_cached;
     atomic_ullong st_pc_queries, st_pc_hits;
+    atomic_ullong st_greedy_steps;
     atomic_ullong st_steps, st_prompt, st_generated, st_requests, st_cancelled, st_rejected, st_preempted,
         st_expired;
 };
@@ -612,6 +620,61 @@ static void catch_up(struct engine *e, struct eseq *s)
     pool_stats(e);
 }
 
+/* Can the backend choose every token of this step (llm_forward_greedy)?
+ * Only when each sequence that gets a row is a greedy, unconstrained
+ * generation taking its last row: no prompt logprobs (every row), no
+ * classification or embedding (scores, hidden rows), no sampling (the
+ * warpers and the draw stay with the engine's sampler), no constraint (its
+ * mask). logit_bias and the like never reach a local model. If so, fills
+ * e->g_rows (and e->g_ids) in row order and returns true. */
+static bool step_greedy(struct engine *e, int n_step, int hid_rows)
+{
+    if (!e->greedy_on || hid_rows > 0)
+        return false;
+    size_t need = 0;
+    int rows = 0;
+    for (int i = 0; i < n_step; i++) {
+        const struct eseq *s = e->step_seq[i];
+        if (e->step[i].logits == LLM_LOGITS_NONE)
+            continue;
+        if (e->step[i].logits != LLM_LOGITS_LAST || s->classify || s->embed || !gen_seq_greedy_ok(&s->g))
+            return false;
+        need += gen_seq_greedy_ints(&s->g);
+        rows++;
+    }
+    if (rows == 0)
+        return false;
+    if (need > e->g_cap) {
+        size_t cap = need > 2 * e->g_cap ? need : 2 * e->g_cap;
+        int32_t *p = realloc(e->g_ids, cap * sizeof *p);
+        if (!p)
+            return false;                       /* the engine's sampler does without */
+        e->g_ids = p;
+        e->g_cap = cap;
+    }
+    size_t used = 0;
+    for (int i = 0, r = 0; i < n_step; i++) {
+        if (e->step[i].logits == LLM_LOGITS_NONE)
+            continue;
+        int k = gen_seq_greedy_row(&e->step_seq[i]->g, e->g_ids + used, &e->g_rows[r++]);
+        if (k < 0)
+            return false;
+        used += (size_t)k;
+    }
+    return true;
+}
+
+/* The engine's form of a backend's choice. */
+static void greedy_token(const struct ksample_out *o, struct sample_out *t)
+{
+    memset(t, 0, sizeof *t);
+    t->id = o->id;
+    t->logprob = o->logprob;
+    t->n_top = o->id >= 0 ? o->n_top : 0;
+    for (int j = 0; j < t->n_top; j++)
+        t->top[j] = (struct sample_logprob){o->top_id[j], o->top_logprob[j]};
+}
+
 /* One step: plan it, run the model, sample, post. Returns false when there
  * was nothing to run. */
 static bool step(struct engine *e)
@@ -655,7 +718,11 @@ static bool step(struct engine *e)
         return false;
 
     char err[300];
-    if (llm_forward_hidden(e->m, e->step, n_step, e->logits, hid_rows ? e->step_hidden : NULL, err, sizeof err) != 0) {
+    bool greedy = step_greedy(e, n_step, hid_rows);
+    int rc = greedy ? llm_forward_greedy(e->m, e->step, n_step, e->g_rows, e->g_out, e->logits, err, sizeof err)
+                    : llm_forward_hidden(e->m, e->step, n_step, e->logits, hid_rows ? e->step_hidden : NULL, err,
+                                         sizeof err);
+    if (rc != 0) {
         log_error("model %s: forward step failed: %s", e->name, err);
         for (int i = 0; i < n_step; i++) {
             seq_fail(e->step_seq[i], 500, "the model failed: %s", err);
@@ -664,6 +731,8 @@ static bool step(struct engine *e)
         return true;
     }
     atomic_fetch_add(&e->st_steps, 1);
+    if (greedy)
+        atomic_fetch_add(&e->st_greedy_steps, 1);
     metrics_batch(e->metrics_model, n_step);
     int V = e->info->out_dim, row = 0;
     (void)rows;
@@ -712,7 +781,11 @@ static bool step(struct engine *e)
             continue;
         }
         struct gen_event ev;
-        if (gen_seq_next(&s->g, last, &ev, err, sizeof err) != 0) {
+        struct sample_out chosen;
+        if (greedy)                             /* rows: one per sequence that reads its last token */
+            greedy_token(&e->g_out[row - 1], &chosen);
+        if ((greedy ? gen_seq_take(&s->g, &chosen, &ev, err, sizeof err)
+                    : gen_seq_next(&s->g, last, &ev, err, sizeof err)) != 0) {
             seq_fail(s, 500, "%s", err);
             finish_seq(e, s);
             continue;
@@ -801,6 +874,9 @@ static void free_engine(struct engine *e)
     free(e->step_seq);
     free(e->step_hidden);
     free(e->logits);
+    free(e->g_rows);
+    free(e->g_out);
+    free(e->g_ids);
     free(e->hidden);
     free(e);
 }
@@ -845,8 +921,12 @@ int engine_start(struct engine **out, struct llm_model *m, const struct tokenize
     e->step_seq = calloc((size_t)o->max_concurrent + 1, sizeof *e->step_seq);
     e->step_hidden = calloc((size_t)o->max_concurrent + 1, sizeof *e->step_hidden);
     e->logits = malloc(sizeof *e->logits * (size_t)o->max_batch_tokens * (size_t)info->out_dim);
+    e->g_rows = calloc((size_t)o->max_concurrent + 1, sizeof *e->g_rows);
+    e->g_out = calloc((size_t)o->max_concurrent + 1, sizeof *e->g_out);
+    const char *ds = getenv("LLMCGI_DEVICE_SAMPLING");
+    e->greedy_on = !info->cfg.classifier && (ds && *ds ? strcmp(ds, "0") != 0 : llm_greedy_on_device(m));
     if (!e->run || kvc_new(&e->kv, info->kv_blocks, e->B, o->prefix_cache) != 0 || !e->step || !e->step_seq || !e->step_hidden ||
-        !e->logits) {
+        !e->logits || !e->g_rows || !e->g_out) {
         snprintf(err, errlen, "out of memory for the engine's scratch");
         goto fail;
     }
@@ -901,6 +981,7 @@ void engine_get_stats(struct engine *e, struct engine_stats *st)
     st->prefix_cache = e->o.prefix_cache;
     st->prefix_cache_queries = atomic_load(&e->st_pc_queries);
     st->prefix_cache_hits = atomic_load(&e->st_pc_hits);
+    st->greedy_steps = atomic_load(&e->st_greedy_steps);
     pthread_mutex_lock(&e->trie_mu);
     if (e->trie) {
         struct vtrie_stats vs;

@@ -110,6 +110,8 @@ struct engine_stats {
     bool prefix_cache;          /* the engine's prefix cache is on */
     uint64_t prefix_cache_queries; /* prompt tokens looked up in the prefix cache (first admissions) */
     uint64_t prefix_cache_hits; /* of those, tokens found: their prefill was skipped */
+    uint64_t greedy_steps;      /* steps whose tokens the model's backend chose (llm_forward_greedy:
+                                 * on a GPU only ids and logprobs came back), not the engine's sampler */
     bool mask_cache_built;      /* a constrained request has come: the masks below are counted */
     uint64_t mask_cache_hits;   /* constrained steps whose token mask was kept from before */
     uint64_t mask_cache_walks;  /* masks computed (not kept, or put out since) */

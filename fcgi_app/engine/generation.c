@@ -138,7 +138,35 @@ int gen_seq_next(struct gen_seq *g, float *logits, struct gen_event *ev, char *e
                                                                          : "every logit is -inf or NaN");
         return -1;
     }
+    return gen_seq_take(g, &ev->tok, ev, err, errlen);
+}
+
+bool gen_seq_greedy_ok(const struct gen_seq *g)
+{
+    return !g->cons && sampler_greedy(g->sampler);
+}
+
+size_t gen_seq_greedy_ints(const struct gen_seq *g)
+{
+    return sampler_greedy_ints(g->sampler, (size_t)g->n_ids);
+}
+
+int gen_seq_greedy_row(struct gen_seq *g, int32_t *ids, struct ksample_row *r)
+{
+    return gen_seq_greedy_ok(g) ? sampler_greedy_row(g->sampler, g->ids, (size_t)g->n_ids, ids, r) : -1;
+}
+
+int gen_seq_take(struct gen_seq *g, const struct sample_out *tok, struct gen_event *ev, char *err, size_t errlen)
+{
+    if (&ev->tok != tok) {
+        memset(ev, 0, sizeof *ev);
+        ev->tok = *tok;
+    }
     int32_t id = ev->tok.id;
+    if (id < 0 || id >= g->n_vocab) {
+        snprintf(err, errlen, "no token can be sampled: every logit is -inf or NaN");
+        return -1;
+    }
     if (g->cons && id != g->eos) {
         size_t len = 0;
         const char *b = tokenizer_token_bytes(g->detok.t, id, &len);

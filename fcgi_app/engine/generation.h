@@ -78,6 +78,24 @@ void gen_seq_free(struct gen_seq *g);
  * sampled, out of memory). Must not be called once ev->finish was set. */
 int gen_seq_next(struct gen_seq *g, float *logits, struct gen_event *ev, char *err, size_t errlen);
 
+/* Can the token be chosen where the model runs (llm_forward_greedy):
+ * greedy, no constraint? */
+bool gen_seq_greedy_ok(const struct gen_seq *g);
+
+/* Ints gen_seq_greedy_row needs now. */
+size_t gen_seq_greedy_ints(const struct gen_seq *g);
+
+/* The request for the backend's greedy choice of the next token (what
+ * gen_seq_next would do with the logits), its arrays in ids (caller-owned,
+ * gen_seq_greedy_ints() ints; r borrows them). Returns the ints written, or
+ * -1 when gen_seq_greedy_ok is false. */
+int gen_seq_greedy_row(struct gen_seq *g, int32_t *ids, struct ksample_row *r);
+
+/* gen_seq_next's second half, for a token chosen elsewhere (*tok, from a
+ * gen_seq_greedy_row request; id -1: nothing could be chosen, an error):
+ * appends it and fills *ev as gen_seq_next does. Returns 0 or -1 with err. */
+int gen_seq_take(struct gen_seq *g, const struct sample_out *tok, struct gen_event *ev, char *err, size_t errlen);
+
 /* Tokens generated so far. */
 static inline int gen_seq_generated(const struct gen_seq *g)
 {

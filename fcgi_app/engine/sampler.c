@@ -174,6 +174,15 @@ int sampler_accept(struct sampler *s, int32_t id)
 
 /* ------------------------------------------------------------------ pipeline steps */
 
+/* A new mark for the repetition penalty's stamp[] (one per call). */
+static void next_stamp(struct sampler *s)
+{
+    if (++s->stamp_now == 0) {              /* wrapped after 2^32 calls: start over */
+        memset(s->stamp, 0, (size_t)s->n * sizeof *s->stamp);
+        s->stamp_now = 1;
+    }
+}
+
 /* Repetition penalty, Hugging Face RepetitionPenaltyLogitsProcessor: for each
  * distinct token t of the context (prompt + generated; ids outside the
  * vocabulary are skipped, as HF drops them),
@@ -185,10 +194,7 @@ static void apply_penalties(struct sampler *s, float *l, const int32_t *ctx, siz
 {
     if (s->stamp && ctx) {
         const float pen = s->p.repetition_penalty;
-        if (++s->stamp_now == 0) {          /* wrapped after 2^32 calls: start over */
-            memset(s->stamp, 0, (size_t)s->n * sizeof *s->stamp);
-            s->stamp_now = 1;
-        }
+        next_stamp(s);
         for (size_t i = 0; i < n_ctx; i++) {
             int32_t t = ctx[i];
             if (t < 0 || t >= s->n || s->stamp[t] == s->stamp_now)
@@ -785,6 +791,54 @@ int sampler_next(struct sampler *s, float *logits, const int32_t *context, size_
     if (!out)
         return SAMPLER_ERR_INVAL;
     return run(s, logits, context, n_context, out, NULL, NULL);
+}
+
+bool sampler_greedy(const struct sampler *s)
+{
+    return !s->p.do_sample || s->p.temperature == 0.0f;
+}
+
+size_t sampler_greedy_ints(const struct sampler *s, size_t n_context)
+{
+    return (s->stamp ? n_context : 0) + (s->counts ? 2 * s->n_gen_ids : 0);
+}
+
+int sampler_greedy_row(struct sampler *s, const int32_t *ctx, size_t n_ctx, int32_t *ids, struct ksample_row *r)
+{
+    if (!s || !r || !sampler_greedy(s) || (n_ctx && !ctx) || (sampler_greedy_ints(s, n_ctx) && !ids))
+        return SAMPLER_ERR_INVAL;
+    *r = (struct ksample_row){.repetition_penalty = s->p.repetition_penalty,
+                              .frequency_penalty = s->p.frequency_penalty,
+                              .presence_penalty = s->p.presence_penalty,
+                              .top_n = s->p.top_n};
+    size_t k = 0;
+    if (s->stamp) {                         /* apply_penalties()' distinct in-vocabulary ids */
+        next_stamp(s);
+        r->rep_ids = ids;
+        for (size_t i = 0; i < n_ctx; i++) {
+            int32_t t = ctx[i];
+            if (t < 0 || t >= s->n || s->stamp[t] == s->stamp_now)
+                continue;
+            s->stamp[t] = s->stamp_now;
+            ids[k++] = t;
+        }
+        r->n_rep = (int)k;
+    } else {
+        r->repetition_penalty = 1.0f;
+    }
+    if (s->counts) {
+        r->gen_ids = ids + k;
+        r->gen_counts = ids + k + s->n_gen_ids;
+        r->n_gen = (int)s->n_gen_ids;
+        for (size_t i = 0; i < s->n_gen_ids; i++) {
+            ids[k + i] = s->gen_ids[i];
+            ids[k + s->n_gen_ids + i] = s->counts[s->gen_ids[i]];
+        }
+        k += 2 * s->n_gen_ids;
+    } else {
+        r->frequency_penalty = r->presence_penalty = 0.0f;
+    }
+    return (int)k;
 }
 
 int sampler_probs(struct sampler *s, float *logits, const int32_t *context, size_t n_context, float *probs,

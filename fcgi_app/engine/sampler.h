@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "sample.h"     /* kernels/: the greedy request a backend runs */
+
 /* Return codes of the sampler functions. */
 #define SAMPLER_OK 0
 #define SAMPLER_ERR_INVAL (-1)      /* bad argument: NULL, token id out of range, ... */
@@ -123,6 +125,22 @@ int sampler_next(struct sampler *s, float *logits, const int32_t *context, size_
 /* Records a generated token for the frequency/presence penalties. Returns
  * SAMPLER_OK or SAMPLER_ERR_INVAL (id out of range). */
 int sampler_accept(struct sampler *s, int32_t id);
+
+/* Does s choose greedily (do_sample off, or temperature 0)? */
+bool sampler_greedy(const struct sampler *s);
+
+/* Ints sampler_greedy_row() may write for a context of n_context tokens. */
+size_t sampler_greedy_ints(const struct sampler *s, size_t n_context);
+
+/* What a backend needs to choose as sampler_next() would for greedy s on
+ * context[0..n_context) (kernels/sample.h's ksample_greedy_ref, or the
+ * device's): its penalties and top_n into *r, with r's arrays in ids
+ * (caller-owned, sampler_greedy_ints() ints): the distinct ids of context
+ * when the repetition penalty is on, the distinct generated ids and their
+ * counts when frequency or presence is. r borrows ids. Returns the ints
+ * written, or SAMPLER_ERR_INVAL when s is not greedy. */
+int sampler_greedy_row(struct sampler *s, const int32_t *context, size_t n_context, int32_t *ids,
+                       struct ksample_row *r);
 
 /* The distribution sampler_next() would draw from, without drawing: the same
  * steps 1-4, then probs[i] (n_vocab floats, caller's buffer) is the final

@@ -558,4 +558,4 @@ oom:
     return -1;
 }
 
-const struct llm_backend llm_cpu_backend = {"cpu", cpu_load, cpu_free, cpu_forward};
+const struct llm_backend llm_cpu_backend = {"cpu", cpu_load, cpu_free, cpu_forward, NULL};  /* greedy: llm.c's, on the logits */

@@ -27,14 +27,22 @@
  * the weights, the KV pool (the engine's blocks and one sink block for graph
  * padding rows), and the step scratch (activations for max_step_tokens rows,
  * logits for max_step_logits rows, the step's metadata, cuBLAS's workspace);
- * plus two pinned host buffers, the metadata going in and the logits (and
- * hidden rows) coming back. A step is one host-to-device copy of its
+ * plus three pinned host buffers, the metadata and a greedy step's requests
+ * going in, the logits (and hidden rows, or a greedy step's choices) coming
+ * back. A step is one host-to-device copy of its
  * metadata, the kernels and products on the model's stream (a decode step:
  * one CUDA graph launch, the graph of its bucket of rows), one device-to-host
  * copy of the logits into pinned memory and one synchronisation; then a host
- * memcpy into the caller's buffer. */
+ * memcpy into the caller's buffer.
+ *
+ * A greedy step (llm_forward_greedy) appends kcu_sample_greedy (sample.cu)
+ * after the LM head, inside the decode graph (a graph of its own per
+ * bucket: its requests live in fixed device buffers, copied in with the
+ * metadata), and copies back only each row's ksample_out (id, logprob,
+ * top-n: 172 bytes) instead of its logits row (4 V bytes, 201 KB for GPT-2). */
 #include "backend.h"
 #include "cuda/kernels.h"
+#include "cuda/sample_cuda.h"
 
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -91,6 +99,10 @@ struct cuda_model {
     void *h, *qkv, *att, *ff;       /* [S][C], [S][3C], [S][C], [S][F] in dt */
     void *hf;                       /* [R][C] in dt: the rows the logits are made from */
     float *logits;                  /* [R][O] */
+    struct kcu_sample_row *dreq;    /* greedy steps: [R] requests ... */
+    int32_t *dids;                  /* ... their id arrays [R * 3P] (context ids, generated ids, counts) ... */
+    struct ksample_out *dout;       /* ... the choices [R] ... */
+    double *swork;                  /* ... and kcu_sample_greedy's work */
     int32_t *dmeta;                 /* the step's metadata on the device (layout of hmeta) */
     void *ws;                       /* cuBLAS workspace */
     float *att_work;                /* split decode attention's partials (kcu_decode_work_floats) */
@@ -105,11 +117,15 @@ struct cuda_model {
      * when asked; pinned, so the copy is DMA without staging, and copied to
      * the caller's buffers after the step's one synchronisation. */
     float *hout;
+    /* A greedy step's requests, as dreq and dids lay them out: [R] rows then
+     * [R * 3P] ids; pinned, copied in one piece with the step. */
+    int32_t *hsamp;
+    size_t samp_ids;                /* R * 3P */
 
     /* Decode graphs (graph_bucket): instantiated on a bucket's first step;
      * graphs_off under LLMCGI_CUDA_SYNC=1, LLMCGI_CUDA_GRAPHS=0, or once a
      * capture failed (said on standard error, once). */
-    cudaGraphExec_t graph[GRAPH_NBUCKETS];
+    cudaGraphExec_t graph[2][GRAPH_NBUCKETS];   /* [greedy][bucket] */
     bool graphs_off;
 
     cudaStream_t st;
@@ -222,7 +238,8 @@ static size_t build_meta(struct cuda_model *m, const struct llm_seq *seqs, int n
  * LLMCGI_CUDA_SYNC, which never captures). Attention (attention.cu) is the
  * tiled prefill kernel when `prefill` (a sequence brings a prompt chunk),
  * else decode split n_split ways over each row's own KV sequence. */
-static int step_body(struct cuda_model *m, int T, int R, bool prefill, int n_split, char *err, size_t errlen)
+static int step_body(struct cuda_model *m, int T, int R, bool prefill, int n_split, bool greedy, char *err,
+                     size_t errlen)
 {
     int C = m->C, F = m->F;
     enum ckpt_dtype dt = m->wdt;
@@ -261,6 +278,8 @@ static int step_body(struct cuda_model *m, int T, int R, bool prefill, int n_spl
     if (R > 0) {
         LAUNCH(kcu_gather_rows(m->hf, m->h, dt, d_lrow, R, C, st));
         BLAS_LAUNCH(kcu_gemm(m->blas, m->logits, m->hf, m->NL ? m->score : m->lm_head, dt, KCU_W_OUT_IN, R, C, m->O));
+        if (greedy)
+            LAUNCH(kcu_sample_greedy(m->logits, R, m->O, m->dreq, m->dids, m->dout, m->swork, st));
     }
     return 0;
 }
@@ -295,10 +314,11 @@ static void graphs_fail(struct cuda_model *m, const char *why)
 /* Runs bucket b's graph, capturing and instantiating it on first use.
  * Returns 0; 1 when graphs just turned off (the caller launches plainly);
  * -1 with err when the launch failed. */
-static int run_graph(struct cuda_model *m, int b, char *err, size_t errlen)
+static int run_graph(struct cuda_model *m, int b, bool greedy, char *err, size_t errlen)
 {
     cudaStream_t st = m->st;
-    if (!m->graph[b]) {
+    cudaGraphExec_t *ge = &m->graph[greedy][b];
+    if (!*ge) {
         char why[256] = "";
         cudaGraph_t g = NULL;
         cudaError_t e = cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal);
@@ -311,7 +331,8 @@ static int run_graph(struct cuda_model *m, int b, char *err, size_t errlen)
          * row: the graph is replayed as contexts grow, and a split past a
          * row's own context is empty (it writes an empty partial) */
         int rows = graph_buckets[b];
-        int rc = step_body(m, rows, rows, false, kcu_decode_splits(rows * m->H, m->P, m->sms), why, sizeof why);
+        int rc = step_body(m, rows, rows, false, kcu_decode_splits(rows * m->H, m->P, m->sms), greedy, why,
+                           sizeof why);
         e = cudaStreamEndCapture(st, &g);
         if (rc != 0 || e != cudaSuccess) {
             if (rc == 0)
@@ -322,22 +343,65 @@ static int run_graph(struct cuda_model *m, int b, char *err, size_t errlen)
             graphs_fail(m, why);
             return 1;
         }
-        e = cudaGraphInstantiate(&m->graph[b], g, 0);
+        e = cudaGraphInstantiate(ge, g, 0);
         cudaGraphDestroy(g);
         if (e != cudaSuccess) {
-            m->graph[b] = NULL;
+            *ge = NULL;
             snprintf(why, sizeof why, "cudaGraphInstantiate (%d rows): %s", graph_buckets[b], cudaGetErrorString(e));
             graphs_fail(m, why);
             return 1;
         }
     }
-    CUDA_TRY(cudaGraphLaunch(m->graph[b], st));
+    CUDA_TRY(cudaGraphLaunch(*ge, st));
     return 0;
 }
 
-static int forward_step(struct cuda_model *m, const struct llm_seq *seqs, int n_seqs, float *logits,
-                        float *const *hidden, char *err, size_t errlen)
+static_assert(sizeof(struct kcu_sample_row) % sizeof(int32_t) == 0, "kcu_sample_row packs into int32s");
+
+/* Fills the pinned requests of a greedy step: rows[0..R) then padding rows
+ * up to `pad` (a graph's bucket: penalties off, no top-n), their ids packed
+ * after. Returns the ints to copy, or 0 with err when the ids do not fit. */
+static size_t build_samp(struct cuda_model *m, const struct ksample_row *rows, int R, int pad, char *err,
+                         size_t errlen)
 {
+    const size_t RQ = sizeof(struct kcu_sample_row) / sizeof(int32_t);
+    struct kcu_sample_row *req = (struct kcu_sample_row *)m->hsamp;
+    int32_t *ids = m->hsamp + (size_t)m->R * RQ;
+    size_t n = 0;
+    for (int r = 0; r < R; r++) {
+        const struct ksample_row *q = &rows[r];
+        bool rep = q->repetition_penalty != 1.0f, fp = q->frequency_penalty != 0.0f || q->presence_penalty != 0.0f;
+        size_t need = (rep ? (size_t)q->n_rep : 0) + (fp ? 2 * (size_t)q->n_gen : 0);
+        if (n + need > m->samp_ids) {
+            snprintf(err, errlen, "cuda: a greedy step's penalties name more than %zu ids", m->samp_ids);
+            return 0;
+        }
+        req[r] = kcu_sample_row{rep ? q->repetition_penalty : 1.0f, fp ? q->frequency_penalty : 0.0f,
+                                fp ? q->presence_penalty : 0.0f, (int)n, rep ? q->n_rep : 0, 0, 0, q->top_n};
+        if (rep) {
+            memcpy(ids + n, q->rep_ids, sizeof(int32_t) * (size_t)q->n_rep);
+            n += (size_t)q->n_rep;
+        }
+        if (fp) {
+            req[r].gen_off = (int)n;
+            req[r].n_gen = q->n_gen;
+            memcpy(ids + n, q->gen_ids, sizeof(int32_t) * (size_t)q->n_gen);
+            memcpy(ids + n + q->n_gen, q->gen_counts, sizeof(int32_t) * (size_t)q->n_gen);
+            n += 2 * (size_t)q->n_gen;
+        }
+    }
+    for (int r = R; r < pad; r++)
+        req[r] = kcu_sample_row{1.0f, 0.0f, 0.0f, 0, 0, 0, 0, 0};
+    return (size_t)m->R * RQ + n;
+}
+
+/* One step: logits into `logits`, or with rows (a greedy step) the rows'
+ * choices into out. */
+static int forward_step(struct cuda_model *m, const struct llm_seq *seqs, int n_seqs, float *logits,
+                        float *const *hidden, const struct ksample_row *rows, struct ksample_out *out, char *err,
+                        size_t errlen)
+{
+    const bool greedy = rows != NULL;
     int C = m->C, T, R;
     cudaStream_t st = m->st;
 
@@ -352,6 +416,9 @@ static int forward_step(struct cuda_model *m, const struct llm_seq *seqs, int n_
         snprintf(err, errlen, "cuda: a step of %d rows and %d logits rows does not fit the scratch", T, R);
         return -1;
     }
+    size_t samp_ints = 0;
+    if (greedy && (samp_ints = build_samp(m, rows, R, b >= 0 ? graph_buckets[b] : 0, err, errlen)) == 0)
+        return -1;
 
     CUDA_TRY(cudaSetDevice(m->device));     /* the engine thread may not be the loading one */
     /* A launch wrapper returns cudaGetLastError(): clear what an earlier call
@@ -363,7 +430,9 @@ static int forward_step(struct cuda_model *m, const struct llm_seq *seqs, int n_
      * launch for a decode step), one copy out (into pinned memory), one
      * synchronisation. */
     CUDA_TRY(cudaMemcpyAsync(m->dmeta, m->hmeta, ints * sizeof(int32_t), cudaMemcpyHostToDevice, st));
-    int g = b >= 0 ? run_graph(m, b, err, errlen) : 1;
+    if (greedy)     /* dreq and dids are one piece, as hsamp */
+        CUDA_TRY(cudaMemcpyAsync(m->dreq, m->hsamp, samp_ints * sizeof(int32_t), cudaMemcpyHostToDevice, st));
+    int g = b >= 0 ? run_graph(m, b, greedy, err, errlen) : 1;
     if (g < 0)
         return -1;
     if (g == 1) {
@@ -373,11 +442,14 @@ static int forward_step(struct cuda_model *m, const struct llm_seq *seqs, int n_
             max_new = seqs[si].n_tokens > max_new ? seqs[si].n_tokens : max_new;
         }
         bool prefill = max_new >= 8;
-        if (step_body(m, T, R, prefill, prefill ? 1 : kcu_decode_splits(T * m->H, max_ctx, m->sms), err, errlen) != 0)
+        if (step_body(m, T, R, prefill, prefill ? 1 : kcu_decode_splits(T * m->H, max_ctx, m->sms), greedy, err,
+                      errlen) != 0)
             return -1;
     }
-    size_t out_floats = (size_t)R * m->O;
-    if (R > 0)
+    size_t out_floats = greedy ? 0 : (size_t)R * m->O;
+    if (R > 0 && greedy)    /* the choices only (into pinned memory, as the logits would go) */
+        CUDA_TRY(cudaMemcpyAsync(m->hout, m->dout, sizeof(struct ksample_out) * (size_t)R, cudaMemcpyDeviceToHost, st));
+    else if (R > 0)
         CUDA_TRY(cudaMemcpyAsync(m->hout, m->logits, sizeof(float) * out_floats, cudaMemcpyDeviceToHost, st));
     /* Embeddings: LayerNorm_f again, in F32 whatever dt is, into y (free
      * after the last block), and the rows of the sequences that ask copied
@@ -411,7 +483,9 @@ static int forward_step(struct cuda_model *m, const struct llm_seq *seqs, int n_
         }
     }
     /* From pinned memory to the caller's buffers: host copies, after the one synchronisation. */
-    if (R > 0)
+    if (R > 0 && greedy)
+        memcpy(out, m->hout, sizeof(struct ksample_out) * (size_t)R);
+    else if (R > 0)
         memcpy(logits, m->hout, sizeof(float) * out_floats);
     for (int si = 0, row = 0; any && si < n_seqs; row += seqs[si].n_tokens, si++)
         if (hidden[si])
@@ -423,10 +497,20 @@ static int cuda_forward(void *impl, const struct llm_seq *seqs, int n_seqs, floa
                         char *err, size_t errlen)
 {
     struct cuda_model *m = (struct cuda_model *)impl;
-    if (forward_step(m, seqs, n_seqs, logits, hidden, err, errlen) == 0)
+    if (forward_step(m, seqs, n_seqs, logits, hidden, NULL, NULL, err, errlen) == 0)
         return 0;
     /* A step that failed half-way may still have copies and kernels in
      * flight (the next step rewrites the pinned metadata): let them end. */
+    cudaStreamSynchronize(m->st);
+    return -1;
+}
+
+static int cuda_forward_greedy(void *impl, const struct llm_seq *seqs, int n_seqs, const struct ksample_row *rows,
+                               struct ksample_out *out, char *err, size_t errlen)
+{
+    struct cuda_model *m = (struct cuda_model *)impl;
+    if (forward_step(m, seqs, n_seqs, NULL, NULL, rows, out, err, errlen) == 0)
+        return 0;
     cudaStreamSynchronize(m->st);
     return -1;
 }
@@ -565,6 +649,11 @@ static void carve_scratch(struct cuda_model *m, struct carver *c)
     m->hf = carve(c, R * C * es);
     m->logits = (float *)carve(c, R * O * sizeof(float));
     m->dmeta = (int32_t *)carve(c, m->meta_ints * sizeof(int32_t));
+    /* dreq then dids in one piece (build_samp's layout) */
+    m->dreq = (struct kcu_sample_row *)carve(c, R * sizeof(struct kcu_sample_row) + m->samp_ids * sizeof(int32_t));
+    m->dids = (int32_t *)(m->dreq + R);
+    m->dout = (struct ksample_out *)carve(c, R * sizeof(struct ksample_out));
+    m->swork = (double *)carve(c, kcu_sample_work_doubles(m->R, m->O) * sizeof(double));
     m->ws = carve(c, m->ws_bytes);
     m->att_work = (float *)carve(c, kcu_decode_work_floats(m->S * m->H, m->hd, m->sms) * sizeof(float));
 }
@@ -589,9 +678,10 @@ static void cuda_free(void *impl)
         return;
     /* Nothing to report from here: errors (a context already broken) are ignored. */
     cudaSetDevice(m->device);
-    for (int b = 0; b < GRAPH_NBUCKETS; b++)
-        if (m->graph[b])
-            cudaGraphExecDestroy(m->graph[b]);
+    for (int g = 0; g < 2; g++)
+        for (int b = 0; b < GRAPH_NBUCKETS; b++)
+            if (m->graph[g][b])
+                cudaGraphExecDestroy(m->graph[g][b]);
     if (m->blas)
         cublasDestroy(m->blas);
     if (m->st)
@@ -603,6 +693,7 @@ static void cuda_free(void *impl)
     cudaFree(m->kv_fault);
     cudaFreeHost(m->hmeta);
     cudaFreeHost(m->hout);
+    cudaFreeHost(m->hsamp);
     free(m->layers);
     free(m);
 }
@@ -715,6 +806,7 @@ static int load_model(struct cuda_model *m, const struct gpt2_checkpoint *ck, co
     m->max_tab = (size_t)m->S * (size_t)blocks_per_seq;
     m->meta_ints = (size_t)3 * m->S + (size_t)m->R + m->max_tab + 1;
     m->ws_bytes = (size_t)(prop.major >= 9 ? 32 : 4) << 20;
+    m->samp_ids = (size_t)m->R * 3 * (size_t)m->P;     /* per row: <= P context ids, <= P generated, their counts */
     c = carver{NULL, 0};
     carve_scratch(m, &c);
     size_t abytes = c.off;
@@ -723,7 +815,12 @@ static int load_model(struct cuda_model *m, const struct gpt2_checkpoint *ck, co
     c = carver{(char *)m->amem, 0};
     carve_scratch(m, &c);
     CUDA_TRY(cudaMallocHost((void **)&m->hmeta, m->meta_ints * sizeof(int32_t)));
-    CUDA_TRY(cudaMallocHost((void **)&m->hout, ((size_t)m->R * m->O + (size_t)m->S * m->C) * sizeof(float)));
+    size_t hout_bytes = ((size_t)m->R * m->O + (size_t)m->S * m->C) * sizeof(float);
+    if (hout_bytes < (size_t)m->R * sizeof(struct ksample_out))
+        hout_bytes = (size_t)m->R * sizeof(struct ksample_out);
+    CUDA_TRY(cudaMallocHost((void **)&m->hout, hout_bytes));
+    CUDA_TRY(cudaMallocHost((void **)&m->hsamp, (size_t)m->R * sizeof(struct kcu_sample_row) +
+                                                    m->samp_ids * sizeof(int32_t)));
 
     BLAS_TRY(cublasCreate(&m->blas));
     BLAS_TRY(cublasSetStream(m->blas, m->st));
@@ -763,4 +860,4 @@ static int cuda_load(const struct gpt2_checkpoint *ck, const struct llm_load_opt
     return 0;
 }
 
-const struct llm_backend llm_cuda_backend = {"cuda", cuda_load, cuda_free, cuda_forward};
+const struct llm_backend llm_cuda_backend = {"cuda", cuda_load, cuda_free, cuda_forward, cuda_forward_greedy};

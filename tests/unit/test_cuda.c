@@ -26,6 +26,7 @@
 #include "cuda/sample_cuda.h"
 #endif
 
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -1571,6 +1572,117 @@ static void compare_graphs(const struct gpt2_checkpoint *ck, const char *what, d
     llm_free(p);
 }
 
+/* The request of history h[0..len) whose first n0 ids are the prompt, as
+ * the engine's sampler makes it (sampler_greedy_row): distinct ids of the
+ * context, distinct generated ids and their counts, in ids (3 * len ints). */
+static void greedy_row(struct ksample_row *r, const int32_t *h, int len, int n0, int V, float rep, float fp, float pp,
+                       int top_n, int32_t *ids)
+{
+    int k = 0;
+    for (int i = 0; i < len; i++) {
+        int dup = 0;
+        for (int j = 0; j < k && !dup; j++)
+            dup = ids[j] == h[i];
+        if (!dup && h[i] >= 0 && h[i] < V)
+            ids[k++] = h[i];
+    }
+    int g = 0;
+    int32_t *gid = ids + k, *cnt = ids + k + (len - n0);
+    for (int i = n0; i < len; i++) {
+        int j = 0;
+        while (j < g && gid[j] != h[i])
+            j++;
+        if (j == g) {
+            gid[g] = h[i];
+            cnt[g++] = 0;
+        }
+        cnt[j]++;
+    }
+    memmove(ids + k + g, cnt, sizeof(int32_t) * (size_t)g);
+    *r = (struct ksample_row){rep, ids, k, fp, pp, gid, ids + k + g, g, top_n};
+}
+
+/* (g) Greedy steps chosen on the device (llm_forward_greedy: the LM head
+ * then kcu_sample_greedy, inside the decode graph) against the same GPU
+ * model's logits chosen by ksample_greedy_ref on the host (the same ids and
+ * alternatives, logprobs within 1 ulp), and against the CPU backend's greedy
+ * path (the same ids on an F32 model), over a prefill step (plain launches)
+ * and decode steps of 5, 3, 1, 2, 4 sequences (graphs padded to 8, 4, 1, 2,
+ * 4), with every penalty and top_n. */
+static void compare_greedy_device(const struct gpt2_checkpoint *ck, const char *what, bool same_ids)
+{
+    enum { NS = 5, BPS = 3, PRE = 7, STEPS = 15, MAXL = 48 };
+    static const float reps[NS] = {1, 1.3f, 1, 0.8f, 1.2f}, fps[NS] = {0, 0, 0.6f, -0.5f, 0.4f},
+                       pps[NS] = {0, 0, 0.3f, 1.0f, -0.2f};
+    static const int tops[NS] = {0, 5, 20, 1, 3}, sizes[] = {5, 3, 1, 2, 4};
+    int V = ck->cfg.vocab_size;
+    int32_t h[NS][MAXL], tab[NS][BPS], perm[NS * BPS], ids[NS][3 * MAXL];
+    int len[NS];
+    for (int s = 0; s < NS; s++) {
+        for (int t = 0; t < PRE; t++)
+            h[s][t] = irand(V);
+        len[s] = PRE;
+    }
+    shuffle(perm, NS * BPS);
+    for (int s = 0; s < NS; s++)
+        for (int b = 0; b < BPS; b++)
+            tab[s][b] = perm[s * BPS + b];
+    struct llm_model *g = load_on(ck, LLM_DEVICE_CUDA, NS * BPS, NS * PRE, what);
+    struct llm_model *c = load_on(ck, LLM_DEVICE_CPU, NS * BPS, NS * PRE, what);
+    float *z = malloc(sizeof(float) * (size_t)V * NS), *scratch = malloc(sizeof(float) * (size_t)V * NS);
+    struct ksample_row rows[NS];
+    struct ksample_out dev[NS], host[NS], cpu[NS];
+    struct llm_seq seqs[NS];
+    int rc = g && c && z && scratch ? 0 : -1, rows_seen = 0, same_dev = 0, same_cpu = 0;
+    char err[512];
+    for (int k = -1; k < STEPS && rc == 0; k++) {
+        /* k = -1: every prompt in one step (plain launches); then decode steps */
+        int n = k < 0 ? NS : sizes[k % 5], first = k < 0 ? 0 : k % NS;
+        for (int i = 0; i < n; i++) {
+            int s = (first + i) % NS, from = k < 0 ? 0 : len[s] - 1;
+            seqs[i] = (struct llm_seq){&h[s][from], len[s] - from, from, tab[s], BPS, LLM_LOGITS_LAST};
+            greedy_row(&rows[i], h[s], len[s], PRE, V, reps[s], fps[s], pps[s], tops[s], ids[s]);
+        }
+        if (step(g, seqs, n, z, what) != 0 ||
+            llm_forward_greedy(g, seqs, n, rows, dev, NULL, err, sizeof err) != 0 ||
+            llm_forward_greedy(c, seqs, n, rows, cpu, scratch, err, sizeof err) != 0) {
+            ok(0, "%s: greedy step %d: %s", what, k, err);
+            rc = -1;
+            break;
+        }
+        for (int i = 0; i < n; i++) {
+            int s = (first + i) % NS;
+            if (ksample_greedy_ref(z + (size_t)i * V, V, &rows[i], &host[i]) != 0)
+                host[i].id = -1;
+            bool eq = dev[i].id == host[i].id && dev[i].n_top == host[i].n_top &&
+                      fabsf(dev[i].logprob - host[i].logprob) <= fabsf(host[i].logprob) * FLT_EPSILON;
+            for (int j = 0; eq && j < host[i].n_top; j++)
+                eq = dev[i].top_id[j] == host[i].top_id[j] &&
+                     fabsf(dev[i].top_logprob[j] - host[i].top_logprob[j]) <= fabsf(host[i].top_logprob[j]) * FLT_EPSILON;
+            if (!eq)
+                printf("# %s step %d seq %d: device id %d (%.9g, %d top), host %d (%.9g, %d top)\n", what, k, s,
+                       dev[i].id, dev[i].logprob, dev[i].n_top, host[i].id, host[i].logprob, host[i].n_top);
+            same_dev += eq;
+            same_cpu += cpu[i].id == dev[i].id;
+            rows_seen++;
+            if (len[s] < MAXL && dev[i].id >= 0)
+                h[s][len[s]++] = dev[i].id;
+        }
+    }
+    if (rc == 0) {
+        is_int(same_dev, rows_seen, "%s: %d greedy rows chosen on the device as ksample_greedy_ref chooses from the "
+               "GPU's logits (penalties, top_n, graphs)", what, rows_seen);
+        if (same_ids)
+            is_int(same_cpu, rows_seen, "%s: and as the CPU backend's greedy path", what);
+        else
+            printf("# %s: %d of %d rows as the CPU backend's greedy path\n", what, same_cpu, rows_seen);
+    }
+    free(z);
+    free(scratch);
+    llm_free(g);
+    llm_free(c);
+}
+
 static void test_models(void)
 {
     /* The 124M shape is left out under the sanitizers and LLMCGI_CUDA_QUICK
@@ -1598,6 +1710,7 @@ static void test_models(void)
             if (dt == CKPT_F32)
                 test_debug_modes(ck, name);
             compare_graphs(ck, name, dt == CKPT_F32 ? 1e-5 : 1e-2);
+            compare_greedy_device(ck, name, dt == CKPT_F32);
             drop_model(ck);
         }
 
@@ -1638,6 +1751,7 @@ static void test_models(void)
                 compare_long(ck, name, tol);
                 compare_batched(ck, name, 1e-2);
                 compare_graphs(ck, name, 1e-2);
+                compare_greedy_device(ck, name, false);
                 drop_model(ck);
             }
         }

@@ -136,6 +136,7 @@ struct res {
     float lp[NPOS];
     int n_top[NPOS];
     int32_t top0[NPOS];
+    struct sample_logprob top[NPOS][SAMPLER_TOP_N_MAX];  /* every alternative (greedy_exact compares them) */
     int n;
     enum finish finish;
     bool done;
@@ -189,6 +190,7 @@ static int reference(const struct spec *s, struct res *r)
         r->lp[r->n] = ev.tok.logprob;
         r->n_top[r->n] = ev.tok.n_top;
         r->top0[r->n] = ev.tok.n_top ? ev.tok.top[0].id : -1;
+        memcpy(r->top[r->n], ev.tok.top, sizeof r->top[0]);
         r->n++;
         text_add(r, ev.text, ev.len);
         if (ev.finish != FIN_NONE) {
@@ -245,6 +247,7 @@ static void on_event(struct res *res, int nres, const struct ebatch *b, const st
         r->lp[r->n] = ev->tok.logprob;
         r->n_top[r->n] = ev->tok.n_top;
         r->top0[r->n] = ev->tok.n_top ? ev->tok.top[0].id : -1;
+        memcpy(r->top[r->n], ev->tok.top, sizeof r->top[0]);
         r->n++;
         if (strlen(ebatch_text(b, ev)) != ev->text_len)
             r->bad++;
@@ -1373,6 +1376,143 @@ out:
     tokenizer_free(gtok);
 }
 
+/* 12. Greedy steps chosen by the backend (llm_forward_greedy; on the CPU
+ * ksample_greedy_ref on its logits) against the engine's own sampler
+ * (LLMCGI_DEVICE_SAMPLING=0): the same ids, logprobs (bit for bit),
+ * alternatives, text and finish, with and without penalties and top_n; a
+ * step with a sampled, constrained or prompt-logprobs row falls back. */
+static bool greedy_exact(const struct res *a, const struct res *b, int idx)
+{
+    if (!same(a, b, idx))
+        return false;
+    for (int k = 0; k < a->n; k++) {
+        bool tops = a->n_top[k] == b->n_top[k];
+        for (int j = 0; tops && j < a->n_top[k]; j++)
+            tops = a->top[k][j].id == b->top[k][j].id &&
+                   memcmp(&a->top[k][j].logprob, &b->top[k][j].logprob, sizeof(float)) == 0;
+        if (memcmp(&a->lp[k], &b->lp[k], sizeof(float)) != 0 || !tops) {
+            printf("# seq %d token %d: logprob %.9g vs %.9g, or its %d alternatives differ\n", idx, k, a->lp[k],
+                   b->lp[k], a->n_top[k]);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Runs specs s[0..n) together on e; res zeroed first. Returns how many
+ * greedy steps the engine counted meanwhile, -1 when something did not end. */
+static long run_batch(struct engine *e, const struct spec *s, struct res *res, int n)
+{
+    struct echan *ch[MAXS] = {NULL};
+    struct engine_stats st0, st1;
+    memset(res, 0, sizeof *res * (size_t)n);
+    if (!wait_idle(e, &st0))
+        return -1;
+    for (int i = 0; i < n; i++)
+        submit_one(e, ch, &s[i], i);
+    bool ended = pump(ch, n, res, n, -1, 0);
+    put_all(ch, n);
+    if (!ended || !wait_idle(e, &st1))
+        return -1;
+    return (long)(st1.greedy_steps - st0.greedy_steps);
+}
+
+static void test_greedy_device(void)
+{
+    enum { N = 6 };
+    static struct spec s[N], mix[N];
+    static struct res dev[N], host[N], want[N];
+    /* 1: on the CPU backend too (unset, only where the backend chooses on the device) */
+    setenv("LLMCGI_DEVICE_SAMPLING", "1", 1);
+    struct engine *ed = start_engine(MAXS * MAXBLK, 6, 32, 32, "greedy-dev");
+    setenv("LLMCGI_DEVICE_SAMPLING", "0", 1);
+    struct engine *eh = start_engine(MAXS * MAXBLK, 6, 32, 32, "greedy-host");
+    unsetenv("LLMCGI_DEVICE_SAMPLING");
+    struct engine *ea = start_engine(MAXS * MAXBLK, 6, 32, 32, "greedy-auto");
+    struct cdfa *words = NULL;
+    char err[256];
+    if (!ok(ed && eh && ea, "greedy on the device: the engines start") ||
+        !ok(cdfa_regex("[a-z ]*", 7, &words, err, sizeof err) == 0, "greedy on the device: a constraint builds")) {
+        engine_stop(ed);
+        engine_stop(eh);
+        engine_stop(ea);
+        return;
+    }
+    /* greedy, with each penalty and top_n; two may end on EOS or a stop string */
+    static const float rep[N] = {1, 1, 1.3f, 1, 1.25f, 0.8f}, freq[N] = {0, 0, 0, 0.7f, 0.5f, -0.5f},
+                       pres[N] = {0, 0, 0, 0.4f, -0.3f, 1.0f};
+    static const int top_n[N] = {0, 5, 3, 20, 2, 1};
+    int refs = 0;
+    for (int i = 0; i < N; i++) {
+        spec_greedy(&s[i], 4 + 7 * i, 24 + i, 700 + (uint64_t)i);
+        s[i].gp.sampling.repetition_penalty = rep[i];
+        s[i].gp.sampling.frequency_penalty = freq[i];
+        s[i].gp.sampling.presence_penalty = pres[i];
+        s[i].gp.sampling.top_n = top_n[i];
+        if (i == 5) {                   /* greedy as TGI asks it: sampling on, temperature 0 */
+            s[i].gp.sampling.do_sample = true;
+            s[i].gp.sampling.temperature = 0.0f;
+        }
+        if (i == 4)
+            s[i].gp.ignore_eos = false;
+        refs += reference(&s[i], &want[i]) == 0;
+    }
+    static char stop[4];
+    if (want[1].tlen > 8) {             /* a stop string: three bytes from the middle of its text */
+        memcpy(stop, want[1].text + want[1].tlen / 2, 3);
+        s[1].gp.stop[0] = stop;
+        s[1].gp.stop_len[0] = 3;
+        s[1].gp.n_stop = 1;
+        refs -= 1 - (reference(&s[1], &want[1]) == 0);
+    }
+    ok(refs == N, "greedy on the device: %d references run", N);
+    for (int i = 0; i < N; i++)
+        printf("# greedy %d: %d tokens, finish %s\n", i, want[i].n, finish_name(want[i].finish));
+    long gd = run_batch(ed, s, dev, N), gh = run_batch(eh, s, host, N);
+    int exact = 0, vs_ref = 0;
+    for (int i = 0; i < N; i++) {
+        exact += greedy_exact(&dev[i], &host[i], i);
+        vs_ref += greedy_exact(&dev[i], &want[i], i);
+    }
+    is_int(exact, N, "greedy on the device: penalties and top_n give the host sampler's tokens, logprobs, "
+           "alternatives, text and finish, bit for bit");
+    is_int(vs_ref, N, "greedy on the device: and the reference loop's");
+    ok(gd > 0, "greedy on the device: the engine's steps went through llm_forward_greedy (%ld)", gd);
+    is_int((int)gh, 0, "greedy on the device: LLMCGI_DEVICE_SAMPLING=0 keeps every step on the host");
+    long ga = run_batch(ea, s, host, N);
+    is_int((int)ga, 0, "greedy on the device: unset, the CPU backend leaves the choice to the engine's faster sampler");
+
+    /* Mixed: a sampled row, then a constrained one, in every step (each is
+     * first in the batch and outlives the others): every step falls back. */
+    for (int what = 0; what < 2; what++) {
+        for (int i = 0; i < N; i++)
+            mix[i] = s[i];
+        mix[0].n = 3;
+        mix[0].gp.max_new_tokens = 60;
+        if (what == 0) {
+            spec_sampled(&mix[0], 3, 60, 42);
+        } else {
+            mix[0].gp.constraint = words;
+            mix[0].gp.ignore_eos = true;
+        }
+        mix[2].prompt_logprobs = true;
+        gd = run_batch(ed, mix, dev, N);
+        gh = run_batch(eh, mix, host, N);
+        exact = 0;
+        for (int i = 0; i < N; i++)
+            exact += greedy_exact(&dev[i], &host[i], i);
+        is_int(exact, N, "greedy on the device, beside a %s row: every sequence as on the host",
+               what ? "constrained" : "sampled");
+        is_int((int)gd, 0, "greedy on the device, beside a %s row: no step chosen by the backend",
+               what ? "constrained" : "sampled");
+        is_int(dev[2].n_pf, mix[2].n, "greedy on the device: prompt logprobs still come (%d)", dev[2].n_pf);
+    }
+    cdfa_put(words);
+    engine_stop(ed);
+    engine_stop(eh);
+    engine_stop(ea);
+}
+
 int main(void)
 {
     const char *src = getenv("LLMCGI_SRCDIR");
@@ -1426,6 +1566,7 @@ int main(void)
     test_prefix_together();
     test_prefix_stress();
     test_prefix_golden(src ? src : ".");
+    test_greedy_device();
     engine_stop(NULL);
 
     llm_free(ref);

@@ -971,7 +971,7 @@ static void test_kernel_reference(void)
 {
     static const int vocabs[] = {1, 3, 63, 64, 65, 130, 257, 1000, 50257};
     static const float reps[] = {1.0f, 1.3f, 0.7f}, freqs[] = {0.0f, 0.5f, -1.25f}, pres[] = {0.0f, 1.5f, -0.3f};
-    int cases = 0, same = 0, same_rc = 0, errors = 0;
+    int cases = 0, same = 0, same_rc = 0, errors = 0, rows_same = 0;
     char first[256] = "";
     for (int c = 0; c < 400; c++) {
         int V = vocabs[c % 9];
@@ -981,7 +981,8 @@ static void test_kernel_reference(void)
         p.presence_penalty = pres[kr_next() % 3];
         p.top_n = (int)(kr_next() % 21);
         struct sampler *s = sampler_new(&p, V);
-        float *a = malloc(sizeof(float) * (size_t)V), *b = malloc(sizeof(float) * (size_t)V);
+        float *a = malloc(sizeof(float) * (size_t)V), *b = malloc(sizeof(float) * (size_t)V),
+              *g = malloc(sizeof(float) * (size_t)V);
         int32_t ctx[64], rep[64], gen[32], cnt[32];
         int n_ctx = (int)(kr_next() % 40), n_gen = (int)(kr_next() % 20), n_rep = 0, n_dist = 0;
         float scale = (c % 7 == 0) ? 80.0f : (c % 5 == 0) ? 0.01f : 4.0f;
@@ -1023,6 +1024,14 @@ static void test_kernel_reference(void)
                 rep[n_rep++] = ctx[i];
         }
         memcpy(b, a, sizeof(float) * (size_t)V);
+        memcpy(g, a, sizeof(float) * (size_t)V);
+        /* the request the engine hands a backend (sampler_greedy_row) chooses the same */
+        int32_t row_ids[64 + 2 * 32];
+        struct ksample_row gr;
+        struct ksample_out gk;
+        bool fits = sampler_greedy_ints(s, (size_t)(n_ctx + n_gen)) <= sizeof row_ids / sizeof *row_ids;
+        int grc = fits && sampler_greedy_row(s, ctx, (size_t)(n_ctx + n_gen), row_ids, &gr) >= 0
+                      ? ksample_greedy_ref(g, V, &gr, &gk) : -2;
         struct sample_out o;
         struct ksample_out k;
         struct ksample_row r = {p.repetition_penalty, rep, n_rep, p.frequency_penalty, p.presence_penalty,
@@ -1030,6 +1039,11 @@ static void test_kernel_reference(void)
         int rc1 = sampler_next(s, a, ctx, (size_t)(n_ctx + n_gen), &o);
         int rc2 = ksample_greedy_ref(b, V, &r, &k);
         cases++;
+        bool geq = grc == rc2 && (rc2 != 0 || (gk.id == k.id && !memcmp(&gk.logprob, &k.logprob, 4) &&
+                                               gk.n_top == k.n_top && !memcmp(g, b, sizeof(float) * (size_t)V)));
+        for (int j = 0; geq && rc2 == 0 && j < k.n_top; j++)
+            geq = gk.top_id[j] == k.top_id[j] && !memcmp(&gk.top_logprob[j], &k.top_logprob[j], 4);
+        rows_same += geq;
         if ((rc1 == SAMPLER_OK) == (rc2 == 0))
             same_rc++;
         if (rc1 != SAMPLER_OK) {
@@ -1047,8 +1061,11 @@ static void test_kernel_reference(void)
         sampler_free(s);
         free(a);
         free(b);
+        free(g);
     }
     is_int(same_rc, cases, "kernels' greedy reference: fails exactly when the engine's sampler does (%d cases)", cases);
+    is_int(rows_same, cases, "  sampler_greedy_row's request (distinct context ids, generated ids and counts) "
+           "chooses as the hand-built one");
     ok(errors > 0, "  (%d of them with nothing to choose)", errors);
     is_int(same, cases - errors, "  and otherwise the same id, logprob bits, top-n ids and bits, penalised logits%s%s",
            first[0] ? ": " : "", first);
