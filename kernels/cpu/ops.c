@@ -469,10 +469,12 @@ AVX2 static void softmax_avx2(float *x, int n)
 
 /* ------------------------------------------------------------------ dispatch */
 
-static const struct ops_kernels k_portable = {"portable", matmul_portable, ops_matmul_q8_portable, activate_portable,
-                                              dot_portable, axpy_portable, softmax_portable};
-static struct ops_kernels K = {"portable", matmul_portable, ops_matmul_q8_portable, activate_portable,
-                               dot_portable, axpy_portable, softmax_portable};
+static const struct ops_kernels k_portable = {"portable",          matmul_portable,  ops_matmul_q8_portable,
+                                              ops_matmul_packed_portable, false, activate_portable,
+                                              dot_portable,        axpy_portable,    softmax_portable};
+static struct ops_kernels K = {"portable",         matmul_portable,   ops_matmul_q8_portable,
+                               ops_matmul_packed_portable, false, activate_portable,
+                               dot_portable,       axpy_portable,     softmax_portable};
 static char k_name[64] = "portable";
 static enum ops_level k_level = OPS_PORTABLE;
 static bool k_done;
@@ -548,6 +550,8 @@ enum ops_level ops_init(enum ops_level cap)
     }
     if (want >= OPS_AVX512) {
         k.matmul = ops_matmul_avx512;
+        k.matmul_packed = ops_matmul_packed_avx512;
+        k.packed = true;
         if (vnni)
             k.matmul_q8 = ops_matmul_q8_vnni;
         snprintf(k_name, sizeof k_name, "avx512f+bw+vl%s", vnni ? "+vnni" : "");
@@ -574,6 +578,17 @@ void ops_matmul(float *y, const float *x, const void *w, enum ckpt_dtype wt, con
                 int T, int I, int O, int o0, int o1, bool accumulate)
 {
     K.matmul(y, x, w, wt, bias, T, I, O, o0, o1, accumulate);
+}
+
+void ops_matmul_packed(float *y, const float *x, const void *wp, enum ckpt_dtype wt, const float *bias, int T, int I,
+                       int O, int o0, int o1, bool accumulate)
+{
+    K.matmul_packed(y, x, wp, wt, bias, T, I, O, o0, o1, accumulate);
+}
+
+bool ops_packed(void)
+{
+    return K.packed;
 }
 
 void ops_layernorm(float *y, const float *x, const float *g, const float *b, int n, float eps)

@@ -19,6 +19,8 @@ struct ops_kernels {
     const char *name;
     ops_matmul_fn matmul;
     ops_matmul_q8_fn matmul_q8;
+    ops_matmul_fn matmul_packed;   /* over ops_pack's layout */
+    bool packed;                   /* the engine should pack (matmul_packed is the fast path) */
     void (*activate)(float *, int, enum ops_act);
     float (*dot)(const float *, const float *, int);
     void (*axpy)(float *, float, const float *, int);
@@ -47,7 +49,12 @@ void ops_matmul_q8_avx2(float *y, const void *xq, const void *wq, const float *b
                         int o1, bool accumulate);
 void ops_matmul_q8_vnni(float *y, const void *xq, const void *wq, const float *bias, int T, int I, int O, int o0,
                         int o1, bool accumulate);
+/* ops_gemm.c: the packed products. */
+void ops_matmul_packed_avx512(float *y, const float *x, const void *wp, enum ckpt_dtype wt, const float *bias, int T,
+                              int I, int O, int o0, int o1, bool accumulate);
 #endif
+void ops_matmul_packed_portable(float *y, const float *x, const void *wp, enum ckpt_dtype wt, const float *bias, int T,
+                                int I, int O, int o0, int o1, bool accumulate);
 void ops_matmul_q8_portable(float *y, const void *xq, const void *wq, const float *bias, int T, int I, int O, int o0,
                             int o1, bool accumulate);
 

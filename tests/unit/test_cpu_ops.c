@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <string.h>
 #include <unistd.h>
 
 static uint64_t rng = 0x9E3779B97F4A7C15ull;
@@ -42,7 +43,8 @@ static double rel_err(const float *got, const double *want, size_t n)
     return err / scale;
 }
 
-static void check_matmul(enum ckpt_dtype wt, int T, int I, int O, int o0, int o1, bool acc, bool bias_on)
+static void check_matmul_as(bool packed, enum ckpt_dtype wt, int T, int I, int O, int o0, int o1, bool acc,
+                            bool bias_on)
 {
     float *x = malloc(sizeof(float) * (size_t)T * I);
     float *wf = malloc(sizeof(float) * (size_t)O * I);     /* the exact values W holds */
@@ -83,16 +85,56 @@ static void check_matmul(enum ckpt_dtype wt, int T, int I, int O, int o0, int o1
             else
                 want[t * O + o] = s + (bias_on ? bias[o] : 0.0) + (acc ? 0.25 * ((t * O + o) % 7) : 0.0);
         }
-    ops_matmul(y, x, w, wt, bias_on ? bias : NULL, T, I, O, o0, o1, acc);
+    if (packed) {
+        /* packed in two pieces (as the engine does, a panel at a time), into poisoned memory */
+        size_t pb = ops_pack_bytes(wt, I, O), es = ckpt_dtype_size(wt);
+        char *wp = malloc(pb);
+        memset(wp, 0xff, pb);
+        int split = O > OPS_PANEL ? OPS_PANEL : O;
+        ops_pack(wp, w, wt, I, O, 0, split);
+        ops_pack(wp, (char *)w + (size_t)split * I * es, wt, I, O, split, O);
+        ops_matmul_packed(y, x, wp, wt, bias_on ? bias : NULL, T, I, O, o0, o1, acc);
+        /* a row alone gives the batch's result exactly */
+        float *y1 = malloc(sizeof(float) * (size_t)O);
+        int same = 1;
+        for (int t = 0; t < T; t += T > 3 ? T / 3 : 1) {
+            for (int o = 0; o < O; o++)
+                y1[o] = 0.25f * (float)((t * O + o) % 7);
+            ops_matmul_packed(y1, x + (size_t)t * I, wp, wt, bias_on ? bias : NULL, 1, I, O, o0, o1, acc);
+            if (memcmp(y1, y + (size_t)t * O, sizeof(float) * (size_t)O) != 0)
+                same = 0;
+        }
+        ok(same, "%s packed %s T=%d I=%d O=%d: a row alone is bit-identical to its row in the batch",
+           ops_simd_name(), ckpt_dtype_name(wt), T, I, O);
+        float row[4096];
+        int back = 1;
+        for (int o = 0; o < O && I <= 4096; o += 1 + O / 7) {
+            ops_packed_row(row, wp, wt, I, o);
+            if (memcmp(row, wf + (size_t)o * I, sizeof(float) * (size_t)I) != 0)
+                back = 0;
+        }
+        ok(back, "%s packed %s I=%d O=%d: ops_packed_row reads the rows back", ops_simd_name(), ckpt_dtype_name(wt),
+           I, O);
+        free(y1);
+        free(wp);
+    } else {
+        ops_matmul(y, x, w, wt, bias_on ? bias : NULL, T, I, O, o0, o1, acc);
+    }
     double e = rel_err(y, want, (size_t)T * O);
-    ok(e <= 1e-5, "%s matmul %s T=%d I=%d O=%d [%d,%d)%s%s: rel err %.2g", ops_simd_name(), ckpt_dtype_name(wt), T,
-       I, O, o0, o1, acc ? " accumulate" : "", bias_on ? " bias" : "", e);
+    ok(e <= 1e-5, "%s matmul%s %s T=%d I=%d O=%d [%d,%d)%s%s: rel err %.2g", ops_simd_name(),
+       packed ? " packed" : "", ckpt_dtype_name(wt), T, I, O, o0, o1, acc ? " accumulate" : "",
+       bias_on ? " bias" : "", e);
     free(x);
     free(wf);
     free(w);
     free(bias);
     free(y);
     free(want);
+}
+
+static void check_matmul(enum ckpt_dtype wt, int T, int I, int O, int o0, int o1, bool acc, bool bias_on)
+{
+    check_matmul_as(false, wt, T, I, O, o0, o1, acc, bias_on);
 }
 
 /* int8: W and x quantized by ops_q8_quantize_row, the product against the
@@ -278,6 +320,20 @@ static void run_kernels(void)
         check_matmul(types[k], 12, 33, 9, 2, 9, false, true);
     }
     check_matmul(CKPT_F32, 200, 512, 40, 0, 40, false, true);   /* several row chunks */
+    for (int k = 0; k < 3; k++) {
+        /* the packed product: rows across the 6-row groups and the 64-row
+         * passes (1, 2, 63, 64, 65, 130), inputs across the KC blocks (128
+         * for F32, 256 for 16-bit) and not multiples of 16, outputs across
+         * panels of 64 with a padded last one, a range that starts and ends
+         * inside panels */
+        check_matmul_as(true, types[k], 1, 768, 200, 0, 200, false, true);
+        check_matmul_as(true, types[k], 2, 300, 64, 0, 64, true, false);
+        check_matmul_as(true, types[k], 63, 257, 70, 0, 70, false, true);
+        check_matmul_as(true, types[k], 64, 129, 13, 0, 13, true, true);
+        check_matmul_as(true, types[k], 65, 100, 130, 64, 128, false, true);
+        check_matmul_as(true, types[k], 130, 37, 150, 10, 140, true, true);
+        check_matmul_as(true, types[k], 7, 5, 3, 0, 3, false, true);
+    }
     /* int8: T across the tiles (1, 2, 4 rows), I across blocks (with a padded last one), O across 4 */
     check_matmul_q8(1, 768, 16, 0, 16, false, true);
     check_matmul_q8(2, 64, 16, 4, 16, true, false);
