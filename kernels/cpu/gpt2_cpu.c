@@ -211,13 +211,16 @@ static void attn_task(void *ctx, int task, int thread)
     for (int t = 0; t < s->n_tokens; t++) {
         int r = j->row0[si] + t, p = s->pos + t;
         const float *q = m->qkv + (size_t)r * 3 * C + h * hd;
-        for (int k = 0; k <= p; k++)
-            scores[k] = ops_dot(q, kv_at(m, s, j->layer, 0, k) + h * hd, hd) * ly->attn_scale;
+        /* A KV block's positions are C floats apart: one call per block. */
+        for (int k0 = 0; k0 <= p; k0 += m->B)
+            ops_scores(scores + k0, q, kv_at(m, s, j->layer, 0, k0) + h * hd, (size_t)C,
+                       p + 1 - k0 < m->B ? p + 1 - k0 : m->B, hd, ly->attn_scale);
         ops_softmax(scores, p + 1);
         float *out = m->att + (size_t)r * C + h * hd;
         memset(out, 0, (size_t)hd * sizeof(float));
-        for (int k = 0; k <= p; k++)
-            ops_axpy(out, scores[k], kv_at(m, s, j->layer, 1, k) + h * hd, hd);
+        for (int k0 = 0; k0 <= p; k0 += m->B)
+            ops_mix(out, scores + k0, kv_at(m, s, j->layer, 1, k0) + h * hd, (size_t)C,
+                    p + 1 - k0 < m->B ? p + 1 - k0 : m->B, hd);
     }
 }
 

@@ -469,12 +469,30 @@ AVX2 static void softmax_avx2(float *x, int n)
 
 /* ------------------------------------------------------------------ dispatch */
 
+static void scores_generic(float *s, const float *q, const float *k, size_t stride, int n, int d, float scale);
+static void mix_generic(float *out, const float *a, const float *v, size_t stride, int n, int d);
+
 static const struct ops_kernels k_portable = {"portable",          matmul_portable,  ops_matmul_q8_portable,
                                               ops_matmul_packed_portable, false, activate_portable,
-                                              dot_portable,        axpy_portable,    softmax_portable};
+                                              dot_portable,        axpy_portable,    softmax_portable,
+                                              scores_generic,      mix_generic};
 static struct ops_kernels K = {"portable",         matmul_portable,   ops_matmul_q8_portable,
                                ops_matmul_packed_portable, false, activate_portable,
-                               dot_portable,       axpy_portable,     softmax_portable};
+                               dot_portable,       axpy_portable,     softmax_portable,
+                               scores_generic,     mix_generic};
+
+/* Attention over a block of keys by the level's dot and axpy, one call per key. */
+static void scores_generic(float *s, const float *q, const float *k, size_t stride, int n, int d, float scale)
+{
+    for (int j = 0; j < n; j++)
+        s[j] = K.dot(q, k + (size_t)j * stride, d) * scale;
+}
+
+static void mix_generic(float *out, const float *a, const float *v, size_t stride, int n, int d)
+{
+    for (int j = 0; j < n; j++)
+        K.axpy(out, a[j], v + (size_t)j * stride, d);
+}
 static char k_name[64] = "portable";
 static enum ops_level k_level = OPS_PORTABLE;
 static bool k_done;
@@ -552,6 +570,8 @@ enum ops_level ops_init(enum ops_level cap)
         k.matmul = ops_matmul_avx512;
         k.matmul_packed = ops_matmul_packed_avx512;
         k.packed = true;
+        k.scores = ops_scores_avx512;
+        k.mix = ops_mix_avx512;
         if (vnni)
             k.matmul_q8 = ops_matmul_q8_vnni;
         snprintf(k_name, sizeof k_name, "avx512f+bw+vl%s", vnni ? "+vnni" : "");
@@ -609,6 +629,16 @@ float ops_dot(const float *a, const float *b, int n)
 void ops_axpy(float *y, float a, const float *x, int n)
 {
     K.axpy(y, a, x, n);
+}
+
+void ops_scores(float *s, const float *q, const float *k, size_t stride, int n, int d, float scale)
+{
+    K.scores(s, q, k, stride, n, d, scale);
+}
+
+void ops_mix(float *out, const float *a, const float *v, size_t stride, int n, int d)
+{
+    K.mix(out, a, v, stride, n, d);
 }
 
 void ops_softmax(float *x, int n)

@@ -301,8 +301,59 @@ static void check_small_ops(void)
     }
 }
 
+/* ops_scores and ops_mix over n rows `stride` floats apart, d wide, against double sums. */
+static void check_attention(int n, int d, int stride)
+{
+    float *kv = malloc(sizeof(float) * (size_t)n * stride), *q = malloc(sizeof(float) * (size_t)d);
+    float *s = malloc(sizeof(float) * (size_t)(n + 1)), *a = malloc(sizeof(float) * (size_t)n);
+    float *out = malloc(sizeof(float) * (size_t)(d + 1));
+    double *want = malloc(sizeof(double) * (size_t)(n > d ? n : d));
+    for (int i = 0; i < n * stride; i++)
+        kv[i] = frand();
+    for (int i = 0; i < d; i++)
+        q[i] = frand();
+    for (int j = 0; j < n; j++) {
+        double t = 0;
+        for (int i = 0; i < d; i++)
+            t += (double)q[i] * kv[(size_t)j * stride + i];
+        want[j] = t * 0.125;
+        a[j] = frand();
+    }
+    poison(s, (size_t)n + 1);
+    s[n] = 7.0f;
+    ops_scores(s, q, kv, (size_t)stride, n, d, 0.125f);
+    double e = rel_err(s, want, (size_t)n);
+    ok(e <= 1e-5 && s[n] == 7.0f, "%s scores n=%d d=%d stride=%d: rel err %.2g, nothing past n", ops_simd_name(), n,
+       d, stride, e);
+    for (int i = 0; i <= d; i++)
+        out[i] = 0.5f;
+    for (int i = 0; i < d; i++) {
+        double t = 0.5;
+        for (int j = 0; j < n; j++)
+            t += (double)a[j] * kv[(size_t)j * stride + i];
+        want[i] = t;
+    }
+    ops_mix(out, a, kv, (size_t)stride, n, d);
+    e = rel_err(out, want, (size_t)d);
+    ok(e <= 1e-5 && out[d] == 0.5f, "%s mix n=%d d=%d stride=%d: rel err %.2g, nothing past d", ops_simd_name(), n, d,
+       stride, e);
+    free(kv);
+    free(q);
+    free(s);
+    free(a);
+    free(out);
+    free(want);
+}
+
 static void run_kernels(void)
 {
+    /* heads of 64 (GPT-2), odd widths, past 8 vectors; blocks of 16 keys, partial ones */
+    check_attention(16, 64, 768);
+    check_attention(5, 64, 64);
+    check_attention(3, 37, 40);
+    check_attention(16, 128, 130);
+    check_attention(7, 160, 170);
+    check_attention(1, 1, 1);
     enum ckpt_dtype types[] = {CKPT_F32, CKPT_F16, CKPT_BF16};
     for (int k = 0; k < 3; k++) {
         /* tile edges: T across the 3-row tile, I across 8 lanes, O across the 4-output tile */
