@@ -65,14 +65,6 @@ static int kc_of(size_t es)
     return (int)(32768 / (P * es));
 }
 
-/* y[t][o] for o in [o, o + n) from the sums c (64 a row): the store rule. */
-static void store_rows(float *y, const float *c, const float *bias, int T, int O, int o, int n, bool accumulate)
-{
-    for (int t = 0; t < T; t++)
-        for (int j = 0; j < n; j++)
-            ops_store1(y + (size_t)t * O, o + j, c[(size_t)t * P + j], bias, accumulate);
-}
-
 /* ------------------------------------------------------------------ portable C */
 
 static float wget(const void *w, enum ckpt_dtype wt, size_t k)
@@ -160,6 +152,23 @@ DEFINE_MKS(bf16, pk_bf16)
 
 typedef void (*mk_fn)(const void *, const float *, size_t, int, float *, bool);
 
+/* y[t][o .. o + n) from the sums c (64 a row) by the store rule (ops_store1), 16 outputs a vector. */
+A512 static void store_rows_avx512(float *y, const float *c, const float *bias, int T, int O, int o, int n,
+                                   bool accumulate)
+{
+    for (int t = 0; t < T; t++) {
+        float *yr = y + (size_t)t * O + o;
+        for (int j = 0; j < n; j += 16) {
+            __mmask16 m = n - j >= 16 ? 0xffff : (__mmask16)((1u << (n - j)) - 1);
+            __m512 v = _mm512_maskz_loadu_ps(m, c + (size_t)t * P + j);
+            __m512 base = accumulate ? _mm512_maskz_loadu_ps(m, yr + j) : _mm512_setzero_ps();
+            if (bias)
+                base = _mm512_add_ps(base, _mm512_maskz_loadu_ps(m, bias + o + j));
+            _mm512_mask_storeu_ps(yr + j, m, _mm512_add_ps(base, v));
+        }
+    }
+}
+
 /* Per panel in [o0, o1): rows in passes of MC; per pass, inputs in blocks
  * of KC, and per block the pass's rows in groups of up to 6; then the
  * store rule on the panel's outputs inside [o0, o1). */
@@ -183,7 +192,7 @@ void ops_matmul_packed_avx512(float *y, const float *x, const void *wp, enum ckp
                           k0 == 0);
                 }
             }
-            store_rows(y + (size_t)t0 * O, c + (lo - p * P), bias, tn, O, lo, hi - lo, accumulate);
+            store_rows_avx512(y + (size_t)t0 * O, c + (lo - p * P), bias, tn, O, lo, hi - lo, accumulate);
         }
     }
 }
