@@ -113,44 +113,58 @@ INL A512 __m512 pk_bf16(const void *w, size_t k)
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
+/* One input k: 4 vectors of weights, R broadcasts of x, R x 4 FMAs. */
+#define MK_STEP(LD, R)                                                                                 \
+    __m512 wv[4];                                                                                    \
+    UNROLL for (int q = 0; q < 4; q++) wv[q] = LD(w, (size_t)k * P + q * 16);                        \
+    UNROLL for (int r = 0; r < R; r++)                                                               \
+    {                                                                                                \
+        __m512 xb = _mm512_set1_ps(x[(size_t)r * ldx + k]);                                          \
+        UNROLL for (int q = 0; q < 4; q++) acc[r][q] = _mm512_fmadd_ps(wv[q], xb, acc[r][q]);         \
+    }
+
 /* c[r][0..64) (+)= sum over k < kn of x[r][k] * w[k][0..64): R rows of x
  * (stride ldx), the panel block w ([kn][64] in the weight type), the sums
  * c (stride 64), started from zero when `first`. */
-#define DEFINE_MK(SUF, LD, R)                                                                          \
+#define DEFINE_MK(SUF, LD, ES, R)                                                                      \
     __attribute__((noinline)) A512 static void mk_##SUF##_##R(const void *w, const float *x, size_t ldx, \
-                                                              int kn, float *c, bool first)          \
+                                                              int kn, float *c, bool first,          \
+                                                              const char *pf)                        \
     {                                                                                                \
         __m512 acc[R][4];                                                                            \
         UNROLL for (int r = 0; r < R; r++) UNROLL for (int q = 0; q < 4; q++) acc[r][q] =            \
             first ? _mm512_setzero_ps() : _mm512_loadu_ps(c + r * P + q * 16);                       \
-        for (int k = 0; k < kn; k++) {                                                               \
-            __m512 wv[4];                                                                            \
-            UNROLL for (int q = 0; q < 4; q++) wv[q] = LD(w, (size_t)k * P + q * 16);                \
-            UNROLL for (int r = 0; r < R; r++)                                                       \
-            {                                                                                        \
-                __m512 xb = _mm512_set1_ps(x[(size_t)r * ldx + k]);                                  \
-                UNROLL for (int q = 0; q < 4; q++) acc[r][q] = _mm512_fmadd_ps(wv[q], xb, acc[r][q]); \
+        if (pf) {                                                                                    \
+            for (int k = 0; k < kn; k++) {                                                           \
+                UNROLL for (int l = 0; l < ES; l++)                                                   \
+                    _mm_prefetch(pf + (size_t)k * P * ES + l * 64, _MM_HINT_T1);                      \
+                MK_STEP(LD, R)                                                                       \
+            }                                                                                        \
+        } else {                                                                                     \
+            for (int k = 0; k < kn; k++) {                                                           \
+                MK_STEP(LD, R)                                                                       \
             }                                                                                        \
         }                                                                                            \
         UNROLL for (int r = 0; r < R; r++) UNROLL for (int q = 0; q < 4; q++)                        \
             _mm512_storeu_ps(c + r * P + q * 16, acc[r][q]);                                         \
     }
 
-#define DEFINE_MKS(SUF, LD)                                                                            \
-    DEFINE_MK(SUF, LD, 1)                                                                            \
-    DEFINE_MK(SUF, LD, 2)                                                                            \
-    DEFINE_MK(SUF, LD, 3)                                                                            \
-    DEFINE_MK(SUF, LD, 4)                                                                            \
-    DEFINE_MK(SUF, LD, 5)                                                                            \
-    DEFINE_MK(SUF, LD, 6)                                                                            \
-    static void (*const mks_##SUF[7])(const void *, const float *, size_t, int, float *, bool) = {  \
+#define DEFINE_MKS(SUF, LD, ES)                                                                        \
+    DEFINE_MK(SUF, LD, ES, 1)                                                                        \
+    DEFINE_MK(SUF, LD, ES, 2)                                                                        \
+    DEFINE_MK(SUF, LD, ES, 3)                                                                        \
+    DEFINE_MK(SUF, LD, ES, 4)                                                                        \
+    DEFINE_MK(SUF, LD, ES, 5)                                                                        \
+    DEFINE_MK(SUF, LD, ES, 6)                                                                        \
+    static void (*const mks_##SUF[7])(const void *, const float *, size_t, int, float *, bool,      \
+                                      const char *) = {                                              \
         NULL, mk_##SUF##_1, mk_##SUF##_2, mk_##SUF##_3, mk_##SUF##_4, mk_##SUF##_5, mk_##SUF##_6};
 
-DEFINE_MKS(f32, pk_f32)
-DEFINE_MKS(f16, pk_f16)
-DEFINE_MKS(bf16, pk_bf16)
+DEFINE_MKS(f32, pk_f32, 4)
+DEFINE_MKS(f16, pk_f16, 2)
+DEFINE_MKS(bf16, pk_bf16, 2)
 
-typedef void (*mk_fn)(const void *, const float *, size_t, int, float *, bool);
+typedef void (*mk_fn)(const void *, const float *, size_t, int, float *, bool, const char *);
 
 /* y[t][o .. o + n) from the sums c (64 a row) by the store rule (ops_store1), 16 outputs a vector. */
 A512 static void store_rows_avx512(float *y, const float *c, const float *bias, int T, int O, int o, int n,
@@ -186,10 +200,20 @@ void ops_matmul_packed_avx512(float *y, const float *x, const void *wp, enum ckp
             int tn = T - t0 < MC ? T - t0 : MC;
             for (int k0 = 0; k0 < I; k0 += kc) {
                 int kn = I - k0 < kc ? I - k0 : kc;
+                const char *blk = panel + (size_t)k0 * P * es;
+                /* The first group's pass also pulls the next block (of
+                 * this panel, or the next panel's first) into L2 at the
+                 * rate it reads this one: the hardware streamer stops at
+                 * each 4 KiB page, so without it the weight stream and the
+                 * FMAs take turns. Later groups prefetch the block they
+                 * read (in L1 already: nearly free). */
+                const char *next = k0 + kc < I ? blk + (size_t)kn * P * es
+                                   : (p + 1) * P < o1 && t0 + MC >= T ? panel + (size_t)P * I * es
+                                                                      : blk;
                 for (int r0 = 0; r0 < tn; r0 += 6) {
                     int r = tn - r0 < 6 ? tn - r0 : 6;
-                    mk[r](panel + (size_t)k0 * P * es, x + (size_t)(t0 + r0) * I + k0, (size_t)I, kn, c + r0 * P,
-                          k0 == 0);
+                    mk[r](blk, x + (size_t)(t0 + r0) * I + k0, (size_t)I, kn, c + r0 * P, k0 == 0,
+                          r0 == 0 && tn > 1 ? next : NULL);
                 }
             }
             store_rows_avx512(y + (size_t)t0 * O, c + (lo - p * P), bias, tn, O, lo, hi - lo, accumulate);
