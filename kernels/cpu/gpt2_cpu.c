@@ -80,7 +80,7 @@ struct cpu_model {
     int S, R;                       /* most tokens, most logits rows per step */
     float *x, *h, *qkv, *att, *ff;  /* [S][C], [S][C], [S][3C], [S][C], [S][F] */
     float *hf;                      /* [R][C]: final-LayerNorm rows the logits are made from */
-    float *scores;                  /* [threads][P] */
+    float *scores;                  /* [threads][ATT_Q][P] */
     int *row0;                      /* [S] first row of each sequence (a step has at most S) */
     void *xq;                       /* q8: [S] quantized input rows of the widest product (F) */
 
@@ -177,6 +177,7 @@ static void layernorm_rows(struct cpu_model *m, float *y, const float *x, const 
 }
 
 /* Attention for one layer: a task per (sequence, head). */
+#define ATT_Q 4         /* queries of a sequence mixed together (ops_mix) */
 struct attn_job {
     struct cpu_model *m;
     const struct llm_seq *seqs;
@@ -199,7 +200,7 @@ static void attn_task(void *ctx, int task, int thread)
     int si = task / m->H, h = task % m->H, hd = m->hd, C = m->C;
     const struct llm_seq *s = &j->seqs[si];
     const struct cpu_layer *ly = &m->layers[j->layer];
-    float *scores = m->scores + (size_t)thread * m->P;
+    float *scores = m->scores + (size_t)thread * ATT_Q * m->P;
 
     /* This head's K and V of the new tokens go to their blocks first, so the
      * tokens of a prefill chunk see each other. */
@@ -208,19 +209,29 @@ static void attn_task(void *ctx, int task, int thread)
         memcpy(kv_at(m, s, j->layer, 0, s->pos + t) + h * hd, row + C + h * hd, (size_t)hd * sizeof(float));
         memcpy(kv_at(m, s, j->layer, 1, s->pos + t) + h * hd, row + 2 * C + h * hd, (size_t)hd * sizeof(float));
     }
-    for (int t = 0; t < s->n_tokens; t++) {
-        int r = j->row0[si] + t, p = s->pos + t;
-        const float *q = m->qkv + (size_t)r * 3 * C + h * hd;
-        /* A KV block's positions are C floats apart: one call per block. */
-        for (int k0 = 0; k0 <= p; k0 += m->B)
-            ops_scores(scores + k0, q, kv_at(m, s, j->layer, 0, k0) + h * hd, (size_t)C,
-                       p + 1 - k0 < m->B ? p + 1 - k0 : m->B, hd, ly->attn_scale);
-        ops_softmax(scores, p + 1);
-        float *out = m->att + (size_t)r * C + h * hd;
-        memset(out, 0, (size_t)hd * sizeof(float));
-        for (int k0 = 0; k0 <= p; k0 += m->B)
-            ops_mix(out, scores + k0, kv_at(m, s, j->layer, 1, k0) + h * hd, (size_t)C,
-                    p + 1 - k0 < m->B ? p + 1 - k0 : m->B, hd);
+    /* Up to ATT_Q consecutive tokens at a time: each its own scores and
+     * softmax (zero weights for the group's later keys it must not see),
+     * then one pass over the V rows for all of them (ops_mix loads a V row
+     * once for 4 queries; adding a zero weight leaves a sum as it was, so a
+     * token's output does not depend on its group). */
+    for (int t0 = 0; t0 < s->n_tokens; t0 += ATT_Q) {
+        int nq = s->n_tokens - t0 < ATT_Q ? s->n_tokens - t0 : ATT_Q, pmax = s->pos + t0 + nq - 1;
+        for (int g = 0; g < nq; g++) {
+            int r = j->row0[si] + t0 + g, p = s->pos + t0 + g;
+            const float *q = m->qkv + (size_t)r * 3 * C + h * hd;
+            float *sc = scores + (size_t)g * m->P;
+            /* A KV block's positions are C floats apart: one call per block. */
+            for (int k0 = 0; k0 <= p; k0 += m->B)
+                ops_scores(sc + k0, q, kv_at(m, s, j->layer, 0, k0) + h * hd, (size_t)C,
+                           p + 1 - k0 < m->B ? p + 1 - k0 : m->B, hd, ly->attn_scale);
+            ops_softmax(sc, p + 1);
+            for (int k = p + 1; k <= pmax; k++)
+                sc[k] = 0.0f;
+            memset(m->att + (size_t)r * C + h * hd, 0, (size_t)hd * sizeof(float));
+        }
+        for (int k0 = 0; k0 <= pmax; k0 += m->B)
+            ops_mix(m->att + (size_t)(j->row0[si] + t0) * C + h * hd, (size_t)C, scores + k0, (size_t)m->P, nq,
+                    kv_at(m, s, j->layer, 1, k0) + h * hd, (size_t)C, pmax + 1 - k0 < m->B ? pmax + 1 - k0 : m->B, hd);
     }
 }
 
@@ -572,7 +583,7 @@ static int cpu_load(const struct gpt2_checkpoint *ck, const struct llm_load_opts
     m->R = info->max_step_logits;
     size_t S = (size_t)m->S, R = (size_t)m->R;
     size_t abytes = 0;
-    size_t sizes[] = {S * C, S * C, S * 3 * C, S * C, S * F, R * C, (size_t)m->threads * P};
+    size_t sizes[] = {S * C, S * C, S * 3 * C, S * C, S * F, R * C, (size_t)m->threads * ATT_Q * P};
     for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++)
         abytes += (sizes[k] * sizeof(float) + 63) & ~(size_t)63;
     abytes += (S * sizeof(int) + 63) & ~(size_t)63;

@@ -470,7 +470,8 @@ AVX2 static void softmax_avx2(float *x, int n)
 /* ------------------------------------------------------------------ dispatch */
 
 static void scores_generic(float *s, const float *q, const float *k, size_t stride, int n, int d, float scale);
-static void mix_generic(float *out, const float *a, const float *v, size_t stride, int n, int d);
+static void mix_generic(float *out, size_t ldo, const float *a, size_t lda, int nq, const float *v, size_t stride,
+                        int n, int d);
 
 static const struct ops_kernels k_portable = {"portable",          matmul_portable,  ops_matmul_q8_portable,
                                               ops_matmul_packed_portable, false, activate_portable,
@@ -488,10 +489,12 @@ static void scores_generic(float *s, const float *q, const float *k, size_t stri
         s[j] = K.dot(q, k + (size_t)j * stride, d) * scale;
 }
 
-static void mix_generic(float *out, const float *a, const float *v, size_t stride, int n, int d)
+static void mix_generic(float *out, size_t ldo, const float *a, size_t lda, int nq, const float *v, size_t stride,
+                        int n, int d)
 {
-    for (int j = 0; j < n; j++)
-        K.axpy(out, a[j], v + (size_t)j * stride, d);
+    for (int i = 0; i < nq; i++)
+        for (int j = 0; j < n; j++)
+            K.axpy(out + (size_t)i * ldo, a[(size_t)i * lda + j], v + (size_t)j * stride, d);
 }
 static char k_name[64] = "portable";
 static enum ops_level k_level = OPS_PORTABLE;
@@ -636,9 +639,9 @@ void ops_scores(float *s, const float *q, const float *k, size_t stride, int n, 
     K.scores(s, q, k, stride, n, d, scale);
 }
 
-void ops_mix(float *out, const float *a, const float *v, size_t stride, int n, int d)
+void ops_mix(float *out, size_t ldo, const float *a, size_t lda, int nq, const float *v, size_t stride, int n, int d)
 {
-    K.mix(out, a, v, stride, n, d);
+    K.mix(out, ldo, a, lda, nq, v, stride, n, d);
 }
 
 void ops_softmax(float *x, int n)

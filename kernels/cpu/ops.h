@@ -93,11 +93,13 @@ void ops_axpy(float *y, float a, const float *x, int n);
 /* Attention over n keys (or values) that sit `stride` floats apart (the
  * positions of a KV block), d values each (a head):
  *   ops_scores: s[k] = (q . K_k) * scale
- *   ops_mix:    out[j] += sum_k a[k] V_k[j]
- * One call per KV block; AVX-512 keeps q or out in registers across the
- * block's keys instead of a dot/axpy call per key. */
+ *   ops_mix:    out_i[j] += sum_k a_i[k] V_k[j] for nq queries i: out_i at
+ *               out + i * ldo, a_i at a + i * lda
+ * One call per KV block; AVX-512 keeps q or the outputs in registers across
+ * the block's keys instead of a dot/axpy call per key, and loads each V row
+ * once for up to 4 queries. A query's result does not depend on nq. */
 void ops_scores(float *s, const float *q, const float *k, size_t stride, int n, int d, float scale);
-void ops_mix(float *out, const float *a, const float *v, size_t stride, int n, int d);
+void ops_mix(float *out, size_t ldo, const float *a, size_t lda, int nq, const float *v, size_t stride, int n, int d);
 
 /* x = softmax(x) in place over n values (n >= 1). */
 void ops_softmax(float *x, int n);

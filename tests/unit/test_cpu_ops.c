@@ -333,10 +333,29 @@ static void check_attention(int n, int d, int stride)
             t += (double)a[j] * kv[(size_t)j * stride + i];
         want[i] = t;
     }
-    ops_mix(out, a, kv, (size_t)stride, n, d);
+    ops_mix(out, 0, a, 0, 1, kv, (size_t)stride, n, d);
     e = rel_err(out, want, (size_t)d);
     ok(e <= 1e-5 && out[d] == 0.5f, "%s mix n=%d d=%d stride=%d: rel err %.2g, nothing past d", ops_simd_name(), n, d,
        stride, e);
+    /* 6 queries at once (a group of 4, then 2 alone), query 2 the one above:
+     * each row bit-identical to the same query mixed alone */
+    float *a6 = malloc(sizeof(float) * 6 * (size_t)n), *o6 = malloc(sizeof(float) * 6 * (size_t)(d + 1));
+    for (int i = 0; i < 6 * n; i++)
+        a6[i] = i / n == 2 ? a[i % n] : frand();
+    for (int i = 0; i < 6 * (d + 1); i++)
+        o6[i] = 0.5f;
+    ops_mix(o6, (size_t)d + 1, a6, (size_t)n, 6, kv, (size_t)stride, n, d);
+    int same = memcmp(o6 + 2 * (d + 1), out, sizeof(float) * (size_t)(d + 1)) == 0;
+    for (int qi = 0; qi < 6; qi++) {
+        for (int i = 0; i <= d; i++)
+            out[i] = 0.5f;
+        ops_mix(out, 0, a6 + (size_t)qi * n, 0, 1, kv, (size_t)stride, n, d);
+        if (memcmp(o6 + (size_t)qi * (d + 1), out, sizeof(float) * (size_t)(d + 1)) != 0)
+            same = 0;
+    }
+    ok(same, "%s mix of 6 queries n=%d d=%d: each row bit-identical to that query alone", ops_simd_name(), n, d);
+    free(a6);
+    free(o6);
     free(kv);
     free(q);
     free(s);
