@@ -23,7 +23,15 @@
  * quantized at load into int8 rows of Q8_0 blocks (ops.h); each product
  * quantizes its input rows the same way first (once, before the threads
  * split the outputs) and runs on integers. The embedding table the tokens
- * are looked up in stays in the file's type. */
+ * are looked up in stays in the file's type.
+ *
+ * Where the kernel level has the packed product (ops_packed: AVX-512), the
+ * four matrices of every block and the LM head are instead repacked at load
+ * into ops_pack's panels of 64 outputs, once, in place of the output-major
+ * copy (no second copy is kept). A tied embedding table is the LM head, so
+ * it is kept packed only, and a token's embedding row is read back out of
+ * the panels (768 reads 256 bytes apart per token, ops_packed_row); the
+ * cost is the padding of V to a multiple of 64 (47 rows for GPT-2). */
 #include "backend.h"
 #include "cpu/ops.h"
 #include "cpu/threads.h"
@@ -49,6 +57,8 @@ struct cpu_model {
     enum ops_act act;
     enum ckpt_dtype wdt;            /* the matrices' type (q8: the embedding table's) */
     bool q8;                        /* matrices and LM head are Q8_0 rows */
+    bool packed;                    /* matrices and LM head are ops_pack panels */
+    bool wte_packed;                /* wte is the (tied) packed LM head */
 
     /* Weights: one allocation, carved below. */
     void *wmem;
@@ -70,7 +80,7 @@ struct cpu_model {
     int S, R;                       /* most tokens, most logits rows per step */
     float *x, *h, *qkv, *att, *ff;  /* [S][C], [S][C], [S][3C], [S][C], [S][F] */
     float *hf;                      /* [R][C]: final-LayerNorm rows the logits are made from */
-    float *scores;                  /* [threads][P] */
+    float *scores;                  /* [threads][ATT_Q][P] */
     int *row0;                      /* [S] first row of each sequence (a step has at most S) */
     void *xq;                       /* q8: [S] quantized input rows of the widest product (F) */
 
@@ -90,6 +100,7 @@ struct mm_job {
     const float *bias;
     int T, I, O, block;
     bool accumulate;
+    bool packed;                    /* w is ops_pack panels */
     int act;                        /* -1: none, else enum ops_act */
 };
 
@@ -100,6 +111,8 @@ static void mm_task(void *ctx, int task, int thread)
     int o0 = task * j->block, o1 = o0 + j->block < j->O ? o0 + j->block : j->O;
     if (j->xq)
         ops_matmul_q8(j->y, j->xq, j->w, j->bias, j->T, j->I, j->O, o0, o1, j->accumulate);
+    else if (j->packed)
+        ops_matmul_packed(j->y, j->x, j->w, j->wt, j->bias, j->T, j->I, j->O, o0, o1, j->accumulate);
     else
         ops_matmul(j->y, j->x, j->w, j->wt, j->bias, j->T, j->I, j->O, o0, o1, j->accumulate);
     if (j->act >= 0)
@@ -126,14 +139,15 @@ static void matmul(struct cpu_model *m, float *y, const float *x, const void *w,
 {
     /* Blocks of 16 outputs (a multiple of the 4-wide kernel tile), larger for
      * the vocabulary-wide LM head so the task count stays reasonable. */
-    int block = O > 8192 ? 64 : 16;
+    bool packed = m->packed && w != m->score;
+    int block = packed ? OPS_PANEL : O > 8192 ? 64 : 16;
     const void *xq = NULL;
     if (m->q8 && w != m->score) {
         struct q8_job qj = {m->xq, x, I};
         tpool_run(m->pool, q8_task, &qj, T);
         xq = m->xq;
     }
-    struct mm_job j = {y, x, xq, w, w == m->score ? CKPT_F32 : m->wdt, bias, T, I, O, block, accumulate, act};
+    struct mm_job j = {y, x, xq, w, w == m->score ? CKPT_F32 : m->wdt, bias, T, I, O, block, accumulate, packed, act};
     tpool_run(m->pool, mm_task, &j, (O + block - 1) / block);
 }
 
@@ -163,6 +177,7 @@ static void layernorm_rows(struct cpu_model *m, float *y, const float *x, const 
 }
 
 /* Attention for one layer: a task per (sequence, head). */
+#define ATT_Q 4         /* queries of a sequence mixed together (ops_mix) */
 struct attn_job {
     struct cpu_model *m;
     const struct llm_seq *seqs;
@@ -185,7 +200,7 @@ static void attn_task(void *ctx, int task, int thread)
     int si = task / m->H, h = task % m->H, hd = m->hd, C = m->C;
     const struct llm_seq *s = &j->seqs[si];
     const struct cpu_layer *ly = &m->layers[j->layer];
-    float *scores = m->scores + (size_t)thread * m->P;
+    float *scores = m->scores + (size_t)thread * ATT_Q * m->P;
 
     /* This head's K and V of the new tokens go to their blocks first, so the
      * tokens of a prefill chunk see each other. */
@@ -194,16 +209,29 @@ static void attn_task(void *ctx, int task, int thread)
         memcpy(kv_at(m, s, j->layer, 0, s->pos + t) + h * hd, row + C + h * hd, (size_t)hd * sizeof(float));
         memcpy(kv_at(m, s, j->layer, 1, s->pos + t) + h * hd, row + 2 * C + h * hd, (size_t)hd * sizeof(float));
     }
-    for (int t = 0; t < s->n_tokens; t++) {
-        int r = j->row0[si] + t, p = s->pos + t;
-        const float *q = m->qkv + (size_t)r * 3 * C + h * hd;
-        for (int k = 0; k <= p; k++)
-            scores[k] = ops_dot(q, kv_at(m, s, j->layer, 0, k) + h * hd, hd) * ly->attn_scale;
-        ops_softmax(scores, p + 1);
-        float *out = m->att + (size_t)r * C + h * hd;
-        memset(out, 0, (size_t)hd * sizeof(float));
-        for (int k = 0; k <= p; k++)
-            ops_axpy(out, scores[k], kv_at(m, s, j->layer, 1, k) + h * hd, hd);
+    /* Up to ATT_Q consecutive tokens at a time: each its own scores and
+     * softmax (zero weights for the group's later keys it must not see),
+     * then one pass over the V rows for all of them (ops_mix loads a V row
+     * once for 4 queries; adding a zero weight leaves a sum as it was, so a
+     * token's output does not depend on its group). */
+    for (int t0 = 0; t0 < s->n_tokens; t0 += ATT_Q) {
+        int nq = s->n_tokens - t0 < ATT_Q ? s->n_tokens - t0 : ATT_Q, pmax = s->pos + t0 + nq - 1;
+        for (int g = 0; g < nq; g++) {
+            int r = j->row0[si] + t0 + g, p = s->pos + t0 + g;
+            const float *q = m->qkv + (size_t)r * 3 * C + h * hd;
+            float *sc = scores + (size_t)g * m->P;
+            /* A KV block's positions are C floats apart: one call per block. */
+            for (int k0 = 0; k0 <= p; k0 += m->B)
+                ops_scores(sc + k0, q, kv_at(m, s, j->layer, 0, k0) + h * hd, (size_t)C,
+                           p + 1 - k0 < m->B ? p + 1 - k0 : m->B, hd, ly->attn_scale);
+            ops_softmax(sc, p + 1);
+            for (int k = p + 1; k <= pmax; k++)
+                sc[k] = 0.0f;
+            memset(m->att + (size_t)r * C + h * hd, 0, (size_t)hd * sizeof(float));
+        }
+        for (int k0 = 0; k0 <= pmax; k0 += m->B)
+            ops_mix(m->att + (size_t)(j->row0[si] + t0) * C + h * hd, (size_t)C, scores + k0, (size_t)m->P, nq,
+                    kv_at(m, s, j->layer, 1, k0) + h * hd, (size_t)C, pmax + 1 - k0 < m->B ? pmax + 1 - k0 : m->B, hd);
     }
 }
 
@@ -211,7 +239,10 @@ static void attn_task(void *ctx, int task, int thread)
 
 static void embed_row(const struct cpu_model *m, float *x, int token, int pos)
 {
-    ops_to_f32(x, (const char *)m->wte + (size_t)token * m->C * ckpt_dtype_size(m->wdt), m->wdt, (size_t)m->C);
+    if (m->wte_packed)
+        ops_packed_row(x, m->wte, m->wdt, m->C, token);
+    else
+        ops_to_f32(x, (const char *)m->wte + (size_t)token * m->C * ckpt_dtype_size(m->wdt), m->wdt, (size_t)m->C);
     const float *pe = m->wpe + (size_t)pos * m->C;
     for (int i = 0; i < m->C; i++)
         x[i] += pe[i];
@@ -271,22 +302,23 @@ static int cpu_forward(void *impl, const struct llm_seq *seqs, int n_seqs, float
 
 /* ------------------------------------------------------------------ load */
 
-/* Copies a checkpoint matrix into dst as [out][in] in type dt. Conv1D
- * tensors are [in][out] (transpose); Linear ones (wte, lm_head) are already
- * [out][in]. */
-static void put_matrix(void *dst, enum ckpt_dtype dt, const struct ckpt_tensor *src, bool transpose)
+/* Copies output rows [first, end) of a checkpoint matrix into dst as
+ * [end - first][in] in type dt. Conv1D tensors are [in][out] (transpose);
+ * Linear ones (wte, lm_head) are already [out][in]. */
+static void put_rows(void *dst, enum ckpt_dtype dt, const struct ckpt_tensor *src, bool transpose, size_t first,
+                     size_t end)
 {
     size_t rows = (size_t)src->shape[0], cols = (size_t)src->shape[1];
-    size_t out = transpose ? cols : rows, in = transpose ? rows : cols;
+    size_t in = transpose ? rows : cols;
     size_t es = ckpt_dtype_size(dt);
     bool raw = dt == src->dtype;
     /* Tiles of 64 x 64 keep the transposed reads within a few cache lines. */
-    for (size_t o0 = 0; o0 < out; o0 += 64)
+    for (size_t o0 = first; o0 < end; o0 += 64)
         for (size_t i0 = 0; i0 < in; i0 += 64)
-            for (size_t o = o0; o < out && o < o0 + 64; o++)
+            for (size_t o = o0; o < end && o < o0 + 64; o++)
                 for (size_t i = i0; i < in && i < i0 + 64; i++) {
                     size_t si = transpose ? i * cols + o : o * cols + i;
-                    char *d = (char *)dst + (o * in + i) * es;
+                    char *d = (char *)dst + ((o - first) * in + i) * es;
                     if (raw) {
                         memcpy(d, (const char *)src->data + si * es, es);
                         continue;
@@ -299,6 +331,28 @@ static void put_matrix(void *dst, enum ckpt_dtype dt, const struct ckpt_tensor *
                         memcpy(d, &hv, 2);
                     }
                 }
+}
+
+static void put_matrix(void *dst, enum ckpt_dtype dt, const struct ckpt_tensor *src, bool transpose)
+{
+    put_rows(dst, dt, src, transpose, 0, (size_t)(transpose ? src->shape[1] : src->shape[0]));
+}
+
+/* put_matrix into ops_pack's panels, through an output-major copy of one
+ * panel at a time. Returns 0, or -1 when out of memory. */
+static int put_matrix_packed(void *dst, enum ckpt_dtype dt, const struct ckpt_tensor *src, bool transpose)
+{
+    size_t out = (size_t)(transpose ? src->shape[1] : src->shape[0]), in = (size_t)(transpose ? src->shape[0] : src->shape[1]);
+    void *tmp = malloc(OPS_PANEL * in * ckpt_dtype_size(dt));
+    if (!tmp)
+        return -1;
+    for (size_t o0 = 0; o0 < out; o0 += OPS_PANEL) {
+        size_t o1 = out - o0 < OPS_PANEL ? out : o0 + OPS_PANEL;
+        put_rows(tmp, dt, src, transpose, o0, o1);
+        ops_pack(dst, tmp, dt, (int)in, (int)out, (int)o0, (int)o1);
+    }
+    free(tmp);
+    return 0;
 }
 
 /* put_matrix into Q8_0 rows (ops_q8_quantize_row) through an F32 copy of
@@ -331,21 +385,24 @@ static void put_vector(float *dst, const struct ckpt_tensor *src)
 
 /* Copies, then lets the file's pages go so that the peak resident set is
  * about one copy of the weights, not two. */
-static int take_matrix(const struct gpt2_checkpoint *ck, void *dst, enum ckpt_dtype dt, bool q8,
+static int take_matrix(const struct gpt2_checkpoint *ck, void *dst, enum ckpt_dtype dt, bool q8, bool packed,
                        const struct ckpt_tensor *src, bool transpose)
 {
     if (q8 && put_matrix_q8(dst, src, transpose) != 0)
         return -1;
-    if (!q8)
+    if (packed && put_matrix_packed(dst, dt, src, transpose) != 0)
+        return -1;
+    if (!q8 && !packed)
         put_matrix(dst, dt, src, transpose);
     ckpt_tensor_done(ck, src);
     return 0;
 }
 
-/* Bytes of a matrix of `out` rows of `in` values: Q8_0 rows or es-byte values. */
-static size_t mat_bytes(bool q8, size_t es, size_t out, size_t in)
+/* Bytes of a matrix of `out` rows of `in` values: Q8_0 rows, ops_pack
+ * panels of type dt, or es-byte values. */
+static size_t mat_bytes(bool q8, bool packed, enum ckpt_dtype dt, size_t out, size_t in)
 {
-    return q8 ? out * ops_q8_row_bytes((int)in) : out * in * es;
+    return q8 ? out * ops_q8_row_bytes((int)in) : packed ? ops_pack_bytes(dt, (int)in, (int)out) : out * in * ckpt_dtype_size(dt);
 }
 
 /* ops.c's name for each activation config.json may name. */
@@ -409,17 +466,22 @@ static int cpu_load(const struct gpt2_checkpoint *ck, const struct llm_load_opts
         return -1;
     }
     bool q8 = m->q8;
+    m->packed = !q8 && ops_packed();
+    bool packed = m->packed;
     size_t L = (size_t)m->L, C = (size_t)m->C, F = (size_t)m->F, V = (size_t)m->V, P = (size_t)m->P;
     size_t es = ckpt_dtype_size(m->wdt);
     bool tied = ck->lm_head.data == NULL || ck->lm_head.data == ck->wte.data;
 
     /* Weights. */
-    size_t layer_mat = mat_bytes(q8, es, 3 * C, C) + mat_bytes(q8, es, C, C) + mat_bytes(q8, es, F, C) +
-                       mat_bytes(q8, es, C, F);
-    size_t head_bytes = mat_bytes(q8, es, V, C);
+    enum ckpt_dtype dt = m->wdt;
+    size_t layer_mat = mat_bytes(q8, packed, dt, 3 * C, C) + mat_bytes(q8, packed, dt, C, C) +
+                       mat_bytes(q8, packed, dt, F, C) + mat_bytes(q8, packed, dt, C, F);
+    size_t head_bytes = mat_bytes(q8, packed, dt, V, C);
+    m->wte_packed = packed && tied;
+    size_t wte_bytes = m->wte_packed ? head_bytes : V * C * es;
     size_t layer_vec = (4 * C + 3 * C + C + F + C) * sizeof(float);
     size_t wbytes = 0;
-    wbytes += (V * C * es + 63) & ~(size_t)63;
+    wbytes += (wte_bytes + 63) & ~(size_t)63;
     if (!tied || q8)
         wbytes += (head_bytes + 63) & ~(size_t)63;
     wbytes += (P * C * sizeof(float) + 63) & ~(size_t)63;
@@ -437,13 +499,16 @@ static int cpu_load(const struct gpt2_checkpoint *ck, const struct llm_load_opts
     char *cur = m->wmem;
     /* q8: the embedding rows stay in wdt and the head gets its own Q8_0
      * copy (of wte when tied, so wte's pages go only after both). */
-    void *wte = carve(&cur, V * C * es);
-    put_matrix(wte, m->wdt, &ck->wte, false);
+    void *wte = carve(&cur, wte_bytes);
+    if (!m->wte_packed)
+        put_matrix(wte, m->wdt, &ck->wte, false);
+    else if (put_matrix_packed(wte, m->wdt, &ck->wte, false) != 0)
+        goto oom;
     m->wte = wte;
     m->lm_head = wte;
     if (!tied || q8) {
         void *lm = carve(&cur, head_bytes);
-        if (take_matrix(ck, lm, m->wdt, q8, tied ? &ck->wte : &ck->lm_head, false) != 0)
+        if (take_matrix(ck, lm, m->wdt, q8, packed, tied ? &ck->wte : &ck->lm_head, false) != 0)
             goto oom;
         m->lm_head = lm;
     }
@@ -488,8 +553,9 @@ static int cpu_load(const struct gpt2_checkpoint *ck, const struct llm_load_opts
         };
         for (size_t k = 0; k < sizeof mats / sizeof mats[0]; k++) {
             /* Conv1D: [in][out] */
-            void *w = carve(&cur, mat_bytes(q8, es, (size_t)mats[k].src->shape[1], (size_t)mats[k].src->shape[0]));
-            if (take_matrix(ck, w, m->wdt, q8, mats[k].src, true) != 0)
+            void *w = carve(&cur, mat_bytes(q8, packed, dt, (size_t)mats[k].src->shape[1],
+                                            (size_t)mats[k].src->shape[0]));
+            if (take_matrix(ck, w, m->wdt, q8, packed, mats[k].src, true) != 0)
                 goto oom;
             *mats[k].dst = w;
         }
@@ -520,7 +586,7 @@ static int cpu_load(const struct gpt2_checkpoint *ck, const struct llm_load_opts
     m->R = info->max_step_logits;
     size_t S = (size_t)m->S, R = (size_t)m->R;
     size_t abytes = 0;
-    size_t sizes[] = {S * C, S * C, S * 3 * C, S * C, S * F, R * C, (size_t)m->threads * P};
+    size_t sizes[] = {S * C, S * C, S * 3 * C, S * C, S * F, R * C, (size_t)m->threads * ATT_Q * P};
     for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++)
         abytes += (sizes[k] * sizeof(float) + 63) & ~(size_t)63;
     abytes += (S * sizeof(int) + 63) & ~(size_t)63;
@@ -553,7 +619,7 @@ static int cpu_load(const struct gpt2_checkpoint *ck, const struct llm_load_opts
     *impl = m;
     return 0;
 oom:
-    snprintf(err, errlen, "%s: out of memory quantizing the weights", ck->dir);
+    snprintf(err, errlen, "%s: out of memory repacking the weights", ck->dir);
     cpu_free(m);
     return -1;
 }

@@ -469,10 +469,33 @@ AVX2 static void softmax_avx2(float *x, int n)
 
 /* ------------------------------------------------------------------ dispatch */
 
-static const struct ops_kernels k_portable = {"portable", matmul_portable, ops_matmul_q8_portable, activate_portable,
-                                              dot_portable, axpy_portable, softmax_portable};
-static struct ops_kernels K = {"portable", matmul_portable, ops_matmul_q8_portable, activate_portable,
-                               dot_portable, axpy_portable, softmax_portable};
+static void scores_generic(float *s, const float *q, const float *k, size_t stride, int n, int d, float scale);
+static void mix_generic(float *out, size_t ldo, const float *a, size_t lda, int nq, const float *v, size_t stride,
+                        int n, int d);
+
+static const struct ops_kernels k_portable = {"portable",          matmul_portable,  ops_matmul_q8_portable,
+                                              ops_matmul_packed_portable, false, activate_portable,
+                                              dot_portable,        axpy_portable,    softmax_portable,
+                                              scores_generic,      mix_generic};
+static struct ops_kernels K = {"portable",         matmul_portable,   ops_matmul_q8_portable,
+                               ops_matmul_packed_portable, false, activate_portable,
+                               dot_portable,       axpy_portable,     softmax_portable,
+                               scores_generic,     mix_generic};
+
+/* Attention over a block of keys by the level's dot and axpy, one call per key. */
+static void scores_generic(float *s, const float *q, const float *k, size_t stride, int n, int d, float scale)
+{
+    for (int j = 0; j < n; j++)
+        s[j] = K.dot(q, k + (size_t)j * stride, d) * scale;
+}
+
+static void mix_generic(float *out, size_t ldo, const float *a, size_t lda, int nq, const float *v, size_t stride,
+                        int n, int d)
+{
+    for (int i = 0; i < nq; i++)
+        for (int j = 0; j < n; j++)
+            K.axpy(out + (size_t)i * ldo, a[(size_t)i * lda + j], v + (size_t)j * stride, d);
+}
 static char k_name[64] = "portable";
 static enum ops_level k_level = OPS_PORTABLE;
 static bool k_done;
@@ -548,6 +571,10 @@ enum ops_level ops_init(enum ops_level cap)
     }
     if (want >= OPS_AVX512) {
         k.matmul = ops_matmul_avx512;
+        k.matmul_packed = ops_matmul_packed_avx512;
+        k.packed = true;
+        k.scores = ops_scores_avx512;
+        k.mix = ops_mix_avx512;
         if (vnni)
             k.matmul_q8 = ops_matmul_q8_vnni;
         snprintf(k_name, sizeof k_name, "avx512f+bw+vl%s", vnni ? "+vnni" : "");
@@ -576,6 +603,17 @@ void ops_matmul(float *y, const float *x, const void *w, enum ckpt_dtype wt, con
     K.matmul(y, x, w, wt, bias, T, I, O, o0, o1, accumulate);
 }
 
+void ops_matmul_packed(float *y, const float *x, const void *wp, enum ckpt_dtype wt, const float *bias, int T, int I,
+                       int O, int o0, int o1, bool accumulate)
+{
+    K.matmul_packed(y, x, wp, wt, bias, T, I, O, o0, o1, accumulate);
+}
+
+bool ops_packed(void)
+{
+    return K.packed;
+}
+
 void ops_layernorm(float *y, const float *x, const float *g, const float *b, int n, float eps)
 {
     layernorm_portable(y, x, g, b, n, eps);
@@ -594,6 +632,16 @@ float ops_dot(const float *a, const float *b, int n)
 void ops_axpy(float *y, float a, const float *x, int n)
 {
     K.axpy(y, a, x, n);
+}
+
+void ops_scores(float *s, const float *q, const float *k, size_t stride, int n, int d, float scale)
+{
+    K.scores(s, q, k, stride, n, d, scale);
+}
+
+void ops_mix(float *out, size_t ldo, const float *a, size_t lda, int nq, const float *v, size_t stride, int n, int d)
+{
+    K.mix(out, ldo, a, lda, nq, v, stride, n, d);
 }
 
 void ops_softmax(float *x, int n)

@@ -43,6 +43,35 @@ const char *ops_simd_name(void);
 void ops_matmul(float *y, const float *x, const void *w, enum ckpt_dtype wt, const float *bias,
                 int T, int I, int O, int o0, int o1, bool accumulate);
 
+/* The packed layout of the cache-blocked product (ops_gemm.c), for 2-64
+ * rows and more and used at one row too: panels of OPS_PANEL outputs; in
+ * panel p, for each input i, the weights W[OPS_PANEL p + j][i] of its
+ * OPS_PANEL outputs j are contiguous, in the weight type; outputs past O are
+ * zeros. ops_packed() says whether the chosen level has a packed kernel
+ * that beats the output-major one (the engine packs its matrices at load
+ * then, and keeps no output-major copy). */
+#define OPS_PANEL 64
+bool ops_packed(void);
+
+/* Bytes of O x I weights of type wt packed (O rounded up to OPS_PANEL). */
+size_t ops_pack_bytes(enum ckpt_dtype wt, int I, int O);
+
+/* Packs output-major rows o0 <= o < o1 of W (w points at row o0, [o1 - o0][I])
+ * into dst, the whole packed matrix of O outputs (ops_pack_bytes). o0 is a
+ * multiple of OPS_PANEL; when o1 reaches the last panel its padding is
+ * zeroed too. */
+void ops_pack(void *dst, const void *w, enum ckpt_dtype wt, int I, int O, int o0, int o1);
+
+/* Output o's I weights read back from a packed matrix, as F32 (the embedding
+ * lookup of a tied, packed table). */
+void ops_packed_row(float *dst, const void *wp, enum ckpt_dtype wt, int I, int o);
+
+/* ops_matmul over a packed W (ops_pack). o0 and o1 may be anywhere; the
+ * threads should split at multiples of OPS_PANEL so each streams its own
+ * panels. A row's result does not depend on T. */
+void ops_matmul_packed(float *y, const float *x, const void *wp, enum ckpt_dtype wt, const float *bias, int T, int I,
+                       int O, int o0, int o1, bool accumulate);
+
 /* LayerNorm of one row: y = (x - mean) / sqrt(var + eps) * g + b, var the biased variance. */
 void ops_layernorm(float *y, const float *x, const float *g, const float *b, int n, float eps);
 
@@ -60,6 +89,17 @@ float ops_dot(const float *a, const float *b, int n);
 
 /* y[i] += a * x[i] */
 void ops_axpy(float *y, float a, const float *x, int n);
+
+/* Attention over n keys (or values) that sit `stride` floats apart (the
+ * positions of a KV block), d values each (a head):
+ *   ops_scores: s[k] = (q . K_k) * scale
+ *   ops_mix:    out_i[j] += sum_k a_i[k] V_k[j] for nq queries i: out_i at
+ *               out + i * ldo, a_i at a + i * lda
+ * One call per KV block; AVX-512 keeps q or the outputs in registers across
+ * the block's keys instead of a dot/axpy call per key, and loads each V row
+ * once for up to 4 queries. A query's result does not depend on nq. */
+void ops_scores(float *s, const float *q, const float *k, size_t stride, int n, int d, float scale);
+void ops_mix(float *out, size_t ldo, const float *a, size_t lda, int nq, const float *v, size_t stride, int n, int d);
 
 /* x = softmax(x) in place over n values (n >= 1). */
 void ops_softmax(float *x, int n);

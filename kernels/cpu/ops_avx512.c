@@ -226,3 +226,113 @@ void ops_matmul_avx512_bf16(float *y, const float *x, const void *w, enum ckpt_d
     matmul_tiles(&tiles_bfdp, 2, y, x, w, bias, T, I, O, o0, o1, accumulate);
 }
 #endif /* OPS_HAVE_X86 */
+
+/* ------------------------------------------------------------------ attention */
+#ifdef OPS_HAVE_X86
+/* s[j] = (q . K_j) * scale for n keys `stride` floats apart, d values each:
+ * q in up to 8 zmm (d <= 128) loaded once, 4 keys at a time (4 independent
+ * chains); d > 128 or a partial vector: masked loads in a loop. */
+A512 void ops_scores_avx512(float *s, const float *q, const float *k, size_t stride, int n, int d, float scale)
+{
+    int nv = (d + 15) / 16;
+    if (nv > 8) {
+        for (int j = 0; j < n; j++) {
+            __m512 a = _mm512_setzero_ps();
+            for (int i = 0; i < d; i += 16) {
+                __mmask16 m = d - i >= 16 ? 0xffff : (__mmask16)((1u << (d - i)) - 1);
+                a = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + i), _mm512_maskz_loadu_ps(m, k + j * stride + i), a);
+            }
+            s[j] = _mm512_reduce_add_ps(a) * scale;
+        }
+        return;
+    }
+    __m512 qv[8];
+    __mmask16 mk[8];
+    for (int v = 0; v < 8; v++) {
+        int left = d - v * 16;
+        mk[v] = left >= 16 ? 0xffff : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
+        qv[v] = _mm512_maskz_loadu_ps(mk[v], q + (v < nv ? v * 16 : 0));
+    }
+    int j = 0;
+    for (; j + 4 <= n; j += 4) {
+        const float *k0 = k + (size_t)j * stride;
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int v = 0; v < nv; v++) {
+            a0 = _mm512_fmadd_ps(qv[v], _mm512_maskz_loadu_ps(mk[v], k0 + v * 16), a0);
+            a1 = _mm512_fmadd_ps(qv[v], _mm512_maskz_loadu_ps(mk[v], k0 + stride + v * 16), a1);
+            a2 = _mm512_fmadd_ps(qv[v], _mm512_maskz_loadu_ps(mk[v], k0 + 2 * stride + v * 16), a2);
+            a3 = _mm512_fmadd_ps(qv[v], _mm512_maskz_loadu_ps(mk[v], k0 + 3 * stride + v * 16), a3);
+        }
+        s[j] = _mm512_reduce_add_ps(a0) * scale;
+        s[j + 1] = _mm512_reduce_add_ps(a1) * scale;
+        s[j + 2] = _mm512_reduce_add_ps(a2) * scale;
+        s[j + 3] = _mm512_reduce_add_ps(a3) * scale;
+    }
+    for (; j < n; j++) {
+        const float *k0 = k + (size_t)j * stride;
+        __m512 a0 = _mm512_setzero_ps();
+        for (int v = 0; v < nv; v++)
+            a0 = _mm512_fmadd_ps(qv[v], _mm512_maskz_loadu_ps(mk[v], k0 + v * 16), a0);
+        s[j] = _mm512_reduce_add_ps(a0) * scale;
+    }
+}
+
+/* out[0..d) += sum_j a[j] V_j: out in up to 8 zmm across the n values
+ * (loaded and stored once per call); d > 128: per 16 values, all keys. */
+A512 static void mix1(float *out, const float *a, const float *v, size_t stride, int n, int d)
+{
+    for (int i0 = 0; i0 < d; i0 += 128) {
+        int nv = (d - i0 + 15) / 16 < 8 ? (d - i0 + 15) / 16 : 8;
+        __m512 o[8];
+        __mmask16 mk[8];
+        for (int x = 0; x < 8; x++) {
+            int left = d - i0 - x * 16;
+            mk[x] = x < nv ? (left >= 16 ? 0xffff : (__mmask16)((1u << left) - 1)) : 0;
+            o[x] = _mm512_maskz_loadu_ps(mk[x], out + i0 + (x < nv ? x * 16 : 0));
+        }
+        for (int j = 0; j < n; j++) {
+            __m512 aj = _mm512_set1_ps(a[j]);
+            const float *vj = v + (size_t)j * stride + i0;
+            for (int x = 0; x < nv; x++)
+                o[x] = _mm512_fmadd_ps(aj, _mm512_maskz_loadu_ps(mk[x], vj + x * 16), o[x]);
+        }
+        for (int x = 0; x < nv; x++)
+            _mm512_mask_storeu_ps(out + i0 + x * 16, mk[x], o[x]);
+    }
+}
+
+/* 4 queries at once where d <= 64: 4 x 4 zmm of outputs, each V row loaded
+ * once for the 4; the same FMAs in the same order per query as mix1. */
+A512 void ops_mix_avx512(float *out, size_t ldo, const float *a, size_t lda, int nq, const float *v, size_t stride,
+                         int n, int d)
+{
+    int i = 0;
+    if (d <= 64) {
+        int nv = (d + 15) / 16;
+        __mmask16 mk[4];
+        for (int x = 0; x < 4; x++) {
+            int left = d - x * 16;
+            mk[x] = x < nv ? (left >= 16 ? 0xffff : (__mmask16)((1u << left) - 1)) : 0;
+        }
+        for (; i + 4 <= nq; i += 4) {
+            __m512 o[4][4];
+            UNROLL for (int r = 0; r < 4; r++) UNROLL for (int x = 0; x < 4; x++) o[r][x] =
+                _mm512_maskz_loadu_ps(mk[x], out + (size_t)(i + r) * ldo + (x < nv ? x * 16 : 0));
+            for (int j = 0; j < n; j++) {
+                const float *vj = v + (size_t)j * stride;
+                __m512 vv[4];
+                UNROLL for (int x = 0; x < 4; x++) vv[x] = _mm512_maskz_loadu_ps(mk[x], vj + (x < nv ? x * 16 : 0));
+                UNROLL for (int r = 0; r < 4; r++)
+                {
+                    __m512 aj = _mm512_set1_ps(a[(size_t)(i + r) * lda + j]);
+                    UNROLL for (int x = 0; x < 4; x++) o[r][x] = _mm512_fmadd_ps(aj, vv[x], o[r][x]);
+                }
+            }
+            UNROLL for (int r = 0; r < 4; r++) UNROLL for (int x = 0; x < 4; x++) if (x < nv)
+                _mm512_mask_storeu_ps(out + (size_t)(i + r) * ldo + x * 16, mk[x], o[r][x]);
+        }
+    }
+    for (; i < nq; i++)
+        mix1(out + (size_t)i * ldo, a + (size_t)i * lda, v, stride, n, d);
+}
+#endif /* OPS_HAVE_X86 */

@@ -19,10 +19,14 @@ struct ops_kernels {
     const char *name;
     ops_matmul_fn matmul;
     ops_matmul_q8_fn matmul_q8;
+    ops_matmul_fn matmul_packed;   /* over ops_pack's layout */
+    bool packed;                   /* the engine should pack (matmul_packed is the fast path) */
     void (*activate)(float *, int, enum ops_act);
     float (*dot)(const float *, const float *, int);
     void (*axpy)(float *, float, const float *, int);
     void (*softmax)(float *, int);
+    void (*scores)(float *, const float *, const float *, size_t, int, int, float);
+    void (*mix)(float *, size_t, const float *, size_t, int, const float *, size_t, int, int);
 };
 
 /* Rows of x processed together per pass over a tile of W, sized so the chunk
@@ -47,7 +51,16 @@ void ops_matmul_q8_avx2(float *y, const void *xq, const void *wq, const float *b
                         int o1, bool accumulate);
 void ops_matmul_q8_vnni(float *y, const void *xq, const void *wq, const float *bias, int T, int I, int O, int o0,
                         int o1, bool accumulate);
+/* ops_avx512.c: attention over a KV block. */
+void ops_scores_avx512(float *s, const float *q, const float *k, size_t stride, int n, int d, float scale);
+void ops_mix_avx512(float *out, size_t ldo, const float *a, size_t lda, int nq, const float *v, size_t stride, int n,
+                    int d);
+/* ops_gemm.c: the packed products. */
+void ops_matmul_packed_avx512(float *y, const float *x, const void *wp, enum ckpt_dtype wt, const float *bias, int T,
+                              int I, int O, int o0, int o1, bool accumulate);
 #endif
+void ops_matmul_packed_portable(float *y, const float *x, const void *wp, enum ckpt_dtype wt, const float *bias, int T,
+                                int I, int O, int o0, int o1, bool accumulate);
 void ops_matmul_q8_portable(float *y, const void *xq, const void *wq, const float *bias, int T, int I, int O, int o0,
                             int o1, bool accumulate);
 

@@ -1,6 +1,6 @@
 /* cpu_bench.c -- times the CPU backend on one model directory (prefill, decode at batch 1 and N) and the machine's copy bandwidth; prints one JSON object for tests/bench/cpu_decode and serve_local. With --agree, how often int8 weights pick F32's greedy token instead.
  *
- *   cpu_bench MODEL_DIR [THREADS] [PROMPT_TOKENS] [BATCH] [STEPS] [DECODE_CONTEXT] [auto|f32|q8]
+ *   cpu_bench MODEL_DIR [THREADS] [PROMPT_TOKENS] [BATCH[,BATCH...]] [STEPS] [DECODE_CONTEXT] [auto|f32|q8]
  *   cpu_bench --agree MODEL_DIR GOLDEN_JSON MODEL_NAME [THREADS]
  *   cpu_bench --kernels [THREADS] [WEIGHTS] [ROWS]
  *   cpu_bench --ppl MODEL_DIR PPL_GOLDEN_JSON [THREADS]
@@ -11,12 +11,18 @@
  * prompts with dtype Q8 fed those tokens (teacher forcing) and counts the
  * steps whose argmax is the same: {"agree": N, "steps": M}.
  *
+ * BATCH may list several batch sizes ("8,32"): decode is timed at batch 1
+ * and at each, "decode_tok_s" maps each size to its tokens/s and
+ * "decode_vs_1" to its ratio to batch 1; "batch" and "decodeN_tok_s" are
+ * the first of them.
+ *
  * --kernels times each matrix product of the 124M shape (qkv, proj, fc,
  * mproj: 12 distinct copies, as a step streams them; the LM head: one) at
- * 1, 8 and 32 rows of x, for F32, F16, BF16 and Q8_0, split over the
- * threads as the engine splits them (WEIGHTS: only F32, F16, BF16 or Q8_0;
- * ROWS: only that row count); one JSON line per case, with the
- * bytes and FLOPs doc/cpu-kernels.md predicts from.
+ * 1, 8, 32 and 64 rows of x, for F32, F16, BF16 (each output-major and,
+ * where the level has it, packed) and Q8_0, split over the threads as the
+ * engine splits them (WEIGHTS: only F32, F16, BF16 or Q8_0; ROWS: only that
+ * row count); one JSON line per case, with the bytes and FLOPs
+ * doc/cpu-kernels.md predicts from, and the fastest single call.
  *
  * --ppl runs the held-out token stream of PPL_GOLDEN_JSON (made by
  * tests/golden/make_ppl_golden.py: consecutive windows, each predicting its
@@ -161,8 +167,7 @@ static int32_t *block_table(int seq, int blocks_per_seq)
     return b;
 }
 
-/* Decode tokens/s at batch `batch` from a context of `ctx` positions:
- * prefill each sequence, then `steps` steps of one token per sequence. */
+/* The process's CPU seconds so far, all threads together. */
 static double proc_cpu(void)
 {
     struct timespec t;
@@ -170,11 +175,15 @@ static double proc_cpu(void)
     return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
-/* ... and *cpu_s (NULL: not wanted) gets the process's CPU seconds per step,
- * all threads together: with one thread, a time that other work on the
- * machine bends less than the wall clock. */
+/* Decode tokens/s at batch `batch` from a context of `ctx` positions:
+ * prefill each sequence, then `steps` steps of one token per sequence.
+ * *cpu_s (NULL: not wanted) gets the process's CPU seconds per step: with
+ * one thread, a time that other work on the machine bends less than the
+ * wall clock. *best (NULL: not wanted) gets the tokens/s of the fastest
+ * single step (on a shared machine the steadier figure; every step of a
+ * batch does the same work but one position more of context). */
 static double decode_rate(struct llm_model *m, float *logits, int batch, int ctx, int steps, int blocks_per_seq,
-                          double *cpu_s, char *err, size_t errlen)
+                          double *cpu_s, double *best, char *err, size_t errlen)
 {
     const struct llm_info *in = llm_get_info(m);
     int V = in->cfg.vocab_size;
@@ -190,18 +199,23 @@ static double decode_rate(struct llm_model *m, float *logits, int batch, int ctx
     }
     struct llm_seq *seqs = calloc((size_t)batch, sizeof *seqs);
     int32_t *next = malloc(sizeof *next * (size_t)batch);
-    double t0 = now(), c0 = proc_cpu();
+    double t0 = now(), c0 = proc_cpu(), fastest = 1e30;
     for (int step = 0; step < steps; step++) {
+        double s0 = now();
         for (int b = 0; b < batch; b++) {
             next[b] = (int32_t)((step * 31 + b * 17) % V);
             seqs[b] = (struct llm_seq){&next[b], 1, ctx + step, tables[b], blocks_per_seq, LLM_LOGITS_LAST};
         }
         if (llm_forward(m, seqs, batch, logits, err, errlen) != 0)
             return -1;
+        if (now() - s0 < fastest)
+            fastest = now() - s0;
     }
     double dt = now() - t0;
     if (cpu_s)
         *cpu_s = (proc_cpu() - c0) / steps;
+    if (best)
+        *best = batch / fastest;
     for (int b = 0; b < batch; b++)
         free(tables[b]);
     free(tables);
@@ -437,13 +451,15 @@ static int ppl_main(int argc, char **argv)
     return 0;
 }
 
-/* --kernels: one product over blocks of 16 outputs (64 for the LM head), as gpt2_cpu.c's matmul. */
+/* --kernels: one product over blocks of 16 outputs (64 for the LM head),
+ * or of one 64-output panel when packed, as gpt2_cpu.c's matmul. */
 struct kjob {
     float *y;
     const float *x;
     const void *xq, *w;
     enum ckpt_dtype wt;
     int T, I, O, block;
+    bool packed;
 };
 
 static void k_task(void *ctx, int task, int thread)
@@ -453,6 +469,8 @@ static void k_task(void *ctx, int task, int thread)
     int o0 = task * j->block, o1 = o0 + j->block < j->O ? o0 + j->block : j->O;
     if (j->xq)
         ops_matmul_q8(j->y, j->xq, j->w, NULL, j->T, j->I, j->O, o0, o1, false);
+    else if (j->packed)
+        ops_matmul_packed(j->y, j->x, j->w, j->wt, NULL, j->T, j->I, j->O, o0, o1, false);
     else
         ops_matmul(j->y, j->x, j->w, j->wt, NULL, j->T, j->I, j->O, o0, o1, false);
 }
@@ -485,8 +503,12 @@ static void put_row(char *d, const float *row, int I, enum ckpt_dtype wt, bool q
         }
 }
 
-/* Seconds per product of `copies` distinct O x I matrices (best of 3 sweeps), q8 including its input's quantization. */
-static double time_kernel(struct tpool *pool, enum ckpt_dtype wt, bool q8, int T, int I, int O, int copies)
+/* Seconds per product of `copies` distinct O x I matrices (best of 3 sweeps), q8 including its input's quantization;
+ * packed: the matrices repacked by ops_pack first (as the engine does at load). *one: the fastest of 60 calls on
+ * the first copy alone (cache-warm where it fits; on a shared machine a single short call often runs undisturbed,
+ * so this is the steadier figure of the two). */
+static double time_kernel(struct tpool *pool, enum ckpt_dtype wt, bool q8, bool packed, int T, int I, int O, int copies,
+                          double *one)
 {
     size_t rb = q8 ? ops_q8_row_bytes(I) : (size_t)I * ckpt_dtype_size(wt), mb = rb * (size_t)O;
     char *w = malloc(mb * (size_t)copies), *xq = malloc(ops_q8_row_bytes(I) * (size_t)T);
@@ -505,6 +527,18 @@ static double time_kernel(struct tpool *pool, enum ckpt_dtype wt, bool q8, int T
     for (size_t i = 0; i < (size_t)T * I; i++)
         x[i] = (float)((i * 37) % 101) / 50.0f - 1.0f;
     int block = O > 8192 ? 64 : 16;
+    if (packed) {
+        size_t pb = ops_pack_bytes(wt, I, O);
+        char *pw = malloc(pb * (size_t)copies);
+        if (!pw)
+            return -1;
+        for (int c = 0; c < copies; c++)
+            ops_pack(pw + (size_t)c * pb, w + (size_t)c * mb, wt, I, O, 0, O);
+        free(w);
+        w = pw;
+        mb = pb;
+        block = OPS_PANEL;
+    }
     double best = 1e30;
     for (int rep = 0; rep < 4; rep++) {
         double t0 = now();
@@ -513,12 +547,24 @@ static double time_kernel(struct tpool *pool, enum ckpt_dtype wt, bool q8, int T
                 struct kq_job qj = {xq, x, I};
                 tpool_run(pool, kq_task, &qj, T);
             }
-            struct kjob j = {y, x, q8 ? xq : NULL, w + (size_t)c * mb, wt, T, I, O, block};
+            struct kjob j = {y, x, q8 ? xq : NULL, w + (size_t)c * mb, wt, T, I, O, block, packed};
             tpool_run(pool, k_task, &j, (O + block - 1) / block);
         }
         double dt = (now() - t0) / copies;
         if (rep > 0 && dt < best)   /* the first sweep warms up */
             best = dt;
+    }
+    *one = 1e30;
+    for (int rep = 0; rep < 60; rep++) {
+        double t0 = now();
+        if (q8) {
+            struct kq_job qj = {xq, x, I};
+            tpool_run(pool, kq_task, &qj, T);
+        }
+        struct kjob j = {y, x, q8 ? xq : NULL, w, wt, T, I, O, block, packed};
+        tpool_run(pool, k_task, &j, (O + block - 1) / block);
+        if (now() - t0 < *one)
+            *one = now() - t0;
     }
     free(w);
     free(xq);
@@ -542,27 +588,37 @@ static int kernels_main(int argc, char **argv)
         int O, I, copies;
     } shapes[] = {{"qkv", 2304, 768, 12}, {"proj", 768, 768, 12}, {"fc", 3072, 768, 12},
                   {"mproj", 768, 3072, 12}, {"lm_head", 50257, 768, 1}};
+    /* Each of F32/F16/BF16 in the output-major layout and, where the level
+     * has it, packed (what the engine then runs), in the same run. */
     static const struct {
         const char *name;
         enum ckpt_dtype wt;
-        bool q8;
-    } types[] = {{"F32", CKPT_F32, false}, {"F16", CKPT_F16, false}, {"BF16", CKPT_BF16, false}, {"Q8_0", CKPT_F32, true}};
-    static const int rows[] = {1, 8, 32};
+        bool q8, packed;
+    } types[] = {{"F32", CKPT_F32, false, false}, {"F32", CKPT_F32, false, true},
+                 {"F16", CKPT_F16, false, false}, {"F16", CKPT_F16, false, true},
+                 {"BF16", CKPT_BF16, false, false}, {"BF16", CKPT_BF16, false, true},
+                 {"Q8_0", CKPT_F32, true, false}};
+    static const int rows[] = {1, 8, 32, 64};
     const char *only_type = argc > 3 ? argv[3] : NULL;
     int only_rows = argc > 4 ? atoi(argv[4]) : 0;
-    for (size_t t = 0; t < sizeof types / sizeof types[0]; t++)
+    for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
+        if (types[t].packed && !ops_packed())
+            continue;
         for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++)
             for (size_t m = 0; m < sizeof rows / sizeof rows[0]; m++) {
                 if ((only_type && strcmp(only_type, types[t].name)) || (only_rows && only_rows != rows[m]))
                     continue;
                 int O = shapes[k].O, I = shapes[k].I;
-                double s = time_kernel(pool, types[t].wt, types[t].q8, rows[m], I, O, shapes[k].copies);
+                double one = 0, s = time_kernel(pool, types[t].wt, types[t].q8, types[t].packed, rows[m], I, O,
+                                            shapes[k].copies, &one);
                 size_t bytes = types[t].q8 ? ops_q8_row_bytes(I) * (size_t)O : (size_t)O * I * ckpt_dtype_size(types[t].wt);
-                printf("{\"dtype\": \"%s\", \"kernel\": \"%s\", \"rows\": %d, \"O\": %d, \"I\": %d, \"bytes\": %zu, "
-                       "\"flops\": %.0f, \"seconds\": %.3e}\n",
-                       types[t].name, shapes[k].name, rows[m], O, I, bytes, 2.0 * rows[m] * O * I, s);
+                printf("{\"dtype\": \"%s\", \"layout\": \"%s\", \"kernel\": \"%s\", \"rows\": %d, \"O\": %d, "
+                       "\"I\": %d, \"bytes\": %zu, \"flops\": %.0f, \"seconds\": %.3e, \"one_call_seconds\": %.3e}\n",
+                       types[t].name, types[t].packed ? "packed" : "rows", shapes[k].name, rows[m], O, I, bytes,
+                       2.0 * rows[m] * O * I, s, one);
                 fflush(stdout);
             }
+    }
     tpool_free(pool);
     return 0;
 }
@@ -667,7 +723,18 @@ int main(int argc, char **argv)
     }
     int threads = argc > 2 ? atoi(argv[2]) : 0;
     int prompt = argc > 3 ? atoi(argv[3]) : 512;
-    int batch = argc > 4 ? atoi(argv[4]) : 8;
+    int batches[8], n_batches = 0, batch = 0;
+    for (const char *b = argc > 4 ? argv[4] : "8"; *b && n_batches < 8;) {
+        char *end;
+        long v = strtol(b, &end, 10);
+        if (end == b || v < 1 || v > 4096) {
+            fprintf(stderr, "cpu_bench: BATCH must be sizes from 1 to 4096, comma-separated\n");
+            return 2;
+        }
+        batches[n_batches++] = (int)v;
+        batch = (int)v > batch ? (int)v : batch;
+        b = *end == ',' ? end + 1 : end;
+    }
     int steps = argc > 5 ? atoi(argv[5]) : 32;
     int ctx = argc > 6 ? atoi(argv[6]) : 128;   /* decode context: positions before the first step */
     if (ctx < 1 || steps < 1 || batch < 1 || prompt < 1) {
@@ -715,9 +782,16 @@ int main(int argc, char **argv)
             best = now() - s0;
     }
     double prefill = prompt / best;
-    double d1_cpu = 0;
-    double d1 = decode_rate(m, logits, 1, ctx, steps, blocks_per_seq, &d1_cpu, err, sizeof err);
-    double dn = decode_rate(m, logits, batch, ctx, steps, blocks_per_seq, NULL, err, sizeof err);
+    double best1, bests[8], d1_cpu = 0;
+    double d1 = decode_rate(m, logits, 1, ctx, steps, blocks_per_seq, &d1_cpu, &best1, err, sizeof err);
+    double rates[8], dn = 0;
+    for (int k = 0; k < n_batches; k++) {
+        rates[k] = decode_rate(m, logits, batches[k], ctx, steps, blocks_per_seq, NULL, &bests[k], err, sizeof err);
+        if (rates[k] < 0)
+            dn = -1;
+    }
+    if (dn == 0)
+        dn = rates[0];
     if (d1 < 0 || dn < 0) {
         fprintf(stderr, "cpu_bench: %s\n", err);
         return 1;
@@ -733,9 +807,18 @@ int main(int argc, char **argv)
            "\"prefill_tokens\": %d, \"prefill_tok_s\": %.2f, \"decode_ctx\": %d, \"decode1_tok_s\": %.3f, "
            "\"batch\": %d, \"decodeN_tok_s\": %.3f, \"step_weight_bytes\": %zu, \"copy_read_bytes_s\": %.0f, "
            "\"read_bytes_s\": %.0f, \"decode1_cpu_s\": %.6f, "
-           "\"peak_rss_kb\": %ld}\n",
+           "\"peak_rss_kb\": %ld, \"decode_tok_s\": {",
            in->backend, in->device_name, in->weight_format, in->threads, load_s, prompt, prefill, ctx,
-           d1, batch, dn, in->step_weight_bytes, bw, rbw, d1_cpu, ru.ru_maxrss);
+           d1, batches[0], dn, in->step_weight_bytes, bw, rbw, d1_cpu, ru.ru_maxrss);
+    for (int k = 0; k < n_batches; k++)
+        printf("%s\"%d\": %.3f", k ? ", " : "", batches[k], rates[k]);
+    printf("}, \"decode_vs_1\": {");
+    for (int k = 0; k < n_batches; k++)
+        printf("%s\"%d\": %.2f", k ? ", " : "", batches[k], rates[k] / d1);
+    printf("}, \"best_step_tok_s\": {\"1\": %.3f", best1);
+    for (int k = 0; k < n_batches; k++)
+        printf(", \"%d\": %.3f", batches[k], bests[k]);
+    printf("}}\n");
     free(table);
     free(toks);
     free(logits);

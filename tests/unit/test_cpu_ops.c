@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <string.h>
 #include <unistd.h>
 
 static uint64_t rng = 0x9E3779B97F4A7C15ull;
@@ -42,7 +43,8 @@ static double rel_err(const float *got, const double *want, size_t n)
     return err / scale;
 }
 
-static void check_matmul(enum ckpt_dtype wt, int T, int I, int O, int o0, int o1, bool acc, bool bias_on)
+static void check_matmul_as(bool packed, enum ckpt_dtype wt, int T, int I, int O, int o0, int o1, bool acc,
+                            bool bias_on)
 {
     float *x = malloc(sizeof(float) * (size_t)T * I);
     float *wf = malloc(sizeof(float) * (size_t)O * I);     /* the exact values W holds */
@@ -83,16 +85,56 @@ static void check_matmul(enum ckpt_dtype wt, int T, int I, int O, int o0, int o1
             else
                 want[t * O + o] = s + (bias_on ? bias[o] : 0.0) + (acc ? 0.25 * ((t * O + o) % 7) : 0.0);
         }
-    ops_matmul(y, x, w, wt, bias_on ? bias : NULL, T, I, O, o0, o1, acc);
+    if (packed) {
+        /* packed in two pieces (as the engine does, a panel at a time), into poisoned memory */
+        size_t pb = ops_pack_bytes(wt, I, O), es = ckpt_dtype_size(wt);
+        char *wp = malloc(pb);
+        memset(wp, 0xff, pb);
+        int split = O > OPS_PANEL ? OPS_PANEL : O;
+        ops_pack(wp, w, wt, I, O, 0, split);
+        ops_pack(wp, (char *)w + (size_t)split * I * es, wt, I, O, split, O);
+        ops_matmul_packed(y, x, wp, wt, bias_on ? bias : NULL, T, I, O, o0, o1, acc);
+        /* a row alone gives the batch's result exactly */
+        float *y1 = malloc(sizeof(float) * (size_t)O);
+        int same = 1;
+        for (int t = 0; t < T; t += T > 3 ? T / 3 : 1) {
+            for (int o = 0; o < O; o++)
+                y1[o] = 0.25f * (float)((t * O + o) % 7);
+            ops_matmul_packed(y1, x + (size_t)t * I, wp, wt, bias_on ? bias : NULL, 1, I, O, o0, o1, acc);
+            if (memcmp(y1, y + (size_t)t * O, sizeof(float) * (size_t)O) != 0)
+                same = 0;
+        }
+        ok(same, "%s packed %s T=%d I=%d O=%d: a row alone is bit-identical to its row in the batch",
+           ops_simd_name(), ckpt_dtype_name(wt), T, I, O);
+        float row[4096];
+        int back = 1;
+        for (int o = 0; o < O && I <= 4096; o += 1 + O / 7) {
+            ops_packed_row(row, wp, wt, I, o);
+            if (memcmp(row, wf + (size_t)o * I, sizeof(float) * (size_t)I) != 0)
+                back = 0;
+        }
+        ok(back, "%s packed %s I=%d O=%d: ops_packed_row reads the rows back", ops_simd_name(), ckpt_dtype_name(wt),
+           I, O);
+        free(y1);
+        free(wp);
+    } else {
+        ops_matmul(y, x, w, wt, bias_on ? bias : NULL, T, I, O, o0, o1, acc);
+    }
     double e = rel_err(y, want, (size_t)T * O);
-    ok(e <= 1e-5, "%s matmul %s T=%d I=%d O=%d [%d,%d)%s%s: rel err %.2g", ops_simd_name(), ckpt_dtype_name(wt), T,
-       I, O, o0, o1, acc ? " accumulate" : "", bias_on ? " bias" : "", e);
+    ok(e <= 1e-5, "%s matmul%s %s T=%d I=%d O=%d [%d,%d)%s%s: rel err %.2g", ops_simd_name(),
+       packed ? " packed" : "", ckpt_dtype_name(wt), T, I, O, o0, o1, acc ? " accumulate" : "",
+       bias_on ? " bias" : "", e);
     free(x);
     free(wf);
     free(w);
     free(bias);
     free(y);
     free(want);
+}
+
+static void check_matmul(enum ckpt_dtype wt, int T, int I, int O, int o0, int o1, bool acc, bool bias_on)
+{
+    check_matmul_as(false, wt, T, I, O, o0, o1, acc, bias_on);
 }
 
 /* int8: W and x quantized by ops_q8_quantize_row, the product against the
@@ -274,8 +316,78 @@ static void check_small_ops(void)
     }
 }
 
+/* ops_scores and ops_mix over n rows `stride` floats apart, d wide, against double sums. */
+static void check_attention(int n, int d, int stride)
+{
+    float *kv = malloc(sizeof(float) * (size_t)n * stride), *q = malloc(sizeof(float) * (size_t)d);
+    float *s = malloc(sizeof(float) * (size_t)(n + 1)), *a = malloc(sizeof(float) * (size_t)n);
+    float *out = malloc(sizeof(float) * (size_t)(d + 1));
+    double *want = malloc(sizeof(double) * (size_t)(n > d ? n : d));
+    for (int i = 0; i < n * stride; i++)
+        kv[i] = frand();
+    for (int i = 0; i < d; i++)
+        q[i] = frand();
+    for (int j = 0; j < n; j++) {
+        double t = 0;
+        for (int i = 0; i < d; i++)
+            t += (double)q[i] * kv[(size_t)j * stride + i];
+        want[j] = t * 0.125;
+        a[j] = frand();
+    }
+    poison(s, (size_t)n + 1);
+    s[n] = 7.0f;
+    ops_scores(s, q, kv, (size_t)stride, n, d, 0.125f);
+    double e = rel_err(s, want, (size_t)n);
+    ok(e <= 1e-5 && s[n] == 7.0f, "%s scores n=%d d=%d stride=%d: rel err %.2g, nothing past n", ops_simd_name(), n,
+       d, stride, e);
+    for (int i = 0; i <= d; i++)
+        out[i] = 0.5f;
+    for (int i = 0; i < d; i++) {
+        double t = 0.5;
+        for (int j = 0; j < n; j++)
+            t += (double)a[j] * kv[(size_t)j * stride + i];
+        want[i] = t;
+    }
+    ops_mix(out, 0, a, 0, 1, kv, (size_t)stride, n, d);
+    e = rel_err(out, want, (size_t)d);
+    ok(e <= 1e-5 && out[d] == 0.5f, "%s mix n=%d d=%d stride=%d: rel err %.2g, nothing past d", ops_simd_name(), n, d,
+       stride, e);
+    /* 6 queries at once (a group of 4, then 2 alone), query 2 the one above:
+     * each row bit-identical to the same query mixed alone */
+    float *a6 = malloc(sizeof(float) * 6 * (size_t)n), *o6 = malloc(sizeof(float) * 6 * (size_t)(d + 1));
+    for (int i = 0; i < 6 * n; i++)
+        a6[i] = i / n == 2 ? a[i % n] : frand();
+    for (int i = 0; i < 6 * (d + 1); i++)
+        o6[i] = 0.5f;
+    ops_mix(o6, (size_t)d + 1, a6, (size_t)n, 6, kv, (size_t)stride, n, d);
+    int same = memcmp(o6 + 2 * (d + 1), out, sizeof(float) * (size_t)(d + 1)) == 0;
+    for (int qi = 0; qi < 6; qi++) {
+        for (int i = 0; i <= d; i++)
+            out[i] = 0.5f;
+        ops_mix(out, 0, a6 + (size_t)qi * n, 0, 1, kv, (size_t)stride, n, d);
+        if (memcmp(o6 + (size_t)qi * (d + 1), out, sizeof(float) * (size_t)(d + 1)) != 0)
+            same = 0;
+    }
+    ok(same, "%s mix of 6 queries n=%d d=%d: each row bit-identical to that query alone", ops_simd_name(), n, d);
+    free(a6);
+    free(o6);
+    free(kv);
+    free(q);
+    free(s);
+    free(a);
+    free(out);
+    free(want);
+}
+
 static void run_kernels(void)
 {
+    /* heads of 64 (GPT-2), odd widths, past 8 vectors; blocks of 16 keys, partial ones */
+    check_attention(16, 64, 768);
+    check_attention(5, 64, 64);
+    check_attention(3, 37, 40);
+    check_attention(16, 128, 130);
+    check_attention(7, 160, 170);
+    check_attention(1, 1, 1);
     enum ckpt_dtype types[] = {CKPT_F32, CKPT_F16, CKPT_BF16};
     for (int k = 0; k < 3; k++) {
         /* tile edges: T across the 3-row tile, I across 8 lanes, O across the 4-output tile */
@@ -293,6 +405,20 @@ static void run_kernels(void)
         check_matmul(types[k], 12, 33, 9, 2, 9, false, true);
     }
     check_matmul(CKPT_F32, 200, 512, 40, 0, 40, false, true);   /* several row chunks */
+    for (int k = 0; k < 3; k++) {
+        /* the packed product: rows across the 6-row groups and the 64-row
+         * passes (1, 2, 63, 64, 65, 130), inputs across the KC blocks (128
+         * for F32, 256 for 16-bit) and not multiples of 16, outputs across
+         * panels of 64 with a padded last one, a range that starts and ends
+         * inside panels */
+        check_matmul_as(true, types[k], 1, 768, 200, 0, 200, false, true);
+        check_matmul_as(true, types[k], 2, 300, 64, 0, 64, true, false);
+        check_matmul_as(true, types[k], 63, 257, 70, 0, 70, false, true);
+        check_matmul_as(true, types[k], 64, 129, 13, 0, 13, true, true);
+        check_matmul_as(true, types[k], 65, 100, 130, 64, 128, false, true);
+        check_matmul_as(true, types[k], 130, 37, 150, 10, 140, true, true);
+        check_matmul_as(true, types[k], 7, 5, 3, 0, 3, false, true);
+    }
     /* int8: T across the tiles (1, 2, 4 rows), I across blocks (with a padded last one), O across 4 */
     check_matmul_q8(1, 768, 16, 0, 16, false, true);
     check_matmul_q8(2, 64, 16, 4, 16, true, false);

@@ -1,0 +1,223 @@
+/* ops_gemm.c -- the packed, cache-blocked matrix product: weights repacked once at load into panels of 64 outputs, an AVX-512 micro-kernel of up to 6 rows of x by 64 outputs (4 zmm), and the portable C version of the same layout.
+ *
+ * Layout (ops_pack): panel p holds outputs [64p, 64p + 64); inside it, for
+ * each input i, the 64 weights W[64p + j][i] (j < 64) are contiguous, in the
+ * weight's own type (F32, F16 or BF16); outputs past O are zeros. So a
+ * panel is one contiguous run of 64 * I weights, read front to back.
+ *
+ * The micro-kernel keeps R x 4 accumulators of 16 outputs (R <= 6 rows of
+ * x, 24 of the 32 zmm registers), and for each input i loads 4 vectors of
+ * weights (widened in registers for F16/BF16) and broadcasts x[r][i]: 24
+ * FMAs per 4 loads + 6 broadcasts, no horizontal sums, no I % 16 tail. The
+ * inputs are blocked by KC (32 KiB of the panel, so the block stays in L1
+ * while every group of 6 rows passes over it); between blocks the partial
+ * sums wait in a small buffer on the stack. Each output is one lane summed
+ * in input order, so a row's result does not depend on how many rows share
+ * the product (batched decode, chunked and whole prefill agree exactly).
+ * One row (batch-1 decode) is the same kernel at R = 1: it streams the
+ * panel once, 4 independent accumulator chains. */
+#include "ops_int.h"
+
+#include <string.h>
+
+#ifdef OPS_HAVE_X86
+#include <immintrin.h>
+#endif
+
+#define P OPS_PANEL
+#define MC 64      /* rows of x per pass over a panel: the stack buffer is MC x 64 floats */
+
+size_t ops_pack_bytes(enum ckpt_dtype wt, int I, int O)
+{
+    return (size_t)(O + P - 1) / P * P * (size_t)I * ckpt_dtype_size(wt);
+}
+
+void ops_pack(void *dst, const void *w, enum ckpt_dtype wt, int I, int O, int o0, int o1)
+{
+    size_t es = ckpt_dtype_size(wt);
+    int oe = (o1 + P - 1) / P * P;      /* the last panel's padding too */
+    for (int o = o0; o < oe; o++) {
+        char *d = (char *)dst + ((size_t)(o / P) * P * I + (size_t)(o % P)) * es;
+        const char *s = (const char *)w + (size_t)(o - o0) * I * es;
+        for (int i = 0; i < I; i++, d += P * es) {
+            if (o < o1 && o < O)
+                memcpy(d, s + (size_t)i * es, es);
+            else
+                memset(d, 0, es);
+        }
+    }
+}
+
+void ops_packed_row(float *dst, const void *wp, enum ckpt_dtype wt, int I, int o)
+{
+    size_t base = (size_t)(o / P) * P * I + (size_t)(o % P);
+    for (int i = 0; i < I; i++) {
+        size_t k = base + (size_t)i * P;
+        dst[i] = wt == CKPT_F32    ? ((const float *)wp)[k]
+                 : wt == CKPT_F16 ? ckpt_f16_to_f32(((const uint16_t *)wp)[k])
+                                  : ckpt_bf16_to_f32(((const uint16_t *)wp)[k]);
+    }
+}
+
+/* KC: inputs per block, 32 KiB of a panel. */
+static int kc_of(size_t es)
+{
+    return (int)(32768 / (P * es));
+}
+
+/* ------------------------------------------------------------------ portable C */
+
+static float wget(const void *w, enum ckpt_dtype wt, size_t k)
+{
+    return wt == CKPT_F32   ? ((const float *)w)[k]
+           : wt == CKPT_F16 ? ckpt_f16_to_f32(((const uint16_t *)w)[k])
+                            : ckpt_bf16_to_f32(((const uint16_t *)w)[k]);
+}
+
+void ops_matmul_packed_portable(float *y, const float *x, const void *wp, enum ckpt_dtype wt, const float *bias,
+                                int T, int I, int O, int o0, int o1, bool accumulate)
+{
+    float c[P];
+    for (int p = o0 / P; p * P < o1; p++) {
+        int lo = p * P > o0 ? p * P : o0, hi = p * P + P < o1 ? p * P + P : o1;
+        size_t base = (size_t)p * P * I;
+        for (int t = 0; t < T; t++) {
+            const float *xr = x + (size_t)t * I;
+            memset(c, 0, sizeof c);
+            for (int i = 0; i < I; i++)
+                for (int j = 0; j < P; j++)
+                    c[j] += xr[i] * wget(wp, wt, base + (size_t)i * P + j);
+            for (int o = lo; o < hi; o++)
+                ops_store1(y + (size_t)t * O, o, c[o - p * P], bias, accumulate);
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ AVX-512 */
+#ifdef OPS_HAVE_X86
+#define A512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")))
+#define INL static inline __attribute__((always_inline))
+#define UNROLL _Pragma("GCC unroll 8")
+
+INL A512 __m512 pk_f32(const void *w, size_t k)
+{
+    return _mm512_loadu_ps((const float *)w + k);
+}
+INL A512 __m512 pk_f16(const void *w, size_t k)
+{
+    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)w + k)));
+}
+INL A512 __m512 pk_bf16(const void *w, size_t k)
+{
+    __m256i h = _mm256_loadu_si256((const __m256i *)((const uint16_t *)w + k));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+/* One input k: 4 vectors of weights, R broadcasts of x, R x 4 FMAs. */
+#define MK_STEP(LD, R)                                                                                 \
+    __m512 wv[4];                                                                                    \
+    UNROLL for (int q = 0; q < 4; q++) wv[q] = LD(w, (size_t)k * P + q * 16);                        \
+    UNROLL for (int r = 0; r < R; r++)                                                               \
+    {                                                                                                \
+        __m512 xb = _mm512_set1_ps(x[(size_t)r * ldx + k]);                                          \
+        UNROLL for (int q = 0; q < 4; q++) acc[r][q] = _mm512_fmadd_ps(wv[q], xb, acc[r][q]);         \
+    }
+
+/* c[r][0..64) (+)= sum over k < kn of x[r][k] * w[k][0..64): R rows of x
+ * (stride ldx), the panel block w ([kn][64] in the weight type), the sums
+ * c (stride 64), started from zero when `first`. */
+#define DEFINE_MK(SUF, LD, ES, R)                                                                      \
+    __attribute__((noinline)) A512 static void mk_##SUF##_##R(const void *w, const float *x, size_t ldx, \
+                                                              int kn, float *c, bool first,          \
+                                                              const char *pf)                        \
+    {                                                                                                \
+        __m512 acc[R][4];                                                                            \
+        UNROLL for (int r = 0; r < R; r++) UNROLL for (int q = 0; q < 4; q++) acc[r][q] =            \
+            first ? _mm512_setzero_ps() : _mm512_loadu_ps(c + r * P + q * 16);                       \
+        if (pf) {                                                                                    \
+            for (int k = 0; k < kn; k++) {                                                           \
+                UNROLL for (int l = 0; l < ES; l++)                                                   \
+                    _mm_prefetch(pf + (size_t)k * P * ES + l * 64, _MM_HINT_T1);                      \
+                MK_STEP(LD, R)                                                                       \
+            }                                                                                        \
+        } else {                                                                                     \
+            for (int k = 0; k < kn; k++) {                                                           \
+                MK_STEP(LD, R)                                                                       \
+            }                                                                                        \
+        }                                                                                            \
+        UNROLL for (int r = 0; r < R; r++) UNROLL for (int q = 0; q < 4; q++)                        \
+            _mm512_storeu_ps(c + r * P + q * 16, acc[r][q]);                                         \
+    }
+
+#define DEFINE_MKS(SUF, LD, ES)                                                                        \
+    DEFINE_MK(SUF, LD, ES, 1)                                                                        \
+    DEFINE_MK(SUF, LD, ES, 2)                                                                        \
+    DEFINE_MK(SUF, LD, ES, 3)                                                                        \
+    DEFINE_MK(SUF, LD, ES, 4)                                                                        \
+    DEFINE_MK(SUF, LD, ES, 5)                                                                        \
+    DEFINE_MK(SUF, LD, ES, 6)                                                                        \
+    static void (*const mks_##SUF[7])(const void *, const float *, size_t, int, float *, bool,      \
+                                      const char *) = {                                              \
+        NULL, mk_##SUF##_1, mk_##SUF##_2, mk_##SUF##_3, mk_##SUF##_4, mk_##SUF##_5, mk_##SUF##_6};
+
+DEFINE_MKS(f32, pk_f32, 4)
+DEFINE_MKS(f16, pk_f16, 2)
+DEFINE_MKS(bf16, pk_bf16, 2)
+
+typedef void (*mk_fn)(const void *, const float *, size_t, int, float *, bool, const char *);
+
+/* y[t][o .. o + n) from the sums c (64 a row) by the store rule (ops_store1), 16 outputs a vector. */
+A512 static void store_rows_avx512(float *y, const float *c, const float *bias, int T, int O, int o, int n,
+                                   bool accumulate)
+{
+    for (int t = 0; t < T; t++) {
+        float *yr = y + (size_t)t * O + o;
+        for (int j = 0; j < n; j += 16) {
+            __mmask16 m = n - j >= 16 ? 0xffff : (__mmask16)((1u << (n - j)) - 1);
+            __m512 v = _mm512_maskz_loadu_ps(m, c + (size_t)t * P + j);
+            __m512 base = accumulate ? _mm512_maskz_loadu_ps(m, yr + j) : _mm512_setzero_ps();
+            if (bias)
+                base = _mm512_add_ps(base, _mm512_maskz_loadu_ps(m, bias + o + j));
+            _mm512_mask_storeu_ps(yr + j, m, _mm512_add_ps(base, v));
+        }
+    }
+}
+
+/* Per panel in [o0, o1): rows in passes of MC; per pass, inputs in blocks
+ * of KC, and per block the pass's rows in groups of up to 6; then the
+ * store rule on the panel's outputs inside [o0, o1). */
+void ops_matmul_packed_avx512(float *y, const float *x, const void *wp, enum ckpt_dtype wt, const float *bias,
+                              int T, int I, int O, int o0, int o1, bool accumulate)
+{
+    mk_fn const *mk = wt == CKPT_F16 ? mks_f16 : wt == CKPT_BF16 ? mks_bf16 : mks_f32;
+    size_t es = ckpt_dtype_size(wt);
+    int kc = kc_of(es);
+    float c[MC * P] __attribute__((aligned(64)));
+    for (int p = o0 / P; p * P < o1; p++) {
+        int lo = p * P > o0 ? p * P : o0, hi = p * P + P < o1 ? p * P + P : o1;
+        const char *panel = (const char *)wp + (size_t)p * P * I * es;
+        for (int t0 = 0; t0 < T; t0 += MC) {
+            int tn = T - t0 < MC ? T - t0 : MC;
+            for (int k0 = 0; k0 < I; k0 += kc) {
+                int kn = I - k0 < kc ? I - k0 : kc;
+                const char *blk = panel + (size_t)k0 * P * es;
+                /* The first group's pass also pulls the next block (of
+                 * this panel, or the next panel's first) into L2 at the
+                 * rate it reads this one: the hardware streamer stops at
+                 * each 4 KiB page, so without it the weight stream and the
+                 * FMAs take turns. Later groups prefetch the block they
+                 * read (in L1 already: nearly free). */
+                const char *next = k0 + kc < I ? blk + (size_t)kn * P * es
+                                   : (p + 1) * P < o1 && t0 + MC >= T ? panel + (size_t)P * I * es
+                                                                      : blk;
+                for (int r0 = 0; r0 < tn; r0 += 6) {
+                    int r = tn - r0 < 6 ? tn - r0 : 6;
+                    mk[r](blk, x + (size_t)(t0 + r0) * I + k0, (size_t)I, kn, c + r0 * P, k0 == 0,
+                          r0 == 0 && tn > 1 ? next : NULL);
+                }
+            }
+            store_rows_avx512(y + (size_t)t0 * O, c + (lo - p * P), bias, tn, O, lo, hi - lo, accumulate);
+        }
+    }
+}
+#endif /* OPS_HAVE_X86 */
