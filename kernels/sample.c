@@ -1,24 +1,11 @@
 /* sample.c -- the CPU reference of sample.h: penalties, greedy argmax, log-probabilities and top-n of one logits row, in the engine sampler's order of float operations. */
 #include "config.h"
 #include "sample.h"
+#include "exp_poly.h"
 
 #include <float.h>
 #include <math.h>
 #include <string.h>
-
-/* Cephes expf's constants, as fcgi_app/engine/sampler_select.c has them. */
-#define EXP_UNDER (-87.33654475f)
-#define EXP_MAGIC 12582912.0f
-#define EXP_LOG2E 1.44269504088896341f
-#define EXP_C1 0.693359375f
-#define EXP_C2 (-2.12194440e-4f)
-#define EXP_P0 1.9875691500e-4f
-#define EXP_P1 1.3981999507e-3f
-#define EXP_P2 8.3334519073e-3f
-#define EXP_P3 4.1665795894e-2f
-#define EXP_P4 1.6666665459e-1f
-#define EXP_P5 5.0000001201e-1f
-#define EXP_BLOCK 64
 
 static uint32_t f2u(float f)
 {

@@ -2,26 +2,12 @@
 #include "config.h"
 #include "sampler.h"
 #include "sampler_int.h"
+#include "exp_poly.h"
 
 #include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* The constants of exp() below (Cephes expf). */
-#define EXP_UNDER (-87.33654475f)   /* exp(EXP_UNDER) ~ FLT_MIN; anything below gives 0 */
-#define EXP_MAGIC 12582912.0f       /* 1.5 * 2^23: adding it rounds to an integer */
-#define EXP_LOG2E 1.44269504088896341f
-#define EXP_C1 0.693359375f         /* ln 2 = C1 + C2, C1 exact in few bits */
-#define EXP_C2 (-2.12194440e-4f)
-#define EXP_P0 1.9875691500e-4f
-#define EXP_P1 1.3981999507e-3f
-#define EXP_P2 8.3334519073e-3f
-#define EXP_P3 4.1665795894e-2f
-#define EXP_P4 1.6666665459e-1f
-#define EXP_P5 5.0000001201e-1f
-#define EXP_BLOCK 64                /* sampler_exp_sum() sums each block in float, then the blocks in double */
-
 
 /* exp(x) for x <= 0, lane by lane: x = n ln2 + r with |r| <= ln2/2, Cephes
  * expf's degree-6 polynomial evaluated in Estrin's scheme, 2^n put into the

@@ -1,27 +1,27 @@
 /* sample.cu -- greedy next-token choice on the device: penalties, argmax, log-softmax normaliser and top-n in the engine sampler's order of float operations (kernels/sample.c is the reference; every product and sum rounded on its own, no fused multiply-add). */
 #include "cuda/sample_cuda.h"
+#include "exp_poly.h"
 
 #include <float.h>
 #include <math.h>
 
 #define SAMPLE_THREADS 256
-#define EXP_BLOCK 64
 
 /* sample.c's exp_neg, operation for operation. */
 static __device__ float exp_neg(float x)
 {
-    const float under_c = -87.33654475f, magic = 12582912.0f;
+    const float under_c = EXP_UNDER, magic = EXP_MAGIC;
     bool under = x < under_c;
     x = fmaxf(x, under_c);
-    float t = __fadd_rn(__fmul_rn(x, 1.44269504088896341f), magic);
+    float t = __fadd_rn(__fmul_rn(x, EXP_LOG2E), magic);
     int n = (int)(__float_as_uint(t) - __float_as_uint(magic));
     float fn = __fsub_rn(t, magic);
-    float r = __fsub_rn(x, __fmul_rn(fn, 0.693359375f));
-    r = __fsub_rn(r, __fmul_rn(fn, -2.12194440e-4f));
+    float r = __fsub_rn(x, __fmul_rn(fn, EXP_C1));
+    r = __fsub_rn(r, __fmul_rn(fn, EXP_C2));
     float r2 = __fmul_rn(r, r), r4 = __fmul_rn(r2, r2);
-    float a = __fadd_rn(5.0000001201e-1f, __fmul_rn(1.6666665459e-1f, r));
-    float b = __fadd_rn(4.1665795894e-2f, __fmul_rn(8.3334519073e-3f, r));
-    float c = __fadd_rn(1.3981999507e-3f, __fmul_rn(1.9875691500e-4f, r));
+    float a = __fadd_rn(EXP_P5, __fmul_rn(EXP_P4, r));
+    float b = __fadd_rn(EXP_P3, __fmul_rn(EXP_P2, r));
+    float c = __fadd_rn(EXP_P1, __fmul_rn(EXP_P0, r));
     float y = __fadd_rn(__fadd_rn(a, __fmul_rn(b, r2)), __fmul_rn(c, r4));
     y = __fadd_rn(__fadd_rn(__fmul_rn(y, r2), r), 1.0f);
     y = __fmul_rn(y, __uint_as_float((unsigned)(n + 127) << 23));
