@@ -296,12 +296,151 @@ static VNNI void matvec_q8_vnni(float *y, const struct ops_q8_block *x, const st
     }
 }
 
+/* Several rows of x (batched decode, prefill): the matrix-vector path's
+ * arithmetic, in tiles of R <= 4 rows of x by 4 rows of W (16 zmm
+ * accumulators), two blocks per 512-bit vector. x's block pairs, their
+ * -128 * sum(x) starts and scales are made once per call and chunk of 4
+ * rows (prep_x), not once per tile; each row of W is loaded and offset once
+ * per pair for the tile's rows. A row's sum is the same expression in the
+ * same order as in matvec_q8_vnni (the odd last block included, summed apart
+ * as there), so its result does not depend on how many rows come with it,
+ * one included. */
+struct q8_xprep {
+    __m512i xz[MV_MAX_PAIRS], cz[MV_MAX_PAIRS];
+    __m512 dz[MV_MAX_PAIRS];
+};
+
+/* x's row (nb blocks) into p: its full pairs, and an odd last block's pair
+ * with a zero upper block. */
+static VNNI void prep_x(struct q8_xprep *p, const struct ops_q8_block *x, int nb)
+{
+    const __m512i b128 = _mm512_set1_epi8((char)0x80);
+    struct ops_q8_block pad[2];
+    for (int k = 0; 2 * k < nb; k++) {
+        const struct ops_q8_block *xb = x + 2 * k;
+        if (2 * k + 1 == nb) {
+            memset(pad, 0, sizeof pad);
+            pad[0] = x[2 * k];
+            xb = pad;
+        }
+        p->xz[k] = load2(xb);
+        p->cz[k] = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), b128, p->xz[k]));
+        p->dz[k] = scales2(xb);
+    }
+}
+
+/* R rows of x (px, their quantized rows x, stride xs blocks) by Q = 4 rows
+ * of W (w, stride ws): s[r * 4 + q]. */
+INL VNNI void mm_tile(const struct ops_q8_block *w, size_t ws, const struct q8_xprep *px,
+                      const struct ops_q8_block *x, size_t xs, int nb, int R, float *s)
+{
+    const __m512i b128 = _mm512_set1_epi8((char)0x80);
+    __m512 acc[4][4];
+    UNROLL for (int r = 0; r < 4; r++) UNROLL for (int q = 0; q < 4; q++) acc[r][q] = _mm512_setzero_ps();
+    int np = nb / 2;
+    for (int p = 0; p < np; p++) {
+        __m512i wu[4];
+        __m512 dw[4];
+        UNROLL for (int q = 0; q < 4; q++)
+        {
+            const struct ops_q8_block *b = w + (size_t)q * ws + 2 * (size_t)p;
+            wu[q] = _mm512_xor_si512(load2(b), b128);
+            dw[q] = scales2(b);
+        }
+        UNROLL for (int r = 0; r < 4; r++)
+        {
+            if (r >= R)
+                break;
+            __m512i xz = px[r].xz[p], cz = px[r].cz[p];
+            __m512 dz = px[r].dz[p];
+            UNROLL for (int q = 0; q < 4; q++)
+            {
+                __m512i d = _mm512_dpbusd_epi32(cz, wu[q], xz);
+                acc[r][q] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_mul_ps(dw[q], dz), acc[r][q]);
+            }
+        }
+    }
+    UNROLL for (int r = 0; r < 4; r++)
+    {
+        if (r >= R)
+            break;
+        UNROLL for (int q = 0; q < 4; q++) s[r * 4 + q] = _mm512_reduce_add_ps(acc[r][q]);
+    }
+    if (nb % 2) {    /* the last block alone, as matvec_q8_vnni does it */
+        float t[4 * 4];
+        UNROLL for (int r = 0; r < 4; r++)
+        {
+            if (r >= R)
+                break;
+            q8v_1x4(w + nb - 1, ws, x + (size_t)r * xs + nb - 1, xs, 1, t + r * 4);
+        }
+        for (int i = 0; i < R * 4; i++)
+            s[i] += t[i];
+    }
+}
+
+__attribute__((noinline)) static VNNI void mm_tile1(const struct ops_q8_block *w, size_t ws,
+                                                    const struct q8_xprep *px, const struct ops_q8_block *x,
+                                                    size_t xs, int nb, float *s)
+{
+    mm_tile(w, ws, px, x, xs, nb, 1, s);
+}
+__attribute__((noinline)) static VNNI void mm_tile2(const struct ops_q8_block *w, size_t ws,
+                                                    const struct q8_xprep *px, const struct ops_q8_block *x,
+                                                    size_t xs, int nb, float *s)
+{
+    mm_tile(w, ws, px, x, xs, nb, 2, s);
+}
+__attribute__((noinline)) static VNNI void mm_tile3(const struct ops_q8_block *w, size_t ws,
+                                                    const struct q8_xprep *px, const struct ops_q8_block *x,
+                                                    size_t xs, int nb, float *s)
+{
+    mm_tile(w, ws, px, x, xs, nb, 3, s);
+}
+__attribute__((noinline)) static VNNI void mm_tile4(const struct ops_q8_block *w, size_t ws,
+                                                    const struct q8_xprep *px, const struct ops_q8_block *x,
+                                                    size_t xs, int nb, float *s)
+{
+    mm_tile(w, ws, px, x, xs, nb, 4, s);
+}
+
+static VNNI void matmul_q8_vnni_rows(float *y, const struct ops_q8_block *X, const struct ops_q8_block *W,
+                                     const float *bias, int T, int nb, int O, int o0, int o1, bool accumulate)
+{
+    typedef void (*tile_fn)(const struct ops_q8_block *, size_t, const struct q8_xprep *,
+                            const struct ops_q8_block *, size_t, int, float *);
+    static const tile_fn tiles[] = {NULL, mm_tile1, mm_tile2, mm_tile3, mm_tile4};
+    struct q8_xprep px[4];
+    size_t rs = (size_t)nb;
+    float s[4 * 4];
+    for (int tc = 0; tc < T; tc += 4) {
+        int R = T - tc < 4 ? T - tc : 4;
+        for (int r = 0; r < R; r++)
+            prep_x(&px[r], X + (size_t)(tc + r) * rs, nb);
+        int o = o0;
+        for (; o + 4 <= o1; o += 4) {
+            tiles[R](W + (size_t)o * rs, rs, px, X + (size_t)tc * rs, rs, nb, s);
+            for (int r = 0; r < R; r++)
+                for (int q = 0; q < 4; q++)
+                    ops_store1(y + (size_t)(tc + r) * O, o + q, s[r * 4 + q], bias, accumulate);
+        }
+        for (; o < o1; o++)    /* the last 1-3 outputs: the one-row path's own code, row by row */
+            for (int r = 0; r < R; r++)
+                matvec_q8_vnni(y + (size_t)(tc + r) * O, X + (size_t)(tc + r) * rs, W, bias, nb, o, o + 1,
+                               accumulate);
+    }
+}
+
 void ops_matmul_q8_vnni(float *y, const void *xq, const void *wq, const float *bias, int T, int I, int O, int o0,
                         int o1, bool accumulate)
 {
     int nb = (I + OPS_Q8_BLOCK - 1) / OPS_Q8_BLOCK;
     if (T == 1 && nb <= 2 * MV_MAX_PAIRS) {
         matvec_q8_vnni(y, xq, wq, bias, nb, o0, o1, accumulate);
+        return;
+    }
+    if (nb <= 2 * MV_MAX_PAIRS) {
+        matmul_q8_vnni_rows(y, xq, wq, bias, T, nb, O, o0, o1, accumulate);
         return;
     }
     static const q8_tile_fn t[] = {NULL, q8v_1x4, q8v_2x4, q8v_3x4, q8v_4x4};
