@@ -258,6 +258,36 @@ static void check_q8_rounding(void)
        b.q[1], b.q[4], b.q[7]);
 }
 
+/* Whole rows (full blocks take the AVX2 loop where there is one, a partial
+ * last block the C one) against roundf of x / d, scale and all. */
+static void check_q8_quantize_rows(void)
+{
+    enum { I = 200 };
+    float x[I];
+    struct ops_q8_block b[(I + 31) / 32];
+    bool same = true;
+    for (int rep = 0; rep < 50; rep++) {
+        for (int i = 0; i < I; i++)
+            x[i] = frand() * (rep % 5 == 0 ? 1e-3f : 4.0f) * (i % 37 == 0 ? 30.0f : 1.0f);
+        if (rep == 1)
+            for (int i = 0; i < 32; i++)
+                x[i] = 0.0f;   /* an all-zero block */
+        ops_q8_quantize_row(b, x, I);
+        for (int k = 0; k * 32 < I; k++) {
+            float amax = 0.0f;
+            for (int i = k * 32; i < I && i < k * 32 + 32; i++)
+                amax = fmaxf(amax, fabsf(x[i]));
+            float d = amax / 127.0f, id = d > 0.0f ? 1.0f / d : 0.0f;
+            same = same && b[k].d == ckpt_f32_to_f16(d);
+            for (int i = 0; i < 32; i++) {
+                float v = k * 32 + i < I ? x[k * 32 + i] * id : 0.0f;
+                same = same && b[k].q[i] == (int8_t)fmaxf(-127.0f, fminf(127.0f, roundf(v)));
+            }
+        }
+    }
+    ok(same, "Q8_0 quantization of whole rows (I=%d) equals roundf(x / d) with d = max|x| / 127", I);
+}
+
 static double ref_act(double v, enum ops_act act)
 {
     switch (act) {
@@ -546,6 +576,7 @@ int main(void)
     printf("# this CPU's best level: %d (%s)\n", (int)top, ops_simd_name());
     is_int((int)ops_init(OPS_BEST), (int)top, "OPS_BEST picks the CPU's best level");
     check_q8_rounding();
+    check_q8_quantize_rows();
     check_pool(1);
     check_pool(2);
     check_pool(4);
