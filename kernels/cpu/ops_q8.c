@@ -503,20 +503,44 @@ struct q8_panel {
     __m512 d[PN_MAX_BLOCKS];
 };
 
-/* Outputs o .. o + n - 1 (n <= 16) of W into the panel; lanes past n zero. */
+static const struct ops_q8_block q8_zero_row[PN_MAX_BLOCKS];
+
+/* Outputs o .. o + n - 1 (n <= 16) of W into the panel; lanes past n zero
+ * (read from a zero row). Per block the 16 rows' 32 bytes, rows i and i + 8
+ * in one vector, are transposed as 8 x 8 dwords in each half (24 shuffles);
+ * the 16 scales come by one gather of the dword at each block's start (the
+ * scale and its first 2 weights: d comes first, so it stays in the block). */
 static VNNI void panel_make(struct q8_panel *pn, const struct ops_q8_block *W, size_t rs, int nb, int o, int n)
 {
     __mmask16 m = (__mmask16)((1u << n) - 1);
     const __m512i b128 = _mm512_set1_epi8((char)0x80);
+    const __m512i lo = _mm512_set_epi64(13, 12, 5, 4, 9, 8, 1, 0), hi = _mm512_set_epi64(15, 14, 7, 6, 11, 10, 3, 2);
     __m512i idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
                                      _mm512_set1_epi32((int)(rs * sizeof(struct ops_q8_block))));
+    const struct ops_q8_block *row[16];
+    for (int i = 0; i < 16; i++)
+        row[i] = i < n ? W + (size_t)(o + i) * rs : q8_zero_row;
     for (int k = 0; k < nb; k++) {
-        const struct ops_q8_block *b = W + (size_t)o * rs + k;
-        for (int g = 0; g < 8; g++)
-            pn->w[k][g] = _mm512_xor_si512(
-                _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, idx, (const char *)b->q + 4 * g, 1), b128);
-        /* the scale and the block's first 2 weights (d comes first) */
-        __m512i dd = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, idx, (const char *)&b->d, 1);
+        __m512i r[8], t[8], u[8];
+        for (int i = 0; i < 8; i++)
+            r[i] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)row[i][k].q)),
+                                      _mm256_loadu_si256((const __m256i *)row[i + 8][k].q), 1);
+        for (int i = 0; i < 8; i += 2) {
+            t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+            t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+        }
+        for (int i = 0; i < 8; i += 4) {
+            u[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);       /* g0 | g4 */
+            u[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);   /* g1 | g5 */
+            u[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);   /* g2 | g6 */
+            u[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);   /* g3 | g7 */
+        }
+        for (int g = 0; g < 4; g++) {
+            pn->w[k][g] = _mm512_xor_si512(_mm512_permutex2var_epi64(u[g], lo, u[g + 4]), b128);
+            pn->w[k][g + 4] = _mm512_xor_si512(_mm512_permutex2var_epi64(u[g], hi, u[g + 4]), b128);
+        }
+        __m512i dd = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, idx,
+                                                 (const char *)&W[(size_t)o * rs + k].d, 1);
         pn->d[k] = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dd));
     }
 }
