@@ -520,8 +520,17 @@ static VNNI void panel_make(struct q8_panel *pn, const struct ops_q8_block *W, s
     const struct ops_q8_block *row[16];
     for (int i = 0; i < 16; i++)
         row[i] = i < n ? W + (size_t)(o + i) * rs : q8_zero_row;
+    /* the next 16 rows (contiguous: 16 * nb blocks) into L1, a share per
+     * block, so their stream from memory overlaps this panel and its tiles
+     * (the 16 rows read a block at a time are 16 strided streams, which the
+     * hardware prefetcher followed poorly: the loads were most of the panel's
+     * samples at 8 rows). Past the matrix a prefetch is a no-op. */
+    const char *next = (const char *)(W + (size_t)(o + 16) * rs);
+    const size_t share = 16 * sizeof(struct ops_q8_block);
     for (int k = 0; k < nb; k++) {
         __m512i r[8], t[8], u[8];
+        for (size_t b = 0; b < share; b += 64)
+            _mm_prefetch(next + (size_t)k * share + b, _MM_HINT_T0);
         for (int i = 0; i < 8; i++)
             r[i] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)row[i][k].q)),
                                       _mm256_loadu_si256((const __m256i *)row[i + 8][k].q), 1);
