@@ -11,7 +11,8 @@
  *          the tile's rows of W), so one instruction per pair of blocks.
  * Tiles are up to 4 rows of W by 2 (AVX2: 16 vector registers) or 4 (VNNI
  * with AVX-512VL: 32) rows of x; weights stream once per chunk of x. One
- * row of x (batch-1 decode) has its own VNNI matrix-vector path below. */
+ * row of x (batch-1 decode) has its own VNNI matrix-vector path below, and
+ * 2+ rows at VNNI a panel path with 16 outputs across the lanes. */
 #include "ops_int.h"
 
 #include <math.h>
