@@ -458,8 +458,9 @@ __attribute__((noinline)) static VNNI void mm_tile4(const struct ops_q8_block *w
     mm_tile(w, ws, px, x, xs, nb, 4, s);
 }
 
-static VNNI void matmul_q8_vnni_rows(float *y, const struct ops_q8_block *X, const struct ops_q8_block *W,
-                                     const float *bias, int T, int nb, int O, int o0, int o1, bool accumulate)
+__attribute__((noinline)) static VNNI void
+matmul_q8_vnni_rows(float *y, const struct ops_q8_block *X, const struct ops_q8_block *W,
+                    const float *bias, int T, int nb, int O, int o0, int o1, bool accumulate)
 {
     typedef void (*tile_fn)(const struct ops_q8_block *, size_t, const struct q8_xprep *,
                             const struct ops_q8_block *, size_t, int, float *);
@@ -497,7 +498,8 @@ static VNNI void matmul_q8_vnni_rows(float *y, const struct ops_q8_block *X, con
  * Each output is one lane summed in block order, so a row's result does not
  * depend on the other rows of the call (the one-row path sums otherwise: a
  * row alone may differ in the last bits). */
-#define PN_MAX_BLOCKS 128
+#define PN_MAX_BLOCKS 128   /* the panel (74 KiB) and x's sums (32 KiB) live on the stack: noinline below
+                               keeps them out of the callers' frames */
 #define PN_ROWS 32
 struct q8_panel {
     __m512i w[PN_MAX_BLOCKS][8];
@@ -620,8 +622,9 @@ DEFINE_PN_TILE(6)
 DEFINE_PN_TILE(7)
 DEFINE_PN_TILE(8)
 
-static VNNI void matmul_q8_vnni_panel(float *y, const struct ops_q8_block *X, const struct ops_q8_block *W,
-                                      const float *bias, int T, int nb, int O, int o0, int o1, bool accumulate)
+__attribute__((noinline)) static VNNI void
+matmul_q8_vnni_panel(float *y, const struct ops_q8_block *X, const struct ops_q8_block *W,
+                     const float *bias, int T, int nb, int O, int o0, int o1, bool accumulate)
 {
     typedef void (*tile_fn)(const struct q8_panel *, const struct q8_xs *, int, const struct ops_q8_block *,
                             size_t, int, __m512 *);
