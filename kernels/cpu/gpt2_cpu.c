@@ -138,9 +138,11 @@ static void matmul(struct cpu_model *m, float *y, const float *x, const void *w,
                    int T, int I, int O, bool accumulate, int act)
 {
     /* Blocks of 16 outputs (a multiple of the 4-wide kernel tile), larger for
-     * the vocabulary-wide LM head so the task count stays reasonable. */
+     * the vocabulary-wide LM head so the task count stays reasonable, and for
+     * int8 at 2+ rows, where a call prepares x's block sums and scales once
+     * for its 16-output panels (ops_q8.c). */
     bool packed = m->packed && w != m->score;
-    int block = packed ? OPS_PANEL : O > 8192 ? 64 : 16;
+    int block = packed ? OPS_PANEL : O > 8192 || (m->q8 && w != m->score && T > 1) ? 64 : 16;
     const void *xq = NULL;
     if (m->q8 && w != m->score) {
         struct q8_job qj = {m->xq, x, I};

@@ -526,7 +526,7 @@ static double time_kernel(struct tpool *pool, enum ckpt_dtype wt, bool q8, bool 
     }
     for (size_t i = 0; i < (size_t)T * I; i++)
         x[i] = (float)((i * 37) % 101) / 50.0f - 1.0f;
-    int block = O > 8192 ? 64 : 16;
+    int block = O > 8192 || (q8 && T > 1) ? 64 : 16;   /* as gpt2_cpu.c's matmul */
     if (packed) {
         size_t pb = ops_pack_bytes(wt, I, O);
         char *pw = malloc(pb * (size_t)copies);

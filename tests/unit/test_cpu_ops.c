@@ -202,6 +202,47 @@ static void check_matmul_q8(int T, int I, int O, int o0, int o1, bool acc, bool 
     free(want);
 }
 
+/* int8: a row's result does not depend on the other rows of a call of 2 or
+ * more (chunked prefill against whole prefill, batched decode): the T rows
+ * at once and chunks of 3 and of 2 (T - 2 is then odd: a last chunk of 3)
+ * give the same bits; one row alone takes the matrix-vector path, which
+ * sums in another order (check_matmul_q8 holds it to the reference). */
+static void check_q8_rows_alone(int T, int I, int O)
+{
+    size_t rb = ops_q8_row_bytes(I);
+    float *x = malloc(sizeof(float) * (size_t)T * I), *w = malloc(sizeof(float) * (size_t)O * I);
+    char *xq = malloc(rb * (size_t)T), *wq = malloc(rb * (size_t)O);
+    float *all = malloc(sizeof(float) * (size_t)T * O), *c2 = malloc(sizeof(float) * (size_t)T * O);
+    float *c3 = malloc(sizeof(float) * (size_t)T * O);
+    for (int i = 0; i < T * I; i++)
+        x[i] = frand();
+    for (int i = 0; i < O * I; i++)
+        w[i] = frand() * 0.1f;
+    for (int t = 0; t < T; t++)
+        ops_q8_quantize_row(xq + rb * t, x + (size_t)t * I, I);
+    for (int o = 0; o < O; o++)
+        ops_q8_quantize_row(wq + rb * o, w + (size_t)o * I, I);
+    ops_matmul_q8(all, xq, wq, NULL, T, I, O, 0, O, false);
+    for (int t = 0; t < T; t += 3)
+        ops_matmul_q8(c3 + (size_t)t * O, xq + rb * t, wq, NULL, T - t < 3 ? T - t : 3, I, O, 0, O, false);
+    for (int t = 0; t < T;) {
+        int n = T - t == 3 ? 3 : 2;
+        ops_matmul_q8(c2 + (size_t)t * O, xq + rb * t, wq, NULL, n, I, O, 0, O, false);
+        t += n;
+    }
+    size_t n = sizeof(float) * (size_t)T * O;
+    ok(memcmp(all, c3, n) == 0 && memcmp(all, c2, n) == 0,
+       "%s matmul Q8_0 T=%d I=%d O=%d: chunks of 3 and of 2 give the bits of all rows at once", ops_simd_name(),
+       T, I, O);
+    free(x);
+    free(w);
+    free(xq);
+    free(wq);
+    free(all);
+    free(c2);
+    free(c3);
+}
+
 /* The quantizer rounds as roundf (half away from zero), ties included:
  * with max |x| = 127 the scale is 1 and x * id is x. */
 static void check_q8_rounding(void)
@@ -215,6 +256,36 @@ static void check_q8_rounding(void)
         same = same && b.q[i] == (int8_t)roundf(x[i]);
     ok(same, "Q8_0 quantization rounds as roundf, ties away from zero (2.5 -> %d, -0.5 -> %d, 126.5 -> %d)",
        b.q[1], b.q[4], b.q[7]);
+}
+
+/* Whole rows (full blocks take the AVX2 loop where there is one, a partial
+ * last block the C one) against roundf of x / d, scale and all. */
+static void check_q8_quantize_rows(void)
+{
+    enum { I = 200 };
+    float x[I];
+    struct ops_q8_block b[(I + 31) / 32];
+    bool same = true;
+    for (int rep = 0; rep < 50; rep++) {
+        for (int i = 0; i < I; i++)
+            x[i] = frand() * (rep % 5 == 0 ? 1e-3f : 4.0f) * (i % 37 == 0 ? 30.0f : 1.0f);
+        if (rep == 1)
+            for (int i = 0; i < 32; i++)
+                x[i] = 0.0f;   /* an all-zero block */
+        ops_q8_quantize_row(b, x, I);
+        for (int k = 0; k * 32 < I; k++) {
+            float amax = 0.0f;
+            for (int i = k * 32; i < I && i < k * 32 + 32; i++)
+                amax = fmaxf(amax, fabsf(x[i]));
+            float d = amax / 127.0f, id = d > 0.0f ? 1.0f / d : 0.0f;
+            same = same && b[k].d == ckpt_f32_to_f16(d);
+            for (int i = 0; i < 32; i++) {
+                float v = k * 32 + i < I ? x[k * 32 + i] * id : 0.0f;
+                same = same && b[k].q[i] == (int8_t)fmaxf(-127.0f, fminf(127.0f, roundf(v)));
+            }
+        }
+    }
+    ok(same, "Q8_0 quantization of whole rows (I=%d) equals roundf(x / d) with d = max|x| / 127", I);
 }
 
 static double ref_act(double v, enum ops_act act)
@@ -431,6 +502,23 @@ static void run_kernels(void)
     check_matmul_q8(1, 5, 3, 0, 3, false, false);
     check_matmul_q8(1, 3072, 22, 2, 22, false, true);
     check_matmul_q8(1, 8224, 5, 0, 5, true, false);
+    /* several rows (VNNI: the panel of 16 outputs, tiles of up to 8 rows,
+     * chunks of 32): row counts across the tiles and chunks, odd and even
+     * block counts and a partial last block, outputs not a multiple of 16
+     * (nor of 4), a range inside the matrix, rows too wide for each path */
+    {
+        static const int rows[] = {2, 7, 8, 31, 32, 33, 64, 65};
+        for (size_t k = 0; k < sizeof rows / sizeof rows[0]; k++) {
+            check_matmul_q8(rows[k], 200, 13, 0, 13, k % 2 == 0, true);
+            check_matmul_q8(rows[k], 768, 22, 1, 22, k % 2 == 1, k % 2 == 0);
+        }
+        check_matmul_q8(33, 4096, 17, 0, 17, true, true);   /* the widest row of the panel path */
+        check_matmul_q8(7, 5000, 9, 1, 9, false, true);     /* wider: the tiles of 4 by 4 */
+        check_matmul_q8(8, 8224, 6, 0, 6, false, true);     /* wider still: the 256-bit tiles */
+        check_q8_rows_alone(33, 200, 13);
+        check_q8_rows_alone(9, 768, 22);
+        check_q8_rows_alone(5, 3072, 7);
+    }
     check_small_ops();
 }
 
@@ -488,6 +576,7 @@ int main(void)
     printf("# this CPU's best level: %d (%s)\n", (int)top, ops_simd_name());
     is_int((int)ops_init(OPS_BEST), (int)top, "OPS_BEST picks the CPU's best level");
     check_q8_rounding();
+    check_q8_quantize_rows();
     check_pool(1);
     check_pool(2);
     check_pool(4);
