@@ -229,9 +229,37 @@ void ops_matmul_avx512_bf16(float *y, const float *x, const void *w, enum ckpt_d
 
 /* ------------------------------------------------------------------ attention */
 #ifdef OPS_HAVE_X86
+/* Accumulator slot of key j in a group of 16: the transpose of j as 4 x 4,
+ * so that hsum16's last step leaves key j's sum in lane j. Its own inverse. */
+#define SLOT(j) ((((j) & 3) << 2) | ((j) >> 2))
+
+/* The 16 lane sums of a[0..15] (a[t] the slot of key SLOT(t)), key j's in
+ * lane j, by the pairing _mm512_reduce_add_ps uses for one vector (lanes
+ * i + i+8, then i + i+4, i + i+2, i + i+1), four vectors' worth of shuffles
+ * for the 16 instead of 16 separate reductions: a key's sum is the same
+ * whatever its group holds. */
+INL A512 __m512 hsum16(const __m512 *a)
+{
+    __m512 x[8], y[4], z[2];
+    for (int p = 0; p < 8; p++)         /* lanes 0-7: slot 2p's i + i+8; 8-15: slot 2p+1's */
+        x[p] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * p], a[2 * p + 1], 0x44),
+                             _mm512_shuffle_f32x4(a[2 * p], a[2 * p + 1], 0xee));
+    for (int r = 0; r < 4; r++)         /* quarter q: slot 4r+q's i + i+4 */
+        y[r] = _mm512_add_ps(_mm512_shuffle_f32x4(x[2 * r], x[2 * r + 1], 0x88),
+                             _mm512_shuffle_f32x4(x[2 * r], x[2 * r + 1], 0xdd));
+    for (int t = 0; t < 2; t++)         /* quarter q: (slot 8t+q, slot 8t+4+q) x (i + i+2, i = 0, 1) */
+        z[t] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(y[2 * t]), _mm512_castps_pd(y[2 * t + 1]))),
+                             _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(y[2 * t]), _mm512_castps_pd(y[2 * t + 1]))));
+    /* lane 4q+e: slot 4e+q's last pair, i.e. key 4q+e */
+    return _mm512_add_ps(_mm512_shuffle_ps(z[0], z[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm512_shuffle_ps(z[0], z[1], _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
 /* s[j] = (q . K_j) * scale for n keys `stride` floats apart, d values each:
- * q in up to 8 zmm (d <= 128) loaded once, 4 keys at a time (4 independent
- * chains); d > 128 or a partial vector: masked loads in a loop. */
+ * q in up to 8 zmm (d <= 128) loaded once, 16 keys at a time (16
+ * independent chains, one per key, in the same order for every key) summed
+ * across lanes together by hsum16; d > 128: masked loads in a loop and one
+ * reduction per key. */
 A512 void ops_scores_avx512(float *s, const float *q, const float *k, size_t stride, int n, int d, float scale)
 {
     int nv = (d + 15) / 16;
@@ -253,27 +281,24 @@ A512 void ops_scores_avx512(float *s, const float *q, const float *k, size_t str
         mk[v] = left >= 16 ? 0xffff : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
         qv[v] = _mm512_maskz_loadu_ps(mk[v], q + (v < nv ? v * 16 : 0));
     }
-    int j = 0;
-    for (; j + 4 <= n; j += 4) {
-        const float *k0 = k + (size_t)j * stride;
-        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        for (int v = 0; v < nv; v++) {
-            a0 = _mm512_fmadd_ps(qv[v], _mm512_maskz_loadu_ps(mk[v], k0 + v * 16), a0);
-            a1 = _mm512_fmadd_ps(qv[v], _mm512_maskz_loadu_ps(mk[v], k0 + stride + v * 16), a1);
-            a2 = _mm512_fmadd_ps(qv[v], _mm512_maskz_loadu_ps(mk[v], k0 + 2 * stride + v * 16), a2);
-            a3 = _mm512_fmadd_ps(qv[v], _mm512_maskz_loadu_ps(mk[v], k0 + 3 * stride + v * 16), a3);
+    __m512 sc = _mm512_set1_ps(scale);
+    for (int j0 = 0; j0 < n; j0 += 16) {
+        const float *kb = k + (size_t)j0 * stride;
+        __m512 acc[16];
+        for (int t = 0; t < 16; t++)
+            acc[t] = _mm512_setzero_ps();
+        if (n - j0 >= 16) {
+            for (int v = 0; v < nv; v++)
+                _Pragma("GCC unroll 16") for (int t = 0; t < 16; t++) acc[t] =
+                    _mm512_fmadd_ps(qv[v], _mm512_maskz_loadu_ps(mk[v], kb + (size_t)SLOT(t) * stride + v * 16), acc[t]);
+            _mm512_storeu_ps(s + j0, _mm512_mul_ps(hsum16(acc), sc));
+        } else {
+            int left = n - j0;
+            for (int v = 0; v < nv; v++)
+                _Pragma("GCC unroll 16") for (int t = 0; t < 16; t++) if (SLOT(t) < left) acc[t] =
+                    _mm512_fmadd_ps(qv[v], _mm512_maskz_loadu_ps(mk[v], kb + (size_t)SLOT(t) * stride + v * 16), acc[t]);
+            _mm512_mask_storeu_ps(s + j0, (__mmask16)((1u << left) - 1), _mm512_mul_ps(hsum16(acc), sc));
         }
-        s[j] = _mm512_reduce_add_ps(a0) * scale;
-        s[j + 1] = _mm512_reduce_add_ps(a1) * scale;
-        s[j + 2] = _mm512_reduce_add_ps(a2) * scale;
-        s[j + 3] = _mm512_reduce_add_ps(a3) * scale;
-    }
-    for (; j < n; j++) {
-        const float *k0 = k + (size_t)j * stride;
-        __m512 a0 = _mm512_setzero_ps();
-        for (int v = 0; v < nv; v++)
-            a0 = _mm512_fmadd_ps(qv[v], _mm512_maskz_loadu_ps(mk[v], k0 + v * 16), a0);
-        s[j] = _mm512_reduce_add_ps(a0) * scale;
     }
 }
 
