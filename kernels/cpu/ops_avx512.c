@@ -284,10 +284,10 @@ A512 void ops_scores_avx512(float *s, const float *q, const float *k, size_t str
     }
     __m512 qv[8];
     __mmask16 mk[8];
-    for (int v = 0; v < 8; v++) {
+    for (int v = 0; v < nv; v++) {
         int left = d - v * 16;
-        mk[v] = left >= 16 ? 0xffff : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
-        qv[v] = _mm512_maskz_loadu_ps(mk[v], q + (v < nv ? v * 16 : 0));
+        mk[v] = left >= 16 ? 0xffff : (__mmask16)((1u << left) - 1);
+        qv[v] = _mm512_maskz_loadu_ps(mk[v], q + v * 16);
     }
     __m512 sc = _mm512_set1_ps(scale);
     for (int j0 = 0; j0 < n; j0 += 16) {
