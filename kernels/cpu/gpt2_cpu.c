@@ -70,7 +70,8 @@ struct cpu_model {
     const float *ln_f_g, *ln_f_b;
     struct cpu_layer *layers;       /* L */
 
-    /* KV pool: block b holds, for each layer, K then V of B positions x C. */
+    /* KV pool: block b holds, for each layer, K then V of B positions x C,
+     * head-major (kv_at). */
     float *kv;
     int B, n_blocks;
     size_t block_floats;
@@ -187,10 +188,15 @@ struct attn_job {
     int layer;
 };
 
-static float *kv_at(const struct cpu_model *m, const struct llm_seq *s, int layer, int which, int pos)
+/* Head h's K (which 0) or V (1) row at position pos. A block holds, per
+ * layer, K then V, each head-major: a head's B positions are one run of
+ * B x hd floats (4 KiB for GPT-2), so a head's attention reads whole pages
+ * in order instead of a 256-byte piece of every C-wide row. */
+static float *kv_at(const struct cpu_model *m, const struct llm_seq *s, int layer, int which, int h, int pos)
 {
     size_t block = (size_t)s->blocks[pos / m->B];
-    return m->kv + block * m->block_floats + ((size_t)(layer * 2 + which) * m->B + (size_t)(pos % m->B)) * m->C;
+    return m->kv + block * m->block_floats +
+           (((size_t)(layer * 2 + which) * m->H + (size_t)h) * m->B + (size_t)(pos % m->B)) * m->hd;
 }
 
 /* For each new token j of the sequence (position p = pos + j), head h:
@@ -208,8 +214,8 @@ static void attn_task(void *ctx, int task, int thread)
      * tokens of a prefill chunk see each other. */
     for (int t = 0; t < s->n_tokens; t++) {
         const float *row = m->qkv + (size_t)(j->row0[si] + t) * 3 * C;
-        memcpy(kv_at(m, s, j->layer, 0, s->pos + t) + h * hd, row + C + h * hd, (size_t)hd * sizeof(float));
-        memcpy(kv_at(m, s, j->layer, 1, s->pos + t) + h * hd, row + 2 * C + h * hd, (size_t)hd * sizeof(float));
+        memcpy(kv_at(m, s, j->layer, 0, h, s->pos + t), row + C + h * hd, (size_t)hd * sizeof(float));
+        memcpy(kv_at(m, s, j->layer, 1, h, s->pos + t), row + 2 * C + h * hd, (size_t)hd * sizeof(float));
     }
     /* Up to ATT_Q consecutive tokens at a time: each its own scores and
      * softmax (zero weights for the group's later keys it must not see),
@@ -222,9 +228,9 @@ static void attn_task(void *ctx, int task, int thread)
             int r = j->row0[si] + t0 + g, p = s->pos + t0 + g;
             const float *q = m->qkv + (size_t)r * 3 * C + h * hd;
             float *sc = scores + (size_t)g * m->P;
-            /* A KV block's positions are C floats apart: one call per block. */
+            /* A KV block's positions of a head are hd floats apart: one call per block. */
             for (int k0 = 0; k0 <= p; k0 += m->B)
-                ops_scores(sc + k0, q, kv_at(m, s, j->layer, 0, k0) + h * hd, (size_t)C,
+                ops_scores(sc + k0, q, kv_at(m, s, j->layer, 0, h, k0), (size_t)hd,
                            p + 1 - k0 < m->B ? p + 1 - k0 : m->B, hd, ly->attn_scale);
             ops_softmax(sc, p + 1);
             for (int k = p + 1; k <= pmax; k++)
@@ -233,7 +239,7 @@ static void attn_task(void *ctx, int task, int thread)
         }
         for (int k0 = 0; k0 <= pmax; k0 += m->B)
             ops_mix(m->att + (size_t)(j->row0[si] + t0) * C + h * hd, (size_t)C, scores + k0, (size_t)m->P, nq,
-                    kv_at(m, s, j->layer, 1, k0) + h * hd, (size_t)C, pmax + 1 - k0 < m->B ? pmax + 1 - k0 : m->B, hd);
+                    kv_at(m, s, j->layer, 1, h, k0), (size_t)hd, pmax + 1 - k0 < m->B ? pmax + 1 - k0 : m->B, hd);
     }
 }
 

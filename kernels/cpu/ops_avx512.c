@@ -229,9 +229,45 @@ void ops_matmul_avx512_bf16(float *y, const float *x, const void *w, enum ckpt_d
 
 /* ------------------------------------------------------------------ attention */
 #ifdef OPS_HAVE_X86
+/* Accumulator slot of key j in a group of 16: the transpose of j as 4 x 4,
+ * so that hsum16's last step leaves key j's sum in lane j. Its own inverse. */
+#define SLOT(j) ((((j) & 3) << 2) | ((j) >> 2))
+
+/* The 16 lane sums of a0..a15 (a_t the slot of key SLOT(t)), key j's in
+ * lane j, by the pairing _mm512_reduce_add_ps uses for one vector (lanes
+ * i + i+8, then i + i+4, i + i+2, i + i+1), four vectors' worth of shuffles
+ * for the 16 instead of 16 separate reductions. A lane's sum takes only its
+ * own slot's values: a key's sum is the same whatever its group holds. */
+INL A512 __m512 pair8(__m512 a, __m512 b)     /* lanes 0-7: a's i + i+8; 8-15: b's */
+{
+    return _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44), _mm512_shuffle_f32x4(a, b, 0xee));
+}
+INL A512 __m512 pair4(__m512 a, __m512 b)     /* quarters: a's two slots' i + i+4, then b's */
+{
+    return _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x88), _mm512_shuffle_f32x4(a, b, 0xdd));
+}
+INL A512 __m512 pair2(__m512 a, __m512 b)     /* quarter q: a's slot's i + i+2 (i = 0, 1), then b's */
+{
+    return _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(a), _mm512_castps_pd(b))),
+                         _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(a), _mm512_castps_pd(b))));
+}
+INL A512 __m512 hsum16(__m512 a0, __m512 a1, __m512 a2, __m512 a3, __m512 a4, __m512 a5, __m512 a6, __m512 a7,
+                       __m512 a8, __m512 a9, __m512 a10, __m512 a11, __m512 a12, __m512 a13, __m512 a14, __m512 a15)
+{
+    __m512 y0 = pair4(pair8(a0, a1), pair8(a2, a3)), y1 = pair4(pair8(a4, a5), pair8(a6, a7));
+    __m512 y2 = pair4(pair8(a8, a9), pair8(a10, a11)), y3 = pair4(pair8(a12, a13), pair8(a14, a15));
+    __m512 z0 = pair2(y0, y1), z1 = pair2(y2, y3);
+    /* lane 4q+e: slot 4e+q's i + i+1, i.e. key 4q+e */
+    return _mm512_add_ps(_mm512_shuffle_ps(z0, z1, _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm512_shuffle_ps(z0, z1, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
 /* s[j] = (q . K_j) * scale for n keys `stride` floats apart, d values each:
- * q in up to 8 zmm (d <= 128) loaded once, 4 keys at a time (4 independent
- * chains); d > 128 or a partial vector: masked loads in a loop. */
+ * q in up to 8 zmm (d <= 128) loaded once, 16 keys at a time (16
+ * independent chains, one per key, in the same order for every key) summed
+ * across lanes together by hsum16; a partial group repeats its last key in
+ * the slots past n and stores only n lanes. d > 128: masked loads in a loop
+ * and one reduction per key. */
 A512 void ops_scores_avx512(float *s, const float *q, const float *k, size_t stride, int n, int d, float scale)
 {
     int nv = (d + 15) / 16;
@@ -248,32 +284,34 @@ A512 void ops_scores_avx512(float *s, const float *q, const float *k, size_t str
     }
     __m512 qv[8];
     __mmask16 mk[8];
-    for (int v = 0; v < 8; v++) {
+    for (int v = 0; v < nv; v++) {
         int left = d - v * 16;
-        mk[v] = left >= 16 ? 0xffff : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
-        qv[v] = _mm512_maskz_loadu_ps(mk[v], q + (v < nv ? v * 16 : 0));
+        mk[v] = left >= 16 ? 0xffff : (__mmask16)((1u << left) - 1);
+        qv[v] = _mm512_maskz_loadu_ps(mk[v], q + v * 16);
     }
-    int j = 0;
-    for (; j + 4 <= n; j += 4) {
-        const float *k0 = k + (size_t)j * stride;
-        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    __m512 sc = _mm512_set1_ps(scale);
+    for (int j0 = 0; j0 < n; j0 += 16) {
+        int last = n - j0 >= 16 ? 15 : n - j0 - 1;
+        const float *kb = k + (size_t)j0 * stride;
+        /* the key row of slot t, clamped to the group's last key */
+#define KROW(t) (kb + (size_t)(SLOT(t) < last ? SLOT(t) : last) * stride)
+        const float *r0 = KROW(0), *r1 = KROW(1), *r2 = KROW(2), *r3 = KROW(3), *r4 = KROW(4), *r5 = KROW(5),
+                    *r6 = KROW(6), *r7 = KROW(7), *r8 = KROW(8), *r9 = KROW(9), *r10 = KROW(10), *r11 = KROW(11),
+                    *r12 = KROW(12), *r13 = KROW(13), *r14 = KROW(14), *r15 = KROW(15);
+#undef KROW
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0, a8 = a0,
+               a9 = a0, a10 = a0, a11 = a0, a12 = a0, a13 = a0, a14 = a0, a15 = a0;
         for (int v = 0; v < nv; v++) {
-            a0 = _mm512_fmadd_ps(qv[v], _mm512_maskz_loadu_ps(mk[v], k0 + v * 16), a0);
-            a1 = _mm512_fmadd_ps(qv[v], _mm512_maskz_loadu_ps(mk[v], k0 + stride + v * 16), a1);
-            a2 = _mm512_fmadd_ps(qv[v], _mm512_maskz_loadu_ps(mk[v], k0 + 2 * stride + v * 16), a2);
-            a3 = _mm512_fmadd_ps(qv[v], _mm512_maskz_loadu_ps(mk[v], k0 + 3 * stride + v * 16), a3);
+            __m512 qq = qv[v];
+            __mmask16 m = mk[v];
+            int o = v * 16;
+#define F(t) a##t = _mm512_fmadd_ps(qq, _mm512_maskz_loadu_ps(m, r##t + o), a##t)
+            F(0); F(1); F(2); F(3); F(4); F(5); F(6); F(7);
+            F(8); F(9); F(10); F(11); F(12); F(13); F(14); F(15);
+#undef F
         }
-        s[j] = _mm512_reduce_add_ps(a0) * scale;
-        s[j + 1] = _mm512_reduce_add_ps(a1) * scale;
-        s[j + 2] = _mm512_reduce_add_ps(a2) * scale;
-        s[j + 3] = _mm512_reduce_add_ps(a3) * scale;
-    }
-    for (; j < n; j++) {
-        const float *k0 = k + (size_t)j * stride;
-        __m512 a0 = _mm512_setzero_ps();
-        for (int v = 0; v < nv; v++)
-            a0 = _mm512_fmadd_ps(qv[v], _mm512_maskz_loadu_ps(mk[v], k0 + v * 16), a0);
-        s[j] = _mm512_reduce_add_ps(a0) * scale;
+        __m512 sum = _mm512_mul_ps(hsum16(a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15), sc);
+        _mm512_mask_storeu_ps(s + j0, (__mmask16)((1u << (last + 1)) - 1), sum);
     }
 }
 

@@ -411,6 +411,16 @@ static void check_attention(int n, int d, int stride)
     double e = rel_err(s, want, (size_t)n);
     ok(e <= 1e-5 && s[n] == 7.0f, "%s scores n=%d d=%d stride=%d: rel err %.2g, nothing past n", ops_simd_name(), n,
        d, stride, e);
+    /* keys are summed 16 at a time: each key's score bit-identical to that
+     * key scored alone, so a score does not depend on the keys beside it */
+    int alone = 1;
+    for (int j = 0; j < n; j++) {
+        float s1[2] = {0.0f, 7.0f};
+        ops_scores(s1, q, kv + (size_t)j * stride, (size_t)stride, 1, d, 0.125f);
+        if (memcmp(&s1[0], &s[j], sizeof(float)) != 0 || s1[1] != 7.0f)
+            alone = 0;
+    }
+    ok(alone, "%s scores n=%d d=%d: each key bit-identical to that key alone", ops_simd_name(), n, d);
     for (int i = 0; i <= d; i++)
         out[i] = 0.5f;
     for (int i = 0; i < d; i++) {
@@ -459,6 +469,8 @@ static void run_kernels(void)
     check_attention(16, 128, 130);
     check_attention(7, 160, 170);
     check_attention(1, 1, 1);
+    check_attention(40, 64, 64);
+    check_attention(33, 100, 101);
     enum ckpt_dtype types[] = {CKPT_F32, CKPT_F16, CKPT_BF16};
     for (int k = 0; k < 3; k++) {
         /* tile edges: T across the 3-row tile, I across 8 lanes, O across the 4-output tile */
