@@ -7,7 +7,7 @@
   golden prompts, up to each prompt's first difference, for at least 80% of the tokens the golden
   file calls certain (its margin is only 2e-4 of the logits, well inside Q8_0's noise; measured
   86%: one flip ends a prompt's count).
-* A dtype that is not auto, f32 or q8 is refused, by the CLI and by the config.
+* A dtype that is not auto, f32, f16, bf16 or q8 is refused, by the CLI and by the config.
 """
 
 import json
