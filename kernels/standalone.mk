@@ -66,12 +66,13 @@ ifeq ($(CUDA),1)
 LIBS := -L$(CUDA_LIBDIR) -Wl,-rpath,$(CUDA_LIBDIR) -lcublas -lcudart_static -ldl -lrt -lstdc++ $(LIBS)
 endif
 
-KERNEL_C := kernels/llm.c kernels/checkpoint.c kernels/ckpt_dtype.c kernels/safetensors.c kernels/sample.c \
-	kernels/cpu/gpt2_cpu.c kernels/cpu/ops.c kernels/cpu/ops_avx512.c kernels/cpu/ops_q8.c kernels/cpu/threads.c \
-	kernels/cuda/kref.c
+# Every source under kernels/ (the library has nothing else there), found rather than listed, so
+# that a new kernels/ file cannot be left out of the build the device call depends on; gpu_none.c
+# stands in for the CUDA backend when there is no nvcc.
+KERNEL_C := $(patsubst $(SRC)/%,%,$(filter-out $(SRC)/kernels/gpu_none.c,\
+	$(wildcard $(SRC)/kernels/*.c $(SRC)/kernels/cpu/*.c $(SRC)/kernels/cuda/*.c)))
 ifeq ($(CUDA),1)
-KERNEL_CU := kernels/cuda/probe.cu kernels/cuda/kernels.cu kernels/cuda/attention.cu kernels/cuda/gpt2_cuda.cu \
-	kernels/cuda/sample.cu
+KERNEL_CU := $(patsubst $(SRC)/%,%,$(wildcard $(SRC)/kernels/cuda/*.cu))
 else
 KERNEL_C += kernels/gpu_none.c
 endif
