@@ -27,7 +27,7 @@
  * --ppl runs the held-out token stream of PPL_GOLDEN_JSON (made by
  * tests/golden/make_ppl_golden.py: consecutive windows, each predicting its
  * next `window` tokens) through the engine with the matrices in F32, F16,
- * BF16 and Q8_0 (F16/BF16: the file's values rounded, in heap copies), and
+ * BF16 and Q8_0 (each as llm_load's dtype gives it), and
  * prints each one's mean loss (nats a token) and perplexity, transformers'
  * F32 figure from the file, and Q8_0's perplexity rise over F32 in %.
  *
@@ -328,47 +328,6 @@ static int agree_main(int argc, char **argv)
     return 0;
 }
 
-/* --ppl: the matrices of ck (wte, lm_head, the blocks' four) rounded to
- * `to` (F16 or BF16) in heap copies the checkpoint then points at; returns
- * the copies (caller frees each, then the array) or NULL. n gets their count. */
-static void **round_matrices(struct gpt2_checkpoint *ck, enum ckpt_dtype to, int *n)
-{
-    int L = ck->cfg.n_layer, k = 0;
-    void **bufs = calloc((size_t)(4 * L + 1), sizeof *bufs);
-    bool tied = ck->lm_head.data == ck->wte.data;
-    struct ckpt_tensor *ts[4 * 256 + 2];
-    if (!bufs || L > 256)
-        return NULL;
-    int nt = 0;
-    ts[nt++] = &ck->wte;
-    if (ck->lm_head.data && !tied)
-        ts[nt++] = &ck->lm_head;
-    for (int l = 0; l < L; l++) {
-        ts[nt++] = &ck->layers[l].c_attn_w;
-        ts[nt++] = &ck->layers[l].c_proj_w;
-        ts[nt++] = &ck->layers[l].c_fc_w;
-        ts[nt++] = &ck->layers[l].mlp_proj_w;
-    }
-    for (int t = 0; t < nt && k < 4 * L + 1; t++) {
-        size_t count = ts[t]->nbytes / ckpt_dtype_size(ts[t]->dtype);
-        uint16_t *d = malloc(count * 2);
-        if (!d)
-            break;
-        for (size_t i = 0; i < count; i++) {
-            float v = ckpt_get(ts[t], i);
-            d[i] = to == CKPT_BF16 ? ckpt_f32_to_bf16(v) : ckpt_f32_to_f16(v);
-        }
-        ts[t]->data = d;
-        ts[t]->dtype = to;
-        ts[t]->nbytes = count * 2;
-        bufs[k++] = d;
-    }
-    if (tied)
-        ck->lm_head = ck->wte;
-    *n = k;
-    return bufs;
-}
-
 static int ppl_main(int argc, char **argv)
 {
     if (argc < 4) {
@@ -385,12 +344,11 @@ static int ppl_main(int argc, char **argv)
     int32_t *ids = malloc(sizeof *ids * (size_t)n);
     for (int i = 0; i < n; i++)
         ids[i] = json_object_get_int(json_object_array_get_idx(a, i));
+    /* each type as the loader gives it (dtype: an F16 file widened to F32, narrowed to BF16) */
     static const struct {
         const char *name;
-        enum ckpt_dtype round;   /* F32: as the file is */
         enum llm_dtype load;
-    } types[] = {{"f32", CKPT_F32, LLM_DTYPE_F32}, {"f16", CKPT_F16, LLM_DTYPE_AUTO},
-                 {"bf16", CKPT_BF16, LLM_DTYPE_AUTO}, {"q8", CKPT_F32, LLM_DTYPE_Q8}};
+    } types[] = {{"f32", LLM_DTYPE_F32}, {"f16", LLM_DTYPE_F16}, {"bf16", LLM_DTYPE_BF16}, {"q8", LLM_DTYPE_Q8}};
     double nll[4];
     char err[512];
     int B = 16, bps = (W + B - 1) / B;
@@ -405,13 +363,8 @@ static int ppl_main(int argc, char **argv)
             fprintf(stderr, "cpu_bench: %s\n", err);
             return 1;
         }
-        int nbufs = 0;
-        void **bufs = types[t].round != CKPT_F32 ? round_matrices(ck, types[t].round, &nbufs) : NULL;
         int rc = llm_load(ck, &o, &m, err, sizeof err);
         gpt2_checkpoint_close(ck);
-        for (int k = 0; k < nbufs; k++)
-            free(bufs[k]);
-        free(bufs);
         if (rc != 0) {
             fprintf(stderr, "cpu_bench: %s\n", err);
             return 1;
