@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "llm.h"
 #include "log.h"
 
 /* Lines longer than this are rejected (inih reads into a fixed buffer);
@@ -26,17 +27,6 @@ enum model_task {
     TASK_MODERATE,              /* /classify, POST /v1/moderations, POST /generate {"input_text"} */
 };
 
-/* How a local model keeps its matrices ([model] dtype). */
-enum model_dtype {
-    MODEL_DTYPE_AUTO,           /* on the CPU the checkpoint's own type (F32, F16 or BF16); on a GPU half
-                                 * precision (an F32 checkpoint narrowed at load: F16, or BF16 where a value
-                                 * exceeds F16's range) */
-    MODEL_DTYPE_F32,            /* widened to F32 at load */
-    MODEL_DTYPE_Q8,             /* int8, blocks of 32 with one scale (Q8_0), quantized at load; CPU only */
-    MODEL_DTYPE_F16,            /* converted to F16 at load (refused when a value exceeds its range) */
-    MODEL_DTYPE_BF16,           /* converted to BF16 at load */
-};
-
 struct config_model {
     char *name;                 /* [model NAME] */
     char *path;                 /* model directory, absolute */
@@ -44,7 +34,7 @@ struct config_model {
     int path_line;              /* line of its path key (0: none) */
     char *device;               /* "auto", "cpu", "cuda", "cuda:N" */
     long threads;               /* CPU threads; 0 = one per core */
-    enum model_dtype dtype;     /* the matrices' format */
+    enum llm_dtype dtype;       /* the matrices' format (llm.h says what each keeps) */
     long max_concurrent;        /* sequences in the running batch */
     long max_queue;             /* sequences waiting to join it */
     long max_input_tokens;      /* 0 = context - 1 */

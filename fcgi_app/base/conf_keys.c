@@ -405,18 +405,12 @@ int conf_apply_key(const struct key_def *k, void *base, const char *value, const
         }
         *(bool *)field = strcmp(value, "last") == 0;
         return 0;
-    case K_DTYPE: {
-        static const char *const names[] = {[MODEL_DTYPE_AUTO] = "auto", [MODEL_DTYPE_F32] = "f32",
-                                            [MODEL_DTYPE_Q8] = "q8", [MODEL_DTYPE_F16] = "f16",
-                                            [MODEL_DTYPE_BF16] = "bf16"};
-        for (size_t i = 0; i < ARRAY_LEN(names); i++)
-            if (strcmp(value, names[i]) == 0) {
-                *(enum model_dtype *)field = (enum model_dtype)i;
-                return 0;
-            }
-        snprintf(err, errlen, "%s must be auto, f32, f16, bf16 or q8, got \"%s\"", k->name, value);
-        return -1;
-    }
+    case K_DTYPE:
+        if (llm_dtype_parse(value, (enum llm_dtype *)field) != 0) {
+            snprintf(err, errlen, "%s must be auto, f32, f16, bf16 or q8, got \"%s\"", k->name, value);
+            return -1;
+        }
+        return 0;
     case K_URLPATH:
         if (value[0] != '/' || strpbrk(value, " \t#")) {
             snprintf(err, errlen, "%s must be a URL path starting with /, got \"%s\"", k->name, value);

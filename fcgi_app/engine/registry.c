@@ -16,10 +16,6 @@
 
 #define KV_BLOCK_TOKENS 16
 
-/* [model] dtype in llm.h's terms. */
-static const enum llm_dtype llm_dtype_of[] = {[MODEL_DTYPE_AUTO] = LLM_DTYPE_AUTO, [MODEL_DTYPE_F32] = LLM_DTYPE_F32,
-                                              [MODEL_DTYPE_Q8] = LLM_DTYPE_Q8, [MODEL_DTYPE_F16] = LLM_DTYPE_F16,
-                                              [MODEL_DTYPE_BF16] = LLM_DTYPE_BF16};
 #define LIST_MAX 256            /* model directories listed from models_dir */
 
 struct registry {
@@ -208,7 +204,7 @@ static int load(struct lmodel *m, size_t *bytes, char *err, size_t errlen)
     struct llm_load_opts o = {.threads = (int)m->set.threads, .kv_block_tokens = KV_BLOCK_TOKENS,
                               .max_step_tokens = (int)m->set.max_batch_tokens,
                               .max_step_logits = (int)m->set.max_batch_tokens,
-                              .dtype = llm_dtype_of[m->set.dtype]};
+                              .dtype = m->set.dtype};
     if (llm_device_parse(m->set.device, &o.device, &o.device_index) != 0)
         o.device = LLM_DEVICE_AUTO;
     size_t block_bytes;

@@ -94,11 +94,11 @@ static void test_dtype_key(void)
                             "dtype = f32\n[model d]\npath = /m/d\ndtype = f16\n[model e]\npath = /m/e\ndtype = bf16\n",
                             err, sizeof err);
     if (ok(c != NULL, "the dtype key loads") || (printf("# %s", err), 0)) {
-        is_int(config_find_model(c, "a")->dtype, MODEL_DTYPE_AUTO, "dtype defaults to auto");
-        is_int(config_find_model(c, "b")->dtype, MODEL_DTYPE_Q8, "dtype = q8");
-        is_int(config_find_model(c, "c")->dtype, MODEL_DTYPE_F32, "dtype = f32");
-        is_int(config_find_model(c, "d")->dtype, MODEL_DTYPE_F16, "dtype = f16");
-        is_int(config_find_model(c, "e")->dtype, MODEL_DTYPE_BF16, "dtype = bf16");
+        is_int(config_find_model(c, "a")->dtype, LLM_DTYPE_AUTO, "dtype defaults to auto");
+        is_int(config_find_model(c, "b")->dtype, LLM_DTYPE_Q8, "dtype = q8");
+        is_int(config_find_model(c, "c")->dtype, LLM_DTYPE_F32, "dtype = f32");
+        is_int(config_find_model(c, "d")->dtype, LLM_DTYPE_F16, "dtype = f16");
+        is_int(config_find_model(c, "e")->dtype, LLM_DTYPE_BF16, "dtype = bf16");
     }
     config_unref(c);
     refused_at("[model a]\npath = /m\n\ndtype = int4\n", 4, "dtype must be auto, f32, f16, bf16 or q8, got \"int4\"",
