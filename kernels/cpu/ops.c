@@ -10,6 +10,10 @@
 #ifdef OPS_HAVE_X86
 #include <cpuid.h>
 #include <immintrin.h>
+#ifdef __linux__
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 #endif
 
 /* ------------------------------------------------------------------ portable C */
@@ -514,41 +518,73 @@ static unsigned long long xcr0(void)
     return ((unsigned long long)hi << 32) | lo;
 }
 
+/* AMX: CPUID leaf 7 EDX bit 22 AMX-BF16, 24 AMX-TILE, 25 AMX-INT8; the OS
+ * saves the tile state (XCR0 bits 17 and 18) and, on Linux, grants this
+ * process the tile data (XFEATURE 18) when asked (arch_prctl
+ * ARCH_REQ_XCOMP_PERM; without it the first tile instruction is a SIGILL).
+ * Asked once; the answer holds for every thread of the process. */
+#define ARCH_REQ_XCOMP_PERM 0x1023
+#define XFEATURE_XTILEDATA 18
+static bool amx_usable(unsigned edx7, unsigned long long x)
+{
+    if (!(edx7 & (1u << 22)) || !(edx7 & (1u << 24)) || !(edx7 & (1u << 25)) || (x & 0x60000) != 0x60000)
+        return false;
+#ifdef __linux__
+    static int granted = -1;    /* under init_lock */
+    if (granted < 0)
+        granted = syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+    return granted == 1;
+#else
+    return false;
+#endif
+}
+
 /* CPUID leaf 7: EBX bit 16 AVX512F, 17 DQ, 30 BW, 31 VL; ECX bit 11 VNNI;
  * subleaf 1 EAX bit 5 AVX512_BF16. Leaf 1 ECX bit 29: F16C. */
-static void cpu_features(bool *avx2, bool *avx512, bool *vnni, bool *bf16)
+static void cpu_features(bool *avx2, bool *avx512, bool *vnni, bool *bf16, bool *amx)
 {
     unsigned a, b, c, d;
     unsigned long long x = xcr0();
     bool f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29)) && (c & (1u << 12));   /* F16C, FMA */
     bool os_avx = (x & 0x6) == 0x6, os_avx512 = (x & 0xe6) == 0xe6;
-    *avx2 = *avx512 = *vnni = *bf16 = false;
+    *avx2 = *avx512 = *vnni = *bf16 = *amx = false;
     if (!__get_cpuid_count(7, 0, &a, &b, &c, &d))
         return;
+    unsigned edx7 = d;
     *avx2 = os_avx && f16c && (b & (1u << 5));
     *avx512 = *avx2 && os_avx512 && (b & (1u << 16)) && (b & (1u << 17)) && (b & (1u << 30)) && (b & (1u << 31));
     *vnni = *avx512 && (c & (1u << 11));
     unsigned max_sub = a;
     if (*avx512 && max_sub >= 1 && __get_cpuid_count(7, 1, &a, &b, &c, &d))
         *bf16 = (a & (1u << 5)) != 0;
+    *amx = *bf16 && *vnni && amx_usable(edx7, x);
 }
 #endif
 
-enum ops_level ops_cpu_level(void)
+/* ops_cpu_level with init_lock held (the AMX permission is asked once). */
+static enum ops_level cpu_level_locked(void)
 {
 #ifdef OPS_HAVE_X86
-    bool avx2, avx512, vnni, bf16;
-    cpu_features(&avx2, &avx512, &vnni, &bf16);
-    return bf16 ? OPS_AVX512_BF16 : avx512 ? OPS_AVX512 : avx2 ? OPS_AVX2 : OPS_PORTABLE;
+    bool avx2, avx512, vnni, bf16, amx;
+    cpu_features(&avx2, &avx512, &vnni, &bf16, &amx);
+    return amx ? OPS_AMX : bf16 ? OPS_AVX512_BF16 : avx512 ? OPS_AVX512 : avx2 ? OPS_AVX2 : OPS_PORTABLE;
 #else
     return OPS_PORTABLE;
 #endif
 }
 
+enum ops_level ops_cpu_level(void)
+{
+    pthread_mutex_lock(&init_lock);
+    enum ops_level lv = cpu_level_locked();
+    pthread_mutex_unlock(&init_lock);
+    return lv;
+}
+
 enum ops_level ops_init(enum ops_level cap)
 {
     pthread_mutex_lock(&init_lock);
-    enum ops_level want = ops_cpu_level();
+    enum ops_level want = cpu_level_locked();
     if (cap < want)
         want = cap;
     if (k_done && want == k_level) {
@@ -558,8 +594,8 @@ enum ops_level ops_init(enum ops_level cap)
     struct ops_kernels k = k_portable;
     strcpy(k_name, "portable");
 #ifdef OPS_HAVE_X86
-    bool avx2, avx512, vnni, bf16;
-    cpu_features(&avx2, &avx512, &vnni, &bf16);
+    bool avx2, avx512, vnni, bf16, amx;
+    cpu_features(&avx2, &avx512, &vnni, &bf16, &amx);
     if (want >= OPS_AVX2) {
         k.matmul = matmul_avx2;
         k.matmul_q8 = ops_matmul_q8_avx2;
@@ -582,6 +618,10 @@ enum ops_level ops_init(enum ops_level cap)
     if (want >= OPS_AVX512_BF16) {
         k.matmul = ops_matmul_avx512_bf16;
         strcat(k_name, "+bf16");
+    }
+    if (want >= OPS_AMX) {
+        /* The AMX kernels fill in here; until then this level runs the one below. */
+        strcat(k_name, "+amx");
     }
 #endif
     k.name = k_name;

@@ -20,6 +20,8 @@ enum ops_level {
     OPS_AVX2,           /* AVX2 + FMA + F16C */
     OPS_AVX512,         /* AVX-512 F/BW/VL (+ VNNI for int8 where the CPU has it) */
     OPS_AVX512_BF16,    /* the above + avx512_bf16 (vdpbf16ps for BF16 weights) */
+    OPS_AMX,            /* the above + AMX tiles (amx_tile, amx_bf16, amx_int8), the OS's
+                           permission to use them granted (Linux arch_prctl) */
     OPS_BEST = 100,     /* as ops_init's cap: whatever the CPU has */
 };
 
@@ -31,7 +33,7 @@ enum ops_level ops_cpu_level(void);
  * Returns the level chosen. */
 enum ops_level ops_init(enum ops_level cap);
 
-/* The chosen set, e.g. "avx512f+bw+vl+vnni+bf16", "avx2+fma+f16c", "portable". */
+/* The chosen set, e.g. "avx512f+bw+vl+vnni+bf16+amx", "avx2+fma+f16c", "portable". */
 const char *ops_simd_name(void);
 
 /* Matrix product over a block of output features:

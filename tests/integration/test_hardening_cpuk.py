@@ -31,7 +31,9 @@ def cpu_flags():
 def expected_level():
     f = cpu_flags()
     if {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= f:
-        return "avx512f+bw+vl" + ("+vnni" if "avx512_vnni" in f else "") + ("+bf16" if "avx512_bf16" in f else "")
+        amx = {"avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8"} <= f
+        return ("avx512f+bw+vl" + ("+vnni" if "avx512_vnni" in f else "") + ("+bf16" if "avx512_bf16" in f else "")
+                + ("+amx" if amx else ""))
     if {"avx2", "fma", "f16c"} <= f:
         return "avx2+fma+f16c"
     return "portable"

@@ -577,11 +577,12 @@ int main(void)
 {
     /* Every level this CPU has, from the portable reference up. */
     enum ops_level top = ops_cpu_level();
-    static const char *const prefix[] = {"portable", "avx2+fma+f16c", "avx512f+bw+vl", "avx512f+bw+vl"};
+    static const char *const prefix[] = {"portable", "avx2+fma+f16c", "avx512f+bw+vl", "avx512f+bw+vl", "avx512f+bw+vl"};
     for (int lv = OPS_PORTABLE; lv <= (int)top; lv++) {
         is_int((int)ops_init((enum ops_level)lv), lv, "level %d can be chosen", lv);
         ok(strncmp(ops_simd_name(), prefix[lv], strlen(prefix[lv])) == 0 &&
-               (lv != OPS_AVX512_BF16) == (strstr(ops_simd_name(), "bf16") == NULL),
+               (lv < OPS_AVX512_BF16) == (strstr(ops_simd_name(), "bf16") == NULL) &&
+               (lv < OPS_AMX) == (strstr(ops_simd_name(), "+amx") == NULL),
            "level %d is named %s", lv, ops_simd_name());
         run_kernels();
     }
