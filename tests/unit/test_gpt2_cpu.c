@@ -315,6 +315,26 @@ static void check_kv_f16(const char *dir, const struct llm_load_opts *lo, const 
            "%s %s: F16 KV's argmax equals F32 KV's on %d of %d teacher-forced steps (at least 95%%)", name, dtype,
            agree, 64 * n_prompts);
         check_batching(m, ps, n_prompts, g16, rows16, bps, name, dtype, " f16 kv");
+        /* kv_bytes: the same memory holds twice the F16 blocks */
+        struct llm_model *mb[2] = {NULL, NULL};
+        int per_ctx = (in->cfg.n_positions + in->kv_block_tokens - 1) / in->kv_block_tokens;
+        for (int k = 0; k < 2; k++) {
+            struct llm_load_opts ob = o;
+            ob.kv_blocks = 0;
+            ob.kv_bytes = f32->kv_block_bytes * (size_t)per_ctx * 3;
+            ob.kv_dtype = k ? LLM_KV_F16 : LLM_KV_F32;
+            if (gpt2_checkpoint_open(dir, &ck, err, sizeof err) == 0) {
+                if (llm_load(ck, &ob, &mb[k], err, sizeof err) != 0)
+                    printf("# %s\n", err);
+                gpt2_checkpoint_close(ck);
+            }
+        }
+        ok(mb[0] && mb[1] && llm_get_info(mb[0])->kv_blocks == 3 * per_ctx &&
+               llm_get_info(mb[1])->kv_blocks == 6 * per_ctx,
+           "%s %s: kv_bytes of 3 F32 contexts holds %d F32 blocks, %d F16 ones", name, dtype,
+           mb[0] ? llm_get_info(mb[0])->kv_blocks : -1, mb[1] ? llm_get_info(mb[1])->kv_blocks : -1);
+        llm_free(mb[0]);
+        llm_free(mb[1]);
     }
     free(g16);
     free(rows16);
