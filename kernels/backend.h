@@ -33,6 +33,10 @@ struct llm_backend {
  * (llm.h). Q8 leaves the embeddings in the file's type (CKPT_PICK_FILE). */
 enum ckpt_pick llm_dtype_pick(enum llm_dtype dt, bool gpu);
 
+/* Whether the CPU backend keeps ck's K and V in F16 under o (llm.h's
+ * llm_kv_dtype, auto resolved from the matrices' type). */
+bool llm_cpu_kv_half(const struct gpt2_checkpoint *ck, const struct llm_load_opts *o);
+
 extern const struct llm_backend llm_cpu_backend;
 /* kernels/cuda/gpt2_cuda.cu: linked only when built with CUDA (HAVE_CUDA). */
 extern const struct llm_backend llm_cuda_backend;

@@ -52,6 +52,51 @@ int llm_dtype_parse(const char *s, enum llm_dtype *dt)
     return -1;
 }
 
+int llm_kv_dtype_parse(const char *s, enum llm_kv_dtype *kt)
+{
+    static const char *const names[] = {[LLM_KV_AUTO] = "auto", [LLM_KV_F32] = "f32", [LLM_KV_F16] = "f16"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (!strcmp(s, names[i])) {
+            *kt = (enum llm_kv_dtype)i;
+            return 0;
+        }
+    return -1;
+}
+
+bool llm_cpu_kv_half(const struct gpt2_checkpoint *ck, const struct llm_load_opts *o)
+{
+    if (o->kv_dtype != LLM_KV_AUTO)
+        return o->kv_dtype == LLM_KV_F16;
+    enum ckpt_dtype t = CKPT_F32;
+    switch (o->dtype) {
+    case LLM_DTYPE_F32: return false;
+    case LLM_DTYPE_F16: case LLM_DTYPE_BF16: case LLM_DTYPE_Q8: return true;
+    case LLM_DTYPE_AUTO: break;
+    }
+    /* the CPU's auto: the file's own type (CKPT_PICK_FILE reads no values) */
+    return ckpt_matrix_dtype(ck, CKPT_PICK_FILE, &t, NULL, 0) == 0 && t != CKPT_F32;
+}
+
+/* Blocks in the pool: o->kv_blocks; else as many as o->kv_bytes hold in the
+ * backend's KV type (the CPU's per llm_cpu_kv_half; CUDA's, the matrices'
+ * type, counted as F32, at most twice what it needs); else one full
+ * context. Never fewer than one full context, nor more than 2^24. */
+static int kv_blocks_of(const struct gpt2_checkpoint *ck, const struct llm_load_opts *o, int block_tokens, bool cpu)
+{
+    const struct gpt2_config *cfg = &ck->cfg;
+    long per_ctx = (cfg->n_positions + block_tokens - 1) / block_tokens;
+    if (o->kv_blocks > 0)
+        return o->kv_blocks;
+    if (!o->kv_bytes)
+        return (int)per_ctx;
+    size_t es = cpu && llm_cpu_kv_half(ck, o) ? 2 : 4;
+    size_t block_bytes = (size_t)cfg->n_layer * 2 * (size_t)block_tokens * (size_t)cfg->n_embd * es;
+    size_t n = block_bytes ? o->kv_bytes / block_bytes : 0;
+    if (n < (size_t)per_ctx)
+        n = (size_t)per_ctx;
+    return n > (size_t)1 << 24 ? 1 << 24 : (int)n;
+}
+
 enum ckpt_pick llm_dtype_pick(enum llm_dtype dt, bool gpu)
 {
     switch (dt) {
@@ -106,6 +151,11 @@ int llm_load(const struct gpt2_checkpoint *ck, const struct llm_load_opts *o, st
         snprintf(err, errlen, "%s: dtype q8 runs on the CPU only; use device = cpu or auto", ck->dir);
         return -1;
     }
+    if (o->kv_dtype != LLM_KV_AUTO && o->device == LLM_DEVICE_CUDA) {
+        snprintf(err, errlen, "%s: kv_dtype %s is the CPU backend's (CUDA keeps K and V in the matrices' type); use "
+                 "kv_dtype = auto, or device = cpu", ck->dir, o->kv_dtype == LLM_KV_F16 ? "f16" : "f32");
+        return -1;
+    }
     if (o->device == LLM_DEVICE_CUDA) {
         if (!cuda_usable(o->device_index, why, sizeof why)) {
             snprintf(err, errlen, "%s: device cuda:%d: %s; use device = cpu or auto", ck->dir, o->device_index, why);
@@ -120,6 +170,8 @@ int llm_load(const struct gpt2_checkpoint *ck, const struct llm_load_opts *o, st
      * info.fallback (a build without CUDA stays quietly on the CPU). */
     if (o->device == LLM_DEVICE_AUTO && o->dtype == LLM_DTYPE_Q8)
         snprintf(why, sizeof why, "dtype q8 runs on the CPU only");
+    else if (o->device == LLM_DEVICE_AUTO && o->kv_dtype != LLM_KV_AUTO)
+        snprintf(why, sizeof why, "kv_dtype %s is the CPU backend's", o->kv_dtype == LLM_KV_F16 ? "f16" : "f32");
     else if (o->device == LLM_DEVICE_AUTO && cuda_usable(o->device_index, why, sizeof why))
         be = &llm_cuda_backend;
 #endif
@@ -131,8 +183,7 @@ int llm_load(const struct gpt2_checkpoint *ck, const struct llm_load_opts *o, st
     struct llm_info *in = &m->info;
     in->cfg = *cfg;
     in->kv_block_tokens = o->kv_block_tokens > 0 ? o->kv_block_tokens : 16;
-    in->kv_blocks = o->kv_blocks > 0 ? o->kv_blocks
-                                     : (cfg->n_positions + in->kv_block_tokens - 1) / in->kv_block_tokens;
+    in->kv_blocks = kv_blocks_of(ck, o, in->kv_block_tokens, be == &llm_cpu_backend);
     in->max_step_tokens = o->max_step_tokens > 0 ? o->max_step_tokens : cfg->n_positions;
     in->max_step_logits = o->max_step_logits > 0 ? o->max_step_logits : in->max_step_tokens;
     if (in->max_step_logits > in->max_step_tokens)
@@ -151,6 +202,7 @@ int llm_load(const struct gpt2_checkpoint *ck, const struct llm_load_opts *o, st
         /* auto: a model the GPU cannot take (memory, a shape its kernels
          * refuse) still runs, on the CPU, and says why. */
         *in = sizes;
+        in->kv_blocks = kv_blocks_of(ck, o, in->kv_block_tokens, true);
         snprintf(in->fallback, sizeof in->fallback, "the CUDA backend cannot load it (%s); using the CPU", err);
         be = &llm_cpu_backend;
         rc = be->load(ck, o, in, &m->impl, err, errlen);
@@ -163,6 +215,8 @@ int llm_load(const struct gpt2_checkpoint *ck, const struct llm_load_opts *o, st
     in->backend = be->name;
     if (!in->weight_format[0])
         snprintf(in->weight_format, sizeof in->weight_format, "%s", ckpt_dtype_name(in->weight_dtype));
+    if (!in->kv_format[0])      /* CUDA: K and V in the matrices' type */
+        snprintf(in->kv_format, sizeof in->kv_format, "%s", ckpt_dtype_name(in->weight_dtype));
     *out = m;
     return 0;
 }

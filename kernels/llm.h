@@ -40,16 +40,27 @@ enum llm_device { LLM_DEVICE_AUTO, LLM_DEVICE_CPU, LLM_DEVICE_CUDA };
  *   Q8    int8 Q8_0 blocks, CPU only (kernels/cpu/ops_q8.c). */
 enum llm_dtype { LLM_DTYPE_AUTO, LLM_DTYPE_F32, LLM_DTYPE_F16, LLM_DTYPE_BF16, LLM_DTYPE_Q8 };
 
+/* What the CPU backend keeps K and V in:
+ *   AUTO  F16 when the matrices are F16, BF16 or Q8_0; F32 when they are
+ *         F32 (so F32 models compute exactly as before);
+ *   F32, F16  as asked (F16: K and V rounded to nearest as they are written).
+ * The CUDA backend keeps K and V in the matrices' own type: it refuses F32
+ * or F16 (device = auto then picks the CPU, saying why). */
+enum llm_kv_dtype { LLM_KV_AUTO, LLM_KV_F32, LLM_KV_F16 };
+
 /* How to load. Zero means "the default" for every field. */
 struct llm_load_opts {
     enum llm_device device;
     int device_index;          /* cuda:N */
     int threads;               /* CPU worker threads; 0 = one per online core */
     int kv_block_tokens;       /* positions per KV block; 0 = 16 */
-    int kv_blocks;             /* blocks in the pool; 0 = enough for one full context */
+    int kv_blocks;             /* blocks in the pool; 0 = from kv_bytes, else enough for one full context */
+    size_t kv_bytes;           /* with kv_blocks 0: as many blocks as this many bytes hold in the
+                                  backend's KV type (at least one full context) */
     int max_step_tokens;       /* most tokens one step may carry (scratch size); 0 = n_positions */
     int max_step_logits;       /* most logits rows one step may return; 0 = max_step_tokens */
-    enum llm_dtype dtype;      /* the matrices' type (above); with Q8 embeddings, LayerNorms and KV stay F32/F16 */
+    enum llm_dtype dtype;      /* the matrices' type (above); with Q8 embeddings and LayerNorms stay F32/F16 */
+    enum llm_kv_dtype kv_dtype; /* the KV blocks' type (above) */
 };
 
 /* What a loaded model is. */
@@ -64,6 +75,7 @@ struct llm_info {
     size_t step_weight_bytes;  /* bytes of weights one decode step reads (the bandwidth floor's numerator) */
     int kv_block_tokens, kv_blocks;
     size_t kv_block_bytes;     /* all layers, K and V */
+    char kv_format[8];         /* what the KV blocks hold: "F32", "F16" (CUDA: the matrices' type) */
     int max_step_tokens, max_step_logits;
     int threads;
     /* Floats in one logits row: vocab_size for a language model; num_labels
@@ -146,6 +158,9 @@ int llm_device_parse(const char *s, enum llm_device *dev, int *index);
 
 /* "auto", "f32", "f16", "bf16", "q8": parses a dtype name. Returns 0 or -1. */
 int llm_dtype_parse(const char *s, enum llm_dtype *dt);
+
+/* "auto", "f32", "f16": parses a kv_dtype name. Returns 0 or -1. */
+int llm_kv_dtype_parse(const char *s, enum llm_kv_dtype *kt);
 
 #ifdef __cplusplus
 }

@@ -36,6 +36,7 @@ enum key_type {
     K_CATEGORIES,   /* moderation categories: CATEGORY=LABEL[,LABEL] ... */
     K_POOLING,      /* embeddings' pooling: mean or last (a bool: last) */
     K_DTYPE,        /* a model's weight format: auto, f32, f16, bf16, q8 */
+    K_KV_DTYPE,     /* a model's KV cache format: auto, f32, f16 */
 };
 
 struct key_def {

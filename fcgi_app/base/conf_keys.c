@@ -411,6 +411,12 @@ int conf_apply_key(const struct key_def *k, void *base, const char *value, const
             return -1;
         }
         return 0;
+    case K_KV_DTYPE:
+        if (llm_kv_dtype_parse(value, (enum llm_kv_dtype *)field) != 0) {
+            snprintf(err, errlen, "%s must be auto, f32 or f16, got \"%s\"", k->name, value);
+            return -1;
+        }
+        return 0;
     case K_URLPATH:
         if (value[0] != '/' || strpbrk(value, " \t#")) {
             snprintf(err, errlen, "%s must be a URL path starting with /, got \"%s\"", k->name, value);

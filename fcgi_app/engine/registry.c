@@ -65,7 +65,7 @@ static bool str_eq(const char *a, const char *b)
 static bool settings_same(const struct config_model *a, const struct config_model *b)
 {
     return str_eq(a->path, b->path) && str_eq(a->device, b->device) && str_eq(a->chat_template, b->chat_template) &&
-           a->threads == b->threads && a->dtype == b->dtype && a->max_concurrent == b->max_concurrent && a->max_queue == b->max_queue &&
+           a->threads == b->threads && a->dtype == b->dtype && a->kv_dtype == b->kv_dtype && a->max_concurrent == b->max_concurrent && a->max_queue == b->max_queue &&
            a->max_input_tokens == b->max_input_tokens && a->max_total_tokens == b->max_total_tokens &&
            a->max_new_tokens == b->max_new_tokens && a->max_batch_tokens == b->max_batch_tokens &&
            a->kv_cache == b->kv_cache && a->prefix_cache == b->prefix_cache && a->mask_cache == b->mask_cache && a->timeout_ms == b->timeout_ms && a->task == b->task &&
@@ -121,7 +121,10 @@ static void lmodel_free(struct lmodel *m)
 
 /* KV blocks of a model: as configured, else room for every running
  * sequence to reach min(context, 512) tokens; never less than one full
- * context. Their pages are touched only as blocks are used. */
+ * context. Their pages are touched only as blocks are used. With kv_cache
+ * this counts F32 blocks, an upper bound for estimate_bytes: load() hands
+ * kv_cache to the backend (llm_load_opts.kv_bytes), which fits as many
+ * blocks of its own KV type (twice as many in F16). */
 static long kv_blocks_for(const struct config_model *set, const struct gpt2_config *cfg, size_t *block_bytes)
 {
     int ctx = cfg->n_positions;
@@ -204,14 +207,15 @@ static int load(struct lmodel *m, size_t *bytes, char *err, size_t errlen)
     struct llm_load_opts o = {.threads = (int)m->set.threads, .kv_block_tokens = KV_BLOCK_TOKENS,
                               .max_step_tokens = (int)m->set.max_batch_tokens,
                               .max_step_logits = (int)m->set.max_batch_tokens,
-                              .dtype = m->set.dtype};
+                              .dtype = m->set.dtype, .kv_dtype = m->set.kv_dtype};
     if (llm_device_parse(m->set.device, &o.device, &o.device_index) != 0)
         o.device = LLM_DEVICE_AUTO;
     size_t block_bytes;
     o.kv_blocks = (int)kv_blocks_for(&m->set, cfg, &block_bytes);
-    if (m->set.kv_cache && (size_t)o.kv_blocks * block_bytes > m->set.kv_cache)
-        log_warn("model %s: kv_cache %llu bytes holds fewer than one full context (%d tokens); using %d blocks",
-                 m->name, (unsigned long long)m->set.kv_cache, ctx, o.kv_blocks);
+    if (m->set.kv_cache) {
+        o.kv_blocks = 0;                        /* the backend fits them in its KV type */
+        o.kv_bytes = (size_t)m->set.kv_cache;
+    }
     if (ctx < o.max_step_tokens)
         o.max_step_tokens = o.max_step_logits = ctx;
     int rc = llm_load(ck, &o, &lm, err, errlen);
@@ -219,6 +223,9 @@ static int load(struct lmodel *m, size_t *bytes, char *err, size_t errlen)
     if (rc != 0)
         return -1;
     const struct llm_info *info = llm_get_info(lm);
+    if (m->set.kv_cache && (size_t)info->kv_blocks * info->kv_block_bytes > m->set.kv_cache)
+        log_warn("model %s: kv_cache %llu bytes holds fewer than one full context (%d tokens); using %d blocks",
+                 m->name, (unsigned long long)m->set.kv_cache, ctx, info->kv_blocks);
     struct engine_opts eo = {.max_concurrent = (int)m->set.max_concurrent, .max_queue = (int)m->set.max_queue,
                              .max_batch_tokens = info->max_step_tokens, .prefix_cache = m->set.prefix_cache,
                              .mask_cache = (size_t)m->set.mask_cache};
@@ -273,9 +280,9 @@ static void *loader_main(void *arg)
         const struct llm_info *in = m->info;
         if (in->fallback[0])
             log_notice("model %s: %s", m->name, in->fallback);
-        log_notice("model %s loaded from %s in %.1f s: %s on %s, context %d, %d KV blocks of %d tokens", m->name,
+        log_notice("model %s loaded from %s in %.1f s: %s on %s, context %d, %d %s KV blocks of %d tokens", m->name,
                    m->dir, (double)m->load_ns / 1e9, in->weight_format, in->device_name, m->context,
-                   in->kv_blocks, in->kv_block_tokens);
+                   in->kv_blocks, in->kv_format, in->kv_block_tokens);
     } else {
         m->state = LM_FAILED;
         redact_dir(m->error, sizeof m->error, err, m->dir, m->name);
@@ -704,6 +711,7 @@ json_object *registry_status_json(struct registry *r, bool with_paths)
             json_object_object_add(o, "backend", json_object_new_string(m->info->backend));
             json_object_object_add(o, "device", json_object_new_string(m->info->device_name));
             json_object_object_add(o, "dtype", json_object_new_string(m->info->weight_format));
+            json_object_object_add(o, "kv_dtype", json_object_new_string(m->info->kv_format));
             json_object_object_add(o, "context", json_object_new_int(m->context));
             json_object_object_add(o, "task", json_object_new_string(model_task_name(m->task)));
             if (m->task != TASK_GENERATE)

@@ -16,8 +16,12 @@
  * Matrices are kept output-major ([out][in], Hugging Face's Conv1D stores
  * [in][out]) in the checkpoint's own type (F32, F16 or BF16), so a decode
  * step streams each weight once for the whole batch and half-precision files
- * read half the bytes. Activations, LayerNorm parameters, biases, position
- * embeddings and the KV blocks are F32.
+ * read half the bytes. Activations, LayerNorm parameters, biases and position
+ * embeddings are F32; the KV blocks F32 or F16 (kv_dtype, llm.h: auto makes
+ * them F16 under half-precision or Q8_0 matrices), K and V rows rounded to
+ * F16 as they are written and widened in registers as attention reads them
+ * (ops_scores_f16, ops_mix_f16), so a long context or a large batch reads
+ * half the KV bytes.
  *
  * With dtype Q8 the four matrices of every block and the LM head are
  * quantized at load into int8 rows of Q8_0 blocks (ops.h); each product
@@ -71,10 +75,11 @@ struct cpu_model {
     struct cpu_layer *layers;       /* L */
 
     /* KV pool: block b holds, for each layer, K then V of B positions x C,
-     * head-major (kv_at). */
-    float *kv;
+     * head-major (kv_at), in F32 or (kv_half) F16. */
+    void *kv;
+    bool kv_half;
     int B, n_blocks;
-    size_t block_floats;
+    size_t block_elems;             /* values in one block */
 
     /* Activations: one allocation for the largest step. */
     void *amem;
@@ -188,15 +193,42 @@ struct attn_job {
     int layer;
 };
 
-/* Head h's K (which 0) or V (1) row at position pos. A block holds, per
- * layer, K then V, each head-major: a head's B positions are one run of
- * B x hd floats (4 KiB for GPT-2), so a head's attention reads whole pages
- * in order instead of a 256-byte piece of every C-wide row. */
-static float *kv_at(const struct cpu_model *m, const struct llm_seq *s, int layer, int which, int h, int pos)
+/* Where head h's K (which 0) or V (1) row at position pos is, in values
+ * from the pool's start. A block holds, per layer, K then V, each
+ * head-major: a head's B positions are one run of B x hd values (4 KiB for
+ * GPT-2 in F32, 2 KiB in F16), so a head's attention reads whole pages in
+ * order instead of a piece of every C-wide row. */
+static size_t kv_at(const struct cpu_model *m, const struct llm_seq *s, int layer, int which, int h, int pos)
 {
     size_t block = (size_t)s->blocks[pos / m->B];
-    return m->kv + block * m->block_floats +
+    return block * m->block_elems +
            (((size_t)(layer * 2 + which) * m->H + (size_t)h) * m->B + (size_t)(pos % m->B)) * m->hd;
+}
+
+/* The new token's K or V row of a head into the pool (rounded to F16 there). */
+static void kv_put(const struct cpu_model *m, size_t at, const float *row, int n)
+{
+    if (m->kv_half)
+        ops_to_f16((uint16_t *)m->kv + at, row, (size_t)n);
+    else
+        memcpy((float *)m->kv + at, row, (size_t)n * sizeof(float));
+}
+
+/* ops_scores / ops_mix over the pool's K or V rows from value `at` on. */
+static void kv_scores(const struct cpu_model *m, float *s, const float *q, size_t at, int n, float scale)
+{
+    if (m->kv_half)
+        ops_scores_f16(s, q, (const uint16_t *)m->kv + at, (size_t)m->hd, n, m->hd, scale);
+    else
+        ops_scores(s, q, (const float *)m->kv + at, (size_t)m->hd, n, m->hd, scale);
+}
+
+static void kv_mix(const struct cpu_model *m, float *out, const float *a, int nq, size_t at, int n)
+{
+    if (m->kv_half)
+        ops_mix_f16(out, (size_t)m->C, a, (size_t)m->P, nq, (const uint16_t *)m->kv + at, (size_t)m->hd, n, m->hd);
+    else
+        ops_mix(out, (size_t)m->C, a, (size_t)m->P, nq, (const float *)m->kv + at, (size_t)m->hd, n, m->hd);
 }
 
 /* For each new token j of the sequence (position p = pos + j), head h:
@@ -214,8 +246,8 @@ static void attn_task(void *ctx, int task, int thread)
      * tokens of a prefill chunk see each other. */
     for (int t = 0; t < s->n_tokens; t++) {
         const float *row = m->qkv + (size_t)(j->row0[si] + t) * 3 * C;
-        memcpy(kv_at(m, s, j->layer, 0, h, s->pos + t), row + C + h * hd, (size_t)hd * sizeof(float));
-        memcpy(kv_at(m, s, j->layer, 1, h, s->pos + t), row + 2 * C + h * hd, (size_t)hd * sizeof(float));
+        kv_put(m, kv_at(m, s, j->layer, 0, h, s->pos + t), row + C + h * hd, hd);
+        kv_put(m, kv_at(m, s, j->layer, 1, h, s->pos + t), row + 2 * C + h * hd, hd);
     }
     /* Up to ATT_Q consecutive tokens at a time: each its own scores and
      * softmax (zero weights for the group's later keys it must not see),
@@ -228,18 +260,18 @@ static void attn_task(void *ctx, int task, int thread)
             int r = j->row0[si] + t0 + g, p = s->pos + t0 + g;
             const float *q = m->qkv + (size_t)r * 3 * C + h * hd;
             float *sc = scores + (size_t)g * m->P;
-            /* A KV block's positions of a head are hd floats apart: one call per block. */
+            /* A KV block's positions of a head are hd values apart: one call per block. */
             for (int k0 = 0; k0 <= p; k0 += m->B)
-                ops_scores(sc + k0, q, kv_at(m, s, j->layer, 0, h, k0), (size_t)hd,
-                           p + 1 - k0 < m->B ? p + 1 - k0 : m->B, hd, ly->attn_scale);
+                kv_scores(m, sc + k0, q, kv_at(m, s, j->layer, 0, h, k0), p + 1 - k0 < m->B ? p + 1 - k0 : m->B,
+                          ly->attn_scale);
             ops_softmax(sc, p + 1);
             for (int k = p + 1; k <= pmax; k++)
                 sc[k] = 0.0f;
             memset(m->att + (size_t)r * C + h * hd, 0, (size_t)hd * sizeof(float));
         }
         for (int k0 = 0; k0 <= pmax; k0 += m->B)
-            ops_mix(m->att + (size_t)(j->row0[si] + t0) * C + h * hd, (size_t)C, scores + k0, (size_t)m->P, nq,
-                    kv_at(m, s, j->layer, 1, h, k0), (size_t)hd, pmax + 1 - k0 < m->B ? pmax + 1 - k0 : m->B, hd);
+            kv_mix(m, m->att + (size_t)(j->row0[si] + t0) * C + h * hd, scores + k0, nq, kv_at(m, s, j->layer, 1, h, k0),
+                   pmax + 1 - k0 < m->B ? pmax + 1 - k0 : m->B);
     }
 }
 
@@ -575,8 +607,10 @@ static int cpu_load(const struct gpt2_checkpoint *ck, const struct llm_load_opts
     /* KV pool. */
     m->B = info->kv_block_tokens;
     m->n_blocks = info->kv_blocks;
-    m->block_floats = L * 2 * (size_t)m->B * C;
-    m->kv = alloc64((size_t)m->n_blocks * m->block_floats * sizeof(float));
+    m->block_elems = L * 2 * (size_t)m->B * C;
+    m->kv_half = llm_cpu_kv_half(ck, o);
+    size_t kv_es = m->kv_half ? sizeof(uint16_t) : sizeof(float);
+    m->kv = alloc64((size_t)m->n_blocks * m->block_elems * kv_es);
     if (!m->kv) {
         snprintf(err, errlen, "%s: out of memory for %d KV blocks", ck->dir, m->n_blocks);
         cpu_free(m);
@@ -621,7 +655,8 @@ static int cpu_load(const struct gpt2_checkpoint *ck, const struct llm_load_opts
     info->weight_bytes = wbytes;
     info->step_weight_bytes = L * layer_mat + (NL ? NL * C * sizeof(float) : head_bytes) + L * layer_vec;
     snprintf(info->weight_format, sizeof info->weight_format, "%s", q8 ? "Q8_0" : ckpt_dtype_name(m->wdt));
-    info->kv_block_bytes = m->block_floats * sizeof(float);
+    info->kv_block_bytes = m->block_elems * kv_es;
+    snprintf(info->kv_format, sizeof info->kv_format, "%s", m->kv_half ? "F16" : "F32");
     info->threads = m->threads;
     snprintf(info->device_name, sizeof info->device_name, "cpu, %d threads, %s", m->threads, ops_simd_name());
     *impl = m;

@@ -469,6 +469,41 @@ AVX2 static void softmax_avx2(float *x, int n)
     for (; i < n; i++)
         x[i] *= inv;
 }
+
+/* Attention over an F16 KV block: per key one 8-wide chain (+ a scalar
+ * tail), per value row one axpy, each widened by vcvtph2ps. */
+AVX2 static void scores_f16_avx2(float *s, const float *q, const uint16_t *k, size_t stride, int n, int d, float scale)
+{
+    for (int j = 0; j < n; j++) {
+        const uint16_t *kj = k + (size_t)j * stride;
+        __m256 a = _mm256_setzero_ps();
+        int i = 0;
+        for (; i + 8 <= d; i += 8)
+            a = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), load8_f16(kj, (size_t)i), a);
+        float t = hsum1(a);
+        for (; i < d; i++)
+            t += q[i] * ckpt_f16_to_f32(kj[i]);
+        s[j] = t * scale;
+    }
+}
+
+AVX2 static void mix_f16_avx2(float *out, size_t ldo, const float *a, size_t lda, int nq, const uint16_t *v,
+                              size_t stride, int n, int d)
+{
+    for (int r = 0; r < nq; r++) {
+        float *o = out + (size_t)r * ldo;
+        for (int j = 0; j < n; j++) {
+            const uint16_t *vj = v + (size_t)j * stride;
+            float aj = a[(size_t)r * lda + j];
+            __m256 av = _mm256_set1_ps(aj);
+            int i = 0;
+            for (; i + 8 <= d; i += 8)
+                _mm256_storeu_ps(o + i, _mm256_fmadd_ps(av, load8_f16(vj, (size_t)i), _mm256_loadu_ps(o + i)));
+            for (; i < d; i++)
+                o[i] += aj * ckpt_f16_to_f32(vj[i]);
+        }
+    }
+}
 #endif /* OPS_HAVE_X86 */
 
 /* ------------------------------------------------------------------ dispatch */
@@ -477,14 +512,41 @@ static void scores_generic(float *s, const float *q, const float *k, size_t stri
 static void mix_generic(float *out, size_t ldo, const float *a, size_t lda, int nq, const float *v, size_t stride,
                         int n, int d);
 
+/* The F16 KV cache's attention, the reference: one float sum per key in
+ * order, each value widened as it is read. */
+static void scores_f16_portable(float *s, const float *q, const uint16_t *k, size_t stride, int n, int d, float scale)
+{
+    for (int j = 0; j < n; j++) {
+        const uint16_t *kj = k + (size_t)j * stride;
+        float t = 0.0f;
+        for (int i = 0; i < d; i++)
+            t += q[i] * ckpt_f16_to_f32(kj[i]);
+        s[j] = t * scale;
+    }
+}
+
+static void mix_f16_portable(float *out, size_t ldo, const float *a, size_t lda, int nq, const uint16_t *v,
+                             size_t stride, int n, int d)
+{
+    for (int r = 0; r < nq; r++)
+        for (int j = 0; j < n; j++) {
+            const uint16_t *vj = v + (size_t)j * stride;
+            float aj = a[(size_t)r * lda + j], *o = out + (size_t)r * ldo;
+            for (int i = 0; i < d; i++)
+                o[i] += aj * ckpt_f16_to_f32(vj[i]);
+        }
+}
+
 static const struct ops_kernels k_portable = {"portable",          matmul_portable,  ops_matmul_q8_portable,
                                               ops_matmul_packed_portable, false, activate_portable,
                                               dot_portable,        axpy_portable,    softmax_portable,
-                                              scores_generic,      mix_generic};
+                                              scores_generic,      mix_generic,
+                                              scores_f16_portable, mix_f16_portable};
 static struct ops_kernels K = {"portable",         matmul_portable,   ops_matmul_q8_portable,
                                ops_matmul_packed_portable, false, activate_portable,
                                dot_portable,       axpy_portable,     softmax_portable,
-                               scores_generic,     mix_generic};
+                               scores_generic,     mix_generic,
+                               scores_f16_portable, mix_f16_portable};
 
 /* Attention over a block of keys by the level's dot and axpy, one call per key. */
 static void scores_generic(float *s, const float *q, const float *k, size_t stride, int n, int d, float scale)
@@ -603,6 +665,8 @@ enum ops_level ops_init(enum ops_level cap)
         k.dot = dot_avx2;
         k.axpy = axpy_avx2;
         k.softmax = softmax_avx2;
+        k.scores_f16 = scores_f16_avx2;
+        k.mix_f16 = mix_f16_avx2;
         strcpy(k_name, "avx2+fma+f16c");
     }
     if (want >= OPS_AVX512) {
@@ -611,6 +675,8 @@ enum ops_level ops_init(enum ops_level cap)
         k.packed = true;
         k.scores = ops_scores_avx512;
         k.mix = ops_mix_avx512;
+        k.scores_f16 = ops_scores_f16_avx512;
+        k.mix_f16 = ops_mix_f16_avx512;
         if (vnni)
             k.matmul_q8 = ops_matmul_q8_vnni;
         snprintf(k_name, sizeof k_name, "avx512f+bw+vl%s", vnni ? "+vnni" : "");
@@ -682,6 +748,23 @@ void ops_scores(float *s, const float *q, const float *k, size_t stride, int n, 
 void ops_mix(float *out, size_t ldo, const float *a, size_t lda, int nq, const float *v, size_t stride, int n, int d)
 {
     K.mix(out, ldo, a, lda, nq, v, stride, n, d);
+}
+
+void ops_scores_f16(float *s, const float *q, const uint16_t *k, size_t stride, int n, int d, float scale)
+{
+    K.scores_f16(s, q, k, stride, n, d, scale);
+}
+
+void ops_mix_f16(float *out, size_t ldo, const float *a, size_t lda, int nq, const uint16_t *v, size_t stride, int n,
+                 int d)
+{
+    K.mix_f16(out, ldo, a, lda, nq, v, stride, n, d);
+}
+
+void ops_to_f16(uint16_t *dst, const float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        dst[i] = ckpt_f32_to_f16(x[i]);
 }
 
 void ops_softmax(float *x, int n)

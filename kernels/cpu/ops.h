@@ -103,6 +103,18 @@ void ops_axpy(float *y, float a, const float *x, int n);
 void ops_scores(float *s, const float *q, const float *k, size_t stride, int n, int d, float scale);
 void ops_mix(float *out, size_t ldo, const float *a, size_t lda, int nq, const float *v, size_t stride, int n, int d);
 
+/* The same over an F16 KV cache: k and v hold F16 values, `stride` of them
+ * apart, each widened to F32 as it is read (vcvtph2ps in registers, never
+ * an F32 copy), then the same sums as above; the same independence (a key's
+ * score does not depend on the keys beside it, a query's output not on nq). */
+void ops_scores_f16(float *s, const float *q, const uint16_t *k, size_t stride, int n, int d, float scale);
+void ops_mix_f16(float *out, size_t ldo, const float *a, size_t lda, int nq, const uint16_t *v, size_t stride, int n,
+                 int d);
+
+/* dst[i] = x[i] rounded to F16 (nearest, ties to even; ckpt_f32_to_f16): how
+ * K and V rows are written into an F16 KV cache. */
+void ops_to_f16(uint16_t *dst, const float *x, size_t n);
+
 /* x = softmax(x) in place over n values (n >= 1). */
 void ops_softmax(float *x, int n);
 

@@ -262,13 +262,20 @@ INL A512 __m512 hsum16(__m512 a0, __m512 a1, __m512 a2, __m512 a3, __m512 a4, __
                          _mm512_shuffle_ps(z0, z1, _MM_SHUFFLE(3, 1, 3, 1)));
 }
 
-/* s[j] = (q . K_j) * scale for n keys `stride` floats apart, d values each:
+/* 16 K or V values at element i of kv (F32, or F16 widened by vcvtph2ps),
+ * only the lanes in m read, the others zero. */
+INL A512 __m512 ld_kv(const void *kv, size_t i, __mmask16 m, int half)
+{
+    return half ? ldm_f16(kv, i, m) : ldm_f32(kv, i, m);
+}
+
+/* s[j] = (q . K_j) * scale for n keys `stride` values apart, d values each:
  * q in up to 8 zmm (d <= 128) loaded once, 16 keys at a time (16
  * independent chains, one per key, in the same order for every key) summed
  * across lanes together by hsum16; a partial group repeats its last key in
  * the slots past n and stores only n lanes. d > 128: masked loads in a loop
- * and one reduction per key. */
-A512 void ops_scores_avx512(float *s, const float *q, const float *k, size_t stride, int n, int d, float scale)
+ * and one reduction per key. half: K is F16, widened as it is loaded. */
+INL A512 void scores_t(float *s, const float *q, const void *k, size_t stride, int n, int d, float scale, int half)
 {
     int nv = (d + 15) / 16;
     if (nv > 8) {
@@ -276,7 +283,7 @@ A512 void ops_scores_avx512(float *s, const float *q, const float *k, size_t str
             __m512 a = _mm512_setzero_ps();
             for (int i = 0; i < d; i += 16) {
                 __mmask16 m = d - i >= 16 ? 0xffff : (__mmask16)((1u << (d - i)) - 1);
-                a = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + i), _mm512_maskz_loadu_ps(m, k + j * stride + i), a);
+                a = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + i), ld_kv(k, (size_t)j * stride + i, m, half), a);
             }
             s[j] = _mm512_reduce_add_ps(a) * scale;
         }
@@ -292,20 +299,20 @@ A512 void ops_scores_avx512(float *s, const float *q, const float *k, size_t str
     __m512 sc = _mm512_set1_ps(scale);
     for (int j0 = 0; j0 < n; j0 += 16) {
         int last = n - j0 >= 16 ? 15 : n - j0 - 1;
-        const float *kb = k + (size_t)j0 * stride;
+        size_t kb = (size_t)j0 * stride;
         /* the key row of slot t, clamped to the group's last key */
 #define KROW(t) (kb + (size_t)(SLOT(t) < last ? SLOT(t) : last) * stride)
-        const float *r0 = KROW(0), *r1 = KROW(1), *r2 = KROW(2), *r3 = KROW(3), *r4 = KROW(4), *r5 = KROW(5),
-                    *r6 = KROW(6), *r7 = KROW(7), *r8 = KROW(8), *r9 = KROW(9), *r10 = KROW(10), *r11 = KROW(11),
-                    *r12 = KROW(12), *r13 = KROW(13), *r14 = KROW(14), *r15 = KROW(15);
+        size_t r0 = KROW(0), r1 = KROW(1), r2 = KROW(2), r3 = KROW(3), r4 = KROW(4), r5 = KROW(5), r6 = KROW(6),
+               r7 = KROW(7), r8 = KROW(8), r9 = KROW(9), r10 = KROW(10), r11 = KROW(11), r12 = KROW(12),
+               r13 = KROW(13), r14 = KROW(14), r15 = KROW(15);
 #undef KROW
         __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0, a8 = a0,
                a9 = a0, a10 = a0, a11 = a0, a12 = a0, a13 = a0, a14 = a0, a15 = a0;
         for (int v = 0; v < nv; v++) {
             __m512 qq = qv[v];
             __mmask16 m = mk[v];
-            int o = v * 16;
-#define F(t) a##t = _mm512_fmadd_ps(qq, _mm512_maskz_loadu_ps(m, r##t + o), a##t)
+            size_t o = (size_t)v * 16;
+#define F(t) a##t = _mm512_fmadd_ps(qq, ld_kv(k, r##t + o, m, half), a##t)
             F(0); F(1); F(2); F(3); F(4); F(5); F(6); F(7);
             F(8); F(9); F(10); F(11); F(12); F(13); F(14); F(15);
 #undef F
@@ -315,9 +322,19 @@ A512 void ops_scores_avx512(float *s, const float *q, const float *k, size_t str
     }
 }
 
+A512 void ops_scores_avx512(float *s, const float *q, const float *k, size_t stride, int n, int d, float scale)
+{
+    scores_t(s, q, k, stride, n, d, scale, 0);
+}
+
+A512 void ops_scores_f16_avx512(float *s, const float *q, const uint16_t *k, size_t stride, int n, int d, float scale)
+{
+    scores_t(s, q, k, stride, n, d, scale, 1);
+}
+
 /* out[0..d) += sum_j a[j] V_j: out in up to 8 zmm across the n values
  * (loaded and stored once per call); d > 128: per 16 values, all keys. */
-A512 static void mix1(float *out, const float *a, const float *v, size_t stride, int n, int d)
+INL A512 void mix1(float *out, const float *a, const void *v, size_t stride, int n, int d, int half)
 {
     for (int i0 = 0; i0 < d; i0 += 128) {
         int nv = (d - i0 + 15) / 16 < 8 ? (d - i0 + 15) / 16 : 8;
@@ -330,9 +347,9 @@ A512 static void mix1(float *out, const float *a, const float *v, size_t stride,
         }
         for (int j = 0; j < n; j++) {
             __m512 aj = _mm512_set1_ps(a[j]);
-            const float *vj = v + (size_t)j * stride + i0;
+            size_t vj = (size_t)j * stride + (size_t)i0;
             for (int x = 0; x < nv; x++)
-                o[x] = _mm512_fmadd_ps(aj, _mm512_maskz_loadu_ps(mk[x], vj + x * 16), o[x]);
+                o[x] = _mm512_fmadd_ps(aj, ld_kv(v, vj + (size_t)x * 16, mk[x], half), o[x]);
         }
         for (int x = 0; x < nv; x++)
             _mm512_mask_storeu_ps(out + i0 + x * 16, mk[x], o[x]);
@@ -340,9 +357,10 @@ A512 static void mix1(float *out, const float *a, const float *v, size_t stride,
 }
 
 /* 4 queries at once where d <= 64: 4 x 4 zmm of outputs, each V row loaded
- * once for the 4; the same FMAs in the same order per query as mix1. */
-A512 void ops_mix_avx512(float *out, size_t ldo, const float *a, size_t lda, int nq, const float *v, size_t stride,
-                         int n, int d)
+ * (and widened) once for the 4; the same FMAs in the same order per query
+ * as mix1. */
+INL A512 void mix_t(float *out, size_t ldo, const float *a, size_t lda, int nq, const void *v, size_t stride, int n,
+                    int d, int half)
 {
     int i = 0;
     if (d <= 64) {
@@ -357,9 +375,9 @@ A512 void ops_mix_avx512(float *out, size_t ldo, const float *a, size_t lda, int
             UNROLL for (int r = 0; r < 4; r++) UNROLL for (int x = 0; x < 4; x++) o[r][x] =
                 _mm512_maskz_loadu_ps(mk[x], out + (size_t)(i + r) * ldo + (x < nv ? x * 16 : 0));
             for (int j = 0; j < n; j++) {
-                const float *vj = v + (size_t)j * stride;
+                size_t vj = (size_t)j * stride;
                 __m512 vv[4];
-                UNROLL for (int x = 0; x < 4; x++) vv[x] = _mm512_maskz_loadu_ps(mk[x], vj + (x < nv ? x * 16 : 0));
+                UNROLL for (int x = 0; x < 4; x++) vv[x] = ld_kv(v, vj + (size_t)(x < nv ? x * 16 : 0), mk[x], half);
                 UNROLL for (int r = 0; r < 4; r++)
                 {
                     __m512 aj = _mm512_set1_ps(a[(size_t)(i + r) * lda + j]);
@@ -371,6 +389,18 @@ A512 void ops_mix_avx512(float *out, size_t ldo, const float *a, size_t lda, int
         }
     }
     for (; i < nq; i++)
-        mix1(out + (size_t)i * ldo, a + (size_t)i * lda, v, stride, n, d);
+        mix1(out + (size_t)i * ldo, a + (size_t)i * lda, v, stride, n, d, half);
+}
+
+A512 void ops_mix_avx512(float *out, size_t ldo, const float *a, size_t lda, int nq, const float *v, size_t stride,
+                         int n, int d)
+{
+    mix_t(out, ldo, a, lda, nq, v, stride, n, d, 0);
+}
+
+A512 void ops_mix_f16_avx512(float *out, size_t ldo, const float *a, size_t lda, int nq, const uint16_t *v,
+                             size_t stride, int n, int d)
+{
+    mix_t(out, ldo, a, lda, nq, v, stride, n, d, 1);
 }
 #endif /* OPS_HAVE_X86 */

@@ -27,6 +27,8 @@ struct ops_kernels {
     void (*softmax)(float *, int);
     void (*scores)(float *, const float *, const float *, size_t, int, int, float);
     void (*mix)(float *, size_t, const float *, size_t, int, const float *, size_t, int, int);
+    void (*scores_f16)(float *, const float *, const uint16_t *, size_t, int, int, float);
+    void (*mix_f16)(float *, size_t, const float *, size_t, int, const uint16_t *, size_t, int, int);
 };
 
 /* Rows of x processed together per pass over a tile of W, sized so the chunk
@@ -55,6 +57,9 @@ void ops_matmul_q8_vnni(float *y, const void *xq, const void *wq, const float *b
 void ops_scores_avx512(float *s, const float *q, const float *k, size_t stride, int n, int d, float scale);
 void ops_mix_avx512(float *out, size_t ldo, const float *a, size_t lda, int nq, const float *v, size_t stride, int n,
                     int d);
+void ops_scores_f16_avx512(float *s, const float *q, const uint16_t *k, size_t stride, int n, int d, float scale);
+void ops_mix_f16_avx512(float *out, size_t ldo, const float *a, size_t lda, int nq, const uint16_t *v, size_t stride,
+                        int n, int d);
 /* ops_gemm.c: the packed products. */
 void ops_matmul_packed_avx512(float *y, const float *x, const void *wp, enum ckpt_dtype wt, const float *bias, int T,
                               int I, int O, int o0, int o1, bool accumulate);

@@ -1,6 +1,7 @@
 /* cpu_bench.c -- times the CPU backend on one model directory (prefill, decode at batch 1 and N) and the machine's copy bandwidth; prints one JSON object for tests/bench/cpu_decode and serve_local. With --agree, how often int8 weights pick F32's greedy token instead.
  *
  *   cpu_bench MODEL_DIR [THREADS] [PROMPT_TOKENS] [BATCH[,BATCH...]] [STEPS] [DECODE_CONTEXT] [auto|f32|q8]
+ *             [auto|f32|f16 (kv_dtype)]
  *   cpu_bench --agree MODEL_DIR GOLDEN_JSON MODEL_NAME [THREADS]
  *   cpu_bench --kernels [THREADS] [WEIGHTS] [ROWS]
  *   cpu_bench --ppl MODEL_DIR PPL_GOLDEN_JSON [THREADS]
@@ -14,7 +15,10 @@
  * BATCH may list several batch sizes ("8,32"): decode is timed at batch 1
  * and at each, "decode_tok_s" maps each size to its tokens/s and
  * "decode_vs_1" to its ratio to batch 1; "batch" and "decodeN_tok_s" are
- * the first of them.
+ * the first of them. "kv_dtype" is the KV cache's format (llm.h's kv_dtype,
+ * auto unless the 8th argument says), "kv_step_bytes" the K and V bytes one
+ * decode step reads per sequence at DECODE_CONTEXT (every layer's K and V
+ * of that many positions; times the batch for a step).
  *
  * --kernels times each matrix product of the 124M shape (qkv, proj, fc,
  * mproj: 12 distinct copies, as a step streams them; the LM head: one) at
@@ -671,7 +675,7 @@ int main(int argc, char **argv)
         return matvec_main();
     if (argc < 2) {
         fprintf(stderr, "usage: cpu_bench MODEL_DIR [THREADS] [PROMPT_TOKENS] [BATCH] [STEPS] [DECODE_CONTEXT] "
-                        "[auto|f32|q8]\n");
+                        "[auto|f32|q8] [auto|f32|f16 (kv_dtype)]\n");
         return 2;
     }
     int threads = argc > 2 ? atoi(argv[2]) : 0;
@@ -694,6 +698,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "cpu_bench: PROMPT_TOKENS, BATCH, STEPS and DECODE_CONTEXT must be at least 1\n");
         return 2;
     }
+    enum llm_kv_dtype kv_dtype = LLM_KV_AUTO;
+    if (argc > 8 && llm_kv_dtype_parse(argv[8], &kv_dtype) != 0) {
+        fprintf(stderr, "cpu_bench: the kv_dtype must be auto, f32 or f16\n");
+        return 2;
+    }
     char err[512];
     struct gpt2_checkpoint *ck;
     double t0 = now();
@@ -707,7 +716,8 @@ int main(int argc, char **argv)
                               .max_step_logits = batch,
                               .dtype = argc > 7 && !strcmp(argv[7], "f32") ? LLM_DTYPE_F32
                                        : argc > 7 && !strcmp(argv[7], "q8") ? LLM_DTYPE_Q8
-                                                                             : LLM_DTYPE_AUTO};
+                                                                             : LLM_DTYPE_AUTO,
+                              .kv_dtype = kv_dtype};
     struct llm_model *m;
     if (llm_load(ck, &o, &m, err, sizeof err) != 0) {
         fprintf(stderr, "cpu_bench: %s\n", err);
@@ -760,9 +770,10 @@ int main(int argc, char **argv)
            "\"prefill_tokens\": %d, \"prefill_tok_s\": %.2f, \"decode_ctx\": %d, \"decode1_tok_s\": %.3f, "
            "\"batch\": %d, \"decodeN_tok_s\": %.3f, \"step_weight_bytes\": %zu, \"copy_read_bytes_s\": %.0f, "
            "\"read_bytes_s\": %.0f, \"decode1_cpu_s\": %.6f, "
-           "\"peak_rss_kb\": %ld, \"decode_tok_s\": {",
+           "\"peak_rss_kb\": %ld, \"kv_dtype\": \"%s\", \"kv_step_bytes\": %zu, \"decode_tok_s\": {",
            in->backend, in->device_name, in->weight_format, in->threads, load_s, prompt, prefill, ctx,
-           d1, batches[0], dn, in->step_weight_bytes, bw, rbw, d1_cpu, ru.ru_maxrss);
+           d1, batches[0], dn, in->step_weight_bytes, bw, rbw, d1_cpu, ru.ru_maxrss, in->kv_format,
+           in->kv_block_bytes / (size_t)in->kv_block_tokens * (size_t)ctx);
     for (int k = 0; k < n_batches; k++)
         printf("%s\"%d\": %.3f", k ? ", " : "", batches[k], rates[k]);
     printf("}, \"decode_vs_1\": {");

@@ -108,6 +108,26 @@ static void test_dtype_key(void)
                "fp16 is not a dtype name (f16 is)");
 }
 
+/* kv_dtype: auto (the default), f32, f16; anything else refused with its line. */
+static void test_kv_dtype_key(void)
+{
+    char err[4096];
+    struct config *c = load("[model a]\npath = /m/a\n[model b]\npath = /m/b\nkv_dtype = f16\n[model c]\npath = /m/c\n"
+                            "kv_dtype = f32\n[model d]\npath = /m/d\nkv_dtype = auto\n",
+                            err, sizeof err);
+    if (ok(c != NULL, "the kv_dtype key loads") || (printf("# %s", err), 0)) {
+        is_int(config_find_model(c, "a")->kv_dtype, LLM_KV_AUTO, "kv_dtype defaults to auto");
+        is_int(config_find_model(c, "b")->kv_dtype, LLM_KV_F16, "kv_dtype = f16");
+        is_int(config_find_model(c, "c")->kv_dtype, LLM_KV_F32, "kv_dtype = f32");
+        is_int(config_find_model(c, "d")->kv_dtype, LLM_KV_AUTO, "kv_dtype = auto");
+    }
+    config_unref(c);
+    refused_at("[model a]\npath = /m\n\nkv_dtype = bf16\n", 4, "kv_dtype must be auto, f32 or f16, got \"bf16\"",
+               "bf16 is not a kv_dtype");
+    refused_at("[model a]\npath = /m\nkv_dtype = F16\n", 3, "kv_dtype must be auto, f32 or f16", "kv_dtype is lower case");
+    refused_at("kv_dtype = f16\n", 1, "kv_dtype", "kv_dtype outside a [model] section");
+}
+
 /* The structured-output caches: constraint_cache ([server], compiled DFAs shared by every model) and
  * mask_cache (per model, its allowed-token masks): sizes, 0 allowed (nothing kept), refused with their line. */
 static void test_constraint_cache_keys(void)
@@ -263,6 +283,7 @@ static void test_models(void)
     test_classifier_keys();
     test_embeddings_keys();
     test_dtype_key();
+    test_kv_dtype_key();
     test_constraint_cache_keys();
     refused_at("[server]\ndefault_model = ../x\nmodels_dir = /m\n", 0, "default_model \"../x\" is neither",
                "a default_model that is no safe directory name");

@@ -387,15 +387,42 @@ static void check_small_ops(void)
     }
 }
 
-/* ops_scores and ops_mix over n rows `stride` floats apart, d wide, against double sums. */
-static void check_attention(int n, int d, int stride)
+/* The KV block at kv (F32) or kh (F16, the same values) from row j on. */
+static void scores_kv(bool half, float *s, const float *q, const float *kv, const uint16_t *kh, int j, int stride,
+                      int n, int d)
 {
+    if (half)
+        ops_scores_f16(s, q, kh + (size_t)j * stride, (size_t)stride, n, d, 0.125f);
+    else
+        ops_scores(s, q, kv + (size_t)j * stride, (size_t)stride, n, d, 0.125f);
+}
+
+static void mix_kv(bool half, float *out, size_t ldo, const float *a, size_t lda, int nq, const float *kv,
+                   const uint16_t *kh, int stride, int n, int d)
+{
+    if (half)
+        ops_mix_f16(out, ldo, a, lda, nq, kh, (size_t)stride, n, d);
+    else
+        ops_mix(out, ldo, a, lda, nq, kv, (size_t)stride, n, d);
+}
+
+/* ops_scores and ops_mix (half: ops_scores_f16 and ops_mix_f16, an F16 KV
+ * cache) over n rows `stride` values apart, d wide, against double sums of
+ * the values they hold. */
+static void check_attention(int n, int d, int stride, bool half)
+{
+    const char *kt = half ? " f16 kv" : "";
     float *kv = malloc(sizeof(float) * (size_t)n * stride), *q = malloc(sizeof(float) * (size_t)d);
+    uint16_t *kh = malloc(sizeof(uint16_t) * (size_t)n * stride);
     float *s = malloc(sizeof(float) * (size_t)(n + 1)), *a = malloc(sizeof(float) * (size_t)n);
     float *out = malloc(sizeof(float) * (size_t)(d + 1));
     double *want = malloc(sizeof(double) * (size_t)(n > d ? n : d));
-    for (int i = 0; i < n * stride; i++)
+    for (int i = 0; i < n * stride; i++) {
         kv[i] = frand();
+        kh[i] = ckpt_f32_to_f16(kv[i]);
+        if (half)
+            kv[i] = ckpt_f16_to_f32(kh[i]);     /* what the F16 cache holds */
+    }
     for (int i = 0; i < d; i++)
         q[i] = frand();
     for (int j = 0; j < n; j++) {
@@ -407,20 +434,20 @@ static void check_attention(int n, int d, int stride)
     }
     poison(s, (size_t)n + 1);
     s[n] = 7.0f;
-    ops_scores(s, q, kv, (size_t)stride, n, d, 0.125f);
+    scores_kv(half, s, q, kv, kh, 0, stride, n, d);
     double e = rel_err(s, want, (size_t)n);
-    ok(e <= 1e-5 && s[n] == 7.0f, "%s scores n=%d d=%d stride=%d: rel err %.2g, nothing past n", ops_simd_name(), n,
-       d, stride, e);
+    ok(e <= 1e-5 && s[n] == 7.0f, "%s%s scores n=%d d=%d stride=%d: rel err %.2g, nothing past n", ops_simd_name(), kt,
+       n, d, stride, e);
     /* keys are summed 16 at a time: each key's score bit-identical to that
      * key scored alone, so a score does not depend on the keys beside it */
     int alone = 1;
     for (int j = 0; j < n; j++) {
         float s1[2] = {0.0f, 7.0f};
-        ops_scores(s1, q, kv + (size_t)j * stride, (size_t)stride, 1, d, 0.125f);
+        scores_kv(half, s1, q, kv, kh, j, stride, 1, d);
         if (memcmp(&s1[0], &s[j], sizeof(float)) != 0 || s1[1] != 7.0f)
             alone = 0;
     }
-    ok(alone, "%s scores n=%d d=%d: each key bit-identical to that key alone", ops_simd_name(), n, d);
+    ok(alone, "%s%s scores n=%d d=%d: each key bit-identical to that key alone", ops_simd_name(), kt, n, d);
     for (int i = 0; i <= d; i++)
         out[i] = 0.5f;
     for (int i = 0; i < d; i++) {
@@ -429,10 +456,10 @@ static void check_attention(int n, int d, int stride)
             t += (double)a[j] * kv[(size_t)j * stride + i];
         want[i] = t;
     }
-    ops_mix(out, 0, a, 0, 1, kv, (size_t)stride, n, d);
+    mix_kv(half, out, 0, a, 0, 1, kv, kh, stride, n, d);
     e = rel_err(out, want, (size_t)d);
-    ok(e <= 1e-5 && out[d] == 0.5f, "%s mix n=%d d=%d stride=%d: rel err %.2g, nothing past d", ops_simd_name(), n, d,
-       stride, e);
+    ok(e <= 1e-5 && out[d] == 0.5f, "%s%s mix n=%d d=%d stride=%d: rel err %.2g, nothing past d", ops_simd_name(), kt,
+       n, d, stride, e);
     /* 6 queries at once (a group of 4, then 2 alone), query 2 the one above:
      * each row bit-identical to the same query mixed alone */
     float *a6 = malloc(sizeof(float) * 6 * (size_t)n), *o6 = malloc(sizeof(float) * 6 * (size_t)(d + 1));
@@ -440,19 +467,21 @@ static void check_attention(int n, int d, int stride)
         a6[i] = i / n == 2 ? a[i % n] : frand();
     for (int i = 0; i < 6 * (d + 1); i++)
         o6[i] = 0.5f;
-    ops_mix(o6, (size_t)d + 1, a6, (size_t)n, 6, kv, (size_t)stride, n, d);
+    mix_kv(half, o6, (size_t)d + 1, a6, (size_t)n, 6, kv, kh, stride, n, d);
     int same = memcmp(o6 + 2 * (d + 1), out, sizeof(float) * (size_t)(d + 1)) == 0;
     for (int qi = 0; qi < 6; qi++) {
         for (int i = 0; i <= d; i++)
             out[i] = 0.5f;
-        ops_mix(out, 0, a6 + (size_t)qi * n, 0, 1, kv, (size_t)stride, n, d);
+        mix_kv(half, out, 0, a6 + (size_t)qi * n, 0, 1, kv, kh, stride, n, d);
         if (memcmp(o6 + (size_t)qi * (d + 1), out, sizeof(float) * (size_t)(d + 1)) != 0)
             same = 0;
     }
-    ok(same, "%s mix of 6 queries n=%d d=%d: each row bit-identical to that query alone", ops_simd_name(), n, d);
+    ok(same, "%s%s mix of 6 queries n=%d d=%d: each row bit-identical to that query alone", ops_simd_name(), kt, n,
+       d);
     free(a6);
     free(o6);
     free(kv);
+    free(kh);
     free(q);
     free(s);
     free(a);
@@ -463,14 +492,11 @@ static void check_attention(int n, int d, int stride)
 static void run_kernels(void)
 {
     /* heads of 64 (GPT-2), odd widths, past 8 vectors; blocks of 16 keys, partial ones */
-    check_attention(16, 64, 768);
-    check_attention(5, 64, 64);
-    check_attention(3, 37, 40);
-    check_attention(16, 128, 130);
-    check_attention(7, 160, 170);
-    check_attention(1, 1, 1);
-    check_attention(40, 64, 64);
-    check_attention(33, 100, 101);
+    /* each in F32 and over an F16 KV cache */
+    static const int att[][3] = {{16, 64, 768}, {5, 64, 64}, {3, 37, 40}, {16, 128, 130}, {7, 160, 170}, {1, 1, 1}, {40, 64, 64}, {33, 100, 101}};
+    for (size_t c = 0; c < sizeof att / sizeof att[0]; c++)
+        for (int half = 0; half <= 1; half++)
+            check_attention(att[c][0], att[c][1], att[c][2], half);
     enum ckpt_dtype types[] = {CKPT_F32, CKPT_F16, CKPT_BF16};
     for (int k = 0; k < 3; k++) {
         /* tile edges: T across the 3-row tile, I across 8 lanes, O across the 4-output tile */

@@ -11,7 +11,11 @@
  * The bound is below the issue's 95% because these random models' logits
  * are nearly flat (the top two often within Q8_0's noise): measured 94.2%
  * here, and 87.9% on the 124M shape, where BF16 weights give 94.5%;
- * tests/bench/cpu_decode prints the 124M figure. */
+ * tests/bench/cpu_decode prints the 124M figure.
+ * The golden comparison runs with F32 K and V (transformers' own); each
+ * half-precision file is then loaded with kv_dtype auto (F16 K and V) and
+ * held to KV_F16_TOL of the F32-KV logits, and (tiny) to F32 KV's tokens
+ * under teacher forcing, batching and chunked prefill. */
 #include "config.h"
 #include "checkpoint.h"
 #include "llm.h"
@@ -220,6 +224,123 @@ static void check_bad_steps(struct llm_model *m)
     free(logits);
 }
 
+/* Batched = one at a time, chunked prefill = whole, on m (whose batch of
+ * all n prompts gave greedy and rows); kv names m's KV type in the messages. */
+static void check_batching(struct llm_model *m, struct prompt *ps, int n_prompts, int32_t greedy[][64],
+                           const float *rows, int bps, const char *name, const char *dtype, const char *kv)
+{
+    int V = llm_get_info(m)->cfg.vocab_size, new_tokens = 64, rc;
+    int which[MAX_PROMPTS];
+    for (int p = 0; p < n_prompts; p++)
+        which[p] = p;
+    /* 8 prompts of different lengths, each alone, against the batch */
+    int eight[8] = {0, 1, 3, 5, 9, 12, 15, 17};
+    int alone_same = 0;
+    int32_t (*alone)[64] = calloc(1, sizeof *alone);
+    for (int k = 0; k < 8 && eight[k] < n_prompts; k++) {
+        if (run_batch(m, ps, &eight[k], 1, new_tokens, 0, alone, NULL, bps) == 0 &&
+            !memcmp(alone[0], greedy[eight[k]], sizeof alone[0]))
+            alone_same++;
+    }
+    is_int(alone_same, 8, "%s %s%s: 8 prompts run alone give the tokens they gave in the batch", name, dtype, kv);
+    /* the same batch prefilled in chunks of 5 positions (the KV path of a chunked prefill) */
+    int32_t (*chunked)[64] = calloc((size_t)n_prompts, sizeof *chunked);
+    float *rows2 = malloc(sizeof(float) * (size_t)V * (size_t)n_prompts);
+    rc = run_batch(m, ps, which, n_prompts, 8, 5, chunked, rows2, bps);
+    double d = 0, scale = 0;
+    for (size_t i = 0; rc == 0 && i < (size_t)V * n_prompts; i++) {
+        d = fmax(d, fabs(rows2[i] - rows[i]));
+        scale = fmax(scale, fabs(rows[i]));
+    }
+    int same8 = 0;
+    for (int p = 0; p < n_prompts; p++)
+        same8 += !memcmp(chunked[p], greedy[p], 8 * sizeof(int32_t));
+    ok(rc == 0 && d / scale <= 1e-5 && same8 == n_prompts,
+       "%s %s%s: prefill in chunks of 5 gives the same logits (%.2g) and tokens", name, dtype, kv, d / scale);
+    free(rows2);
+    free(chunked);
+    free(alone);
+}
+
+/* How far F16 K and V may move the logits from F32 K and V on the same
+ * weights, as max |f16 kv - f32 kv| / max |f32 kv| over the prompts' last
+ * rows: each K/V value rounded to 11 bits moves these random models'
+ * logits by ~1e-3 of their range (measured up to 1.5e-3 here, 124M shape). */
+#define KV_F16_TOL 5e-3
+
+/* The half-precision file in dir loaded with kv_dtype auto (F16 K and V),
+ * against the same weights with F32 K and V (f32: that model's info; greedy
+ * and rows its batch's tokens and last prefill rows). heavy: also its
+ * tokens teacher-forced to F32 KV's, and batching and chunking. */
+static void check_kv_f16(const char *dir, const struct llm_load_opts *lo, const struct llm_info *f32,
+                         struct prompt *ps, int n_prompts, int32_t greedy[][64], const float *rows, int bps,
+                         bool heavy, const char *name, const char *dtype)
+{
+    char err[512];
+    struct gpt2_checkpoint *ck;
+    struct llm_model *m = NULL;
+    struct llm_load_opts o = *lo;
+    o.kv_dtype = LLM_KV_AUTO;
+    int rc = gpt2_checkpoint_open(dir, &ck, err, sizeof err);
+    if (rc == 0) {
+        rc = llm_load(ck, &o, &m, err, sizeof err);
+        gpt2_checkpoint_close(ck);
+    }
+    if (!ok(rc == 0, "%s %s: loads with kv_dtype auto", name, dtype)) {
+        printf("# %s\n", err);
+        return;
+    }
+    const struct llm_info *in = llm_get_info(m);
+    ok(!strcmp(in->kv_format, "F16") && !strcmp(f32->kv_format, "F32") && in->kv_block_bytes * 2 == f32->kv_block_bytes,
+       "%s %s: kv_dtype auto keeps K and V in %s, blocks of %zu bytes (f32: %s, %zu)", name, dtype, in->kv_format,
+       in->kv_block_bytes, f32->kv_format, f32->kv_block_bytes);
+    int V = in->cfg.vocab_size, steps = heavy ? 64 : 1;
+    int which[MAX_PROMPTS];
+    for (int p = 0; p < n_prompts; p++)
+        which[p] = p;
+    float *rows16 = malloc(sizeof(float) * (size_t)V * (size_t)n_prompts);
+    int32_t (*g16)[64] = calloc((size_t)n_prompts, sizeof *g16);
+    rc = run_batch(m, ps, which, n_prompts, steps, 0, g16, rows16, bps);
+    double d = 0, scale = 0;
+    for (size_t i = 0; rc == 0 && i < (size_t)V * n_prompts; i++) {
+        d = isnan(rows16[i]) ? INFINITY : fmax(d, fabs(rows16[i] - rows[i]));
+        scale = fmax(scale, fabs(rows[i]));
+    }
+    ok(rc == 0 && d / scale <= KV_F16_TOL, "%s %s: F16 KV's last-position logits within %g of F32 KV's (%.2g)", name,
+       dtype, KV_F16_TOL, d / scale);
+    if (heavy) {
+        int agree = 0;
+        rc = teacher_forced(m, ps, n_prompts, greedy, bps, &agree);
+        ok(rc == 0 && agree >= 64 * n_prompts * 95 / 100,
+           "%s %s: F16 KV's argmax equals F32 KV's on %d of %d teacher-forced steps (at least 95%%)", name, dtype,
+           agree, 64 * n_prompts);
+        check_batching(m, ps, n_prompts, g16, rows16, bps, name, dtype, " f16 kv");
+        /* kv_bytes: the same memory holds twice the F16 blocks */
+        struct llm_model *mb[2] = {NULL, NULL};
+        int per_ctx = (in->cfg.n_positions + in->kv_block_tokens - 1) / in->kv_block_tokens;
+        for (int k = 0; k < 2; k++) {
+            struct llm_load_opts ob = o;
+            ob.kv_blocks = 0;
+            ob.kv_bytes = f32->kv_block_bytes * (size_t)per_ctx * 3;
+            ob.kv_dtype = k ? LLM_KV_F16 : LLM_KV_F32;
+            if (gpt2_checkpoint_open(dir, &ck, err, sizeof err) == 0) {
+                if (llm_load(ck, &ob, &mb[k], err, sizeof err) != 0)
+                    printf("# %s\n", err);
+                gpt2_checkpoint_close(ck);
+            }
+        }
+        ok(mb[0] && mb[1] && llm_get_info(mb[0])->kv_blocks == 3 * per_ctx &&
+               llm_get_info(mb[1])->kv_blocks == 6 * per_ctx,
+           "%s %s: kv_bytes of 3 F32 contexts holds %d F32 blocks, %d F16 ones", name, dtype,
+           mb[0] ? llm_get_info(mb[0])->kv_blocks : -1, mb[1] ? llm_get_info(mb[1])->kv_blocks : -1);
+        llm_free(mb[0]);
+        llm_free(mb[1]);
+    }
+    free(g16);
+    free(rows16);
+    llm_free(m);
+}
+
 static void test_model(json_object *g, json_object *indices, struct prompt *ps, int n_prompts, bool heavy)
 {
     const char *name = json_object_get_string(json_object_object_get(g, "name"));
@@ -254,8 +375,11 @@ static void test_model(json_object *g, json_object *indices, struct prompt *ps, 
             max_len = ps[p].n;
     }
     int B = 16, bps = (max_len + new_tokens + B - 1) / B;
+    /* transformers computes with F32 K and V: half-precision files too
+     * (check_kv_f16 then tries auto's F16 KV against this) */
     struct llm_load_opts lo = {.device = LLM_DEVICE_CPU, .kv_block_tokens = B, .kv_blocks = bps * n_prompts,
-                               .max_step_tokens = total, .max_step_logits = n_prompts};
+                               .max_step_tokens = total, .max_step_logits = n_prompts,
+                               .kv_dtype = o.dtype == CKPT_F32 ? LLM_KV_AUTO : LLM_KV_F32};
     struct llm_model *m;
     int rc = llm_load(ck, &lo, &m, err, sizeof err);
     gpt2_checkpoint_close(ck);
@@ -267,6 +391,8 @@ static void test_model(json_object *g, json_object *indices, struct prompt *ps, 
     printf("# %s %s: %s, weights %s\n", name, dtype, in->device_name, ckpt_dtype_name(in->weight_dtype));
     is_str(ckpt_dtype_name(in->weight_dtype), ckpt_dtype_name(o.dtype), "%s %s: matrices kept in the file's type",
            name, dtype);
+    is_str(in->kv_format, "F32", "%s %s: K and V in F32 (%s)", name, dtype,
+           o.dtype == CKPT_F32 ? "kv_dtype auto under F32 matrices" : "kv_dtype f32");
 
     int V = in->cfg.vocab_size;
     float *rows = malloc(sizeof(float) * (size_t)V * (size_t)n_prompts);
@@ -303,35 +429,11 @@ static void test_model(json_object *g, json_object *indices, struct prompt *ps, 
            new_tokens);
 
     if (heavy) {
-        /* 8 prompts of different lengths, each alone, against the batch */
-        int eight[8] = {0, 1, 3, 5, 9, 12, 15, 17};
-        int alone_same = 0;
-        int32_t (*alone)[64] = calloc(1, sizeof *alone);
-        for (int k = 0; k < 8 && eight[k] < n_prompts; k++) {
-            if (run_batch(m, ps, &eight[k], 1, new_tokens, 0, alone, NULL, bps) == 0 &&
-                !memcmp(alone[0], greedy[eight[k]], sizeof alone[0]))
-                alone_same++;
-        }
-        is_int(alone_same, 8, "%s %s: 8 prompts run alone give the tokens they gave in the batch", name, dtype);
-        /* the same batch prefilled in chunks of 5 positions (the KV path of a chunked prefill) */
-        int32_t (*chunked)[64] = calloc((size_t)n_prompts, sizeof *chunked);
-        float *rows2 = malloc(sizeof(float) * (size_t)V * (size_t)n_prompts);
-        rc = run_batch(m, ps, which, n_prompts, 8, 5, chunked, rows2, bps);
-        double d = 0, scale = 0;
-        for (size_t i = 0; rc == 0 && i < (size_t)V * n_prompts; i++) {
-            d = fmax(d, fabs(rows2[i] - rows[i]));
-            scale = fmax(scale, fabs(rows[i]));
-        }
-        int same8 = 0;
-        for (int p = 0; p < n_prompts; p++)
-            same8 += !memcmp(chunked[p], greedy[p], 8 * sizeof(int32_t));
-        ok(rc == 0 && d / scale <= 1e-5 && same8 == n_prompts,
-           "%s %s: prefill in chunks of 5 gives the same logits (%.2g) and tokens", name, dtype, d / scale);
-        free(rows2);
-        free(chunked);
-        free(alone);
+        check_batching(m, ps, n_prompts, greedy, rows, bps, name, dtype, "");
         check_bad_steps(m);
     }
+    if (o.dtype != CKPT_F32)
+        check_kv_f16(dir, &lo, in, ps, n_prompts, greedy, rows, bps, heavy, name, dtype);
     if (o.dtype == CKPT_F32 && !strcmp(name, "tiny")) {
         /* int8 weights on the same file, F32's tokens as context */
         struct llm_model *mq = NULL;
@@ -363,6 +465,7 @@ static void test_model(json_object *g, json_object *indices, struct prompt *ps, 
             mq = NULL;
         }
         lo.dtype = LLM_DTYPE_Q8;
+        lo.kv_dtype = LLM_KV_AUTO;
         rc = gpt2_checkpoint_open(dir, &ck2, err, sizeof err);
         if (rc == 0) {
             rc = llm_load(ck2, &lo, &mq, err, sizeof err);
@@ -370,6 +473,8 @@ static void test_model(json_object *g, json_object *indices, struct prompt *ps, 
         }
         if (ok(rc == 0, "%s %s: loads with int8 weights", name, dtype)) {
             is_str(llm_get_info(mq)->weight_format, "Q8_0", "%s %s: the matrices are Q8_0", name, dtype);
+            is_str(llm_get_info(mq)->kv_format, "F16", "%s %s: kv_dtype auto keeps K and V in F16 under Q8_0", name,
+                   dtype);
             int agree = 0;
             rc = teacher_forced(mq, ps, n_prompts, greedy, bps, &agree);
             double frac = (double)agree / (64.0 * n_prompts);
