@@ -167,7 +167,7 @@ DEFINE_MKS(bf16, pk_bf16, 2)
 typedef void (*mk_fn)(const void *, const float *, size_t, int, float *, bool, const char *);
 
 /* y[t][o .. o + n) from the sums c (64 a row) by the store rule (ops_store1), 16 outputs a vector. */
-A512 static void store_rows_avx512(float *y, const float *c, const float *bias, int T, int O, int o, int n,
+A512 void ops_store_rows_avx512(float *y, const float *c, const float *bias, int T, int O, int o, int n,
                                    bool accumulate)
 {
     for (int t = 0; t < T; t++) {
@@ -216,7 +216,7 @@ void ops_matmul_packed_avx512(float *y, const float *x, const void *wp, enum ckp
                           r0 == 0 && tn > 1 ? next : NULL);
                 }
             }
-            store_rows_avx512(y + (size_t)t0 * O, c + (lo - p * P), bias, tn, O, lo, hi - lo, accumulate);
+            ops_store_rows_avx512(y + (size_t)t0 * O, c + (lo - p * P), bias, tn, O, lo, hi - lo, accumulate);
         }
     }
 }
