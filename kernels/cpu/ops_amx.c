@@ -14,20 +14,22 @@
  * 32 inputs: C_q += A_hi B_q, then C_q += A_lo B_q (q = 0..3), 8 tile
  * products.
  *
- * Layout: ops_pack's panels are read as they are (for each input i, the
- * panel's 64 weights contiguous), so a model packed at one level runs at
- * any other. The B tiles of one block of KC inputs x 64 outputs are built
- * on the fly (two vpermt2w per pair of inputs and 32 outputs) into a
- * 32 KiB scratch that stays in L1, and reused by every row tile of the
- * call. The block's C partial sums wait in a buffer (16 rows x 64 floats
- * per row tile) between blocks.
+ * Layout: ops_pack's BF16 panels interleave pairs of inputs (for inputs
+ * 2r, 2r + 1: the 64 outputs' [W[o][2r], W[o][2r + 1]]), so the B tile of
+ * 32 inputs x 16 outputs is read straight from the panel, 16 rows 256 bytes
+ * apart: no copy. (Building the tiles on the fly from a plain panel into
+ * an L1 scratch was measured first: the build and the store-to-tile-load
+ * made batch-1 decode 2x slower than the AVX-512 kernel.) The C partial
+ * sums wait in a buffer (16 rows x 64 floats per row tile) between blocks
+ * of KC inputs, which every row tile of the pass reads while in L2.
  *
- * Every row count takes this path, one row (batch-1 decode) too: an A
- * tile is always 16 rows (rows past T are zeros), and each C element is
+ * Every row count takes this path, one row (batch-1 decode) too: A and C
+ * tiles have min(T, 16) rows (a last partial row tile is padded with zero
+ * rows), and each C element is
  * the same sequence of tile products whatever the other rows hold, so a
  * row's result does not depend on how many rows share the product. At
- * one row the call streams each panel once; the build loop prefetches the
- * next block into L2 at the rate it reads this one (the hardware streamer
+ * one row the call streams each panel once; the first row tile prefetches
+ * the next block into L2 at the rate it reads this one (the hardware streamer
  * stops at 4 KiB pages), as ops_gemm.c does.
  *
  * The thread's tile config is loaded at the start of each call and
@@ -44,7 +46,7 @@
 #include <string.h>
 
 #define P OPS_PANEL
-#define KC 256                    /* inputs per block: 256 x 64 bf16 = 32 KiB of B tiles */
+#define KC 256                    /* inputs per block: 256 x 64 bf16 = 32 KiB of the panel */
 #define MC 256                    /* rows per pass: the C sums of a pass are MC x 64 floats */
 #define AMX __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
 
@@ -126,47 +128,13 @@ AMX static void split_rows(uint16_t *hi, uint16_t *lo, size_t ld, const float *x
     }
 }
 
-/* The B tiles of inputs [k0, k0 + kn) of a panel (kn <= KC; the block is
- * rounded up to 32 inputs, zeros past kn): tile (s, q) (32 inputs from
- * k0 + 32 s, outputs 16 q ..) at b + (4 s + q) * 512 bf16, row r =
- * [W[o][k0 + 32 s + 2 r], W[o][k0 + 32 s + 2 r + 1]] for its 16 o. pf: the
- * next block to pull into L2 as this one is read (or NULL). */
-AMX static void build_b(uint16_t *b, const uint16_t *blk, int kn, const char *pf)
-{
-    const __m512i lo16 = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8, 39, 7, 38,
-                                          6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
-    const __m512i hi16 = _mm512_add_epi16(lo16, _mm512_set1_epi16(16));
-    const __m512i z = _mm512_setzero_si512();
-    int kr = (kn + 31) & ~31;
-    for (int k = 0; k < kr; k += 2) {
-        __m512i a0 = z, a1 = z, b0 = z, b1 = z;
-        if (k < kn) {
-            a0 = _mm512_loadu_si512(blk + (size_t)k * P);
-            a1 = _mm512_loadu_si512(blk + (size_t)k * P + 32);
-        }
-        if (k + 1 < kn) {
-            b0 = _mm512_loadu_si512(blk + (size_t)(k + 1) * P);
-            b1 = _mm512_loadu_si512(blk + (size_t)(k + 1) * P + 32);
-        }
-        if (pf) {
-            const char *q = pf + (size_t)k * P * 2;
-            _mm_prefetch(q, _MM_HINT_T1);
-            _mm_prefetch(q + 64, _MM_HINT_T1);
-            _mm_prefetch(q + 128, _MM_HINT_T1);
-            _mm_prefetch(q + 192, _MM_HINT_T1);
-        }
-        uint16_t *d = b + (size_t)(k / 32) * 4 * 512 + (size_t)(k % 32 / 2) * 32;
-        _mm512_store_si512((void *)d, _mm512_permutex2var_epi16(a0, lo16, b0));
-        _mm512_store_si512((void *)(d + 512), _mm512_permutex2var_epi16(a0, hi16, b0));
-        _mm512_store_si512((void *)(d + 1024), _mm512_permutex2var_epi16(a1, lo16, b1));
-        _mm512_store_si512((void *)(d + 1536), _mm512_permutex2var_epi16(a1, hi16, b1));
-    }
-}
-
-/* c[16][64] (stride 64 floats) (+)= rows of hi/lo (stride ld bf16) by the
- * block's B tiles, over kr inputs (a multiple of 32); from zero when first. */
-AMX static void row_tile(float *c, const uint16_t *hi, const uint16_t *lo, size_t ld, const uint16_t *b, int kr,
-                         bool first)
+/* c[rows][64] (stride 64 floats) (+)= rows of hi/lo (stride ld bf16) by
+ * ns groups of 32 inputs whose B tiles lie in the panel from b (pairs of
+ * inputs 256 bytes apart, 16 pairs a group), then one more group from tail
+ * when not NULL; from zero when first. pf: 4 KiB to pull into L2 per group
+ * (the next block's), or NULL. */
+AMX static void row_tile(float *c, const uint16_t *hi, const uint16_t *lo, size_t ld, const uint16_t *b, int ns,
+                         const uint16_t *tail, bool first, const char *pf)
 {
     if (first) {
         _tile_zero(0);
@@ -179,19 +147,27 @@ AMX static void row_tile(float *c, const uint16_t *hi, const uint16_t *lo, size_
         _tile_loadd(2, c + 32, P * 4);
         _tile_loadd(3, c + 48, P * 4);
     }
-    for (int k = 0; k < kr; k += 32, b += 4 * 512) {
-        _tile_loadd(4, hi + k, ld * 2);
-        _tile_loadd(5, lo + k, ld * 2);
-        _tile_loadd(6, b, 64);
+    for (int s = 0; s <= ns; s++) {
+        const uint16_t *g = s < ns ? b + (size_t)s * 32 * P : tail;
+        if (!g)
+            break;
+        if (pf) {
+            const char *q = pf + (size_t)s * 32 * P * 2;
+            for (int l = 0; l < 64; l++)
+                _mm_prefetch(q + l * 64, _MM_HINT_T1);
+        }
+        _tile_loadd(4, hi + s * 32, ld * 2);
+        _tile_loadd(5, lo + s * 32, ld * 2);
+        _tile_loadd(6, g, P * 4);
         _tile_dpbf16ps(0, 4, 6);
         _tile_dpbf16ps(0, 5, 6);
-        _tile_loadd(7, b + 512, 64);
+        _tile_loadd(7, g + 32, P * 4);
         _tile_dpbf16ps(1, 4, 7);
         _tile_dpbf16ps(1, 5, 7);
-        _tile_loadd(6, b + 1024, 64);
+        _tile_loadd(6, g + 64, P * 4);
         _tile_dpbf16ps(2, 4, 6);
         _tile_dpbf16ps(2, 5, 6);
-        _tile_loadd(7, b + 1536, 64);
+        _tile_loadd(7, g + 96, P * 4);
         _tile_dpbf16ps(3, 4, 7);
         _tile_dpbf16ps(3, 5, 7);
     }
@@ -201,41 +177,49 @@ AMX static void row_tile(float *c, const uint16_t *hi, const uint16_t *lo, size_
     _tile_stored(3, c + 48, P * 4);
 }
 
-/* Per pass of up to MC rows (x split once per pass), per panel in
- * [o0, o1), per block of KC inputs: build the block's B tiles, then every
- * row tile of the pass over them; then the store rule on the panel's
- * outputs inside [o0, o1). */
+/* Per pass of up to mc rows (x split once per pass), per panel in
+ * [o0, o1), per block of KC inputs: every row tile of the pass over the
+ * block's B tiles, read from the panel (the last, partial group of 32
+ * inputs, when I is not a multiple of 32, copied with zeros after it into
+ * tail: a tile may not read past the panel); then the store rule on the
+ * panel's outputs inside [o0, o1). A and C tiles have min(T, 16) rows. */
 AMX static void amx_bf16(float *y, const float *x, const uint16_t *wp, const float *bias, int T, int I, int O, int o0,
                          int o1, bool accumulate, char *mem, int mc, size_t ld)
 {
-    uint16_t *b = (uint16_t *)mem;                               /* KC x 64 bf16: 32 KiB */
-    float *c = (float *)(mem + (size_t)KC * P * 2);              /* mc x 64 floats */
+    int ip = (I + 1) & ~1, full = ip / 32 * 32;                  /* inputs in whole groups of 32 */
+    uint16_t *tail = (uint16_t *)mem;                            /* 16 pairs x 64 outputs: 4 KiB */
+    float *c = (float *)(mem + (size_t)32 * P * 2);              /* mc x 64 floats */
     uint16_t *hi = (uint16_t *)((char *)c + (size_t)mc * P * 4); /* mc x ld bf16 */
     uint16_t *lo = hi + (size_t)mc * ld;
+    int rows = T < 16 ? T : 16;
     struct tilecfg cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.palette = 1;
     for (int r = 0; r < 8; r++) {
-        cfg.rows[r] = 16;
+        cfg.rows[r] = (uint8_t)(r >= 6 ? 16 : rows);
         cfg.colsb[r] = 64;
     }
     _tile_loadconfig(&cfg);
     for (int t0 = 0; t0 < T; t0 += mc) {
-        int tn = T - t0 < mc ? T - t0 : mc, t16 = (tn + 15) & ~15;
+        int tn = T - t0 < mc ? T - t0 : mc, t16 = T < 16 ? T : (tn + 15) & ~15;
         split_rows(hi, lo, ld, x + (size_t)t0 * I, tn, t16, I);
         for (int p = o0 / P; p * P < o1; p++) {
             int olo = p * P > o0 ? p * P : o0, ohi = p * P + P < o1 ? p * P + P : o1;
-            const uint16_t *panel = wp + (size_t)p * P * I;
+            const uint16_t *panel = wp + (size_t)p * P * ip;
+            if (full < ip) {
+                memcpy(tail, panel + (size_t)full * P, (size_t)(ip - full) * P * 2);
+                memset(tail + (size_t)(ip - full) * P, 0, (size_t)(32 - (ip - full)) * P * 2);
+            }
             for (int k0 = 0; k0 < I; k0 += KC) {
-                int kn = I - k0 < KC ? I - k0 : KC, kr = (kn + 31) & ~31;
+                int kn = I - k0 < KC ? I - k0 : KC;
+                int ns = (k0 + kn < full ? k0 + kn : full) - k0;
                 const uint16_t *blk = panel + (size_t)k0 * P;
-                const char *next = k0 + KC < I ? (const char *)(blk + (size_t)kn * P)
-                                   : (p + 1) * P < o1 ? (const char *)(panel + (size_t)P * I)
-                                                         : NULL;
-                build_b(b, blk, kn, next);
+                const char *next = k0 + KC < I ? (const char *)(blk + (size_t)KC * P)
+                                   : (p + 1) * P < o1 ? (const char *)(panel + (size_t)P * ip)
+                                                      : NULL;
                 for (int r0 = 0; r0 < t16; r0 += 16)
-                    row_tile(c + (size_t)r0 * P, hi + (size_t)r0 * ld + k0, lo + (size_t)r0 * ld + k0, ld, b, kr,
-                             k0 == 0);
+                    row_tile(c + (size_t)r0 * P, hi + (size_t)r0 * ld + k0, lo + (size_t)r0 * ld + k0, ld, blk,
+                             ns / 32, k0 + kn > full ? tail : NULL, k0 == 0, r0 == 0 ? next : NULL);
             }
             ops_store_rows_avx512(y + (size_t)t0 * O, c + (olo - p * P), bias, tn, O, olo, ohi - olo, accumulate);
         }
@@ -259,7 +243,7 @@ void ops_matmul_packed_amx(float *y, const float *x, const void *wp, enum ckpt_d
         mc = MC;
     if (mc > ((T + 15) & ~15))
         mc = (T + 15) & ~15;
-    char *mem = scratch((size_t)KC * P * 2 + (size_t)mc * P * 4 + (size_t)mc * ld * 4);
+    char *mem = scratch((size_t)32 * P * 2 + (size_t)mc * P * 4 + (size_t)mc * ld * 4);
     if (!mem) {   /* out of memory: the AVX-512 kernel needs none */
         ops_matmul_packed_avx512(y, x, wp, wt, bias, T, I, O, o0, o1, accumulate);
         return;
