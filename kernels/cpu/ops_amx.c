@@ -129,12 +129,10 @@ AMX static void split_rows(uint16_t *hi, uint16_t *lo, size_t ld, const float *x
 }
 
 /* c[rows][64] (stride 64 floats) (+)= rows of hi/lo (stride ld bf16) by
- * ns groups of 32 inputs whose B tiles lie in the panel from b (pairs of
- * inputs 256 bytes apart, 16 pairs a group), then one more group from tail
- * when not NULL; from zero when first. pf: 4 KiB to pull into L2 per group
- * (the next block's), or NULL. */
+ * ns groups of 32 inputs, the B tiles of group s at b + s * 32 * 64 (four
+ * of 1 KiB, ops_pack's BF16 form); from zero when first. */
 AMX static void row_tile(float *c, const uint16_t *hi, const uint16_t *lo, size_t ld, const uint16_t *b, int ns,
-                         const uint16_t *tail, bool first, const char *pf)
+                         bool first)
 {
     if (first) {
         _tile_zero(0);
@@ -147,27 +145,24 @@ AMX static void row_tile(float *c, const uint16_t *hi, const uint16_t *lo, size_
         _tile_loadd(2, c + 32, P * 4);
         _tile_loadd(3, c + 48, P * 4);
     }
-    for (int s = 0; s <= ns; s++) {
-        const uint16_t *g = s < ns ? b + (size_t)s * 32 * P : tail;
-        if (!g)
-            break;
-        if (pf) {
-            const char *q = pf + (size_t)s * 32 * P * 2;
-            for (int l = 0; l < 64; l++)
-                _mm_prefetch(q + l * 64, _MM_HINT_T1);
-        }
+    for (int s = 0; s < ns; s++, b += 32 * P) {
+#if PF
+        if (pf_on)
+            for (int l = 0; l < 64; l += 1)
+                _mm_prefetch((const char *)b + PF + l * 64, PFH);
+#endif
         _tile_loadd(4, hi + s * 32, ld * 2);
         _tile_loadd(5, lo + s * 32, ld * 2);
-        _tile_loadd(6, g, P * 4);
+        _tile_loadd(6, b, 64);
         _tile_dpbf16ps(0, 4, 6);
         _tile_dpbf16ps(0, 5, 6);
-        _tile_loadd(7, g + 32, P * 4);
+        _tile_loadd(7, b + 512, 64);
         _tile_dpbf16ps(1, 4, 7);
         _tile_dpbf16ps(1, 5, 7);
-        _tile_loadd(6, g + 64, P * 4);
+        _tile_loadd(6, b + 1024, 64);
         _tile_dpbf16ps(2, 4, 6);
         _tile_dpbf16ps(2, 5, 6);
-        _tile_loadd(7, g + 96, P * 4);
+        _tile_loadd(7, b + 1536, 64);
         _tile_dpbf16ps(3, 4, 7);
         _tile_dpbf16ps(3, 5, 7);
     }
@@ -179,16 +174,12 @@ AMX static void row_tile(float *c, const uint16_t *hi, const uint16_t *lo, size_
 
 /* Per pass of up to mc rows (x split once per pass), per panel in
  * [o0, o1), per block of KC inputs: every row tile of the pass over the
- * block's B tiles, read from the panel (the last, partial group of 32
- * inputs, when I is not a multiple of 32, copied with zeros after it into
- * tail: a tile may not read past the panel); then the store rule on the
+ * block's B tiles, read from the panel; then the store rule on the
  * panel's outputs inside [o0, o1). A and C tiles have min(T, 16) rows. */
 AMX static void amx_bf16(float *y, const float *x, const uint16_t *wp, const float *bias, int T, int I, int O, int o0,
                          int o1, bool accumulate, char *mem, int mc, size_t ld)
 {
-    int ip = (I + 1) & ~1, full = ip / 32 * 32;                  /* inputs in whole groups of 32 */
-    uint16_t *tail = (uint16_t *)mem;                            /* 16 pairs x 64 outputs: 4 KiB */
-    float *c = (float *)(mem + (size_t)32 * P * 2);              /* mc x 64 floats */
+    float *c = (float *)mem;                                     /* mc x 64 floats */
     uint16_t *hi = (uint16_t *)((char *)c + (size_t)mc * P * 4); /* mc x ld bf16 */
     uint16_t *lo = hi + (size_t)mc * ld;
     int rows = T < 16 ? T : 16;
@@ -205,21 +196,12 @@ AMX static void amx_bf16(float *y, const float *x, const uint16_t *wp, const flo
         split_rows(hi, lo, ld, x + (size_t)t0 * I, tn, t16, I);
         for (int p = o0 / P; p * P < o1; p++) {
             int olo = p * P > o0 ? p * P : o0, ohi = p * P + P < o1 ? p * P + P : o1;
-            const uint16_t *panel = wp + (size_t)p * P * ip;
-            if (full < ip) {
-                memcpy(tail, panel + (size_t)full * P, (size_t)(ip - full) * P * 2);
-                memset(tail + (size_t)(ip - full) * P, 0, (size_t)(32 - (ip - full)) * P * 2);
-            }
+            const uint16_t *panel = wp + (size_t)p * P * ld;
             for (int k0 = 0; k0 < I; k0 += KC) {
                 int kn = I - k0 < KC ? I - k0 : KC;
-                int ns = (k0 + kn < full ? k0 + kn : full) - k0;
-                const uint16_t *blk = panel + (size_t)k0 * P;
-                const char *next = k0 + KC < I ? (const char *)(blk + (size_t)KC * P)
-                                   : (p + 1) * P < o1 ? (const char *)(panel + (size_t)P * ip)
-                                                      : NULL;
                 for (int r0 = 0; r0 < t16; r0 += 16)
-                    row_tile(c + (size_t)r0 * P, hi + (size_t)r0 * ld + k0, lo + (size_t)r0 * ld + k0, ld, blk,
-                             ns / 32, k0 + kn > full ? tail : NULL, k0 == 0, r0 == 0 ? next : NULL);
+                    row_tile(c + (size_t)r0 * P, hi + (size_t)r0 * ld + k0, lo + (size_t)r0 * ld + k0, ld,
+                             panel + (size_t)k0 * P, (kn + 31) / 32, k0 == 0);
             }
             ops_store_rows_avx512(y + (size_t)t0 * O, c + (olo - p * P), bias, tn, O, olo, ohi - olo, accumulate);
         }
@@ -243,7 +225,7 @@ void ops_matmul_packed_amx(float *y, const float *x, const void *wp, enum ckpt_d
         mc = MC;
     if (mc > ((T + 15) & ~15))
         mc = (T + 15) & ~15;
-    char *mem = scratch((size_t)32 * P * 2 + (size_t)mc * P * 4 + (size_t)mc * ld * 4);
+    char *mem = scratch((size_t)mc * P * 4 + (size_t)mc * ld * 4);
     if (!mem) {   /* out of memory: the AVX-512 kernel needs none */
         ops_matmul_packed_avx512(y, x, wp, wt, bias, T, I, O, o0, o1, accumulate);
         return;

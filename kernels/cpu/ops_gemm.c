@@ -4,12 +4,13 @@
  * each input i, the 64 weights W[64p + j][i] (j < 64) are contiguous, in the
  * weight's own type (F32, F16 or BF16); outputs past O are zeros. So a
  * panel is one contiguous run of 64 * I weights, read front to back.
- * BF16 interleaves pairs of inputs: for inputs 2r and 2r + 1, the 64
- * outputs' [W[j][2r], W[j][2r + 1]] in order (128 values, zero past an odd
- * I), the B-tile form of AMX's tdpbf16ps (ops_amx.c reads its tiles straight
- * from the panel); here a pair's 16 outputs are one 512-bit load, the even
- * inputs widened by a shift, the odd ones by a mask, summed k then k + 1 as
- * before. Byte offsets of an even input are those of the plain layout.
+ * BF16 is in AMX's B tiles (ops_amx.c reads them straight from the
+ * panel): per group of 32 inputs (I padded with zeros to a multiple of
+ * 32), four 1 KiB tiles, one per 16 outputs q, each 16 rows r of
+ * [W[j][2r], W[j][2r + 1]] for its 16 outputs j. Here a pair's 16 outputs
+ * are one 512-bit load, the even input widened by a shift, the odd one by
+ * a mask, summed k then k + 1 as before. A group starts where input 32g of
+ * the plain layout would.
  *
  * The micro-kernel keeps R x 4 accumulators of 16 outputs (R <= 6 rows of
  * x, 24 of the 32 zmm registers), and for each input i loads 4 vectors of
@@ -33,19 +34,21 @@
 #define P OPS_PANEL
 #define MC 64      /* rows of x per pass over a panel: the stack buffer is MC x 64 floats */
 
-/* Inputs a panel holds: I, rounded up to even for BF16's pairs. */
+/* Inputs a panel holds: I, rounded up to a group of 32 for BF16. */
 static int panel_inputs(enum ckpt_dtype wt, int I)
 {
-    return wt == CKPT_BF16 ? (I + 1) & ~1 : I;
+    return wt == CKPT_BF16 ? (I + 31) & ~31 : I;
 }
 
 /* Element index of W[o][i] in the packed matrix. */
 static size_t pidx(enum ckpt_dtype wt, int I, int o, int i)
 {
     size_t base = (size_t)(o / P) * P * (size_t)panel_inputs(wt, I);
+    int j = o % P;
     if (wt == CKPT_BF16)
-        return base + (size_t)(i / 2) * 2 * P + (size_t)(o % P) * 2 + (size_t)(i % 2);
-    return base + (size_t)i * P + (size_t)(o % P);
+        return base + (size_t)(i / 32) * 32 * P + (size_t)(j / 16) * 512 + (size_t)(i % 32 / 2) * 32 +
+               (size_t)(j % 16) * 2 + (size_t)(i % 2);
+    return base + (size_t)i * P + (size_t)j;
 }
 
 size_t ops_pack_bytes(enum ckpt_dtype wt, int I, int O)
@@ -184,10 +187,10 @@ DEFINE_MKS(f16, pk_f16, 2)
  * load so R = 6 fits the registers. Each accumulator adds k, then k + 1. */
 #define MKB_STEP(R, BOTH)                                                                              \
     {                                                                                                \
-        const uint16_t *wk = (const uint16_t *)w + (size_t)k * P;                                    \
+        const uint16_t *wk = (const uint16_t *)w + (size_t)(k / 32) * 32 * P + (size_t)(k % 32 / 2) * 32; \
         __m512 wv[4];                                                                                \
         UNROLL for (int q = 0; q < 4; q++) wv[q] =                                                   \
-            _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_loadu_si512(wk + q * 32), 16));             \
+            _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_loadu_si512(wk + q * 512), 16));            \
         UNROLL for (int r = 0; r < R; r++)                                                           \
         {                                                                                            \
             __m512 xb = _mm512_set1_ps(x[(size_t)r * ldx + k]);                                      \
@@ -195,7 +198,7 @@ DEFINE_MKS(f16, pk_f16, 2)
         }                                                                                            \
         if (BOTH) {                                                                                  \
             UNROLL for (int q = 0; q < 4; q++) wv[q] =                                               \
-                _mm512_castsi512_ps(_mm512_and_si512(_mm512_loadu_si512(wk + q * 32), odd));         \
+                _mm512_castsi512_ps(_mm512_and_si512(_mm512_loadu_si512(wk + q * 512), odd));         \
             UNROLL for (int r = 0; r < R; r++)                                                       \
             {                                                                                        \
                 __m512 xb = _mm512_set1_ps(x[(size_t)r * ldx + k + 1]);                              \
