@@ -687,6 +687,7 @@ enum ops_level ops_init(enum ops_level cap)
     }
     if (want >= OPS_AMX) {
         /* The AMX kernels fill in here; until then this level runs the one below. */
+        k.matmul_packed = ops_matmul_packed_amx;   /* BF16 on tiles; F32/F16 forwarded to AVX-512 */
         strcat(k_name, "+amx");
     }
 #endif

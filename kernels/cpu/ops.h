@@ -49,13 +49,15 @@ void ops_matmul(float *y, const float *x, const void *w, enum ckpt_dtype wt, con
  * rows and more and used at one row too: panels of OPS_PANEL outputs; in
  * panel p, for each input i, the weights W[OPS_PANEL p + j][i] of its
  * OPS_PANEL outputs j are contiguous, in the weight type; outputs past O are
- * zeros. ops_packed() says whether the chosen level has a packed kernel
+ * zeros. BF16 is in AMX's B-tile form (tdpbf16ps): per group of 32 inputs
+ * (I padded with zeros to a multiple of 32), for each 16 outputs, 16 rows
+ * r of [W[j][2r], W[j][2r + 1]] for its outputs j (ops_gemm.c). ops_packed() says whether the chosen level has a packed kernel
  * that beats the output-major one (the engine packs its matrices at load
  * then, and keeps no output-major copy). */
 #define OPS_PANEL 64
 bool ops_packed(void);
 
-/* Bytes of O x I weights of type wt packed (O rounded up to OPS_PANEL). */
+/* Bytes of O x I weights of type wt packed (O rounded up to OPS_PANEL, I to 32 for BF16). */
 size_t ops_pack_bytes(enum ckpt_dtype wt, int I, int O);
 
 /* Packs output-major rows o0 <= o < o1 of W (w points at row o0, [o1 - o0][I])

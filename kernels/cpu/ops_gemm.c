@@ -4,6 +4,13 @@
  * each input i, the 64 weights W[64p + j][i] (j < 64) are contiguous, in the
  * weight's own type (F32, F16 or BF16); outputs past O are zeros. So a
  * panel is one contiguous run of 64 * I weights, read front to back.
+ * BF16 is in AMX's B tiles (ops_amx.c reads them straight from the
+ * panel): per group of 32 inputs (I padded with zeros to a multiple of
+ * 32), four 1 KiB tiles, one per 16 outputs q, each 16 rows r of
+ * [W[j][2r], W[j][2r + 1]] for its 16 outputs j. Here a pair's 16 outputs
+ * are one 512-bit load, the even input widened by a shift, the odd one by
+ * a mask, summed k then k + 1 as before. A group starts where input 32g of
+ * the plain layout would.
  *
  * The micro-kernel keeps R x 4 accumulators of 16 outputs (R <= 6 rows of
  * x, 24 of the 32 zmm registers), and for each input i loads 4 vectors of
@@ -27,20 +34,38 @@
 #define P OPS_PANEL
 #define MC 64      /* rows of x per pass over a panel: the stack buffer is MC x 64 floats */
 
+/* Inputs a panel holds: I, rounded up to a group of 32 for BF16. */
+static int panel_inputs(enum ckpt_dtype wt, int I)
+{
+    return wt == CKPT_BF16 ? (I + 31) & ~31 : I;
+}
+
+/* Element index of W[o][i] in the packed matrix. */
+static size_t pidx(enum ckpt_dtype wt, int I, int o, int i)
+{
+    size_t base = (size_t)(o / P) * P * (size_t)panel_inputs(wt, I);
+    int j = o % P;
+    if (wt == CKPT_BF16)
+        return base + (size_t)(i / 32) * 32 * P + (size_t)(j / 16) * 512 + (size_t)(i % 32 / 2) * 32 +
+               (size_t)(j % 16) * 2 + (size_t)(i % 2);
+    return base + (size_t)i * P + (size_t)j;
+}
+
 size_t ops_pack_bytes(enum ckpt_dtype wt, int I, int O)
 {
-    return (size_t)(O + P - 1) / P * P * (size_t)I * ckpt_dtype_size(wt);
+    return (size_t)(O + P - 1) / P * P * (size_t)panel_inputs(wt, I) * ckpt_dtype_size(wt);
 }
 
 void ops_pack(void *dst, const void *w, enum ckpt_dtype wt, int I, int O, int o0, int o1)
 {
     size_t es = ckpt_dtype_size(wt);
     int oe = (o1 + P - 1) / P * P;      /* the last panel's padding too */
+    int ip = panel_inputs(wt, I);
     for (int o = o0; o < oe; o++) {
-        char *d = (char *)dst + ((size_t)(o / P) * P * I + (size_t)(o % P)) * es;
         const char *s = (const char *)w + (size_t)(o - o0) * I * es;
-        for (int i = 0; i < I; i++, d += P * es) {
-            if (o < o1 && o < O)
+        for (int i = 0; i < ip; i++) {
+            char *d = (char *)dst + pidx(wt, I, o, i) * es;
+            if (o < o1 && o < O && i < I)
                 memcpy(d, s + (size_t)i * es, es);
             else
                 memset(d, 0, es);
@@ -50,9 +75,8 @@ void ops_pack(void *dst, const void *w, enum ckpt_dtype wt, int I, int O, int o0
 
 void ops_packed_row(float *dst, const void *wp, enum ckpt_dtype wt, int I, int o)
 {
-    size_t base = (size_t)(o / P) * P * I + (size_t)(o % P);
     for (int i = 0; i < I; i++) {
-        size_t k = base + (size_t)i * P;
+        size_t k = pidx(wt, I, o, i);
         dst[i] = wt == CKPT_F32    ? ((const float *)wp)[k]
                  : wt == CKPT_F16 ? ckpt_f16_to_f32(((const uint16_t *)wp)[k])
                                   : ckpt_bf16_to_f32(((const uint16_t *)wp)[k]);
@@ -80,13 +104,12 @@ void ops_matmul_packed_portable(float *y, const float *x, const void *wp, enum c
     float c[P];
     for (int p = o0 / P; p * P < o1; p++) {
         int lo = p * P > o0 ? p * P : o0, hi = p * P + P < o1 ? p * P + P : o1;
-        size_t base = (size_t)p * P * I;
         for (int t = 0; t < T; t++) {
             const float *xr = x + (size_t)t * I;
             memset(c, 0, sizeof c);
             for (int i = 0; i < I; i++)
                 for (int j = 0; j < P; j++)
-                    c[j] += xr[i] * wget(wp, wt, base + (size_t)i * P + j);
+                    c[j] += xr[i] * wget(wp, wt, pidx(wt, I, p * P + j, i));
             for (int o = lo; o < hi; o++)
                 ops_store1(y + (size_t)t * O, o, c[o - p * P], bias, accumulate);
         }
@@ -106,11 +129,6 @@ INL A512 __m512 pk_f32(const void *w, size_t k)
 INL A512 __m512 pk_f16(const void *w, size_t k)
 {
     return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)w + k)));
-}
-INL A512 __m512 pk_bf16(const void *w, size_t k)
-{
-    __m256i h = _mm256_loadu_si256((const __m256i *)((const uint16_t *)w + k));
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
 /* One input k: 4 vectors of weights, R broadcasts of x, R x 4 FMAs. */
@@ -162,12 +180,68 @@ INL A512 __m512 pk_bf16(const void *w, size_t k)
 
 DEFINE_MKS(f32, pk_f32, 4)
 DEFINE_MKS(f16, pk_f16, 2)
-DEFINE_MKS(bf16, pk_bf16, 2)
+
+/* BF16, inputs k (and k + 1 when BOTH) of 64 outputs: each 512-bit load
+ * holds a pair for 16 outputs; input k is the low half of each 32-bit lane
+ * (shifted up), k + 1 the high half (masked), the mask applied to a second
+ * load so R = 6 fits the registers. Each accumulator adds k, then k + 1. */
+#define MKB_STEP(R, BOTH)                                                                              \
+    {                                                                                                \
+        const uint16_t *wk = (const uint16_t *)w + (size_t)(k / 32) * 32 * P + (size_t)(k % 32 / 2) * 32; \
+        __m512 wv[4];                                                                                \
+        UNROLL for (int q = 0; q < 4; q++) wv[q] =                                                   \
+            _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_loadu_si512(wk + q * 512), 16));            \
+        UNROLL for (int r = 0; r < R; r++)                                                           \
+        {                                                                                            \
+            __m512 xb = _mm512_set1_ps(x[(size_t)r * ldx + k]);                                      \
+            UNROLL for (int q = 0; q < 4; q++) acc[r][q] = _mm512_fmadd_ps(wv[q], xb, acc[r][q]);     \
+        }                                                                                            \
+        if (BOTH) {                                                                                  \
+            UNROLL for (int q = 0; q < 4; q++) wv[q] =                                               \
+                _mm512_castsi512_ps(_mm512_and_si512(_mm512_loadu_si512(wk + q * 512), odd));         \
+            UNROLL for (int r = 0; r < R; r++)                                                       \
+            {                                                                                        \
+                __m512 xb = _mm512_set1_ps(x[(size_t)r * ldx + k + 1]);                              \
+                UNROLL for (int q = 0; q < 4; q++) acc[r][q] = _mm512_fmadd_ps(wv[q], xb, acc[r][q]); \
+            }                                                                                        \
+        }                                                                                            \
+    }
+
+/* mk_bf16_R: as DEFINE_MK's kernels over BF16 pairs (kn may be odd: the
+ * last pair's high half is padding, not read). */
+#define DEFINE_MKB(R)                                                                                  \
+    __attribute__((noinline)) A512 static void mk_bf16_##R(const void *w, const float *x, size_t ldx,   \
+                                                           int kn, float *c, bool first, const char *pf) \
+    {                                                                                                \
+        const __m512i odd = _mm512_set1_epi32((int)0xffff0000u);                                     \
+        __m512 acc[R][4];                                                                            \
+        UNROLL for (int r = 0; r < R; r++) UNROLL for (int q = 0; q < 4; q++) acc[r][q] =            \
+            first ? _mm512_setzero_ps() : _mm512_loadu_ps(c + r * P + q * 16);                       \
+        int k = 0;                                                                                   \
+        for (; k + 1 < kn; k += 2) {                                                                 \
+            if (pf)                                                                                  \
+                UNROLL for (int l = 0; l < 4; l++) _mm_prefetch(pf + (size_t)k * P * 2 + l * 64, _MM_HINT_T1); \
+            MKB_STEP(R, 1)                                                                           \
+        }                                                                                            \
+        if (k < kn)                                                                                  \
+            MKB_STEP(R, 0)                                                                           \
+        UNROLL for (int r = 0; r < R; r++) UNROLL for (int q = 0; q < 4; q++)                        \
+            _mm512_storeu_ps(c + r * P + q * 16, acc[r][q]);                                         \
+    }
+
+DEFINE_MKB(1)
+DEFINE_MKB(2)
+DEFINE_MKB(3)
+DEFINE_MKB(4)
+DEFINE_MKB(5)
+DEFINE_MKB(6)
+static void (*const mks_bf16[7])(const void *, const float *, size_t, int, float *, bool, const char *) = {
+    NULL, mk_bf16_1, mk_bf16_2, mk_bf16_3, mk_bf16_4, mk_bf16_5, mk_bf16_6};
 
 typedef void (*mk_fn)(const void *, const float *, size_t, int, float *, bool, const char *);
 
 /* y[t][o .. o + n) from the sums c (64 a row) by the store rule (ops_store1), 16 outputs a vector. */
-A512 static void store_rows_avx512(float *y, const float *c, const float *bias, int T, int O, int o, int n,
+A512 void ops_store_rows_avx512(float *y, const float *c, const float *bias, int T, int O, int o, int n,
                                    bool accumulate)
 {
     for (int t = 0; t < T; t++) {
@@ -191,11 +265,11 @@ void ops_matmul_packed_avx512(float *y, const float *x, const void *wp, enum ckp
 {
     mk_fn const *mk = wt == CKPT_F16 ? mks_f16 : wt == CKPT_BF16 ? mks_bf16 : mks_f32;
     size_t es = ckpt_dtype_size(wt);
-    int kc = kc_of(es);
+    int kc = kc_of(es), ip = panel_inputs(wt, I);   /* kc: even */
     float c[MC * P] __attribute__((aligned(64)));
     for (int p = o0 / P; p * P < o1; p++) {
         int lo = p * P > o0 ? p * P : o0, hi = p * P + P < o1 ? p * P + P : o1;
-        const char *panel = (const char *)wp + (size_t)p * P * I * es;
+        const char *panel = (const char *)wp + (size_t)p * P * ip * es;
         for (int t0 = 0; t0 < T; t0 += MC) {
             int tn = T - t0 < MC ? T - t0 : MC;
             for (int k0 = 0; k0 < I; k0 += kc) {
@@ -208,7 +282,7 @@ void ops_matmul_packed_avx512(float *y, const float *x, const void *wp, enum ckp
                  * FMAs take turns. Later groups prefetch the block they
                  * read (in L1 already: nearly free). */
                 const char *next = k0 + kc < I ? blk + (size_t)kn * P * es
-                                   : (p + 1) * P < o1 && t0 + MC >= T ? panel + (size_t)P * I * es
+                                   : (p + 1) * P < o1 && t0 + MC >= T ? panel + (size_t)P * ip * es
                                                                       : blk;
                 for (int r0 = 0; r0 < tn; r0 += 6) {
                     int r = tn - r0 < 6 ? tn - r0 : 6;
@@ -216,7 +290,7 @@ void ops_matmul_packed_avx512(float *y, const float *x, const void *wp, enum ckp
                           r0 == 0 && tn > 1 ? next : NULL);
                 }
             }
-            store_rows_avx512(y + (size_t)t0 * O, c + (lo - p * P), bias, tn, O, lo, hi - lo, accumulate);
+            ops_store_rows_avx512(y + (size_t)t0 * O, c + (lo - p * P), bias, tn, O, lo, hi - lo, accumulate);
         }
     }
 }

@@ -1,4 +1,4 @@
-/* ops_int.h -- what ops.c, ops_avx512.c and ops_q8.c share: the kernel table one level fills, and helpers every level uses. Not for callers outside kernels/cpu/ops*.c. */
+/* ops_int.h -- what ops.c, ops_avx512.c, ops_q8.c, ops_gemm.c and ops_amx.c share: the kernel table one level fills, and helpers every level uses. Not for callers outside kernels/cpu/ops*.c. */
 #ifndef LLMCGI_OPS_INT_H
 #define LLMCGI_OPS_INT_H
 
@@ -63,6 +63,11 @@ void ops_mix_f16_avx512(float *out, size_t ldo, const float *a, size_t lda, int 
 /* ops_gemm.c: the packed products. */
 void ops_matmul_packed_avx512(float *y, const float *x, const void *wp, enum ckpt_dtype wt, const float *bias, int T,
                               int I, int O, int o0, int o1, bool accumulate);
+/* y[t][o .. o + n) for t < T from the sums c (64 floats a row) by the store rule (ops_store1). */
+void ops_store_rows_avx512(float *y, const float *c, const float *bias, int T, int O, int o, int n, bool accumulate);
+/* ops_amx.c: the packed product on AMX tiles for BF16 weights (others: ops_matmul_packed_avx512). */
+void ops_matmul_packed_amx(float *y, const float *x, const void *wp, enum ckpt_dtype wt, const float *bias, int T,
+                           int I, int O, int o0, int o1, bool accumulate);
 #endif
 void ops_matmul_packed_portable(float *y, const float *x, const void *wp, enum ckpt_dtype wt, const float *bias, int T,
                                 int I, int O, int o0, int o1, bool accumulate);

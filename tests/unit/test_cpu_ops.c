@@ -1,4 +1,4 @@
-/* test_cpu_ops.c -- the CPU kernels, every level this CPU supports (portable, AVX2, AVX-512, AVX-512 BF16), against double-precision references and the portable ones on random inputs, int8 (Q8_0) included, and the thread pool. */
+/* test_cpu_ops.c -- the CPU kernels, every level this CPU supports (portable, AVX2, AVX-512, AVX-512 BF16, AMX), against double-precision references and the portable ones on random inputs, int8 (Q8_0) included, and the thread pool. */
 #include "config.h"
 #include "cpu/ops.h"
 #include "cpu/threads.h"
@@ -527,6 +527,15 @@ static void run_kernels(void)
         check_matmul_as(true, types[k], 65, 100, 130, 64, 128, false, true);
         check_matmul_as(true, types[k], 130, 37, 150, 10, 140, true, true);
         check_matmul_as(true, types[k], 7, 5, 3, 0, 3, false, true);
+        /* AMX (BF16 at OPS_AMX): A/C tiles of min(T, 16) rows (15, 16, 17:
+         * a padded last row tile), passes of up to 256 rows (300), blocks of
+         * 256 inputs and groups of 32 padded with zeros (600, 31, 33), one
+         * row over several blocks, ranges that start and end inside panels */
+        check_matmul_as(true, types[k], 1, 600, 70, 3, 69, true, true);
+        check_matmul_as(true, types[k], 15, 31, 64, 1, 63, false, true);
+        check_matmul_as(true, types[k], 16, 33, 128, 0, 128, true, false);
+        check_matmul_as(true, types[k], 17, 600, 65, 0, 65, false, true);
+        check_matmul_as(true, types[k], 300, 40, 66, 5, 66, true, true);
     }
     /* int8: T across the tiles (1, 2, 4 rows), I across blocks (with a padded last one), O across 4 */
     check_matmul_q8(1, 768, 16, 0, 16, false, true);

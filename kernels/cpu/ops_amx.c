@@ -1,0 +1,234 @@
+/* ops_amx.c -- the packed matrix product for BF16 weights on AMX tiles (tdpbf16ps), x split into two bf16 parts so the result stays near F32's; other weight types go to the AVX-512 packed kernel.
+ *
+ * Math. y[t][o] = sum_i x[t][i] W[o][i]. Each x is split x = hi + lo with
+ * hi = x with its low 16 bits cut (exact in bf16) and lo = bf16(x - hi)
+ * (round to nearest even), so |x - hi - lo| <= 2^-17 |x|; products of bf16
+ * values are exact and the tiles accumulate in FP32, so
+ * y = sum hi W + sum lo W carries about F32's error, not bf16's (2^-9).
+ *
+ * Tiles (8 registers of 16 rows x 64 bytes): C0..C3 (tmm0-3) hold 16 rows
+ * of x by the 64 outputs of a panel in FP32 (16 outputs each); A (tmm4
+ * hi, tmm5 lo) holds 16 rows x 32 inputs of x in bf16; B (tmm6, tmm7)
+ * holds 32 inputs x 16 outputs in the pair-interleaved form tdpbf16ps
+ * wants: B row r = [W[o][2r], W[o][2r+1]] for its 16 outputs o. For each
+ * 32 inputs: C_q += A_hi B_q, then C_q += A_lo B_q (q = 0..3), 8 tile
+ * products.
+ *
+ * Layout: ops_pack's BF16 panels hold these B tiles as they are (per
+ * group of 32 inputs, the four 1 KiB tiles of its 64 outputs; I padded
+ * with zeros to 32), so a B tile is one contiguous tileloadd, no copy and
+ * no tail. (Building the tiles on the fly from plain panels into an L1
+ * scratch was measured first: the build and the store-to-tile-load made
+ * batch-1 decode 2x slower than the AVX-512 kernel, 322 us against 157
+ * for 768 x 3072 on one thread; tiles read from pair-interleaved panels,
+ * 256 bytes a row, 200 us.) The C partial sums wait in a buffer (16 rows
+ * x 64 floats per row tile) between blocks of KC inputs; every row tile
+ * of the pass reads the block while it is in L1/L2.
+ *
+ * Every row count takes this path, one row (batch-1 decode) too: A and C
+ * tiles have min(T, 16) rows (a last partial row tile is padded with zero
+ * rows), and each C element is the same sequence of tile products whatever
+ * the other rows hold, so a row's result does not depend on how many rows
+ * share the product. At one row the call streams each panel once, 1 KiB
+ * tiles in address order, which the hardware prefetchers follow: software
+ * prefetch (to L1 4-8 KiB ahead or to L2 16-32 KiB ahead) was measured
+ * slower, 209-250 us against 176 for a 768 x 3072 product from memory.
+ *
+ * The thread's tile config is loaded at the start of each call and
+ * released at the end (other kernels may use other configs on the same
+ * thread). x's bf16 parts and the C sums live in a per-thread scratch
+ * grown as needed and freed when the thread exits. */
+#include "ops_int.h"
+
+#ifdef OPS_HAVE_X86
+#include <immintrin.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define P OPS_PANEL
+#define KC 256                    /* inputs per block: 256 x 64 bf16 = 32 KiB of the panel */
+#define MC 256                    /* rows per pass: the C sums of a pass are MC x 64 floats */
+#define AMX __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
+
+/* The palette-1 tile config: 64 bytes. */
+struct tilecfg {
+    uint8_t palette, start_row;
+    uint8_t reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+};
+
+/* ---------------------------------------------------------- per-thread scratch */
+
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+static bool scratch_key_ok;
+static __thread void *scratch_p;
+static __thread size_t scratch_n;
+
+static void scratch_free(void *p)
+{
+    free(p);
+}
+
+static void scratch_init(void)
+{
+    scratch_key_ok = pthread_key_create(&scratch_key, scratch_free) == 0;
+}
+
+/* n bytes, 64-aligned, owned by this thread (freed at its exit; reused by
+ * its next call); NULL when out of memory. */
+static void *scratch(size_t n)
+{
+    if (n <= scratch_n)
+        return scratch_p;
+    pthread_once(&scratch_once, scratch_init);
+    if (!scratch_key_ok)
+        return NULL;
+    n = (n + 65535) & ~(size_t)65535;
+    void *p = NULL;
+    if (posix_memalign(&p, 64, n) != 0)
+        return NULL;
+    if (pthread_setspecific(scratch_key, p) != 0) {
+        free(p);
+        return NULL;
+    }
+    free(scratch_p);
+    scratch_p = p;
+    scratch_n = n;
+    return p;
+}
+
+/* ---------------------------------------------------------- the kernel */
+
+/* hi[t][i], lo[t][i] (bf16, stride ld) for t < T16, i < ld: x's two parts,
+ * zeros past T rows and I inputs. */
+AMX static void split_rows(uint16_t *hi, uint16_t *lo, size_t ld, const float *x, int T, int T16, int I)
+{
+    const __m512i cut = _mm512_set1_epi32((int)0xffff0000u);
+    for (int t = 0; t < T16; t++) {
+        uint16_t *h = hi + (size_t)t * ld, *l = lo + (size_t)t * ld;
+        if (t >= T) {
+            memset(h, 0, ld * 2);
+            memset(l, 0, ld * 2);
+            continue;
+        }
+        const float *xr = x + (size_t)t * I;
+        for (size_t i = 0; i < ld; i += 32) {
+            int n = I - (int)i < 0 ? 0 : I - (int)i;
+            __mmask16 ma = n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1);
+            __mmask16 mb = n >= 32 ? 0xffff : n <= 16 ? 0 : (__mmask16)((1u << (n - 16)) - 1);
+            __m512 x0 = _mm512_maskz_loadu_ps(ma, xr + i), x1 = _mm512_maskz_loadu_ps(mb, xr + i + 16);
+            __m512 h0 = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(x0), cut));
+            __m512 h1 = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(x1), cut));
+            _mm512_store_si512((void *)(h + i), (__m512i)_mm512_cvtne2ps_pbh(h1, h0));
+            _mm512_store_si512((void *)(l + i), (__m512i)_mm512_cvtne2ps_pbh(_mm512_sub_ps(x1, h1),
+                                                                             _mm512_sub_ps(x0, h0)));
+        }
+    }
+}
+
+/* c[rows][64] (stride 64 floats) (+)= rows of hi/lo (stride ld bf16) by
+ * ns groups of 32 inputs, the B tiles of group s at b + s * 32 * 64 (four
+ * of 1 KiB, ops_pack's BF16 form); from zero when first. */
+AMX static void row_tile(float *c, const uint16_t *hi, const uint16_t *lo, size_t ld, const uint16_t *b, int ns,
+                         bool first)
+{
+    if (first) {
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+    } else {
+        _tile_loadd(0, c, P * 4);
+        _tile_loadd(1, c + 16, P * 4);
+        _tile_loadd(2, c + 32, P * 4);
+        _tile_loadd(3, c + 48, P * 4);
+    }
+    for (int s = 0; s < ns; s++, b += 32 * P) {
+        _tile_loadd(4, hi + s * 32, ld * 2);
+        _tile_loadd(5, lo + s * 32, ld * 2);
+        _tile_loadd(6, b, 64);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(0, 5, 6);
+        _tile_loadd(7, b + 512, 64);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(1, 5, 7);
+        _tile_loadd(6, b + 1024, 64);
+        _tile_dpbf16ps(2, 4, 6);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_loadd(7, b + 1536, 64);
+        _tile_dpbf16ps(3, 4, 7);
+        _tile_dpbf16ps(3, 5, 7);
+    }
+    _tile_stored(0, c, P * 4);
+    _tile_stored(1, c + 16, P * 4);
+    _tile_stored(2, c + 32, P * 4);
+    _tile_stored(3, c + 48, P * 4);
+}
+
+/* Per pass of up to mc rows (x split once per pass), per panel in
+ * [o0, o1), per block of KC inputs: every row tile of the pass over the
+ * block's B tiles, read from the panel; then the store rule on the
+ * panel's outputs inside [o0, o1). A and C tiles have min(T, 16) rows. */
+AMX static void amx_bf16(float *y, const float *x, const uint16_t *wp, const float *bias, int T, int I, int O, int o0,
+                         int o1, bool accumulate, char *mem, int mc, size_t ld)
+{
+    float *c = (float *)mem;                                     /* mc x 64 floats */
+    uint16_t *hi = (uint16_t *)((char *)c + (size_t)mc * P * 4); /* mc x ld bf16 */
+    uint16_t *lo = hi + (size_t)mc * ld;
+    int rows = T < 16 ? T : 16;
+    struct tilecfg cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int r = 0; r < 8; r++) {
+        cfg.rows[r] = (uint8_t)(r >= 6 ? 16 : rows);
+        cfg.colsb[r] = 64;
+    }
+    _tile_loadconfig(&cfg);
+    for (int t0 = 0; t0 < T; t0 += mc) {
+        int tn = T - t0 < mc ? T - t0 : mc, t16 = T < 16 ? T : (tn + 15) & ~15;
+        split_rows(hi, lo, ld, x + (size_t)t0 * I, tn, t16, I);
+        for (int p = o0 / P; p * P < o1; p++) {
+            int olo = p * P > o0 ? p * P : o0, ohi = p * P + P < o1 ? p * P + P : o1;
+            const uint16_t *panel = wp + (size_t)p * P * ld;
+            for (int k0 = 0; k0 < I; k0 += KC) {
+                int kn = I - k0 < KC ? I - k0 : KC;
+                for (int r0 = 0; r0 < t16; r0 += 16)
+                    row_tile(c + (size_t)r0 * P, hi + (size_t)r0 * ld + k0, lo + (size_t)r0 * ld + k0, ld,
+                             panel + (size_t)k0 * P, (kn + 31) / 32, k0 == 0);
+            }
+            ops_store_rows_avx512(y + (size_t)t0 * O, c + (olo - p * P), bias, tn, O, olo, ohi - olo, accumulate);
+        }
+    }
+    _tile_release();
+}
+
+void ops_matmul_packed_amx(float *y, const float *x, const void *wp, enum ckpt_dtype wt, const float *bias, int T,
+                           int I, int O, int o0, int o1, bool accumulate)
+{
+    if (wt != CKPT_BF16 || T <= 0 || o0 >= o1) {
+        ops_matmul_packed_avx512(y, x, wp, wt, bias, T, I, O, o0, o1, accumulate);
+        return;
+    }
+    size_t ld = (size_t)(I + 31) & ~(size_t)31;
+    /* rows per pass: the pass's bf16 x (4 bytes an input) within ~1 MiB of L2, 16 at least */
+    int mc = (int)((1u << 20) / (ld * 4)) & ~15;
+    if (mc < 16)
+        mc = 16;
+    if (mc > MC)
+        mc = MC;
+    if (mc > ((T + 15) & ~15))
+        mc = (T + 15) & ~15;
+    char *mem = scratch((size_t)mc * P * 4 + (size_t)mc * ld * 4);
+    if (!mem) {   /* out of memory: the AVX-512 kernel needs none */
+        ops_matmul_packed_avx512(y, x, wp, wt, bias, T, I, O, o0, o1, accumulate);
+        return;
+    }
+    amx_bf16(y, x, wp, bias, T, I, O, o0, o1, accumulate, mem, mc, ld);
+}
+#else
+typedef int ops_amx_none;   /* no x86: nothing here (ISO C wants a declaration) */
+#endif /* OPS_HAVE_X86 */
