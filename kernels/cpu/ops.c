@@ -621,6 +621,7 @@ enum ops_level ops_init(enum ops_level cap)
     }
     if (want >= OPS_AMX) {
         /* The AMX kernels fill in here; until then this level runs the one below. */
+        k.matmul_q8 = ops_matmul_q8_amx;
         strcat(k_name, "+amx");
     }
 #endif

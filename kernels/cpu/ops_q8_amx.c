@@ -1,0 +1,188 @@
+/* ops_q8_amx.c -- int8 (Q8_0) matrix products of 2+ rows on AMX tiles (tdpbssd): the weights' Q8_0 rows are read in place as A tiles, the activations are packed per call as B tiles, and the two F16 scales of every block are applied with AVX-512 in the VNNI panel path's order, so the results are its bits.
+ *
+ * One tile product per 32-input block: A = 16 rows of W (outputs) x 32
+ * int8 (the blocks' q[], loaded with the row stride, no repacking: the
+ * matrix stays the one Q8_0 copy the one-row path streams), B = 8 rows x 64
+ * bytes (4 inputs of 16 rows of x interleaved, made once per call and chunk
+ * of 16 rows), C = 16 outputs x 16 rows of int32, exact. C goes to memory
+ * and per output o: acc[o] = fma(float(C[o]), d_w[o] * d_x, acc[o]) over
+ * the 16 rows' lanes, the blocks in order from zero: per (row, output) the
+ * same expression in the same order as ops_q8.c's panel path (whose integer
+ * dot is exact too), so a row's result does not depend on the rows beside
+ * it and equals the VNNI level's. One row (batch-1 decode) and rows wider
+ * than PN blocks take the VNNI kernels. */
+#include "ops_int.h"
+
+#include <string.h>
+
+#ifdef OPS_HAVE_X86
+#include <immintrin.h>
+
+#define AMX __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,amx-tile,amx-int8")))
+#define AMX_MAX_BLOCKS 128   /* as the VNNI panel path: I up to 4096 */
+#define AMX_ROWS 16          /* rows of x per B tile */
+
+/* The tile palette: 0, 1 C (16 x 16 int32); 2, 3 A (16 outputs x 32 bytes);
+ * 4, 5 B (8 x 64 bytes). Two blocks at a time, so one block's tile product
+ * overlaps the other's stores and scaling. */
+struct amx_cfg {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+};
+
+static AMX void amx_config(void)
+{
+    struct amx_cfg c;
+    memset(&c, 0, sizeof c);
+    c.palette = 1;
+    for (int i = 0; i < 2; i++) {
+        c.rows[i] = 16;
+        c.colsb[i] = 64;
+        c.rows[2 + i] = 16;
+        c.colsb[2 + i] = 32;
+        c.rows[4 + i] = 8;
+        c.colsb[4 + i] = 64;
+    }
+    _tile_loadconfig(&c);
+}
+
+/* x's rows t0 .. t0 + n - 1 (n <= 16) as B tiles: bp[k][g][t] = the 4
+ * bytes g of row t's block k, rows past n zero; dx[k][t] its scale. */
+static AMX void pack_x(int32_t (*bp)[8][AMX_ROWS], float (*dx)[AMX_ROWS], const struct ops_q8_block *X, size_t rs,
+                       int nb, int n)
+{
+    for (int k = 0; k < nb; k++) {
+        for (int t = 0; t < AMX_ROWS; t++) {
+            if (t < n) {
+                const struct ops_q8_block *b = X + (size_t)t * rs + k;
+                for (int g = 0; g < 8; g++)
+                    memcpy(&bp[k][g][t], b->q + 4 * g, 4);
+                dx[k][t] = _cvtsh_ss(b->d);
+            } else {
+                for (int g = 0; g < 8; g++)
+                    bp[k][g][t] = 0;
+                dx[k][t] = 0.0f;
+            }
+        }
+    }
+}
+
+/* One block's C (c[o][t]) into acc: per output the panel path's step. */
+#define SCALE_BLOCK(c, dwk, dxk)                                                                        \
+    do {                                                                                               \
+        __m512 dxv = _mm512_loadu_ps(dxk);                                                             \
+        for (int o = 0; o < 16; o++)                                                                   \
+            acc[o] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_loadu_si512(c[o])),                     \
+                                     _mm512_mul_ps(_mm512_set1_ps((dwk)[o]), dxv), acc[o]);            \
+    } while (0)
+
+/* 16 outputs from the rows w (stride wstride bytes) against the packed x:
+ * out[o][t]. next: the 16 rows after these (contiguous, 16 * wstride
+ * bytes), prefetched into L1 a share per block pair, so that their stream
+ * from memory overlaps this group's tiles and scaling (as the VNNI panel
+ * does; past the matrix a prefetch is a no-op). */
+static AMX void amx_group(float (*out)[AMX_ROWS], const struct ops_q8_block *w, size_t wstride,
+                          const int32_t (*bp)[8][AMX_ROWS], const float (*dx)[AMX_ROWS], const float (*dw)[16],
+                          int nb, const char *next)
+{
+    size_t share = 32 * sizeof(struct ops_q8_block);
+    __m512 acc[16];
+    int32_t c[2][2][16][16] __attribute__((aligned(64)));
+    for (int o = 0; o < 16; o++)
+        acc[o] = _mm512_setzero_ps();
+    /* Software-pipelined: the C tiles of pair p are stored, then pair p - 1
+     * is scaled (its stores long done), so the vector loads never wait on a
+     * tile store just issued. Blocks are still scaled in order. */
+    int np = (nb + 1) / 2;
+    for (int p = 0; p <= np; p++) {
+        int k = 2 * p;
+        int32_t (*cp)[16][16] = c[p & 1];
+        if (p < np) {
+            for (size_t b = 0; b < share; b += 64)
+                _mm_prefetch(next + (size_t)k * (share / 2) + b, _MM_HINT_T0);
+            _tile_zero(0);
+            _tile_loadd(2, w[k].q, wstride);
+            _tile_loadd(4, bp[k], 64);
+            _tile_dpbssd(0, 2, 4);
+            _tile_stored(0, cp[0], 64);
+            if (k + 1 < nb) {
+                _tile_zero(1);
+                _tile_loadd(3, w[k + 1].q, wstride);
+                _tile_loadd(5, bp[k + 1], 64);
+                _tile_dpbssd(1, 3, 5);
+                _tile_stored(1, cp[1], 64);
+            }
+        }
+        if (p > 0) {
+            int j = k - 2;
+            int32_t (*cq)[16][16] = c[(p - 1) & 1];
+            SCALE_BLOCK(cq[0], dw[j], dx[j]);
+            if (j + 1 < nb)
+                SCALE_BLOCK(cq[1], dw[j + 1], dx[j + 1]);
+        }
+    }
+    for (int o = 0; o < 16; o++)
+        _mm512_storeu_ps(out[o], acc[o]);
+}
+
+/* T >= 2 rows of nb <= AMX_MAX_BLOCKS blocks: per chunk of 16 rows of x
+ * (packed once), per group of 16 outputs (their scales as F32 once; a last
+ * group of fewer outputs copied into zero-padded rows, so no tile reads past
+ * the matrix), the blocks two by two; then each row's 16 outputs by one
+ * gather from out[o][t] and the panel path's store rule. The tiles are
+ * configured per call and released at its end (no AMX state is left live
+ * between the engine's products). */
+__attribute__((noinline)) static AMX void amx_rows(float *y, const struct ops_q8_block *X,
+                                                   const struct ops_q8_block *W, const float *bias, int T, int nb,
+                                                   int O, int o0, int o1, bool accumulate)
+{
+    int32_t bp[AMX_MAX_BLOCKS][8][AMX_ROWS] __attribute__((aligned(64)));
+    float dx[AMX_MAX_BLOCKS][AMX_ROWS] __attribute__((aligned(64)));
+    float dw[AMX_MAX_BLOCKS][16] __attribute__((aligned(64)));
+    float out[16][AMX_ROWS] __attribute__((aligned(64)));
+    struct ops_q8_block tail[16 * AMX_MAX_BLOCKS];
+    size_t rs = (size_t)nb, wstride = rs * sizeof(struct ops_q8_block);
+    const __m512i col = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                           _mm512_set1_epi32(AMX_ROWS));
+    amx_config();
+    for (int tc = 0; tc < T; tc += AMX_ROWS) {
+        int nt = T - tc < AMX_ROWS ? T - tc : AMX_ROWS;
+        pack_x(bp, dx, X + (size_t)tc * rs, rs, nb, nt);
+        for (int o = o0; o < o1; o += 16) {
+            int n = o1 - o < 16 ? o1 - o : 16;
+            __mmask16 m = (__mmask16)((1u << n) - 1);
+            const struct ops_q8_block *w = W + (size_t)o * rs;
+            if (n < 16) {
+                memset(tail, 0, 16 * wstride);
+                memcpy(tail, w, (size_t)n * wstride);
+                w = tail;
+            }
+            for (int k = 0; k < nb; k++)
+                for (int i = 0; i < 16; i++)
+                    dw[k][i] = _cvtsh_ss(w[(size_t)i * rs + k].d);
+            amx_group(out, w, wstride, (const int32_t (*)[8][AMX_ROWS])bp, (const float (*)[AMX_ROWS])dx,
+                      (const float (*)[16])dw, nb, (const char *)(W + (size_t)(o + 16) * rs));
+            __m512 b = bias ? _mm512_maskz_loadu_ps(m, bias + o) : _mm512_setzero_ps();
+            for (int t = 0; t < nt; t++) {
+                __m512 s = _mm512_i32gather_ps(_mm512_add_epi32(col, _mm512_set1_epi32(t)), &out[0][0], 4);
+                float *yo = y + (size_t)(tc + t) * O + o;
+                __m512 v = accumulate ? _mm512_add_ps(_mm512_maskz_loadu_ps(m, yo), b) : b;
+                _mm512_mask_storeu_ps(yo, m, _mm512_add_ps(v, s));   /* as ops_store1 */
+            }
+        }
+    }
+    _tile_release();
+}
+
+void ops_matmul_q8_amx(float *y, const void *xq, const void *wq, const float *bias, int T, int I, int O, int o0,
+                       int o1, bool accumulate)
+{
+    int nb = (I + OPS_Q8_BLOCK - 1) / OPS_Q8_BLOCK;
+    if (T < 2 || nb > AMX_MAX_BLOCKS) {
+        ops_matmul_q8_vnni(y, xq, wq, bias, T, I, O, o0, o1, accumulate);
+        return;
+    }
+    amx_rows(y, xq, wq, bias, T, nb, O, o0, o1, accumulate);
+}
+#endif /* OPS_HAVE_X86 */
