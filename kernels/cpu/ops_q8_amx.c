@@ -13,6 +13,7 @@
  * than PN blocks take the VNNI kernels. */
 #include "ops_int.h"
 
+#include <stddef.h>
 #include <string.h>
 
 #ifdef OPS_HAVE_X86
@@ -52,19 +53,16 @@ static AMX void amx_config(void)
 static AMX void pack_x(int32_t (*bp)[8][AMX_ROWS], float (*dx)[AMX_ROWS], const struct ops_q8_block *X, size_t rs,
                        int nb, int n)
 {
+    __mmask16 m = (__mmask16)((1u << n) - 1);
+    __m512i idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                     _mm512_set1_epi32((int)(rs * sizeof(struct ops_q8_block))));
     for (int k = 0; k < nb; k++) {
-        for (int t = 0; t < AMX_ROWS; t++) {
-            if (t < n) {
-                const struct ops_q8_block *b = X + (size_t)t * rs + k;
-                for (int g = 0; g < 8; g++)
-                    memcpy(&bp[k][g][t], b->q + 4 * g, 4);
-                dx[k][t] = _cvtsh_ss(b->d);
-            } else {
-                for (int g = 0; g < 8; g++)
-                    bp[k][g][t] = 0;
-                dx[k][t] = 0.0f;
-            }
-        }
+        const char *b = (const char *)(X + k);
+        for (int g = 0; g < 8; g++)
+            _mm512_store_si512(bp[k][g], _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, idx,
+                                                                     b + offsetof(struct ops_q8_block, q) + 4 * g, 1));
+        __m512i dd = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, idx, b, 1);
+        _mm512_store_ps(dx[k], _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dd)));
     }
 }
 
@@ -145,6 +143,8 @@ __attribute__((noinline)) static AMX void amx_rows(float *y, const struct ops_q8
     size_t rs = (size_t)nb, wstride = rs * sizeof(struct ops_q8_block);
     const __m512i col = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
                                            _mm512_set1_epi32(AMX_ROWS));
+    const __m512i wrow = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                            _mm512_set1_epi32((int)wstride));
     amx_config();
     for (int tc = 0; tc < T; tc += AMX_ROWS) {
         int nt = T - tc < AMX_ROWS ? T - tc : AMX_ROWS;
@@ -158,9 +158,9 @@ __attribute__((noinline)) static AMX void amx_rows(float *y, const struct ops_q8
                 memcpy(tail, w, (size_t)n * wstride);
                 w = tail;
             }
-            for (int k = 0; k < nb; k++)
-                for (int i = 0; i < 16; i++)
-                    dw[k][i] = _cvtsh_ss(w[(size_t)i * rs + k].d);
+            for (int k = 0; k < nb; k++)   /* the scale and the first 2 weights of each row's block k */
+                _mm512_store_ps(dw[k], _mm512_cvtph_ps(_mm512_cvtepi32_epi16(
+                                           _mm512_i32gather_epi32(wrow, (const char *)(w + k), 1))));
             amx_group(out, w, wstride, (const int32_t (*)[8][AMX_ROWS])bp, (const float (*)[AMX_ROWS])dx,
                       (const float (*)[16])dw, nb, (const char *)(W + (size_t)(o + 16) * rs));
             __m512 b = bias ? _mm512_maskz_loadu_ps(m, bias + o) : _mm512_setzero_ps();
