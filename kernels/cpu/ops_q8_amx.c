@@ -9,8 +9,9 @@
  * the 16 rows' lanes, the blocks in order from zero: per (row, output) the
  * same expression in the same order as ops_q8.c's panel path (whose integer
  * dot is exact too), so a row's result does not depend on the rows beside
- * it and equals the VNNI level's. One row (batch-1 decode) and rows wider
- * than PN blocks take the VNNI kernels. */
+ * it and equals the VNNI level's (so a call of fewer than AMX_MIN_ROWS
+ * rows, where the VNNI panel is faster, gives the same bits). One row
+ * (batch-1 decode) and rows wider than AMX_MAX_BLOCKS take the VNNI kernels. */
 #include "ops_int.h"
 
 #include <stddef.h>
@@ -22,6 +23,8 @@
 #define AMX __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,amx-tile,amx-int8")))
 #define AMX_MAX_BLOCKS 128   /* as the VNNI panel path: I up to 4096 */
 #define AMX_ROWS 16          /* rows of x per B tile */
+#define AMX_MIN_ROWS 5       /* fewer rows: the VNNI panel (same bits), faster there: the tiles' fixed cost per
+                                block (store, 16 scalings of 16 lanes) is the same for 2 rows as for 16 */
 
 /* The tile palette: 0, 1 C (16 x 16 int32); 2, 3 A (16 outputs x 32 bytes);
  * 4, 5 B (8 x 64 bytes). Two blocks at a time, so one block's tile product
@@ -179,7 +182,7 @@ void ops_matmul_q8_amx(float *y, const void *xq, const void *wq, const float *bi
                        int o1, bool accumulate)
 {
     int nb = (I + OPS_Q8_BLOCK - 1) / OPS_Q8_BLOCK;
-    if (T < 2 || nb > AMX_MAX_BLOCKS) {
+    if (T < AMX_MIN_ROWS || nb > AMX_MAX_BLOCKS) {
         ops_matmul_q8_vnni(y, xq, wq, bias, T, I, O, o0, o1, accumulate);
         return;
     }
