@@ -20,138 +20,163 @@
 #ifdef OPS_HAVE_X86
 #include <immintrin.h>
 
+#define INL static inline __attribute__((always_inline))
 #define AMX __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,amx-tile,amx-int8")))
 #define AMX_MAX_BLOCKS 128   /* as the VNNI panel path: I up to 4096 */
-#define AMX_ROWS 16          /* rows of x per B tile */
 #define AMX_MIN_ROWS 5       /* fewer rows: the VNNI panel (same bits), faster there: the tiles' fixed cost per
                                 block (store, 16 scalings of 16 lanes) is the same for 2 rows as for 16 */
 
-/* The tile palette: 0, 1 C (16 x 16 int32); 2, 3 A (16 outputs x 32 bytes);
- * 4, 5 B (8 x 64 bytes). Two blocks at a time, so one block's tile product
- * overlaps the other's stores and scaling. */
+/* The tile palette for chunks of N rows of x (8 or 16): 0, 1 C (16
+ * outputs x N int32); 2, 3 A (16 outputs x 32 bytes); 4, 5 B (8 x 4N
+ * bytes). Two blocks at a time, so one block's tile product overlaps the
+ * other's stores and scaling. */
 struct amx_cfg {
     uint8_t palette, start_row, reserved[14];
     uint16_t colsb[16];
     uint8_t rows[16];
 };
 
-static AMX void amx_config(void)
+__attribute__((noinline)) static AMX void amx_config(int N)
 {
     struct amx_cfg c;
     memset(&c, 0, sizeof c);
     c.palette = 1;
     for (int i = 0; i < 2; i++) {
         c.rows[i] = 16;
-        c.colsb[i] = 64;
+        c.colsb[i] = (uint16_t)(4 * N);
         c.rows[2 + i] = 16;
         c.colsb[2 + i] = 32;
         c.rows[4 + i] = 8;
-        c.colsb[4 + i] = 64;
+        c.colsb[4 + i] = (uint16_t)(4 * N);
     }
+    /* the intrinsic's asm names one byte of c as its input: the barrier
+     * keeps the compiler from dropping the other stores */
+    __asm__ volatile("" : : "r"(&c) : "memory");
     _tile_loadconfig(&c);
 }
 
-/* x's rows t0 .. t0 + n - 1 (n <= 16) as B tiles: bp[k][g][t] = the 4
- * bytes g of row t's block k, rows past n zero; dx[k][t] its scale. */
-static AMX void pack_x(int32_t (*bp)[8][AMX_ROWS], float (*dx)[AMX_ROWS], const struct ops_q8_block *X, size_t rs,
-                       int nb, int n)
+/* x's rows 0 .. n - 1 (n <= N) as B tiles: bp[(k * 8 + g) * N + t] = the 4
+ * bytes g of row t's block k, rows past n zero, by one gather per g; dx[k]
+ * the rows' scales over 16 lanes (N = 8: twice over, as the scaling below
+ * reads them for two outputs at once). */
+INL AMX void pack_x(int32_t *bp, float (*dx)[16], const struct ops_q8_block *X, size_t rs, int nb, int n,
+                    const int N)
 {
     __mmask16 m = (__mmask16)((1u << n) - 1);
     __m512i idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
                                      _mm512_set1_epi32((int)(rs * sizeof(struct ops_q8_block))));
     for (int k = 0; k < nb; k++) {
         const char *b = (const char *)(X + k);
-        for (int g = 0; g < 8; g++)
-            _mm512_store_si512(bp[k][g], _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, idx,
-                                                                     b + offsetof(struct ops_q8_block, q) + 4 * g, 1));
-        __m512i dd = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, idx, b, 1);
-        _mm512_store_ps(dx[k], _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dd)));
+        for (int g = 0; g < 8; g++) {
+            __m512i v = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, idx,
+                                                    b + offsetof(struct ops_q8_block, q) + 4 * g, 1);
+            if (N == 16)
+                _mm512_store_si512(bp + ((size_t)k * 8 + g) * N, v);
+            else
+                _mm256_store_si256((__m256i *)(bp + ((size_t)k * 8 + g) * N), _mm512_castsi512_si256(v));
+        }
+        __m512 d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, idx,
+                                                                                      b, 1)));
+        _mm512_store_ps(dx[k], N == 16 ? d : _mm512_shuffle_f32x4(d, d, 0x44));
     }
 }
 
-/* One block's C (c[o][t]) into acc: per output the panel path's step. */
-#define SCALE_BLOCK(c, dwk, dxk)                                                                        \
-    do {                                                                                               \
-        __m512 dxv = _mm512_loadu_ps(dxk);                                                             \
-        for (int o = 0; o < 16; o++)                                                                   \
-            acc[o] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_loadu_si512(c[o])),                     \
-                                     _mm512_mul_ps(_mm512_set1_ps((dwk)[o]), dxv), acc[o]);            \
-    } while (0)
+/* One block's C (16 outputs x N int32 at c) into acc: per (output, row) the
+ * panel path's step, fma(float(C), d_w * d_x, acc). N = 16: acc[o] holds
+ * output o's 16 rows; N = 8: acc[j] outputs 2j and 2j + 1, 8 rows each (the
+ * C rows are contiguous: one vector), half the instructions. */
+INL AMX void scale_block(__m512 *acc, const int32_t *c, const float *dwk, const float *dxk, const int N)
+{
+    __m512 dxv = _mm512_load_ps(dxk);
+    if (N == 16) {
+        for (int o = 0; o < 16; o++)
+            acc[o] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(c + 16 * o)),
+                                     _mm512_mul_ps(_mm512_set1_ps(dwk[o]), dxv), acc[o]);
+    } else {
+        __m512 dwv = _mm512_load_ps(dwk);
+        for (int j = 0; j < 8; j++) {
+            __m512i pair = _mm512_set_epi32(2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1,
+                                            2 * j + 1, 2 * j + 1, 2 * j, 2 * j, 2 * j, 2 * j, 2 * j, 2 * j, 2 * j,
+                                            2 * j);
+            acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(c + 16 * j)),
+                                     _mm512_mul_ps(_mm512_permutexvar_ps(pair, dwv), dxv), acc[j]);
+        }
+    }
+}
 
 /* 16 outputs from the rows w (stride wstride bytes) against the packed x:
- * out[o][t]. next: the 16 rows after these (contiguous, 16 * wstride
+ * out[o * N + t]. next: the 16 rows after these (contiguous, 16 * wstride
  * bytes), prefetched into L1 a share per block pair, so that their stream
  * from memory overlaps this group's tiles and scaling (as the VNNI panel
- * does; past the matrix a prefetch is a no-op). */
-static AMX void amx_group(float (*out)[AMX_ROWS], const struct ops_q8_block *w, size_t wstride,
-                          const int32_t (*bp)[8][AMX_ROWS], const float (*dx)[AMX_ROWS], const float (*dw)[16],
-                          int nb, const char *next)
+ * does; past the matrix a prefetch is a no-op). Software-pipelined: the C
+ * tiles of pair p are stored, then pair p - 1 is scaled (its stores long
+ * done), so the vector loads do not wait on a tile store just issued; the
+ * blocks are still scaled in order. */
+INL AMX void amx_group(float *out, const struct ops_q8_block *w, size_t wstride, const int32_t *bp,
+                       const float (*dx)[16], const float (*dw)[16], int nb, const char *next, const int N)
 {
     size_t share = 32 * sizeof(struct ops_q8_block);
+    size_t bs = 8 * (size_t)N;   /* a block's B tile, in int32 */
     __m512 acc[16];
-    int32_t c[2][2][16][16] __attribute__((aligned(64)));
+    int32_t c[2][2][16 * 16] __attribute__((aligned(64)));
     for (int o = 0; o < 16; o++)
         acc[o] = _mm512_setzero_ps();
-    /* Software-pipelined: the C tiles of pair p are stored, then pair p - 1
-     * is scaled (its stores long done), so the vector loads never wait on a
-     * tile store just issued. Blocks are still scaled in order. */
     int np = (nb + 1) / 2;
     for (int p = 0; p <= np; p++) {
         int k = 2 * p;
-        int32_t (*cp)[16][16] = c[p & 1];
+        int32_t (*cp)[16 * 16] = c[p & 1];
         if (p < np) {
             for (size_t b = 0; b < share; b += 64)
                 _mm_prefetch(next + (size_t)k * (share / 2) + b, _MM_HINT_T0);
             _tile_zero(0);
             _tile_loadd(2, w[k].q, wstride);
-            _tile_loadd(4, bp[k], 64);
+            _tile_loadd(4, bp + (size_t)k * bs, 4 * N);
             _tile_dpbssd(0, 2, 4);
-            _tile_stored(0, cp[0], 64);
+            _tile_stored(0, cp[0], 4 * N);
             if (k + 1 < nb) {
                 _tile_zero(1);
                 _tile_loadd(3, w[k + 1].q, wstride);
-                _tile_loadd(5, bp[k + 1], 64);
+                _tile_loadd(5, bp + (size_t)(k + 1) * bs, 4 * N);
                 _tile_dpbssd(1, 3, 5);
-                _tile_stored(1, cp[1], 64);
+                _tile_stored(1, cp[1], 4 * N);
             }
         }
         if (p > 0) {
             int j = k - 2;
-            int32_t (*cq)[16][16] = c[(p - 1) & 1];
-            SCALE_BLOCK(cq[0], dw[j], dx[j]);
+            int32_t (*cq)[16 * 16] = c[(p - 1) & 1];
+            scale_block(acc, cq[0], dw[j], dx[j], N);
             if (j + 1 < nb)
-                SCALE_BLOCK(cq[1], dw[j + 1], dx[j + 1]);
+                scale_block(acc, cq[1], dw[j + 1], dx[j + 1], N);
         }
     }
-    for (int o = 0; o < 16; o++)
-        _mm512_storeu_ps(out[o], acc[o]);
+    for (int o = 0; o < 256 / 16; o++)
+        if (N == 16 || o < 8)
+            _mm512_store_ps(out + 16 * o, acc[o]);
 }
 
-/* T >= 2 rows of nb <= AMX_MAX_BLOCKS blocks: per chunk of 16 rows of x
- * (packed once), per group of 16 outputs (their scales as F32 once; a last
- * group of fewer outputs copied into zero-padded rows, so no tile reads past
- * the matrix), the blocks two by two; then each row's 16 outputs by one
- * gather from out[o][t] and the panel path's store rule. The tiles are
- * configured per call and released at its end (no AMX state is left live
- * between the engine's products). */
-__attribute__((noinline)) static AMX void amx_rows(float *y, const struct ops_q8_block *X,
-                                                   const struct ops_q8_block *W, const float *bias, int T, int nb,
-                                                   int O, int o0, int o1, bool accumulate)
+/* T >= AMX_MIN_ROWS rows of nb <= AMX_MAX_BLOCKS blocks, in chunks of N
+ * rows (8 up to 8 rows, else 16): per chunk (x packed once), per group of
+ * 16 outputs (their scales as F32 once; a last group of fewer outputs copied
+ * into zero-padded rows, so no tile reads past the matrix), the blocks two
+ * by two; then each row's 16 outputs by one gather from out and the panel
+ * path's store rule. The tiles are configured per call and released at its
+ * end (no AMX state is left live between the engine's products). */
+INL AMX void amx_rows(float *y, const struct ops_q8_block *X, const struct ops_q8_block *W, const float *bias, int T,
+                      int nb, int O, int o0, int o1, bool accumulate, const int N)
 {
-    int32_t bp[AMX_MAX_BLOCKS][8][AMX_ROWS] __attribute__((aligned(64)));
-    float dx[AMX_MAX_BLOCKS][AMX_ROWS] __attribute__((aligned(64)));
+    int32_t bp[AMX_MAX_BLOCKS * 8 * 16] __attribute__((aligned(64)));
+    float dx[AMX_MAX_BLOCKS][16] __attribute__((aligned(64)));
     float dw[AMX_MAX_BLOCKS][16] __attribute__((aligned(64)));
-    float out[16][AMX_ROWS] __attribute__((aligned(64)));
+    float out[16 * 16] __attribute__((aligned(64)));
     struct ops_q8_block tail[16 * AMX_MAX_BLOCKS];
     size_t rs = (size_t)nb, wstride = rs * sizeof(struct ops_q8_block);
-    const __m512i col = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                                           _mm512_set1_epi32(AMX_ROWS));
-    const __m512i wrow = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                                            _mm512_set1_epi32((int)wstride));
-    amx_config();
-    for (int tc = 0; tc < T; tc += AMX_ROWS) {
-        int nt = T - tc < AMX_ROWS ? T - tc : AMX_ROWS;
-        pack_x(bp, dx, X + (size_t)tc * rs, rs, nb, nt);
+    const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    const __m512i col = _mm512_mullo_epi32(lane, _mm512_set1_epi32(N));
+    const __m512i wrow = _mm512_mullo_epi32(lane, _mm512_set1_epi32((int)wstride));
+    amx_config(N);
+    for (int tc = 0; tc < T; tc += N) {
+        int nt = T - tc < N ? T - tc : N;
+        pack_x(bp, dx, X + (size_t)tc * rs, rs, nb, nt, N);
         for (int o = o0; o < o1; o += 16) {
             int n = o1 - o < 16 ? o1 - o : 16;
             __mmask16 m = (__mmask16)((1u << n) - 1);
@@ -164,11 +189,11 @@ __attribute__((noinline)) static AMX void amx_rows(float *y, const struct ops_q8
             for (int k = 0; k < nb; k++)   /* the scale and the first 2 weights of each row's block k */
                 _mm512_store_ps(dw[k], _mm512_cvtph_ps(_mm512_cvtepi32_epi16(
                                            _mm512_i32gather_epi32(wrow, (const char *)(w + k), 1))));
-            amx_group(out, w, wstride, (const int32_t (*)[8][AMX_ROWS])bp, (const float (*)[AMX_ROWS])dx,
-                      (const float (*)[16])dw, nb, (const char *)(W + (size_t)(o + 16) * rs));
+            amx_group(out, w, wstride, bp, (const float (*)[16])dx, (const float (*)[16])dw, nb,
+                      (const char *)(W + (size_t)(o + 16) * rs), N);
             __m512 b = bias ? _mm512_maskz_loadu_ps(m, bias + o) : _mm512_setzero_ps();
             for (int t = 0; t < nt; t++) {
-                __m512 s = _mm512_i32gather_ps(_mm512_add_epi32(col, _mm512_set1_epi32(t)), &out[0][0], 4);
+                __m512 s = _mm512_i32gather_ps(_mm512_add_epi32(col, _mm512_set1_epi32(t)), out, 4);
                 float *yo = y + (size_t)(tc + t) * O + o;
                 __m512 v = accumulate ? _mm512_add_ps(_mm512_maskz_loadu_ps(m, yo), b) : b;
                 _mm512_mask_storeu_ps(yo, m, _mm512_add_ps(v, s));   /* as ops_store1 */
@@ -176,6 +201,20 @@ __attribute__((noinline)) static AMX void amx_rows(float *y, const struct ops_q8
         }
     }
     _tile_release();
+}
+
+__attribute__((noinline)) static AMX void amx_rows8(float *y, const struct ops_q8_block *X,
+                                                    const struct ops_q8_block *W, const float *bias, int T, int nb,
+                                                    int O, int o0, int o1, bool accumulate)
+{
+    amx_rows(y, X, W, bias, T, nb, O, o0, o1, accumulate, 8);
+}
+
+__attribute__((noinline)) static AMX void amx_rows16(float *y, const struct ops_q8_block *X,
+                                                     const struct ops_q8_block *W, const float *bias, int T, int nb,
+                                                     int O, int o0, int o1, bool accumulate)
+{
+    amx_rows(y, X, W, bias, T, nb, O, o0, o1, accumulate, 16);
 }
 
 void ops_matmul_q8_amx(float *y, const void *xq, const void *wq, const float *bias, int T, int I, int O, int o0,
@@ -186,6 +225,6 @@ void ops_matmul_q8_amx(float *y, const void *xq, const void *wq, const float *bi
         ops_matmul_q8_vnni(y, xq, wq, bias, T, I, O, o0, o1, accumulate);
         return;
     }
-    amx_rows(y, xq, wq, bias, T, nb, O, o0, o1, accumulate);
+    (T <= 8 ? amx_rows8 : amx_rows16)(y, xq, wq, bias, T, nb, O, o0, o1, accumulate);
 }
 #endif /* OPS_HAVE_X86 */
