@@ -176,8 +176,7 @@ INL AMX void amx_group(float *out, const struct ops_q8_block *w, size_t wstride,
             _mm512_store_ps(out + 16 * o, acc[o]);
 }
 
-/* T >= AMX_MIN_ROWS rows of nb <= AMX_MAX_BLOCKS blocks, in chunks of N
- * rows (8 up to 8 rows, else 16): per chunk (x packed once), per group of
+/* T rows of nb <= AMX_MAX_BLOCKS blocks, in chunks of N rows (8 or 16): per chunk (x packed once), per group of
  * 16 outputs (their scales as F32 once; a last group of fewer outputs copied
  * into zero-padded rows, so no tile reads past the matrix), the blocks two
  * by two; then each row's 16 outputs by one gather from out and the panel
@@ -247,6 +246,12 @@ void ops_matmul_q8_amx(float *y, const void *xq, const void *wq, const float *bi
         ops_matmul_q8_vnni(y, xq, wq, bias, T, I, O, o0, o1, accumulate);
         return;
     }
-    (T <= 8 ? amx_rows8 : amx_rows16)(y, xq, wq, bias, T, nb, O, o0, o1, accumulate);
+    /* chunks of 16, a last one of 1-8 rows in the 8-row form (a row's bits do not depend on the form) */
+    int t8 = T % 16 && T % 16 <= 8 ? T - T % 16 : T;
+    if (t8 > 0)
+        amx_rows16(y, xq, wq, bias, t8, nb, O, o0, o1, accumulate);
+    if (t8 < T)
+        amx_rows8(y + (size_t)t8 * O, (const struct ops_q8_block *)xq + (size_t)t8 * nb, wq, bias, T - t8, nb, O, o0,
+                  o1, accumulate);
 }
 #endif /* OPS_HAVE_X86 */
