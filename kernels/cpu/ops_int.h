@@ -51,7 +51,7 @@ void ops_matmul_q8_avx2(float *y, const void *xq, const void *wq, const float *b
                         int o1, bool accumulate);
 void ops_matmul_q8_vnni(float *y, const void *xq, const void *wq, const float *bias, int T, int I, int O, int o0,
                         int o1, bool accumulate);
-/* ops_q8_amx.c: int8 products of 2+ rows on AMX tiles (the VNNI panel path's bits); one row takes the VNNI one. */
+/* ops_q8_amx.c: int8 products of 5+ rows on AMX tiles, with the VNNI panel path's bits; fewer rows take the VNNI kernels. */
 void ops_matmul_q8_amx(float *y, const void *xq, const void *wq, const float *bias, int T, int I, int O, int o0,
                        int o1, bool accumulate);
 /* ops_avx512.c: attention over a KV block. */

@@ -1,4 +1,4 @@
-/* ops_q8_amx.c -- int8 (Q8_0) matrix products of 2+ rows on AMX tiles (tdpbssd): the weights' Q8_0 rows are read in place as A tiles, the activations are packed per call as B tiles, and the two F16 scales of every block are applied with AVX-512 in the VNNI panel path's order, so the results are its bits.
+/* ops_q8_amx.c -- int8 (Q8_0) matrix products of 5+ rows on AMX tiles (tdpbssd): the weights' Q8_0 rows are read in place as A tiles, the activations are packed per call as B tiles, and the two F16 scales of every block are applied with AVX-512 in the VNNI panel path's order, so the results are its bits.
  *
  * One tile product per 32-input block: A = 16 rows of W (outputs) x 32
  * int8 (the blocks' q[], loaded with the row stride, no repacking: the
