@@ -686,8 +686,9 @@ enum ops_level ops_init(enum ops_level cap)
         strcat(k_name, "+bf16");
     }
     if (want >= OPS_AMX) {
-        /* The AMX kernels fill in here; until then this level runs the one below. */
+        /* Tile products: ops_amx.c (BF16 weights), ops_q8_amx.c (Q8_0). */
         k.matmul_packed = ops_matmul_packed_amx;   /* BF16 on tiles; F32/F16 forwarded to AVX-512 */
+        k.matmul_q8 = ops_matmul_q8_amx;           /* 5+ rows on tiles, the VNNI bits */
         strcat(k_name, "+amx");
     }
 #endif

@@ -53,6 +53,9 @@ void ops_matmul_q8_avx2(float *y, const void *xq, const void *wq, const float *b
                         int o1, bool accumulate);
 void ops_matmul_q8_vnni(float *y, const void *xq, const void *wq, const float *bias, int T, int I, int O, int o0,
                         int o1, bool accumulate);
+/* ops_q8_amx.c: int8 products of 5+ rows on AMX tiles, with the VNNI panel path's bits; fewer rows take the VNNI kernels. */
+void ops_matmul_q8_amx(float *y, const void *xq, const void *wq, const float *bias, int T, int I, int O, int o0,
+                       int o1, bool accumulate);
 /* ops_avx512.c: attention over a KV block. */
 void ops_scores_avx512(float *s, const float *q, const float *k, size_t stride, int n, int d, float scale);
 void ops_mix_avx512(float *out, size_t ldo, const float *a, size_t lda, int nq, const float *v, size_t stride, int n,

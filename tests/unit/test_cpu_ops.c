@@ -243,6 +243,56 @@ static void check_q8_rows_alone(int T, int I, int O)
     free(c3);
 }
 
+/* int8 at the AMX level: every row count 2..65 (the tiles of 16 rows from
+ * AMX_MIN_ROWS up, the VNNI panel below it), a partial last block (I = 200:
+ * 7 blocks) and a full width, outputs starting and ending inside the tiles of
+ * 16, accumulate and bias, give exactly the bits of the VNNI level (whose
+ * panel sums each output in the same order), so where AMX takes over does
+ * not change a row's result. */
+static void check_q8_amx_bits(void)
+{
+    static const int widths[] = {200, 768};
+    int O = 37, o0 = 3, o1 = 35, Tmax = 65, same = 1, cases = 0;
+    for (size_t wi = 0; wi < 2; wi++) {
+        int I = widths[wi];
+        size_t rb = ops_q8_row_bytes(I);
+        float *x = malloc(sizeof(float) * (size_t)Tmax * I), *w = malloc(sizeof(float) * (size_t)O * I);
+        char *xq = malloc(rb * (size_t)Tmax), *wq = malloc(rb * (size_t)O);
+        float *bias = malloc(sizeof(float) * (size_t)O), *a = malloc(sizeof(float) * (size_t)Tmax * O);
+        float *b = malloc(sizeof(float) * (size_t)Tmax * O);
+        for (int i = 0; i < Tmax * I; i++)
+            x[i] = frand() * (i % 97 == 0 ? 20.0f : 1.0f);
+        for (int i = 0; i < O * I; i++)
+            w[i] = frand() * 0.1f;
+        for (int o = 0; o < O; o++)
+            bias[o] = frand();
+        for (int t = 0; t < Tmax; t++)
+            ops_q8_quantize_row(xq + rb * t, x + (size_t)t * I, I);
+        for (int o = 0; o < O; o++)
+            ops_q8_quantize_row(wq + rb * o, w + (size_t)o * I, I);
+        for (int T = 2; T <= Tmax; T++) {
+            bool acc = T % 2 == 0;
+            const float *bs = T % 3 ? bias : NULL;
+            for (int i = 0; i < T * O; i++)
+                a[i] = b[i] = 0.25f * (float)(i % 7);
+            ops_init(OPS_AVX512_BF16);
+            ops_matmul_q8(a, xq, wq, bs, T, I, O, o0, o1, acc);
+            ops_init(OPS_AMX);
+            ops_matmul_q8(b, xq, wq, bs, T, I, O, o0, o1, acc);
+            same &= memcmp(a, b, sizeof(float) * (size_t)T * O) == 0;
+            cases++;
+        }
+        free(x);
+        free(w);
+        free(xq);
+        free(wq);
+        free(bias);
+        free(a);
+        free(b);
+    }
+    ok(same, "matmul Q8_0 at the AMX level: %d cases of 2..65 rows give the VNNI level's bits", cases);
+}
+
 /* The quantizer rounds as roundf (half away from zero), ties included:
  * with max |x| = 127 the scale is 1 and x * id is x. */
 static void check_q8_rounding(void)
@@ -565,6 +615,9 @@ static void run_kernels(void)
         check_q8_rows_alone(33, 200, 13);
         check_q8_rows_alone(9, 768, 22);
         check_q8_rows_alone(5, 3072, 7);
+        check_q8_rows_alone(65, 200, 37);    /* AMX: tiles of 16 rows and the VNNI panel below 5 */
+        for (int T = 1; T <= 65; T++)        /* every row count, outputs inside the tiles of 16 */
+            check_matmul_q8(T, 200, 37, 3, 35, T % 2 == 0, T % 3 != 0);
     }
     check_small_ops();
 }
@@ -622,6 +675,8 @@ int main(void)
         run_kernels();
     }
     printf("# this CPU's best level: %d (%s)\n", (int)top, ops_simd_name());
+    if (top >= OPS_AMX)
+        check_q8_amx_bits();
     is_int((int)ops_init(OPS_BEST), (int)top, "OPS_BEST picks the CPU's best level");
     check_q8_rounding();
     check_q8_quantize_rows();

@@ -1,0 +1,257 @@
+/* ops_q8_amx.c -- int8 (Q8_0) matrix products of 5+ rows on AMX tiles (tdpbssd): the weights' Q8_0 rows are read in place as A tiles, the activations are packed per call as B tiles, and the two F16 scales of every block are applied with AVX-512 in the VNNI panel path's order, so the results are its bits.
+ *
+ * One tile product per 32-input block: A = 16 rows of W (outputs) x 32
+ * int8 (the blocks' q[], loaded with the row stride, no repacking: the
+ * matrix stays the one Q8_0 copy the one-row path streams), B = 8 rows x 64
+ * bytes (4 inputs of 16 rows of x interleaved, made once per call and chunk
+ * of 16 rows), C = 16 outputs x 16 rows of int32, exact. C goes to memory
+ * and per output o: acc[o] = fma(float(C[o]), d_w[o] * d_x, acc[o]) over
+ * the 16 rows' lanes, the blocks in order from zero: per (row, output) the
+ * same expression in the same order as ops_q8.c's panel path (whose integer
+ * dot is exact too), so a row's result does not depend on the rows beside
+ * it and equals the VNNI level's (so a call of fewer than AMX_MIN_ROWS
+ * rows, where the VNNI panel is faster, gives the same bits). One row
+ * (batch-1 decode) and rows wider than AMX_MAX_BLOCKS take the VNNI kernels. */
+#include "ops_int.h"
+
+#include <stddef.h>
+#include <string.h>
+
+#ifdef OPS_HAVE_X86
+#include <immintrin.h>
+
+#define INL static inline __attribute__((always_inline))
+#define AMX __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,amx-tile,amx-int8")))
+#define AMX_MAX_BLOCKS 128   /* as the VNNI panel path: I up to 4096 */
+#define AMX_MIN_ROWS 5       /* fewer rows: the VNNI panel (same bits), faster there: the tiles' fixed cost per
+                                block (store, 16 scalings of 16 lanes) is the same for 2 rows as for 16 */
+
+/* The tile palette for chunks of N rows of x (8 or 16): 0, 1 C (16
+ * outputs x N int32); 2, 3 A (16 outputs x 32 bytes); 4, 5 B (8 x 4N
+ * bytes). Two blocks at a time, so one block's tile product overlaps the
+ * other's stores and scaling. */
+struct amx_cfg {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+};
+
+__attribute__((noinline)) static AMX void amx_config(int N)
+{
+    struct amx_cfg c;
+    memset(&c, 0, sizeof c);
+    c.palette = 1;
+    for (int i = 0; i < 2; i++) {
+        c.rows[i] = 16;
+        c.colsb[i] = (uint16_t)(4 * N);
+        c.rows[2 + i] = 16;
+        c.colsb[2 + i] = 32;
+        c.rows[4 + i] = 8;
+        c.colsb[4 + i] = (uint16_t)(4 * N);
+    }
+    /* the intrinsic's asm names one byte of c as its input: the barrier
+     * keeps the compiler from dropping the other stores */
+    __asm__ volatile("" : : "r"(&c) : "memory");
+    _tile_loadconfig(&c);
+}
+
+static const struct ops_q8_block amx_zero_row[AMX_MAX_BLOCKS];
+
+/* Block k of 8 rows of x (row[t]) as 8 vectors of their dword g, at
+ * dst + g * N: an 8 x 8 dword transpose in registers (24 shuffles; 9
+ * gathers per block cost 3x as much, a fifth of a product's time at 8 rows). */
+INL AMX void transpose8(int32_t *dst, const struct ops_q8_block *const *row, int k, const int N)
+{
+    __m256i a[8], t[8], u[8];
+    for (int i = 0; i < 8; i++)
+        a[i] = _mm256_loadu_si256((const __m256i *)row[i][k].q);
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_epi32(a[i], a[i + 1]);       /* g 0, 1 | 4, 5 of rows i, i + 1 */
+        t[i + 1] = _mm256_unpackhi_epi32(a[i], a[i + 1]);   /* g 2, 3 | 6, 7 */
+    }
+    for (int i = 0; i < 8; i += 4) {
+        u[i] = _mm256_unpacklo_epi64(t[i], t[i + 2]);       /* g 0 | 4 of rows i .. i + 3 */
+        u[i + 1] = _mm256_unpackhi_epi64(t[i], t[i + 2]);   /* g 1 | 5 */
+        u[i + 2] = _mm256_unpacklo_epi64(t[i + 1], t[i + 3]);   /* g 2 | 6 */
+        u[i + 3] = _mm256_unpackhi_epi64(t[i + 1], t[i + 3]);   /* g 3 | 7 */
+    }
+    for (int g = 0; g < 4; g++) {
+        _mm256_store_si256((__m256i *)(dst + (size_t)g * N), _mm256_permute2x128_si256(u[g], u[g + 4], 0x20));
+        _mm256_store_si256((__m256i *)(dst + (size_t)(g + 4) * N), _mm256_permute2x128_si256(u[g], u[g + 4], 0x31));
+    }
+}
+
+/* x's rows 0 .. n - 1 (n <= N) as B tiles: bp[(k * 8 + g) * N + t] = the 4
+ * bytes g of row t's block k, rows past n zero (read from a zero row); dx[k]
+ * the rows' scales over 16 lanes by one gather (N = 8: twice over, as the
+ * scaling below reads them for two outputs at once). */
+INL AMX void pack_x(int32_t *bp, float (*dx)[16], const struct ops_q8_block *X, size_t rs, int nb, int n,
+                    const int N)
+{
+    __mmask16 m = (__mmask16)((1u << n) - 1);
+    __m512i idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                     _mm512_set1_epi32((int)(rs * sizeof(struct ops_q8_block))));
+    const struct ops_q8_block *row[16];
+    for (int t = 0; t < N; t++)
+        row[t] = t < n ? X + (size_t)t * rs : amx_zero_row;
+    for (int k = 0; k < nb; k++) {
+        for (int h = 0; h < N; h += 8)
+            transpose8(bp + (size_t)k * 8 * N + h, row + h, k, N);
+        __m512 d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, idx,
+                                                                                      (const char *)(X + k), 1)));
+        _mm512_store_ps(dx[k], N == 16 ? d : _mm512_shuffle_f32x4(d, d, 0x44));
+    }
+}
+
+/* One block's C (16 outputs x N int32 at c) into acc: per (output, row) the
+ * panel path's step, fma(float(C), d_w * d_x, acc). N = 16: acc[o] holds
+ * output o's 16 rows; N = 8: acc[j] outputs 2j and 2j + 1, 8 rows each (the
+ * C rows are contiguous: one vector), half the instructions. */
+INL AMX void scale_block(__m512 *acc, const int32_t *c, const float *dwk, const float *dxk, const int N)
+{
+    __m512 dxv = _mm512_load_ps(dxk);
+    if (N == 16) {
+        for (int o = 0; o < 16; o++)
+            acc[o] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(c + 16 * o)),
+                                     _mm512_mul_ps(_mm512_set1_ps(dwk[o]), dxv), acc[o]);
+    } else {
+        __m512 dwv = _mm512_load_ps(dwk);
+        for (int j = 0; j < 8; j++) {
+            __m512i pair = _mm512_set_epi32(2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1,
+                                            2 * j + 1, 2 * j + 1, 2 * j, 2 * j, 2 * j, 2 * j, 2 * j, 2 * j, 2 * j,
+                                            2 * j);
+            acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(c + 16 * j)),
+                                     _mm512_mul_ps(_mm512_permutexvar_ps(pair, dwv), dxv), acc[j]);
+        }
+    }
+}
+
+/* 16 outputs from the rows w (stride wstride bytes) against the packed x:
+ * out[o * N + t]. next: the 16 rows after these (contiguous, 16 * wstride
+ * bytes), prefetched into L1 a share per block pair, so that their stream
+ * from memory overlaps this group's tiles and scaling (as the VNNI panel
+ * does; past the matrix a prefetch is a no-op). Software-pipelined: the C
+ * tiles of pair p are stored, then pair p - 1 is scaled (its stores long
+ * done), so the vector loads do not wait on a tile store just issued; the
+ * blocks are still scaled in order. */
+INL AMX void amx_group(float *out, const struct ops_q8_block *w, size_t wstride, const int32_t *bp,
+                       const float (*dx)[16], const float (*dw)[16], int nb, const char *next, const int N)
+{
+    size_t share = 32 * sizeof(struct ops_q8_block);
+    size_t bs = 8 * (size_t)N;   /* a block's B tile, in int32 */
+    __m512 acc[16];
+    int32_t c[2][2][16 * 16] __attribute__((aligned(64)));
+    for (int o = 0; o < 16; o++)
+        acc[o] = _mm512_setzero_ps();
+    int np = (nb + 1) / 2;
+    for (int p = 0; p <= np; p++) {
+        int k = 2 * p;
+        int32_t (*cp)[16 * 16] = c[p & 1];
+        if (p < np) {
+            for (size_t b = 0; b < share; b += 64)
+                _mm_prefetch(next + (size_t)k * (share / 2) + b, _MM_HINT_T0);
+            _tile_zero(0);
+            _tile_loadd(2, w[k].q, wstride);
+            _tile_loadd(4, bp + (size_t)k * bs, 4 * N);
+            _tile_dpbssd(0, 2, 4);
+            _tile_stored(0, cp[0], 4 * N);
+            if (k + 1 < nb) {
+                _tile_zero(1);
+                _tile_loadd(3, w[k + 1].q, wstride);
+                _tile_loadd(5, bp + (size_t)(k + 1) * bs, 4 * N);
+                _tile_dpbssd(1, 3, 5);
+                _tile_stored(1, cp[1], 4 * N);
+            }
+        }
+        if (p > 0) {
+            int j = k - 2;
+            int32_t (*cq)[16 * 16] = c[(p - 1) & 1];
+            scale_block(acc, cq[0], dw[j], dx[j], N);
+            if (j + 1 < nb)
+                scale_block(acc, cq[1], dw[j + 1], dx[j + 1], N);
+        }
+    }
+    for (int o = 0; o < 256 / 16; o++)
+        if (N == 16 || o < 8)
+            _mm512_store_ps(out + 16 * o, acc[o]);
+}
+
+/* T rows of nb <= AMX_MAX_BLOCKS blocks, in chunks of N rows (8 or 16): per chunk (x packed once), per group of
+ * 16 outputs (their scales as F32 once; a last group of fewer outputs copied
+ * into zero-padded rows, so no tile reads past the matrix), the blocks two
+ * by two; then each row's 16 outputs by one gather from out and the panel
+ * path's store rule. The tiles are configured per call and released at its
+ * end (no AMX state is left live between the engine's products). */
+INL AMX void amx_rows(float *y, const struct ops_q8_block *X, const struct ops_q8_block *W, const float *bias, int T,
+                      int nb, int O, int o0, int o1, bool accumulate, const int N)
+{
+    int32_t bp[AMX_MAX_BLOCKS * 8 * 16] __attribute__((aligned(64)));
+    float dx[AMX_MAX_BLOCKS][16] __attribute__((aligned(64)));
+    float dw[AMX_MAX_BLOCKS][16] __attribute__((aligned(64)));
+    float out[16 * 16] __attribute__((aligned(64)));
+    struct ops_q8_block tail[16 * AMX_MAX_BLOCKS];
+    size_t rs = (size_t)nb, wstride = rs * sizeof(struct ops_q8_block);
+    const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    const __m512i col = _mm512_mullo_epi32(lane, _mm512_set1_epi32(N));
+    const __m512i wrow = _mm512_mullo_epi32(lane, _mm512_set1_epi32((int)wstride));
+    amx_config(N);
+    for (int tc = 0; tc < T; tc += N) {
+        int nt = T - tc < N ? T - tc : N;
+        pack_x(bp, dx, X + (size_t)tc * rs, rs, nb, nt, N);
+        for (int o = o0; o < o1; o += 16) {
+            int n = o1 - o < 16 ? o1 - o : 16;
+            __mmask16 m = (__mmask16)((1u << n) - 1);
+            const struct ops_q8_block *w = W + (size_t)o * rs;
+            if (n < 16) {
+                memset(tail, 0, 16 * wstride);
+                memcpy(tail, w, (size_t)n * wstride);
+                w = tail;
+            }
+            for (int k = 0; k < nb; k++)   /* the scale and the first 2 weights of each row's block k */
+                _mm512_store_ps(dw[k], _mm512_cvtph_ps(_mm512_cvtepi32_epi16(
+                                           _mm512_i32gather_epi32(wrow, (const char *)(w + k), 1))));
+            amx_group(out, w, wstride, bp, (const float (*)[16])dx, (const float (*)[16])dw, nb,
+                      (const char *)(W + (size_t)(o + 16) * rs), N);
+            __m512 b = bias ? _mm512_maskz_loadu_ps(m, bias + o) : _mm512_setzero_ps();
+            for (int t = 0; t < nt; t++) {
+                __m512 s = _mm512_i32gather_ps(_mm512_add_epi32(col, _mm512_set1_epi32(t)), out, 4);
+                float *yo = y + (size_t)(tc + t) * O + o;
+                __m512 v = accumulate ? _mm512_add_ps(_mm512_maskz_loadu_ps(m, yo), b) : b;
+                _mm512_mask_storeu_ps(yo, m, _mm512_add_ps(v, s));   /* as ops_store1 */
+            }
+        }
+    }
+    _tile_release();
+}
+
+__attribute__((noinline)) static AMX void amx_rows8(float *y, const struct ops_q8_block *X,
+                                                    const struct ops_q8_block *W, const float *bias, int T, int nb,
+                                                    int O, int o0, int o1, bool accumulate)
+{
+    amx_rows(y, X, W, bias, T, nb, O, o0, o1, accumulate, 8);
+}
+
+__attribute__((noinline)) static AMX void amx_rows16(float *y, const struct ops_q8_block *X,
+                                                     const struct ops_q8_block *W, const float *bias, int T, int nb,
+                                                     int O, int o0, int o1, bool accumulate)
+{
+    amx_rows(y, X, W, bias, T, nb, O, o0, o1, accumulate, 16);
+}
+
+void ops_matmul_q8_amx(float *y, const void *xq, const void *wq, const float *bias, int T, int I, int O, int o0,
+                       int o1, bool accumulate)
+{
+    int nb = (I + OPS_Q8_BLOCK - 1) / OPS_Q8_BLOCK;
+    if (T < AMX_MIN_ROWS || nb > AMX_MAX_BLOCKS) {
+        ops_matmul_q8_vnni(y, xq, wq, bias, T, I, O, o0, o1, accumulate);
+        return;
+    }
+    /* chunks of 16, a last one of 1-8 rows in the 8-row form (a row's bits do not depend on the form) */
+    int t8 = T % 16 && T % 16 <= 8 ? T - T % 16 : T;
+    if (t8 > 0)
+        amx_rows16(y, xq, wq, bias, t8, nb, O, o0, o1, accumulate);
+    if (t8 < T)
+        amx_rows8(y + (size_t)t8 * O, (const struct ops_q8_block *)xq + (size_t)t8 * nb, wq, bias, T - t8, nb, O, o0,
+                  o1, accumulate);
+}
+#endif /* OPS_HAVE_X86 */
