@@ -11,7 +11,7 @@
  * FMAs per 4 loads + 6 broadcasts, no horizontal sums, no I % 16 tail. The
  * inputs are blocked by KC (32 KiB of the panel, so the block stays in L1
  * while every group of up to 6 rows passes over it; the rows are split in
- * groups of near-equal size, and an F16 block read by three or more groups
+ * groups of near-equal size, and an F16 block read by more than one group
  * is widened to F32 once, see ops_matmul_packed_avx512); between blocks the partial
  * sums wait in a small buffer on the stack. Each output is one lane summed
  * in input order, so a row's result does not depend on how many rows share
@@ -116,9 +116,11 @@ INL A512 __m512 pk_bf16(const void *w, size_t k)
 }
 
 /* One input k: 4 vectors of weights, R broadcasts of x, R x 4 FMAs. */
-#define MK_STEP(LD, R)                                                                                 \
+#define MK_STEP(LD, R, WIDE)                                                                               \
     __m512 wv[4];                                                                                    \
     UNROLL for (int q = 0; q < 4; q++) wv[q] = LD(w, (size_t)k * P + q * 16);                        \
+    if (WIDE)                                                                                        \
+        UNROLL for (int q = 0; q < 4; q++) _mm512_store_ps(wide + (size_t)k * P + q * 16, wv[q]);    \
     UNROLL for (int r = 0; r < R; r++)                                                               \
     {                                                                                                \
         __m512 xb = _mm512_set1_ps(x[(size_t)r * ldx + k]);                                          \
@@ -129,10 +131,10 @@ INL A512 __m512 pk_bf16(const void *w, size_t k)
  * (stride ldx), the panel block w ([kn][64] in the weight type), the sums
  * c (stride 64), started from zero when `first`. When pf is set,
  * each step k also pulls pfl cache lines from pf on into L2. */
-#define DEFINE_MK(SUF, LD, R)                                                                    \
+#define DEFINE_MK(SUF, LD, R, WIDE)                                                                    \
     __attribute__((noinline)) A512 static void mk_##SUF##_##R(const void *w, const float *x, size_t ldx, \
                                                               int kn, float *c, bool first,          \
-                                                              const char *pf, int pfl)               \
+                                                              const char *pf, int pfl, float *wide)  \
     {                                                                                                \
         __m512 acc[R][4];                                                                            \
         UNROLL for (int r = 0; r < R; r++) UNROLL for (int q = 0; q < 4; q++) acc[r][q] =            \
@@ -141,33 +143,36 @@ INL A512 __m512 pk_bf16(const void *w, size_t k)
             for (int k = 0; k < kn; k++) {                                                           \
                 for (int l = 0; l < pfl; l++)                                                        \
                     _mm_prefetch(pf + ((size_t)k * pfl + l) * 64, _MM_HINT_T1);                       \
-                MK_STEP(LD, R)                                                                       \
+                MK_STEP(LD, R, WIDE)                                                                     \
             }                                                                                        \
         } else {                                                                                     \
             for (int k = 0; k < kn; k++) {                                                           \
-                MK_STEP(LD, R)                                                                       \
+                MK_STEP(LD, R, WIDE)                                                                     \
             }                                                                                        \
         }                                                                                            \
         UNROLL for (int r = 0; r < R; r++) UNROLL for (int q = 0; q < 4; q++)                        \
             _mm512_storeu_ps(c + r * P + q * 16, acc[r][q]);                                         \
     }
 
-#define DEFINE_MKS(SUF, LD)                                                                            \
-    DEFINE_MK(SUF, LD, 1)                                                                            \
-    DEFINE_MK(SUF, LD, 2)                                                                            \
-    DEFINE_MK(SUF, LD, 3)                                                                            \
-    DEFINE_MK(SUF, LD, 4)                                                                            \
-    DEFINE_MK(SUF, LD, 5)                                                                            \
-    DEFINE_MK(SUF, LD, 6)                                                                            \
+#define DEFINE_MKS(SUF, LD, WIDE)                                                                      \
+    DEFINE_MK(SUF, LD, 1, WIDE)                                                                      \
+    DEFINE_MK(SUF, LD, 2, WIDE)                                                                      \
+    DEFINE_MK(SUF, LD, 3, WIDE)                                                                      \
+    DEFINE_MK(SUF, LD, 4, WIDE)                                                                      \
+    DEFINE_MK(SUF, LD, 5, WIDE)                                                                      \
+    DEFINE_MK(SUF, LD, 6, WIDE)                                                                      \
     static void (*const mks_##SUF[7])(const void *, const float *, size_t, int, float *, bool,      \
-                                      const char *, int) = {                                              \
+                                      const char *, int, float *) = {                                              \
         NULL, mk_##SUF##_1, mk_##SUF##_2, mk_##SUF##_3, mk_##SUF##_4, mk_##SUF##_5, mk_##SUF##_6};
 
-DEFINE_MKS(f32, pk_f32)
-DEFINE_MKS(f16, pk_f16)
-DEFINE_MKS(bf16, pk_bf16)
+DEFINE_MKS(f32, pk_f32, 0)
+DEFINE_MKS(f16, pk_f16, 0)
+DEFINE_MKS(bf16, pk_bf16, 0)
+/* F16 weights that also leave the block widened to F32 at `wide` (64-byte
+ * aligned, [kn][64]) for the groups after this one. */
+DEFINE_MKS(f16w, pk_f16, 1)
 
-typedef void (*mk_fn)(const void *, const float *, size_t, int, float *, bool, const char *, int);
+typedef void (*mk_fn)(const void *, const float *, size_t, int, float *, bool, const char *, int, float *);
 
 /* y[t][o .. o + n) from the sums c (64 a row) by the store rule (ops_store1), 16 outputs a vector. */
 A512 static void store_rows_avx512(float *y, const float *c, const float *bias, int T, int O, int o, int n,
@@ -186,13 +191,6 @@ A512 static void store_rows_avx512(float *y, const float *c, const float *bias, 
     }
 }
 
-/* The n F16 weights at src as F32 at dst (exact: every F16 is an F32). */
-A512 static void widen_f16(float *dst, const uint16_t *src, size_t n)
-{
-    for (size_t i = 0; i < n; i += 16)
-        _mm512_store_ps(dst + i, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(src + i))));
-}
-
 /* Rows of a pass split into ceil(tn / 6) groups of near-equal size, the
  * larger first (8 = 4 + 4, 32 = 6 + 6 + 5 + 5 + 5 + 5): a group of 1 or 2
  * rows does 4 or 8 FMAs per 4 weight loads and would run at a fraction of
@@ -205,19 +203,20 @@ static int row_groups(int tn, int size[MC / 4 + 1])
     return g;
 }
 
-/* KC for a widened F16 block: 16 KiB of F32 (measured: 64 inputs beat 128
- * and 256 by 5-15% at 32 and 64 rows; the block shares L1 with the F16
- * source it is widened from, the rows' x and the next block's prefetch). */
+/* KC for a widened F16 block: 16 KiB of F32, beside the F16 source, the
+ * rows' x and the next block's prefetch in the 48 KiB L1 (64 and 128 beat
+ * 32 and 256 on one core; 64 is better at 16 rows). */
 #define KC_WIDE 64
+
 
 /* Per panel in [o0, o1): rows in passes of MC; per pass, inputs in blocks
  * of KC, and per block the pass's rows in groups of up to 6 (row_groups);
  * then the store rule on the panel's outputs inside [o0, o1). An F16 block
- * that three or more groups read is widened to F32 once into an L1 scratch
- * and every group runs the F32 kernel over it: the in-register conversion
- * (2 uops on the FMA ports per 16 weights) is paid once a block, not once
- * a group (at two groups the widening pass costs what it saves). The sums
- * are the same either way, bit for bit. */
+ * that more than one group reads is widened to F32 once into an L1
+ * scratch by the first group (mks_f16w: it stores the vectors it converts)
+ * and the other groups run the F32 kernel over it: the in-register
+ * conversion (2 uops on the FMA ports per 16 weights) is paid once a
+ * block, not once a group. The sums are the same either way, bit for bit. */
 void ops_matmul_packed_avx512(float *y, const float *x, const void *wp, enum ckpt_dtype wt, const float *bias,
                               int T, int I, int O, int o0, int o1, bool accumulate)
 {
@@ -233,7 +232,7 @@ void ops_matmul_packed_avx512(float *y, const float *x, const void *wp, enum ckp
         for (int t0 = 0; t0 < T; t0 += MC) {
             int tn = T - t0 < MC ? T - t0 : MC;
             int ng = row_groups(tn, size);
-            bool widen = wt == CKPT_F16 && ng > 2;
+            bool widen = wt == CKPT_F16 && ng > 1;
             int bk = widen ? KC_WIDE : kc;
             for (int k0 = 0; k0 < I; k0 += bk) {
                 int kn = I - k0 < bk ? I - k0 : bk;
@@ -250,16 +249,12 @@ void ops_matmul_packed_avx512(float *y, const float *x, const void *wp, enum ckp
                                                                       : NULL;
                 int lines = kn * P * (int)es / 64, steps = ng * kn;
                 int pfl = tn > 1 && next ? (lines + steps - 1) / steps : 0;
-                mk_fn const *gk = mk;
-                const void *src = blk;
-                if (widen) {
-                    widen_f16(wide, (const uint16_t *)blk, (size_t)kn * P);
-                    gk = mks_f32;
-                    src = wide;
+                for (int g = 0, r0 = 0, l0 = 0; g < ng; r0 += size[g++], l0 += kn * pfl) {
+                    mk_fn const *gk = !widen ? mk : g == 0 ? mks_f16w : mks_f32;
+                    gk[size[g]](widen && g > 0 ? (const void *)wide : blk, x + (size_t)(t0 + r0) * I + k0,
+                                (size_t)I, kn, c + r0 * P, k0 == 0,
+                                pfl && l0 < lines ? next + (size_t)l0 * 64 : NULL, pfl, wide);
                 }
-                for (int g = 0, r0 = 0, l0 = 0; g < ng; r0 += size[g++], l0 += kn * pfl)
-                    gk[size[g]](src, x + (size_t)(t0 + r0) * I + k0, (size_t)I, kn, c + r0 * P, k0 == 0,
-                                pfl && l0 < lines ? next + (size_t)l0 * 64 : NULL, pfl);
             }
             store_rows_avx512(y + (size_t)t0 * O, c + (lo - p * P), bias, tn, O, lo, hi - lo, accumulate);
         }

@@ -502,8 +502,8 @@ static void run_kernels(void)
         check_matmul_as(true, types[k], 130, 37, 150, 10, 140, true, true);
         check_matmul_as(true, types[k], 7, 5, 3, 0, 3, false, true);
         /* balanced row groups (8 = 4 + 4, 13 = 5 + 4 + 4, 32 = 6 + 6 + 5 +
-         * 5 + 5 + 5) and, from three groups on, F16 blocks widened to F32
-         * (KC 64: 200 inputs = 3 blocks and a tail of 8) */
+         * 5 + 5 + 5) and, from two groups on, F16 blocks widened to F32 by
+         * the first group (KC 64: 200 inputs = 3 blocks and a tail of 8) */
         check_matmul_as(true, types[k], 8, 300, 130, 0, 130, false, true);
         check_matmul_as(true, types[k], 13, 65, 64, 0, 64, true, false);
         check_matmul_as(true, types[k], 32, 200, 70, 3, 70, true, true);
