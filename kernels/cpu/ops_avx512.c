@@ -1,4 +1,4 @@
-/* ops_avx512.c -- the AVX-512 matrix products over F32, F16 and BF16 weights: register tiles of up to 6 rows of x by 4 rows of W, half precision widened in registers; with avx512_bf16, vdpbf16ps for BF16 weights.
+/* ops_avx512.c -- the AVX-512 matrix products over F32, F16 and BF16 weights: register tiles of up to 6 rows of x by 4 rows of W, half precision widened in registers; with avx512_bf16, vdpbf16ps for BF16 weights. Also attention over a KV block, and GELU, softmax and LayerNorm.
  *
  * W is output-major ([O][I], one output's weights a row), so a tile streams
  * 4 contiguous rows of W once and reuses each loaded (and widened) vector
