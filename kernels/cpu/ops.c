@@ -87,7 +87,7 @@ static float act1(float v, enum ops_act act)
     return v;
 }
 
-static void activate_portable(float *x, int n, enum ops_act act)
+void ops_activate_scalar(float *x, int n, enum ops_act act)
 {
     for (int i = 0; i < n; i++)
         x[i] = act1(x[i], act);
@@ -538,15 +538,15 @@ static void mix_f16_portable(float *out, size_t ldo, const float *a, size_t lda,
 }
 
 static const struct ops_kernels k_portable = {"portable",          matmul_portable,  ops_matmul_q8_portable,
-                                              ops_matmul_packed_portable, false, activate_portable,
+                                              ops_matmul_packed_portable, false, ops_activate_scalar,
                                               dot_portable,        axpy_portable,    softmax_portable,
                                               scores_generic,      mix_generic,
-                                              scores_f16_portable, mix_f16_portable};
+                                              scores_f16_portable, mix_f16_portable, layernorm_portable};
 static struct ops_kernels K = {"portable",         matmul_portable,   ops_matmul_q8_portable,
-                               ops_matmul_packed_portable, false, activate_portable,
+                               ops_matmul_packed_portable, false, ops_activate_scalar,
                                dot_portable,       axpy_portable,     softmax_portable,
                                scores_generic,     mix_generic,
-                               scores_f16_portable, mix_f16_portable};
+                               scores_f16_portable, mix_f16_portable, layernorm_portable};
 
 /* Attention over a block of keys by the level's dot and axpy, one call per key. */
 static void scores_generic(float *s, const float *q, const float *k, size_t stride, int n, int d, float scale)
@@ -677,6 +677,9 @@ enum ops_level ops_init(enum ops_level cap)
         k.mix = ops_mix_avx512;
         k.scores_f16 = ops_scores_f16_avx512;
         k.mix_f16 = ops_mix_f16_avx512;
+        k.activate = ops_activate_avx512;
+        k.softmax = ops_softmax_avx512;
+        k.layernorm = ops_layernorm_avx512;
         if (vnni)
             k.matmul_q8 = ops_matmul_q8_vnni;
         snprintf(k_name, sizeof k_name, "avx512f+bw+vl%s", vnni ? "+vnni" : "");
@@ -724,7 +727,7 @@ bool ops_packed(void)
 
 void ops_layernorm(float *y, const float *x, const float *g, const float *b, int n, float eps)
 {
-    layernorm_portable(y, x, g, b, n, eps);
+    K.layernorm(y, x, g, b, n, eps);
 }
 
 void ops_activate(float *x, int n, enum ops_act act)

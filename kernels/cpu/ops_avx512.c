@@ -1,4 +1,4 @@
-/* ops_avx512.c -- the AVX-512 matrix products over F32, F16 and BF16 weights: register tiles of up to 6 rows of x by 4 rows of W, half precision widened in registers; with avx512_bf16, vdpbf16ps for BF16 weights.
+/* ops_avx512.c -- the AVX-512 matrix products over F32, F16 and BF16 weights: register tiles of up to 6 rows of x by 4 rows of W, half precision widened in registers; with avx512_bf16, vdpbf16ps for BF16 weights. Also attention over a KV block, and GELU, softmax and LayerNorm.
  *
  * W is output-major ([O][I], one output's weights a row), so a tile streams
  * 4 contiguous rows of W once and reuses each loaded (and widened) vector
@@ -14,6 +14,7 @@
 
 #ifdef OPS_HAVE_X86
 #include <immintrin.h>
+#include <math.h>
 
 #define A512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")))
 #define A512BF __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma,f16c")))
@@ -403,4 +404,104 @@ A512 void ops_mix_f16_avx512(float *out, size_t ldo, const float *a, size_t lda,
 {
     mix_t(out, ldo, a, lda, nq, v, stride, n, d, 1);
 }
+/* ------------------------------------------------------------------ the row-wise work
+ *
+ * GELU, softmax and LayerNorm grow with the rows like the products do. Each
+ * is one 16-lane loop whose last pass is masked, so every element goes
+ * through the same vector arithmetic wherever it sits in the row (no
+ * scalar tail that rounds differently). */
+
+/* exp(x) for 16 floats, the exp8 of ops.c (Cephes expf: x clamped to
+ * [-87.34, 88.38], n = round(x / ln 2), r = x - n ln 2 in two parts, a
+ * degree-6 polynomial) with vscalefps for the 2^n, which needs no split of
+ * the exponent at n = 128. */
+INL A512 __m512 exp16(__m512 x)
+{
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.33654f)), _mm512_set1_ps(88.37626f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_scalef_ps(p, n);
+}
+
+INL A512 __mmask16 tail16(int left)
+{
+    return left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
+}
+
+/* gelu_new: 0.5 v (1 + tanh(u)), u = sqrt(2/pi) (v + 0.044715 v^3), is
+ * v / (1 + exp(-2u)): one exp and one division, no tanh. exp's clamp keeps
+ * exp(-2u) finite, so a large negative v gives v / 2.4e38 ~ -0. */
+A512 void ops_activate_avx512(float *x, int n, enum ops_act act)
+{
+    if (act != OPS_GELU_TANH && act != OPS_RELU) {
+        ops_activate_scalar(x, n, act);
+        return;
+    }
+    const __m512 k2 = _mm512_set1_ps(-2.0f * 0.7978845608028654f), c = _mm512_set1_ps(0.044715f);
+    const __m512 one = _mm512_set1_ps(1.0f);
+    for (int i = 0; i < n; i += 16) {
+        __mmask16 m = tail16(n - i);
+        __m512 v = _mm512_maskz_loadu_ps(m, x + i), g;
+        if (act == OPS_RELU) {
+            g = _mm512_max_ps(v, _mm512_setzero_ps());
+        } else {
+            __m512 u2 = _mm512_mul_ps(k2, _mm512_fmadd_ps(_mm512_mul_ps(c, v), _mm512_mul_ps(v, v), v));
+            g = _mm512_div_ps(v, _mm512_add_ps(one, exp16(u2)));
+        }
+        _mm512_mask_storeu_ps(x + i, m, g);
+    }
+}
+
+A512 void ops_softmax_avx512(float *x, int n)
+{
+    __m512 mx = _mm512_set1_ps(-INFINITY);
+    for (int i = 0; i < n; i += 16)
+        mx = _mm512_max_ps(mx, _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), tail16(n - i), x + i));
+    __m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(mx)), s = _mm512_setzero_ps();
+    for (int i = 0; i < n; i += 16) {
+        __mmask16 t = tail16(n - i);
+        __m512 e = _mm512_maskz_mov_ps(t, exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(t, x + i), m)));
+        _mm512_mask_storeu_ps(x + i, t, e);
+        s = _mm512_add_ps(s, e);
+    }
+    __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(s));
+    for (int i = 0; i < n; i += 16) {
+        __mmask16 t = tail16(n - i);
+        _mm512_mask_storeu_ps(x + i, t, _mm512_mul_ps(_mm512_maskz_loadu_ps(t, x + i), inv));
+    }
+}
+
+/* Two passes as the portable one (mean, then the mean square of x - mean),
+ * 16 lanes summed apart and reduced at the end. */
+A512 void ops_layernorm_avx512(float *y, const float *x, const float *g, const float *b, int n, float eps)
+{
+    __m512 s = _mm512_setzero_ps();
+    for (int i = 0; i < n; i += 16)
+        s = _mm512_add_ps(s, _mm512_maskz_loadu_ps(tail16(n - i), x + i));
+    float mean = _mm512_reduce_add_ps(s) / (float)n;
+    __m512 mv = _mm512_set1_ps(mean), v = _mm512_setzero_ps();
+    for (int i = 0; i < n; i += 16) {
+        __mmask16 t = tail16(n - i);
+        __m512 d = _mm512_maskz_sub_ps(t, _mm512_maskz_loadu_ps(t, x + i), mv);
+        v = _mm512_fmadd_ps(d, d, v);
+    }
+    float var = _mm512_reduce_add_ps(v) / (float)n;
+    __m512 rstd = _mm512_set1_ps(1.0f / sqrtf(var + eps));
+    for (int i = 0; i < n; i += 16) {
+        __mmask16 t = tail16(n - i);
+        __m512 d = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(t, x + i), mv), rstd);
+        _mm512_mask_storeu_ps(y + i, t,
+                              _mm512_fmadd_ps(d, _mm512_maskz_loadu_ps(t, g + i), _mm512_maskz_loadu_ps(t, b + i)));
+    }
+}
+
 #endif /* OPS_HAVE_X86 */

@@ -17,7 +17,9 @@
  * weights (widened in registers for F16/BF16) and broadcasts x[r][i]: 24
  * FMAs per 4 loads + 6 broadcasts, no horizontal sums, no I % 16 tail. The
  * inputs are blocked by KC (32 KiB of the panel, so the block stays in L1
- * while every group of 6 rows passes over it); between blocks the partial
+ * while every group of up to 6 rows passes over it; the rows are split in
+ * groups of near-equal size, and an F16 block read by more than one group
+ * is widened to F32 once, see ops_matmul_packed_avx512); between blocks the partial
  * sums wait in a small buffer on the stack. Each output is one lane summed
  * in input order, so a row's result does not depend on how many rows share
  * the product (batched decode, chunked and whole prefill agree exactly).
@@ -132,9 +134,11 @@ INL A512 __m512 pk_f16(const void *w, size_t k)
 }
 
 /* One input k: 4 vectors of weights, R broadcasts of x, R x 4 FMAs. */
-#define MK_STEP(LD, R)                                                                                 \
+#define MK_STEP(LD, R, WIDE)                                                                               \
     __m512 wv[4];                                                                                    \
     UNROLL for (int q = 0; q < 4; q++) wv[q] = LD(w, (size_t)k * P + q * 16);                        \
+    if (WIDE)                                                                                        \
+        UNROLL for (int q = 0; q < 4; q++) _mm512_store_ps(wide + (size_t)k * P + q * 16, wv[q]);    \
     UNROLL for (int r = 0; r < R; r++)                                                               \
     {                                                                                                \
         __m512 xb = _mm512_set1_ps(x[(size_t)r * ldx + k]);                                          \
@@ -143,43 +147,44 @@ INL A512 __m512 pk_f16(const void *w, size_t k)
 
 /* c[r][0..64) (+)= sum over k < kn of x[r][k] * w[k][0..64): R rows of x
  * (stride ldx), the panel block w ([kn][64] in the weight type), the sums
- * c (stride 64), started from zero when `first`. */
-#define DEFINE_MK(SUF, LD, ES, R)                                                                      \
+ * c (stride 64), started from zero when `first`. When pf is set,
+ * each step k also pulls pfl cache lines from pf on into L2. */
+#define DEFINE_MK(SUF, LD, R, WIDE)                                                                    \
     __attribute__((noinline)) A512 static void mk_##SUF##_##R(const void *w, const float *x, size_t ldx, \
                                                               int kn, float *c, bool first,          \
-                                                              const char *pf)                        \
+                                                              const char *pf, int pfl, float *wide)  \
     {                                                                                                \
         __m512 acc[R][4];                                                                            \
         UNROLL for (int r = 0; r < R; r++) UNROLL for (int q = 0; q < 4; q++) acc[r][q] =            \
             first ? _mm512_setzero_ps() : _mm512_loadu_ps(c + r * P + q * 16);                       \
         if (pf) {                                                                                    \
             for (int k = 0; k < kn; k++) {                                                           \
-                UNROLL for (int l = 0; l < ES; l++)                                                   \
-                    _mm_prefetch(pf + (size_t)k * P * ES + l * 64, _MM_HINT_T1);                      \
-                MK_STEP(LD, R)                                                                       \
+                for (int l = 0; l < pfl; l++)                                                        \
+                    _mm_prefetch(pf + ((size_t)k * pfl + l) * 64, _MM_HINT_T1);                       \
+                MK_STEP(LD, R, WIDE)                                                                     \
             }                                                                                        \
         } else {                                                                                     \
             for (int k = 0; k < kn; k++) {                                                           \
-                MK_STEP(LD, R)                                                                       \
+                MK_STEP(LD, R, WIDE)                                                                     \
             }                                                                                        \
         }                                                                                            \
         UNROLL for (int r = 0; r < R; r++) UNROLL for (int q = 0; q < 4; q++)                        \
             _mm512_storeu_ps(c + r * P + q * 16, acc[r][q]);                                         \
     }
 
-#define DEFINE_MKS(SUF, LD, ES)                                                                        \
-    DEFINE_MK(SUF, LD, ES, 1)                                                                        \
-    DEFINE_MK(SUF, LD, ES, 2)                                                                        \
-    DEFINE_MK(SUF, LD, ES, 3)                                                                        \
-    DEFINE_MK(SUF, LD, ES, 4)                                                                        \
-    DEFINE_MK(SUF, LD, ES, 5)                                                                        \
-    DEFINE_MK(SUF, LD, ES, 6)                                                                        \
+#define DEFINE_MKS(SUF, LD, WIDE)                                                                      \
+    DEFINE_MK(SUF, LD, 1, WIDE)                                                                      \
+    DEFINE_MK(SUF, LD, 2, WIDE)                                                                      \
+    DEFINE_MK(SUF, LD, 3, WIDE)                                                                      \
+    DEFINE_MK(SUF, LD, 4, WIDE)                                                                      \
+    DEFINE_MK(SUF, LD, 5, WIDE)                                                                      \
+    DEFINE_MK(SUF, LD, 6, WIDE)                                                                      \
     static void (*const mks_##SUF[7])(const void *, const float *, size_t, int, float *, bool,      \
-                                      const char *) = {                                              \
+                                      const char *, int, float *) = {                                              \
         NULL, mk_##SUF##_1, mk_##SUF##_2, mk_##SUF##_3, mk_##SUF##_4, mk_##SUF##_5, mk_##SUF##_6};
 
-DEFINE_MKS(f32, pk_f32, 4)
-DEFINE_MKS(f16, pk_f16, 2)
+DEFINE_MKS(f32, pk_f32, 0)
+DEFINE_MKS(f16, pk_f16, 0)
 
 /* BF16, inputs k (and k + 1 when BOTH) of 64 outputs: each 512-bit load
  * holds a pair for 16 outputs; input k is the low half of each 32-bit lane
@@ -208,11 +213,14 @@ DEFINE_MKS(f16, pk_f16, 2)
     }
 
 /* mk_bf16_R: as DEFINE_MK's kernels over BF16 pairs (kn may be odd: the
- * last pair's high half is padding, not read). */
+ * last pair's high half is padding, not read); pf and pfl as there, two
+ * steps' lines per pair. BF16 blocks are never widened (`wide` unused). */
 #define DEFINE_MKB(R)                                                                                  \
     __attribute__((noinline)) A512 static void mk_bf16_##R(const void *w, const float *x, size_t ldx,   \
-                                                           int kn, float *c, bool first, const char *pf) \
+                                                           int kn, float *c, bool first, const char *pf, \
+                                                           int pfl, float *wide)                     \
     {                                                                                                \
+        (void)wide;                                                                                  \
         const __m512i odd = _mm512_set1_epi32((int)0xffff0000u);                                     \
         __m512 acc[R][4];                                                                            \
         UNROLL for (int r = 0; r < R; r++) UNROLL for (int q = 0; q < 4; q++) acc[r][q] =            \
@@ -220,11 +228,16 @@ DEFINE_MKS(f16, pk_f16, 2)
         int k = 0;                                                                                   \
         for (; k + 1 < kn; k += 2) {                                                                 \
             if (pf)                                                                                  \
-                UNROLL for (int l = 0; l < 4; l++) _mm_prefetch(pf + (size_t)k * P * 2 + l * 64, _MM_HINT_T1); \
+                for (int l = 0; l < 2 * pfl; l++)                                                    \
+                    _mm_prefetch(pf + ((size_t)k * pfl + l) * 64, _MM_HINT_T1);                       \
             MKB_STEP(R, 1)                                                                           \
         }                                                                                            \
-        if (k < kn)                                                                                  \
+        if (k < kn) {                                                                                \
+            if (pf)                                                                                  \
+                for (int l = 0; l < pfl; l++)                                                        \
+                    _mm_prefetch(pf + ((size_t)k * pfl + l) * 64, _MM_HINT_T1);                       \
             MKB_STEP(R, 0)                                                                           \
+        }                                                                                            \
         UNROLL for (int r = 0; r < R; r++) UNROLL for (int q = 0; q < 4; q++)                        \
             _mm512_storeu_ps(c + r * P + q * 16, acc[r][q]);                                         \
     }
@@ -235,14 +248,18 @@ DEFINE_MKB(3)
 DEFINE_MKB(4)
 DEFINE_MKB(5)
 DEFINE_MKB(6)
-static void (*const mks_bf16[7])(const void *, const float *, size_t, int, float *, bool, const char *) = {
-    NULL, mk_bf16_1, mk_bf16_2, mk_bf16_3, mk_bf16_4, mk_bf16_5, mk_bf16_6};
+static void (*const mks_bf16[7])(const void *, const float *, size_t, int, float *, bool, const char *, int,
+                                 float *) = {NULL,        mk_bf16_1,   mk_bf16_2, mk_bf16_3,
+                                             mk_bf16_4,   mk_bf16_5,   mk_bf16_6};
+/* F16 weights that also leave the block widened to F32 at `wide` (64-byte
+ * aligned, [kn][64]) for the groups after this one. */
+DEFINE_MKS(f16w, pk_f16, 1)
 
-typedef void (*mk_fn)(const void *, const float *, size_t, int, float *, bool, const char *);
+typedef void (*mk_fn)(const void *, const float *, size_t, int, float *, bool, const char *, int, float *);
 
 /* y[t][o .. o + n) from the sums c (64 a row) by the store rule (ops_store1), 16 outputs a vector. */
 A512 void ops_store_rows_avx512(float *y, const float *c, const float *bias, int T, int O, int o, int n,
-                                   bool accumulate)
+                                bool accumulate)
 {
     for (int t = 0; t < T; t++) {
         float *yr = y + (size_t)t * O + o;
@@ -257,37 +274,69 @@ A512 void ops_store_rows_avx512(float *y, const float *c, const float *bias, int
     }
 }
 
+/* Rows of a pass split into ceil(tn / 6) groups of near-equal size, the
+ * larger first (8 = 4 + 4, 32 = 6 + 6 + 5 + 5 + 5 + 5): a group of 1 or 2
+ * rows does 4 or 8 FMAs per 4 weight loads and would run at a fraction of
+ * the FMA rate. Returns the group count; size[g] the rows of group g. */
+static int row_groups(int tn, int size[MC / 4 + 1])
+{
+    int g = (tn + 5) / 6;
+    for (int i = 0; i < g; i++)
+        size[i] = tn / g + (i < tn % g);
+    return g;
+}
+
+/* KC for a widened F16 block: 16 KiB of F32, beside the F16 source, the
+ * rows' x and the next block's prefetch in the 48 KiB L1 (64 and 128 beat
+ * 32 and 256 on one core; 64 is better at 16 rows). */
+#define KC_WIDE 64
+
+
 /* Per panel in [o0, o1): rows in passes of MC; per pass, inputs in blocks
- * of KC, and per block the pass's rows in groups of up to 6; then the
- * store rule on the panel's outputs inside [o0, o1). */
+ * of KC, and per block the pass's rows in groups of up to 6 (row_groups);
+ * then the store rule on the panel's outputs inside [o0, o1). An F16 block
+ * that more than one group reads is widened to F32 once into an L1
+ * scratch by the first group (mks_f16w: it stores the vectors it converts)
+ * and the other groups run the F32 kernel over it: the in-register
+ * conversion (2 uops on the FMA ports per 16 weights) is paid once a
+ * block, not once a group. The sums are the same either way, bit for bit. */
 void ops_matmul_packed_avx512(float *y, const float *x, const void *wp, enum ckpt_dtype wt, const float *bias,
                               int T, int I, int O, int o0, int o1, bool accumulate)
 {
     mk_fn const *mk = wt == CKPT_F16 ? mks_f16 : wt == CKPT_BF16 ? mks_bf16 : mks_f32;
     size_t es = ckpt_dtype_size(wt);
-    int kc = kc_of(es), ip = panel_inputs(wt, I);   /* kc: even */
+    int kc = kc_of(es), ip = panel_inputs(wt, I);   /* kc: a multiple of 32 (BF16's groups) */
     float c[MC * P] __attribute__((aligned(64)));
+    float wide[KC_WIDE * P] __attribute__((aligned(64)));
+    int size[MC / 4 + 1];
     for (int p = o0 / P; p * P < o1; p++) {
         int lo = p * P > o0 ? p * P : o0, hi = p * P + P < o1 ? p * P + P : o1;
         const char *panel = (const char *)wp + (size_t)p * P * ip * es;
         for (int t0 = 0; t0 < T; t0 += MC) {
             int tn = T - t0 < MC ? T - t0 : MC;
-            for (int k0 = 0; k0 < I; k0 += kc) {
-                int kn = I - k0 < kc ? I - k0 : kc;
+            int ng = row_groups(tn, size);
+            bool widen = wt == CKPT_F16 && ng > 1;
+            int bk = widen ? KC_WIDE : kc;
+            for (int k0 = 0; k0 < I; k0 += bk) {
+                int kn = I - k0 < bk ? I - k0 : bk;
                 const char *blk = panel + (size_t)k0 * P * es;
-                /* The first group's pass also pulls the next block (of
-                 * this panel, or the next panel's first) into L2 at the
-                 * rate it reads this one: the hardware streamer stops at
-                 * each 4 KiB page, so without it the weight stream and the
-                 * FMAs take turns. Later groups prefetch the block they
-                 * read (in L1 already: nearly free). */
-                const char *next = k0 + kc < I ? blk + (size_t)kn * P * es
+                /* The groups also pull the next block (of this panel, or
+                 * the next panel's first) into L2 while they compute on
+                 * this one: the hardware streamer stops at each 4 KiB
+                 * page, so without it the weight stream and the FMAs take
+                 * turns. The block's lines are shared out in order, pfl a
+                 * step, so the stream runs at about the rate the groups
+                 * compute rather than in one burst. */
+                const char *next = k0 + bk < I ? blk + (size_t)kn * P * es
                                    : (p + 1) * P < o1 && t0 + MC >= T ? panel + (size_t)P * ip * es
-                                                                      : blk;
-                for (int r0 = 0; r0 < tn; r0 += 6) {
-                    int r = tn - r0 < 6 ? tn - r0 : 6;
-                    mk[r](blk, x + (size_t)(t0 + r0) * I + k0, (size_t)I, kn, c + r0 * P, k0 == 0,
-                          r0 == 0 && tn > 1 ? next : NULL);
+                                                                      : NULL;
+                int lines = kn * P * (int)es / 64, steps = ng * kn;
+                int pfl = tn > 1 && next ? (lines + steps - 1) / steps : 0;
+                for (int g = 0, r0 = 0, l0 = 0; g < ng; r0 += size[g++], l0 += kn * pfl) {
+                    mk_fn const *gk = !widen ? mk : g == 0 ? mks_f16w : mks_f32;
+                    gk[size[g]](widen && g > 0 ? (const void *)wide : blk, x + (size_t)(t0 + r0) * I + k0,
+                                (size_t)I, kn, c + r0 * P, k0 == 0,
+                                pfl && l0 < lines ? next + (size_t)l0 * 64 : NULL, pfl, wide);
                 }
             }
             ops_store_rows_avx512(y + (size_t)t0 * O, c + (lo - p * P), bias, tn, O, lo, hi - lo, accumulate);

@@ -29,12 +29,16 @@ struct ops_kernels {
     void (*mix)(float *, size_t, const float *, size_t, int, const float *, size_t, int, int);
     void (*scores_f16)(float *, const float *, const uint16_t *, size_t, int, int, float);
     void (*mix_f16)(float *, size_t, const float *, size_t, int, const uint16_t *, size_t, int, int);
+    void (*layernorm)(float *, const float *, const float *, const float *, int, float);
 };
 
 /* Rows of x processed together per pass over a tile of W, sized so the chunk
  * of x (I floats a row) stays in L2 while the tile's rows stream through L1;
  * a multiple of `tile` rows. */
 int ops_t_chunk(int I, int tile);
+
+/* ops.c: the activation one element at a time (the portable level's). */
+void ops_activate_scalar(float *x, int n, enum ops_act act);
 
 /* y[o] = (accumulate ? y[o] : 0) + bias[o] + s: the one store rule. */
 static inline void ops_store1(float *y, int o, float s, const float *bias, bool accumulate)
@@ -63,6 +67,10 @@ void ops_mix_avx512(float *out, size_t ldo, const float *a, size_t lda, int nq, 
 void ops_scores_f16_avx512(float *s, const float *q, const uint16_t *k, size_t stride, int n, int d, float scale);
 void ops_mix_f16_avx512(float *out, size_t ldo, const float *a, size_t lda, int nq, const uint16_t *v, size_t stride,
                         int n, int d);
+/* ops_avx512.c: GELU (gelu_new, relu; the others by ops_activate_scalar), softmax, LayerNorm. */
+void ops_activate_avx512(float *x, int n, enum ops_act act);
+void ops_softmax_avx512(float *x, int n);
+void ops_layernorm_avx512(float *y, const float *x, const float *g, const float *b, int n, float eps);
 /* ops_gemm.c: the packed products. */
 void ops_matmul_packed_avx512(float *y, const float *x, const void *wp, enum ckpt_dtype wt, const float *bias, int T,
                               int I, int O, int o0, int o1, bool accumulate);

@@ -581,7 +581,7 @@ static void run_kernels(void)
     for (int k = 0; k < 3; k++) {
         /* the packed product: rows across the 6-row groups and the 64-row
          * passes (1, 2, 63, 64, 65, 130), inputs across the KC blocks (128
-         * for F32, 256 for 16-bit) and not multiples of 16, outputs across
+         * for F32, 256 for 16-bit, 64 for widened F16) and not multiples of 16, outputs across
          * panels of 64 with a padded last one, a range that starts and ends
          * inside panels */
         check_matmul_as(true, types[k], 1, 768, 200, 0, 200, false, true);
@@ -600,6 +600,12 @@ static void run_kernels(void)
         check_matmul_as(true, types[k], 16, 33, 128, 0, 128, true, false);
         check_matmul_as(true, types[k], 17, 600, 65, 0, 65, false, true);
         check_matmul_as(true, types[k], 300, 40, 66, 5, 66, true, true);
+        /* balanced row groups (8 = 4 + 4, 13 = 5 + 4 + 4, 32 = 6 + 6 + 5 +
+         * 5 + 5 + 5) and, from two groups on, F16 blocks widened to F32 by
+         * the first group (KC 64: 200 inputs = 3 blocks and a tail of 8) */
+        check_matmul_as(true, types[k], 8, 300, 130, 0, 130, false, true);
+        check_matmul_as(true, types[k], 13, 65, 64, 0, 64, true, false);
+        check_matmul_as(true, types[k], 32, 200, 70, 3, 70, true, true);
     }
     /* int8: T across the tiles (1, 2, 4 rows), I across blocks (with a padded last one), O across 4 */
     check_matmul_q8(1, 768, 16, 0, 16, false, true);
