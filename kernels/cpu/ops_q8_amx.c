@@ -111,12 +111,14 @@ INL AMX void scale_block(__m512 *acc, const int32_t *c, const float *dwk, const 
 {
     __m512 dxv = _mm512_load_ps(dxk);
     if (N == 16) {
-        for (int o = 0; o < 16; o++)
+        /* unrolled, so that acc stays in registers (a loop kept it on the
+         * stack: a load and a store more per output and block) */
+        _Pragma("GCC unroll 16") for (int o = 0; o < 16; o++)
             acc[o] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(c + 16 * o)),
                                      _mm512_mul_ps(_mm512_set1_ps(dwk[o]), dxv), acc[o]);
     } else {
         __m512 dwv = _mm512_load_ps(dwk);
-        for (int j = 0; j < 8; j++) {
+        _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {
             __m512i pair = _mm512_set_epi32(2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1,
                                             2 * j + 1, 2 * j + 1, 2 * j, 2 * j, 2 * j, 2 * j, 2 * j, 2 * j, 2 * j,
                                             2 * j);
@@ -130,10 +132,12 @@ INL AMX void scale_block(__m512 *acc, const int32_t *c, const float *dwk, const 
  * out[o * N + t]. next: the 16 rows after these (contiguous, 16 * wstride
  * bytes), prefetched into L1 a share per block pair, so that their stream
  * from memory overlaps this group's tiles and scaling (as the VNNI panel
- * does; past the matrix a prefetch is a no-op). Software-pipelined: the C
- * tiles of pair p are stored, then pair p - 1 is scaled (its stores long
- * done), so the vector loads do not wait on a tile store just issued; the
- * blocks are still scaled in order. */
+ * does; past the matrix a prefetch is a no-op). Software-pipelined: the
+ * products of pair p are issued, pair p - 1 is scaled (its C tiles stored
+ * an iteration ago), then pair p's C tiles are stored: the scaling runs
+ * while the tile unit computes, where a store right after its product
+ * waited for it (a third of the kernel's samples at 32 rows); the blocks
+ * are still scaled in order. */
 INL AMX void amx_group(float *out, const struct ops_q8_block *w, size_t wstride, const int32_t *bp,
                        const float (*dx)[16], const float (*dw)[16], int nb, const char *next, const int N)
 {
@@ -141,26 +145,23 @@ INL AMX void amx_group(float *out, const struct ops_q8_block *w, size_t wstride,
     size_t bs = 8 * (size_t)N;   /* a block's B tile, in int32 */
     __m512 acc[16];
     int32_t c[2][2][16 * 16] __attribute__((aligned(64)));
-    for (int o = 0; o < 16; o++)
+    _Pragma("GCC unroll 16") for (int o = 0; o < 16; o++)
         acc[o] = _mm512_setzero_ps();
     int np = (nb + 1) / 2;
     for (int p = 0; p <= np; p++) {
         int k = 2 * p;
-        int32_t (*cp)[16 * 16] = c[p & 1];
         if (p < np) {
-            for (size_t b = 0; b < share; b += 64)
+            for (size_t b = 0; next && b < share; b += 64)
                 _mm_prefetch(next + (size_t)k * (share / 2) + b, _MM_HINT_T0);
             _tile_zero(0);
             _tile_loadd(2, w[k].q, wstride);
             _tile_loadd(4, bp + (size_t)k * bs, 4 * N);
             _tile_dpbssd(0, 2, 4);
-            _tile_stored(0, cp[0], 4 * N);
             if (k + 1 < nb) {
                 _tile_zero(1);
                 _tile_loadd(3, w[k + 1].q, wstride);
                 _tile_loadd(5, bp + (size_t)(k + 1) * bs, 4 * N);
                 _tile_dpbssd(1, 3, 5);
-                _tile_stored(1, cp[1], 4 * N);
             }
         }
         if (p > 0) {
@@ -170,23 +171,35 @@ INL AMX void amx_group(float *out, const struct ops_q8_block *w, size_t wstride,
             if (j + 1 < nb)
                 scale_block(acc, cq[1], dw[j + 1], dx[j + 1], N);
         }
+        if (p < np) {   /* after the scaling above, which ran while these products were computed */
+            int32_t (*cp)[16 * 16] = c[p & 1];
+            _tile_stored(0, cp[0], 4 * N);
+            if (k + 1 < nb)
+                _tile_stored(1, cp[1], 4 * N);
+        }
     }
-    for (int o = 0; o < 256 / 16; o++)
+    _Pragma("GCC unroll 16") for (int o = 0; o < 256 / 16; o++)
         if (N == 16 || o < 8)
             _mm512_store_ps(out + 16 * o, acc[o]);
 }
 
-/* T rows of nb <= AMX_MAX_BLOCKS blocks, in chunks of N rows (8 or 16): per chunk (x packed once), per group of
- * 16 outputs (their scales as F32 once; a last group of fewer outputs copied
- * into zero-padded rows, so no tile reads past the matrix), the blocks two
- * by two; then each row's 16 outputs by one gather from out and the panel
- * path's store rule. The tiles are configured per call and released at its
- * end (no AMX state is left live between the engine's products). */
+/* T rows of nb <= AMX_MAX_BLOCKS blocks, in chunks of N rows (8 or 16), for
+ * N = 16 two chunks a pass (x packed once per chunk): per group of 16
+ * outputs (their scales as F32 once; a last group of fewer outputs copied
+ * into zero-padded rows, so no tile reads past the matrix), each chunk of
+ * the pass, the blocks two by two: the group's rows (13 KiB at I = 768) are
+ * read from memory for the first chunk and from L1 for the second, where
+ * a pass per chunk streamed the task's weights once per 16 rows, from L2
+ * after the first; then each row's 16 outputs by one gather from out and
+ * the panel path's store rule. The tiles are configured per call and
+ * released at its end (no AMX state is left live between the engine's
+ * products). */
+#define AMX_PASS 2   /* chunks of 16 rows a pass */
 INL AMX void amx_rows(float *y, const struct ops_q8_block *X, const struct ops_q8_block *W, const float *bias, int T,
                       int nb, int O, int o0, int o1, bool accumulate, const int N)
 {
-    int32_t bp[AMX_MAX_BLOCKS * 8 * 16] __attribute__((aligned(64)));
-    float dx[AMX_MAX_BLOCKS][16] __attribute__((aligned(64)));
+    int32_t bp[AMX_PASS][AMX_MAX_BLOCKS * 8 * 16] __attribute__((aligned(64)));
+    float dx[AMX_PASS][AMX_MAX_BLOCKS][16] __attribute__((aligned(64)));
     float dw[AMX_MAX_BLOCKS][16] __attribute__((aligned(64)));
     float out[16 * 16] __attribute__((aligned(64)));
     struct ops_q8_block tail[16 * AMX_MAX_BLOCKS];
@@ -194,10 +207,14 @@ INL AMX void amx_rows(float *y, const struct ops_q8_block *X, const struct ops_q
     const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
     const __m512i col = _mm512_mullo_epi32(lane, _mm512_set1_epi32(N));
     const __m512i wrow = _mm512_mullo_epi32(lane, _mm512_set1_epi32((int)wstride));
+    const int pass = N == 16 ? AMX_PASS : 1;
     amx_config(N);
-    for (int tc = 0; tc < T; tc += N) {
-        int nt = T - tc < N ? T - tc : N;
-        pack_x(bp, dx, X + (size_t)tc * rs, rs, nb, nt, N);
+    for (int tp = 0; tp < T; tp += pass * N) {
+        int nc = 0;
+        for (; nc < pass && tp + nc * N < T; nc++) {
+            int tc = tp + nc * N;
+            pack_x(bp[nc], dx[nc], X + (size_t)tc * rs, rs, nb, T - tc < N ? T - tc : N, N);
+        }
         for (int o = o0; o < o1; o += 16) {
             int n = o1 - o < 16 ? o1 - o : 16;
             __mmask16 m = (__mmask16)((1u << n) - 1);
@@ -210,14 +227,17 @@ INL AMX void amx_rows(float *y, const struct ops_q8_block *X, const struct ops_q
             for (int k = 0; k < nb; k++)   /* the scale and the first 2 weights of each row's block k */
                 _mm512_store_ps(dw[k], _mm512_cvtph_ps(_mm512_cvtepi32_epi16(
                                            _mm512_i32gather_epi32(wrow, (const char *)(w + k), 1))));
-            amx_group(out, w, wstride, bp, (const float (*)[16])dx, (const float (*)[16])dw, nb,
-                      (const char *)(W + (size_t)(o + 16) * rs), N);
             __m512 b = bias ? _mm512_maskz_loadu_ps(m, bias + o) : _mm512_setzero_ps();
-            for (int t = 0; t < nt; t++) {
-                __m512 s = _mm512_i32gather_ps(_mm512_add_epi32(col, _mm512_set1_epi32(t)), out, 4);
-                float *yo = y + (size_t)(tc + t) * O + o;
-                __m512 v = accumulate ? _mm512_add_ps(_mm512_maskz_loadu_ps(m, yo), b) : b;
-                _mm512_mask_storeu_ps(yo, m, _mm512_add_ps(v, s));   /* as ops_store1 */
+            for (int c = 0; c < nc; c++) {
+                int tc = tp + c * N, nt = T - tc < N ? T - tc : N;
+                amx_group(out, w, wstride, bp[c], (const float (*)[16])dx[c], (const float (*)[16])dw, nb,
+                          c == 0 ? (const char *)(W + (size_t)(o + 16) * rs) : NULL, N);
+                for (int t = 0; t < nt; t++) {
+                    __m512 s = _mm512_i32gather_ps(_mm512_add_epi32(col, _mm512_set1_epi32(t)), out, 4);
+                    float *yo = y + (size_t)(tc + t) * O + o;
+                    __m512 v = accumulate ? _mm512_add_ps(_mm512_maskz_loadu_ps(m, yo), b) : b;
+                    _mm512_mask_storeu_ps(yo, m, _mm512_add_ps(v, s));   /* as ops_store1 */
+                }
             }
         }
     }
