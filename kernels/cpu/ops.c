@@ -512,6 +512,13 @@ static void scores_generic(float *s, const float *q, const float *k, size_t stri
 static void mix_generic(float *out, size_t ldo, const float *a, size_t lda, int nq, const float *v, size_t stride,
                         int n, int d);
 
+/* The new K and V rows into the F16 cache, the reference. */
+static void to_f16_portable(uint16_t *dst, const float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        dst[i] = ckpt_f32_to_f16(x[i]);
+}
+
 /* The F16 KV cache's attention, the reference: one float sum per key in
  * order, each value widened as it is read. */
 static void scores_f16_portable(float *s, const float *q, const uint16_t *k, size_t stride, int n, int d, float scale)
@@ -541,12 +548,12 @@ static const struct ops_kernels k_portable = {"portable",          matmul_portab
                                               ops_matmul_packed_portable, false, ops_activate_scalar,
                                               dot_portable,        axpy_portable,    softmax_portable,
                                               scores_generic,      mix_generic,
-                                              scores_f16_portable, mix_f16_portable, layernorm_portable};
+                                              scores_f16_portable, mix_f16_portable, layernorm_portable, to_f16_portable};
 static struct ops_kernels K = {"portable",         matmul_portable,   ops_matmul_q8_portable,
                                ops_matmul_packed_portable, false, ops_activate_scalar,
                                dot_portable,       axpy_portable,     softmax_portable,
                                scores_generic,     mix_generic,
-                               scores_f16_portable, mix_f16_portable, layernorm_portable};
+                               scores_f16_portable, mix_f16_portable, layernorm_portable, to_f16_portable};
 
 /* Attention over a block of keys by the level's dot and axpy, one call per key. */
 static void scores_generic(float *s, const float *q, const float *k, size_t stride, int n, int d, float scale)
@@ -680,6 +687,7 @@ enum ops_level ops_init(enum ops_level cap)
         k.activate = ops_activate_avx512;
         k.softmax = ops_softmax_avx512;
         k.layernorm = ops_layernorm_avx512;
+        k.to_f16 = ops_to_f16_avx512;
         if (vnni)
             k.matmul_q8 = ops_matmul_q8_vnni;
         snprintf(k_name, sizeof k_name, "avx512f+bw+vl%s", vnni ? "+vnni" : "");
@@ -768,8 +776,7 @@ void ops_mix_f16(float *out, size_t ldo, const float *a, size_t lda, int nq, con
 
 void ops_to_f16(uint16_t *dst, const float *x, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
-        dst[i] = ckpt_f32_to_f16(x[i]);
+    K.to_f16(dst, x, n);
 }
 
 void ops_softmax(float *x, int n)

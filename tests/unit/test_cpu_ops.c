@@ -553,8 +553,51 @@ static void check_attention(int n, int d, int stride, bool half)
     free(want);
 }
 
+/* ops_to_f16 (the KV cache's rounding) against ckpt_f32_to_f16 bit for bit:
+ * ties both ways, subnormal halves, the overflow edge, infinities, quiet and
+ * signalling NaNs, random values; lengths across the 16-lane passes, a NaN
+ * in a pass of ordinary values, and nothing written past n. */
+static void check_to_f16(void)
+{
+    enum { N = 1000 };
+    static const uint32_t edge[] = {
+        0x00000000u, 0x80000000u, 0x3f800000u, 0x3f801000u, 0x3f803000u, 0x3f801001u, /* ties to even, both ways */
+        0x33000000u, 0x33000001u, 0x337fffffu, 0x33800000u, 0x38000000u, 0x387fc000u, /* subnormal halves */
+        0x38800000u, 0x387ff000u, 0x477fe000u, 0x477fefffu, 0x477ff000u, 0x47800000u, /* the largest half, overflow */
+        0x7f800000u, 0xff800000u, 0x7fc00000u, 0xffc00001u, 0x7f800001u, 0x7fa00000u, /* infinities, NaNs */
+        0x00000001u, 0x807fffffu, 0x3eaaaaabu, 0xc2f6e979u};
+    float *x = malloc(sizeof(float) * N);
+    uint16_t *got = malloc(sizeof(uint16_t) * (N + 1)), *want = malloc(sizeof(uint16_t) * N);
+    size_t ne = sizeof edge / sizeof edge[0];
+    for (int i = 0; i < N; i++) {
+        uint32_t u = (uint32_t)rand() * 2654435761u;
+        if (i < (int)ne)
+            u = edge[i];
+        else if (i % 3 == 0)
+            u = (u & 0x807fffffu) | ((uint32_t)(100 + i % 45) << 23);   /* around the half range's bottom and top */
+        memcpy(&x[i], &u, 4);
+        want[i] = ckpt_f32_to_f16(x[i]);
+    }
+    int same = 1;
+    static const size_t lens[] = {1, 15, 16, 17, 33, 64, N};
+    for (size_t l = 0; l < sizeof lens / sizeof lens[0]; l++)
+        for (size_t off = 0; off < 3; off++) {
+            size_t n = lens[l] + off > N ? N - off : lens[l];
+            for (size_t i = 0; i <= n; i++)
+                got[i] = 0xabcd;
+            ops_to_f16(got, x + off, n);
+            same = same && memcmp(got, want + off, n * sizeof(uint16_t)) == 0 && got[n] == 0xabcd;
+        }
+    ok(same, "%s to_f16: bit-identical to ckpt_f32_to_f16 (ties, subnormals, overflow, NaNs), nothing past n",
+       ops_simd_name());
+    free(x);
+    free(got);
+    free(want);
+}
+
 static void run_kernels(void)
 {
+    check_to_f16();
     /* heads of 64 (GPT-2), odd widths, past 8 vectors; blocks of 16 keys, partial ones */
     /* each in F32 and over an F16 KV cache */
     static const int att[][3] = {{16, 64, 768}, {5, 64, 64}, {3, 37, 40}, {16, 128, 130}, {7, 160, 170}, {1, 1, 1}, {40, 64, 64}, {33, 100, 101}};
