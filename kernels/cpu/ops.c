@@ -774,6 +774,41 @@ void ops_mix_f16(float *out, size_t ldo, const float *a, size_t lda, int nq, con
     K.mix_f16(out, ldo, a, lda, nq, v, stride, n, d);
 }
 
+/* Asks for bytes [p, p + n) into the caches (L2 and out), one line at a time. */
+static void prefetch_run(const void *p, size_t n)
+{
+    for (size_t o = 0; o < n; o += 64)
+        __builtin_prefetch((const char *)p + o, 0, 2);
+}
+
+void ops_attend1(float *out, float *s, const float *q, const void *const *k, const void *const *v, int n, int B, int d,
+                 float scale, bool half)
+{
+    int nb = (n + B - 1) / B;
+    size_t es = half ? sizeof(uint16_t) : sizeof(float);
+    for (int b = 0; b < nb; b++) {
+        size_t rows = (size_t)(n - b * B < B ? n - b * B : B);
+        prefetch_run(k[b], rows * (size_t)d * es);
+        prefetch_run(v[b], rows * (size_t)d * es);
+    }
+    for (int b = 0; b < nb; b++) {
+        int rows = n - b * B < B ? n - b * B : B;
+        if (half)
+            K.scores_f16(s + (size_t)b * B, q, k[b], (size_t)d, rows, d, scale);
+        else
+            K.scores(s + (size_t)b * B, q, k[b], (size_t)d, rows, d, scale);
+    }
+    K.softmax(s, n);
+    memset(out, 0, (size_t)d * sizeof(float));
+    for (int b = 0; b < nb; b++) {
+        int rows = n - b * B < B ? n - b * B : B;
+        if (half)
+            K.mix_f16(out, (size_t)d, s + (size_t)b * B, (size_t)n, 1, v[b], (size_t)d, rows, d);
+        else
+            K.mix(out, (size_t)d, s + (size_t)b * B, (size_t)n, 1, v[b], (size_t)d, rows, d);
+    }
+}
+
 void ops_to_f16(uint16_t *dst, const float *x, size_t n)
 {
     K.to_f16(dst, x, n);
