@@ -44,9 +44,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#ifdef __linux__
-#include <sys/mman.h>
-#endif
 
 struct cpu_layer {
     const float *ln_1_g, *ln_1_b, *ln_2_g, *ln_2_b;
@@ -497,24 +494,6 @@ static void *alloc64(size_t bytes)
     return p;
 }
 
-/* The KV pool: 2 MiB-aligned and, where Linux has it, in transparent huge
- * pages (MADV_HUGEPAGE; a hint, ignored where THP is off), because a step
- * reads a head's 2 KiB run from each block, blocks ~0.5 MiB apart: with 4 KiB
- * pages nearly every run is a TLB miss. Freed by free(). */
-static void *alloc_kv(size_t bytes)
-{
-    size_t huge = (size_t)2 << 20;
-    if (bytes < huge)
-        return alloc64(bytes);
-    void *p = NULL;
-    if (posix_memalign(&p, huge, bytes) != 0)
-        return NULL;
-#ifdef MADV_HUGEPAGE
-    (void)madvise(p, bytes, MADV_HUGEPAGE);
-#endif
-    return p;
-}
-
 /* Carves the next `bytes` (rounded up to 64) out of *cursor. */
 static void *carve(char **cursor, size_t bytes)
 {
@@ -653,7 +632,7 @@ static int cpu_load(const struct gpt2_checkpoint *ck, const struct llm_load_opts
     m->block_elems = L * 2 * (size_t)m->B * C;
     m->kv_half = llm_cpu_kv_half(ck, o);
     size_t kv_es = m->kv_half ? sizeof(uint16_t) : sizeof(float);
-    m->kv = alloc_kv((size_t)m->n_blocks * m->block_elems * kv_es);
+    m->kv = alloc64((size_t)m->n_blocks * m->block_elems * kv_es);
     if (!m->kv) {
         snprintf(err, errlen, "%s: out of memory for %d KV blocks", ck->dir, m->n_blocks);
         cpu_free(m);

@@ -6,7 +6,7 @@
  *   cpu_bench --kernels [THREADS] [WEIGHTS] [ROWS]
  *   cpu_bench --ppl MODEL_DIR PPL_GOLDEN_JSON [THREADS]
  *   cpu_bench --matvec
- *   cpu_bench --attn [THREADS] [BATCH] [CTX] [f16|f32] [huge|4k]
+ *   cpu_bench --attn [THREADS] [BATCH] [CTX] [f16|f32]
  *
  * --agree takes the prompts of model MODEL_NAME ("124M") in the golden file,
  * runs 64 greedy steps with F32 weights (a half-precision file widened), then the same
@@ -50,8 +50,7 @@
  * per-block ops_scores / ops_softmax / ops_mix sequence without prefetch,
  * "attend1" ops_attend1 (the engine's decode path); fastest of 20 steps each,
  * interleaved, against the K and V bytes a step reads at the measured read
- * bandwidth. The pool is in transparent huge pages as the engine's is, or
- * (4k) in 4 KiB pages. */
+ * bandwidth. */
 #include "config.h"
 #include "checkpoint.h"
 #include "cpu/ops.h"
@@ -723,7 +722,7 @@ static void attn_bench_task(void *ctx, int task, int thread)
 static int attn_main(int argc, char **argv)
 {
     int threads = argc > 2 ? atoi(argv[2]) : 0, batch = argc > 3 ? atoi(argv[3]) : 32, ctx = argc > 4 ? atoi(argv[4]) : 128;
-    int half = !(argc > 5 && !strcmp(argv[5], "f32")), pages4k = argc > 6 && !strcmp(argv[6], "4k");
+    int half = !(argc > 5 && !strcmp(argv[5], "f32"));
     struct tpool *pool;
     ops_init(OPS_BEST);
     if (batch < 1 || ctx < 1 || ctx > 1024 || tpool_new(threads > 0 ? threads : tpool_online_cpus(), &pool) != 0)
@@ -735,8 +734,8 @@ static int attn_main(int argc, char **argv)
     char *kv = NULL;
     if (posix_memalign((void **)&kv, (size_t)2 << 20, kv_bytes) != 0)
         return 1;
-    if (!pages4k)
-        madvise(kv, kv_bytes, MADV_HUGEPAGE);   /* as the engine's pool (gpt2_cpu.c alloc_kv) */
+    if (getenv("ATTN_HUGE"))
+        madvise(kv, kv_bytes, MADV_HUGEPAGE);
     float *q = malloc(sizeof(float) * (size_t)batch * a.H * a.hd), *out = malloc(sizeof(float) * (size_t)batch * a.H * a.hd);
     float *sc = malloc(sizeof(float) * (size_t)tpool_threads(pool) * a.nb * a.B);
     if (!kv || !q || !out || !sc)
@@ -763,10 +762,10 @@ static int attn_main(int argc, char **argv)
     }
     /* the bytes a step reads: every layer's K and V of ctx positions per sequence */
     double bytes = (double)batch * a.L * 2 * a.H * ctx * a.hd * a.es, bw = read_bandwidth(pool);
-    printf("{\"attn\": \"%s\", \"threads\": %d, \"kv\": \"%s\", \"pages\": \"%s\", \"batch\": %d, \"ctx\": %d, \"step_kv_bytes\": %.0f, "
+    printf("{\"attn\": \"%s\", \"threads\": %d, \"kv\": \"%s\", \"batch\": %d, \"ctx\": %d, \"step_kv_bytes\": %.0f, "
            "\"read_bytes_s\": %.0f, \"predicted_ms\": %.3f, \"calls_ms\": %.3f, \"attend1_ms\": %.3f, "
            "\"calls_vs_predicted\": %.2f, \"attend1_vs_predicted\": %.2f}\n",
-           ops_simd_name(), tpool_threads(pool), half ? "F16" : "F32", pages4k ? "4k" : "huge", batch, ctx, bytes, bw, bytes / bw * 1e3,
+           ops_simd_name(), tpool_threads(pool), half ? "F16" : "F32", batch, ctx, bytes, bw, bytes / bw * 1e3,
            best[0] * 1e3, best[1] * 1e3, best[0] / (bytes / bw), best[1] / (bytes / bw));
     free(kv);
     free(q);
