@@ -62,7 +62,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/resource.h>
 #include <time.h>
 
@@ -732,10 +731,8 @@ static int attn_main(int argc, char **argv)
     a.es = half ? sizeof(uint16_t) : sizeof(float);
     size_t kv_bytes = (size_t)batch * a.nb * a.L * 2 * a.H * a.B * a.hd * a.es;
     char *kv = NULL;
-    if (posix_memalign((void **)&kv, (size_t)2 << 20, kv_bytes) != 0)
+    if (posix_memalign((void **)&kv, 64, kv_bytes) != 0)   /* as the engine's pool (gpt2_cpu.c alloc64) */
         return 1;
-    if (getenv("ATTN_HUGE"))
-        madvise(kv, kv_bytes, MADV_HUGEPAGE);
     float *q = malloc(sizeof(float) * (size_t)batch * a.H * a.hd), *out = malloc(sizeof(float) * (size_t)batch * a.H * a.hd);
     float *sc = malloc(sizeof(float) * (size_t)tpool_threads(pool) * a.nb * a.B);
     if (!kv || !q || !out || !sc)
