@@ -191,6 +191,7 @@ static void layernorm_rows(struct cpu_model *m, float *y, const float *x, const 
 
 /* Attention for one layer: a task per (sequence, head). */
 #define ATT_Q 4         /* queries of a sequence mixed together (ops_mix) */
+#define ATT_BLOCKS 256  /* KV blocks a decode query takes through ops_attend1 */
 struct attn_job {
     struct cpu_model *m;
     const struct llm_seq *seqs;
@@ -253,6 +254,22 @@ static void attn_task(void *ctx, int task, int thread)
         const float *row = m->qkv + (size_t)(j->row0[si] + t) * 3 * C;
         kv_put(m, kv_at(m, s, j->layer, 0, h, s->pos + t), row + C + h * hd, hd);
         kv_put(m, kv_at(m, s, j->layer, 1, h, s->pos + t), row + 2 * C + h * hd, hd);
+    }
+    /* Decode (one new token) of up to ATT_BLOCKS blocks: ops_attend1, which
+     * prefetches the head's K and V runs of every block first, then the same
+     * calls as the loop below. */
+    int nb = (s->pos + 1 + m->B - 1) / m->B;
+    if (s->n_tokens == 1 && nb <= ATT_BLOCKS) {
+        const void *kb[ATT_BLOCKS], *vb[ATT_BLOCKS];
+        size_t es = m->kv_half ? sizeof(uint16_t) : sizeof(float);
+        for (int b = 0; b < nb; b++) {
+            kb[b] = (const char *)m->kv + kv_at(m, s, j->layer, 0, h, b * m->B) * es;
+            vb[b] = (const char *)m->kv + kv_at(m, s, j->layer, 1, h, b * m->B) * es;
+        }
+        int r = j->row0[si];
+        ops_attend1(m->att + (size_t)r * C + h * hd, scores, m->qkv + (size_t)r * 3 * C + h * hd, kb, vb, s->pos + 1,
+                    m->B, hd, ly->attn_scale, m->kv_half);
+        return;
     }
     /* Up to ATT_Q consecutive tokens at a time: each its own scores and
      * softmax (zero weights for the group's later keys it must not see),

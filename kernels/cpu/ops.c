@@ -512,6 +512,13 @@ static void scores_generic(float *s, const float *q, const float *k, size_t stri
 static void mix_generic(float *out, size_t ldo, const float *a, size_t lda, int nq, const float *v, size_t stride,
                         int n, int d);
 
+/* The new K and V rows into the F16 cache, the reference. */
+static void to_f16_portable(uint16_t *dst, const float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        dst[i] = ckpt_f32_to_f16(x[i]);
+}
+
 /* The F16 KV cache's attention, the reference: one float sum per key in
  * order, each value widened as it is read. */
 static void scores_f16_portable(float *s, const float *q, const uint16_t *k, size_t stride, int n, int d, float scale)
@@ -541,12 +548,12 @@ static const struct ops_kernels k_portable = {"portable",          matmul_portab
                                               ops_matmul_packed_portable, false, ops_activate_scalar,
                                               dot_portable,        axpy_portable,    softmax_portable,
                                               scores_generic,      mix_generic,
-                                              scores_f16_portable, mix_f16_portable, layernorm_portable};
+                                              scores_f16_portable, mix_f16_portable, layernorm_portable, to_f16_portable};
 static struct ops_kernels K = {"portable",         matmul_portable,   ops_matmul_q8_portable,
                                ops_matmul_packed_portable, false, ops_activate_scalar,
                                dot_portable,       axpy_portable,     softmax_portable,
                                scores_generic,     mix_generic,
-                               scores_f16_portable, mix_f16_portable, layernorm_portable};
+                               scores_f16_portable, mix_f16_portable, layernorm_portable, to_f16_portable};
 
 /* Attention over a block of keys by the level's dot and axpy, one call per key. */
 static void scores_generic(float *s, const float *q, const float *k, size_t stride, int n, int d, float scale)
@@ -680,6 +687,7 @@ enum ops_level ops_init(enum ops_level cap)
         k.activate = ops_activate_avx512;
         k.softmax = ops_softmax_avx512;
         k.layernorm = ops_layernorm_avx512;
+        k.to_f16 = ops_to_f16_avx512;
         if (vnni)
             k.matmul_q8 = ops_matmul_q8_vnni;
         snprintf(k_name, sizeof k_name, "avx512f+bw+vl%s", vnni ? "+vnni" : "");
@@ -766,10 +774,44 @@ void ops_mix_f16(float *out, size_t ldo, const float *a, size_t lda, int nq, con
     K.mix_f16(out, ldo, a, lda, nq, v, stride, n, d);
 }
 
+/* Asks for bytes [p, p + n) into the caches (L2 and out), one line at a time. */
+static void prefetch_run(const void *p, size_t n)
+{
+    for (size_t o = 0; o < n; o += 64)
+        __builtin_prefetch((const char *)p + o, 0, 2);
+}
+
+void ops_attend1(float *out, float *s, const float *q, const void *const *k, const void *const *v, int n, int B, int d,
+                 float scale, bool half)
+{
+    int nb = (n + B - 1) / B;
+    size_t es = half ? sizeof(uint16_t) : sizeof(float);
+    for (int b = 0; b < nb; b++) {
+        size_t rows = (size_t)(n - b * B < B ? n - b * B : B);
+        prefetch_run(k[b], rows * (size_t)d * es);
+        prefetch_run(v[b], rows * (size_t)d * es);
+    }
+    for (int b = 0; b < nb; b++) {
+        int rows = n - b * B < B ? n - b * B : B;
+        if (half)
+            K.scores_f16(s + (size_t)b * B, q, k[b], (size_t)d, rows, d, scale);
+        else
+            K.scores(s + (size_t)b * B, q, k[b], (size_t)d, rows, d, scale);
+    }
+    K.softmax(s, n);
+    memset(out, 0, (size_t)d * sizeof(float));
+    for (int b = 0; b < nb; b++) {
+        int rows = n - b * B < B ? n - b * B : B;
+        if (half)
+            K.mix_f16(out, (size_t)d, s + (size_t)b * B, (size_t)n, 1, v[b], (size_t)d, rows, d);
+        else
+            K.mix(out, (size_t)d, s + (size_t)b * B, (size_t)n, 1, v[b], (size_t)d, rows, d);
+    }
+}
+
 void ops_to_f16(uint16_t *dst, const float *x, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
-        dst[i] = ckpt_f32_to_f16(x[i]);
+    K.to_f16(dst, x, n);
 }
 
 void ops_softmax(float *x, int n)

@@ -113,6 +113,18 @@ void ops_scores_f16(float *s, const float *q, const uint16_t *k, size_t stride, 
 void ops_mix_f16(float *out, size_t ldo, const float *a, size_t lda, int nq, const uint16_t *v, size_t stride, int n,
                  int d);
 
+/* One query's whole attention over n keys in blocks of B positions (decode:
+ * one new token of a sequence): k[b] and v[b] are block b's K and V rows of
+ * the head, d values apart (F32, or F16 when half), s scratch for n scores.
+ *   out[0..d) = sum_k softmax(q . K_k * scale)_k V_k
+ * Every block's K and V are prefetched at the start (a head's rows of a
+ * block are one run of B x d values, the blocks far apart, so the hardware
+ * prefetcher sees only short runs); then the same calls as ops_scores,
+ * ops_softmax and ops_mix (nq = 1) per block, so the result is bit-identical
+ * to theirs. */
+void ops_attend1(float *out, float *s, const float *q, const void *const *k, const void *const *v, int n, int B, int d,
+                 float scale, bool half);
+
 /* dst[i] = x[i] rounded to F16 (nearest, ties to even; ckpt_f32_to_f16): how
  * K and V rows are written into an F16 KV cache. */
 void ops_to_f16(uint16_t *dst, const float *x, size_t n);

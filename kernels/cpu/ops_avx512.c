@@ -323,6 +323,24 @@ INL A512 void scores_t(float *s, const float *q, const void *k, size_t stride, i
     }
 }
 
+/* 16 values a pass by vcvtps2ph, rounding to nearest even as
+ * ckpt_f32_to_f16 does (subnormal halves and overflow to infinity alike); a
+ * pass holding a NaN goes through ckpt_f32_to_f16, whose NaN payloads are
+ * its own (vcvtps2ph would set the quiet bit of a signalling one). */
+A512 void ops_to_f16_avx512(uint16_t *dst, const float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? 0xffff : (__mmask16)((1u << (n - i)) - 1);
+        __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+        if (_mm512_mask_cmp_ps_mask(m, v, v, _CMP_UNORD_Q)) {
+            for (size_t j = i; j < n && j < i + 16; j++)
+                dst[j] = ckpt_f32_to_f16(x[j]);
+            continue;
+        }
+        _mm256_mask_storeu_epi16(dst + i, m, _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    }
+}
+
 A512 void ops_scores_avx512(float *s, const float *q, const float *k, size_t stride, int n, int d, float scale)
 {
     scores_t(s, q, k, stride, n, d, scale, 0);

@@ -30,6 +30,7 @@ struct ops_kernels {
     void (*scores_f16)(float *, const float *, const uint16_t *, size_t, int, int, float);
     void (*mix_f16)(float *, size_t, const float *, size_t, int, const uint16_t *, size_t, int, int);
     void (*layernorm)(float *, const float *, const float *, const float *, int, float);
+    void (*to_f16)(uint16_t *, const float *, size_t);
 };
 
 /* Rows of x processed together per pass over a tile of W, sized so the chunk
@@ -64,6 +65,8 @@ void ops_matmul_q8_amx(float *y, const void *xq, const void *wq, const float *bi
 void ops_scores_avx512(float *s, const float *q, const float *k, size_t stride, int n, int d, float scale);
 void ops_mix_avx512(float *out, size_t ldo, const float *a, size_t lda, int nq, const float *v, size_t stride, int n,
                     int d);
+/* ops_to_f16 by vcvtps2ph (round to nearest even), NaNs by ckpt_f32_to_f16. */
+void ops_to_f16_avx512(uint16_t *dst, const float *x, size_t n);
 void ops_scores_f16_avx512(float *s, const float *q, const uint16_t *k, size_t stride, int n, int d, float scale);
 void ops_mix_f16_avx512(float *out, size_t ldo, const float *a, size_t lda, int nq, const uint16_t *v, size_t stride,
                         int n, int d);

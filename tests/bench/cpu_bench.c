@@ -6,6 +6,7 @@
  *   cpu_bench --kernels [THREADS] [WEIGHTS] [ROWS]
  *   cpu_bench --ppl MODEL_DIR PPL_GOLDEN_JSON [THREADS]
  *   cpu_bench --matvec
+ *   cpu_bench --attn [THREADS] [BATCH] [CTX] [f16|f32]
  *
  * --agree takes the prompts of model MODEL_NAME ("124M") in the golden file,
  * runs 64 greedy steps with F32 weights (a half-precision file widened), then the same
@@ -39,7 +40,17 @@
  * 1) in F32, F16, BF16 and Q8_0 (its input's quantization included) on one
  * thread by that thread's CPU time, not the wall clock, so that other work
  * on a shared machine counts less (it still shares the memory bus): best of
- * 5 sweeps, one JSON line per product and one for a whole step's products. */
+ * 5 sweeps, one JSON line per product and one for a whole step's products.
+ *
+ * --attn times a decode step's attention alone (12 layers x 12 heads of 64,
+ * blocks of 16 positions laid out as the engine's KV pool: per block every
+ * layer's K then V, head-major; a sequence's blocks in a row), BATCH
+ * sequences (default 32) of one new token at position CTX - 1 (default 128),
+ * a task per (sequence, head) as the engine splits it: "calls" is the
+ * per-block ops_scores / ops_softmax / ops_mix sequence without prefetch,
+ * "attend1" ops_attend1 (the engine's decode path); fastest of 20 steps each,
+ * interleaved, against the K and V bytes a step reads at the measured read
+ * bandwidth. */
 #include "config.h"
 #include "checkpoint.h"
 #include "cpu/ops.h"
@@ -663,8 +674,108 @@ static int matvec_main(void)
     return 0;
 }
 
+/* --attn */
+struct attn_bench {
+    const char *kv;
+    const float *q;
+    float *out, *scores;
+    int L, H, hd, B, nb, n, layer, attend1, half;
+    size_t es;
+};
+
+static void attn_bench_task(void *ctx, int task, int thread)
+{
+    const struct attn_bench *a = ctx;
+    int si = task / a->H, h = task % a->H;
+    size_t block_elems = (size_t)a->L * 2 * a->H * a->B * a->hd;
+    const void *kb[64], *vb[64];
+    for (int b = 0; b < a->nb; b++) {
+        size_t blk = (size_t)si * a->nb + (size_t)b;
+        kb[b] = a->kv + (blk * block_elems + ((size_t)(a->layer * 2) * a->H + h) * a->B * a->hd) * a->es;
+        vb[b] = a->kv + (blk * block_elems + ((size_t)(a->layer * 2 + 1) * a->H + h) * a->B * a->hd) * a->es;
+    }
+    const float *q = a->q + (size_t)task * a->hd;
+    float *out = a->out + (size_t)task * a->hd, *s = a->scores + (size_t)thread * a->nb * a->B;
+    if (a->attend1) {
+        ops_attend1(out, s, q, kb, vb, a->n, a->B, a->hd, 0.125f, a->half);
+        return;
+    }
+    for (int b = 0; b < a->nb; b++) {
+        int rows = a->n - b * a->B < a->B ? a->n - b * a->B : a->B;
+        if (a->half)
+            ops_scores_f16(s + b * a->B, q, kb[b], (size_t)a->hd, rows, a->hd, 0.125f);
+        else
+            ops_scores(s + b * a->B, q, kb[b], (size_t)a->hd, rows, a->hd, 0.125f);
+    }
+    ops_softmax(s, a->n);
+    memset(out, 0, (size_t)a->hd * sizeof(float));
+    for (int b = 0; b < a->nb; b++) {
+        int rows = a->n - b * a->B < a->B ? a->n - b * a->B : a->B;
+        if (a->half)
+            ops_mix_f16(out, (size_t)a->hd, s + b * a->B, (size_t)a->n, 1, vb[b], (size_t)a->hd, rows, a->hd);
+        else
+            ops_mix(out, (size_t)a->hd, s + b * a->B, (size_t)a->n, 1, vb[b], (size_t)a->hd, rows, a->hd);
+    }
+}
+
+static int attn_main(int argc, char **argv)
+{
+    int threads = argc > 2 ? atoi(argv[2]) : 0, batch = argc > 3 ? atoi(argv[3]) : 32, ctx = argc > 4 ? atoi(argv[4]) : 128;
+    int half = !(argc > 5 && !strcmp(argv[5], "f32"));
+    struct tpool *pool;
+    ops_init(OPS_BEST);
+    if (batch < 1 || ctx < 1 || ctx > 1024 || tpool_new(threads > 0 ? threads : tpool_online_cpus(), &pool) != 0)
+        return 2;
+    struct attn_bench a = {0};
+    a.L = 12, a.H = 12, a.hd = 64, a.B = 16, a.n = ctx, a.nb = (ctx + 15) / 16, a.half = half;
+    a.es = half ? sizeof(uint16_t) : sizeof(float);
+    size_t kv_bytes = (size_t)batch * a.nb * a.L * 2 * a.H * a.B * a.hd * a.es;
+    char *kv = NULL;
+    if (posix_memalign((void **)&kv, 64, kv_bytes) != 0)   /* as the engine's pool (gpt2_cpu.c alloc64) */
+        return 1;
+    float *q = malloc(sizeof(float) * (size_t)batch * a.H * a.hd), *out = malloc(sizeof(float) * (size_t)batch * a.H * a.hd);
+    float *sc = malloc(sizeof(float) * (size_t)tpool_threads(pool) * a.nb * a.B);
+    if (!kv || !q || !out || !sc)
+        return 1;
+    for (size_t i = 0; i < kv_bytes / a.es; i++) {
+        float v = (float)((i * 2654435761u) % 1000) / 1000.0f - 0.5f;
+        if (half)
+            ((uint16_t *)kv)[i] = ckpt_f32_to_f16(v);
+        else
+            ((float *)kv)[i] = v;
+    }
+    for (int i = 0; i < batch * a.H * a.hd; i++)
+        q[i] = (float)(i % 17) / 17.0f - 0.5f;
+    a.kv = kv, a.q = q, a.out = out, a.scores = sc;
+    double best[2] = {1e30, 1e30};
+    for (int r = 0; r < 40; r++) {
+        a.attend1 = r & 1;
+        double t0 = now();
+        for (a.layer = 0; a.layer < a.L; a.layer++)
+            tpool_run(pool, attn_bench_task, &a, batch * a.H);
+        double dt = now() - t0;
+        if (dt < best[a.attend1])
+            best[a.attend1] = dt;
+    }
+    /* the bytes a step reads: every layer's K and V of ctx positions per sequence */
+    double bytes = (double)batch * a.L * 2 * a.H * ctx * a.hd * a.es, bw = read_bandwidth(pool);
+    printf("{\"attn\": \"%s\", \"threads\": %d, \"kv\": \"%s\", \"batch\": %d, \"ctx\": %d, \"step_kv_bytes\": %.0f, "
+           "\"read_bytes_s\": %.0f, \"predicted_ms\": %.3f, \"calls_ms\": %.3f, \"attend1_ms\": %.3f, "
+           "\"calls_vs_predicted\": %.2f, \"attend1_vs_predicted\": %.2f}\n",
+           ops_simd_name(), tpool_threads(pool), half ? "F16" : "F32", batch, ctx, bytes, bw, bytes / bw * 1e3,
+           best[0] * 1e3, best[1] * 1e3, best[0] / (bytes / bw), best[1] / (bytes / bw));
+    free(kv);
+    free(q);
+    free(out);
+    free(sc);
+    tpool_free(pool);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc > 1 && !strcmp(argv[1], "--attn"))
+        return attn_main(argc, argv);
     if (argc > 1 && !strcmp(argv[1], "--kernels"))
         return kernels_main(argc, argv);
     if (argc > 1 && !strcmp(argv[1], "--agree"))

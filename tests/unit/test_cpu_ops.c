@@ -553,8 +553,132 @@ static void check_attention(int n, int d, int stride, bool half)
     free(want);
 }
 
+/* ops_to_f16 (the KV cache's rounding) against ckpt_f32_to_f16 bit for bit:
+ * ties both ways, subnormal halves, the overflow edge, infinities, quiet and
+ * signalling NaNs, random values; lengths across the 16-lane passes, a NaN
+ * in a pass of ordinary values, and nothing written past n. */
+static void check_to_f16(void)
+{
+    enum { N = 1000 };
+    static const uint32_t edge[] = {
+        0x00000000u, 0x80000000u, 0x3f800000u, 0x3f801000u, 0x3f803000u, 0x3f801001u, /* ties to even, both ways */
+        0x33000000u, 0x33000001u, 0x337fffffu, 0x33800000u, 0x38000000u, 0x387fc000u, /* subnormal halves */
+        0x38800000u, 0x387ff000u, 0x477fe000u, 0x477fefffu, 0x477ff000u, 0x47800000u, /* the largest half, overflow */
+        0x7f800000u, 0xff800000u, 0x7fc00000u, 0xffc00001u, 0x7f800001u, 0x7fa00000u, /* infinities, NaNs */
+        0x00000001u, 0x807fffffu, 0x3eaaaaabu, 0xc2f6e979u};
+    float *x = malloc(sizeof(float) * N);
+    uint16_t *got = malloc(sizeof(uint16_t) * (N + 1)), *want = malloc(sizeof(uint16_t) * N);
+    size_t ne = sizeof edge / sizeof edge[0];
+    for (int i = 0; i < N; i++) {
+        uint32_t u = (uint32_t)rand() * 2654435761u;
+        if (i < (int)ne)
+            u = edge[i];
+        else if (i % 3 == 0)
+            u = (u & 0x807fffffu) | ((uint32_t)(100 + i % 45) << 23);   /* around the half range's bottom and top */
+        memcpy(&x[i], &u, 4);
+        want[i] = ckpt_f32_to_f16(x[i]);
+    }
+    int same = 1;
+    static const size_t lens[] = {1, 15, 16, 17, 33, 64, N};
+    for (size_t l = 0; l < sizeof lens / sizeof lens[0]; l++)
+        for (size_t off = 0; off < 3; off++) {
+            size_t n = lens[l] + off > N ? N - off : lens[l];
+            for (size_t i = 0; i <= n; i++)
+                got[i] = 0xabcd;
+            ops_to_f16(got, x + off, n);
+            same = same && memcmp(got, want + off, n * sizeof(uint16_t)) == 0 && got[n] == 0xabcd;
+        }
+    ok(same, "%s to_f16: bit-identical to ckpt_f32_to_f16 (ties, subnormals, overflow, NaNs), nothing past n",
+       ops_simd_name());
+    free(x);
+    free(got);
+    free(want);
+}
+
+/* ops_attend1 (decode: one query over n keys in blocks of B, each block's
+ * K and V apart) bit-identical to the per-block ops_scores, ops_softmax and
+ * ops_mix calls it replaces, and within 1e-5 of a double softmax-mix. */
+static void check_attend1(int n, int B, int d, bool half)
+{
+    int nb = (n + B - 1) / B;
+    const void *kb[16], *vb[16];
+    void *blk[32];
+    float *kf = malloc(sizeof(float) * (size_t)n * d), *vf = malloc(sizeof(float) * (size_t)n * d);
+    float *q = malloc(sizeof(float) * (size_t)d), *s = malloc(sizeof(float) * (size_t)n);
+    float *s2 = malloc(sizeof(float) * (size_t)n), *out = malloc(sizeof(float) * (size_t)(d + 1));
+    float *ref = malloc(sizeof(float) * (size_t)d);
+    double *w = malloc(sizeof(double) * (size_t)n), *want = malloc(sizeof(double) * (size_t)d);
+    size_t es = half ? sizeof(uint16_t) : sizeof(float);
+    for (int i = 0; i < d; i++)
+        q[i] = frand();
+    for (int b = 0; b < nb; b++)
+        for (int x = 0; x < 2; x++) {
+            int rows = n - b * B < B ? n - b * B : B;
+            blk[2 * b + x] = malloc(es * (size_t)rows * d);
+            float *f = (x ? vf : kf) + (size_t)b * B * d;
+            for (int i = 0; i < rows * d; i++) {
+                f[i] = frand();
+                if (half) {
+                    ((uint16_t *)blk[2 * b + x])[i] = ckpt_f32_to_f16(f[i]);
+                    f[i] = ckpt_f16_to_f32(((uint16_t *)blk[2 * b + x])[i]);
+                } else
+                    ((float *)blk[2 * b + x])[i] = f[i];
+            }
+            (x ? vb : kb)[b] = blk[2 * b + x];
+        }
+    for (int i = 0; i < d; i++)
+        ref[i] = 0.0f;
+    for (int b = 0; b < nb; b++) {
+        int rows = n - b * B < B ? n - b * B : B;
+        scores_kv(half, s2 + b * B, q, (const float *)kb[b], (const uint16_t *)kb[b], 0, d, rows, d);
+    }
+    ops_softmax(s2, n);
+    for (int b = 0; b < nb; b++) {
+        int rows = n - b * B < B ? n - b * B : B;
+        mix_kv(half, ref, 0, s2 + b * B, 0, 1, (const float *)vb[b], (const uint16_t *)vb[b], d, rows, d);
+    }
+    double mx = -1e300, sum = 0;
+    for (int j = 0; j < n; j++) {
+        double t = 0;
+        for (int i = 0; i < d; i++)
+            t += (double)q[i] * kf[(size_t)j * d + i];
+        w[j] = t * 0.125;
+        mx = w[j] > mx ? w[j] : mx;
+    }
+    for (int j = 0; j < n; j++)
+        sum += w[j] = exp(w[j] - mx);
+    for (int i = 0; i < d; i++) {
+        want[i] = 0;
+        for (int j = 0; j < n; j++)
+            want[i] += w[j] / sum * vf[(size_t)j * d + i];
+    }
+    for (int i = 0; i <= d; i++)
+        out[i] = 9.0f;
+    ops_attend1(out, s, q, kb, vb, n, B, d, 0.125f, half);
+    double e = rel_err(out, want, (size_t)d);
+    ok(memcmp(out, ref, sizeof(float) * (size_t)d) == 0 && e <= 1e-5 && out[d] == 9.0f,
+       "%s%s attend1 n=%d B=%d d=%d: bit-identical to the per-block calls, rel err %.2g, nothing past d",
+       ops_simd_name(), half ? " f16 kv" : "", n, B, d, e);
+    for (int b = 0; b < 2 * nb; b++)
+        free(blk[b]);
+    free(kf);
+    free(vf);
+    free(q);
+    free(s);
+    free(s2);
+    free(out);
+    free(ref);
+    free(w);
+    free(want);
+}
+
 static void run_kernels(void)
 {
+    check_to_f16();
+    static const int a1[][3] = {{1, 16, 64}, {16, 16, 64}, {17, 16, 64}, {128, 16, 64}, {40, 16, 37}, {33, 8, 100}};
+    for (size_t c = 0; c < sizeof a1 / sizeof a1[0]; c++)
+        for (int half = 0; half <= 1; half++)
+            check_attend1(a1[c][0], a1[c][1], a1[c][2], half);
     /* heads of 64 (GPT-2), odd widths, past 8 vectors; blocks of 16 keys, partial ones */
     /* each in F32 and over an F16 KV cache */
     static const int att[][3] = {{16, 64, 768}, {5, 64, 64}, {3, 37, 40}, {16, 128, 130}, {7, 160, 170}, {1, 1, 1}, {40, 64, 64}, {33, 100, 101}};
