@@ -598,7 +598,7 @@ static bool amx_usable(unsigned edx7, unsigned long long x)
 {
     if (!(edx7 & (1u << 22)) || !(edx7 & (1u << 24)) || !(edx7 & (1u << 25)) || (x & 0x60000) != 0x60000)
         return false;
-#ifdef __linux__
+#if defined(__linux__) && defined(OPS_HAVE_AMX)
     static int granted = -1;    /* under init_lock */
     if (granted < 0)
         granted = syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
@@ -696,12 +696,14 @@ enum ops_level ops_init(enum ops_level cap)
         k.matmul = ops_matmul_avx512_bf16;
         strcat(k_name, "+bf16");
     }
+#ifdef OPS_HAVE_AMX
     if (want >= OPS_AMX) {
         /* Tile products: ops_amx.c (BF16 weights), ops_q8_amx.c (Q8_0). */
         k.matmul_packed = ops_matmul_packed_amx;   /* BF16 on tiles; F32/F16 forwarded to AVX-512 */
         k.matmul_q8 = ops_matmul_q8_amx;           /* 5+ rows on tiles, the VNNI bits */
         strcat(k_name, "+amx");
     }
+#endif
 #endif
     k.name = k_name;
     K = k;

@@ -40,7 +40,7 @@
  * grown as needed and freed when the thread exits. */
 #include "ops_int.h"
 
-#ifdef OPS_HAVE_X86
+#ifdef OPS_HAVE_AMX
 #include <immintrin.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -231,4 +231,4 @@ void ops_matmul_packed_amx(float *y, const float *x, const void *wp, enum ckpt_d
 }
 #else
 typedef int ops_amx_none;   /* no x86: nothing here (ISO C wants a declaration) */
-#endif /* OPS_HAVE_X86 */
+#endif /* OPS_HAVE_AMX */

@@ -6,6 +6,11 @@
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define OPS_HAVE_X86 1
+/* The AMX intrinsics and target attributes: gcc 11+, clang 12+. A compiler
+ * without them builds no tile kernels and never offers the OPS_AMX level. */
+#if defined(__clang__) ? __clang_major__ >= 12 : __GNUC__ >= 11
+#define OPS_HAVE_AMX 1
+#endif
 #endif
 
 typedef void (*ops_matmul_fn)(float *y, const float *x, const void *w, enum ckpt_dtype wt, const float *bias, int T,

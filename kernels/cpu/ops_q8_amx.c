@@ -17,7 +17,7 @@
 #include <stddef.h>
 #include <string.h>
 
-#ifdef OPS_HAVE_X86
+#ifdef OPS_HAVE_AMX
 #include <immintrin.h>
 
 #define INL static inline __attribute__((always_inline))
@@ -274,4 +274,4 @@ void ops_matmul_q8_amx(float *y, const void *xq, const void *wq, const float *bi
         amx_rows8(y + (size_t)t8 * O, (const struct ops_q8_block *)xq + (size_t)t8 * nb, wq, bias, T - t8, nb, O, o0,
                   o1, accumulate);
 }
-#endif /* OPS_HAVE_X86 */
+#endif /* OPS_HAVE_AMX */
