@@ -514,17 +514,26 @@ static void sweep_and_admit(struct engine *e)
         s->order = ++e->order;
         e->run[e->n_run++] = s;
     }
-    atomic_store(&e->st_queued, e->n_queued);
+    if (!gone)
+        atomic_store(&e->st_queued, e->n_queued);
     atomic_store(&e->st_running, e->n_run);
     pthread_mutex_unlock(&e->mu);
     pool_stats(e);
 
+    if (!gone)
+        return;
     while (gone) {
         struct eseq *s = gone;
         gone = s->next;
         dropped(e, s, now);                 /* counts it and sends the deadline error */
         seq_free(s);
     }
+    /* The queue's size is published only once the sequences it lost are
+     * counted (cancelled, expired): a reader that sees the queue empty sees
+     * them counted too (test_engine's admission test waits on exactly that). */
+    pthread_mutex_lock(&e->mu);
+    atomic_store(&e->st_queued, e->n_queued);
+    pthread_mutex_unlock(&e->mu);
 }
 
 /* Puts s back at the head of the queue with its blocks freed: it will be
