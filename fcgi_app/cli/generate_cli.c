@@ -47,6 +47,8 @@ static const char usage_text[] =
     "      --device D             auto, cpu, cuda, cuda:N (default auto: CUDA when usable)\n"
     "      --dtype T              auto (the checkpoint's on the CPU, half precision on a GPU), f32,\n"
     "                             f16, bf16, or q8 (int8 Q8_0 blocks, CPU only)\n"
+    "      --kv-dtype K           the CPU's KV cache: auto (F16 under F16, BF16 and Q8_0 matrices,\n"
+    "                             F32 under F32), f32 or f16\n"
     "  -q, --quiet                no speeds or notes on stderr\n"
     "  -h, --help                 this text\n"
     "\n"
@@ -145,7 +147,7 @@ static void print_token(const struct tokenizer *tok, int32_t id)
 
 enum {
     OPT_TOP_K = 256, OPT_TOP_P, OPT_TYPICAL_P, OPT_REP, OPT_FREQ, OPT_PRES, OPT_STOP, OPT_IGNORE_EOS,
-    OPT_LOGPROBS, OPT_ECHO, OPT_THREADS, OPT_DEVICE, OPT_DTYPE,
+    OPT_LOGPROBS, OPT_ECHO, OPT_THREADS, OPT_DEVICE, OPT_DTYPE, OPT_KV_DTYPE,
 };
 
 int main(int argc, char **argv)
@@ -168,6 +170,7 @@ int main(int argc, char **argv)
         {"threads", required_argument, NULL, OPT_THREADS},
         {"device", required_argument, NULL, OPT_DEVICE},
         {"dtype", required_argument, NULL, OPT_DTYPE},
+        {"kv-dtype", required_argument, NULL, OPT_KV_DTYPE},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -260,6 +263,12 @@ int main(int argc, char **argv)
         case OPT_DTYPE:
             if (llm_dtype_parse(optarg, &lo.dtype) != 0) {
                 fprintf(stderr, "llmcgi-generate: --dtype wants auto, f32, f16, bf16 or q8 (got \"%s\")\n", optarg);
+                return 2;
+            }
+            break;
+        case OPT_KV_DTYPE:
+            if (llm_kv_dtype_parse(optarg, &lo.kv_dtype) != 0) {
+                fprintf(stderr, "llmcgi-generate: --kv-dtype wants auto, f32 or f16 (got \"%s\")\n", optarg);
                 return 2;
             }
             break;
@@ -421,11 +430,11 @@ int main(int argc, char **argv)
         const struct llm_info *in = llm_get_info(m);
         int gen = gen_seq_generated(&g);
         fprintf(stderr,
-                "\nllmcgi-generate: %s on %s, %s weights, loaded in %.2f s\n"
+                "\nllmcgi-generate: %s on %s, %s weights, %s KV, loaded in %.2f s\n"
                 "  prefill: %d tokens in %.1f ms (%.1f tokens/s)\n"
                 "  decode:  %d tokens in %.1f ms (%.1f tokens/s)\n"
                 "  finish:  %s%s",
-                model_dir, in->device_name, in->weight_format, t_load, n, t_prefill * 1e3,
+                model_dir, in->device_name, in->weight_format, in->kv_format, t_load, n, t_prefill * 1e3,
                 n / t_prefill, gen, t_decode * 1e3, gen > 1 ? (gen - 1) / t_decode : 0.0, finish_name(ev.finish),
                 gp.sampling.do_sample ? "" : ", greedy\n");
         if (gp.sampling.do_sample)

@@ -8,7 +8,9 @@ an F32 file, each with kv_cache = 1M:
 * kv_dtype auto on the F32 file stays F32 (its goldens are transformers');
 * greedy generation on the F16 KV model answers, and equals llmcgi-generate's
   on the same file (which loads with kv_dtype auto too);
-* kv_dtype = bf16 stops the server at start with the file and line.
+* kv_dtype = bf16 stops the server at start with the file and line;
+* llmcgi-generate --kv-dtype chooses the same thing and names it, and the
+  server with kv_dtype = f32 answers what llmcgi-generate --kv-dtype f32 does.
 """
 
 import subprocess
@@ -99,3 +101,23 @@ def test_kv_dtype_bf16_is_refused_at_start(models):
         llmcgi.cleanup()
     finally:
         remove_tmpdir(d)
+
+
+def generate(*args):
+    return subprocess.run([str(GENERATE), *map(str, args)], capture_output=True, timeout=120)
+
+
+def test_llmcgi_generate_kv_dtype_is_chosen_and_named(site, models):
+    for kv, want in (("auto", "F16 KV"), ("f16", "F16 KV"), ("f32", "F32 KV")):
+        r = generate("-m", models / "f16", "-t", "0", "-n", "4", "--device", "cpu", "--kv-dtype", kv, "The cache")
+        assert r.returncode == 0 and want in r.stderr.decode(), (kv, r.stderr)
+    r = generate("-m", models / "f32", "-t", "0", "-n", "4", "--device", "cpu", "The cache")
+    assert r.returncode == 0 and "F32 KV" in r.stderr.decode(), r.stderr
+    # the server's f32 model on the F16 file answers what the CLI's f32 KV does
+    r = request(site, "POST", "/generate",
+                b'{"model": "half32", "inputs": "The cache", "parameters": {"max_new_tokens": 12}}', JSON)
+    assert r.status == 200, r.body
+    want = generate("-m", models / "f16", "-t", "0", "-n", "12", "--device", "cpu", "--kv-dtype", "f32", "The cache")
+    assert r.json()["generated_text"] == want.stdout.decode(), (r.json(), want.stdout)
+    r = generate("-m", models / "f16", "--kv-dtype", "bf16", "x")
+    assert r.returncode == 2 and "--kv-dtype wants auto, f32 or f16" in r.stderr.decode(), r.stderr
