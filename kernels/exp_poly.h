@@ -1,4 +1,4 @@
-/* exp_poly.h -- the constants of the one exp(x <= 0) the samplers use (Cephes expf: range reduction by ln 2, a degree-5 polynomial in Estrin's scheme), shared so that the engine's sampler (fcgi_app/engine/sampler_select.c), its CPU reference for a device (kernels/sample.c) and the device itself (kernels/cuda/sample.cu) compute the same bits.
+/* exp_poly.h -- the constants of the one exp(x <= 0) the samplers use (Cephes expf: range reduction by ln 2, a degree-5 polynomial in Estrin's scheme), shared (also by the CPU kernels' vector exps, kernels/cpu/ops.c exp8 and ops_avx512.c exp16) so that the engine's sampler (fcgi_app/engine/sampler_select.c), its CPU reference for a device (kernels/sample.c) and the device itself (kernels/cuda/sample.cu) compute the same bits.
  *
  * Plain macros: included from C and from CUDA. */
 #ifndef LLMCGI_EXP_POLY_H
