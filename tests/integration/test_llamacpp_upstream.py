@@ -35,7 +35,8 @@ for _var in ("NO_PROXY", "no_proxy"):
 # --interrupt_requests False: llama-cpp-python's server (0.3.36, llama_cpp/server/app.py
 # get_event_publisher) ends a stream it is sending with a bare "data: [DONE]" -- no
 # finish_reason, no error -- as soon as another request waits for its model lock
-# (llama_outer_lock.locked()), and GET /v1/models takes that lock (get_llama_proxy).
+# (llama_outer_lock.locked()), and GET /v1/models takes that lock (get_llama_proxy;
+# abetlen/llama-cpp-python#867).
 # That is llmcgi's health probe of an `openai` upstream (health_path /v1/models, every
 # 200 ms here), so a probe landing during a stream cut it short: the CI failure of
 # test_completions_streamed_and_not (4 of 8 tokens relayed, under ASan only by chance).
