@@ -142,6 +142,32 @@ int main(void)
         }
         ok(all, "a stream split in two at any position gives the same events");
     }
+    /* Raw multi-byte UTF-8 in the data and CRLF line ends, cut at every pair
+     * of positions (three pieces): every sequence and every CR/LF pair split
+     * somewhere, as libcurl's write callback may hand them over. */
+    {
+        const char *in = "data: {\"text\":\"\xE3\x82\xAC\"}\r\n\r\n"
+                         "data:{\"t\":\"\xF0\x9F\x98\x80x\xC3\xA9\"}\r\n\r\ndata: [DONE]\r\n\r\n";
+        const char *want = "|{\"text\":\"\xE3\x82\xAC\"}\n|{\"t\":\"\xF0\x9F\x98\x80x\xC3\xA9\"}\n|[DONE]\n";
+        size_t len = strlen(in);
+        bool all = true;
+        for (size_t a = 0; a <= len && all; a++)
+            for (size_t b = a; b <= len && all; b++) {
+                struct sse_parser p;
+                memset(&s, 0, sizeof s);
+                sse_parser_init(&p, 4096, on_event, &s);
+                int rc = sse_parser_feed(&p, in, a);
+                rc |= sse_parser_feed(&p, in + a, b - a);
+                rc |= sse_parser_feed(&p, in + b, len - b);
+                rc |= sse_parser_finish(&p);
+                sse_parser_free(&p);
+                if (rc || strcmp(s.log, want) != 0) {
+                    all = false;
+                    tap_diag("cuts at %zu and %zu: rc %d, \"%s\"", a, b, rc, s.log);
+                }
+            }
+        ok(all, "multi-byte UTF-8 and CRLF cut into three pieces at every pair of positions give the same events");
+    }
     /* The BOM itself split. */
     {
         struct sse_parser p;

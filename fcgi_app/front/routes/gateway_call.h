@@ -108,6 +108,12 @@ int relay_on_tick(void *ud);
 /* The stream ended cleanly: the client's end (usage, [DONE], TGI's last event). */
 void relay_finish_stream(struct relay *rl);
 
+/* Did the upstream's event stream finish its generation? A finish reason
+ * does; a [DONE] alone does only for the Responses API's streams: an OpenAI
+ * chat or completions stream that ends on a bare [DONE] was cut short
+ * (llama-cpp-python's server ends a stream so when another request waits). */
+bool relay_finished(const struct relay *rl);
+
 /* An error event in the client's dialect, then a clean end (logged). */
 void relay_stream_error(struct relay *rl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

@@ -386,6 +386,11 @@ void relay_stream_error(struct relay *rl, const char *fmt, ...)
         sse_event(&rl->sse, NULL, "[DONE]", 6);
 }
 
+bool relay_finished(const struct relay *rl)
+{
+    return rl->saw_finish || (rl->saw_done && rl->uc != UK_CHAT && rl->uc != UK_COMPLETION);
+}
+
 /* The upstream's stream ended cleanly: finish the client's. */
 void relay_finish_stream(struct relay *rl)
 {
@@ -395,8 +400,9 @@ void relay_finish_stream(struct relay *rl)
     if (rl->saw_error)
         return;                                 /* the error event was the end */
     if (dialect_same(k->kind, rl->uc)) {
-        if (!rl->saw_finish && !rl->saw_done) {
-            relay_stream_error(rl, "the stream ended before the generation finished");
+        if (!relay_finished(rl)) {
+            relay_stream_error(rl, "the stream ended before the generation finished%s",
+                               rl->saw_done ? " ([DONE] with no finish_reason)" : "");
             return;
         }
         /* transformers serve ends its streams without [DONE]; clients wait for it

@@ -422,7 +422,7 @@ static enum outcome attempt(struct call *k, struct cand *cand, int replica)
             upstream_report_result(cand->u, c, replica, &res);
         goto done;
     }
-    if (rl.is_sse && !rl.saw_finish && !rl.saw_done) {
+    if (rl.is_sse && !relay_finished(&rl)) {
         /* its event stream ended before the generation finished (a model
          * host that died behind its web server ends it cleanly): nothing
          * reached the client, so another replica may answer. Not counted
