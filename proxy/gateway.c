@@ -789,6 +789,7 @@ static void *health_main(void *arg)
         curl_multi_perform(multi, &running);
         CURLMsg *m;
         int left;
+        bool finished = false;
         while ((m = curl_multi_info_read(multi, &left))) {
             if (m->msg != CURLMSG_DONE)
                 continue;
@@ -799,7 +800,10 @@ static void *health_main(void *arg)
             unlink_probe(&list, p);
             probe_done(p, code);
             probe_free(p);
+            finished = true;
         }
+        if (finished)       /* `next` was reckoned while it was in flight: reckon again with its next check */
+            next = util_now_ns();
         int64_t wait_ms = (next - util_now_ns()) / 1000000;
         if (wait_ms < 0)
             wait_ms = 0;
