@@ -637,7 +637,8 @@ static void probe_free(struct probe *p)
  * GET /v1/models included, waits for its model (interrupt_requests, its
  * default). When is it quiet enough to be asked, at the earliest? Down
  * replicas are not postponed: nothing that counts is in flight on them.
- * Lock held. */
+ * A probe already under way when a request starts is not called back: the
+ * window left is its round trip, after health_interval of quiet. Lock held. */
 static int64_t quiet_from(const struct config_upstream *c, const struct replica *r, int64_t now)
 {
     if (!r->up)
