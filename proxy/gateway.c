@@ -40,6 +40,8 @@ struct replica {
     int64_t latency_us;         /* of the last successful probe */
     char last_error[32];        /* the category of the last failure (uc_category), "" after a success */
     uint64_t failures;          /* in all */
+    long busy;                  /* requests in flight on it (upstream_replica_enter/leave) */
+    int64_t quiet_at_ns;        /* when the last of them ended: no probe before quiet_at + health_interval */
 };
 
 struct upstream {
@@ -290,6 +292,26 @@ void upstream_release(struct upstream *u)
     pthread_mutex_unlock(&u->lock);
 }
 
+void upstream_replica_enter(struct upstream *u, int replica)
+{
+    if (replica < 0 || (size_t)replica >= u->n_replicas)
+        return;
+    pthread_mutex_lock(&u->lock);
+    u->replicas[replica].busy++;
+    pthread_mutex_unlock(&u->lock);
+}
+
+void upstream_replica_leave(struct upstream *u, int replica)
+{
+    if (replica < 0 || (size_t)replica >= u->n_replicas)
+        return;
+    pthread_mutex_lock(&u->lock);
+    struct replica *r = &u->replicas[replica];
+    if (r->busy > 0 && --r->busy == 0)
+        r->quiet_at_ns = util_now_ns();
+    pthread_mutex_unlock(&u->lock);
+}
+
 /* ------------------------------------------------------------------ models */
 
 bool gateway_model_id_ok(const char *id, size_t len)
@@ -425,6 +447,7 @@ json_object *upstream_status_json(struct upstream *u)
             json_object_object_add(ro, "latency_ms", json_object_new_double_s((double)r->latency_us / 1000.0, ms));
         }
         json_object_object_add(ro, "failures", json_object_new_uint64(r->failures));
+        json_object_object_add(ro, "in_flight", json_object_new_int64(r->busy));
         if (r->last_error[0])
             json_object_object_add(ro, "last_error", json_object_new_string(r->last_error));
         json_object_array_add(reps, ro);
@@ -552,22 +575,16 @@ struct curl_slist *upstream_credentials(const struct config_upstream *c, struct 
     return out;
 }
 
+/* A probe of replica `at`'s `path`: its health (replica = at) or the
+ * upstream's model list (replica = -1). NULL when out of memory; the
+ * caller owns it (probe_free). */
 static struct probe *probe_new(struct upstream *u, struct config *cfg, const struct config_upstream *c, int replica,
-                               const char *path)
+                               int at, const char *path)
 {
     struct probe *p = calloc(1, sizeof *p);
     if (!p)
         return NULL;
-    const char *base = u->replicas[replica < 0 ? 0 : replica].url;
-    if (replica < 0) {              /* model lists come from the first replica that is up */
-        pthread_mutex_lock(&u->lock);
-        for (size_t i = 0; i < u->n_replicas; i++)
-            if (u->replicas[i].up) {
-                base = u->replicas[i].url;
-                break;
-            }
-        pthread_mutex_unlock(&u->lock);
-    }
+    const char *base = u->replicas[at].url;    /* immutable after creation */
     size_t len = strlen(base) + strlen(path) + 1;
     p->url = malloc(len);
     p->easy = curl_easy_init();
@@ -610,6 +627,24 @@ static void probe_free(struct probe *p)
     free(p->url);
     free(p->body);
     free(p);
+}
+
+/* Passive health. A replica that is up and serving requests through
+ * llmcgi is not probed while one is in flight, nor within health_interval
+ * of the last one's end: their outcomes feed the breaker (record), and a
+ * probe would only get in their way -- llama-cpp-python's server ends a
+ * stream it is sending with a bare [DONE] as soon as another request, a
+ * GET /v1/models included, waits for its model (interrupt_requests, its
+ * default). When is it quiet enough to be asked, at the earliest? Down
+ * replicas are not postponed: nothing that counts is in flight on them.
+ * A probe already under way when a request starts is not called back: the
+ * window left is its round trip, after health_interval of quiet. Lock held. */
+static int64_t quiet_from(const struct config_upstream *c, const struct replica *r, int64_t now)
+{
+    if (!r->up)
+        return 0;
+    int64_t interval = c->health_interval_ms * 1000000;
+    return r->busy > 0 ? now + interval : r->quiet_at_ns ? r->quiet_at_ns + interval : 0;
 }
 
 /* When the replica is checked next, given what we know now. Lock held. */
@@ -705,11 +740,18 @@ static int64_t start_due(struct gateway *g, struct config *cfg, CURLM *multi, st
         if (!c)
             continue;
         pthread_mutex_lock(&u->lock);
-        bool models_due = c->type != UPSTREAM_HTTP && any_replica_up(u) && now - u->models_at_ns >= MODELS_REFRESH_NS;
-        if (models_due)
+        int models_at = -1;              /* model lists come from the first replica that is up and quiet */
+        if (c->type != UPSTREAM_HTTP && now - u->models_at_ns >= MODELS_REFRESH_NS)
+            for (size_t i = 0; i < u->n_replicas && models_at < 0; i++)
+                if (u->replicas[i].up && quiet_from(c, &u->replicas[i], now) <= now)
+                    models_at = (int)i;
+        if (models_at >= 0)
             u->models_at_ns = now;       /* not twice while one is in flight */
         for (size_t i = 0; i < u->n_replicas; i++) {
             struct replica *r = &u->replicas[i];
+            int64_t quiet = quiet_from(c, r, now);
+            if (quiet > r->next_check_ns)
+                r->next_check_ns = quiet;   /* postponed, not skipped: it stays in the schedule */
             if (r->next_check_ns > now) {
                 if (r->next_check_ns < next)
                     next = r->next_check_ns;
@@ -717,12 +759,13 @@ static int64_t start_due(struct gateway *g, struct config *cfg, CURLM *multi, st
             }
             r->next_check_ns = now + (c->health_timeout_ms + 60000) * 1000000;   /* until it completes */
             pthread_mutex_unlock(&u->lock);
-            launch_probe(probe_new(u, cfg, c, (int)i, c->health_path), multi, list);
+            launch_probe(probe_new(u, cfg, c, (int)i, (int)i, c->health_path), multi, list);
             pthread_mutex_lock(&u->lock);
         }
         pthread_mutex_unlock(&u->lock);
-        if (models_due)
-            launch_probe(probe_new(u, cfg, c, -1, c->type == UPSTREAM_TGI ? "/info" : "/v1/models"), multi, list);
+        if (models_at >= 0)
+            launch_probe(probe_new(u, cfg, c, -1, models_at, c->type == UPSTREAM_TGI ? "/info" : "/v1/models"), multi,
+                         list);
     }
     pthread_mutex_unlock(&g->lock);
     return next;
@@ -747,6 +790,7 @@ static void *health_main(void *arg)
         curl_multi_perform(multi, &running);
         CURLMsg *m;
         int left;
+        bool finished = false;
         while ((m = curl_multi_info_read(multi, &left))) {
             if (m->msg != CURLMSG_DONE)
                 continue;
@@ -757,7 +801,10 @@ static void *health_main(void *arg)
             unlink_probe(&list, p);
             probe_done(p, code);
             probe_free(p);
+            finished = true;
         }
+        if (finished)       /* `next` was reckoned while it was in flight: reckon again with its next check */
+            next = util_now_ns();
         int64_t wait_ms = (next - util_now_ns()) / 1000000;
         if (wait_ms < 0)
             wait_ms = 0;

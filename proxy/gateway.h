@@ -72,11 +72,18 @@ void upstream_report_result(struct upstream *u, const struct config_upstream *c,
 int upstream_acquire(struct upstream *u, const struct config_upstream *c);
 void upstream_release(struct upstream *u);
 
+/* A request is in flight on replica `replica` of u from enter to leave
+ * (each enter has its leave). While one is, and for health_interval after
+ * the last one ends, the replica is not probed, nor asked for its model
+ * list, if it is up: its requests' outcomes are its health then. */
+void upstream_replica_enter(struct upstream *u, int replica);
+void upstream_replica_leave(struct upstream *u, int replica);
+
 /* TGI's own model id (from /info) into buf; false when not known yet. */
 bool upstream_tgi_model_id(struct upstream *u, char *buf, size_t len);
 
 /* A new JSON object describing u for /health and /status: type, available,
- * in flight, replicas with up/down, last error, latency. Caller owns it. */
+ * in flight, replicas with up/down, in flight, last error, latency. Caller owns it. */
 json_object *upstream_status_json(struct upstream *u);
 
 /* An upstream's gauges as the metrics see them (typed, not read from

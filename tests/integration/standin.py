@@ -1388,7 +1388,7 @@ class Standin:
     # --- requests seen
     def _record(self, req):
         with self._lock:
-            self._requests.append({"method": req.method, "path": req.path,
+            self._requests.append({"method": req.method, "path": req.path, "at": time.monotonic(),
                                    "headers": req.headers, "header_list": req.header_list,
                                    "json": req.json,
                                    "body": req.body})

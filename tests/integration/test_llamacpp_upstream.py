@@ -43,12 +43,14 @@ for _var in ("NO_PROXY", "no_proxy"):
 # Reproduced against the server directly, without llmcgi: a GET /v1/models after the
 # third chunk cut the stream after the fifth, and 19 of 100 8-token streams were cut with
 # a GET /v1/models every 200 ms. llmcgi now ends such a stream with an error event
-# (test_hardening_sserelay.py); here the interruption is switched off.
+# (test_hardening_sserelay.py) and no longer probes a replica while it serves a request
+# (test_hardening_probebusy.py runs the server with its default, interrupt_requests on);
+# here the interruption is switched off, as for a server other clients use too.
 class LlamaServer:
-    def __init__(self, py, gguf, port, log):
+    def __init__(self, py, gguf, port, log, interrupt_requests=False):
         self.cmd = [py, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", "tiny",
                     "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096", "--n_threads", "1",
-                    "--verbose", "False", "--interrupt_requests", "False"]
+                    "--verbose", "False"] + ([] if interrupt_requests else ["--interrupt_requests", "False"])
         self.port, self.log, self.proc = port, log, None
 
     def start(self):
@@ -78,10 +80,8 @@ def up(port):
     return r.json()["upstreams"]["llama"]["replicas_down"] == 0
 
 
-@pytest.fixture(scope="module")
-def setup():
-    py = require_peer("llamacpp", "LLMCGI_LLAMACPP_PYTHON")
-    d = make_tmpdir("llamacpp-")
+def make_tiny_gguf(py, d):
+    """d/tiny.gguf: the random-weight GPT-2 (gen-gpt2 seed 7) these tests serve."""
     # 4096 positions and a 128-wide model: 4000 tokens take over 10 s on one
     # thread (900 took 3 s here), so the kill below, made as soon as the
     # first event came, lands in the middle of the generation
@@ -90,6 +90,14 @@ def setup():
                    check=True, capture_output=True, timeout=120)
     subprocess.run([py, os.path.join(HERE, "make_gguf_gpt2.py"), str(d / "tiny"), str(d / "tiny.gguf")],
                    check=True, capture_output=True, timeout=300)
+    return d / "tiny.gguf"
+
+
+@pytest.fixture(scope="module")
+def setup():
+    py = require_peer("llamacpp", "LLMCGI_LLAMACPP_PYTHON")
+    d = make_tmpdir("llamacpp-")
+    make_tiny_gguf(py, d)
     port = free_port()
     server = LlamaServer(py, d / "tiny.gguf", port, d / "llama.log").start()
     l = Llmcgi(d / "llmcgi.sock", dir=d, extra=f"""

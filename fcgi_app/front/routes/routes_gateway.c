@@ -503,7 +503,9 @@ int gateway_generate(struct req *r, enum client_kind kind, int variant, json_obj
         if (tries > 0)
             metrics_upstream_retry(metrics_upstream_id(cd->c->name));
         tries++;
+        upstream_replica_enter(cd->u, replica);
         enum outcome o = attempt(&k, cd, replica);
+        upstream_replica_leave(cd->u, replica);
         upstream_release(cd->u);
         if (replica < 64)
             cd->tried |= 1ULL << replica;

@@ -329,7 +329,10 @@ int route_gw_http(struct req *r)
             .on_header = pass_header, .on_body = pass_body, .ud = &p,
         };
         int64_t t_start = util_now_ns();
-        if (uc_perform(&q, &res) < 0) {
+        upstream_replica_enter(u, replica);
+        int prc = uc_perform(&q, &res);
+        upstream_replica_leave(u, replica);
+        if (prc < 0) {
             snprintf(msg, sizeof msg, "cannot reach upstream %s: %s", c->name, res.error);
             status = 500;
             break;
