@@ -138,10 +138,10 @@ INL AMX void scale_block(__m512 *acc, const int32_t *c, const float *dwk, const 
  * while the tile unit computes, where a store right after its product
  * waited for it (a third of the kernel's samples at 32 rows); the blocks
  * are still scaled in order. */
-INL AMX void amx_group(float *out, const struct ops_q8_block *w, size_t wstride, const int32_t *bp,
-                       const float (*dx)[16], const float (*dw)[16], int nb, const char *next, const int N)
+INL AMX void amx_group(float *out, const unsigned char *w, const int32_t *bp, const float (*dx)[16],
+                       const float (*dw)[16], int nb, const char *next, const int N)
 {
-    size_t share = 32 * sizeof(struct ops_q8_block);
+    size_t share = OPS_Q8G_PAIR_BYTES;
     size_t bs = 8 * (size_t)N;   /* a block's B tile, in int32 */
     __m512 acc[16];
     int32_t c[2][2][16 * 16] __attribute__((aligned(64)));
@@ -152,14 +152,14 @@ INL AMX void amx_group(float *out, const struct ops_q8_block *w, size_t wstride,
         int k = 2 * p;
         if (p < np) {
             for (size_t b = 0; next && b < share; b += 64)
-                _mm_prefetch(next + (size_t)k * (share / 2) + b, _MM_HINT_T0);
+                _mm_prefetch(next + (size_t)p * share + b, _MM_HINT_T0);
             _tile_zero(0);
-            _tile_loadd(2, w[k].q, wstride);
+            _tile_loadd(2, w + (size_t)p * OPS_Q8G_PAIR_BYTES, 64);
             _tile_loadd(4, bp + (size_t)k * bs, 4 * N);
             _tile_dpbssd(0, 2, 4);
             if (k + 1 < nb) {
                 _tile_zero(1);
-                _tile_loadd(3, w[k + 1].q, wstride);
+                _tile_loadd(3, w + (size_t)p * OPS_Q8G_PAIR_BYTES + 32, 64);
                 _tile_loadd(5, bp + (size_t)(k + 1) * bs, 4 * N);
                 _tile_dpbssd(1, 3, 5);
             }
@@ -195,18 +195,16 @@ INL AMX void amx_group(float *out, const struct ops_q8_block *w, size_t wstride,
  * released at its end (no AMX state is left live between the engine's
  * products). */
 #define AMX_PASS 2   /* chunks of 16 rows a pass */
-INL AMX void amx_rows(float *y, const struct ops_q8_block *X, const struct ops_q8_block *W, const float *bias, int T,
+INL AMX void amx_rows(float *y, const struct ops_q8_block *X, const unsigned char *W, const float *bias, int T,
                       int nb, int O, int o0, int o1, bool accumulate, const int N)
 {
     int32_t bp[AMX_PASS][AMX_MAX_BLOCKS * 8 * 16] __attribute__((aligned(64)));
     float dx[AMX_PASS][AMX_MAX_BLOCKS][16] __attribute__((aligned(64)));
     float dw[AMX_MAX_BLOCKS][16] __attribute__((aligned(64)));
     float out[16 * 16] __attribute__((aligned(64)));
-    struct ops_q8_block tail[16 * AMX_MAX_BLOCKS];
-    size_t rs = (size_t)nb, wstride = rs * sizeof(struct ops_q8_block);
+    size_t rs = (size_t)nb, gbytes = (size_t)((nb + 1) / 2) * OPS_Q8G_PAIR_BYTES;
     const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
     const __m512i col = _mm512_mullo_epi32(lane, _mm512_set1_epi32(N));
-    const __m512i wrow = _mm512_mullo_epi32(lane, _mm512_set1_epi32((int)wstride));
     const int pass = N == 16 ? AMX_PASS : 1;
     amx_config(N);
     for (int tp = 0; tp < T; tp += pass * N) {
@@ -215,23 +213,17 @@ INL AMX void amx_rows(float *y, const struct ops_q8_block *X, const struct ops_q
             int tc = tp + nc * N;
             pack_x(bp[nc], dx[nc], X + (size_t)tc * rs, rs, nb, T - tc < N ? T - tc : N, N);
         }
-        for (int o = o0; o < o1; o += 16) {
-            int n = o1 - o < 16 ? o1 - o : 16;
-            __mmask16 m = (__mmask16)((1u << n) - 1);
-            const struct ops_q8_block *w = W + (size_t)o * rs;
-            if (n < 16) {
-                memset(tail, 0, 16 * wstride);
-                memcpy(tail, w, (size_t)n * wstride);
-                w = tail;
-            }
-            for (int k = 0; k < nb; k++)   /* the scale and the first 2 weights of each row's block k */
-                _mm512_store_ps(dw[k], _mm512_cvtph_ps(_mm512_cvtepi32_epi16(
-                                           _mm512_i32gather_epi32(wrow, (const char *)(w + k), 1))));
+        for (int g = o0 / OPS_Q8G_ROWS; g * OPS_Q8G_ROWS < o1; g++) {
+            int o = g * OPS_Q8G_ROWS;
+            __mmask16 m = ops_q8g_mask(o, o0, o1);
+            const unsigned char *w = W + (size_t)g * gbytes;
+            for (int k = 0; k < nb; k++)
+                _mm512_store_ps(dw[k], ops_q8g_scales(w, k));
             __m512 b = bias ? _mm512_maskz_loadu_ps(m, bias + o) : _mm512_setzero_ps();
             for (int c = 0; c < nc; c++) {
                 int tc = tp + c * N, nt = T - tc < N ? T - tc : N;
-                amx_group(out, w, wstride, bp[c], (const float (*)[16])dx[c], (const float (*)[16])dw, nb,
-                          c == 0 ? (const char *)(W + (size_t)(o + 16) * rs) : NULL, N);
+                amx_group(out, w, bp[c], (const float (*)[16])dx[c], (const float (*)[16])dw, nb,
+                          c == 0 ? (const char *)(w + gbytes) : NULL, N);
                 for (int t = 0; t < nt; t++) {
                     __m512 s = _mm512_i32gather_ps(_mm512_add_epi32(col, _mm512_set1_epi32(t)), out, 4);
                     float *yo = y + (size_t)(tc + t) * O + o;
@@ -245,14 +237,14 @@ INL AMX void amx_rows(float *y, const struct ops_q8_block *X, const struct ops_q
 }
 
 __attribute__((noinline)) static AMX void amx_rows8(float *y, const struct ops_q8_block *X,
-                                                    const struct ops_q8_block *W, const float *bias, int T, int nb,
+                                                    const unsigned char *W, const float *bias, int T, int nb,
                                                     int O, int o0, int o1, bool accumulate)
 {
     amx_rows(y, X, W, bias, T, nb, O, o0, o1, accumulate, 8);
 }
 
 __attribute__((noinline)) static AMX void amx_rows16(float *y, const struct ops_q8_block *X,
-                                                     const struct ops_q8_block *W, const float *bias, int T, int nb,
+                                                     const unsigned char *W, const float *bias, int T, int nb,
                                                      int O, int o0, int o1, bool accumulate)
 {
     amx_rows(y, X, W, bias, T, nb, O, o0, o1, accumulate, 16);
