@@ -1,8 +1,8 @@
-/* ops_q8_amx.c -- int8 (Q8_0) matrix products of 5+ rows on AMX tiles (tdpbssd): the weights' Q8_0 rows are read in place as A tiles, the activations are packed per call as B tiles, and the two F16 scales of every block are applied with AVX-512 in the VNNI panel path's order, so the results are its bits.
+/* ops_q8_amx.c -- int8 (Q8_0) matrix products of 5+ rows on AMX tiles (tdpbssd): the weights' Q8_0 blocks, grouped at load (ops_q8_pack_rows), are read in place as A tiles, the activations are packed per call as B tiles, and the two F16 scales of every block are applied with AVX-512 in the VNNI panel path's order, so the results are its bits.
  *
  * One tile product per 32-input block: A = 16 rows of W (outputs) x 32
- * int8 (the blocks' q[], loaded with the row stride, no repacking: the
- * matrix stays the one Q8_0 copy the one-row path streams), B = 8 rows x 64
+ * int8 (a group's block k, loaded with a stride of 64 from its pair's
+ * lines: the one copy of the weights the one-row path streams), B = 8 rows x 64
  * bytes (4 inputs of 16 rows of x interleaved, made once per call and chunk
  * of 16 rows), C = 16 outputs x 16 rows of int32, exact. C goes to memory
  * and per output o: acc[o] = fma(float(C[o]), d_w[o] * d_x, acc[o]) over
@@ -128,9 +128,38 @@ INL AMX void scale_block(__m512 *acc, const int32_t *c, const float *dwk, const 
     }
 }
 
-/* 16 outputs from the rows w (stride wstride bytes) against the packed x:
- * out[o * N + t]. next: the 16 rows after these (contiguous, 16 * wstride
- * bytes), prefetched into L1 a share per block pair, so that their stream
+/* a[o] (output o's 16 rows) into out[t * 16 + o] (row t's 16 outputs): a
+ * 16 x 16 transpose in registers, 64 shuffles, where row t's outputs were
+ * 16 gathers from out (~5% of a product at 32 rows). Per 128-bit lane L:
+ * 4 x 4 transposes (unpack ps, then pd) leave u[4i + j]'s lane L holding
+ * column 4L + j of rows 4i .. 4i + 3; two rounds of lane shuffles put
+ * those four lanes of column c together. */
+INL AMX void transpose16(float *out, const __m512 *a)
+{
+    __m512 t[16], u[16];
+    _Pragma("GCC unroll 8") for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(a[i], a[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(a[i], a[i + 1]);
+    }
+    _Pragma("GCC unroll 4") for (int i = 0; i < 16; i += 4) {
+        u[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+        u[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+        u[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+        u[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+    }
+    _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {
+        __m512 vlo = _mm512_shuffle_f32x4(u[j], u[4 + j], 0x44), vhi = _mm512_shuffle_f32x4(u[j], u[4 + j], 0xee);
+        __m512 wlo = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0x44), whi = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0xee);
+        _mm512_store_ps(out + 16 * j, _mm512_shuffle_f32x4(vlo, wlo, 0x88));
+        _mm512_store_ps(out + 16 * (4 + j), _mm512_shuffle_f32x4(vlo, wlo, 0xdd));
+        _mm512_store_ps(out + 16 * (8 + j), _mm512_shuffle_f32x4(vhi, whi, 0x88));
+        _mm512_store_ps(out + 16 * (12 + j), _mm512_shuffle_f32x4(vhi, whi, 0xdd));
+    }
+}
+
+/* 16 outputs from the group w (ops.h's layout) against the packed x:
+ * N = 16: out[t * 16 + o] (transpose16), N = 8: out[o * 8 + t]. next: the
+ * next group (contiguous), prefetched into L1 a share per block pair, so that their stream
  * from memory overlaps this group's tiles and scaling (as the VNNI panel
  * does; past the matrix a prefetch is a no-op). Software-pipelined: the
  * products of pair p are issued, pair p - 1 is scaled (its C tiles stored
@@ -178,20 +207,22 @@ INL AMX void amx_group(float *out, const unsigned char *w, const int32_t *bp, co
                 _tile_stored(1, cp[1], 4 * N);
         }
     }
-    _Pragma("GCC unroll 16") for (int o = 0; o < 256 / 16; o++)
-        if (N == 16 || o < 8)
+    if (N == 16)
+        transpose16(out, acc);
+    else
+        _Pragma("GCC unroll 8") for (int o = 0; o < 8; o++)
             _mm512_store_ps(out + 16 * o, acc[o]);
 }
 
 /* T rows of nb <= AMX_MAX_BLOCKS blocks, in chunks of N rows (8 or 16), for
  * N = 16 two chunks a pass (x packed once per chunk): per group of 16
- * outputs (their scales as F32 once; a last group of fewer outputs copied
- * into zero-padded rows, so no tile reads past the matrix), each chunk of
+ * outputs (their scales as F32 once, the pair's scale line's even or odd
+ * words; a last group's missing rows are the layout's zero rows), each chunk of
  * the pass, the blocks two by two: the group's rows (13 KiB at I = 768) are
  * read from memory for the first chunk and from L1 for the second, where
  * a pass per chunk streamed the task's weights once per 16 rows, from L2
- * after the first; then each row's 16 outputs by one gather from out and
- * the panel path's store rule. The tiles are configured per call and
+ * after the first; then each row's 16 outputs (a load from out at N = 16,
+ * a gather at 8) and the panel path's store rule. The tiles are configured per call and
  * released at its end (no AMX state is left live between the engine's
  * products). */
 #define AMX_PASS 2   /* chunks of 16 rows a pass */
@@ -225,7 +256,8 @@ INL AMX void amx_rows(float *y, const struct ops_q8_block *X, const unsigned cha
                 amx_group(out, w, bp[c], (const float (*)[16])dx[c], (const float (*)[16])dw, nb,
                           c == 0 ? (const char *)(w + gbytes) : NULL, N);
                 for (int t = 0; t < nt; t++) {
-                    __m512 s = _mm512_i32gather_ps(_mm512_add_epi32(col, _mm512_set1_epi32(t)), out, 4);
+                    __m512 s = N == 16 ? _mm512_load_ps(out + 16 * t)   /* transposed in amx_group */
+                                       : _mm512_i32gather_ps(_mm512_add_epi32(col, _mm512_set1_epi32(t)), out, 4);
                     float *yo = y + (size_t)(tc + t) * O + o;
                     __m512 v = accumulate ? _mm512_add_ps(_mm512_maskz_loadu_ps(m, yo), b) : b;
                     _mm512_mask_storeu_ps(yo, m, _mm512_add_ps(v, s));   /* as ops_store1 */
