@@ -24,7 +24,8 @@
  * half the KV bytes.
  *
  * With dtype Q8 the four matrices of every block and the LM head are
- * quantized at load into int8 rows of Q8_0 blocks (ops.h); each product
+ * quantized at load into int8 rows of Q8_0 blocks, laid out as the level's
+ * int8 products read them (ops.h, ops_q8_pack_rows); each product
  * quantizes its input rows the same way first (once, before the threads
  * split the outputs) and runs on integers. The embedding table the tokens
  * are looked up in stays in the file's type.

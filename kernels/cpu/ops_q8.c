@@ -12,7 +12,10 @@
  * Tiles are up to 4 rows of W by 2 (AVX2: 16 vector registers) or 4 (VNNI
  * with AVX-512VL: 32) rows of x; weights stream once per chunk of x. One
  * row of x (batch-1 decode) has its own VNNI matrix-vector path below, and
- * 2+ rows at VNNI a panel path with 16 outputs across the lanes. */
+ * 2+ rows at VNNI a panel path with 16 outputs across the lanes; both (and
+ * ops_q8_amx.c) read W grouped (ops.h, ops_q8_pack_rows) where I <= 4096,
+ * the tiles above read plain Q8_0 rows (the portable and AVX2 levels, and
+ * wider rows at VNNI). */
 #include "ops_int.h"
 
 #include <math.h>
@@ -298,7 +301,9 @@ DEFINE_Q8_VNNI(2, 4)
 DEFINE_Q8_VNNI(3, 4)
 DEFINE_Q8_VNNI(4, 4)
 
-/* One row of x (decode at batch 1): the matrix-vector product streams each
+/* One row of x (decode at batch 1) of 4,097-8,192 inputs, plain Q8_0 rows
+ * (narrower rows are grouped: matvec_q8_groups below): the matrix-vector
+ * product streams each
  * row of W once, two blocks per 512-bit vector, 4 rows of W at a time, with
  * a software prefetch PF bytes ahead in every row (2 KiB: 1.3-2x the
  * single-thread throughput of no prefetch on the development machine, where
@@ -583,8 +588,8 @@ matmul_q8_vnni_rows(float *y, const struct ops_q8_block *X, const struct ops_q8_
 }
 
 /* Several rows with outputs across the lanes (2+ rows, I <= 4096): per
- * group of 16 outputs, the rows of W are turned once per call and chunk of
- * 32 rows of x into a panel (gathers): for block k and each 4 inputs g, the
+ * group of 16 outputs, W's group is turned once per call and chunk of
+ * 32 rows of x into a panel: for block k and each 4 inputs g, the
  * 16 outputs' 4 weights (offset by 128, u8) in one vector, then the 16
  * scales as F32. The micro-kernel holds R <= 8 rows of x by those 16
  * outputs: per block, 8 vpdpbusd (4 bytes of x broadcast from its block)
