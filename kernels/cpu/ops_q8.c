@@ -393,14 +393,15 @@ static VNNI void matvec_q8_vnni(float *y, const struct ops_q8_block *x, const st
  * strided streams of split loads; the scales by one load and convert per
  * 8 rows, times x's (alternating lanes) by one multiply, then a permute per
  * row where each row's pair took 2 loads, an insert and a convert. The
- * prefetch runs MVG_PF bytes ahead of the stream (4 KiB: 1.2-1.5x the
- * single-thread speed of the 4-row path in its best-of-30 step, where 2
- * KiB gave less). Per row the same lanes, products and order as mv_rows
+ * prefetch runs MVG_PF bytes ahead of the stream (2 KiB, ~2 pairs: on one
+ * thread with the memory bus shared, 1.5-3 KiB streamed a step 3-5%
+ * faster than the 4-row path, 4 and 8 KiB 2-5% slower than 2 KiB; a
+ * quieter minute put 2, 4 and 8 KiB within each other's noise). Per row the same lanes, products and order as mv_rows
  * for an even nb (the same bits); an odd last block is the lower half of a
  * pair whose upper half is zero, summed in its lanes. Outputs outside
  * [o0, o1) of the first and last group are computed and not stored. */
 #ifndef MVG_PF
-#define MVG_PF 4096
+#define MVG_PF 2048
 #endif
 static VNNI void matvec_q8_groups(float *y, const struct ops_q8_block *x, const unsigned char *W,
                                   const float *bias, int nb, int o0, int o1, bool accumulate)
