@@ -396,10 +396,11 @@ static VNNI void matvec_q8_vnni(float *y, const struct ops_q8_block *x, const st
  * prefetch runs MVG_PF bytes ahead of the stream (2 KiB, ~2 pairs: on one
  * thread with the memory bus shared, 1.5-3 KiB streamed a step 3-5%
  * faster than the 4-row path, 4 and 8 KiB 2-5% slower than 2 KiB; a
- * quieter minute put 2, 4 and 8 KiB within each other's noise). Per row the same lanes, products and order as mv_rows
- * for an even nb (the same bits); an odd last block is the lower half of a
- * pair whose upper half is zero, summed in its lanes. Outputs outside
- * [o0, o1) of the first and last group are computed and not stored. */
+ * quieter minute put 2, 4 and 8 KiB within each other's noise). Per row
+ * the same lanes, products and order as mv_rows for an even nb (the same
+ * bits); an odd last block is the lower half of a pair whose upper half is
+ * zero, summed in its lanes. Outputs outside [o0, o1) of the first and
+ * last group are computed and not stored. */
 #ifndef MVG_PF
 #define MVG_PF 2048
 #endif
