@@ -511,6 +511,8 @@ static double time_kernel(struct tpool *pool, enum ckpt_dtype wt, bool q8, bool 
     for (size_t i = 0; i < (size_t)T * I; i++)
         x[i] = (float)((i * 37) % 101) / 50.0f - 1.0f;
     int block = O > 8192 || (q8 && T > 1) ? 64 : 16;   /* as gpt2_cpu.c's matmul */
+    if (q8 && T > 1 && O / 128 >= 4 * tpool_threads(pool))
+        block = O / 512 >= 4 * tpool_threads(pool) ? 512 : 128;
     if (q8 && !(w = q8_lay_out(w, I, O, copies, &mb)))
         return -1;
     if (packed) {
