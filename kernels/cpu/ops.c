@@ -822,6 +822,34 @@ void ops_softmax(float *x, int n)
     K.softmax(x, n);
 }
 
+/* Whether this level's int8 products read W grouped (ops_q8_mat_bytes). */
+static bool q8_grouped(int I)
+{
+#ifdef OPS_HAVE_X86
+    bool vnni = K.matmul_q8 == ops_matmul_q8_vnni;
+#ifdef OPS_HAVE_AMX
+    vnni = vnni || K.matmul_q8 == ops_matmul_q8_amx;
+#endif
+    return vnni && (I + OPS_Q8_BLOCK - 1) / OPS_Q8_BLOCK <= OPS_Q8G_MAX_BLOCKS;
+#else
+    (void)I;
+    return false;
+#endif
+}
+
+size_t ops_q8_mat_bytes(int I, int O)
+{
+    return q8_grouped(I) ? ops_q8g_bytes(I, O) : (size_t)O * ops_q8_row_bytes(I);
+}
+
+void ops_q8_pack_rows(void *dst, const void *src, int I, int O, int o0, int n)
+{
+    if (q8_grouped(I))
+        ops_q8g_pack_rows(dst, src, I, O, o0, n);
+    else
+        memcpy((char *)dst + (size_t)o0 * ops_q8_row_bytes(I), src, (size_t)n * ops_q8_row_bytes(I));
+}
+
 void ops_matmul_q8(float *y, const void *xq, const void *wq, const float *bias, int T, int I, int O, int o0, int o1,
                    bool accumulate)
 {

@@ -148,9 +148,31 @@ size_t ops_q8_row_bytes(int I);
  * d = max|x| / 127 per block, q = round(x / d). */
 void ops_q8_quantize_row(void *dst, const float *x, int I);
 
+/* The layout ops_matmul_q8 reads W in at this level. Where the level has
+ * AVX-512 VNNI and I <= 4096 (128 blocks): groups of 16 rows (the last one
+ * padded with zero rows), per group and pair of blocks (an odd last block
+ * paired with a zero block) the 16 rows' 64 bytes of q, row after row, then
+ * the 32 F16 scales (row r's two at words 2r, 2r + 1): 1,088 bytes, 17
+ * cache lines, the bytes of 16 rows' two Q8_0 blocks, so the one-row
+ * product streams one run of whole lines and the tile products read their
+ * 16 rows' block and scales without gathers. Elsewhere the Q8_0 rows as
+ * they are. ops_q8_mat_bytes: the bytes of O rows of I values so laid out
+ * (O * ops_q8_row_bytes(I) when not grouped, at most 15 rows and one
+ * block a row more when grouped). */
+size_t ops_q8_mat_bytes(int I, int O);
+
+/* Lays out rows o0 .. o0 + n - 1 of a matrix of O rows of I values (src: n
+ * rows of ops_q8_quantize_row, stride ops_q8_row_bytes(I)) into dst, the
+ * whole matrix's ops_q8_mat_bytes(I, O): o0 a multiple of 16 and n too
+ * unless o0 + n == O (the last rows, whose group's padding it zeroes).
+ * dst 64-byte aligned puts each group's pair on whole cache lines (any
+ * alignment works, more slowly). */
+void ops_q8_pack_rows(void *dst, const void *src, int I, int O, int o0, int n);
+
 /* ops_matmul over int8: x is T quantized rows (ops_q8_quantize_row, row
- * stride ops_q8_row_bytes(I)), W is O quantized rows; per block the integer
- * dot product of the two times both scales. */
+ * stride ops_q8_row_bytes(I)), W is O quantized rows laid out by
+ * ops_q8_pack_rows; per block the integer dot product of the two times both
+ * scales. */
 void ops_matmul_q8(float *y, const void *xq, const void *wq, const float *bias, int T, int I, int O, int o0,
                    int o1, bool accumulate);
 

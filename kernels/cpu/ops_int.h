@@ -63,6 +63,32 @@ void ops_matmul_q8_avx2(float *y, const void *xq, const void *wq, const float *b
                         int o1, bool accumulate);
 void ops_matmul_q8_vnni(float *y, const void *xq, const void *wq, const float *bias, int T, int I, int O, int o0,
                         int o1, bool accumulate);
+/* ops_q8.c: the grouped Q8_0 layout (ops.h, ops_q8_mat_bytes) the VNNI and AMX products read where I <= 4096:
+ * 16 rows a group, per block pair 16 x 64 bytes of q, then 32 F16 scales. */
+#define OPS_Q8G_ROWS 16
+#define OPS_Q8G_MAX_BLOCKS 128
+#define OPS_Q8G_PAIR_BYTES (OPS_Q8G_ROWS * 68)
+size_t ops_q8g_bytes(int I, int O);
+void ops_q8g_pack_rows(void *dst, const void *src, int I, int O, int o0, int n);
+#ifdef OPS_HAVE_X86
+#include <immintrin.h>
+/* Block k's 16 scales of a group gp, as F32: the even (k even) or odd words
+ * of its pair's scale line. */
+static inline __attribute__((always_inline, target("avx2,fma,f16c,avx512f,avx512bw,avx512vl"))) __m512
+ops_q8g_scales(const unsigned char *gp, int k)
+{
+    __m512i l = _mm512_loadu_si512(gp + (size_t)(k / 2) * OPS_Q8G_PAIR_BYTES + OPS_Q8G_ROWS * 64);
+    if (k % 2)
+        l = _mm512_srli_epi32(l, 16);
+    return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(l));
+}
+/* The lanes of group output o .. o + 15 inside [o0, o1). */
+static inline __mmask16 ops_q8g_mask(int o, int o0, int o1)
+{
+    int lo = o0 > o ? o0 - o : 0, hi = o1 - o < 16 ? o1 - o : 16;
+    return (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1));
+}
+#endif
 /* ops_q8_amx.c: int8 products of 5+ rows on AMX tiles, with the VNNI panel path's bits; fewer rows take the VNNI kernels. */
 void ops_matmul_q8_amx(float *y, const void *xq, const void *wq, const float *bias, int T, int I, int O, int o0,
                        int o1, bool accumulate);

@@ -12,7 +12,10 @@
  * Tiles are up to 4 rows of W by 2 (AVX2: 16 vector registers) or 4 (VNNI
  * with AVX-512VL: 32) rows of x; weights stream once per chunk of x. One
  * row of x (batch-1 decode) has its own VNNI matrix-vector path below, and
- * 2+ rows at VNNI a panel path with 16 outputs across the lanes. */
+ * 2+ rows at VNNI a panel path with 16 outputs across the lanes; both (and
+ * ops_q8_amx.c) read W grouped (ops.h, ops_q8_pack_rows) where I <= 4096,
+ * the tiles above read plain Q8_0 rows (the portable and AVX2 levels, and
+ * wider rows at VNNI). */
 #include "ops_int.h"
 
 #include <math.h>
@@ -26,6 +29,37 @@ size_t ops_q8_row_bytes(int I)
 }
 
 static bool q8_quantize_avx2(struct ops_q8_block *b, const float *x, int nfull);
+
+/* The grouped layout (ops.h): a group of 16 rows is np pairs of 1,088
+ * bytes; O rows take ceil(O / 16) groups. */
+size_t ops_q8g_bytes(int I, int O)
+{
+    size_t np = (size_t)((I + 2 * OPS_Q8_BLOCK - 1) / (2 * OPS_Q8_BLOCK));
+    return (size_t)((O + OPS_Q8G_ROWS - 1) / OPS_Q8G_ROWS) * np * OPS_Q8G_PAIR_BYTES;
+}
+
+void ops_q8g_pack_rows(void *dst, const void *src, int I, int O, int o0, int n)
+{
+    int nb = (I + OPS_Q8_BLOCK - 1) / OPS_Q8_BLOCK, np = (nb + 1) / 2;
+    size_t gbytes = (size_t)np * OPS_Q8G_PAIR_BYTES;
+    const struct ops_q8_block *S = src;
+    int end = o0 + n == O ? (O + OPS_Q8G_ROWS - 1) / OPS_Q8G_ROWS * OPS_Q8G_ROWS : o0 + n;
+    for (int o = o0; o < end; o++) {
+        unsigned char *g = (unsigned char *)dst + (size_t)(o / OPS_Q8G_ROWS) * gbytes;
+        int r = o % OPS_Q8G_ROWS;
+        for (int k = 0; k < 2 * np; k++) {
+            unsigned char *pair = g + (size_t)(k / 2) * OPS_Q8G_PAIR_BYTES;
+            uint16_t d = 0;
+            if (o < o0 + n && k < nb) {
+                const struct ops_q8_block *b = S + (size_t)(o - o0) * nb + k;
+                memcpy(pair + r * 64 + (k % 2) * 32, b->q, OPS_Q8_BLOCK);
+                d = b->d;
+            } else
+                memset(pair + r * 64 + (k % 2) * 32, 0, OPS_Q8_BLOCK);
+            memcpy(pair + OPS_Q8G_ROWS * 64 + (2 * r + k % 2) * 2, &d, sizeof d);
+        }
+    }
+}
 
 void ops_q8_quantize_row(void *dst, const float *x, int I)
 {
@@ -267,7 +301,9 @@ DEFINE_Q8_VNNI(2, 4)
 DEFINE_Q8_VNNI(3, 4)
 DEFINE_Q8_VNNI(4, 4)
 
-/* One row of x (decode at batch 1): the matrix-vector product streams each
+/* One row of x (decode at batch 1) of 4,097-8,192 inputs, plain Q8_0 rows
+ * (narrower rows are grouped: matvec_q8_groups below): the matrix-vector
+ * product streams each
  * row of W once, two blocks per 512-bit vector, 4 rows of W at a time, with
  * a software prefetch PF bytes ahead in every row (2 KiB: 1.3-2x the
  * single-thread throughput of no prefetch on the development machine, where
@@ -347,6 +383,73 @@ static VNNI void matvec_q8_vnni(float *y, const struct ops_q8_block *x, const st
             s[0] += s[1];
         }
         ops_store1(y, o, s[0], bias, accumulate);
+    }
+}
+
+/* One row of x against W grouped (ops.h; nb <= OPS_Q8G_MAX_BLOCKS): per
+ * group all 16 rows, per block pair one run of 17 cache lines read in
+ * order (the 16 rows' 64 bytes, aligned loads, then their 32 scales), so a
+ * task streams one sequential run where 4 rows of 34-byte blocks were 4
+ * strided streams of split loads; the scales by one load and convert per
+ * 8 rows, times x's (alternating lanes) by one multiply, then a permute per
+ * row where each row's pair took 2 loads, an insert and a convert. The
+ * prefetch runs MVG_PF bytes ahead of the stream (2 KiB, ~2 pairs: on one
+ * thread with the memory bus shared, 1.5-3 KiB streamed a step 3-5%
+ * faster than the 4-row path, 4 and 8 KiB 2-5% slower than 2 KiB; a
+ * quieter minute put 2, 4 and 8 KiB within each other's noise). Per row
+ * the same lanes, products and order as mv_rows for an even nb (the same
+ * bits); an odd last block is the lower half of a pair whose upper half is
+ * zero, summed in its lanes. Outputs outside [o0, o1) of the first and
+ * last group are computed and not stored. */
+#ifndef MVG_PF
+#define MVG_PF 2048
+#endif
+static VNNI void matvec_q8_groups(float *y, const struct ops_q8_block *x, const unsigned char *W,
+                                  const float *bias, int nb, int o0, int o1, bool accumulate)
+{
+    __m512i xz[MV_MAX_PAIRS / 2], cz[MV_MAX_PAIRS / 2];
+    __m512 dz[MV_MAX_PAIRS / 2];
+    const __m512i b128 = _mm512_set1_epi8((char)0x80);
+    int np = (nb + 1) / 2;
+    struct ops_q8_block pad[2];
+    for (int p = 0; p < np; p++) {
+        const struct ops_q8_block *xb = x + 2 * p;
+        if (2 * p + 1 == nb) {
+            memset(pad, 0, sizeof pad);
+            pad[0] = x[2 * p];
+            xb = pad;
+        }
+        xz[p] = load2(xb);
+        cz[p] = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), b128, xz[p]));
+        /* d_x of the pair's two blocks alternating, as the scale line holds d_w */
+        dz[p] = _mm512_cvtph_ps(_mm256_set1_epi32((int)((uint32_t)xb[0].d | (uint32_t)xb[1].d << 16)));
+    }
+    size_t gbytes = (size_t)np * OPS_Q8G_PAIR_BYTES;
+    for (int g = o0 / OPS_Q8G_ROWS; g * OPS_Q8G_ROWS < o1; g++) {
+        const unsigned char *gp = W + (size_t)g * gbytes;
+        __m512 acc[16];
+        UNROLL for (int r = 0; r < 16; r++) acc[r] = _mm512_setzero_ps();
+        for (int p = 0; p < np; p++) {
+            const unsigned char *b = gp + (size_t)p * OPS_Q8G_PAIR_BYTES;
+            __m512 s0 = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(b + 1024))), dz[p]);
+            __m512 s1 = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(b + 1056))), dz[p]);
+            _Pragma("GCC unroll 16") for (int r = 0; r < 16; r++) {
+                _mm_prefetch((const char *)b + MVG_PF + r * 64, _MM_HINT_T0);
+                __m512i wu = _mm512_xor_si512(_mm512_loadu_si512(b + r * 64), b128);
+                __m512i d = _mm512_dpbusd_epi32(cz[p], wu, xz[p]);
+                int i = 2 * (r % 8);
+                __m512 sc = _mm512_permutexvar_ps(_mm512_set_epi32(i + 1, i + 1, i + 1, i + 1, i + 1, i + 1, i + 1,
+                                                                   i + 1, i, i, i, i, i, i, i, i),
+                                                  r < 8 ? s0 : s1);
+                acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), sc, acc[r]);
+            }
+            _mm_prefetch((const char *)b + MVG_PF + 1024, _MM_HINT_T0);
+        }
+        UNROLL for (int r = 0; r < 16; r++) {
+            int o = g * OPS_Q8G_ROWS + r;
+            if (o >= o0 && o < o1)
+                ops_store1(y, o, _mm512_reduce_add_ps(acc[r]), bias, accumulate);
+        }
     }
 }
 
@@ -487,8 +590,8 @@ matmul_q8_vnni_rows(float *y, const struct ops_q8_block *X, const struct ops_q8_
 }
 
 /* Several rows with outputs across the lanes (2+ rows, I <= 4096): per
- * group of 16 outputs, the rows of W are turned once per call and chunk of
- * 32 rows of x into a panel (gathers): for block k and each 4 inputs g, the
+ * group of 16 outputs, W's group is turned once per call and chunk of
+ * 32 rows of x into a panel: for block k and each 4 inputs g, the
  * 16 outputs' 4 weights (offset by 128, u8) in one vector, then the 16
  * scales as F32. The micro-kernel holds R <= 8 rows of x by those 16
  * outputs: per block, 8 vpdpbusd (4 bytes of x broadcast from its block)
@@ -506,37 +609,29 @@ struct q8_panel {
     __m512 d[PN_MAX_BLOCKS];
 };
 
-static const struct ops_q8_block q8_zero_row[PN_MAX_BLOCKS];
-
-/* Outputs o .. o + n - 1 (n <= 16) of W into the panel; lanes past n zero
- * (read from a zero row). Per block the 16 rows' 32 bytes, rows i and i + 8
- * in one vector, are transposed as 8 x 8 dwords in each half (24 shuffles);
- * the 16 scales come by one gather of the dword at each block's start (the
- * scale and its first 2 weights: d comes first, so it stays in the block). */
-static VNNI void panel_make(struct q8_panel *pn, const struct ops_q8_block *W, size_t rs, int nb, int o, int n)
+/* Group g of W (grouped, ops.h) into the panel. Per block the 16 rows'
+ * 32 bytes, rows i and i + 8 in one vector (aligned loads from the pair's
+ * lines), are transposed as 8 x 8 dwords in each half (24 shuffles); the
+ * 16 scales are the even or odd words of the pair's scale line (no
+ * gather). */
+static VNNI void panel_make(struct q8_panel *pn, const unsigned char *gp, int nb)
 {
-    __mmask16 m = (__mmask16)((1u << n) - 1);
     const __m512i b128 = _mm512_set1_epi8((char)0x80);
     const __m512i lo = _mm512_set_epi64(13, 12, 5, 4, 9, 8, 1, 0), hi = _mm512_set_epi64(15, 14, 7, 6, 11, 10, 3, 2);
-    __m512i idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                                     _mm512_set1_epi32((int)(rs * sizeof(struct ops_q8_block))));
-    const struct ops_q8_block *row[16];
-    for (int i = 0; i < 16; i++)
-        row[i] = i < n ? W + (size_t)(o + i) * rs : q8_zero_row;
-    /* the next 16 rows (contiguous: 16 * nb blocks) into L1, a share per
-     * block, so their stream from memory overlaps this panel and its tiles
-     * (the 16 rows read a block at a time are 16 strided streams, which the
-     * hardware prefetcher followed poorly: the loads were most of the panel's
-     * samples at 8 rows). Past the matrix a prefetch is a no-op. */
-    const char *next = (const char *)(W + (size_t)(o + 16) * rs);
-    const size_t share = 16 * sizeof(struct ops_q8_block);
+    /* the next group (contiguous) into L1, a share per block, so that its
+     * stream from memory overlaps this panel and its tiles. Past the
+     * matrix a prefetch is a no-op. */
+    size_t gbytes = (size_t)((nb + 1) / 2) * OPS_Q8G_PAIR_BYTES;
+    const char *next = (const char *)gp + gbytes;
+    const size_t share = OPS_Q8G_PAIR_BYTES / 2;
     for (int k = 0; k < nb; k++) {
+        const unsigned char *b = gp + (size_t)(k / 2) * OPS_Q8G_PAIR_BYTES + (k % 2) * 32;
         __m512i r[8], t[8], u[8];
-        for (size_t b = 0; b < share; b += 64)
-            _mm_prefetch(next + (size_t)k * share + b, _MM_HINT_T0);
+        for (size_t c = 0; c < share; c += 64)
+            _mm_prefetch(next + (size_t)k * share + c, _MM_HINT_T0);
         for (int i = 0; i < 8; i++)
-            r[i] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)row[i][k].q)),
-                                      _mm256_loadu_si256((const __m256i *)row[i + 8][k].q), 1);
+            r[i] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(b + i * 64))),
+                                      _mm256_loadu_si256((const __m256i *)(b + (i + 8) * 64)), 1);
         for (int i = 0; i < 8; i += 2) {
             t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
             t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
@@ -551,9 +646,7 @@ static VNNI void panel_make(struct q8_panel *pn, const struct ops_q8_block *W, s
             pn->w[k][g] = _mm512_xor_si512(_mm512_permutex2var_epi64(u[g], lo, u[g + 4]), b128);
             pn->w[k][g + 4] = _mm512_xor_si512(_mm512_permutex2var_epi64(u[g], hi, u[g + 4]), b128);
         }
-        __m512i dd = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, idx,
-                                                 (const char *)&W[(size_t)o * rs + k].d, 1);
-        pn->d[k] = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dd));
+        pn->d[k] = ops_q8g_scales(gp, k);
     }
 }
 
@@ -623,7 +716,7 @@ DEFINE_PN_TILE(7)
 DEFINE_PN_TILE(8)
 
 __attribute__((noinline)) static VNNI void
-matmul_q8_vnni_panel(float *y, const struct ops_q8_block *X, const struct ops_q8_block *W,
+matmul_q8_vnni_panel(float *y, const struct ops_q8_block *X, const unsigned char *W,
                      const float *bias, int T, int nb, int O, int o0, int o1, bool accumulate)
 {
     typedef void (*tile_fn)(const struct q8_panel *, const struct q8_xs *, int, const struct ops_q8_block *,
@@ -632,15 +725,15 @@ matmul_q8_vnni_panel(float *y, const struct ops_q8_block *X, const struct ops_q8
                                     pn_tile5, pn_tile6, pn_tile7, pn_tile8};
     struct q8_panel pn;
     struct q8_xs xs;
-    size_t rs = (size_t)nb;
+    size_t rs = (size_t)nb, gbytes = (size_t)((nb + 1) / 2) * OPS_Q8G_PAIR_BYTES;
     __m512 out[8];
     for (int tc = 0; tc < T; tc += PN_ROWS) {
         int te = tc + PN_ROWS < T ? tc + PN_ROWS : T;
         xs_make(&xs, X + (size_t)tc * rs, rs, nb, te - tc);
-        for (int o = o0; o < o1; o += 16) {
-            int n = o1 - o < 16 ? o1 - o : 16;
-            __mmask16 m = (__mmask16)((1u << n) - 1);
-            panel_make(&pn, W, rs, nb, o, n);
+        for (int g = o0 / OPS_Q8G_ROWS; g * OPS_Q8G_ROWS < o1; g++) {
+            int o = g * OPS_Q8G_ROWS;
+            __mmask16 m = ops_q8g_mask(o, o0, o1);
+            panel_make(&pn, W + (size_t)g * gbytes, nb);
             __m512 b = bias ? _mm512_maskz_loadu_ps(m, bias + o) : _mm512_setzero_ps();
             for (int t = tc; t < te;) {
                 int R = te - t < 8 ? te - t : 8;
@@ -660,12 +753,15 @@ void ops_matmul_q8_vnni(float *y, const void *xq, const void *wq, const float *b
                         int o1, bool accumulate)
 {
     int nb = (I + OPS_Q8_BLOCK - 1) / OPS_Q8_BLOCK;
-    if (T == 1 && nb <= 2 * MV_MAX_PAIRS) {
-        matvec_q8_vnni(y, xq, wq, bias, nb, o0, o1, accumulate);
+    if (nb <= OPS_Q8G_MAX_BLOCKS) {   /* W grouped (ops_q8_pack_rows) */
+        if (T == 1)
+            matvec_q8_groups(y, xq, wq, bias, nb, o0, o1, accumulate);
+        else
+            matmul_q8_vnni_panel(y, xq, wq, bias, T, nb, O, o0, o1, accumulate);
         return;
     }
-    if (T > 1 && nb <= PN_MAX_BLOCKS) {
-        matmul_q8_vnni_panel(y, xq, wq, bias, T, nb, O, o0, o1, accumulate);
+    if (T == 1 && nb <= 2 * MV_MAX_PAIRS) {
+        matvec_q8_vnni(y, xq, wq, bias, nb, o0, o1, accumulate);
         return;
     }
     if (nb <= 2 * MV_MAX_PAIRS) {

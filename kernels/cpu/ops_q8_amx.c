@@ -1,8 +1,8 @@
-/* ops_q8_amx.c -- int8 (Q8_0) matrix products of 5+ rows on AMX tiles (tdpbssd): the weights' Q8_0 rows are read in place as A tiles, the activations are packed per call as B tiles, and the two F16 scales of every block are applied with AVX-512 in the VNNI panel path's order, so the results are its bits.
+/* ops_q8_amx.c -- int8 (Q8_0) matrix products of 5+ rows on AMX tiles (tdpbssd): the weights' Q8_0 blocks, grouped at load (ops_q8_pack_rows), are read in place as A tiles, the activations are packed per call as B tiles, and the two F16 scales of every block are applied with AVX-512 in the VNNI panel path's order, so the results are its bits.
  *
  * One tile product per 32-input block: A = 16 rows of W (outputs) x 32
- * int8 (the blocks' q[], loaded with the row stride, no repacking: the
- * matrix stays the one Q8_0 copy the one-row path streams), B = 8 rows x 64
+ * int8 (a group's block k, loaded with a stride of 64 from its pair's
+ * lines: the one copy of the weights the one-row path streams), B = 8 rows x 64
  * bytes (4 inputs of 16 rows of x interleaved, made once per call and chunk
  * of 16 rows), C = 16 outputs x 16 rows of int32, exact. C goes to memory
  * and per output o: acc[o] = fma(float(C[o]), d_w[o] * d_x, acc[o]) over
@@ -128,9 +128,38 @@ INL AMX void scale_block(__m512 *acc, const int32_t *c, const float *dwk, const 
     }
 }
 
-/* 16 outputs from the rows w (stride wstride bytes) against the packed x:
- * out[o * N + t]. next: the 16 rows after these (contiguous, 16 * wstride
- * bytes), prefetched into L1 a share per block pair, so that their stream
+/* a[o] (output o's 16 rows) into out[t * 16 + o] (row t's 16 outputs): a
+ * 16 x 16 transpose in registers, 64 shuffles, where row t's outputs were
+ * 16 gathers from out (~5% of a product at 32 rows). Per 128-bit lane L:
+ * 4 x 4 transposes (unpack ps, then pd) leave u[4i + j]'s lane L holding
+ * column 4L + j of rows 4i .. 4i + 3; two rounds of lane shuffles put
+ * those four lanes of column c together. */
+INL AMX void transpose16(float *out, const __m512 *a)
+{
+    __m512 t[16], u[16];
+    _Pragma("GCC unroll 8") for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(a[i], a[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(a[i], a[i + 1]);
+    }
+    _Pragma("GCC unroll 4") for (int i = 0; i < 16; i += 4) {
+        u[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+        u[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+        u[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+        u[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+    }
+    _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {
+        __m512 vlo = _mm512_shuffle_f32x4(u[j], u[4 + j], 0x44), vhi = _mm512_shuffle_f32x4(u[j], u[4 + j], 0xee);
+        __m512 wlo = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0x44), whi = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0xee);
+        _mm512_store_ps(out + 16 * j, _mm512_shuffle_f32x4(vlo, wlo, 0x88));
+        _mm512_store_ps(out + 16 * (4 + j), _mm512_shuffle_f32x4(vlo, wlo, 0xdd));
+        _mm512_store_ps(out + 16 * (8 + j), _mm512_shuffle_f32x4(vhi, whi, 0x88));
+        _mm512_store_ps(out + 16 * (12 + j), _mm512_shuffle_f32x4(vhi, whi, 0xdd));
+    }
+}
+
+/* 16 outputs from the group w (ops.h's layout) against the packed x:
+ * N = 16: out[t * 16 + o] (transpose16), N = 8: out[o * 8 + t]. next: the
+ * next group (contiguous), prefetched into L1 a share per block pair, so that their stream
  * from memory overlaps this group's tiles and scaling (as the VNNI panel
  * does; past the matrix a prefetch is a no-op). Software-pipelined: the
  * products of pair p are issued, pair p - 1 is scaled (its C tiles stored
@@ -138,10 +167,10 @@ INL AMX void scale_block(__m512 *acc, const int32_t *c, const float *dwk, const 
  * while the tile unit computes, where a store right after its product
  * waited for it (a third of the kernel's samples at 32 rows); the blocks
  * are still scaled in order. */
-INL AMX void amx_group(float *out, const struct ops_q8_block *w, size_t wstride, const int32_t *bp,
-                       const float (*dx)[16], const float (*dw)[16], int nb, const char *next, const int N)
+INL AMX void amx_group(float *out, const unsigned char *w, const int32_t *bp, const float (*dx)[16],
+                       const float (*dw)[16], int nb, const char *next, const int N)
 {
-    size_t share = 32 * sizeof(struct ops_q8_block);
+    size_t share = OPS_Q8G_PAIR_BYTES;
     size_t bs = 8 * (size_t)N;   /* a block's B tile, in int32 */
     __m512 acc[16];
     int32_t c[2][2][16 * 16] __attribute__((aligned(64)));
@@ -152,14 +181,14 @@ INL AMX void amx_group(float *out, const struct ops_q8_block *w, size_t wstride,
         int k = 2 * p;
         if (p < np) {
             for (size_t b = 0; next && b < share; b += 64)
-                _mm_prefetch(next + (size_t)k * (share / 2) + b, _MM_HINT_T0);
+                _mm_prefetch(next + (size_t)p * share + b, _MM_HINT_T0);
             _tile_zero(0);
-            _tile_loadd(2, w[k].q, wstride);
+            _tile_loadd(2, w + (size_t)p * OPS_Q8G_PAIR_BYTES, 64);
             _tile_loadd(4, bp + (size_t)k * bs, 4 * N);
             _tile_dpbssd(0, 2, 4);
             if (k + 1 < nb) {
                 _tile_zero(1);
-                _tile_loadd(3, w[k + 1].q, wstride);
+                _tile_loadd(3, w + (size_t)p * OPS_Q8G_PAIR_BYTES + 32, 64);
                 _tile_loadd(5, bp + (size_t)(k + 1) * bs, 4 * N);
                 _tile_dpbssd(1, 3, 5);
             }
@@ -178,35 +207,35 @@ INL AMX void amx_group(float *out, const struct ops_q8_block *w, size_t wstride,
                 _tile_stored(1, cp[1], 4 * N);
         }
     }
-    _Pragma("GCC unroll 16") for (int o = 0; o < 256 / 16; o++)
-        if (N == 16 || o < 8)
+    if (N == 16)
+        transpose16(out, acc);
+    else
+        _Pragma("GCC unroll 8") for (int o = 0; o < 8; o++)
             _mm512_store_ps(out + 16 * o, acc[o]);
 }
 
 /* T rows of nb <= AMX_MAX_BLOCKS blocks, in chunks of N rows (8 or 16), for
  * N = 16 two chunks a pass (x packed once per chunk): per group of 16
- * outputs (their scales as F32 once; a last group of fewer outputs copied
- * into zero-padded rows, so no tile reads past the matrix), each chunk of
+ * outputs (their scales as F32 once, the pair's scale line's even or odd
+ * words; a last group's missing rows are the layout's zero rows), each chunk of
  * the pass, the blocks two by two: the group's rows (13 KiB at I = 768) are
  * read from memory for the first chunk and from L1 for the second, where
  * a pass per chunk streamed the task's weights once per 16 rows, from L2
- * after the first; then each row's 16 outputs by one gather from out and
- * the panel path's store rule. The tiles are configured per call and
+ * after the first; then each row's 16 outputs (a load from out at N = 16,
+ * a gather at 8) and the panel path's store rule. The tiles are configured per call and
  * released at its end (no AMX state is left live between the engine's
  * products). */
 #define AMX_PASS 2   /* chunks of 16 rows a pass */
-INL AMX void amx_rows(float *y, const struct ops_q8_block *X, const struct ops_q8_block *W, const float *bias, int T,
+INL AMX void amx_rows(float *y, const struct ops_q8_block *X, const unsigned char *W, const float *bias, int T,
                       int nb, int O, int o0, int o1, bool accumulate, const int N)
 {
     int32_t bp[AMX_PASS][AMX_MAX_BLOCKS * 8 * 16] __attribute__((aligned(64)));
     float dx[AMX_PASS][AMX_MAX_BLOCKS][16] __attribute__((aligned(64)));
     float dw[AMX_MAX_BLOCKS][16] __attribute__((aligned(64)));
     float out[16 * 16] __attribute__((aligned(64)));
-    struct ops_q8_block tail[16 * AMX_MAX_BLOCKS];
-    size_t rs = (size_t)nb, wstride = rs * sizeof(struct ops_q8_block);
+    size_t rs = (size_t)nb, gbytes = (size_t)((nb + 1) / 2) * OPS_Q8G_PAIR_BYTES;
     const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
     const __m512i col = _mm512_mullo_epi32(lane, _mm512_set1_epi32(N));
-    const __m512i wrow = _mm512_mullo_epi32(lane, _mm512_set1_epi32((int)wstride));
     const int pass = N == 16 ? AMX_PASS : 1;
     amx_config(N);
     for (int tp = 0; tp < T; tp += pass * N) {
@@ -215,25 +244,20 @@ INL AMX void amx_rows(float *y, const struct ops_q8_block *X, const struct ops_q
             int tc = tp + nc * N;
             pack_x(bp[nc], dx[nc], X + (size_t)tc * rs, rs, nb, T - tc < N ? T - tc : N, N);
         }
-        for (int o = o0; o < o1; o += 16) {
-            int n = o1 - o < 16 ? o1 - o : 16;
-            __mmask16 m = (__mmask16)((1u << n) - 1);
-            const struct ops_q8_block *w = W + (size_t)o * rs;
-            if (n < 16) {
-                memset(tail, 0, 16 * wstride);
-                memcpy(tail, w, (size_t)n * wstride);
-                w = tail;
-            }
-            for (int k = 0; k < nb; k++)   /* the scale and the first 2 weights of each row's block k */
-                _mm512_store_ps(dw[k], _mm512_cvtph_ps(_mm512_cvtepi32_epi16(
-                                           _mm512_i32gather_epi32(wrow, (const char *)(w + k), 1))));
+        for (int g = o0 / OPS_Q8G_ROWS; g * OPS_Q8G_ROWS < o1; g++) {
+            int o = g * OPS_Q8G_ROWS;
+            __mmask16 m = ops_q8g_mask(o, o0, o1);
+            const unsigned char *w = W + (size_t)g * gbytes;
+            for (int k = 0; k < nb; k++)
+                _mm512_store_ps(dw[k], ops_q8g_scales(w, k));
             __m512 b = bias ? _mm512_maskz_loadu_ps(m, bias + o) : _mm512_setzero_ps();
             for (int c = 0; c < nc; c++) {
                 int tc = tp + c * N, nt = T - tc < N ? T - tc : N;
-                amx_group(out, w, wstride, bp[c], (const float (*)[16])dx[c], (const float (*)[16])dw, nb,
-                          c == 0 ? (const char *)(W + (size_t)(o + 16) * rs) : NULL, N);
+                amx_group(out, w, bp[c], (const float (*)[16])dx[c], (const float (*)[16])dw, nb,
+                          c == 0 ? (const char *)(w + gbytes) : NULL, N);
                 for (int t = 0; t < nt; t++) {
-                    __m512 s = _mm512_i32gather_ps(_mm512_add_epi32(col, _mm512_set1_epi32(t)), out, 4);
+                    __m512 s = N == 16 ? _mm512_load_ps(out + 16 * t)   /* transposed in amx_group */
+                                       : _mm512_i32gather_ps(_mm512_add_epi32(col, _mm512_set1_epi32(t)), out, 4);
                     float *yo = y + (size_t)(tc + t) * O + o;
                     __m512 v = accumulate ? _mm512_add_ps(_mm512_maskz_loadu_ps(m, yo), b) : b;
                     _mm512_mask_storeu_ps(yo, m, _mm512_add_ps(v, s));   /* as ops_store1 */
@@ -245,14 +269,14 @@ INL AMX void amx_rows(float *y, const struct ops_q8_block *X, const struct ops_q
 }
 
 __attribute__((noinline)) static AMX void amx_rows8(float *y, const struct ops_q8_block *X,
-                                                    const struct ops_q8_block *W, const float *bias, int T, int nb,
+                                                    const unsigned char *W, const float *bias, int T, int nb,
                                                     int O, int o0, int o1, bool accumulate)
 {
     amx_rows(y, X, W, bias, T, nb, O, o0, o1, accumulate, 8);
 }
 
 __attribute__((noinline)) static AMX void amx_rows16(float *y, const struct ops_q8_block *X,
-                                                     const struct ops_q8_block *W, const float *bias, int T, int nb,
+                                                     const unsigned char *W, const float *bias, int T, int nb,
                                                      int O, int o0, int o1, bool accumulate)
 {
     amx_rows(y, X, W, bias, T, nb, O, o0, o1, accumulate, 16);

@@ -471,6 +471,22 @@ static void put_row(char *d, const float *row, int I, enum ckpt_dtype wt, bool q
         }
 }
 
+/* `copies` O x I matrices of Q8_0 rows at w laid out as the int8 products
+ * read them (ops_q8_pack_rows, as the engine does at load), each copy at a
+ * 64-byte boundary: a new buffer (the caller frees it), w freed; *mb the
+ * bytes of one copy. NULL when out of memory. */
+static char *q8_lay_out(char *w, int I, int O, int copies, size_t *mb)
+{
+    size_t gb = (ops_q8_mat_bytes(I, O) + 63) / 64 * 64;
+    char *g = aligned_alloc(64, gb * (size_t)copies);
+    if (g)
+        for (int c = 0; c < copies; c++)
+            ops_q8_pack_rows(g + (size_t)c * gb, w + (size_t)c * ops_q8_row_bytes(I) * (size_t)O, I, O, 0, O);
+    free(w);
+    *mb = gb;
+    return g;
+}
+
 /* Seconds per product of `copies` distinct O x I matrices (best of 3 sweeps), q8 including its input's quantization;
  * packed: the matrices repacked by ops_pack first (as the engine does at load). *one: the fastest of 60 calls on
  * the first copy alone (cache-warm where it fits; on a shared machine a single short call often runs undisturbed,
@@ -495,6 +511,10 @@ static double time_kernel(struct tpool *pool, enum ckpt_dtype wt, bool q8, bool 
     for (size_t i = 0; i < (size_t)T * I; i++)
         x[i] = (float)((i * 37) % 101) / 50.0f - 1.0f;
     int block = O > 8192 || (q8 && T > 1) ? 64 : 16;   /* as gpt2_cpu.c's matmul */
+    if (q8 && T > 1 && O / 128 >= 4 * tpool_threads(pool))
+        block = O / 512 >= 4 * tpool_threads(pool) ? 512 : 128;
+    if (q8 && !(w = q8_lay_out(w, I, O, copies, &mb)))
+        return -1;
     if (packed) {
         size_t pb = ops_pack_bytes(wt, I, O);
         char *pw = malloc(pb * (size_t)copies);
@@ -637,6 +657,9 @@ static int matvec_main(void)
             for (int t = 0; t < NT; t++)
                 put_row(w[t] + row * (mb[t] / (size_t)O), x, I, types[t].wt, types[t].q8);
         }
+        for (int t = 0; t < NT; t++)
+            if (types[t].q8 && !(w[t] = q8_lay_out(w[t], I, O, copies, &mb[t])))
+                return 1;
         for (int i = 0; i < I; i++)
             x[i] = (float)((i * 37) % 101) / 50.0f - 1.0f;
         double best[NT];

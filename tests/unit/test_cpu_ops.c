@@ -151,6 +151,22 @@ static void check_matmul(enum ckpt_dtype wt, int T, int I, int O, int o0, int o1
     check_matmul_as(false, wt, T, I, O, o0, o1, acc, bias_on);
 }
 
+/* W's O quantized rows (wq) laid out as this level's int8 products read
+ * them (ops_q8_pack_rows), in two calls where O > 16 (a first group, then
+ * the rest with the last group's padding), as the engine lays them out in
+ * chunks. Returns a malloc'ed copy the caller frees. */
+static char *q8_pack(const char *wq, int I, int O)
+{
+    size_t bytes = (ops_q8_mat_bytes(I, O) + 63) / 64 * 64;
+    char *wp = aligned_alloc(64, bytes);
+    int first = O > 16 ? 16 : O;
+    memset(wp, 0xa5, ops_q8_mat_bytes(I, O));   /* the packing writes every byte, padding included */
+    ops_q8_pack_rows(wp, wq, I, O, 0, first);
+    if (first < O)
+        ops_q8_pack_rows(wp, wq + ops_q8_row_bytes(I) * (size_t)first, I, O, first, O - first);
+    return wp;
+}
+
 /* int8: W and x quantized by ops_q8_quantize_row, the product against the
  * double-precision product of the dequantized values (what the integer
  * kernels must compute up to F32 summation), and the quantization itself
@@ -203,7 +219,9 @@ static void check_matmul_q8(int T, int I, int O, int o0, int o1, bool acc, bool 
     if (!acc)
         for (int t = 0; t < T; t++)
             poison(y + (size_t)t * O + o0, (size_t)(o1 - o0));
-    ops_matmul_q8(y, xq, wq, bias_on ? bias : NULL, T, I, O, o0, o1, acc);
+    char *wp = q8_pack(wq, I, O);
+    ops_matmul_q8(y, xq, wp, bias_on ? bias : NULL, T, I, O, o0, o1, acc);
+    free(wp);
     double e = rel_err(y, want, (size_t)T * O);
     ok(e <= 1e-5 && worst_step <= 0.5 + 127.0 / 2048, "%s matmul Q8_0 T=%d I=%d O=%d [%d,%d)%s%s: rel err %.2g, quantized within %.3f steps",
        ops_simd_name(), T, I, O, o0, o1, acc ? " accumulate" : "", bias_on ? " bias" : "", e, worst_step);
@@ -236,6 +254,9 @@ static void check_q8_rows_alone(int T, int I, int O)
         ops_q8_quantize_row(xq + rb * t, x + (size_t)t * I, I);
     for (int o = 0; o < O; o++)
         ops_q8_quantize_row(wq + rb * o, w + (size_t)o * I, I);
+    char *wp = q8_pack(wq, I, O);
+    free(wq);
+    wq = wp;
     ops_matmul_q8(all, xq, wq, NULL, T, I, O, 0, O, false);
     for (int t = 0; t < T; t += 3)
         ops_matmul_q8(c3 + (size_t)t * O, xq + rb * t, wq, NULL, T - t < 3 ? T - t : 3, I, O, 0, O, false);
@@ -284,6 +305,10 @@ static void check_q8_amx_bits(void)
             ops_q8_quantize_row(xq + rb * t, x + (size_t)t * I, I);
         for (int o = 0; o < O; o++)
             ops_q8_quantize_row(wq + rb * o, w + (size_t)o * I, I);
+        ops_init(OPS_AVX512_BF16);   /* the VNNI and AMX levels read the same layout */
+        char *wp = q8_pack(wq, I, O);
+        free(wq);
+        wq = wp;
         for (int T = 2; T <= Tmax; T++) {
             bool acc = T % 2 == 0;
             const float *bs = T % 3 ? bias : NULL;
@@ -743,6 +768,8 @@ static void run_kernels(void)
     check_matmul_q8(1, 5, 3, 0, 3, false, false);
     check_matmul_q8(1, 3072, 22, 2, 22, false, true);
     check_matmul_q8(1, 8224, 5, 0, 5, true, false);
+    check_matmul_q8(1, 200, 37, 3, 35, true, true);     /* an odd block count, outputs inside the groups of 16 */
+    check_matmul_q8(1, 768, 50, 17, 49, false, true);   /* a partial last group */
     /* several rows (VNNI: the panel of 16 outputs, tiles of up to 8 rows,
      * chunks of 32): row counts across the tiles and chunks, odd and even
      * block counts and a partial last block, outputs not a multiple of 16
