@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #define MODELS_REFRESH_NS (30LL * 1000000000)
+#define MODELS_STALE_NS (300LL * 1000000000)   /* a busy upstream's list is refreshed anyway after this */
 #define DOWN_PROBE_MS 1000
 #define CHILD_PROBE_MS 250
 
@@ -745,6 +746,10 @@ static int64_t start_due(struct gateway *g, struct config *cfg, CURLM *multi, st
             for (size_t i = 0; i < u->n_replicas && models_at < 0; i++)
                 if (u->replicas[i].up && quiet_from(c, &u->replicas[i], now) <= now)
                     models_at = (int)i;
+        if (models_at < 0 && c->type != UPSTREAM_HTTP && now - u->models_at_ns >= MODELS_STALE_NS)
+            for (size_t i = 0; i < u->n_replicas && models_at < 0; i++)    /* never quiet: a list stale */
+                if (u->replicas[i].up)                                       /* for minutes is worse than */
+                    models_at = (int)i;                                      /* one interrupted stream */
         if (models_at >= 0)
             u->models_at_ns = now;       /* not twice while one is in flight */
         for (size_t i = 0; i < u->n_replicas; i++) {
