@@ -801,8 +801,8 @@ void ops_attend1(float *out, float *s, const float *q, const void *const *k, con
         prefetch_run(v[b], rows * (size_t)d * es);
     }
     /* Head i's calls; the next head's block b is asked for right after the
-     * current head's block b is done with, so its misses overlap this head's
-     * arithmetic and the memory never waits for it. */
+     * current head's block b is done with, so its misses are in flight while
+     * this head computes from L2 and only the first head waits for its own. */
     for (int i = 0; i < nh; i++) {
         const float *qi = q + (size_t)i * d;
         float *oi = out + (size_t)i * d;
