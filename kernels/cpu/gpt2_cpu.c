@@ -195,14 +195,16 @@ static void layernorm_rows(struct cpu_model *m, float *y, const float *x, const 
     tpool_run(m->pool, ln_task, &j, (rows + LN_ROWS - 1) / LN_ROWS);
 }
 
-/* Attention for one layer: a task per (sequence, head). */
+/* Attention for one layer: a task per (sequence, group of heads). */
 #define ATT_Q 4         /* queries of a sequence mixed together (ops_mix) */
 #define ATT_BLOCKS 256  /* KV blocks a decode query takes through ops_attend1 */
+#define ATT_TASKS 8     /* tasks a thread is given at least, where the heads allow */
 struct attn_job {
     struct cpu_model *m;
     const struct llm_seq *seqs;
     const int *row0;                /* first row of each sequence */
     int layer;
+    int nh, groups;                 /* heads a task takes; tasks a sequence is split into */
 };
 
 /* Where head h's K (which 0) or V (1) row at position pos is, in values
@@ -249,32 +251,35 @@ static void attn_task(void *ctx, int task, int thread)
 {
     const struct attn_job *j = ctx;
     struct cpu_model *m = j->m;
-    int si = task / m->H, h = task % m->H, hd = m->hd, C = m->C;
+    int si = task / j->groups, h0 = task % j->groups * j->nh, hd = m->hd, C = m->C;
+    int h1 = h0 + j->nh < m->H ? h0 + j->nh : m->H;
     const struct llm_seq *s = &j->seqs[si];
     const struct cpu_layer *ly = &m->layers[j->layer];
     float *scores = m->scores + (size_t)thread * ATT_Q * m->P;
 
-    /* This head's K and V of the new tokens go to their blocks first, so the
-     * tokens of a prefill chunk see each other. */
-    for (int t = 0; t < s->n_tokens; t++) {
-        const float *row = m->qkv + (size_t)(j->row0[si] + t) * 3 * C;
-        kv_put(m, kv_at(m, s, j->layer, 0, h, s->pos + t), row + C + h * hd, hd);
-        kv_put(m, kv_at(m, s, j->layer, 1, h, s->pos + t), row + 2 * C + h * hd, hd);
-    }
-    /* Decode (one new token) of up to ATT_BLOCKS blocks: ops_attend1, which
-     * prefetches the head's K and V runs of every block first, then the same
-     * calls as the loop below. */
+    /* These heads' K and V of the new tokens go to their blocks first, so
+     * the tokens of a prefill chunk see each other. */
+    for (int h = h0; h < h1; h++)
+        for (int t = 0; t < s->n_tokens; t++) {
+            const float *row = m->qkv + (size_t)(j->row0[si] + t) * 3 * C;
+            kv_put(m, kv_at(m, s, j->layer, 0, h, s->pos + t), row + C + h * hd, hd);
+            kv_put(m, kv_at(m, s, j->layer, 1, h, s->pos + t), row + 2 * C + h * hd, hd);
+        }
+    /* Decode (one new token) of up to ATT_BLOCKS blocks: ops_attend1 over
+     * the heads, which prefetches each head's K and V runs of every block
+     * ahead of its arithmetic, then the same calls as the loop below. A
+     * block's heads are head-major, so the heads' runs are hstride apart. */
     int nb = (s->pos + 1 + m->B - 1) / m->B;
     if (s->n_tokens == 1 && nb <= ATT_BLOCKS) {
         const void *kb[ATT_BLOCKS], *vb[ATT_BLOCKS];
         size_t es = m->kv_half ? sizeof(uint16_t) : sizeof(float);
         for (int b = 0; b < nb; b++) {
-            kb[b] = (const char *)m->kv + kv_at(m, s, j->layer, 0, h, b * m->B) * es;
-            vb[b] = (const char *)m->kv + kv_at(m, s, j->layer, 1, h, b * m->B) * es;
+            kb[b] = (const char *)m->kv + kv_at(m, s, j->layer, 0, h0, b * m->B) * es;
+            vb[b] = (const char *)m->kv + kv_at(m, s, j->layer, 1, h0, b * m->B) * es;
         }
         int r = j->row0[si];
-        ops_attend1(m->att + (size_t)r * C + h * hd, scores, m->qkv + (size_t)r * 3 * C + h * hd, kb, vb, s->pos + 1,
-                    m->B, hd, ly->attn_scale, m->kv_half);
+        ops_attend1(m->att + (size_t)r * C + h0 * hd, scores, m->qkv + (size_t)r * 3 * C + h0 * hd, kb, vb, s->pos + 1,
+                    m->B, hd, h1 - h0, (size_t)m->B * hd, ly->attn_scale, m->kv_half);
         return;
     }
     /* Up to ATT_Q consecutive tokens at a time: each its own scores and
@@ -282,25 +287,39 @@ static void attn_task(void *ctx, int task, int thread)
      * then one pass over the V rows for all of them (ops_mix loads a V row
      * once for 4 queries; adding a zero weight leaves a sum as it was, so a
      * token's output does not depend on its group). */
-    for (int t0 = 0; t0 < s->n_tokens; t0 += ATT_Q) {
-        int nq = s->n_tokens - t0 < ATT_Q ? s->n_tokens - t0 : ATT_Q, pmax = s->pos + t0 + nq - 1;
-        for (int g = 0; g < nq; g++) {
-            int r = j->row0[si] + t0 + g, p = s->pos + t0 + g;
-            const float *q = m->qkv + (size_t)r * 3 * C + h * hd;
-            float *sc = scores + (size_t)g * m->P;
-            /* A KV block's positions of a head are hd values apart: one call per block. */
-            for (int k0 = 0; k0 <= p; k0 += m->B)
-                kv_scores(m, sc + k0, q, kv_at(m, s, j->layer, 0, h, k0), p + 1 - k0 < m->B ? p + 1 - k0 : m->B,
-                          ly->attn_scale);
-            ops_softmax(sc, p + 1);
-            for (int k = p + 1; k <= pmax; k++)
-                sc[k] = 0.0f;
-            memset(m->att + (size_t)r * C + h * hd, 0, (size_t)hd * sizeof(float));
+    for (int h = h0; h < h1; h++)
+        for (int t0 = 0; t0 < s->n_tokens; t0 += ATT_Q) {
+            int nq = s->n_tokens - t0 < ATT_Q ? s->n_tokens - t0 : ATT_Q, pmax = s->pos + t0 + nq - 1;
+            for (int g = 0; g < nq; g++) {
+                int r = j->row0[si] + t0 + g, p = s->pos + t0 + g;
+                const float *q = m->qkv + (size_t)r * 3 * C + h * hd;
+                float *sc = scores + (size_t)g * m->P;
+                /* A KV block's positions of a head are hd values apart: one call per block. */
+                for (int k0 = 0; k0 <= p; k0 += m->B)
+                    kv_scores(m, sc + k0, q, kv_at(m, s, j->layer, 0, h, k0), p + 1 - k0 < m->B ? p + 1 - k0 : m->B,
+                              ly->attn_scale);
+                ops_softmax(sc, p + 1);
+                for (int k = p + 1; k <= pmax; k++)
+                    sc[k] = 0.0f;
+                memset(m->att + (size_t)r * C + h * hd, 0, (size_t)hd * sizeof(float));
+            }
+            for (int k0 = 0; k0 <= pmax; k0 += m->B)
+                kv_mix(m, m->att + (size_t)(j->row0[si] + t0) * C + h * hd, scores + k0, nq,
+                       kv_at(m, s, j->layer, 1, h, k0), pmax + 1 - k0 < m->B ? pmax + 1 - k0 : m->B);
         }
-        for (int k0 = 0; k0 <= pmax; k0 += m->B)
-            kv_mix(m, m->att + (size_t)(j->row0[si] + t0) * C + h * hd, scores + k0, nq, kv_at(m, s, j->layer, 1, h, k0),
-                   pmax + 1 - k0 < m->B ? pmax + 1 - k0 : m->B);
-    }
+}
+
+/* A layer's attention on the pool: each sequence's heads in as few groups
+ * as still give every thread ATT_TASKS tasks (all of a sequence's heads in
+ * one task at batch 32 on 2 threads, one head a task at batch 1), so a
+ * task's reads run on from head to head through the same blocks. */
+static void attention(struct cpu_model *m, const struct llm_seq *seqs, int n_seqs, const int *row0, int layer)
+{
+    int groups = (ATT_TASKS * m->threads + n_seqs - 1) / n_seqs;
+    groups = groups < 1 ? 1 : groups > m->H ? m->H : groups;
+    int nh = (m->H + groups - 1) / groups;
+    struct attn_job aj = {m, seqs, row0, layer, nh, (m->H + nh - 1) / nh};
+    tpool_run(m->pool, attn_task, &aj, n_seqs * aj.groups);
 }
 
 /* ------------------------------------------------------------------ forward */
@@ -337,8 +356,7 @@ static int cpu_forward(void *impl, const struct llm_seq *seqs, int n_seqs, float
         const struct cpu_layer *ly = &m->layers[l];
         layernorm_rows(m, m->h, m->x, ly->ln_1_g, ly->ln_1_b, T);
         matmul(m, m->qkv, m->h, ly->qkv_w, ly->qkv_b, T, C, 3 * C, false, -1);
-        struct attn_job aj = {m, seqs, row0, l};
-        tpool_run(m->pool, attn_task, &aj, n_seqs * m->H);
+        attention(m, seqs, n_seqs, row0, l);
         matmul(m, m->x, m->att, ly->proj_w, ly->proj_b, T, C, C, true, -1);
         layernorm_rows(m, m->h, m->x, ly->ln_2_g, ly->ln_2_b, T);
         matmul(m, m->ff, m->h, ly->fc_w, ly->fc_b, T, C, F, false, (int)m->act);

@@ -784,8 +784,14 @@ static void prefetch_run(const void *p, size_t n)
         __builtin_prefetch((const char *)p + o, 0, 2);
 }
 
+/* Head i's run in the block at p: i x hstride values on. */
+static const void *head_run(const void *p, int i, size_t hstride, size_t es)
+{
+    return (const char *)p + (size_t)i * hstride * es;
+}
+
 void ops_attend1(float *out, float *s, const float *q, const void *const *k, const void *const *v, int n, int B, int d,
-                 float scale, bool half)
+                 int nh, size_t hstride, float scale, bool half)
 {
     int nb = (n + B - 1) / B;
     size_t es = half ? sizeof(uint16_t) : sizeof(float);
@@ -794,21 +800,34 @@ void ops_attend1(float *out, float *s, const float *q, const void *const *k, con
         prefetch_run(k[b], rows * (size_t)d * es);
         prefetch_run(v[b], rows * (size_t)d * es);
     }
-    for (int b = 0; b < nb; b++) {
-        int rows = n - b * B < B ? n - b * B : B;
-        if (half)
-            K.scores_f16(s + (size_t)b * B, q, k[b], (size_t)d, rows, d, scale);
-        else
-            K.scores(s + (size_t)b * B, q, k[b], (size_t)d, rows, d, scale);
-    }
-    K.softmax(s, n);
-    memset(out, 0, (size_t)d * sizeof(float));
-    for (int b = 0; b < nb; b++) {
-        int rows = n - b * B < B ? n - b * B : B;
-        if (half)
-            K.mix_f16(out, (size_t)d, s + (size_t)b * B, (size_t)n, 1, v[b], (size_t)d, rows, d);
-        else
-            K.mix(out, (size_t)d, s + (size_t)b * B, (size_t)n, 1, v[b], (size_t)d, rows, d);
+    /* Head i's calls; the next head's block b is asked for right after the
+     * current head's block b is done with, so its misses are in flight while
+     * this head computes from L2 and only the first head waits for its own. */
+    for (int i = 0; i < nh; i++) {
+        const float *qi = q + (size_t)i * d;
+        float *oi = out + (size_t)i * d;
+        for (int b = 0; b < nb; b++) {
+            int rows = n - b * B < B ? n - b * B : B;
+            const void *kr = head_run(k[b], i, hstride, es);
+            if (half)
+                K.scores_f16(s + (size_t)b * B, qi, kr, (size_t)d, rows, d, scale);
+            else
+                K.scores(s + (size_t)b * B, qi, kr, (size_t)d, rows, d, scale);
+            if (i + 1 < nh)
+                prefetch_run(head_run(k[b], i + 1, hstride, es), (size_t)rows * d * es);
+        }
+        K.softmax(s, n);
+        memset(oi, 0, (size_t)d * sizeof(float));
+        for (int b = 0; b < nb; b++) {
+            int rows = n - b * B < B ? n - b * B : B;
+            const void *vr = head_run(v[b], i, hstride, es);
+            if (half)
+                K.mix_f16(oi, (size_t)d, s + (size_t)b * B, (size_t)n, 1, vr, (size_t)d, rows, d);
+            else
+                K.mix(oi, (size_t)d, s + (size_t)b * B, (size_t)n, 1, vr, (size_t)d, rows, d);
+            if (i + 1 < nh)
+                prefetch_run(head_run(v[b], i + 1, hstride, es), (size_t)rows * d * es);
+        }
     }
 }
 

@@ -114,16 +114,19 @@ void ops_mix_f16(float *out, size_t ldo, const float *a, size_t lda, int nq, con
                  int d);
 
 /* One query's whole attention over n keys in blocks of B positions (decode:
- * one new token of a sequence): k[b] and v[b] are block b's K and V rows of
- * the head, d values apart (F32, or F16 when half), s scratch for n scores.
- *   out[0..d) = sum_k softmax(q . K_k * scale)_k V_k
- * Every block's K and V are prefetched at the start (a head's rows of a
- * block are one run of B x d values, the blocks far apart, so the hardware
- * prefetcher sees only short runs); then the same calls as ops_scores,
- * ops_softmax and ops_mix (nq = 1) per block, so the result is bit-identical
- * to theirs. */
+ * one new token of a sequence), for nh heads one after another: k[b] and v[b]
+ * are block b's K and V rows of the first head, d values apart (F32, or F16
+ * when half); head i's rows are i x hstride values further on, its query
+ * q + i x d, its output out + i x d; s scratch for n scores.
+ *   out_i[0..d) = sum_k softmax(q_i . K_ik * scale)_k V_ik
+ * The first head's K and V of every block are prefetched at the start (a
+ * head's rows of a block are one run of B x d values, the blocks far apart,
+ * so the hardware prefetcher sees only short runs), each next head's while
+ * the head before it is computed; then the same calls as ops_scores,
+ * ops_softmax and ops_mix (nq = 1) per block and head, so a head's output is
+ * bit-identical to theirs, whatever nh and the heads beside it. */
 void ops_attend1(float *out, float *s, const float *q, const void *const *k, const void *const *v, int n, int B, int d,
-                 float scale, bool half);
+                 int nh, size_t hstride, float scale, bool half);
 
 /* dst[i] = x[i] rounded to F16 (nearest, ties to even; ckpt_f32_to_f16): how
  * K and V rows are written into an F16 KV cache. */

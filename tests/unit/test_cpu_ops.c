@@ -679,7 +679,7 @@ static void check_attend1(int n, int B, int d, bool half)
     }
     for (int i = 0; i <= d; i++)
         out[i] = 9.0f;
-    ops_attend1(out, s, q, kb, vb, n, B, d, 0.125f, half);
+    ops_attend1(out, s, q, kb, vb, n, B, d, 1, 0, 0.125f, half);
     double e = rel_err(out, want, (size_t)d);
     ok(memcmp(out, ref, sizeof(float) * (size_t)d) == 0 && e <= 1e-5 && out[d] == 9.0f,
        "%s%s attend1 n=%d B=%d d=%d: bit-identical to the per-block calls, rel err %.2g, nothing past d",
@@ -697,6 +697,52 @@ static void check_attend1(int n, int B, int d, bool half)
     free(want);
 }
 
+/* ops_attend1 over nh heads of a block (head i's runs hstride values after
+ * head 0's): each head's output bit-identical to ops_attend1 of that head
+ * alone, whatever the heads beside it, and nothing written past the nh
+ * outputs. */
+static void check_attend_heads(int n, int B, int d, int nh, bool half)
+{
+    int nb = (n + B - 1) / B;
+    size_t es = half ? sizeof(uint16_t) : sizeof(float), hstride = (size_t)B * d + 16;
+    const void *kb[16], *vb[16], *k1[16], *v1[16];
+    char *blk[32];
+    float *q = malloc(sizeof(float) * (size_t)nh * d), *s = malloc(sizeof(float) * (size_t)n);
+    float *out = malloc(sizeof(float) * ((size_t)nh * d + 1)), *one = malloc(sizeof(float) * (size_t)d);
+    for (int i = 0; i < nh * d; i++)
+        q[i] = frand();
+    for (int b = 0; b < 2 * nb; b++) {
+        blk[b] = malloc(es * hstride * (size_t)nh);
+        for (size_t i = 0; i < hstride * (size_t)nh; i++) {
+            if (half)
+                ((uint16_t *)blk[b])[i] = ckpt_f32_to_f16(frand());
+            else
+                ((float *)blk[b])[i] = frand();
+        }
+        (b % 2 ? vb : kb)[b / 2] = blk[b];
+    }
+    for (int i = 0; i <= nh * d; i++)
+        out[i] = 9.0f;
+    ops_attend1(out, s, q, kb, vb, n, B, d, nh, hstride, 0.125f, half);
+    bool same = out[nh * d] == 9.0f;
+    for (int i = 0; i < nh; i++) {
+        for (int b = 0; b < nb; b++) {
+            k1[b] = (const char *)kb[b] + (size_t)i * hstride * es;
+            v1[b] = (const char *)vb[b] + (size_t)i * hstride * es;
+        }
+        ops_attend1(one, s, q + (size_t)i * d, k1, v1, n, B, d, 1, 0, 0.125f, half);
+        same = same && memcmp(one, out + (size_t)i * d, sizeof(float) * (size_t)d) == 0;
+    }
+    ok(same, "%s%s attend1 of %d heads n=%d B=%d d=%d: each head bit-identical to that head alone, nothing past them",
+       ops_simd_name(), half ? " f16 kv" : "", nh, n, B, d);
+    for (int b = 0; b < 2 * nb; b++)
+        free(blk[b]);
+    free(q);
+    free(s);
+    free(out);
+    free(one);
+}
+
 static void run_kernels(void)
 {
     check_to_f16();
@@ -704,6 +750,10 @@ static void run_kernels(void)
     for (size_t c = 0; c < sizeof a1 / sizeof a1[0]; c++)
         for (int half = 0; half <= 1; half++)
             check_attend1(a1[c][0], a1[c][1], a1[c][2], half);
+    static const int ah[][4] = {{128, 16, 64, 12}, {17, 16, 64, 3}, {1, 16, 64, 5}, {40, 16, 37, 2}, {33, 8, 100, 4}};
+    for (size_t c = 0; c < sizeof ah / sizeof ah[0]; c++)
+        for (int half = 0; half <= 1; half++)
+            check_attend_heads(ah[c][0], ah[c][1], ah[c][2], ah[c][3], half);
     /* heads of 64 (GPT-2), odd widths, past 8 vectors; blocks of 16 keys, partial ones */
     /* each in F32 and over an F16 KV cache */
     static const int att[][3] = {{16, 64, 768}, {5, 64, 64}, {3, 37, 40}, {16, 128, 130}, {7, 160, 170}, {1, 1, 1}, {40, 64, 64}, {33, 100, 101}};
