@@ -1,4 +1,4 @@
-/* ops_amx.c -- the packed matrix product for BF16 weights on AMX tiles (tdpbf16ps), x split into two bf16 parts so the result stays near F32's; other weight types go to the AVX-512 packed kernel.
+/* ops_amx.c -- the packed matrix product for BF16 and F16 weights on AMX tiles (tdpbf16ps), x split into two bf16 parts so the result stays near F32's (F16 weights split exactly into two bf16 parts in registers); F32 weights go to the AVX-512 packed kernel.
  *
  * Math. y[t][o] = sum_i x[t][i] W[o][i]. Each x is split x = hi + lo with
  * hi = x with its low 16 bits cut (exact in bf16) and lo = bf16(x - hi)
@@ -377,7 +377,7 @@ AMX static void amx_f16(float *y, const float *x, const uint16_t *wp, const floa
 void ops_matmul_packed_amx(float *y, const float *x, const void *wp, enum ckpt_dtype wt, const float *bias, int T,
                            int I, int O, int o0, int o1, bool accumulate)
 {
-    if ((wt != CKPT_BF16 && wt != CKPT_F16) || T <= 0 || o0 >= o1) {
+    if ((wt != CKPT_BF16 && wt != CKPT_F16) || T <= 0 || o0 >= o1) {   /* F32: the FMA kernel */
         ops_matmul_packed_avx512(y, x, wp, wt, bias, T, I, O, o0, o1, accumulate);
         return;
     }
@@ -404,3 +404,16 @@ void ops_matmul_packed_amx(float *y, const float *x, const void *wp, enum ckpt_d
 #else
 typedef int ops_amx_none;   /* no x86: nothing here (ISO C wants a declaration) */
 #endif /* OPS_HAVE_AMX */
+
+#ifdef OPS_HAVE_AMX
+/* BF16 on the tiles, F16 (and F32) on the AVX-512 FMA kernel: the AMX
+ * level with LLMCGI_F16_TILES=0 (ops_init). */
+void ops_matmul_packed_amx_bf16(float *y, const float *x, const void *wp, enum ckpt_dtype wt, const float *bias, int T,
+                                int I, int O, int o0, int o1, bool accumulate)
+{
+    if (wt == CKPT_F16)
+        ops_matmul_packed_avx512(y, x, wp, wt, bias, T, I, O, o0, o1, accumulate);
+    else
+        ops_matmul_packed_amx(y, x, wp, wt, bias, T, I, O, o0, o1, accumulate);
+}
+#endif
