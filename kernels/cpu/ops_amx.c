@@ -220,13 +220,16 @@ AMX static void amx_bf16(float *y, const float *x, const uint16_t *wp, const flo
  * bits are the top halves of the F32 lanes, so a row is (a >> 16) | (b &
  * 0xffff0000), one shift and one ternary logic op, no rounding and no
  * permute. The products per C tile and group, always in this order:
- * xhi whi, xlo whi, xhi wlo, xlo wlo (F16_PRODUCTS 4; at 3 the last is
- * left out, within 2^-14 |x w| a product). The staging alternates
- * between two halves from one block of inputs to the next, so the tile
- * loads of a block never wait on the lines the next block's conversion
- * is writing. */
+ * xhi whi, xlo whi, xhi wlo, xlo wlo, so only x's split is inexact, as
+ * for BF16 (F16_PRODUCTS 3 leaves the last out: within 2^-14 |x w| a
+ * product, 5-8% faster at 32 rows, the tiny model's logits 5.3e-5 from
+ * transformers' against 2e-5 with 4; doc/cpu-kernels.md "F16 on the AMX
+ * tiles"). Cache-warm the conversion costs ~2.7x the FMA kernel's time at
+ * one row (12 vector uops per 32 weights on ports 0 and 5); with the
+ * weights streaming from memory it hides under the stream once it is
+ * interleaved with the tile products (amx_f16). */
 #ifndef F16_PRODUCTS
-#define F16_PRODUCTS 3
+#define F16_PRODUCTS 4
 #endif
 #ifndef F16_PF
 #define F16_PF 32768               /* bytes ahead that each tile row's 4 lines are prefetched to L2 */
