@@ -404,11 +404,7 @@ void ops_matmul_packed_amx(float *y, const float *x, const void *wp, enum ckpt_d
     else
         amx_bf16(y, x, wp, bias, T, I, O, o0, o1, accumulate, mem, mc, ld);
 }
-#else
-typedef int ops_amx_none;   /* no x86: nothing here (ISO C wants a declaration) */
-#endif /* OPS_HAVE_AMX */
 
-#ifdef OPS_HAVE_AMX
 /* BF16 on the tiles, F16 (and F32) on the AVX-512 FMA kernel: the AMX
  * level with LLMCGI_F16_TILES=0 (ops_init). */
 void ops_matmul_packed_amx_bf16(float *y, const float *x, const void *wp, enum ckpt_dtype wt, const float *bias, int T,
@@ -419,4 +415,6 @@ void ops_matmul_packed_amx_bf16(float *y, const float *x, const void *wp, enum c
     else
         ops_matmul_packed_amx(y, x, wp, wt, bias, T, I, O, o0, o1, accumulate);
 }
-#endif
+#else
+typedef int ops_amx_none;   /* no x86: nothing here (ISO C wants a declaration) */
+#endif /* OPS_HAVE_AMX */

@@ -812,6 +812,50 @@ static void check_pool(int threads)
     tpool_free(p);
 }
 
+/* F16 at the AMX level: the tiles by default (a packed product's bits
+ * differ from the FMA kernel's), and with LLMCGI_F16_TILES=0, read when
+ * ops_init picks the level, exactly the AVX-512 BF16 level's FMA kernel
+ * (named "+f16fma"), at one row and at 32. */
+static void check_f16_tiles_switch(void)
+{
+    int I = 300, O = 70, T = 32;
+    uint16_t *w = malloc(sizeof(uint16_t) * (size_t)O * I);
+    float *x = malloc(sizeof(float) * (size_t)T * I), *fma = malloc(sizeof(float) * (size_t)T * O);
+    float *y = malloc(sizeof(float) * (size_t)T * O);
+    void *wp = malloc(ops_pack_bytes(CKPT_F16, I, O));
+    for (int i = 0; i < O * I; i++)
+        w[i] = ckpt_f32_to_f16(frand() * 0.5f);
+    for (int i = 0; i < T * I; i++)
+        x[i] = frand();
+    ops_pack(wp, w, CKPT_F16, I, O, 0, O);
+    bool named = true, tiles_differ = false, off_same = true;
+    for (int pass = 0; pass < 2; pass++) {
+        int rows = pass ? T : 1;
+        ops_init(OPS_AVX512_BF16);
+        ops_matmul_packed(fma, x, wp, CKPT_F16, NULL, rows, I, O, 0, O, false);
+        ops_init(OPS_AMX);
+        named = named && !strstr(ops_simd_name(), "f16fma");
+        ops_matmul_packed(y, x, wp, CKPT_F16, NULL, rows, I, O, 0, O, false);
+        tiles_differ = tiles_differ || memcmp(y, fma, sizeof(float) * (size_t)rows * O) != 0;
+        ops_init(OPS_AVX512_BF16);
+        setenv("LLMCGI_F16_TILES", "0", 1);
+        ops_init(OPS_AMX);
+        named = named && strstr(ops_simd_name(), "+amx+f16fma") != NULL;
+        ops_matmul_packed(y, x, wp, CKPT_F16, NULL, rows, I, O, 0, O, false);
+        off_same = off_same && memcmp(y, fma, sizeof(float) * (size_t)rows * O) == 0;
+        unsetenv("LLMCGI_F16_TILES");
+        ops_init(OPS_AVX512_BF16);
+    }
+    ok(named, "AMX level named +amx with F16 tiles, +amx+f16fma with LLMCGI_F16_TILES=0");
+    ok(tiles_differ, "F16 at the AMX level runs on the tiles (its bits are not the FMA kernel's)");
+    ok(off_same, "LLMCGI_F16_TILES=0: F16 at the AMX level gives the FMA kernel's bits at 1 and 32 rows");
+    free(w);
+    free(x);
+    free(fma);
+    free(y);
+    free(wp);
+}
+
 int main(void)
 {
     /* Every level this CPU has, from the portable reference up. */
@@ -826,8 +870,10 @@ int main(void)
         run_kernels();
     }
     printf("# this CPU's best level: %d (%s)\n", (int)top, ops_simd_name());
-    if (top >= OPS_AMX)
+    if (top >= OPS_AMX) {
         check_q8_amx_bits();
+        check_f16_tiles_switch();
+    }
     is_int((int)ops_init(OPS_BEST), (int)top, "OPS_BEST picks the CPU's best level");
     check_q8_rounding();
     check_q8_quantize_rows();
