@@ -1,4 +1,4 @@
-/* ops_amx.c -- the packed matrix product for BF16 and F16 weights on AMX tiles (tdpbf16ps), x split into two bf16 parts so the result stays near F32's (F16 weights split exactly into two bf16 parts in registers); F32 weights go to the AVX-512 packed kernel.
+/* ops_amx.c -- the packed matrix product for BF16 and F16 weights on AMX tiles (tdpbf16ps), x split into two bf16 parts so the result stays near F32's (F16 weights, with LLMCGI_F16_TILES=1, split exactly into two bf16 parts in registers); F32 weights go to the AVX-512 packed kernel.
  *
  * Math. y[t][o] = sum_i x[t][i] W[o][i]. Each x is split x = hi + lo with
  * hi = x with its low 16 bits cut (exact in bf16) and lo = bf16(x - hi)
@@ -406,7 +406,7 @@ void ops_matmul_packed_amx(float *y, const float *x, const void *wp, enum ckpt_d
 }
 
 /* BF16 on the tiles, F16 (and F32) on the AVX-512 FMA kernel: the AMX
- * level with LLMCGI_F16_TILES=0 (ops_init). */
+ * level's default (ops_init; LLMCGI_F16_TILES=1 takes F16 to the tiles). */
 void ops_matmul_packed_amx_bf16(float *y, const float *x, const void *wp, enum ckpt_dtype wt, const float *bias, int T,
                                 int I, int O, int o0, int o1, bool accumulate)
 {

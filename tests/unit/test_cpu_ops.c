@@ -138,7 +138,7 @@ static void check_matmul_as(bool packed, enum ckpt_dtype wt, int T, int I, int O
     /* At the AMX level F16 weights go to the tiles as two exact bf16 parts
      * (w = whi + wlo) against x's two, all four products: only x's split
      * is inexact, the same 2^-16 as BF16's. */
-    if (packed && wt == CKPT_F16 && strstr(ops_simd_name(), "+amx") && !strstr(ops_simd_name(), "+f16fma"))
+    if (packed && wt == CKPT_F16 && strstr(ops_simd_name(), "+f16tiles"))
         bound += ldexp(1.0, -16) * absdot / wmax;
     ok(e <= bound, "%s matmul%s %s T=%d I=%d O=%d [%d,%d)%s%s: rel err %.2g", ops_simd_name(),
        packed ? " packed" : "", ckpt_dtype_name(wt), T, I, O, o0, o1, acc ? " accumulate" : "",
@@ -812,10 +812,10 @@ static void check_pool(int threads)
     tpool_free(p);
 }
 
-/* F16 at the AMX level: the tiles by default (a packed product's bits
- * differ from the FMA kernel's), and with LLMCGI_F16_TILES=0, read when
- * ops_init picks the level, exactly the AVX-512 BF16 level's FMA kernel
- * (named "+f16fma"), at one row and at 32. */
+/* F16 at the AMX level: the AVX-512 FMA kernel by default (the AVX-512
+ * BF16 level's bits), and with LLMCGI_F16_TILES=1, read when ops_init
+ * picks the level, the tiles (named "+f16tiles"; other bits), at one row
+ * and at 32. */
 static void check_f16_tiles_switch(void)
 {
     int I = 300, O = 70, T = 32;
@@ -834,21 +834,21 @@ static void check_f16_tiles_switch(void)
         ops_init(OPS_AVX512_BF16);
         ops_matmul_packed(fma, x, wp, CKPT_F16, NULL, rows, I, O, 0, O, false);
         ops_init(OPS_AMX);
-        named = named && !strstr(ops_simd_name(), "f16fma");
-        ops_matmul_packed(y, x, wp, CKPT_F16, NULL, rows, I, O, 0, O, false);
-        tiles_differ = tiles_differ || memcmp(y, fma, sizeof(float) * (size_t)rows * O) != 0;
-        ops_init(OPS_AVX512_BF16);
-        setenv("LLMCGI_F16_TILES", "0", 1);
-        ops_init(OPS_AMX);
-        named = named && strstr(ops_simd_name(), "+amx+f16fma") != NULL;
+        named = named && !strstr(ops_simd_name(), "f16tiles");
         ops_matmul_packed(y, x, wp, CKPT_F16, NULL, rows, I, O, 0, O, false);
         off_same = off_same && memcmp(y, fma, sizeof(float) * (size_t)rows * O) == 0;
+        ops_init(OPS_AVX512_BF16);
+        setenv("LLMCGI_F16_TILES", "1", 1);
+        ops_init(OPS_AMX);
+        named = named && strstr(ops_simd_name(), "+amx+f16tiles") != NULL;
+        ops_matmul_packed(y, x, wp, CKPT_F16, NULL, rows, I, O, 0, O, false);
+        tiles_differ = tiles_differ || memcmp(y, fma, sizeof(float) * (size_t)rows * O) != 0;
         unsetenv("LLMCGI_F16_TILES");
         ops_init(OPS_AVX512_BF16);
     }
-    ok(named, "AMX level named +amx with F16 tiles, +amx+f16fma with LLMCGI_F16_TILES=0");
-    ok(tiles_differ, "F16 at the AMX level runs on the tiles (its bits are not the FMA kernel's)");
-    ok(off_same, "LLMCGI_F16_TILES=0: F16 at the AMX level gives the FMA kernel's bits at 1 and 32 rows");
+    ok(named, "AMX level named +amx by default, +amx+f16tiles with LLMCGI_F16_TILES=1");
+    ok(off_same, "F16 at the AMX level by default gives the FMA kernel's bits at 1 and 32 rows");
+    ok(tiles_differ, "LLMCGI_F16_TILES=1: F16 at the AMX level runs on the tiles (its bits are not the FMA kernel's)");
     free(w);
     free(x);
     free(fma);
@@ -873,6 +873,13 @@ int main(void)
     if (top >= OPS_AMX) {
         check_q8_amx_bits();
         check_f16_tiles_switch();
+        /* every kernel again with F16 on the tiles (LLMCGI_F16_TILES=1) */
+        ops_init(OPS_AVX512_BF16);
+        setenv("LLMCGI_F16_TILES", "1", 1);
+        ops_init(OPS_AMX);
+        run_kernels();
+        unsetenv("LLMCGI_F16_TILES");
+        ops_init(OPS_AVX512_BF16);
     }
     is_int((int)ops_init(OPS_BEST), (int)top, "OPS_BEST picks the CPU's best level");
     check_q8_rounding();
