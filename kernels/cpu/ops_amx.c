@@ -1,4 +1,4 @@
-/* ops_amx.c -- the packed matrix product for BF16 weights on AMX tiles (tdpbf16ps), x split into two bf16 parts so the result stays near F32's; other weight types go to the AVX-512 packed kernel.
+/* ops_amx.c -- the packed matrix product for BF16 and F16 weights on AMX tiles (tdpbf16ps), x split into two bf16 parts so the result stays near F32's (F16 weights, with LLMCGI_F16_TILES=1, split exactly into two bf16 parts in registers); F32 weights go to the AVX-512 packed kernel.
  *
  * Math. y[t][o] = sum_i x[t][i] W[o][i]. Each x is split x = hi + lo with
  * hi = x with its low 16 bits cut (exact in bf16) and lo = bf16(x - hi)
@@ -206,10 +206,181 @@ AMX static void amx_bf16(float *y, const float *x, const uint16_t *wp, const flo
     _tile_release();
 }
 
+/* ------------------------------------------------------------------ F16 weights */
+
+/* F16 weights on the same tiles. An F16 weight has 11 significant bits, so
+ * it is exactly w = whi + wlo with whi = w cut to bf16 (its F32 form's low
+ * 16 bits dropped: 8 significant bits) and wlo = w - whi (at most 3
+ * significant bits, exact in bf16; F16 subnormals are F32 normals, so
+ * neither part is a bf16 subnormal). ops_pack keeps F16 in the plain panel
+ * layout (the AVX-512 kernel's); here each group of 32 inputs x 64 outputs
+ * (4 KiB of the panel) is widened in registers into its whi and wlo B tiles
+ * (8 KiB of L1 staging): tile row r of outputs 16q.. pairs inputs 2r and
+ * 2r + 1, one vcvtph2ps each, and because both parts are bf16-exact their
+ * bits are the top halves of the F32 lanes, so a row is (a >> 16) | (b &
+ * 0xffff0000), one shift and one ternary logic op, no rounding and no
+ * permute. The products per C tile and group, always in this order:
+ * xhi whi, xlo whi, xhi wlo, xlo wlo, so only x's split is inexact, as
+ * for BF16 (F16_PRODUCTS 3 leaves the last out: within 2^-14 |x w| a
+ * product, 5-8% faster at 32 rows, the tiny model's logits 5.3e-5 from
+ * transformers' against 2e-5 with 4; doc/cpu-kernels.md "F16 on the AMX
+ * tiles"). Cache-warm the conversion costs ~2.7x the FMA kernel's time at
+ * one row (12 vector uops per 32 weights on ports 0 and 5); with the
+ * weights streaming from memory it hides under the stream once it is
+ * interleaved with the tile products (amx_f16). */
+#ifndef F16_PRODUCTS
+#define F16_PRODUCTS 4
+#endif
+#ifndef F16_PF
+#define F16_PF 32768               /* bytes ahead that each tile row's 4 lines are prefetched to L2 */
+#define F16_PFH _MM_HINT_T1
+#endif
+
+/* The whi and wlo B tiles q of one group (st: the group's 8 KiB, whi
+ * tile q at q KiB, wlo tile q at 4 + q KiB) from the plain panel's inputs
+ * i0 .. i0 + 32 (w at input i0; inputs past n are zeros); each tile row's
+ * source lines F16_PF bytes on are prefetched to L2. */
+AMX static void f16_tile(uint16_t *st, const uint16_t *w, int n, int q)
+{
+    const __m512i top = _mm512_set1_epi32((int)0xffff0000u);
+    for (int r = 0; r < 16; r++) {
+        const uint16_t *a = w + (size_t)(2 * r) * P + q * 16, *b = a + P;
+        _mm_prefetch((const char *)(w + (size_t)(2 * r) * P) + F16_PF + q * 64, F16_PFH);
+        __m512 fa = 2 * r < n ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)a)) : _mm512_setzero_ps();
+        __m512 fb = 2 * r + 1 < n ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)b)) : _mm512_setzero_ps();
+        __m512i ia = _mm512_castps_si512(fa), ib = _mm512_castps_si512(fb);
+        __m512 la = _mm512_sub_ps(fa, _mm512_castsi512_ps(_mm512_and_si512(ia, top)));
+        __m512 lb = _mm512_sub_ps(fb, _mm512_castsi512_ps(_mm512_and_si512(ib, top)));
+        /* (a >> 16) | (b & top): imm 0xF8 = A | (B & C) */
+        _mm512_store_si512((void *)(st + q * 512 + r * 32),
+                           _mm512_ternarylogic_epi32(_mm512_srli_epi32(ia, 16), ib, top, 0xF8));
+        _mm512_store_si512((void *)(st + 2048 + q * 512 + r * 32),
+                           _mm512_ternarylogic_epi32(_mm512_srli_epi32(_mm512_castps_si512(la), 16),
+                                                     _mm512_castps_si512(lb), top, 0xF8));
+    }
+}
+
+/* C tile q += the group's x parts (A: tmm4 hi, tmm5 lo) by its staged
+ * whi and wlo tiles q, in the fixed order xhi whi, xlo whi, xhi wlo
+ * (, xlo wlo). */
+#define F16_Q(q, st)                               \
+    do {                                           \
+        _tile_loadd(6, (st) + (q) * 512, 64);      \
+        _tile_dpbf16ps(q, 4, 6);                   \
+        _tile_dpbf16ps(q, 5, 6);                   \
+        _tile_loadd(7, (st) + 2048 + (q) * 512, 64); \
+        _tile_dpbf16ps(q, 4, 7);                   \
+        if (F16_PRODUCTS == 4)                     \
+            _tile_dpbf16ps(q, 5, 7);               \
+    } while (0)
+
+AMX static void f16_q(int q, const uint16_t *st)
+{
+    switch (q) {
+    case 0: F16_Q(0, st); break;
+    case 1: F16_Q(1, st); break;
+    case 2: F16_Q(2, st); break;
+    default: F16_Q(3, st); break;
+    }
+}
+
+AMX static void c_load(const float *c, bool zero)
+{
+    if (zero) {
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+    } else {
+        _tile_loadd(0, c, P * 4);
+        _tile_loadd(1, c + 16, P * 4);
+        _tile_loadd(2, c + 32, P * 4);
+        _tile_loadd(3, c + 48, P * 4);
+    }
+}
+
+AMX static void c_store(float *c)
+{
+    _tile_stored(0, c, P * 4);
+    _tile_stored(1, c + 16, P * 4);
+    _tile_stored(2, c + 32, P * 4);
+    _tile_stored(3, c + 48, P * 4);
+}
+
+/* As amx_bf16 over the plain F16 panels (I inputs a panel), software
+ * pipelined by groups of 32 inputs: step j converts group j (of the pass's
+ * panels in order) into one staging half while the tile products of group
+ * j - 1 run from the other, the conversion cut in 4 pieces (tiles q)
+ * spread between the row tiles' products, so the vector ports convert
+ * while the tile unit multiplies and the tile loads read lines stored a
+ * group earlier. With one row tile (T <= 16) the C tiles stay in their
+ * registers across a panel's groups; with more they wait in c between
+ * groups. stage: 2 x 8 KiB. */
+AMX static void amx_f16(float *y, const float *x, const uint16_t *wp, const float *bias, int T, int I, int O, int o0,
+                        int o1, bool accumulate, char *mem, int mc, size_t ld)
+{
+    float *c = (float *)mem;
+    uint16_t *hi = (uint16_t *)((char *)c + (size_t)mc * P * 4);
+    uint16_t *lo = hi + (size_t)mc * ld;
+    uint16_t *stage = lo + (size_t)mc * ld;
+    int rows = T < 16 ? T : 16;
+    struct tilecfg cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int r = 0; r < 8; r++) {
+        cfg.rows[r] = (uint8_t)(r >= 6 ? 16 : rows);
+        cfg.colsb[r] = 64;
+    }
+    _tile_loadconfig(&cfg);
+    int ng = (I + 31) / 32, p0 = o0 / P, n = ((o1 + P - 1) / P - p0) * ng;
+    for (int t0 = 0; t0 < T; t0 += mc) {
+        int tn = T - t0 < mc ? T - t0 : mc, t16 = T < 16 ? T : (tn + 15) & ~15;
+        int rt = (t16 + 15) / 16, nseg = rt * 4;
+        split_rows(hi, lo, ld, x + (size_t)t0 * I, tn, t16, I);
+        for (int j = 0; j <= n; j++) {
+            /* group j to convert (none past n), group j - 1 to multiply */
+            const uint16_t *src = NULL;
+            int cn = 0, piece = 0;
+            if (j < n) {
+                int g = j % ng;
+                src = wp + ((size_t)(p0 + j / ng) * P * I + (size_t)g * 32 * P);
+                cn = I - g * 32;
+            }
+            uint16_t *cst = stage + (size_t)(j & 1) * 4096;
+            if (j > 0) {
+                int p = p0 + (j - 1) / ng, g = (j - 1) % ng, k0 = g * 32;
+                const uint16_t *st = stage + (size_t)((j - 1) & 1) * 4096;
+                for (int r = 0, seg = 0; r < rt; r++) {
+                    float *cr = c + (size_t)r * 16 * P;
+                    if (rt > 1 || g == 0)
+                        c_load(cr, g == 0);
+                    _tile_loadd(4, hi + (size_t)r * 16 * ld + k0, ld * 2);
+                    _tile_loadd(5, lo + (size_t)r * 16 * ld + k0, ld * 2);
+                    for (int q = 0; q < 4; q++, seg++) {
+                        for (; src && piece < 4 && piece * nseg <= seg * 4; piece++)
+                            f16_tile(cst, src, cn, piece);
+                        f16_q(q, st);
+                    }
+                    if (rt > 1 || g == ng - 1)
+                        c_store(cr);
+                }
+                if (g == ng - 1) {
+                    int olo = p * P > o0 ? p * P : o0, ohi = p * P + P < o1 ? p * P + P : o1;
+                    ops_store_rows_avx512(y + (size_t)t0 * O, c + (olo - p * P), bias, tn, O, olo, ohi - olo,
+                                          accumulate);
+                }
+            }
+            for (; src && piece < 4; piece++)
+                f16_tile(cst, src, cn, piece);
+        }
+    }
+    _tile_release();
+}
+
 void ops_matmul_packed_amx(float *y, const float *x, const void *wp, enum ckpt_dtype wt, const float *bias, int T,
                            int I, int O, int o0, int o1, bool accumulate)
 {
-    if (wt != CKPT_BF16 || T <= 0 || o0 >= o1) {
+    if ((wt != CKPT_BF16 && wt != CKPT_F16) || T <= 0 || o0 >= o1) {   /* F32: the FMA kernel */
         ops_matmul_packed_avx512(y, x, wp, wt, bias, T, I, O, o0, o1, accumulate);
         return;
     }
@@ -222,12 +393,27 @@ void ops_matmul_packed_amx(float *y, const float *x, const void *wp, enum ckpt_d
         mc = MC;
     if (mc > ((T + 15) & ~15))
         mc = (T + 15) & ~15;
-    char *mem = scratch((size_t)mc * P * 4 + (size_t)mc * ld * 4);
+    size_t stage = wt == CKPT_F16 ? (size_t)2 * 8192 : 0;
+    char *mem = scratch((size_t)mc * P * 4 + (size_t)mc * ld * 4 + stage);
     if (!mem) {   /* out of memory: the AVX-512 kernel needs none */
         ops_matmul_packed_avx512(y, x, wp, wt, bias, T, I, O, o0, o1, accumulate);
         return;
     }
-    amx_bf16(y, x, wp, bias, T, I, O, o0, o1, accumulate, mem, mc, ld);
+    if (wt == CKPT_F16)
+        amx_f16(y, x, wp, bias, T, I, O, o0, o1, accumulate, mem, mc, ld);
+    else
+        amx_bf16(y, x, wp, bias, T, I, O, o0, o1, accumulate, mem, mc, ld);
+}
+
+/* BF16 on the tiles, F16 (and F32) on the AVX-512 FMA kernel: the AMX
+ * level's default (ops_init; LLMCGI_F16_TILES=1 takes F16 to the tiles). */
+void ops_matmul_packed_amx_bf16(float *y, const float *x, const void *wp, enum ckpt_dtype wt, const float *bias, int T,
+                                int I, int O, int o0, int o1, bool accumulate)
+{
+    if (wt == CKPT_F16)
+        ops_matmul_packed_avx512(y, x, wp, wt, bias, T, I, O, o0, o1, accumulate);
+    else
+        ops_matmul_packed_amx(y, x, wp, wt, bias, T, I, O, o0, o1, accumulate);
 }
 #else
 typedef int ops_amx_none;   /* no x86: nothing here (ISO C wants a declaration) */

@@ -6,6 +6,7 @@
  *   cpu_bench --kernels [THREADS] [WEIGHTS] [ROWS]
  *   cpu_bench --ppl MODEL_DIR PPL_GOLDEN_JSON [THREADS]
  *   cpu_bench --matvec
+ *   cpu_bench --packed [ROWS]
  *   cpu_bench --attn [THREADS] [BATCH] [CTX] [f16|f32]
  *
  * --agree takes the prompts of model MODEL_NAME ("124M") in the golden file,
@@ -729,6 +730,95 @@ static int matvec_main(void)
     return 0;
 }
 
+/* --packed: the 124M shape's products over packed weights at ROWS rows of
+ * x (default 1) on one thread, by its CPU time (as --matvec): F16 at the
+ * AVX-512 BF16 level (the FMA kernel) and at the best level (AMX: the
+ * tiles, LLMCGI_F16_TILES=1), BF16 at the best level, interleaved; best of 5 sweeps, one JSON
+ * line per product and one for a whole step's products. */
+static int packed_main(int argc, char **argv)
+{
+    int T = argc > 2 ? atoi(argv[2]) : 1;
+    if (T < 1 || T > 256)
+        return 2;
+    setenv("LLMCGI_F16_TILES", "1", 1);   /* F16 on the tiles at the AMX level (ops_init) */
+    enum ops_level best = ops_init(OPS_BEST);
+    static const struct {
+        const char *name;
+        int O, I, copies, per_step;
+    } shapes[] = {{"qkv", 2304, 768, 12, 12}, {"proj", 768, 768, 12, 12}, {"fc", 3072, 768, 12, 12},
+                  {"mproj", 768, 3072, 12, 12}, {"lm_head", 50257, 768, 1, 1}};
+    struct {
+        const char *name;
+        enum ckpt_dtype wt;
+        enum ops_level level;
+    } types[] = {{"F16 fma", CKPT_F16, OPS_AVX512_BF16}, {"F16", CKPT_F16, best}, {"BF16", CKPT_BF16, best}};
+    enum { NT = sizeof types / sizeof types[0] };
+    double step[NT] = {0};
+    ops_init(OPS_BEST);
+    if (!ops_packed())
+        return 1;
+    printf("{\"kernels\": \"%s\", \"threads\": 1, \"rows\": %d, \"clock\": \"thread CPU time\"}\n", ops_simd_name(), T);
+    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
+        int O = shapes[k].O, I = shapes[k].I, copies = shapes[k].copies;
+        float *x = malloc(sizeof(float) * (size_t)T * I), *y = malloc(sizeof(float) * (size_t)T * O);
+        float *row = malloc(sizeof(float) * (size_t)I);
+        char *w = malloc((size_t)O * I * 2), *wp[NT];
+        size_t pb[NT];
+        if (!x || !y || !row || !w)
+            return 1;
+        for (int t = 0; t < NT; t++) {
+            pb[t] = ops_pack_bytes(types[t].wt, I, O);
+            wp[t] = malloc(pb[t] * (size_t)copies);
+            if (!wp[t])
+                return 1;
+        }
+        uint32_t r = 12345;
+        for (int c = 0; c < copies; c++)
+            for (int t = 0; t < NT; t++) {
+                for (int o = 0; o < O; o++) {
+                    for (int i = 0; i < I; i++) {
+                        r = r * 1664525u + 1013904223u;
+                        row[i] = ((float)(r >> 8) / 16777216.0f - 0.5f) * 0.2f;
+                    }
+                    put_row(w + (size_t)o * I * 2, row, I, types[t].wt, false);
+                }
+                ops_pack(wp[t] + (size_t)c * pb[t], w, types[t].wt, I, O, 0, O);
+            }
+        for (int i = 0; i < T * I; i++)
+            x[i] = (float)((i * 37) % 101) / 50.0f - 1.0f;
+        double bt[NT];
+        for (int t = 0; t < NT; t++)
+            bt[t] = 1e30;
+        for (int rep = 0; rep < 6; rep++)
+            for (int t = 0; t < NT; t++) {   /* interleaved, so a slow moment hits every type */
+                ops_init(types[t].level);
+                double t0 = cpu_now();
+                for (int c = 0; c < copies; c++)
+                    ops_matmul_packed(y, x, wp[t] + (size_t)c * pb[t], types[t].wt, NULL, T, I, O, 0, O, false);
+                double dt = (cpu_now() - t0) / copies;
+                if (rep > 0 && dt < bt[t])
+                    bt[t] = dt;
+            }
+        for (int t = 0; t < NT; t++) {
+            printf("{\"dtype\": \"%s\", \"kernel\": \"%s\", \"O\": %d, \"I\": %d, \"bytes\": %zu, \"seconds\": %.3e, "
+                   "\"bytes_s\": %.0f}\n",
+                   types[t].name, shapes[k].name, O, I, pb[t], bt[t], (double)pb[t] / bt[t]);
+            step[t] += bt[t] * shapes[k].per_step;
+            free(wp[t]);
+        }
+        free(x);
+        free(y);
+        free(row);
+        free(w);
+    }
+    printf("{\"rows\": %d, \"step\": {", T);
+    for (int t = 0; t < NT; t++)
+        printf("%s\"%s\": %.3e", t ? ", " : "", types[t].name, step[t]);
+    printf("}, \"f16_tiles_over_fma\": %.3f}\n", step[1] / step[0]);
+    ops_init(OPS_BEST);
+    return 0;
+}
+
 /* --attn */
 struct attn_bench {
     const char *kv;
@@ -867,6 +957,8 @@ int main(int argc, char **argv)
         return ppl_main(argc, argv);
     if (argc > 1 && !strcmp(argv[1], "--matvec"))
         return matvec_main();
+    if (argc > 1 && !strcmp(argv[1], "--packed"))
+        return packed_main(argc, argv);
     if (argc < 2) {
         fprintf(stderr, "usage: cpu_bench MODEL_DIR [THREADS] [PROMPT_TOKENS] [BATCH] [STEPS] [DECODE_CONTEXT] "
                         "[auto|f32|q8] [auto|f32|f16 (kv_dtype)]\n");

@@ -135,6 +135,11 @@ static void check_matmul_as(bool packed, enum ckpt_dtype wt, int T, int I, int O
     double bound = 1e-5;
     if (wt == CKPT_BF16 && strstr(ops_simd_name(), "+bf16"))
         bound += ldexp(1.0, -16) * absdot / wmax;
+    /* At the AMX level F16 weights go to the tiles as two exact bf16 parts
+     * (w = whi + wlo) against x's two, all four products: only x's split
+     * is inexact, the same 2^-16 as BF16's. */
+    if (packed && wt == CKPT_F16 && strstr(ops_simd_name(), "+f16tiles"))
+        bound += ldexp(1.0, -16) * absdot / wmax;
     ok(e <= bound, "%s matmul%s %s T=%d I=%d O=%d [%d,%d)%s%s: rel err %.2g", ops_simd_name(),
        packed ? " packed" : "", ckpt_dtype_name(wt), T, I, O, o0, o1, acc ? " accumulate" : "",
        bias_on ? " bias" : "", e);
@@ -790,7 +795,9 @@ static void run_kernels(void)
         check_matmul_as(true, types[k], 65, 100, 130, 64, 128, false, true);
         check_matmul_as(true, types[k], 130, 37, 150, 10, 140, true, true);
         check_matmul_as(true, types[k], 7, 5, 3, 0, 3, false, true);
-        /* AMX (BF16 at OPS_AMX): A/C tiles of min(T, 16) rows (15, 16, 17:
+        /* AMX (BF16 and F16 at OPS_AMX; F16 a group of 32 inputs at a time,
+         * so these also take a group's tail and panels converted one group
+         * ahead of their products): A/C tiles of min(T, 16) rows (15, 16, 17:
          * a padded last row tile), passes of up to 256 rows (300), blocks of
          * 256 inputs and groups of 32 padded with zeros (600, 31, 33), one
          * row over several blocks, ranges that start and end inside panels */
@@ -882,6 +889,50 @@ static void check_pool(int threads)
     tpool_free(p);
 }
 
+/* F16 at the AMX level: the AVX-512 FMA kernel by default (the AVX-512
+ * BF16 level's bits), and with LLMCGI_F16_TILES=1, read when ops_init
+ * picks the level, the tiles (named "+f16tiles"; other bits), at one row
+ * and at 32. */
+static void check_f16_tiles_switch(void)
+{
+    int I = 300, O = 70, T = 32;
+    uint16_t *w = malloc(sizeof(uint16_t) * (size_t)O * I);
+    float *x = malloc(sizeof(float) * (size_t)T * I), *fma = malloc(sizeof(float) * (size_t)T * O);
+    float *y = malloc(sizeof(float) * (size_t)T * O);
+    void *wp = malloc(ops_pack_bytes(CKPT_F16, I, O));
+    for (int i = 0; i < O * I; i++)
+        w[i] = ckpt_f32_to_f16(frand() * 0.5f);
+    for (int i = 0; i < T * I; i++)
+        x[i] = frand();
+    ops_pack(wp, w, CKPT_F16, I, O, 0, O);
+    bool named = true, tiles_differ = false, off_same = true;
+    for (int pass = 0; pass < 2; pass++) {
+        int rows = pass ? T : 1;
+        ops_init(OPS_AVX512_BF16);
+        ops_matmul_packed(fma, x, wp, CKPT_F16, NULL, rows, I, O, 0, O, false);
+        ops_init(OPS_AMX);
+        named = named && !strstr(ops_simd_name(), "f16tiles");
+        ops_matmul_packed(y, x, wp, CKPT_F16, NULL, rows, I, O, 0, O, false);
+        off_same = off_same && memcmp(y, fma, sizeof(float) * (size_t)rows * O) == 0;
+        ops_init(OPS_AVX512_BF16);
+        setenv("LLMCGI_F16_TILES", "1", 1);
+        ops_init(OPS_AMX);
+        named = named && strstr(ops_simd_name(), "+amx+f16tiles") != NULL;
+        ops_matmul_packed(y, x, wp, CKPT_F16, NULL, rows, I, O, 0, O, false);
+        tiles_differ = tiles_differ || memcmp(y, fma, sizeof(float) * (size_t)rows * O) != 0;
+        unsetenv("LLMCGI_F16_TILES");
+        ops_init(OPS_AVX512_BF16);
+    }
+    ok(named, "AMX level named +amx by default, +amx+f16tiles with LLMCGI_F16_TILES=1");
+    ok(off_same, "F16 at the AMX level by default gives the FMA kernel's bits at 1 and 32 rows");
+    ok(tiles_differ, "LLMCGI_F16_TILES=1: F16 at the AMX level runs on the tiles (its bits are not the FMA kernel's)");
+    free(w);
+    free(x);
+    free(fma);
+    free(y);
+    free(wp);
+}
+
 int main(void)
 {
     /* Every level this CPU has, from the portable reference up. */
@@ -896,8 +947,17 @@ int main(void)
         run_kernels();
     }
     printf("# this CPU's best level: %d (%s)\n", (int)top, ops_simd_name());
-    if (top >= OPS_AMX)
+    if (top >= OPS_AMX) {
         check_q8_amx_bits();
+        check_f16_tiles_switch();
+        /* every kernel again with F16 on the tiles (LLMCGI_F16_TILES=1) */
+        ops_init(OPS_AVX512_BF16);
+        setenv("LLMCGI_F16_TILES", "1", 1);
+        ops_init(OPS_AMX);
+        run_kernels();
+        unsetenv("LLMCGI_F16_TILES");
+        ops_init(OPS_AVX512_BF16);
+    }
     is_int((int)ops_init(OPS_BEST), (int)top, "OPS_BEST picks the CPU's best level");
     check_q8_rounding();
     check_q8_quantize_rows();
