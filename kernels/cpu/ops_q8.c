@@ -204,11 +204,46 @@ static AVX2 void quantize_blocks_avx2(struct ops_q8_block *b, const float *x, in
     }
 }
 
+/* The same with AVX-512 (~2x fewer instructions: a block is two vectors,
+ * the scale's F16 by vcvtps2ph, which rounds as ckpt_f32_to_f16 does for
+ * finite values), bit-identical to the AVX2 loop: a block with an infinite
+ * or NaN input, where the F16 conversions and max orders differ in their
+ * NaNs, takes the AVX2 loop. */
+static __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl"))) void quantize_blocks_avx512(struct ops_q8_block *b, const float *x, int nfull)
+{
+    const __m512 inf = _mm512_set1_ps(__builtin_inff()), half = _mm512_set1_ps(0.5f), mhalf = _mm512_set1_ps(-0.5f);
+    const __m512i one = _mm512_set1_epi32(1), lim = _mm512_set1_epi32(127), mlim = _mm512_set1_epi32(-127);
+    for (int k = 0; k < nfull; k++) {
+        const float *xb = x + (size_t)k * OPS_Q8_BLOCK;
+        __m512 v0 = _mm512_loadu_ps(xb), v1 = _mm512_loadu_ps(xb + 16);
+        __m512 a0 = _mm512_abs_ps(v0), a1 = _mm512_abs_ps(v1);
+        if (_mm512_cmp_ps_mask(a0, inf, _CMP_NLT_UQ) | _mm512_cmp_ps_mask(a1, inf, _CMP_NLT_UQ)) {
+            quantize_blocks_avx2(b + k, xb, 1);
+            continue;
+        }
+        float amax = _mm512_reduce_max_ps(_mm512_max_ps(a0, a1));
+        float d = amax / 127.0f, id = d > 0.0f ? 1.0f / d : 0.0f;
+        b[k].d = (uint16_t)_cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        __m512 vid = _mm512_set1_ps(id);
+        __m512 s[2] = {_mm512_mul_ps(v0, vid), _mm512_mul_ps(v1, vid)};
+        for (int j = 0; j < 2; j++) {
+            __m512i t = _mm512_cvttps_epi32(s[j]);
+            __m512 f = _mm512_sub_ps(s[j], _mm512_cvtepi32_ps(t));
+            t = _mm512_mask_add_epi32(t, _mm512_cmp_ps_mask(f, half, _CMP_GE_OQ), t, one);
+            t = _mm512_mask_sub_epi32(t, _mm512_cmp_ps_mask(f, mhalf, _CMP_LE_OQ), t, one);
+            _mm_storeu_si128((__m128i *)(b[k].q + 16 * j), _mm512_cvtepi32_epi8(_mm512_max_epi32(_mm512_min_epi32(t, lim), mlim)));
+        }
+    }
+}
+
 static bool q8_quantize_avx2(struct ops_q8_block *b, const float *x, int nfull)
 {
-    if (!__builtin_cpu_supports("avx2"))
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
+        quantize_blocks_avx512(b, x, nfull);
+    else if (__builtin_cpu_supports("avx2"))
+        quantize_blocks_avx2(b, x, nfull);
+    else
         return false;
-    quantize_blocks_avx2(b, x, nfull);
     return true;
 }
 

@@ -404,8 +404,9 @@ static void check_q8_rounding(void)
        b.q[1], b.q[4], b.q[7]);
 }
 
-/* Whole rows (full blocks take the AVX2 loop where there is one, a partial
- * last block the C one) against roundf of x / d, scale and all. */
+/* Whole rows (full blocks take the AVX-512 or AVX2 loop where there is
+ * one, a partial last block the C one) against roundf of x / d, scale and
+ * all. */
 static void check_q8_quantize_rows(void)
 {
     enum { I = 200 };
@@ -414,7 +415,8 @@ static void check_q8_quantize_rows(void)
     bool same = true;
     for (int rep = 0; rep < 50; rep++) {
         for (int i = 0; i < I; i++)
-            x[i] = frand() * (rep % 5 == 0 ? 1e-3f : 4.0f) * (i % 37 == 0 ? 30.0f : 1.0f);
+            x[i] = frand() * (rep % 5 == 0 ? 1e-3f : rep % 7 == 3 ? 1e-6f : rep % 7 == 5 ? 2e6f : 4.0f) *
+                   (i % 37 == 0 ? 30.0f : 1.0f);   /* scales in F16's subnormals, under its least, past its most */
         if (rep == 1)
             for (int i = 0; i < 32; i++)
                 x[i] = 0.0f;   /* an all-zero block */
