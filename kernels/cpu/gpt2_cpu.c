@@ -154,8 +154,8 @@ static void matmul(struct cpu_model *m, float *y, const float *x, const void *w,
     bool packed = m->packed && w != m->score;
     int block = packed ? OPS_PANEL : O > 8192 || (m->q8 && w != m->score && T > 1) ? 64 : 16;
     /* int8 at 2+ rows: 128 where that still leaves 4 tasks a thread, as a
-     * call's fixed part (x's packing into AMX tiles, ~10% at 8 rows) then
-     * serves 8 groups of 16 outputs */
+     * call's fixed part (the tiles' configuration; at 2-4 rows the VNNI
+     * panel's preparation of x) then serves 8 groups of 16 outputs */
     if (m->q8 && w != m->score && T > 1 && O / 128 >= 4 * tpool_threads(m->pool))
         block = 128;
     /* and 512 where that still does (the LM head): 1-5% less thread CPU
