@@ -206,8 +206,21 @@ INL AMX void amx_group(float *out, const unsigned char *w, const unsigned char *
         if (k - 1 < nb)                                                                    \
             _tile_stored(C1, cp[1], 4 * N);                                                \
     } while (0)
+#define AMX_SCALE()                                                                                                   \
+    do {                                                                                                              \
+        int j = k - 4;                                                                                                \
+        int32_t (*cq)[16 * 16] = c[p & 1];                                                                            \
+        scale_block(acc, cq[0], dw[j], (const float *)(xc + (size_t)j * XBLK(N) + 32 * N), N);                       \
+        if (j + 1 < nb)                                                                                               \
+            scale_block(acc, cq[1], dw[j + 1], (const float *)(xc + (size_t)(j + 1) * XBLK(N) + 32 * N), N);         \
+    } while (0)
     for (int p = 0; p <= np + 1; p++) {
         int k = 2 * p;
+        /* pair p - 2's C, stored an iteration ago, scaled while the tiles
+         * work: at N = 16 before this iteration's tile instructions (2%
+         * less time at 32 rows), at N = 8 after them (9% less at 8 rows) */
+        if (N == 16 && p > 1)
+            AMX_SCALE();
         if (p < np) {
             for (size_t b = 0; next && b < share; b += 64)
                 _mm_prefetch(next + (size_t)p * share + b, _MM_HINT_T0);
@@ -222,14 +235,10 @@ INL AMX void amx_group(float *out, const unsigned char *w, const unsigned char *
             else
                 AMX_STORE(6, 7);
         }
-        if (p > 1) {   /* pair p - 2's, stored an iteration ago, scaled while the tiles work */
-            int j = k - 4;
-            int32_t (*cq)[16 * 16] = c[p & 1];
-            scale_block(acc, cq[0], dw[j], (const float *)(xc + (size_t)j * XBLK(N) + 32 * N), N);
-            if (j + 1 < nb)
-                scale_block(acc, cq[1], dw[j + 1], (const float *)(xc + (size_t)(j + 1) * XBLK(N) + 32 * N), N);
-        }
+        if (N == 8 && p > 1)
+            AMX_SCALE();
     }
+#undef AMX_SCALE
 #undef AMX_ISSUE
 #undef AMX_STORE
     if (N == 16)
