@@ -407,11 +407,10 @@ static void check_q8_rounding(void)
 /* Whole rows (full blocks take the AVX-512 or AVX2 loop where there is
  * one, a partial last block the C one) against roundf of x / d, scale and
  * all. */
-static void check_q8_quantize_rows(void)
+static void check_q8_quantize_row_width(int I)
 {
-    enum { I = 200 };
-    float x[I];
-    struct ops_q8_block b[(I + 31) / 32];
+    float x[1000];
+    struct ops_q8_block b[(1000 + 31) / 32];
     bool same = true;
     for (int rep = 0; rep < 50; rep++) {
         for (int i = 0; i < I; i++)
@@ -434,6 +433,13 @@ static void check_q8_quantize_rows(void)
         }
     }
     ok(same, "Q8_0 quantization of whole rows (I=%d) equals roundf(x / d) with d = max|x| / 127", I);
+}
+
+/* 6 full blocks and a partial one; 31 full blocks (16 at once, then one at a time at AVX-512) and a partial one */
+static void check_q8_quantize_rows(void)
+{
+    check_q8_quantize_row_width(200);
+    check_q8_quantize_row_width(1000);
 }
 
 static double ref_act(double v, enum ops_act act)
