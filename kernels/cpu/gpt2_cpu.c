@@ -90,7 +90,7 @@ struct cpu_model {
     float *hf;                      /* [R][C]: final-LayerNorm rows the logits are made from */
     float *scores;                  /* [threads][ATT_Q][P] */
     int *row0;                      /* [S] first row of each sequence (a step has at most S) */
-    void *xq;                       /* q8: [S] quantized input rows of the widest product (F) */
+    void *xq;                       /* q8: a product's input prepared (ops_q8_x_bytes of S rows of F) */
 
     struct tpool *pool;
     int threads;
@@ -118,7 +118,7 @@ static void mm_task(void *ctx, int task, int thread)
     const struct mm_job *j = ctx;
     int o0 = task * j->block, o1 = o0 + j->block < j->O ? o0 + j->block : j->O;
     if (j->xq)
-        ops_matmul_q8(j->y, j->xq, j->w, j->bias, j->T, j->I, j->O, o0, o1, j->accumulate);
+        ops_matmul_q8x(j->y, j->xq, j->w, j->bias, j->T, j->I, j->O, o0, o1, j->accumulate);
     else if (j->packed)
         ops_matmul_packed(j->y, j->x, j->w, j->wt, j->bias, j->T, j->I, j->O, o0, o1, j->accumulate);
     else
@@ -128,18 +128,20 @@ static void mm_task(void *ctx, int task, int thread)
             ops_activate(j->y + (size_t)t * j->O + o0, o1 - o0, (enum ops_act)j->act);
 }
 
-/* q8: input rows quantized, a task per row. */
+/* q8: the input prepared once for every task of the product (quantized,
+ * and at the AMX level packed as its tiles read it: ops_q8_prepare_x), a
+ * task per part. */
 struct q8_job {
     void *dst;
     const float *x;
-    int I;
+    int T, I;
 };
 
 static void q8_task(void *ctx, int task, int thread)
 {
     (void)thread;
     const struct q8_job *j = ctx;
-    ops_q8_quantize_row((char *)j->dst + (size_t)task * ops_q8_row_bytes(j->I), j->x + (size_t)task * j->I, j->I);
+    ops_q8_prepare_x(j->dst, j->x, j->T, j->I, task);
 }
 
 static void matmul(struct cpu_model *m, float *y, const float *x, const void *w, const float *bias,
@@ -152,8 +154,8 @@ static void matmul(struct cpu_model *m, float *y, const float *x, const void *w,
     bool packed = m->packed && w != m->score;
     int block = packed ? OPS_PANEL : O > 8192 || (m->q8 && w != m->score && T > 1) ? 64 : 16;
     /* int8 at 2+ rows: 128 where that still leaves 4 tasks a thread, as a
-     * call's fixed part (x's packing into AMX tiles, ~10% at 8 rows) then
-     * serves 8 groups of 16 outputs */
+     * call's fixed part (the tiles' configuration; at 2-4 rows the VNNI
+     * panel's preparation of x) then serves 8 groups of 16 outputs */
     if (m->q8 && w != m->score && T > 1 && O / 128 >= 4 * tpool_threads(m->pool))
         block = 128;
     /* and 512 where that still does (the LM head): 1-5% less thread CPU
@@ -162,8 +164,8 @@ static void matmul(struct cpu_model *m, float *y, const float *x, const void *w,
         block = 512;
     const void *xq = NULL;
     if (m->q8 && w != m->score) {
-        struct q8_job qj = {m->xq, x, I};
-        tpool_run(m->pool, q8_task, &qj, T);
+        struct q8_job qj = {m->xq, x, T, I};
+        tpool_run(m->pool, q8_task, &qj, ops_q8_x_parts(T, I));
         xq = m->xq;
     }
     struct mm_job j = {y, x, xq, w, w == m->score ? CKPT_F32 : m->wdt, bias, T, I, O, block, accumulate, packed, act};
@@ -705,7 +707,7 @@ static int cpu_load(const struct gpt2_checkpoint *ck, const struct llm_load_opts
     for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++)
         abytes += (sizes[k] * sizeof(float) + 63) & ~(size_t)63;
     abytes += (S * sizeof(int) + 63) & ~(size_t)63;
-    size_t xq_bytes = q8 ? S * ops_q8_row_bytes(m->F > m->C ? m->F : m->C) : 0;
+    size_t xq_bytes = q8 ? ops_q8_x_bytes(S, m->F > m->C ? m->F : m->C) : 0;
     abytes += (xq_bytes + 63) & ~(size_t)63;
     m->amem = alloc64(abytes);
     if (!m->amem) {

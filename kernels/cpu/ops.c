@@ -883,3 +883,54 @@ void ops_matmul_q8(float *y, const void *xq, const void *wq, const float *bias, 
 {
     K.matmul_q8(y, xq, wq, bias, T, I, O, o0, o1, accumulate);
 }
+
+/* Whether this level's int8 products read a prepared x of their own (the tiles). */
+static bool q8_amx(void)
+{
+#ifdef OPS_HAVE_AMX
+    return K.matmul_q8 == ops_matmul_q8_amx;
+#else
+    return false;
+#endif
+}
+
+size_t ops_q8_x_bytes(int T, int I)
+{
+#ifdef OPS_HAVE_AMX
+    if (q8_amx())
+        return ops_q8_amx_x_bytes(T, I);
+#endif
+    return (size_t)T * ops_q8_row_bytes(I);
+}
+
+int ops_q8_x_parts(int T, int I)
+{
+#ifdef OPS_HAVE_AMX
+    if (q8_amx())
+        return ops_q8_amx_x_parts(T, I);
+#endif
+    return T;
+}
+
+void ops_q8_prepare_x(void *dst, const float *x, int T, int I, int part)
+{
+#ifdef OPS_HAVE_AMX
+    if (q8_amx()) {
+        ops_q8_amx_prepare_x(dst, x, T, I, part);
+        return;
+    }
+#endif
+    ops_q8_quantize_row((char *)dst + (size_t)part * ops_q8_row_bytes(I), x + (size_t)part * I, I);
+}
+
+void ops_matmul_q8x(float *y, const void *xp, const void *wq, const float *bias, int T, int I, int O, int o0, int o1,
+                    bool accumulate)
+{
+#ifdef OPS_HAVE_AMX
+    if (q8_amx()) {
+        ops_matmul_q8x_amx(y, xp, wq, bias, T, I, O, o0, o1, accumulate);
+        return;
+    }
+#endif
+    K.matmul_q8(y, xp, wq, bias, T, I, O, o0, o1, accumulate);
+}

@@ -179,6 +179,22 @@ void ops_q8_pack_rows(void *dst, const void *src, int I, int O, int o0, int n);
 void ops_matmul_q8(float *y, const void *xq, const void *wq, const float *bias, int T, int I, int O, int o0,
                    int o1, bool accumulate);
 
+/* x prepared once per int8 product for all of its tasks (ops_matmul_q8x):
+ * the T rows quantized (ops_q8_quantize_row, stride ops_q8_row_bytes(I))
+ * and, where this level's product of T rows reads x in a form of its own
+ * too (AMX tiles, 5+ rows), that form after them, so no task makes it
+ * again. ops_q8_x_bytes: the bytes (dst 64-byte aligned; the most for
+ * T <= S rows of I <= J values is ops_q8_x_bytes(S, J)); the preparation
+ * is ops_q8_x_parts(T, I) independent parts, any order, any thread
+ * (ops_q8_prepare_x makes part `part`), all done before the product. */
+size_t ops_q8_x_bytes(int T, int I);
+int ops_q8_x_parts(int T, int I);
+void ops_q8_prepare_x(void *dst, const float *x, int T, int I, int part);
+
+/* ops_matmul_q8 over x so prepared: the same bits. */
+void ops_matmul_q8x(float *y, const void *xp, const void *wq, const float *bias, int T, int I, int O, int o0,
+                    int o1, bool accumulate);
+
 /* Converts n values of type t starting at src to float. */
 void ops_to_f32(float *dst, const void *src, enum ckpt_dtype t, size_t n);
 

@@ -92,6 +92,12 @@ static inline __mmask16 ops_q8g_mask(int o, int o0, int o1)
 /* ops_q8_amx.c: int8 products of 5+ rows on AMX tiles, with the VNNI panel path's bits; fewer rows take the VNNI kernels. */
 void ops_matmul_q8_amx(float *y, const void *xq, const void *wq, const float *bias, int T, int I, int O, int o0,
                        int o1, bool accumulate);
+/* ops_q8_amx.c: x prepared once per product (ops.h, ops_q8_x_bytes) where the tiles take it: the rows, then their B tiles. */
+size_t ops_q8_amx_x_bytes(int T, int I);
+int ops_q8_amx_x_parts(int T, int I);
+void ops_q8_amx_prepare_x(void *dst, const float *x, int T, int I, int part);
+void ops_matmul_q8x_amx(float *y, const void *xp, const void *wq, const float *bias, int T, int I, int O, int o0,
+                        int o1, bool accumulate);
 /* ops_avx512.c: attention over a KV block. */
 void ops_scores_avx512(float *s, const float *q, const float *k, size_t stride, int n, int d, float scale);
 void ops_mix_avx512(float *out, size_t ldo, const float *a, size_t lda, int nq, const float *v, size_t stride, int n,

@@ -204,11 +204,84 @@ static AVX2 void quantize_blocks_avx2(struct ops_q8_block *b, const float *x, in
     }
 }
 
+/* The same with AVX-512 (~2x fewer instructions: a block is two vectors,
+ * the scale's F16 by vcvtps2ph, which rounds as ckpt_f32_to_f16 does for
+ * finite values), bit-identical to the AVX2 loop: a block with an infinite
+ * or NaN input, where the F16 conversions and max orders differ in their
+ * NaNs, takes the AVX2 loop. */
+#define Q8_AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl")))
+
+/* One block's q from its inputs and 1 / d, as the AVX2 loop rounds them. */
+INL Q8_AVX512 void quantize_q_avx512(int8_t *q, const float *xb, float id)
+{
+    const __m512 half = _mm512_set1_ps(0.5f), mhalf = _mm512_set1_ps(-0.5f);
+    const __m512i one = _mm512_set1_epi32(1), lim = _mm512_set1_epi32(127), mlim = _mm512_set1_epi32(-127);
+    __m512 vid = _mm512_set1_ps(id);
+    for (int j = 0; j < 2; j++) {
+        __m512 s = _mm512_mul_ps(_mm512_loadu_ps(xb + 16 * j), vid);
+        __m512i t = _mm512_cvttps_epi32(s);
+        __m512 f = _mm512_sub_ps(s, _mm512_cvtepi32_ps(t));
+        t = _mm512_mask_add_epi32(t, _mm512_cmp_ps_mask(f, half, _CMP_GE_OQ), t, one);
+        t = _mm512_mask_sub_epi32(t, _mm512_cmp_ps_mask(f, mhalf, _CMP_LE_OQ), t, one);
+        _mm_storeu_si128((__m128i *)(q + 16 * j), _mm512_cvtepi32_epi8(_mm512_max_epi32(_mm512_min_epi32(t, lim), mlim)));
+    }
+}
+
+/* The same with AVX-512 (a block is two vectors; per 16 blocks the scales
+ * d = max|x| / 127, 1 / d and their F16 by one vector division each and
+ * one vcvtps2ph, which rounds as ckpt_f32_to_f16 does for finite values),
+ * the last nfull % 16 a block at a time), bit-identical to the AVX2 loop:
+ * blocks with an infinite or NaN input (16 at once, or the one), where the
+ * F16 conversions and max orders differ in their NaNs, take the AVX2
+ * loop. */
+static Q8_AVX512 void quantize_blocks_avx512(struct ops_q8_block *b, const float *x, int nfull)
+{
+    const __m512 inf = _mm512_set1_ps(__builtin_inff());
+    int k0 = 0;
+    for (; k0 + 16 <= nfull; k0 += 16) {
+        const float *xg = x + (size_t)k0 * OPS_Q8_BLOCK;
+        float amax[16] __attribute__((aligned(64))), id[16] __attribute__((aligned(64)));
+        uint16_t d16[16] __attribute__((aligned(32)));
+        __mmask16 bad = 0;
+        for (int j = 0; j < 16; j++) {
+            __m512 a0 = _mm512_abs_ps(_mm512_loadu_ps(xg + 32 * j)), a1 = _mm512_abs_ps(_mm512_loadu_ps(xg + 32 * j + 16));
+            bad |= _mm512_cmp_ps_mask(a0, inf, _CMP_NLT_UQ) | _mm512_cmp_ps_mask(a1, inf, _CMP_NLT_UQ);
+            amax[j] = _mm512_reduce_max_ps(_mm512_max_ps(a0, a1));
+        }
+        if (bad) {
+            quantize_blocks_avx2(b + k0, xg, 16);
+            continue;
+        }
+        __m512 d = _mm512_div_ps(_mm512_load_ps(amax), _mm512_set1_ps(127.0f));
+        __mmask16 pos = _mm512_cmp_ps_mask(d, _mm512_setzero_ps(), _CMP_GT_OQ);
+        _mm512_store_ps(id, _mm512_maskz_div_ps(pos, _mm512_set1_ps(1.0f), d));
+        _mm256_store_si256((__m256i *)d16, _mm512_cvtps_ph(d, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        for (int j = 0; j < 16; j++) {
+            b[k0 + j].d = d16[j];
+            quantize_q_avx512(b[k0 + j].q, xg + 32 * j, id[j]);
+        }
+    }
+    for (; k0 < nfull; k0++) {   /* the last nfull % 16 a block at a time */
+        const float *xb = x + (size_t)k0 * OPS_Q8_BLOCK;
+        __m512 a0 = _mm512_abs_ps(_mm512_loadu_ps(xb)), a1 = _mm512_abs_ps(_mm512_loadu_ps(xb + 16));
+        if (_mm512_cmp_ps_mask(a0, inf, _CMP_NLT_UQ) | _mm512_cmp_ps_mask(a1, inf, _CMP_NLT_UQ)) {
+            quantize_blocks_avx2(b + k0, xb, 1);
+            continue;
+        }
+        float d = _mm512_reduce_max_ps(_mm512_max_ps(a0, a1)) / 127.0f, id = d > 0.0f ? 1.0f / d : 0.0f;
+        b[k0].d = (uint16_t)_cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        quantize_q_avx512(b[k0].q, xb, id);
+    }
+}
+
 static bool q8_quantize_avx2(struct ops_q8_block *b, const float *x, int nfull)
 {
-    if (!__builtin_cpu_supports("avx2"))
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
+        quantize_blocks_avx512(b, x, nfull);
+    else if (__builtin_cpu_supports("avx2"))
+        quantize_blocks_avx2(b, x, nfull);
+    else
         return false;
-    quantize_blocks_avx2(b, x, nfull);
     return true;
 }
 

@@ -78,6 +78,16 @@ static double now(void)
     return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
+/* --matvec, and --kernels at one thread (the pool then runs every task on
+ * the calling thread): seconds of this thread's CPU time, which another
+ * process's load on the same cores does not add to. */
+static double cpu_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
 /* STREAM-like copy over `threads` threads: bytes read per second (a copy
  * reads n and writes n; the read side is what a decode step is bound by). */
 struct copy_job {
@@ -469,24 +479,25 @@ static void k_task(void *ctx, int task, int thread)
     const struct kjob *j = ctx;
     int o0 = task * j->block, o1 = o0 + j->block < j->O ? o0 + j->block : j->O;
     if (j->xq)
-        ops_matmul_q8(j->y, j->xq, j->w, NULL, j->T, j->I, j->O, o0, o1, false);
+        ops_matmul_q8x(j->y, j->xq, j->w, NULL, j->T, j->I, j->O, o0, o1, false);
     else if (j->packed)
         ops_matmul_packed(j->y, j->x, j->w, j->wt, NULL, j->T, j->I, j->O, o0, o1, false);
     else
         ops_matmul(j->y, j->x, j->w, j->wt, NULL, j->T, j->I, j->O, o0, o1, false);
 }
 
+/* The input prepared once per product, as gpt2_cpu.c's matmul (ops_q8_prepare_x). */
 struct kq_job {
     char *dst;
     const float *x;
-    int I;
+    int T, I;
 };
 
 static void kq_task(void *ctx, int task, int thread)
 {
     (void)thread;
     const struct kq_job *j = ctx;
-    ops_q8_quantize_row(j->dst + (size_t)task * ops_q8_row_bytes(j->I), j->x + (size_t)task * j->I, j->I);
+    ops_q8_prepare_x(j->dst, j->x, j->T, j->I, task);
 }
 
 /* One weight row of I values into d: Q8_0 blocks, or F32/F16/BF16 values. */
@@ -528,7 +539,7 @@ static double time_kernel(struct tpool *pool, enum ckpt_dtype wt, bool q8, bool 
                           double *one)
 {
     size_t rb = q8 ? ops_q8_row_bytes(I) : (size_t)I * ckpt_dtype_size(wt), mb = rb * (size_t)O;
-    char *w = malloc(mb * (size_t)copies), *xq = malloc(ops_q8_row_bytes(I) * (size_t)T);
+    char *w = malloc(mb * (size_t)copies), *xq = aligned_alloc(64, (ops_q8_x_bytes(T, I) + 63) / 64 * 64);
     float *x = malloc(sizeof(float) * (size_t)T * I), *y = malloc(sizeof(float) * (size_t)T * O);
     float *row = malloc(sizeof(float) * (size_t)I);
     if (!w || !xq || !x || !y || !row)
@@ -560,32 +571,33 @@ static double time_kernel(struct tpool *pool, enum ckpt_dtype wt, bool q8, bool 
         mb = pb;
         block = OPS_PANEL;
     }
+    double (*clk)(void) = tpool_threads(pool) == 1 ? cpu_now : now;
     double best = 1e30;
     for (int rep = 0; rep < 4; rep++) {
-        double t0 = now();
+        double t0 = clk();
         for (int c = 0; c < copies; c++) {
             if (q8) {
-                struct kq_job qj = {xq, x, I};
-                tpool_run(pool, kq_task, &qj, T);
+                struct kq_job qj = {xq, x, T, I};
+                tpool_run(pool, kq_task, &qj, ops_q8_x_parts(T, I));
             }
             struct kjob j = {y, x, q8 ? xq : NULL, w + (size_t)c * mb, wt, T, I, O, block, packed};
             tpool_run(pool, k_task, &j, (O + block - 1) / block);
         }
-        double dt = (now() - t0) / copies;
+        double dt = (clk() - t0) / copies;
         if (rep > 0 && dt < best)   /* the first sweep warms up */
             best = dt;
     }
     *one = 1e30;
     for (int rep = 0; rep < 60; rep++) {
-        double t0 = now();
+        double t0 = clk();
         if (q8) {
-            struct kq_job qj = {xq, x, I};
-            tpool_run(pool, kq_task, &qj, T);
+            struct kq_job qj = {xq, x, T, I};
+            tpool_run(pool, kq_task, &qj, ops_q8_x_parts(T, I));
         }
         struct kjob j = {y, x, q8 ? xq : NULL, w, wt, T, I, O, block, packed};
         tpool_run(pool, k_task, &j, (O + block - 1) / block);
-        if (now() - t0 < *one)
-            *one = now() - t0;
+        if (clk() - t0 < *one)
+            *one = clk() - t0;
     }
     free(w);
     free(xq);
@@ -602,8 +614,8 @@ static int kernels_main(int argc, char **argv)
     ops_init(OPS_BEST);
     if (tpool_new(threads > 0 ? threads : tpool_online_cpus(), &pool) != 0)
         return 1;
-    printf("{\"kernels\": \"%s\", \"threads\": %d, \"read_bytes_s\": %.0f}\n", ops_simd_name(), tpool_threads(pool),
-           read_bandwidth(pool));
+    printf("{\"kernels\": \"%s\", \"threads\": %d, \"clock\": \"%s\", \"read_bytes_s\": %.0f}\n", ops_simd_name(),
+           tpool_threads(pool), tpool_threads(pool) == 1 ? "thread CPU time" : "wall", read_bandwidth(pool));
     static const struct {
         const char *name;
         int O, I, copies;
@@ -625,6 +637,7 @@ static int kernels_main(int argc, char **argv)
     for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
         if (types[t].packed && !ops_packed())
             continue;
+        double step[sizeof rows / sizeof rows[0]] = {0}, step_one[sizeof rows / sizeof rows[0]] = {0};
         for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++)
             for (size_t m = 0; m < sizeof rows / sizeof rows[0]; m++) {
                 if ((only_type && strcmp(only_type, types[t].name)) || (only_rows && only_rows != rows[m]))
@@ -638,18 +651,21 @@ static int kernels_main(int argc, char **argv)
                        types[t].name, types[t].packed ? "packed" : "rows", shapes[k].name, rows[m], O, I, bytes,
                        2.0 * rows[m] * O * I, s, one);
                 fflush(stdout);
+                int per_step = shapes[k].copies == 12 ? 12 : 1;   /* the layers' products, the LM head once */
+                step[m] += per_step * s;
+                step_one[m] += per_step * one;
             }
+        /* a decode step's products at that many rows: 12 layers' qkv, proj,
+         * fc and mproj and the LM head, each at its streamed figure and at its
+         * fastest single call */
+        for (size_t m = 0; m < sizeof rows / sizeof rows[0]; m++)
+            if (step[m] > 0)
+                printf("{\"dtype\": \"%s\", \"layout\": \"%s\", \"rows\": %d, \"step_products_seconds\": %.3e, "
+                       "\"step_products_one_call_seconds\": %.3e}\n",
+                       types[t].name, types[t].packed ? "packed" : "rows", rows[m], step[m], step_one[m]);
     }
     tpool_free(pool);
     return 0;
-}
-
-/* --matvec: seconds of this thread's CPU time. */
-static double cpu_now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
 static int matvec_main(void)

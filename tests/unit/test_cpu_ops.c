@@ -283,6 +283,63 @@ static void check_q8_rows_alone(int T, int I, int O)
     free(c3);
 }
 
+/* int8 over x prepared once per product (ops_q8_prepare_x, what the
+ * engine's threads do before a product's tasks): its parts made in reverse
+ * order, as threads may, give the quantized rows ops_q8_quantize_row gives
+ * and, for every row count 1..Tmax, widths with a partial last block, a
+ * partial last part and the widest tile row, outputs inside the groups,
+ * accumulate and bias, ops_matmul_q8x gives the bits of ops_matmul_q8 over
+ * the rows, in one call and in tasks of 16 outputs. */
+static void check_q8_prepared(int Tmax, int I, int O)
+{
+    size_t rb = ops_q8_row_bytes(I), xb = ops_q8_x_bytes(Tmax, I);
+    int o0 = O > 3 ? 3 : 0, o1 = O > 5 ? O - 2 : O, same = 1, rows_same = 1, cases = 0;
+    float *x = malloc(sizeof(float) * (size_t)Tmax * I), *w = malloc(sizeof(float) * (size_t)O * I);
+    char *xq = malloc(rb * (size_t)Tmax), *wq = malloc(rb * (size_t)O), *xp = aligned_alloc(64, (xb + 63) & ~(size_t)63);
+    float *bias = malloc(sizeof(float) * (size_t)O), *a = malloc(sizeof(float) * (size_t)Tmax * O);
+    float *b = malloc(sizeof(float) * (size_t)Tmax * O);
+    for (int i = 0; i < Tmax * I; i++)
+        x[i] = frand() * (i % 89 == 0 ? 30.0f : 1.0f);
+    for (int i = 0; i < O * I; i++)
+        w[i] = frand() * 0.1f;
+    for (int o = 0; o < O; o++)
+        bias[o] = frand();
+    for (int o = 0; o < O; o++)
+        ops_q8_quantize_row(wq + rb * o, w + (size_t)o * I, I);
+    char *wp = q8_pack(wq, I, O);
+    for (int T = 1; T <= Tmax; T++) {
+        bool acc = T % 2 == 0;
+        const float *bs = T % 3 ? bias : NULL;
+        memset(xp, 0x5a, xb);
+        for (int p = ops_q8_x_parts(T, I) - 1; p >= 0; p--)
+            ops_q8_prepare_x(xp, x, T, I, p);
+        for (int t = 0; t < T; t++)
+            ops_q8_quantize_row(xq + rb * t, x + (size_t)t * I, I);
+        rows_same &= memcmp(xp, xq, rb * (size_t)T) == 0;
+        for (int i = 0; i < T * O; i++)
+            a[i] = b[i] = 0.25f * (float)(i % 7);
+        ops_matmul_q8(a, xq, wp, bs, T, I, O, o0, o1, acc);
+        if (T % 2)
+            ops_matmul_q8x(b, xp, wp, bs, T, I, O, o0, o1, acc);
+        else
+            for (int o = o0; o < o1; o += 16)
+                ops_matmul_q8x(b, xp, wp, bs, T, I, O, o, o + 16 < o1 ? o + 16 : o1, acc);
+        same &= memcmp(a, b, sizeof(float) * (size_t)T * O) == 0;
+        cases++;
+    }
+    ok(rows_same && same, "%s matmul Q8_0 over x prepared once, I=%d O=%d: the rows and the bits of ops_matmul_q8, "
+       "%d row counts", ops_simd_name(), I, O, cases);
+    free(x);
+    free(w);
+    free(xq);
+    free(wq);
+    free(wp);
+    free(xp);
+    free(bias);
+    free(a);
+    free(b);
+}
+
 /* int8 at the AMX level: every row count 2..65 (the tiles of 16 rows from
  * AMX_MIN_ROWS up, the VNNI panel below it), a partial last block (I = 200:
  * 7 blocks) and a full width, outputs starting and ending inside the tiles of
@@ -352,17 +409,18 @@ static void check_q8_rounding(void)
        b.q[1], b.q[4], b.q[7]);
 }
 
-/* Whole rows (full blocks take the AVX2 loop where there is one, a partial
- * last block the C one) against roundf of x / d, scale and all. */
-static void check_q8_quantize_rows(void)
+/* Whole rows (full blocks take the AVX-512 or AVX2 loop where there is
+ * one, a partial last block the C one) against roundf of x / d, scale and
+ * all. */
+static void check_q8_quantize_row_width(int I)
 {
-    enum { I = 200 };
-    float x[I];
-    struct ops_q8_block b[(I + 31) / 32];
+    float x[1000];
+    struct ops_q8_block b[(1000 + 31) / 32];
     bool same = true;
     for (int rep = 0; rep < 50; rep++) {
         for (int i = 0; i < I; i++)
-            x[i] = frand() * (rep % 5 == 0 ? 1e-3f : 4.0f) * (i % 37 == 0 ? 30.0f : 1.0f);
+            x[i] = frand() * (rep % 5 == 0 ? 1e-3f : rep % 7 == 3 ? 1e-6f : rep % 7 == 5 ? 2e6f : 4.0f) *
+                   (i % 37 == 0 ? 30.0f : 1.0f);   /* scales in F16's subnormals, under its least, past its most */
         if (rep == 1)
             for (int i = 0; i < 32; i++)
                 x[i] = 0.0f;   /* an all-zero block */
@@ -380,6 +438,13 @@ static void check_q8_quantize_rows(void)
         }
     }
     ok(same, "Q8_0 quantization of whole rows (I=%d) equals roundf(x / d) with d = max|x| / 127", I);
+}
+
+/* 6 full blocks and a partial one; 31 full blocks (16 at once, then one at a time at AVX-512) and a partial one */
+static void check_q8_quantize_rows(void)
+{
+    check_q8_quantize_row_width(200);
+    check_q8_quantize_row_width(1000);
 }
 
 static double ref_act(double v, enum ops_act act)
@@ -844,6 +909,10 @@ static void run_kernels(void)
         check_q8_rows_alone(9, 768, 22);
         check_q8_rows_alone(5, 3072, 7);
         check_q8_rows_alone(65, 200, 37);    /* AMX: tiles of 16 rows and the VNNI panel below 5 */
+        check_q8_prepared(65, 200, 37);      /* 7 blocks: a partial last block and last part */
+        check_q8_prepared(34, 768, 50);
+        check_q8_prepared(21, 4096, 19);     /* the widest row the tiles take */
+        check_q8_prepared(9, 4128, 5);       /* wider: no tiles */
         for (int T = 1; T <= 65; T++)        /* every row count, outputs inside the tiles of 16 */
             check_matmul_q8(T, 200, 37, 3, 35, T % 2 == 0, T % 3 != 0);
     }
