@@ -200,7 +200,13 @@ static void layernorm_rows(struct cpu_model *m, float *y, const float *x, const 
 /* Attention for one layer: a task per (sequence, group of heads). */
 #define ATT_Q 4         /* queries of a sequence mixed together (ops_mix) */
 #define ATT_BLOCKS 256  /* KV blocks a decode query takes through ops_attend1 */
-#define ATT_TASKS 8     /* tasks a thread is given at least, where the heads allow */
+/* Tasks a thread is given at least, where the heads allow: 4, so batch 8
+ * on 2 threads runs all 12 heads of a sequence in one task (a task's first
+ * head waits for its misses, the others find theirs in flight; 8 gave 6
+ * heads a task there, and decode attention took 1.98-2.01 ms a step against
+ * 1.80-1.87, fastest of 64 steps, four interleaved pairs: doc/cpu-kernels.md
+ * "Batch 8 against its bytes"). */
+#define ATT_TASKS 4
 struct attn_job {
     struct cpu_model *m;
     const struct llm_seq *seqs;
@@ -313,7 +319,7 @@ static void attn_task(void *ctx, int task, int thread)
 
 /* A layer's attention on the pool: each sequence's heads in as few groups
  * as still give every thread ATT_TASKS tasks (all of a sequence's heads in
- * one task at batch 32 on 2 threads, one head a task at batch 1), so a
+ * one task from batch 8 on with 2 threads, two heads a task at batch 1), so a
  * task's reads run on from head to head through the same blocks. */
 static void attention(struct cpu_model *m, const struct llm_seq *seqs, int n_seqs, const int *row0, int layer)
 {
