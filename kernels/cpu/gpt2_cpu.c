@@ -532,8 +532,15 @@ static void cpu_free(void *impl)
  * streams every weight once, and in 4 KiB pages that is a TLB miss and a
  * page walk every 4 KiB (120,000 a step for GPT-2 124M in F32); measured,
  * an F32 step at 8 rows went from 28.7 to 25.1 ms (doc/cpu-kernels.md).
- * The advice may be refused (then 4 KiB pages, as before). Caller frees
- * with free(). */
+ * The advice may be refused (then 4 KiB pages, as before).
+ * Every page is also written once here, at load: with THP's defrag at
+ * "madvise" (this host's, and a common default) the first touch of an
+ * advised 2 MiB page may compact memory synchronously, and the KV pool's
+ * pages were first touched by decode steps: a batch-8 F32 step that
+ * entered new KV blocks (every 16th) took 30-90 ms instead of 23, which
+ * was 2-3 ms of every step on average (doc/cpu-kernels.md "Batch 8
+ * against its bytes"). So the pool is committed at load, as large as
+ * kv_cache asks. Caller frees with free(). */
 #define HUGE_PAGE ((size_t)2 << 20)
 #define HUGE_MIN ((size_t)4 << 20)
 static void *alloc64(size_t bytes)
@@ -546,6 +553,8 @@ static void *alloc64(size_t bytes)
 #ifdef MADV_HUGEPAGE
         (void)madvise(p, round, MADV_HUGEPAGE);
 #endif
+        for (size_t off = 0; off < round; off += 4096)
+            ((volatile char *)p)[off] = 0;
         return p;
     }
     if (posix_memalign(&p, 64, bytes ? bytes : 64) != 0)
