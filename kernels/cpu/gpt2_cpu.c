@@ -200,7 +200,13 @@ static void layernorm_rows(struct cpu_model *m, float *y, const float *x, const 
 /* Attention for one layer: a task per (sequence, group of heads). */
 #define ATT_Q 4         /* queries of a sequence mixed together (ops_mix) */
 #define ATT_BLOCKS 256  /* KV blocks a decode query takes through ops_attend1 */
-#define ATT_TASKS 8     /* tasks a thread is given at least, where the heads allow */
+/* Tasks a thread is given at least, where the heads allow: 4, so batch 8
+ * on 2 threads runs all 12 heads of a sequence in one task (a task's first
+ * head waits for its misses, the others find theirs in flight; 8 gave 6
+ * heads a task there, and decode attention took 1.98-2.01 ms a step against
+ * 1.80-1.87, fastest of 64 steps, four interleaved pairs: doc/cpu-kernels.md
+ * "Batch 8 against its bytes"). */
+#define ATT_TASKS 4
 struct attn_job {
     struct cpu_model *m;
     const struct llm_seq *seqs;
@@ -313,7 +319,7 @@ static void attn_task(void *ctx, int task, int thread)
 
 /* A layer's attention on the pool: each sequence's heads in as few groups
  * as still give every thread ATT_TASKS tasks (all of a sequence's heads in
- * one task at batch 32 on 2 threads, one head a task at batch 1), so a
+ * one task from batch 8 on with 2 threads, two heads a task at batch 1), so a
  * task's reads run on from head to head through the same blocks. */
 static void attention(struct cpu_model *m, const struct llm_seq *seqs, int n_seqs, const int *row0, int layer)
 {
@@ -526,8 +532,15 @@ static void cpu_free(void *impl)
  * streams every weight once, and in 4 KiB pages that is a TLB miss and a
  * page walk every 4 KiB (120,000 a step for GPT-2 124M in F32); measured,
  * an F32 step at 8 rows went from 28.7 to 25.1 ms (doc/cpu-kernels.md).
- * The advice may be refused (then 4 KiB pages, as before). Caller frees
- * with free(). */
+ * The advice may be refused (then 4 KiB pages, as before).
+ * Every page is also written once here, at load: with THP's defrag at
+ * "madvise" (this host's, and a common default) the first touch of an
+ * advised 2 MiB page may compact memory synchronously, and the KV pool's
+ * pages were first touched by decode steps: a batch-8 F32 step that
+ * entered new KV blocks (every 16th) took 30-90 ms instead of 23, which
+ * was 2-3 ms of every step on average (doc/cpu-kernels.md "Batch 8
+ * against its bytes"). So the pool is committed at load, as large as
+ * kv_cache asks. Caller frees with free(). */
 #define HUGE_PAGE ((size_t)2 << 20)
 #define HUGE_MIN ((size_t)4 << 20)
 static void *alloc64(size_t bytes)
@@ -540,6 +553,8 @@ static void *alloc64(size_t bytes)
 #ifdef MADV_HUGEPAGE
         (void)madvise(p, round, MADV_HUGEPAGE);
 #endif
+        for (size_t off = 0; off < round; off += 4096)
+            ((volatile char *)p)[off] = 0;
         return p;
     }
     if (posix_memalign(&p, 64, bytes ? bytes : 64) != 0)
