@@ -395,7 +395,11 @@ void ops_matmul_packed_amx(float *y, const float *x, const void *wp, enum ckpt_d
         mc = (T + 15) & ~15;
     size_t stage = wt == CKPT_F16 ? (size_t)2 * 8192 : 0;
     char *mem = scratch((size_t)mc * P * 4 + (size_t)mc * ld * 4 + stage);
-    if (!mem) {   /* out of memory: the AVX-512 kernel needs none */
+    if (!mem && mc > 16) {   /* out of memory: 16 rows a pass need the least, and give the same bits */
+        mc = 16;
+        mem = scratch((size_t)mc * P * 4 + (size_t)mc * ld * 4 + stage);
+    }
+    if (!mem) {   /* not even that: the AVX-512 kernel needs none (its bits differ from the tiles') */
         ops_matmul_packed_avx512(y, x, wp, wt, bias, T, I, O, o0, o1, accumulate);
         return;
     }
