@@ -130,13 +130,27 @@ AMX static void split_rows(uint16_t *hi, uint16_t *lo, size_t ld, const float *x
     }
 }
 
-/* c[rows][64] (stride 64 floats) (+)= rows of hi/lo (stride ld bf16) by
- * ns groups of 32 inputs, the B tiles of group s at b + s * 32 * 64 (four
- * of 1 KiB, ops_pack's BF16 form); from zero when first. */
-AMX static void row_tile(float *c, const uint16_t *hi, const uint16_t *lo, size_t ld, const uint16_t *b, int ns,
-                         bool first)
+/* The tiles both kernels use: C 0-3 and A 4-5 of `rows` rows (min(T,
+ * 16)), B 6-7 of 16; every row 64 bytes. */
+AMX static void tiles_config(int rows)
 {
-    if (first) {
+    struct tilecfg cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int r = 0; r < 8; r++) {
+        cfg.rows[r] = (uint8_t)(r >= 6 ? 16 : rows);
+        cfg.colsb[r] = 64;
+    }
+    /* the intrinsic's asm names one byte of cfg as its input: the barrier
+     * keeps the compiler from dropping the other stores (ops_q8_amx.c) */
+    __asm__ volatile("" : : "r"(&cfg) : "memory");
+    _tile_loadconfig(&cfg);
+}
+
+/* C tiles 0-3 from c[16][64] (stride 64 floats), or zeros. */
+AMX static void c_load(const float *c, bool zero)
+{
+    if (zero) {
         _tile_zero(0);
         _tile_zero(1);
         _tile_zero(2);
@@ -147,6 +161,24 @@ AMX static void row_tile(float *c, const uint16_t *hi, const uint16_t *lo, size_
         _tile_loadd(2, c + 32, P * 4);
         _tile_loadd(3, c + 48, P * 4);
     }
+}
+
+/* C tiles 0-3 into c[16][64]. */
+AMX static void c_store(float *c)
+{
+    _tile_stored(0, c, P * 4);
+    _tile_stored(1, c + 16, P * 4);
+    _tile_stored(2, c + 32, P * 4);
+    _tile_stored(3, c + 48, P * 4);
+}
+
+/* c[rows][64] (stride 64 floats) (+)= rows of hi/lo (stride ld bf16) by
+ * ns groups of 32 inputs, the B tiles of group s at b + s * 32 * 64 (four
+ * of 1 KiB, ops_pack's BF16 form); from zero when first. */
+AMX static void row_tile(float *c, const uint16_t *hi, const uint16_t *lo, size_t ld, const uint16_t *b, int ns,
+                         bool first)
+{
+    c_load(c, first);
     for (int s = 0; s < ns; s++, b += 32 * P) {
         _tile_loadd(4, hi + s * 32, ld * 2);
         _tile_loadd(5, lo + s * 32, ld * 2);
@@ -163,10 +195,7 @@ AMX static void row_tile(float *c, const uint16_t *hi, const uint16_t *lo, size_
         _tile_dpbf16ps(3, 4, 7);
         _tile_dpbf16ps(3, 5, 7);
     }
-    _tile_stored(0, c, P * 4);
-    _tile_stored(1, c + 16, P * 4);
-    _tile_stored(2, c + 32, P * 4);
-    _tile_stored(3, c + 48, P * 4);
+    c_store(c);
 }
 
 /* Per pass of up to mc rows (x split once per pass), per panel in
@@ -179,15 +208,7 @@ AMX static void amx_bf16(float *y, const float *x, const uint16_t *wp, const flo
     float *c = (float *)mem;                                     /* mc x 64 floats */
     uint16_t *hi = (uint16_t *)((char *)c + (size_t)mc * P * 4); /* mc x ld bf16 */
     uint16_t *lo = hi + (size_t)mc * ld;
-    int rows = T < 16 ? T : 16;
-    struct tilecfg cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.palette = 1;
-    for (int r = 0; r < 8; r++) {
-        cfg.rows[r] = (uint8_t)(r >= 6 ? 16 : rows);
-        cfg.colsb[r] = 64;
-    }
-    _tile_loadconfig(&cfg);
+    tiles_config(T < 16 ? T : 16);
     for (int t0 = 0; t0 < T; t0 += mc) {
         int tn = T - t0 < mc ? T - t0 : mc, t16 = T < 16 ? T : (tn + 15) & ~15;
         split_rows(hi, lo, ld, x + (size_t)t0 * I, tn, t16, I);
@@ -284,29 +305,6 @@ AMX static void f16_q(int q, const uint16_t *st)
     }
 }
 
-AMX static void c_load(const float *c, bool zero)
-{
-    if (zero) {
-        _tile_zero(0);
-        _tile_zero(1);
-        _tile_zero(2);
-        _tile_zero(3);
-    } else {
-        _tile_loadd(0, c, P * 4);
-        _tile_loadd(1, c + 16, P * 4);
-        _tile_loadd(2, c + 32, P * 4);
-        _tile_loadd(3, c + 48, P * 4);
-    }
-}
-
-AMX static void c_store(float *c)
-{
-    _tile_stored(0, c, P * 4);
-    _tile_stored(1, c + 16, P * 4);
-    _tile_stored(2, c + 32, P * 4);
-    _tile_stored(3, c + 48, P * 4);
-}
-
 /* As amx_bf16 over the plain F16 panels (I inputs a panel), software
  * pipelined by groups of 32 inputs: step j converts group j (of the pass's
  * panels in order) into one staging half while the tile products of group
@@ -323,15 +321,7 @@ AMX static void amx_f16(float *y, const float *x, const uint16_t *wp, const floa
     uint16_t *hi = (uint16_t *)((char *)c + (size_t)mc * P * 4);
     uint16_t *lo = hi + (size_t)mc * ld;
     uint16_t *stage = lo + (size_t)mc * ld;
-    int rows = T < 16 ? T : 16;
-    struct tilecfg cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.palette = 1;
-    for (int r = 0; r < 8; r++) {
-        cfg.rows[r] = (uint8_t)(r >= 6 ? 16 : rows);
-        cfg.colsb[r] = 64;
-    }
-    _tile_loadconfig(&cfg);
+    tiles_config(T < 16 ? T : 16);
     int ng = (I + 31) / 32, p0 = o0 / P, n = ((o1 + P - 1) / P - p0) * ng;
     for (int t0 = 0; t0 < T; t0 += mc) {
         int tn = T - t0 < mc ? T - t0 : mc, t16 = T < 16 ? T : (tn + 15) & ~15;
