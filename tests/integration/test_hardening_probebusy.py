@@ -23,7 +23,7 @@ import time
 
 import pytest
 
-from servers import Llmcgi, Nginx, Stream, free_port, make_tmpdir, remove_tmpdir, request, require_peer, wait_for
+from servers import Llmcgi, Nginx, Stream, make_tmpdir, remove_tmpdir, request, wait_for
 from standin import Standin
 import test_llamacpp_upstream as llu       # a module, not its names: its tests are not collected here
 
@@ -117,30 +117,8 @@ def test_no_probe_while_a_stream_is_in_flight_then_probed_again(busy):
 
 @pytest.fixture(scope="module")
 def llama():
-    py = require_peer("llamacpp", "LLMCGI_LLAMACPP_PYTHON")
-    d = make_tmpdir("probebusy-llama-")
-    gguf = llu.make_tiny_gguf(py, d)
-    port = free_port()
-    server = llu.LlamaServer(py, gguf, port, d / "llama.log", interrupt_requests=True).start()
-    l = Llmcgi(d / "llmcgi.sock", dir=d, extra=f"""
-[upstream llama]
-type = openai
-url = http://127.0.0.1:{port}
-health_interval = 200ms
-health_fall = 1
-first_byte_timeout = 60s
-""").start()
-    web = Nginx(l.sock).start()
-    try:
-        wait_for(lambda: "tiny" in [m["id"] for m in request(web.port, "GET", "/v1/models").json()["data"]],
-                 "llmcgi to learn the model from llama.cpp's /v1/models", timeout=60, interval=0.2)
-        yield {"web": web, "direct": port, "dir": d}
-    finally:
-        web.stop()
-        report = l.cleanup()
-        server.kill()
-        remove_tmpdir(d)
-        assert not report, report
+    with llu.behind_llmcgi("probebusy-llama-", interrupt_requests=True) as s:
+        yield s
 
 
 N_STREAMS = int(os.environ.get("LLMCGI_PROBEBUSY_STREAMS", "30"))

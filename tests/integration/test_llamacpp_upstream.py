@@ -12,6 +12,7 @@ middle of a stream (a clean error event, the replica down, back once the
 server is started again).
 """
 
+import contextlib
 import json
 import os
 import signal
@@ -93,13 +94,16 @@ def make_tiny_gguf(py, d):
     return d / "tiny.gguf"
 
 
-@pytest.fixture(scope="module")
-def setup():
+@contextlib.contextmanager
+def behind_llmcgi(prefix, interrupt_requests=False):
+    """A llama-cpp-python server on the tiny GGUF as upstream `llama` of llmcgi behind
+    nginx (health_interval 200 ms), once llmcgi has learnt its model; yields
+    {"web", "llmcgi", "server", "direct" (the server's port), "dir"}."""
     py = require_peer("llamacpp", "LLMCGI_LLAMACPP_PYTHON")
-    d = make_tmpdir("llamacpp-")
+    d = make_tmpdir(prefix)
     make_tiny_gguf(py, d)
     port = free_port()
-    server = LlamaServer(py, d / "tiny.gguf", port, d / "llama.log").start()
+    server = LlamaServer(py, d / "tiny.gguf", port, d / "llama.log", interrupt_requests=interrupt_requests).start()
     l = Llmcgi(d / "llmcgi.sock", dir=d, extra=f"""
 [upstream llama]
 type = openai
@@ -119,6 +123,12 @@ first_byte_timeout = 60s
         server.kill()
         remove_tmpdir(d)
         assert not report, report
+
+
+@pytest.fixture(scope="module")
+def setup():
+    with behind_llmcgi("llamacpp-") as s:
+        yield s
 
 
 @pytest.fixture
