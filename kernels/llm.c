@@ -63,6 +63,24 @@ int llm_kv_dtype_parse(const char *s, enum llm_kv_dtype *kt)
     return -1;
 }
 
+static const char *const tuning_names[] = {[LLM_TUNING_AUTO] = "auto", [LLM_TUNING_LATENCY] = "latency",
+                                           [LLM_TUNING_THROUGHPUT] = "throughput"};
+
+int llm_tuning_parse(const char *s, enum llm_tuning *tu)
+{
+    for (size_t i = 0; i < sizeof tuning_names / sizeof tuning_names[0]; i++)
+        if (!strcmp(s, tuning_names[i])) {
+            *tu = (enum llm_tuning)i;
+            return 0;
+        }
+    return -1;
+}
+
+const char *llm_tuning_name(enum llm_tuning t)
+{
+    return (unsigned)t < sizeof tuning_names / sizeof tuning_names[0] ? tuning_names[t] : "?";
+}
+
 bool llm_cpu_kv_half(const struct gpt2_checkpoint *ck, const struct llm_load_opts *o)
 {
     if (o->kv_dtype != LLM_KV_AUTO)

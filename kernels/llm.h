@@ -48,6 +48,21 @@ enum llm_dtype { LLM_DTYPE_AUTO, LLM_DTYPE_F32, LLM_DTYPE_F16, LLM_DTYPE_BF16, L
  * or F16 (device = auto then picks the CPU, saying why). */
 enum llm_kv_dtype { LLM_KV_AUTO, LLM_KV_F32, LLM_KV_F16 };
 
+/* What the CPU backend's matrix products are tuned for, fixed at load for
+ * the whole model (every row count of every step takes the same kernel, so
+ * a sequence's result never depends on what shares its batch):
+ *   LATENCY     the kernels fastest at one sequence a step;
+ *   THROUGHPUT  the kernels fastest at many: on AMX CPUs F16 weights on the
+ *               tiles (measured ~15-20% more tokens/s at 32 sequences,
+ *               ~15% fewer at one);
+ *   AUTO        THROUGHPUT when the model runs at least LLM_TUNING_WIDE
+ *               sequences at once (max_seqs below, the engine's
+ *               max_concurrent), else LATENCY.
+ * Where the CPU has one kernel for both (below AMX) the choice changes
+ * nothing. The CUDA backend ignores it. */
+enum llm_tuning { LLM_TUNING_AUTO, LLM_TUNING_LATENCY, LLM_TUNING_THROUGHPUT };
+#define LLM_TUNING_WIDE 32
+
 /* How to load. Zero means "the default" for every field. */
 struct llm_load_opts {
     enum llm_device device;
@@ -61,6 +76,9 @@ struct llm_load_opts {
     int max_step_logits;       /* most logits rows one step may return; 0 = max_step_tokens */
     enum llm_dtype dtype;      /* the matrices' type (above); with Q8 embeddings and LayerNorms stay F32/F16 */
     enum llm_kv_dtype kv_dtype; /* the KV blocks' type (above) */
+    enum llm_tuning tuning;    /* the products' tuning (above) */
+    int max_seqs;              /* most sequences one step runs (the engine's max_concurrent), for
+                                  tuning auto; 0 = not known (auto is then latency) */
 };
 
 /* What a loaded model is. */
@@ -78,6 +96,7 @@ struct llm_info {
     char kv_format[8];         /* what the KV blocks hold: "F32", "F16" (CUDA: the matrices' type) */
     int max_step_tokens, max_step_logits;
     int threads;
+    enum llm_tuning tuning;    /* the CPU's resolved choice: LATENCY or THROUGHPUT (AUTO on CUDA) */
     /* Floats in one logits row: vocab_size for a language model; num_labels
      * for a sequence classifier (cfg.classifier), whose rows are its score
      * head's logits (score.weight applied to the final-LayerNormed hidden
@@ -161,6 +180,12 @@ int llm_dtype_parse(const char *s, enum llm_dtype *dt);
 
 /* "auto", "f32", "f16": parses a kv_dtype name. Returns 0 or -1. */
 int llm_kv_dtype_parse(const char *s, enum llm_kv_dtype *kt);
+
+/* "auto", "latency", "throughput": parses a tuning name. Returns 0 or -1. */
+int llm_tuning_parse(const char *s, enum llm_tuning *tu);
+
+/* The name llm_tuning_parse reads for t (static). */
+const char *llm_tuning_name(enum llm_tuning t);
 
 #ifdef __cplusplus
 }

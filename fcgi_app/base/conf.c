@@ -367,6 +367,7 @@ static const struct key_def model_keys[] = {
     {"threads", K_LONG, M(threads), 0, 1024, "0"},
     {"dtype", K_DTYPE, M(dtype), 0, 0, "auto"},
     {"kv_dtype", K_KV_DTYPE, M(kv_dtype), 0, 0, "auto"},
+    {"tuning", K_TUNING, M(tuning), 0, 0, "auto"},
     {"max_concurrent", K_LONG, M(max_concurrent), 1, 4096, "16"},
     {"max_queue", K_LONG, M(max_queue), 0, 100000, "64"},
     {"max_input_tokens", K_LONG, M(max_input_tokens), 0, 1 << 24, "0"},

@@ -36,6 +36,7 @@ struct config_model {
     long threads;               /* CPU threads; 0 = one per core */
     enum llm_dtype dtype;       /* the matrices' format (llm.h says what each keeps) */
     enum llm_kv_dtype kv_dtype; /* the CPU backend's KV cache format (llm.h) */
+    enum llm_tuning tuning;     /* the CPU backend's kernels: latency, throughput or auto (llm.h) */
     long max_concurrent;        /* sequences in the running batch */
     long max_queue;             /* sequences waiting to join it */
     long max_input_tokens;      /* 0 = context - 1 */

@@ -37,6 +37,7 @@ enum key_type {
     K_POOLING,      /* embeddings' pooling: mean or last (a bool: last) */
     K_DTYPE,        /* a model's weight format: auto, f32, f16, bf16, q8 */
     K_KV_DTYPE,     /* a model's KV cache format: auto, f32, f16 */
+    K_TUNING,       /* a model's kernels' tuning: auto, latency, throughput */
 };
 
 struct key_def {

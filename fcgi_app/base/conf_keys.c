@@ -417,6 +417,12 @@ int conf_apply_key(const struct key_def *k, void *base, const char *value, const
             return -1;
         }
         return 0;
+    case K_TUNING:
+        if (llm_tuning_parse(value, (enum llm_tuning *)field) != 0) {
+            snprintf(err, errlen, "%s must be auto, latency or throughput, got \"%s\"", k->name, value);
+            return -1;
+        }
+        return 0;
     case K_URLPATH:
         if (value[0] != '/' || strpbrk(value, " \t#")) {
             snprintf(err, errlen, "%s must be a URL path starting with /, got \"%s\"", k->name, value);

@@ -49,6 +49,8 @@ static const char usage_text[] =
     "                             f16, bf16, or q8 (int8 Q8_0 blocks, CPU only)\n"
     "      --kv-dtype K           the CPU's KV cache: auto (F16 under F16, BF16 and Q8_0 matrices,\n"
     "                             F32 under F32), f32 or f16\n"
+    "      --tuning T             the CPU's kernels: auto (latency: one sequence), latency or\n"
+    "                             throughput (AMX: F16 on the tiles, faster for many sequences)\n"
     "  -q, --quiet                no speeds or notes on stderr\n"
     "  -h, --help                 this text\n"
     "\n"
@@ -147,7 +149,7 @@ static void print_token(const struct tokenizer *tok, int32_t id)
 
 enum {
     OPT_TOP_K = 256, OPT_TOP_P, OPT_TYPICAL_P, OPT_REP, OPT_FREQ, OPT_PRES, OPT_STOP, OPT_IGNORE_EOS,
-    OPT_LOGPROBS, OPT_ECHO, OPT_THREADS, OPT_DEVICE, OPT_DTYPE, OPT_KV_DTYPE,
+    OPT_LOGPROBS, OPT_ECHO, OPT_THREADS, OPT_DEVICE, OPT_DTYPE, OPT_KV_DTYPE, OPT_TUNING,
 };
 
 int main(int argc, char **argv)
@@ -171,6 +173,7 @@ int main(int argc, char **argv)
         {"device", required_argument, NULL, OPT_DEVICE},
         {"dtype", required_argument, NULL, OPT_DTYPE},
         {"kv-dtype", required_argument, NULL, OPT_KV_DTYPE},
+        {"tuning", required_argument, NULL, OPT_TUNING},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -272,6 +275,12 @@ int main(int argc, char **argv)
                 return 2;
             }
             break;
+        case OPT_TUNING:
+            if (llm_tuning_parse(optarg, &lo.tuning) != 0) {
+                fprintf(stderr, "llmcgi-generate: --tuning wants auto, latency or throughput (got \"%s\")\n", optarg);
+                return 2;
+            }
+            break;
         case 'q': quiet = true; break;
         case 'h': fputs(usage_text, stdout); return 0;
         default: fputs(usage_text, stderr); return 2;
@@ -361,6 +370,7 @@ int main(int argc, char **argv)
     lo.kv_blocks = (n + gp.max_new_tokens + B - 1) / B;
     lo.max_step_tokens = chunk;
     lo.max_step_logits = 1;
+    lo.max_seqs = 1;   /* one sequence: tuning auto is latency */
     if (llm_load(ck, &lo, &m, err, sizeof err) != 0) {
         fprintf(stderr, "llmcgi-generate: %s\n", err);
         goto out;

@@ -65,7 +65,7 @@ static bool str_eq(const char *a, const char *b)
 static bool settings_same(const struct config_model *a, const struct config_model *b)
 {
     return str_eq(a->path, b->path) && str_eq(a->device, b->device) && str_eq(a->chat_template, b->chat_template) &&
-           a->threads == b->threads && a->dtype == b->dtype && a->kv_dtype == b->kv_dtype && a->max_concurrent == b->max_concurrent && a->max_queue == b->max_queue &&
+           a->threads == b->threads && a->dtype == b->dtype && a->kv_dtype == b->kv_dtype && a->tuning == b->tuning && a->max_concurrent == b->max_concurrent && a->max_queue == b->max_queue &&
            a->max_input_tokens == b->max_input_tokens && a->max_total_tokens == b->max_total_tokens &&
            a->max_new_tokens == b->max_new_tokens && a->max_batch_tokens == b->max_batch_tokens &&
            a->kv_cache == b->kv_cache && a->prefix_cache == b->prefix_cache && a->mask_cache == b->mask_cache && a->timeout_ms == b->timeout_ms && a->task == b->task &&
@@ -207,7 +207,8 @@ static int load(struct lmodel *m, size_t *bytes, char *err, size_t errlen)
     struct llm_load_opts o = {.threads = (int)m->set.threads, .kv_block_tokens = KV_BLOCK_TOKENS,
                               .max_step_tokens = (int)m->set.max_batch_tokens,
                               .max_step_logits = (int)m->set.max_batch_tokens,
-                              .dtype = m->set.dtype, .kv_dtype = m->set.kv_dtype};
+                              .dtype = m->set.dtype, .kv_dtype = m->set.kv_dtype, .tuning = m->set.tuning,
+                              .max_seqs = (int)m->set.max_concurrent};
     if (llm_device_parse(m->set.device, &o.device, &o.device_index) != 0)
         o.device = LLM_DEVICE_AUTO;
     size_t block_bytes;

@@ -36,7 +36,9 @@
  * copy (no second copy is kept). A tied embedding table is the LM head, so
  * it is kept packed only, and a token's embedding row is read back out of
  * the panels (768 reads 256 bytes apart per token, ops_packed_row); the
- * cost is the padding of V to a multiple of 64 (47 rows for GPT-2). */
+ * cost is the padding of V to a multiple of 64 (47 rows for GPT-2). Every
+ * packed product of a model runs on the kernel of its tuning (llm.h:
+ * latency or throughput, resolved once at load), whatever the step's rows. */
 #include "backend.h"
 #include "cpu/ops.h"
 #include "cpu/threads.h"
@@ -65,6 +67,7 @@ struct cpu_model {
     bool q8;                        /* matrices and LM head are Q8_0 rows */
     bool packed;                    /* matrices and LM head are ops_pack panels */
     bool wte_packed;                /* wte is the (tied) packed LM head */
+    enum ops_tuning tuning;         /* every packed product's, fixed at load (llm.h's llm_tuning) */
 
     /* Weights: one allocation, carved below. */
     void *wmem;
@@ -110,6 +113,7 @@ struct mm_job {
     bool accumulate;
     bool packed;                    /* w is ops_pack panels */
     int act;                        /* -1: none, else enum ops_act */
+    enum ops_tuning tuning;         /* the model's (packed products) */
 };
 
 static void mm_task(void *ctx, int task, int thread)
@@ -120,7 +124,7 @@ static void mm_task(void *ctx, int task, int thread)
     if (j->xq)
         ops_matmul_q8x(j->y, j->xq, j->w, j->bias, j->T, j->I, j->O, o0, o1, j->accumulate);
     else if (j->packed)
-        ops_matmul_packed(j->y, j->x, j->w, j->wt, j->bias, j->T, j->I, j->O, o0, o1, j->accumulate);
+        ops_matmul_packed(j->y, j->x, j->w, j->wt, j->bias, j->T, j->I, j->O, o0, o1, j->accumulate, j->tuning);
     else
         ops_matmul(j->y, j->x, j->w, j->wt, j->bias, j->T, j->I, j->O, o0, o1, j->accumulate);
     if (j->act >= 0)
@@ -168,7 +172,8 @@ static void matmul(struct cpu_model *m, float *y, const float *x, const void *w,
         tpool_run(m->pool, q8_task, &qj, ops_q8_x_parts(T, I));
         xq = m->xq;
     }
-    struct mm_job j = {y, x, xq, w, w == m->score ? CKPT_F32 : m->wdt, bias, T, I, O, block, accumulate, packed, act};
+    struct mm_job j = {y, x, xq, w, w == m->score ? CKPT_F32 : m->wdt, bias, T, I, O, block, accumulate, packed, act,
+                       m->tuning};
     tpool_run(m->pool, mm_task, &j, (O + block - 1) / block);
 }
 
@@ -716,6 +721,13 @@ static int cpu_load(const struct gpt2_checkpoint *ck, const struct llm_load_opts
     }
     m->S = info->max_step_tokens;
     m->R = info->max_step_logits;
+    /* auto: throughput when the model runs LLM_TUNING_WIDE sequences at
+     * once (a step carries at most S of them), else latency */
+    enum llm_tuning tu = o->tuning;
+    if (tu == LLM_TUNING_AUTO)
+        tu = o->max_seqs >= LLM_TUNING_WIDE && m->S >= LLM_TUNING_WIDE ? LLM_TUNING_THROUGHPUT : LLM_TUNING_LATENCY;
+    m->tuning = tu == LLM_TUNING_THROUGHPUT ? OPS_THROUGHPUT : OPS_LATENCY;
+    info->tuning = tu;
     size_t S = (size_t)m->S, R = (size_t)m->R;
     size_t abytes = 0;
     size_t sizes[] = {S * C, S * C, S * 3 * C, S * C, S * F, R * C, (size_t)m->threads * ATT_Q * P};
@@ -748,7 +760,9 @@ static int cpu_load(const struct gpt2_checkpoint *ck, const struct llm_load_opts
     info->kv_block_bytes = m->block_elems * kv_es;
     snprintf(info->kv_format, sizeof info->kv_format, "%s", m->kv_half ? "F16" : "F32");
     info->threads = m->threads;
-    snprintf(info->device_name, sizeof info->device_name, "cpu, %d threads, %s", m->threads, ops_simd_name());
+    /* the tuning named where it changes a kernel (packed products at the AMX level) */
+    snprintf(info->device_name, sizeof info->device_name, "cpu, %d threads, %s%s%s", m->threads, ops_simd_name(),
+             packed && ops_tuning_matters() ? ", " : "", packed && ops_tuning_matters() ? llm_tuning_name(tu) : "");
     *impl = m;
     return 0;
 oom:

@@ -547,12 +547,14 @@ static void mix_f16_portable(float *out, size_t ldo, const float *a, size_t lda,
 }
 
 static const struct ops_kernels k_portable = {"portable",          matmul_portable,  ops_matmul_q8_portable,
-                                              ops_matmul_packed_portable, false, ops_activate_scalar,
+                                              ops_matmul_packed_portable, ops_matmul_packed_portable, false,
+                                              ops_activate_scalar,
                                               dot_portable,        axpy_portable,    softmax_portable,
                                               scores_generic,      mix_generic,
                                               scores_f16_portable, mix_f16_portable, layernorm_portable, to_f16_portable};
 static struct ops_kernels K = {"portable",         matmul_portable,   ops_matmul_q8_portable,
-                               ops_matmul_packed_portable, false, ops_activate_scalar,
+                               ops_matmul_packed_portable, ops_matmul_packed_portable, false,
+                               ops_activate_scalar,
                                dot_portable,       axpy_portable,     softmax_portable,
                                scores_generic,     mix_generic,
                                scores_f16_portable, mix_f16_portable, layernorm_portable, to_f16_portable};
@@ -680,7 +682,7 @@ enum ops_level ops_init(enum ops_level cap)
     }
     if (want >= OPS_AVX512) {
         k.matmul = ops_matmul_avx512;
-        k.matmul_packed = ops_matmul_packed_avx512;
+        k.matmul_packed = k.matmul_packed_tp = ops_matmul_packed_avx512;
         k.packed = true;
         k.scores = ops_scores_avx512;
         k.mix = ops_mix_avx512;
@@ -700,18 +702,15 @@ enum ops_level ops_init(enum ops_level cap)
     }
 #ifdef OPS_HAVE_AMX
     if (want >= OPS_AMX) {
-        /* Tile products: ops_amx.c (BF16 weights; F16 too with
-         * LLMCGI_F16_TILES=1, named "+f16tiles": off by default until a
-         * quiet machine shows batch 1 within 3% of the FMA kernel,
+        /* Tile products: ops_amx.c (BF16 weights; F16 too for
+         * OPS_THROUGHPUT: faster at many rows, slower at one,
          * doc/cpu-kernels.md "F16 on the AMX tiles"), ops_q8_amx.c (Q8_0).
-         * The choice is made here, once, so every row count of a process
-         * takes the same kernel. */
-        const char *ft = getenv("LLMCGI_F16_TILES");
-        bool f16_tiles = ft && !strcmp(ft, "1");
-        /* BF16 (and F16) on tiles; F32 forwarded to AVX-512 */
-        k.matmul_packed = f16_tiles ? ops_matmul_packed_amx : ops_matmul_packed_amx_bf16;
+         * Both packed kernels are fixed here; the caller passes one tuning
+         * per model to every product, so every row count takes the same. */
+        k.matmul_packed = ops_matmul_packed_amx_bf16;
+        k.matmul_packed_tp = ops_matmul_packed_amx;
         k.matmul_q8 = ops_matmul_q8_amx;           /* 5+ rows on tiles, the VNNI bits */
-        strcat(k_name, f16_tiles ? "+amx+f16tiles" : "+amx");
+        strcat(k_name, "+amx");
     }
 #endif
 #endif
@@ -735,9 +734,14 @@ void ops_matmul(float *y, const float *x, const void *w, enum ckpt_dtype wt, con
 }
 
 void ops_matmul_packed(float *y, const float *x, const void *wp, enum ckpt_dtype wt, const float *bias, int T, int I,
-                       int O, int o0, int o1, bool accumulate)
+                       int O, int o0, int o1, bool accumulate, enum ops_tuning tuning)
 {
-    K.matmul_packed(y, x, wp, wt, bias, T, I, O, o0, o1, accumulate);
+    (tuning == OPS_THROUGHPUT ? K.matmul_packed_tp : K.matmul_packed)(y, x, wp, wt, bias, T, I, O, o0, o1, accumulate);
+}
+
+bool ops_tuning_matters(void)
+{
+    return K.matmul_packed != K.matmul_packed_tp;
 }
 
 bool ops_packed(void)

@@ -70,11 +70,28 @@ void ops_pack(void *dst, const void *w, enum ckpt_dtype wt, int I, int O, int o0
  * lookup of a tied, packed table). */
 void ops_packed_row(float *dst, const void *wp, enum ckpt_dtype wt, int I, int o);
 
-/* ops_matmul over a packed W (ops_pack). o0 and o1 may be anywhere; the
- * threads should split at multiples of OPS_PANEL so each streams its own
- * panels. A row's result does not depend on T. */
+/* What a packed product is tuned for. The caller picks it once per model
+ * (llm.h's llm_tuning, fixed at load) and passes it to every product of
+ * that model, never by row count, so a row's result never depends on how
+ * many rows share the product:
+ *   OPS_LATENCY     the kernel fastest at one row: at the AMX level F16 on
+ *                   the AVX-512 FMA kernel (ops_matmul_packed_amx_bf16)
+ *   OPS_THROUGHPUT  the kernel fastest at many rows: at the AMX level F16
+ *                   on the tiles too (ops_matmul_packed_amx; F32 wherever
+ *                   it sends it)
+ * Below the AMX level both are the same kernel. */
+enum ops_tuning { OPS_LATENCY, OPS_THROUGHPUT };
+
+/* Does the level ops_init chose have different packed kernels for the two
+ * tunings (the AMX level)? */
+bool ops_tuning_matters(void);
+
+/* ops_matmul over a packed W (ops_pack), on the kernel tuned as asked. o0
+ * and o1 may be anywhere; the threads should split at multiples of
+ * OPS_PANEL so each streams its own panels. A row's result does not depend
+ * on T (for one tuning). */
 void ops_matmul_packed(float *y, const float *x, const void *wp, enum ckpt_dtype wt, const float *bias, int T, int I,
-                       int O, int o0, int o1, bool accumulate);
+                       int O, int o0, int o1, bool accumulate, enum ops_tuning tuning);
 
 /* LayerNorm of one row: y = (x - mean) / sqrt(var + eps) * g + b, var the biased variance. */
 void ops_layernorm(float *y, const float *x, const float *g, const float *b, int n, float eps);

@@ -24,7 +24,8 @@ struct ops_kernels {
     const char *name;
     ops_matmul_fn matmul;
     ops_matmul_q8_fn matmul_q8;
-    ops_matmul_fn matmul_packed;   /* over ops_pack's layout */
+    ops_matmul_fn matmul_packed;   /* over ops_pack's layout, OPS_LATENCY */
+    ops_matmul_fn matmul_packed_tp; /* the same, OPS_THROUGHPUT */
     bool packed;                   /* the engine should pack (matmul_packed is the fast path) */
     void (*activate)(float *, int, enum ops_act);
     float (*dot)(const float *, const float *, int);
@@ -119,7 +120,7 @@ void ops_store_rows_avx512(float *y, const float *c, const float *bias, int T, i
 /* ops_amx.c: the packed product on AMX tiles for BF16 and F16 weights (F32: ops_matmul_packed_avx512). */
 void ops_matmul_packed_amx(float *y, const float *x, const void *wp, enum ckpt_dtype wt, const float *bias, int T,
                            int I, int O, int o0, int o1, bool accumulate);
-/* ops_amx.c: as above with F16 on the AVX-512 FMA kernel (the default; LLMCGI_F16_TILES=1 takes the one above). */
+/* ops_amx.c: as above with F16 on the AVX-512 FMA kernel (OPS_LATENCY; OPS_THROUGHPUT takes the one above). */
 void ops_matmul_packed_amx_bf16(float *y, const float *x, const void *wp, enum ckpt_dtype wt, const float *bias, int T,
                                 int I, int O, int o0, int o1, bool accumulate);
 #endif

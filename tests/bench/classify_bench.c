@@ -73,7 +73,8 @@ int main(int argc, char **argv)
     struct llm_load_opts lo = {.device = LLM_DEVICE_CPU, .threads = threads, .kv_block_tokens = B,
                                .kv_blocks = per * conc > (ck->cfg.n_positions + B - 1) / B
                                                 ? per * conc : (ck->cfg.n_positions + B - 1) / B,
-                               .max_step_tokens = step_tokens, .max_step_logits = step_tokens};
+                               .max_step_tokens = step_tokens, .max_step_logits = step_tokens,
+                               .max_seqs = conc};   /* tuning auto, as the registry resolves it */
     struct llm_model *m = NULL;
     double t0 = now();
     int rc = llm_load(ck, &lo, &m, err, sizeof err);

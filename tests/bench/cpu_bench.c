@@ -2,6 +2,7 @@
  *
  *   cpu_bench MODEL_DIR [THREADS] [PROMPT_TOKENS] [BATCH[,BATCH...]] [STEPS] [DECODE_CONTEXT] [auto|f32|q8]
  *             [auto|f32|f16 (kv_dtype)]
+ *   (any mode, anywhere: --tuning auto|latency|throughput, llm.h's tuning)
  *   cpu_bench --agree MODEL_DIR GOLDEN_JSON MODEL_NAME [THREADS]
  *   cpu_bench --kernels [THREADS] [WEIGHTS] [ROWS]
  *   cpu_bench --ppl MODEL_DIR PPL_GOLDEN_JSON [THREADS]
@@ -20,14 +21,16 @@
  * the first of them. "kv_dtype" is the KV cache's format (llm.h's kv_dtype,
  * auto unless the 8th argument says), "kv_step_bytes" the K and V bytes one
  * decode step reads per sequence at DECODE_CONTEXT (every layer's K and V
- * of that many positions; times the batch for a step).
+ * of that many positions; times the batch for a step). "tuning" is the
+ * kernels' tuning the model resolved (--tuning; auto with the largest BATCH
+ * as the sequences a step runs).
  *
  * --kernels times each matrix product of the 124M shape (qkv, proj, fc,
  * mproj: 12 distinct copies, as a step streams them; the LM head: one) at
  * 1, 8, 32 and 64 rows of x, for F32, F16, BF16 (each output-major and,
  * where the level has it, packed) and Q8_0, split over the threads as the
  * engine splits them (WEIGHTS: only F32, F16, BF16 or Q8_0; ROWS: only that
- * row count); one JSON line per case, with the bytes and FLOPs
+ * row count; packed products tuned as --tuning says, auto = latency); one JSON line per case, with the bytes and FLOPs
  * doc/cpu-kernels.md predicts from, and the fastest single call.
  *
  * --ppl runs the held-out token stream of PPL_GOLDEN_JSON (made by
@@ -70,6 +73,9 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <time.h>
+
+/* --tuning: the packed products' tuning (llm.h), for every mode. */
+static enum llm_tuning tuning = LLM_TUNING_AUTO;
 
 static double now(void)
 {
@@ -471,6 +477,7 @@ struct kjob {
     enum ckpt_dtype wt;
     int T, I, O, block;
     bool packed;
+    enum ops_tuning tuning;
 };
 
 static void k_task(void *ctx, int task, int thread)
@@ -481,7 +488,7 @@ static void k_task(void *ctx, int task, int thread)
     if (j->xq)
         ops_matmul_q8x(j->y, j->xq, j->w, NULL, j->T, j->I, j->O, o0, o1, false);
     else if (j->packed)
-        ops_matmul_packed(j->y, j->x, j->w, j->wt, NULL, j->T, j->I, j->O, o0, o1, false);
+        ops_matmul_packed(j->y, j->x, j->w, j->wt, NULL, j->T, j->I, j->O, o0, o1, false, j->tuning);
     else
         ops_matmul(j->y, j->x, j->w, j->wt, NULL, j->T, j->I, j->O, o0, o1, false);
 }
@@ -580,7 +587,8 @@ static double time_kernel(struct tpool *pool, enum ckpt_dtype wt, bool q8, bool 
                 struct kq_job qj = {xq, x, T, I};
                 tpool_run(pool, kq_task, &qj, ops_q8_x_parts(T, I));
             }
-            struct kjob j = {y, x, q8 ? xq : NULL, w + (size_t)c * mb, wt, T, I, O, block, packed};
+            struct kjob j = {y, x, q8 ? xq : NULL, w + (size_t)c * mb, wt, T, I, O, block, packed,
+                             tuning == LLM_TUNING_THROUGHPUT ? OPS_THROUGHPUT : OPS_LATENCY};
             tpool_run(pool, k_task, &j, (O + block - 1) / block);
         }
         double dt = (clk() - t0) / copies;
@@ -594,7 +602,8 @@ static double time_kernel(struct tpool *pool, enum ckpt_dtype wt, bool q8, bool 
             struct kq_job qj = {xq, x, T, I};
             tpool_run(pool, kq_task, &qj, ops_q8_x_parts(T, I));
         }
-        struct kjob j = {y, x, q8 ? xq : NULL, w, wt, T, I, O, block, packed};
+        struct kjob j = {y, x, q8 ? xq : NULL, w, wt, T, I, O, block, packed,
+                             tuning == LLM_TUNING_THROUGHPUT ? OPS_THROUGHPUT : OPS_LATENCY};
         tpool_run(pool, k_task, &j, (O + block - 1) / block);
         if (clk() - t0 < *one)
             *one = clk() - t0;
@@ -614,8 +623,8 @@ static int kernels_main(int argc, char **argv)
     ops_init(OPS_BEST);
     if (tpool_new(threads > 0 ? threads : tpool_online_cpus(), &pool) != 0)
         return 1;
-    printf("{\"kernels\": \"%s\", \"threads\": %d, \"clock\": \"%s\", \"read_bytes_s\": %.0f}\n", ops_simd_name(),
-           tpool_threads(pool), tpool_threads(pool) == 1 ? "thread CPU time" : "wall", read_bandwidth(pool));
+    printf("{\"kernels\": \"%s\", \"tuning\": \"%s\", \"threads\": %d, \"clock\": \"%s\", \"read_bytes_s\": %.0f}\n",
+           ops_simd_name(), tuning == LLM_TUNING_THROUGHPUT ? "throughput" : "latency", tpool_threads(pool), tpool_threads(pool) == 1 ? "thread CPU time" : "wall", read_bandwidth(pool));
     static const struct {
         const char *name;
         int O, I, copies;
@@ -748,15 +757,14 @@ static int matvec_main(void)
 
 /* --packed: the 124M shape's products over packed weights at ROWS rows of
  * x (default 1) on one thread, by its CPU time (as --matvec): F16 at the
- * AVX-512 BF16 level (the FMA kernel) and at the best level (AMX: the
- * tiles, LLMCGI_F16_TILES=1), BF16 at the best level, interleaved; best of 5 sweeps, one JSON
+ * AVX-512 BF16 level (the FMA kernel) and at the best level tuned for
+ * throughput (AMX: the tiles), BF16 at the best level, interleaved; best of 5 sweeps, one JSON
  * line per product and one for a whole step's products. */
 static int packed_main(int argc, char **argv)
 {
     int T = argc > 2 ? atoi(argv[2]) : 1;
     if (T < 1 || T > 256)
         return 2;
-    setenv("LLMCGI_F16_TILES", "1", 1);   /* F16 on the tiles at the AMX level (ops_init) */
     enum ops_level best = ops_init(OPS_BEST);
     static const struct {
         const char *name;
@@ -767,7 +775,10 @@ static int packed_main(int argc, char **argv)
         const char *name;
         enum ckpt_dtype wt;
         enum ops_level level;
-    } types[] = {{"F16 fma", CKPT_F16, OPS_AVX512_BF16}, {"F16", CKPT_F16, best}, {"BF16", CKPT_BF16, best}};
+        enum ops_tuning tuning;
+    } types[] = {{"F16 fma", CKPT_F16, OPS_AVX512_BF16, OPS_LATENCY},
+                 {"F16", CKPT_F16, best, OPS_THROUGHPUT},
+                 {"BF16", CKPT_BF16, best, OPS_THROUGHPUT}};
     enum { NT = sizeof types / sizeof types[0] };
     double step[NT] = {0};
     ops_init(OPS_BEST);
@@ -810,7 +821,8 @@ static int packed_main(int argc, char **argv)
                 ops_init(types[t].level);
                 double t0 = cpu_now();
                 for (int c = 0; c < copies; c++)
-                    ops_matmul_packed(y, x, wp[t] + (size_t)c * pb[t], types[t].wt, NULL, T, I, O, 0, O, false);
+                    ops_matmul_packed(y, x, wp[t] + (size_t)c * pb[t], types[t].wt, NULL, T, I, O, 0, O, false,
+                                      types[t].tuning);
                 double dt = (cpu_now() - t0) / copies;
                 if (rep > 0 && dt < bt[t])
                     bt[t] = dt;
@@ -963,6 +975,16 @@ static int attn_main(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+    for (int i = 1; i < argc; i++)   /* --tuning WORD, anywhere: taken out of argv */
+        if (!strcmp(argv[i], "--tuning")) {
+            if (i + 1 >= argc || llm_tuning_parse(argv[i + 1], &tuning) != 0) {
+                fprintf(stderr, "cpu_bench: --tuning must be auto, latency or throughput\n");
+                return 2;
+            }
+            memmove(argv + i, argv + i + 2, sizeof *argv * (size_t)(argc - i - 1));   /* with argv[argc] */
+            argc -= 2;
+            i--;
+        }
     if (argc > 1 && !strcmp(argv[1], "--attn"))
         return attn_main(argc, argv);
     if (argc > 1 && !strcmp(argv[1], "--kernels"))
@@ -977,7 +999,7 @@ int main(int argc, char **argv)
         return packed_main(argc, argv);
     if (argc < 2) {
         fprintf(stderr, "usage: cpu_bench MODEL_DIR [THREADS] [PROMPT_TOKENS] [BATCH] [STEPS] [DECODE_CONTEXT] "
-                        "[auto|f32|q8] [auto|f32|f16 (kv_dtype)]\n");
+                        "[auto|f32|q8] [auto|f32|f16 (kv_dtype)] [--tuning auto|latency|throughput]\n");
         return 2;
     }
     int threads = argc > 2 ? atoi(argv[2]) : 0;
@@ -1019,7 +1041,7 @@ int main(int argc, char **argv)
                               .dtype = argc > 7 && !strcmp(argv[7], "f32") ? LLM_DTYPE_F32
                                        : argc > 7 && !strcmp(argv[7], "q8") ? LLM_DTYPE_Q8
                                                                              : LLM_DTYPE_AUTO,
-                              .kv_dtype = kv_dtype};
+                              .kv_dtype = kv_dtype, .tuning = tuning, .max_seqs = batch};
     struct llm_model *m;
     if (llm_load(ck, &o, &m, err, sizeof err) != 0) {
         fprintf(stderr, "cpu_bench: %s\n", err);
@@ -1077,10 +1099,11 @@ int main(int argc, char **argv)
            "\"batch\": %d, \"decodeN_tok_s\": %.3f, \"step_weight_bytes\": %zu, \"copy_read_bytes_s\": %.0f, "
            "\"read_bytes_s\": %.0f, \"decode1_cpu_s\": %.6f, "
            "\"peak_rss_kb\": %ld, \"kv_dtype\": \"%s\", \"kv_step_bytes\": %zu, \"decode_page_faults\": %ld, "
-           "\"decode_tok_s\": {",
+           "\"tuning\": \"%s\", \"decode_tok_s\": {",
            in->backend, in->device_name, in->weight_format, in->threads, load_s, prompt, prefill, ctx,
            d1, batches[0], dn, in->step_weight_bytes, bw, rbw, d1_cpu, ru.ru_maxrss, in->kv_format,
-           in->kv_block_bytes / (size_t)in->kv_block_tokens * (size_t)ctx, decode_faults);
+           in->kv_block_bytes / (size_t)in->kv_block_tokens * (size_t)ctx, decode_faults,
+           llm_tuning_name(in->tuning));
     for (int k = 0; k < n_batches; k++)
         printf("%s\"%d\": %.3f", k ? ", " : "", batches[k], rates[k]);
     printf("}, \"decode_vs_1\": {");

@@ -3,7 +3,7 @@
  * usage: serve_engine MODEL_DIR PROMPTS_FILE MAX_TOKENS MAX_CONCURRENT MAX_QUEUE MAX_BATCH_TOKENS
  *
  * Loads like registry.c's load() with device cpu, threads 0 (one per core),
- * dtype auto, prefix_cache on, KV blocks of 16 tokens, max_concurrent x
+ * dtype auto, tuning auto over max_concurrent sequences, prefix_cache on, KV blocks of 16 tokens, max_concurrent x
  * min(context, 512) / 16 of them; prints {"ready": ...} with the backend's
  * device string, weights, threads and the prompts' tokens (all of them).
  * Then reads one number C per line of
@@ -141,7 +141,8 @@ int main(int argc, char **argv)
     int blocks = max_conc * (((ctx < 512 ? ctx : 512) + KV_BLOCK_TOKENS - 1) / KV_BLOCK_TOKENS);
     struct llm_load_opts lo = {.device = LLM_DEVICE_CPU, .threads = 0, .kv_block_tokens = KV_BLOCK_TOKENS,
                                .kv_blocks = blocks < per_ctx ? per_ctx : blocks,
-                               .max_step_tokens = mbt < ctx ? mbt : ctx, .max_step_logits = mbt < ctx ? mbt : ctx};
+                               .max_step_tokens = mbt < ctx ? mbt : ctx, .max_step_logits = mbt < ctx ? mbt : ctx,
+                               .max_seqs = max_conc};   /* tuning auto, as the registry resolves it */
     struct llm_model *m = NULL;
     int rc = llm_load(ck, &lo, &m, err, sizeof err);
     gpt2_checkpoint_close(ck);

@@ -128,6 +128,27 @@ static void test_kv_dtype_key(void)
     refused_at("kv_dtype = f16\n", 1, "kv_dtype", "kv_dtype outside a [model] section");
 }
 
+/* tuning: auto (the default), latency, throughput; anything else refused with its line. */
+static void test_tuning_key(void)
+{
+    char err[4096];
+    struct config *c = load("[model a]\npath = /m/a\n[model b]\npath = /m/b\ntuning = latency\n[model c]\n"
+                            "path = /m/c\ntuning = throughput\n[model d]\npath = /m/d\ntuning = auto\n",
+                            err, sizeof err);
+    if (ok(c != NULL, "the tuning key loads") || (printf("# %s", err), 0)) {
+        is_int(config_find_model(c, "a")->tuning, LLM_TUNING_AUTO, "tuning defaults to auto");
+        is_int(config_find_model(c, "b")->tuning, LLM_TUNING_LATENCY, "tuning = latency");
+        is_int(config_find_model(c, "c")->tuning, LLM_TUNING_THROUGHPUT, "tuning = throughput");
+        is_int(config_find_model(c, "d")->tuning, LLM_TUNING_AUTO, "tuning = auto");
+    }
+    config_unref(c);
+    refused_at("[model a]\npath = /m\n\ntuning = fast\n", 4,
+               "tuning must be auto, latency or throughput, got \"fast\"", "an unknown tuning");
+    refused_at("[model a]\npath = /m\ntuning = Throughput\n", 3, "tuning must be auto, latency or throughput",
+               "tuning is lower case");
+    refused_at("tuning = latency\n", 1, "tuning", "tuning outside a [model] section");
+}
+
 /* The structured-output caches: constraint_cache ([server], compiled DFAs shared by every model) and
  * mask_cache (per model, its allowed-token masks): sizes, 0 allowed (nothing kept), refused with their line. */
 static void test_constraint_cache_keys(void)
@@ -284,6 +305,7 @@ static void test_models(void)
     test_embeddings_keys();
     test_dtype_key();
     test_kv_dtype_key();
+    test_tuning_key();
     test_constraint_cache_keys();
     refused_at("[server]\ndefault_model = ../x\nmodels_dir = /m\n", 0, "default_model \"../x\" is neither",
                "a default_model that is no safe directory name");

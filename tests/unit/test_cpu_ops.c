@@ -43,6 +43,14 @@ static double rel_err(const float *got, const double *want, size_t n)
     return err / scale;
 }
 
+/* The tuning the packed products of run_kernels take (main runs them in both). */
+static enum ops_tuning tuning_now = OPS_LATENCY;
+
+static const char *tuning_word(void)
+{
+    return tuning_now == OPS_THROUGHPUT ? " throughput" : " latency";
+}
+
 static void check_matmul_as(bool packed, enum ckpt_dtype wt, int T, int I, int O, int o0, int o1, bool acc,
                             bool bias_on)
 {
@@ -98,19 +106,34 @@ static void check_matmul_as(bool packed, enum ckpt_dtype wt, int T, int I, int O
         int split = O > OPS_PANEL ? OPS_PANEL : O;
         ops_pack(wp, w, wt, I, O, 0, split);
         ops_pack(wp, (char *)w + (size_t)split * I * es, wt, I, O, split, O);
-        ops_matmul_packed(y, x, wp, wt, bias_on ? bias : NULL, T, I, O, o0, o1, acc);
+        ops_matmul_packed(y, x, wp, wt, bias_on ? bias : NULL, T, I, O, o0, o1, acc, tuning_now);
+        /* below the AMX level the other tuning is the same kernel: the same bits */
+        if (!ops_tuning_matters()) {
+            float *y2 = malloc(sizeof(float) * (size_t)T * O);
+            memcpy(y2, y, sizeof(float) * (size_t)T * O);
+            for (int t = 0; t < T; t++)
+                for (int o = o0; o < o1; o++)
+                    y2[(size_t)t * O + o] = acc ? 0.25f * (float)((t * O + o) % 7) : NAN;
+            ops_matmul_packed(y2, x, wp, wt, bias_on ? bias : NULL, T, I, O, o0, o1, acc,
+                              tuning_now == OPS_LATENCY ? OPS_THROUGHPUT : OPS_LATENCY);
+            ok(memcmp(y2, y, sizeof(float) * (size_t)T * O) == 0,
+               "%s packed %s T=%d I=%d O=%d: latency and throughput are one kernel at this level", ops_simd_name(),
+               ckpt_dtype_name(wt), T, I, O);
+            free(y2);
+        }
         /* a row alone gives the batch's result exactly */
         float *y1 = malloc(sizeof(float) * (size_t)O);
         int same = 1;
         for (int t = 0; t < T; t += T > 3 ? T / 3 : 1) {
             for (int o = 0; o < O; o++)
                 y1[o] = 0.25f * (float)((t * O + o) % 7);
-            ops_matmul_packed(y1, x + (size_t)t * I, wp, wt, bias_on ? bias : NULL, 1, I, O, o0, o1, acc);
+            ops_matmul_packed(y1, x + (size_t)t * I, wp, wt, bias_on ? bias : NULL, 1, I, O, o0, o1, acc,
+                              tuning_now);
             if (memcmp(y1, y + (size_t)t * O, sizeof(float) * (size_t)O) != 0)
                 same = 0;
         }
-        ok(same, "%s packed %s T=%d I=%d O=%d: a row alone is bit-identical to its row in the batch",
-           ops_simd_name(), ckpt_dtype_name(wt), T, I, O);
+        ok(same, "%s%s packed %s T=%d I=%d O=%d: a row alone is bit-identical to its row in the batch",
+           ops_simd_name(), tuning_word(), ckpt_dtype_name(wt), T, I, O);
         float row[4096];
         int back = 1;
         for (int o = 0; o < O && I <= 4096; o += 1 + O / 7) {
@@ -135,13 +158,13 @@ static void check_matmul_as(bool packed, enum ckpt_dtype wt, int T, int I, int O
     double bound = 1e-5;
     if (wt == CKPT_BF16 && strstr(ops_simd_name(), "+bf16"))
         bound += ldexp(1.0, -16) * absdot / wmax;
-    /* At the AMX level F16 weights go to the tiles as two exact bf16 parts
-     * (w = whi + wlo) against x's two, all four products: only x's split
-     * is inexact, the same 2^-16 as BF16's. */
-    if (packed && wt == CKPT_F16 && strstr(ops_simd_name(), "+f16tiles"))
+    /* At the AMX level tuned for throughput F16 weights go to the tiles as
+     * two exact bf16 parts (w = whi + wlo) against x's two, all four
+     * products: only x's split is inexact, the same 2^-16 as BF16's. */
+    if (packed && wt == CKPT_F16 && tuning_now == OPS_THROUGHPUT && ops_tuning_matters())
         bound += ldexp(1.0, -16) * absdot / wmax;
-    ok(e <= bound, "%s matmul%s %s T=%d I=%d O=%d [%d,%d)%s%s: rel err %.2g", ops_simd_name(),
-       packed ? " packed" : "", ckpt_dtype_name(wt), T, I, O, o0, o1, acc ? " accumulate" : "",
+    ok(e <= bound, "%s matmul%s%s %s T=%d I=%d O=%d [%d,%d)%s%s: rel err %.2g", ops_simd_name(),
+       packed ? " packed" : "", packed ? tuning_word() : "", ckpt_dtype_name(wt), T, I, O, o0, o1, acc ? " accumulate" : "",
        bias_on ? " bias" : "", e);
     free(x);
     free(wf);
@@ -958,48 +981,64 @@ static void check_pool(int threads)
     tpool_free(p);
 }
 
-/* F16 at the AMX level: the AVX-512 FMA kernel by default (the AVX-512
- * BF16 level's bits), and with LLMCGI_F16_TILES=1, read when ops_init
- * picks the level, the tiles (named "+f16tiles"; other bits), at one row
- * and at 32. */
-static void check_f16_tiles_switch(void)
+/* F16 at the AMX level: OPS_LATENCY on the AVX-512 FMA kernel (the
+ * AVX-512 BF16 level's bits), OPS_THROUGHPUT on the tiles (other bits), at
+ * one row and at 32, the two alternating in one process (two models of
+ * different tunings); BF16 on the tiles either way. The level's name is
+ * the same for both: the choice is the caller's, per product. */
+static void check_tuning(void)
 {
     int I = 300, O = 70, T = 32;
-    uint16_t *w = malloc(sizeof(uint16_t) * (size_t)O * I);
+    uint16_t *w = malloc(sizeof(uint16_t) * (size_t)O * I), *wb = malloc(sizeof(uint16_t) * (size_t)O * I);
     float *x = malloc(sizeof(float) * (size_t)T * I), *fma = malloc(sizeof(float) * (size_t)T * O);
-    float *y = malloc(sizeof(float) * (size_t)T * O);
-    void *wp = malloc(ops_pack_bytes(CKPT_F16, I, O));
-    for (int i = 0; i < O * I; i++)
-        w[i] = ckpt_f32_to_f16(frand() * 0.5f);
+    float *y = malloc(sizeof(float) * (size_t)T * O), *y2 = malloc(sizeof(float) * (size_t)T * O);
+    void *wp = malloc(ops_pack_bytes(CKPT_F16, I, O)), *wbp = malloc(ops_pack_bytes(CKPT_BF16, I, O));
+    for (int i = 0; i < O * I; i++) {
+        float v = frand() * 0.5f;
+        w[i] = ckpt_f32_to_f16(v);
+        wb[i] = ckpt_f32_to_bf16(v);
+    }
     for (int i = 0; i < T * I; i++)
         x[i] = frand();
     ops_pack(wp, w, CKPT_F16, I, O, 0, O);
-    bool named = true, tiles_differ = false, off_same = true;
-    for (int pass = 0; pass < 2; pass++) {
-        int rows = pass ? T : 1;
+    ops_pack(wbp, wb, CKPT_BF16, I, O, 0, O);
+    ops_init(OPS_AVX512_BF16);
+    bool below_one = !ops_tuning_matters();
+    ops_init(OPS_AMX);
+    bool amx_two = ops_tuning_matters(), named = strstr(ops_simd_name(), "f16tiles") == NULL;
+    bool lat_fma = true, tp_tiles = true, bf16_same = true;
+    for (int pass = 0; pass < 4; pass++) {
+        int rows = pass & 1 ? T : 1;
+        size_t n = (size_t)rows * O;
         ops_init(OPS_AVX512_BF16);
-        ops_matmul_packed(fma, x, wp, CKPT_F16, NULL, rows, I, O, 0, O, false);
+        ops_matmul_packed(fma, x, wp, CKPT_F16, NULL, rows, I, O, 0, O, false, OPS_LATENCY);
         ops_init(OPS_AMX);
-        named = named && !strstr(ops_simd_name(), "f16tiles");
-        ops_matmul_packed(y, x, wp, CKPT_F16, NULL, rows, I, O, 0, O, false);
-        off_same = off_same && memcmp(y, fma, sizeof(float) * (size_t)rows * O) == 0;
-        ops_init(OPS_AVX512_BF16);
-        setenv("LLMCGI_F16_TILES", "1", 1);
-        ops_init(OPS_AMX);
-        named = named && strstr(ops_simd_name(), "+amx+f16tiles") != NULL;
-        ops_matmul_packed(y, x, wp, CKPT_F16, NULL, rows, I, O, 0, O, false);
-        tiles_differ = tiles_differ || memcmp(y, fma, sizeof(float) * (size_t)rows * O) != 0;
-        unsetenv("LLMCGI_F16_TILES");
-        ops_init(OPS_AVX512_BF16);
+        /* throughput, then latency, then throughput again: each its own kernel's bits every time */
+        ops_matmul_packed(y2, x, wp, CKPT_F16, NULL, rows, I, O, 0, O, false, OPS_THROUGHPUT);
+        ops_matmul_packed(y, x, wp, CKPT_F16, NULL, rows, I, O, 0, O, false, OPS_LATENCY);
+        lat_fma = lat_fma && memcmp(y, fma, sizeof(float) * n) == 0;
+        tp_tiles = tp_tiles && memcmp(y2, fma, sizeof(float) * n) != 0;
+        ops_matmul_packed(y, x, wp, CKPT_F16, NULL, rows, I, O, 0, O, false, OPS_THROUGHPUT);
+        tp_tiles = tp_tiles && memcmp(y, y2, sizeof(float) * n) == 0;
+        ops_matmul_packed(y, x, wbp, CKPT_BF16, NULL, rows, I, O, 0, O, false, OPS_LATENCY);
+        ops_matmul_packed(y2, x, wbp, CKPT_BF16, NULL, rows, I, O, 0, O, false, OPS_THROUGHPUT);
+        bf16_same = bf16_same && memcmp(y, y2, sizeof(float) * n) == 0;
     }
-    ok(named, "AMX level named +amx by default, +amx+f16tiles with LLMCGI_F16_TILES=1");
-    ok(off_same, "F16 at the AMX level by default gives the FMA kernel's bits at 1 and 32 rows");
-    ok(tiles_differ, "LLMCGI_F16_TILES=1: F16 at the AMX level runs on the tiles (its bits are not the FMA kernel's)");
+    ok(below_one && amx_two, "the two tunings are two kernels at the AMX level only");
+    ok(named, "the AMX level's name does not depend on a tuning (%s)", ops_simd_name());
+    ok(lat_fma, "F16 at the AMX level tuned for latency gives the FMA kernel's bits at 1 and 32 rows");
+    ok(tp_tiles, "F16 at the AMX level tuned for throughput runs on the tiles (its own bits, not the FMA kernel's), "
+                 "the same when latency products come between");
+    ok(bf16_same, "BF16 at the AMX level is on the tiles for both tunings");
+    ops_init(OPS_AVX512_BF16);
     free(w);
+    free(wb);
     free(x);
     free(fma);
     free(y);
+    free(y2);
     free(wp);
+    free(wbp);
 }
 
 int main(void)
@@ -1014,18 +1053,18 @@ int main(void)
                (lv < OPS_AMX) == (strstr(ops_simd_name(), "+amx") == NULL),
            "level %d is named %s", lv, ops_simd_name());
         run_kernels();
+        /* every case again tuned for throughput where that is another kernel
+         * (below, the packed cases check the two tunings give the same bits) */
+        if (lv == OPS_AMX) {
+            tuning_now = OPS_THROUGHPUT;
+            run_kernels();
+            tuning_now = OPS_LATENCY;
+        }
     }
     printf("# this CPU's best level: %d (%s)\n", (int)top, ops_simd_name());
     if (top >= OPS_AMX) {
         check_q8_amx_bits();
-        check_f16_tiles_switch();
-        /* every kernel again with F16 on the tiles (LLMCGI_F16_TILES=1) */
-        ops_init(OPS_AVX512_BF16);
-        setenv("LLMCGI_F16_TILES", "1", 1);
-        ops_init(OPS_AMX);
-        run_kernels();
-        unsetenv("LLMCGI_F16_TILES");
-        ops_init(OPS_AVX512_BF16);
+        check_tuning();
     }
     is_int((int)ops_init(OPS_BEST), (int)top, "OPS_BEST picks the CPU's best level");
     check_q8_rounding();

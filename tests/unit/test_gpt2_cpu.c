@@ -341,6 +341,92 @@ static void check_kv_f16(const char *dir, const struct llm_load_opts *lo, const 
     llm_free(m);
 }
 
+/* One model of dir loaded with tuning tu (max_seqs seqs); NULL on failure (said). */
+static struct llm_model *load_tuned(const char *dir, const struct llm_load_opts *lo, enum llm_tuning tu, int seqs)
+{
+    char err[512];
+    struct gpt2_checkpoint *ck;
+    struct llm_model *m = NULL;
+    struct llm_load_opts o = *lo;
+    o.tuning = tu;
+    o.max_seqs = seqs;
+    if (gpt2_checkpoint_open(dir, &ck, err, sizeof err) == 0) {
+        if (llm_load(ck, &o, &m, err, sizeof err) != 0)
+            printf("# %s\n", err);
+        gpt2_checkpoint_close(ck);
+    }
+    return m;
+}
+
+/* The tuning (llm.h) is per model: a latency and a throughput model of the
+ * same F16 file live in one process, their steps interleaved, and each
+ * gives its own kernel's logits every time (on an AMX CPU two different
+ * sets: F16 on the FMA kernel, on the tiles; below it the same); auto
+ * resolves by max_seqs; the throughput model batched gives what it gives
+ * one prompt at a time (the bits of a prefill's last row, the tokens). */
+static void check_tuning(const char *dir, const struct llm_load_opts *lo, struct prompt *ps, int n_prompts, int bps,
+                         const char *name, const char *dtype)
+{
+    struct llm_model *ml = load_tuned(dir, lo, LLM_TUNING_LATENCY, 0);
+    struct llm_model *mt = load_tuned(dir, lo, LLM_TUNING_THROUGHPUT, 0);
+    struct llm_model *a16 = load_tuned(dir, lo, LLM_TUNING_AUTO, 16);
+    struct llm_model *a32 = load_tuned(dir, lo, LLM_TUNING_AUTO, 32);
+    if (!ok(ml && mt && a16 && a32, "%s %s: loads tuned for latency, throughput, auto at 16 and 32 sequences", name,
+            dtype))
+        goto out;
+    const struct llm_info *il = llm_get_info(ml), *it = llm_get_info(mt);
+    ok(il->tuning == LLM_TUNING_LATENCY && it->tuning == LLM_TUNING_THROUGHPUT &&
+           llm_get_info(a16)->tuning == LLM_TUNING_LATENCY && llm_get_info(a32)->tuning == LLM_TUNING_THROUGHPUT,
+       "%s %s: the models report their tuning; auto is latency at 16 sequences, throughput at 32", name, dtype);
+    bool amx = strstr(il->device_name, "+amx") != NULL;
+    const char *dl = strrchr(il->device_name, ','), *dt = strrchr(it->device_name, ',');
+    ok(amx ? !strcmp(dl, ", latency") && !strcmp(dt, ", throughput") : !strcmp(il->device_name, it->device_name),
+       "%s %s: the device names the tuning where it changes a kernel (%s | %s)", name, dtype, il->device_name,
+       it->device_name);
+    int V = il->cfg.vocab_size, n = n_prompts < 8 ? n_prompts : 8;
+    int which[MAX_PROMPTS];
+    for (int p = 0; p < n; p++)
+        which[p] = p;
+    float *r[5];
+    int32_t (*g[5])[64];
+    int rc = 0;
+    struct llm_model *order[5] = {ml, mt, ml, mt, a32};   /* interleaved in one process */
+    for (int k = 0; k < 5; k++) {
+        r[k] = malloc(sizeof(float) * (size_t)V * (size_t)n);
+        g[k] = calloc((size_t)n, sizeof *g[k]);
+        rc |= run_batch(order[k], ps, which, n, 8, 0, g[k], r[k], bps);
+    }
+    size_t bytes = sizeof(float) * (size_t)V * (size_t)n;
+    ok(rc == 0 && !memcmp(r[0], r[2], bytes) && !memcmp(r[1], r[3], bytes) && !memcmp(r[1], r[4], bytes),
+       "%s %s: each model gives its own logits every time, the other's steps in between; auto at 32 = throughput",
+       name, dtype);
+    ok(rc == 0 && (memcmp(r[0], r[1], bytes) != 0) == amx,
+       "%s %s: latency's and throughput's logits are %s", name, dtype,
+       amx ? "different kernels' (F16 on the FMA kernel, on the AMX tiles)" : "the same (one kernel at this level)");
+    /* throughput: a prompt alone gives its row of the batch bit for bit, and its tokens */
+    int alone_bits = 0, alone_tokens = 0;
+    float *row = malloc(sizeof(float) * (size_t)V);
+    int32_t one[1][64];
+    for (int p = 0; p < n; p++)
+        if (run_batch(mt, ps, &which[p], 1, 8, 0, one, row, bps) == 0) {
+            alone_bits += !memcmp(row, r[1] + (size_t)p * V, sizeof(float) * (size_t)V);
+            alone_tokens += !memcmp(one[0], g[1][p], 8 * sizeof(int32_t));
+        }
+    ok(alone_bits == n && alone_tokens == n,
+       "%s %s throughput: %d prompts alone give their batch rows bit for bit (%d) and tokens (%d)", name, dtype, n,
+       alone_bits, alone_tokens);
+    free(row);
+    for (int k = 0; k < 5; k++) {
+        free(r[k]);
+        free(g[k]);
+    }
+out:
+    llm_free(ml);
+    llm_free(mt);
+    llm_free(a16);
+    llm_free(a32);
+}
+
 static void test_model(json_object *g, json_object *indices, struct prompt *ps, int n_prompts, bool heavy)
 {
     const char *name = json_object_get_string(json_object_object_get(g, "name"));
@@ -434,6 +520,8 @@ static void test_model(json_object *g, json_object *indices, struct prompt *ps, 
     }
     if (o.dtype != CKPT_F32)
         check_kv_f16(dir, &lo, in, ps, n_prompts, greedy, rows, bps, heavy, name, dtype);
+    if (o.dtype == CKPT_F16 && !strcmp(name, "tiny"))
+        check_tuning(dir, &lo, ps, n_prompts, bps, name, dtype);
     if (o.dtype == CKPT_F32 && !strcmp(name, "tiny")) {
         /* int8 weights on the same file, F32's tokens as context */
         struct llm_model *mq = NULL;
