@@ -143,16 +143,15 @@ AMX static void split_rows(uint16_t *hi, uint16_t *lo, uint16_t *lo2, size_t ld,
     }
 }
 
-/* The tiles the kernels use: C 0-3 and A 4 .. nab - 1 of `rows` rows
- * (min(T, 16)), B nab .. 7 of 16 (nab 6: two A tiles, two B; F32's 7:
- * three A, one B); every row 64 bytes. */
-AMX static void tiles_config(int rows, int nab)
+/* The tiles all three kernels use: C 0-3 and A 4-5 of `rows` rows (min(T,
+ * 16)), B 6-7 of 16; every row 64 bytes. */
+AMX static void tiles_config(int rows)
 {
     struct tilecfg cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.palette = 1;
     for (int r = 0; r < 8; r++) {
-        cfg.rows[r] = (uint8_t)(r >= nab ? 16 : rows);
+        cfg.rows[r] = (uint8_t)(r >= 6 ? 16 : rows);
         cfg.colsb[r] = 64;
     }
     /* the intrinsic's asm names one byte of cfg as its input: the barrier
@@ -222,7 +221,7 @@ AMX static void amx_bf16(float *y, const float *x, const uint16_t *wp, const flo
     float *c = (float *)mem;                                     /* mc x 64 floats */
     uint16_t *hi = (uint16_t *)((char *)c + (size_t)mc * P * 4); /* mc x ld bf16 */
     uint16_t *lo = hi + (size_t)mc * ld;
-    tiles_config(T < 16 ? T : 16, 6);
+    tiles_config(T < 16 ? T : 16);
     for (int t0 = 0; t0 < T; t0 += mc) {
         int tn = T - t0 < mc ? T - t0 : mc, t16 = T < 16 ? T : (tn + 15) & ~15;
         split_rows(hi, lo, NULL, ld, x + (size_t)t0 * I, tn, t16, I);
@@ -333,8 +332,11 @@ AMX static void f16_q(int q, const uint16_t *st)
  * FMA kernel's); a group of 32 inputs x 64 outputs (8 KiB of the panel)
  * becomes its w1, w2, w3 B tiles (12 KiB of L1 staging) as F16's does:
  * each part's bits are the top halves of F32 lanes, so a tile row is (a
- * >> 16) | (b & 0xffff0000). Tiles: A = tmm4 x1, tmm5 x2, tmm6 x3; B =
- * tmm7 (tiles_config(rows, 7)). */
+ * >> 16) | (b & 0xffff0000) of inputs 2r, 2r + 1 (two vector ops), the
+ * rests two an input and level (and, sub): 14 vector uops per 32
+ * weights. Tiles: A = tmm4 x1, tmm5 x2 then x3 (reloaded), B = tmm6,
+ * tmm7 (two C tiles' parts at a time, F32_Q2). For measuring,
+ * F32_PRODUCTS 4 leaves out x3 w1 and x1 w3, 3 x2 w2 too. */
 #ifndef F32_PRODUCTS
 #define F32_PRODUCTS 6
 #endif
@@ -347,10 +349,6 @@ AMX static void f16_q(int q, const uint16_t *st)
  * (w at input i0; inputs past n are zeros). */
 AMX static void f32_tile(uint16_t *st, const float *w, int n, int q)
 {
-#ifdef F32_NOCONV
-    __asm__ volatile("" : : "r"(st), "r"(w), "r"(n), "r"(q) : "memory");
-    return;
-#endif
     const __m512i top = _mm512_set1_epi32((int)0xffff0000u);
     for (int r = 0; r < 16; r++) {
         const float *a = w + (size_t)(2 * r) * P + q * 16, *b = a + P;
@@ -359,7 +357,8 @@ AMX static void f32_tile(uint16_t *st, const float *w, int n, int q)
         __m512i ia = 2 * r < n ? _mm512_loadu_si512((const void *)a) : _mm512_setzero_si512();
         __m512i ib = 2 * r + 1 < n ? _mm512_loadu_si512((const void *)b) : _mm512_setzero_si512();
         for (int k = 0; k < 3; k++) {
-            /* (a >> 16) | (b & top): imm 0xF8 = A | (B & C) */
+            /* (a >> 16) | (b & top): imm 0xF8 = A | (B & C); one vpermt2w
+             * instead was 10-20% slower */
             _mm512_store_si512((void *)(st + k * 2048 + q * 512 + r * 32),
                                _mm512_ternarylogic_epi32(_mm512_srli_epi32(ia, 16), ib, top, 0xF8));
             if (k < 2) {   /* the rest: w - (w cut), exact */
@@ -377,7 +376,7 @@ AMX static void f32_tile(uint16_t *st, const float *w, int n, int q)
  * order x1 w1, x2 w1, x3 w1, x1 w2, x2 w2, x1 w3, the two C tiles
  * alternating so each product's wait on its C tile's previous one
  * overlaps the other's. */
-#define F32_Q2(q, q1, st, xlo, xlo2, ld)                      \
+#define F32_Q2(q, q1, st, xlo, xlo2, ld) \
     do {                                                  \
         _tile_loadd(6, (st) + (q) * 512, 64);             \
         _tile_loadd(7, (st) + (q) * 512 + 512, 64);       \
@@ -396,7 +395,7 @@ AMX static void f32_tile(uint16_t *st, const float *w, int n, int q)
         _tile_loadd(7, (st) + 2048 + (q) * 512 + 512, 64); \
         _tile_dpbf16ps(q, 4, 6);                          \
         _tile_dpbf16ps(q1, 4, 7);                      \
-        if (F32_PRODUCTS >= 5) {                          \
+        if (F32_PRODUCTS >= 4) {                          \
             _tile_dpbf16ps(q, 5, 6);                      \
             _tile_dpbf16ps(q1, 5, 7);                  \
         }                                                 \
@@ -411,10 +410,6 @@ AMX static void f32_tile(uint16_t *st, const float *w, int n, int q)
 /* F32_Q2 for q 0 or 2; xlo, xlo2: the row tile's x2 and x3 at this group. */
 AMX static void f32_q2(int q, const uint16_t *st, const uint16_t *xlo, const uint16_t *xlo2, size_t ld)
 {
-#ifdef F32_NODP
-    __asm__ volatile("" : : "r"(st), "r"(xlo), "r"(xlo2), "r"(ld), "r"(q) : "memory");
-    return;
-#endif
     if (q == 0)
         F32_Q2(0, 1, st, xlo, xlo2, ld);
     else
@@ -448,7 +443,7 @@ AMX static inline __attribute__((always_inline)) void amx_staged(float *y, const
     uint16_t *lo2 = f32 ? lo + (size_t)mc * ld : NULL;
     uint16_t *stage = lo + (size_t)mc * ld * (f32 ? 2 : 1);
     size_t half = (f32 ? STAGE_F32 : STAGE_F16) / 2, es = f32 ? 4 : 2;   /* half: uint16 per staging half */
-    tiles_config(T < 16 ? T : 16, 6);
+    tiles_config(T < 16 ? T : 16);
     int ng = (I + 31) / 32, p0 = o0 / P, n = ((o1 + P - 1) / P - p0) * ng;
     for (int t0 = 0; t0 < T; t0 += mc) {
         int tn = T - t0 < mc ? T - t0 : mc, t16 = T < 16 ? T : (tn + 15) & ~15;
