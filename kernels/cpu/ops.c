@@ -700,18 +700,24 @@ enum ops_level ops_init(enum ops_level cap)
     }
 #ifdef OPS_HAVE_AMX
     if (want >= OPS_AMX) {
-        /* Tile products: ops_amx.c (BF16 weights; F16 and F32 too with
+        /* Tile products: ops_amx.c (BF16 weights; F16 too with
          * LLMCGI_F16_TILES=1, named "+f16tiles": off by default until a
          * quiet machine shows batch 1 within 3% of the FMA kernel,
          * doc/cpu-kernels.md "F16 on the AMX tiles"), ops_q8_amx.c (Q8_0).
          * The choice is made here, once, so every row count of a process
          * takes the same kernel. */
-        const char *ft = getenv("LLMCGI_F16_TILES");
+        const char *ft = getenv("LLMCGI_F16_TILES"), *f32t = getenv("LLMCGI_F32_TILES");
         bool f16_tiles = ft && !strcmp(ft, "1");
+        /* F32 on the tiles only with both set ("+f32tiles"): measured no
+         * faster at batch 32 and slower at batch 1 (doc/cpu-kernels.md
+         * "F32 on the AMX tiles") */
+        bool f32_tiles = f16_tiles && f32t && !strcmp(f32t, "1");
         /* BF16 (and F16, F32) on tiles; else F16 and F32 on the AVX-512 FMA kernel */
-        k.matmul_packed = f16_tiles ? ops_matmul_packed_amx : ops_matmul_packed_amx_bf16;
+        k.matmul_packed = f32_tiles   ? ops_matmul_packed_amx_f32
+                          : f16_tiles ? ops_matmul_packed_amx
+                                      : ops_matmul_packed_amx_bf16;
         k.matmul_q8 = ops_matmul_q8_amx;           /* 5+ rows on tiles, the VNNI bits */
-        strcat(k_name, f16_tiles ? "+amx+f16tiles" : "+amx");
+        strcat(k_name, f32_tiles ? "+amx+f16tiles+f32tiles" : f16_tiles ? "+amx+f16tiles" : "+amx");
     }
 #endif
 #endif

@@ -1,4 +1,4 @@
-/* ops_amx.c -- the packed matrix product for BF16 and F16 weights on AMX tiles (tdpbf16ps), x split into two bf16 parts so the result stays near F32's (F16 weights, with LLMCGI_F16_TILES=1, split exactly into two bf16 parts in registers; F32 weights, with it, into three, against x's three exact parts).
+/* ops_amx.c -- the packed matrix product for BF16 and F16 weights on AMX tiles (tdpbf16ps), x split into two bf16 parts so the result stays near F32's (F16 weights, with LLMCGI_F16_TILES=1, split exactly into two bf16 parts in registers; F32 weights, with LLMCGI_F32_TILES=1 as well, into three, against x's three exact parts).
  *
  * Math. y[t][o] = sum_i x[t][i] W[o][i]. Each x is split x = hi + lo with
  * hi = x with its low 16 bits cut (exact in bf16) and lo = bf16(x - hi)
@@ -320,7 +320,7 @@ AMX static void f16_q(int q, const uint16_t *st)
 
 /* ------------------------------------------------------------------ F32 weights */
 
-/* F32 weights on the same tiles (LLMCGI_F16_TILES=1; doc/cpu-kernels.md
+/* F32 weights on the same tiles (LLMCGI_F16_TILES=1 and LLMCGI_F32_TILES=1; doc/cpu-kernels.md
  * "F32 on the AMX tiles"). An F32 weight is exactly w = w1 + w2 + w3: w1
  * = w cut to bf16 (its low 16 bits dropped), r = w - w1 (exact), w2 = r
  * cut likewise, w3 = r - w2 (at most 8 significant bits: exact in bf16;
@@ -513,8 +513,8 @@ AMX static void amx_f32(float *y, const float *x, const void *wp, const float *b
     amx_staged(y, x, wp, bias, T, I, O, o0, o1, accumulate, mem, mc, ld, true);
 }
 
-void ops_matmul_packed_amx(float *y, const float *x, const void *wp, enum ckpt_dtype wt, const float *bias, int T,
-                           int I, int O, int o0, int o1, bool accumulate)
+void ops_matmul_packed_amx_f32(float *y, const float *x, const void *wp, enum ckpt_dtype wt, const float *bias, int T,
+                               int I, int O, int o0, int o1, bool accumulate)
 {
     if (T <= 0 || o0 >= o1) {
         ops_matmul_packed_avx512(y, x, wp, wt, bias, T, I, O, o0, o1, accumulate);
@@ -549,16 +549,28 @@ void ops_matmul_packed_amx(float *y, const float *x, const void *wp, enum ckpt_d
         amx_bf16(y, x, wp, bias, T, I, O, o0, o1, accumulate, mem, mc, ld);
 }
 
+/* BF16 and F16 on the tiles, F32 on the AVX-512 FMA kernel (what
+ * LLMCGI_F16_TILES=1 runs: F32 on the tiles was no faster at batch 32 and
+ * 22-35% slower at batch 1, doc/cpu-kernels.md "F32 on the AMX tiles";
+ * LLMCGI_F32_TILES=1 as well takes the one above). */
+void ops_matmul_packed_amx(float *y, const float *x, const void *wp, enum ckpt_dtype wt, const float *bias, int T,
+                           int I, int O, int o0, int o1, bool accumulate)
+{
+    if (wt == CKPT_F32)
+        ops_matmul_packed_avx512(y, x, wp, wt, bias, T, I, O, o0, o1, accumulate);
+    else
+        ops_matmul_packed_amx_f32(y, x, wp, wt, bias, T, I, O, o0, o1, accumulate);
+}
+
 /* BF16 on the tiles, F16 and F32 on the AVX-512 FMA kernel: the AMX
- * level's default (ops_init; LLMCGI_F16_TILES=1 takes F16 and F32 to the
- * tiles). */
+ * level's default (ops_init; LLMCGI_F16_TILES=1 takes F16 to the tiles). */
 void ops_matmul_packed_amx_bf16(float *y, const float *x, const void *wp, enum ckpt_dtype wt, const float *bias, int T,
                                 int I, int O, int o0, int o1, bool accumulate)
 {
     if (wt == CKPT_F16 || wt == CKPT_F32)
         ops_matmul_packed_avx512(y, x, wp, wt, bias, T, I, O, o0, o1, accumulate);
     else
-        ops_matmul_packed_amx(y, x, wp, wt, bias, T, I, O, o0, o1, accumulate);
+        ops_matmul_packed_amx_f32(y, x, wp, wt, bias, T, I, O, o0, o1, accumulate);
 }
 #else
 typedef int ops_amx_none;   /* no x86: nothing here (ISO C wants a declaration) */

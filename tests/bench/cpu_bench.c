@@ -749,7 +749,8 @@ static int matvec_main(void)
 /* --packed: the 124M shape's products over packed weights at ROWS rows of
  * x (default 1) on one thread, by its CPU time (as --matvec): F16 at the
  * AVX-512 BF16 level (the FMA kernel) and at the best level (AMX: the
- * tiles, LLMCGI_F16_TILES=1), BF16 at the best level, F32 as F16, interleaved; best of 5 sweeps, one JSON
+ * tiles, LLMCGI_F16_TILES=1), BF16 at the best level, F32 as F16 (its
+ * tiles with LLMCGI_F32_TILES=1 too), interleaved; best of 5 sweeps, one JSON
  * line per product and one for a whole step's products. */
 static int packed_main(int argc, char **argv)
 {
@@ -757,6 +758,7 @@ static int packed_main(int argc, char **argv)
     if (T < 1 || T > 256)
         return 2;
     setenv("LLMCGI_F16_TILES", "1", 1);   /* F16 on the tiles at the AMX level (ops_init) */
+    setenv("LLMCGI_F32_TILES", "1", 1);   /* and F32 */
     enum ops_level best = ops_init(OPS_BEST);
     static const struct {
         const char *name;

@@ -144,7 +144,7 @@ static void check_matmul_as(bool packed, enum ckpt_dtype wt, int T, int I, int O
      * products (the dropped three within 2^-24 |x w|, about F32's own
      * rounding), so F32's bound stands, and tighter: 2e-6 (the FMA kernel
      * gives 1-7e-7; two bf16 parts of x, 2^-16, give 3-5e-6 with F16). */
-    if (packed && wt == CKPT_F32 && strstr(ops_simd_name(), "+f16tiles"))
+    if (packed && wt == CKPT_F32 && strstr(ops_simd_name(), "+f32tiles"))
         bound = 2e-6;
     ok(e <= bound, "%s matmul%s %s T=%d I=%d O=%d [%d,%d)%s%s: rel err %.2g", ops_simd_name(),
        packed ? " packed" : "", ckpt_dtype_name(wt), T, I, O, o0, o1, acc ? " accumulate" : "",
@@ -1008,11 +1008,12 @@ static void check_f16_tiles_switch(void)
     free(wp);
 }
 
-/* F32 at the AMX level: the FMA kernel by default, the tiles with
- * LLMCGI_F16_TILES=1 (w and x each three exact bf16 parts, six products):
- * other bits than the FMA kernel's at every row count 1..65 (odd I, a
- * partial last panel), within 1e-6 of the double reference each, and a row
- * alone bit-identical to its row in every batch. */
+/* F32 at the AMX level: the FMA kernel by default and with
+ * LLMCGI_F16_TILES=1 alone, the tiles with LLMCGI_F32_TILES=1 as well (w
+ * and x each three exact bf16 parts, six products): other bits than the
+ * FMA kernel's at every row count 1..65 (odd I, a partial last panel),
+ * within 1e-6 of the double reference each, and a row alone bit-identical
+ * to its row in every batch. */
 static void check_f32_tiles(void)
 {
     int I = 300, O = 70, T = 65;
@@ -1034,7 +1035,7 @@ static void check_f32_tiles(void)
         }
     ops_pack(wp, w, CKPT_F32, I, O, 0, O);
     ops_init(OPS_AMX);
-    bool off_same = true, differ = true, rows_same = true;
+    bool off_same = true, differ = true, rows_same = true, named = true;
     double worst = 0.0;
     for (int rows = 1; rows <= T; rows++) {
         ops_init(OPS_AVX512_BF16);
@@ -1045,6 +1046,12 @@ static void check_f32_tiles(void)
         ops_init(OPS_AVX512_BF16);
         setenv("LLMCGI_F16_TILES", "1", 1);
         ops_init(OPS_AMX);
+        ops_matmul_packed(y, x, wp, CKPT_F32, NULL, rows, I, O, 0, O, false);
+        off_same = off_same && memcmp(y, fma, sizeof(float) * (size_t)rows * O) == 0;
+        ops_init(OPS_AVX512_BF16);
+        setenv("LLMCGI_F32_TILES", "1", 1);
+        ops_init(OPS_AMX);
+        named = named && strstr(ops_simd_name(), "+amx+f16tiles+f32tiles") != NULL;
         ops_matmul_packed(y, x, wp, CKPT_F32, NULL, rows, I, O, 0, O, false);
         if (rows == 1)
             memcpy(alone, y, sizeof(float) * (size_t)O);
@@ -1059,12 +1066,15 @@ static void check_f32_tiles(void)
         if (e > worst)
             worst = e;
         unsetenv("LLMCGI_F16_TILES");
+        unsetenv("LLMCGI_F32_TILES");
         ops_init(OPS_AVX512_BF16);
     }
-    ok(off_same, "F32 at the AMX level by default gives the FMA kernel's bits at 1..65 rows");
-    ok(differ, "LLMCGI_F16_TILES=1: F32 at the AMX level runs on the tiles at 1..65 rows (not the FMA kernel's bits)");
-    ok(rows_same, "LLMCGI_F16_TILES=1: F32 on the tiles, a row alone is bit-identical to its row in batches of 1..65");
-    ok(worst <= 1e-6, "LLMCGI_F16_TILES=1: F32 on the tiles within 1e-6 of the double reference at 1..65 rows: %.2g",
+    ok(named, "AMX level named +amx+f16tiles+f32tiles with LLMCGI_F16_TILES=1 and LLMCGI_F32_TILES=1");
+    ok(off_same, "F32 at the AMX level by default and with LLMCGI_F16_TILES=1 alone gives the FMA kernel's bits "
+                 "at 1..65 rows");
+    ok(differ, "LLMCGI_F32_TILES=1: F32 at the AMX level runs on the tiles at 1..65 rows (not the FMA kernel's bits)");
+    ok(rows_same, "LLMCGI_F32_TILES=1: F32 on the tiles, a row alone is bit-identical to its row in batches of 1..65");
+    ok(worst <= 1e-6, "LLMCGI_F32_TILES=1: F32 on the tiles within 1e-6 of the double reference at 1..65 rows: %.2g",
        worst);
     free(w);
     free(x);
@@ -1093,11 +1103,17 @@ int main(void)
         check_q8_amx_bits();
         check_f16_tiles_switch();
         check_f32_tiles();
-        /* every kernel again with F16 on the tiles (LLMCGI_F16_TILES=1) */
+        /* every kernel again with F16 on the tiles (LLMCGI_F16_TILES=1),
+         * and then F32 too (LLMCGI_F32_TILES=1) */
         ops_init(OPS_AVX512_BF16);
         setenv("LLMCGI_F16_TILES", "1", 1);
         ops_init(OPS_AMX);
         run_kernels();
+        ops_init(OPS_AVX512_BF16);
+        setenv("LLMCGI_F32_TILES", "1", 1);
+        ops_init(OPS_AMX);
+        run_kernels();
+        unsetenv("LLMCGI_F32_TILES");
         unsetenv("LLMCGI_F16_TILES");
         ops_init(OPS_AVX512_BF16);
     }
