@@ -166,6 +166,12 @@ static void matmul(struct cpu_model *m, float *y, const float *x, const void *w,
      * time for the step's products at 32 rows, best of 8, three pairs */
     if (m->q8 && w != m->score && T > 1 && O / 512 >= 4 * tpool_threads(m->pool))
         block = 512;
+    /* packed at 2+ rows: 4 panels a task where that still leaves 4 tasks a
+     * thread, as the AMX tile kernels split x into bf16 parts once a call
+     * (4.5 us a call at 32 rows for F32; doc/cpu-kernels.md "F32 on the
+     * AMX tiles"); an output's bits do not depend on the range */
+    if (packed && !m->q8 && T > 1 && O / (4 * OPS_PANEL) >= 4 * tpool_threads(m->pool))
+        block = 4 * OPS_PANEL;
     const void *xq = NULL;
     if (m->q8 && w != m->score) {
         struct q8_job qj = {m->xq, x, T, I};

@@ -706,11 +706,17 @@ enum ops_level ops_init(enum ops_level cap)
          * OPS_THROUGHPUT: faster at many rows, slower at one,
          * doc/cpu-kernels.md "F16 on the AMX tiles"), ops_q8_amx.c (Q8_0).
          * Both packed kernels are fixed here; the caller passes one tuning
-         * per model to every product, so every row count takes the same. */
+         * per model to every product, so every row count takes the same.
+         * LLMCGI_F32_TILES=1 (a measuring switch, "+f32tiles") takes F32 to
+         * the tiles too under throughput: measured no faster at batch 32
+         * and a third slower at batch 1 here (doc/cpu-kernels.md "F32 on
+         * the AMX tiles"), so it is off. */
+        const char *f32t = getenv("LLMCGI_F32_TILES");
+        bool f32_tiles = f32t && !strcmp(f32t, "1");
         k.matmul_packed = ops_matmul_packed_amx_bf16;
-        k.matmul_packed_tp = ops_matmul_packed_amx;
+        k.matmul_packed_tp = f32_tiles ? ops_matmul_packed_amx_f32 : ops_matmul_packed_amx;
         k.matmul_q8 = ops_matmul_q8_amx;           /* 5+ rows on tiles, the VNNI bits */
-        strcat(k_name, "+amx");
+        strcat(k_name, f32_tiles ? "+amx+f32tiles" : "+amx");
     }
 #endif
 #endif

@@ -1,4 +1,4 @@
-/* ops_amx.c -- the packed matrix product for BF16 and F16 weights on AMX tiles (tdpbf16ps), x split into two bf16 parts so the result stays near F32's (F16 weights, with LLMCGI_F16_TILES=1, split exactly into two bf16 parts in registers); F32 weights go to the AVX-512 packed kernel.
+/* ops_amx.c -- the packed matrix product for BF16 and F16 weights on AMX tiles (tdpbf16ps), x split into two bf16 parts so the result stays near F32's (F16 weights, tuned for throughput, split exactly into two bf16 parts in registers; F32 weights, with the measuring switch LLMCGI_F32_TILES=1 as well, into three, against x's three exact parts).
  *
  * Math. y[t][o] = sum_i x[t][i] W[o][i]. Each x is split x = hi + lo with
  * hi = x with its low 16 bits cut (exact in bf16) and lo = bf16(x - hi)
@@ -104,8 +104,11 @@ static void *scratch(size_t n)
 /* ---------------------------------------------------------- the kernel */
 
 /* hi[t][i], lo[t][i] (bf16, stride ld) for t < T16, i < ld: x's two parts,
- * zeros past T rows and I inputs. */
-AMX static void split_rows(uint16_t *hi, uint16_t *lo, size_t ld, const float *x, int T, int T16, int I)
+ * zeros past T rows and I inputs. With lo2 (F32 weights) three exact
+ * parts instead: lo the rest x - hi cut likewise, lo2 what is left (at
+ * most 8 significant bits, so its bf16 is exact). */
+AMX static void split_rows(uint16_t *hi, uint16_t *lo, uint16_t *lo2, size_t ld, const float *x, int T, int T16,
+                           int I)
 {
     const __m512i cut = _mm512_set1_epi32((int)0xffff0000u);
     for (int t = 0; t < T16; t++) {
@@ -113,6 +116,8 @@ AMX static void split_rows(uint16_t *hi, uint16_t *lo, size_t ld, const float *x
         if (t >= T) {
             memset(h, 0, ld * 2);
             memset(l, 0, ld * 2);
+            if (lo2)
+                memset(lo2 + (size_t)t * ld, 0, ld * 2);
             continue;
         }
         const float *xr = x + (size_t)t * I;
@@ -124,13 +129,21 @@ AMX static void split_rows(uint16_t *hi, uint16_t *lo, size_t ld, const float *x
             __m512 h0 = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(x0), cut));
             __m512 h1 = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(x1), cut));
             _mm512_store_si512((void *)(h + i), (__m512i)_mm512_cvtne2ps_pbh(h1, h0));
-            _mm512_store_si512((void *)(l + i), (__m512i)_mm512_cvtne2ps_pbh(_mm512_sub_ps(x1, h1),
-                                                                             _mm512_sub_ps(x0, h0)));
+            __m512 r0 = _mm512_sub_ps(x0, h0), r1 = _mm512_sub_ps(x1, h1);
+            if (lo2) {
+                __m512 m0 = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(r0), cut));
+                __m512 m1 = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(r1), cut));
+                _mm512_store_si512((void *)(l + i), (__m512i)_mm512_cvtne2ps_pbh(m1, m0));
+                _mm512_store_si512((void *)(lo2 + (size_t)t * ld + i),
+                                   (__m512i)_mm512_cvtne2ps_pbh(_mm512_sub_ps(r1, m1), _mm512_sub_ps(r0, m0)));
+            } else {
+                _mm512_store_si512((void *)(l + i), (__m512i)_mm512_cvtne2ps_pbh(r1, r0));
+            }
         }
     }
 }
 
-/* The tiles both kernels use: C 0-3 and A 4-5 of `rows` rows (min(T,
+/* The tiles all three kernels use: C 0-3 and A 4-5 of `rows` rows (min(T,
  * 16)), B 6-7 of 16; every row 64 bytes. */
 AMX static void tiles_config(int rows)
 {
@@ -211,7 +224,7 @@ AMX static void amx_bf16(float *y, const float *x, const uint16_t *wp, const flo
     tiles_config(T < 16 ? T : 16);
     for (int t0 = 0; t0 < T; t0 += mc) {
         int tn = T - t0 < mc ? T - t0 : mc, t16 = T < 16 ? T : (tn + 15) & ~15;
-        split_rows(hi, lo, ld, x + (size_t)t0 * I, tn, t16, I);
+        split_rows(hi, lo, NULL, ld, x + (size_t)t0 * I, tn, t16, I);
         for (int p = o0 / P; p * P < o1; p++) {
             int olo = p * P > o0 ? p * P : o0, ohi = p * P + P < o1 ? p * P + P : o1;
             const uint16_t *panel = wp + (size_t)p * P * ld;
@@ -305,51 +318,169 @@ AMX static void f16_q(int q, const uint16_t *st)
     }
 }
 
-/* As amx_bf16 over the plain F16 panels (I inputs a panel), software
- * pipelined by groups of 32 inputs: step j converts group j (of the pass's
- * panels in order) into one staging half while the tile products of group
- * j - 1 run from the other, the conversion cut in 4 pieces (tiles q)
- * spread between the row tiles' products, so the vector ports convert
- * while the tile unit multiplies and the tile loads read lines stored a
- * group earlier. With one row tile (T <= 16) the C tiles stay in their
- * registers across a panel's groups; with more they wait in c between
- * groups. stage: 2 x 8 KiB. */
-AMX static void amx_f16(float *y, const float *x, const uint16_t *wp, const float *bias, int T, int I, int O, int o0,
-                        int o1, bool accumulate, char *mem, int mc, size_t ld)
+/* ------------------------------------------------------------------ F32 weights */
+
+/* F32 weights on the same tiles (OPS_THROUGHPUT with LLMCGI_F32_TILES=1; doc/cpu-kernels.md
+ * "F32 on the AMX tiles"). An F32 weight is exactly w = w1 + w2 + w3: w1
+ * = w cut to bf16 (its low 16 bits dropped), r = w - w1 (exact), w2 = r
+ * cut likewise, w3 = r - w2 (at most 8 significant bits: exact in bf16;
+ * only weights under ~2^-110 lose their tail to the tiles' denormal
+ * flush). x is split the same way into three exact parts (split_rows with
+ * lo2). The products per C tile and group, always in this order: x1 w1,
+ * x2 w1, x3 w1, x1 w2, x2 w2 (, x1 w3): the dropped ones (x2 w3, x3 w2,
+ * x3 w3) are within 2^-24 |x w|. Panels keep the plain F32 layout (the
+ * FMA kernel's); a group of 32 inputs x 64 outputs (8 KiB of the panel)
+ * becomes its w1, w2, w3 B tiles (12 KiB of L1 staging) as F16's does:
+ * each part's bits are the top halves of F32 lanes, so a tile row is (a
+ * >> 16) | (b & 0xffff0000) of inputs 2r, 2r + 1 (two vector ops), the
+ * rests two an input and level (and, sub): 14 vector uops per 32
+ * weights. Tiles: A = tmm4 x1, tmm5 x2 then x3 (reloaded), B = tmm6,
+ * tmm7 (two C tiles' parts at a time, F32_Q2). For measuring,
+ * F32_PRODUCTS 4 leaves out x3 w1 and x1 w3, 3 x2 w2 too. */
+#ifndef F32_PRODUCTS
+#define F32_PRODUCTS 6
+#endif
+#ifndef F32_PF
+#define F32_PF 32768               /* bytes ahead that each tile row's 8 lines are prefetched to L2 */
+#endif
+
+/* The w1, w2, w3 B tiles q of one group (st: the group's 12 KiB, part k's
+ * tile q at 4k + q KiB) from the plain F32 panel's inputs i0 .. i0 + 32
+ * (w at input i0; inputs past n are zeros). */
+AMX static void f32_tile(uint16_t *st, const float *w, int n, int q)
+{
+    const __m512i top = _mm512_set1_epi32((int)0xffff0000u);
+    for (int r = 0; r < 16; r++) {
+        const float *a = w + (size_t)(2 * r) * P + q * 16, *b = a + P;
+        _mm_prefetch((const char *)(w + (size_t)(2 * r) * P) + F32_PF + q * 128, _MM_HINT_T1);
+        _mm_prefetch((const char *)(w + (size_t)(2 * r) * P) + F32_PF + q * 128 + 64, _MM_HINT_T1);
+        __m512i ia = 2 * r < n ? _mm512_loadu_si512((const void *)a) : _mm512_setzero_si512();
+        __m512i ib = 2 * r + 1 < n ? _mm512_loadu_si512((const void *)b) : _mm512_setzero_si512();
+        for (int k = 0; k < 3; k++) {
+            /* (a >> 16) | (b & top): imm 0xF8 = A | (B & C); one vpermt2w
+             * instead was 10-20% slower */
+            _mm512_store_si512((void *)(st + k * 2048 + q * 512 + r * 32),
+                               _mm512_ternarylogic_epi32(_mm512_srli_epi32(ia, 16), ib, top, 0xF8));
+            if (k < 2) {   /* the rest: w - (w cut), exact */
+                ia = _mm512_castps_si512(_mm512_sub_ps(_mm512_castsi512_ps(ia),
+                                                       _mm512_castsi512_ps(_mm512_and_si512(ia, top))));
+                ib = _mm512_castps_si512(_mm512_sub_ps(_mm512_castsi512_ps(ib),
+                                                       _mm512_castsi512_ps(_mm512_and_si512(ib, top))));
+            }
+        }
+    }
+}
+
+/* C tiles q and q + 1 += the group's x parts (A: tmm4 x1, tmm5 x2 or x3)
+ * by its staged w1, w2, w3 tiles q, q + 1 (B: tmm6, tmm7), in the fixed
+ * order x1 w1, x2 w1, x3 w1, x1 w2, x2 w2, x1 w3, the two C tiles
+ * alternating so each product's wait on its C tile's previous one
+ * overlaps the other's. */
+#define F32_Q2(q, q1, st, xlo, xlo2, ld) \
+    do {                                                  \
+        _tile_loadd(6, (st) + (q) * 512, 64);             \
+        _tile_loadd(7, (st) + (q) * 512 + 512, 64);       \
+        _tile_loadd(5, (xlo), (ld) * 2);                  \
+        _tile_dpbf16ps(q, 4, 6);                          \
+        _tile_dpbf16ps(q1, 4, 7);                      \
+        _tile_dpbf16ps(q, 5, 6);                          \
+        _tile_dpbf16ps(q1, 5, 7);                      \
+        if (F32_PRODUCTS >= 6) {                          \
+            _tile_loadd(5, (xlo2), (ld) * 2);             \
+            _tile_dpbf16ps(q, 5, 6);                      \
+            _tile_dpbf16ps(q1, 5, 7);                  \
+            _tile_loadd(5, (xlo), (ld) * 2);              \
+        }                                                 \
+        _tile_loadd(6, (st) + 2048 + (q) * 512, 64);      \
+        _tile_loadd(7, (st) + 2048 + (q) * 512 + 512, 64); \
+        _tile_dpbf16ps(q, 4, 6);                          \
+        _tile_dpbf16ps(q1, 4, 7);                      \
+        if (F32_PRODUCTS >= 4) {                          \
+            _tile_dpbf16ps(q, 5, 6);                      \
+            _tile_dpbf16ps(q1, 5, 7);                  \
+        }                                                 \
+        if (F32_PRODUCTS >= 6) {                          \
+            _tile_loadd(6, (st) + 4096 + (q) * 512, 64);  \
+            _tile_loadd(7, (st) + 4096 + (q) * 512 + 512, 64); \
+            _tile_dpbf16ps(q, 4, 6);                      \
+            _tile_dpbf16ps(q1, 4, 7);                  \
+        }                                                 \
+    } while (0)
+
+/* F32_Q2 for q 0 or 2; xlo, xlo2: the row tile's x2 and x3 at this group. */
+AMX static void f32_q2(int q, const uint16_t *st, const uint16_t *xlo, const uint16_t *xlo2, size_t ld)
+{
+    if (q == 0)
+        F32_Q2(0, 1, st, xlo, xlo2, ld);
+    else
+        F32_Q2(2, 3, st, xlo, xlo2, ld);
+}
+
+/* ------------------------------------------------------------------ F16 and F32: converted in registers */
+
+/* Bytes of staging for one group's B tiles: F16 two parts, F32 three. */
+#define STAGE_F16 8192
+#define STAGE_F32 12288
+
+/* As amx_bf16 over the plain F16 (f32: F32) panels (I inputs a panel),
+ * software pipelined by groups of 32 inputs: step j converts group j (of
+ * the pass's panels in order) into one staging half while the tile
+ * products of group j - 1 run from the other, the conversion cut in 4
+ * pieces (tiles q) spread between the row tiles' products, so the vector
+ * ports convert while the tile unit multiplies and the tile loads read
+ * lines stored a group earlier. With one row tile (T <= 16) the C tiles
+ * stay in their registers across a panel's groups; with more they wait in
+ * c between groups. stage: 2 x STAGE_F16 (STAGE_F32). Inlined into its
+ * two callers, so each has its own code for a constant f32. */
+AMX static inline __attribute__((always_inline)) void amx_staged(float *y, const float *x, const void *wp,
+                                                                 const float *bias, int T, int I, int O, int o0,
+                                                                 int o1, bool accumulate, char *mem, int mc,
+                                                                 size_t ld, bool f32)
 {
     float *c = (float *)mem;
     uint16_t *hi = (uint16_t *)((char *)c + (size_t)mc * P * 4);
     uint16_t *lo = hi + (size_t)mc * ld;
-    uint16_t *stage = lo + (size_t)mc * ld;
+    uint16_t *lo2 = f32 ? lo + (size_t)mc * ld : NULL;
+    uint16_t *stage = lo + (size_t)mc * ld * (f32 ? 2 : 1);
+    size_t half = (f32 ? STAGE_F32 : STAGE_F16) / 2, es = f32 ? 4 : 2;   /* half: uint16 per staging half */
     tiles_config(T < 16 ? T : 16);
     int ng = (I + 31) / 32, p0 = o0 / P, n = ((o1 + P - 1) / P - p0) * ng;
     for (int t0 = 0; t0 < T; t0 += mc) {
         int tn = T - t0 < mc ? T - t0 : mc, t16 = T < 16 ? T : (tn + 15) & ~15;
         int rt = (t16 + 15) / 16, nseg = rt * 4;
-        split_rows(hi, lo, ld, x + (size_t)t0 * I, tn, t16, I);
+        split_rows(hi, lo, lo2, ld, x + (size_t)t0 * I, tn, t16, I);
         for (int j = 0; j <= n; j++) {
             /* group j to convert (none past n), group j - 1 to multiply */
-            const uint16_t *src = NULL;
+            const char *src = NULL;
             int cn = 0, piece = 0;
             if (j < n) {
                 int g = j % ng;
-                src = wp + ((size_t)(p0 + j / ng) * P * I + (size_t)g * 32 * P);
+                src = (const char *)wp + ((size_t)(p0 + j / ng) * P * I + (size_t)g * 32 * P) * es;
                 cn = I - g * 32;
             }
-            uint16_t *cst = stage + (size_t)(j & 1) * 4096;
+            uint16_t *cst = stage + (size_t)(j & 1) * half;
             if (j > 0) {
                 int p = p0 + (j - 1) / ng, g = (j - 1) % ng, k0 = g * 32;
-                const uint16_t *st = stage + (size_t)((j - 1) & 1) * 4096;
+                const uint16_t *st = stage + (size_t)((j - 1) & 1) * half;
                 for (int r = 0, seg = 0; r < rt; r++) {
                     float *cr = c + (size_t)r * 16 * P;
                     if (rt > 1 || g == 0)
                         c_load(cr, g == 0);
+                    const uint16_t *xlo = lo + (size_t)r * 16 * ld + k0;
                     _tile_loadd(4, hi + (size_t)r * 16 * ld + k0, ld * 2);
-                    _tile_loadd(5, lo + (size_t)r * 16 * ld + k0, ld * 2);
+                    if (!f32)
+                        _tile_loadd(5, xlo, ld * 2);
                     for (int q = 0; q < 4; q++, seg++) {
                         for (; src && piece < 4 && piece * nseg <= seg * 4; piece++)
-                            f16_tile(cst, src, cn, piece);
-                        f16_q(q, st);
+                            if (f32)
+                                f32_tile(cst, (const float *)src, cn, piece);
+                            else
+                                f16_tile(cst, (const uint16_t *)src, cn, piece);
+                        if (f32) {
+                            if (q & 1)
+                                f32_q2(q - 1, st, xlo, lo2 + (size_t)r * 16 * ld + k0, ld);
+                        } else
+                            f16_q(q, st);
                     }
                     if (rt > 1 || g == ng - 1)
                         c_store(cr);
@@ -361,53 +492,85 @@ AMX static void amx_f16(float *y, const float *x, const uint16_t *wp, const floa
                 }
             }
             for (; src && piece < 4; piece++)
-                f16_tile(cst, src, cn, piece);
+                if (f32)
+                    f32_tile(cst, (const float *)src, cn, piece);
+                else
+                    f16_tile(cst, (const uint16_t *)src, cn, piece);
         }
     }
     _tile_release();
 }
 
-void ops_matmul_packed_amx(float *y, const float *x, const void *wp, enum ckpt_dtype wt, const float *bias, int T,
-                           int I, int O, int o0, int o1, bool accumulate)
+AMX static void amx_f16(float *y, const float *x, const void *wp, const float *bias, int T, int I, int O, int o0,
+                        int o1, bool accumulate, char *mem, int mc, size_t ld)
 {
-    if ((wt != CKPT_BF16 && wt != CKPT_F16) || T <= 0 || o0 >= o1) {   /* F32: the FMA kernel */
+    amx_staged(y, x, wp, bias, T, I, O, o0, o1, accumulate, mem, mc, ld, false);
+}
+
+AMX static void amx_f32(float *y, const float *x, const void *wp, const float *bias, int T, int I, int O, int o0,
+                        int o1, bool accumulate, char *mem, int mc, size_t ld)
+{
+    amx_staged(y, x, wp, bias, T, I, O, o0, o1, accumulate, mem, mc, ld, true);
+}
+
+void ops_matmul_packed_amx_f32(float *y, const float *x, const void *wp, enum ckpt_dtype wt, const float *bias, int T,
+                               int I, int O, int o0, int o1, bool accumulate)
+{
+    if (T <= 0 || o0 >= o1) {
         ops_matmul_packed_avx512(y, x, wp, wt, bias, T, I, O, o0, o1, accumulate);
         return;
     }
     size_t ld = (size_t)(I + 31) & ~(size_t)31;
-    /* rows per pass: the pass's bf16 x (4 bytes an input) within ~1 MiB of L2, 16 at least */
-    int mc = (int)((1u << 20) / (ld * 4)) & ~15;
+    /* rows per pass: the pass's bf16 x (4 bytes an input, F32's three parts
+     * 6) within ~1 MiB of L2, 16 at least */
+    size_t xb = wt == CKPT_F32 ? 6 : 4;
+    int mc = (int)((1u << 20) / (ld * xb)) & ~15;
     if (mc < 16)
         mc = 16;
     if (mc > MC)
         mc = MC;
     if (mc > ((T + 15) & ~15))
         mc = (T + 15) & ~15;
-    size_t stage = wt == CKPT_F16 ? (size_t)2 * 8192 : 0;
-    char *mem = scratch((size_t)mc * P * 4 + (size_t)mc * ld * 4 + stage);
+    size_t stage = wt == CKPT_F16 ? (size_t)2 * STAGE_F16 : wt == CKPT_F32 ? (size_t)2 * STAGE_F32 : 0;
+    char *mem = scratch((size_t)mc * P * 4 + (size_t)mc * ld * xb + stage);
     if (!mem && mc > 16) {   /* out of memory: 16 rows a pass need the least, and give the same bits */
         mc = 16;
-        mem = scratch((size_t)mc * P * 4 + (size_t)mc * ld * 4 + stage);
+        mem = scratch((size_t)mc * P * 4 + (size_t)mc * ld * xb + stage);
     }
     if (!mem) {   /* not even that: the AVX-512 kernel needs none (its bits differ from the tiles') */
         ops_matmul_packed_avx512(y, x, wp, wt, bias, T, I, O, o0, o1, accumulate);
         return;
     }
-    if (wt == CKPT_F16)
+    if (wt == CKPT_F32)
+        amx_f32(y, x, wp, bias, T, I, O, o0, o1, accumulate, mem, mc, ld);
+    else if (wt == CKPT_F16)
         amx_f16(y, x, wp, bias, T, I, O, o0, o1, accumulate, mem, mc, ld);
     else
         amx_bf16(y, x, wp, bias, T, I, O, o0, o1, accumulate, mem, mc, ld);
 }
 
-/* BF16 on the tiles, F16 (and F32) on the AVX-512 FMA kernel: the AMX
- * level's default (ops_init; LLMCGI_F16_TILES=1 takes F16 to the tiles). */
+/* BF16 and F16 on the tiles, F32 on the AVX-512 FMA kernel (what
+ * OPS_THROUGHPUT runs: F32 on the tiles was no faster at batch 32 and
+ * 22-35% slower at batch 1, doc/cpu-kernels.md "F32 on the AMX tiles";
+ * LLMCGI_F32_TILES=1 as well takes the one above). */
+void ops_matmul_packed_amx(float *y, const float *x, const void *wp, enum ckpt_dtype wt, const float *bias, int T,
+                           int I, int O, int o0, int o1, bool accumulate)
+{
+    if (wt == CKPT_F32)
+        ops_matmul_packed_avx512(y, x, wp, wt, bias, T, I, O, o0, o1, accumulate);
+    else
+        ops_matmul_packed_amx_f32(y, x, wp, wt, bias, T, I, O, o0, o1, accumulate);
+}
+
+/* BF16 on the tiles, F16 and F32 on the AVX-512 FMA kernel: the AMX
+ * level's OPS_LATENCY kernel (ops_init; OPS_THROUGHPUT takes F16 to the tiles). */
 void ops_matmul_packed_amx_bf16(float *y, const float *x, const void *wp, enum ckpt_dtype wt, const float *bias, int T,
                                 int I, int O, int o0, int o1, bool accumulate)
 {
-    if (wt == CKPT_F16)
+    if (wt == CKPT_F16 || wt == CKPT_F32)
         ops_matmul_packed_avx512(y, x, wp, wt, bias, T, I, O, o0, o1, accumulate);
     else
-        ops_matmul_packed_amx(y, x, wp, wt, bias, T, I, O, o0, o1, accumulate);
+        ops_matmul_packed_amx_f32(y, x, wp, wt, bias, T, I, O, o0, o1, accumulate);
 }
 #else
 typedef int ops_amx_none;   /* no x86: nothing here (ISO C wants a declaration) */

@@ -117,10 +117,13 @@ void ops_matmul_packed_avx512(float *y, const float *x, const void *wp, enum ckp
                               int I, int O, int o0, int o1, bool accumulate);
 /* y[t][o .. o + n) for t < T from the sums c (64 floats a row) by the store rule (ops_store1). */
 void ops_store_rows_avx512(float *y, const float *c, const float *bias, int T, int O, int o, int n, bool accumulate);
-/* ops_amx.c: the packed product on AMX tiles for BF16 and F16 weights (F32: ops_matmul_packed_avx512). */
+/* ops_amx.c: the packed product on AMX tiles for BF16, F16 and F32 weights (OPS_THROUGHPUT with LLMCGI_F32_TILES=1). */
+void ops_matmul_packed_amx_f32(float *y, const float *x, const void *wp, enum ckpt_dtype wt, const float *bias, int T,
+                               int I, int O, int o0, int o1, bool accumulate);
+/* ops_amx.c: as above with F32 on the AVX-512 FMA kernel (OPS_THROUGHPUT). */
 void ops_matmul_packed_amx(float *y, const float *x, const void *wp, enum ckpt_dtype wt, const float *bias, int T,
                            int I, int O, int o0, int o1, bool accumulate);
-/* ops_amx.c: as above with F16 on the AVX-512 FMA kernel (OPS_LATENCY; OPS_THROUGHPUT takes the one above). */
+/* ops_amx.c: as above with F16 and F32 on the AVX-512 FMA kernel (OPS_LATENCY; OPS_THROUGHPUT takes the one above). */
 void ops_matmul_packed_amx_bf16(float *y, const float *x, const void *wp, enum ckpt_dtype wt, const float *bias, int T,
                                 int I, int O, int o0, int o1, bool accumulate);
 #endif

@@ -758,13 +758,15 @@ static int matvec_main(void)
 /* --packed: the 124M shape's products over packed weights at ROWS rows of
  * x (default 1) on one thread, by its CPU time (as --matvec): F16 at the
  * AVX-512 BF16 level (the FMA kernel) and at the best level tuned for
- * throughput (AMX: the tiles), BF16 at the best level, interleaved; best of 5 sweeps, one JSON
+ * throughput (AMX: the tiles), BF16 at the best level, F32 as F16 (its
+ * tiles with LLMCGI_F32_TILES=1, set here), interleaved; best of 5 sweeps, one JSON
  * line per product and one for a whole step's products. */
 static int packed_main(int argc, char **argv)
 {
     int T = argc > 2 ? atoi(argv[2]) : 1;
     if (T < 1 || T > 256)
         return 2;
+    setenv("LLMCGI_F32_TILES", "1", 1);   /* F32 on the tiles too when tuned for throughput (ops_init) */
     enum ops_level best = ops_init(OPS_BEST);
     static const struct {
         const char *name;
@@ -778,7 +780,9 @@ static int packed_main(int argc, char **argv)
         enum ops_tuning tuning;
     } types[] = {{"F16 fma", CKPT_F16, OPS_AVX512_BF16, OPS_LATENCY},
                  {"F16", CKPT_F16, best, OPS_THROUGHPUT},
-                 {"BF16", CKPT_BF16, best, OPS_THROUGHPUT}};
+                 {"BF16", CKPT_BF16, best, OPS_THROUGHPUT},
+                 {"F32 fma", CKPT_F32, OPS_AVX512_BF16, OPS_LATENCY},
+                 {"F32", CKPT_F32, best, OPS_THROUGHPUT}};
     enum { NT = sizeof types / sizeof types[0] };
     double step[NT] = {0};
     ops_init(OPS_BEST);
@@ -789,7 +793,7 @@ static int packed_main(int argc, char **argv)
         int O = shapes[k].O, I = shapes[k].I, copies = shapes[k].copies;
         float *x = malloc(sizeof(float) * (size_t)T * I), *y = malloc(sizeof(float) * (size_t)T * O);
         float *row = malloc(sizeof(float) * (size_t)I);
-        char *w = malloc((size_t)O * I * 2), *wp[NT];
+        char *w = malloc((size_t)O * I * 4), *wp[NT];
         size_t pb[NT];
         if (!x || !y || !row || !w)
             return 1;
@@ -842,7 +846,7 @@ static int packed_main(int argc, char **argv)
     printf("{\"rows\": %d, \"step\": {", T);
     for (int t = 0; t < NT; t++)
         printf("%s\"%s\": %.3e", t ? ", " : "", types[t].name, step[t]);
-    printf("}, \"f16_tiles_over_fma\": %.3f}\n", step[1] / step[0]);
+    printf("}, \"f16_tiles_over_fma\": %.3f, \"f32_tiles_over_fma\": %.3f}\n", step[1] / step[0], step[4] / step[3]);
     ops_init(OPS_BEST);
     return 0;
 }

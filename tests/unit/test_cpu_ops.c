@@ -163,6 +163,12 @@ static void check_matmul_as(bool packed, enum ckpt_dtype wt, int T, int I, int O
      * products: only x's split is inexact, the same 2^-16 as BF16's. */
     if (packed && wt == CKPT_F16 && tuning_now == OPS_THROUGHPUT && ops_tuning_matters())
         bound += ldexp(1.0, -16) * absdot / wmax;
+    /* F32 weights on the tiles: w and x each three exact bf16 parts, six
+     * products (the dropped three within 2^-24 |x w|, about F32's own
+     * rounding), so F32's bound stands, and tighter: 2e-6 (the FMA kernel
+     * gives 1-7e-7; two bf16 parts of x, 2^-16, give 3-5e-6 with F16). */
+    if (packed && wt == CKPT_F32 && tuning_now == OPS_THROUGHPUT && strstr(ops_simd_name(), "+f32tiles"))
+        bound = 2e-6;
     ok(e <= bound, "%s matmul%s%s %s T=%d I=%d O=%d [%d,%d)%s%s: rel err %.2g", ops_simd_name(),
        packed ? " packed" : "", packed ? tuning_word() : "", ckpt_dtype_name(wt), T, I, O, o0, o1, acc ? " accumulate" : "",
        bias_on ? " bias" : "", e);
@@ -1041,6 +1047,79 @@ static void check_tuning(void)
     free(wbp);
 }
 
+/* F32 at the AMX level: the FMA kernel under both tunings by default, the
+ * tiles tuned for throughput with LLMCGI_F32_TILES=1 (w and x each three
+ * exact bf16 parts, six products): other bits than the FMA kernel's at
+ * every row count 1..65 (odd I, a partial last panel), within 1e-6 of the
+ * double reference each, and a row alone bit-identical to its row in
+ * every batch; latency keeps the FMA kernel's bits even then. */
+static void check_f32_tiles(void)
+{
+    int I = 300, O = 70, T = 65;
+    float *w = malloc(sizeof(float) * (size_t)O * I), *x = malloc(sizeof(float) * (size_t)T * I);
+    float *fma = malloc(sizeof(float) * (size_t)T * O), *y = malloc(sizeof(float) * (size_t)T * O);
+    float *alone = malloc(sizeof(float) * (size_t)T * O);
+    double *want = malloc(sizeof(double) * (size_t)T * O);
+    void *wp = malloc(ops_pack_bytes(CKPT_F32, I, O));
+    for (int i = 0; i < O * I; i++)
+        w[i] = frand() * 0.5f;
+    for (int i = 0; i < T * I; i++)
+        x[i] = frand();
+    for (int t = 0; t < T; t++)
+        for (int o = 0; o < O; o++) {
+            double s = 0.0;
+            for (int i = 0; i < I; i++)
+                s += (double)x[t * I + i] * w[o * I + i];
+            want[t * O + o] = s;
+        }
+    ops_pack(wp, w, CKPT_F32, I, O, 0, O);
+    bool off_same = true, differ = true, rows_same = true, named = true;
+    double worst = 0.0;
+    for (int rows = 1; rows <= T; rows++) {
+        ops_init(OPS_AVX512_BF16);
+        ops_matmul_packed(fma, x, wp, CKPT_F32, NULL, rows, I, O, 0, O, false, OPS_LATENCY);
+        ops_init(OPS_AMX);
+        named = named && strstr(ops_simd_name(), "f32tiles") == NULL;
+        for (int tu = OPS_LATENCY; tu <= OPS_THROUGHPUT; tu++) {
+            ops_matmul_packed(y, x, wp, CKPT_F32, NULL, rows, I, O, 0, O, false, (enum ops_tuning)tu);
+            off_same = off_same && memcmp(y, fma, sizeof(float) * (size_t)rows * O) == 0;
+        }
+        ops_init(OPS_AVX512_BF16);
+        setenv("LLMCGI_F32_TILES", "1", 1);
+        ops_init(OPS_AMX);
+        named = named && strstr(ops_simd_name(), "+amx+f32tiles") != NULL;
+        ops_matmul_packed(y, x, wp, CKPT_F32, NULL, rows, I, O, 0, O, false, OPS_LATENCY);
+        off_same = off_same && memcmp(y, fma, sizeof(float) * (size_t)rows * O) == 0;
+        ops_matmul_packed(y, x, wp, CKPT_F32, NULL, rows, I, O, 0, O, false, OPS_THROUGHPUT);
+        for (int t = 0; t < rows; t++)
+            if (t == 0 || t == rows - 1)   /* first and last row of each batch, each against itself alone */
+                ops_matmul_packed(alone + (size_t)t * O, x + (size_t)t * I, wp, CKPT_F32, NULL, 1, I, O, 0, O,
+                                  false, OPS_THROUGHPUT);
+        rows_same = rows_same && memcmp(y, alone, sizeof(float) * O) == 0 &&
+                    memcmp(y + (size_t)(rows - 1) * O, alone + (size_t)(rows - 1) * O, sizeof(float) * O) == 0;
+        differ = differ && memcmp(y, fma, sizeof(float) * (size_t)rows * O) != 0;
+        double e = rel_err(y, want, (size_t)rows * O);
+        if (e > worst)
+            worst = e;
+        unsetenv("LLMCGI_F32_TILES");
+        ops_init(OPS_AVX512_BF16);
+    }
+    ok(named, "AMX level named +amx+f32tiles with LLMCGI_F32_TILES=1, without f32tiles otherwise");
+    ok(off_same, "F32 at the AMX level gives the FMA kernel's bits at 1..65 rows under both tunings by default, "
+                 "and tuned for latency with LLMCGI_F32_TILES=1");
+    ok(differ, "LLMCGI_F32_TILES=1: F32 tuned for throughput runs on the tiles at 1..65 rows (not the FMA kernel's bits)");
+    ok(rows_same, "LLMCGI_F32_TILES=1: F32 on the tiles, a row alone is bit-identical to its row in batches of 1..65");
+    ok(worst <= 1e-6, "LLMCGI_F32_TILES=1: F32 on the tiles within 1e-6 of the double reference at 1..65 rows: %.2g",
+       worst);
+    free(w);
+    free(x);
+    free(fma);
+    free(y);
+    free(alone);
+    free(want);
+    free(wp);
+}
+
 int main(void)
 {
     /* Every level this CPU has, from the portable reference up. */
@@ -1065,6 +1144,17 @@ int main(void)
     if (top >= OPS_AMX) {
         check_q8_amx_bits();
         check_tuning();
+        check_f32_tiles();
+        /* every kernel again tuned for throughput with F32 on the tiles too
+         * (the measuring switch LLMCGI_F32_TILES=1) */
+        setenv("LLMCGI_F32_TILES", "1", 1);
+        ops_init(OPS_AVX512_BF16);
+        ops_init(OPS_AMX);
+        tuning_now = OPS_THROUGHPUT;
+        run_kernels();
+        tuning_now = OPS_LATENCY;
+        unsetenv("LLMCGI_F32_TILES");
+        ops_init(OPS_AVX512_BF16);
     }
     is_int((int)ops_init(OPS_BEST), (int)top, "OPS_BEST picks the CPU's best level");
     check_q8_rounding();
