@@ -176,7 +176,7 @@ struct pf_stream {
         __m512 acc[R][4];                                                                            \
         UNROLL for (int r = 0; r < R; r++) UNROLL for (int q = 0; q < 4; q++) acc[r][q] =            \
             first ? _mm512_setzero_ps() : _mm512_loadu_ps(c + r * P + q * 16);                       \
-        if (pf) {                                                                                    \
+        if (R > 1 && pf) { /* one row (tn = 1) never streams the next block */            \
             struct pf_stream ps = *pf;                                                               \
             for (int k = 0; k < kn; k++) {                                                           \
                 PF_STEP(ps)                                                                          \
