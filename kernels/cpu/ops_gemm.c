@@ -133,6 +133,25 @@ INL A512 __m512 pk_f16(const void *w, size_t k)
     return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)w + k)));
 }
 
+/* The next block's lines spread evenly over every step of every group:
+ * after step s of a block's `den` steps, num * (s + 1) / den of its `num`
+ * lines are asked for (acc: num * s mod den; at: the next line). */
+struct pf_stream {
+    const char *at;
+    int num, den, acc;
+};
+
+/* One step's share of the stream into L2. */
+#define PF_STEP(ps)                                                                                   \
+    if (ps.at) {                                                                                     \
+        ps.acc += ps.num;                                                                            \
+        while (ps.acc >= ps.den) {                                                                   \
+            ps.acc -= ps.den;                                                                        \
+            _mm_prefetch(ps.at, _MM_HINT_T1);                                                        \
+            ps.at += 64;                                                                             \
+        }                                                                                            \
+    }
+
 /* One input k: 4 vectors of weights, R broadcasts of x, R x 4 FMAs. */
 #define MK_STEP(LD, R, WIDE)                                                                               \
     __m512 wv[4];                                                                                    \
@@ -148,19 +167,19 @@ INL A512 __m512 pk_f16(const void *w, size_t k)
 /* c[r][0..64) (+)= sum over k < kn of x[r][k] * w[k][0..64): R rows of x
  * (stride ldx), the panel block w ([kn][64] in the weight type), the sums
  * c (stride 64), started from zero when `first`. When pf is set,
- * each step k also pulls pfl cache lines from pf on into L2. */
+ * each step k also pulls its share of *pf's lines into L2 (PF_STEP). */
 #define DEFINE_MK(SUF, LD, R, WIDE)                                                                    \
     __attribute__((noinline)) A512 static void mk_##SUF##_##R(const void *w, const float *x, size_t ldx, \
                                                               int kn, float *c, bool first,          \
-                                                              const char *pf, int pfl, float *wide)  \
+                                                              const struct pf_stream *pf, float *wide) \
     {                                                                                                \
         __m512 acc[R][4];                                                                            \
         UNROLL for (int r = 0; r < R; r++) UNROLL for (int q = 0; q < 4; q++) acc[r][q] =            \
             first ? _mm512_setzero_ps() : _mm512_loadu_ps(c + r * P + q * 16);                       \
-        if (pf) {                                                                                    \
+        if (R > 1 && pf) { /* one row (tn = 1) never streams the next block */            \
+            struct pf_stream ps = *pf;                                                               \
             for (int k = 0; k < kn; k++) {                                                           \
-                for (int l = 0; l < pfl; l++)                                                        \
-                    _mm_prefetch(pf + ((size_t)k * pfl + l) * 64, _MM_HINT_T1);                       \
+                PF_STEP(ps)                                                                          \
                 MK_STEP(LD, R, WIDE)                                                                     \
             }                                                                                        \
         } else {                                                                                     \
@@ -180,7 +199,7 @@ INL A512 __m512 pk_f16(const void *w, size_t k)
     DEFINE_MK(SUF, LD, 5, WIDE)                                                                      \
     DEFINE_MK(SUF, LD, 6, WIDE)                                                                      \
     static void (*const mks_##SUF[7])(const void *, const float *, size_t, int, float *, bool,      \
-                                      const char *, int, float *) = {                                              \
+                                      const struct pf_stream *, float *) = {                                              \
         NULL, mk_##SUF##_1, mk_##SUF##_2, mk_##SUF##_3, mk_##SUF##_4, mk_##SUF##_5, mk_##SUF##_6};
 
 DEFINE_MKS(f32, pk_f32, 0)
@@ -213,29 +232,27 @@ DEFINE_MKS(f16, pk_f16, 0)
     }
 
 /* mk_bf16_R: as DEFINE_MK's kernels over BF16 pairs (kn may be odd: the
- * last pair's high half is padding, not read); pf and pfl as there, two
+ * last pair's high half is padding, not read); pf as there, two
  * steps' lines per pair. BF16 blocks are never widened (`wide` unused). */
 #define DEFINE_MKB(R)                                                                                  \
     __attribute__((noinline)) A512 static void mk_bf16_##R(const void *w, const float *x, size_t ldx,   \
-                                                           int kn, float *c, bool first, const char *pf, \
-                                                           int pfl, float *wide)                     \
+                                                           int kn, float *c, bool first,              \
+                                                           const struct pf_stream *pf, float *wide)  \
     {                                                                                                \
         (void)wide;                                                                                  \
         const __m512i odd = _mm512_set1_epi32((int)0xffff0000u);                                     \
         __m512 acc[R][4];                                                                            \
         UNROLL for (int r = 0; r < R; r++) UNROLL for (int q = 0; q < 4; q++) acc[r][q] =            \
             first ? _mm512_setzero_ps() : _mm512_loadu_ps(c + r * P + q * 16);                       \
+        struct pf_stream ps = pf ? *pf : (struct pf_stream){NULL, 0, 1, 0};                         \
         int k = 0;                                                                                   \
         for (; k + 1 < kn; k += 2) {                                                                 \
-            if (pf)                                                                                  \
-                for (int l = 0; l < 2 * pfl; l++)                                                    \
-                    _mm_prefetch(pf + ((size_t)k * pfl + l) * 64, _MM_HINT_T1);                       \
+            PF_STEP(ps)                                                                              \
+            PF_STEP(ps)                                                                              \
             MKB_STEP(R, 1)                                                                           \
         }                                                                                            \
         if (k < kn) {                                                                                \
-            if (pf)                                                                                  \
-                for (int l = 0; l < pfl; l++)                                                        \
-                    _mm_prefetch(pf + ((size_t)k * pfl + l) * 64, _MM_HINT_T1);                       \
+            PF_STEP(ps)                                                                              \
             MKB_STEP(R, 0)                                                                           \
         }                                                                                            \
         UNROLL for (int r = 0; r < R; r++) UNROLL for (int q = 0; q < 4; q++)                        \
@@ -248,14 +265,14 @@ DEFINE_MKB(3)
 DEFINE_MKB(4)
 DEFINE_MKB(5)
 DEFINE_MKB(6)
-static void (*const mks_bf16[7])(const void *, const float *, size_t, int, float *, bool, const char *, int,
-                                 float *) = {NULL,        mk_bf16_1,   mk_bf16_2, mk_bf16_3,
+static void (*const mks_bf16[7])(const void *, const float *, size_t, int, float *, bool,
+                                 const struct pf_stream *, float *) = {NULL,        mk_bf16_1,   mk_bf16_2, mk_bf16_3,
                                              mk_bf16_4,   mk_bf16_5,   mk_bf16_6};
 /* F16 weights that also leave the block widened to F32 at `wide` (64-byte
  * aligned, [kn][64]) for the groups after this one. */
 DEFINE_MKS(f16w, pk_f16, 1)
 
-typedef void (*mk_fn)(const void *, const float *, size_t, int, float *, bool, const char *, int, float *);
+typedef void (*mk_fn)(const void *, const float *, size_t, int, float *, bool, const struct pf_stream *, float *);
 
 /* y[t][o .. o + n) from the sums c (64 a row) by the store rule (ops_store1), 16 outputs a vector. */
 A512 void ops_store_rows_avx512(float *y, const float *c, const float *bias, int T, int O, int o, int n,
@@ -324,19 +341,26 @@ void ops_matmul_packed_avx512(float *y, const float *x, const void *wp, enum ckp
                  * the next panel's first) into L2 while they compute on
                  * this one: the hardware streamer stops at each 4 KiB
                  * page, so without it the weight stream and the FMAs take
-                 * turns. The block's lines are shared out in order, pfl a
-                 * step, so the stream runs at about the rate the groups
-                 * compute rather than in one burst. */
+                 * turns. The block's lines are shared out in order and
+                 * evenly over all ng * kn steps (PF_STEP), so the stream
+                 * runs at the rate the groups compute: a whole line a step
+                 * until the block was asked for (the last groups asking
+                 * for none) ran one core's prefetches past what it can
+                 * keep in flight (~14 GB/s) at 32 rows in F32, and the
+                 * F32 LM head 7% slower on one thread (doc/cpu-kernels.md,
+                 * session fmapeak). */
                 const char *next = k0 + bk < I ? blk + (size_t)kn * P * es
                                    : (p + 1) * P < o1 && t0 + MC >= T ? panel + (size_t)P * ip * es
                                                                       : NULL;
                 int lines = kn * P * (int)es / 64, steps = ng * kn;
-                int pfl = tn > 1 && next ? (lines + steps - 1) / steps : 0;
-                for (int g = 0, r0 = 0, l0 = 0; g < ng; r0 += size[g++], l0 += kn * pfl) {
+                for (int g = 0, r0 = 0; g < ng; r0 += size[g++]) {
                     mk_fn const *gk = !widen ? mk : g == 0 ? mks_f16w : mks_f32;
+                    /* group g starts at step g * kn of the block's */
+                    long long sl = (long long)g * kn * lines;
+                    struct pf_stream ps = {tn > 1 && next ? next + sl / steps * 64 : NULL, lines, steps,
+                                           (int)(sl % steps)};
                     gk[size[g]](widen && g > 0 ? (const void *)wide : blk, x + (size_t)(t0 + r0) * I + k0,
-                                (size_t)I, kn, c + r0 * P, k0 == 0,
-                                pfl && l0 < lines ? next + (size_t)l0 * 64 : NULL, pfl, wide);
+                                (size_t)I, kn, c + r0 * P, k0 == 0, ps.at ? &ps : NULL, wide);
                 }
             }
             ops_store_rows_avx512(y + (size_t)t0 * O, c + (lo - p * P), bias, tn, O, lo, hi - lo, accumulate);

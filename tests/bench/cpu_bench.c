@@ -576,7 +576,8 @@ static double time_kernel(struct tpool *pool, enum ckpt_dtype wt, bool q8, bool 
         free(w);
         w = pw;
         mb = pb;
-        block = OPS_PANEL;
+        /* 4 panels a task at 2+ rows where that leaves 4 tasks a thread, as gpt2_cpu.c's matmul */
+        block = T > 1 && O / (4 * OPS_PANEL) >= 4 * tpool_threads(pool) ? 4 * OPS_PANEL : OPS_PANEL;
     }
     double (*clk)(void) = tpool_threads(pool) == 1 ? cpu_now : now;
     double best = 1e30;
