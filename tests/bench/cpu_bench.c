@@ -9,6 +9,7 @@
  *   cpu_bench --matvec
  *   cpu_bench --packed [ROWS]
  *   cpu_bench --attn [THREADS] [BATCH] [CTX] [f16|f32]
+ *   cpu_bench --fma-peak [THREADS]
  *
  * --agree takes the prompts of model MODEL_NAME ("124M") in the golden file,
  * runs 64 greedy steps with F32 weights (a half-precision file widened), then the same
@@ -45,6 +46,12 @@
  * thread by that thread's CPU time, not the wall clock, so that other work
  * on a shared machine counts less (it still shares the memory bus): best of
  * 5 sweeps, one JSON line per product and one for a whole step's products.
+ *
+ * --fma-peak measures the AVX-512 FMA peak the packed products are held to
+ * (doc/cpu-kernels.md): each of THREADS threads (default: one per online
+ * core) runs 24 independent vfmadd231ps zmm chains (inline asm, so the
+ * compiler cannot reorder or spill them) for 2^27 rounds; fastest of 3,
+ * {"fma_peak_gflops": ..., "threads": N, "per_thread_gflops": ...}.
  *
  * --attn times a decode step's attention alone (12 layers x 12 heads of 64,
  * blocks of 16 positions laid out as the engine's KV pool: per block every
@@ -978,6 +985,62 @@ static int attn_main(int argc, char **argv)
     return 0;
 }
 
+/* --fma-peak */
+#define FMA_ROUNDS (1L << 27)
+#if defined(__x86_64__)
+#define FMA1(r) "vfmadd231ps %%zmm30, %%zmm31, %%zmm" #r "\n\t"
+__attribute__((target("avx512f"))) static void fma_peak_task(void *ctx, int task, int thread)
+{
+    (void)ctx, (void)task, (void)thread;
+    long n = FMA_ROUNDS;
+    __asm__ volatile("vxorps %%xmm30, %%xmm30, %%xmm30\n\t"
+                     "vxorps %%xmm31, %%xmm31, %%xmm31\n\t"
+                     "1:\n\t" FMA1(0) FMA1(1) FMA1(2) FMA1(3) FMA1(4) FMA1(5) FMA1(6) FMA1(7) FMA1(8) FMA1(9)
+                         FMA1(10) FMA1(11) FMA1(12) FMA1(13) FMA1(14) FMA1(15) FMA1(16) FMA1(17) FMA1(18)
+                             FMA1(19) FMA1(20) FMA1(21) FMA1(22) FMA1(23) "dec %0\n\t"
+                                                                          "jnz 1b"
+                     : "+r"(n)
+                     :
+                     : "cc", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10",
+                       "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "xmm16", "xmm17", "xmm18", "xmm19", "xmm20",
+                       "xmm21", "xmm22", "xmm23", "xmm30", "xmm31");
+}
+#endif
+
+static int fma_peak_main(int argc, char **argv)
+{
+#if defined(__x86_64__)
+    if (!__builtin_cpu_supports("avx512f")) {
+        fprintf(stderr, "cpu_bench: --fma-peak needs AVX-512F\n");
+        return 1;
+    }
+    int threads = argc > 2 ? atoi(argv[2]) : 0;
+    if (threads <= 0)
+        threads = tpool_online_cpus();
+    struct tpool *pool = NULL;
+    if (tpool_new(threads, &pool) != 0) {
+        fprintf(stderr, "cpu_bench: cannot start the thread pool\n");
+        return 1;
+    }
+    int n = tpool_threads(pool);
+    double best = 0.0;
+    for (int rep = 0; rep < 3; rep++) {
+        double t0 = now();
+        tpool_run(pool, fma_peak_task, NULL, n);
+        double dt = now() - t0;
+        if (dt > 0.0 && (double)n * FMA_ROUNDS * 24 * 16 * 2 / dt / 1e9 > best)
+            best = (double)n * FMA_ROUNDS * 24 * 16 * 2 / dt / 1e9;
+    }
+    tpool_free(pool);
+    printf("{\"fma_peak_gflops\": %.1f, \"threads\": %d, \"per_thread_gflops\": %.1f}\n", best, n, best / n);
+    return 0;
+#else
+    (void)argc, (void)argv;
+    fprintf(stderr, "cpu_bench: --fma-peak is x86-64 only\n");
+    return 1;
+#endif
+}
+
 int main(int argc, char **argv)
 {
     for (int i = 1; i < argc; i++)   /* --tuning WORD, anywhere: taken out of argv */
@@ -992,6 +1055,8 @@ int main(int argc, char **argv)
         }
     if (argc > 1 && !strcmp(argv[1], "--attn"))
         return attn_main(argc, argv);
+    if (argc > 1 && !strcmp(argv[1], "--fma-peak"))
+        return fma_peak_main(argc, argv);
     if (argc > 1 && !strcmp(argv[1], "--kernels"))
         return kernels_main(argc, argv);
     if (argc > 1 && !strcmp(argv[1], "--agree"))
