@@ -135,6 +135,21 @@ def wait_for(predicate, what, timeout=TIMEOUT, interval=0.02):
         time.sleep(interval)
 
 
+def local_models_ready(port, names, timeout=TIMEOUT):
+    """Polls /health until every local model in names is ready (failing at once if one failed to load);
+    returns /health's local_models as last read."""
+    lm = {}
+
+    def ready():
+        nonlocal lm
+        lm = request(port, "GET", "/health").json().get("local_models", {})
+        failed = [n for n in names if lm.get(n, {}).get("state") == "failed"]
+        assert not failed, f"models failed to load: {[(n, lm[n].get('error')) for n in failed]}"
+        return all(lm.get(n, {}).get("state") == "ready" for n in names)
+    wait_for(ready, f"models {list(names)} ready", timeout=timeout)
+    return lm
+
+
 def stop_process(proc, sig=signal.SIGTERM):
     """Sends sig and waits; kills the process if it outlives TIMEOUT."""
     if proc.poll() is None:

@@ -17,7 +17,7 @@ import subprocess
 
 import pytest
 
-from servers import BUILDDIR, SRCDIR, Llmcgi, Nginx, make_tmpdir, remove_tmpdir, request
+from servers import BUILDDIR, SRCDIR, Llmcgi, Nginx, local_models_ready, make_tmpdir, remove_tmpdir, request
 
 GEN = BUILDDIR / "tools" / "gen-gpt2"
 GENERATE = BUILDDIR / "llmcgi-generate"
@@ -62,12 +62,7 @@ def site(models):
 
 
 def local_models(port):
-    for _ in range(200):
-        lm = request(port, "GET", "/health").json()["local_models"]
-        if all(lm[n]["state"] == "ready" for n in ("half", "half32", "full")):
-            return lm
-        subprocess.run(["sleep", "0.05"])
-    raise AssertionError(lm)
+    return local_models_ready(port, ("half", "half32", "full"))
 
 
 def test_auto_is_f16_under_half_matrices_and_holds_twice_the_blocks(site):

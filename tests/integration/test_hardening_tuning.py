@@ -16,7 +16,7 @@ import subprocess
 
 import pytest
 
-from servers import BUILDDIR, SRCDIR, Llmcgi, Nginx, make_tmpdir, remove_tmpdir, request, wait_for
+from servers import BUILDDIR, SRCDIR, Llmcgi, Nginx, local_models_ready, make_tmpdir, remove_tmpdir, request, wait_for
 
 GEN = BUILDDIR / "tools" / "gen-gpt2"
 GENERATE = BUILDDIR / "llmcgi-generate"
@@ -63,14 +63,7 @@ def site(model):
 
 
 def local_models(port):
-    lm = {}
-
-    def ready():
-        nonlocal lm
-        lm = request(port, "GET", "/health").json()["local_models"]
-        return all(lm.get(n, {}).get("state") == "ready" for n in NAMES)
-    wait_for(ready, "the four models ready")
-    return lm
+    return local_models_ready(port, NAMES)
 
 
 def test_device_names_the_resolved_tuning(site):
