@@ -270,6 +270,19 @@ AMX static void amx_bf16(float *y, const float *x, const uint16_t *wp, const flo
 #define F16_PFH _MM_HINT_T1
 #endif
 
+/* A B-tile row of bf16 pairs from two inputs' F32 lanes whose low 16 bits
+ * are cut or zero: (a >> 16) | (b & top), imm 0xF8 = A | (B & C). */
+AMX static inline __m512i bf16_pair(__m512i a, __m512i b, __m512i top)
+{
+    return _mm512_ternarylogic_epi32(_mm512_srli_epi32(a, 16), b, top, 0xF8);
+}
+
+/* w - (w with its low 16 bits cut), per F32 lane: exact. */
+AMX static inline __m512i cut_rest(__m512i a, __m512i top)
+{
+    return _mm512_castps_si512(_mm512_sub_ps(_mm512_castsi512_ps(a), _mm512_castsi512_ps(_mm512_and_si512(a, top))));
+}
+
 /* The whi and wlo B tiles q of one group (st: the group's 8 KiB, whi
  * tile q at q KiB, wlo tile q at 4 + q KiB) from the plain panel's inputs
  * i0 .. i0 + 32 (w at input i0; inputs past n are zeros); each tile row's
@@ -283,14 +296,9 @@ AMX static void f16_tile(uint16_t *st, const uint16_t *w, int n, int q)
         __m512 fa = 2 * r < n ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)a)) : _mm512_setzero_ps();
         __m512 fb = 2 * r + 1 < n ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)b)) : _mm512_setzero_ps();
         __m512i ia = _mm512_castps_si512(fa), ib = _mm512_castps_si512(fb);
-        __m512 la = _mm512_sub_ps(fa, _mm512_castsi512_ps(_mm512_and_si512(ia, top)));
-        __m512 lb = _mm512_sub_ps(fb, _mm512_castsi512_ps(_mm512_and_si512(ib, top)));
-        /* (a >> 16) | (b & top): imm 0xF8 = A | (B & C) */
-        _mm512_store_si512((void *)(st + q * 512 + r * 32),
-                           _mm512_ternarylogic_epi32(_mm512_srli_epi32(ia, 16), ib, top, 0xF8));
+        _mm512_store_si512((void *)(st + q * 512 + r * 32), bf16_pair(ia, ib, top));
         _mm512_store_si512((void *)(st + 2048 + q * 512 + r * 32),
-                           _mm512_ternarylogic_epi32(_mm512_srli_epi32(_mm512_castps_si512(la), 16),
-                                                     _mm512_castps_si512(lb), top, 0xF8));
+                           bf16_pair(cut_rest(ia, top), cut_rest(ib, top), top));
     }
 }
 
@@ -357,15 +365,11 @@ AMX static void f32_tile(uint16_t *st, const float *w, int n, int q)
         __m512i ia = 2 * r < n ? _mm512_loadu_si512((const void *)a) : _mm512_setzero_si512();
         __m512i ib = 2 * r + 1 < n ? _mm512_loadu_si512((const void *)b) : _mm512_setzero_si512();
         for (int k = 0; k < 3; k++) {
-            /* (a >> 16) | (b & top): imm 0xF8 = A | (B & C); one vpermt2w
-             * instead was 10-20% slower */
-            _mm512_store_si512((void *)(st + k * 2048 + q * 512 + r * 32),
-                               _mm512_ternarylogic_epi32(_mm512_srli_epi32(ia, 16), ib, top, 0xF8));
+            /* one vpermt2w instead of bf16_pair was 10-20% slower */
+            _mm512_store_si512((void *)(st + k * 2048 + q * 512 + r * 32), bf16_pair(ia, ib, top));
             if (k < 2) {   /* the rest: w - (w cut), exact */
-                ia = _mm512_castps_si512(_mm512_sub_ps(_mm512_castsi512_ps(ia),
-                                                       _mm512_castsi512_ps(_mm512_and_si512(ia, top))));
-                ib = _mm512_castps_si512(_mm512_sub_ps(_mm512_castsi512_ps(ib),
-                                                       _mm512_castsi512_ps(_mm512_and_si512(ib, top))));
+                ia = cut_rest(ia, top);
+                ib = cut_rest(ib, top);
             }
         }
     }
