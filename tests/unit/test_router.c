@@ -110,6 +110,16 @@ int main(void)
        "  and no Content-Type or Content-Length (RFC 9110 for 204)");
     fcgi_answer_free(&a);
 
+    /* Both models load in the background (and fail: no such paths); the
+     * HEAD below must see the body the GET saw, so wait for them to settle. */
+    for (int tries = 0; tries < 500; tries++) {
+        run(&h, "GET", "/health", &a);
+        bool loading = a.body && memmem(a.body, a.body_len, "\"loading\"", 9);
+        fcgi_answer_free(&a);
+        if (!loading)
+            break;
+        usleep(10000);
+    }
     run(&h, "GET", "/health", &a);
     j = body_json(&a);
     is_int(a.status, 200, "GET /health");
