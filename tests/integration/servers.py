@@ -142,7 +142,9 @@ def local_models_ready(port, names, timeout=TIMEOUT):
 
     def ready():
         nonlocal lm
-        lm = request(port, "GET", "/health").json().get("local_models", {})
+        r = request(port, "GET", "/health")
+        assert r.status in (200, 503), r.body       # 503 while the default model loads
+        lm = r.json().get("local_models", {})
         failed = [n for n in names if lm.get(n, {}).get("state") == "failed"]
         assert not failed, f"models failed to load: {[(n, lm[n].get('error')) for n in failed]}"
         return all(lm.get(n, {}).get("state") == "ready" for n in names)

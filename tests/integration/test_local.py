@@ -61,8 +61,8 @@ import threading
 
 import pytest
 
-from servers import (BUILDDIR, SRCDIR, TIMEOUT, WEB_SERVERS, Llmcgi, Response, Stream, make_tmpdir, remove_tmpdir,
-                     request, require, require_module, wait_for)
+from servers import (BUILDDIR, SRCDIR, TIMEOUT, WEB_SERVERS, Llmcgi, Response, Stream, local_models_ready, make_tmpdir,
+                     remove_tmpdir, request, require, require_module, wait_for)
 from standin import Standin
 
 GEN = BUILDDIR / "tools" / "gen-gpt2"
@@ -230,7 +230,7 @@ health_interval = 200ms
     def server(self, name):
         if name not in self.web:
             self.web[name] = WEB_SERVERS[name](self.sock).start()
-            wait_models_ready(self.web[name].port, ["tiny", "other", "chatbot", "long"])
+            local_models_ready(self.web[name].port, ["tiny", "other", "chatbot", "long"], timeout=60)
         return self.web[name]
 
     def new_sanitizer_lines(self):
@@ -287,15 +287,6 @@ def health(port):
 
 def local_models(port):
     return health(port).get("local_models", {})
-
-
-def wait_models_ready(port, names, timeout=60):
-    def ready():
-        lm = local_models(port)
-        failed = [n for n in names if lm.get(n, {}).get("state") == "failed"]
-        assert not failed, f"models failed to load: {[(n, lm[n].get('error')) for n in failed]}"
-        return all(lm.get(n, {}).get("state") == "ready" for n in names)
-    wait_for(ready, f"models {names} to be ready", timeout=timeout)
 
 
 def post(port, path, body, headers=None, timeout=CLIENT_TIMEOUT):
@@ -987,7 +978,7 @@ def test_overload_answers_429_and_recovers(llmcgi_factory, models):
         l.start()
         web = WEB_SERVERS["nginx"](l.sock).start()
         port = web.port
-        wait_models_ready(port, ["slow"])
+        local_models_ready(port, ["slow"], timeout=60)
         # two long greedy streams (2000 tokens: many seconds), never read: one runs, one waits
         long_body = {"inputs": "The story begins", "parameters": {"max_new_tokens": 2000}}
         held.append(Held(port, "/generate_stream", long_body))
@@ -1238,7 +1229,7 @@ def test_a_model_that_fails_to_load(llmcgi_factory, models):
         r = request(port, "GET", "/models/broken/health")
         assert r.status == 503 and r.json()["available"] is False
         # the other model is unaffected
-        wait_models_ready(port, ["tiny"])
+        local_models_ready(port, ["tiny"], timeout=60)
         r = c.completions.create(model="tiny", prompt=P, max_tokens=4, temperature=0)
         assert r.choices[0].text == reference(models["tiny"], P, 4).text
     finally:
