@@ -1027,9 +1027,9 @@ static int fma_peak_main(int argc, char **argv)
     for (int rep = 0; rep < 3; rep++) {
         double t0 = now();
         tpool_run(pool, fma_peak_task, NULL, n);
-        double dt = now() - t0;
-        if (dt > 0.0 && (double)n * FMA_ROUNDS * 24 * 16 * 2 / dt / 1e9 > best)
-            best = (double)n * FMA_ROUNDS * 24 * 16 * 2 / dt / 1e9;
+        double dt = now() - t0, gflops = dt > 0.0 ? (double)n * FMA_ROUNDS * 24 * 16 * 2 / dt / 1e9 : 0.0;
+        if (gflops > best)
+            best = gflops;
     }
     tpool_free(pool);
     printf("{\"fma_peak_gflops\": %.1f, \"threads\": %d, \"per_thread_gflops\": %.1f}\n", best, n, best / n);
