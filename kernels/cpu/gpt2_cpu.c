@@ -30,7 +30,7 @@
  * split the outputs) and runs on integers. The embedding table the tokens
  * are looked up in stays in the file's type.
  *
- * Where the kernel level has the packed product (ops_packed: AVX-512), the
+ * Where the kernel level has the packed product (ops_packed: AVX2 and up), the
  * four matrices of every block and the LM head are instead repacked at load
  * into ops_pack's panels of 64 outputs, once, in place of the output-major
  * copy (no second copy is kept). A tied embedding table is the LM head, so

@@ -472,39 +472,119 @@ AVX2 static void softmax_avx2(float *x, int n)
         x[i] *= inv;
 }
 
-/* Attention over an F16 KV block: per key one 8-wide chain (+ a scalar
- * tail), per value row one axpy, each widened by vcvtph2ps. */
-AVX2 static void scores_f16_avx2(float *s, const float *q, const uint16_t *k, size_t stride, int n, int d, float scale)
+/* The four sums of a0..a3, each in hsum1's order, so a key's score is the
+ * same whether it shares a block of 4 or sits in the tail. */
+AVX2 static inline __m128 hsum4_as1(__m256 a0, __m256 a1, __m256 a2, __m256 a3)
 {
-    for (int j = 0; j < n; j++) {
-        const uint16_t *kj = k + (size_t)j * stride;
+    __m128 t0 = _mm_add_ps(_mm256_castps256_ps128(a0), _mm256_extractf128_ps(a0, 1));
+    __m128 t1 = _mm_add_ps(_mm256_castps256_ps128(a1), _mm256_extractf128_ps(a1, 1));
+    __m128 t2 = _mm_add_ps(_mm256_castps256_ps128(a2), _mm256_extractf128_ps(a2, 1));
+    __m128 t3 = _mm_add_ps(_mm256_castps256_ps128(a3), _mm256_extractf128_ps(a3, 1));
+    __m128 u = _mm_add_ps(_mm_unpacklo_ps(t0, t1), _mm_unpackhi_ps(t0, t1));   /* t0 (0+2, 1+3), t1 the same */
+    __m128 v = _mm_add_ps(_mm_unpacklo_ps(t2, t3), _mm_unpackhi_ps(t2, t3));
+    return _mm_add_ps(_mm_movelh_ps(u, v), _mm_movehl_ps(v, u));
+}
+
+/* Eight K or V values from i on, F32 or F16 (widened by vcvtph2ps). */
+AVX2 static inline __m256 kv8(const void *p, size_t i, int half)
+{
+    return half ? load8_f16(p, i) : load8_f32(p, i);
+}
+static inline float kv1(const void *p, size_t i, int half)
+{
+    return half ? ckpt_f16_to_f32(((const uint16_t *)p)[i]) : ((const float *)p)[i];
+}
+
+/* s[j] = scale q . K_j over a block of keys (F32 or F16): per key one 8-lane
+ * chain in input order, hsum1's order across the lanes, a scalar tail past
+ * d % 8; keys 4 at a time so q is loaded once for the 4. */
+AVX2 static inline void scores_t2(float *s, const float *q, const void *k, size_t stride, int n, int d, float scale,
+                                  int half)
+{
+    int d8 = d & ~7, j = 0;
+    for (; j + 4 <= n; j += 4) {
+        size_t k0 = (size_t)j * stride;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int i = 0; i < d8; i += 8) {
+            __m256 qv = _mm256_loadu_ps(q + i);
+            a0 = _mm256_fmadd_ps(qv, kv8(k, k0 + i, half), a0);
+            a1 = _mm256_fmadd_ps(qv, kv8(k, k0 + stride + i, half), a1);
+            a2 = _mm256_fmadd_ps(qv, kv8(k, k0 + 2 * stride + i, half), a2);
+            a3 = _mm256_fmadd_ps(qv, kv8(k, k0 + 3 * stride + i, half), a3);
+        }
+        float t[4];
+        _mm_storeu_ps(t, hsum4_as1(a0, a1, a2, a3));
+        for (int c = 0; c < 4; c++) {
+            for (int i = d8; i < d; i++)
+                t[c] += q[i] * kv1(k, k0 + (size_t)c * stride + i, half);
+            s[j + c] = t[c] * scale;
+        }
+    }
+    for (; j < n; j++) {
+        size_t k0 = (size_t)j * stride;
         __m256 a = _mm256_setzero_ps();
-        int i = 0;
-        for (; i + 8 <= d; i += 8)
-            a = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), load8_f16(kj, (size_t)i), a);
+        for (int i = 0; i < d8; i += 8)
+            a = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), kv8(k, k0 + i, half), a);
         float t = hsum1(a);
-        for (; i < d; i++)
-            t += q[i] * ckpt_f16_to_f32(kj[i]);
+        for (int i = d8; i < d; i++)
+            t += q[i] * kv1(k, k0 + i, half);
         s[j] = t * scale;
     }
 }
 
+/* out[r][0..d) += sum_j a[r][j] V_j for nq queries: per 64 values, the
+ * query's outputs stay in 8 registers across every key (each element
+ * summed over the keys in order, as one axpy per key would). */
+AVX2 static inline void mix_t2(float *out, size_t ldo, const float *a, size_t lda, int nq, const void *v,
+                               size_t stride, int n, int d, int half)
+{
+    int d8 = d & ~7;
+    for (int r = 0; r < nq; r++) {
+        float *o = out + (size_t)r * ldo;
+        const float *ar = a + (size_t)r * lda;
+        int i0 = 0;
+        for (; i0 + 64 <= d8; i0 += 64) {
+            __m256 acc[8];
+            _Pragma("GCC unroll 8") for (int x = 0; x < 8; x++)
+                acc[x] = _mm256_loadu_ps(o + i0 + x * 8);
+            for (int j = 0; j < n; j++) {
+                __m256 av = _mm256_set1_ps(ar[j]);
+                size_t vj = (size_t)j * stride + (size_t)i0;
+                _Pragma("GCC unroll 8") for (int x = 0; x < 8; x++)
+                    acc[x] = _mm256_fmadd_ps(av, kv8(v, vj + (size_t)x * 8, half), acc[x]);
+            }
+            _Pragma("GCC unroll 8") for (int x = 0; x < 8; x++)
+                _mm256_storeu_ps(o + i0 + x * 8, acc[x]);
+        }
+        for (; i0 < d8; i0 += 8) {
+            __m256 acc = _mm256_loadu_ps(o + i0);
+            for (int j = 0; j < n; j++)
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(ar[j]), kv8(v, (size_t)j * stride + (size_t)i0, half), acc);
+            _mm256_storeu_ps(o + i0, acc);
+        }
+        for (int i = d8; i < d; i++)
+            for (int j = 0; j < n; j++)
+                o[i] += ar[j] * kv1(v, (size_t)j * stride + (size_t)i, half);
+    }
+}
+
+AVX2 static void scores_avx2(float *s, const float *q, const float *k, size_t stride, int n, int d, float scale)
+{
+    scores_t2(s, q, k, stride, n, d, scale, 0);
+}
+AVX2 static void scores_f16_avx2(float *s, const float *q, const uint16_t *k, size_t stride, int n, int d, float scale)
+{
+    scores_t2(s, q, k, stride, n, d, scale, 1);
+}
+AVX2 static void mix_avx2(float *out, size_t ldo, const float *a, size_t lda, int nq, const float *v, size_t stride,
+                          int n, int d)
+{
+    mix_t2(out, ldo, a, lda, nq, v, stride, n, d, 0);
+}
 AVX2 static void mix_f16_avx2(float *out, size_t ldo, const float *a, size_t lda, int nq, const uint16_t *v,
                               size_t stride, int n, int d)
 {
-    for (int r = 0; r < nq; r++) {
-        float *o = out + (size_t)r * ldo;
-        for (int j = 0; j < n; j++) {
-            const uint16_t *vj = v + (size_t)j * stride;
-            float aj = a[(size_t)r * lda + j];
-            __m256 av = _mm256_set1_ps(aj);
-            int i = 0;
-            for (; i + 8 <= d; i += 8)
-                _mm256_storeu_ps(o + i, _mm256_fmadd_ps(av, load8_f16(vj, (size_t)i), _mm256_loadu_ps(o + i)));
-            for (; i < d; i++)
-                o[i] += aj * ckpt_f16_to_f32(vj[i]);
-        }
-    }
+    mix_t2(out, ldo, a, lda, nq, v, stride, n, d, 1);
 }
 #endif /* OPS_HAVE_X86 */
 
@@ -672,10 +752,14 @@ enum ops_level ops_init(enum ops_level cap)
     if (want >= OPS_AVX2) {
         k.matmul = matmul_avx2;
         k.matmul_q8 = ops_matmul_q8_avx2;
+        k.matmul_packed = k.matmul_packed_tp = ops_matmul_packed_avx2;
+        k.packed = true;
         k.activate = activate_avx2;
         k.dot = dot_avx2;
         k.axpy = axpy_avx2;
         k.softmax = softmax_avx2;
+        k.scores = scores_avx2;
+        k.mix = mix_avx2;
         k.scores_f16 = scores_f16_avx2;
         k.mix_f16 = mix_f16_avx2;
         strcpy(k_name, "avx2+fma+f16c");

@@ -1,4 +1,4 @@
-/* ops_gemm.c -- the packed, cache-blocked matrix product: weights repacked once at load into panels of 64 outputs, an AVX-512 micro-kernel of up to 6 rows of x by 64 outputs (4 zmm), and the portable C version of the same layout.
+/* ops_gemm.c -- the packed, cache-blocked matrix product: weights repacked once at load into panels of 64 outputs, an AVX-512 micro-kernel of up to 6 rows of x by 64 outputs (4 zmm), an AVX2 one of up to 6 rows by 16 outputs (2 ymm), and the portable C version of the same layout.
  *
  * Layout (ops_pack): panel p holds outputs [64p, 64p + 64); inside it, for
  * each input i, the 64 weights W[64p + j][i] (j < 64) are contiguous, in the
@@ -364,6 +364,213 @@ void ops_matmul_packed_avx512(float *y, const float *x, const void *wp, enum ckp
                 }
             }
             ops_store_rows_avx512(y + (size_t)t0 * O, c + (lo - p * P), bias, tn, O, lo, hi - lo, accumulate);
+        }
+    }
+}
+/* ------------------------------------------------------------------ AVX2 + FMA
+ * The same layout and the same sums with 8-lane vectors and 16 registers
+ * (the AVX2 level: Zen 2/3, Haswell to Skylake client). One row streams a
+ * whole panel with 8 accumulators (64 outputs); two or more rows take the
+ * panel in slices of 16 outputs (2 vectors) by groups of up to 6 rows, 12
+ * accumulators, 2 weight vectors and a broadcast: 12 FMAs per 2 weight
+ * loads and 6 broadcasts. Blocks are 16 KiB of a panel (KC2: the slices
+ * and the groups re-read it from a 32 KiB L1). Each output is still one
+ * lane summed in input order, so these are bit for bit the AVX-512
+ * kernel's sums, whatever the rows. */
+#define A2 __attribute__((target("avx2,fma,f16c")))
+
+INL A2 __m256 p2_f32(const void *w, size_t k)
+{
+    return _mm256_loadu_ps((const float *)w + k);
+}
+INL A2 __m256 p2_f16(const void *w, size_t k)
+{
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)w + k)));
+}
+
+/* KC for the AVX2 kernels: inputs per 16 KiB of a panel (a multiple of 32). */
+static int kc2_of(size_t es)
+{
+    return (int)(16384 / (P * es));
+}
+
+/* c[r][0..16) (+)= sum over k < kn of x[r][k] * w[k][0..16): R rows, one
+ * 16-output slice of a panel block (w at the slice, stride P), sums c
+ * (stride P), started from zero when `first`. */
+#define DEFINE_MK2(SUF, LD, R)                                                                           \
+    __attribute__((noinline)) A2 static void mk2_##SUF##_##R(const void *w, const float *x, size_t ldx,  \
+                                                             int kn, float *c, bool first,              \
+                                                             const struct pf_stream *pf)                \
+    {                                                                                                  \
+        __m256 acc[R][2];                                                                              \
+        UNROLL for (int r = 0; r < R; r++) UNROLL for (int q = 0; q < 2; q++) acc[r][q] =              \
+            first ? _mm256_setzero_ps() : _mm256_loadu_ps(c + r * P + q * 8);                          \
+        struct pf_stream ps = pf ? *pf : (struct pf_stream){NULL, 0, 1, 0};                           \
+        for (int k = 0; k < kn; k++) {                                                                 \
+            PF_STEP(ps)                                                                                \
+            __m256 w0 = LD(w, (size_t)k * P), w1 = LD(w, (size_t)k * P + 8);                           \
+            UNROLL for (int r = 0; r < R; r++)                                                         \
+            {                                                                                          \
+                __m256 xb = _mm256_broadcast_ss(x + (size_t)r * ldx + k);                              \
+                acc[r][0] = _mm256_fmadd_ps(w0, xb, acc[r][0]);                                        \
+                acc[r][1] = _mm256_fmadd_ps(w1, xb, acc[r][1]);                                        \
+            }                                                                                          \
+        }                                                                                              \
+        UNROLL for (int r = 0; r < R; r++) UNROLL for (int q = 0; q < 2; q++)                          \
+            _mm256_storeu_ps(c + r * P + q * 8, acc[r][q]);                                            \
+    }
+
+/* One row over all 64 outputs of a panel block: 8 independent chains. */
+#define DEFINE_MK2W(SUF, LD)                                                                             \
+    __attribute__((noinline)) A2 static void mk2w_##SUF(const void *w, const float *x, size_t ldx, int kn, \
+                                                        float *c, bool first, const struct pf_stream *pf) \
+    {                                                                                                  \
+        (void)ldx, (void)pf;                                                                                     \
+        __m256 acc[8];                                                                                 \
+        UNROLL for (int q = 0; q < 8; q++) acc[q] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(c + q * 8); \
+        for (int k = 0; k < kn; k++) {                                                                 \
+            __m256 xb = _mm256_broadcast_ss(x + k);                                                    \
+            UNROLL for (int q = 0; q < 8; q++) acc[q] = _mm256_fmadd_ps(LD(w, (size_t)k * P + q * 8), xb, acc[q]); \
+        }                                                                                              \
+        UNROLL for (int q = 0; q < 8; q++) _mm256_storeu_ps(c + q * 8, acc[q]);                        \
+    }
+
+/* BF16 over AMX's tile layout: a 32-input group holds, per 16 outputs, 16
+ * rows of 32 bf16 [W[j][2r], W[j][2r + 1]]; a 256-bit half of a row is the
+ * pair of inputs for 8 outputs. Input k is each lane's low half shifted up,
+ * k + 1 the high half masked; each accumulator adds k, then k + 1 (kn may
+ * be odd: the last pair's high half is not read). w is at the slice (the
+ * group's 16 outputs q, 512 values on per q). */
+#define BF_PAIR(wk, h, LO) \
+    _mm256_castsi256_ps(LO ? _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)((wk) + (h) * 16)), 16) \
+                           : _mm256_and_si256(_mm256_loadu_si256((const __m256i *)((wk) + (h) * 16)), odd))
+#define BF_AT(k) ((const uint16_t *)w + (size_t)((k) / 32) * 32 * P + (size_t)((k) % 32 / 2) * 32)
+
+#define DEFINE_MK2B(R)                                                                                   \
+    __attribute__((noinline)) A2 static void mk2_bf16_##R(const void *w, const float *x, size_t ldx,     \
+                                                          int kn, float *c, bool first,                 \
+                                                          const struct pf_stream *pf)                   \
+    {                                                                                                  \
+        const __m256i odd = _mm256_set1_epi32((int)0xffff0000u);                                       \
+        __m256 acc[R][2];                                                                              \
+        UNROLL for (int r = 0; r < R; r++) UNROLL for (int q = 0; q < 2; q++) acc[r][q] =              \
+            first ? _mm256_setzero_ps() : _mm256_loadu_ps(c + r * P + q * 8);                          \
+        struct pf_stream ps = pf ? *pf : (struct pf_stream){NULL, 0, 1, 0};                           \
+        for (int k = 0; k < kn; k += 2) {                                                              \
+            PF_STEP(ps)                                                                                \
+            if (k + 1 < kn) {                                                                          \
+                PF_STEP(ps)                                                                            \
+            }                                                                                          \
+            const uint16_t *wk = BF_AT(k);                                                             \
+            for (int e = 0; e < 2 && k + e < kn; e++) {                                                \
+                __m256 w0 = e ? BF_PAIR(wk, 0, 0) : BF_PAIR(wk, 0, 1);                                 \
+                __m256 w1 = e ? BF_PAIR(wk, 1, 0) : BF_PAIR(wk, 1, 1);                                 \
+                UNROLL for (int r = 0; r < R; r++)                                                     \
+                {                                                                                      \
+                    __m256 xb = _mm256_broadcast_ss(x + (size_t)r * ldx + k + e);                      \
+                    acc[r][0] = _mm256_fmadd_ps(w0, xb, acc[r][0]);                                    \
+                    acc[r][1] = _mm256_fmadd_ps(w1, xb, acc[r][1]);                                    \
+                }                                                                                      \
+            }                                                                                          \
+        }                                                                                              \
+        UNROLL for (int r = 0; r < R; r++) UNROLL for (int q = 0; q < 2; q++)                          \
+            _mm256_storeu_ps(c + r * P + q * 8, acc[r][q]);                                            \
+    }
+
+/* One BF16 row over the 64 outputs: per pair, 4 slices x 2 halves. */
+__attribute__((noinline)) A2 static void mk2w_bf16(const void *w, const float *x, size_t ldx, int kn, float *c,
+                                                   bool first, const struct pf_stream *pf)
+{
+    (void)ldx, (void)pf;
+    const __m256i odd = _mm256_set1_epi32((int)0xffff0000u);
+    __m256 acc[8];
+    UNROLL for (int q = 0; q < 8; q++) acc[q] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(c + q * 8);
+    for (int k = 0; k < kn; k += 2) {
+        const uint16_t *wk = BF_AT(k);
+        __m256 xb = _mm256_broadcast_ss(x + k);
+        UNROLL for (int q = 0; q < 8; q++) acc[q] = _mm256_fmadd_ps(BF_PAIR(wk + (q / 2) * 512, q % 2, 1), xb, acc[q]);
+        if (k + 1 < kn) {
+            xb = _mm256_broadcast_ss(x + k + 1);
+            UNROLL for (int q = 0; q < 8; q++) acc[q] = _mm256_fmadd_ps(BF_PAIR(wk + (q / 2) * 512, q % 2, 0), xb, acc[q]);
+        }
+    }
+    UNROLL for (int q = 0; q < 8; q++) _mm256_storeu_ps(c + q * 8, acc[q]);
+}
+
+#define DEFINE_MK2S(SUF, LD)                                                                             \
+    DEFINE_MK2(SUF, LD, 1)                                                                             \
+    DEFINE_MK2(SUF, LD, 2)                                                                             \
+    DEFINE_MK2(SUF, LD, 3)                                                                             \
+    DEFINE_MK2(SUF, LD, 4)                                                                             \
+    DEFINE_MK2(SUF, LD, 5)                                                                             \
+    DEFINE_MK2(SUF, LD, 6)                                                                             \
+    DEFINE_MK2W(SUF, LD)
+DEFINE_MK2S(f32, p2_f32)
+DEFINE_MK2S(f16, p2_f16)
+DEFINE_MK2B(1)
+DEFINE_MK2B(2)
+DEFINE_MK2B(3)
+DEFINE_MK2B(4)
+DEFINE_MK2B(5)
+DEFINE_MK2B(6)
+
+typedef void (*mk2_fn)(const void *, const float *, size_t, int, float *, bool, const struct pf_stream *);
+/* [type][rows]: rows 0 is the one-row whole-panel kernel */
+static const mk2_fn mk2s[3][7] = {
+    {mk2w_f32, mk2_f32_1, mk2_f32_2, mk2_f32_3, mk2_f32_4, mk2_f32_5, mk2_f32_6},
+    {mk2w_f16, mk2_f16_1, mk2_f16_2, mk2_f16_3, mk2_f16_4, mk2_f16_5, mk2_f16_6},
+    {mk2w_bf16, mk2_bf16_1, mk2_bf16_2, mk2_bf16_3, mk2_bf16_4, mk2_bf16_5, mk2_bf16_6},
+};
+
+/* Per panel in [o0, o1): rows in passes of MC. One row: the whole panel
+ * front to back in one call (nothing to keep in L1). More: inputs in
+ * blocks of KC2, and per block each group of up to 6 rows (row_groups)
+ * over each of the 4 slices of 16 outputs; then the store rule. */
+void ops_matmul_packed_avx2(float *y, const float *x, const void *wp, enum ckpt_dtype wt, const float *bias, int T,
+                            int I, int O, int o0, int o1, bool accumulate)
+{
+    const mk2_fn *mk = mk2s[wt == CKPT_F16 ? 1 : wt == CKPT_BF16 ? 2 : 0];
+    size_t es = ckpt_dtype_size(wt);
+    size_t slice = wt == CKPT_BF16 ? 512 : 16;   /* values from one slice of 16 outputs to the next */
+    int ip = panel_inputs(wt, I);
+    float c[MC * P] __attribute__((aligned(32)));
+    int size[MC / 4 + 1];
+    for (int p = o0 / P; p * P < o1; p++) {
+        int lo = p * P > o0 ? p * P : o0, hi = p * P + P < o1 ? p * P + P : o1;
+        const char *panel = (const char *)wp + (size_t)p * P * ip * es;
+        for (int t0 = 0; t0 < T; t0 += MC) {
+            int tn = T - t0 < MC ? T - t0 : MC;
+            int ng = row_groups(tn, size);
+            int bk = tn == 1 ? I : kc2_of(es);
+            for (int k0 = 0; k0 < I; k0 += bk) {
+                int kn = I - k0 < bk ? I - k0 : bk;
+                const char *blk = panel + (size_t)k0 * P * es;
+                const float *xb = x + (size_t)t0 * I + k0;
+                if (tn == 1) {
+                    mk[0](blk, xb, (size_t)I, kn, c, k0 == 0, NULL);
+                    continue;
+                }
+                /* The next block (of this panel, or the next panel's
+                 * first) is asked into L2 while this one is computed on,
+                 * its lines shared out evenly over the block's ng x 4
+                 * calls, as the AVX-512 kernel does (PF_STEP): the first
+                 * slice reads only every fourth line of a block, so the
+                 * hardware alone fetches it in four passes. */
+                const char *next = k0 + bk < I ? blk + (size_t)kn * P * es
+                                   : (p + 1) * P < o1 && t0 + MC >= T ? panel + (size_t)P * ip * es
+                                                                      : NULL;
+                int lines = kn * P * (int)es / 64, steps = ng * 4 * kn;
+                for (int g = 0, r0 = 0; g < ng; r0 += size[g++])
+                    for (int q = 0; q < 4; q++) {
+                        long long sl = (long long)(g * 4 + q) * kn * lines;
+                        struct pf_stream ps = {next ? next + sl / steps * 64 : NULL, lines, steps, (int)(sl % steps)};
+                        mk[size[g]](blk + (size_t)q * slice * es, xb + (size_t)r0 * I, (size_t)I, kn,
+                                    c + r0 * P + q * 16, k0 == 0, ps.at ? &ps : NULL);
+                    }
+            }
+            for (int t = 0; t < tn; t++)
+                for (int o = lo; o < hi; o++)
+                    ops_store1(y + (size_t)(t0 + t) * O, o, c[t * P + o - p * P], bias, accumulate);
         }
     }
 }

@@ -112,7 +112,9 @@ void ops_mix_f16_avx512(float *out, size_t ldo, const float *a, size_t lda, int 
 void ops_activate_avx512(float *x, int n, enum ops_act act);
 void ops_softmax_avx512(float *x, int n);
 void ops_layernorm_avx512(float *y, const float *x, const float *g, const float *b, int n, float eps);
-/* ops_gemm.c: the packed products. */
+/* ops_gemm.c: the packed products (AVX-512; AVX2 + FMA + F16C, the same sums). */
+void ops_matmul_packed_avx2(float *y, const float *x, const void *wp, enum ckpt_dtype wt, const float *bias, int T,
+                            int I, int O, int o0, int o1, bool accumulate);
 void ops_matmul_packed_avx512(float *y, const float *x, const void *wp, enum ckpt_dtype wt, const float *bias, int T,
                               int I, int O, int o0, int o1, bool accumulate);
 /* y[t][o .. o + n) for t < T from the sums c (64 floats a row) by the store rule (ops_store1). */
