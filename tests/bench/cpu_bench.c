@@ -47,11 +47,13 @@
  * on a shared machine counts less (it still shares the memory bus): best of
  * 5 sweeps, one JSON line per product and one for a whole step's products.
  *
- * --fma-peak measures the AVX-512 FMA peak the packed products are held to
+ * --fma-peak measures the FMA peak the packed products are held to
  * (doc/cpu-kernels.md): each of THREADS threads (default: one per online
  * core) runs 24 independent vfmadd231ps zmm chains (inline asm, so the
- * compiler cannot reorder or spill them) for 2^27 rounds; fastest of 3,
- * {"fma_peak_gflops": ..., "threads": N, "per_thread_gflops": ...}.
+ * compiler cannot reorder or spill them) for 2^27 rounds, or on a CPU
+ * without AVX-512F the AVX2 level's 12 ymm chains twice a round; fastest of
+ * 3, {"fma_peak_gflops": ..., "threads": N, "per_thread_gflops": ...,
+ * "vector": "zmm" or "ymm"}.
  *
  * --attn times a decode step's attention alone (12 layers x 12 heads of 64,
  * blocks of 16 positions laid out as the engine's KV pool: per block every
@@ -1005,13 +1007,33 @@ __attribute__((target("avx512f"))) static void fma_peak_task(void *ctx, int task
                        "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "xmm16", "xmm17", "xmm18", "xmm19", "xmm20",
                        "xmm21", "xmm22", "xmm23", "xmm30", "xmm31");
 }
+
+/* The AVX2 level's peak (no AVX-512): 12 independent ymm chains, 8 lanes each. */
+#define FMA2(r) "vfmadd231ps %%ymm14, %%ymm15, %%ymm" #r "\n\t"
+__attribute__((target("avx2,fma"))) static void fma_peak_task_avx2(void *ctx, int task, int thread)
+{
+    (void)ctx, (void)task, (void)thread;
+    long n = FMA_ROUNDS;
+    __asm__ volatile("vxorps %%xmm14, %%xmm14, %%xmm14\n\t"
+                     "vxorps %%xmm15, %%xmm15, %%xmm15\n\t"
+                     "1:\n\t" FMA2(0) FMA2(1) FMA2(2) FMA2(3) FMA2(4) FMA2(5) FMA2(6) FMA2(7) FMA2(8) FMA2(9)
+                         FMA2(10) FMA2(11) FMA2(0) FMA2(1) FMA2(2) FMA2(3) FMA2(4) FMA2(5) FMA2(6) FMA2(7)
+                             FMA2(8) FMA2(9) FMA2(10) FMA2(11) "dec %0\n\t"
+                                                               "jnz 1b"
+                     : "+r"(n)
+                     :
+                     : "cc", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10",
+                       "xmm11", "xmm14", "xmm15");
+}
 #endif
 
 static int fma_peak_main(int argc, char **argv)
 {
 #if defined(__x86_64__)
-    if (!__builtin_cpu_supports("avx512f")) {
-        fprintf(stderr, "cpu_bench: --fma-peak needs AVX-512F\n");
+    /* 24 FMAs a round either way: 16 lanes with AVX-512F, else 8 with AVX2 */
+    bool wide = __builtin_cpu_supports("avx512f");
+    if (!wide && !(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))) {
+        fprintf(stderr, "cpu_bench: --fma-peak needs AVX-512F or AVX2 + FMA\n");
         return 1;
     }
     int threads = argc > 2 ? atoi(argv[2]) : 0;
@@ -1026,13 +1048,14 @@ static int fma_peak_main(int argc, char **argv)
     double best = 0.0;
     for (int rep = 0; rep < 3; rep++) {
         double t0 = now();
-        tpool_run(pool, fma_peak_task, NULL, n);
-        double dt = now() - t0, gflops = dt > 0.0 ? (double)n * FMA_ROUNDS * 24 * 16 * 2 / dt / 1e9 : 0.0;
+        tpool_run(pool, wide ? fma_peak_task : fma_peak_task_avx2, NULL, n);
+        double dt = now() - t0, gflops = dt > 0.0 ? (double)n * FMA_ROUNDS * 24 * (wide ? 16 : 8) * 2 / dt / 1e9 : 0.0;
         if (gflops > best)
             best = gflops;
     }
     tpool_free(pool);
-    printf("{\"fma_peak_gflops\": %.1f, \"threads\": %d, \"per_thread_gflops\": %.1f}\n", best, n, best / n);
+    printf("{\"fma_peak_gflops\": %.1f, \"threads\": %d, \"per_thread_gflops\": %.1f, \"vector\": \"%s\"}\n", best, n,
+           best / n, wide ? "zmm" : "ymm");
     return 0;
 #else
     (void)argc, (void)argv;
