@@ -948,11 +948,11 @@ void ops_softmax(float *x, int n)
 static bool q8_grouped(int I)
 {
 #ifdef OPS_HAVE_X86
-    bool vnni = K.matmul_q8 == ops_matmul_q8_vnni;
+    bool grouped = K.matmul_q8 == ops_matmul_q8_avx2 || K.matmul_q8 == ops_matmul_q8_vnni;
 #ifdef OPS_HAVE_AMX
-    vnni = vnni || K.matmul_q8 == ops_matmul_q8_amx;
+    grouped = grouped || K.matmul_q8 == ops_matmul_q8_amx;
 #endif
-    return vnni && (I + OPS_Q8_BLOCK - 1) / OPS_Q8_BLOCK <= OPS_Q8G_MAX_BLOCKS;
+    return grouped && (I + OPS_Q8_BLOCK - 1) / OPS_Q8_BLOCK <= OPS_Q8G_MAX_BLOCKS;
 #else
     (void)I;
     return false;

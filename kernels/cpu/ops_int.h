@@ -64,7 +64,7 @@ void ops_matmul_q8_avx2(float *y, const void *xq, const void *wq, const float *b
                         int o1, bool accumulate);
 void ops_matmul_q8_vnni(float *y, const void *xq, const void *wq, const float *bias, int T, int I, int O, int o0,
                         int o1, bool accumulate);
-/* ops_q8.c: the grouped Q8_0 layout (ops.h, ops_q8_mat_bytes) the VNNI and AMX products read where I <= 4096:
+/* ops_q8.c: the grouped Q8_0 layout (ops.h, ops_q8_mat_bytes) the AVX2, VNNI and AMX products read where I <= 4096:
  * 16 rows a group, per block pair 16 x 64 bytes of q, then 32 F16 scales. */
 #define OPS_Q8G_ROWS 16
 #define OPS_Q8G_MAX_BLOCKS 128

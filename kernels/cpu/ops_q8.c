@@ -13,9 +13,9 @@
  * with AVX-512VL: 32) rows of x; weights stream once per chunk of x. One
  * row of x (batch-1 decode) has its own VNNI matrix-vector path below, and
  * 2+ rows at VNNI a panel path with 16 outputs across the lanes; both (and
- * ops_q8_amx.c) read W grouped (ops.h, ops_q8_pack_rows) where I <= 4096,
- * the tiles above read plain Q8_0 rows (the portable and AVX2 levels, and
- * wider rows at VNNI). */
+ * ops_q8_amx.c, and AVX2's matmul_q8_groups_avx2 at any row count) read W
+ * grouped (ops.h, ops_q8_pack_rows) where I <= 4096, the tiles above read
+ * plain Q8_0 rows (the portable level, and wider rows at AVX2 and VNNI). */
 #include "ops_int.h"
 
 #include <math.h>
@@ -325,9 +325,92 @@ DEFINE_Q8_AVX2(1, 1)
 DEFINE_Q8_AVX2(1, 4)
 DEFINE_Q8_AVX2(2, 4)
 
+/* One row of x against half h (rows 8h .. 8h + 7) of a group of W grouped
+ * (ops.h; nb <= OPS_Q8G_MAX_BLOCKS), pairs [p0, p1): per pair each row's
+ * two blocks are two loads (whole lines when the matrix is 64-byte
+ * aligned, as the engine's is), |x| times w with x's sign by
+ * vpmaddubsw, pairs summed by vpmaddwd, then times d_w d_x (the pair's 16
+ * scale products made by two converts and two multiplies, each broadcast
+ * from the stack) into the row's 8 lanes. acc (8 rows x 8 lanes) carries
+ * the sums from one range of pairs to the next, so a row is summed in the
+ * same order however its pairs are cut. An odd last block's pair has a
+ * zero upper half in W (and scale), and x's is not read. */
+INL AVX2 void q8g_half_avx2(const unsigned char *gp, const struct ops_q8_block *x, int nb, int h, int p0, int p1,
+                            float *acc_io)
+{
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc[8];
+    UNROLL for (int r = 0; r < 8; r++) acc[r] = _mm256_load_ps(acc_io + r * 8);
+    float sc[16] __attribute__((aligned(32)));
+    for (int p = p0; p < p1; p++) {
+        const unsigned char *b = gp + (size_t)p * OPS_Q8G_PAIR_BYTES;
+        const struct ops_q8_block *xb = x + 2 * p;
+        bool two = 2 * p + 1 < nb;
+        __m256i x0 = _mm256_loadu_si256((const __m256i *)xb[0].q);
+        __m256i x1 = two ? _mm256_loadu_si256((const __m256i *)xb[1].q) : _mm256_setzero_si256();
+        __m256i a0 = _mm256_sign_epi8(x0, x0), a1 = _mm256_sign_epi8(x1, x1);
+        uint32_t dd = (uint32_t)xb[0].d | (uint32_t)(two ? xb[1].d : 0) << 16;
+        __m256 dxp = _mm256_cvtph_ps(_mm_set1_epi32((int)dd));   /* d_x of the pair's blocks, alternating */
+        const unsigned char *sl = b + OPS_Q8G_ROWS * 64 + (size_t)h * 32;
+        _mm256_store_ps(sc, _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)sl)), dxp));
+        _mm256_store_ps(sc + 8, _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(sl + 16))), dxp));
+        UNROLL for (int r = 0; r < 8; r++)
+        {
+            const unsigned char *wr = b + (size_t)(8 * h + r) * 64;
+            __m256i q0 = _mm256_madd_epi16(
+                _mm256_maddubs_epi16(a0, _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)wr), x0)), ones);
+            __m256i q1 = _mm256_madd_epi16(
+                _mm256_maddubs_epi16(a1, _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)(wr + 32)), x1)), ones);
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q0), _mm256_broadcast_ss(sc + 2 * r), acc[r]);
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q1), _mm256_broadcast_ss(sc + 2 * r + 1), acc[r]);
+        }
+    }
+    UNROLL for (int r = 0; r < 8; r++) _mm256_store_ps(acc_io + r * 8, acc[r]);
+}
+
+/* Pairs a group's rows take together before the other half's turn: 8
+ * pairs (8.5 KiB) stay in L1 for the second half of the rows. */
+#define Q8G_CHUNK 8
+
+/* W grouped, any T: per group, per row of x, both halves of the group's 16
+ * rows over the pairs in chunks of Q8G_CHUNK, then the 16 sums; one row's
+ * arithmetic whatever T is (batched decode and prefill give each row the
+ * bits it has alone). The group (13 KiB at I = 768) stays in L1 or L2 for
+ * the rows after the first. Rows of the first and last group outside
+ * [o0, o1) are computed and not stored. */
+static AVX2 void matmul_q8_groups_avx2(float *y, const struct ops_q8_block *X, const unsigned char *W,
+                                       const float *bias, int T, int nb, int O, int o0, int o1, bool accumulate)
+{
+    int np = (nb + 1) / 2;
+    size_t gbytes = (size_t)np * OPS_Q8G_PAIR_BYTES;
+    float acc[16 * 8] __attribute__((aligned(32)));
+    for (int g = o0 / OPS_Q8G_ROWS; g * OPS_Q8G_ROWS < o1; g++) {
+        const unsigned char *gp = W + (size_t)g * gbytes;
+        for (int t = 0; t < T; t++) {
+            const struct ops_q8_block *x = X + (size_t)t * nb;
+            memset(acc, 0, sizeof acc);
+            for (int p0 = 0; p0 < np; p0 += Q8G_CHUNK) {
+                int p1 = p0 + Q8G_CHUNK < np ? p0 + Q8G_CHUNK : np;
+                q8g_half_avx2(gp, x, nb, 0, p0, p1, acc);
+                q8g_half_avx2(gp, x, nb, 1, p0, p1, acc + 64);
+            }
+            for (int r = 0; r < 16; r++) {
+                int o = g * OPS_Q8G_ROWS + r;
+                if (o >= o0 && o < o1)
+                    ops_store1(y + (size_t)t * O, o, hsum8(_mm256_load_ps(acc + r * 8)), bias, accumulate);
+            }
+        }
+    }
+}
+
 void ops_matmul_q8_avx2(float *y, const void *xq, const void *wq, const float *bias, int T, int I, int O, int o0,
                         int o1, bool accumulate)
 {
+    int nb = (I + OPS_Q8_BLOCK - 1) / OPS_Q8_BLOCK;
+    if (nb <= OPS_Q8G_MAX_BLOCKS) {   /* W grouped (ops_q8_pack_rows) */
+        matmul_q8_groups_avx2(y, xq, wq, bias, T, nb, O, o0, o1, accumulate);
+        return;
+    }
     static const q8_tile_fn t[] = {NULL, q8a_1x4, q8a_2x4};
     matmul_q8_tiles(t, q8a_1x1, 2, y, xq, wq, bias, T, I, O, o0, o1, accumulate);
 }
