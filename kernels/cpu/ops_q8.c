@@ -368,9 +368,12 @@ INL AVX2 void q8g_half_avx2(const unsigned char *gp, const struct ops_q8_block *
     UNROLL for (int r = 0; r < 8; r++) _mm256_store_ps(acc_io + r * 8, acc[r]);
 }
 
-/* Pairs a group's rows take together before the other half's turn: 8
- * pairs (8.5 KiB) stay in L1 for the second half of the rows. */
-#define Q8G_CHUNK 8
+/* Pairs a group's rows take together before the other half's turn: 16
+ * pairs (17 KiB: the whole group at I = 768) stay in L1 for the second
+ * half of the rows. One-thread step products, three interleaved rounds:
+ * best calls 4.6-4.8 ms at 16, 4.9-5.3 at 8, 5.2-5.4 at 4, 5.8-6.1 at 1;
+ * 32 and 64 within 16's noise. */
+#define Q8G_CHUNK 16
 
 /* W grouped, any T: per group, per row of x, both halves of the group's 16
  * rows over the pairs in chunks of Q8G_CHUNK, then the 16 sums; one row's
