@@ -152,6 +152,27 @@ struct pf_stream {
         }                                                                                            \
     }
 
+/* The block the calls over block k0 (kn inputs, blocks of bk) of panel p
+ * prefetch: the panel's next block, or the next panel's first in
+ * [o0, o1) once this is the panel's last block of its last pass of rows;
+ * NULL at the end of the range. */
+static const char *next_block(const char *panel, int p, int k0, int kn, int bk, int I, int ip, size_t es, int o1,
+                              int t0, int T)
+{
+    if (k0 + bk < I)
+        return panel + (size_t)(k0 + kn) * P * es;
+    return (p + 1) * P < o1 && t0 + MC >= T ? panel + (size_t)P * ip * es : NULL;
+}
+
+/* The stream of `lines` lines from `next` shared out evenly over a
+ * block's `steps` steps, as it stands at step `first` (a call that starts
+ * there); at NULL for no stream. */
+static struct pf_stream pf_from(const char *next, int lines, int steps, long long first)
+{
+    long long sl = first * lines;
+    return (struct pf_stream){next ? next + sl / steps * 64 : NULL, lines, steps, (int)(sl % steps)};
+}
+
 /* One input k: 4 vectors of weights, R broadcasts of x, R x 4 FMAs. */
 #define MK_STEP(LD, R, WIDE)                                                                               \
     __m512 wv[4];                                                                                    \
@@ -349,16 +370,12 @@ void ops_matmul_packed_avx512(float *y, const float *x, const void *wp, enum ckp
                  * keep in flight (~14 GB/s) at 32 rows in F32, and the
                  * F32 LM head 7% slower on one thread (doc/cpu-kernels.md,
                  * session fmapeak). */
-                const char *next = k0 + bk < I ? blk + (size_t)kn * P * es
-                                   : (p + 1) * P < o1 && t0 + MC >= T ? panel + (size_t)P * ip * es
-                                                                      : NULL;
+                const char *next = tn > 1 ? next_block(panel, p, k0, kn, bk, I, ip, es, o1, t0, T) : NULL;
                 int lines = kn * P * (int)es / 64, steps = ng * kn;
                 for (int g = 0, r0 = 0; g < ng; r0 += size[g++]) {
                     mk_fn const *gk = !widen ? mk : g == 0 ? mks_f16w : mks_f32;
                     /* group g starts at step g * kn of the block's */
-                    long long sl = (long long)g * kn * lines;
-                    struct pf_stream ps = {tn > 1 && next ? next + sl / steps * 64 : NULL, lines, steps,
-                                           (int)(sl % steps)};
+                    struct pf_stream ps = pf_from(next, lines, steps, (long long)g * kn);
                     gk[size[g]](widen && g > 0 ? (const void *)wide : blk, x + (size_t)(t0 + r0) * I + k0,
                                 (size_t)I, kn, c + r0 * P, k0 == 0, ps.at ? &ps : NULL, wide);
                 }
@@ -571,14 +588,11 @@ void ops_matmul_packed_avx2(float *y, const float *x, const void *wp, enum ckpt_
                  * calls, as the AVX-512 kernel does (PF_STEP): the first
                  * slice reads only every fourth line of a block, so the
                  * hardware alone fetches it in four passes. */
-                const char *next = k0 + bk < I ? blk + (size_t)kn * P * es
-                                   : (p + 1) * P < o1 && t0 + MC >= T ? panel + (size_t)P * ip * es
-                                                                      : NULL;
+                const char *next = next_block(panel, p, k0, kn, bk, I, ip, es, o1, t0, T);
                 int lines = kn * P * (int)es / 64, steps = ng * 4 * kn;
                 for (int g = 0, r0 = 0; g < ng; r0 += size[g++])
                     for (int q = 0; q < 4; q++) {
-                        long long sl = (long long)(g * 4 + q) * kn * lines;
-                        struct pf_stream ps = {next ? next + sl / steps * 64 : NULL, lines, steps, (int)(sl % steps)};
+                        struct pf_stream ps = pf_from(next, lines, steps, (long long)(g * 4 + q) * kn);
                         mk[size[g]](blk + (size_t)q * slice * es, xb + (size_t)r0 * I, (size_t)I, kn,
                                     c + r0 * P + q * 16, k0 == 0, ps.at ? &ps : NULL);
                     }
