@@ -463,6 +463,24 @@ static int kc2_of(size_t es)
                            : _mm256_and_si256(_mm256_loadu_si256((const __m256i *)((wk) + (h) * 16)), odd))
 #define BF_AT(k) ((const uint16_t *)w + (size_t)((k) / 32) * 32 * P + (size_t)((k) % 32 / 2) * 32)
 
+/* One BF16 input of the pair at wk for R rows: the two halves' vectors
+ * widened (LO: the low halves shifted up, else the high halves masked),
+ * then 2R FMAs with x[r][k]. */
+#define MK2B_STEP(R, LO, k)                                                                              \
+    {                                                                                                  \
+        __m256 w0 = _mm256_castsi256_ps(LO ? _mm256_slli_epi32(h0, 16) : _mm256_and_si256(h0, odd));   \
+        __m256 w1 = _mm256_castsi256_ps(LO ? _mm256_slli_epi32(h1, 16) : _mm256_and_si256(h1, odd));   \
+        UNROLL for (int r = 0; r < R; r++)                                                             \
+        {                                                                                              \
+            __m256 xb = _mm256_broadcast_ss(x + (size_t)r * ldx + (k));                                \
+            acc[r][0] = _mm256_fmadd_ps(w0, xb, acc[r][0]);                                            \
+            acc[r][1] = _mm256_fmadd_ps(w1, xb, acc[r][1]);                                            \
+        }                                                                                              \
+    }
+
+/* mk2_bf16_R: as DEFINE_MK2's kernels over a BF16 slice (w at the slice):
+ * each pair's two 256-bit halves loaded once for both of its inputs, k
+ * then k + 1 (kn may be odd: the last pair's high halves are not used). */
 #define DEFINE_MK2B(R)                                                                                   \
     __attribute__((noinline)) A2 static void mk2_bf16_##R(const void *w, const float *x, size_t ldx,     \
                                                           int kn, float *c, bool first,                 \
@@ -473,22 +491,22 @@ static int kc2_of(size_t es)
         UNROLL for (int r = 0; r < R; r++) UNROLL for (int q = 0; q < 2; q++) acc[r][q] =              \
             first ? _mm256_setzero_ps() : _mm256_loadu_ps(c + r * P + q * 8);                          \
         struct pf_stream ps = pf ? *pf : (struct pf_stream){NULL, 0, 1, 0};                           \
-        for (int k = 0; k < kn; k += 2) {                                                              \
+        int k = 0;                                                                                     \
+        for (; k + 1 < kn; k += 2) {                                                                   \
             PF_STEP(ps)                                                                                \
-            if (k + 1 < kn) {                                                                          \
-                PF_STEP(ps)                                                                            \
-            }                                                                                          \
+            PF_STEP(ps)                                                                                \
             const uint16_t *wk = BF_AT(k);                                                             \
-            for (int e = 0; e < 2 && k + e < kn; e++) {                                                \
-                __m256 w0 = e ? BF_PAIR(wk, 0, 0) : BF_PAIR(wk, 0, 1);                                 \
-                __m256 w1 = e ? BF_PAIR(wk, 1, 0) : BF_PAIR(wk, 1, 1);                                 \
-                UNROLL for (int r = 0; r < R; r++)                                                     \
-                {                                                                                      \
-                    __m256 xb = _mm256_broadcast_ss(x + (size_t)r * ldx + k + e);                      \
-                    acc[r][0] = _mm256_fmadd_ps(w0, xb, acc[r][0]);                                    \
-                    acc[r][1] = _mm256_fmadd_ps(w1, xb, acc[r][1]);                                    \
-                }                                                                                      \
-            }                                                                                          \
+            __m256i h0 = _mm256_loadu_si256((const __m256i *)wk);                                      \
+            __m256i h1 = _mm256_loadu_si256((const __m256i *)(wk + 16));                               \
+            MK2B_STEP(R, 1, k)                                                                         \
+            MK2B_STEP(R, 0, k + 1)                                                                     \
+        }                                                                                              \
+        if (k < kn) {                                                                                  \
+            PF_STEP(ps)                                                                                \
+            const uint16_t *wk = BF_AT(k);                                                             \
+            __m256i h0 = _mm256_loadu_si256((const __m256i *)wk);                                      \
+            __m256i h1 = _mm256_loadu_si256((const __m256i *)(wk + 16));                               \
+            MK2B_STEP(R, 1, k)                                                                         \
         }                                                                                              \
         UNROLL for (int r = 0; r < R; r++) UNROLL for (int q = 0; q < 2; q++)                          \
             _mm256_storeu_ps(c + r * P + q * 8, acc[r][q]);                                            \
