@@ -442,7 +442,7 @@ static int kc2_of(size_t es)
     __attribute__((noinline)) A2 static void mk2w_##SUF(const void *w, const float *x, size_t ldx, int kn, \
                                                         float *c, bool first, const struct pf_stream *pf) \
     {                                                                                                  \
-        (void)ldx, (void)pf;                                                                                     \
+        (void)ldx, (void)pf;                                                                           \
         __m256 acc[8];                                                                                 \
         UNROLL for (int q = 0; q < 8; q++) acc[q] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(c + q * 8); \
         for (int k = 0; k < kn; k++) {                                                                 \
@@ -547,8 +547,9 @@ __attribute__((noinline)) A2 static void mk2w_bf16(const void *w, const float *x
     UNROLL for (int q = 0; q < 8; q++) _mm256_storeu_ps(c + q * 8, acc[q]);
 }
 
+/* 2-6 rows: row_groups never makes a group of 1 from 2+ rows, and one row
+ * takes the whole-panel kernel. */
 #define DEFINE_MK2S(SUF, LD)                                                                             \
-    DEFINE_MK2(SUF, LD, 1)                                                                             \
     DEFINE_MK2(SUF, LD, 2)                                                                             \
     DEFINE_MK2(SUF, LD, 3)                                                                             \
     DEFINE_MK2(SUF, LD, 4)                                                                             \
@@ -557,7 +558,6 @@ __attribute__((noinline)) A2 static void mk2w_bf16(const void *w, const float *x
     DEFINE_MK2W(SUF, LD)
 DEFINE_MK2S(f32, p2_f32)
 DEFINE_MK2S(f16, p2_f16)
-DEFINE_MK2B(1)
 DEFINE_MK2B(2)
 DEFINE_MK2B(3)
 DEFINE_MK2B(4)
@@ -565,11 +565,11 @@ DEFINE_MK2B(5)
 DEFINE_MK2B(6)
 
 typedef void (*mk2_fn)(const void *, const float *, size_t, int, float *, bool, const struct pf_stream *);
-/* [type][rows]: rows 0 is the one-row whole-panel kernel */
+/* [type][rows of a group]: [0] is the one-row whole-panel kernel; no group has 1 row */
 static const mk2_fn mk2s[3][7] = {
-    {mk2w_f32, mk2_f32_1, mk2_f32_2, mk2_f32_3, mk2_f32_4, mk2_f32_5, mk2_f32_6},
-    {mk2w_f16, mk2_f16_1, mk2_f16_2, mk2_f16_3, mk2_f16_4, mk2_f16_5, mk2_f16_6},
-    {mk2w_bf16, mk2_bf16_1, mk2_bf16_2, mk2_bf16_3, mk2_bf16_4, mk2_bf16_5, mk2_bf16_6},
+    {mk2w_f32, NULL, mk2_f32_2, mk2_f32_3, mk2_f32_4, mk2_f32_5, mk2_f32_6},
+    {mk2w_f16, NULL, mk2_f16_2, mk2_f16_3, mk2_f16_4, mk2_f16_5, mk2_f16_6},
+    {mk2w_bf16, NULL, mk2_bf16_2, mk2_bf16_3, mk2_bf16_4, mk2_bf16_5, mk2_bf16_6},
 };
 
 /* Per panel in [o0, o1): rows in passes of MC. One row: the whole panel
