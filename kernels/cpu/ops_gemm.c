@@ -572,10 +572,45 @@ static const mk2_fn mk2s[3][7] = {
     {mk2w_bf16, NULL, mk2_bf16_2, mk2_bf16_3, mk2_bf16_4, mk2_bf16_5, mk2_bf16_6},
 };
 
+/* A BF16 block of kn inputs (kn <= KC2_WIDE, a multiple of 2 unless it is
+ * the panel's last) widened to F32 in the F32 panel layout (input k at
+ * k * P): per 32-input group and slice of 16 outputs, each pair's low
+ * halves shifted up are input k, its high halves masked input k + 1.
+ * Exact, so the F32 kernels over it give mk2_bf16's sums bit for bit. */
+A2 static void widen_bf16_block(float *dst, const void *w, int kn)
+{
+    const __m256i odd = _mm256_set1_epi32((int)0xffff0000u);
+    for (int k = 0; k < kn; k += 2) {
+        const uint16_t *wk = BF_AT(k);
+        UNROLL for (int q = 0; q < 4; q++)
+        {
+            __m256i h0 = _mm256_loadu_si256((const __m256i *)(wk + q * 512));
+            __m256i h1 = _mm256_loadu_si256((const __m256i *)(wk + q * 512 + 16));
+            float *d = dst + (size_t)k * P + q * 16;
+            _mm256_store_ps(d, _mm256_castsi256_ps(_mm256_slli_epi32(h0, 16)));
+            _mm256_store_ps(d + 8, _mm256_castsi256_ps(_mm256_slli_epi32(h1, 16)));
+            if (k + 1 < kn) {
+                _mm256_store_ps(d + P, _mm256_castsi256_ps(_mm256_and_si256(h0, odd)));
+                _mm256_store_ps(d + P + 8, _mm256_castsi256_ps(_mm256_and_si256(h1, odd)));
+            }
+        }
+    }
+}
+
+/* Inputs per BF16 block widened once (16 KiB of F32 in the 32 KiB L1),
+ * and the fewest groups of rows that take that path: at 3 and more the
+ * F32 kernels' rate pays for the widening (the shifts and masks in
+ * mk2_bf16 share the FMA ports: 58 GFLOP/s a core at 64 rows against
+ * F16's 84), at 2 it would not. */
+#define KC2_WIDE 64
+#define WIDE_MIN_GROUPS 3
+
 /* Per panel in [o0, o1): rows in passes of MC. One row: the whole panel
  * front to back in one call (nothing to keep in L1). More: inputs in
  * blocks of KC2, and per block each group of up to 6 rows (row_groups)
- * over each of the 4 slices of 16 outputs; then the store rule. */
+ * over each of the 4 slices of 16 outputs; then the store rule. BF16 read
+ * by WIDE_MIN_GROUPS groups or more: blocks of KC2_WIDE inputs, each
+ * widened to F32 once (widen_bf16_block) for the F32 kernels. */
 void ops_matmul_packed_avx2(float *y, const float *x, const void *wp, enum ckpt_dtype wt, const float *bias, int T,
                             int I, int O, int o0, int o1, bool accumulate)
 {
@@ -584,6 +619,7 @@ void ops_matmul_packed_avx2(float *y, const float *x, const void *wp, enum ckpt_
     size_t slice = wt == CKPT_BF16 ? 512 : 16;   /* values from one slice of 16 outputs to the next */
     int ip = panel_inputs(wt, I);
     float c[MC * P] __attribute__((aligned(32)));
+    float wide[KC2_WIDE * P] __attribute__((aligned(32)));
     int size[MC / 4 + 1];
     for (int p = o0 / P; p * P < o1; p++) {
         int lo = p * P > o0 ? p * P : o0, hi = p * P + P < o1 ? p * P + P : o1;
@@ -591,7 +627,9 @@ void ops_matmul_packed_avx2(float *y, const float *x, const void *wp, enum ckpt_
         for (int t0 = 0; t0 < T; t0 += MC) {
             int tn = T - t0 < MC ? T - t0 : MC;
             int ng = row_groups(tn, size);
-            int bk = tn == 1 ? I : kc2_of(es);
+            bool widen = wt == CKPT_BF16 && ng >= WIDE_MIN_GROUPS;
+            const mk2_fn *mg = widen ? mk2s[0] : mk;
+            int bk = tn == 1 ? I : widen ? KC2_WIDE : kc2_of(es);
             for (int k0 = 0; k0 < I; k0 += bk) {
                 int kn = I - k0 < bk ? I - k0 : bk;
                 const char *blk = panel + (size_t)k0 * P * es;
@@ -608,11 +646,14 @@ void ops_matmul_packed_avx2(float *y, const float *x, const void *wp, enum ckpt_
                  * hardware alone fetches it in four passes. */
                 const char *next = next_block(panel, p, k0, kn, bk, I, ip, es, o1, t0, T);
                 int lines = kn * P * (int)es / 64, steps = ng * 4 * kn;
+                if (widen)
+                    widen_bf16_block(wide, blk, kn);
                 for (int g = 0, r0 = 0; g < ng; r0 += size[g++])
                     for (int q = 0; q < 4; q++) {
                         struct pf_stream ps = pf_from(next, lines, steps, (long long)(g * 4 + q) * kn);
-                        mk[size[g]](blk + (size_t)q * slice * es, xb + (size_t)r0 * I, (size_t)I, kn,
-                                    c + r0 * P + q * 16, k0 == 0, ps.at ? &ps : NULL);
+                        const void *wq = widen ? (const void *)(wide + q * 16) : blk + (size_t)q * slice * es;
+                        mg[size[g]](wq, xb + (size_t)r0 * I, (size_t)I, kn, c + r0 * P + q * 16, k0 == 0,
+                                    ps.at ? &ps : NULL);
                     }
             }
             for (int t = 0; t < tn; t++)

@@ -879,7 +879,9 @@ static void run_kernels(void)
     for (int k = 0; k < 3; k++) {
         /* the packed product: rows across the 6-row groups and the 64-row
          * passes (1, 2, 63, 64, 65, 130), inputs across the KC blocks (128
-         * for F32, 256 for 16-bit, 64 for widened F16) and not multiples of 16, outputs across
+         * for F32, 256 for 16-bit, 64 for widened F16, and for BF16 widened
+         * at AVX2 from 13 rows, whose odd tails (257, 129, 37) end in half
+         * a pair) and not multiples of 16, outputs across
          * panels of 64 with a padded last one, a range that starts and ends
          * inside panels */
         check_matmul_as(true, types[k], 1, 768, 200, 0, 200, false, true);
