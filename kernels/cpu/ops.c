@@ -944,8 +944,7 @@ void ops_softmax(float *x, int n)
     K.softmax(x, n);
 }
 
-/* Whether this level's int8 products read W grouped (ops_q8_mat_bytes). */
-static bool q8_grouped(int I)
+bool ops_q8_grouped(int I)
 {
 #ifdef OPS_HAVE_X86
     bool grouped = K.matmul_q8 == ops_matmul_q8_avx2 || K.matmul_q8 == ops_matmul_q8_vnni;
@@ -961,12 +960,12 @@ static bool q8_grouped(int I)
 
 size_t ops_q8_mat_bytes(int I, int O)
 {
-    return q8_grouped(I) ? ops_q8g_bytes(I, O) : (size_t)O * ops_q8_row_bytes(I);
+    return ops_q8_grouped(I) ? ops_q8g_bytes(I, O) : (size_t)O * ops_q8_row_bytes(I);
 }
 
 void ops_q8_pack_rows(void *dst, const void *src, int I, int O, int o0, int n)
 {
-    if (q8_grouped(I))
+    if (ops_q8_grouped(I))
         ops_q8g_pack_rows(dst, src, I, O, o0, n);
     else
         memcpy((char *)dst + (size_t)o0 * ops_q8_row_bytes(I), src, (size_t)n * ops_q8_row_bytes(I));

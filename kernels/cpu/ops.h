@@ -181,6 +181,11 @@ void ops_q8_quantize_row(void *dst, const float *x, int I);
  * block a row more when grouped). */
 size_t ops_q8_mat_bytes(int I, int O);
 
+/* Whether this level's int8 products read a matrix of I inputs a row
+ * grouped (ops.h's grouped layout, ops_q8_pack_rows) rather than as plain
+ * Q8_0 rows. */
+bool ops_q8_grouped(int I);
+
 /* Lays out rows o0 .. o0 + n - 1 of a matrix of O rows of I values (src: n
  * rows of ops_q8_quantize_row, stride ops_q8_row_bytes(I)) into dst, the
  * whole matrix's ops_q8_mat_bytes(I, O): o0 a multiple of 16 and n too

@@ -626,6 +626,13 @@ static double time_kernel(struct tpool *pool, enum ckpt_dtype wt, bool q8, bool 
     return best;
 }
 
+/* The weight layout a product reads, as --kernels prints it: int8 is
+ * "grouped" where this level packs it so (ops_q8_grouped), else "rows". */
+static const char *layout_name(bool packed, bool q8, int I)
+{
+    return packed ? "packed" : q8 && ops_q8_grouped(I) ? "grouped" : "rows";
+}
+
 static int kernels_main(int argc, char **argv)
 {
     int threads = argc > 2 ? atoi(argv[2]) : 0;
@@ -667,7 +674,7 @@ static int kernels_main(int argc, char **argv)
                 size_t bytes = types[t].q8 ? ops_q8_row_bytes(I) * (size_t)O : (size_t)O * I * ckpt_dtype_size(types[t].wt);
                 printf("{\"dtype\": \"%s\", \"layout\": \"%s\", \"kernel\": \"%s\", \"rows\": %d, \"O\": %d, "
                        "\"I\": %d, \"bytes\": %zu, \"flops\": %.0f, \"seconds\": %.3e, \"one_call_seconds\": %.3e}\n",
-                       types[t].name, types[t].packed ? "packed" : "rows", shapes[k].name, rows[m], O, I, bytes,
+                       types[t].name, layout_name(types[t].packed, types[t].q8, I), shapes[k].name, rows[m], O, I, bytes,
                        2.0 * rows[m] * O * I, s, one);
                 fflush(stdout);
                 int per_step = shapes[k].copies == 12 ? 12 : 1;   /* the layers' products, the LM head once */
@@ -681,7 +688,8 @@ static int kernels_main(int argc, char **argv)
             if (step[m] > 0)
                 printf("{\"dtype\": \"%s\", \"layout\": \"%s\", \"rows\": %d, \"step_products_seconds\": %.3e, "
                        "\"step_products_one_call_seconds\": %.3e}\n",
-                       types[t].name, types[t].packed ? "packed" : "rows", rows[m], step[m], step_one[m]);
+                       types[t].name, layout_name(types[t].packed, types[t].q8, 3072), rows[m], step[m],
+                       step_one[m]);   /* 3072: the widest I of the shapes */
     }
     tpool_free(pool);
     return 0;
