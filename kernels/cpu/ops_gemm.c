@@ -572,6 +572,32 @@ static const mk2_fn mk2s[3][7] = {
     {mk2w_bf16, NULL, mk2_bf16_2, mk2_bf16_3, mk2_bf16_4, mk2_bf16_5, mk2_bf16_6},
 };
 
+/* ops_store_rows_avx512 with 8 lanes (the same sums per output: base =
+ * y or 0, plus the bias, plus c), the last n % 8 outputs one at a time.
+ * The scalar ops_store1 loop it replaces took 12% of F32 prefill's
+ * product time (perf, 512 tokens). */
+A2 static void store_rows_avx2(float *y, const float *c, const float *bias, int T, int O, int o, int n,
+                               bool accumulate)
+{
+    for (int t = 0; t < T; t++) {
+        float *yr = y + (size_t)t * O + o;
+        const float *cr = c + (size_t)t * P;
+        int j = 0;
+        for (; j + 8 <= n; j += 8) {
+            __m256 base = accumulate ? _mm256_loadu_ps(yr + j) : _mm256_setzero_ps();
+            if (bias)
+                base = _mm256_add_ps(base, _mm256_loadu_ps(bias + o + j));
+            _mm256_storeu_ps(yr + j, _mm256_add_ps(base, _mm256_loadu_ps(cr + j)));
+        }
+        for (; j < n; j++) {
+            float base = accumulate ? yr[j] : 0.0f;
+            if (bias)
+                base += bias[o + j];
+            yr[j] = base + cr[j];
+        }
+    }
+}
+
 /* A BF16 block of kn inputs (kn <= KC2_WIDE, a multiple of 2 unless it is
  * the panel's last) widened to F32 in the F32 panel layout (input k at
  * k * P): per 32-input group and slice of 16 outputs, each pair's low
@@ -656,9 +682,7 @@ void ops_matmul_packed_avx2(float *y, const float *x, const void *wp, enum ckpt_
                                     ps.at ? &ps : NULL);
                     }
             }
-            for (int t = 0; t < tn; t++)
-                for (int o = lo; o < hi; o++)
-                    ops_store1(y + (size_t)(t0 + t) * O, o, c[t * P + o - p * P], bias, accumulate);
+            store_rows_avx2(y + (size_t)t0 * O, c + (lo - p * P), bias, tn, O, lo, hi - lo, accumulate);
         }
     }
 }
