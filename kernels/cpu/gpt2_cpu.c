@@ -166,6 +166,15 @@ static void matmul(struct cpu_model *m, float *y, const float *x, const void *w,
      * time for the step's products at 32 rows, best of 8, three pairs */
     if (m->q8 && w != m->score && T > 1 && O / 512 >= 4 * tpool_threads(m->pool))
         block = 512;
+    /* int8 at one row: 64 outputs (52 KiB at I = 768) where that still
+     * leaves 4 tasks a thread. At 16 a task was 13 KiB, too short a run
+     * for the hardware prefetcher once the two threads take alternate
+     * tasks: 2 threads decoded 1.25x one thread's tokens/s against F16's
+     * 1.7x. Batch-1 best step, six interleaved rounds (cpu_bench ... 2 16
+     * 1 160 32 q8): 64 ahead of 16 in every round, 177-207 against
+     * 135-177 tok/s; 128 no better than 64. */
+    if (m->q8 && w != m->score && T == 1 && block < 64 && O / 64 >= 4 * tpool_threads(m->pool))
+        block = 64;
     /* packed at 2+ rows: 4 panels a task where that still leaves 4 tasks a
      * thread, as the AMX tile kernels split x into bf16 parts once a call
      * (4.5 us a call at 32 rows for F32; doc/cpu-kernels.md "F32 on the
