@@ -166,15 +166,23 @@ static void matmul(struct cpu_model *m, float *y, const float *x, const void *w,
      * time for the step's products at 32 rows, best of 8, three pairs */
     if (m->q8 && w != m->score && T > 1 && O / 512 >= 4 * tpool_threads(m->pool))
         block = 512;
-    /* int8 at one row: 64 outputs (52 KiB at I = 768) where that still
-     * leaves 4 tasks a thread. At 16 a task was 13 KiB, too short a run
-     * for the hardware prefetcher once the two threads take alternate
-     * tasks: 2 threads decoded 1.25x one thread's tokens/s against F16's
-     * 1.7x. Batch-1 best step, six interleaved rounds (cpu_bench ... 2 16
-     * 1 160 32 q8): 64 ahead of 16 in every round, 177-207 against
-     * 135-177 tok/s; 128 no better than 64. */
-    if (m->q8 && w != m->score && T == 1 && block < 64 && O / 64 >= 4 * tpool_threads(m->pool))
-        block = 64;
+    /* int8 at one row: one contiguous range of outputs a thread (whole
+     * groups of 16), so each thread's weights are one run the hardware
+     * prefetcher follows. Tasks of 16 outputs (13 KiB at I = 768), taken
+     * alternately by the threads, left 2 threads at 1.25x one thread's
+     * tokens/s (F16: 1.7x). Batch-1 best step, interleaved rounds
+     * (cpu_bench MODEL 2 16 1 160 32 q8): tasks of 64 outputs beat 16 in
+     * six of six (177-207 against 135-177 tok/s), one range a thread beat
+     * 64 in five of five (211-240 against 173-193), two a thread in four
+     * of five, and one a thread ahead of two in the average rate.
+     * The price: no thread takes over another's share if it is
+     * descheduled. F16 and BF16 (96 KiB tasks already) gained nothing
+     * clear from the same split. Measured on the AVX2 level only (Zen 3). */
+    if (m->q8 && w != m->score && T == 1) {
+        int nt = tpool_threads(m->pool);
+        int b = ((O + nt - 1) / nt + 15) / 16 * 16;   /* the grouped layout groups 16 rows */
+        block = b > block ? b : block;
+    }
     /* packed at 2+ rows: 4 panels a task where that still leaves 4 tasks a
      * thread, as the AMX tile kernels split x into bf16 parts once a call
      * (4.5 us a call at 32 rows for F32; doc/cpu-kernels.md "F32 on the
