@@ -660,6 +660,9 @@ static int kernels_main(int argc, char **argv)
     static const int rows[] = {1, 8, 32, 64};
     const char *only_type = argc > 3 ? argv[3] : NULL;
     int only_rows = argc > 4 ? atoi(argv[4]) : 0;
+    int widest = 0;   /* a step's layout is its widest product's (grouping stops above a width) */
+    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++)
+        widest = shapes[k].I > widest ? shapes[k].I : widest;
     for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
         if (types[t].packed && !ops_packed())
             continue;
@@ -688,8 +691,8 @@ static int kernels_main(int argc, char **argv)
             if (step[m] > 0)
                 printf("{\"dtype\": \"%s\", \"layout\": \"%s\", \"rows\": %d, \"step_products_seconds\": %.3e, "
                        "\"step_products_one_call_seconds\": %.3e}\n",
-                       types[t].name, layout_name(types[t].packed, types[t].q8, 3072), rows[m], step[m],
-                       step_one[m]);   /* 3072: the widest I of the shapes */
+                       types[t].name, layout_name(types[t].packed, types[t].q8, widest), rows[m], step[m],
+                       step_one[m]);
     }
     tpool_free(pool);
     return 0;
