@@ -679,7 +679,7 @@ static void check_attention(int n, int d, int stride, bool half)
 
 /* ops_to_f16 (the KV cache's rounding) against ckpt_f32_to_f16 bit for bit:
  * ties both ways, subnormal halves, the overflow edge, infinities, quiet and
- * signalling NaNs, random values; lengths across the 16-lane passes, a NaN
+ * signalling NaNs, random values; lengths across the 8- and 16-lane passes, a NaN
  * in a pass of ordinary values, and nothing written past n. */
 static void check_to_f16(void)
 {
@@ -703,7 +703,7 @@ static void check_to_f16(void)
         want[i] = ckpt_f32_to_f16(x[i]);
     }
     int same = 1;
-    static const size_t lens[] = {1, 15, 16, 17, 33, 64, N};
+    static const size_t lens[] = {1, 7, 8, 9, 15, 16, 17, 33, 64, N};
     for (size_t l = 0; l < sizeof lens / sizeof lens[0]; l++)
         for (size_t off = 0; off < 3; off++) {
             size_t n = lens[l] + off > N ? N - off : lens[l];
@@ -853,9 +853,10 @@ static void run_kernels(void)
     for (size_t c = 0; c < sizeof ah / sizeof ah[0]; c++)
         for (int half = 0; half <= 1; half++)
             check_attend_heads(ah[c][0], ah[c][1], ah[c][2], ah[c][3], half);
-    /* heads of 64 (GPT-2), odd widths, past 8 vectors; blocks of 16 keys, partial ones */
+    /* heads of 64 (GPT-2), odd widths, past 8 vectors; blocks of 16 keys, partial ones
+     * (13: a group of 8, one of 4 and one key alone at AVX2) */
     /* each in F32 and over an F16 KV cache */
-    static const int att[][3] = {{16, 64, 768}, {5, 64, 64}, {3, 37, 40}, {16, 128, 130}, {7, 160, 170}, {1, 1, 1}, {40, 64, 64}, {33, 100, 101}};
+    static const int att[][3] = {{16, 64, 768}, {13, 64, 64}, {15, 128, 130}, {5, 64, 64}, {3, 37, 40}, {16, 128, 130}, {7, 160, 170}, {1, 1, 1}, {40, 64, 64}, {33, 100, 101}};
     for (size_t c = 0; c < sizeof att / sizeof att[0]; c++)
         for (int half = 0; half <= 1; half++)
             check_attention(att[c][0], att[c][1], att[c][2], half);
