@@ -273,6 +273,16 @@ static void kv_scores(const struct cpu_model *m, float *s, const float *q, size_
         ops_scores(s, q, (const float *)m->kv + at, (size_t)m->hd, n, m->hd, scale);
 }
 
+/* kv_scores for nq queries (q + i x ldq, into s + i x lds) over the same keys. */
+static void kv_scores_q(const struct cpu_model *m, float *s, size_t lds, const float *q, size_t ldq, int nq, size_t at,
+                        int n, float scale)
+{
+    if (m->kv_half)
+        ops_scores_q_f16(s, lds, q, ldq, nq, (const uint16_t *)m->kv + at, (size_t)m->hd, n, m->hd, scale);
+    else
+        ops_scores_q(s, lds, q, ldq, nq, (const float *)m->kv + at, (size_t)m->hd, n, m->hd, scale);
+}
+
 static void kv_mix(const struct cpu_model *m, float *out, const float *a, int nq, size_t at, int n)
 {
     if (m->kv_half)
@@ -318,22 +328,31 @@ static void attn_task(void *ctx, int task, int thread)
                     m->B, hd, h1 - h0, (size_t)m->B * hd, ly->attn_scale, m->kv_half);
         return;
     }
-    /* Up to ATT_Q consecutive tokens at a time: each its own scores and
-     * softmax (zero weights for the group's later keys it must not see),
-     * then one pass over the V rows for all of them (ops_mix loads a V row
-     * once for 4 queries; adding a zero weight leaves a sum as it was, so a
-     * token's output does not depend on its group). */
+    /* Up to ATT_Q consecutive tokens at a time: the keys they all see
+     * (positions up to the first one's) scored for the group together
+     * (ops_scores_q; AVX2 loads each K row once for 4 queries), each token's
+     * later keys alone, then each its softmax (zero weights for the
+     * group's later keys it must not see), then one pass over the V rows
+     * for all of them (AVX-512 loads a V row once for 4 queries). A score
+     * has the same bits either way, and adding a zero weight leaves a sum
+     * as it was, so a token's output does not depend on its group. */
     for (int h = h0; h < h1; h++)
         for (int t0 = 0; t0 < s->n_tokens; t0 += ATT_Q) {
-            int nq = s->n_tokens - t0 < ATT_Q ? s->n_tokens - t0 : ATT_Q, pmax = s->pos + t0 + nq - 1;
+            int nq = s->n_tokens - t0 < ATT_Q ? s->n_tokens - t0 : ATT_Q, p0 = s->pos + t0, pmax = p0 + nq - 1;
+            const float *q0 = m->qkv + (size_t)(j->row0[si] + t0) * 3 * C + h * hd;
+            /* A KV block's positions of a head are hd values apart: one call per block. */
+            for (int k0 = 0; k0 <= p0; k0 += m->B)
+                kv_scores_q(m, scores + k0, (size_t)m->P, q0, (size_t)3 * C, nq, kv_at(m, s, j->layer, 0, h, k0),
+                            p0 + 1 - k0 < m->B ? p0 + 1 - k0 : m->B, ly->attn_scale);
             for (int g = 0; g < nq; g++) {
-                int r = j->row0[si] + t0 + g, p = s->pos + t0 + g;
+                int r = j->row0[si] + t0 + g, p = p0 + g;
                 const float *q = m->qkv + (size_t)r * 3 * C + h * hd;
                 float *sc = scores + (size_t)g * m->P;
-                /* A KV block's positions of a head are hd values apart: one call per block. */
-                for (int k0 = 0; k0 <= p; k0 += m->B)
-                    kv_scores(m, sc + k0, q, kv_at(m, s, j->layer, 0, h, k0), p + 1 - k0 < m->B ? p + 1 - k0 : m->B,
-                              ly->attn_scale);
+                for (int k = p0 + 1, n; k <= p; k += n) {
+                    int end = (k / m->B + 1) * m->B;   /* where k's KV block ends */
+                    n = (end < p + 1 ? end : p + 1) - k;
+                    kv_scores(m, sc + k, q, kv_at(m, s, j->layer, 0, h, k), n, ly->attn_scale);
+                }
                 ops_softmax(sc, p + 1);
                 for (int k = p + 1; k <= pmax; k++)
                     sc[k] = 0.0f;

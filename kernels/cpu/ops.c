@@ -549,6 +549,58 @@ AVX2 static inline __attribute__((always_inline)) void scores_t2(float *s, const
     }
 }
 
+/* scores_t2 for 4 queries (q + r x ldq, into s + r x lds) over the same
+ * keys, d a multiple of 8: keys 2 at a time, 8 chains (4 queries x 2
+ * keys), each K vector loaded (and widened) once for the 4 queries. Each
+ * score is the same chain in input order and hsum1's order across the
+ * lanes as scores_t2's, so bit-identical to that query scored alone.
+ * An odd last key goes to scores_t2 per query. */
+AVX2 static inline __attribute__((always_inline)) void scores_q4_t2(float *s, size_t lds, const float *q, size_t ldq,
+                                                                   const void *k, size_t stride, int n, int d,
+                                                                   float scale, int half)
+{
+    int j = 0;
+    for (; j + 2 <= n; j += 2) {
+        size_t k0 = (size_t)j * stride, k1 = k0 + stride;
+        __m256 a[4][2];
+        _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++)
+            a[r][0] = a[r][1] = _mm256_setzero_ps();
+        for (int i = 0; i < d; i += 8) {
+            __m256 kv0 = kv8(k, k0 + i, half), kv1 = kv8(k, k1 + i, half);
+            _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++) {
+                __m256 qv = _mm256_loadu_ps(q + (size_t)r * ldq + i);
+                a[r][0] = _mm256_fmadd_ps(qv, kv0, a[r][0]);
+                a[r][1] = _mm256_fmadd_ps(qv, kv1, a[r][1]);
+            }
+        }
+        __m128 sc = _mm_set1_ps(scale);
+        /* {q0 k0, q0 k1, q1 k0, q1 k1} and the same for q2, q3 */
+        __m128 t01 = _mm_mul_ps(hsum4_as1(a[0][0], a[0][1], a[1][0], a[1][1]), sc);
+        __m128 t23 = _mm_mul_ps(hsum4_as1(a[2][0], a[2][1], a[3][0], a[3][1]), sc);
+        _mm_storel_pi((__m64 *)(s + j), t01);
+        _mm_storeh_pi((__m64 *)(s + lds + j), t01);
+        _mm_storel_pi((__m64 *)(s + 2 * lds + j), t23);
+        _mm_storeh_pi((__m64 *)(s + 3 * lds + j), t23);
+    }
+    if (j < n)
+        for (int r = 0; r < 4; r++)
+            scores_t2(s + (size_t)r * lds + j, q + (size_t)r * ldq, (const char *)k + (size_t)j * stride * (half ? 2 : 4),
+                      stride, 1, d, scale, half);
+}
+
+/* nq queries: groups of 4 through the tile, the rest (and any d not a
+ * multiple of 8) one query at a time. */
+AVX2 static inline __attribute__((always_inline)) void scores_q_t2(float *s, size_t lds, const float *q, size_t ldq,
+                                                                  int nq, const void *k, size_t stride, int n, int d,
+                                                                  float scale, int half)
+{
+    int r = 0;
+    for (; d % 8 == 0 && r + 4 <= nq; r += 4)
+        scores_q4_t2(s + (size_t)r * lds, lds, q + (size_t)r * ldq, ldq, k, stride, n, d, scale, half);
+    for (; r < nq; r++)
+        scores_t2(s + (size_t)r * lds, q + (size_t)r * ldq, k, stride, n, d, scale, half);
+}
+
 /* out[r][0..d) += sum_j a[r][j] V_j for nq queries: per 64 values, the
  * query's outputs stay in 8 registers across every key (each element
  * summed over the keys in order, as one axpy per key would). */
@@ -592,6 +644,16 @@ AVX2 static void scores_avx2(float *s, const float *q, const float *k, size_t st
 AVX2 static void scores_f16_avx2(float *s, const float *q, const uint16_t *k, size_t stride, int n, int d, float scale)
 {
     scores_t2(s, q, k, stride, n, d, scale, 1);
+}
+AVX2 static void scores_q_avx2(float *s, size_t lds, const float *q, size_t ldq, int nq, const float *k, size_t stride,
+                               int n, int d, float scale)
+{
+    scores_q_t2(s, lds, q, ldq, nq, k, stride, n, d, scale, 0);
+}
+AVX2 static void scores_q_f16_avx2(float *s, size_t lds, const float *q, size_t ldq, int nq, const uint16_t *k,
+                                   size_t stride, int n, int d, float scale)
+{
+    scores_q_t2(s, lds, q, ldq, nq, k, stride, n, d, scale, 1);
 }
 AVX2 static void mix_avx2(float *out, size_t ldo, const float *a, size_t lda, int nq, const float *v, size_t stride,
                           int n, int d)
@@ -661,6 +723,10 @@ AVX2 static void to_f16_avx2(uint16_t *dst, const float *x, size_t n)
 /* ------------------------------------------------------------------ dispatch */
 
 static void scores_generic(float *s, const float *q, const float *k, size_t stride, int n, int d, float scale);
+static void scores_q_generic(float *s, size_t lds, const float *q, size_t ldq, int nq, const float *k, size_t stride,
+                             int n, int d, float scale);
+static void scores_q_f16_generic(float *s, size_t lds, const float *q, size_t ldq, int nq, const uint16_t *k,
+                                 size_t stride, int n, int d, float scale);
 static void mix_generic(float *out, size_t ldo, const float *a, size_t lda, int nq, const float *v, size_t stride,
                         int n, int d);
 
@@ -701,19 +767,36 @@ static const struct ops_kernels k_portable = {"portable",          matmul_portab
                                               ops_activate_scalar,
                                               dot_portable,        axpy_portable,    softmax_portable,
                                               scores_generic,      mix_generic,
-                                              scores_f16_portable, mix_f16_portable, layernorm_portable, to_f16_portable};
+                                              scores_f16_portable, mix_f16_portable, layernorm_portable, to_f16_portable,
+                                              scores_q_generic, scores_q_f16_generic};
 static struct ops_kernels K = {"portable",         matmul_portable,   ops_matmul_q8_portable,
                                ops_matmul_packed_portable, ops_matmul_packed_portable, false,
                                ops_activate_scalar,
                                dot_portable,       axpy_portable,     softmax_portable,
                                scores_generic,     mix_generic,
-                               scores_f16_portable, mix_f16_portable, layernorm_portable, to_f16_portable};
+                               scores_f16_portable, mix_f16_portable, layernorm_portable, to_f16_portable,
+                               scores_q_generic, scores_q_f16_generic};
 
 /* Attention over a block of keys by the level's dot and axpy, one call per key. */
 static void scores_generic(float *s, const float *q, const float *k, size_t stride, int n, int d, float scale)
 {
     for (int j = 0; j < n; j++)
         s[j] = K.dot(q, k + (size_t)j * stride, d) * scale;
+}
+
+/* nq queries by the level's scores, one query at a time. */
+static void scores_q_generic(float *s, size_t lds, const float *q, size_t ldq, int nq, const float *k, size_t stride,
+                             int n, int d, float scale)
+{
+    for (int i = 0; i < nq; i++)
+        K.scores(s + (size_t)i * lds, q + (size_t)i * ldq, k, stride, n, d, scale);
+}
+
+static void scores_q_f16_generic(float *s, size_t lds, const float *q, size_t ldq, int nq, const uint16_t *k,
+                                 size_t stride, int n, int d, float scale)
+{
+    for (int i = 0; i < nq; i++)
+        K.scores_f16(s + (size_t)i * lds, q + (size_t)i * ldq, k, stride, n, d, scale);
 }
 
 static void mix_generic(float *out, size_t ldo, const float *a, size_t lda, int nq, const float *v, size_t stride,
@@ -832,6 +915,8 @@ enum ops_level ops_init(enum ops_level cap)
         k.mix = mix_avx2;
         k.scores_f16 = scores_f16_avx2;
         k.mix_f16 = mix_f16_avx2;
+        k.scores_q = scores_q_avx2;
+        k.scores_q_f16 = scores_q_f16_avx2;
         k.to_f16 = to_f16_avx2;
         k.layernorm = layernorm_avx2;
         strcpy(k_name, "avx2+fma+f16c");
@@ -843,6 +928,8 @@ enum ops_level ops_init(enum ops_level cap)
         k.scores = ops_scores_avx512;
         k.mix = ops_mix_avx512;
         k.scores_f16 = ops_scores_f16_avx512;
+        k.scores_q = scores_q_generic;          /* its scores' own bits, a query at a time */
+        k.scores_q_f16 = scores_q_f16_generic;
         k.mix_f16 = ops_mix_f16_avx512;
         k.activate = ops_activate_avx512;
         k.softmax = ops_softmax_avx512;
@@ -934,6 +1021,18 @@ void ops_axpy(float *y, float a, const float *x, int n)
 void ops_scores(float *s, const float *q, const float *k, size_t stride, int n, int d, float scale)
 {
     K.scores(s, q, k, stride, n, d, scale);
+}
+
+void ops_scores_q(float *s, size_t lds, const float *q, size_t ldq, int nq, const float *k, size_t stride, int n, int d,
+                  float scale)
+{
+    K.scores_q(s, lds, q, ldq, nq, k, stride, n, d, scale);
+}
+
+void ops_scores_q_f16(float *s, size_t lds, const float *q, size_t ldq, int nq, const uint16_t *k, size_t stride, int n,
+                      int d, float scale)
+{
+    K.scores_q_f16(s, lds, q, ldq, nq, k, stride, n, d, scale);
 }
 
 void ops_mix(float *out, size_t ldo, const float *a, size_t lda, int nq, const float *v, size_t stride, int n, int d)

@@ -130,6 +130,15 @@ void ops_scores_f16(float *s, const float *q, const uint16_t *k, size_t stride, 
 void ops_mix_f16(float *out, size_t ldo, const float *a, size_t lda, int nq, const uint16_t *v, size_t stride, int n,
                  int d);
 
+/* ops_scores (ops_scores_f16) for nq queries over the same n keys (prefill:
+ * a group of new tokens and the keys they all see): query i at q + i x ldq,
+ * its scores at s + i x lds; each score bit-identical to ops_scores' for
+ * that query alone. AVX2 loads (and widens) each K vector once for 4. */
+void ops_scores_q(float *s, size_t lds, const float *q, size_t ldq, int nq, const float *k, size_t stride, int n, int d,
+                  float scale);
+void ops_scores_q_f16(float *s, size_t lds, const float *q, size_t ldq, int nq, const uint16_t *k, size_t stride, int n,
+                      int d, float scale);
+
 /* One query's whole attention over n keys in blocks of B positions (decode:
  * one new token of a sequence), for nh heads one after another: k[b] and v[b]
  * are block b's K and V rows of the first head, d values apart (F32, or F16

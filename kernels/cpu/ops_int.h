@@ -37,6 +37,8 @@ struct ops_kernels {
     void (*mix_f16)(float *, size_t, const float *, size_t, int, const uint16_t *, size_t, int, int);
     void (*layernorm)(float *, const float *, const float *, const float *, int, float);
     void (*to_f16)(uint16_t *, const float *, size_t);
+    void (*scores_q)(float *, size_t, const float *, size_t, int, const float *, size_t, int, int, float);
+    void (*scores_q_f16)(float *, size_t, const float *, size_t, int, const uint16_t *, size_t, int, int, float);
 };
 
 /* Rows of x processed together per pass over a tile of W, sized so the chunk

@@ -585,6 +585,15 @@ static void scores_kv(bool half, float *s, const float *q, const float *kv, cons
         ops_scores(s, q, kv + (size_t)j * stride, (size_t)stride, n, d, 0.125f);
 }
 
+static void scores_q_kv(bool half, float *s, size_t lds, const float *q, size_t ldq, int nq, const float *kv,
+                        const uint16_t *kh, int stride, int n, int d)
+{
+    if (half)
+        ops_scores_q_f16(s, lds, q, ldq, nq, kh, (size_t)stride, n, d, 0.125f);
+    else
+        ops_scores_q(s, lds, q, ldq, nq, kv, (size_t)stride, n, d, 0.125f);
+}
+
 static void mix_kv(bool half, float *out, size_t ldo, const float *a, size_t lda, int nq, const float *kv,
                    const uint16_t *kh, int stride, int n, int d)
 {
@@ -636,6 +645,29 @@ static void check_attention(int n, int d, int stride, bool half)
             alone = 0;
     }
     ok(alone, "%s%s scores n=%d d=%d: each key bit-identical to that key alone", ops_simd_name(), kt, n, d);
+    /* 6 queries at once (a group of 4, then 2 alone; rows d + 3 apart, as
+     * a prefill's queries sit in their QKV rows), query 2 the one above:
+     * each row bit-identical to that query scored alone, nothing past n */
+    {
+        size_t ldq = (size_t)d + 3, lds = (size_t)n + 1;
+        float *q6 = malloc(sizeof(float) * 6 * ldq), *s6 = malloc(sizeof(float) * 6 * lds);
+        float *one = malloc(sizeof(float) * (size_t)n);
+        for (size_t i = 0; i < 6 * ldq; i++)
+            q6[i] = i / ldq == 2 && i % ldq < (size_t)d ? q[i % ldq] : frand();
+        for (size_t i = 0; i < 6 * lds; i++)
+            s6[i] = 7.0f;
+        scores_q_kv(half, s6, lds, q6, ldq, 6, kv, kh, stride, n, d);
+        int same = memcmp(s6 + 2 * lds, s, sizeof(float) * (size_t)n) == 0;
+        for (int qi = 0; qi < 6; qi++) {
+            scores_kv(half, one, q6 + qi * ldq, kv, kh, 0, stride, n, d);
+            same = same && memcmp(s6 + qi * lds, one, sizeof(float) * (size_t)n) == 0 && s6[qi * lds + n] == 7.0f;
+        }
+        ok(same, "%s%s scores of 6 queries n=%d d=%d: each row bit-identical to that query alone", ops_simd_name(), kt,
+           n, d);
+        free(q6);
+        free(s6);
+        free(one);
+    }
     for (int i = 0; i <= d; i++)
         out[i] = 0.5f;
     for (int i = 0; i < d; i++) {
