@@ -166,11 +166,14 @@ static const char *next_block(const char *panel, int p, int k0, int kn, int bk, 
 
 /* The stream of `lines` lines from `next` shared out evenly over a
  * block's `steps` steps, as it stands at step `first` (a call that starts
- * there); at NULL for no stream. */
+ * there); at NULL for no stream. One division for the line and the
+ * remainder, taken whether or not there is a stream: computed only with a
+ * stream, the quotient and the remainder were two 64-bit divisions a call,
+ * ~2% of an F32 prefill's samples. */
 static struct pf_stream pf_from(const char *next, int lines, int steps, long long first)
 {
-    long long sl = first * lines;
-    return (struct pf_stream){next ? next + sl / steps * 64 : NULL, lines, steps, (int)(sl % steps)};
+    long long sl = first * lines, line = sl / steps, rem = sl % steps;
+    return (struct pf_stream){next ? next + line * 64 : NULL, lines, steps, (int)rem};
 }
 
 /* One input k: 4 vectors of weights, R broadcasts of x, R x 4 FMAs. */
