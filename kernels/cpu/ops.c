@@ -521,8 +521,8 @@ static inline float kv1(const void *p, size_t i, int half)
  * keep both FMA ports busy (4 chains of 4-cycle FMAs filled half of them,
  * and prefill spent 7% of its time here), then 4, then 1; the same sums
  * for a key whichever group it falls in. */
-AVX2 static inline __attribute__((always_inline)) void scores_t2(float *s, const float *q, const void *k, size_t stride, int n, int d, float scale,
-                                  int half)
+AVX2 static inline __attribute__((always_inline)) void scores_t2(float *s, const float *q, const void *k, size_t stride,
+                                                                int n, int d, float scale, int half)
 {
     int d8 = d & ~7, j = 0;
     for (; d8 == d && j + 8 <= n; j += 8) {
@@ -602,9 +602,10 @@ AVX2 static inline __attribute__((always_inline)) void scores_q4_t2(float *s, si
         _mm_storel_pi((__m64 *)(s + 2 * lds + j), t23);
         _mm_storeh_pi((__m64 *)(s + 3 * lds + j), t23);
     }
+    size_t es = half ? sizeof(uint16_t) : sizeof(float);
     if (j < n)
         for (int r = 0; r < 4; r++)
-            scores_t2(s + (size_t)r * lds + j, q + (size_t)r * ldq, (const char *)k + (size_t)j * stride * (half ? 2 : 4),
+            scores_t2(s + (size_t)r * lds + j, q + (size_t)r * ldq, (const char *)k + (size_t)j * stride * es,
                       stride, 1, d, scale, half);
 }
 
@@ -685,8 +686,8 @@ AVX2 static void mix_f16_avx2(float *out, size_t ldo, const float *a, size_t lda
 {
     mix_t2(out, ldo, a, lda, nq, v, stride, n, d, 1);
 }
-/* Two passes as the portable one (mean, then the mean square of x - mean),
- * 8 lanes summed apart and reduced in hsum1's order, the n % 8 tail added
+/* The portable one's passes (the mean, the mean square of x - mean, the
+ * output), 8 lanes summed apart and reduced in hsum1's order, the n % 8 tail added
  * after; ops_layernorm_avx512's rule with 8 lanes. The portable loop's
  * sums are one serial chain of adds: 1.8% of a prefill's time. */
 AVX2 static void layernorm_avx2(float *y, const float *x, const float *g, const float *b, int n, float eps)
@@ -787,15 +788,15 @@ static const struct ops_kernels k_portable = {"portable",          matmul_portab
                                               ops_activate_scalar,
                                               dot_portable,        axpy_portable,    softmax_portable,
                                               scores_generic,      mix_generic,
-                                              scores_f16_portable, mix_f16_portable, layernorm_portable, to_f16_portable,
-                                              scores_q_generic, scores_q_f16_generic};
+                                              scores_f16_portable, mix_f16_portable, layernorm_portable,
+                                              to_f16_portable,     scores_q_generic, scores_q_f16_generic};
 static struct ops_kernels K = {"portable",         matmul_portable,   ops_matmul_q8_portable,
                                ops_matmul_packed_portable, ops_matmul_packed_portable, false,
                                ops_activate_scalar,
                                dot_portable,       axpy_portable,     softmax_portable,
                                scores_generic,     mix_generic,
-                               scores_f16_portable, mix_f16_portable, layernorm_portable, to_f16_portable,
-                               scores_q_generic, scores_q_f16_generic};
+                               scores_f16_portable, mix_f16_portable, layernorm_portable,
+                               to_f16_portable,    scores_q_generic, scores_q_f16_generic};
 
 /* Attention over a block of keys by the level's dot and axpy, one call per key. */
 static void scores_generic(float *s, const float *q, const float *k, size_t stride, int n, int d, float scale)

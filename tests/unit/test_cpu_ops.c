@@ -635,8 +635,9 @@ static void check_attention(int n, int d, int stride, bool half)
     double e = rel_err(s, want, (size_t)n);
     ok(e <= 1e-5 && s[n] == 7.0f, "%s%s scores n=%d d=%d stride=%d: rel err %.2g, nothing past n", ops_simd_name(), kt,
        n, d, stride, e);
-    /* keys are summed 16 at a time: each key's score bit-identical to that
-     * key scored alone, so a score does not depend on the keys beside it */
+    /* keys are summed 16 (AVX-512) or 8, 4 and 1 (AVX2) at a time: each
+     * key's score bit-identical to that key scored alone, so a score does
+     * not depend on the keys beside it */
     int alone = 1;
     for (int j = 0; j < n; j++) {
         float s1[2] = {0.0f, 7.0f};
