@@ -480,6 +480,11 @@ static void sweep_and_admit(struct engine *e)
     e->qtail = NULL;
     for (struct eseq *s = e->qhead; s; s = s->next)
         e->qtail = s;
+    /* The admission time, read under mu: every sequence in the queue was
+     * stamped (submitted_ns) before it was queued under mu, so this is
+     * never earlier. `now` above was read before the lock, and a sequence
+     * queued in between was reported a negative time in the queue. */
+    int64_t admit_ns = util_now_ns();
     while (e->qhead && e->n_run < e->o.max_concurrent) {
         struct eseq *s = e->qhead;
         /* The full blocks of its tokens already in the prefix cache (not
@@ -510,7 +515,7 @@ static void sweep_and_admit(struct engine *e)
         s->next = NULL;
         e->n_queued--;
         if (!s->admitted_ns)
-            s->admitted_ns = now;
+            s->admitted_ns = admit_ns;
         s->order = ++e->order;
         e->run[e->n_run++] = s;
     }
